@@ -1,0 +1,45 @@
+// Bundles the extension (node/cjs, vscode external), the sidecar + CLI (node) and the webviews (browser).
+import * as esbuild from 'esbuild';
+import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+const require = createRequire(import.meta.url);
+const watch = process.argv.includes('--watch');
+const production = process.argv.includes('--production');
+const common = { bundle: true, sourcemap: !production, minify: production, logLevel: 'warning', legalComments: 'none' };
+
+const node = {
+  ...common,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  // The native TF.js packages are optional extras, loaded at run time only if installed.
+  external: ['vscode', '@tensorflow/tfjs-node', '@tensorflow/tfjs-node-gpu', 'webgpu'],
+};
+
+const builds = [
+  { ...node, entryPoints: { extension: 'src/extension/extension.ts' } },
+  { ...node, entryPoints: { sidecar: 'sidecar/src/server.ts', cli: 'sidecar/src/cli.ts' } },
+  {
+    ...common,
+    platform: 'browser',
+    target: 'es2022',
+    format: 'iife',
+    entryPoints: Object.fromEntries(
+      readdirSync('webviews/src').filter((f) => f.endsWith('.panel.ts')).map((f) => [f.replace(/\.panel\.ts$/, ''), `webviews/src/${f}`]),
+    ),
+    outdir: 'dist/webviews',
+  },
+];
+
+mkdirSync('dist', { recursive: true });
+// The wasm backend loads its .wasm binaries from beside the sidecar bundle.
+const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join('dist', f));
+
+for (const b of builds) {
+  const opts = b.outdir ? b : { ...b, outdir: 'dist' };
+  if (watch) await (await esbuild.context(opts)).watch();
+  else await esbuild.build(opts);
+}
