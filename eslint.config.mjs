@@ -1,0 +1,32 @@
+// @ts-check
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'out/**', 'test-output/**', 'scratch/**', '.ci/**', 'media/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: {
+      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js'] }, tsconfigRootDir: import.meta.dirname },
+    },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', destructuredArrayIgnorePattern: '^_' }],
+    },
+  },
+  // node:test's describe/it return promises the runner tracks itself.
+  { files: ['test/**/*.ts'], rules: { '@typescript-eslint/no-floating-promises': 'off' } },
+  // The sidecar's stdout is the JSON-RPC channel: nothing may print to it.
+  { files: ['sidecar/src/**/*.ts'], ignores: ['sidecar/src/cli.ts', 'sidecar/src/tasks/**'], rules: { 'no-console': 'error' } },
+  // The protocol module is shared by every side: no vscode, no TF.js.
+  {
+    files: ['src/protocol/**/*.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'vscode-*', '@tensorflow/*', 'node:*'] }] },
+  },
+  // Webviews run in a browser sandbox: no Node, no vscode API module, no TF.js.
+  { files: ['webviews/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'node:*', '@tensorflow/*', '**/sidecar/**'] }] } },
+  { files: ['bin/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly', process: 'readonly' } } },
+  { files: ['scripts/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },
+);

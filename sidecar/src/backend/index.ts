@@ -1,0 +1,241 @@
+/**
+ * Picks and initialises the TF.js compute backend.
+ *
+ * 'auto' walks a ladder, fastest first, recording why each rung was skipped:
+ *   1. tensorflow-gpu  `@tensorflow/tfjs-node-gpu` (libtensorflow + CUDA 11.2/cuDNN 8.1; optional extra)
+ *   2. tensorflow      `@tensorflow/tfjs-node` (libtensorflow on the CPU; optional extra)
+ *   3. webgpu          `@tensorflow/tfjs-backend-webgpu` on Dawn through the `webgpu` npm package
+ *   4. wasm            `@tensorflow/tfjs-backend-wasm` (+ this project's kernel fixes), the CPU default
+ *   5. cpu             `@tensorflow/tfjs-backend-cpu`, pure JavaScript
+ * The optional packages are loaded with a run-time `require` (and are external in the esbuild
+ * bundle), so they are used when installed beside the sidecar and skipped otherwise.
+ * A named preference tries only that backend and throws if it cannot be used.
+ *
+ * Environment: PEFT_LAB_BACKEND=<tensorflow-gpu|tensorflow|webgpu|wasm|cpu|auto> replaces an
+ * 'auto' preference (a named preference from the caller wins), e.g. to force the pure-JS backend
+ * in CI or to try WebGPU from the command line.
+ *
+ * Nothing may reach stdout (the sidecar's RPC channel): while backends load, console.log/info/
+ * warn/debug/error are routed to the `log` callback (or stderr).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// A named import, not a bare one: the package's "sideEffects" list omits its node bundle, so
+// esbuild would drop `import '@tensorflow/tfjs-backend-cpu'` and the cpu backend with it.
+import { version_cpu } from '@tensorflow/tfjs-backend-cpu';
+import * as tfwasm from '@tensorflow/tfjs-backend-wasm';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, sep } from 'node:path';
+import { isBackendPreference, type BackendInfo, type BackendName, type BackendPreference } from '../../../src/protocol';
+import { registerWasmKernelFixes } from './wasm-kernels';
+
+export interface InitBackendOptions {
+  /** Folder holding tfjs-backend-wasm's .wasm binaries (default: beside the bundle, else the package's dist/). */
+  wasmDir?: string;
+  /** Requested CPU threads. The wasm backend runs single-threaded under Node (tfjs issue #3830). */
+  threads?: number;
+}
+
+type Log = (msg: string) => void;
+type Attempt = (log: Log, opts: InitBackendOptions) => Promise<string>; // resolves to the device description
+
+const LADDER: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+const WASM_FILE = 'tfjs-backend-wasm.wasm';
+
+// A run-time require that esbuild does not follow: optional packages stay external.
+const runtimeRequire = createRequire(__filename);
+
+let current: BackendInfo | undefined;
+
+export function currentBackend(): BackendInfo | undefined {
+  return current;
+}
+
+export async function initBackend(pref: BackendPreference, log?: Log, opts: InitBackendOptions = {}): Promise<BackendInfo> {
+  const say: Log = log ?? ((msg) => process.stderr.write(`[backend] ${msg}\n`));
+  let wanted: BackendPreference = pref;
+  if (pref === 'auto') {
+    const env = process.env.PEFT_LAB_BACKEND?.trim();
+    if (env) {
+      if (isBackendPreference(env)) {
+        wanted = env;
+        if (env !== 'auto') say(`PEFT_LAB_BACKEND=${env}`);
+      } else {
+        say(`ignoring PEFT_LAB_BACKEND=${env}: expected one of auto, ${LADDER.join(', ')}`);
+      }
+    }
+  }
+  say(`tfjs-core ${tf.version_core}, tfjs-backend-cpu ${version_cpu}, tfjs-backend-wasm ${tfwasm.version_wasm}`);
+  const previous = tf.getBackend() ? tf.getBackend() : undefined;
+  const skipped: BackendInfo['skipped'] = [];
+  for (const name of wanted === 'auto' ? LADDER : [wanted]) {
+    try {
+      const device = await withConsoleTo(say, () => ATTEMPTS[name](say, opts));
+      current = { name, device, skipped };
+      say(`using ${name}: ${device}${skipped.length ? ` (skipped ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})` : ''}`);
+      return current;
+    } catch (e) {
+      const reason = firstLine(e);
+      if (wanted !== 'auto') {
+        await restore(previous);
+        throw new Error(`Backend '${name}' is not available: ${reason}`);
+      }
+      skipped.push({ name, reason });
+      say(`skipping ${name}: ${reason}`);
+    }
+  }
+  // Unreachable in practice: the pure-JS cpu backend is always bundled.
+  await restore(previous);
+  throw new Error(`No TF.js backend could be initialised (${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})`);
+}
+
+// ---- the rungs ------------------------------------------------------------------------------------
+
+const ATTEMPTS: Record<BackendName, Attempt> = {
+  'tensorflow-gpu': async () => {
+    runtimeRequire('@tensorflow/tfjs-node-gpu');
+    await setBackendOrThrow('tensorflow');
+    return 'GPU (TensorFlow native, CUDA)';
+  },
+  tensorflow: async () => {
+    runtimeRequire('@tensorflow/tfjs-node');
+    await setBackendOrThrow('tensorflow');
+    return `CPU (TensorFlow native${tfNodeVersion()})`;
+  },
+  webgpu: async () => {
+    // Dawn for Node: its module exports `create(flags)` (a GPU object) and `globals` (the WebGPU
+    // constants/classes), which tfjs-backend-webgpu expects on the global object; the backend
+    // registers itself only if navigator.gpu exists when it is first loaded.
+    const dawn = runtimeRequire('webgpu') as { create(flags: string[]): GPULike; globals: Record<string, unknown> };
+    const g = globalThis as Record<string, unknown> & { navigator?: { gpu?: GPULike } };
+    const hadNavigator = Object.getOwnPropertyDescriptor(g, 'navigator');
+    if (!g.navigator?.gpu) {
+      Object.assign(g, dawn.globals);
+      const gpu = dawn.create([]);
+      Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu }, configurable: true, writable: true });
+    }
+    try {
+      runtimeRequire('@tensorflow/tfjs-backend-webgpu');
+      const adapter = await g.navigator?.gpu?.requestAdapter();
+      if (!adapter) throw new Error('no WebGPU adapter found');
+      await setBackendOrThrow('webgpu');
+      const info = adapter.info ?? (await adapter.requestAdapterInfo?.());
+      const label = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
+      return `GPU (WebGPU${label ? `: ${label}` : ''})`;
+    } catch (e) {
+      if (hadNavigator) Object.defineProperty(g, 'navigator', hadNavigator);
+      else delete g.navigator;
+      throw e;
+    }
+  },
+  wasm: async (log, opts) => {
+    const dir = wasmDir(opts.wasmDir);
+    log(`wasm binaries from ${dir}`);
+    tfwasm.setWasmPaths(dir.endsWith(sep) || dir.endsWith('/') ? dir : dir + sep);
+    if (opts.threads && opts.threads > 1) {
+      tfwasm.setThreadsCount(opts.threads);
+      log(`requested ${opts.threads} threads; TF.js runs the wasm backend single-threaded under Node`);
+    }
+    registerWasmKernelFixes();
+    await setBackendOrThrow('wasm');
+    const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+    const threads = tfwasm.getThreadsCount();
+    return `CPU (WebAssembly${simd ? ' SIMD' : ''}, ${threads} thread${threads === 1 ? '' : 's'})`;
+  },
+  cpu: async () => {
+    await setBackendOrThrow('cpu');
+    return 'CPU (JavaScript, 1 thread)';
+  },
+};
+
+/** The folder with the .wasm files: explicit, else beside the running bundle (the build copies them
+ * into dist/ next to sidecar.js and cli.js), else the installed package's dist/. */
+function wasmDir(explicit?: string): string {
+  if (explicit) {
+    if (!existsSync(join(explicit, WASM_FILE))) throw new Error(`${WASM_FILE} not found in ${explicit}`);
+    return explicit;
+  }
+  if (existsSync(join(__dirname, WASM_FILE))) return __dirname;
+  const pkgDist = join(dirname(runtimeRequire.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+  if (!existsSync(join(pkgDist, WASM_FILE))) throw new Error(`${WASM_FILE} not found beside the sidecar nor in ${pkgDist}`);
+  return pkgDist;
+}
+
+interface GPUAdapterInfoLike {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+}
+interface GPULike {
+  requestAdapter(): Promise<{ info?: GPUAdapterInfoLike; requestAdapterInfo?(): Promise<GPUAdapterInfoLike> } | null>;
+}
+
+// ---- helpers --------------------------------------------------------------------------------------
+
+async function setBackendOrThrow(name: string): Promise<void> {
+  if (!tf.findBackendFactory(name)) throw new Error(`TF.js backend '${name}' is not registered`);
+  // tf.setBackend resolves false (after a console.warn, captured by withConsoleTo) when init fails.
+  const warnings: string[] = [];
+  const ok = await captureWarnings(warnings, () => tf.setBackend(name));
+  if (!ok) {
+    const detail = warnings.find((w) => !/^Initialization of backend .* failed$/.test(w)) ?? warnings[0];
+    throw new Error(`initialising '${name}' failed${detail ? `: ${detail}` : ''}`);
+  }
+  await tf.ready();
+}
+
+/** Collects console.warn lines (as strings) emitted while `f` runs, on top of routing them. */
+async function captureWarnings<T>(into: string[], f: () => Promise<T>): Promise<T> {
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => {
+    into.push(firstLine(args.map(String).join(' ')));
+    warn(...args);
+  };
+  try {
+    return await f();
+  } finally {
+    console.warn = warn;
+  }
+}
+
+const CONSOLE_METHODS = ['log', 'info', 'warn', 'debug', 'error', 'trace'] as const;
+
+/** Runs `f` with console output routed to `log`, so nothing a backend prints while it loads
+ * (e.g. tfjs-node's banner, "backend was already registered" warnings) reaches stdout. */
+async function withConsoleTo<T>(log: Log, f: () => Promise<T>): Promise<T> {
+  const saved = CONSOLE_METHODS.map((m) => console[m]);
+  for (const m of CONSOLE_METHODS) {
+    console[m] = (...args: unknown[]) => log(`[tfjs ${m}] ${args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ')}`);
+  }
+  try {
+    return await f();
+  } finally {
+    CONSOLE_METHODS.forEach((m, i) => (console[m] = saved[i]));
+  }
+}
+
+async function restore(previous: string | undefined): Promise<void> {
+  if (previous && tf.getBackend() !== previous && tf.findBackendFactory(previous)) {
+    try {
+      await tf.setBackend(previous);
+    } catch {
+      /* keep the original error */
+    }
+  }
+}
+
+function tfNodeVersion(): string {
+  try {
+    const v = (runtimeRequire('@tensorflow/tfjs-node') as { version?: { 'tfjs-node'?: string } }).version?.['tfjs-node'];
+    return v ? `, tfjs-node ${v}` : '';
+  } catch {
+    return '';
+  }
+}
+
+function firstLine(e: unknown): string {
+  const msg =
+    e instanceof Error ? e.message : typeof e === 'object' && e && 'message' in e ? String((e as { message: unknown }).message) : String(e);
+  return msg.split('\n')[0].trim() || 'unknown error';
+}

@@ -1,0 +1,386 @@
+/**
+ * Kernel fixes for TF.js's WebAssembly backend (4.22), registered by `registerWasmKernelFixes()`:
+ *
+ * - `UnsortedSegmentSum` is missing on wasm, and it is the gradient of `tf.gather`, so every
+ *   embedding backward pass fails without it. Implemented here in JS over the wasm heap.
+ * - `BatchMatMul` / `_FusedMatMul`: only 2-D, non-transposed matmuls take XNNPACK's fast path
+ *   (20–30 GFLOP/s on one core); transposed (every backward matmul) or batched (attention) ones run
+ *   a naive loop at 1–2.4 GFLOP/s. The wrappers make transposes explicit `Transpose` kernel runs and
+ *   turn batched matmuls into 2-D ones: folded into one big matmul when the right-hand side has no
+ *   batch ([B,M,K]x[K,N] → [B*M,K]x[K,N]), otherwise one XNNPACK matmul per output batch, reading
+ *   the inputs through zero-copy views and writing straight into the output tensor.
+ *   (The wrapped `_FusedMatMul` also sidesteps a slow-path bug in 4.22, which adds bias[N-1]
+ *   instead of bias[j] to every row but the first of a transposed or batched fused matmul.)
+ *
+ * No other kernel that a transformer forward + backward built from tfjs-core ops needs is missing
+ * on wasm (logSoftmax is composed in tfjs-core; where → Select; gelu is built from erf/tanh; the
+ * engine sums gradients with AddN). Still missing, but outside this project's op set:
+ * Conv2DBackpropFilter, DepthwiseConv2dNativeBackprop*, Einsum, FFT family, Ragged*.
+ *
+ * This reaches into the wasm backend's internals (`dataIdMap`, `makeOutput` with a memory offset,
+ * the `BatchMatMul` C entry point), which are pinned by the exact @tensorflow/tfjs-backend-wasm
+ * version in package.json; the unit tests compare every path with the cpu backend.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-wasm'; // registers the wasm backend and the kernels wrapped below
+
+type DataId = object;
+type TensorInfo = tf.TensorInfo;
+type KernelFunc = tf.KernelFunc;
+type KernelArgs = Parameters<KernelFunc>[0];
+
+/** The parts of tfjs-backend-wasm's `BackendWasm` that these kernels use. */
+interface WasmBackend {
+  wasm: {
+    cwrap(name: string, returnType: null, argTypes: string[]): (...args: unknown[]) => void;
+    tfjs: { disposeData(id: number): void };
+  };
+  dataIdMap: {
+    get(dataId: DataId): { id: number; memoryOffset: number; shape: number[]; dtype: tf.DataType; refCount: number };
+    has(dataId: DataId): boolean;
+    delete(dataId: DataId): boolean;
+  };
+  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): TensorInfo;
+  typedArrayFromHeap(t: TensorInfo): Float32Array | Int32Array | Uint8Array;
+  disposeData(dataId: DataId, force?: boolean): boolean;
+}
+
+const BACKEND = 'wasm';
+/** Marks kernel functions installed here, so a second registration (even from another copy of
+ * this module, e.g. a bundle and a test) is a no-op. */
+const FIX_MARK = Symbol.for('peft-lab.wasm-kernel-fix');
+
+type Marked = KernelFunc & { [FIX_MARK]?: true };
+const mark = (f: KernelFunc): KernelFunc => Object.assign(f, { [FIX_MARK]: true as const });
+const isMarked = (config: tf.KernelConfig | undefined): boolean => !!config && !!(config.kernelFunc as Marked)[FIX_MARK];
+
+/** Registers the fixes on the wasm backend. Idempotent; safe before or after `setBackend('wasm')`. */
+export function registerWasmKernelFixes(): void {
+  registerUnsortedSegmentSum();
+  wrapKernel(tf.BatchMatMul, makeBatchMatMul);
+  wrapKernel(tf._FusedMatMul, makeFusedMatMul);
+}
+
+function wrapKernel(name: string, make: (original: KernelFunc) => KernelFunc): void {
+  const original = tf.getKernel(name, BACKEND);
+  if (!original) throw new Error(`wasm kernel '${name}' is not registered: is @tensorflow/tfjs-backend-wasm loaded?`);
+  if (isMarked(original)) return;
+  tf.unregisterKernel(name, BACKEND);
+  // Keep the original setupFunc: it binds the C entry point the original kernel calls, and the
+  // engine runs it on every setBackend('wasm').
+  tf.registerKernel({ ...original, kernelFunc: mark(make(original.kernelFunc)) });
+}
+
+// ---- helpers over the wasm heap -----------------------------------------------------------------
+
+const asWasm = (backend: unknown): WasmBackend => backend as WasmBackend;
+const shapeBytes = (shape: number[]): Uint8Array => new Uint8Array(new Int32Array(shape).buffer);
+const dataOf = (backend: WasmBackend, t: TensorInfo) => backend.dataIdMap.get(t.dataId);
+
+/** A tensor over `size` float32s of existing wasm memory at `memoryOffset` (no copy, no malloc). */
+function makeView(backend: WasmBackend, memoryOffset: number, shape: number[]): TensorInfo {
+  return backend.makeOutput(shape, 'float32', memoryOffset);
+}
+/** Forgets a view made by `makeView` without freeing the memory it points into (which
+ * `disposeData` would do). Also drops any XNNPACK operator cached on the view's id. */
+function releaseView(backend: WasmBackend, view: TensorInfo): void {
+  if (!backend.dataIdMap.has(view.dataId)) return;
+  backend.wasm.tfjs.disposeData(backend.dataIdMap.get(view.dataId).id);
+  backend.dataIdMap.delete(view.dataId);
+}
+
+/** Runs the wasm `Transpose` kernel to swap the last two axes; the caller disposes the result. */
+function transposeLast2(backend: WasmBackend, x: TensorInfo): TensorInfo {
+  const transpose = tf.getKernel(tf.Transpose, BACKEND);
+  if (!transpose) throw new Error("wasm kernel 'Transpose' is not registered");
+  const r = x.shape.length;
+  const perm = [...Array(r - 2).keys(), r - 1, r - 2];
+  return transpose.kernelFunc({ inputs: { x }, backend, attrs: { perm } }) as TensorInfo;
+}
+
+/** For each output batch (row-major over the broadcast batch shape), the batch index into a and b. */
+function broadcastBatchIndices(batchA: number[], batchB: number[], outBatch: number[]): { aIdx: Int32Array; bIdx: Int32Array } {
+  const r = outBatch.length;
+  const padA = [...Array(r - batchA.length).fill(1), ...batchA];
+  const padB = [...Array(r - batchB.length).fill(1), ...batchB];
+  const n = tf.util.sizeFromShape(outBatch);
+  const aIdx = new Int32Array(n);
+  const bIdx = new Int32Array(n);
+  const coord = new Array<number>(r).fill(0);
+  for (let i = 0; i < n; i++) {
+    let ai = 0;
+    let bi = 0;
+    for (let d = 0; d < r; d++) {
+      ai = ai * padA[d] + (padA[d] === 1 ? 0 : coord[d]);
+      bi = bi * padB[d] + (padB[d] === 1 ? 0 : coord[d]);
+    }
+    aIdx[i] = ai;
+    bIdx[i] = bi;
+    for (let d = r - 1; d >= 0; d--) {
+      if (++coord[d] < outBatch[d]) break;
+      coord[d] = 0;
+    }
+  }
+  return { aIdx, bIdx };
+}
+
+interface MatMulPlan {
+  M: number;
+  K: number;
+  N: number;
+  batchA: number[];
+  batchB: number[];
+  outBatch: number[];
+  outShape: number[];
+}
+
+function planMatMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean, what: string): MatMulPlan {
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];
+  const K = transposeA ? a.shape[ra - 2] : a.shape[ra - 1];
+  const Kb = transposeB ? b.shape[rb - 1] : b.shape[rb - 2];
+  const N = transposeB ? b.shape[rb - 2] : b.shape[rb - 1];
+  tf.util.assert(
+    K === Kb,
+    () =>
+      `Error in ${what}: inner shapes (${K}) and (${Kb}) of Tensors with shapes ${a.shape} and ${b.shape} ` +
+      `and transposeA=${transposeA} and transposeB=${transposeB} must match.`,
+  );
+  const batchA = a.shape.slice(0, -2);
+  const batchB = b.shape.slice(0, -2);
+  const outBatch = tf.backend_util.assertAndGetBroadcastShape(batchA, batchB);
+  return { M, K, N, batchA, batchB, outBatch, outShape: [...outBatch, M, N] };
+}
+
+/**
+ * out[i] = mm(a[aIdx[i]], b[bIdx[i]]) for each output batch i, where `mm(aView, bView, outView)`
+ * runs one 2-D non-transposed matmul on views ([1,M,K], [1,K,N], [1,M,N]) of a, b and out.
+ * b views are kept for the whole loop so XNNPACK's packed weights are reused across broadcast batches.
+ */
+function perBatch(
+  backend: WasmBackend,
+  a: TensorInfo,
+  b: TensorInfo,
+  out: TensorInfo,
+  plan: MatMulPlan,
+  mm: (aView: TensorInfo, bView: TensorInfo, outView: TensorInfo) => void,
+): void {
+  const { M, K, N, batchA, batchB, outBatch } = plan;
+  const { aIdx, bIdx } = broadcastBatchIndices(batchA, batchB, outBatch);
+  const aBase = dataOf(backend, a).memoryOffset;
+  const bBase = dataOf(backend, b).memoryOffset;
+  const outBase = dataOf(backend, out).memoryOffset;
+  const views: TensorInfo[] = [];
+  const aViews = new Map<number, TensorInfo>();
+  const bViews = new Map<number, TensorInfo>();
+  const viewOf = (cache: Map<number, TensorInfo>, base: number, idx: number, rows: number, cols: number): TensorInfo => {
+    let v = cache.get(idx);
+    if (!v) {
+      v = makeView(backend, base + idx * rows * cols * 4, [1, rows, cols]);
+      cache.set(idx, v);
+      views.push(v);
+    }
+    return v;
+  };
+  try {
+    for (let i = 0; i < aIdx.length; i++) {
+      const av = viewOf(aViews, aBase, aIdx[i], M, K);
+      const bv = viewOf(bViews, bBase, bIdx[i], K, N);
+      const ov = makeView(backend, outBase + i * M * N * 4, [1, M, N]);
+      try {
+        mm(av, bv, ov);
+      } finally {
+        releaseView(backend, ov);
+      }
+      // a views are not cached by XNNPACK: drop them as soon as the next batch moves on.
+      if (i + 1 < aIdx.length && aIdx[i + 1] !== aIdx[i]) {
+        releaseView(backend, av);
+        aViews.delete(aIdx[i]);
+      }
+    }
+  } finally {
+    for (const v of views) releaseView(backend, v);
+  }
+}
+
+// ---- BatchMatMul ---------------------------------------------------------------------------------
+
+type WasmBatchMatMul = (
+  aId: number,
+  aShape: Uint8Array,
+  aRank: number,
+  bId: number,
+  bShape: Uint8Array,
+  bRank: number,
+  transposeA: boolean,
+  transposeB: boolean,
+  outId: number,
+) => void;
+const batchMatMulEntry = new WeakMap<object, WasmBatchMatMul>();
+function wasmBatchMatMul(backend: WasmBackend): WasmBatchMatMul {
+  let f = batchMatMulEntry.get(backend);
+  if (!f) {
+    // Same C signature the wasm BatchMatMul kernel binds in its setupFunc.
+    f = backend.wasm.cwrap(tf.BatchMatMul, null, ['number', 'array', 'number', 'number', 'array', 'number', 'number', 'number', 'number']);
+    batchMatMulEntry.set(backend, f);
+  }
+  return f;
+}
+
+function makeBatchMatMul(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const backend = asWasm(args.backend);
+    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
+    const transposeA = !!args.attrs?.transposeA;
+    const transposeB = !!args.attrs?.transposeB;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return original(args);
+    const plan = planMatMul(a, b, transposeA, transposeB, 'matMul');
+    const sizeA = tf.util.sizeFromShape(plan.batchA);
+    const sizeB = tf.util.sizeFromShape(plan.batchB);
+    if (tf.util.sizeFromShape(plan.outShape) === 0 || plan.K === 0) return original(args);
+    if (!transposeA && !transposeB && sizeA === 1 && sizeB === 1) return original(args); // already the fast path
+
+    const temps: TensorInfo[] = [];
+    try {
+      const a2 = transposeA ? transposeLast2(backend, a) : a;
+      if (a2 !== a) temps.push(a2);
+      const b2 = transposeB ? transposeLast2(backend, b) : b;
+      if (b2 !== b) temps.push(b2);
+      const { M, K, N } = plan;
+      if (sizeB === 1) {
+        // Fold a's batch into its rows: one XNNPACK matmul (and b's packed weights stay cached).
+        const out = original({
+          inputs: { a: { dataId: a2.dataId, shape: [sizeA * M, K], dtype: 'float32' }, b: { dataId: b2.dataId, shape: [K, N], dtype: 'float32' } },
+          backend: args.backend,
+          attrs: { transposeA: false, transposeB: false },
+        }) as TensorInfo;
+        out.shape = plan.outShape;
+        return out;
+      }
+      const out = backend.makeOutput(plan.outShape, 'float32');
+      try {
+        const mm = wasmBatchMatMul(backend);
+        const aShape = shapeBytes([1, M, K]);
+        const bShape = shapeBytes([1, K, N]);
+        perBatch(backend, a2, b2, out, plan, (av, bv, ov) =>
+          mm(dataOf(backend, av).id, aShape, 3, dataOf(backend, bv).id, bShape, 3, false, false, dataOf(backend, ov).id),
+        );
+      } catch (e) {
+        backend.disposeData(out.dataId);
+        throw e;
+      }
+      return out;
+    } finally {
+      for (const t of temps) backend.disposeData(t.dataId);
+    }
+  };
+}
+
+// ---- _FusedMatMul (tf.fused.matMul; tf.matMul never dispatches here) ------------------------------
+
+function makeFusedMatMul(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const backend = asWasm(args.backend);
+    const { a, b, bias, preluActivationWeights: prelu } = args.inputs as {
+      a: TensorInfo;
+      b: TensorInfo;
+      bias?: TensorInfo;
+      preluActivationWeights?: TensorInfo;
+    };
+    const attrs = args.attrs ?? {};
+    const transposeA = !!attrs.transposeA;
+    const transposeB = !!attrs.transposeB;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || a.shape.length < 2 || b.shape.length < 2) return original(args);
+    const plan = planMatMul(a, b, transposeA, transposeB, 'fused matMul');
+    const { M, K, N } = plan;
+    const sizeA = tf.util.sizeFromShape(plan.batchA);
+    const sizeB = tf.util.sizeFromShape(plan.batchB);
+    const outSize = tf.util.sizeFromShape(plan.outShape);
+    // XNNPACK adds a per-column bias (N values) and applies PReLU weights per channel group; leave
+    // anything else (and degenerate shapes) to the original kernel.
+    const biasOk = bias == null || (bias.shape.length === 1 && bias.shape[0] === N);
+    const preluSize = prelu == null ? 0 : tf.util.sizeFromShape(prelu.shape);
+    const preluOk = prelu == null || (preluSize > 0 && (M * N) % preluSize === 0);
+    if (!biasOk || !preluOk || outSize === 0 || K === 0) return original(args);
+    if (!transposeA && !transposeB && sizeA === 1 && sizeB === 1) return original(args);
+
+    const temps: TensorInfo[] = [];
+    const run2d = (a3: TensorInfo, b3: TensorInfo): TensorInfo =>
+      original({
+        inputs: { a: a3, b: b3, ...(bias ? { bias } : {}), ...(prelu ? { preluActivationWeights: prelu } : {}) },
+        backend: args.backend,
+        attrs: { ...attrs, transposeA: false, transposeB: false },
+      }) as TensorInfo;
+    try {
+      const a2 = transposeA ? transposeLast2(backend, a) : a;
+      if (a2 !== a) temps.push(a2);
+      const b2 = transposeB ? transposeLast2(backend, b) : b;
+      if (b2 !== b) temps.push(b2);
+      if (sizeB === 1) {
+        const out = run2d({ dataId: a2.dataId, shape: [1, sizeA * M, K], dtype: 'float32' }, { dataId: b2.dataId, shape: [1, K, N], dtype: 'float32' });
+        out.shape = plan.outShape;
+        return out;
+      }
+      // Rare (a fused matmul with a batched right-hand side): one original 2-D run per batch, copied in.
+      const out = backend.makeOutput(plan.outShape, 'float32');
+      try {
+        perBatch(backend, a2, b2, out, plan, (av, bv, ov) => {
+          const r = run2d(av, bv);
+          try {
+            backend.typedArrayFromHeap({ ...ov, shape: [M * N] }).set(backend.typedArrayFromHeap({ ...r, shape: [M * N] }));
+          } finally {
+            backend.disposeData(r.dataId);
+          }
+        });
+      } catch (e) {
+        backend.disposeData(out.dataId);
+        throw e;
+      }
+      return out;
+    } finally {
+      for (const t of temps) backend.disposeData(t.dataId);
+    }
+  };
+}
+
+// ---- UnsortedSegmentSum -------------------------------------------------------------------------
+
+/**
+ * out[s, ...] = sum of x[i, ...] over i with segmentIds[i] == s. Like the cpu backend, ids outside
+ * [0, numSegments) are dropped. (One difference: the cpu backend multiplies every row by a 0/1 mask,
+ * so a NaN/Inf anywhere in x spreads to all segments there; here it stays in its own segment.)
+ */
+function unsortedSegmentSum(args: KernelArgs): TensorInfo {
+  const backend = asWasm(args.backend);
+  const { x, segmentIds } = args.inputs as { x: TensorInfo; segmentIds: TensorInfo };
+  const numSegments = Number(args.attrs?.numSegments);
+  if (x.dtype !== 'float32' && x.dtype !== 'int32') throw new Error(`UnsortedSegmentSum on wasm supports float32 and int32 x, got ${x.dtype}`);
+  if (segmentIds.dtype !== 'int32') throw new Error(`UnsortedSegmentSum: segmentIds must be int32, got ${segmentIds.dtype}`);
+  const idsRank = segmentIds.shape.length;
+  const innerShape = x.shape.slice(idsRank);
+  const n = tf.util.sizeFromShape(segmentIds.shape);
+  const inner = tf.util.sizeFromShape(innerShape);
+  const out = backend.makeOutput([numSegments, ...innerShape], x.dtype);
+  // Views are taken after makeOutput: allocating may grow (and detach) the wasm heap.
+  const o = backend.typedArrayFromHeap(out) as Float32Array | Int32Array;
+  const xv = backend.typedArrayFromHeap(x) as Float32Array | Int32Array;
+  const ids = backend.typedArrayFromHeap(segmentIds) as Int32Array;
+  o.fill(0);
+  const isInt = x.dtype === 'int32';
+  for (let i = 0; i < n; i++) {
+    const s = ids[i];
+    if (s < 0 || s >= numSegments) continue;
+    const src = i * inner;
+    const dst = s * inner;
+    if (isInt) for (let j = 0; j < inner; j++) o[dst + j] = (o[dst + j] + xv[src + j]) | 0;
+    else for (let j = 0; j < inner; j++) o[dst + j] += xv[src + j];
+  }
+  return out;
+}
+
+function registerUnsortedSegmentSum(): void {
+  const existing = tf.getKernel(tf.UnsortedSegmentSum, BACKEND);
+  if (existing) return; // ours already, or a future tfjs-backend-wasm that ships it
+  tf.registerKernel({ kernelName: tf.UnsortedSegmentSum, backendName: BACKEND, kernelFunc: mark(unsortedSegmentSum) });
+}

@@ -1,0 +1,139 @@
+/**
+ * `peft-lab bench`: times the project's real training step (the same Model, adapters and AdamW the
+ * sidecar trains with) on the cases of ../shared/bench/README.md, one JSON line per case.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { spawnSync } from 'node:child_process';
+import type { Gpt2Config } from '../models/config';
+import { randomModel } from '../models/init';
+import { AdamW } from '../train/adamw';
+
+export interface BenchCase {
+  case: string;
+  d: number;
+  layers: number;
+  heads: number;
+  seq: number;
+  batch: number;
+  vocab: number;
+  rank: number;
+  gpu?: boolean;
+}
+export const CASES: BenchCase[] = [
+  { case: 'tiny', d: 128, layers: 4, heads: 4, seq: 65, batch: 16, vocab: 256, rank: 8 },
+  { case: 'small', d: 256, layers: 4, heads: 4, seq: 129, batch: 8, vocab: 256, rank: 8 },
+  { case: 'gpu', d: 768, layers: 12, heads: 12, seq: 257, batch: 8, vocab: 8192, rank: 8, gpu: true },
+];
+export type BenchMode = 'full' | 'lora';
+
+export interface BenchResult {
+  case: string;
+  mode: BenchMode;
+  backend: string;
+  threads: number;
+  step_ms: number;
+  tokens_per_s: number;
+  peak_rss_mb: number;
+  steps: number;
+  trainable: number;
+  torch_tokens_per_s?: number;
+  ratio?: number;
+}
+
+/** The bench README's model: GPT-2 layout, tied embeddings, learned positions for seq − 1 tokens. */
+export function benchConfig(c: BenchCase): Gpt2Config {
+  return {
+    modelType: 'gpt2',
+    architecture: 'GPT2LMHeadModel',
+    hiddenSize: c.d,
+    numLayers: c.layers,
+    numHeads: c.heads,
+    headDim: c.d / c.heads,
+    vocabSize: c.vocab,
+    maxPositions: c.seq,
+    innerSize: 4 * c.d,
+    activation: 'gelu_new',
+    layerNormEps: 1e-5,
+    scaleAttnWeights: true,
+    scaleAttnByInverseLayerIdx: false,
+    tieWordEmbeddings: true,
+  };
+}
+
+export type LoraFactory = (model: ReturnType<typeof randomModel>, rank: number, alpha: number, targets: string[]) => {
+  trainable: Map<string, tf.Tensor>;
+  hooks: import('../models/forward').Hooks;
+  dispose(): void;
+};
+
+export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: number; warmup: number; threads: number; backend: string; lora?: LoraFactory }): Promise<BenchResult> {
+  const model = randomModel(benchConfig(c), 0);
+  const ids = tf.tidy(() => tf.randomUniform([c.batch, c.seq], 0, c.vocab, 'int32', 7));
+  // The model sees seq − 1 positions, as the anchor's m(x[:, :-1]); labels = inputs, shifted inside the loss.
+  const inputIds = tf.keep(tf.slice(ids, [0, 0], [c.batch, c.seq - 1])) as tf.Tensor2D;
+  const labels = inputIds;
+  const opt = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
+  let adapter: ReturnType<LoraFactory> | undefined;
+  let trainable: Map<string, tf.Tensor>;
+  if (mode === 'lora') {
+    if (!opts.lora) throw new Error('LoRA benchmark needs the adapter module');
+    adapter = opts.lora(model, c.rank, 2 * c.rank, ['c_attn']);
+    trainable = adapter.trainable;
+  } else {
+    trainable = model.params;
+  }
+  const names = [...trainable.keys()];
+  const trainableCount = names.reduce((n, k) => n + trainable.get(k)!.size, 0);
+  let peakRss = process.memoryUsage().rss;
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < opts.warmup + opts.steps; i++) {
+      const t0 = performance.now();
+      const lossValue = await trainStep();
+      times.push(performance.now() - t0);
+      if (!Number.isFinite(lossValue)) throw new Error(`bench ${c.case}/${mode}: loss ${lossValue}`);
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    }
+  } finally {
+    tf.dispose([ids, inputIds]);
+    opt.dispose();
+    adapter?.dispose();
+    model.dispose();
+  }
+  const timed = times.slice(opts.warmup).sort((a, b) => a - b);
+  const median = timed[Math.floor(timed.length / 2)]!;
+  return {
+    case: c.case,
+    mode,
+    backend: opts.backend,
+    threads: opts.threads,
+    step_ms: round(median),
+    tokens_per_s: Math.round((c.batch * (c.seq - 1)) / (median / 1000)),
+    peak_rss_mb: Math.round(peakRss / 2 ** 20),
+    steps: timed.length,
+    trainable: trainableCount,
+  };
+
+  /** forward + backward + AdamW update + reading the loss: the anchor's step. */
+  async function trainStep(): Promise<number> {
+    const { loss, grads } = model.lossAndGrads(names, { inputIds }, labels, { hooks: adapter?.hooks, extra: adapter?.trainable, training: true });
+    opt.step(trainable, grads);
+    tf.dispose([...grads.values()]);
+    const v = (await loss.data())[0]!;
+    loss.dispose();
+    return v;
+  }
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;
+
+/** Runs the PyTorch anchor for one case; undefined when it cannot run here. */
+export function runAnchor(anchor: string, python: string, c: BenchCase, mode: BenchMode, threads: number, steps: number): { tokens_per_s: number; step_ms: number } | { error: string } {
+  const args = [anchor, '--mode', mode, '--d', `${c.d}`, '--layers', `${c.layers}`, '--heads', `${c.heads}`, '--seq', `${c.seq}`, '--batch', `${c.batch}`, '--vocab', `${c.vocab}`, '--rank', `${c.rank}`, '--steps', `${steps}`, '--threads', `${threads}`];
+  if (c.gpu) args.push('--device', 'cuda');
+  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000 });
+  if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').pop()! };
+  const line = r.stdout.trim().split('\n').pop()!;
+  const j = JSON.parse(line) as { tokens_per_s: number; step_ms: number };
+  return { tokens_per_s: j.tokens_per_s, step_ms: j.step_ms };
+}

@@ -1,0 +1,176 @@
+/**
+ * `peft-lab` command line: the sidecar's compute without VS Code. Results go to the files named,
+ * human-readable summaries to stdout, errors to stderr as one line with a non-zero exit code.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { isBackendPreference, type BackendPreference } from '../../src/protocol';
+import { currentBackend, initBackend } from './backend';
+import { loraFactory } from './adapters/bench-lora';
+import { errorMessage } from './errors';
+import { cliContext } from './jobs/context';
+import { benchCase, CASES, runAnchor, type BenchMode } from './bench/bench';
+import { runForward, runGrads } from './tasks/forward';
+import { formatInspect, inspectModel } from './tasks/inspect';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+const COMMON: Options = {
+  backend: { type: 'string', default: 'auto' },
+  verbose: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+};
+
+interface Command {
+  usage: string;
+  options: Options;
+  /** Whether the command computes with TF.js (and so needs a backend). */
+  compute: boolean;
+  run(values: Record<string, string | boolean | undefined>, positionals: string[]): Promise<void>;
+}
+
+class UsageError extends Error {}
+
+function need(values: Record<string, string | boolean | undefined>, key: string): string {
+  const v = values[key];
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${key} is required`);
+  return v;
+}
+
+const COMMANDS: Record<string, Command> = {
+  forward: {
+    usage: 'forward --model DIR [--adapter DIR] --inputs FILE --out FILE',
+    options: { model: { type: 'string' }, adapter: { type: 'string' }, inputs: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    async run(v) {
+      const adapter = typeof v.adapter === 'string' ? { adapter: v.adapter } : {};
+      const r = await runForward({ kind: 'forward', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out'), ...adapter }, cliContext(v.verbose === true));
+      process.stdout.write(`wrote ${r.out}${r.loss !== undefined ? ` (loss ${r.loss.toFixed(6)})` : ''}\n`);
+    },
+  },
+  grads: {
+    usage: 'grads --model DIR --inputs FILE --out FILE',
+    options: { model: { type: 'string' }, inputs: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    async run(v) {
+      const r = await runGrads({ kind: 'grads', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out') }, cliContext(v.verbose === true));
+      process.stdout.write(`wrote ${r.out}: loss ${r.loss.toFixed(6)} and ${r.tensors} gradients\n`);
+    },
+  },
+  bench: {
+    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--quick] [--json]',
+    options: {
+      cases: { type: 'string' },
+      modes: { type: 'string', default: 'full,lora' },
+      steps: { type: 'string', default: '5' },
+      warmup: { type: 'string', default: '2' },
+      anchor: { type: 'string' },
+      python: { type: 'string', default: '/usr/bin/python3' },
+      quick: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
+    compute: true,
+    async run(v) {
+      const info = currentBackend()!;
+      const gpu = info.name === 'webgpu' || info.name === 'tensorflow-gpu';
+      const wanted = typeof v.cases === 'string' ? v.cases.split(',') : CASES.filter((c) => !!c.gpu === gpu).map((c) => c.case);
+      const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
+      const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));
+      const threads = 1; // the wasm backend runs single-threaded under Node (engine notes)
+      const rows = [];
+      for (const name of wanted) {
+        const c = CASES.find((x) => x.case === name);
+        if (!c) throw new UsageError(`unknown case '${name}' (cases: ${CASES.map((x) => x.case).join(', ')})`);
+        for (const mode of String(v.modes).split(',') as BenchMode[]) {
+          if (mode !== 'full' && mode !== 'lora') throw new UsageError(`unknown mode '${mode}'`);
+          const r = await benchCase(c, mode, { steps, warmup, threads, backend: info.name, lora: loraFactory() });
+          if (typeof v.anchor === 'string') {
+            const a = runAnchor(v.anchor, String(v.python), c, mode, threads, Math.max(steps, 5));
+            if ('error' in a) process.stderr.write(`anchor ${c.case}/${mode} failed: ${a.error}\n`);
+            else Object.assign(r, { torch_tokens_per_s: a.tokens_per_s, ratio: Math.round((r.tokens_per_s / a.tokens_per_s) * 1000) / 1000 });
+          }
+          rows.push(r);
+          process.stdout.write(`${JSON.stringify(r)}\n`);
+        }
+      }
+      if (!v.json) {
+        process.stderr.write(`\n${'case'.padEnd(6)} ${'mode'.padEnd(5)} ${'backend'.padEnd(8)} ${'step ms'.padStart(9)} ${'tokens/s'.padStart(9)} ${'rss MB'.padStart(7)} ${'torch/s'.padStart(9)} ${'ratio'.padStart(6)}\n`);
+        for (const r of rows)
+          process.stderr.write(`${r.case.padEnd(6)} ${r.mode.padEnd(5)} ${r.backend.padEnd(8)} ${r.step_ms.toFixed(1).padStart(9)} ${String(r.tokens_per_s).padStart(9)} ${String(r.peak_rss_mb).padStart(7)} ${String(r.torch_tokens_per_s ?? '-').padStart(9)} ${String(r.ratio ?? '-').padStart(6)}\n`);
+      }
+    },
+  },
+  inspect: {
+    usage: 'inspect DIR [--json]',
+    options: { json: { type: 'boolean', default: false } },
+    compute: false,
+    async run(v, positionals) {
+      const dir = positionals[0];
+      if (!dir) throw new UsageError('a model folder is required');
+      const r = await inspectModel(dir);
+      process.stdout.write(v.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatInspect(r)}\n`);
+    },
+  },
+};
+
+function positiveInt(v: unknown, name: string, min = 1): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${String(v)}'`);
+  return n;
+}
+
+function help(): string {
+  return [
+    'usage: peft-lab <command> [options]',
+    '',
+    'commands:',
+    ...Object.values(COMMANDS).map((c) => `  peft-lab ${c.usage}`),
+    '',
+    'common options: --backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu   --verbose',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(`${help()}\n`);
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`peft-lab: unknown command '${name}'\n${help()}\n`);
+    return 2;
+  }
+  try {
+    const { values, positionals } = parseArgs({ args: rest, options: { ...COMMON, ...cmd.options }, allowPositionals: true, strict: true });
+    if (values.help) {
+      process.stdout.write(`usage: peft-lab ${cmd.usage}\n`);
+      return 0;
+    }
+    const backend = values.backend;
+    if (!isBackendPreference(backend)) throw new UsageError(`--backend must be one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu; got '${String(backend)}'`);
+    if (cmd.compute) {
+      const quiet = () => undefined;
+      await initBackend(backend as BackendPreference, values.verbose ? (m) => process.stderr.write(`[backend] ${m}\n`) : quiet);
+    }
+    await cmd.run(values as Record<string, string | boolean | undefined>, positionals);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`peft-lab ${name}: ${errorMessage(e)}\nusage: peft-lab ${cmd.usage}\n`);
+      return 2;
+    }
+    process.stderr.write(`peft-lab ${name}: ${errorMessage(e)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: unknown) => {
+      process.stderr.write(`peft-lab: ${errorMessage(e)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

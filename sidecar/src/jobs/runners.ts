@@ -1,0 +1,63 @@
+/**
+ * PLACEHOLDER job runners (only `selftest`), so the sidecar builds and its RPC tests run.
+ * To be replaced by the real runners; keep the `runJob` signature.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { JobParams, JobResult, SelftestJobParams } from '../../../src/protocol';
+import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
+
+export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
+  switch (params.kind) {
+    case 'selftest':
+      return selftest(params, ctx);
+    default:
+      throw new Error(`job kind '${params.kind}' is not implemented yet`);
+  }
+}
+
+/** Fits W in X·W ≈ Y on a fixed [16,16] synthetic batch with plain SGD; the loss falls step by step. */
+async function selftest(params: SelftestJobParams, ctx: JobContext): Promise<JobResult> {
+  const { steps, delayMs = 0 } = params;
+  const lr = 0.05;
+  const [x, y] = tf.tidy(() => {
+    const x = tf.randomNormal([16, 16], 0, 1, 'float32', 1);
+    const target = tf.randomNormal([16, 16], 0, 0.5, 'float32', 2);
+    return [x, tf.matMul(x, target)];
+  });
+  const w = tf.variable(tf.zeros([16, 16]), true, `selftest_w_${Date.now()}_${Math.random().toString(36).slice(2)}`);
+  const losses: number[] = [];
+  try {
+    for (let step = 0; step < steps; step++) {
+      throwIfCancelled(ctx.signal);
+      const loss = tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => tf.mean(tf.square(tf.sub(tf.matMul(x, w), y))) as tf.Scalar, [w]);
+        w.assign(tf.sub(w, tf.mul(grads[w.name]!, lr)));
+        return value;
+      });
+      const value = (await loss.data())[0]!;
+      loss.dispose();
+      losses.push(value);
+      ctx.progress({ done: step + 1, total: steps, metrics: { loss: value } });
+      if (delayMs > 0) await delay(delayMs, ctx.signal);
+      else await yieldToEventLoop();
+    }
+    throwIfCancelled(ctx.signal);
+    return { kind: 'selftest', steps, losses };
+  } finally {
+    tf.dispose([x, y, w]);
+  }
+}
+
+/** Waits `ms`, or less when the signal aborts (the next throwIfCancelled then ends the job). */
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

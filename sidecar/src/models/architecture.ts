@@ -1,0 +1,50 @@
+import type * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig } from './config';
+import type { Forward } from './forward';
+
+/** Inputs as tensors: token ids (int32) for text models, pixel values for ViT. */
+export interface ModelInputs {
+  inputIds?: tf.Tensor2D;
+  attentionMask?: tf.Tensor2D;
+  tokenTypeIds?: tf.Tensor2D;
+  pixelValues?: tf.Tensor4D;
+}
+
+/** Coarse module types, the columns of importance maps and budget grids. */
+export type ModuleType = string;
+
+export interface LinearModuleInfo {
+  module: string;
+  /** Transformer block index, or -1 outside the blocks (heads, poolers). */
+  layer: number;
+  /** Short name as PEFT's target_modules matches it (`q_proj`, `c_attn`, `query`, ...). */
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+  fanInFanOut: boolean;
+  /** IA3: feed-forward modules scale their input, others their output. */
+  feedForward: boolean;
+}
+
+export interface ParamInfo {
+  name: string;
+  shape: number[];
+  layer: number;
+  type: ModuleType;
+}
+
+export interface Architecture<C extends ModelConfig = ModelConfig> {
+  /** Every stored parameter with its expected shape (tied copies excluded). */
+  params(cfg: C): ParamInfo[];
+  /** Parameter names that alias another (e.g. a tied `lm_head.weight`). */
+  aliases(cfg: C): Record<string, string>;
+  linearModules(cfg: C): LinearModuleInfo[];
+  /** What the inputs must hold. */
+  inputKind: 'tokens' | 'pixels';
+  task: 'causal-lm' | 'sequence-classification' | 'image-classification';
+  forward(cfg: C, f: Forward, inputs: ModelInputs): tf.Tensor;
+  loss(cfg: C, logits: tf.Tensor, labels: tf.Tensor): tf.Scalar;
+  /** Names of the transformer blocks, by layer index (for importance and allocation). */
+  blockPrefix(cfg: C, layer: number): string;
+}
+

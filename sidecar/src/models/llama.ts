@@ -1,0 +1,77 @@
+/** LlamaForCausalLM: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, tied or untied head. */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
+import type { LlamaConfig } from './config';
+import { activation, applyRope, attention, causalLmLoss, causalMask, mergeHeads, rmsNorm, ropeTables, splitHeads } from './ops';
+
+const block = (i: number) => `model.layers.${i}`;
+
+function modules(cfg: LlamaConfig): Omit<LinearModuleInfo, 'layer' | 'module'>[] {
+  const d = cfg.hiddenSize;
+  const qDim = cfg.numHeads * cfg.headDim;
+  const kvDim = cfg.numKvHeads * cfg.headDim;
+  const ff = cfg.intermediateSize;
+  const m = (name: string, inFeatures: number, outFeatures: number, feedForward = false) => ({ name, inFeatures, outFeatures, fanInFanOut: false, feedForward });
+  return [m('q_proj', d, qDim), m('k_proj', d, kvDim), m('v_proj', d, kvDim), m('o_proj', qDim, d), m('gate_proj', d, ff), m('up_proj', d, ff), m('down_proj', ff, d, true)];
+}
+const parent = (name: string) => (name.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(name) ? 'mlp' : 'self_attn');
+
+export const llama: Architecture<LlamaConfig> = {
+  inputKind: 'tokens',
+  task: 'causal-lm',
+  blockPrefix: (_cfg, i) => block(i),
+
+  params(cfg) {
+    const d = cfg.hiddenSize;
+    const out: ParamInfo[] = [{ name: 'model.embed_tokens.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'embedding' }];
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const b = block(i);
+      out.push({ name: `${b}.input_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
+      for (const m of modules(cfg)) {
+        const mod = `${b}.${parent(m.name)}.${m.name}`;
+        out.push({ name: `${mod}.weight`, shape: [m.outFeatures, m.inFeatures], layer: i, type: m.name });
+        const hasBias = parent(m.name) === 'mlp' ? cfg.mlpBias : cfg.attentionBias;
+        if (hasBias) out.push({ name: `${mod}.bias`, shape: [m.outFeatures], layer: i, type: m.name });
+      }
+      out.push({ name: `${b}.post_attention_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
+    }
+    out.push({ name: 'model.norm.weight', shape: [d], layer: -1, type: 'norm' });
+    if (!cfg.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'head' });
+    return out;
+  },
+
+  aliases: (cfg): Record<string, string> => (cfg.tieWordEmbeddings ? { 'lm_head.weight': 'model.embed_tokens.weight' } : {}),
+
+  linearModules(cfg) {
+    const out: LinearModuleInfo[] = [];
+    for (let i = 0; i < cfg.numLayers; i++) for (const m of modules(cfg)) out.push({ ...m, layer: i, module: `${block(i)}.${parent(m.name)}.${m.name}` });
+    return out;
+  },
+
+  forward(cfg, f, inputs) {
+    const ids = inputs.inputIds;
+    if (!ids) throw new Error('Llama needs input_ids');
+    const [b, t] = ids.shape;
+    const qDim = cfg.numHeads * cfg.headDim;
+    let x = tf.gather(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t])) as tf.Tensor2D;
+    const mask = causalMask(t);
+    const { cos, sin } = ropeTables(t, cfg.headDim, cfg.ropeTheta);
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const p = block(i);
+      const h = f.tap(`${p}.input_layernorm`, rmsNorm(x, f.p(`${p}.input_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
+      const q = applyRope(splitHeads(f.linear(`${p}.self_attn.q_proj`, h), b, t, cfg.numHeads, cfg.headDim), cos, sin);
+      const k = applyRope(splitHeads(f.linear(`${p}.self_attn.k_proj`, h), b, t, cfg.numKvHeads, cfg.headDim), cos, sin);
+      const v = splitHeads(f.linear(`${p}.self_attn.v_proj`, h), b, t, cfg.numKvHeads, cfg.headDim);
+      const a = mergeHeads(attention(q, k, v, 1 / Math.sqrt(cfg.headDim), mask), b, t, qDim);
+      x = tf.add(x, f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a)));
+      const h2 = f.tap(`${p}.post_attention_layernorm`, rmsNorm(x, f.p(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
+      const gated = tf.mul(activation(cfg.activation, f.linear(`${p}.mlp.gate_proj`, h2)), f.linear(`${p}.mlp.up_proj`, h2)) as tf.Tensor2D;
+      x = tf.add(x, f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated)));
+    }
+    const hf = f.tap('model.norm', rmsNorm(x, f.p('model.norm.weight'), cfg.rmsNormEps)) as tf.Tensor2D;
+    const head = cfg.tieWordEmbeddings ? f.p('model.embed_tokens.weight') : f.p('lm_head.weight');
+    return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);
+  },
+
+  loss: (_cfg, logits, labels) => causalLmLoss(logits as tf.Tensor3D, labels as tf.Tensor2D),
+};

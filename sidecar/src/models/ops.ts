@@ -1,0 +1,139 @@
+/** Transformer building blocks from tfjs-core ops. Callers run them inside tf.tidy. */
+import * as tf from '@tensorflow/tfjs-core';
+import type { Activation } from './config';
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
+export function activation(kind: Activation, x: tf.Tensor): tf.Tensor {
+  switch (kind) {
+    case 'gelu': // exact, erf-based (BERT, ViT)
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh': {
+      // x·x·x rather than pow: pow is slow on the wasm backend (engine notes).
+      const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), SQRT_2_OVER_PI);
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+    }
+    case 'relu':
+      return tf.relu(x);
+    case 'silu':
+      return tf.mul(x, tf.sigmoid(x));
+    case 'tanh':
+      return tf.tanh(x);
+  }
+}
+
+export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const axis = x.rank - 1;
+  const mean = tf.mean(x, axis, true);
+  const centered = tf.sub(x, mean);
+  const variance = tf.mean(tf.mul(centered, centered), axis, true);
+  return tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), weight), bias);
+}
+
+export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor {
+  const ms = tf.mean(tf.mul(x, x), x.rank - 1, true);
+  return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), weight);
+}
+
+/** [B, T, H*D] → [B, H, T, D] */
+export function splitHeads(x: tf.Tensor, batch: number, seq: number, heads: number, headDim: number): tf.Tensor4D {
+  return tf.transpose(tf.reshape(x, [batch, seq, heads, headDim]), [0, 2, 1, 3]);
+}
+
+/** [B, H, T, D] → [B*T, H*D] */
+export function mergeHeads(x: tf.Tensor, batch: number, seq: number, width: number): tf.Tensor2D {
+  return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * seq, width]);
+}
+
+/** Additive mask [T, T]: 0 where key ≤ query, a large negative number above the diagonal. */
+export function causalMask(seq: number): tf.Tensor2D {
+  const m = new Float32Array(seq * seq);
+  for (let i = 0; i < seq; i++) for (let j = i + 1; j < seq; j++) m[i * seq + j] = -1e9;
+  return tf.tensor2d(m, [seq, seq]);
+}
+
+/** Additive mask [B, 1, 1, T] from a 0/1 attention mask [B, T]. */
+export function paddingMask(attentionMask: tf.Tensor): tf.Tensor {
+  const [b, t] = attentionMask.shape as [number, number];
+  return tf.reshape(tf.mul(tf.sub(1, tf.cast(attentionMask, 'float32')), -1e9), [b, 1, 1, t]);
+}
+
+/**
+ * Scaled dot-product attention on [B, H, T, D] queries and [B, Hkv, T, D] keys/values (grouped-query
+ * attention when Hkv < H). `mask` is added to the scores and broadcasts against [B, H, T, T].
+ */
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask?: tf.Tensor): tf.Tensor4D {
+  const [b, h, t, d] = q.shape;
+  const hkv = k.shape[1];
+  if (hkv !== h) {
+    const rep = h / hkv;
+    // stack, not tile: tile's gradient is a loop of slices and stops at rank 4.
+    const expand = (x: tf.Tensor4D) => tf.reshape(tf.stack(new Array<tf.Tensor>(rep).fill(x), 2), [b, h, t, d]) as tf.Tensor4D;
+    k = expand(k);
+    v = expand(v);
+  }
+  let scores: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), scale);
+  if (mask) scores = tf.add(scores, mask);
+  return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
+}
+
+/** Rotary position tables as transformers computes them in float32: cos/sin of shape [T, D]. */
+export function ropeTables(seq: number, headDim: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  const half = headDim / 2;
+  const cos = new Float32Array(seq * headDim);
+  const sin = new Float32Array(seq * headDim);
+  for (let i = 0; i < half; i++) {
+    const invFreq = Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / headDim)));
+    for (let p = 0; p < seq; p++) {
+      const angle = Math.fround(p * invFreq);
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      cos[p * headDim + i] = c;
+      cos[p * headDim + i + half] = c;
+      sin[p * headDim + i] = s;
+      sin[p * headDim + i + half] = s;
+    }
+  }
+  return { cos: tf.tensor2d(cos, [seq, headDim]), sin: tf.tensor2d(sin, [seq, headDim]) };
+}
+
+/** x·cos + rotate_half(x)·sin on [B, H, T, D]; rotate_half(x) = [-x2, x1]. */
+export function applyRope(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
+  const d = x.shape[3];
+  const [x1, x2] = tf.split(x, [d / 2, d / 2], 3);
+  const rotated = tf.concat([tf.neg(x2), x1], 3);
+  return tf.add(tf.mul(x, cos), tf.mul(rotated, sin)) as tf.Tensor4D;
+}
+
+/**
+ * Mean cross-entropy of logits [N, C] against integer labels [N], ignoring label -100 as PyTorch
+ * does. Returns a scalar; NaN when every label is ignored (as PyTorch).
+ */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  const classes = logits.shape[1];
+  const valid = tf.cast(tf.notEqual(labels, -100), 'float32');
+  const safeLabels = tf.cast(tf.mul(labels, tf.cast(valid, 'int32')), 'int32') as tf.Tensor1D;
+  const logp = tf.logSoftmax(logits);
+  const picked = tf.sum(tf.mul(logp, tf.oneHot(safeLabels, classes)), 1);
+  return tf.div(tf.neg(tf.sum(tf.mul(picked, valid))), tf.sum(valid)) as tf.Scalar;
+}
+
+/** Causal LM loss as transformers computes it: logits [B, T, V] predict labels shifted by one. */
+export function causalLmLoss(logits: tf.Tensor3D, labels: tf.Tensor2D): tf.Scalar {
+  const [b, t, v] = logits.shape;
+  const shiftedLogits = tf.reshape(tf.slice(logits, [0, 0, 0], [b, t - 1, v]), [b * (t - 1), v]) as tf.Tensor2D;
+  const shiftedLabels = tf.reshape(tf.slice(labels, [0, 1], [b, t - 1]), [b * (t - 1)]) as tf.Tensor1D;
+  return crossEntropy(shiftedLogits, shiftedLabels);
+}
+
+export function mseLoss(pred: tf.Tensor, target: tf.Tensor): tf.Scalar {
+  return tf.mean(tf.squaredDifference(tf.reshape(pred, [-1]), tf.reshape(tf.cast(target, 'float32'), [-1])));
+}
+
+/** BCE-with-logits, mean over all entries (multi-label classification). */
+export function bceWithLogits(logits: tf.Tensor, target: tf.Tensor): tf.Scalar {
+  const y = tf.cast(target, 'float32');
+  // max(x,0) - x·y + log(1 + exp(-|x|)), the stable form
+  return tf.mean(tf.add(tf.sub(tf.relu(logits), tf.mul(logits, y)), tf.log1p(tf.exp(tf.neg(tf.abs(logits))))));
+}

@@ -1,0 +1,65 @@
+/** `forward` and `grads`: a model (+ adapter) on a batch from a safetensors file, results to another. */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ForwardJobParams, GradsJobParams, JobResult } from '../../../src/protocol';
+import { InputError } from '../errors';
+import { writeSafetensors, type HostTensor } from '../io/safetensors';
+import { checkTokenRange, disposeBatch, fromTf, readInputBatch, type InputBatch } from '../io/tensors';
+import type { JobContext } from '../jobs/context';
+import { throwIfCancelled } from '../jobs/context';
+import { Model } from '../models/model';
+import { loadAdapterHooks } from './adapter-hooks';
+
+async function readBatch(model: Model, file: string): Promise<InputBatch> {
+  const batch = await readInputBatch(file, model.arch.inputKind);
+  if (batch.inputs.inputIds) await checkTokenRange(file, batch.inputs.inputIds, model.config.vocabSize);
+  return batch;
+}
+
+export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<JobResult & { kind: 'forward' }> {
+  const model = await Model.load(p.model);
+  const adapter = p.adapter ? await loadAdapterHooks(model, p.adapter) : undefined;
+  let batch: InputBatch | undefined;
+  try {
+    batch = await readBatch(model, p.inputs);
+    throwIfCancelled(ctx.signal);
+    const b = batch;
+    const logits = tf.tidy(() => model.forward(b.inputs, { hooks: adapter?.hooks, overrides: adapter?.params }));
+    const out: Record<string, HostTensor> = { logits: await fromTf(logits) };
+    let loss: number | undefined;
+    if (b.labels) {
+      const l = tf.tidy(() => model.loss(logits, b.labels!));
+      out.loss = { dtype: 'F32', shape: [1], data: Float32Array.from(await l.data()) };
+      loss = out.loss.data[0] as number;
+      l.dispose();
+    }
+    logits.dispose();
+    await writeSafetensors(p.out, out);
+    ctx.progress({ done: 1, total: 1 });
+    return { kind: 'forward', out: p.out, ...(loss !== undefined ? { loss } : {}) };
+  } finally {
+    if (batch) disposeBatch(batch);
+    adapter?.dispose();
+    model.dispose();
+  }
+}
+
+export async function runGrads(p: GradsJobParams, ctx: JobContext): Promise<JobResult & { kind: 'grads' }> {
+  const model = await Model.load(p.model);
+  let batch: InputBatch | undefined;
+  try {
+    batch = await readBatch(model, p.inputs);
+    if (!batch.labels) throw new InputError(p.inputs, 'labels', 'tensor missing: gradients need labels');
+    throwIfCancelled(ctx.signal);
+    const names = [...model.params.keys()];
+    const { loss, grads } = model.lossAndGrads(names, batch.inputs, batch.labels);
+    const out: Record<string, HostTensor> = { loss: { dtype: 'F32', shape: [1], data: Float32Array.from(await loss.data()) } };
+    for (const [n, g] of grads) out[`grad.${n}`] = await fromTf(g);
+    tf.dispose([loss, ...grads.values()]);
+    await writeSafetensors(p.out, out);
+    ctx.progress({ done: 1, total: 1 });
+    return { kind: 'grads', out: p.out, loss: out.loss!.data[0] as number, tensors: grads.size };
+  } finally {
+    if (batch) disposeBatch(batch);
+    model.dispose();
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * AdamW with PyTorch's semantics (decoupled weight decay applied before the moment update, bias
+ * correction, eps outside the square root). Parameters are plain tensors in a map the optimizer
+ * updates in place: each step disposes the old tensors and stores the new ones.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+
+export interface AdamWOptions {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+export const ADAMW_DEFAULTS: AdamWOptions = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
+
+export interface AdamWState {
+  step: number;
+  m: Map<string, tf.Tensor>;
+  v: Map<string, tf.Tensor>;
+}
+
+export class AdamW {
+  readonly opts: AdamWOptions;
+  state: AdamWState = { step: 0, m: new Map(), v: new Map() };
+
+  constructor(opts: Partial<AdamWOptions> = {}) {
+    this.opts = { ...ADAMW_DEFAULTS, ...opts };
+  }
+
+  /**
+   * One update of `params` (only the names in `grads`) at learning rate `lr`. `decay(name)` says
+   * whether weight decay applies (PEFT practice: not to biases and norms when asked).
+   */
+  step(params: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>, lr = this.opts.lr, decay: (name: string) => boolean = () => true): void {
+    const { beta1, beta2, eps, weightDecay } = this.opts;
+    const t = ++this.state.step;
+    const c1 = 1 - beta1 ** t;
+    const c2 = 1 - beta2 ** t;
+    for (const [name, g] of grads) {
+      const p = params.get(name);
+      if (!p) throw new Error(`AdamW: no parameter ${name}`);
+      const m0 = this.state.m.get(name);
+      const v0 = this.state.v.get(name);
+      const [pNew, m, v] = tf.tidy(() => {
+        const m = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(g, 1 - beta1)) : tf.mul(g, 1 - beta1);
+        const v = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.mul(g, g), 1 - beta2)) : tf.mul(tf.mul(g, g), 1 - beta2);
+        const decayed = weightDecay > 0 && decay(name) ? tf.mul(p, 1 - lr * weightDecay) : p;
+        const update = tf.div(tf.div(m, c1), tf.add(tf.sqrt(tf.div(v, c2)), eps));
+        return [tf.sub(decayed, tf.mul(update, lr)), m, v];
+      });
+      tf.dispose([p, m0, v0].filter((x): x is tf.Tensor => x !== undefined));
+      params.set(name, pNew);
+      this.state.m.set(name, m);
+      this.state.v.set(name, v);
+    }
+  }
+
+  dispose(): void {
+    tf.dispose([...this.state.m.values(), ...this.state.v.values()]);
+    this.state = { step: 0, m: new Map(), v: new Map() };
+  }
+}
