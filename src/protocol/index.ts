@@ -54,7 +54,7 @@ export const Shutdown = request<Record<string, never>, { ok: true }>('peftLab/sh
 
 // ---- long-running jobs: start → progress notifications → result; cancellable ----------------
 
-export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest'] as const;
+export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -82,7 +82,16 @@ export interface SelftestJobParams {
   /** Milliseconds to wait between steps (tests use it to cancel mid-job). */
   delayMs?: number;
 }
-export type JobParams = ForwardJobParams | GradsJobParams | InspectJobParams | SelftestJobParams;
+/** Fine-tune from a spec file into a run folder; `resume` continues the run folder's last checkpoint. */
+export interface TrainJobParams {
+  kind: 'train';
+  /** Path of the `*.peft.json` spec. */
+  spec: string;
+  /** Run folder to write (default: a new folder under the runs folder); with `resume`, the folder to continue. */
+  runDir?: string;
+  resume?: boolean;
+}
+export type JobParams = ForwardJobParams | GradsJobParams | InspectJobParams | SelftestJobParams | TrainJobParams;
 
 export interface JobSummary {
   id: string;
@@ -124,7 +133,8 @@ export type JobResult =
   | { kind: 'forward'; out: string; loss?: number }
   | { kind: 'grads'; out: string; loss: number; tensors: number }
   | { kind: 'inspect'; inspect: InspectResult }
-  | { kind: 'selftest'; steps: number; losses: number[] };
+  | { kind: 'selftest'; steps: number; losses: number[] }
+  | { kind: 'train'; runDir: string; status: RunStatus };
 
 /** sidecar → extension: a log line for the output channel (stdout is the RPC channel). */
 export interface LogMessage {
@@ -132,3 +142,77 @@ export interface LogMessage {
   message: string;
 }
 export const LogNote = notification<LogMessage>('peftLab/log');
+
+// ---- run specs (`*.peft.json`) ---------------------------------------------------------------
+
+export const ADAPTER_KINDS = ['lora', 'dora', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
+export type AdapterKind = (typeof ADAPTER_KINDS)[number];
+export const LORA_INITS = ['default', 'gaussian', 'pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'] as const;
+export type LoraInit = (typeof LORA_INITS)[number];
+
+/** The adapter part of a run spec. Options a kind does not use are rejected by validation. */
+export interface AdapterSpec {
+  kind: AdapterKind;
+  /** Module short names or full module paths (PEFT's `target_modules`); defaults per architecture. */
+  targets?: string[];
+  /** LoRA family */
+  r?: number;
+  alpha?: number;
+  dropout?: number;
+  rslora?: boolean;
+  bias?: 'none' | 'all' | 'lora_only';
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
+  init?: LoraInit;
+  /** CorDA / LoRA-GA calibration: number of training rows to use (default 32 / 8). */
+  calibRows?: number;
+  /** bottleneck adapter width */
+  bottleneck?: number;
+  /** sparse update: a safetensors file of 0/1 masks named like the base tensors */
+  mask?: string;
+  /** PEFT `modules_to_save`: modules trained in full beside the adapter (e.g. a classifier). */
+  modulesToSave?: string[];
+}
+
+// ---- run folders (written by the sidecar, read by the extension's runs view and dashboards) ----
+
+/**
+ * `<run folder>/status.json`, replaced atomically. A reader that finds `running` with a `pid` that
+ * is no longer alive shows the run as interrupted (and offers Resume).
+ */
+export const RUN_STATES = ['running', 'done', 'failed', 'cancelled', 'interrupted'] as const;
+export type RunState = (typeof RUN_STATES)[number];
+export interface RunStatus {
+  version: 1;
+  state: RunState;
+  /** Absolute path of the spec the run was started from. */
+  spec: string;
+  name: string;
+  adapter: AdapterKind;
+  step: number;
+  totalSteps: number;
+  startedAt: string;
+  updatedAt: string;
+  pid?: number;
+  /** One line, naming the file and place where the input was at fault. */
+  error?: string;
+  /** Folder name under `checkpoints/` of the newest complete checkpoint. */
+  lastCheckpoint?: string;
+  trainableParams?: number;
+  /** Final (or latest) figures for the runs view's description. */
+  summary?: { loss?: number; evalLoss?: number; evalMetric?: number; metricName?: string; tokensPerS?: number };
+}
+
+/** One line of `<run folder>/metrics.jsonl`, appended and flushed at every logging step. */
+export interface MetricRecord {
+  step: number;
+  loss: number;
+  lr: number;
+  tokens_per_s: number;
+  elapsed_s: number;
+  eval_loss?: number;
+  /** Task metric when evaluated (accuracy for classification and exact-match tasks). */
+  eval_accuracy?: number;
+  /** Any further scalars (e.g. IST scores, grad norm). */
+  [extra: string]: number | undefined;
+}

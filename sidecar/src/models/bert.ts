@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
 import type { BertConfig } from './config';
 import { classificationLoss } from './classification';
-import { activation, attention, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
+import { activation, attention, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
 
 const block = (i: number) => `bert.encoder.layer.${i}`;
 
@@ -81,7 +81,7 @@ export const bert: Architecture<BertConfig> = {
     const types = inputs.tokenTypeIds ? tf.reshape(inputs.tokenTypeIds, [b * t]) : tf.zeros([b * t], 'int32');
     const positions = tf.tile(tf.range(0, t, 1, 'int32'), [b]);
     const emb = tf.addN([
-      tf.gather(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t])),
+      embedding(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t]), cfg.padTokenId),
       tf.gather(f.p(`${e}.token_type_embeddings.weight`), types),
       tf.gather(f.p(`${e}.position_embeddings.weight`), positions),
     ]);

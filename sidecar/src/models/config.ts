@@ -48,6 +48,8 @@ export interface LlamaConfig extends Common {
   attentionBias: boolean;
   mlpBias: boolean;
   tieWordEmbeddings: boolean;
+  /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
+  padTokenId?: number;
 }
 export interface BertConfig extends Common {
   modelType: 'bert';
@@ -56,6 +58,7 @@ export interface BertConfig extends Common {
   layerNormEps: number;
   maxPositions: number;
   typeVocabSize: number;
+  padTokenId?: number;
   numLabels: number;
   problemType: ProblemType;
 }
@@ -187,6 +190,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         attentionBias: f.bool('attention_bias', false),
         mlpBias: f.bool('mlp_bias', false),
         tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+        ...padToken(f, 'pad_token_id'),
       };
     }
     case 'bert': {
@@ -206,6 +210,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         layerNormEps: f.num('layer_norm_eps', 1e-12),
         maxPositions: f.int('max_position_embeddings', 512),
         typeVocabSize: f.int('type_vocab_size', 2),
+        ...padToken(f, 'pad_token_id', 0),
         numLabels: labels,
         problemType: problemType(f, labels),
       };
@@ -239,6 +244,11 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     default:
       return f.fail('model_type', `unsupported model type ${JSON.stringify(modelType)} (supported: ${MODEL_TYPES.join(', ')})`);
   }
+}
+
+function padToken(f: Fields, key: string, fallback?: number): { padTokenId?: number } {
+  if (!f.has(key) && fallback === undefined) return {};
+  return { padTokenId: f.int(key, fallback, 0) };
 }
 
 function ropeTheta(f: Fields): number {

@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
-import { activation, applyRope, attention, causalLmLoss, causalMask, mergeHeads, rmsNorm, ropeTables, splitHeads } from './ops';
+import { activation, applyRope, embedding, attention, causalLmLoss, causalMask, mergeHeads, rmsNorm, ropeTables, splitHeads } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -53,7 +53,7 @@ export const llama: Architecture<LlamaConfig> = {
     if (!ids) throw new Error('Llama needs input_ids');
     const [b, t] = ids.shape;
     const qDim = cfg.numHeads * cfg.headDim;
-    let x = tf.gather(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t])) as tf.Tensor2D;
+    let x = embedding(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId);
     const mask = causalMask(t);
     const { cos, sin } = ropeTables(t, cfg.headDim, cfg.ropeTheta);
     for (let i = 0; i < cfg.numLayers; i++) {

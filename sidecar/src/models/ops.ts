@@ -137,3 +137,25 @@ export function bceWithLogits(logits: tf.Tensor, target: tf.Tensor): tf.Scalar {
   // max(x,0) - x·y + log(1 + exp(-|x|)), the stable form
   return tf.mean(tf.add(tf.sub(tf.relu(logits), tf.mul(logits, y)), tf.log1p(tf.exp(tf.neg(tf.abs(logits))))));
 }
+
+/**
+ * Embedding rows for ids [N] from a table [V, D]. With `paddingIdx`, that row gets no gradient,
+ * as PyTorch's nn.Embedding(padding_idx=...) does (BERT's and Llama's token embeddings).
+ */
+export function embedding(table: tf.Tensor, ids: tf.Tensor, paddingIdx?: number): tf.Tensor2D {
+  if (paddingIdx === undefined) return tf.gather(table, ids) as tf.Tensor2D;
+  // ids go in as an input so the gradient function can read them (a captured tensor would be disposed).
+  const lookup = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [t, idx, save] = args as [tf.Tensor, tf.Tensor1D, tf.GradSaveFunc];
+    save([idx]);
+    return {
+      value: tf.gather(t, idx),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const i = saved[0] as tf.Tensor1D;
+        const keep = tf.expandDims(tf.cast(tf.notEqual(i, paddingIdx), 'float32'), 1);
+        return [tf.unsortedSegmentSum(tf.mul(dy as tf.Tensor, keep), i, t.shape[0]!), tf.zerosLike(i)];
+      },
+    };
+  });
+  return lookup(table, tf.cast(ids, 'int32')) as tf.Tensor2D;
+}

@@ -1,0 +1,32 @@
+/**
+ * What every adapter kind provides to the training loop, `forward --adapter`, merging and export.
+ * An adapter never changes the Model's base tensors: it supplies extra tensors (trainable and
+ * frozen, including residual base weights from data-aware inits) as forward-pass overrides, and
+ * hooks that wrap linear modules or act at tap points.
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+import type { AdapterSpec } from '../../../src/protocol';
+import type { HostTensor } from '../io/safetensors';
+import type { Hooks } from '../models/forward';
+
+export interface AdapterInstance {
+  readonly spec: AdapterSpec;
+  /** Trainable tensors by name (the optimizer updates this map in place). */
+  readonly trainable: Map<string, tf.Tensor>;
+  /** Frozen tensors by name: adapter constants and base weights replaced by a residual (keyed by the base name). */
+  readonly frozen: Map<string, tf.Tensor>;
+  readonly hooks: Hooks;
+  /** frozen ∪ trainable, built fresh (trainable tensors are replaced every optimizer step). */
+  overrides(): Map<string, tf.Tensor>;
+  /** Transformer block of a trainable tensor, or -1 (IST samples layers to train). */
+  layerOf(name: string): number;
+  /** Multiplies the adapter's contribution in a block by `factor` (IST's suppression probes); 1 restores. */
+  setLayerScale(layer: number, factor: number): void;
+  /** Seeds dropout for the next forward pass, so training is deterministic under a seed. */
+  setStep(step: number): void;
+  /** Base weights with the adapter folded in, for each base tensor that changes (new tensors; caller disposes). */
+  merged(): Map<string, tf.Tensor>;
+  /** The adapter in Hugging Face PEFT's format; adapters that changed the base are converted to act on the original base. */
+  exportPeft(): Promise<{ config: Record<string, unknown>; tensors: Map<string, HostTensor> }>;
+  dispose(): void;
+}
