@@ -15,6 +15,9 @@
  * 'auto' preference (a named preference from the caller wins), e.g. to force the pure-JS backend
  * in CI or to try WebGPU from the command line.
  *
+ * PEFT_LAB_DAWN_FLAGS=<comma-separated Dawn toggles> are passed to the `webgpu` package's
+ * `create()`, e.g. `backend=opengl` for Mesa llvmpipe on machines without a GPU (see engine notes).
+ *
  * Nothing may reach stdout (the sidecar's RPC channel): while backends load, console.log/info/
  * warn/debug/error are routed to the `log` callback (or stderr).
  */
@@ -41,6 +44,7 @@ type Attempt = (log: Log, opts: InitBackendOptions) => Promise<string>; // resol
 
 const LADDER: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 const WASM_FILE = 'tfjs-backend-wasm.wasm';
+const WASM_SIMD_FILE = 'tfjs-backend-wasm-simd.wasm';
 
 // A run-time require that esbuild does not follow: optional packages stay external.
 const runtimeRequire = createRequire(__filename);
@@ -111,7 +115,7 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
     const hadNavigator = Object.getOwnPropertyDescriptor(g, 'navigator');
     if (!g.navigator?.gpu) {
       Object.assign(g, dawn.globals);
-      const gpu = dawn.create([]);
+      const gpu = dawn.create(dawnFlags());
       Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu }, configurable: true, writable: true });
     }
     try {
@@ -129,35 +133,48 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
     }
   },
   wasm: async (log, opts) => {
-    const dir = wasmDir(opts.wasmDir);
+    // The binary is chosen by SIMD support; multi-threaded builds are never used under Node.
+    const simd = (await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT')) === true;
+    const dir = wasmDir(opts.wasmDir, simd ? [WASM_FILE, WASM_SIMD_FILE] : [WASM_FILE]);
     log(`wasm binaries from ${dir}`);
-    tfwasm.setWasmPaths(dir.endsWith(sep) || dir.endsWith('/') ? dir : dir + sep);
+    try {
+      tfwasm.setWasmPaths(dir.endsWith(sep) || dir.endsWith('/') ? dir : dir + sep);
+    } catch (e) {
+      // tfjs-backend-wasm refuses new paths once an initialisation has failed in this process.
+      throw new Error(`an earlier wasm initialisation failed in this process (${firstLine(e)})`);
+    }
     if (opts.threads && opts.threads > 1) {
       tfwasm.setThreadsCount(opts.threads);
       log(`requested ${opts.threads} threads; TF.js runs the wasm backend single-threaded under Node`);
     }
     registerWasmKernelFixes();
     await setBackendOrThrow('wasm');
-    const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
     const threads = tfwasm.getThreadsCount();
     return `CPU (WebAssembly${simd ? ' SIMD' : ''}, ${threads} thread${threads === 1 ? '' : 's'})`;
   },
   cpu: async () => {
     await setBackendOrThrow('cpu');
+    // The cpu backend prints a "Hi, looks like you are running TensorFlow.js in Node.js … install
+    // our node backend" banner (console.warn) on its first tensor, long after init: pre-empt it.
+    const cpu = tf.backend() as unknown as { firstUse?: boolean };
+    if (cpu.firstUse) cpu.firstUse = false;
     return 'CPU (JavaScript, 1 thread)';
   },
 };
 
 /** The folder with the .wasm files: explicit, else beside the running bundle (the build copies them
  * into dist/ next to sidecar.js and cli.js), else the installed package's dist/. */
-function wasmDir(explicit?: string): string {
+function wasmDir(explicit: string | undefined, files: string[]): string {
+  const missing = (dir: string) => files.find((f) => !existsSync(join(dir, f)));
   if (explicit) {
-    if (!existsSync(join(explicit, WASM_FILE))) throw new Error(`${WASM_FILE} not found in ${explicit}`);
+    const m = missing(explicit);
+    if (m) throw new Error(`${m} not found in ${explicit}`);
     return explicit;
   }
-  if (existsSync(join(__dirname, WASM_FILE))) return __dirname;
+  if (!missing(__dirname)) return __dirname;
   const pkgDist = join(dirname(runtimeRequire.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
-  if (!existsSync(join(pkgDist, WASM_FILE))) throw new Error(`${WASM_FILE} not found beside the sidecar nor in ${pkgDist}`);
+  const m = missing(pkgDist);
+  if (m) throw new Error(`${m} not found beside the sidecar (${__dirname}) nor in ${pkgDist}`);
   return pkgDist;
 }
 
@@ -185,6 +202,8 @@ async function setBackendOrThrow(name: string): Promise<void> {
   await tf.ready();
 }
 
+/* eslint-disable no-console -- these helpers patch console (temporarily) to keep stdout clean */
+
 /** Collects console.warn lines (as strings) emitted while `f` runs, on top of routing them. */
 async function captureWarnings<T>(into: string[], f: () => Promise<T>): Promise<T> {
   const warn = console.warn;
@@ -205,8 +224,18 @@ const CONSOLE_METHODS = ['log', 'info', 'warn', 'debug', 'error', 'trace'] as co
  * (e.g. tfjs-node's banner, "backend was already registered" warnings) reaches stdout. */
 async function withConsoleTo<T>(log: Log, f: () => Promise<T>): Promise<T> {
   const saved = CONSOLE_METHODS.map((m) => console[m]);
+  let inside = false; // a log callback that itself uses console must not loop
   for (const m of CONSOLE_METHODS) {
-    console[m] = (...args: unknown[]) => log(`[tfjs ${m}] ${args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ')}`);
+    console[m] = (...args: unknown[]) => {
+      const line = `[tfjs ${m}] ${args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ')}`;
+      if (inside) return void process.stderr.write(line + '\n');
+      inside = true;
+      try {
+        log(line);
+      } finally {
+        inside = false;
+      }
+    };
   }
   try {
     return await f();
@@ -214,6 +243,8 @@ async function withConsoleTo<T>(log: Log, f: () => Promise<T>): Promise<T> {
     CONSOLE_METHODS.forEach((m, i) => (console[m] = saved[i]));
   }
 }
+
+/* eslint-enable no-console */
 
 async function restore(previous: string | undefined): Promise<void> {
   if (previous && tf.getBackend() !== previous && tf.findBackendFactory(previous)) {
@@ -223,6 +254,13 @@ async function restore(previous: string | undefined): Promise<void> {
       /* keep the original error */
     }
   }
+}
+
+function dawnFlags(): string[] {
+  return (process.env.PEFT_LAB_DAWN_FLAGS ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
 }
 
 function tfNodeVersion(): string {

@@ -154,6 +154,26 @@ function planMatMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transpose
 }
 
 /**
+ * Whether the XNNPACK route pays off. It costs a fixed ~10–20 µs per 2-D matmul (an XNNPACK
+ * operator is created, and b packed, for every distinct b) plus any explicit transposes, while the
+ * original's loop runs at ~1 GMAC/s: so small products (decoding with M = 1, matrix-vector, N = 1)
+ * stay on the original. Measured break-even on one core: ~8–16 K multiply-adds per 2-D matmul.
+ */
+const MIN_MACS_PER_MATMUL = 16384;
+const MIN_ROWS = 4;
+function worthIt(plan: MatMulPlan, sizeA: number, sizeB: number): boolean {
+  const rows = sizeB === 1 ? sizeA * plan.M : plan.M; // rows of each 2-D matmul we would run
+  return rows >= MIN_ROWS && rows * plan.K * plan.N >= MIN_MACS_PER_MATMUL;
+}
+/** The original kernels compute max(batchA, batchB) batches, which is wrong for two-way
+ * broadcasts such as [2,1,..] x [1,3,..] (as is the cpu backend); only trust them when one side has
+ * no batch or both have the same. */
+function brokenBroadcast(sizeA: number, sizeB: number, plan: MatMulPlan): boolean {
+  const n = tf.util.sizeFromShape(plan.outBatch);
+  return !(sizeA === 1 || sizeB === 1 || (sizeA === n && sizeB === n));
+}
+
+/**
  * out[i] = mm(a[aIdx[i]], b[bIdx[i]]) for each output batch i, where `mm(aView, bView, outView)`
  * runs one 2-D non-transposed matmul on views ([1,M,K], [1,K,N], [1,M,N]) of a, b and out.
  * b views are kept for the whole loop so XNNPACK's packed weights are reused across broadcast batches.
@@ -240,6 +260,7 @@ function makeBatchMatMul(original: KernelFunc): KernelFunc {
     const sizeB = tf.util.sizeFromShape(plan.batchB);
     if (tf.util.sizeFromShape(plan.outShape) === 0 || plan.K === 0) return original(args);
     if (!transposeA && !transposeB && sizeA === 1 && sizeB === 1) return original(args); // already the fast path
+    if (!brokenBroadcast(sizeA, sizeB, plan) && !worthIt(plan, sizeA, sizeB)) return original(args);
 
     const temps: TensorInfo[] = [];
     try {
@@ -304,6 +325,8 @@ function makeFusedMatMul(original: KernelFunc): KernelFunc {
     const preluOk = prelu == null || (preluSize > 0 && (M * N) % preluSize === 0);
     if (!biasOk || !preluOk || outSize === 0 || K === 0) return original(args);
     if (!transposeA && !transposeB && sizeA === 1 && sizeB === 1) return original(args);
+    // With a bias the original's slow path is wrong for M > 1, so always take ours then.
+    if (bias == null && !brokenBroadcast(sizeA, sizeB, plan) && !worthIt(plan, sizeA, sizeB)) return original(args);
 
     const temps: TensorInfo[] = [];
     const run2d = (a3: TensorInfo, b3: TensorInfo): TensorInfo =>

@@ -1,0 +1,101 @@
+/** The backend ladder: what 'auto' picks on this machine, named preferences, PEFT_LAB_BACKEND. */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { currentBackend, initBackend } from '../../sidecar/src/backend';
+
+const installed = (m: string): boolean => {
+  try {
+    createRequire(__filename).resolve(m);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const optionalInstalled = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', 'webgpu'].filter(installed);
+
+describe('initBackend', () => {
+  let savedEnv: string | undefined;
+  let logs: string[];
+  const log = (m: string) => void logs.push(m);
+  beforeEach(() => {
+    savedEnv = process.env.PEFT_LAB_BACKEND;
+    delete process.env.PEFT_LAB_BACKEND;
+    logs = [];
+  });
+  afterEach(() => {
+    if (savedEnv === undefined) delete process.env.PEFT_LAB_BACKEND;
+    else process.env.PEFT_LAB_BACKEND = savedEnv;
+  });
+
+  test("'auto' picks wasm here: native TF.js and WebGPU are skipped with reasons", { skip: optionalInstalled.length ? `installed: ${optionalInstalled}` : false }, async () => {
+    const consoleBefore = [console.log, console.warn, console.info, console.error];
+    const info = await initBackend('auto', log);
+    assert.equal(info.name, 'wasm');
+    assert.match(info.device, /^CPU \(WebAssembly( SIMD)?, \d+ threads?\)$/);
+    assert.deepEqual(
+      info.skipped.map((s) => s.name),
+      ['tensorflow-gpu', 'tensorflow', 'webgpu'],
+    );
+    assert.match(info.skipped[0].reason, /Cannot find module '@tensorflow\/tfjs-node-gpu'/);
+    assert.match(info.skipped[1].reason, /Cannot find module '@tensorflow\/tfjs-node'/);
+    assert.match(info.skipped[2].reason, /Cannot find module 'webgpu'/);
+    for (const s of info.skipped) assert.ok(!s.reason.includes('\n'), 'reasons are one line');
+    assert.deepEqual(currentBackend(), info);
+    assert.equal(tf.getBackend(), 'wasm');
+    // The kernel fixes came with it: the gradient of tf.gather works.
+    assert.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'));
+    const g = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d([1, 1, 3], 'int32'))))(tf.ones([4, 2])).arraySync());
+    assert.deepEqual(g, [[0, 0], [2, 2], [0, 0], [1, 1]]);
+    // Console output during init went to the log callback, and the console was restored.
+    assert.deepEqual([console.log, console.warn, console.info, console.error], consoleBefore);
+    assert.ok(logs.some((l) => l.startsWith('using wasm')), logs.join('\n'));
+  });
+
+  test("'cpu' initialises the pure-JS backend", async () => {
+    const info = await initBackend('cpu', log);
+    assert.deepEqual(info, { name: 'cpu', device: 'CPU (JavaScript, 1 thread)', skipped: [] });
+    assert.equal(tf.getBackend(), 'cpu');
+    assert.deepEqual(currentBackend(), info);
+    assert.deepEqual(tf.tidy(() => tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]])).arraySync()), [[11]]);
+  });
+
+  test("'wasm' by name", async () => {
+    const info = await initBackend('wasm', log);
+    assert.equal(info.name, 'wasm');
+    assert.deepEqual(info.skipped, []);
+    assert.equal(tf.getBackend(), 'wasm');
+  });
+
+  for (const name of ['tensorflow-gpu', 'tensorflow', 'webgpu'] as const) {
+    const pkg = { 'tensorflow-gpu': '@tensorflow/tfjs-node-gpu', tensorflow: '@tensorflow/tfjs-node', webgpu: 'webgpu' }[name];
+    test(`'${name}' by name throws a clear error when ${pkg} is missing`, { skip: installed(pkg) ? `${pkg} installed` : false }, async () => {
+      await initBackend('cpu', log);
+      await assert.rejects(initBackend(name, log), (e: Error) => {
+        assert.match(e.message, new RegExp(`^Backend '${name}' is not available: Cannot find module '${pkg.replace('/', '\\/')}'`));
+        return true;
+      });
+      assert.equal(tf.getBackend(), 'cpu', 'the previous backend stays active');
+      assert.equal(currentBackend()?.name, 'cpu');
+    });
+  }
+
+  test('a wasmDir without the binaries is an error', async () => {
+    await assert.rejects(initBackend('wasm', log, { wasmDir: __dirname }), /tfjs-backend-wasm\.wasm not found in/);
+  });
+
+  test("PEFT_LAB_BACKEND replaces 'auto' but not a named preference; bad values are ignored", async () => {
+    process.env.PEFT_LAB_BACKEND = 'cpu';
+    assert.equal((await initBackend('auto', log)).name, 'cpu');
+    assert.equal((await initBackend('wasm', log)).name, 'wasm');
+    process.env.PEFT_LAB_BACKEND = 'tensorflow-gpu';
+    if (!installed('@tensorflow/tfjs-node-gpu')) await assert.rejects(initBackend('auto', log), /Backend 'tensorflow-gpu' is not available/);
+    process.env.PEFT_LAB_BACKEND = 'quantum';
+    logs = [];
+    const info = await initBackend('auto', log);
+    assert.ok(logs.some((l) => l.includes('ignoring PEFT_LAB_BACKEND=quantum')), logs.join('\n'));
+    if (!optionalInstalled.length) assert.equal(info.name, 'wasm');
+  });
+});
