@@ -72,12 +72,14 @@ const toLog =
   (level: LogMessage['level']) =>
   (...args: unknown[]): void =>
     log(level, format(...args));
+/* eslint-disable no-console -- the safety net itself: console output becomes LogNote lines */
 console.log = toLog('info');
 console.info = toLog('info');
 console.debug = toLog('debug');
 console.trace = toLog('debug');
 console.warn = toLog('warn');
 console.error = toLog('error');
+/* eslint-enable no-console */
 
 process.on('uncaughtException', (err) => {
   log('error', `uncaught exception: ${err instanceof Error && err.stack ? err.stack : oneLine(err)}`);
@@ -104,12 +106,8 @@ let backendPromise: Promise<BackendInfo> | undefined;
 /** Initialises the backend once; every request that needs it awaits the same promise. */
 function backendReady(): Promise<BackendInfo> {
   if (!backendPromise) {
-    backendPromise = initBackend(backendPreference, (m) => log('info', m)).then(
-      (info) => {
-        const skipped = info.skipped.map((s) => `${s.name}: ${s.reason}`).join('; ');
-        log('info', `backend ${info.name} on ${info.device}${skipped ? ` (skipped ${skipped})` : ''}`);
-        return info;
-      },
+    // initBackend logs the backend it picked and why it skipped others.
+    backendPromise = initBackend(backendPreference, (m) => log('info', m)).catch(
       (err: unknown) => {
         const message = `backend '${backendPreference}' failed to initialise: ${oneLine(err)}`;
         log('error', message);
@@ -185,7 +183,7 @@ onRequest(connection, CancelJob, (params) => {
 onRequest(connection, Shutdown, async () => {
   shuttingDown = true;
   await jobs.cancelAll();
-  // Queued before the reply's write is, so it runs first and its own write lands after the reply.
+  // After this handler returns, the reply is queued on the connection's (FIFO) writer.
   setImmediate(() => void exitAfterFlush(0));
   return { ok: true as const };
 });
@@ -194,6 +192,8 @@ onRequest(connection, Shutdown, async () => {
 async function exitAfterFlush(code: number): Promise<never> {
   setTimeout(() => process.exit(code), 2000).unref();
   try {
+    // One more turn so the reply is surely queued, then a note behind it: once that is written, so is the reply.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     await sendNotification(connection, LogNote, { level: 'info', message: 'sidecar exiting' });
     await new Promise<void>((resolve) => rpcOutput.write('', () => resolve()));
   } catch {

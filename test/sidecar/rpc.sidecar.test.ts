@@ -25,6 +25,7 @@ import {
   type JobParams,
   type JobProgress,
   type LogMessage,
+  type RequestDef,
 } from '../../src/protocol';
 import { onNotification, sendRequest, type RpcEndpoint } from '../../sidecar/src/rpc';
 
@@ -102,7 +103,10 @@ class Sidecar {
     assert.ok(existsSync(BUNDLE), `${BUNDLE} is missing: run node scripts/build.mjs first`);
     this.child = spawn(process.execPath, [BUNDLE, ...args], { stdio: 'pipe', env: { ...process.env, PEFT_LAB_BACKEND: '' } });
     this.child.stderr.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
-    this.child.stdout.on('data', (chunk: Buffer) => this.stdout.push(chunk));
+    this.child.stdout.on('data', (chunk: Buffer) => {
+      this.stdout.push(chunk);
+      if (this.stdout.problems.length > 0) this.wake();
+    });
     this.exited = new Promise((resolveExit) =>
       this.child.once('exit', (code, signal) => {
         this.exit = { code, signal };
@@ -111,8 +115,8 @@ class Sidecar {
       }),
     );
     this.conn = createMessageConnection(new StreamMessageReader(this.child.stdout), new StreamMessageWriter(this.child.stdin));
-    this.conn.onError(([err]) => this.channelProblems.push(`connection error: ${err.message}`));
-    this.conn.onUnhandledNotification((n) => this.channelProblems.push(`unhandled notification ${n.method}`));
+    this.conn.onError(([err]) => this.record(() => this.channelProblems.push(`connection error: ${err.message}`)));
+    this.conn.onUnhandledNotification((n) => this.record(() => this.channelProblems.push(`unhandled notification ${n.method}`)));
     const rpc: RpcEndpoint = this.conn;
     onNotification(rpc, JobProgressNote, (p) => this.record(() => this.progress.push({ ...p, seq: this.seq++ })));
     onNotification(rpc, JobEndNote, (e) => this.record(() => this.ends.push({ ...e, seq: this.seq++ })));
@@ -125,13 +129,31 @@ class Sidecar {
   }
 
   async initialize(): Promise<{ capabilities: object }> {
-    const result = await this.conn.sendRequest<{ capabilities: object }>('initialize', { processId: process.pid, rootUri: null, capabilities: {} });
+    const init = { processId: process.pid, rootUri: null, capabilities: {} };
+    const result = await this.guard('initialize', this.conn.sendRequest<{ capabilities: object }>('initialize', init));
     await this.conn.sendNotification('initialized', {});
     return result;
   }
 
+  /** A typed request that fails fast (instead of hanging) if the channel breaks or the process exits. */
+  request<P, R>(def: RequestDef<P, R>, params: P): Promise<R> {
+    return this.guard(def.method, sendRequest(this.rpc, def, params));
+  }
+
   start(params: JobParams): Promise<{ id: string }> {
-    return sendRequest(this.rpc, StartJob, params);
+    return this.request(StartJob, params);
+  }
+
+  /** `p`, unless the channel breaks, the process exits or WAIT_MS passes first. */
+  guard<T>(what: string, p: Promise<T>): Promise<T> {
+    let settled = false;
+    const settle = () => {
+      settled = true;
+      this.wake();
+    };
+    p.then(settle, settle);
+    const broken = this.until(`the reply to ${what}`, () => (settled ? true : undefined));
+    return Promise.race([p, broken.then(() => p)]);
   }
 
   /** Resolves with `check()`'s first defined value, re-checked on every message; rejects on exit or timeout. */
@@ -147,7 +169,9 @@ class Sidecar {
       const poll = () => {
         const value = check();
         if (value !== undefined) finish(undefined, value);
-        else if (this.exit) finish(new Error(`sidecar exited (${JSON.stringify(this.exit)}) while waiting for ${what}${this.diagnostics()}`));
+        else if (this.stdout.problems.length > 0 || this.channelProblems.length > 0) {
+          finish(new Error(`the channel broke while waiting for ${what}: ${[...this.stdout.problems, ...this.channelProblems].join('; ')}`));
+        } else if (this.exit) finish(new Error(`sidecar exited (${JSON.stringify(this.exit)}) while waiting for ${what}${this.diagnostics()}`));
       };
       this.waiters.add(poll);
       poll();
@@ -193,7 +217,7 @@ class Sidecar {
 async function expectRefused(sc: Sidecar, params: unknown): Promise<string> {
   let id: string;
   try {
-    ({ id } = await sendRequest(sc.rpc, StartJob, params as JobParams));
+    ({ id } = await sc.request(StartJob, params as JobParams));
   } catch (err) {
     assert.ok(err instanceof ResponseError, `expected a JSON-RPC error response, got ${String(err)}`);
     assert.ok(err.message.length > 0);
@@ -205,7 +229,7 @@ async function expectRefused(sc: Sidecar, params: unknown): Promise<string> {
   return end.error;
 }
 
-describe('sidecar over JSON-RPC (stdio)', () => {
+describe('sidecar over JSON-RPC (stdio)', { timeout: 4 * WAIT_MS }, () => {
   let sc: Sidecar;
 
   before(async () => {
@@ -217,7 +241,7 @@ describe('sidecar over JSON-RPC (stdio)', () => {
   after(() => sc?.kill());
 
   it('reports its version and backend in Status', async () => {
-    const status = await sendRequest(sc.rpc, Status, {});
+    const status = await sc.request(Status, {});
     assert.equal(status.version, VERSION);
     assert.ok((BACKENDS as readonly string[]).includes(status.backend.name), `backend name ${status.backend.name}`);
     if (BACKEND !== 'auto') assert.equal(status.backend.name, BACKEND, '--backend is honoured');
@@ -256,19 +280,19 @@ describe('sidecar over JSON-RPC (stdio)', () => {
     const { id } = await sc.start({ kind: 'selftest', steps, delayMs: 20 });
     await sc.until('3 progress notes', () => (sc.progressOf(id).length >= 3 ? true : undefined));
 
-    const during = await sendRequest(sc.rpc, Status, {});
+    const during = await sc.request(Status, {});
     assert.equal(during.jobs.find((j) => j.id === id)?.state, 'running', 'Status answered while the job runs');
     assert.equal(sc.ends.find((e) => e.id === id), undefined);
 
-    assert.deepEqual(await sendRequest(sc.rpc, CancelJob, { id }), { cancelled: true });
+    assert.deepEqual(await sc.request(CancelJob, { id }), { cancelled: true });
     const end = await sc.endOf(id);
     assert.equal(end.state, 'cancelled');
     assert.ok(sc.progressOf(id).length < steps, 'stopped before the last step');
     assert.ok(sc.progressOf(id).every((p) => p.seq < end.seq), 'no progress after the end note');
 
-    assert.deepEqual(await sendRequest(sc.rpc, CancelJob, { id }), { cancelled: false }, 'an ended job cannot be cancelled again');
-    assert.deepEqual(await sendRequest(sc.rpc, CancelJob, { id: 'no-such-job' }), { cancelled: false });
-    const afterwards = await sendRequest(sc.rpc, Status, {});
+    assert.deepEqual(await sc.request(CancelJob, { id }), { cancelled: false }, 'an ended job cannot be cancelled again');
+    assert.deepEqual(await sc.request(CancelJob, { id: 'no-such-job' }), { cancelled: false });
+    const afterwards = await sc.request(Status, {});
     assert.equal(afterwards.jobs.find((j) => j.id === id)?.state, 'cancelled');
   });
 
@@ -278,6 +302,7 @@ describe('sidecar over JSON-RPC (stdio)', () => {
       { kind: 'selftest', steps: 'many' },
       { kind: 'selftest', steps: -1 },
       { kind: 'selftest', steps: 2, delayMs: 'soon' },
+      { kind: 'train' },
       { steps: 3 },
       'not an object',
     ]) {
@@ -289,10 +314,10 @@ describe('sidecar over JSON-RPC (stdio)', () => {
     const end = await sc.endOf(id);
     assert.equal(end.state, 'failed');
     assert.ok(end.state === 'failed' && end.error.length > 0 && !end.error.includes('\n'), 'one-line error');
-    await assert.rejects(sendRequest(sc.rpc, CancelJob, {} as { id: string }), ResponseError);
+    await assert.rejects(sc.request(CancelJob, {} as { id: string }), ResponseError);
 
     // Still alive and still working.
-    const status = await sendRequest(sc.rpc, Status, {});
+    const status = await sc.request(Status, {});
     assert.equal(status.pid, sc.child.pid);
     const ok = await sc.start({ kind: 'selftest', steps: 2 });
     assert.equal((await sc.endOf(ok.id)).state, 'done');
@@ -307,7 +332,7 @@ describe('sidecar over JSON-RPC (stdio)', () => {
   it('Shutdown cancels running jobs and exits with code 0', async () => {
     const { id } = await sc.start({ kind: 'selftest', steps: 10_000, delayMs: 20 });
     await sc.until('a progress note', () => (sc.progressOf(id).length > 0 ? true : undefined));
-    assert.deepEqual(await sendRequest(sc.rpc, Shutdown, {}), { ok: true });
+    assert.deepEqual(await sc.request(Shutdown, {}), { ok: true });
     assert.equal((await sc.endOf(id)).state, 'cancelled', 'the running job was reported cancelled');
     const exit = await sc.until('exit', () => sc.exit, 5000);
     assert.deepEqual(exit, { code: 0, signal: null });
@@ -316,7 +341,7 @@ describe('sidecar over JSON-RPC (stdio)', () => {
   });
 });
 
-describe('sidecar lifecycle as a LanguageClient drives it', () => {
+describe('sidecar lifecycle as a LanguageClient drives it', { timeout: 2 * WAIT_MS }, () => {
   let sc: Sidecar;
   after(() => sc?.kill());
 
@@ -324,9 +349,9 @@ describe('sidecar lifecycle as a LanguageClient drives it', () => {
     sc = new Sidecar(['--backend', BACKEND, '--stdio']);
     const init = await sc.initialize();
     assert.equal(typeof init.capabilities, 'object');
-    const status = await sendRequest(sc.rpc, Status, {});
+    const status = await sc.request(Status, {});
     assert.ok(status.backend.name);
-    await sc.conn.sendRequest('shutdown');
+    await sc.guard('shutdown', sc.conn.sendRequest('shutdown'));
     await sc.conn.sendNotification('exit');
     const exit = await sc.until('exit', () => sc.exit, 5000);
     assert.deepEqual(exit, { code: 0, signal: null });

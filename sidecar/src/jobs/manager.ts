@@ -5,7 +5,7 @@
  * one-line message.
  */
 import { inspect } from 'node:util';
-import type { JobEnd, JobParams, JobProgress, JobResult, JobSummary, LogMessage } from '../../../src/protocol';
+import type { JobEnd, JobKind, JobParams, JobProgress, JobResult, JobSummary, LogMessage } from '../../../src/protocol';
 import { JOB_KINDS } from '../../../src/protocol';
 import { CancelledError, type JobContext } from './context';
 
@@ -123,7 +123,8 @@ export class JobManager {
       job.settled = new Promise<void>((resolve) => {
         // A later turn: the caller's reply to `start` goes out before any progress of the job.
         setImmediate(() => {
-          this.execute(job).finally(() => {
+          // execute() reports every outcome itself and never rejects.
+          void this.execute(job).finally(() => {
             this.running--;
             resolve();
             this.pump();
@@ -216,7 +217,10 @@ export function jobParamsProblem(v: unknown): string | undefined {
     (optional && p[key] === undefined) || (typeof p[key] === 'string' && p[key] !== '')
       ? undefined
       : `${p.kind} job: '${key}' must be a non-empty string`;
-  switch (p.kind as JobParams['kind']) {
+  const bool = (key: string): string | undefined =>
+    p[key] === undefined || typeof p[key] === 'boolean' ? undefined : `${p.kind} job: '${key}' must be a boolean`;
+  const kind = p.kind as JobKind;
+  switch (kind) {
     case 'forward':
       return str('model') ?? str('inputs') ?? str('out') ?? str('adapter', true);
     case 'grads':
@@ -229,5 +233,12 @@ export function jobParamsProblem(v: unknown): string | undefined {
         return `selftest job: 'delayMs' must be a non-negative number`;
       }
       return undefined;
+    case 'train':
+      return str('spec') ?? str('runDir', true) ?? bool('resume') ?? str('workspaceRoot', true);
+    default: {
+      // A new kind in the protocol must be checked here: this stops compiling until it is.
+      const unchecked: never = kind;
+      return `job kind ${String(unchecked)} has no parameter check`;
+    }
   }
 }
