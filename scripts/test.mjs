@@ -1,5 +1,5 @@
 // Runs the test tiers, chosen by file name, with node's test runner:
-//   *.unit.test.ts     no VS Code, no child processes
+//   *.unit.test.ts     no VS Code, no child processes (fuzzers too: thousands of cases, 20x with --long)
 //   *.parity.test.ts   numerics against ../shared/fixtures
 //   *.sidecar.test.ts  real sidecar child processes (needs the bundle: built first)
 //   *.e2e.test.ts      real VS Code workbench (code-server + Chromium), only with --e2e or PEFT_LAB_E2E=1

@@ -77,6 +77,11 @@ export interface VitConfig extends Common {
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
 export type ModelConfig = Gpt2Config | LlamaConfig | BertConfig | VitConfig;
 
+/** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
+const MAX_DIM = 1 << 20;
+const MAX_LAYERS = 1024;
+const MAX_VOCAB = 1 << 24;
+
 /** Reads fields from a parsed config.json, each error naming the file and the key. */
 class Fields {
   constructor(
@@ -89,11 +94,13 @@ class Fields {
   has(key: string): boolean {
     return this.raw[key] !== undefined && this.raw[key] !== null;
   }
-  int(key: string, fallback?: number, min = 1): number {
+  /** An integer field; `max` bounds sizes so a hostile config cannot make us enumerate or allocate billions. */
+  int(key: string, fallback?: number, min = 1, max = MAX_DIM): number {
     const v = this.raw[key] ?? fallback;
     if (v === undefined || v === null) this.fail(key, 'missing required field');
     if (typeof v !== 'number' || !Number.isSafeInteger(v)) this.fail(key, `expected an integer, got ${JSON.stringify(v)}`);
     if (v < min) this.fail(key, `must be at least ${min}, got ${v}`);
+    if (v > max) this.fail(key, `must be at most ${max}, got ${v}`);
     return v;
   }
   num(key: string, fallback?: number): number {
@@ -154,8 +161,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         hiddenSize,
         numHeads,
         headDim: hiddenSize / numHeads,
-        numLayers: f.int('n_layer'),
-        vocabSize: f.int('vocab_size'),
+        numLayers: f.int('n_layer', undefined, 1, MAX_LAYERS),
+        vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
         maxPositions: f.int('n_positions'),
         innerSize: f.has('n_inner') ? f.int('n_inner') : 4 * hiddenSize,
         activation: f.activation('activation_function', 'gelu_new'),
@@ -180,8 +187,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         numHeads,
         headDim,
         numKvHeads,
-        numLayers: f.int('num_hidden_layers'),
-        vocabSize: f.int('vocab_size'),
+        numLayers: f.int('num_hidden_layers', undefined, 1, MAX_LAYERS),
+        vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
         intermediateSize: f.int('intermediate_size'),
         activation: f.activation('hidden_act', 'silu'),
         rmsNormEps: f.num('rms_norm_eps', 1e-6),
@@ -203,8 +210,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         hiddenSize,
         numHeads,
         headDim: hiddenSize / numHeads,
-        numLayers: f.int('num_hidden_layers'),
-        vocabSize: f.int('vocab_size'),
+        numLayers: f.int('num_hidden_layers', undefined, 1, MAX_LAYERS),
+        vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
         intermediateSize: f.int('intermediate_size'),
         activation: f.activation('hidden_act', 'gelu'),
         layerNormEps: f.num('layer_norm_eps', 1e-12),
@@ -228,7 +235,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         hiddenSize,
         numHeads,
         headDim: hiddenSize / numHeads,
-        numLayers: f.int('num_hidden_layers'),
+        numLayers: f.int('num_hidden_layers', undefined, 1, MAX_LAYERS),
         vocabSize: 0,
         intermediateSize: f.int('intermediate_size'),
         activation: f.activation('hidden_act', 'gelu'),
