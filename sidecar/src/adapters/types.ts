@@ -7,7 +7,22 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { AdapterSpec } from '../../../src/protocol';
 import type { HostTensor } from '../io/safetensors';
+import type { LinearModuleInfo } from '../models/architecture';
 import type { Hooks } from '../models/forward';
+import type { Model } from '../models/model';
+
+/**
+ * Data-aware LoRA initialisation (PiSSA, OLoRA, CorDA, LoRA-GA), supplied by the inits module and
+ * chosen by the caller for `spec.init`. Per target module path: A row-major [r, in], B [out, r], and
+ * the residual W − s·B·A in the module's STORED layout ([in, out] for Conv1D), which replaces the
+ * frozen base weight.
+ */
+export type LoraInitProvider = (
+  model: Model,
+  targets: LinearModuleInfo[],
+  rank: (module: string) => number,
+  scale: (module: string) => number,
+) => Promise<Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }>>;
 
 export interface AdapterInstance {
   readonly spec: AdapterSpec;
@@ -26,6 +41,12 @@ export interface AdapterInstance {
   setStep(step: number): void;
   /** Base weights with the adapter folded in, for each base tensor that changes (new tensors; caller disposes). */
   merged(): Map<string, tf.Tensor>;
+  /**
+   * The inverse of merged(): base tensors recovered from merged ones by undoing the fold (LoRA:
+   * W_merged − s·B·A, plus s·B₀·A₀ where a data-aware init had replaced W by a residual, so the
+   * model's original W comes back), for the tensors `merged()` returns (new tensors; caller disposes).
+   */
+  unmerge(merged: ReadonlyMap<string, tf.Tensor>): Map<string, tf.Tensor>;
   /** The adapter in Hugging Face PEFT's format; adapters that changed the base are converted to act on the original base. */
   exportPeft(): Promise<{ config: Record<string, unknown>; tensors: Map<string, HostTensor> }>;
   dispose(): void;

@@ -1,6 +1,6 @@
-/** Applying a saved adapter folder to a loaded model (the adapters issue fills this in). */
+/** Applying a saved adapter folder (Hugging Face PEFT format) to a loaded model. */
 import type * as tf from '@tensorflow/tfjs-core';
-import { InputError } from '../errors';
+import { loadPeftAdapter } from '../adapters/peft';
 import type { Hooks } from '../models/forward';
 import type { Model } from '../models/model';
 
@@ -11,6 +11,7 @@ export interface LoadedAdapter {
   dispose(): void;
 }
 
-export async function loadAdapterHooks(_model: Model, dir: string): Promise<LoadedAdapter> {
-  throw new InputError(dir, '', 'adapters are not supported yet');
+export async function loadAdapterHooks(model: Model, dir: string): Promise<LoadedAdapter> {
+  const adapter = await loadPeftAdapter(model, dir);
+  return { hooks: adapter.hooks, params: adapter.overrides(), dispose: () => adapter.dispose() };
 }

@@ -1,0 +1,198 @@
+/**
+ * The adapters Hugging Face PEFT also has (LoRA, DoRA, IA3), assembled from a PEFT-shaped setup
+ * (built from an AdapterSpec by createAdapter, or from adapter_config.json by loadPeftAdapter), with
+ * PEFT's extras: `bias` ('all' / 'lora_only'), `modules_to_save`, and export to PEFT's format.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { HostTensor } from '../io/safetensors';
+import type { Model } from '../models/model';
+import { replacementPart, type AdapterCore, type PeftExport } from './core';
+import { addIa3, ia3Name, type Ia3Module } from './ia3';
+import { addLora, host, loraExportTensors, type LoraModule } from './lora';
+import { layerOfPath, matchesModuleToSave } from './targets';
+
+export const PEFT_PREFIX = 'base_model.model.';
+export const PEFT_VERSION = '0.21.0';
+
+export type LoraBias = 'none' | 'all' | 'lora_only';
+
+export interface Extras {
+  bias: LoraBias;
+  /** modules_to_save names (for a SEQ_CLS model, including PEFT's `classifier`, `score`: see modulesToSaveFor). */
+  modulesToSave: string[];
+  /** Loaded values for the replaced tensors (bias, modules_to_save), by base name. */
+  values?: ReadonlyMap<string, tf.Tensor>;
+}
+
+export interface LoraSetup extends Extras {
+  dora: boolean;
+  rslora: boolean;
+  dropout: number;
+  r: number;
+  alpha: number;
+  rankPattern: Record<string, number>;
+  alphaPattern: Record<string, number>;
+  loraBias: boolean;
+  /** `init_lora_weights` to report when the export needs no conversion. */
+  initLabel: boolean | string;
+  modules: LoraModule[];
+}
+
+export interface Ia3Setup extends Extras {
+  modules: Ia3Module[];
+}
+
+/** PEFT's task type for the architecture (ViT has none: PEFT then records an auto_mapping). */
+export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
+  switch (model.config.modelType) {
+    case 'gpt2':
+    case 'llama':
+      return 'CAUSAL_LM';
+    case 'bert':
+      return 'SEQ_CLS';
+    default:
+      return null;
+  }
+}
+
+function autoMapping(model: Model): Record<string, string> | null {
+  if (taskTypeOf(model) !== null) return null;
+  const cls = model.config.architecture || 'ViTForImageClassification';
+  return { base_model_class: cls, parent_library: `transformers.models.${model.config.modelType}.modeling_${model.config.modelType}` };
+}
+
+/** modules_to_save as PEFT records it: a SEQ_CLS model always adds its head names. */
+export function modulesToSaveFor(model: Model, names: readonly string[]): string[] {
+  const out = [...names];
+  if (taskTypeOf(model) === 'SEQ_CLS') for (const n of ['classifier', 'score']) if (!out.includes(n)) out.push(n);
+  return out;
+}
+
+/** Base parameters inside a modules_to_save module (some module path prefix ends with a name). */
+export function moduleToSaveParams(model: Model, names: readonly string[]): string[] {
+  if (names.length === 0) return [];
+  return model.paramInfo()
+    .map((p) => p.name)
+    .filter((p) => {
+      const parts = p.split('.');
+      for (let i = 1; i < parts.length; i++) if (matchesModuleToSave(names, parts.slice(0, i).join('.'))) return true;
+      return false;
+    });
+}
+
+/** Registers the replaced-tensor extras; returns the bias and modules_to_save parameter names. */
+function addExtras(core: AdapterCore, extras: Extras, targeted: readonly string[]): { biases: string[]; saved: string[] } {
+  const model = core.model;
+  const saved = moduleToSaveParams(model, extras.modulesToSave);
+  const savedSet = new Set(saved);
+  let biases: string[] = [];
+  if (extras.bias === 'all') biases = model.paramInfo().map((p) => p.name).filter((n) => n.endsWith('.bias') && !savedSet.has(n));
+  else if (extras.bias === 'lora_only') biases = targeted.map((m) => `${m}.bias`).filter((n) => model.params.has(n));
+  for (const name of [...saved, ...biases]) {
+    const v = extras.values?.get(name) ?? model.params.get(name)!;
+    core.addTrainable(name, tf.clone(v), layerOfPath(model, name), { replacesBase: true });
+  }
+  if (saved.length + biases.length) core.mergeParts.push(replacementPart(core, [...saved, ...biases]));
+  return { biases, saved };
+}
+
+/** PEFT keys of the extras: a targeted module's bias lives on `base_layer`. */
+async function extrasExport(core: AdapterCore, names: { biases: string[]; saved: string[] }, targeted: ReadonlySet<string>): Promise<Map<string, HostTensor>> {
+  const out = new Map<string, HostTensor>();
+  for (const n of names.saved) out.set(n, await host(core.tensor(n)));
+  for (const n of names.biases) {
+    const module = n.slice(0, -'.bias'.length);
+    out.set(targeted.has(module) ? `${module}.base_layer.bias` : n, await host(core.tensor(n)));
+  }
+  return out;
+}
+
+function prefixed(m: Map<string, HostTensor>): Map<string, HostTensor> {
+  return new Map([...m].map(([k, v]) => [PEFT_PREFIX + k, v]));
+}
+
+export function buildLora(core: AdapterCore, setup: LoraSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addLora(core, setup.modules, { dora: setup.dora, dropout: setup.dropout });
+  core.exporter = async (): Promise<PeftExport> => {
+    const convert = setup.modules.some((m) => m.init !== undefined);
+    const tensors = await loraExportTensors(core, setup.modules, setup, convert);
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    // Converting to the original base doubles the rank and keeps s: α·2 (rsLoRA: α·√2).
+    const k = convert ? 2 : 1;
+    const alphaK = convert ? (setup.rslora ? Math.SQRT2 : 2) : 1;
+    const mapValues = (o: Record<string, number>, f: number) => Object.fromEntries(Object.entries(o).map(([key, v]) => [key, v * f]));
+    const config: Record<string, unknown> = {
+      alora_invocation_tokens: null,
+      alpha_pattern: mapValues(setup.alphaPattern, alphaK),
+      arrow_config: null,
+      auto_mapping: autoMapping(core.model),
+      base_model_name_or_path: null,
+      bias: setup.bias,
+      corda_config: null,
+      ensure_weight_tying: false,
+      eva_config: null,
+      exclude_modules: null,
+      fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
+      inference_mode: true,
+      init_lora_weights: convert ? true : setup.initLabel,
+      kasa_config: null,
+      layer_replication: null,
+      layers_pattern: null,
+      layers_to_transform: null,
+      loftq_config: {},
+      lora_alpha: setup.alpha * alphaK,
+      lora_bias: setup.loraBias,
+      lora_dropout: setup.dropout,
+      lora_ga_config: null,
+      megatron_config: null,
+      megatron_core: 'megatron.core',
+      modules_to_save: setup.modulesToSave.length ? [...setup.modulesToSave] : null,
+      monteclora_config: null,
+      peft_type: 'LORA',
+      peft_version: PEFT_VERSION,
+      qalora_group_size: 16,
+      r: setup.r * k,
+      rank_pattern: mapValues(setup.rankPattern, k),
+      revision: null,
+      target_modules: [...targeted].sort(),
+      target_parameters: null,
+      task_type: taskTypeOf(core.model),
+      trainable_token_indices: null,
+      use_bdlora: null,
+      use_dora: setup.dora,
+      use_qalora: false,
+      use_rslora: setup.rslora,
+      velora_config: null,
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}
+
+export function buildIa3(core: AdapterCore, setup: Ia3Setup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addIa3(core, setup.modules);
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const m of setup.modules) tensors.set(ia3Name(m.info.module), await host(core.tensor(ia3Name(m.info.module))));
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      auto_mapping: autoMapping(core.model),
+      base_model_name_or_path: null,
+      exclude_modules: null,
+      fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
+      feedforward_modules: setup.modules.filter((m) => m.feedForward).map((m) => m.info.module).sort(),
+      inference_mode: true,
+      init_ia3_weights: true,
+      modules_to_save: setup.modulesToSave.length ? [...setup.modulesToSave] : null,
+      peft_type: 'IA3',
+      peft_version: PEFT_VERSION,
+      revision: null,
+      target_modules: [...targeted].sort(),
+      task_type: taskTypeOf(core.model),
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}

@@ -1,0 +1,251 @@
+/**
+ * The adapter zoo: `createAdapter` builds any AdapterKind on a loaded model. Methods PEFT also has
+ * (LoRA, DoRA, IA3) follow PEFT 0.21 exactly (names, scaling, init, targets); the others follow
+ * ../shared/methods.md. Nothing here changes the Model's tensors: see AdapterInstance.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { AdapterSpec, LoraInit } from '../../../src/protocol';
+import type { LinearModuleInfo } from '../models/architecture';
+import type { Model } from '../models/model';
+import { addBottleneck } from './bottleneck';
+import { AdapterCore, replacementPart } from './core';
+import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor } from './family';
+import type { Ia3Module } from './ia3';
+import type { LoraModule } from './lora';
+import { addLoldu, addSvfit } from './lowrank';
+import { addSparse } from './sparse';
+import { addSsf } from './ssf';
+import {
+  defaultTargets,
+  hookableLinears,
+  IA3_DEFAULT_FEEDFORWARD,
+  layerOfPath,
+  matchesFeedforward,
+  matchesTarget,
+  patternKey,
+  selectLinears,
+  tapPoints,
+} from './targets';
+import type { AdapterInstance, LoraInitProvider } from './types';
+
+export type { AdapterInstance, LoraInitProvider } from './types';
+
+/** Inits that replace the base weight by a residual and come from the inits module. */
+export const DATA_AWARE_INITS: readonly LoraInit[] = ['pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'];
+
+/** PEFT's defaults (LoraConfig: r = 8, lora_alpha = 8). */
+export const LORA_DEFAULTS = { r: 8, alpha: 8, dropout: 0 } as const;
+
+export interface CreateOptions {
+  seed: number;
+  inits?: LoraInitProvider;
+}
+
+/** The rank and α of a module under PEFT's rank_pattern / alpha_pattern. */
+export function rankAndAlpha(module: string, r: number, alpha: number, rankPattern: Record<string, number> = {}, alphaPattern: Record<string, number> = {}): { r: number; alpha: number } {
+  const rk = patternKey(Object.keys(rankPattern), module);
+  const ak = patternKey(Object.keys(alphaPattern), module);
+  return { r: rk !== undefined ? rankPattern[rk]! : r, alpha: ak !== undefined ? alphaPattern[ak]! : alpha };
+}
+
+export const loraScale = (r: number, alpha: number, rslora: boolean) => (rslora ? alpha / Math.sqrt(r) : alpha / r);
+
+function positiveInt(v: number, what: string): number {
+  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${what} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** modules_to_save for the LoRA family: PEFT's SEQ_CLS heads, and the classifier of an image classifier. */
+function familyModulesToSave(model: Model, spec: AdapterSpec): string[] {
+  const names = modulesToSaveFor(model, spec.modulesToSave ?? []);
+  if (model.arch.task === 'image-classification' && !names.includes('classifier')) names.push('classifier');
+  return names;
+}
+
+export async function createAdapter(model: Model, spec: AdapterSpec, opts: CreateOptions): Promise<AdapterInstance> {
+  const core = new AdapterCore(model, spec, opts.seed);
+  try {
+    switch (spec.kind) {
+      case 'lora':
+      case 'dora':
+        await createLora(core, opts.inits);
+        break;
+      case 'ia3':
+        createIa3(core);
+        break;
+      case 'ssf':
+        createSsf(core);
+        break;
+      case 'bottleneck':
+        createBottleneck(core);
+        break;
+      case 'bitfit':
+      case 'ln-tuning':
+      case 'full':
+        createReplacing(core);
+        break;
+      case 'svfit':
+        await addSvfit(core, linearTargets(core), positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r'));
+        addModulesToSave(core);
+        break;
+      case 'loldu':
+        await addLoldu(core, linearTargets(core), spec.r === undefined ? undefined : positiveInt(spec.r, 'r'));
+        addModulesToSave(core);
+        break;
+      case 'sparse':
+        if (!spec.mask) throw new Error('a sparse adapter needs `mask`, a safetensors file of 0/1 masks named like the base tensors');
+        await addSparse(core, spec.mask);
+        addModulesToSave(core);
+        break;
+      default: {
+        const never: never = spec.kind;
+        throw new Error(`unknown adapter kind ${String(never)}`);
+      }
+    }
+  } catch (e) {
+    core.dispose();
+    throw e;
+  }
+  return core;
+}
+
+function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] = []): LinearModuleInfo[] {
+  const spec = core.spec;
+  return selectLinears(core.model, { targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType), modulesToSave: extraModulesToSave });
+}
+
+/** modules_to_save for kinds outside PEFT: full trainable copies of those modules' parameters. */
+function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
+  const names = moduleToSaveParams(core.model, core.spec.modulesToSave ?? []).filter((n) => !skip.has(n) && !core.trainable.has(n));
+  for (const n of names) core.addTrainable(n, tf.clone(core.model.params.get(n)!), layerOfPath(core.model, n), { replacesBase: true });
+  if (names.length) core.mergeParts.push(replacementPart(core, names));
+}
+
+/** LoRA / DoRA modules with PEFT's init (or a data-aware one from the provider), synchronously for the random inits. */
+export function loraModules(
+  spec: AdapterSpec,
+  seed: number,
+  targets: LinearModuleInfo[],
+  inits?: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }>,
+): LoraModule[] {
+  const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
+  const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
+  const init = spec.init ?? 'default';
+  return targets.map((info, i) => {
+    const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    positiveInt(r, `rank of ${info.module}`);
+    const scale = loraScale(r, alpha, spec.rslora ?? false);
+    const [outF, inF] = [info.outFeatures, info.inFeatures];
+    const s = seed * 100_003 + 2 * i;
+    if (init === 'default' || init === 'gaussian') {
+      // PEFT: A kaiming_uniform(a=√5) = U(−1/√in, 1/√in), or N(0, 1/r) for "gaussian"; B = 0.
+      const A = init === 'default' ? tf.randomUniform([r, inF], -1 / Math.sqrt(inF), 1 / Math.sqrt(inF), 'float32', s) : tf.randomNormal([r, inF], 0, 1 / r, 'float32', s);
+      return { info, r, alpha, scale, A: A as tf.Tensor2D, B: tf.zeros([outF, r]) as tf.Tensor2D };
+    }
+    const got = inits?.get(info.module);
+    if (!got) throw new Error(`the ${init} init returned nothing for ${info.module}`);
+    const shape = info.fanInFanOut ? [inF, outF] : [outF, inF];
+    if (got.A.length !== r * inF || got.B.length !== outF * r || got.residual.length !== outF * inF)
+      throw new Error(`the ${init} init returned tensors of the wrong size for ${info.module} (r=${r}, in=${inF}, out=${outF})`);
+    return {
+      info,
+      r,
+      alpha,
+      scale,
+      A: tf.tensor2d(got.A, [r, inF]),
+      B: tf.tensor2d(got.B, [outF, r]),
+      residual: tf.tensor2d(got.residual, shape as [number, number]),
+      init: { A: Float32Array.from(got.A), B: Float32Array.from(got.B) },
+    };
+  });
+}
+
+async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promise<void> {
+  const { model, spec } = core;
+  const modulesToSave = familyModulesToSave(model, spec);
+  const targets = linearTargets(core, modulesToSave);
+  const init = spec.init ?? 'default';
+  let inits: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }> | undefined;
+  if (DATA_AWARE_INITS.includes(init)) {
+    if (!provider) throw new Error(`LoRA init "${init}" needs the data-aware init module: pass opts.inits (a LoraInitProvider) to createAdapter`);
+    const r0 = spec.r ?? LORA_DEFAULTS.r;
+    const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
+    const ra = (m: string) => rankAndAlpha(m, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    inits = await provider(model, targets, (m) => ra(m).r, (m) => loraScale(ra(m).r, ra(m).alpha, spec.rslora ?? false));
+  }
+  const modules = loraModules(spec, core.seed, targets, inits);
+  buildLora(core, {
+    dora: spec.kind === 'dora',
+    rslora: spec.rslora ?? false,
+    dropout: spec.dropout ?? LORA_DEFAULTS.dropout,
+    r: spec.r ?? LORA_DEFAULTS.r,
+    alpha: spec.alpha ?? LORA_DEFAULTS.alpha,
+    rankPattern: { ...(spec.rankPattern ?? {}) },
+    alphaPattern: { ...(spec.alphaPattern ?? {}) },
+    bias: spec.bias ?? 'none',
+    loraBias: false,
+    initLabel: init === 'gaussian' ? 'gaussian' : true,
+    modulesToSave,
+    modules,
+  });
+}
+
+function createIa3(core: AdapterCore): void {
+  const { model, spec } = core;
+  const modulesToSave = familyModulesToSave(model, spec);
+  const targets = linearTargets(core, modulesToSave);
+  const ff = IA3_DEFAULT_FEEDFORWARD[model.config.modelType];
+  const modules: Ia3Module[] = targets.map((info) => ({ info, feedForward: matchesFeedforward(ff, info.module) }));
+  buildIa3(core, { bias: 'none', modulesToSave, modules });
+}
+
+function createSsf(core: AdapterCore): void {
+  const { model, spec } = core;
+  const taps = tapPoints(model);
+  const foldable = (t: (typeof taps)[number]) => t.kind === 'sublayer' || t.normBias !== undefined || (t.consumers?.length ?? 0) > 0;
+  let linears: LinearModuleInfo[];
+  let chosen: typeof taps;
+  if (spec.targets) {
+    const t = spec.targets;
+    linears = hookableLinears(model).filter((m) => matchesTarget(t, m.module));
+    chosen = taps.filter((p) => matchesTarget(t, p.point));
+    if (linears.length + chosen.length === 0) throw new Error(`SSF targets [${t.join(', ')}] match no linear module or tap point of this ${model.config.modelType} model`);
+  } else {
+    // Default: after every linear module and every norm of the transformer (as the SSF paper inserts them).
+    linears = model.arch.linearModules(model.config);
+    chosen = taps.filter((p) => p.kind === 'norm' && foldable(p));
+  }
+  addSsf(core, { linears, taps: chosen });
+  addModulesToSave(core);
+}
+
+function createBottleneck(core: AdapterCore): void {
+  const { model, spec } = core;
+  let taps = tapPoints(model).filter((p) => p.kind === 'sublayer');
+  if (spec.targets) {
+    const t = spec.targets;
+    taps = taps.filter((p) => matchesTarget(t, p.point));
+    if (taps.length === 0) throw new Error(`bottleneck targets [${t.join(', ')}] match no attention/MLP sub-layer output of this ${model.config.modelType} model`);
+  }
+  const width = positiveInt(spec.bottleneck ?? Math.max(1, Math.round(model.config.hiddenSize / 16)), 'bottleneck');
+  addBottleneck(core, taps, width);
+  addModulesToSave(core);
+}
+
+/** BitFit (biases), LN-tuning (norm parameters), full fine-tuning (everything): trainable copies under the base names. */
+function createReplacing(core: AdapterCore): void {
+  const { model, spec } = core;
+  const info = model.paramInfo();
+  let names: string[];
+  if (spec.kind === 'full') names = info.map((p) => p.name);
+  else if (spec.kind === 'bitfit') names = info.filter((p) => p.name.endsWith('.bias')).map((p) => p.name);
+  else names = info.filter((p) => p.type === 'norm').map((p) => p.name);
+  if (spec.targets && spec.kind !== 'full') {
+    const t = spec.targets;
+    names = names.filter((n) => matchesTarget(t, n.slice(0, n.lastIndexOf('.'))));
+  }
+  if (names.length === 0) throw new Error(`${spec.kind}: this ${model.config.modelType} model has no ${spec.kind === 'bitfit' ? 'bias' : 'norm'} parameters${spec.targets ? ' matching the targets' : ''} to train`);
+  for (const n of names) core.addTrainable(n, tf.clone(model.params.get(n)!), layerOfPath(model, n), { replacesBase: true });
+  core.mergeParts.push(replacementPart(core, names));
+  addModulesToSave(core, new Set(names));
+}

@@ -1,0 +1,61 @@
+/**
+ * Low-level writer of a PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
+ * Atomic at folder level: everything is written into a temp folder beside the target, which is
+ * then renamed into place (an existing target is moved aside first and removed afterwards).
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { writeSafetensors, type HostTensor } from '../io/safetensors';
+
+export const ADAPTER_CONFIG = 'adapter_config.json';
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+
+/**
+ * Writes `config` (as adapter_config.json, 2-space indented, sorted keys like PEFT) and
+ * `tensors` (names as PEFT saves them, i.e. with the `base_model.model.` prefix) into `dir`.
+ */
+export async function writePeftLora(
+  dir: string,
+  payload: { config: Record<string, unknown>; tensors: Map<string, HostTensor> | Record<string, HostTensor> },
+): Promise<void> {
+  const target = resolve(dir);
+  const parent = dirname(target);
+  await fsp.mkdir(parent, { recursive: true });
+  const tag = `${process.pid}-${randomBytes(6).toString('hex')}`;
+  const tmp = join(parent, `.${basename(target)}.tmp-${tag}`);
+  await fsp.mkdir(tmp);
+  try {
+    await fsp.writeFile(join(tmp, ADAPTER_CONFIG), `${JSON.stringify(sortKeys(payload.config), null, 2)}\n`, 'utf8');
+    await writeSafetensors(join(tmp, ADAPTER_WEIGHTS), payload.tensors, { format: 'pt' });
+    let old: string | undefined;
+    try {
+      await fsp.rename(tmp, target);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'EISDIR' && code !== 'ENOTDIR') throw e;
+      // The target exists: move it aside, put the new folder in place, then drop the old one.
+      old = join(parent, `.${basename(target)}.old-${tag}`);
+      await fsp.rename(target, old);
+      try {
+        await fsp.rename(tmp, target);
+      } catch (e2) {
+        await fsp.rename(old, target).catch(() => undefined);
+        throw e2;
+      }
+    }
+    if (old) await fsp.rm(old, { recursive: true, force: true }).catch(() => undefined);
+  } catch (e) {
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+    throw e;
+  }
+}
+
+function sortKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortKeys);
+  if (v && typeof v === 'object' && !(ArrayBuffer.isView(v))) {
+    const o = v as Record<string, unknown>;
+    return Object.fromEntries(Object.keys(o).sort().map((k) => [k, sortKeys(o[k])]));
+  }
+  return v;
+}

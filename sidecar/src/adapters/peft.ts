@@ -1,0 +1,409 @@
+/**
+ * Hugging Face PEFT's adapter folders: `adapter_config.json` + `adapter_model.safetensors`.
+ *
+ * Loading follows `PeftModel.from_pretrained` (PEFT 0.21): LORA (incl. DoRA, rsLoRA, rank/alpha
+ * patterns, lora_bias, bias, modules_to_save, exclude_modules) and IA3. Like PEFT, an adapter whose
+ * config says `init_lora_weights: "pissa"` / `"olora"` re-runs that init on the given (original)
+ * base, so the base weight becomes the residual before the saved A and B apply; `"lora_ga"` uses the
+ * given base as is (PEFT cannot recompute it either: pass `residuals`, or load on the residual model);
+ * `"corda"` needs `residuals`. Saving writes what `save_pretrained` writes; an adapter whose init
+ * replaced the base weight is converted to a plain LoRA on the original base first (methods.md).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import type { AdapterKind, AdapterSpec, LoraInit } from '../../../src/protocol';
+import { InputError } from '../errors';
+import { readSafetensors, toFloat32, type HostTensor } from '../io/safetensors';
+import type { LinearModuleInfo } from '../models/architecture';
+import type { Model } from '../models/model';
+import { AdapterCore } from './core';
+import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, type LoraBias } from './family';
+import { ia3Name, type Ia3Module } from './ia3';
+import { loraScale, rankAndAlpha } from './index';
+import { oloraInit, pissaInit } from './inits/methods';
+import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
+import { loraNames, type LoraModule } from './lora';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, selectLinears, type TargetSpec } from './targets';
+import type { AdapterInstance } from './types';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
+
+export { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
+
+/** Residual base weights beside an unconverted data-aware adapter (written by `adapter-init`). */
+export const RESIDUAL_FILE = 'residual_model.safetensors';
+
+export interface LoadPeftOptions {
+  /**
+   * Residual base weights, keyed by base weight name (`<module>.weight`, stored layout), that replace
+   * the model's for an adapter trained on a base a data-aware init changed (PiSSA, LoRA-GA, CorDA...).
+   * With them the adapter applies to the original base model; they are remembered for export.
+   * Default: `residual_model.safetensors` in the adapter folder, when there is one.
+   */
+  residuals?: ReadonlyMap<string, HostTensor | tf.Tensor>;
+}
+
+/** Reads adapter_config.json fields, each error naming the file and the key. */
+class ConfigFields {
+  constructor(
+    readonly file: string,
+    private readonly raw: Record<string, unknown>,
+  ) {}
+  fail(key: string, problem: string): never {
+    throw new InputError(this.file, key, problem);
+  }
+  get(key: string): unknown {
+    return this.raw[key];
+  }
+  isSet(key: string): boolean {
+    return this.raw[key] !== undefined && this.raw[key] !== null;
+  }
+  int(key: string, fallback: number): number {
+    const v = this.raw[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) this.fail(key, `expected a positive integer, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  num(key: string, fallback: number, check?: (v: number) => string | undefined): number {
+    const v = this.raw[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `expected a number, got ${JSON.stringify(v)}`);
+    const problem = check?.(v);
+    if (problem) this.fail(key, problem);
+    return v;
+  }
+  bool(key: string, fallback: boolean): boolean {
+    const v = this.raw[key] ?? fallback;
+    if (typeof v !== 'boolean') this.fail(key, `expected true or false, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  /** A module list or a regex (`target_modules` style); undefined when null/absent. */
+  targets(key: string): TargetSpec | undefined {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v === 'string') {
+      if (v !== 'all-linear') {
+        try {
+          new RegExp(v, 'u');
+        } catch (e) {
+          this.fail(key, `not a valid regular expression: ${(e as Error).message}`);
+        }
+      }
+      return v;
+    }
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+    return this.fail(key, `expected a list of module names or a regular expression, got ${JSON.stringify(v)}`);
+  }
+  stringList(key: string): string[] | undefined {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return undefined;
+    if (Array.isArray(v) && v.every((x) => typeof x === 'string')) return v as string[];
+    return this.fail(key, `expected a list of module names, got ${JSON.stringify(v)}`);
+  }
+  numberMap(key: string, integers: boolean): Record<string, number> {
+    const v = this.raw[key];
+    if (v === undefined || v === null) return {};
+    if (typeof v !== 'object' || Array.isArray(v)) this.fail(key, `expected an object of pattern → number, got ${JSON.stringify(v)}`);
+    const out: Record<string, number> = {};
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
+      if (typeof x !== 'number' || !Number.isFinite(x) || (integers && (!Number.isInteger(x) || x < 1)))
+        this.fail(`${key}.${k}`, `expected ${integers ? 'a positive integer' : 'a number'}, got ${JSON.stringify(x)}`);
+      try {
+        new RegExp(k, 'u');
+      } catch (e) {
+        this.fail(`${key}.${k}`, `the pattern is not a valid regular expression: ${(e as Error).message}`);
+      }
+      out[k] = x as number;
+    }
+    return out;
+  }
+  /** Features PEFT Lab does not implement must keep their "off" value. */
+  unsupported(key: string, what: string, isOff: (v: unknown) => boolean = (v) => v === undefined || v === null): void {
+    if (!isOff(this.raw[key])) this.fail(key, `${what} is not supported (got ${JSON.stringify(this.raw[key])})`);
+  }
+}
+
+const emptyOrNull = (v: unknown) => v === undefined || v === null || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0);
+
+async function readConfigFile(file: string): Promise<ConfigFields> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, 'utf8');
+  } catch (e) {
+    throw new InputError(file, '', `cannot read the adapter config (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new InputError(file, '', `not valid JSON (${(e as Error).message})`);
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(file, '', 'expected a JSON object');
+  return new ConfigFields(file, raw as Record<string, unknown>);
+}
+
+/** File keys without PEFT's prefix and wrappers: `base_layer.` and `modules_to_save.` segments dropped. */
+function internalKey(key: string): string | undefined {
+  if (!key.startsWith(PEFT_PREFIX)) return undefined;
+  return key
+    .slice(PEFT_PREFIX.length)
+    .replace(/\.base_layer\./g, '.')
+    .replace(/\.modules_to_save(\.default)?\./g, '.');
+}
+
+/** Tensors of adapter_model.safetensors under internal names, each checked and consumed once. */
+class WeightFile {
+  private readonly byName = new Map<string, { key: string; t: HostTensor }>();
+  private readonly used = new Set<string>();
+  constructor(
+    readonly file: string,
+    raw: Map<string, HostTensor>,
+  ) {
+    for (const [key, t] of raw) {
+      const name = internalKey(key);
+      if (name === undefined) throw new InputError(file, key, `tensor name does not start with "${PEFT_PREFIX}"`);
+      if (this.byName.has(name)) throw new InputError(file, key, `duplicates tensor ${this.byName.get(name)!.key}`);
+      this.byName.set(name, { key, t });
+    }
+  }
+  /** The tensor, shape-checked; throws naming the expected key when missing, unless optional. */
+  take(name: string, shape: readonly number[], optional = false, expectedKey = PEFT_PREFIX + name): tf.Tensor | undefined {
+    const e = this.byName.get(name);
+    if (!e) {
+      if (optional) return undefined;
+      throw new InputError(this.file, expectedKey, 'tensor missing from the adapter file');
+    }
+    if (e.t.shape.length !== shape.length || e.t.shape.some((s, i) => s !== shape[i]))
+      throw new InputError(this.file, e.key, `shape [${e.t.shape.join(', ')}] does not match the model and adapter_config.json, which imply [${shape.join(', ')}]`);
+    this.used.add(name);
+    return tf.tensor(toFloat32(e.t), [...shape], 'float32');
+  }
+  /** Fails on any tensor no targeted module or setting accounts for. */
+  checkAllUsed(): void {
+    for (const [name, e] of this.byName) {
+      if (!this.used.has(name)) throw new InputError(this.file, e.key, 'tensor does not belong to any module targeted by adapter_config.json');
+    }
+  }
+}
+
+function asHost(t: HostTensor | tf.Tensor): { data: Float32Array; shape: number[] } {
+  if (t instanceof tf.Tensor) return { data: t.dataSync() as Float32Array, shape: [...t.shape] };
+  return { data: toFloat32(t), shape: [...t.shape] };
+}
+
+/** A rank-r factorisation s·B₀·A₀ of W − W_res (for exporting an adapter given its residual). */
+function factorDifference(w: Float32Array, res: Float32Array, info: LinearModuleInfo, r: number, scale: number): { A: Float32Array; B: Float32Array } {
+  const diff = new Float64Array(w.length);
+  for (let i = 0; i < w.length; i++) diff[i] = (w[i]! - res[i]!) / scale;
+  const D = outInMatrix({ data: diff, outFeatures: info.outFeatures, inFeatures: info.inFeatures, fanInFanOut: info.fanInFanOut });
+  const { U, S, V } = thinSvd(D);
+  const k = Math.min(r, S.length);
+  const A = new Matrix(r, info.inFeatures);
+  const B = new Matrix(info.outFeatures, r);
+  for (let j = 0; j < k; j++) {
+    const q = Math.sqrt(S[j]!);
+    for (let i = 0; i < info.inFeatures; i++) A.set(j, i, q * V.get(i, j));
+    for (let o = 0; o < info.outFeatures; o++) B.set(o, j, q * U.get(o, j));
+  }
+  return { A: matrixToFloat32(A), B: matrixToFloat32(B) };
+}
+
+function initOf(v: unknown): LoraInit {
+  if (v === 'gaussian') return 'gaussian';
+  if (typeof v === 'string' && v.startsWith('pissa')) return 'pissa';
+  if (v === 'olora') return 'olora';
+  if (v === 'lora_ga') return 'lora-ga';
+  if (v === 'corda') return 'corda-ipm';
+  return 'default';
+}
+
+/** Loads a PEFT adapter folder onto `model` (see the module comment for data-aware inits). */
+export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadPeftOptions = {}): Promise<AdapterInstance> {
+  let opts = loadOpts;
+  const cfgFile = join(dir, ADAPTER_CONFIG);
+  const c = await readConfigFile(cfgFile);
+  const peftType = c.get('peft_type');
+  if (peftType !== 'LORA' && peftType !== 'IA3')
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, and IA3)`);
+  const weightsFile = join(dir, ADAPTER_WEIGHTS);
+  try {
+    await fsp.access(weightsFile);
+  } catch {
+    const bin = await fsp.access(join(dir, 'adapter_model.bin')).then(() => true, () => false);
+    throw new InputError(weightsFile, '', bin ? 'missing: only safetensors adapters are supported (adapter_model.bin is a pickle; re-save with safe_serialization=True)' : 'missing');
+  }
+  const weights = new WeightFile(weightsFile, await readSafetensors(weightsFile));
+  const taskType = c.get('task_type');
+  const mtsRaw = c.stringList('modules_to_save') ?? [];
+  const modulesToSave = taskType === 'SEQ_CLS' ? modulesToSaveFor(model, mtsRaw) : mtsRaw;
+  const exclude = c.targets('exclude_modules');
+  const modelType = model.config.modelType;
+  c.bool('fan_in_fan_out', false); // PEFT overrides it from the module type (Conv1D ⇒ true), as we do
+
+  if (peftType === 'IA3') {
+    c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
+    const targets = c.targets('target_modules') ?? IA3_DEFAULT_TARGETS[modelType];
+    const ff = c.targets('feedforward_modules') ?? IA3_DEFAULT_FEEDFORWARD[modelType];
+    if (Array.isArray(targets) && Array.isArray(ff) && !ff.every((f) => targets.includes(f)))
+      c.fail('feedforward_modules', `must be a subset of target_modules (PEFT's rule); ${ff.filter((f) => !targets.includes(f)).join(', ')} is not`);
+    const infos = selectTargets(c, model, 'target_modules', { targets, exclude, modulesToSave });
+    const spec: AdapterSpec = { kind: 'ia3', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), ...(modulesToSave.length ? { modulesToSave } : {}) };
+    const core = new AdapterCore(model, spec, 0);
+    const owned: tf.Tensor[] = [];
+    try {
+      const modules: Ia3Module[] = infos.map((info) => {
+        const feedForward = matchesFeedforward(ff, info.module);
+        const l = weights.take(ia3Name(info.module), feedForward ? [1, info.inFeatures] : [info.outFeatures, 1])! as tf.Tensor2D;
+        owned.push(l);
+        return { info, feedForward, l };
+      });
+      const values = extrasValues(model, weights, modulesToSave, 'none', [], owned);
+      weights.checkAllUsed();
+      buildIa3(core, { bias: 'none', modulesToSave, modules, values });
+      tf.dispose([...values.values()]);
+    } catch (e) {
+      core.dispose();
+      tf.dispose(owned.filter((t) => !t.isDisposed));
+      throw e;
+    }
+    return core;
+  }
+
+  // ---- LORA ----
+  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
+  c.unsupported('layer_replication', 'layer_replication', emptyOrNull);
+  c.unsupported('target_parameters', 'LoRA on parameters (target_parameters)', emptyOrNull);
+  c.unsupported('trainable_token_indices', 'trainable_token_indices', emptyOrNull);
+  c.unsupported('alora_invocation_tokens', 'aLoRA (alora_invocation_tokens)');
+  for (const k of ['arrow_config', 'kasa_config', 'monteclora_config', 'velora_config', 'use_bdlora']) c.unsupported(k, k, emptyOrNull);
+  c.unsupported('use_qalora', 'QALoRA', (v) => v === undefined || v === null || v === false);
+  const initRaw = c.get('init_lora_weights') ?? true;
+  const okInit = typeof initRaw === 'boolean' || (typeof initRaw === 'string' && (['gaussian', 'olora', 'lora_ga', 'corda', 'eva', 'orthogonal', 'mica'].includes(initRaw) || /^pissa(_niter_\d+)?$/.test(initRaw)));
+  if (!okInit) c.fail('init_lora_weights', `unsupported value ${JSON.stringify(initRaw)} (LoftQ and other quantization-aware inits change the base in ways PEFT Lab cannot reproduce)`);
+  const r = c.int('r', 8);
+  const alpha = c.num('lora_alpha', 8);
+  const dropout = c.num('lora_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
+  const rslora = c.bool('use_rslora', false);
+  const dora = c.bool('use_dora', false);
+  const loraBias = c.bool('lora_bias', false);
+  const biasRaw = c.get('bias') ?? 'none';
+  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'lora_only') c.fail('bias', `expected "none", "all" or "lora_only", got ${JSON.stringify(biasRaw)}`);
+  const bias = biasRaw as LoraBias;
+  const rankPattern = c.numberMap('rank_pattern', true);
+  const alphaPattern = c.numberMap('alpha_pattern', false);
+  const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[modelType];
+  const infos = selectTargets(c, model, 'target_modules', { targets, exclude, modulesToSave });
+  const init = initOf(initRaw);
+  if (!opts.residuals && init !== 'default' && init !== 'gaussian') {
+    // PEFT Lab's adapter-init writes the residual base beside an unconverted data-aware adapter.
+    const file = join(dir, RESIDUAL_FILE);
+    if (await fsp.access(file).then(() => true, () => false)) opts = { ...opts, residuals: await readSafetensors(file) };
+  }
+  if (init === 'corda-ipm' && !opts.residuals)
+    c.fail('init_lora_weights', 'a CorDA adapter expects the residual base PEFT computed from calibration data: load it on the residual model, pass the residuals, or convert it with save_pretrained(path_initial_model_for_weight_conversion=...)');
+  const residualSource = opts.residuals && !loadOpts.residuals ? join(dir, RESIDUAL_FILE) : 'residuals';
+  const spec: AdapterSpec = {
+    kind: (dora ? 'dora' : 'lora') as AdapterKind,
+    ...(Array.isArray(targets) ? { targets: [...targets] } : {}),
+    r,
+    alpha,
+    dropout,
+    rslora,
+    bias,
+    rankPattern,
+    alphaPattern,
+    init,
+    ...(modulesToSave.length ? { modulesToSave } : {}),
+  };
+  const core = new AdapterCore(model, spec, 0);
+  const owned: tf.Tensor[] = [];
+  try {
+    const modules: LoraModule[] = [];
+    for (const info of infos) {
+      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const scale = loraScale(ra.r, ra.alpha, rslora);
+      const n = loraNames(info.module);
+      const A = weights.take(n.A, [ra.r, info.inFeatures])! as tf.Tensor2D;
+      owned.push(A);
+      const B = weights.take(n.B, [info.outFeatures, ra.r])! as tf.Tensor2D;
+      owned.push(B);
+      const mod: LoraModule = { info, r: ra.r, alpha: ra.alpha, scale, A, B };
+      if (loraBias) owned.push((mod.bias = weights.take(n.bias, [info.outFeatures]) as tf.Tensor1D));
+      if (dora) owned.push((mod.magnitude = weights.take(n.magnitude, [info.outFeatures]) as tf.Tensor1D));
+      const stored = info.fanInFanOut ? [info.inFeatures, info.outFeatures] : [info.outFeatures, info.inFeatures];
+      const wName = `${info.module}.weight`;
+      const given = opts.residuals?.get(wName);
+      if (given) {
+        const res = asHost(given);
+        if (res.shape.length !== 2 || res.shape[0] !== stored[0] || res.shape[1] !== stored[1])
+          throw new InputError(residualSource, wName, `shape [${res.shape.join(', ')}] differs from the weight's [${stored.join(', ')}]`);
+        const w = (await model.params.get(wName)!.data()) as Float32Array;
+        owned.push((mod.residual = tf.tensor2d(res.data, stored as [number, number])));
+        mod.init = factorDifference(w, res.data, info, ra.r, scale);
+      } else if (init === 'pissa' || init === 'olora') {
+        // PEFT's from_pretrained re-runs the init on the given base, then loads A and B over it.
+        const w = (await model.params.get(wName)!.data()) as Float32Array;
+        const stw = { data: w, outFeatures: info.outFeatures, inFeatures: info.inFeatures, fanInFanOut: info.fanInFanOut };
+        const got = init === 'pissa' ? pissaInit(stw, ra.r, scale) : oloraInit(stw, ra.r, scale);
+        owned.push((mod.residual = tf.tensor2d(got.residual, stored as [number, number])));
+        mod.init = { A: got.A, B: got.B };
+      }
+      modules.push(mod);
+    }
+    if (opts.residuals) {
+      const targeted = new Set(infos.map((i) => `${i.module}.weight`));
+      for (const k of opts.residuals.keys()) if (!targeted.has(k)) throw new InputError(residualSource, k, 'not the weight of a module this adapter targets');
+    }
+    const values = extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    weights.checkAllUsed();
+    buildLora(core, { dora, rslora, dropout, r, alpha, rankPattern, alphaPattern, loraBias, bias, modulesToSave, modules, values, initLabel: initRaw as boolean | string });
+    tf.dispose([...values.values()]);
+  } catch (e) {
+    core.dispose();
+    tf.dispose(owned.filter((t) => !t.isDisposed));
+    throw e;
+  }
+  return core;
+}
+
+function selectTargets(c: ConfigFields, model: Model, key: string, sel: Parameters<typeof selectLinears>[1]): LinearModuleInfo[] {
+  try {
+    return selectLinears(model, sel);
+  } catch (e) {
+    return c.fail(key, (e as Error).message);
+  }
+}
+
+/** Values of the bias / modules_to_save tensors from the file (biases may be absent: PEFT then keeps the base's). */
+function extrasValues(model: Model, weights: WeightFile, modulesToSave: string[], bias: LoraBias, targeted: string[], owned: tf.Tensor[]): Map<string, tf.Tensor> {
+  const values = new Map<string, tf.Tensor>();
+  const saved = moduleToSaveParams(model, modulesToSave);
+  for (const n of saved) {
+    const t = weights.take(n, model.params.get(n)!.shape)!;
+    owned.push(t);
+    values.set(n, t);
+  }
+  const savedSet = new Set(saved);
+  const biases =
+    bias === 'all'
+      ? model.paramInfo().map((p) => p.name).filter((n) => n.endsWith('.bias') && !savedSet.has(n))
+      : bias === 'lora_only'
+        ? targeted.map((m) => `${m}.bias`).filter((n) => model.params.has(n))
+        : [];
+  const targetedSet = new Set(targeted);
+  for (const n of biases) {
+    const module = n.slice(0, -'.bias'.length);
+    const t = weights.take(n, model.params.get(n)!.shape, true, PEFT_PREFIX + (targetedSet.has(module) ? `${module}.base_layer.bias` : n));
+    if (t) {
+      owned.push(t);
+      values.set(n, t);
+    }
+  }
+  return values;
+}
+
+/** Writes `adapter` as PEFT's `save_pretrained` would, atomically (temp folder, then rename). */
+export async function savePeftAdapter(dir: string, adapter: AdapterInstance, meta: { baseModel: string }): Promise<void> {
+  const { config, tensors } = await adapter.exportPeft();
+  await writePeftLora(dir, { config: { ...config, base_model_name_or_path: meta.baseModel }, tensors });
+}
+
+export { taskTypeOf };

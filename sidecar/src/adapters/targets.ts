@@ -1,0 +1,194 @@
+/**
+ * Which modules an adapter acts on: the hookable linear modules and tap points of a model, and
+ * Hugging Face PEFT's rules for matching `target_modules`, `exclude_modules`, `modules_to_save`,
+ * `rank_pattern` / `alpha_pattern` and `feedforward_modules` against module paths.
+ */
+import type { AdapterKind } from '../../../src/protocol';
+import type { LinearModuleInfo } from '../models/architecture';
+import type { ModelType } from '../models/config';
+import type { Model } from '../models/model';
+
+/**
+ * Every linear module that goes through `Forward.linear` (so a hook can wrap it): the transformer
+ * blocks' modules, plus BERT's pooler and the classification heads (layer −1). Tied LM heads are a
+ * plain matmul and cannot be wrapped.
+ */
+export function hookableLinears(model: Model): LinearModuleInfo[] {
+  const out = [...model.arch.linearModules(model.config)];
+  const cfg = model.config;
+  const d = cfg.hiddenSize;
+  const extra = (module: string, name: string, inFeatures: number, outFeatures: number) =>
+    out.push({ module, name, layer: -1, inFeatures, outFeatures, fanInFanOut: false, feedForward: false });
+  if (cfg.modelType === 'bert') {
+    extra('bert.pooler.dense', 'dense', d, d);
+    extra('classifier', 'classifier', d, cfg.numLabels);
+  } else if (cfg.modelType === 'vit') {
+    extra('classifier', 'classifier', d, cfg.numLabels);
+  }
+  return out;
+}
+
+/** PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` (ViT is absent there; query/value as for BERT). */
+export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
+  gpt2: ['c_attn'],
+  llama: ['q_proj', 'v_proj'],
+  bert: ['query', 'value'],
+  vit: ['query', 'value'],
+};
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT). */
+export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
+  gpt2: ['c_attn', 'mlp.c_proj'],
+  llama: ['k_proj', 'v_proj', 'down_proj'],
+  bert: ['key', 'value', 'output.dense'],
+  vit: ['key', 'value', 'output.dense'],
+};
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT). */
+export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
+  gpt2: ['mlp.c_proj'],
+  llama: ['down_proj'],
+  bert: ['output.dense'],
+  vit: ['output.dense'],
+};
+
+/** Default targets of a kind that acts on linear modules. */
+export function defaultTargets(kind: AdapterKind, modelType: ModelType): string[] {
+  return kind === 'ia3' ? IA3_DEFAULT_TARGETS[modelType] : LORA_DEFAULT_TARGETS[modelType];
+}
+
+/** Python's `re.fullmatch(pattern, key)` (the pattern is used as a JavaScript regex). */
+export function fullMatch(pattern: string, key: string): boolean {
+  return new RegExp(`^(?:${pattern})$`, 'u').test(key);
+}
+
+/** A target list or regex, as PEFT's `target_modules` / `exclude_modules` take it. */
+export type TargetSpec = string | readonly string[];
+
+/** PEFT's `check_target_module_exists` core: a regex full-matches, or a list entry equals the path or is its `.suffix`. */
+export function matchesTarget(targets: TargetSpec, key: string): boolean {
+  if (typeof targets === 'string') return fullMatch(targets, key);
+  return targets.some((t) => key === t || key.endsWith(`.${t}`));
+}
+
+/** PEFT's `get_pattern_key`: the first pattern p with `re.match(rf"(.*\.)?({p})$", key)`, or undefined. */
+export function patternKey(patterns: readonly string[], key: string): string | undefined {
+  return patterns.find((p) => new RegExp(`^(?:.*\\.)?(?:${p})$`, 'u').test(key));
+}
+
+/** PEFT's `_set_trainable` / modules_to_save match: the module path ends with the name (no dot required). */
+export function matchesModuleToSave(names: readonly string[], module: string): boolean {
+  return names.some((n) => module.endsWith(n));
+}
+
+/** PEFT's check that a target is not inside a modules_to_save module: `(^|.*\.)m($|\..*)`. */
+export function insideModuleToSave(names: readonly string[], key: string): boolean {
+  return names.some((m) => new RegExp(`^(?:.*\\.)?${m}(?:$|\\..*)`, 'u').test(key));
+}
+
+/** IA3's `_check_target_module_feedforward`: regex full match, or `key.endswith(name)` (no dot). */
+export function matchesFeedforward(ff: TargetSpec, key: string): boolean {
+  if (typeof ff === 'string') return fullMatch(ff, key);
+  return ff.some((t) => key.endsWith(t));
+}
+
+export interface TargetSelection {
+  targets: TargetSpec;
+  exclude?: TargetSpec | null;
+  modulesToSave?: readonly string[];
+}
+
+/**
+ * The hookable linear modules selected by a target spec, as PEFT selects them. Throws when nothing
+ * matches (PEFT raises too). `"all-linear"` is every hookable linear module.
+ */
+export function selectLinears(model: Model, sel: TargetSelection): LinearModuleInfo[] {
+  const all = hookableLinears(model);
+  const mts = sel.modulesToSave ?? [];
+  const picked = all.filter((m) => {
+    if (sel.exclude && (typeof sel.exclude === 'string' ? fullMatch(sel.exclude, m.module) : matchesTarget(sel.exclude, m.module))) return false;
+    if (mts.length && insideModuleToSave(mts, m.module)) return false;
+    return sel.targets === 'all-linear' || matchesTarget(sel.targets, m.module);
+  });
+  if (picked.length === 0) {
+    const shown = typeof sel.targets === 'string' ? JSON.stringify(sel.targets) : `[${sel.targets.join(', ')}]`;
+    throw new Error(`target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);
+  }
+  return picked;
+}
+
+/** A point where `Forward.tap` is called, with what SSF needs to fold a scale and shift into weights. */
+export interface TapPoint {
+  point: string;
+  layer: number;
+  /** `norm`: the output of a LayerNorm/RMSNorm; `sublayer`: the output of an attention or MLP block (before the residual add). */
+  kind: 'norm' | 'sublayer';
+  /** Short name matched by targets (`ln_1`, `input_layernorm`, `attn`, `mlp`, ...). */
+  name: string;
+  /** norm: the weight/bias parameter names (bias absent for RMSNorm). */
+  normWeight?: string;
+  normBias?: string;
+  /** norm without bias: linear modules that consume its output (a shift folds into their biases). */
+  consumers?: string[];
+  /** sublayer: the linear module whose output the tap sees (a scale and shift fold into it). */
+  outputLinear?: string;
+}
+
+/** Every tap point of the model's architecture, in forward order. */
+export function tapPoints(model: Model): TapPoint[] {
+  const cfg = model.config;
+  const out: TapPoint[] = [];
+  const block = (i: number) => model.arch.blockPrefix(cfg, i);
+  const norm = (point: string, layer: number, bias: boolean, consumers?: string[]) =>
+    out.push({ point, layer, kind: 'norm', name: point.split('.').pop()!, normWeight: `${point}.weight`, ...(bias ? { normBias: `${point}.bias` } : {}), ...(consumers ? { consumers } : {}) });
+  const sub = (point: string, layer: number, outputLinear: string) => out.push({ point, layer, kind: 'sublayer', name: point.split('.').pop()!, outputLinear });
+  switch (cfg.modelType) {
+    case 'gpt2':
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.ln_1`, i, true);
+        sub(`${p}.attn`, i, `${p}.attn.c_proj`);
+        norm(`${p}.ln_2`, i, true);
+        sub(`${p}.mlp`, i, `${p}.mlp.c_proj`);
+      }
+      norm('transformer.ln_f', -1, true);
+      break;
+    case 'llama':
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.input_layernorm`, i, false, ['q_proj', 'k_proj', 'v_proj'].map((m) => `${p}.self_attn.${m}`));
+        sub(`${p}.self_attn`, i, `${p}.self_attn.o_proj`);
+        norm(`${p}.post_attention_layernorm`, i, false, ['gate_proj', 'up_proj'].map((m) => `${p}.mlp.${m}`));
+        sub(`${p}.mlp`, i, `${p}.mlp.down_proj`);
+      }
+      norm('model.norm', -1, false, []);
+      break;
+    case 'bert':
+      norm('bert.embeddings.LayerNorm', -1, true);
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        sub(`${p}.attention`, i, `${p}.attention.output.dense`);
+        norm(`${p}.attention.output.LayerNorm`, i, true);
+        sub(`${p}.output`, i, `${p}.output.dense`);
+        norm(`${p}.output.LayerNorm`, i, true);
+      }
+      break;
+    case 'vit':
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.layernorm_before`, i, true);
+        sub(`${p}.attention`, i, `${p}.attention.output.dense`);
+        norm(`${p}.layernorm_after`, i, true);
+        sub(`${p}.output`, i, `${p}.output.dense`);
+      }
+      break;
+  }
+  return out;
+}
+
+/** The transformer block a parameter or module path belongs to, or −1. */
+export function layerOfPath(model: Model, path: string): number {
+  for (let i = 0; i < model.config.numLayers; i++) {
+    const p = `${model.arch.blockPrefix(model.config, i)}.`;
+    if (path.startsWith(p)) return i;
+  }
+  return -1;
+}
