@@ -11,6 +11,10 @@ import { cliContext } from './jobs/context';
 import { benchCase, CASES, runAnchor, type BenchMode } from './bench/bench';
 import { runForward, runGrads } from './tasks/forward';
 import { formatInspect, inspectModel } from './tasks/inspect';
+import { resumeCommand, trainCommand } from './tasks/train';
+import { compareCommand } from './tasks/compare';
+import { CLI_INIT_METHODS, parseInitMethod, runAdapterInit, validateAdapterInit, type AdapterInitParams } from './tasks/adapter-init';
+import { IMPORTANCE_USAGE, importanceCommand } from './tasks/importance';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = {
@@ -108,6 +112,57 @@ const COMMANDS: Record<string, Command> = {
       const r = await inspectModel(dir);
       process.stdout.write(v.json ? `${JSON.stringify(r, null, 2)}\n` : `${formatInspect(r)}\n`);
     },
+  },
+  'adapter-init': {
+    usage: `adapter-init --model DIR --method ${CLI_INIT_METHODS.join('|')} --r N --alpha A --targets q_proj,v_proj[,...] [--calib FILE] [--seed N] --out DIR`,
+    options: { model: { type: 'string' }, method: { type: 'string' }, r: { type: 'string' }, alpha: { type: 'string' }, targets: { type: 'string' }, calib: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    async run(v) {
+      const method = parseInitMethod(need(v, 'method'));
+      if (!method) throw new UsageError(`--method must be one of ${CLI_INIT_METHODS.join(', ')}; got '${String(v.method)}'`);
+      const alpha = Number(need(v, 'alpha'));
+      const p: AdapterInitParams = {
+        model: need(v, 'model'),
+        method,
+        r: positiveInt(need(v, 'r'), 'r'),
+        alpha,
+        targets: need(v, 'targets').split(',').map((t) => t.trim()),
+        out: need(v, 'out'),
+        ...(typeof v.calib === 'string' ? { calib: v.calib } : {}),
+        ...(v.seed !== undefined ? { seed: positiveInt(v.seed, 'seed', 0) } : {}),
+      };
+      try {
+        validateAdapterInit(p);
+      } catch (e) {
+        throw new UsageError(errorMessage(e));
+      }
+      const res = await runAdapterInit(p, cliContext(v.verbose === true));
+      process.stdout.write(`wrote ${res.out}: ${v.method} init of ${res.modules.length} modules${res.residual ? `, residual base weights in ${res.residual}` : ''}\n`);
+    },
+  },
+  train: {
+    usage: 'train SPEC.peft.json [--run-dir DIR] [--workspace DIR]   (an existing --run-dir resumes from its last checkpoint)',
+    options: { 'run-dir': { type: 'string' }, workspace: { type: 'string' } },
+    compute: false, // the backend comes from --backend, else the spec's "backend"
+    run: (v, positionals) => trainCommand(v, positionals),
+  },
+  resume: {
+    usage: 'resume RUN_DIR',
+    options: {},
+    compute: false,
+    run: (v, positionals) => resumeCommand(v, positionals),
+  },
+  compare: {
+    usage: 'compare SPEC.peft.json [--out DIR] [--workspace DIR]   (the spec lists "variants")',
+    options: { out: { type: 'string' }, workspace: { type: 'string' } },
+    compute: false,
+    run: (v, positionals) => compareCommand(v, positionals),
+  },
+  importance: {
+    usage: IMPORTANCE_USAGE,
+    options: { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, inputs: { type: 'string' }, method: { type: 'string' }, batches: { type: 'string' }, 'batch-size': { type: 'string' }, 'no-activations': { type: 'boolean' }, seed: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    run: (v) => importanceCommand(v),
   },
 };
 

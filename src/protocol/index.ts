@@ -54,7 +54,7 @@ export const Shutdown = request<Record<string, never>, { ok: true }>('peftLab/sh
 
 // ---- long-running jobs: start → progress notifications → result; cancellable ----------------
 
-export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train'] as const;
+export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'importance', 'allocate', 'localize', 'merge'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -90,8 +90,19 @@ export interface TrainJobParams {
   /** Run folder to write (default: a new folder under the runs folder); with `resume`, the folder to continue. */
   runDir?: string;
   resume?: boolean;
+  /** Folder the spec's paths may not leave (the workspace folder); default: the spec's folder. */
+  workspaceRoot?: string;
 }
-export type JobParams = ForwardJobParams | GradsJobParams | InspectJobParams | SelftestJobParams | TrainJobParams;
+export type JobParams =
+  | ForwardJobParams
+  | GradsJobParams
+  | InspectJobParams
+  | SelftestJobParams
+  | TrainJobParams
+  | ImportanceJobParams
+  | AllocateJobParams
+  | LocalizeJobParams
+  | MergeJobParams;
 
 export interface JobSummary {
   id: string;
@@ -134,7 +145,11 @@ export type JobResult =
   | { kind: 'grads'; out: string; loss: number; tensors: number }
   | { kind: 'inspect'; inspect: InspectResult }
   | { kind: 'selftest'; steps: number; losses: number[] }
-  | { kind: 'train'; runDir: string; status: RunStatus };
+  | { kind: 'train'; runDir: string; status: RunStatus }
+  | { kind: 'importance'; out: string; report: ImportanceReport }
+  | { kind: 'allocate'; out: string; report: AllocationReport }
+  | { kind: 'localize'; out: string; report: LocalizeReport }
+  | { kind: 'merge'; out: string; report: MergeReport };
 
 /** sidecar → extension: a log line for the output channel (stdout is the RPC channel). */
 export interface LogMessage {
@@ -215,4 +230,353 @@ export interface MetricRecord {
   eval_accuracy?: number;
   /** Any further scalars (e.g. IST scores, grad norm). */
   [extra: string]: number | undefined;
+}
+
+// ---- webview panels: host ↔ webview messages and the panels' view models live in ./webview ----
+export type { HostToWebview, WebviewToHost, HostMessage, WebviewMessage, PanelKind, PanelState } from './webview';
+
+// ---- analysis jobs: importance maps, budget allocation, skill localization, task vectors ------
+
+/**
+ * A layers × module-types table, the shape of every heatmap: `values[i][j]` is row `rows[i]`
+ * (transformer block `layers[i]`, or −1 for the "embeddings/head" row: embeddings, final norm,
+ * LM head, pooler, classifier) and column `columns[j]` (a module type from the architecture's
+ * parameter list: `c_attn`, `q_proj`, `norm`, ...). `null` where the layer has no such tensor.
+ */
+export interface LayerGrid<T = number | null> {
+  rows: string[];
+  layers: number[];
+  columns: string[];
+  values: T[][];
+}
+
+export const IMPORTANCE_METHODS = ['fisher', 'grad-norm', 'taylor'] as const;
+export type ImportanceMethod = (typeof IMPORTANCE_METHODS)[number];
+
+/**
+ * Per-parameter importance over N batches (g_b = gradient of batch b's mean loss):
+ *  - `fisher`: Σ_b g_b² (empirical Fisher; SPT's sensitivity),
+ *  - `grad-norm`: |Σ_b g_b| per entry (the tensor's ‖Σ_b g_b‖₂ is reported as `gradNorm`),
+ *  - `taylor`: |Σ_b w ⊙ g_b| = |w ⊙ Σ_b g_b| (first-order Taylor estimate of the loss change when an
+ *    entry is zeroed, summed over the batches before the absolute value).
+ */
+export interface ImportanceJobParams {
+  kind: 'importance';
+  model: string;
+  /** A PEFT adapter folder, or a run folder (its `adapter/`): its trainable tensors are scored too. */
+  adapter?: string;
+  /** JSONL / CSV rows (text, prompt + completion, or text + label) ... */
+  data?: string;
+  /** ... or one safetensors batch (input_ids / pixel_values + labels), split into rows of `batchSize`. */
+  inputs?: string;
+  /** Default: all three. */
+  methods?: ImportanceMethod[];
+  /** Default 16 with `data`; with `inputs`, the number of chunks of the file. */
+  batches?: number;
+  /** Default 32 with `data`; with `inputs`, the whole file. */
+  batchSize?: number;
+  /** Mean |input| per feature of every linear module (default true). */
+  activations?: boolean;
+  /** Data order (default 0). */
+  seed?: number;
+  /** Output folder: scores.safetensors + importance.json. */
+  out: string;
+}
+
+export interface ImportanceTensor {
+  name: string;
+  source: 'base' | 'adapter';
+  layer: number;
+  type: string;
+  shape: number[];
+  numel: number;
+  /** Σ over the entries of each method's per-entry score. */
+  totals: Partial<Record<ImportanceMethod, number>>;
+  /** ‖Σ_b g_b‖₂ (with grad-norm). */
+  gradNorm?: number;
+}
+
+export interface ImportanceGrids {
+  /** Σ of the per-entry scores of the cell's tensors. */
+  sum: LayerGrid;
+  /** sum / number of entries: comparable across module sizes. */
+  mean: LayerGrid;
+}
+
+export interface ImportanceReport {
+  version: 1;
+  model: string;
+  adapter?: string;
+  data?: string;
+  inputs?: string;
+  methods: ImportanceMethod[];
+  batches: number;
+  /** Rows seen (with repeats when batches × batchSize exceeds the data). */
+  examples: number;
+  /** Loss-bearing tokens (LM) or rows (classification) seen. */
+  tokens: number;
+  meanLoss: number;
+  /** Parameters of the base model (tied copies once). */
+  totalParams: number;
+  /** `scores.safetensors` beside this file: `<method>.<tensor name>` (same shape as the tensor), `activation.<module>` ([in]). */
+  scoresFile: string;
+  tensors: ImportanceTensor[];
+  /** Base-model tensors, per method. */
+  grids: Partial<Record<ImportanceMethod, ImportanceGrids>>;
+  /** L2 norm of the cell's Σ_b g_b (with grad-norm). */
+  gradNormGrid?: LayerGrid;
+  /** Adapter tensors, per method, in the cells of the modules they attach to. */
+  adapterGrids?: Partial<Record<ImportanceMethod, ImportanceGrids>>;
+  /** Entries per cell (base tensors). */
+  numel: LayerGrid;
+  /** Mean |x| of each linear module's input over every position of every batch. */
+  activations?: { modules: { module: string; layer: number; type: string; inFeatures: number; meanAbs: number }[]; grid: LayerGrid };
+  seconds: number;
+  backend?: string;
+}
+
+/** SPT's per-tensor decision: LoRA (matrices), the whole tensor (vectors), some entries, or nothing. */
+export type SptDecision = 'lora' | 'full' | 'sparse' | 'frozen';
+
+export interface AllocateJobParams {
+  kind: 'allocate';
+  /** importance.json or scores.safetensors of an importance folder (both are read). */
+  importance: string;
+  /** Each "0.5%" (of the model's parameters) or an absolute count. */
+  budgets: string[];
+  /** Score used as sensitivity (default fisher). */
+  method?: ImportanceMethod;
+  /** SPT: LoRA rank r (8), α (10: LoRA when selected ≥ r(in+out)/α), β (5: whole vector when selected ≥ dim/β). */
+  r?: number;
+  alphaRatio?: number;
+  beta?: number;
+  /** LoRA α of the modules SPT gives LoRA (default 2r). */
+  loraAlpha?: number;
+  /** `all` (default): every tensor of the transformer blocks; `linear`: weights and biases of linear modules only. */
+  candidates?: 'all' | 'linear';
+  /** Rank allocation: allowed ranks (default 0,2,4,8,16) and α/r (default 2). */
+  ranks?: number[];
+  rankScale?: number;
+  /** Output JSON file; mask files are written beside it. */
+  out: string;
+}
+
+export interface SptCell {
+  decision: SptDecision;
+  /** Entries among the top-k. */
+  selected: number;
+  /** Trainable parameters it costs. */
+  cost: number;
+  size: number;
+}
+
+export interface SptTensorDecision {
+  name: string;
+  layer: number;
+  type: string;
+  shape: number[];
+  kind: 'matrix' | 'vector';
+  /** The linear module it belongs to, when it does. */
+  module?: string;
+  selected: number;
+  decision: SptDecision;
+  cost: number;
+}
+
+/**
+ * What a run spec's `"allocation"` takes: a LoRA part (PEFT `target_modules` / `r` / `lora_alpha` /
+ * `rank_pattern` / `alpha_pattern`, full module paths as keys) and a sparse part (0/1 masks named like
+ * the base tensors, for the `sparse` adapter kind). Paths are absolute.
+ */
+export interface AllocationSpec {
+  method: 'spt' | 'rank';
+  budget: string;
+  /** Trainable parameters the allocation costs. */
+  trainableParams: number;
+  lora?: { targets: string[]; r: number; alpha: number; rankPattern: Record<string, number>; alphaPattern: Record<string, number>; params: number };
+  /** Weights and biases of linear modules (what the `sparse` adapter accepts). */
+  sparse?: { mask: string; tensors: number; params: number };
+  /** Norm parameters SPT selected (the `sparse` adapter does not take them): their masks in a separate file. */
+  norms?: { mask: string; tensors: string[]; params: number };
+}
+
+export interface SptBudgetResult {
+  budget: string;
+  /** Parameter budget. */
+  target: number;
+  /** Top-k entries taken: the largest k whose cost fits the budget (cost(k + 1) > target). */
+  k: number;
+  cost: number;
+  /** Cost of k + 1 entries (null when k is every candidate entry). */
+  nextCost: number | null;
+  loraModules: number;
+  loraParams: number;
+  sparseParams: number;
+  vectorParams: number;
+  /** Weight matrices: decision, selected entries, cost. */
+  grid: LayerGrid<SptCell | null>;
+  /** Parameters trained in vectors (biases, norms) per cell. */
+  vectorGrid: LayerGrid;
+  tensors: SptTensorDecision[];
+  allocation: AllocationSpec;
+}
+
+export interface RankBudgetResult {
+  budget: string;
+  target: number;
+  params: number;
+  modules: { module: string; layer: number; type: string; importance: number; ideal: number; rank: number; params: number }[];
+  /** Rank per linear module (null: no linear module of that type). */
+  grid: LayerGrid;
+  allocation: AllocationSpec;
+}
+
+export interface AllocationReport {
+  version: 1;
+  importance: string;
+  method: ImportanceMethod;
+  candidates: 'all' | 'linear';
+  params: { r: number; alphaRatio: number; beta: number; loraAlpha: number; ranks: number[]; rankScale: number };
+  totalParams: number;
+  candidateParams: number;
+  spt: SptBudgetResult[];
+  rank: RankBudgetResult[];
+}
+
+export interface LocalizeJobParams {
+  kind: 'localize';
+  base: string;
+  /** Run folders (θ_ft = base with the run's adapter merged) ... */
+  runs?: string[];
+  /** ... or fully fine-tuned model folders. */
+  finetuned?: string[];
+  /** JSONL/CSV rows; default: each run's own training data (and its eval split). */
+  data?: string;
+  /** Validation rows (default: the data's eval file, else a 20% seeded split). */
+  eval?: string;
+  /** Sparsity levels ρ (fraction of candidate parameters in the base mask), default [1e-4, 1e-3, 1e-2]. */
+  sparsity?: number[];
+  epochs?: number;
+  lr?: number;
+  /** Sigmoid bias b (default 10). */
+  bias?: number;
+  batchSize?: number;
+  /** Batches per epoch for the mask gradient (default: the whole training set). */
+  batches?: number;
+  /** Rows used for training/validation at most (default 256 each). */
+  maxRows?: number;
+  seed?: number;
+  out: string;
+}
+
+export interface GraftEval {
+  loss: number;
+  /** accuracy / exact match, when the data has a task metric */
+  metric?: number;
+  /** Expected calibration error, 15 equal-width bins of the predicted (max) probability of each label / answer token. */
+  ece: number;
+  /** Label tokens (LM) or rows (classification) evaluated. */
+  count: number;
+}
+
+export interface GraftLevel {
+  sparsity: number;
+  /** Mask file (U8 0/1, named like the base tensors). */
+  mask: string;
+  /** Entries grafted by the rounded best mask; candidate and model parameter counts. */
+  grafted: number;
+  candidates: number;
+  fraction: number;
+  fractionOfModel: number;
+  /** Entries of the base mask γ (⌊ρN⌋). */
+  baseMask: number;
+  bestEpoch: number;
+  curve: { epoch: number; grafted: number; trainLoss: number; valLoss: number; trainMetric?: number; valMetric?: number }[];
+  train: GraftEval;
+  validation: GraftEval;
+  /** (m_graft − m_base) / (m_ft − m_base) on the validation rows (null when the fine-tune did not change m). */
+  recovered: { metric: number | null; loss: number | null };
+  recoveredTrain: { metric: number | null; loss: number | null };
+  /** Mask density per block (grafted / entries). */
+  layerDensity: { layer: number; density: number; grafted: number }[];
+  density: LayerGrid;
+}
+
+export interface LocalizeRunReport {
+  name: string;
+  /** Run folder or fine-tuned model folder. */
+  source: string;
+  metricName?: string;
+  trainRows: number;
+  validationRows: number;
+  /** Non-candidate tensors that differ and are taken from the fine-tune in every graft (a new classifier head). */
+  carried: string[];
+  base: { train: GraftEval; validation: GraftEval };
+  finetuned: { train: GraftEval; validation: GraftEval };
+  levels: GraftLevel[];
+}
+
+export interface MaskOverlap {
+  a: string;
+  b: string;
+  sparsity?: number;
+  jaccard: number;
+  perLayer: { layer: number; jaccard: number; a: number; b: number; both: number }[];
+  grid: LayerGrid;
+}
+
+export interface LocalizeReport {
+  version: 1;
+  base: string;
+  options: { epochs: number; lr: number; bias: number; batchSize: number; seed: number };
+  runs: LocalizeRunReport[];
+  overlap?: MaskOverlap[];
+}
+
+export const MERGE_METHODS = ['breadcrumbs', 'compeft', 'soup-uniform', 'soup-greedy', 'ties', 'dare', 'dare-ties'] as const;
+export type MergeMethod = (typeof MERGE_METHODS)[number];
+
+export interface MergeJobParams {
+  kind: 'merge';
+  base: string;
+  /** Run folders (base + merged adapter) or fine-tuned model folders. */
+  runs: string[];
+  method: MergeMethod;
+  /** Per-run weights (default 1 each) and a global scale λ (default 1). */
+  weights?: number[];
+  lambda?: number;
+  /** TIES / DARE: fraction kept (default 0.2 for TIES, 0.5 for DARE); ComPEFT: fraction kept (default 0.1). */
+  density?: number;
+  /** Breadcrumbs: top β and bottom γ fractions of |τ| masked out per tensor (default 0.01, 0.85). */
+  top?: number;
+  bottom?: number;
+  /** ComPEFT: scale α (default 1). */
+  alpha?: number;
+  seed?: number;
+  /** Data for soup-greedy (required) and for the before/after metric of ComPEFT and the merge. */
+  data?: string;
+  eval?: string;
+  out: string;
+}
+
+export interface MergeEval {
+  loss: number;
+  metric?: number;
+}
+
+export interface MergeReport {
+  version: 1;
+  method: MergeMethod;
+  base: string;
+  runs: string[];
+  options: Record<string, number | string>;
+  /** Folder with config.json + model.safetensors. */
+  out: string;
+  params: number;
+  /** Entries where the merged model differs from the base. */
+  changed: number;
+  perTensor: { name: string; changed: number; numel: number }[];
+  compeft?: { run: string; kept: number; numel: number; denseBytes: number; compressedBytes: number; ratio: number; before?: MergeEval; after?: MergeEval }[];
+  soup?: { order: string[]; scores: number[]; included: string[]; soupScores: number[] };
+  eval?: { base?: MergeEval; runs?: MergeEval[]; merged: MergeEval; metricName?: string };
 }

@@ -7,6 +7,7 @@
 import { inspect } from 'node:util';
 import type { JobEnd, JobKind, JobParams, JobProgress, JobResult, JobSummary, LogMessage } from '../../../src/protocol';
 import { JOB_KINDS } from '../../../src/protocol';
+import { analysisJobProblem } from '../analysis/params-check';
 import { CancelledError, type JobContext } from './context';
 
 export type JobRunner = (params: JobParams, ctx: JobContext) => Promise<JobResult>;
@@ -235,6 +236,11 @@ export function jobParamsProblem(v: unknown): string | undefined {
       return undefined;
     case 'train':
       return str('spec') ?? str('runDir', true) ?? bool('resume') ?? str('workspaceRoot', true);
+    case 'importance':
+    case 'allocate':
+    case 'localize':
+    case 'merge':
+      return analysisJobProblem(p);
     default: {
       // A new kind in the protocol must be checked here: this stops compiling until it is.
       const unchecked: never = kind;

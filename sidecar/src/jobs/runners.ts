@@ -3,13 +3,18 @@
  * To be replaced by the real runners; keep the `runJob` signature.
  */
 import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core alone has no gradients registered (the tfjs union package imports this).
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import type { JobParams, JobResult, SelftestJobParams } from '../../../src/protocol';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
+import { runTrainJob } from '../tasks/train';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
   switch (params.kind) {
     case 'selftest':
       return selftest(params, ctx);
+    case 'train':
+      return runTrainJob(params, ctx);
     default:
       throw new Error(`job kind '${params.kind}' is not implemented yet`);
   }

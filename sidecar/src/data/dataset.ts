@@ -1,0 +1,367 @@
+/**
+ * Turning a run's data files into examples for the model's task:
+ *  - causal LM, `text` rows: labels = ids (the loss shifts them);
+ *  - causal LM, `prompt` + `completion` rows: labels −100 on the prompt (loss on the completion only),
+ *    the completion ends with EOS when the model's vocabulary has it;
+ *  - sequence classification, `text` + `label`: an integer id, or a name mapped through the model's
+ *    label2id (or, when that is the default LABEL_k table, the sorted set of names in the data);
+ *  - image classification, an image folder: the class folder names map the same way.
+ * Rows longer than the max length are truncated (counted, for a warning). Any bad row is an
+ * InputError naming the file, the line and the field.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DataFormat, DataSpec } from '../spec/types';
+import { InputError } from '../errors';
+import type { Model } from '../models/model';
+import { deriveSeed, Rng } from '../train/rng';
+import { listImageFolder } from './images';
+import { readCsv, readJsonl, type Row } from './rows';
+import type { DataTokenizer } from './tokenizer';
+
+export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
+
+export type Example =
+  | { kind: 'lm'; ids: Int32Array; labels: Int32Array; /** prompt + completion row */ completion: boolean; source: string }
+  | { kind: 'cls'; ids: Int32Array; label: number; source: string }
+  | { kind: 'image'; file: string; label: number; source: string };
+
+/** What the data pipeline needs to know about the model. */
+export interface ModelDataInfo {
+  task: Task;
+  modelType: string;
+  vocabSize: number;
+  maxPositions?: number;
+  numLabels?: number;
+  imageSize?: number;
+  numChannels?: number;
+  /** From config.json; undefined or the default LABEL_k table means "use the sorted names". */
+  label2id?: Record<string, number>;
+}
+
+export function modelDataInfo(model: Model): ModelDataInfo {
+  const c = model.config;
+  const info: ModelDataInfo = { task: model.arch.task, modelType: c.modelType, vocabSize: c.vocabSize };
+  if ('maxPositions' in c) info.maxPositions = c.maxPositions;
+  if ('numLabels' in c) info.numLabels = c.numLabels;
+  if (c.modelType === 'vit') {
+    info.imageSize = c.imageSize;
+    info.numChannels = c.numChannels;
+  }
+  if (model.dir) {
+    try {
+      const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as { label2id?: unknown };
+      if (raw.label2id && typeof raw.label2id === 'object') info.label2id = raw.label2id as Record<string, number>;
+    } catch {
+      /* Model.load has read it already; a problem here only loses label names */
+    }
+  }
+  return info;
+}
+
+export interface LoadedData {
+  task: Task;
+  train: Example[];
+  eval: Example[];
+  /** Name of the task metric reported as eval_accuracy, if the task has one. */
+  metricName?: 'accuracy' | 'exact_match';
+  maxLength: number;
+  /** Class names by id (classification). */
+  labelNames?: string[];
+  /** Rows cut to the max length; rows dropped (no completion token left, or under 2 tokens). */
+  truncated: number;
+  dropped: number;
+  warnings: string[];
+}
+
+const show = (v: unknown) => (JSON.stringify(v) ?? String(v)).slice(0, 60);
+
+function isDefaultLabelTable(l2i: Record<string, number> | undefined): boolean {
+  return !l2i || Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k));
+}
+
+class Builder {
+  truncated = 0;
+  dropped = 0;
+  readonly warnings: string[] = [];
+  private eosWarned = false;
+
+  constructor(
+    private readonly spec: DataSpec,
+    private readonly info: ModelDataInfo,
+    private readonly tok: DataTokenizer | undefined,
+    readonly maxLength: number,
+  ) {}
+
+  private where(r: Row, field?: string): string {
+    return `line ${r.line}${field ? `, field ${show(field)}` : ''}`;
+  }
+
+  string(r: Row, field: string): string {
+    const v = r.fields[field];
+    if (v === undefined) throw new InputError(r.file, this.where(r), `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+    if (typeof v !== 'string') throw new InputError(r.file, this.where(r, field), `expected a string, got ${show(v)}`);
+    return v;
+  }
+
+  private encode(r: Row, field: string, text: string, specials: boolean): number[] {
+    let ids: number[];
+    try {
+      ids = this.tok!.encode(text, specials);
+    } catch (e) {
+      throw new InputError(r.file, this.where(r, field), (e as Error).message);
+    }
+    const bad = ids.find((i) => i < 0 || i >= this.info.vocabSize);
+    if (bad !== undefined) {
+      throw new InputError(
+        r.file,
+        this.where(r, field),
+        `token id ${bad} is outside the model's vocabulary of ${this.info.vocabSize} (the ${this.tok!.name} tokenizer has ${this.tok!.vocabSize} ids${this.tok!.name === 'byte-level' ? '; non-ASCII bytes need a model with 256+ tokens' : ''})`,
+      );
+    }
+    return ids;
+  }
+
+  lm(r: Row): Example | undefined {
+    const s = this.spec;
+    const source = `${r.file}:${r.line}`;
+    if (r.fields[s.promptField] !== undefined || r.fields[s.completionField] !== undefined) {
+      const prompt = this.string(r, s.promptField);
+      const completion = this.string(r, s.completionField);
+      if (completion === '') throw new InputError(r.file, this.where(r, s.completionField), 'the completion is empty');
+      const p = this.encode(r, s.promptField, prompt, true);
+      const c = this.encode(r, s.completionField, completion, false);
+      const eos = this.tok!.eosId;
+      if (eos !== undefined && eos < this.info.vocabSize) c.push(eos);
+      else if (!this.eosWarned) {
+        this.eosWarned = true;
+        this.warnings.push(`the tokenizer's end-of-sequence id ${eos ?? '(none)'} is not in the model's vocabulary of ${this.info.vocabSize}: completions are not terminated`);
+      }
+      let ids = [...p, ...c];
+      let labels = [...p.map(() => -100), ...c];
+      if (ids.length > this.maxLength) {
+        this.truncated++;
+        ids = ids.slice(0, this.maxLength);
+        labels = labels.slice(0, this.maxLength);
+      }
+      // The loss at position t predicts token t from t-1: a completion token at position 0 never counts.
+      if (!labels.slice(1).some((l) => l !== -100)) {
+        this.dropped++;
+        return undefined;
+      }
+      return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source };
+    }
+    if (r.fields[s.textField] === undefined)
+      throw new InputError(r.file, this.where(r), `needs ${show(s.textField)}, or ${show(s.promptField)} and ${show(s.completionField)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+    const text = this.string(r, s.textField);
+    if (text === '') throw new InputError(r.file, this.where(r, s.textField), 'the text is empty');
+    let ids = this.encode(r, s.textField, text, true);
+    if (ids.length > this.maxLength) {
+      this.truncated++;
+      ids = ids.slice(0, this.maxLength);
+    }
+    if (ids.length < 2) {
+      this.dropped++;
+      return undefined;
+    }
+    return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(ids), completion: false, source };
+  }
+
+  clsIds(r: Row): Int32Array {
+    const field = this.spec.textField;
+    const text = this.string(r, field);
+    if (text === '') throw new InputError(r.file, this.where(r, field), 'the text is empty');
+    let ids = this.encode(r, field, text, true);
+    if (ids.length > this.maxLength) {
+      this.truncated++;
+      ids = ids.slice(0, this.maxLength);
+    }
+    return Int32Array.from(ids);
+  }
+}
+
+/** Maps raw labels (integers, names) to class ids, consistently over train and eval. */
+class LabelMap {
+  readonly names: string[];
+  private readonly byName: Map<string, number>;
+  private readonly useModelTable: boolean;
+
+  constructor(
+    private readonly info: ModelDataInfo,
+    /** Every string label seen in the data. */
+    stringLabels: Iterable<string>,
+  ) {
+    const n = info.numLabels ?? 0;
+    this.useModelTable = !isDefaultLabelTable(info.label2id);
+    if (this.useModelTable) {
+      this.byName = new Map(Object.entries(info.label2id!));
+      this.names = Array.from({ length: n }, (_, i) => [...this.byName].find(([, id]) => id === i)?.[0] ?? `LABEL_${i}`);
+    } else {
+      const sorted = [...new Set(stringLabels)].sort();
+      this.byName = new Map(sorted.map((s, i) => [s, i]));
+      this.names = sorted.length ? sorted : Array.from({ length: n }, (_, i) => info.label2id ? `LABEL_${i}` : String(i));
+    }
+  }
+
+  get size(): number {
+    return this.byName.size;
+  }
+
+  map(raw: unknown, file: string, where: string): number {
+    const n = this.info.numLabels ?? 0;
+    if (typeof raw === 'number') {
+      if (!Number.isInteger(raw) || raw < 0 || raw >= n) throw new InputError(file, where, `label ${raw} is not a class id of this model (0..${n - 1})`);
+      return raw;
+    }
+    if (typeof raw === 'string') {
+      const id = this.byName.get(raw);
+      if (id !== undefined) {
+        if (id >= n) throw new InputError(file, where, `label ${show(raw)} maps to class ${id}, but the model has ${n} labels`);
+        return id;
+      }
+      if (/^\d+$/.test(raw)) return this.map(Number(raw), file, where);
+      throw new InputError(file, where, `label ${show(raw)} is not in the model's label2id (${[...this.byName.keys()].join(', ')})`);
+    }
+    throw new InputError(file, where, `expected an integer class id or a label name, got ${show(raw)}`);
+  }
+}
+
+function readRows(format: DataFormat, file: string): Row[] {
+  return format === 'csv' ? readCsv(file) : readJsonl(file);
+}
+
+/** Indices held out for evaluation: a seeded draw of ⌈fraction·n⌉ rows (at least 1, at most n − 1). */
+export function splitIndices(n: number, fraction: number, seed: number): { train: number[]; eval: number[] } {
+  if (n < 2) return { train: Array.from({ length: n }, (_, i) => i), eval: [] };
+  const k = Math.min(n - 1, Math.max(1, Math.round(fraction * n)));
+  const perm = new Rng(deriveSeed(seed, 'eval-split')).permutation(n);
+  const evalSet = new Set(perm.slice(0, k));
+  const train: number[] = [];
+  const ev: number[] = [];
+  for (let i = 0; i < n; i++) (evalSet.has(i) ? ev : train).push(i);
+  return { train, eval: ev };
+}
+
+export interface LoadDataOptions {
+  data: DataSpec & { format: DataFormat };
+  seed: number;
+  /** For errors about the spec itself (max length). */
+  specFile: string;
+}
+
+/** The max length: the spec's, else the model's positions capped at 512. */
+export function maxLengthFor(data: DataSpec, info: ModelDataInfo, specFile: string): number {
+  const cap = info.maxPositions ?? 512;
+  if (data.maxLength !== undefined) {
+    if (data.maxLength > cap) throw new InputError(specFile, 'data.maxLength', `${data.maxLength} is more than the model's ${cap} positions`);
+    return data.maxLength;
+  }
+  return Math.min(cap, 512);
+}
+
+export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTokenizer | undefined): LoadedData {
+  const { data, seed, specFile } = opts;
+  const task = info.task;
+  if (task === 'image-classification' && data.format !== 'images') throw new InputError(specFile, 'data.format', `a ${info.modelType} image classifier needs an image folder (format "images"), got ${data.format}`);
+  if (task !== 'image-classification' && data.format === 'images') throw new InputError(specFile, 'data.format', `image folders need an image model; ${info.modelType} reads text`);
+  if (task !== 'image-classification' && !tok) throw new Error('a text task needs a tokenizer');
+  const maxLength = task === 'image-classification' ? 0 : maxLengthFor(data, info, specFile);
+  const b = new Builder(data, info, tok, maxLength);
+
+  let train: Example[];
+  let ev: Example[];
+  let labelNames: string[] | undefined;
+  if (task === 'image-classification') {
+    const t = listImageFolder(data.train);
+    const e = data.eval ? listImageFolder(data.eval) : undefined;
+    const labels = new LabelMap(info, [...t.classes, ...(e?.classes ?? [])]);
+    const toEx = (it: { file: string; className: string }): Example => ({ kind: 'image', file: it.file, label: labels.map(it.className, it.file, 'class folder'), source: it.file });
+    train = t.items.map(toEx);
+    ev = e ? e.items.map(toEx) : [];
+    labelNames = labels.names;
+  } else {
+    const trainRows = readRows(data.format, data.train);
+    if (trainRows.length === 0) throw new InputError(data.train, '', 'no rows');
+    const evalRows = data.eval ? readRows(data.format, data.eval) : [];
+    if (data.eval && evalRows.length === 0) throw new InputError(data.eval, '', 'no rows');
+    if (task === 'causal-lm') {
+      train = trainRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
+      ev = evalRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
+    } else {
+      const field = data.labelField;
+      const strings: string[] = [];
+      for (const r of [...trainRows, ...evalRows]) {
+        const v = r.fields[field];
+        if (v === undefined) throw new InputError(r.file, `line ${r.line}`, `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+        if (typeof v === 'string' && !/^\d+$/.test(v)) strings.push(v);
+      }
+      const labels = new LabelMap(info, strings);
+      if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
+        throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs`);
+      const toEx = (r: Row): Example => ({ kind: 'cls', ids: b.clsIds(r), label: labels.map(r.fields[field], r.file, `line ${r.line}, field ${show(field)}`), source: `${r.file}:${r.line}` });
+      train = trainRows.map(toEx);
+      ev = evalRows.map(toEx);
+      labelNames = labels.names;
+    }
+  }
+  if (train.length === 0) throw new InputError(data.train, '', `no usable rows (${b.dropped} dropped as too short after truncation to ${maxLength} tokens)`);
+  if (!data.eval && data.evalSplit !== undefined) {
+    const s = splitIndices(train.length, data.evalSplit, seed);
+    const all = train;
+    train = s.train.map((i) => all[i]!);
+    ev = s.eval.map((i) => all[i]!);
+  }
+  if (b.truncated > 0) b.warnings.push(`${b.truncated} row${b.truncated === 1 ? ' was' : 's were'} truncated to ${maxLength} tokens`);
+  if (b.dropped > 0) b.warnings.push(`${b.dropped} row${b.dropped === 1 ? ' was' : 's were'} dropped (no trainable token left within ${maxLength} tokens)`);
+  const metricName =
+    task === 'causal-lm' ? (ev.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined) : 'accuracy';
+  return {
+    task,
+    train,
+    eval: ev,
+    ...(metricName ? { metricName } : {}),
+    maxLength,
+    ...(labelNames ? { labelNames } : {}),
+    truncated: b.truncated,
+    dropped: b.dropped,
+    warnings: b.warnings,
+  };
+}
+
+/**
+ * Held-out text for the forgetting measure: a JSONL file (one text per row, in `textField`) gives one
+ * example per row, cut to `maxLength` tokens; any other file is plain text, cut into consecutive
+ * chunks of `maxLength` tokens. At most `maxRows` examples.
+ */
+export function loadHeldout(file: string, tok: DataTokenizer, vocabSize: number, maxLength: number, textField = 'text', maxRows = 64): Example[] {
+  const out: Example[] = [];
+  const check = (ids: number[], where: string) => {
+    const bad = ids.find((i) => i < 0 || i >= vocabSize);
+    if (bad !== undefined) throw new InputError(file, where, `token id ${bad} is outside the model's vocabulary of ${vocabSize}`);
+  };
+  if (/\.(jsonl|ndjson|json)$/i.test(file)) {
+    for (const r of readJsonl(file)) {
+      if (out.length >= maxRows) break;
+      const v = r.fields[textField];
+      if (typeof v !== 'string') throw new InputError(file, `line ${r.line}, field ${show(textField)}`, `expected a string, got ${show(v)}`);
+      const ids = tok.encode(v, true).slice(0, maxLength);
+      check(ids, `line ${r.line}, field ${show(textField)}`);
+      if (ids.length >= 2) out.push({ kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(ids), completion: false, source: `${file}:${r.line}` });
+    }
+  } else {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    const ids = tok.encode(text, false);
+    check(ids, '');
+    for (let i = 0; i + 2 <= ids.length && out.length < maxRows; i += maxLength) {
+      const chunk = Int32Array.from(ids.slice(i, i + maxLength));
+      if (chunk.length >= 2) out.push({ kind: 'lm', ids: chunk, labels: chunk, completion: false, source: `${file}:chunk ${out.length}` });
+    }
+  }
+  if (out.length === 0) throw new InputError(file, '', 'no held-out text of at least 2 tokens');
+  return out;
+}

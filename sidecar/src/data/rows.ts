@@ -1,0 +1,52 @@
+/** Reading rows from JSONL and CSV files, each row remembering its file and line for error messages. */
+import { parse as parseCsv } from 'csv-parse/sync';
+import { readFileSync } from 'node:fs';
+import { InputError } from '../errors';
+
+export interface Row {
+  file: string;
+  /** 1-based line of the row (its last line for a CSV record spanning several). */
+  line: number;
+  fields: Record<string, unknown>;
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+}
+
+/** One JSON object per line; blank lines are skipped. */
+export function readJsonl(file: string): Row[] {
+  const text = readText(file).replace(/^\uFEFF/, '');
+  const rows: Row[] = [];
+  const lines = text.split('\n');
+  lines.forEach((raw, i) => {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line.trim() === '') return;
+    let v: unknown;
+    try {
+      v = JSON.parse(line);
+    } catch (e) {
+      throw new InputError(file, `line ${i + 1}`, `not valid JSON (${(e as Error).message})`);
+    }
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new InputError(file, `line ${i + 1}`, `expected a JSON object, got ${Array.isArray(v) ? 'an array' : JSON.stringify(v)}`);
+    rows.push({ file, line: i + 1, fields: v as Record<string, unknown> });
+  });
+  return rows;
+}
+
+/** A CSV file with a header row; every field is a string. */
+export function readCsv(file: string): Row[] {
+  const text = readText(file);
+  let records: { record: Record<string, string>; info: { lines: number } }[];
+  try {
+    records = parseCsv(text, { columns: true, info: true, bom: true, skip_empty_lines: true, trim: false }) as typeof records;
+  } catch (e) {
+    const err = e as Error & { lines?: number };
+    throw new InputError(file, err.lines !== undefined ? `line ${err.lines}` : '', err.message.replace(/^Invalid Record Length: /, '').split('\n')[0]!);
+  }
+  return records.map(({ record, info }) => ({ file, line: info.lines, fields: record }));
+}

@@ -1,0 +1,102 @@
+/** Run specs (`*.peft.json`) as the sidecar uses them: as written (defaults filled) and resolved. */
+import type { AdapterSpec, BackendPreference } from '../../../src/protocol';
+
+export const DATA_FORMATS = ['jsonl', 'csv', 'images'] as const;
+export type DataFormat = (typeof DATA_FORMATS)[number];
+export const SCHEDULES = ['cosine', 'linear', 'constant'] as const;
+export type ScheduleType = (typeof SCHEDULES)[number];
+
+export interface DataSpec {
+  format?: DataFormat;
+  train: string;
+  eval?: string;
+  evalSplit?: number;
+  maxLength?: number;
+  textField: string;
+  promptField: string;
+  completionField: string;
+  labelField: string;
+  heldout?: string;
+}
+
+export interface OptimizerSpec {
+  lr: number;
+  betas: [number, number];
+  eps: number;
+  weightDecay: number;
+}
+
+export interface ScheduleSpec {
+  type: ScheduleType;
+  warmupSteps?: number;
+  warmupRatio?: number;
+}
+
+export interface EarlyStoppingSpec {
+  patience: number;
+  minDelta: number;
+}
+
+/** What a variant of a comparison may change. */
+export interface TrainingOverrides {
+  optimizer?: OptimizerSpec;
+  schedule?: ScheduleSpec;
+  batchSize?: number;
+  gradientAccumulation?: number;
+  maxGradNorm?: number;
+  steps?: number;
+  epochs?: number;
+}
+
+export interface VariantSpec extends TrainingOverrides {
+  name: string;
+  description?: string;
+  adapter: AdapterSpec;
+}
+
+/** A spec as written, with the schema's defaults filled in (paths still as written). */
+export interface RunSpec {
+  name: string;
+  description?: string;
+  model: string;
+  data: DataSpec;
+  adapter?: AdapterSpec;
+  optimizer: OptimizerSpec;
+  schedule: ScheduleSpec;
+  batchSize: number;
+  gradientAccumulation: number;
+  maxGradNorm: number;
+  steps?: number;
+  epochs?: number;
+  logEvery: number;
+  evalEvery: number;
+  checkpointEvery: number;
+  keepCheckpoints: number;
+  seed: number;
+  backend: BackendPreference;
+  earlyStopping?: EarlyStoppingSpec;
+  runsDir: string;
+  memoryLimitMb?: number;
+  variants?: VariantSpec[];
+}
+
+/** A loaded spec: every path absolute and checked, the data format decided. */
+export interface ResolvedSpec extends RunSpec {
+  /** Absolute path of the spec file. */
+  specFile: string;
+  workspaceRoot: string;
+  /** Absolute model folder (a bundled id resolved to the extension's media/models). */
+  modelDir: string;
+  data: DataSpec & { format: DataFormat };
+}
+
+/**
+ * One run's configuration, as written to `<run folder>/spec.json`: a resolved spec with exactly one
+ * adapter (a variant's overrides applied) and no variants. A resume reads it back from there.
+ */
+export interface RunConfig extends Omit<ResolvedSpec, 'variants' | 'adapter'> {
+  version: 1;
+  adapter: AdapterSpec;
+  /** The variant's name when the run is part of a comparison. */
+  variant?: string;
+}

@@ -1,0 +1,71 @@
+/**
+ * Where the training loop meets the adapter zoo: building the run's adapter (with the data-aware
+ * init provider and its calibration rows) and saving the final adapter.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { createAdapter, type AdapterInstance } from '../adapters';
+import { CALIBRATED_INITS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
+import { savePeftAdapter, writePeftLora } from '../adapters/peft';
+import type { LoadedData } from '../data/dataset';
+import { InputError } from '../errors';
+import type { HostTensor } from '../io/safetensors';
+import { fromTf } from '../io/tensors';
+import type { Model } from '../models/model';
+import type { RunConfig } from '../spec/types';
+
+export type RunAdapter = AdapterInstance;
+
+/** Kinds Hugging Face PEFT has, saved in its format. */
+const PEFT_KINDS: readonly string[] = ['lora', 'dora', 'ia3'];
+
+/** Calibration rows for CorDA / LoRA-GA: the first `rows` training examples, cut to the shortest of them. */
+export function calibrationIds(data: LoadedData, rows: number): tf.Tensor2D | undefined {
+  const ex = data.train.slice(0, rows).flatMap((e) => (e.kind === 'image' ? [] : [e.ids]));
+  if (ex.length === 0) return undefined;
+  const len = Math.min(...ex.map((ids) => ids.length));
+  const out = new Int32Array(ex.length * len);
+  ex.forEach((ids, i) => out.set(ids.subarray(0, len), i * len));
+  return tf.tensor2d(out, [ex.length, len], 'int32');
+}
+
+export async function createRunAdapter(model: Model, cfg: RunConfig, data: LoadedData): Promise<RunAdapter> {
+  const spec = cfg.adapter;
+  const init = spec.init ?? 'default';
+  let calib: tf.Tensor2D | undefined;
+  try {
+    let inits;
+    if ((spec.kind === 'lora' || spec.kind === 'dora') && RESIDUAL_INITS.has(init)) {
+      if (CALIBRATED_INITS.has(init)) {
+        calib = calibrationIds(data, spec.calibRows ?? (init === 'lora-ga' ? 8 : 32));
+        if (!calib) throw new InputError(cfg.specFile, 'adapter.init', `init "${init}" needs token rows for calibration; this data set has none`);
+      }
+      inits = loraInitProvider(init, calib, { seed: cfg.seed });
+    }
+    return await createAdapter(model, spec, { seed: cfg.seed, ...(inits ? { inits } : {}) });
+  } catch (e) {
+    if (e instanceof InputError) throw e;
+    // Adapter construction problems come from the spec's adapter section.
+    throw new InputError(cfg.specFile, 'adapter', (e as Error).message);
+  } finally {
+    calib?.dispose();
+  }
+}
+
+/**
+ * The final adapter in Hugging Face PEFT's format (LoRA, DoRA, IA3; inits that changed the base are
+ * converted to act on the original base). Kinds PEFT does not have are written in the same layout
+ * with `peft_type: "PEFT_LAB"`, the AdapterSpec, and every adapter tensor (trainable and frozen)
+ * under PEFT Lab's names.
+ */
+export async function saveFinalAdapter(dir: string, adapter: RunAdapter, baseModel: string, log: (level: 'info' | 'warn', msg: string) => void): Promise<void> {
+  if (PEFT_KINDS.includes(adapter.spec.kind)) {
+    await savePeftAdapter(dir, adapter, { baseModel });
+    return;
+  }
+  log('info', `${adapter.spec.kind} has no Hugging Face PEFT format: writing PEFT Lab's (peft_type PEFT_LAB)`);
+  const tensors = new Map<string, HostTensor>();
+  for (const [n, t] of adapter.trainable) tensors.set(n, await fromTf(t));
+  for (const [n, t] of adapter.frozen) tensors.set(n, await fromTf(t));
+  const config = { peft_type: 'PEFT_LAB', peft_lab_spec: adapter.spec, base_model_name_or_path: baseModel, trainable: [...adapter.trainable.keys()].sort() };
+  await writePeftLora(dir, { config, tensors });
+}

@@ -1,0 +1,51 @@
+/**
+ * A rough memory estimate for a training run, checked before it starts: float32 base weights,
+ * adapter tensors, their gradients and AdamW's two moments, plus the activations the backward pass
+ * keeps for one micro-batch (per transformer block: ~12·B·T·d for norms, projections and
+ * residuals, 2·B·T·inner for the MLP, 3·B·H·T² for attention scores and probabilities; and the
+ * logits with their log-softmax and one-hot, 4·B·T·V for language models).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { totalmem } from 'node:os';
+import type { ModelConfig } from '../models/config';
+
+export interface MemoryEstimate {
+  weightsMb: number;
+  adapterMb: number;
+  gradientsMb: number;
+  optimizerMb: number;
+  activationsMb: number;
+  totalMb: number;
+}
+
+const MB = 1024 * 1024;
+const round = (x: number) => Math.round(x * 10) / 10;
+
+export function estimateMemory(o: { config: ModelConfig; baseParams: number; trainableParams: number; batchSize: number; seqLen: number }): MemoryEstimate {
+  const c = o.config;
+  const B = o.batchSize;
+  const inner = c.modelType === 'gpt2' ? c.innerSize : c.intermediateSize;
+  const T = c.modelType === 'vit' ? (c.imageSize / c.patchSize) ** 2 + 1 : o.seqLen;
+  const d = c.hiddenSize;
+  const perLayer = 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
+  const head = c.modelType === 'gpt2' || c.modelType === 'llama' ? 4 * B * T * c.vocabSize : 4 * B * d;
+  const input = c.modelType === 'vit' ? B * c.numChannels * c.imageSize * c.imageSize : 0;
+  const weightsMb = (o.baseParams * 4) / MB;
+  const adapterMb = (o.trainableParams * 4) / MB;
+  const gradientsMb = adapterMb;
+  const optimizerMb = 2 * adapterMb;
+  const activationsMb = (((c.numLayers * perLayer + head + input) * 4) / MB) * 1.2;
+  const totalMb = weightsMb + adapterMb + gradientsMb + optimizerMb + activationsMb;
+  return { weightsMb: round(weightsMb), adapterMb: round(adapterMb), gradientsMb: round(gradientsMb), optimizerMb: round(optimizerMb), activationsMb: round(activationsMb), totalMb: round(totalMb) };
+}
+
+/** The default limit for the current backend: the wasm heap's, 80% of RAM on CPU backends, none on GPUs. */
+export function defaultMemoryLimit(backend = tf.getBackend()): { limitMb: number; why: string } | undefined {
+  if (backend === 'wasm') return { limitMb: 3500, why: 'the default for the wasm backend, whose heap fails near 3.6 GiB' };
+  if (backend === 'cpu' || backend === 'tensorflow') return { limitMb: Math.round((totalmem() / MB) * 0.8), why: '80% of this machine\'s memory' };
+  return undefined;
+}
+
+export function describeEstimate(e: MemoryEstimate): string {
+  return `weights ${e.weightsMb} MB, adapter ${e.adapterMb} MB, gradients ${e.gradientsMb} MB, optimizer state ${e.optimizerMb} MB, activations ${e.activationsMb} MB`;
+}

@@ -1,0 +1,520 @@
+/**
+ * The training loop behind `peft-lab train`, `peft-lab resume`, `compare` and the 'train' job.
+ *
+ * Determinism: data order comes from a seeded mulberry32 stream (one permutation per epoch),
+ * adapter init and dropout are seeded from the run seed and the step, and nothing else is random.
+ * A checkpoint holds everything the next step depends on (trainable tensors, AdamW moments and
+ * step, residual base weights, the data-order RNG state, the loss window, early-stopping state),
+ * so resuming from it gives results bitwise identical to an uninterrupted run on the same backend.
+ *
+ * Per step: gradients over `gradientAccumulation` micro-batches (averaged), a finite-loss check,
+ * global-norm clipping, the scheduled learning rate, AdamW; then (at their intervals) a metrics
+ * record, evaluation, early stopping, a checkpoint; progress; a yield to the event loop.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { existsSync, promises as fsp } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { MetricRecord, RunStatus } from '../../../src/protocol';
+import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
+import { loadData, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
+import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
+import { errorMessage, InputError } from '../errors';
+import { CheckpointReader, numel } from '../io/safetensors';
+import { CancelledError, yieldToEventLoop, type JobContext } from '../jobs/context';
+import { Model } from '../models/model';
+import { BUNDLED_PREFIX } from '../spec/load';
+import type { RunConfig } from '../spec/types';
+import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-bridge';
+import { AdamW } from './adamw';
+import { listCheckpoints, readCheckpoint, restoreTensor, writeCheckpoint, type TrainerState } from './checkpoint';
+import { evaluate } from './evaluate';
+import { defaultMemoryLimit, describeEstimate, estimateMemory } from './memory';
+import { deriveSeed, Rng } from './rng';
+import { MetricsWriter, readRunConfig, readStatus, SPEC_FILE, truncateMetrics, writeJsonAtomic, writeStatus, ADAPTER_DIR } from './run-folder';
+import { lrAt } from './schedule';
+
+export interface TrainRunOptions {
+  runDir: string;
+  ctx: JobContext;
+  /** Measure the loss on `data.heldout` before and after training (forgetting; causal LMs). */
+  heldout?: boolean;
+  /** Test hook, called after each completed step (after its record, eval and checkpoint). */
+  afterStep?: (step: number) => void | Promise<void>;
+}
+
+export interface TrainOutcome {
+  runDir: string;
+  status: RunStatus;
+  trainableParams: number;
+  metricName?: string;
+  /** Wall milliseconds of each training step run in this session (compute only: no eval or checkpoint). */
+  stepMs: number[];
+  /** Highest resident set size sampled at each step of this session. */
+  peakRssMb: number;
+  /** Tokens per second over this session's training steps. */
+  tokensPerS?: number;
+  /** Loss on the held-out text before (base model) and after (with the adapter) training. */
+  forgetting?: { before: number; after: number; delta: number };
+  memory?: ReturnType<typeof estimateMemory>;
+}
+
+/** A failure of the training itself (non-finite loss), reported with the step and last checkpoint. */
+export class TrainingError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TrainingError';
+  }
+}
+
+/** Spec fields that must match to continue a run folder. */
+const RESUME_KEYS = [
+  'modelDir', 'data', 'adapter', 'optimizer', 'schedule', 'batchSize', 'gradientAccumulation', 'maxGradNorm',
+  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping',
+] as const;
+
+export function specDifferences(a: RunConfig, b: RunConfig): string[] {
+  const canon = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x).sort(([p], [q]) => (p < q ? -1 : 1))) : x));
+  return RESUME_KEYS.filter((k) => canon(a[k]) !== canon(b[k]));
+}
+
+const now = () => new Date().toISOString();
+const NO_DECAY = /(\.bias$|norm|(^|\.)ln_|(^|\.)ln\.|layernorm)/i;
+
+function fmtDuration(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const t = Math.max(0, Math.round(s));
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const sec = t % 60;
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
+}
+
+/** Total optimizer steps for the run. */
+export function totalStepsFor(cfg: RunConfig, trainRows: number): number {
+  if (cfg.steps !== undefined) return cfg.steps;
+  const batchesPerEpoch = Math.ceil(trainRows / cfg.batchSize);
+  return Math.max(1, Math.ceil(((cfg.epochs ?? 1) * batchesPerEpoch) / cfg.gradientAccumulation));
+}
+
+/** Seeded per-epoch permutations; its state is (epoch, position, RNG state at the epoch's start). */
+export class DataOrder {
+  private readonly rng: Rng;
+  private perm: number[] = [];
+  epoch = -1;
+  pos = 0;
+  epochRngState = 0;
+
+  constructor(
+    private readonly n: number,
+    seed: number,
+  ) {
+    this.rng = new Rng(deriveSeed(seed, 'data-order'));
+  }
+
+  private newEpoch(): void {
+    this.epoch++;
+    this.epochRngState = this.rng.state;
+    this.perm = this.rng.permutation(this.n);
+    this.pos = 0;
+  }
+
+  /** Indices of the next micro-batch (the last of an epoch may be smaller). */
+  next(batchSize: number): number[] {
+    if (this.epoch < 0 || this.pos >= this.n) this.newEpoch();
+    const out = this.perm.slice(this.pos, this.pos + batchSize);
+    this.pos += out.length;
+    return out;
+  }
+
+  get state(): TrainerState['data'] {
+    return { epoch: this.epoch, pos: this.pos, epochRngState: this.epochRngState };
+  }
+
+  restore(s: TrainerState['data']): void {
+    if (s.epoch < 0) return;
+    this.rng.state = s.epochRngState;
+    this.epochRngState = s.epochRngState;
+    this.perm = this.rng.permutation(this.n);
+    this.epoch = s.epoch;
+    this.pos = s.pos;
+  }
+}
+
+function rssMb(): number {
+  return Math.round((process.memoryUsage().rss / (1024 * 1024)) * 10) / 10;
+}
+
+/**
+ * Trains `cfg` into `runDir`, continuing its newest checkpoint when the folder already holds one
+ * (the folder's spec.json must then match `cfg`). Writes status.json throughout; throws on failure
+ * (status 'failed') and CancelledError on cancellation (status 'cancelled', checkpoint kept).
+ */
+export async function runTraining(cfg: RunConfig, opts: TrainRunOptions): Promise<TrainOutcome> {
+  const runDir = resolve(opts.runDir);
+  await fsp.mkdir(runDir, { recursive: true });
+  if (existsSync(join(runDir, SPEC_FILE))) {
+    const existing = await readRunConfig(runDir);
+    const diff = specDifferences(existing, cfg);
+    if (diff.length > 0)
+      throw new InputError(runDir, SPEC_FILE, `this run folder was started from a different spec (differs in ${diff.join(', ')}); resume it with peft-lab resume, or pick another --run-dir`);
+  } else {
+    await writeJsonAtomic(join(runDir, SPEC_FILE), cfg);
+  }
+  const prev = await readStatus(runDir);
+  const last = listCheckpoints(runDir).at(-1);
+  const status: RunStatus = {
+    version: 1,
+    state: 'running',
+    spec: cfg.specFile,
+    name: cfg.name,
+    adapter: cfg.adapter.kind,
+    step: last?.step ?? 0,
+    totalSteps: prev?.totalSteps ?? 0,
+    startedAt: prev?.startedAt ?? now(),
+    updatedAt: now(),
+    pid: process.pid,
+    ...(last ? { lastCheckpoint: last.name } : {}),
+    ...(prev?.trainableParams !== undefined ? { trainableParams: prev.trainableParams } : {}),
+  };
+  await writeStatus(runDir, status);
+  const session = new Session(cfg, runDir, opts, status);
+  try {
+    return await session.run();
+  } catch (e) {
+    status.updatedAt = now();
+    if (e instanceof CancelledError) {
+      status.state = 'cancelled';
+      delete status.error;
+    } else {
+      status.state = 'failed';
+      status.error = errorMessage(e);
+    }
+    delete status.pid;
+    await writeStatus(runDir, status).catch(() => undefined);
+    throw e;
+  } finally {
+    await session.dispose();
+  }
+}
+
+class Session {
+  private model: Model | undefined;
+  private adapter: RunAdapter | undefined;
+  private readonly opt: AdamW;
+  private metrics: MetricsWriter | undefined;
+  private readonly stepMs: number[] = [];
+  private peakRss = 0;
+  private sessionTokens = 0;
+  private sessionTrainS = 0;
+
+  constructor(
+    private readonly cfg: RunConfig,
+    private readonly runDir: string,
+    private readonly opts: TrainRunOptions,
+    private readonly status: RunStatus,
+  ) {
+    const o = cfg.optimizer;
+    this.opt = new AdamW({ lr: o.lr, beta1: o.betas[0], beta2: o.betas[1], eps: o.eps, weightDecay: o.weightDecay });
+  }
+
+  private log(level: 'debug' | 'info' | 'warn' | 'error', msg: string): void {
+    this.opts.ctx.log(level, `${this.cfg.name}: ${msg}`);
+  }
+
+  private async setStatus(patch: Partial<RunStatus>): Promise<void> {
+    Object.assign(this.status, patch, { updatedAt: now() });
+    await writeStatus(this.runDir, this.status);
+  }
+
+  private memoryLimit(): { limitMb: number; why: string } | undefined {
+    if (this.cfg.memoryLimitMb !== undefined) return { limitMb: this.cfg.memoryLimitMb, why: 'memoryLimitMb in the spec' };
+    return defaultMemoryLimit();
+  }
+
+  async run(): Promise<TrainOutcome> {
+    const cfg = this.cfg;
+    const ctx = this.opts.ctx;
+    const limit = this.memoryLimit();
+
+    // Weights alone, from the checkpoint headers, before loading anything.
+    if (limit) {
+      const reader = await CheckpointReader.open(cfg.modelDir);
+      // Stored weights may be 16-bit; they load as float32.
+      const f32 = reader.names().reduce((n, name) => n + numel(reader.entry(name).shape) * 4, 0) / (1024 * 1024);
+      await reader.close();
+      if (f32 > limit.limitMb)
+        throw new InputError(cfg.specFile, 'memoryLimitMb', `the model's weights alone need ~${Math.round(f32)} MB as float32, over the ${limit.limitMb} MB limit (${limit.why})`);
+    }
+
+    const model = (this.model = await Model.load(cfg.modelDir));
+    const info = modelDataInfo(model);
+    const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
+    const data = loadData({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
+    for (const w of data.warnings) this.log('warn', w);
+    const batchOpts: BatchOptions = {
+      padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
+      attentionMask: info.modelType === 'bert',
+      ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
+    };
+
+    const adapter = (this.adapter = await createRunAdapter(model, cfg, data));
+    const trainableParams = [...adapter.trainable.values()].reduce((n, t) => n + t.size, 0);
+    const seqLen = data.train.reduce((m, e) => Math.max(m, e.kind === 'image' ? 0 : e.ids.length), 0);
+    const mem = estimateMemory({ config: model.config, baseParams: model.parameterCount(), trainableParams, batchSize: cfg.batchSize, seqLen });
+    if (limit && mem.totalMb > limit.limitMb) {
+      throw new InputError(
+        cfg.specFile,
+        'memoryLimitMb',
+        `estimated memory ${Math.round(mem.totalMb)} MB (${describeEstimate(mem)}; batch ${cfg.batchSize} × ${seqLen} tokens) exceeds the limit of ${limit.limitMb} MB (${limit.why}): lower batchSize or data.maxLength, or raise memoryLimitMb`,
+      );
+    }
+    const totalSteps = totalStepsFor(cfg, data.train.length);
+    this.log('info', `${data.train.length} training rows, ${data.eval.length} eval rows; ${totalSteps} steps; ${trainableParams} trainable parameters; estimated memory ${Math.round(mem.totalMb)} MB`);
+
+    // State: fresh, or from the newest checkpoint.
+    const order = new DataOrder(data.train.length, cfg.seed);
+    let state: TrainerState = {
+      version: 1, step: 0, totalSteps, optimizerStep: 0, data: order.state, lossSum: 0, lossCount: 0,
+      tokensSinceLog: 0, tokensTotal: 0, elapsedS: 0, best: null, bad: 0, finished: false,
+    };
+    const last = listCheckpoints(this.runDir).at(-1);
+    if (last) {
+      state = await this.restore(last.dir, order);
+      this.log('info', `resuming from ${last.name}`);
+    }
+    await truncateMetrics(this.runDir, state.step);
+    this.metrics = await MetricsWriter.open(this.runDir);
+    await this.setStatus({ step: state.step, totalSteps, trainableParams, ...(last ? { lastCheckpoint: last.name } : {}) });
+
+    let forgettingBefore: number | undefined;
+    let heldout: Example[] | undefined;
+    if (this.opts.heldout && cfg.data.heldout && tok && info.task === 'causal-lm') {
+      heldout = loadHeldout(cfg.data.heldout, tok, info.vocabSize, data.maxLength, cfg.data.textField);
+      forgettingBefore = (await evaluate(model, undefined, heldout, cfg.batchSize, batchOpts, ctx.signal)).loss;
+    }
+
+    const names = [...adapter.trainable.keys()];
+    const accum = cfg.gradientAccumulation;
+    const sessionStart = performance.now();
+    const startStep = state.step;
+    let lastEval: { loss: number; metric?: number } | undefined;
+    let lastLogTime = performance.now();
+    let lastLoss: number | undefined;
+
+    while (!state.finished && state.step < totalSteps) {
+      if (ctx.signal.aborted) await this.cancel(state);
+      const step = state.step + 1;
+      const t0 = performance.now();
+      let grads: Map<string, tf.Tensor> | undefined;
+      let lossSum = 0;
+      let tokens = 0;
+      try {
+        for (let micro = 0; micro < accum; micro++) {
+          const idx = order.next(cfg.batchSize);
+          const batch = makeBatch(idx.map((i) => data.train[i]!), batchOpts);
+          try {
+            adapter.setStep((step - 1) * accum + micro);
+            const r = model.lossAndGrads(names, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true });
+            lossSum += (await r.loss.data())[0]!;
+            r.loss.dispose();
+            tokens += batch.tokens;
+            if (!grads) grads = r.grads;
+            else {
+              for (const [n, g] of r.grads) {
+                const acc = grads.get(n)!;
+                grads.set(n, tf.add(acc, g));
+                tf.dispose([acc, g]);
+              }
+            }
+          } finally {
+            disposeTrainBatch(batch);
+          }
+        }
+        const loss = lossSum / accum;
+        if (accum > 1) for (const [n, g] of grads!) grads!.set(n, tf.tidy(() => tf.div(g, accum)));
+        const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads!.values()].map((g) => tf.sum(tf.square(g))))));
+        const gradNorm = (await normT.data())[0]!;
+        normT.dispose();
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          const what = !Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gradNorm} (loss ${loss})`;
+          const ck = this.status.lastCheckpoint ? `last good checkpoint: checkpoints/${this.status.lastCheckpoint} (step ${this.status.lastCheckpoint.slice(5)})` : 'no checkpoint was written before it';
+          throw new TrainingError(`training diverged at step ${step}: ${what} (lr ${lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps)}); ${ck}. Lower optimizer.lr or set maxGradNorm`);
+        }
+        if (cfg.maxGradNorm > 0) {
+          const coef = cfg.maxGradNorm / (gradNorm + 1e-6);
+          if (coef < 1) for (const [n, g] of grads!) grads!.set(n, tf.tidy(() => tf.mul(g, coef)));
+        }
+        const lr = lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps);
+        this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n));
+        tf.dispose([...grads!.values()]);
+        grads = undefined;
+
+        const dt = (performance.now() - t0) / 1000;
+        this.stepMs.push(dt * 1000);
+        this.sessionTokens += tokens;
+        this.sessionTrainS += dt;
+        this.peakRss = Math.max(this.peakRss, rssMb());
+        state = {
+          ...state,
+          step,
+          optimizerStep: this.opt.state.step,
+          data: order.state,
+          lossSum: state.lossSum + loss,
+          lossCount: state.lossCount + 1,
+          tokensSinceLog: state.tokensSinceLog + tokens,
+          tokensTotal: state.tokensTotal + tokens,
+          elapsedS: state.elapsedS + dt,
+        };
+        lastLoss = loss;
+
+        // Eval, early stopping, metrics record.
+        const lastStep = step === totalSteps;
+        const evalNow = data.eval.length > 0 && (step % cfg.evalEvery === 0 || lastStep);
+        let record: MetricRecord | undefined;
+        if (evalNow) {
+          const ev = await evaluate(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, data.eval, cfg.batchSize, batchOpts);
+          lastEval = { loss: ev.loss, ...(ev.metric !== undefined ? { metric: ev.metric } : {}) };
+          if (cfg.earlyStopping) {
+            if (state.best === null || ev.loss < state.best - cfg.earlyStopping.minDelta) state = { ...state, best: ev.loss, bad: 0 };
+            else state = { ...state, bad: state.bad + 1 };
+            if (state.bad >= cfg.earlyStopping.patience) {
+              state = { ...state, finished: true, stopReason: `early stopping at step ${step}: eval loss has not improved on ${state.best} for ${state.bad} evaluations` };
+              this.log('info', state.stopReason!);
+            }
+          }
+        }
+        if (lastStep) state = { ...state, finished: true };
+        if (step % cfg.logEvery === 0 || evalNow || state.finished) {
+          const windowS = (performance.now() - lastLogTime) / 1000;
+          record = {
+            step,
+            loss: state.lossSum / state.lossCount,
+            lr,
+            tokens_per_s: windowS > 0 ? Math.round(state.tokensSinceLog / windowS) : 0,
+            elapsed_s: Math.round(state.elapsedS * 1000) / 1000,
+            grad_norm: gradNorm,
+            ...(evalNow ? { eval_loss: lastEval!.loss } : {}),
+            ...(evalNow && lastEval!.metric !== undefined ? { eval_accuracy: lastEval!.metric } : {}),
+          };
+          await this.metrics.append(record);
+          state = { ...state, lossSum: 0, lossCount: 0, tokensSinceLog: 0 };
+          lastLogTime = performance.now();
+        }
+        if (step % cfg.checkpointEvery === 0 || state.finished) await this.checkpoint(state);
+        if (record || step % 10 === 0) {
+          await this.setStatus({
+            step,
+            summary: {
+              loss: record?.loss ?? loss,
+              ...(lastEval ? { evalLoss: lastEval.loss } : {}),
+              ...(lastEval?.metric !== undefined ? { evalMetric: lastEval.metric, metricName: data.metricName! } : {}),
+              tokensPerS: Math.round(this.sessionTokens / Math.max(1e-9, this.sessionTrainS)),
+            },
+          });
+        }
+
+        // Progress.
+        const doneHere = step - startStep;
+        const perStep = (performance.now() - sessionStart) / 1000 / Math.max(1, doneHere);
+        const eta = state.finished ? 0 : (totalSteps - step) * perStep;
+        const tps = Math.round(tokens / Math.max(1e-9, dt));
+        const metrics: Record<string, number> = { loss, lr, tokens_per_s: tps, eta_s: Math.round(eta) };
+        if (lastEval) {
+          metrics.eval_loss = lastEval.loss;
+          if (lastEval.metric !== undefined) metrics.eval_accuracy = lastEval.metric;
+        }
+        ctx.progress({
+          done: step,
+          total: totalSteps,
+          message: `step ${step}/${totalSteps} · loss ${loss.toFixed(4)}${lastEval ? ` · eval ${lastEval.loss.toFixed(4)}${lastEval.metric !== undefined ? ` (${data.metricName} ${(lastEval.metric * 100).toFixed(1)}%)` : ''}` : ''} · lr ${lr.toExponential(2)} · ${tps} tok/s · ETA ${fmtDuration(eta)}`,
+          metrics,
+        });
+      } finally {
+        if (grads) tf.dispose([...grads.values()]);
+      }
+      await this.opts.afterStep?.(step);
+      await yieldToEventLoop();
+    }
+    if (ctx.signal.aborted && !state.finished) await this.cancel(state);
+
+    // Final adapter.
+    const adapterDir = join(this.runDir, ADAPTER_DIR);
+    await saveFinalAdapter(adapterDir, adapter, cfg.model.startsWith(BUNDLED_PREFIX) ? cfg.model : cfg.modelDir, this.log.bind(this));
+    let forgetting: TrainOutcome['forgetting'];
+    if (heldout && forgettingBefore !== undefined) {
+      const after = (await evaluate(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, heldout, cfg.batchSize, batchOpts)).loss;
+      forgetting = { before: forgettingBefore, after, delta: after - forgettingBefore };
+    }
+    const tokensPerS = this.sessionTrainS > 0 ? Math.round(this.sessionTokens / this.sessionTrainS) : undefined;
+    this.status.state = 'done';
+    delete this.status.pid;
+    delete this.status.error;
+    const summary = { ...(this.status.summary ?? {}) };
+    if (lastLoss !== undefined) summary.loss = lastLoss;
+    if (tokensPerS !== undefined) summary.tokensPerS = tokensPerS;
+    await this.setStatus({ step: state.step, summary });
+    if (state.stopReason) this.log('info', state.stopReason);
+    return {
+      runDir: this.runDir,
+      status: { ...this.status },
+      trainableParams,
+      ...(data.metricName ? { metricName: data.metricName } : {}),
+      stepMs: this.stepMs,
+      peakRssMb: Math.max(this.peakRss, rssMb()),
+      ...(tokensPerS !== undefined ? { tokensPerS } : {}),
+      ...(forgetting ? { forgetting } : {}),
+      memory: mem,
+    };
+  }
+
+  private async checkpoint(state: TrainerState): Promise<void> {
+    const adapter = this.adapter!;
+    const base = new Map([...adapter.frozen].filter(([n]) => this.model!.params.has(n)));
+    const name = await writeCheckpoint(this.runDir, { state, trainable: adapter.trainable, m: this.opt.state.m, v: this.opt.state.v, base }, this.cfg.keepCheckpoints);
+    await this.setStatus({ lastCheckpoint: name, step: state.step });
+  }
+
+  /** Keeps a checkpoint of the current step (resume continues exactly here), then ends cancelled. */
+  private async cancel(state: TrainerState): Promise<never> {
+    if (state.step > 0 && this.status.lastCheckpoint !== `step-${state.step}`) await this.checkpoint(state);
+    this.log('info', `cancelled at step ${state.step}${this.status.lastCheckpoint ? `; checkpoint ${this.status.lastCheckpoint} kept` : ''}`);
+    throw new CancelledError();
+  }
+
+  private async restore(dir: string, order: DataOrder): Promise<TrainerState> {
+    const adapter = this.adapter!;
+    const ck = await readCheckpoint(dir);
+    const file = join(dir, 'adapter.safetensors');
+    for (const [name, t] of [...adapter.trainable]) {
+      adapter.trainable.set(name, restoreTensor(file, name, ck.trainable.get(name), t));
+      t.dispose();
+    }
+    for (const [name, h] of ck.base) {
+      const old = adapter.frozen.get(name);
+      if (!old) throw new InputError(join(dir, 'base.safetensors'), name, 'the adapter has no such residual base weight');
+      adapter.frozen.set(name, restoreTensor(join(dir, 'base.safetensors'), name, h, old));
+      old.dispose();
+    }
+    this.opt.dispose();
+    const m = new Map<string, tf.Tensor>();
+    const v = new Map<string, tf.Tensor>();
+    const ofile = join(dir, 'optimizer.safetensors');
+    for (const [name, t] of adapter.trainable) {
+      if (ck.state.optimizerStep === 0) break;
+      m.set(name, restoreTensor(ofile, `m.${name}`, ck.m.get(name), t));
+      v.set(name, restoreTensor(ofile, `v.${name}`, ck.v.get(name), t));
+    }
+    this.opt.state = { step: ck.state.optimizerStep, m, v };
+    order.restore(ck.state.data);
+    return ck.state;
+  }
+
+  async dispose(): Promise<void> {
+    await this.metrics?.close().catch(() => undefined);
+    this.opt.dispose();
+    this.adapter?.dispose();
+    this.model?.dispose();
+  }
+}
+
+export type { LoadedData };

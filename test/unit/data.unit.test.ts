@@ -1,0 +1,341 @@
+/**
+ * Data pipeline: JSONL (text, prompt + completion, text + label), CSV, image folders (PNG and
+ * JPEG), tokenizers (tokenizer.json through @huggingface/tokenizers, else byte-level), label
+ * mapping, truncation, the seeded eval split, batching (padding, label masking, attention masks),
+ * and bad rows reported with file, line and field.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import * as jpeg from 'jpeg-js';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PNG } from 'pngjs';
+import { after, before, describe, test } from 'node:test';
+import { initBackend } from '../../sidecar/src/backend';
+import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
+import { loadData, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
+import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
+import { readCsv, readJsonl } from '../../sidecar/src/data/rows';
+import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
+import { InputError } from '../../sidecar/src/errors';
+import { Rng } from '../../sidecar/src/train/rng';
+import type { DataFormat, DataSpec } from '../../sidecar/src/spec/types';
+
+const root = mkdtempSync(join(tmpdir(), 'peft-lab-data-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+before(async () => {
+  await initBackend('cpu', () => undefined);
+});
+let n = 0;
+const file = (name: string, text: string): string => {
+  const d = join(root, `f${n++}`);
+  mkdirSync(d, { recursive: true });
+  writeFileSync(join(d, name), text);
+  return join(d, name);
+};
+const jsonl = (rows: unknown[]) => rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n') + '\n';
+
+const byte = loadTokenizer(join(root, 'no-model')); // no tokenizer.json → byte-level
+const LM: ModelDataInfo = { task: 'causal-lm', modelType: 'gpt2', vocabSize: 257, maxPositions: 64 };
+const CLS: ModelDataInfo = { task: 'sequence-classification', modelType: 'bert', vocabSize: 257, maxPositions: 64, numLabels: 3, label2id: { LABEL_0: 0, LABEL_1: 1, LABEL_2: 2 } };
+
+function spec(train: string, extra: Partial<DataSpec> = {}, format: DataFormat = 'jsonl'): DataSpec & { format: DataFormat } {
+  return { format, train, textField: 'text', promptField: 'prompt', completionField: 'completion', labelField: 'label', ...extra };
+}
+const load = (d: DataSpec & { format: DataFormat }, info: ModelDataInfo, tok: DataTokenizer | undefined = byte, seed = 1) => loadData({ data: d, seed, specFile: 'spec.peft.json' }, info, tok);
+
+/** The InputError thrown by `fn`, checked to name `where` in file `f`. */
+function inputError(fn: () => unknown, f: string, where: RegExp): InputError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof InputError, `expected an InputError, got ${String(e)}`);
+    assert.equal(e.file, f);
+    assert.match(e.where, where);
+    assert.ok(!e.message.includes('\n'), 'one line');
+    return e;
+  }
+  assert.fail('no error');
+}
+
+describe('rows', () => {
+  test('JSONL: blank lines skipped, line numbers kept, CRLF tolerated', () => {
+    const f = file('a.jsonl', '{"text":"a"}\r\n\n  \n{"text":"b"}\n');
+    assert.deepEqual(readJsonl(f).map((r) => [r.line, r.fields.text]), [[1, 'a'], [4, 'b']]);
+  });
+  test('JSONL: invalid JSON and non-objects name the line', () => {
+    const f = file('bad.jsonl', '{"text":"a"}\n{"text": oops}\n');
+    assert.match(inputError(() => readJsonl(f), f, /^line 2$/).message, /not valid JSON/);
+    const g = file('arr.jsonl', '{"text":"a"}\n[1,2]\n');
+    assert.match(inputError(() => readJsonl(g), g, /^line 2$/).message, /expected a JSON object, got an array/);
+  });
+  test('CSV: header, quoted commas and newlines, line of each record', () => {
+    const f = file('a.csv', 'text,label\n"hello, world",pos\n"two\nlines",neg\nplain,pos\n');
+    const rows = readCsv(f);
+    assert.deepEqual(rows.map((r) => [r.line, r.fields.text, r.fields.label]), [[2, 'hello, world', 'pos'], [4, 'two\nlines', 'neg'], [5, 'plain', 'pos']]);
+  });
+  test('CSV: a bad record names its line', () => {
+    const f = file('bad.csv', 'text,label\nok,1\ntoo,many,fields\n');
+    inputError(() => readCsv(f), f, /^line 3$/);
+    const g = file('quote.csv', 'text,label\nok,1\n"unclosed,1\n');
+    inputError(() => readCsv(g), g, /^line \d+$/);
+  });
+});
+
+describe('examples', () => {
+  test('text rows: labels are the ids (the loss shifts them)', () => {
+    const d = load(spec(file('t.jsonl', jsonl([{ text: 'hello' }, { text: 'hi!' }]))), LM);
+    assert.equal(d.task, 'causal-lm');
+    assert.equal(d.metricName, undefined, 'plain text has no task metric');
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm');
+    assert.deepEqual([...e.ids], [...Buffer.from('hello')]);
+    assert.deepEqual([...e.labels], [...e.ids]);
+    assert.equal(d.maxLength, 64);
+  });
+
+  test('prompt + completion: −100 on the prompt, EOS ends the completion when the model has it', () => {
+    const d = load(spec(file('pc.jsonl', jsonl([{ prompt: '1+1=', completion: '2' }]))), LM);
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm' && e.completion);
+    assert.deepEqual([...e.ids], [...Buffer.from('1+1=2'), 256]);
+    assert.deepEqual([...e.labels], [-100, -100, -100, -100, 50, 256]);
+    assert.equal(d.metricName, undefined, 'no eval rows, so no metric');
+    // A 128-token model cannot hold the byte tokenizer's EOS (256): no EOS, and a warning.
+    const small = load(spec(file('pc2.jsonl', jsonl([{ prompt: 'a', completion: 'b' }]))), { ...LM, vocabSize: 128 });
+    const s = small.train[0]!;
+    assert.ok(s.kind === 'lm');
+    assert.deepEqual([...s.labels], [-100, 98]);
+    assert.match(small.warnings.join(' '), /end-of-sequence id 256 is not in the model's vocabulary of 128/);
+  });
+
+  test('custom field names, truncation with a count, rows with nothing to learn dropped', () => {
+    const f = file('long.jsonl', jsonl([{ q: 'abc', a: 'defgh' }, { q: 'abcdefghij', a: 'x' }, { q: 'ab', a: 'c' }]));
+    const d = load(spec(f, { promptField: 'q', completionField: 'a', maxLength: 6 }), LM);
+    assert.equal(d.train.length, 2);
+    assert.equal(d.truncated, 2);
+    assert.equal(d.dropped, 1, 'the row whose prompt fills the max length is dropped');
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm');
+    assert.equal(e.ids.length, 6);
+    assert.deepEqual([...e.labels], [-100, -100, -100, 100, 101, 102]);
+    assert.match(d.warnings.join(' '), /2 rows were truncated to 6 tokens/);
+    assert.match(d.warnings.join(' '), /1 row was dropped/);
+  });
+
+  test('max length above the model positions is a spec error', () => {
+    const f = file('x.jsonl', jsonl([{ text: 'ab' }]));
+    const e = inputError(() => load(spec(f, { maxLength: 100 }), LM), 'spec.peft.json', /data\.maxLength/);
+    assert.match(e.message, /more than the model's 64 positions/);
+  });
+
+  test('bad rows name the file, line and field', () => {
+    const f1 = file('a.jsonl', jsonl([{ text: 'ok' }, { text: 42 }]));
+    assert.match(inputError(() => load(spec(f1), LM), f1, /^line 2, field "text"$/).message, /expected a string, got 42/);
+    const f2 = file('b.jsonl', jsonl([{ text: 'ok' }, {}, { text: 'x' }]));
+    assert.match(inputError(() => load(spec(f2), LM), f2, /^line 2$/).message, /needs "text", or "prompt" and "completion"/);
+    const f3 = file('c.jsonl', jsonl([{ prompt: 'a' }]));
+    assert.match(inputError(() => load(spec(f3), LM), f3, /^line 1$/).message, /missing field "completion"/);
+    const f4 = file('d.jsonl', jsonl([{ text: '' }]));
+    assert.match(inputError(() => load(spec(f4), LM), f4, /^line 1, field "text"$/).message, /empty/);
+    const f5 = file('e.jsonl', jsonl([{ text: 'ok' }, { text: 'héllo' }]));
+    const e5 = inputError(() => load(spec(f5), { ...LM, vocabSize: 128 }), f5, /^line 2, field "text"$/);
+    assert.match(e5.message, /token id 195 is outside the model's vocabulary of 128/);
+  });
+
+  test('classification: integer labels, string labels by sorted name, by a real label2id', () => {
+    const ints = load(spec(file('i.jsonl', jsonl([{ text: 'a', label: 2 }, { text: 'b', label: 0 }]))), CLS);
+    assert.deepEqual(ints.train.map((e) => (e.kind === 'cls' ? e.label : -1)), [2, 0]);
+    assert.equal(ints.metricName, 'accuracy');
+    const names = load(spec(file('s.jsonl', jsonl([{ text: 'a', label: 'pos' }, { text: 'b', label: 'neg' }, { text: 'c', label: 'neu' }]))), CLS);
+    assert.deepEqual(names.train.map((e) => (e.kind === 'cls' ? e.label : -1)), [2, 0, 1]);
+    assert.deepEqual(names.labelNames, ['neg', 'neu', 'pos']);
+    const real = { ...CLS, label2id: { negative: 0, neutral: 1, positive: 2 } };
+    const mapped = load(spec(file('m.jsonl', jsonl([{ text: 'a', label: 'positive' }, { text: 'b', label: 'negative' }]))), real);
+    assert.deepEqual(mapped.train.map((e) => (e.kind === 'cls' ? e.label : -1)), [2, 0]);
+    const fu = file('u.jsonl', jsonl([{ text: 'a', label: 'positive' }, { text: 'b', label: 'meh' }]));
+    assert.match(inputError(() => load(spec(fu), real), fu, /^line 2, field "label"$/).message, /"meh" is not in the model's label2id/);
+    const fr = file('r.jsonl', jsonl([{ text: 'a', label: 7 }]));
+    assert.match(inputError(() => load(spec(fr), CLS), fr, /^line 1, field "label"$/).message, /label 7 is not a class id of this model \(0\.\.2\)/);
+    const fm = file('many.jsonl', jsonl(['a', 'b', 'c', 'd'].map((l) => ({ text: 'x', label: l }))));
+    assert.match(inputError(() => load(spec(fm), CLS), fm, /field "label"/).message, /4 distinct labels .* 3 outputs/);
+  });
+
+  test('CSV classification with numeric label strings', () => {
+    const f = file('c.csv', 'label,text\n1,"good, really"\n0,bad\n');
+    const d = load(spec(f, {}, 'csv'), CLS);
+    assert.deepEqual(d.train.map((e) => (e.kind === 'cls' ? [e.label, Buffer.from(e.ids).toString()] : [])), [[1, 'good, really'], [0, 'bad']]);
+    const g = file('bad.csv', 'label,text\n1,ok\n1,\n');
+    assert.match(inputError(() => load(spec(g, {}, 'csv'), CLS), g, /^line 3, field "text"$/).message, /empty/);
+  });
+
+  test('eval split: seeded, disjoint, covering, stable under the same seed', () => {
+    const a = splitIndices(50, 0.2, 7);
+    assert.equal(a.eval.length, 10);
+    assert.deepEqual([...a.train, ...a.eval].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+    assert.deepEqual(splitIndices(50, 0.2, 7), a);
+    assert.notDeepEqual(splitIndices(50, 0.2, 8).eval, a.eval);
+    const d = load(spec(file('split.jsonl', jsonl(Array.from({ length: 20 }, (_, i) => ({ prompt: `${i}=`, completion: `${i}` })))), { evalSplit: 0.25 }), LM);
+    assert.equal(d.train.length, 15);
+    assert.equal(d.eval.length, 5);
+    assert.equal(d.metricName, 'exact_match');
+  });
+
+  test('held-out text: JSONL rows or plain-text chunks', () => {
+    const j = loadHeldout(file('h.jsonl', jsonl([{ text: 'abcdef' }, { text: 'x' }, { text: 'gh' }])), byte, 257, 4);
+    assert.deepEqual(j.map((e) => (e.kind === 'lm' ? e.ids.length : -1)), [4, 2]);
+    const t = loadHeldout(file('h.txt', 'abcdefghij'), byte, 257, 4);
+    assert.deepEqual(t.map((e) => (e.kind === 'lm' ? Buffer.from(e.ids).toString() : '')), ['abcd', 'efgh', 'ij']);
+  });
+});
+
+describe('tokenizer.json', () => {
+  test('loads through @huggingface/tokenizers: specials from the post-processor, pad from tokenizer_config', () => {
+    const dir = join(root, 'hf-tok');
+    mkdirSync(dir, { recursive: true });
+    const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0',
+        truncation: null,
+        padding: null,
+        added_tokens: [special(0, '[UNK]'), special(1, '[PAD]'), special(2, '[CLS]'), special(3, '[SEP]')],
+        normalizer: { type: 'Lowercase' },
+        pre_tokenizer: { type: 'Whitespace' },
+        post_processor: {
+          type: 'TemplateProcessing',
+          single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
+          pair: [],
+          special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
+        },
+        decoder: null,
+        model: { type: 'WordLevel', vocab: { '[UNK]': 0, '[PAD]': 1, '[CLS]': 2, '[SEP]': 3, good: 4, movie: 5, bad: 6, '!': 7 }, unk_token: '[UNK]' },
+      }),
+    );
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ pad_token: '[PAD]', unk_token: '[UNK]' }));
+    const tok = loadTokenizer(dir);
+    assert.equal(tok.name, 'tokenizer.json');
+    assert.equal(tok.padId, 1);
+    assert.equal(tok.vocabSize, 8);
+    assert.deepEqual(tok.encode('Good movie!', true), [2, 4, 5, 7, 3]);
+    assert.deepEqual(tok.encode('bad', false), [6]);
+    const d = load(spec(file('cls.jsonl', jsonl([{ text: 'good movie', label: 1 }, { text: 'bad movie !', label: 0 }]))), { ...CLS, vocabSize: 8 }, tok);
+    const b = makeBatch(d.train, { padId: tok.padId, attentionMask: true });
+    assert.deepEqual(b.inputs.inputIds!.arraySync(), [[2, 4, 5, 3, 1], [2, 6, 5, 7, 3]]);
+    assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]);
+    disposeTrainBatch(b);
+  });
+});
+
+describe('batching', () => {
+  test('language-model rows: right padding, −100 labels on padding and prompts, token count', () => {
+    const ex: Example[] = [
+      { kind: 'lm', ids: Int32Array.from([5, 6, 7]), labels: Int32Array.from([-100, 6, 7]), completion: true, source: 'a:1' },
+      { kind: 'lm', ids: Int32Array.from([8]), labels: Int32Array.from([8]), completion: false, source: 'a:2' },
+    ];
+    const before = tf.memory().numTensors;
+    const b = makeBatch(ex, { padId: 0, attentionMask: false });
+    assert.deepEqual(b.inputs.inputIds!.arraySync(), [[5, 6, 7], [8, 0, 0]]);
+    assert.deepEqual(b.labels.arraySync(), [[-100, 6, 7], [8, -100, -100]]);
+    assert.equal(b.inputs.attentionMask, undefined, 'causal models need no mask');
+    assert.equal(b.tokens, 4);
+    assert.equal(b.size, 2);
+    disposeTrainBatch(b);
+    assert.equal(tf.memory().numTensors, before, 'no tensor leaks');
+  });
+  test('classification rows: labels [B], attention mask for encoders', () => {
+    const ex: Example[] = [
+      { kind: 'cls', ids: Int32Array.from([1, 2]), label: 2, source: 'a:1' },
+      { kind: 'cls', ids: Int32Array.from([3, 4, 5]), label: 0, source: 'a:2' },
+    ];
+    const b = makeBatch(ex, { padId: 9, attentionMask: true });
+    assert.deepEqual(b.inputs.inputIds!.arraySync(), [[1, 2, 9], [3, 4, 5]]);
+    assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 0], [1, 1, 1]]);
+    assert.deepEqual(b.labels.arraySync(), [2, 0]);
+    disposeTrainBatch(b);
+  });
+});
+
+describe('image folders', () => {
+  function png(path: string, w: number, h: number, rgb: (x: number, y: number) => [number, number, number]): void {
+    const p = new PNG({ width: w, height: h });
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        const [r, g, b] = rgb(x, y);
+        p.data.set([r, g, b, 255], (y * w + x) * 4);
+      }
+    writeFileSync(path, PNG.sync.write(p));
+  }
+  function jpg(path: string, w: number, h: number, v: number): void {
+    const data = Buffer.alloc(w * h * 4, v);
+    writeFileSync(path, jpeg.encode({ data, width: w, height: h }, 95).data);
+  }
+
+  test('classes from sorted sub-folders; PNG and JPEG decode; resize and normalise', () => {
+    const dir = join(root, 'imgs');
+    mkdirSync(join(dir, 'cat'), { recursive: true });
+    mkdirSync(join(dir, 'dog'), { recursive: true });
+    png(join(dir, 'dog', 'a.png'), 8, 8, () => [255, 0, 128]);
+    jpg(join(dir, 'cat', 'b.jpg'), 16, 16, 200);
+    writeFileSync(join(dir, 'cat', 'notes.txt'), 'ignored');
+    const { classes, items } = listImageFolder(dir);
+    assert.deepEqual(classes, ['cat', 'dog']);
+    assert.deepEqual(items.map((i) => i.className), ['cat', 'dog']);
+    const px = toPixelValues(decodeImage(join(dir, 'dog', 'a.png')), 4, 3);
+    assert.equal(px.length, 3 * 16);
+    assert.ok(px.slice(0, 16).every((v) => v === 1), 'red 255 → +1');
+    assert.ok(px.slice(16, 32).every((v) => v === -1), 'green 0 → −1');
+    assert.ok(px.slice(32).every((v) => Math.abs(v - (128 / 255 - 0.5) / 0.5) < 1e-6));
+    const j = toPixelValues(decodeImage(join(dir, 'cat', 'b.jpg')), 4, 3);
+    assert.ok(j.every((v) => Math.abs(v - (200 / 255 - 0.5) / 0.5) < 0.03), 'JPEG within compression error');
+
+    const info: ModelDataInfo = { task: 'image-classification', modelType: 'vit', vocabSize: 0, numLabels: 10, imageSize: 4, numChannels: 3, label2id: { LABEL_0: 0 } };
+    const d = load(spec(dir, {}, 'images'), info, undefined);
+    assert.deepEqual(d.train.map((e) => (e.kind === 'image' ? e.label : -1)), [0, 1]);
+    assert.deepEqual(d.labelNames, ['cat', 'dog']);
+    const b = makeBatch(d.train, { padId: 0, attentionMask: false, imageSize: 4, numChannels: 3, patchSize: 2 });
+    assert.deepEqual(b.inputs.pixelValues!.shape, [2, 3, 4, 4]);
+    assert.deepEqual(b.labels.arraySync(), [0, 1]);
+    assert.equal(b.tokens, 2 * 5);
+    disposeTrainBatch(b);
+  });
+
+  test('bilinear resize uses half-pixel centres', () => {
+    // 2×1 image, black and white: upscaled to 4 wide → 0, 0.25, 0.75, 1 of white.
+    const img = { width: 2, height: 1, data: Uint8Array.from([0, 0, 0, 255, 255, 255, 255, 255]) };
+    const px = toPixelValues(img, 4, 1, 0, 1);
+    assert.deepEqual([...px.slice(0, 4)].map((v) => Math.round(v * 100) / 100), [0, 0.25, 0.75, 1]);
+  });
+
+  test('a corrupt image names the file; an empty folder is refused', () => {
+    const dir = join(root, 'bad-imgs');
+    mkdirSync(join(dir, 'a'), { recursive: true });
+    const f = join(dir, 'a', 'x.png');
+    writeFileSync(f, Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3]));
+    assert.match(inputError(() => decodeImage(f), f, /^$/).message, /cannot decode the PNG image/);
+    const g = join(dir, 'a', 'y.jpg');
+    writeFileSync(g, 'not an image');
+    assert.match(inputError(() => decodeImage(g), g, /^$/).message, /not a PNG or JPEG/);
+    const empty = join(root, 'empty-imgs');
+    mkdirSync(empty);
+    inputError(() => listImageFolder(empty), empty, /^$/);
+  });
+});
+
+describe('seeded RNG', () => {
+  test('mulberry32 is deterministic, its state restores exactly, permutations are permutations', () => {
+    const a = new Rng(123);
+    const first = [a.nextU32(), a.nextU32()];
+    const saved = a.state;
+    const next = [a.nextU32(), a.nextU32()];
+    const b = new Rng(123);
+    assert.deepEqual([b.nextU32(), b.nextU32()], first);
+    b.state = saved;
+    assert.deepEqual([b.nextU32(), b.nextU32()], next);
+    const p = new Rng(5).permutation(100);
+    assert.deepEqual([...p].sort((x, y) => x - y), Array.from({ length: 100 }, (_, i) => i));
+    assert.notDeepEqual(p, Array.from({ length: 100 }, (_, i) => i));
+  });
+});

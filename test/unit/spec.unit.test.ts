@@ -1,0 +1,286 @@
+/**
+ * Run specs (`*.peft.json`): schema validation with JSON path + line:column for each class of
+ * error, "did you mean" for unknown keys, defaults, path resolution and refusal of escapes from the
+ * workspace root (`..`, absolute paths, symbolic links), bundled model ids, variants.
+ */
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { ADAPTER_KINDS, BACKENDS, LORA_INITS } from '../../src/protocol';
+import { lineColumn, loadSpec, parseSpecText, runConfig, SPEC_SCHEMA, SpecError, variantConfig } from '../../sidecar/src/spec/load';
+import { resolveRef } from '../../sidecar/src/spec/schema';
+import { DATA_FORMATS, SCHEDULES } from '../../sidecar/src/spec/types';
+
+const root = mkdtempSync(join(tmpdir(), 'peft-lab-spec-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let n = 0;
+
+/** A workspace with a fake model folder and data files; returns its folder. */
+function workspace(): string {
+  const ws = join(root, `ws${n++}`);
+  mkdirSync(join(ws, 'model'), { recursive: true });
+  writeFileSync(join(ws, 'model', 'config.json'), '{"model_type":"gpt2"}');
+  mkdirSync(join(ws, 'data', 'imgs', 'cat'), { recursive: true });
+  writeFileSync(join(ws, 'data', 'train.jsonl'), '{"text":"a"}\n');
+  writeFileSync(join(ws, 'data', 'eval.jsonl'), '{"text":"b"}\n');
+  writeFileSync(join(ws, 'data', 'train.csv'), 'text,label\na,0\n');
+  return ws;
+}
+
+function writeSpec(dir: string, text: string, name = 'run.peft.json'): string {
+  const f = join(dir, name);
+  writeFileSync(f, text);
+  return f;
+}
+
+const BASE = { model: 'model', data: { train: 'data/train.jsonl' }, adapter: { kind: 'lora', r: 4 } };
+
+/** Line and column (1-based) of the first occurrence of `needle` in `text`. */
+function at(text: string, needle: string): string {
+  const i = text.indexOf(needle);
+  assert.ok(i >= 0, `${needle} not in the text`);
+  const { line, column } = lineColumn(text, i);
+  return `${line}:${column}`;
+}
+
+/** The SpecError thrown by loading `text`. */
+function specError(text: string, opts: Parameters<typeof loadSpec>[1] = {}, dir = workspace()): SpecError {
+  const f = writeSpec(dir, text);
+  try {
+    loadSpec(f, opts);
+  } catch (e) {
+    assert.ok(e instanceof SpecError, `expected a SpecError, got ${String(e)}`);
+    return e;
+  }
+  assert.fail('the spec was accepted');
+}
+
+describe('spec validation', () => {
+  test('a valid spec loads with defaults filled and paths resolved', () => {
+    const ws = workspace();
+    const f = writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl' } }, null, 2), 'my-run.peft.json');
+    const s = loadSpec(f);
+    assert.equal(s.name, 'my-run');
+    assert.equal(s.modelDir, join(ws, 'model'));
+    assert.equal(s.data.train, join(ws, 'data/train.jsonl'));
+    assert.equal(s.data.eval, join(ws, 'data/eval.jsonl'));
+    assert.equal(s.data.format, 'jsonl');
+    assert.equal(s.data.textField, 'text');
+    assert.deepEqual(s.optimizer, { lr: 0.001, betas: [0.9, 0.999], eps: 1e-8, weightDecay: 0.01 });
+    assert.equal(s.schedule.type, 'cosine');
+    assert.equal(s.batchSize, 8);
+    assert.equal(s.gradientAccumulation, 1);
+    assert.equal(s.keepCheckpoints, 2);
+    assert.equal(s.seed, 42);
+    assert.equal(s.runsDir, join(ws, 'runs'));
+    assert.deepEqual(s.adapter, { kind: 'lora', r: 4 }, 'adapter options are not filled (each kind has its own defaults)');
+    const cfg = runConfig(s);
+    assert.equal(cfg.version, 1);
+    assert.equal((cfg as { variants?: unknown }).variants, undefined);
+  });
+
+  test('CSV and image-folder formats are inferred from the train path', () => {
+    const ws = workspace();
+    assert.equal(loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.csv' } }))).data.format, 'csv');
+    assert.equal(loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/imgs' } }))).data.format, 'images');
+    const text = JSON.stringify({ ...BASE, data: { train: 'model/config.txt' } });
+    writeFileSync(join(ws, 'model/config.txt'), 'x');
+    const e = specError(text, {}, ws);
+    assert.match(e.message, /cannot tell the data format/);
+    assert.equal(e.issues[0]!.path, 'data.train');
+  });
+
+  test('JSON syntax errors give line:column', () => {
+    const text = '{\n  "model": "model",\n  "steps": 10,,\n}';
+    const e = specError(text);
+    assert.equal(`${e.issues[0]!.line}:${e.issues[0]!.column}`, '3:15');
+    assert.match(e.message, /JSON syntax error: PropertyNameExpected$/);
+    assert.match(e.message, /run\.peft\.json \(3:15\)/);
+  });
+
+  test('comments are refused (the spec is JSON)', () => {
+    const e = specError('{\n  // a comment\n  "model": "model"\n}');
+    assert.match(e.message, /InvalidCommentToken/);
+    assert.equal(e.issues[0]!.line, 2);
+  });
+
+  test('unknown keys name the path and line:column, with "did you mean"', () => {
+    const text = JSON.stringify({ ...BASE, batchsize: 4, optimizer: { lr: 0.1, weight_decay: 0 } }, null, 2);
+    const e = specError(text);
+    assert.equal(e.issues.length, 2);
+    const [a, b] = e.issues;
+    assert.equal(a!.path, 'batchsize');
+    assert.equal(`${a!.line}:${a!.column}`, at(text, '"batchsize"'));
+    assert.match(a!.message, /unknown key "batchsize" \(did you mean "batchSize"\?\)/);
+    assert.equal(b!.path, 'optimizer.weight_decay');
+    assert.equal(`${b!.line}:${b!.column}`, at(text, '"weight_decay"'));
+    assert.match(b!.message, /did you mean "weightDecay"/);
+    assert.match(e.message, new RegExp(`\\(batchsize at ${at(text, '"batchsize"')}\\): unknown key .* \\(and 1 more problem\\)`));
+  });
+
+  test('an unknown key with no close match lists the allowed keys', () => {
+    const e = specError(JSON.stringify({ ...BASE, earlyStopping: { zzzzzz: 1 }, data: { train: 'data/train.jsonl', evalSplit: 0.5 } }));
+    assert.equal(e.issues[0]!.path, 'earlyStopping.zzzzzz');
+    assert.match(e.issues[0]!.message, /allowed: patience, minDelta/);
+  });
+
+  test('wrong types, enums, ranges and missing keys', () => {
+    const text = JSON.stringify(
+      {
+        model: 'model',
+        data: { maxLength: 1 },
+        adapter: { kind: 'lorra' },
+        schedule: { type: 'cos' },
+        steps: 'ten',
+        batchSize: 0,
+        optimizer: { betas: [0.9] },
+      },
+      null,
+      2,
+    );
+    const e = specError(text);
+    const byPath = new Map(e.issues.map((i) => [i.path, i]));
+    const expect = (path: string, re: RegExp, needle: string) => {
+      const i = byPath.get(path);
+      assert.ok(i, `no issue at ${path}: ${JSON.stringify(e.issues)}`);
+      assert.match(i.message, re);
+      assert.equal(`${i.line}:${i.column}`, at(text, needle), `location of ${path}`);
+    };
+    expect('data', /missing required key "train"/, '{\n    "maxLength"');
+    expect('data.maxLength', /must be ≥ 2, got 1/, '1\n');
+    expect('adapter.kind', /must be one of .*"lora".*did you mean "lora"\?/, '"lorra"');
+    expect('schedule.type', /did you mean "cosine"/, '"cos"');
+    expect('steps', /expected an integer, got "ten"/, '"ten"');
+    expect('batchSize', /must be ≥ 1, got 0/, '0,');
+    expect('optimizer.betas', /needs at least 2 items, got 1/, '[\n');
+  });
+
+  test('a fractional step count is not an integer', () => {
+    const e = specError(JSON.stringify({ ...BASE, steps: 2.5 }));
+    assert.equal(e.issues[0]!.path, 'steps');
+    assert.match(e.issues[0]!.message, /expected an integer, got 2\.5/);
+  });
+
+  test('cross-field rules: steps vs epochs, eval vs evalSplit, warmup, early stopping, adapter options', () => {
+    const text = JSON.stringify(
+      {
+        model: 'model',
+        data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl', evalSplit: 0.1 },
+        adapter: { kind: 'ia3', r: 8 },
+        steps: 10,
+        epochs: 2,
+        schedule: { warmupSteps: 2, warmupRatio: 0.1 },
+      },
+      null,
+      2,
+    );
+    const e = specError(text);
+    const paths = e.issues.map((i) => i.path).sort();
+    assert.deepEqual(paths, ['adapter.r', 'data.evalSplit', 'epochs', 'schedule.warmupRatio']);
+    const r = e.issues.find((i) => i.path === 'adapter.r')!;
+    assert.match(r.message, /option "r" is not used by adapter kind "ia3" \(its options: targets, modulesToSave\)/);
+    assert.equal(`${r.line}:${r.column}`, at(text, '"r"'));
+    assert.equal(`${e.issues.find((i) => i.path === 'epochs')!.line}`, at(text, '"epochs"').split(':')[0]);
+
+    const e2 = specError(JSON.stringify({ ...BASE, earlyStopping: { patience: 2 } }));
+    assert.equal(e2.issues[0]!.path, 'earlyStopping');
+    assert.match(e2.message, /needs an eval set/);
+
+    const e3 = specError(JSON.stringify({ ...BASE, adapter: { kind: 'lora', calibRows: 4 } }));
+    assert.match(e3.message, /"calibRows" is only used by the calibrated inits/);
+    const e4 = specError(JSON.stringify({ ...BASE, adapter: { kind: 'sparse' } }));
+    assert.match(e4.message, /needs "mask"/);
+    const e5 = specError(JSON.stringify({ model: 'model', data: { train: 'data/train.jsonl' } }));
+    assert.match(e5.message, /missing required key "adapter"/);
+  });
+
+  test('variants: validated each, names unique, overrides merged', () => {
+    const ws = workspace();
+    const bad = JSON.stringify({ ...BASE, variants: [{ name: 'a', adapter: { kind: 'bitfit', r: 2 } }, { name: 'a', adapter: { kind: 'lora' } }, { adapter: { kind: 'lora' } }] }, null, 2);
+    const e = specError(bad, {}, ws);
+    assert.deepEqual(e.issues.map((i) => i.path), ['variants[2]']);
+    assert.match(e.issues[0]!.message, /missing required key "name"/);
+    const e2 = specError(JSON.stringify({ ...BASE, variants: [{ name: 'a', adapter: { kind: 'bitfit', r: 2 } }, { name: 'a', adapter: { kind: 'lora' } }] }), {}, ws);
+    assert.deepEqual(e2.issues.map((i) => i.path).sort(), ['variants[0].adapter.r', 'variants[1].name']);
+
+    const f = writeSpec(ws, JSON.stringify({ ...BASE, optimizer: { lr: 0.01 }, schedule: { warmupRatio: 0.1 }, steps: 5, variants: [{ name: 'big-lr', adapter: { kind: 'lora', r: 8 }, optimizer: { lr: 0.5 }, schedule: { warmupSteps: 1 }, epochs: 2 }] }));
+    const s = loadSpec(f);
+    const v = variantConfig(s, s.variants![0]!);
+    assert.equal(v.name, 'big-lr');
+    assert.equal(v.variant, 'big-lr');
+    assert.deepEqual(v.adapter, { kind: 'lora', r: 8 });
+    assert.equal(v.optimizer.lr, 0.5);
+    assert.equal(v.optimizer.eps, 1e-8, 'unset optimizer fields come from the base spec');
+    assert.deepEqual(v.schedule, { type: 'cosine', warmupSteps: 1 });
+    assert.equal(v.steps, undefined);
+    assert.equal(v.epochs, 2);
+  });
+
+  test('paths that leave the workspace root are refused: "..", absolute, symbolic links', () => {
+    const outside = mkdtempSync(join(root, 'outside-'));
+    writeFileSync(join(outside, 'x.jsonl'), '{"text":"a"}\n');
+    const ws = workspace();
+    const e1 = specError(JSON.stringify({ ...BASE, data: { train: `../${outside.split('/').pop()}/x.jsonl` } }), {}, ws);
+    assert.equal(e1.issues[0]!.path, 'data.train');
+    assert.match(e1.message, /outside the workspace root/);
+    const e2 = specError(JSON.stringify({ ...BASE, data: { train: join(outside, 'x.jsonl') } }), {}, ws);
+    assert.match(e2.message, /outside the workspace root/);
+    symlinkSync(outside, join(ws, 'link'));
+    const e3 = specError(JSON.stringify({ ...BASE, data: { train: 'link/x.jsonl' } }), {}, ws);
+    assert.match(e3.message, /symbolic link .* outside the workspace root/);
+    const e4 = specError(JSON.stringify({ ...BASE, runsDir: '../runs' }), {}, ws);
+    assert.equal(e4.issues[0]!.path, 'runsDir');
+    // A wider workspace root admits the same path.
+    const f = writeSpec(ws, JSON.stringify({ ...BASE, data: { train: `../${outside.split('/').pop()}/x.jsonl` } }));
+    assert.equal(loadSpec(f, { workspaceRoot: root }).data.train, join(outside, 'x.jsonl'));
+  });
+
+  test('missing files and non-model folders are reported at their key', () => {
+    const ws = workspace();
+    mkdirSync(join(ws, 'empty'));
+    const text = JSON.stringify({ ...BASE, model: 'empty', data: { train: 'data/nope.jsonl' } }, null, 2);
+    const e = specError(text, {}, ws);
+    assert.deepEqual(e.issues.map((i) => i.path), ['model', 'data.train']);
+    assert.match(e.issues[0]!.message, /not a Hugging Face model folder \(no config.json\)/);
+    assert.match(e.issues[1]!.message, /training data not found/);
+    assert.equal(`${e.issues[1]!.line}:${e.issues[1]!.column}`, at(text, '"data/nope.jsonl"'));
+  });
+
+  test('bundled model ids resolve to media/models, and unknown ones list what is bundled', () => {
+    const ws = workspace();
+    const bundled = join(root, `bundled${n++}`);
+    mkdirSync(join(bundled, 'tiny-gpt'), { recursive: true });
+    writeFileSync(join(bundled, 'tiny-gpt', 'config.json'), '{}');
+    const f = writeSpec(ws, JSON.stringify({ ...BASE, model: 'peft-lab/tiny-gpt' }));
+    assert.equal(loadSpec(f, { bundledModelsDir: bundled }).modelDir, join(bundled, 'tiny-gpt'));
+    const e = specError(JSON.stringify({ ...BASE, model: 'peft-lab/nope' }), { bundledModelsDir: bundled }, ws);
+    assert.match(e.message, /no bundled model "nope" .*bundled: peft-lab\/tiny-gpt/);
+  });
+
+  test('parseSpecText reports every problem with offsets, without touching the file system', () => {
+    const { issues } = parseSpecText('{"model": 3, "data": {"train": "x"}, "adapter": {"kind": "lora"}, "seed": -1}', 'x.peft.json');
+    assert.deepEqual(issues.map((i) => i.path), ['model', 'seed']);
+    assert.equal(issues[0]!.offset, 10);
+  });
+});
+
+describe('the published schema', () => {
+  const def = (name: string) => resolveRef(SPEC_SCHEMA, { $ref: `#/definitions/${name}` });
+  test('is draft-07 with descriptions on every property', () => {
+    assert.equal((SPEC_SCHEMA as { $schema?: string }).$schema, 'http://json-schema.org/draft-07/schema#');
+    const walk = (props: Record<string, { description?: string; $ref?: string }> | undefined, where: string) => {
+      for (const [k, v] of Object.entries(props ?? {})) if (!v.$ref && k !== '$schema') assert.ok(v.description, `${where}.${k} has a description`);
+    };
+    walk(SPEC_SCHEMA.properties, '');
+    for (const d of ['data', 'adapter', 'optimizer', 'schedule', 'earlyStopping']) walk(def(d).properties, d);
+  });
+  test('enums match the protocol and the sidecar types', () => {
+    assert.deepEqual(def('adapter').properties!.kind!.enum, [...ADAPTER_KINDS]);
+    assert.deepEqual(def('adapter').properties!.init!.enum, [...LORA_INITS]);
+    assert.deepEqual(SPEC_SCHEMA.properties!.backend!.enum, ['auto', ...BACKENDS]);
+    assert.deepEqual(def('data').properties!.format!.enum, [...DATA_FORMATS]);
+    assert.deepEqual(def('schedule').properties!.type!.enum, [...SCHEDULES]);
+  });
+});

@@ -1,0 +1,319 @@
+/**
+ * The training loop on tiny models (../shared/fixtures/hf) and tiny generated data, on the wasm
+ * backend: loss falls (LoRA and full), runs are deterministic (same seed → same metrics and a
+ * bitwise-identical adapter), a killed or cancelled run resumes to the same bits with every logged
+ * step once, a diverging run fails naming the step and the last good checkpoint, the memory
+ * estimate refuses, early stopping, classification (BERT, ViT) and `compare`.
+ */
+import assert from 'node:assert/strict';
+import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PNG } from 'pngjs';
+import { after, before, describe, test } from 'node:test';
+import type { JobProgress, MetricRecord, RunStatus } from '../../src/protocol';
+import { initBackend } from '../../sidecar/src/backend';
+import { InputError } from '../../sidecar/src/errors';
+import { CancelledError, type JobContext } from '../../sidecar/src/jobs/context';
+import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
+import type { RunConfig } from '../../sidecar/src/spec/types';
+import { runCompare, type CompareResult } from '../../sidecar/src/tasks/compare';
+import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
+import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
+import { lrAt } from '../../sidecar/src/train/schedule';
+import { runTraining, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+
+const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
+const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+before(async () => {
+  await initBackend('wasm', () => undefined);
+  for (const m of ['gpt2-tiny', 'bert-cls-tiny', 'vit-tiny']) cpSync(join(FIXTURES, m), join(root, m), { recursive: true });
+  const words = ['the cat sat', 'a dog ran', 'the bird flew', 'my fish swam'];
+  writeFileSync(join(root, 'text.jsonl'), Array.from({ length: 24 }, (_, i) => JSON.stringify({ text: `${words[i % 4]} on day ${i % 3}.` })).join('\n'));
+  writeFileSync(join(root, 'add.jsonl'), Array.from({ length: 24 }, (_, i) => JSON.stringify({ prompt: `${i % 5}+${i % 3}=`, completion: `${(i % 5) + (i % 3)}` })).join('\n'));
+  writeFileSync(join(root, 'cls.jsonl'), Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: i % 2 ? 'good fun film' : 'bad dull film', label: i % 2 ? 'pos' : 'neg' })).join('\n'));
+  writeFileSync(join(root, 'heldout.jsonl'), ['call me ishmael.', 'some years ago.', 'never mind how long.'].map((t) => JSON.stringify({ text: t })).join('\n'));
+  for (const [c, rgb] of [['red', [255, 0, 0]], ['blue', [0, 0, 255]]] as const) {
+    mkdirSync(join(root, 'imgs', c), { recursive: true });
+    for (let k = 0; k < 3; k++) {
+      const p = new PNG({ width: 8, height: 8 });
+      for (let i = 0; i < 64; i++) p.data.set([rgb[0], rgb[1] + k * 20, rgb[2], 255], i * 4);
+      writeFileSync(join(root, 'imgs', c, `${k}.png`), PNG.sync.write(p));
+    }
+  }
+});
+
+let n = 0;
+/** Writes a spec into the shared workspace and returns its run configuration. */
+function config(spec: Record<string, unknown>): RunConfig {
+  const f = join(root, `s${n++}.peft.json`);
+  writeFileSync(f, JSON.stringify({ model: 'gpt2-tiny', data: { train: 'text.jsonl', maxLength: 24 }, adapter: { kind: 'lora', r: 4, alpha: 8 }, optimizer: { lr: 0.05 }, schedule: { type: 'constant' }, batchSize: 4, ...spec }));
+  return runConfig(loadSpec(f));
+}
+
+interface Recorder {
+  ctx: JobContext;
+  progress: Omit<JobProgress, 'id'>[];
+  logs: string[];
+  abort(): void;
+}
+function recorder(): Recorder {
+  const ac = new AbortController();
+  const r: Recorder = {
+    progress: [],
+    logs: [],
+    abort: () => ac.abort(),
+    ctx: { signal: ac.signal, progress: (p) => r.progress.push(p), log: (level, m) => r.logs.push(`${level}: ${m}`) },
+  };
+  return r;
+}
+const runDir = () => join(root, 'runs', `r${n++}`);
+const status = (dir: string) => JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as RunStatus;
+const adapterBytes = (dir: string) => readFileSync(join(dir, 'adapter', 'adapter_model.safetensors'));
+/** Metric records without the wall-clock fields. */
+const numbers = (ms: MetricRecord[]) => ms.map(({ tokens_per_s: _t, elapsed_s: _e, ...rest }) => rest);
+
+async function rejects<T extends Error>(p: Promise<unknown>, cls: new (...a: never[]) => T): Promise<T> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(e instanceof cls, `expected ${cls.name}, got ${String(e)}`);
+    return e as T;
+  }
+  assert.fail(`expected ${cls.name}`);
+}
+
+describe('training', () => {
+  // One reference run (LoRA, 8 steps, checkpoint every 3) shared by the determinism and resume tests.
+  const RESUME_SPEC = { steps: 8, logEvery: 1, evalEvery: 4, checkpointEvery: 3, data: { train: 'add.jsonl', evalSplit: 0.25, maxLength: 24 } };
+  let reference: { dir: string; cfg: RunConfig } | undefined;
+  async function referenceRun(): Promise<{ dir: string; cfg: RunConfig }> {
+    if (reference) return reference;
+    const cfg = config(RESUME_SPEC);
+    const dir = runDir();
+    await runTraining(cfg, { runDir: dir, ctx: recorder().ctx });
+    return (reference = { dir, cfg });
+  }
+
+  test('LoRA: the loss falls; the run folder holds spec, status, metrics, the last 2 checkpoints, the adapter', async () => {
+    const cfg = config({ steps: 12, logEvery: 2, evalEvery: 6, checkpointEvery: 3, data: { train: 'text.jsonl', evalSplit: 0.2, maxLength: 24 } });
+    const dir = runDir();
+    const rec = recorder();
+    const out = await runTraining(cfg, { runDir: dir, ctx: rec.ctx });
+    const m = await readMetrics(dir);
+    assert.deepEqual(m.map((r) => r.step), [2, 4, 6, 8, 10, 12]);
+    assert.ok(m.at(-1)!.loss < m[0]!.loss - 0.1, `loss falls: ${m.map((r) => r.loss.toFixed(3)).join(' ')}`);
+    assert.ok(m.every((r) => r.lr === 0.05 && r.tokens_per_s > 0 && r.elapsed_s > 0));
+    assert.deepEqual(m.filter((r) => r.eval_loss !== undefined).map((r) => r.step), [6, 12]);
+    const s = status(dir);
+    assert.equal(s.state, 'done');
+    assert.equal(s.step, 12);
+    assert.equal(s.totalSteps, 12);
+    assert.equal(s.adapter, 'lora');
+    assert.equal(s.trainableParams, out.trainableParams);
+    assert.equal(s.lastCheckpoint, 'step-12');
+    assert.equal(s.pid, undefined);
+    assert.ok(Number.isFinite(s.summary?.loss) && Number.isFinite(s.summary?.evalLoss));
+    assert.deepEqual(listCheckpoints(dir).map((c) => c.name), ['step-9', 'step-12'], 'the newest 2 checkpoints are kept');
+    assert.deepEqual(readdirSync(join(dir, 'checkpoints', 'step-12')).sort(), ['adapter.safetensors', 'optimizer.safetensors', 'state.json']);
+    const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(peft.peft_type, 'LORA');
+    assert.equal(peft.r, 4);
+    assert.equal((await readRunConfig(dir)).adapter.kind, 'lora');
+    // Progress: every step, increasing, with the metrics the extension charts.
+    assert.deepEqual(rec.progress.map((p) => p.done), Array.from({ length: 12 }, (_, i) => i + 1));
+    assert.ok(rec.progress.every((p) => p.total === 12 && Number.isFinite(p.metrics?.loss) && p.metrics?.lr === 0.05 && p.metrics.tokens_per_s! > 0));
+    assert.match(rec.progress.at(-1)!.message!, /step 12\/12 · loss \d\.\d{4} · eval \d\.\d{4} · lr 5\.00e-2 · \d+ tok\/s · ETA 0s/);
+    assert.ok(rec.progress.at(-1)!.metrics!.eval_loss! > 0);
+  });
+
+  test('same seed twice: identical metrics and a bitwise-identical adapter', async () => {
+    const a = await referenceRun();
+    const dirB = runDir();
+    await runTraining(a.cfg, { runDir: dirB, ctx: recorder().ctx });
+    const ma = await readMetrics(a.dir);
+    assert.equal(ma.length, 8);
+    assert.deepEqual(numbers(await readMetrics(dirB)), numbers(ma));
+    assert.ok(ma.some((r) => r.eval_accuracy !== undefined), 'prompt/completion eval reports exact match');
+    assert.ok(adapterBytes(a.dir).equals(adapterBytes(dirB)), 'adapter_model.safetensors is bitwise identical');
+  });
+
+  test('a run killed after a checkpoint resumes to the same bits, each logged step once', async () => {
+    const ref = await referenceRun();
+    const dir = runDir();
+    const kill = new Error('simulated kill');
+    await assert.rejects(runTraining(ref.cfg, { runDir: dir, ctx: recorder().ctx, afterStep: (s) => { if (s === 5) throw kill; } }), (e) => e === kill);
+    assert.equal(listCheckpoints(dir).at(-1)!.name, 'step-3');
+    assert.deepEqual((await readMetrics(dir)).map((r) => r.step), [1, 2, 3, 4, 5]);
+    // What a kill leaves: status "running" with a dead pid, and maybe a torn last line.
+    writeFileSync(join(dir, 'status.json'), JSON.stringify({ ...status(dir), state: 'running', pid: 999999, error: undefined }));
+    appendFileSync(join(dir, 'metrics.jsonl'), '{"step":6,"lo');
+    const rec = recorder();
+    await runTraining(await readRunConfig(dir), { runDir: dir, ctx: rec.ctx });
+    assert.ok(rec.logs.some((l) => /resuming from step-3/.test(l)));
+    assert.deepEqual(rec.progress.map((p) => p.done), [4, 5, 6, 7, 8]);
+    const m = await readMetrics(dir);
+    assert.deepEqual(m.map((r) => r.step), [1, 2, 3, 4, 5, 6, 7, 8], 'every logged step exactly once, in order');
+    assert.deepEqual(numbers(m), numbers(await readMetrics(ref.dir)));
+    assert.ok(adapterBytes(dir).equals(adapterBytes(ref.dir)), 'final adapter bitwise equal to the uninterrupted run');
+    assert.equal(status(dir).state, 'done');
+  });
+
+  test('cancellation ends "cancelled" with a checkpoint of that step; resuming finishes identically', async () => {
+    const ref = await referenceRun();
+    const dir = runDir();
+    const rec = recorder();
+    await rejects(runTraining(ref.cfg, { runDir: dir, ctx: rec.ctx, afterStep: (s) => { if (s === 4) rec.abort(); } }), CancelledError);
+    const s = status(dir);
+    assert.equal(s.state, 'cancelled');
+    assert.equal(s.lastCheckpoint, 'step-4');
+    assert.equal(s.step, 4);
+    assert.ok(existsSync(join(dir, 'checkpoints', 'step-4', 'state.json')));
+    // Re-running the same spec on the same folder continues it.
+    await runTraining(ref.cfg, { runDir: dir, ctx: recorder().ctx });
+    assert.deepEqual(numbers(await readMetrics(dir)), numbers(await readMetrics(ref.dir)));
+    assert.ok(adapterBytes(dir).equals(adapterBytes(ref.dir)));
+  });
+
+  test('an init that changes the base (PiSSA) checkpoints its residual weights and resumes to the same bits', async () => {
+    const cfg = config({ adapter: { kind: 'lora', r: 2, alpha: 2, init: 'pissa' }, steps: 4, logEvery: 1, checkpointEvery: 2, optimizer: { lr: 0.01 } });
+    const ref = runDir();
+    await runTraining(cfg, { runDir: ref, ctx: recorder().ctx });
+    const dir = runDir();
+    await assert.rejects(runTraining(cfg, { runDir: dir, ctx: recorder().ctx, afterStep: (s) => { if (s === 3) throw new Error('kill'); } }));
+    assert.ok(existsSync(join(dir, 'checkpoints', 'step-2', 'base.safetensors')), 'residual base weights are in the checkpoint');
+    await runTraining(cfg, { runDir: dir, ctx: recorder().ctx });
+    assert.ok(adapterBytes(dir).equals(adapterBytes(ref)));
+    const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(peft.r, 4, 'exported as a plain LoRA of rank 2r on the original base');
+  });
+
+  test('a run folder started from a different spec is not continued', async () => {
+    const ref = await referenceRun();
+    const other = config({ ...RESUME_SPEC, steps: 9 });
+    const e = await rejects(runTraining(other, { runDir: ref.dir, ctx: recorder().ctx }), InputError);
+    assert.match(e.message, /started from a different spec \(differs in steps\)/);
+  });
+
+  test('a diverging loss (lr 1e30) fails naming the step and the last good checkpoint', async () => {
+    const cfg = config({ steps: 6, checkpointEvery: 1, optimizer: { lr: 1e30 }, maxGradNorm: 0 });
+    const dir = runDir();
+    const e = await rejects(runTraining(cfg, { runDir: dir, ctx: recorder().ctx }), TrainingError);
+    const m = /diverged at step (\d+): (loss|gradient norm) is (NaN|Infinity|-Infinity)/.exec(e.message);
+    assert.ok(m, e.message);
+    const step = Number(m[1]);
+    assert.ok(step >= 2, 'the first steps were finite');
+    assert.match(e.message, new RegExp(`last good checkpoint: checkpoints/step-${step - 1} \\(step ${step - 1}\\)`));
+    const s = status(dir);
+    assert.equal(s.state, 'failed');
+    assert.equal(s.error, e.message);
+    assert.equal(s.lastCheckpoint, `step-${step - 1}`);
+  });
+
+  test('the memory estimate refuses a run over the limit', async () => {
+    const cfg = config({ steps: 2, memoryLimitMb: 1 });
+    const dir = runDir();
+    const e = await rejects(runTraining(cfg, { runDir: dir, ctx: recorder().ctx }), InputError);
+    assert.match(e.message, /memoryLimitMb\): estimated memory \d+ MB \(weights [\d.]+ MB, adapter [\d.]+ MB, gradients [\d.]+ MB, optimizer state [\d.]+ MB, activations [\d.]+ MB; batch 4 × \d+ tokens\) exceeds the limit of 1 MB/);
+    assert.equal(status(dir).state, 'failed');
+    assert.ok(!existsSync(join(dir, 'checkpoints')));
+  });
+
+  test('full fine-tuning, gradient accumulation and epochs', async () => {
+    const cfg = config({ adapter: { kind: 'full' }, epochs: 2, gradientAccumulation: 2, batchSize: 6, logEvery: 1, optimizer: { lr: 0.01 } });
+    assert.equal(totalStepsFor(cfg, 24), 4);
+    const dir = runDir();
+    const out = await runTraining(cfg, { runDir: dir, ctx: recorder().ctx });
+    assert.equal(out.status.totalSteps, 4);
+    assert.equal(out.trainableParams, 212352);
+    const m = await readMetrics(dir);
+    assert.ok(m.at(-1)!.loss < m[0]!.loss, `loss falls: ${m.map((r) => r.loss.toFixed(3)).join(' ')}`);
+    const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(peft.peft_type, 'PEFT_LAB', 'kinds PEFT lacks are saved in PEFT Lab format');
+  });
+
+  test('early stopping ends the run when the eval loss stops improving', async () => {
+    const cfg = config({ steps: 20, evalEvery: 1, logEvery: 5, earlyStopping: { patience: 2, minDelta: 100 }, data: { train: 'text.jsonl', evalSplit: 0.2, maxLength: 24 } });
+    const dir = runDir();
+    const rec = recorder();
+    const out = await runTraining(cfg, { runDir: dir, ctx: rec.ctx });
+    assert.equal(out.status.state, 'done');
+    assert.equal(out.status.step, 3, 'best at step 1, two evaluations without a 100-point improvement');
+    assert.equal(status(dir).lastCheckpoint, 'step-3');
+    assert.ok(rec.logs.some((l) => /early stopping at step 3/.test(l)));
+    assert.deepEqual((await readMetrics(dir)).map((r) => r.step), [1, 2, 3]);
+  });
+
+  test('schedules: warmup then cosine / linear decay (transformers semantics)', () => {
+    assert.equal(lrAt(1, 1, { type: 'cosine', warmupSteps: 2 }, 10), 0);
+    assert.equal(lrAt(2, 1, { type: 'cosine', warmupSteps: 2 }, 10), 0.5);
+    assert.equal(lrAt(3, 1, { type: 'cosine', warmupSteps: 2 }, 10), 1);
+    assert.ok(Math.abs(lrAt(7, 1, { type: 'cosine', warmupSteps: 2 }, 10) - 0.5) < 1e-12);
+    assert.equal(lrAt(7, 1, { type: 'linear', warmupRatio: 0.2 }, 10), 0.5);
+    assert.equal(lrAt(9, 2, { type: 'constant' }, 10), 2);
+  });
+
+  test('sequence classification (BERT) reports eval accuracy', async () => {
+    const cfg = config({ model: 'bert-cls-tiny', data: { train: 'cls.jsonl', evalSplit: 0.25, maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 3, logEvery: 1, evalEvery: 3 });
+    const out = await runTraining(cfg, { runDir: runDir(), ctx: recorder().ctx });
+    assert.equal(out.metricName, 'accuracy');
+    assert.ok(out.status.summary!.evalMetric! >= 0 && out.status.summary!.evalMetric! <= 1);
+    assert.equal(out.status.summary!.metricName, 'accuracy');
+  });
+
+  test('image classification (ViT) from a folder of PNGs', async () => {
+    const cfg = config({ model: 'vit-tiny', data: { train: 'imgs', evalSplit: 0.34 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 2, batchSize: 2, logEvery: 1 });
+    const dir = runDir();
+    const out = await runTraining(cfg, { runDir: dir, ctx: recorder().ctx });
+    assert.equal(out.status.state, 'done');
+    const m = await readMetrics(dir);
+    assert.ok(m.at(-1)!.eval_accuracy !== undefined);
+  });
+});
+
+describe('compare', () => {
+  test('runs each variant into its own folder and writes compare.json', async () => {
+    const f = join(root, 'cmp.peft.json');
+    writeFileSync(
+      f,
+      JSON.stringify({
+        model: 'gpt2-tiny',
+        data: { train: 'add.jsonl', evalSplit: 0.25, maxLength: 24, heldout: 'heldout.jsonl' },
+        optimizer: { lr: 0.05 },
+        schedule: { type: 'constant' },
+        steps: 3,
+        batchSize: 4,
+        logEvery: 1,
+        variants: [
+          { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
+          { name: 'bitfit', adapter: { kind: 'bitfit' }, steps: 2 },
+          { name: 'broken', adapter: { kind: 'lora', targets: ['no_such_module'] } },
+        ],
+      }),
+    );
+    const out = join(root, 'cmp-out');
+    const { dir, result } = await runCompare(f, { outDir: out, ctx: recorder().ctx });
+    assert.equal(dir, out);
+    const saved = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareResult;
+    assert.deepEqual(saved, JSON.parse(JSON.stringify(result)));
+    assert.deepEqual(saved.variants.map((v) => [v.name, v.state]), [['lora-r2', 'done'], ['bitfit', 'done'], ['broken', 'failed']]);
+    const [lora, bitfit, broken] = saved.variants;
+    for (const v of [lora!, bitfit!]) {
+      assert.ok(v.trainableParams! > 0);
+      assert.ok(Number.isFinite(v.finalLoss) && Number.isFinite(v.finalEvalLoss));
+      assert.equal(v.metricName, 'exact_match');
+      assert.ok(v.finalMetric !== undefined);
+      assert.ok(v.medianStepMs! > 0 && v.tokensPerS! > 0 && v.peakRssMb! > 0);
+      assert.ok(v.forgetting && Number.isFinite(v.forgetting.before) && Number.isFinite(v.forgetting.after));
+      assert.ok(Math.abs(v.forgetting.delta - (v.forgetting.after - v.forgetting.before)) < 1e-9);
+      assert.ok(existsSync(join(out, v.name, 'adapter', 'adapter_config.json')));
+    }
+    assert.equal(lora!.forgetting!.before, bitfit!.forgetting!.before, 'the same base model before training');
+    assert.deepEqual(lora!.curve.map((p) => p.step), [1, 2, 3]);
+    assert.deepEqual(bitfit!.curve.map((p) => p.step), [1, 2], 'a variant may override steps');
+    assert.ok(lora!.curve.at(-1)!.eval_loss !== undefined);
+    assert.match(broken!.error!, /adapter\): target modules .*no_such_module.* match no linear module/);
+    assert.equal(broken!.curve.length, 0);
+  });
+});
