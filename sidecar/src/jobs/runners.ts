@@ -1,12 +1,15 @@
 /**
- * PLACEHOLDER job runners (only `selftest`), so the sidecar builds and its RPC tests run.
- * To be replaced by the real runners; keep the `runJob` signature.
+ * Dispatches a job to the task that runs it. Every task is the same code the `peft-lab` command
+ * line runs; `selftest` is a tiny synthetic fit the sidecar-process tests use to exercise the job
+ * pattern (progress, cancellation) without a model.
  */
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core alone has no gradients registered (the tfjs union package imports this).
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import type { JobParams, JobResult, SelftestJobParams } from '../../../src/protocol';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
+import { runForward, runGrads } from '../tasks/forward';
+import { inspectModel } from '../tasks/inspect';
 import { runTrainJob } from '../tasks/train';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
@@ -15,6 +18,12 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
       return selftest(params, ctx);
     case 'train':
       return runTrainJob(params, ctx);
+    case 'forward':
+      return runForward(params, ctx);
+    case 'grads':
+      return runGrads(params, ctx);
+    case 'inspect':
+      return { kind: 'inspect', inspect: await inspectModel(params.model) };
     default:
       throw new Error(`job kind '${params.kind}' is not implemented yet`);
   }
