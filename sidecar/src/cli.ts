@@ -15,6 +15,9 @@ import { resumeCommand, trainCommand } from './tasks/train';
 import { compareCommand } from './tasks/compare';
 import { CLI_INIT_METHODS, parseInitMethod, runAdapterInit, validateAdapterInit, type AdapterInitParams } from './tasks/adapter-init';
 import { IMPORTANCE_USAGE, importanceCommand } from './tasks/importance';
+import { ALLOCATE_USAGE, allocateCommand } from './tasks/allocate';
+import { MERGE_USAGE, mergeCommand } from './tasks/merge';
+import { LOCALIZE_USAGE, OVERLAP_USAGE, localizeCommand, overlapCommand } from './tasks/localize';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = {
@@ -163,6 +166,30 @@ const COMMANDS: Record<string, Command> = {
     options: { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, inputs: { type: 'string' }, method: { type: 'string' }, batches: { type: 'string' }, 'batch-size': { type: 'string' }, 'no-activations': { type: 'boolean' }, seed: { type: 'string' }, out: { type: 'string' } },
     compute: true,
     run: (v) => importanceCommand(v),
+  },
+  allocate: {
+    usage: ALLOCATE_USAGE,
+    options: { importance: { type: 'string' }, budgets: { type: 'string' }, method: { type: 'string' }, r: { type: 'string' }, 'alpha-ratio': { type: 'string' }, beta: { type: 'string' }, 'lora-alpha': { type: 'string' }, candidates: { type: 'string' }, ranks: { type: 'string' }, 'rank-scale': { type: 'string' }, out: { type: 'string' } },
+    compute: false,
+    run: (v) => allocateCommand(v),
+  },
+  merge: {
+    usage: MERGE_USAGE,
+    options: { base: { type: 'string' }, runs: { type: 'string', multiple: true }, method: { type: 'string' }, weights: { type: 'string' }, lambda: { type: 'string' }, density: { type: 'string' }, drop: { type: 'string' }, top: { type: 'string' }, bottom: { type: 'string' }, alpha: { type: 'string' }, seed: { type: 'string' }, data: { type: 'string' }, eval: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    run: (v) => mergeCommand(v),
+  },
+  localize: {
+    usage: LOCALIZE_USAGE,
+    options: { base: { type: 'string' }, run: { type: 'string', multiple: true }, finetuned: { type: 'string', multiple: true }, data: { type: 'string' }, eval: { type: 'string' }, sparsity: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, bias: { type: 'string' }, 'batch-size': { type: 'string' }, batches: { type: 'string' }, 'max-rows': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    run: (v) => localizeCommand(v),
+  },
+  overlap: {
+    usage: OVERLAP_USAGE,
+    options: { model: { type: 'string' }, out: { type: 'string' } },
+    compute: false,
+    run: (v, positionals) => overlapCommand(v, positionals),
   },
 };
 

@@ -215,7 +215,16 @@ export interface RunStatus {
   lastCheckpoint?: string;
   trainableParams?: number;
   /** Final (or latest) figures for the runs view's description. */
-  summary?: { loss?: number; evalLoss?: number; evalMetric?: number; metricName?: string; tokensPerS?: number };
+  summary?: {
+    loss?: number;
+    evalLoss?: number;
+    evalMetric?: number;
+    metricName?: string;
+    tokensPerS?: number;
+    /** Eval figures before the first step (the zero-shot baseline the fine-tune is measured against). */
+    baselineEvalLoss?: number;
+    baselineEvalMetric?: number;
+  };
 }
 
 /** One line of `<run folder>/metrics.jsonl`, appended and flushed at every logging step. */
@@ -275,7 +284,7 @@ export interface ImportanceJobParams {
   batches?: number;
   /** Default 32 with `data`; with `inputs`, the whole file. */
   batchSize?: number;
-  /** Mean |input| per feature of every linear module (default true). */
+  /** Mean |input| of every linear module (default true). */
   activations?: boolean;
   /** Data order (default 0). */
   seed?: number;
@@ -318,7 +327,7 @@ export interface ImportanceReport {
   meanLoss: number;
   /** Parameters of the base model (tied copies once). */
   totalParams: number;
-  /** `scores.safetensors` beside this file: `<method>.<tensor name>` (same shape as the tensor), `activation.<module>` ([in]). */
+  /** `scores.safetensors` beside this file: `<method>.<tensor name>` (same shape as the tensor), `activation.<module>` ([1]: mean |input|). */
   scoresFile: string;
   tensors: ImportanceTensor[];
   /** Base-model tensors, per method. */
@@ -329,7 +338,7 @@ export interface ImportanceReport {
   adapterGrids?: Partial<Record<ImportanceMethod, ImportanceGrids>>;
   /** Entries per cell (base tensors). */
   numel: LayerGrid;
-  /** Mean |x| of each linear module's input over every position of every batch. */
+  /** Mean |x| of each linear module's input over every entry of every batch (padding included). */
   activations?: { modules: { module: string; layer: number; type: string; inFeatures: number; meanAbs: number }[]; grid: LayerGrid };
   seconds: number;
   backend?: string;

@@ -11,6 +11,10 @@ import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
 import { runForward, runGrads } from '../tasks/forward';
 import { inspectModel } from '../tasks/inspect';
 import { runTrainJob } from '../tasks/train';
+import { runImportance } from '../tasks/importance';
+import { runAllocate } from '../tasks/allocate';
+import { runLocalize } from '../tasks/localize';
+import { runMerge } from '../tasks/merge';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
   switch (params.kind) {
@@ -18,6 +22,14 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
       return selftest(params, ctx);
     case 'train':
       return runTrainJob(params, ctx);
+    case 'importance':
+      return runImportance(params, ctx);
+    case 'allocate':
+      return runAllocate(params, ctx);
+    case 'localize':
+      return runLocalize(params, ctx);
+    case 'merge':
+      return runMerge(params, ctx);
     case 'forward':
       return runForward(params, ctx);
     case 'grads':
@@ -25,7 +37,7 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
     case 'inspect':
       return { kind: 'inspect', inspect: await inspectModel(params.model) };
     default:
-      throw new Error(`job kind '${params.kind}' is not implemented yet`);
+      throw new Error(`job kind '${(params as { kind: string }).kind}' is not implemented yet`);
   }
 }
 

@@ -1,0 +1,91 @@
+/**
+ * Data for the analysis commands: a JSONL/CSV file given on the command line (the spec schema's
+ * default field names: text, prompt + completion, label), or a run's own data spec; batches as the
+ * training loop makes them; and the count of loss-bearing tokens of an example.
+ */
+import { extname } from 'node:path';
+import { statSync } from 'node:fs';
+import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
+import { loadData, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
+import { loadTokenizer } from '../data/tokenizer';
+import { InputError } from '../errors';
+import type { Model } from '../models/model';
+import type { DataFormat, DataSpec } from '../spec/types';
+import { deriveSeed, Rng } from '../train/rng';
+
+export const DEFAULT_FIELDS = { textField: 'text', promptField: 'prompt', completionField: 'completion', labelField: 'label' } as const;
+
+export function inferDataFormat(path: string): DataFormat {
+  try {
+    if (statSync(path).isDirectory()) return 'images';
+  } catch {
+    throw new InputError(path, '', 'no such file or folder');
+  }
+  const ext = extname(path).toLowerCase();
+  if (ext === '.csv') return 'csv';
+  if (ext === '.jsonl' || ext === '.json' || ext === '.ndjson') return 'jsonl';
+  throw new InputError(path, '', 'cannot tell the data format from the name (expected .jsonl, .csv or an image folder)');
+}
+
+/** A data spec for a file named on the command line. */
+export function dataSpecFor(train: string, opts: { eval?: string; evalSplit?: number } = {}): DataSpec & { format: DataFormat } {
+  return {
+    format: inferDataFormat(train),
+    train,
+    ...(opts.eval ? { eval: opts.eval } : {}),
+    ...(opts.evalSplit !== undefined && !opts.eval ? { evalSplit: opts.evalSplit } : {}),
+    ...DEFAULT_FIELDS,
+  };
+}
+
+export interface AnalysisData {
+  data: LoadedData;
+  batchOpts: BatchOptions;
+}
+
+/** Loads and tokenizes rows for `model` exactly as the training loop does. */
+export function loadAnalysisData(model: Model, spec: DataSpec & { format: DataFormat }, seed = 0): AnalysisData {
+  const info = modelDataInfo(model);
+  const tok = info.task === 'image-classification' ? undefined : loadTokenizer(model.dir);
+  const data = loadData({ data: spec, seed, specFile: spec.train }, info, tok);
+  const batchOpts: BatchOptions = {
+    padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
+    attentionMask: info.modelType === 'bert',
+    ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
+  };
+  return { data, batchOpts };
+}
+
+/** Tokens the loss averages over: label tokens after the shift (LM), or 1 (a classified row). */
+export function lossTokens(e: Example): number {
+  if (e.kind !== 'lm') return 1;
+  let n = 0;
+  for (let t = 1; t < e.labels.length; t++) if (e.labels[t] !== -100) n++;
+  return n;
+}
+
+/** A seeded order over the examples, cycling when more rows are asked for than there are. */
+export function batchIndices(n: number, batches: number, batchSize: number, seed: number, purpose = 'analysis'): number[][] {
+  const perm = new Rng(deriveSeed(seed, purpose)).permutation(n);
+  const out: number[][] = [];
+  const size = Math.min(batchSize, n);
+  for (let b = 0; b < batches; b++) out.push(Array.from({ length: size }, (_, j) => perm[(b * size + j) % n]!));
+  return out;
+}
+
+/** Consecutive batches of the examples (the last may be smaller), at most `limit`. */
+export function chunks<T>(xs: readonly T[], size: number, limit = Infinity): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length && out.length < limit; i += size) out.push(xs.slice(i, i + size));
+  return out;
+}
+
+/** Runs `fn` on a batch made from `examples` and disposes the batch. */
+export async function withBatch<R>(examples: readonly Example[], opts: BatchOptions, fn: (b: TrainBatch) => Promise<R> | R): Promise<R> {
+  const b = makeBatch(examples, opts);
+  try {
+    return await fn(b);
+  } finally {
+    disposeTrainBatch(b);
+  }
+}
