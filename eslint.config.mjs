@@ -8,7 +8,7 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js', 'test/fixtures/fake-sidecars/*.js', 'test/electron/*.js'] }, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -25,8 +25,12 @@ export default tseslint.config(
     files: ['src/protocol/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'vscode-*', '@tensorflow/*', 'node:*'] }] },
   },
+  // The extension's pure logic (unit-tested without VS Code) may not import the vscode API.
+  { files: ['src/extension/model/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'vscode-languageclient*'] }] } },
   // Webviews run in a browser sandbox: no Node, no vscode API module, no TF.js.
   { files: ['webviews/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'node:*', '@tensorflow/*', '**/sidecar/**'] }] } },
-  { files: ['bin/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly', process: 'readonly' } } },
+  { files: ['bin/*.js', 'test/fixtures/fake-sidecars/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly', process: 'readonly' } } },
+  // Desktop VS Code suites (.vscode-test.mjs): CommonJS run by mocha inside the extension host.
+  { files: ['test/electron/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly' } } },
   { files: ['scripts/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },
 );

@@ -1,132 +1,76 @@
 /**
- * Extension entry. Activation only wires things up (output channel, status bar item, commands);
- * the sidecar starts on `peftLab.startSidecar` or the first command that needs it.
+ * Extension entry. Activation only wires things up (output channel, status bar item, runs view,
+ * CodeLenses, commands); nothing here waits for the sidecar, which starts on the first command or
+ * panel that needs it. Commands are (re-)registered by availability: workspace trust and whether
+ * the sidecar gave up after crashes (see ./commands.ts).
  */
 import * as vscode from 'vscode';
-import { Status, type StatusResult } from '../protocol';
-import { messageOf, SidecarClient, type SidecarState } from './sidecar';
+import { COMMANDS } from './actions';
+import { CommandRegistry, offerRestart, type Availability, type Ctx } from './commands';
+import * as config from './config';
+import { registerPanels } from './panels';
+import { WorkspaceRunsModel } from './runs/runs-model';
+import { createRunsView } from './runs/runs-view';
+import { SidecarClient, type SidecarState } from './sidecar';
+import { SpecCodeLensProvider, SPEC_SELECTOR } from './specs/codelens';
+import { SpecDiagnostics } from './specs/diagnostics';
+import { SidecarStatusBar } from './status-bar';
 
 let sidecar: SidecarClient | undefined;
 
 export function activate(context: vscode.ExtensionContext): void {
+  const began = Date.now();
   const output = vscode.window.createOutputChannel('PEFT Lab', { log: true });
   const client = new SidecarClient(context, output);
   sidecar = client;
-  const statusBar = new SidecarStatusBar(client, output);
+  const runs = new WorkspaceRunsModel(client, output);
+  const diagnostics = new SpecDiagnostics();
+  const ctx: Ctx = { extension: context, sidecar: client, runs, log: output, diagnostics };
 
-  /** Runs a command body; any failure reaches the user, never a silent rejection. */
-  const register = (id: string, body: () => Promise<void>): vscode.Disposable =>
-    vscode.commands.registerCommand(id, async () => {
-      try {
-        await body();
-      } catch (err) {
-        const message = messageOf(err);
-        output.error(`${id}: ${message}`);
-        const choice = await vscode.window.showErrorMessage(`PEFT Lab: ${message}`, 'Show Output');
-        if (choice === 'Show Output') output.show(true);
-      }
-    });
+  const registry = new CommandRegistry(ctx, COMMANDS);
+  const availability = (): Availability => ({ trusted: vscode.workspace.isTrusted, sidecarFailed: client.state === 'failed' });
+  const setContext = (state: SidecarState) => {
+    void vscode.commands.executeCommand('setContext', 'peftLab.sidecarState', state);
+    void vscode.commands.executeCommand('setContext', 'peftLab.sidecarRunning', state === 'running');
+  };
+  registry.update(availability());
+  setContext(client.state);
+
+  const runsView = createRunsView(runs);
+  const codeLenses = new SpecCodeLensProvider(client);
 
   context.subscriptions.push(
     output,
     client,
-    statusBar,
-    register('peftLab.startSidecar', async () => {
-      await startWithProgress(client);
-      await statusBar.refresh();
+    runs,
+    diagnostics,
+    registry,
+    new SidecarStatusBar(client),
+    ...runsView.disposables,
+    codeLenses,
+    vscode.languages.registerCodeLensProvider(SPEC_SELECTOR, codeLenses),
+    client.onDidChangeState((state) => {
+      setContext(state);
+      registry.update(availability());
     }),
-    register('peftLab.stopSidecar', async () => {
-      if (client.state === 'stopped') {
-        void vscode.window.showInformationMessage('PEFT Lab: the sidecar is not running.');
-        return;
-      }
-      await client.stop();
+    client.onDidChangeJobs(() => void vscode.commands.executeCommand('setContext', 'peftLab.activeJobs', client.activeJobs.length)),
+    client.onDidCrash((crash) => {
+      if (!crash.willRestart) void offerRestart(ctx);
     }),
-    register('peftLab.showStatus', async () => {
-      await startWithProgress(client);
-      const status = await client.request(Status, {});
-      statusBar.show(status);
-      const running = status.jobs.filter((j) => j.state === 'running' || j.state === 'queued').length;
-      const skipped = status.backend.skipped.map((s) => `${s.name} (${s.reason})`).join(', ');
-      const choice = await vscode.window.showInformationMessage(
-        `PEFT Lab sidecar ${status.version}: backend ${status.backend.name} on ${status.backend.device}; ` +
-          `TF.js ${status.tfjs}, Node ${status.node}, pid ${status.pid}; ${running} job(s) active.` +
-          (skipped ? ` Skipped: ${skipped}.` : ''),
-        'Show Output',
-      );
-      if (choice === 'Show Output') output.show(true);
-    }),
+    vscode.workspace.onDidGrantWorkspaceTrust(() => registry.update(availability())),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
-      if (client.state === 'stopped' || !(e.affectsConfiguration('peftLab.backend') || e.affectsConfiguration('peftLab.sidecar.path'))) return;
+      if (client.state === 'stopped' || !config.SIDECAR_SETTINGS.some((s) => e.affectsConfiguration(s))) return;
       const choice = await vscode.window.showInformationMessage('PEFT Lab: restart the sidecar to apply the new settings?', 'Restart');
-      if (choice !== 'Restart') return;
-      await vscode.commands.executeCommand('peftLab.stopSidecar');
-      await vscode.commands.executeCommand('peftLab.startSidecar');
+      if (choice === 'Restart') await vscode.commands.executeCommand('peftLab.restartSidecar');
     }),
   );
+
+  // The webview panels (their own commands: peftLab.openDashboard, openImportance, ...).
+  context.subscriptions.push(...registerPanels(context, { sidecar: client, runs, log: output, extensionUri: context.extensionUri }));
+  output.info(`PEFT Lab activated in ${Date.now() - began} ms`);
 }
 
 export async function deactivate(): Promise<void> {
   await sidecar?.stop();
   sidecar = undefined;
-}
-
-function startWithProgress(client: SidecarClient): Promise<void> {
-  if (client.state === 'running') return Promise.resolve();
-  return Promise.resolve(
-    vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'PEFT Lab: starting the sidecar' }, () => client.start()),
-  );
-}
-
-/** One status bar item: hidden while stopped, spinning while starting, the backend once running. */
-class SidecarStatusBar implements vscode.Disposable {
-  private readonly item = vscode.window.createStatusBarItem('peftLab.sidecar', vscode.StatusBarAlignment.Left, 0);
-  private readonly subscription: vscode.Disposable;
-
-  constructor(
-    private readonly client: SidecarClient,
-    private readonly output: vscode.LogOutputChannel,
-  ) {
-    this.item.name = 'PEFT Lab Sidecar';
-    this.item.command = 'peftLab.showStatus';
-    this.subscription = client.onDidChangeState((state) => this.render(state));
-  }
-
-  /** Asks the sidecar for its backend and shows it; failures only reach the log (the caller reports its own). */
-  async refresh(): Promise<void> {
-    if (this.client.state !== 'running') return;
-    try {
-      this.show(await this.client.request(Status, {}));
-    } catch (err) {
-      this.output.warn(`status: ${messageOf(err)}`);
-    }
-  }
-
-  show(status: StatusResult): void {
-    this.item.text = `$(chip) PEFT: ${status.backend.name}`;
-    this.item.tooltip = `PEFT Lab sidecar ${status.version}\nBackend: ${status.backend.name} on ${status.backend.device}\nClick for status`;
-    this.item.show();
-  }
-
-  private render(state: SidecarState): void {
-    switch (state) {
-      case 'stopped':
-        this.item.hide();
-        return;
-      case 'starting':
-        this.item.text = '$(sync~spin) PEFT Lab';
-        this.item.tooltip = 'PEFT Lab sidecar starting';
-        this.item.show();
-        return;
-      case 'running':
-        // Also after a lazy start or an automatic restart: fill in the backend.
-        void this.refresh();
-        return;
-    }
-  }
-
-  dispose(): void {
-    this.subscription.dispose();
-    this.item.dispose();
-  }
 }

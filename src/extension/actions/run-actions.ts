@@ -1,0 +1,160 @@
+/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected. */
+import { existsSync, promises as fsp } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import * as vscode from 'vscode';
+import type { Ctx } from '../commands';
+import { canResume, isPidAlive, type RunInfo } from '../model/runs';
+import { runLabel } from '../model/tree';
+import { runsFromArgs } from './args';
+import { train } from './jobs';
+
+export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
+  const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
+  if (runs.length) await vscode.commands.executeCommand('peftLab.openDashboard', runs.map((r) => r.dir));
+}
+
+/** Several runs in one dashboard, overlaid. */
+export async function compareSelected(ctx: Ctx, args: unknown[]): Promise<void> {
+  let runs = await runsFromArgs(ctx.runs, args, () => true, 'compare');
+  if (runs.length < 2) {
+    const picks = await vscode.window.showQuickPick(
+      ctx.runs.list().map((r) => ({ label: runLabel(r), description: r.state, detail: vscode.workspace.asRelativePath(r.dir), picked: runs.some((x) => x.dir === r.dir), run: r })),
+      { title: 'PEFT Lab: choose runs to compare', canPickMany: true },
+    );
+    if (!picks) return;
+    runs = picks.map((p) => p.run);
+  }
+  if (runs.length) await vscode.commands.executeCommand('peftLab.openDashboard', runs.map((r) => r.dir));
+}
+
+export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, (r) => !!r.compareFile, 'show the comparison of');
+  if (run?.compareFile) await vscode.commands.executeCommand('peftLab.openComparison', run.compareFile);
+}
+
+export async function openSpec(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [first] = args;
+  const spec =
+    typeof first === 'object' && first !== null && (first as { type?: string }).type === 'group'
+      ? (first as { group: { spec?: string } }).group.spec
+      : (await runsFromArgs(ctx.runs, args, (r) => !!r.spec, 'open the spec of'))[0]?.spec;
+  if (!spec) return;
+  if (!existsSync(spec)) throw new Error(`the spec ${spec} no longer exists`);
+  await vscode.window.showTextDocument(vscode.Uri.file(spec));
+}
+
+/**
+ * Cancels a running run: through the sidecar when this window's sidecar runs it, else (a
+ * `peft-lab train` on the command line, another window) by SIGTERM to its process, after asking.
+ */
+export async function cancelRun(ctx: Ctx, args: unknown[]): Promise<void> {
+  const runs = await runsFromArgs(ctx.runs, args, (r) => r.state === 'running', 'cancel');
+  for (const run of runs) {
+    if (run.state !== 'running') continue;
+    const job = ctx.sidecar.activeJobs.find((j) => j.params.kind === 'train' && j.params.runDir !== undefined && resolve(j.params.runDir) === run.dir);
+    if (job) {
+      await ctx.sidecar.cancelJob(job.id);
+      continue;
+    }
+    const pid = run.status?.pid;
+    if (pid === undefined || !isPidAlive(pid)) continue;
+    if (pid === ctx.sidecar.pid) {
+      // This sidecar runs it, under a job this window did not tie to the folder: the train jobs it knows.
+      const trains = ctx.sidecar.activeJobs.filter((j) => j.params.kind === 'train');
+      if (trains.length === 1) await ctx.sidecar.cancelJob(trains[0]!.id);
+      else void vscode.window.showWarningMessage(`PEFT Lab: cannot tell which sidecar job runs ${run.name}; cancel it from its progress notification.`);
+      continue;
+    }
+    const choice = await vscode.window.showWarningMessage(
+      `PEFT Lab: ${run.name} runs in another process (pid ${pid}: the command line or another window). Stop it? It cancels after the current step and keeps its last checkpoint.`,
+      { modal: true },
+      'Stop',
+    );
+    if (choice !== 'Stop') continue;
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch (err) {
+      throw new Error(`could not stop process ${pid}: ${(err as Error).message}`);
+    }
+  }
+}
+
+export async function cancelJob(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [id] = args;
+  if (typeof id === 'string') await ctx.sidecar.cancelJob(id);
+}
+
+/** Continues an interrupted / cancelled run from its last checkpoint, in the same folder. */
+export async function resumeRun(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, canResume, 'resume');
+  if (!run) return;
+  if (run.state === 'running') {
+    void vscode.window.showInformationMessage(`PEFT Lab: ${run.name} is still running.`);
+    return;
+  }
+  const specFile = run.spec && existsSync(run.spec) ? run.spec : join(run.dir, 'spec.json');
+  await train(ctx, { specFile, resumeDir: run.dir });
+}
+
+/** Copies the run's `adapter/` (PEFT format) to a folder the user picks. */
+export async function exportAdapter(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, (r) => r.hasAdapter, 'export');
+  if (!run) return;
+  const source = join(run.dir, 'adapter');
+  if (!existsSync(source)) throw new Error(`${run.name} has no adapter/ folder yet (it is written when training ends)`);
+  const picked = await vscode.window.showOpenDialog({
+    canSelectFolders: true,
+    canSelectFiles: false,
+    canSelectMany: false,
+    openLabel: 'Export Here',
+    title: `Export the adapter of ${run.name} (Hugging Face PEFT format)`,
+    ...(vscode.workspace.workspaceFolders?.[0] ? { defaultUri: vscode.workspace.workspaceFolders[0].uri } : {}),
+  });
+  const folder = picked?.[0];
+  if (!folder) return;
+  const target = join(folder.fsPath, `${basename(run.dir)}-adapter`);
+  if (existsSync(target)) {
+    const choice = await vscode.window.showWarningMessage(`${target} exists. Replace it?`, { modal: true }, 'Replace');
+    if (choice !== 'Replace') return;
+    await fsp.rm(target, { recursive: true, force: true });
+  }
+  await fsp.cp(source, target, { recursive: true });
+  ctx.log.info(`exported ${source} → ${target}`);
+  const choice = await vscode.window.showInformationMessage(`PEFT Lab: adapter exported to ${target}.`, 'Reveal');
+  if (choice === 'Reveal') await vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(target));
+}
+
+export async function revealRun(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, () => true, 'reveal');
+  if (!run) return;
+  const uri = vscode.Uri.file(run.dir);
+  if (vscode.workspace.getWorkspaceFolder(uri)) await vscode.commands.executeCommand('revealInExplorer', uri);
+  else await vscode.commands.executeCommand('revealFileInOS', uri);
+}
+
+/** Deletes run folders after a modal confirmation (to the trash where there is one); refuses running runs. */
+export async function deleteRuns(ctx: Ctx, args: unknown[]): Promise<void> {
+  const runs = (await runsFromArgs(ctx.runs, args, (r) => r.state !== 'running', 'delete')).filter((r: RunInfo) => r.state !== 'running');
+  if (!runs.length) {
+    void vscode.window.showInformationMessage('PEFT Lab: a running run cannot be deleted; cancel it first.');
+    return;
+  }
+  const what = runs.length === 1 ? `the run folder ${runs[0]!.name}` : `${runs.length} run folders`;
+  const choice = await vscode.window.showWarningMessage(
+    `Delete ${what}?`,
+    { modal: true, detail: `Its metrics, checkpoints and adapter go${runs.length > 1 ? ' with each' : ''}:\n${runs.map((r) => r.dir).join('\n')}` },
+    'Delete',
+  );
+  if (choice !== 'Delete') return;
+  for (const run of runs) {
+    const uri = vscode.Uri.file(run.dir);
+    try {
+      await vscode.workspace.fs.delete(uri, { recursive: true, useTrash: true });
+    } catch {
+      // No trash here (e.g. a remote file system): delete for good, as confirmed.
+      await vscode.workspace.fs.delete(uri, { recursive: true, useTrash: false });
+    }
+    ctx.log.info(`deleted ${run.dir}`);
+    ctx.runs.touch(run.dir);
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * "PEFT Lab: New Fine-tune…": model → data → adapter → init quick picks, then a spec file. Bundled
+ * tasks are copied into the workspace beside the spec (a spec's paths may not leave the workspace).
+ */
+import { existsSync, promises as fsp } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import * as vscode from 'vscode';
+import type { AdapterKind, LoraInit } from '../../protocol';
+import type { Ctx } from '../commands';
+import * as config from '../config';
+import {
+  adapterChoices,
+  buildSpecText,
+  defaultSpecFileName,
+  INIT_DESCRIPTIONS,
+  initChoices,
+  type DataAnswer,
+  type ModelAnswer,
+  type WizardAnswers,
+} from '../model/wizard';
+
+const TITLE = 'PEFT Lab: New Fine-tune';
+
+interface Pick<T> extends vscode.QuickPickItem {
+  value: T;
+}
+
+async function pick<T>(items: Pick<T>[], step: number, total: number, placeholder: string): Promise<T | undefined> {
+  const chosen = await vscode.window.showQuickPick(items, { title: `${TITLE} (${step}/${total})`, placeHolder: placeholder, ignoreFocusOut: true, matchOnDescription: true });
+  return chosen?.value;
+}
+
+async function subfolders(dir: string, marker: string): Promise<string[]> {
+  try {
+    const entries = await fsp.readdir(dir, { withFileTypes: true });
+    return entries.filter((e) => e.isDirectory() && existsSync(join(dir, e.name, marker))).map((e) => e.name).sort();
+  } catch {
+    return [];
+  }
+}
+
+async function firstLine(file: string): Promise<string | undefined> {
+  try {
+    const text = await fsp.readFile(file, 'utf8');
+    return text.split('\n').map((l) => l.replace(/^#+\s*/, '').trim()).find((l) => l.length > 0);
+  } catch {
+    return undefined;
+  }
+}
+
+type ModelChoice = { kind: 'bundled'; id: string } | { kind: 'browse' };
+type DataChoice = { kind: 'bundled'; task: string } | { kind: 'browse' };
+
+export async function newFineTune(ctx: Ctx): Promise<void> {
+  const media = vscode.Uri.joinPath(ctx.extension.extensionUri, 'media').fsPath;
+  const total = 4;
+
+  // 1. model
+  const models = await subfolders(join(media, 'models'), 'config.json');
+  const modelItems: Pick<ModelChoice>[] = [];
+  for (const m of models) {
+    modelItems.push({ label: `$(package) peft-lab/${m}`, description: 'bundled', detail: await firstLine(join(media, 'models', m, 'README.md')), value: { kind: 'bundled', id: m } });
+  }
+  modelItems.push({ label: '$(folder-opened) Choose a model folder…', description: 'a Hugging Face folder (config.json + safetensors) in this workspace', value: { kind: 'browse' } });
+  const modelChoice = await pick(modelItems, 1, total, 'Base model');
+  if (!modelChoice) return;
+  let model: ModelAnswer;
+  if (modelChoice.kind === 'browse') {
+    const dir = await vscode.window.showOpenDialog({ canSelectFolders: true, canSelectFiles: false, openLabel: 'Use This Model', title: `${TITLE}: model folder` });
+    if (!dir?.[0]) return;
+    if (!existsSync(join(dir[0].fsPath, 'config.json'))) throw new Error(`${dir[0].fsPath} has no config.json: not a Hugging Face model folder`);
+    model = { kind: 'folder', path: dir[0].fsPath };
+  } else model = { kind: 'bundled', id: modelChoice.id };
+
+  // 2. data
+  const tasks = await subfolders(join(media, 'data'), 'train.jsonl');
+  const dataItems: Pick<DataChoice>[] = [];
+  for (const t of tasks) {
+    dataItems.push({
+      label: `$(beaker) ${t}`,
+      description: 'bundled task (copied into the workspace)',
+      detail: (await firstLine(join(media, 'data', t, 'README.md'))) ?? 'prompt → completion rows; metric: exact match',
+      value: { kind: 'bundled', task: t },
+    });
+  }
+  dataItems.push({ label: '$(file) Choose a data file…', description: 'JSONL or CSV (text, prompt + completion, or text + label)', value: { kind: 'browse' } });
+  const dataChoice = await pick(dataItems, 2, total, 'Training data');
+  if (!dataChoice) return;
+  let browsed: string | undefined;
+  if (dataChoice.kind === 'browse') {
+    const file = await vscode.window.showOpenDialog({ canSelectFiles: true, filters: { 'Data (JSONL, CSV)': ['jsonl', 'json', 'ndjson', 'csv'] }, openLabel: 'Use This Data', title: `${TITLE}: training data` });
+    if (!file?.[0]) return;
+    browsed = file[0].fsPath;
+  }
+
+  // 3. adapter
+  const adapter = await pick<AdapterKind>(
+    adapterChoices().map((a) => ({ label: a.kind, description: a.description, value: a.kind })),
+    3,
+    total,
+    'Adapter',
+  );
+  if (!adapter) return;
+  let mask: string | undefined;
+  if (adapter === 'sparse') {
+    const file = await vscode.window.showOpenDialog({ canSelectFiles: true, filters: { Safetensors: ['safetensors'] }, openLabel: 'Use This Mask', title: `${TITLE}: 0/1 mask (safetensors)` });
+    if (!file?.[0]) return;
+    mask = file[0].fsPath;
+  }
+
+  // 4. init (LoRA family only)
+  let init: LoraInit | undefined;
+  const inits = initChoices(adapter);
+  if (inits.length) {
+    init = await pick<LoraInit>(
+      inits.map((i) => ({ label: i, description: INIT_DESCRIPTIONS[i], value: i })),
+      4,
+      total,
+      'Initialisation',
+    );
+    if (!init) return;
+  }
+
+  // Where the spec goes.
+  const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
+  const draftData: DataAnswer = dataChoice.kind === 'bundled' ? { task: dataChoice.task, train: `${dataChoice.task}/train.jsonl` } : { train: browsed! };
+  const fileName = defaultSpecFileName({ adapter, ...(init ? { init } : {}), data: draftData });
+  const target = await vscode.window.showSaveDialog({
+    title: `${TITLE}: save the spec`,
+    saveLabel: 'Create Spec',
+    filters: { 'PEFT Lab spec': ['peft.json', 'json'] },
+    ...(ws ? { defaultUri: vscode.Uri.joinPath(ws, fileName) } : {}),
+  });
+  if (!target) return;
+  let specFile = target.fsPath;
+  if (!/\.peft\.json$/i.test(specFile)) specFile = specFile.replace(/(\.json)?$/i, '.peft.json');
+  const specDir = dirname(specFile);
+
+  let data: DataAnswer;
+  if (dataChoice.kind === 'bundled') {
+    const from = join(media, 'data', dataChoice.task);
+    const to = join(specDir, 'data', dataChoice.task);
+    await fsp.mkdir(to, { recursive: true });
+    for (const f of ['train.jsonl', 'eval.jsonl', 'README.md']) {
+      if (existsSync(join(from, f)) && !existsSync(join(to, f))) await fsp.copyFile(join(from, f), join(to, f));
+    }
+    const heldoutFrom = join(media, 'data', 'heldout.jsonl');
+    const heldout = join(specDir, 'data', 'heldout.jsonl');
+    if (existsSync(heldoutFrom) && !existsSync(heldout)) await fsp.copyFile(heldoutFrom, heldout);
+    data = {
+      task: dataChoice.task,
+      train: join(to, 'train.jsonl'),
+      ...(existsSync(join(to, 'eval.jsonl')) ? { eval: join(to, 'eval.jsonl') } : {}),
+      ...(existsSync(heldout) ? { heldout } : {}),
+    };
+  } else if (!vscode.workspace.getWorkspaceFolder(vscode.Uri.file(browsed!))) {
+    // A spec's paths may not leave the workspace: bring the file in.
+    const to = join(specDir, 'data', basename(browsed!));
+    await fsp.mkdir(dirname(to), { recursive: true });
+    if (!existsSync(to)) await fsp.copyFile(browsed!, to);
+    data = { train: to };
+  } else data = { train: browsed! };
+  if (model.kind === 'folder' && !vscode.workspace.getWorkspaceFolder(vscode.Uri.file(model.path))) {
+    void vscode.window.showWarningMessage(`PEFT Lab: the model folder ${model.path} is outside the workspace; a spec's paths may not leave it. Move or link it into the workspace.`);
+  }
+
+  const answers: WizardAnswers = { specFile, model, data, adapter, logEvery: config.logEvery(), ...(init ? { init } : {}), ...(mask ? { mask } : {}) };
+  await fsp.writeFile(specFile, buildSpecText(answers, specDir), 'utf8');
+  ctx.log.info(`wrote ${specFile}`);
+  await vscode.window.showTextDocument(vscode.Uri.file(specFile));
+}

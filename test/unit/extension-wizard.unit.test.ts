@@ -1,0 +1,94 @@
+/**
+ * "New Fine-tune…" answers → spec (src/extension/model/wizard.ts). Every spec the wizard can write
+ * must pass the sidecar's own validation, and with a bundled task copied into a workspace it must
+ * load (paths resolved, the bundled model found).
+ */
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { loadSpec, parseSpecText } from '../../sidecar/src/spec/load';
+import { ADAPTER_KINDS, LORA_INITS } from '../../src/protocol';
+import { adapterChoices, adapterSpec, buildSpec, buildSpecText, defaultSpecFileName, initChoices, type WizardAnswers } from '../../src/extension/model/wizard';
+
+const ws = mkdtempSync(join(tmpdir(), 'peft-wizard-'));
+after(() => rmSync(ws, { recursive: true, force: true }));
+
+const answers = (over: Partial<WizardAnswers> = {}): WizardAnswers => ({
+  specFile: join(ws, 'addition-lora.peft.json'),
+  model: { kind: 'bundled', id: 'tiny-gpt' },
+  data: { task: 'addition', train: join(ws, 'data', 'addition', 'train.jsonl'), eval: join(ws, 'data', 'addition', 'eval.jsonl'), heldout: join(ws, 'data', 'heldout.jsonl') },
+  adapter: 'lora',
+  logEvery: 5,
+  ...over,
+});
+
+describe('wizard → spec', () => {
+  it('writes relative paths, the bundled model id and the logging interval', () => {
+    const spec = buildSpec(answers({ init: 'pissa' }), ws);
+    assert.deepEqual(spec, {
+      description: 'lora on the bundled "addition" task',
+      model: 'peft-lab/tiny-gpt',
+      data: { train: './data/addition/train.jsonl', eval: './data/addition/eval.jsonl', heldout: './data/heldout.jsonl' },
+      adapter: { kind: 'lora', r: 8, alpha: 16, dropout: 0.05, init: 'pissa' },
+      optimizer: { lr: 1e-3 },
+      batchSize: 8,
+      logEvery: 5,
+      seed: 42,
+    });
+  });
+
+  it('holds out 10% when there is no eval file, and points at a model folder relatively', () => {
+    const spec = buildSpec(answers({ model: { kind: 'folder', path: join(ws, 'models', 'm') }, data: { train: join(ws, 'd', 'rows.csv') } }), join(ws, 'specs'));
+    assert.equal(spec.model, '../models/m');
+    assert.deepEqual(spec.data, { train: '../d/rows.csv', evalSplit: 0.1 });
+    assert.equal(spec.description, undefined);
+  });
+
+  it('offers the inits each kind takes', () => {
+    assert.deepEqual(initChoices('lora'), [...LORA_INITS]);
+    assert.deepEqual(initChoices('dora'), ['default', 'gaussian']);
+    assert.deepEqual(initChoices('ia3'), []);
+    assert.deepEqual(
+      adapterChoices().map((c) => c.kind),
+      [...ADAPTER_KINDS],
+    );
+    for (const c of adapterChoices()) assert.ok(c.description.length > 0);
+  });
+
+  it('writes a spec the sidecar accepts for every adapter kind and init', () => {
+    const combos: [WizardAnswers['adapter'], WizardAnswers['init'] | undefined][] = [];
+    for (const kind of ADAPTER_KINDS) {
+      const inits = initChoices(kind);
+      if (inits.length === 0) combos.push([kind, undefined]);
+      for (const init of inits) combos.push([kind, init]);
+    }
+    for (const [kind, init] of combos) {
+      const a = answers({ adapter: kind, ...(init ? { init } : {}), ...(kind === 'sparse' ? { mask: join(ws, 'mask.safetensors') } : {}) });
+      const { issues } = parseSpecText(buildSpecText(a, ws), a.specFile);
+      assert.deepEqual(issues, [], `${kind}${init ? ` / ${init}` : ''}`);
+    }
+    assert.deepEqual(adapterSpec('sparse', undefined, './m.safetensors'), { kind: 'sparse', mask: './m.safetensors' });
+    assert.deepEqual(adapterSpec('lora', 'default', undefined), { kind: 'lora', r: 8, alpha: 16, dropout: 0.05 }, 'the default init is left out');
+  });
+
+  it('loads in a workspace with the bundled task copied in', () => {
+    const task = join(ws, 'data', 'addition');
+    mkdirSync(task, { recursive: true });
+    for (const f of ['train.jsonl', 'eval.jsonl']) copyFileSync(join('media', 'data', 'addition', f), join(task, f));
+    copyFileSync(join('media', 'data', 'heldout.jsonl'), join(ws, 'data', 'heldout.jsonl'));
+    const a = answers();
+    writeFileSync(a.specFile, buildSpecText(a, ws));
+    const spec = loadSpec(a.specFile, { workspaceRoot: ws });
+    assert.equal(spec.data.train, join(task, 'train.jsonl'));
+    assert.equal(spec.modelDir, join(process.cwd(), 'media', 'models', 'tiny-gpt'));
+    assert.equal(spec.logEvery, 5);
+  });
+
+  it('names the spec after the task, adapter and init', () => {
+    assert.equal(defaultSpecFileName({ adapter: 'lora', init: 'pissa', data: { task: 'addition', train: 'x' } }), 'addition-lora-pissa.peft.json');
+    assert.equal(defaultSpecFileName({ adapter: 'ia3', data: { train: '/a/b/my rows.csv' } }), 'my-rows-ia3.peft.json');
+    assert.equal(defaultSpecFileName({ adapter: 'lora', init: 'default', data: { task: 't', train: 'x' } }), 't-lora.peft.json');
+  });
+});
