@@ -3,7 +3,7 @@
  * shape into the panel's view (pure functions in ./shaping), post; again whenever the file changes.
  * A file that cannot be read or is not the expected report shows as an error in the panel.
  */
-import { existsSync, promises as fsp, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import * as vscode from 'vscode';
 import type { BudgetView, ComparisonView, HostToWebview, ImportanceView, LocalizationView, PanelKind, WebviewMessage } from '../../protocol/webview';
@@ -105,7 +105,8 @@ export class BudgetPanel extends JsonReportPanel<'budget/data'> {
     const text = deriveSpec(await fsp.readFile(source, 'utf8'), rel, slug);
     const out = join(dirname(source), `${basename(source).replace(/\.peft\.json$/i, '')}.${slug}.peft.json`);
     await fsp.writeFile(out, text);
-    await vscode.window.showTextDocument(vscode.Uri.file(out));
+    // Beside the panel, which stays visible (and shows the outcome).
+    await vscode.window.showTextDocument(vscode.Uri.file(out), { viewColumn: vscode.ViewColumn.Beside, preview: false });
     return out;
   }
 
@@ -116,7 +117,7 @@ export class BudgetPanel extends JsonReportPanel<'budget/data'> {
     const near: string[] = [];
     const stop = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(file))?.uri.fsPath;
     for (let dir = dirname(file), i = 0; i < 4; i++, dir = dirname(dir)) {
-      near.push(...readdirSync(dir).filter((f) => f.endsWith('.peft.json') && !/\.(spt|rank)-/.test(f)).map((f) => join(dir, f)));
+      near.push(...readdirSync(dir).filter((f) => f.endsWith('.peft.json') && !/\.(spt|rank)-/.test(f)).map((f) => join(dir, f)).filter(isSingleRunSpec));
       if (near.length || dir === stop || dirname(dir) === dir) break;
     }
     if (near.length === 1) return near[0];
@@ -127,6 +128,16 @@ export class BudgetPanel extends JsonReportPanel<'budget/data'> {
       defaultUri: vscode.Uri.file(near.length ? dirname(near[0]!) : dirname(file)),
     });
     return picked?.[0]?.fsPath;
+  }
+}
+
+/** A spec that trains one adapter (not a comparison of variants only). */
+function isSingleRunSpec(file: string): boolean {
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as { adapter?: unknown };
+    return typeof v === 'object' && v !== null && v.adapter !== undefined;
+  } catch {
+    return false;
   }
 }
 
