@@ -2,15 +2,15 @@
 //   *.unit.test.ts     no VS Code, no child processes (fuzzers too: thousands of cases, 20x with --long)
 //   *.parity.test.ts   numerics against ../shared/fixtures
 //   *.sidecar.test.ts  real sidecar child processes (needs the bundle: built first)
-//   *.e2e.test.ts      real VS Code workbench (code-server + Chromium), only with --e2e or PEFT_LAB_E2E=1
-// Usage: node scripts/test.mjs [tier...] [--e2e] [--long]
+//   *.e2e.test.ts      real VS Code workbench (code-server + Chromium, installed on first use); skip with --no-e2e
+// Usage: node scripts/test.mjs [tier...] [--no-e2e] [--long]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 const args = process.argv.slice(2);
 const tiers = args.filter((a) => !a.startsWith('--'));
-const wanted = tiers.length ? tiers : ['unit', 'parity', 'sidecar', ...(args.includes('--e2e') || process.env.PEFT_LAB_E2E === '1' ? ['e2e'] : [])];
+const wanted = tiers.length ? tiers : ['unit', 'parity', 'sidecar', ...(args.includes('--no-e2e') || process.env.PEFT_LAB_E2E === '0' ? [] : ['e2e'])];
 if (args.includes('--long')) process.env.PEFT_LAB_LONG = '1';
 
 function walk(dir) {
