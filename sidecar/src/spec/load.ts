@@ -6,9 +6,10 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { findNodeAtLocation, getNodeValue, parseTree, printParseErrorCode, type Node, type ParseError } from 'jsonc-parser/lib/esm/main.js';
-import type { AdapterSpec } from '../../../src/protocol';
+import type { AdapterSpec, AllocationSpec } from '../../../src/protocol';
 import schemaJson from '../../../schemas/peft-spec.schema.json';
 import { InputError } from '../errors';
+import { adapterFromAllocation } from '../train/allocation';
 import { adapterOptionProblems } from './adapter-options';
 import { resolveInside } from './paths';
 import { formatPath, resolveRef, validateNode, type JsonSchema, type PathSegment, type SpecIssue } from './schema';
@@ -107,11 +108,33 @@ function specName(file: string): string {
   return clean || 'run';
 }
 
+const MAX_NESTING = 64;
+
+/** Offset of the first `{` / `[` (outside strings) that opens level `max + 1`, if any. */
+function nestingPast(text: string, max: number): number | undefined {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return i;
+    } else if (c === 0x7d || c === 0x5d) depth = Math.max(0, depth - 1);
+  }
+  return undefined;
+}
+
 /**
  * Parses and validates a spec's text. No file system access: returns the spec with defaults
  * filled (paths as written) and the problems found, located by offset.
  */
 export function parseSpecText(text: string, file: string): { spec?: RunSpec; issues: SpecIssue[]; root?: Node } {
+  // The parser and the validator recurse: refuse absurd nesting before it overflows the stack.
+  const deep = nestingPast(text, MAX_NESTING);
+  if (deep !== undefined) return { issues: [{ path: '', offset: deep, length: 1, message: `nested more than ${MAX_NESTING} levels deep (a run spec needs a few)` }] };
   const errors: ParseError[] = [];
   const root = parseTree(text, errors, { disallowComments: true, allowTrailingComma: false });
   if (errors.length > 0 || !root) {
@@ -151,7 +174,7 @@ export function parseSpecText(text: string, file: string): { spec?: RunSpec; iss
   if (spec.earlyStopping && spec.data.eval === undefined && spec.data.evalSplit === undefined)
     issues.at(['earlyStopping'], 'early stopping needs an eval set: set "data.eval" or "data.evalSplit"', true);
   if (spec.adapter) adapterChecks(spec.adapter, ['adapter']);
-  else if (!spec.variants) issues.at([], 'missing required key "adapter" (or "variants", for peft-lab compare)');
+  else if (!spec.variants && spec.allocation === undefined) issues.at([], 'missing required key "adapter" (or "allocation", or "variants" for peft-lab compare)');
   const names = new Set<string>();
   spec.variants?.forEach((v, i) => {
     trainingChecks(v, ['variants', i]);
@@ -162,8 +185,46 @@ export function parseSpecText(text: string, file: string): { spec?: RunSpec; iss
   return { spec, issues: issues.list, root };
 }
 
+/**
+ * An allocation file (one entry of `peft-lab allocate`'s report, as the budget panel writes it),
+ * validated against the schema's `allocation` definition; problems name the path inside the file.
+ */
+export function readAllocationFile(file: string): { allocation?: AllocationSpec; problems: string[] } {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    return { problems: [`cannot read the allocation file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`] };
+  }
+  const deep = nestingPast(text, MAX_NESTING);
+  if (deep !== undefined) return { problems: [`${file}: nested more than ${MAX_NESTING} levels deep`] };
+  const errors: ParseError[] = [];
+  const root = parseTree(text, errors, { disallowComments: true, allowTrailingComma: false });
+  if (errors.length > 0 || !root) {
+    const e = errors[0];
+    const lc = lineColumn(text, e?.offset ?? 0);
+    return { problems: [`${file} ${lc.line}:${lc.column}: ${e ? `JSON syntax error: ${printParseErrorCode(e.error)}` : 'the file is empty'}`] };
+  }
+  if (root.type !== 'object') return { problems: [`${file}: expected an allocation object (method, budget, trainableParams, lora / sparse)`] };
+  const issues: SpecIssue[] = [];
+  validateNode(SPEC_SCHEMA, SPEC_SCHEMA.definitions!.allocation!, root, [], issues);
+  if (issues.length > 0) {
+    return {
+      problems: issues.map((i) => {
+        const lc = lineColumn(text, i.offset);
+        return `${file} ${i.path ? `${i.path} at ` : ''}${lc.line}:${lc.column}: ${i.message}`;
+      }),
+    };
+  }
+  return { allocation: JSON.parse(JSON.stringify(getNodeValue(root))) as AllocationSpec, problems: [] };
+}
+
+/** Control characters (a path may hold a "\n" escape) written as escapes: every problem stays one line. */
+const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+const oneLineText = (s: string) => s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+
 function locate(text: string, issues: SpecIssue[]): LocatedIssue[] {
-  return issues.map((i) => ({ ...i, ...lineColumn(text, i.offset) }));
+  return issues.map((i) => ({ ...i, message: oneLineText(i.message), ...lineColumn(text, i.offset) }));
 }
 
 function inferFormat(path: string): DataFormat | undefined {
@@ -262,7 +323,44 @@ export function loadSpec(file: string, opts: LoadSpecOptions = {}): ResolvedSpec
     mustExist(m, [...path, 'mask'], 'file', 'mask file');
     return m ? { ...a, mask: m } : a;
   };
-  const adapter = maskPath(spec.adapter, ['adapter']);
+  let adapter = maskPath(spec.adapter, ['adapter']);
+  // allocation: it configures the top-level adapter (the spec's own adapter supplies other options).
+  let allocation = spec.allocation;
+  const warnings: string[] = [];
+  if (spec.allocation !== undefined) {
+    let alloc: AllocationSpec | undefined;
+    let allocDir = specDir;
+    if (typeof spec.allocation === 'string') {
+      const abs = inside(spec.allocation, ['allocation']);
+      mustExist(abs, ['allocation'], 'file', 'allocation file');
+      if (abs !== undefined && existsSync(abs) && statSync(abs).isFile()) {
+        const r = readAllocationFile(abs);
+        for (const p of r.problems) more.at(['allocation'], p);
+        alloc = r.allocation;
+        allocDir = dirname(abs);
+        allocation = abs;
+      }
+    } else alloc = spec.allocation;
+    if (alloc) {
+      try {
+        const derived = adapterFromAllocation(alloc, spec.adapter);
+        let a = derived.adapter;
+        if (a.mask !== undefined) {
+          const r = resolveInside(workspaceRoot, allocDir, a.mask);
+          if (!r.ok) more.at(['allocation'], `sparse.mask: ${r.problem}`);
+          else {
+            mustExist(r.path, ['allocation'], 'file', 'the allocation\'s sparse.mask file');
+            a = { ...a, mask: r.path };
+          }
+        }
+        for (const [key, message] of adapterOptionProblems(a)) more.at(['allocation'], `the adapter it configures${key ? ` (option ${JSON.stringify(key)})` : ''}: ${message}`);
+        adapter = a;
+        warnings.push(...derived.warnings);
+      } catch (e) {
+        more.at(['allocation'], (e as Error).message);
+      }
+    }
+  }
   const variants = spec.variants?.map((v, i) => ({ ...v, adapter: maskPath(v.adapter, ['variants', i, 'adapter'])! }));
   const runsDir = inside(spec.runsDir, ['runsDir']) ?? spec.runsDir;
 
@@ -271,6 +369,8 @@ export function loadSpec(file: string, opts: LoadSpecOptions = {}): ResolvedSpec
     ...spec,
     ...(adapter ? { adapter } : {}),
     ...(variants ? { variants } : {}),
+    ...(allocation !== undefined ? { allocation } : {}),
+    ...(warnings.length ? { warnings } : {}),
     data: { ...data, format: format! },
     runsDir,
     specFile,

@@ -126,6 +126,11 @@ export function validateNode(root: JsonSchema, schema: JsonSchema, node: Node, p
   const s = resolveRef(root, schema);
   const at = (n: Node, message: string, p: PathSegment[] = path) => issues.push({ path: formatPath(p), offset: n.offset, length: n.length, message });
 
+  // JSON allows 1e309; it parses to Infinity, which spec.json (JSON) would write back as null.
+  if (node.type === 'number' && !Number.isFinite(node.value)) {
+    at(node, `must be a finite number; ${String(node.value)} is out of range`);
+    return;
+  }
   if (s.type) {
     const types = Array.isArray(s.type) ? s.type : [s.type];
     const t = nodeType(node);

@@ -1,5 +1,6 @@
 /** Run specs (`*.peft.json`) as the sidecar uses them: as written (defaults filled) and resolved. */
-import type { AdapterSpec, BackendPreference } from '../../../src/protocol';
+import type { AdapterSpec, AllocationSpec, BackendPreference } from '../../../src/protocol';
+import type { IstOptions } from '../train/ist';
 
 export const DATA_FORMATS = ['jsonl', 'csv', 'images'] as const;
 export type DataFormat = (typeof DATA_FORMATS)[number];
@@ -78,6 +79,10 @@ export interface RunSpec {
   runsDir: string;
   memoryLimitMb?: number;
   variants?: VariantSpec[];
+  /** A budget from `peft-lab allocate`: a JSON file (relative to the spec) or the entry inline; it configures the adapter. */
+  allocation?: string | AllocationSpec;
+  /** IST (importance-aware sparse tuning), defaults filled. */
+  ist?: IstOptions;
 }
 
 /** A loaded spec: every path absolute and checked, the data format decided. */
@@ -88,6 +93,8 @@ export interface ResolvedSpec extends RunSpec {
   /** Absolute model folder (a bundled id resolved to the extension's media/models). */
   modelDir: string;
   data: DataSpec & { format: DataFormat };
+  /** Notes from loading (e.g. an allocation part that will not train); the trainer logs them. */
+  warnings?: string[];
 }
 
 /**

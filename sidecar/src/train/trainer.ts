@@ -19,7 +19,8 @@ import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
 import { loadData, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
 import { errorMessage, InputError } from '../errors';
-import { CheckpointReader, numel } from '../io/safetensors';
+import { CheckpointReader, numel, writeSafetensors, type HostTensor } from '../io/safetensors';
+import { fromTf } from '../io/tensors';
 import { CancelledError, yieldToEventLoop, type JobContext } from '../jobs/context';
 import { Model } from '../models/model';
 import { BUNDLED_PREFIX } from '../spec/load';
@@ -28,10 +29,15 @@ import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-b
 import { AdamW } from './adamw';
 import { listCheckpoints, readCheckpoint, restoreTensor, writeCheckpoint, type TrainerState } from './checkpoint';
 import { evaluate } from './evaluate';
-import { defaultMemoryLimit, describeEstimate, estimateMemory } from './memory';
+import { describeEstimate, estimateMemory, memoryLimitFor } from './memory';
 import { deriveSeed, Rng } from './rng';
-import { MetricsWriter, readRunConfig, readStatus, SPEC_FILE, truncateMetrics, writeJsonAtomic, writeStatus, ADAPTER_DIR } from './run-folder';
+import { acquireRunLock } from './run-lock';
+import { CHECKPOINTS_DIR, MetricsWriter, readRunConfig, readStatus, SPEC_FILE, truncateMetrics, writeJsonAtomic, writeStatus, ADAPTER_DIR } from './run-folder';
 import { lrAt } from './schedule';
+import { Ist, istMetricFields, istProbeUpdate, istStepNames, writeIstReports, type IstState } from './ist';
+
+/** Reference logits of the final adapter on a few rows (see writeAdapterCheck). */
+export const ADAPTER_CHECK_FILE = 'adapter_check.safetensors';
 
 export interface TrainRunOptions {
   runDir: string;
@@ -69,7 +75,7 @@ export class TrainingError extends Error {
 /** Spec fields that must match to continue a run folder. */
 const RESUME_KEYS = [
   'modelDir', 'data', 'adapter', 'optimizer', 'schedule', 'batchSize', 'gradientAccumulation', 'maxGradNorm',
-  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping',
+  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping', 'ist',
 ] as const;
 
 export function specDifferences(a: RunConfig, b: RunConfig): string[] {
@@ -152,6 +158,16 @@ function rssMb(): number {
 export async function runTraining(cfg: RunConfig, opts: TrainRunOptions): Promise<TrainOutcome> {
   const runDir = resolve(opts.runDir);
   await fsp.mkdir(runDir, { recursive: true });
+  // One trainer per folder (another process, or another job of this one, fails here untouched).
+  const lock = await acquireRunLock(runDir);
+  try {
+    return await trainLocked(cfg, runDir, opts);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function trainLocked(cfg: RunConfig, runDir: string, opts: TrainRunOptions): Promise<TrainOutcome> {
   if (existsSync(join(runDir, SPEC_FILE))) {
     const existing = await readRunConfig(runDir);
     const diff = specDifferences(existing, cfg);
@@ -227,8 +243,7 @@ class Session {
   }
 
   private memoryLimit(): { limitMb: number; why: string } | undefined {
-    if (this.cfg.memoryLimitMb !== undefined) return { limitMb: this.cfg.memoryLimitMb, why: 'memoryLimitMb in the spec' };
-    return defaultMemoryLimit();
+    return memoryLimitFor(this.cfg.memoryLimitMb);
   }
 
   async run(): Promise<TrainOutcome> {
@@ -251,6 +266,7 @@ class Session {
     const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
     const data = loadData({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
     for (const w of data.warnings) this.log('warn', w);
+    for (const w of cfg.warnings ?? []) this.log('warn', w);
     const batchOpts: BatchOptions = {
       padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
       attentionMask: info.modelType === 'bert',
@@ -273,13 +289,16 @@ class Session {
 
     // State: fresh, or from the newest checkpoint.
     const order = new DataOrder(data.train.length, cfg.seed);
-    let state: TrainerState = {
+    // IST: per-block scores and their RNG, saved in the checkpoint's state.json (`ist`).
+    const ist = cfg.ist?.enabled ? new Ist(cfg.ist, model.config.numLayers, deriveSeed(cfg.seed, 'ist')) : undefined;
+    let state: TrainerState & { ist?: IstState } = {
       version: 1, step: 0, totalSteps, optimizerStep: 0, data: order.state, lossSum: 0, lossCount: 0,
       tokensSinceLog: 0, tokensTotal: 0, elapsedS: 0, best: null, bad: 0, finished: false,
     };
     const last = listCheckpoints(this.runDir).at(-1);
     if (last) {
       state = await this.restore(last.dir, order);
+      if (ist && state.ist) ist.restore(state.ist);
       this.log('info', `resuming from ${last.name}`);
     }
     await truncateMetrics(this.runDir, state.step);
@@ -291,6 +310,14 @@ class Session {
     if (this.opts.heldout && cfg.data.heldout && tok && info.task === 'causal-lm') {
       heldout = loadHeldout(cfg.data.heldout, tok, info.vocabSize, data.maxLength, cfg.data.textField);
       forgettingBefore = (await evaluate(model, undefined, heldout, cfg.batchSize, batchOpts, ctx.signal)).loss;
+    }
+
+    // The zero-shot baseline: eval before the first step of a fresh run (a resume keeps the first one's).
+    if (!last && data.eval.length > 0) {
+      const ev = await evaluate(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, data.eval, cfg.batchSize, batchOpts, ctx.signal);
+      const metric = ev.metric !== undefined ? { baselineEvalMetric: ev.metric } : {};
+      await this.setStatus({ summary: { ...this.status.summary, baselineEvalLoss: ev.loss, ...metric } });
+      this.log('info', `before training: eval loss ${ev.loss.toFixed(4)}${ev.metric !== undefined ? `, ${data.metricName ?? 'metric'} ${ev.metric.toFixed(4)}` : ''}`);
     }
 
     const names = [...adapter.trainable.keys()];
@@ -308,13 +335,15 @@ class Session {
       let grads: Map<string, tf.Tensor> | undefined;
       let lossSum = 0;
       let tokens = 0;
+      // IST: only the drawn blocks' adapter tensors (and those outside the blocks) train this step.
+      const stepNames = ist ? istStepNames(names, adapter, ist.sampleUpdate()) : names;
       try {
         for (let micro = 0; micro < accum; micro++) {
           const idx = order.next(cfg.batchSize);
           const batch = makeBatch(idx.map((i) => data.train[i]!), batchOpts);
           try {
             adapter.setStep((step - 1) * accum + micro);
-            const r = model.lossAndGrads(names, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true });
+            const r = model.lossAndGrads(stepNames, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true });
             lossSum += (await r.loss.data())[0]!;
             r.loss.dispose();
             tokens += batch.tokens;
@@ -331,7 +360,13 @@ class Session {
           }
         }
         const loss = lossSum / accum;
-        if (accum > 1) for (const [n, g] of grads!) grads!.set(n, tf.tidy(() => tf.div(g, accum)));
+        // A gradient replaced in the map (averaged, clipped) is disposed: the map owns what it holds.
+        if (accum > 1) {
+          for (const [n, g] of grads!) {
+            grads!.set(n, tf.tidy(() => tf.div(g, accum)));
+            g.dispose();
+          }
+        }
         const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads!.values()].map((g) => tf.sum(tf.square(g))))));
         const gradNorm = (await normT.data())[0]!;
         normT.dispose();
@@ -342,12 +377,18 @@ class Session {
         }
         if (cfg.maxGradNorm > 0) {
           const coef = cfg.maxGradNorm / (gradNorm + 1e-6);
-          if (coef < 1) for (const [n, g] of grads!) grads!.set(n, tf.tidy(() => tf.mul(g, coef)));
+          if (coef < 1) {
+            for (const [n, g] of grads!) {
+              grads!.set(n, tf.tidy(() => tf.mul(g, coef)));
+              g.dispose();
+            }
+          }
         }
         const lr = lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps);
         this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n));
         tf.dispose([...grads!.values()]);
         grads = undefined;
+        if (ist && step % ist.opts.T === 0) await istProbeUpdate(ist, step, model, adapter, data.train, batchOpts);
 
         const dt = (performance.now() - t0) / 1000;
         this.stepMs.push(dt * 1000);
@@ -364,6 +405,7 @@ class Session {
           tokensSinceLog: state.tokensSinceLog + tokens,
           tokensTotal: state.tokensTotal + tokens,
           elapsedS: state.elapsedS + dt,
+          ...(ist ? { ist: ist.state } : {}),
         };
         lastLoss = loss;
 
@@ -393,6 +435,7 @@ class Session {
             tokens_per_s: windowS > 0 ? Math.round(state.tokensSinceLog / windowS) : 0,
             elapsed_s: Math.round(state.elapsedS * 1000) / 1000,
             grad_norm: gradNorm,
+            ...(ist ? istMetricFields(ist) : {}),
             ...(evalNow ? { eval_loss: lastEval!.loss } : {}),
             ...(evalNow && lastEval!.metric !== undefined ? { eval_accuracy: lastEval!.metric } : {}),
           };
@@ -405,6 +448,7 @@ class Session {
           await this.setStatus({
             step,
             summary: {
+              ...this.status.summary,
               loss: record?.loss ?? loss,
               ...(lastEval ? { evalLoss: lastEval.loss } : {}),
               ...(lastEval?.metric !== undefined ? { evalMetric: lastEval.metric, metricName: data.metricName! } : {}),
@@ -437,9 +481,11 @@ class Session {
     }
     if (ctx.signal.aborted && !state.finished) await this.cancel(state);
 
+    if (ist) await writeIstReports(this.runDir, ist);
     // Final adapter.
     const adapterDir = join(this.runDir, ADAPTER_DIR);
     await saveFinalAdapter(adapterDir, adapter, cfg.model.startsWith(BUNDLED_PREFIX) ? cfg.model : cfg.modelDir, this.log.bind(this));
+    await this.writeAdapterCheck(model, adapter, (data.eval.length > 0 ? data.eval : data.train).slice(0, 4), batchOpts);
     let forgetting: TrainOutcome['forgetting'];
     if (heldout && forgettingBefore !== undefined) {
       const after = (await evaluate(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, heldout, cfg.batchSize, batchOpts)).loss;
@@ -467,10 +513,40 @@ class Session {
     };
   }
 
+  /**
+   * `adapter_check.safetensors`: a few rows (`input_ids`, and `pixel_values` for images) with the
+   * logits the trained adapter gives in this process, so `peft-lab forward --adapter <run>/adapter`
+   * can prove the exported adapter reproduces the run, without Python.
+   */
+  private async writeAdapterCheck(model: Model, adapter: RunAdapter, rows: Example[], batchOpts: BatchOptions): Promise<void> {
+    if (rows.length === 0) return;
+    const batch = makeBatch(rows, batchOpts);
+    try {
+      const logits = tf.tidy(() => model.forward(batch.inputs, { hooks: adapter.hooks, overrides: adapter.overrides() }));
+      const out = new Map<string, HostTensor>([['logits', await fromTf(logits)]]);
+      logits.dispose();
+      for (const [name, t] of [['input_ids', batch.inputs.inputIds], ['attention_mask', batch.inputs.attentionMask], ['pixel_values', batch.inputs.pixelValues]] as const)
+        if (t) out.set(name, await fromTf(t));
+      await writeSafetensors(join(this.runDir, ADAPTER_CHECK_FILE), out);
+    } finally {
+      disposeTrainBatch(batch);
+    }
+  }
+
   private async checkpoint(state: TrainerState): Promise<void> {
     const adapter = this.adapter!;
     const base = new Map([...adapter.frozen].filter(([n]) => this.model!.params.has(n)));
-    const name = await writeCheckpoint(this.runDir, { state, trainable: adapter.trainable, m: this.opt.state.m, v: this.opt.state.v, base }, this.cfg.keepCheckpoints);
+    let name: string;
+    try {
+      name = await writeCheckpoint(this.runDir, { state, trainable: adapter.trainable, m: this.opt.state.m, v: this.opt.state.v, base }, this.cfg.keepCheckpoints);
+    } catch (e) {
+      // A failed write (disk full, ...) leaves no trace: say so, and where a resume will continue.
+      const code = (e as NodeJS.ErrnoException).code;
+      const prev = this.status.lastCheckpoint ? `the previous checkpoint checkpoints/${this.status.lastCheckpoint} is intact; peft-lab resume continues from it` : 'no earlier checkpoint exists';
+      throw new TrainingError(
+        `${join(this.runDir, CHECKPOINTS_DIR, `step-${state.step}`)}: cannot write the checkpoint of step ${state.step} (${code === 'ENOSPC' ? 'disk full: ' : ''}${errorMessage(e)}); ${prev}`,
+      );
+    }
     await this.setStatus({ lastCheckpoint: name, step: state.step });
   }
 
@@ -501,6 +577,8 @@ class Session {
     const ofile = join(dir, 'optimizer.safetensors');
     for (const [name, t] of adapter.trainable) {
       if (ck.state.optimizerStep === 0) break;
+      // IST trains some blocks per step: a tensor not yet drawn has no moments.
+      if (this.cfg.ist?.enabled && !ck.m.has(name) && !ck.v.has(name)) continue;
       m.set(name, restoreTensor(ofile, `m.${name}`, ck.m.get(name), t));
       v.set(name, restoreTensor(ofile, `v.${name}`, ck.v.get(name), t));
     }
