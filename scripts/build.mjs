@@ -1,5 +1,6 @@
 // Bundles the extension (node/cjs, vscode external), the sidecar + CLI (node) and the webviews (browser).
 import * as esbuild from 'esbuild';
+import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -42,4 +43,12 @@ for (const b of builds) {
   const opts = b.outdir ? b : { ...b, outdir: 'dist' };
   if (watch) await (await esbuild.context(opts)).watch();
   else await esbuild.build(opts);
+}
+
+// Optional native kernels: dist/native/<platform>-<arch>/peft_kernels.node, shipped prebuilt in
+// dist/ (and so in the .vsix). Skipped with a message where no C++ compiler is present; the wasm
+// kernels stay the fallback. Rebuilt only when native/ changed.
+if (!watch) {
+  const r = spawnSync(process.execPath, [join('scripts', 'build-native.mjs'), '--quiet'], { stdio: 'inherit' });
+  if (r.status !== 0) process.exitCode = r.status ?? 1;
 }

@@ -34,7 +34,7 @@ describe('initBackend', () => {
     const consoleBefore = [console.log, console.warn, console.info, console.error];
     const info = await initBackend('auto', log);
     assert.equal(info.name, 'wasm');
-    assert.match(info.device, /^CPU \(WebAssembly( SIMD)?, \d+ threads?\)$/);
+    assert.match(info.device, /^CPU \(WebAssembly( SIMD)?( \+ native AVX2 GEMM)?, \d+ threads?\)$/);
     assert.deepEqual(
       info.skipped.map((s) => s.name),
       ['tensorflow-gpu', 'tensorflow', 'webgpu'],

@@ -5,11 +5,16 @@
  *   1. tensorflow-gpu  `@tensorflow/tfjs-node-gpu` (libtensorflow + CUDA 11.2/cuDNN 8.1; optional extra)
  *   2. tensorflow      `@tensorflow/tfjs-node` (libtensorflow on the CPU; optional extra)
  *   3. webgpu          `@tensorflow/tfjs-backend-webgpu` on Dawn through the `webgpu` npm package
- *   4. wasm            `@tensorflow/tfjs-backend-wasm` (+ this project's kernel fixes), the CPU default
+ *   4. wasm            `@tensorflow/tfjs-backend-wasm` (+ this project's kernel fixes), the CPU default;
+ *                      with the prebuilt native addon (backend/native: AVX2/FMA GEMM and fused training
+ *                      kernels over the wasm heap) where the platform and CPU allow, else pure wasm
  *   5. cpu             `@tensorflow/tfjs-backend-cpu`, pure JavaScript
  * The optional packages are loaded with a run-time `require` (and are external in the esbuild
  * bundle), so they are used when installed beside the sidecar and skipped otherwise.
  * A named preference tries only that backend and throws if it cannot be used.
+ *
+ * PEFT_LAB_NATIVE=0 keeps the wasm backend off the native kernels; PEFT_LAB_THREADS=N gives them N
+ * threads (default 1).
  *
  * Environment: PEFT_LAB_BACKEND=<tensorflow-gpu|tensorflow|webgpu|wasm|cpu|auto> replaces an
  * 'auto' preference (a named preference from the caller wins), e.g. to force the pure-JS backend
@@ -30,12 +35,15 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, sep } from 'node:path';
 import { isBackendPreference, type BackendInfo, type BackendName, type BackendPreference } from '../../../src/protocol';
+import { loadNativeAddon } from './native/addon';
+import { registerNativeKernels } from './native/kernels';
 import { registerWasmKernelFixes } from './wasm-kernels';
 
 export interface InitBackendOptions {
   /** Folder holding tfjs-backend-wasm's .wasm binaries (default: beside the bundle, else the package's dist/). */
   wasmDir?: string;
-  /** Requested CPU threads. The wasm backend runs single-threaded under Node (tfjs issue #3830). */
+  /** Requested CPU threads. The wasm backend runs single-threaded under Node (tfjs issue #3830); the
+   * native kernels (when loaded) use this many (default: PEFT_LAB_THREADS, else 1). */
   threads?: number;
 }
 
@@ -148,9 +156,22 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
       log(`requested ${opts.threads} threads; TF.js runs the wasm backend single-threaded under Node`);
     }
     registerWasmKernelFixes();
+    // The native kernels (AVX2/FMA GEMM and fused training ops over the wasm heap), when a prebuilt
+    // addon for this platform is present and the CPU supports it; the wasm kernels stay the fallback.
+    const native = loadNativeAddon();
+    let nativeLabel = '';
+    let nativeThreads = 0;
+    if (native.addon) {
+      registerNativeKernels(native.addon);
+      const threads = (nativeThreads = native.addon.setThreads(nativeThreadCount(opts.threads)));
+      nativeLabel = ' + native AVX2 GEMM';
+      log(`native kernels from ${native.path} (${threads} thread${threads === 1 ? '' : 's'})`);
+    } else {
+      log(`native kernels not used: ${native.reason}`);
+    }
     await setBackendOrThrow('wasm');
-    const threads = tfwasm.getThreadsCount();
-    return `CPU (WebAssembly${simd ? ' SIMD' : ''}, ${threads} thread${threads === 1 ? '' : 's'})`;
+    const threads = nativeThreads || tfwasm.getThreadsCount();
+    return `CPU (WebAssembly${simd ? ' SIMD' : ''}${nativeLabel}, ${threads} thread${threads === 1 ? '' : 's'})`;
   },
   cpu: async () => {
     await setBackendOrThrow('cpu');
@@ -176,6 +197,14 @@ function wasmDir(explicit: string | undefined, files: string[]): string {
   const m = missing(pkgDist);
   if (m) throw new Error(`${m} not found beside the sidecar (${__dirname}) nor in ${pkgDist}`);
   return pkgDist;
+}
+
+/** Threads for the native kernels: the caller's request, else PEFT_LAB_THREADS, else 1 (the
+ * benchmark's same-thread-count comparison). */
+function nativeThreadCount(requested: number | undefined): number {
+  const env = Number(process.env.PEFT_LAB_THREADS);
+  const n = requested && requested > 0 ? requested : Number.isInteger(env) && env > 0 ? env : 1;
+  return Math.min(n, 64);
 }
 
 interface GPUAdapterInfoLike {

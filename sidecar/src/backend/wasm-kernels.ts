@@ -12,6 +12,11 @@
  *   (The wrapped `_FusedMatMul` also sidesteps a slow-path bug in 4.22, which adds bias[N-1]
  *   instead of bias[j] to every row but the first of a transposed or batched fused matmul.)
  *
+ * - `Slice`/`SplitV` copy only the slice (the originals copy the whole input per slice), `GatherV2`
+ *   on axis 0 copies rows.
+ * - `Identity` and same-dtype `Cast` share the input's data instead of copying it (the engine clones
+ *   every tensor it saves for the backward pass).
+ *
  * No other kernel that a transformer forward + backward built from tfjs-core ops needs is missing
  * on wasm (logSoftmax is composed in tfjs-core; where → Select; gelu is built from erf/tanh; the
  * engine sums gradients with AddN). Still missing, but outside this project's op set:
@@ -59,6 +64,11 @@ export function registerWasmKernelFixes(): void {
   registerUnsortedSegmentSum();
   wrapKernel(tf.BatchMatMul, makeBatchMatMul);
   wrapKernel(tf._FusedMatMul, makeFusedMatMul);
+  wrapKernel(tf.Identity, makeShareData);
+  wrapKernel(tf.Cast, makeShareData);
+  wrapKernel(tf.Slice, makeSlice);
+  wrapKernel(tf.SplitV, makeSplitV);
+  wrapKernel(tf.GatherV2, makeGather);
 }
 
 function wrapKernel(name: string, make: (original: KernelFunc) => KernelFunc): void {
@@ -367,6 +377,129 @@ function makeFusedMatMul(original: KernelFunc): KernelFunc {
   };
 }
 
+// ---- Identity / same-dtype Cast --------------------------------------------------------------------
+
+/**
+ * The wasm `Identity` (and `Cast` to the same dtype) copies the data. The engine clones every tensor
+ * it saves for the backward pass, and the gradient of every `mul` casts float32 to float32, so a
+ * training step copied hundreds of tensors. Like the cpu backend (and wasm's own `Reshape`), share
+ * the data instead: tensors are immutable and the backend reference-counts data ids.
+ */
+function makeShareData(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    const dtype = (args.attrs?.dtype as tf.DataType | undefined) ?? x.dtype;
+    if (dtype !== x.dtype || x.dtype === 'string' || x.dtype === 'complex64') return original(args);
+    (args.backend as unknown as { incRef(dataId: DataId): void }).incRef(x.dataId);
+    return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
+  };
+}
+
+// ---- Slice / SplitV -------------------------------------------------------------------------------
+
+type NumericArray = Float32Array | Int32Array | Uint8Array;
+
+/**
+ * The wasm `Slice` (and `SplitV`, which calls it directly) reads its input with `readSync`, a copy
+ * of the whole tensor, for every slice. This one copies only the slice, through views of the heap,
+ * in runs as long as the slice is contiguous.
+ */
+function sliceInto(backend: WasmBackend, x: TensorInfo, begin: number[], size: number[]): TensorInfo {
+  const out = backend.makeOutput(size, x.dtype);
+  const total = tf.util.sizeFromShape(size);
+  if (total === 0) return out;
+  // Views after makeOutput (allocation may grow the heap).
+  const xv = backend.typedArrayFromHeap(x) as NumericArray;
+  const ov = backend.typedArrayFromHeap(out) as NumericArray;
+  const shape = x.shape;
+  const r = shape.length;
+  const strides = tf.util.computeStrides(shape);
+  // Innermost run: trailing axes the slice covers entirely, plus the first partial one.
+  let run = 1;
+  let d = r - 1;
+  while (d >= 0 && begin[d] === 0 && size[d] === shape[d]) run *= shape[d--];
+  if (d < 0) {
+    ov.set(xv.subarray(0, total));
+    return out;
+  }
+  run *= size[d];
+  const inner = d; // axes [0, inner) are iterated
+  let src0 = 0;
+  for (let i = 0; i <= inner; i++) src0 += begin[i] * (i < r - 1 ? strides[i] : 1);
+  const idx = new Array<number>(inner).fill(0);
+  const runs = total / run;
+  let dst = 0;
+  for (let n = 0; n < runs; n++) {
+    let src = src0;
+    for (let i = 0; i < inner; i++) src += idx[i] * strides[i];
+    if (run === 1) ov[dst] = xv[src];
+    else ov.set(xv.subarray(src, src + run), dst);
+    dst += run;
+    for (let i = inner - 1; i >= 0; i--) {
+      if (++idx[i] < size[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return out;
+}
+
+function makeSlice(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    if (x.dtype === 'string' || x.dtype === 'complex64') return original(args);
+    const [begin, size] = tf.slice_util.parseSliceParams(x, args.attrs?.begin as number[], args.attrs?.size as number[]);
+    return sliceInto(asWasm(args.backend), x, begin, size);
+  };
+}
+
+function makeSplitV(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const { x } = args.inputs as { x: TensorInfo };
+    if (x.dtype === 'string' || x.dtype === 'complex64') return original(args);
+    const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
+    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, args.attrs?.numOrSizeSplits as number[] | number, axis);
+    const begin = new Array<number>(x.shape.length).fill(0);
+    return sizes.map((s) => {
+      const size = [...x.shape];
+      size[axis] = s;
+      const t = sliceInto(asWasm(args.backend), x, begin, size);
+      begin[axis] += s;
+      return t;
+    });
+  };
+}
+
+// ---- GatherV2 ------------------------------------------------------------------------------------
+
+/** Row gathers (axis 0, no batch dims: every embedding lookup) as row copies between heap views. */
+function makeGather(original: KernelFunc): KernelFunc {
+  return (args: KernelArgs) => {
+    const { x, indices } = args.inputs as { x: TensorInfo; indices: TensorInfo };
+    const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
+    const batchDims = Number(args.attrs?.batchDims ?? 0);
+    if (axis !== 0 || batchDims !== 0 || indices.dtype !== 'int32' || (x.dtype !== 'float32' && x.dtype !== 'int32')) return original(args);
+    const backend = asWasm(args.backend);
+    const rows = x.shape[0];
+    const row = tf.util.sizeFromShape(x.shape.slice(1));
+    const n = tf.util.sizeFromShape(indices.shape);
+    const out = backend.makeOutput([...indices.shape, ...x.shape.slice(1)], x.dtype);
+    const idx = backend.typedArrayFromHeap(indices) as Int32Array;
+    for (let i = 0; i < n; i++) {
+      const k = idx[i];
+      if (!(k >= 0 && k <= rows - 1)) {
+        backend.disposeData(out.dataId);
+        throw new Error(`GatherV2: the index value ${k} is not in [0, ${rows - 1}]`);
+      }
+    }
+    if (n * row === 0) return out;
+    const xv = backend.typedArrayFromHeap(x) as Float32Array | Int32Array;
+    const ov = backend.typedArrayFromHeap(out) as Float32Array | Int32Array;
+    if (row === 1) for (let i = 0; i < n; i++) ov[i] = xv[idx[i]];
+    else for (let i = 0; i < n; i++) ov.set(xv.subarray(idx[i] * row, idx[i] * row + row), i * row);
+    return out;
+  };
+}
+
 // ---- UnsortedSegmentSum -------------------------------------------------------------------------
 
 /**
@@ -390,16 +523,29 @@ function unsortedSegmentSum(args: KernelArgs): TensorInfo {
   const xv = backend.typedArrayFromHeap(x) as Float32Array | Int32Array;
   const ids = backend.typedArrayFromHeap(segmentIds) as Int32Array;
   o.fill(0);
-  const isInt = x.dtype === 'int32';
+  if (x.dtype === 'int32') segmentSumInt(o as Int32Array, xv as Int32Array, ids, n, inner, numSegments);
+  else segmentSumFloat(o as Float32Array, xv as Float32Array, ids, n, inner, numSegments);
+  return out;
+}
+
+// Monomorphic loops (one typed-array type each), several times faster than a shared one.
+function segmentSumFloat(o: Float32Array, xv: Float32Array, ids: Int32Array, n: number, inner: number, numSegments: number): void {
   for (let i = 0; i < n; i++) {
     const s = ids[i];
     if (s < 0 || s >= numSegments) continue;
     const src = i * inner;
     const dst = s * inner;
-    if (isInt) for (let j = 0; j < inner; j++) o[dst + j] = (o[dst + j] + xv[src + j]) | 0;
-    else for (let j = 0; j < inner; j++) o[dst + j] += xv[src + j];
+    for (let j = 0; j < inner; j++) o[dst + j] += xv[src + j];
   }
-  return out;
+}
+function segmentSumInt(o: Int32Array, xv: Int32Array, ids: Int32Array, n: number, inner: number, numSegments: number): void {
+  for (let i = 0; i < n; i++) {
+    const s = ids[i];
+    if (s < 0 || s >= numSegments) continue;
+    const src = i * inner;
+    const dst = s * inner;
+    for (let j = 0; j < inner; j++) o[dst + j] = (o[dst + j] + xv[src + j]) | 0;
+  }
 }
 
 function registerUnsortedSegmentSum(): void {

@@ -1,9 +1,16 @@
 /**
  * `peft-lab bench`: times the project's real training step (the same Model, adapters and AdamW the
  * sidecar trains with) on the cases of ../shared/bench/README.md, one JSON line per case.
+ *
+ * PEFT_LAB_BENCH_CLOCK=cpu times steps in process CPU time instead of wall-clock time, for both this
+ * process and the PyTorch anchor (its time.perf_counter is swapped for time.process_time): steadier
+ * on a shared, oversubscribed machine, and equal to wall time when nothing else runs. It is only
+ * meaningful with one thread (each side's CPU time then is its one thread's time).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
+import { loadNativeAddon } from '../backend/native/addon';
+import { nativeKernelsRegistered } from '../backend/native/kernels';
 import type { Gpt2Config } from '../models/config';
 import { randomModel } from '../models/init';
 import { AdamW } from '../train/adamw';
@@ -33,12 +40,33 @@ export interface BenchResult {
   threads: number;
   step_ms: number;
   tokens_per_s: number;
+  /** Process RSS high-water mark (cumulative over the cases run before in this process: the wasm heap never shrinks). */
   peak_rss_mb: number;
+  /** Peak bytes of live tensors (parameters, optimizer state, activations, gradients) during one step of this case (tf.profile). */
+  peak_tensor_mb: number;
   steps: number;
   trainable: number;
+  /** Floats of AdamW state (m and v) after the run: 2 × trainable (none for frozen weights). */
+  optimizer_state: number;
+  /** 'wall' (default) or 'cpu' (PEFT_LAB_BENCH_CLOCK=cpu). */
+  clock: BenchClock;
   torch_tokens_per_s?: number;
   ratio?: number;
 }
+
+/** The threads the step runs on: the native kernels' pool when they are in use (PEFT_LAB_THREADS;
+ * 1 by default), else the caller's count (the wasm backend is single-threaded under Node). */
+export function benchThreads(requested: number): number {
+  if (tf.getBackend() !== 'wasm' || !nativeKernelsRegistered()) return requested;
+  return loadNativeAddon().addon?.info().threads ?? requested;
+}
+
+export type BenchClock = 'wall' | 'cpu';
+export const benchClock = (): BenchClock => (process.env.PEFT_LAB_BENCH_CLOCK === 'cpu' ? 'cpu' : 'wall');
+const cpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 /** The bench README's model: GPT-2 layout, tied embeddings, learned positions for seq − 1 tokens. */
 export function benchConfig(c: BenchCase): Gpt2Config {
@@ -85,15 +113,24 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
   const names = [...trainable.keys()];
   const trainableCount = names.reduce((n, k) => n + trainable.get(k)!.size, 0);
   let peakRss = process.memoryUsage().rss;
+  let peakTensorBytes = 0;
+  let optimizerState = 0;
   const times: number[] = [];
+  const clock = benchClock();
+  const now = clock === 'cpu' ? cpuMs : () => performance.now();
   try {
     for (let i = 0; i < opts.warmup + opts.steps; i++) {
-      const t0 = performance.now();
+      const t0 = now();
       const lossValue = await trainStep();
-      times.push(performance.now() - t0);
+      times.push(now() - t0);
       if (!Number.isFinite(lossValue)) throw new Error(`bench ${c.case}/${mode}: loss ${lossValue}`);
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
     }
+    // One more, untimed step under tf.profile for the peak of live tensor memory within a step.
+    const profile = await tf.profile(async () => void (await trainStep()));
+    peakTensorBytes = profile.peakBytes;
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    for (const t of [...opt.state.m.values(), ...opt.state.v.values()]) optimizerState += t.size;
   } finally {
     tf.dispose([ids, inputIds]);
     opt.dispose();
@@ -106,12 +143,15 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     case: c.case,
     mode,
     backend: opts.backend,
-    threads: opts.threads,
+    threads: benchThreads(opts.threads),
     step_ms: round(median),
     tokens_per_s: Math.round((c.batch * (c.seq - 1)) / (median / 1000)),
     peak_rss_mb: Math.round(peakRss / 2 ** 20),
+    peak_tensor_mb: Math.round((peakTensorBytes / 2 ** 20) * 10) / 10,
     steps: timed.length,
     trainable: trainableCount,
+    optimizer_state: optimizerState,
+    clock,
   };
 
   /** forward + backward + AdamW update + reading the loss: the anchor's step. */
@@ -129,8 +169,15 @@ const round = (x: number) => Math.round(x * 100) / 100;
 
 /** Runs the PyTorch anchor for one case; undefined when it cannot run here. */
 export function runAnchor(anchor: string, python: string, c: BenchCase, mode: BenchMode, threads: number, steps: number): { tokens_per_s: number; step_ms: number } | { error: string } {
+  // PyTorch gets the same thread count as the step it is compared with.
+  threads = Math.max(threads, c.gpu ? threads : benchThreads(threads));
   const args = [anchor, '--mode', mode, '--d', `${c.d}`, '--layers', `${c.layers}`, '--heads', `${c.heads}`, '--seq', `${c.seq}`, '--batch', `${c.batch}`, '--vocab', `${c.vocab}`, '--rank', `${c.rank}`, '--steps', `${steps}`, '--threads', `${threads}`];
   if (c.gpu) args.push('--device', 'cuda');
+  if (benchClock() === 'cpu') {
+    // The same script with time.perf_counter → time.process_time (its own CPU time).
+    const shim = 'import runpy, sys, time; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")';
+    args.unshift('-c', shim);
+  }
   const r = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000 });
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').pop()! };
   const line = r.stdout.trim().split('\n').pop()!;

@@ -42,12 +42,31 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels'): P
       throw new InputError(file, name, `shape [${t.shape.join(', ')}] does not match input_ids [${main.shape.join(', ')}]`);
     return toTf(t);
   };
-  const inputs: ModelInputs =
-    kind === 'tokens'
-      ? { inputIds: toTf(main) as tf.Tensor2D, attentionMask: opt('attention_mask') as tf.Tensor2D | undefined, tokenTypeIds: opt('token_type_ids') as tf.Tensor2D | undefined }
-      : { pixelValues: toTf(main) as tf.Tensor4D };
-  const labels = opt('labels');
-  return labels ? { inputs, labels } : { inputs };
+  // Tensors made before a later one is refused are freed here: the caller never sees them.
+  const made: tf.Tensor[] = [];
+  const keep = <T extends tf.Tensor | undefined>(t: T): T => {
+    if (t) made.push(t);
+    return t;
+  };
+  try {
+    const inputs: ModelInputs =
+      kind === 'tokens'
+        ? { inputIds: keep(toTf(main)) as tf.Tensor2D, attentionMask: keep(opt('attention_mask')) as tf.Tensor2D | undefined, tokenTypeIds: keep(opt('token_type_ids')) as tf.Tensor2D | undefined }
+        : { pixelValues: keep(toTf(main)) as tf.Tensor4D };
+    const lab = host.get('labels');
+    if (lab) {
+      // [B] (a class per row) or, for token inputs, [B, T] like input_ids (a token per position).
+      const B = main.shape[0];
+      const ok = (lab.shape.length === 1 && lab.shape[0] === B) || (kind === 'tokens' && lab.shape.length === 2 && lab.shape[0] === B && lab.shape[1] === main.shape[1]);
+      if (!ok) throw new InputError(file, 'labels', `shape [${lab.shape.join(', ')}] fits neither [${B}] (classes) nor${kind === 'tokens' ? ` [${main.shape.join(', ')}] (tokens, like input_ids)` : ' anything else'}`);
+      if (!INT_TYPES.has(lab.dtype)) throw new InputError(file, 'labels', `expected an integer dtype, got ${lab.dtype}`);
+    }
+    const labels = keep(opt('labels'));
+    return labels ? { inputs, labels } : { inputs };
+  } catch (e) {
+    tf.dispose(made);
+    throw e;
+  }
 }
 
 export function disposeBatch(b: InputBatch): void {

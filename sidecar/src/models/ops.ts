@@ -1,5 +1,13 @@
-/** Transformer building blocks from tfjs-core ops. Callers run them inside tf.tidy. */
+/**
+ * Transformer building blocks from tfjs-core ops. Callers run them inside tf.tidy.
+ *
+ * Where the active backend has a fused kernel (wasm with the native addon: backend/native), layer
+ * norm, tanh-GELU, attention and cross-entropy run as one op each (one tape node, one or two native
+ * kernels in the backward pass); elsewhere they are the composites below. Both agree up to float32
+ * rounding.
+ */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedAttention, fusedCrossEntropy, fusedGeluTanh, fusedLayerNorm, fusedMergeHeads, fusedSplitHeads } from '../backend/native/fused';
 import type { Activation } from './config';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -10,6 +18,8 @@ export function activation(kind: Activation, x: tf.Tensor): tf.Tensor {
       return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
     case 'gelu_new':
     case 'gelu_pytorch_tanh': {
+      const fused = fusedGeluTanh(x);
+      if (fused) return fused;
       // x·x·x rather than pow: pow is slow on the wasm backend (engine notes).
       const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), SQRT_2_OVER_PI);
       return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
@@ -24,6 +34,8 @@ export function activation(kind: Activation, x: tf.Tensor): tf.Tensor {
 }
 
 export function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const fused = fusedLayerNorm(x, weight, bias, eps);
+  if (fused) return fused;
   const axis = x.rank - 1;
   const mean = tf.mean(x, axis, true);
   const centered = tf.sub(x, mean);
@@ -38,19 +50,28 @@ export function rmsNorm(x: tf.Tensor, weight: tf.Tensor, eps: number): tf.Tensor
 
 /** [B, T, H*D] → [B, H, T, D] */
 export function splitHeads(x: tf.Tensor, batch: number, seq: number, heads: number, headDim: number): tf.Tensor4D {
+  const fused = fusedSplitHeads(x, batch, seq, heads, headDim);
+  if (fused) return fused;
   return tf.transpose(tf.reshape(x, [batch, seq, heads, headDim]), [0, 2, 1, 3]);
 }
 
 /** [B, H, T, D] → [B*T, H*D] */
 export function mergeHeads(x: tf.Tensor, batch: number, seq: number, width: number): tf.Tensor2D {
+  const fused = fusedMergeHeads(x, batch, seq, width);
+  if (fused) return fused;
   return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch * seq, width]);
 }
+
+/** Masks made by `causalMask`: `attention` recognises them and can skip the masked keys. */
+const CAUSAL_MASKS = new WeakSet<tf.Tensor>();
 
 /** Additive mask [T, T]: 0 where key ≤ query, a large negative number above the diagonal. */
 export function causalMask(seq: number): tf.Tensor2D {
   const m = new Float32Array(seq * seq);
   for (let i = 0; i < seq; i++) for (let j = i + 1; j < seq; j++) m[i * seq + j] = -1e9;
-  return tf.tensor2d(m, [seq, seq]);
+  const t = tf.tensor2d(m, [seq, seq]);
+  CAUSAL_MASKS.add(t);
+  return t;
 }
 
 /** Additive mask [B, 1, 1, T] from a 0/1 attention mask [B, T]. */
@@ -72,6 +93,12 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale:
     const expand = (x: tf.Tensor4D) => tf.reshape(tf.stack(new Array<tf.Tensor>(rep).fill(x), 2), [b, h, t, d]) as tf.Tensor4D;
     k = expand(k);
     v = expand(v);
+  }
+  // A causal mask (exp(−1e9 − max) is exactly 0 in float32) or none: the fused kernel, if any.
+  const causal = mask !== undefined && CAUSAL_MASKS.has(mask) && !mask.isDisposed && mask.shape[0] === t && mask.shape[1] === t;
+  if (!mask || causal) {
+    const fused = fusedAttention(q, k, v, scale, causal);
+    if (fused) return fused;
   }
   let scores: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), scale);
   if (mask) scores = tf.add(scores, mask);
@@ -111,6 +138,8 @@ export function applyRope(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): t
  * does. Returns a scalar; NaN when every label is ignored (as PyTorch).
  */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
+  const fused = fusedCrossEntropy(logits, labels);
+  if (fused) return fused;
   const classes = logits.shape[1];
   const valid = tf.cast(tf.notEqual(labels, -100), 'float32');
   const safeLabels = tf.cast(tf.mul(labels, tf.cast(valid, 'int32')), 'int32') as tf.Tensor1D;
