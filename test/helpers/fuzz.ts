@@ -1,17 +1,9 @@
 /** Seeded fuzzing helpers: a small PRNG, mutation pickers and an outcome tally. */
 import assert from 'node:assert/strict';
+import { mulberry32 } from '../../sidecar/src/train/rng';
 
-/** mulberry32: tiny, fast, seedable; plenty for test-case generation. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded uniforms in [0, 1) for test-case generation (the project's mulberry32). */
+export const rng = mulberry32;
 
 export const pick = <T>(r: () => number, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
 export const int = (r: () => number, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));

@@ -3,6 +3,12 @@
  * checkpoint and restored exactly. Used for data order and the eval split; TF.js random ops get
  * explicit seeds derived from the run seed.
  */
+/** The same generator as a function returning uniforms in [0, 1), for code that needs no saved state. */
+export function mulberry32(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.next();
+}
+
 export class Rng {
   private s: number;
 

@@ -21,6 +21,9 @@ import {
   type LoraInitResult,
   type StoredWeight,
 } from './linalg';
+import { mulberry32 } from '../../train/rng';
+
+export { mulberry32 };
 
 export type { LoraInitResult, StoredWeight } from './linalg';
 
@@ -245,18 +248,6 @@ export function randomInit(w: StoredWeight, r: number, kind: 'default' | 'gaussi
     for (let i = 0; i < A.length; i++) A[i] = (2 * rand() - 1) * bound;
   }
   return { A, B: new Float32Array(w.outFeatures * r), residual: Float32Array.from(w.data) };
-}
-
-/** Small seeded PRNG (mulberry32): uniform [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function gaussian(rand: () => number): number {
