@@ -8,7 +8,7 @@ export default tseslint.config(
   ...tseslint.configs.recommended,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js', 'test/fixtures/fake-sidecars/*.js', 'test/electron/*.js'] }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js', 'test/fixtures/fake-sidecars/*.js', 'test/fixtures/*.cjs', 'test/electron/*.js'] }, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -30,6 +30,8 @@ export default tseslint.config(
   // Webviews run in a browser sandbox: no Node, no vscode API module, no TF.js.
   { files: ['webviews/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'node:*', '@tensorflow/*', '**/sidecar/**'] }] } },
   { files: ['bin/*.js', 'test/fixtures/fake-sidecars/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly', process: 'readonly' } } },
+  // Preloads (`node --require test/fixtures/x.cjs`): CommonJS.
+  { files: ['test/fixtures/*.cjs'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly', URL: 'readonly' } } },
   // Desktop VS Code suites (.vscode-test.mjs): CommonJS run by mocha inside the extension host.
   { files: ['test/electron/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly' } } },
   { files: ['scripts/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },

@@ -6,8 +6,10 @@
  * notifications before anything else runs. Long work runs as jobs (see `JobManager`), which yield
  * to the event loop, so `Status` and `CancelJob` are answered while a job runs.
  *
- * Usage: node dist/sidecar.js [--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu]
- *        (or PEFT_LAB_BACKEND=...; the flag wins). Speaks LSP `initialize`/`shutdown`/`exit`, so a
+ * Usage: node dist/sidecar.js [--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu] [--max-jobs N]
+ *        (or PEFT_LAB_BACKEND=...; the flag wins). --max-jobs: jobs running at once (default 1; the
+ *        rest queue); parallel jobs interleave step by step on the one backend, and a run folder is
+ *        never shared (train/run-lock.ts). Speaks LSP `initialize`/`shutdown`/`exit`, so a
  *        vscode-languageclient `LanguageClient` can drive it.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -101,6 +103,7 @@ function isStreamGone(err: unknown): boolean {
 const connection = createConnection(ProposedFeatures.all, process.stdin, rpcOutput);
 
 const backendPreference = readBackendPreference(process.argv.slice(2), process.env.PEFT_LAB_BACKEND);
+const maxJobs = readMaxJobs(process.argv.slice(2));
 let backendPromise: Promise<BackendInfo> | undefined;
 
 /** Initialises the backend once; every request that needs it awaits the same promise. */
@@ -133,6 +136,7 @@ const jobs = new JobManager(
     },
     log,
   },
+  { concurrency: maxJobs },
 );
 
 let shuttingDown = false;
@@ -207,7 +211,22 @@ connection.listen();
 const early = pendingLogs;
 pendingLogs = undefined;
 for (const m of early) log(m.level, m.message);
-log('info', `PEFT Lab sidecar ${version} (pid ${process.pid}, node ${process.version}, tfjs ${tf.version_core}), backend preference ${backendPreference}`);
+log('info', `PEFT Lab sidecar ${version} (pid ${process.pid}, node ${process.version}, tfjs ${tf.version_core}), backend preference ${backendPreference}, max jobs ${maxJobs}`);
+
+/** `--max-jobs N` (or `--max-jobs=N`): a positive integer, default 1. */
+function readMaxJobs(argv: string[]): number {
+  let value: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--max-jobs') value = argv[++i];
+    else if (arg.startsWith('--max-jobs=')) value = arg.slice('--max-jobs='.length);
+  }
+  if (value === undefined) return 1;
+  const n = Number(value);
+  if (Number.isInteger(n) && n >= 1) return n;
+  log('warn', `--max-jobs must be a positive integer, got '${value}': using 1`);
+  return 1;
+}
 
 function readBackendPreference(argv: string[], env: string | undefined): BackendPreference {
   let value: string | undefined;

@@ -27,11 +27,25 @@ export function listImageFolder(root: string): { classes: string[]; items: Image
   } catch (e) {
     throw new InputError(root, '', `cannot list the image folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const classes = entries.filter((d) => !d.startsWith('.') && statSync(join(root, d)).isDirectory());
+  // stat follows links: a dangling one (or an unreadable entry) is refused by name, not thrown raw.
+  const isDir = (p: string): boolean => {
+    try {
+      return statSync(p).isDirectory();
+    } catch (e) {
+      throw new InputError(p, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}${(e as NodeJS.ErrnoException).code === 'ENOENT' ? ': a broken symbolic link?' : ''})`);
+    }
+  };
+  const classes = entries.filter((d) => !d.startsWith('.') && isDir(join(root, d)));
   if (classes.length === 0) throw new InputError(root, '', 'an image data set needs one sub-folder of images per class; found none');
   const items: ImageItem[] = [];
   for (const c of classes) {
-    for (const f of readdirSync(join(root, c)).sort()) {
+    let files: string[];
+    try {
+      files = readdirSync(join(root, c)).sort();
+    } catch (e) {
+      throw new InputError(join(root, c), '', `cannot list the class folder (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    for (const f of files) {
       if (f.startsWith('.')) continue;
       if (IMAGE_EXTENSIONS.includes(extname(f).toLowerCase())) items.push({ file: join(root, c, f), className: c });
     }
@@ -47,6 +61,22 @@ export interface RgbaImage {
   data: Uint8Array;
 }
 
+/** The largest image decoded (16 megapixels, 64 MB as RGBA); a ViT resizes to its own small size anyway. */
+export const MAX_IMAGE_PIXELS = 16_000_000;
+
+const tooBig = (w: number | undefined, h: number | undefined) =>
+  `the image is ${w ?? '?'}×${h ?? '?'} pixels, over the ${MAX_IMAGE_PIXELS / 1e6} megapixels PEFT Lab decodes (a corrupt header, or downscale it)`;
+
+/** A JPEG's frame size from its SOF marker, if found. */
+function jpegSize(buf: Buffer): { w: number; h: number } | undefined {
+  for (let i = 2; i + 9 < buf.length && buf[i] === 0xff; ) {
+    const marker = buf[i + 1]!;
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) return { h: buf.readUInt16BE(i + 5), w: buf.readUInt16BE(i + 7) };
+    i += 2 + buf.readUInt16BE(i + 2);
+  }
+  return undefined;
+}
+
 export function decodeImage(file: string): RgbaImage {
   let buf: Buffer;
   try {
@@ -56,17 +86,28 @@ export function decodeImage(file: string): RgbaImage {
   }
   const isPng = buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47;
   const isJpeg = buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff;
+  // Decoding allocates by the header's size, and a corrupt header can claim anything: refuse big
+  // images before decoding (PNG from IHDR; JPEG through jpeg-js's own limit, reworded below).
+  if (isPng && buf.length >= 24) {
+    const w = buf.readUInt32BE(16);
+    const h = buf.readUInt32BE(20);
+    if (w === 0 || h === 0) throw new InputError(file, '', `the PNG header says ${w}×${h} pixels: the file is corrupt`);
+    if (w * h > MAX_IMAGE_PIXELS) throw new InputError(file, '', tooBig(w, h));
+  }
   try {
     if (isPng) {
       const png = PNG.sync.read(buf);
       return { width: png.width, height: png.height, data: new Uint8Array(png.data.buffer, png.data.byteOffset, png.data.length) };
     }
     if (isJpeg) {
-      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 1024 });
+      const img = jpeg.decode(buf, { useTArray: true, formatAsRGBA: true, maxResolutionInMP: MAX_IMAGE_PIXELS / 1e6, maxMemoryUsageInMB: 512 });
+      if (!(img.width > 0 && img.height > 0)) throw new Error(`a ${img.width}×${img.height} frame`);
       return { width: img.width, height: img.height, data: img.data };
     }
   } catch (e) {
-    throw new InputError(file, '', `cannot decode the ${isPng ? 'PNG' : 'JPEG'} image (${(e as Error).message})`);
+    const msg = (e as Error).message;
+    if (isJpeg && /maxResolutionInMP/.test(msg)) throw new InputError(file, '', tooBig(jpegSize(buf)?.w, jpegSize(buf)?.h));
+    throw new InputError(file, '', `cannot decode the ${isPng ? 'PNG' : 'JPEG'} image (${msg})`);
   }
   throw new InputError(file, '', 'not a PNG or JPEG image (unrecognised file signature)');
 }

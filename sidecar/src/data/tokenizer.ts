@@ -5,7 +5,7 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError } from '../errors';
+import { errorMessage, InputError } from '../errors';
 import { ByteTokenizer } from './byte-tokenizer';
 
 export interface DataTokenizer {
@@ -37,6 +37,39 @@ function tokenText(v: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Token ids index arrays inside the tokenizers library: one absurd id in a corrupt file (1e9) makes
+ * it allocate and walk a billion slots. Real vocabularies stay far below this.
+ */
+export const MAX_TOKEN_ID = 1 << 22;
+
+const shortJson = (v: unknown) => {
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 40 ? `${t.slice(0, 37)}...` : t;
+};
+
+/** The first vocab or added-token entry whose id is not an integer in [0, MAX_TOKEN_ID). */
+function badTokenId(json: Record<string, unknown>): { where: string; problem: string } | undefined {
+  const check = (id: unknown, token: unknown, where: string) =>
+    typeof id === 'number' && Number.isInteger(id) && id >= 0 && id < MAX_TOKEN_ID ? undefined : { where, problem: `token ${shortJson(token)} has the id ${shortJson(id)}, not an integer in [0, ${MAX_TOKEN_ID})` };
+  const model = json.model as { vocab?: unknown } | null | undefined;
+  if (model && typeof model === 'object' && model.vocab && typeof model.vocab === 'object' && !Array.isArray(model.vocab)) {
+    for (const [token, id] of Object.entries(model.vocab)) {
+      const p = check(id, token, 'model.vocab');
+      if (p) return p;
+    }
+  }
+  if (Array.isArray(json.added_tokens)) {
+    for (const a of json.added_tokens as unknown[]) {
+      if (a && typeof a === 'object') {
+        const p = check((a as { id?: unknown }).id, (a as { content?: unknown }).content, 'added_tokens');
+        if (p) return p;
+      }
+    }
+  }
+  return undefined;
+}
+
 export function loadTokenizer(modelDir: string): DataTokenizer {
   const file = join(modelDir, 'tokenizer.json');
   const modelConfig = existsSync(join(modelDir, 'config.json')) ? readJson(join(modelDir, 'config.json')) : {};
@@ -52,6 +85,8 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
     };
   }
   const json = readJson(file);
+  const badId = badTokenId(json);
+  if (badId) throw new InputError(file, badId.where, badId.problem);
   const cfgFile = join(modelDir, 'tokenizer_config.json');
   const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
   let tok: Tokenizer;
@@ -76,11 +111,23 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
     eosId,
     padId,
     encode(text, specials) {
-      const ids = tok.encode(text, { add_special_tokens: specials }).ids;
-      const bad = ids.findIndex((i) => typeof i !== 'number');
-      if (bad >= 0) throw new Error(`token ${JSON.stringify(tok.encode(text, { add_special_tokens: specials }).tokens[bad])} has no id in ${file} (no unknown token defined)`);
-      return ids;
+      // A damaged tokenizer.json may load and only fail here: name it, whatever the library throws.
+      let enc: { ids: unknown[]; tokens: string[] };
+      try {
+        enc = tok.encode(text, { add_special_tokens: specials });
+      } catch (e) {
+        throw new InputError(file, '', `cannot encode text with this tokenizer (${errorMessage(e)})`);
+      }
+      const bad = enc.ids.findIndex((i) => !Number.isInteger(i));
+      if (bad >= 0) throw new InputError(file, '', `token ${shortJson(enc.tokens[bad])} has ${enc.ids[bad] === undefined ? 'no id' : `the id ${shortJson(enc.ids[bad])}`} (no unknown token defined, or a broken vocab)`);
+      return enc.ids as number[];
     },
-    decode: (ids) => tok.decode(ids, { skip_special_tokens: true }),
+    decode(ids) {
+      try {
+        return tok.decode(ids, { skip_special_tokens: true });
+      } catch (e) {
+        throw new InputError(file, '', `cannot decode ids with this tokenizer (${errorMessage(e)})`);
+      }
+    },
   };
 }

@@ -221,6 +221,7 @@ export function readAllocationFile(file: string): { allocation?: AllocationSpec;
 
 /** Control characters (a path may hold a "\n" escape) written as escapes: every problem stays one line. */
 const ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
+// eslint-disable-next-line no-control-regex -- matching control characters is the point
 const oneLineText = (s: string) => s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 
 function locate(text: string, issues: SpecIssue[]): LocatedIssue[] {

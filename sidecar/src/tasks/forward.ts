@@ -11,19 +11,27 @@ import { loadAdapterHooks } from './adapter-hooks';
 
 async function readBatch(model: Model, file: string): Promise<InputBatch> {
   const batch = await readInputBatch(file, model.arch.inputKind);
-  if (batch.inputs.inputIds) await checkTokenRange(file, batch.inputs.inputIds, model.config.vocabSize);
+  try {
+    if (batch.inputs.inputIds) await checkTokenRange(file, batch.inputs.inputIds, model.config.vocabSize);
+  } catch (e) {
+    disposeBatch(batch); // a refused batch is still the caller's to free, and it never gets it
+    throw e;
+  }
   return batch;
 }
 
 export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<JobResult & { kind: 'forward' }> {
   const model = await Model.load(p.model);
-  const adapter = p.adapter ? await loadAdapterHooks(model, p.adapter) : undefined;
+  let adapter: Awaited<ReturnType<typeof loadAdapterHooks>> | undefined;
   let batch: InputBatch | undefined;
   try {
+    // Inside the try: an adapter that fails to load must not leak the loaded model.
+    adapter = p.adapter ? await loadAdapterHooks(model, p.adapter) : undefined;
     batch = await readBatch(model, p.inputs);
     throwIfCancelled(ctx.signal);
     const b = batch;
-    const logits = tf.tidy(() => model.forward(b.inputs, { hooks: adapter?.hooks, overrides: adapter?.params }));
+    const a = adapter;
+    const logits = tf.tidy(() => model.forward(b.inputs, { hooks: a?.hooks, overrides: a?.params }));
     const out: Record<string, HostTensor> = { logits: await fromTf(logits) };
     let loss: number | undefined;
     if (b.labels) {

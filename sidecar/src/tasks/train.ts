@@ -57,7 +57,15 @@ export async function runTrainJob(p: TrainJobParams, ctx: JobContext): Promise<J
   if (typeof p.spec !== 'string' || (p.spec === '' && !(p.resume && p.runDir))) throw new Error("train job: 'spec' must be a non-empty string");
   const { cfg, runDir } = await planTrain(p);
   ctx.log('info', `training ${cfg.name} into ${runDir}`);
-  const out = await runTraining(cfg, { runDir, ctx });
+  let out: TrainOutcome;
+  try {
+    out = await runTraining(cfg, { runDir, ctx });
+  } catch (e) {
+    // Input errors name their file; a failure of the training itself (divergence, a failed write)
+    // names the run folder, as the CLI's message does.
+    if (e instanceof CancelledError || e instanceof InputError || errorMessage(e).includes(runDir)) throw e;
+    throw new Error(`${errorMessage(e)} (run folder: ${runDir})`);
+  }
   return { kind: 'train', runDir, status: out.status };
 }
 

@@ -39,11 +39,25 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
   return { weightsMb: round(weightsMb), adapterMb: round(adapterMb), gradientsMb: round(gradientsMb), optimizerMb: round(optimizerMb), activationsMb: round(activationsMb), totalMb: round(totalMb) };
 }
 
+/** What the wasm backend's heap (32-bit, at most 4 GiB) can hold for a run. */
+export const WASM_HEAP_LIMIT_MB = 3500;
+
 /** The default limit for the current backend: the wasm heap's, 80% of RAM on CPU backends, none on GPUs. */
 export function defaultMemoryLimit(backend = tf.getBackend()): { limitMb: number; why: string } | undefined {
-  if (backend === 'wasm') return { limitMb: 3500, why: 'the default for the wasm backend, whose heap fails near 3.6 GiB' };
+  if (backend === 'wasm') return { limitMb: WASM_HEAP_LIMIT_MB, why: 'the default for the wasm backend, whose heap fails near 3.6 GiB' };
   if (backend === 'cpu' || backend === 'tensorflow') return { limitMb: Math.round((totalmem() / MB) * 0.8), why: '80% of this machine\'s memory' };
   return undefined;
+}
+
+/**
+ * The limit a run is checked against: the spec's `memoryLimitMb`, else the backend's default. On
+ * wasm the heap bound holds whatever the spec says: a larger `memoryLimitMb` cannot make it fit.
+ */
+export function memoryLimitFor(specLimitMb: number | undefined, backend = tf.getBackend()): { limitMb: number; why: string } | undefined {
+  if (specLimitMb === undefined) return defaultMemoryLimit(backend);
+  if (backend === 'wasm' && specLimitMb > WASM_HEAP_LIMIT_MB)
+    return { limitMb: WASM_HEAP_LIMIT_MB, why: `the wasm backend's heap, which fails near 3.6 GiB whatever memoryLimitMb (${specLimitMb}) says; use a native backend for more` };
+  return { limitMb: specLimitMb, why: 'memoryLimitMb in the spec' };
 }
 
 export function describeEstimate(e: MemoryEstimate): string {
