@@ -4,7 +4,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -97,7 +97,7 @@ describe('fuzz: config.json and model load', () => {
     await useTestBackend();
     for (const [k, d] of Object.entries(dirs)) {
       rmSync(d, { recursive: true, force: true });
-      require('node:fs').mkdirSync(d);
+      mkdirSync(d);
       copyFileSync(fixture('hf', `${k}-tiny`, 'model.safetensors'), join(d, 'model.safetensors'));
     }
   });
