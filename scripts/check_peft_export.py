@@ -1,0 +1,31 @@
+"""Loads an adapter PEFT Lab exported onto the unmodified base with Hugging Face PEFT and compares
+logits with the run's own (`<run>/adapter_check.safetensors`, written at the end of every run).
+
+Needs torch, transformers and peft (the lent GPU machine has them; run it on the CPU as well).
+Usage: python3 scripts/check_peft_export.py BASE_MODEL_DIR RUN_DIR
+Prints one JSON line; exits 1 when max|Δ|/max|ref| exceeds 1e-4.
+"""
+import json
+import sys
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+base_dir, run_dir = sys.argv[1], sys.argv[2]
+check = load_file(f"{run_dir}/adapter_check.safetensors")
+model = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32, attn_implementation="eager")
+model = PeftModel.from_pretrained(model, f"{run_dir}/adapter").eval()
+with torch.no_grad():
+    kwargs = {"input_ids": check["input_ids"].long()}
+    if "attention_mask" in check:
+        kwargs["attention_mask"] = check["attention_mask"].long()
+    logits = model(**kwargs).logits.float()
+ref = check["logits"].float()
+mask = kwargs.get("attention_mask")
+# Padded positions are not compared (the two frameworks may treat them differently).
+valid = mask.bool().unsqueeze(-1).expand_as(ref) if mask is not None else torch.ones_like(ref, dtype=torch.bool)
+err = ((logits - ref).abs()[valid].max() / ref.abs()[valid].max()).item()
+print(json.dumps({"run": run_dir, "max_rel_err": err, "ok": err <= 1e-4}))
+sys.exit(0 if err <= 1e-4 else 1)
