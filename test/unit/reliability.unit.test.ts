@@ -135,7 +135,7 @@ describe('disk full while writing a checkpoint', () => {
   const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', errno: -28, syscall: 'write' });
 
   /**
-   * Runs SPEC and, from step 3 on, fails the `failAt`-th write (FileHandle.write or writeFile) into
+   * Runs SPEC and, from step 3 on, fails the `failAt`-th write (or the state.json write) into
    * the step-4 checkpoint's temp folder with ENOSPC after writing half of it (a torn file).
    */
   async function runWithDiskFull(failAt: number | 'state.json'): Promise<{ dir: string; error: TrainingError; before: Map<string, Buffer>; writes: number }> {
@@ -154,7 +154,8 @@ describe('disk full while writing a checkpoint', () => {
       return fh;
     });
     mock.method(fhProto, 'write', async function (this: FileHandle, ...args: unknown[]) {
-      if (target(this) && ++writes === failAt) {
+      const isState = (paths.get(this) ?? '').includes('state.json');
+      if (target(this) && (failAt === 'state.json' ? isState : ++writes === failAt)) {
         failed = true;
         const [buf, off = 0, len] = args as [Buffer, number?, number?];
         const whole = len ?? buf.length - off;

@@ -109,7 +109,7 @@ function transposeLast2(backend: WasmBackend, x: TensorInfo): TensorInfo {
 }
 
 /** For each output batch (row-major over the broadcast batch shape), the batch index into a and b. */
-function broadcastBatchIndices(batchA: number[], batchB: number[], outBatch: number[]): { aIdx: Int32Array; bIdx: Int32Array } {
+export function broadcastBatchIndices(batchA: number[], batchB: number[], outBatch: number[]): { aIdx: Int32Array; bIdx: Int32Array } {
   const r = outBatch.length;
   const padA = [...Array(r - batchA.length).fill(1), ...batchA];
   const padB = [...Array(r - batchB.length).fill(1), ...batchB];

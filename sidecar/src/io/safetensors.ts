@@ -6,11 +6,11 @@
  * the header is read on open, tensors are read by file position on demand. Writing is
  * byte-identical to the Python/Rust library, so files round-trip exactly.
  */
-import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { dirname, isAbsolute, join, normalize } from 'node:path';
+import { isAbsolute, join, normalize } from 'node:path';
+import { writeAtomic } from './atomic';
 
 export const DTYPES = ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL'] as const;
 export type DType = (typeof DTYPES)[number];
@@ -389,31 +389,7 @@ export async function writeSafetensors(
   tensors: Record<string, HostTensor> | Map<string, HostTensor>,
   metadata?: Record<string, string>,
 ): Promise<void> {
-  const chunks = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fh: FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmp, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.length) done += (await fh.write(c, done, Math.min(c.length - done, 1 << 30))).bytesWritten;
-    }
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fsp.rename(tmp, path);
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
-  }
-  // Persist the rename itself; directories cannot be opened for fsync on every platform.
-  try {
-    const dh = await fsp.open(dirname(path), 'r');
-    await dh.sync().finally(() => dh.close());
-  } catch {
-    /* best effort */
-  }
+  await writeAtomic(path, serializeSafetensors(tensors, metadata));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,14 +6,14 @@
  *   checkpoints/step-N resumable checkpoints (see checkpoint.ts), the newest few kept
  *   adapter/           the final adapter in PEFT format
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { MetricRecord, RunStatus } from '../../../src/protocol';
 import { RUN_STATES } from '../../../src/protocol';
 import { InputError } from '../errors';
 import type { RunConfig } from '../spec/types';
+import { writeAtomic } from '../io/atomic';
 
 export const SPEC_FILE = 'spec.json';
 export const STATUS_FILE = 'status.json';
@@ -23,20 +23,7 @@ export const ADAPTER_DIR = 'adapter';
 
 /** Writes a file atomically: temp file beside it, fsync, rename over it. */
 export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  let fh: FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmp, 'w', 0o644);
-    await fh.writeFile(text, 'utf8');
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fsp.rename(tmp, path);
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw e;
-  }
+  await writeAtomic(path, [Buffer.from(text, 'utf8')]);
 }
 
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {

@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import type { NativeAddon } from './addon';
 import { K } from './fused';
+import { broadcastBatchIndices } from '../wasm-kernels';
 
 type TensorInfo = tf.TensorInfo;
 type KernelFunc = tf.KernelFunc;
@@ -125,31 +126,6 @@ function plan(a: TensorInfo, b: TensorInfo, ta: boolean, tb: boolean): Plan {
   return { M, K: Ka, N, batchA, batchB, outBatch, outShape: [...outBatch, M, N] };
 }
 
-/** For each output batch (row-major), the batch index into a and into b. */
-function broadcastIndices(batchA: number[], batchB: number[], outBatch: number[]): [Int32Array, Int32Array] {
-  const r = outBatch.length;
-  const padA = [...Array<number>(r - batchA.length).fill(1), ...batchA];
-  const padB = [...Array<number>(r - batchB.length).fill(1), ...batchB];
-  const n = size(outBatch);
-  const ai = new Int32Array(n);
-  const bi = new Int32Array(n);
-  const coord = new Array<number>(r).fill(0);
-  for (let i = 0; i < n; i++) {
-    let x = 0;
-    let y = 0;
-    for (let d = 0; d < r; d++) {
-      x = x * padA[d] + (padA[d] === 1 ? 0 : coord[d]);
-      y = y * padB[d] + (padB[d] === 1 ? 0 : coord[d]);
-    }
-    ai[i] = x;
-    bi[i] = y;
-    for (let d = r - 1; d >= 0; d--) {
-      if (++coord[d] < outBatch[d]) break;
-      coord[d] = 0;
-    }
-  }
-  return [ai, bi];
-}
 
 /** out = op(a) op(b) (+ bias[N]) into a fresh tensor. */
 function matmul(backend: WasmBackend, a: TensorInfo, b: TensorInfo, ta: boolean, tb: boolean, bias?: TensorInfo): TensorInfo {
@@ -180,7 +156,7 @@ function matmul(backend: WasmBackend, a: TensorInfo, b: TensorInfo, ta: boolean,
   } else if ((sizeA === n || sizeA === 1) && (sizeB === n || sizeB === 1)) {
     nat.gemm(heap, n, M, N, Kd, aOff, rsA, csA, sizeA === 1 ? 0 : M * Kd, bOff, rsB, csB, sizeB === 1 ? 0 : Kd * N, cOff, N, M * N, 1, 0, biasOff);
   } else {
-    const [ai, bi] = broadcastIndices(p.batchA, p.batchB, p.outBatch);
+    const { aIdx: ai, bIdx: bi } = broadcastBatchIndices(p.batchA, p.batchB, p.outBatch);
     for (let i = 0; i < n; i++) nat.gemm(heap, 1, M, N, Kd, aOff + ai[i] * mk, rsA, csA, 0, bOff + bi[i] * kn, rsB, csB, 0, cOff + i * mn, N, 0, 1, 0, biasOff);
   }
   return out;
