@@ -54,7 +54,13 @@ export function defaultMemoryLimit(backend = tf.getBackend()): { limitMb: number
  * wasm the heap bound holds whatever the spec says: a larger `memoryLimitMb` cannot make it fit.
  */
 export function memoryLimitFor(specLimitMb: number | undefined, backend = tf.getBackend()): { limitMb: number; why: string } | undefined {
-  if (specLimitMb === undefined) return defaultMemoryLimit(backend);
+  if (specLimitMb === undefined) {
+    // The extension's peftLab.sidecar.memoryLimitMb setting reaches the sidecar as this variable.
+    const fromSetting = Number(process.env.PEFT_LAB_MEMORY_LIMIT_MB);
+    if (!(fromSetting > 0)) return defaultMemoryLimit(backend);
+    const limit = memoryLimitFor(fromSetting, backend)!;
+    return limit.limitMb === fromSetting ? { limitMb: fromSetting, why: 'the peftLab.sidecar.memoryLimitMb setting' } : limit;
+  }
   if (backend === 'wasm' && specLimitMb > WASM_HEAP_LIMIT_MB)
     return { limitMb: WASM_HEAP_LIMIT_MB, why: `the wasm backend's heap, which fails near 3.6 GiB whatever memoryLimitMb (${specLimitMb}) says; use a native backend for more` };
   return { limitMb: specLimitMb, why: 'memoryLimitMb in the spec' };
