@@ -81,7 +81,8 @@ const COMMANDS: Record<string, Command> = {
       const wanted = typeof v.cases === 'string' ? v.cases.split(',') : CASES.filter((c) => !!c.gpu === gpu).map((c) => c.case);
       const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
       const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));
-      const threads = 1; // the wasm backend runs single-threaded under Node (engine notes)
+      // The threads the compute actually uses (native kernels: PEFT_LAB_THREADS); the anchor gets as many.
+      const threads = Number(/(\d+) threads?\)$/.exec(info.device)?.[1] ?? 1);
       const rows = [];
       for (const name of wanted) {
         const c = CASES.find((x) => x.case === name);
