@@ -43,3 +43,17 @@ export async function assertNoLeak<T>(fn: () => Promise<T> | T): Promise<T> {
   assert.equal(tf.memory().numTensors, before, 'tensor count grew across a repeated call');
   return r;
 }
+
+/**
+ * transformers 5 names some ViT modules differently at run time than in the checkpoint, and the
+ * fixtures' reference gradients use the run-time names; ours are named as in model.safetensors.
+ */
+export function refGradName(name: string): string {
+  if (!name.startsWith('vit.')) return name;
+  return name
+    .replace(/^vit\.encoder\.layer\./, 'vit.layers.')
+    .replace(/\.attention\.attention\.(query|key|value)\./, (_m, p: string) => `.attention.${{ query: 'q', key: 'k', value: 'v' }[p]}_proj.`)
+    .replace(/\.attention\.output\.dense\./, '.attention.o_proj.')
+    .replace(/^(vit\.layers\.\d+)\.intermediate\.dense\./, '$1.mlp.fc1.')
+    .replace(/^(vit\.layers\.\d+)\.output\.dense\./, '$1.mlp.fc2.');
+}

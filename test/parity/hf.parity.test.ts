@@ -9,21 +9,8 @@ import { before, describe, it } from 'node:test';
 import { disposeBatch, readInputBatch } from '../../sidecar/src/io/tensors';
 import { readSafetensors, toFloat32, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { Model } from '../../sidecar/src/models/model';
-import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
+import { assertClose, assertNoLeak, fixture, refGradName, useTestBackend } from '../helpers/numeric';
 
-/**
- * transformers 5 names some modules differently at run time than in the checkpoint; the fixtures'
- * gradients use the run-time names. Our gradients are named as in model.safetensors.
- */
-function refGradName(name: string): string {
-  if (!name.startsWith('vit.')) return name;
-  return name
-    .replace(/^vit\.encoder\.layer\./, 'vit.layers.')
-    .replace(/\.attention\.attention\.(query|key|value)\./, (_m, p: string) => `.attention.${{ query: 'q', key: 'k', value: 'v' }[p]}_proj.`)
-    .replace(/\.attention\.output\.dense\./, '.attention.o_proj.')
-    .replace(/^(vit\.layers\.\d+)\.intermediate\.dense\./, '$1.mlp.fc1.')
-    .replace(/^(vit\.layers\.\d+)\.output\.dense\./, '$1.mlp.fc2.');
-}
 
 const models = readdirSync(fixture('hf')).sort();
 

@@ -21,18 +21,8 @@ import { runImportance } from '../../sidecar/src/tasks/importance';
 import { loadAnyAdapter } from '../../sidecar/src/analysis/finetuned';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { runAllocate } from '../../sidecar/src/tasks/allocate';
-import { assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
+import { assertNoLeak, fixture, refGradName, useTestBackend } from '../helpers/numeric';
 
-/** transformers 5 names ViT modules differently at run time; the fixtures' gradients use those names. */
-function refGradName(name: string): string {
-  if (!name.startsWith('vit.')) return name;
-  return name
-    .replace(/^vit\.encoder\.layer\./, 'vit.layers.')
-    .replace(/\.attention\.attention\.(query|key|value)\./, (_m, p: string) => `.attention.${{ query: 'q', key: 'k', value: 'v' }[p]}_proj.`)
-    .replace(/\.attention\.output\.dense\./, '.attention.o_proj.')
-    .replace(/^(vit\.layers\.\d+)\.intermediate\.dense\./, '$1.mlp.fc1.')
-    .replace(/^(vit\.layers\.\d+)\.output\.dense\./, '$1.mlp.fc2.');
-}
 
 const TOL = 1e-3;
 const tmp = mkdtempSync(join(tmpdir(), 'peft-lab-importance-'));
