@@ -49,7 +49,7 @@ export async function planTrain(p: TrainJobParams): Promise<{ cfg: RunConfig; ru
   }
   const spec = loadSpec(p.spec, p.workspaceRoot ? { workspaceRoot: p.workspaceRoot } : {});
   const cfg = runConfig(spec);
-  return { cfg, runDir: p.runDir ? resolve(p.runDir) : newRunDir(cfg.runsDir, cfg.name) };
+  return { cfg, runDir: p.runDir ? resolve(p.runDir) : newRunDir(cfg.runsDir, cfg.name, new Date(), { claim: true }) };
 }
 
 /** The 'train' job. */

@@ -6,7 +6,7 @@
  *   checkpoints/step-N resumable checkpoints (see checkpoint.ts), the newest few kept
  *   adapter/           the final adapter in PEFT format
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, mkdirSync, promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { MetricRecord, RunStatus } from '../../../src/protocol';
@@ -104,11 +104,26 @@ export async function truncateMetrics(runDir: string, step: number): Promise<voi
   await writeFileAtomic(file, kept.map((r) => `${JSON.stringify(r)}\n`).join(''));
 }
 
-/** A new run folder name under `runsDir`: `<name>-YYYYMMDD-HHMMSS`, suffixed when taken. */
-export function newRunDir(runsDir: string, name: string, now = new Date()): string {
+/**
+ * A new run folder under `runsDir`: `<name>-YYYYMMDD-HHMMSS`, suffixed `-2`, `-3`... when taken. With
+ * `claim`, the folder is created here (mkdir fails on an existing one), so two runs of one spec started
+ * in the same second each get their own folder instead of racing for one.
+ */
+export function newRunDir(runsDir: string, name: string, now = new Date(), opts: { claim?: boolean } = {}): string {
   const p = (n: number) => String(n).padStart(2, '0');
   const stamp = `${now.getFullYear()}${p(now.getMonth() + 1)}${p(now.getDate())}-${p(now.getHours())}${p(now.getMinutes())}${p(now.getSeconds())}`;
-  let dir = join(runsDir, `${name}-${stamp}`);
-  for (let i = 2; existsSync(dir); i++) dir = join(runsDir, `${name}-${stamp}-${i}`);
-  return dir;
+  if (opts.claim) mkdirSync(runsDir, { recursive: true });
+  for (let i = 1; ; i++) {
+    const dir = join(runsDir, i === 1 ? `${name}-${stamp}` : `${name}-${stamp}-${i}`);
+    if (!opts.claim) {
+      if (!existsSync(dir)) return dir;
+      continue;
+    }
+    try {
+      mkdirSync(dir);
+      return dir;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }
