@@ -10,8 +10,7 @@ import type { BatchOptions } from '../data/batch';
 import type { Example } from '../data/dataset';
 import type { Hooks } from '../models/forward';
 import type { Model } from '../models/model';
-import { yieldToEventLoop } from '../jobs/context';
-import { chunks, withBatch } from './data';
+import { evaluate } from '../train/evaluate';
 
 export const ECE_BINS = 15;
 
@@ -57,58 +56,11 @@ export interface EvalWeights {
   overrides?: ReadonlyMap<string, tf.Tensor>;
 }
 
-/** Loss, metric and ECE of `model` (with `weights` overriding parameters) on `examples`. */
+/** Loss, metric and ECE of `model` (with `weights` overriding parameters) on `examples`: the trainer's eval plus calibration. */
 export async function evaluateDetailed(model: Model, weights: EvalWeights | undefined, examples: readonly Example[], batchSize: number, batchOpts: BatchOptions, signal?: AbortSignal): Promise<GraftEval> {
-  let lossSum = 0;
-  let count = 0;
-  let hits = 0;
-  let scored = 0;
   const cal = new CalibrationBins();
-  for (const chunk of chunks(examples, batchSize)) {
-    if (signal?.aborted) break;
-    await withBatch(chunk, batchOpts, async (batch) => {
-      const [loss, pred, conf] = tf.tidy(() => {
-        const logits = model.forward(batch.inputs, { hooks: weights?.hooks, overrides: weights?.overrides, training: false });
-        return [model.loss(logits, batch.labels), tf.argMax(logits, -1), tf.exp(tf.max(tf.logSoftmax(logits), -1))];
-      });
-      const [lossV, predV, confV, labelV] = await Promise.all([loss.data(), pred.data(), conf.data(), batch.labels.data()]);
-      tf.dispose([loss, pred, conf]);
-      if (chunk[0]!.kind === 'lm') {
-        const T = batch.labels.shape[1]!;
-        let n = 0;
-        chunk.forEach((e, b) => {
-          let all = true;
-          for (let t = 1; t < T; t++) {
-            const l = labelV[b * T + t]!;
-            if (l === -100) continue;
-            n++;
-            const ok = predV[b * T + t - 1] === l;
-            if (!ok) all = false;
-            cal.add(confV[b * T + t - 1]!, ok);
-          }
-          if (e.kind === 'lm' && e.completion) {
-            scored++;
-            if (all) hits++;
-          }
-        });
-        if (n > 0) {
-          lossSum += Number.isFinite(lossV[0]!) ? lossV[0]! * n : NaN;
-          count += n;
-        }
-      } else {
-        chunk.forEach((_, b) => {
-          scored++;
-          const ok = predV[b] === labelV[b];
-          if (ok) hits++;
-          cal.add(confV[b]!, ok);
-        });
-        lossSum += lossV[0]! * chunk.length;
-        count += chunk.length;
-      }
-    });
-    await yieldToEventLoop();
-  }
-  return { loss: count > 0 ? lossSum / count : NaN, ...(scored > 0 ? { metric: hits / scored } : {}), ece: cal.ece(), count };
+  const r = await evaluate(model, weights, examples, batchSize, batchOpts, signal, (confidence, correct) => cal.add(confidence, correct));
+  return { loss: r.loss, ...(r.metric !== undefined ? { metric: r.metric } : {}), ece: cal.ece(), count: r.count };
 }
 
 /** Higher is better: the metric when there is one, else −loss. */

@@ -31,6 +31,8 @@ export async function evaluate(
   batchSize: number,
   batchOpts: BatchOptions,
   signal?: AbortSignal,
+  /** Called for every scored prediction with its probability and correctness (calibration). */
+  onPrediction?: (confidence: number, correct: boolean) => void,
 ): Promise<EvalResult> {
   let lossSum = 0;
   let count = 0;
@@ -41,12 +43,13 @@ export async function evaluate(
     const chunk = examples.slice(i, i + batchSize);
     const batch = makeBatch(chunk, batchOpts);
     try {
-      const [loss, pred] = tf.tidy(() => {
+      const outs = tf.tidy(() => {
         const logits = model.forward(batch.inputs, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false });
-        return [model.loss(logits, batch.labels), tf.argMax(logits, -1)];
+        const confidence = onPrediction ? [tf.exp(tf.max(tf.logSoftmax(logits), -1))] : [];
+        return [model.loss(logits, batch.labels), tf.argMax(logits, -1), ...confidence];
       });
-      const [lossV, predV, labelV] = await Promise.all([loss.data(), pred.data(), batch.labels.data()]);
-      tf.dispose([loss, pred]);
+      const [lossV, predV, labelV, confV] = await Promise.all([outs[0]!.data(), outs[1]!.data(), batch.labels.data(), outs[2]?.data()]);
+      tf.dispose(outs);
       if (chunk[0]!.kind === 'lm') {
         const T = batch.labels.shape[1]!;
         let n = 0;
@@ -56,7 +59,9 @@ export async function evaluate(
             const l = labelV[b * T + t]!;
             if (l === -100) continue;
             n++;
-            if (predV[b * T + t - 1] !== l) all = false;
+            const ok = predV[b * T + t - 1] === l;
+            if (!ok) all = false;
+            onPrediction?.(confV![b * T + t - 1]!, ok);
           }
           if (e.kind === 'lm' && e.completion) {
             scored++;
@@ -73,7 +78,9 @@ export async function evaluate(
       } else {
         chunk.forEach((_, b) => {
           scored++;
-          if (predV[b] === labelV[b]) hits++;
+          const ok = predV[b] === labelV[b];
+          if (ok) hits++;
+          onPrediction?.(confV![b]!, ok);
         });
         lossSum += lossV[0]! * chunk.length;
         count += chunk.length;
