@@ -167,6 +167,17 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
 
 const round = (x: number) => Math.round(x * 100) / 100;
 
+/**
+ * The anchor's environment: its thread count enforced on every pool. `torch.set_num_threads` sizes
+ * PyTorch's OpenMP pool only; Debian's torch calls OpenBLAS (libopenblas0-pthread), whose own pool
+ * defaults to every core, so `--threads 1` alone still ran each GEMM on 2 threads here (process
+ * CPU time 1.7× wall time). The BLAS pools get the same count.
+ */
+export function anchorEnv(threads: number, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  const n = String(threads);
+  return { ...base, OPENBLAS_NUM_THREADS: n, OMP_NUM_THREADS: n, MKL_NUM_THREADS: n };
+}
+
 /** Runs the PyTorch anchor for one case; undefined when it cannot run here. */
 export function runAnchor(anchor: string, python: string, c: BenchCase, mode: BenchMode, threads: number, steps: number): { tokens_per_s: number; step_ms: number } | { error: string } {
   // PyTorch gets the same thread count as the step it is compared with.
@@ -178,7 +189,7 @@ export function runAnchor(anchor: string, python: string, c: BenchCase, mode: Be
     const shim = 'import runpy, sys, time; time.perf_counter = time.process_time; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name="__main__")';
     args.unshift('-c', shim);
   }
-  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000 });
+  const r = spawnSync(python, args, { encoding: 'utf8', timeout: 600_000, env: anchorEnv(threads) });
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').pop()! };
   const line = r.stdout.trim().split('\n').pop()!;
   const j = JSON.parse(line) as { tokens_per_s: number; step_ms: number };
