@@ -3,12 +3,12 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'out/**', 'test-output/**', 'scratch/**', '.ci/**', 'media/**', '.e2e-cache/**', '.peft-lab/**', '.vscode-test/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'out/**', 'test-output/**', 'scratch/**', '.ci/**', 'media/**', '.e2e-cache/**', '.peft-lab/**', '.vscode-test/**', '.device/**', '.scratch/**', '.gl/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'bin/*.js', 'test/fixtures/fake-sidecars/*.js', 'test/fixtures/*.cjs', 'test/electron/*.js'], maximumDefaultProjectFileMatchCount_THIS_WILL_SLOW_DOWN_LINTING: 32 }, tsconfigRootDir: import.meta.dirname },
+      parserOptions: { projectService: { allowDefaultProject: ['*.mjs', 'scripts/*.mjs', 'scripts/device/*.mjs', 'bin/*.js', 'test/fixtures/fake-sidecars/*.js', 'test/fixtures/*.cjs', 'test/fixtures/fake-anchor/*.cjs', 'test/electron/*.js'], maximumDefaultProjectFileMatchCount_THIS_WILL_SLOW_DOWN_LINTING: 32 }, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -31,8 +31,8 @@ export default tseslint.config(
   { files: ['webviews/**/*.ts'], rules: { 'no-restricted-imports': ['error', { patterns: ['vscode', 'node:*', '@tensorflow/*', '**/sidecar/**'] }] } },
   { files: ['bin/*.js', 'test/fixtures/fake-sidecars/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly', process: 'readonly' } } },
   // Preloads (`node --require test/fixtures/x.cjs`): CommonJS.
-  { files: ['test/fixtures/*.cjs'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly', URL: 'readonly' } } },
+  { files: ['test/fixtures/*.cjs', 'test/fixtures/fake-anchor/*.cjs'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly', console: 'readonly', URL: 'readonly' } } },
   // Desktop VS Code suites (.vscode-test.mjs): CommonJS run by mocha inside the extension host.
   { files: ['test/electron/*.js'], rules: { '@typescript-eslint/no-require-imports': 'off' }, languageOptions: { globals: { require: 'readonly', __dirname: 'readonly' } } },
-  { files: ['scripts/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly', performance: 'readonly' } } },
+  { files: ['scripts/*.mjs', 'scripts/device/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly', performance: 'readonly' } } },
 );

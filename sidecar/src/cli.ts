@@ -63,7 +63,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   bench: {
-    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--quick] [--json]',
+    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--kernels] [--quick] [--json]',
     options: {
       cases: { type: 'string' },
       modes: { type: 'string', default: 'full,lora' },
@@ -73,6 +73,7 @@ const COMMANDS: Record<string, Command> = {
       python: { type: 'string', default: '/usr/bin/python3' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
+      kernels: { type: 'boolean', default: false },
     },
     compute: true,
     async run(v) {
@@ -89,7 +90,7 @@ const COMMANDS: Record<string, Command> = {
         if (!c) throw new UsageError(`unknown case '${name}' (cases: ${CASES.map((x) => x.case).join(', ')})`);
         for (const mode of String(v.modes).split(',') as BenchMode[]) {
           if (mode !== 'full' && mode !== 'lora') throw new UsageError(`unknown mode '${mode}'`);
-          const r = await benchCase(c, mode, { steps, warmup, threads, backend: info.name, lora: loraFactory() });
+          const r = await benchCase(c, mode, { steps, warmup, threads, backend: info.name, lora: loraFactory(), kernels: v.kernels === true });
           if (typeof v.anchor === 'string') {
             const a = runAnchor(v.anchor, String(v.python), c, mode, threads, Math.max(steps, 5));
             if ('error' in a) process.stderr.write(`anchor ${c.case}/${mode} failed: ${a.error}\n`);
@@ -97,6 +98,11 @@ const COMMANDS: Record<string, Command> = {
           }
           rows.push(r);
           process.stdout.write(`${JSON.stringify(r)}\n`);
+          if (r.kernels && !v.json) {
+            const total = r.kernels.reduce((s, k) => s + k.ms, 0);
+            process.stderr.write(`kernels of one ${c.case}/${mode} step (${total.toFixed(1)} ms in ${r.kernels.reduce((s, k) => s + k.calls, 0)} calls):\n`);
+            for (const k of r.kernels.slice(0, 25)) process.stderr.write(`  ${k.kernel.padEnd(28)} ${k.ms.toFixed(2).padStart(9)} ms ${String(k.calls).padStart(5)} calls\n`);
+          }
         }
       }
       if (!v.json) {

@@ -4,7 +4,9 @@
  * 'auto' walks a ladder, fastest first, recording why each rung was skipped:
  *   1. tensorflow-gpu  `@tensorflow/tfjs-node-gpu` (libtensorflow + CUDA 11.2/cuDNN 8.1; optional extra)
  *   2. tensorflow      `@tensorflow/tfjs-node` (libtensorflow on the CPU; optional extra)
- *   3. webgpu          `@tensorflow/tfjs-backend-webgpu` on Dawn through the `webgpu` npm package
+ *   3. webgpu          `@tensorflow/tfjs-backend-webgpu` (bundled) on Dawn through the `webgpu` npm
+ *                      package (optional dependency), with this project's fused WGSL kernels
+ *                      (backend/webgpu); a hardware adapter only, see webgpu/dawn.ts
  *   4. wasm            `@tensorflow/tfjs-backend-wasm` (+ this project's kernel fixes), the CPU default;
  *                      with the prebuilt native addon (backend/native: AVX2/FMA GEMM and fused training
  *                      kernels over the wasm heap) where the platform and CPU allow, else pure wasm
@@ -38,6 +40,8 @@ import { isBackendPreference, type BackendInfo, type BackendName, type BackendPr
 import { loadNativeAddon } from './native/addon';
 import { registerNativeKernels } from './native/kernels';
 import { registerWasmKernelFixes } from './wasm-kernels';
+import { adapterLabel, installDawn } from './webgpu/dawn';
+import { registerWebGpuKernels } from './webgpu/kernels';
 
 export interface InitBackendOptions {
   /** Folder holding tfjs-backend-wasm's .wasm binaries (default: beside the bundle, else the package's dist/). */
@@ -48,7 +52,8 @@ export interface InitBackendOptions {
 }
 
 type Log = (msg: string) => void;
-type Attempt = (log: Log, opts: InitBackendOptions) => Promise<string>; // resolves to the device description
+/** Resolves to the device description; `named` when the caller asked for this backend (not 'auto'). */
+type Attempt = (log: Log, opts: InitBackendOptions, named: boolean) => Promise<string>;
 
 const LADDER: readonly BackendName[] = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 const WASM_FILE = 'tfjs-backend-wasm.wasm';
@@ -82,7 +87,7 @@ export async function initBackend(pref: BackendPreference, log?: Log, opts: Init
   const skipped: BackendInfo['skipped'] = [];
   for (const name of wanted === 'auto' ? LADDER : [wanted]) {
     try {
-      const device = await withConsoleTo(say, () => ATTEMPTS[name](say, opts));
+      const device = await withConsoleTo(say, () => ATTEMPTS[name](say, opts, wanted !== 'auto'));
       current = { name, device, skipped };
       say(`using ${name}: ${device}${skipped.length ? ` (skipped ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})` : ''}`);
       return current;
@@ -114,29 +119,17 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
     await setBackendOrThrow('tensorflow');
     return `CPU (TensorFlow native${tfNodeVersion()})`;
   },
-  webgpu: async () => {
-    // Dawn for Node: its module exports `create(flags)` (a GPU object) and `globals` (the WebGPU
-    // constants/classes), which tfjs-backend-webgpu expects on the global object; the backend
-    // registers itself only if navigator.gpu exists when it is first loaded.
-    const dawn = runtimeRequire('webgpu') as { create(flags: string[]): GPULike; globals: Record<string, unknown> };
-    const g = globalThis as Record<string, unknown> & { navigator?: { gpu?: GPULike } };
-    const hadNavigator = Object.getOwnPropertyDescriptor(g, 'navigator');
-    if (!g.navigator?.gpu) {
-      Object.assign(g, dawn.globals);
-      const gpu = dawn.create(dawnFlags());
-      Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu }, configurable: true, writable: true });
-    }
+  webgpu: async (_log, _opts, named) => {
+    // Dawn first: tfjs-backend-webgpu registers itself only if navigator.gpu exists when it loads.
+    const dawn = await installDawn({ allowSoftware: named });
     try {
-      runtimeRequire('@tensorflow/tfjs-backend-webgpu');
-      const adapter = await g.navigator?.gpu?.requestAdapter();
-      if (!adapter) throw new Error('no WebGPU adapter found');
+      await import('@tensorflow/tfjs-backend-webgpu');
       await setBackendOrThrow('webgpu');
-      const info = adapter.info ?? (await adapter.requestAdapterInfo?.());
-      const label = [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
-      return `GPU (WebGPU${label ? `: ${label}` : ''})`;
+      registerWebGpuKernels();
+      const label = adapterLabel(dawn.info);
+      return `GPU (WebGPU${label ? `: ${label}` : ''}${dawn.software ? ', software adapter' : ''})`;
     } catch (e) {
-      if (hadNavigator) Object.defineProperty(g, 'navigator', hadNavigator);
-      else delete g.navigator;
+      dawn.restore();
       throw e;
     }
   },
@@ -207,16 +200,6 @@ function nativeThreadCount(requested: number | undefined): number {
   return Math.min(n, 64);
 }
 
-interface GPUAdapterInfoLike {
-  vendor?: string;
-  architecture?: string;
-  device?: string;
-  description?: string;
-}
-interface GPULike {
-  requestAdapter(): Promise<{ info?: GPUAdapterInfoLike; requestAdapterInfo?(): Promise<GPUAdapterInfoLike> } | null>;
-}
-
 // ---- helpers --------------------------------------------------------------------------------------
 
 async function setBackendOrThrow(name: string): Promise<void> {
@@ -283,13 +266,6 @@ async function restore(previous: string | undefined): Promise<void> {
       /* keep the original error */
     }
   }
-}
-
-function dawnFlags(): string[] {
-  return (process.env.PEFT_LAB_DAWN_FLAGS ?? '')
-    .split(',')
-    .map((f) => f.trim())
-    .filter(Boolean);
 }
 
 function tfNodeVersion(): string {

@@ -52,6 +52,14 @@ export interface BenchResult {
   clock: BenchClock;
   torch_tokens_per_s?: number;
   ratio?: number;
+  /** With `kernels: true`: time per kernel in the profiled step, largest first (GPU time on WebGPU with timestamp queries). */
+  kernels?: KernelTime[];
+}
+
+export interface KernelTime {
+  kernel: string;
+  calls: number;
+  ms: number;
 }
 
 /** The threads the step runs on: the native kernels' pool when they are in use (PEFT_LAB_THREADS;
@@ -94,7 +102,7 @@ export type LoraFactory = (model: ReturnType<typeof randomModel>, rank: number, 
   dispose(): void;
 };
 
-export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: number; warmup: number; threads: number; backend: string; lora?: LoraFactory }): Promise<BenchResult> {
+export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: number; warmup: number; threads: number; backend: string; lora?: LoraFactory; kernels?: boolean }): Promise<BenchResult> {
   const model = randomModel(benchConfig(c), 0);
   const ids = tf.tidy(() => tf.randomUniform([c.batch, c.seq], 0, c.vocab, 'int32', 7));
   // The model sees seq − 1 positions, as the anchor's m(x[:, :-1]); labels = inputs, shifted inside the loss.
@@ -115,6 +123,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
   let peakRss = process.memoryUsage().rss;
   let peakTensorBytes = 0;
   let optimizerState = 0;
+  let kernels: KernelTime[] | undefined;
   const times: number[] = [];
   const clock = benchClock();
   const now = clock === 'cpu' ? cpuMs : () => performance.now();
@@ -126,9 +135,18 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
       if (!Number.isFinite(lossValue)) throw new Error(`bench ${c.case}/${mode}: loss ${lossValue}`);
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
     }
-    // One more, untimed step under tf.profile for the peak of live tensor memory within a step.
-    const profile = await tf.profile(async () => void (await trainStep()));
+    // One more, untimed step under tf.profile for the peak of live tensor memory within a step (and
+    // the kernel times). Without the per-kernel NaN check, which reads every output back.
+    const check = tf.env().getBool('CHECK_COMPUTATION_FOR_ERRORS');
+    tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', false);
+    let profile: Awaited<ReturnType<typeof tf.profile>>;
+    try {
+      profile = await tf.profile(async () => void (await trainStep()));
+    } finally {
+      tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', check);
+    }
     peakTensorBytes = profile.peakBytes;
+    if (opts.kernels) kernels = kernelTimes(profile);
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
     for (const t of [...opt.state.m.values(), ...opt.state.v.values()]) optimizerState += t.size;
   } finally {
@@ -152,6 +170,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     trainable: trainableCount,
     optimizer_state: optimizerState,
     clock,
+    ...(kernels ? { kernels } : {}),
   };
 
   /** forward + backward + AdamW update + reading the loss: the anchor's step. */
@@ -166,6 +185,19 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+
+/** Kernel time per kernel name, largest first. Kernels that run other kernels (composites) count
+ * their own time only where the backend reports it that way; tf.profile lists every invocation. */
+export function kernelTimes(profile: Awaited<ReturnType<typeof tf.profile>>): KernelTime[] {
+  const by = new Map<string, KernelTime>();
+  for (const k of profile.kernels) {
+    const row = by.get(k.name) ?? { kernel: k.name, calls: 0, ms: 0 };
+    row.calls++;
+    row.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
+    by.set(k.name, row);
+  }
+  return [...by.values()].map((r) => ({ ...r, ms: round(r.ms) })).sort((a, b) => b.ms - a.ms);
+}
 
 /**
  * The anchor's environment: its thread count enforced on every pool. `torch.set_num_threads` sizes

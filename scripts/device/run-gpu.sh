@@ -1,0 +1,28 @@
+#!/bin/bash
+# Runs on the GPU benchmark machine (device tool; carry .device and .gl, see scripts/device/pack.mjs):
+# checks the exported PEFT adapters with Hugging Face PEFT, then times the gpu bench case on WebGPU
+# (Dawn → Vulkan) against PyTorch CUDA, with a per-kernel GPU time profile. Output under $OUT.
+set -u
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+T=$(mktemp -d)
+xz -dc .device/node.xz > "$T/node" && chmod +x "$T/node"
+xz -dc .device/dawn.node.xz > "$T/dawn.node"
+export PEFT_LAB_DAWN_NODE="$T/dawn.node"
+for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+  [ -f "$icd" ] && export VK_DRIVER_FILES="$icd" && break
+done
+echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-none}"; ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>&1 | head -20
+cat "$VK_DRIVER_FILES"; export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+"$T/node" --version
+# 1. PEFT interop: every run's exported adapter on the unmodified base, logits vs the run's own.
+[ -n "${SKIP_PEFT:-}" ] || for r in .device/runs/*/; do
+  [ -d "$r" ] && python3 scripts/check_peft_export.py media/models/tiny-gpt "$r" 2>&1 | tail -1 | tee -a "$OUT/peft-check.jsonl"
+done
+# 2. The gpu case on WebGPU, PyTorch CUDA alternating, kernel profile on stderr.
+export PEFT_LAB_DAWN_FLAGS=${PEFT_LAB_DAWN_FLAGS:-enable-dawn-features=allow_unsafe_apis}
+"$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
+  --steps "${STEPS:-5}" --warmup 2 --kernels --anchor .device/torch_anchor.py --python python3 \
+  > >(tee "$OUT/bench.jsonl") 2> >(tee "$OUT/bench.err" >&2)
+wait

@@ -1,0 +1,108 @@
+/**
+ * WebGPU for Node through Dawn (the `webgpu` npm package, a prebuilt `dawn.node` per platform):
+ * loads it, picks an adapter and exposes it as `navigator.gpu`, which is what
+ * `@tensorflow/tfjs-backend-webgpu` looks for when it is first loaded.
+ *
+ * Adapter policy:
+ * - the high-performance adapter Dawn offers (Vulkan on Linux, Metal on macOS, D3D12 on Windows);
+ * - software rasterisers (llvmpipe, lavapipe, SwiftShader) are slower than the CPU backend, so 'auto'
+ *   never picks them; asking for `webgpu` by name accepts them (CI tests the WGSL path that way);
+ * - with Dawn's OpenGL backend (`PEFT_LAB_DAWN_FLAGS=backend=opengl`, Mesa llvmpipe through EGL on
+ *   machines without a GPU) only a compatibility-mode adapter exists: it is asked for with
+ *   featureLevel 'compatibility', also for the backend's own request.
+ *
+ * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the installed package's (the
+ * GPU benchmark machine carries just the one file).
+ */
+import { createRequire } from 'node:module';
+
+export interface GPUAdapterInfoLike {
+  vendor?: string;
+  architecture?: string;
+  device?: string;
+  description?: string;
+}
+export interface GPUAdapterLike {
+  info?: GPUAdapterInfoLike;
+  isFallbackAdapter?: boolean;
+  requestAdapterInfo?(): Promise<GPUAdapterInfoLike>;
+}
+interface GPULike {
+  requestAdapter(options?: Record<string, unknown>): Promise<GPUAdapterLike | null>;
+  getPreferredCanvasFormat?(): string;
+  wgslLanguageFeatures?: unknown;
+}
+interface DawnModule {
+  create(flags: string[]): GPULike;
+  globals: Record<string, unknown>;
+}
+
+const runtimeRequire = createRequire(__filename);
+
+export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
+  return (env.PEFT_LAB_DAWN_FLAGS ?? '')
+    .split(',')
+    .map((f) => f.trim())
+    .filter(Boolean);
+}
+
+function loadDawn(): DawnModule {
+  const explicit = process.env.PEFT_LAB_DAWN_NODE?.trim();
+  // The package is an ES module; Node ≥ 20.19 `require`s it (its index only adds buffer bookkeeping
+  // around dawn.node's exports).
+  return runtimeRequire(explicit || 'webgpu') as DawnModule;
+}
+
+/** A software rasteriser: correct, but slower than the CPU backend. */
+export function isSoftwareAdapter(adapter: GPUAdapterLike, info: GPUAdapterInfoLike | undefined): boolean {
+  if (adapter.isFallbackAdapter) return true;
+  const text = [info?.vendor, info?.architecture, info?.device, info?.description].join(' ');
+  return /llvmpipe|lavapipe|softpipe|swiftshader|software/i.test(text);
+}
+
+export function adapterLabel(info: GPUAdapterInfoLike | undefined): string {
+  return [info?.vendor, info?.architecture, info?.device, info?.description].filter(Boolean).join(' ');
+}
+
+export interface DawnGpu {
+  adapter: GPUAdapterLike;
+  info: GPUAdapterInfoLike | undefined;
+  software: boolean;
+  /** Undo the navigator shim (when the backend could not be used). */
+  restore(): void;
+}
+
+/**
+ * Loads Dawn, finds an adapter and installs `navigator.gpu` for tfjs-backend-webgpu.
+ * Throws (with a one-line reason) when Dawn is missing or no usable adapter exists.
+ */
+export async function installDawn(opts: { allowSoftware: boolean }): Promise<DawnGpu> {
+  const dawn = loadDawn();
+  const flags = dawnFlags();
+  const g = globalThis as Record<string, unknown> & { navigator?: { gpu?: GPULike } };
+  const saved = Object.getOwnPropertyDescriptor(g, 'navigator');
+  const gpu = dawn.create(flags);
+  const compat = flags.some((f) => /^backend=(opengl|opengles)$/.test(f));
+  const extra = compat ? { featureLevel: 'compatibility' } : {};
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance', ...extra });
+  if (!adapter) throw new Error(`no WebGPU adapter found${flags.length ? ` (Dawn flags: ${flags.join(',')})` : ''}`);
+  const info = adapter.info ?? (await adapter.requestAdapterInfo?.());
+  const software = isSoftwareAdapter(adapter, info);
+  if (software && !opts.allowSoftware) throw new Error(`only a software adapter (${adapterLabel(info) || 'unknown'}), slower than the CPU backend`);
+  Object.assign(g, dawn.globals);
+  const shim: GPULike = {
+    requestAdapter: (o?: Record<string, unknown>) => gpu.requestAdapter({ ...o, ...extra }),
+    getPreferredCanvasFormat: () => gpu.getPreferredCanvasFormat?.() ?? 'rgba8unorm',
+    wgslLanguageFeatures: gpu.wgslLanguageFeatures,
+  };
+  Object.defineProperty(g, 'navigator', { value: { ...(g.navigator ?? {}), gpu: shim }, configurable: true, writable: true });
+  return {
+    adapter,
+    info,
+    software,
+    restore() {
+      if (saved) Object.defineProperty(g, 'navigator', saved);
+      else delete g.navigator;
+    },
+  };
+}

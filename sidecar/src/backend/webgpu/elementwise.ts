@@ -1,0 +1,47 @@
+/**
+ * Element-wise fused kernels on WebGPU: GELU (tanh approximation) and its gradient, in the order
+ * of operations of ops.ts's composite (so results match it to float32 rounding).
+ */
+import type * as tf from '@tensorflow/tfjs-core';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { K } from '../native/fused';
+import { ceilDiv, registerOnWebGpu, runProgram } from './program';
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+const WG = 256;
+
+export function registerElementwiseKernels(): void {
+  registerOnWebGpu(K.gelu, gelu);
+  registerOnWebGpu(K.geluGrad, geluGrad);
+}
+
+// y = (x·0.5) · (1 + tanh((x + x·x·x·0.044715) · √(2/π)))
+const GELU_FWD = /* wgsl */ `
+fn main(index : i32) {
+  if (index >= uniforms.n) { return; }
+  let x = X[index];
+  let u = (x + x * x * x * 0.044715) * 0.7978845608028654;
+  result[index] = (x * 0.5) * (1.0 + tanh(clamp(u, -15.0, 15.0)));
+}`;
+
+// dx = dy · (0.5 (1 + t) + 0.5 x (1 − t²) √(2/π) (1 + 3·0.044715 x²))
+const GELU_BWD = /* wgsl */ `
+fn main(index : i32) {
+  if (index >= uniforms.n) { return; }
+  let x = X[index];
+  let t = tanh(clamp((x + x * x * x * 0.044715) * 0.7978845608028654, -15.0, 15.0));
+  result[index] = DY[index] * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x));
+}`;
+
+function gelu(args: KernelArgs): tf.TensorInfo {
+  const { x } = args.inputs as { x: tf.TensorInfo };
+  const n = size(x.shape);
+  return runProgram(args.backend as WebGPUBackend, { key: 'gelu', inputs: { X: x }, outputShape: x.shape, workgroup: WG, workgroups: ceilDiv(n, WG), uniforms: [{ name: 'n', type: 'int32', value: n }], code: GELU_FWD });
+}
+
+function geluGrad(args: KernelArgs): tf.TensorInfo {
+  const { dy, x } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
+  const n = size(x.shape);
+  return runProgram(args.backend as WebGPUBackend, { key: 'gelu-grad', inputs: { DY: dy, X: x }, outputShape: x.shape, workgroup: WG, workgroups: ceilDiv(n, WG), uniforms: [{ name: 'n', type: 'int32', value: n }], code: GELU_BWD });
+}
