@@ -73,7 +73,7 @@ export function registerNativeKernels(native: NativeAddon): void {
     [K.mergeHeads, mergeHeads],
   ];
   for (const [kernelName, kernelFunc] of own) if (!tf.getKernel(kernelName, BACKEND)) tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc });
-  registerGradients();
+  registerFusedGradients();
 }
 
 /** Whether the native kernels are registered on the wasm backend. */
@@ -509,7 +509,8 @@ function mergeHeads(args: KernelArgs): TensorInfo {
 const run = (name: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap = {}) => tf.engine().runKernel(name, inputs, attrs) as tf.Tensor;
 const first = (dy: tf.Tensor | tf.Tensor[]): tf.Tensor => (Array.isArray(dy) ? dy[0] : dy);
 
-function registerGradients(): void {
+/** The gradients of the fused kernels (fused.ts), for every backend that registers them. */
+export function registerFusedGradients(): void {
   if (tf.getGradient(K.layerNorm)) return;
   tf.registerGradient({
     kernelName: K.layerNorm,
