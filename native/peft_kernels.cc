@@ -174,6 +174,28 @@ struct GemmArgs {
   const float* bias;  // [N] or null
 };
 
+// In-register transpose of 8 rows of 8 floats.
+static inline void transpose8(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Packs the mc x kc block of op(A) into MR-row panels (p-major: Ap[p*MR + i]). Row-major A (cs == 1)
+// is transposed 8 columns at a time in registers. Writes exactly mc/MR*MR*kc floats (rounded up).
 static void pack_a(int mc, int kc, const float* A, long rs, long cs, float* Ap) {
   for (int i0 = 0; i0 < mc; i0 += MR) {
     const int mr = std::min(MR, mc - i0);
@@ -181,11 +203,43 @@ static void pack_a(int mc, int kc, const float* A, long rs, long cs, float* Ap) 
     if (mr == MR && rs == 1) {
       for (int p = 0; p < kc; p++, Ap += MR) {
         const float* s = a + p * cs;
-        for (int i = 0; i < MR; i++) Ap[i] = s[i];
+        _mm_storeu_ps(Ap, _mm_loadu_ps(s));
+        _mm_storel_pi((__m64*)(Ap + 4), _mm_castpd_ps(_mm_load_sd((const double*)(s + 4))));
       }
     } else if (mr == MR && cs == 1) {
       const float *r0 = a, *r1 = a + rs, *r2 = a + 2 * rs, *r3 = a + 3 * rs, *r4 = a + 4 * rs, *r5 = a + 5 * rs;
-      for (int p = 0; p < kc; p++, Ap += MR) {
+      int p = 0;
+      for (; p + 8 <= kc; p += 8, Ap += 8 * MR) {
+        const __m256 x0 = _mm256_loadu_ps(r0 + p), x1 = _mm256_loadu_ps(r1 + p), x2 = _mm256_loadu_ps(r2 + p);
+        const __m256 x3 = _mm256_loadu_ps(r3 + p), x4 = _mm256_loadu_ps(r4 + p), x5 = _mm256_loadu_ps(r5 + p);
+        // t01l = [a0 b0 a1 b1 | a4 b4 a5 b5], t01h = [a2 b2 a3 b3 | a6 b6 a7 b7] (a = row 0, b = row 1)
+        const __m256 t01l = _mm256_unpacklo_ps(x0, x1), t01h = _mm256_unpackhi_ps(x0, x1);
+        const __m256 t23l = _mm256_unpacklo_ps(x2, x3), t23h = _mm256_unpackhi_ps(x2, x3);
+        const __m256 t45l = _mm256_unpacklo_ps(x4, x5), t45h = _mm256_unpackhi_ps(x4, x5);
+        // column q of rows 0-3: s_q's low lane (q < 4) or high lane (q + 4)
+        const __m256 s0 = _mm256_shuffle_ps(t01l, t23l, 0x44), s1 = _mm256_shuffle_ps(t01l, t23l, 0xEE);
+        const __m256 s2 = _mm256_shuffle_ps(t01h, t23h, 0x44), s3 = _mm256_shuffle_ps(t01h, t23h, 0xEE);
+        _mm_storeu_ps(Ap + 0 * MR, _mm256_castps256_ps128(s0));
+        _mm_storeu_ps(Ap + 1 * MR, _mm256_castps256_ps128(s1));
+        _mm_storeu_ps(Ap + 2 * MR, _mm256_castps256_ps128(s2));
+        _mm_storeu_ps(Ap + 3 * MR, _mm256_castps256_ps128(s3));
+        _mm_storeu_ps(Ap + 4 * MR, _mm256_extractf128_ps(s0, 1));
+        _mm_storeu_ps(Ap + 5 * MR, _mm256_extractf128_ps(s1, 1));
+        _mm_storeu_ps(Ap + 6 * MR, _mm256_extractf128_ps(s2, 1));
+        _mm_storeu_ps(Ap + 7 * MR, _mm256_extractf128_ps(s3, 1));
+        // rows 4-5: 64-bit pairs (c4 c5) of column q
+        const __m128 l0 = _mm256_castps256_ps128(t45l), h0 = _mm256_extractf128_ps(t45l, 1);
+        const __m128 l1 = _mm256_castps256_ps128(t45h), h1 = _mm256_extractf128_ps(t45h, 1);
+        _mm_storel_pi((__m64*)(Ap + 0 * MR + 4), l0);
+        _mm_storeh_pi((__m64*)(Ap + 1 * MR + 4), l0);
+        _mm_storel_pi((__m64*)(Ap + 2 * MR + 4), l1);
+        _mm_storeh_pi((__m64*)(Ap + 3 * MR + 4), l1);
+        _mm_storel_pi((__m64*)(Ap + 4 * MR + 4), h0);
+        _mm_storeh_pi((__m64*)(Ap + 5 * MR + 4), h0);
+        _mm_storel_pi((__m64*)(Ap + 6 * MR + 4), h1);
+        _mm_storeh_pi((__m64*)(Ap + 7 * MR + 4), h1);
+      }
+      for (; p < kc; p++, Ap += MR) {
         Ap[0] = r0[p];
         Ap[1] = r1[p];
         Ap[2] = r2[p];
@@ -214,14 +268,24 @@ static void pack_b(int kc, int nc, const float* B, long rs, long cs, float* Bp) 
         _mm256_store_ps(Bp + p * NR + 8, _mm256_loadu_ps(s + 8));
       }
     } else if (rs == 1) {
-      // Transposed B: column j is contiguous over p.
+      // Transposed B: column j is contiguous over p; 8 x 8 blocks are transposed in registers.
       float* d = Bp;
+      int p = 0;
+      if (nr == NR)
+        for (; p + 8 <= kc; p += 8)
+          for (int h = 0; h < 2; h++) {
+            const float* s = b + (h * 8) * cs + p;
+            __m256 r[8];
+            for (int q = 0; q < 8; q++) r[q] = _mm256_loadu_ps(s + q * cs);
+            transpose8(r);
+            for (int q = 0; q < 8; q++) _mm256_store_ps(d + (p + q) * NR + h * 8, r[q]);
+          }
       for (int j = 0; j < nr; j++) {
         const float* s = b + j * cs;
-        for (int p = 0; p < kc; p++) d[p * NR + j] = s[p];
+        for (int q = p; q < kc; q++) d[q * NR + j] = s[q];
       }
       for (int j = nr; j < NR; j++)
-        for (int p = 0; p < kc; p++) d[p * NR + j] = 0.f;
+        for (int q = p; q < kc; q++) d[q * NR + j] = 0.f;
     } else {
       for (int p = 0; p < kc; p++) {
         int j = 0;
@@ -232,7 +296,7 @@ static void pack_b(int kc, int nc, const float* B, long rs, long cs, float* Bp) 
   }
 }
 
-// acc = Ap(6 x kc) * Bp(kc x 16); then C tile = alpha*acc + (first ? beta*C + bias : C).
+// acc = Ap(6 x kc) * Bp(kc x 16); then C tile = alpha*acc + (first ? beta*C : C) (+ bias).
 static inline void micro_6x16(int kc, const float* __restrict Ap, const float* __restrict Bp, float* C, long ldc, int mr, int nr, float alpha,
                               bool first, float beta, const float* bias) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
@@ -241,7 +305,12 @@ static inline void micro_6x16(int kc, const float* __restrict Ap, const float* _
   __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
-  for (int p = 0; p < kc; p++) {
+  // The C tile is read (beta, accumulation) or written after the loop: fetch its lines meanwhile.
+  for (int i = 0; i < mr; i++) {
+    _mm_prefetch((const char*)(C + i * ldc), _MM_HINT_T0);
+    _mm_prefetch((const char*)(C + i * ldc + nr - 1), _MM_HINT_T0);
+  }
+  _Pragma("GCC unroll 4") for (int p = 0; p < kc; p++) {
     const __m256 b0 = _mm256_load_ps(Bp);
     const __m256 b1 = _mm256_load_ps(Bp + 8);
     __m256 a;
@@ -274,34 +343,31 @@ static inline void micro_6x16(int kc, const float* __restrict Ap, const float* _
       acc[i][0] = _mm256_mul_ps(acc[i][0], va);
       acc[i][1] = _mm256_mul_ps(acc[i][1], va);
     }
+  // r = first ? acc (+ beta·C) : C + acc; then + bias (given on the last K block only, so the bias
+  // is added to the finished product as a separate Add would).
+  const __m256 vb = _mm256_set1_ps(beta);
   if (mr == MR && nr == NR) {
-    if (first) {
-      __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
+    __m256 bb0 = _mm256_setzero_ps(), bb1 = _mm256_setzero_ps();
+    if (bias) {
+      bb0 = _mm256_loadu_ps(bias);
+      bb1 = _mm256_loadu_ps(bias + 8);
+    }
+    for (int i = 0; i < MR; i++) {
+      float* c = C + i * ldc;
+      __m256 r0 = acc[i][0], r1 = acc[i][1];
+      if (!first) {
+        r0 = _mm256_add_ps(_mm256_loadu_ps(c), r0);
+        r1 = _mm256_add_ps(_mm256_loadu_ps(c + 8), r1);
+      } else if (beta != 0.f) {
+        r0 = _mm256_add_ps(r0, _mm256_mul_ps(vb, _mm256_loadu_ps(c)));
+        r1 = _mm256_add_ps(r1, _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8)));
+      }
       if (bias) {
-        bb0 = _mm256_loadu_ps(bias);
-        bb1 = _mm256_loadu_ps(bias + 8);
+        r0 = _mm256_add_ps(r0, bb0);
+        r1 = _mm256_add_ps(r1, bb1);
       }
-      const __m256 vb = _mm256_set1_ps(beta);
-      for (int i = 0; i < MR; i++) {
-        float* c = C + i * ldc;
-        __m256 r0 = acc[i][0], r1 = acc[i][1];
-        if (beta != 0.f) {
-          r0 = _mm256_add_ps(r0, _mm256_mul_ps(vb, _mm256_loadu_ps(c)));
-          r1 = _mm256_add_ps(r1, _mm256_mul_ps(vb, _mm256_loadu_ps(c + 8)));
-        }
-        if (bias) {
-          r0 = _mm256_add_ps(r0, bb0);
-          r1 = _mm256_add_ps(r1, bb1);
-        }
-        _mm256_storeu_ps(c, r0);
-        _mm256_storeu_ps(c + 8, r1);
-      }
-    } else {
-      for (int i = 0; i < MR; i++) {
-        float* c = C + i * ldc;
-        _mm256_storeu_ps(c, _mm256_add_ps(_mm256_loadu_ps(c), acc[i][0]));
-        _mm256_storeu_ps(c + 8, _mm256_add_ps(_mm256_loadu_ps(c + 8), acc[i][1]));
-      }
+      _mm256_storeu_ps(c, r0);
+      _mm256_storeu_ps(c + 8, r1);
     }
     return;
   }
@@ -312,15 +378,12 @@ static inline void micro_6x16(int kc, const float* __restrict Ap, const float* _
   for (int i = 0; i < mr; i++) {
     float* c = C + i * ldc;
     const float* t = tile + i * NR;
-    if (first) {
-      for (int j = 0; j < nr; j++) {
-        float r = t[j];
-        if (beta != 0.f) r = r + beta * c[j];
-        if (bias) r = r + bias[j];
-        c[j] = r;
-      }
-    } else {
-      for (int j = 0; j < nr; j++) c[j] = c[j] + t[j];
+    for (int j = 0; j < nr; j++) {
+      float r = t[j];
+      if (!first) r = c[j] + r;
+      else if (beta != 0.f) r = r + beta * c[j];
+      if (bias) r = r + bias[j];
+      c[j] = r;
     }
   }
 }
@@ -332,11 +395,23 @@ thread_local Scratch shared_bpack;  // the calling thread's; its workers read it
 // Multiplies the MC-block [ic, ic+mc) x [j0, j0+nc) of one (jc, pc) step.
 static void macro_block(const GemmArgs& g, int ic, int mc, int pc, int kc, int jc, int j0, int nc, const float* Bp, float* Ap) {
   pack_a(mc, kc, g.A + ic * g.rsA + pc * g.csA, g.rsA, g.csA, Ap);
-  const bool first = pc == 0;
+  const bool first = pc == 0, last = pc + kc >= g.K;
+  if (kc <= 32) {
+    // Short products are bound by writing C: walk it row panel by row panel (contiguous lines).
+    for (int ir = 0; ir < mc; ir += MR) {
+      const int mr = std::min(MR, mc - ir);
+      for (int jr = j0; jr < j0 + nc; jr += NR) {
+        const float* bp = Bp + (long)(jr - jc) / NR * kc * NR;
+        const float* bias = last && g.bias ? g.bias + jr : nullptr;
+        micro_6x16(kc, Ap + (long)ir * kc, bp, g.C + (ic + ir) * g.ldc + jr, g.ldc, mr, std::min(NR, j0 + nc - jr), g.alpha, first, g.beta, bias);
+      }
+    }
+    return;
+  }
   for (int jr = j0; jr < j0 + nc; jr += NR) {
     const int nr = std::min(NR, j0 + nc - jr);
     const float* bp = Bp + (long)(jr - jc) / NR * kc * NR;
-    const float* bias = first && g.bias ? g.bias + jr : nullptr;
+    const float* bias = last && g.bias ? g.bias + jr : nullptr;
     for (int ir = 0; ir < mc; ir += MR) {
       const int mr = std::min(MR, mc - ir);
       micro_6x16(kc, Ap + (long)ir * kc, bp, g.C + (ic + ir) * g.ldc + jr, g.ldc, mr, nr, g.alpha, first, g.beta, bias);

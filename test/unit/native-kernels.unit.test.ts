@@ -162,6 +162,11 @@ describe('native kernels', { skip }, () => {
       await compare(`fused ta=${ta} tb=${tb}`, [randn(ta ? [33, 7] : [7, 33], 1), randn(tb ? [9, 33] : [33, 9], 2), randn([9], 3)], (a, b, bias) =>
         tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias, transposeA: ta, transposeB: tb }),
       );
+    // K past one K block (the bias joins on the last block) and a short K (row-panel order).
+    for (const k of [300, 20])
+      await compare(`fused K=${k} + bias`, [randn([50, k], 7), randn([40, k], 8), randn([40], 9)], (a, b, bias) =>
+        tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias, transposeB: true }),
+      );
     await compare('fused batched + bias', [randn([3, 7, 33], 4), randn([33, 9], 5), randn([9], 6)], (a, b, bias) => tf.fused.matMul({ a: a as tf.Tensor3D, b: b as tf.Tensor3D, bias }));
     await compare('fused relu (falls back)', [randn([7, 33], 4), randn([33, 9], 5), randn([9], 6)], (a, b, bias) =>
       tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias, activation: 'relu' }),
