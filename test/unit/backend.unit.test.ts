@@ -14,7 +14,8 @@ const installed = (m: string): boolean => {
     return false;
   }
 };
-const optionalInstalled = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node', 'webgpu'].filter(installed);
+// webgpu (Dawn) is an optional dependency that installs everywhere; the native TF.js packages are extras.
+const optionalInstalled = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'].filter(installed);
 
 describe('initBackend', () => {
   let savedEnv: string | undefined;
@@ -30,20 +31,27 @@ describe('initBackend', () => {
     else process.env.PEFT_LAB_BACKEND = savedEnv;
   });
 
-  test("'auto' picks wasm here: native TF.js and WebGPU are skipped with reasons", { skip: optionalInstalled.length ? `installed: ${optionalInstalled}` : false }, async () => {
+  test("'auto' picks WebGPU on a hardware adapter, else wasm with every skipped rung's reason", { skip: optionalInstalled.length ? `installed: ${optionalInstalled}` : false }, async () => {
     const consoleBefore = [console.log, console.warn, console.info, console.error];
     const info = await initBackend('auto', log);
+    assert.deepEqual(currentBackend(), info);
+    assert.match(info.skipped[0].reason, /Cannot find module '@tensorflow\/tfjs-node-gpu'/);
+    assert.match(info.skipped[1].reason, /Cannot find module '@tensorflow\/tfjs-node'/);
+    for (const s of info.skipped) assert.ok(!s.reason.includes('\n'), 'reasons are one line');
+    if (info.name === 'webgpu') {
+      // A machine with a GPU: never a software rasteriser under 'auto'.
+      assert.doesNotMatch(info.device, /software/);
+      assert.deepEqual(info.skipped.map((s) => s.name), ['tensorflow-gpu', 'tensorflow']);
+      return;
+    }
     assert.equal(info.name, 'wasm');
     assert.match(info.device, /^CPU \(WebAssembly( SIMD)?( \+ native AVX2 GEMM)?, \d+ threads?\)$/);
     assert.deepEqual(
       info.skipped.map((s) => s.name),
       ['tensorflow-gpu', 'tensorflow', 'webgpu'],
     );
-    assert.match(info.skipped[0].reason, /Cannot find module '@tensorflow\/tfjs-node-gpu'/);
-    assert.match(info.skipped[1].reason, /Cannot find module '@tensorflow\/tfjs-node'/);
-    assert.match(info.skipped[2].reason, /Cannot find module 'webgpu'/);
-    for (const s of info.skipped) assert.ok(!s.reason.includes('\n'), 'reasons are one line');
-    assert.deepEqual(currentBackend(), info);
+    // No GPU here: Dawn finds no adapter, or only a software one, which 'auto' refuses.
+    assert.match(info.skipped[2].reason, /^(no WebGPU adapter found|only a software adapter \(.+\), slower than the CPU backend)$/);
     assert.equal(tf.getBackend(), 'wasm');
     // The kernel fixes came with it: the gradient of tf.gather works.
     assert.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'));
@@ -69,8 +77,8 @@ describe('initBackend', () => {
     assert.equal(tf.getBackend(), 'wasm');
   });
 
-  for (const name of ['tensorflow-gpu', 'tensorflow', 'webgpu'] as const) {
-    const pkg = { 'tensorflow-gpu': '@tensorflow/tfjs-node-gpu', tensorflow: '@tensorflow/tfjs-node', webgpu: 'webgpu' }[name];
+  for (const name of ['tensorflow-gpu', 'tensorflow'] as const) {
+    const pkg = { 'tensorflow-gpu': '@tensorflow/tfjs-node-gpu', tensorflow: '@tensorflow/tfjs-node' }[name];
     test(`'${name}' by name throws a clear error when ${pkg} is missing`, { skip: installed(pkg) ? `${pkg} installed` : false }, async () => {
       await initBackend('cpu', log);
       await assert.rejects(initBackend(name, log), (e: Error) => {
@@ -81,6 +89,21 @@ describe('initBackend', () => {
       assert.equal(currentBackend()?.name, 'cpu');
     });
   }
+
+  test("'webgpu' by name throws a clear error when Dawn cannot load; the previous backend stays", async () => {
+    await initBackend('cpu', log);
+    const saved = process.env.PEFT_LAB_DAWN_NODE;
+    process.env.PEFT_LAB_DAWN_NODE = '/nonexistent/dawn.node';
+    try {
+      await assert.rejects(initBackend('webgpu', log), /^Error: Backend 'webgpu' is not available: Cannot find module '\/nonexistent\/dawn\.node'/);
+    } finally {
+      if (saved === undefined) delete process.env.PEFT_LAB_DAWN_NODE;
+      else process.env.PEFT_LAB_DAWN_NODE = saved;
+    }
+    assert.equal(tf.getBackend(), 'cpu');
+    assert.equal(currentBackend()?.name, 'cpu');
+    assert.equal((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu, undefined, 'no navigator.gpu shim left behind');
+  });
 
   test('a wasmDir without the binaries is an error', async () => {
     await assert.rejects(initBackend('wasm', log, { wasmDir: __dirname }), /tfjs-backend-wasm\.wasm not found in/);
