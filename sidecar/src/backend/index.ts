@@ -125,6 +125,9 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
     try {
       await import('@tensorflow/tfjs-backend-webgpu');
       await setBackendOrThrow('webgpu');
+      // Dispatches recorded per queue submit (TF.js default 15): PEFT_LAB_WEBGPU_SUBMIT_BATCH=N.
+      const batch = Number(process.env.PEFT_LAB_WEBGPU_SUBMIT_BATCH);
+      if (Number.isInteger(batch) && batch > 0) tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', batch);
       registerWebGpuKernels();
       const label = adapterLabel(dawn.info);
       return `GPU (WebGPU${label ? `: ${label}` : ''}${dawn.software ? ', software adapter' : ''})`;
