@@ -1,7 +1,7 @@
 // Bundles the extension (node/cjs, vscode external), the sidecar + CLI (node) and the webviews (browser).
 import * as esbuild from 'esbuild';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
@@ -38,6 +38,24 @@ mkdirSync('dist', { recursive: true });
 // The wasm backend loads its .wasm binaries from beside the sidecar bundle.
 const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
 for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join('dist', f));
+
+// Dawn (WebGPU for Node) for this platform, from the optional `webgpu` package, beside the bundles:
+// dist/dawn/<platform>-<arch>/ (the whole folder: on Windows the D3D shader compilers sit beside
+// dawn.node). Per-platform like the native kernels; the .vsix has no node_modules.
+{
+  const target = process.platform === 'darwin' ? 'darwin-universal' : `${process.platform}-${process.arch}`;
+  let webgpuDir;
+  try {
+    webgpuDir = dirname(require.resolve('webgpu/package.json'));
+  } catch {
+    console.error('[build] the optional webgpu package is not installed: the sidecar will have no WebGPU backend');
+  }
+  const from = webgpuDir && join(webgpuDir, 'dist', target);
+  if (from && existsSync(join(from, 'dawn.node'))) {
+    mkdirSync(join('dist', 'dawn', target), { recursive: true });
+    for (const f of readdirSync(from)) copyFileSync(join(from, f), join('dist', 'dawn', target, f));
+  }
+}
 
 for (const b of builds) {
   const opts = b.outdir ? b : { ...b, outdir: 'dist' };

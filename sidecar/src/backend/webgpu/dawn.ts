@@ -11,10 +11,12 @@
  *   machines without a GPU) only a compatibility-mode adapter exists: it is asked for with
  *   featureLevel 'compatibility', also for the backend's own request.
  *
- * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the installed package's (the
- * GPU benchmark machine carries just the one file).
+ * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the one beside the bundle or
+ * the installed package's (the GPU benchmark machine carries just the one file).
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 
 export interface GPUAdapterInfoLike {
   vendor?: string;
@@ -46,11 +48,16 @@ export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
     .filter(Boolean);
 }
 
+/** dawn.node: PEFT_LAB_DAWN_NODE, else the copy the build puts beside the bundle
+ * (dist/dawn/<platform>-<arch>/, what the .vsix ships), else the installed `webgpu` package. */
 function loadDawn(): DawnModule {
   const explicit = process.env.PEFT_LAB_DAWN_NODE?.trim();
-  // The package is an ES module; Node ≥ 20.19 `require`s it (its index only adds buffer bookkeeping
-  // around dawn.node's exports).
-  return runtimeRequire(explicit || 'webgpu') as DawnModule;
+  if (explicit) return runtimeRequire(explicit) as DawnModule;
+  const target = process.platform === 'darwin' ? 'darwin-universal' : `${process.platform}-${process.arch}`;
+  const beside = join(__dirname, 'dawn', target, 'dawn.node');
+  if (existsSync(beside)) return runtimeRequire(beside) as DawnModule;
+  // The package is an ES module; Node ≥ 20.19 `require`s it.
+  return runtimeRequire('webgpu') as DawnModule;
 }
 
 /** A software rasteriser: correct, but slower than the CPU backend. */
