@@ -110,6 +110,6 @@ describe('manifest', () => {
       .map((l) => l.trim())
       .filter((l) => l && !l.startsWith('#'));
     assert.equal(lines[0], '**');
-    for (const keep of ['!package.json', '!dist/extension.js', '!dist/sidecar.js', '!dist/*.wasm', '!dist/webviews/*.js', '!dist/webviews/*.css', '!dist/native/*/*.node', '!media/**', '!schemas/**']) assert.ok(lines.includes(keep), keep);
+    for (const keep of ['!package.json', '!dist/extension.js', '!dist/sidecar.js', '!dist/*.wasm', '!dist/webviews/*.js', '!dist/webviews/*.css', '!dist/native/*/*.node', '!dist/dawn/*/*', '!media/**', '!schemas/**']) assert.ok(lines.includes(keep), keep);
   });
 });
