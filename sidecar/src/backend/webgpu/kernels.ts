@@ -5,10 +5,14 @@
  * own module; this one registers them all.
  */
 import { registerFusedGradients } from '../native/kernels';
+import { registerAttentionKernels } from './attention';
 import { registerElementwiseKernels } from './elementwise';
+import { registerMatMulKernels } from './matmul';
 
 /** Registers (idempotently) the fused kernels on the webgpu backend. */
 export function registerWebGpuKernels(): void {
   registerElementwiseKernels();
+  registerMatMulKernels();
+  registerAttentionKernels();
   registerFusedGradients();
 }
