@@ -1,11 +1,19 @@
 /**
  * Element-wise fused kernels on WebGPU: GELU (tanh approximation) and its gradient, in the order
  * of operations of ops.ts's composite (so results match it to float32 rounding).
+ *
+ * registerElementwiseKernels also registers the other fused training kernels that live beside
+ * this module: LayerNorm (norm.ts), softmax cross-entropy (xent.ts), AdamW (adamw.ts) and the
+ * attention head layout copies (heads.ts).
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
+import { registerAdamWKernels } from './adamw';
+import { registerHeadsKernels } from './heads';
+import { registerNormKernels } from './norm';
 import { ceilDiv, registerOnWebGpu, runProgram } from './program';
+import { registerXentKernels } from './xent';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
@@ -14,6 +22,10 @@ const WG = 256;
 export function registerElementwiseKernels(): void {
   registerOnWebGpu(K.gelu, gelu);
   registerOnWebGpu(K.geluGrad, geluGrad);
+  registerNormKernels();
+  registerXentKernels();
+  registerAdamWKernels();
+  registerHeadsKernels();
 }
 
 // y = (x·0.5) · (1 + tanh((x + x·x·x·0.044715) · √(2/π)))
