@@ -1,0 +1,420 @@
+/**
+ * Register-blocked SGEMM for the WebGPU backend, registered in place of TF.js's `BatchMatMul` and
+ * `_FusedMatMul` (TF.js's own kernels stay as the fallback for what this one does not cover:
+ * non-float32, rank < 2 or > 6, empty shapes, prelu, batch broadcasts that do not fold into three
+ * dimensions).
+ *
+ * One dispatch per matmul: transposes are read by indexing (no Transpose dispatches), the batch is
+ * part of the flat workgroup index (tile row, tile column, batch), batch broadcasting is folded into
+ * up to three (size, A stride, B stride) dimensions passed as uniforms, and bias (over the last
+ * axis, or a scalar) plus activation (linear, relu, relu6, elu, sigmoid, leakyrelu) are applied in
+ * the epilogue. Accumulation is float32.
+ *
+ * The kernel (one WGSL generator, one shader per tile config × transposeA × transposeB × epilogue):
+ * 256 invocations per workgroup as a (BN/TN) × (BM/TM) grid of threads (× S slices of the K tile);
+ * each thread keeps a TM × TN block of the output in registers (vec4 accumulators). A and B tiles
+ * are staged in workgroup memory k-major (As[k][m], Bs[k][n]), so the inner loop reads each thread's
+ * rows and columns as vec4s: a thread owns TM/4 groups of 4 rows spaced BM/(TM/4) apart (and likewise
+ * columns), the standard layout that makes a warp's vec4 reads of Bs consecutive (16 threads × 16 B)
+ * and its reads of As broadcasts. Global loads are coalesced along the contiguous axis of each
+ * operand in each transpose case (k for A and Bᵀ, m for Aᵀ, n for B); where that makes the
+ * workgroup-memory store a transposition (A, Bᵀ) the k-rows are padded by 4 floats so the store's
+ * banks differ. The next K tile is loaded from global memory into registers while the current one is
+ * computed; with enough workgroup memory (maxComputeWorkgroupStorageSize ≥ 2 stages) the tiles are
+ * double-buffered (one barrier per K tile instead of two).
+ *
+ * Tile configs (all 256 threads):
+ *   big   128×128, BK 8, 8×8 per thread: 8.3 KiB (×2 double-buffered). The highest arithmetic
+ *         intensity (4 vec4 workgroup reads per 64 FMAs: FMA-bound on NVIDIA's 128 B/clk shared
+ *         memory) — for the large matmuls (M = 2048, N ≥ 2304, the 768×768 weight gradients when
+ *         there are enough tiles to fill the GPU's 132 SMs).
+ *   wide  128×64, BK 8, 8×4: when 128×128 gives under ~one wave of workgroups (M = 2048 × N = 768
+ *         → 96 tiles < 132 SMs; 192 at 128×64).
+ *   mid   64×64, BK 16, 4×4: small matmuls and small K (K ≤ 16: one K tile), and the
+ *         attention-shaped batched ones (96 × 256×64×256: 1536 tiles).
+ *   thin  16×16, BK 64, 4×4, S = 16: min(M, N) ≤ 16 (LoRA's rank-8 matmuls with K = 768/2048):
+ *         16 slices split each K tile in-workgroup and reduce through workgroup memory at the end,
+ *         so a 768×8 weight gradient (K = 2048) still gets 48 workgroups of 256 threads.
+ * All configs stay ≤ 16 KiB of workgroup memory single-buffered (compat-mode limit on llvmpipe).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { registerOnWebGpu, runProgram, WEBGPU, WGSL_COMMON, type Uniform } from './program';
+
+type KernelArgs = Parameters<tf.KernelFunc>[0];
+const WG = 256;
+
+export interface TileConfig {
+  name: string;
+  BM: number;
+  BN: number;
+  BK: number;
+  TM: number;
+  TN: number;
+  /** K-tile slices per workgroup (in-workgroup split-K), 1 for the plain tiles. */
+  S: number;
+}
+
+export const CONFIGS: Record<'big' | 'wide' | 'mid' | 'thin', TileConfig> = {
+  big: { name: 'big', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1 },
+  wide: { name: 'wide', BM: 128, BN: 64, BK: 8, TM: 8, TN: 4, S: 1 },
+  mid: { name: 'mid', BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, S: 1 },
+  thin: { name: 'thin', BM: 16, BN: 16, BK: 64, TM: 4, TN: 4, S: 16 },
+};
+
+/** SMs (NVIDIA) / CUs to fill: the tile choice wants about this many workgroups or more. */
+const TARGET_WORKGROUPS = 132;
+
+let forced: TileConfig | undefined;
+let forcedDoubleBuffer: boolean | undefined;
+/** Tests and benchmarks: force a tile config (and double buffering) for every matmul; undefined restores the heuristic. */
+export function forceMatMulConfig(config: TileConfig | undefined, doubleBuffer?: boolean): void {
+  forced = config;
+  forcedDoubleBuffer = doubleBuffer;
+}
+
+export function chooseConfig(M: number, N: number, K: number, batch: number): TileConfig {
+  if (forced) return forced;
+  if (Math.min(M, N) <= 16) return CONFIGS.thin;
+  if (K <= 16) return CONFIGS.mid;
+  const tiles = (c: TileConfig) => Math.ceil(M / c.BM) * Math.ceil(N / c.BN) * batch;
+  if (tiles(CONFIGS.big) >= TARGET_WORKGROUPS) return CONFIGS.big;
+  if (tiles(CONFIGS.wide) >= TARGET_WORKGROUPS) return CONFIGS.wide;
+  return CONFIGS.mid;
+}
+
+const ACTIVATIONS: Record<string, string> = {
+  linear: 'v',
+  relu: 'max(v, 0.0)',
+  relu6: 'clamp(v, 0.0, 6.0)',
+  elu: 'select(exp(v) - 1.0, v, v >= 0.0)',
+  sigmoid: '1.0 / (1.0 + exp(-v))',
+  leakyrelu: 'select(uniforms.alpha * v, v, v >= 0.0)',
+};
+
+interface Variant {
+  cfg: TileConfig;
+  ta: boolean;
+  tb: boolean;
+  bias: boolean;
+  activation: string;
+  doubleBuffer: boolean;
+}
+
+/** Workgroup-memory bytes of one stage (A and B tiles). */
+function stageBytes(cfg: TileConfig, ta: boolean, tb: boolean): number {
+  return 4 * cfg.BK * (cfg.BM + (ta ? 0 : 4) + cfg.BN + (tb ? 4 : 0));
+}
+
+function shader(v: Variant): string {
+  const { BM, BN, BK, TM, TN, S } = v.cfg;
+  const TX = BN / TN;
+  const TY = BM / TM;
+  const GM = TM / 4; // vec4 row groups per thread
+  const GN = TN / 4;
+  const LA = (BM * BK) / WG; // A elements loaded per thread per K tile
+  const LB = (BN * BK) / WG;
+  const AS = (BM + (v.ta ? 0 : 4)) / 4; // As row stride in vec4s
+  const BS = (BN + (v.tb ? 4 : 0)) / 4;
+  const stages = v.doubleBuffer ? 2 : 1;
+  const KS = BK / S; // k per slice per tile
+  const L: string[] = [];
+  L.push(`var<workgroup> As : array<vec4<f32>, ${stages * BK * AS}>;`);
+  L.push(`var<workgroup> Bs : array<vec4<f32>, ${stages * BK * BS}>;`);
+  if (S > 1) L.push(`var<workgroup> Red : array<vec4<f32>, ${S * TX * TY * GN}>;`);
+  L.push(`var<workgroup> wgShared : i32;`);
+  L.push(WGSL_COMMON);
+  // Loads of one K tile (k0) into registers, zero outside the matrix.
+  const loadA: string[] = [];
+  const storeA: string[] = [];
+  for (let i = 0; i < LA; i++) {
+    const e = `(t + ${i * WG})`;
+    const [m, k] = v.ta ? [`${e} % ${BM}`, `${e} / ${BM}`] : [`${e} / ${BK}`, `${e} % ${BK}`];
+    loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = 0.0; if (gm < M && gk < K) { ra${i} = A[aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}]; } }`);
+    storeA.push(`{ let m = ${m}; let k = ${k}; As[sa + k * ${AS} + m / 4][m % 4] = ra${i}; }`);
+  }
+  const loadB: string[] = [];
+  const storeB: string[] = [];
+  for (let i = 0; i < LB; i++) {
+    const e = `(t + ${i * WG})`;
+    const [n, k] = v.tb ? [`${e} / ${BK}`, `${e} % ${BK}`] : [`${e} % ${BN}`, `${e} / ${BN}`];
+    loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = 0.0; if (gn < N && gk < K) { rb${i} = B[bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}]; } }`);
+    storeB.push(`{ let n = ${n}; let k = ${k}; Bs[sb + k * ${BS} + n / 4][n % 4] = rb${i}; }`);
+  }
+  // Inner product over this slice's k of the current stage.
+  const compute: string[] = [];
+  for (let kk = 0; kk < KS; kk++) {
+    const k = `(kb + ${kk})`;
+    for (let g = 0; g < GM; g++) compute.push(`let a${kk}_${g} = As[sa + ${k} * ${AS} + ${g * TY} + ty];`);
+    for (let g = 0; g < GN; g++) compute.push(`let b${kk}_${g} = Bs[sb + ${k} * ${BS} + ${g * TX} + tx];`);
+    for (let r = 0; r < TM; r++)
+      for (let g = 0; g < GN; g++) compute.push(`acc[${r * GN + g}] = fma(vec4<f32>(a${kk}_${Math.floor(r / 4)}[${r % 4}]), b${kk}_${g}, acc[${r * GN + g}]);`);
+  }
+  const act = ACTIVATIONS[v.activation]!;
+  const biasRead = v.bias ? 'v = v + Bias[col * uniforms.biasStride];' : '';
+  // The output row of accumulator row r of thread row ty, the column of group g of thread column tx.
+  const rowOf = (tyE: string, r: number) => `m0 + ${Math.floor(r / 4) * TY * 4} + ${tyE} * 4 + ${r % 4}`;
+  const colOf = (txE: string, g: number) => `n0 + ${g * TX * 4} + ${txE} * 4`;
+  const epilogue: string[] = [];
+  if (S === 1) {
+    for (let r = 0; r < TM; r++) {
+      epilogue.push(`{ let row = ${rowOf('ty', r)}; if (row < M) {`);
+      for (let g = 0; g < GN; g++) {
+        epilogue.push(`{ let c0 = ${colOf('tx', g)}; let o = oOff + row * N + c0; let s = acc[${r * GN + g}];`);
+        epilogue.push(`  for (var c = 0; c < 4; c++) { let col = c0 + c; if (col < N) { var v = s[c]; ${biasRead} result[o + c] = ${act}; } } }`);
+      }
+      epilogue.push(`} }`);
+    }
+  } else {
+    // Split-K: slices reduce through Red, one accumulator row at a time; the first TX·TY·TN
+    // threads each sum one output over the S slices.
+    for (let r = 0; r < TM; r++) {
+      for (let g = 0; g < GN; g++) epilogue.push(`Red[(slice * ${TX * TY} + tr) * ${GN} + ${g}] = acc[${r * GN + g}];`);
+      epilogue.push(`workgroupBarrier();`);
+      epilogue.push(`if (t < ${TX * TY * TN}) {
+        let q = t / ${TN}; let comp = t % ${TN}; let g = comp / 4; let c = comp % 4;
+        var v = 0.0;
+        for (var s = 0; s < ${S}; s++) { v = v + Red[(s * ${TX * TY} + q) * ${GN} + g][c]; }
+        let row = ${rowOf(`(q / ${TX})`, r)};
+        let col = n0 + g * ${TX * 4} + (q % ${TX}) * 4 + c;
+        if (row < M && col < N) { ${biasRead} result[oOff + row * N + col] = ${act}; }
+      }`);
+      epilogue.push(`workgroupBarrier();`);
+    }
+  }
+  const regs = [...Array.from({ length: LA }, (_, i) => `var ra${i} : f32;`), ...Array.from({ length: LB }, (_, i) => `var rb${i} : f32;`)];
+  const sA = (stage: string) => `${stage} * ${BK * AS}`;
+  const sB = (stage: string) => `${stage} * ${BK * BS}`;
+  const body = v.doubleBuffer
+    ? `
+  var k0 = 0;
+  ${loadA.join('\n  ')}
+  ${loadB.join('\n  ')}
+  { let sa = 0; let sb = 0;
+    ${storeA.join('\n    ')}
+    ${storeB.join('\n    ')} }
+  workgroupBarrier();
+  for (var tile = 0; tile < nTiles; tile++) {
+    let cur = tile % 2;
+    k0 = (tile + 1) * ${BK};
+    if (tile + 1 < nTiles) {
+      ${loadA.join('\n      ')}
+      ${loadB.join('\n      ')}
+    }
+    { let sa = ${sA('cur')}; let sb = ${sB('cur')};
+      ${compute.join('\n      ')} }
+    if (tile + 1 < nTiles) {
+      let sa = ${sA('(1 - cur)')}; let sb = ${sB('(1 - cur)')};
+      ${storeA.join('\n      ')}
+      ${storeB.join('\n      ')}
+    }
+    workgroupBarrier();
+  }`
+    : `
+  var k0 = 0;
+  ${loadA.join('\n  ')}
+  ${loadB.join('\n  ')}
+  let sa = 0; let sb = 0;
+  for (var tile = 0; tile < nTiles; tile++) {
+    ${storeA.join('\n    ')}
+    ${storeB.join('\n    ')}
+    workgroupBarrier();
+    k0 = (tile + 1) * ${BK};
+    if (tile + 1 < nTiles) {
+      ${loadA.join('\n      ')}
+      ${loadB.join('\n      ')}
+    }
+    ${compute.join('\n    ')}
+    workgroupBarrier();
+  }`;
+  return `${L.join('\n')}
+fn main(index : i32) {
+  let t = i32(localIndex);
+  if (t == 0) { wgShared = wgIndex(); }
+  let wg = workgroupUniformLoad(&wgShared);
+  let M = uniforms.M; let N = uniforms.N; let K = uniforms.K;
+  let b = wg / uniforms.tilesMN;
+  if (b >= uniforms.batch) { return; }
+  let rem = wg % uniforms.tilesMN;
+  let m0 = (rem / uniforms.tilesN) * ${BM};
+  let n0 = (rem % uniforms.tilesN) * ${BN};
+  let b2 = b % uniforms.ob2; let b1 = (b / uniforms.ob2) % uniforms.ob1; let bz = b / (uniforms.ob2 * uniforms.ob1);
+  let aOff = (bz * uniforms.sa0 + b1 * uniforms.sa1 + b2 * uniforms.sa2) * M * K;
+  let bOff = (bz * uniforms.sb0 + b1 * uniforms.sb1 + b2 * uniforms.sb2) * K * N;
+  let oOff = b * M * N;
+  let slice = t / ${TX * TY};
+  let tr = t % ${TX * TY};
+  let tx = tr % ${TX};
+  let ty = tr / ${TX};
+  let kb = slice * ${KS};
+  let nTiles = (K + ${BK - 1}) / ${BK};
+  var acc : array<vec4<f32>, ${TM * GN}>;
+  ${regs.join(' ')}
+  ${body}
+  ${epilogue.join('\n  ')}
+}`;
+}
+
+// ---- host side -------------------------------------------------------------------------------------
+
+interface BatchFold {
+  batch: number;
+  outBatch: number[];
+  /** Three folded batch dims, outermost first: sizes (the first is implied) and strides in matrices. */
+  ob: [number, number, number];
+  sa: [number, number, number];
+  sb: [number, number, number];
+}
+
+/** Folds numpy-style batch broadcasting into ≤ 3 dims; undefined when it needs more. */
+export function foldBatch(batchA: number[], batchB: number[]): BatchFold | undefined {
+  let outBatch: number[];
+  try {
+    outBatch = tf.backend_util.assertAndGetBroadcastShape(batchA, batchB);
+  } catch {
+    return undefined;
+  }
+  const r = outBatch.length;
+  const padA = [...Array<number>(r - batchA.length).fill(1), ...batchA];
+  const padB = [...Array<number>(r - batchB.length).fill(1), ...batchB];
+  // Innermost first: (size, strideA, strideB), merging neighbours with the same broadcast pattern.
+  const dims: { size: number; sa: number; sb: number; fa: boolean; fb: boolean }[] = [];
+  let strideA = 1;
+  let strideB = 1;
+  for (let d = r - 1; d >= 0; d--) {
+    const size = outBatch[d]!;
+    if (size !== 1) {
+      const fa = padA[d] === size;
+      const fb = padB[d] === size;
+      const last = dims[dims.length - 1];
+      if (last && last.fa === fa && last.fb === fb && (!fa || last.sa * last.size === strideA) && (!fb || last.sb * last.size === strideB)) last.size *= size;
+      else dims.push({ size, sa: fa ? strideA : 0, sb: fb ? strideB : 0, fa, fb });
+    }
+    strideA *= padA[d]!;
+    strideB *= padB[d]!;
+  }
+  if (dims.length > 3) return undefined;
+  while (dims.length < 3) dims.push({ size: 1, sa: 0, sb: 0, fa: false, fb: false });
+  const [d2, d1, d0] = dims as [(typeof dims)[0], (typeof dims)[0], (typeof dims)[0]];
+  return { batch: d0.size * d1.size * d2.size, outBatch, ob: [d0.size, d1.size, d2.size], sa: [d0.sa, d1.sa, d2.sa], sb: [d0.sb, d1.sb, d2.sb] };
+}
+
+const maxStorage = new WeakMap<object, number>();
+function workgroupStorage(backend: WebGPUBackend): number {
+  let v = maxStorage.get(backend);
+  if (v === undefined) {
+    v = (backend as unknown as { device: GPUDevice }).device.limits.maxComputeWorkgroupStorageSize;
+    maxStorage.set(backend, v);
+  }
+  return v;
+}
+
+interface MatMulArgs {
+  a: tf.TensorInfo;
+  b: tf.TensorInfo;
+  ta: boolean;
+  tb: boolean;
+  bias?: tf.TensorInfo;
+  activation: string;
+  alpha: number;
+}
+
+/** The matmul on our kernel, or undefined where the caller should fall back. */
+function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
+  const { a, b, ta, tb, bias } = x;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  const ra = a.shape.length;
+  const rb = b.shape.length;
+  if (ra < 2 || rb < 2 || ra > 6 || rb > 6) return undefined;
+  if (!(x.activation in ACTIVATIONS)) return undefined;
+  const M = ta ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+  const Ka = ta ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+  const Kb = tb ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+  const N = tb ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+  if (Ka !== Kb) return undefined; // TF.js's kernel throws its own error
+  const fold = foldBatch(a.shape.slice(0, -2), b.shape.slice(0, -2));
+  if (!fold) return undefined;
+  const outShape = [...fold.outBatch, M, N];
+  if (outShape.length > 6 || M * N * fold.batch === 0 || Ka === 0) return undefined;
+  let biasStride = 0;
+  if (bias) {
+    const n = tf.util.sizeFromShape(bias.shape);
+    if (bias.dtype !== 'float32' || bias.shape.length > outShape.length) return undefined;
+    if (n === N && bias.shape[bias.shape.length - 1] === N) biasStride = 1;
+    else if (n !== 1) return undefined;
+  }
+  const cfg = chooseConfig(M, N, Ka, fold.batch);
+  const limit = workgroupStorage(backend);
+  const one = stageBytes(cfg, ta, tb) + (cfg.S > 1 ? 16 * WG : 0) + 16;
+  if (one > limit) return undefined;
+  const doubleBuffer = cfg.S === 1 && (forcedDoubleBuffer ?? 2 * stageBytes(cfg, ta, tb) + 16 <= limit);
+  const tilesN = Math.ceil(N / cfg.BN);
+  const tilesMN = Math.ceil(M / cfg.BM) * tilesN;
+  const v: Variant = { cfg, ta, tb, bias: !!bias, activation: x.activation, doubleBuffer };
+  const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
+  const uniforms: Uniform[] = [
+    int('M', M),
+    int('N', N),
+    int('K', Ka),
+    int('tilesN', tilesN),
+    int('tilesMN', tilesMN),
+    int('batch', fold.batch),
+    int('ob1', fold.ob[1]),
+    int('ob2', fold.ob[2]),
+    int('sa0', fold.sa[0]),
+    int('sa1', fold.sa[1]),
+    int('sa2', fold.sa[2]),
+    int('sb0', fold.sb[0]),
+    int('sb1', fold.sb[1]),
+    int('sb2', fold.sb[2]),
+    int('biasStride', biasStride),
+    { name: 'alpha', type: 'float32', value: x.alpha },
+  ];
+  const inputs: Record<string, tf.TensorInfo> = bias ? { A: a, B: b, Bias: bias } : { A: a, B: b };
+  return runProgram(backend, {
+    key: `matmul-${cfg.name}-${ta ? 't' : 'n'}${tb ? 't' : 'n'}-${bias ? 'bias' : ''}-${x.activation}-${doubleBuffer ? 'db' : 'sb'}`,
+    inputs,
+    outputShape: outShape,
+    workgroup: WG,
+    workgroups: tilesMN * fold.batch,
+    uniforms,
+    code: shader(v),
+  });
+}
+
+let previousBatchMatMul: tf.KernelFunc | undefined;
+let previousFusedMatMul: tf.KernelFunc | undefined;
+
+function previous(name: string): tf.KernelFunc | undefined {
+  const k = tf.getKernel(name, WEBGPU);
+  return k && !(k.kernelFunc as { peft?: true }).peft ? k.kernelFunc : undefined;
+}
+
+function batchMatMul(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+  const attrs = args.attrs ?? {};
+  const out = run(args.backend as WebGPUBackend, { a, b, ta: !!attrs.transposeA, tb: !!attrs.transposeB, activation: 'linear', alpha: 0 });
+  if (out) return out;
+  if (!previousBatchMatMul) throw new Error('BatchMatMul: no fallback kernel on webgpu');
+  return previousBatchMatMul(args);
+}
+
+function fusedMatMul(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { a, b, bias, preluActivationWeights } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo; bias?: tf.TensorInfo; preluActivationWeights?: tf.TensorInfo };
+  const attrs = args.attrs ?? {};
+  const activation = (attrs.activation as string | undefined) ?? 'linear';
+  const out = preluActivationWeights
+    ? undefined
+    : run(args.backend as WebGPUBackend, { a, b, ta: !!attrs.transposeA, tb: !!attrs.transposeB, bias, activation, alpha: (attrs.leakyreluAlpha as number | undefined) ?? 0.2 });
+  if (out) return out;
+  if (!previousFusedMatMul) throw new Error('_FusedMatMul: no fallback kernel on webgpu');
+  return previousFusedMatMul(args);
+}
+
+/** Registers (idempotently) the matmul kernels on webgpu in place of TF.js's, which stay as the fallback. */
+export function registerMatMulKernels(): void {
+  previousBatchMatMul ??= previous(tf.BatchMatMul);
+  previousFusedMatMul ??= previous(tf._FusedMatMul);
+  registerOnWebGpu(tf.BatchMatMul, batchMatMul, true);
+  registerOnWebGpu(tf._FusedMatMul, fusedMatMul, true);
+}

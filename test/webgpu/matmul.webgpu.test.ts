@@ -1,0 +1,173 @@
+/** WebGPU matmul (BatchMatMul, _FusedMatMul) against the cpu backend; every tile config. */
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { CONFIGS, chooseConfig, foldBatch, forceMatMulConfig } from '../../sidecar/src/backend/webgpu/matmul';
+import { assertClose, onCpu, useWebGpu, values } from '../helpers/webgpu';
+
+before(async () => {
+  await useWebGpu();
+});
+after(() => forceMatMulConfig(undefined));
+
+interface Case {
+  a: number[];
+  b: number[];
+  ta: boolean;
+  tb: boolean;
+}
+
+const tol = (K: number) => 2e-6 * Math.max(8, K);
+
+async function check(c: Case, what: string, fused?: { bias?: number[]; activation?: 'linear' | 'relu' | 'relu6' | 'elu' | 'sigmoid' | 'leakyrelu'; alpha?: number }): Promise<void> {
+  const av = values(tf.util.sizeFromShape(c.a), 1 + c.a.length);
+  const bv = values(tf.util.sizeFromShape(c.b), 7 + c.b.length);
+  const biasv = fused?.bias ? values(tf.util.sizeFromShape(fused.bias), 11) : undefined;
+  // The reference broadcasts the batch dims explicitly (the cpu backend's BatchMatMul mishandles
+  // broadcasts on both sides, e.g. [2,1] × [1,3]).
+  const outBatch = tf.backend_util.assertAndGetBroadcastShape(c.a.slice(0, -2), c.b.slice(0, -2));
+  const f = (reference = false) =>
+    tf.tidy(() => {
+      let a = tf.tensor(av, c.a);
+      let b = tf.tensor(bv, c.b);
+      if (reference) {
+        a = tf.broadcastTo(a, [...outBatch, ...c.a.slice(-2)]);
+        b = tf.broadcastTo(b, [...outBatch, ...c.b.slice(-2)]);
+      }
+      if (!fused) return tf.matMul(a, b, c.ta, c.tb);
+      return tf.fused.matMul({ a, b, transposeA: c.ta, transposeB: c.tb, bias: biasv ? tf.tensor(biasv, fused.bias) : undefined, activation: fused.activation ?? 'linear', leakyreluAlpha: fused.alpha });
+    });
+  const ref = await onCpu(() => {
+    const y = f(true);
+    const out = { shape: y.shape, data: y.dataSync().slice() };
+    y.dispose();
+    return out;
+  });
+  const before = tf.memory().numTensors;
+  const y = f();
+  assert.deepEqual(y.shape, ref.shape, `${what}: shape`);
+  const K = c.ta ? c.a[c.a.length - 2]! : c.a[c.a.length - 1]!;
+  assertClose(await y.data(), ref.data, tol(K), what, 1e-6);
+  y.dispose();
+  assert.equal(tf.memory().numTensors, before, `${what}: tensors leak`);
+}
+
+const tr = (s: number[], t: boolean) => (t ? [...s.slice(0, -2), s[s.length - 1]!, s[s.length - 2]!] : s);
+/** op(A) is [..., M, K], op(B) is [..., K, N]. */
+const mm = (M: number, K: number, N: number, ta: boolean, tb: boolean, batchA: number[] = [], batchB: number[] = []): Case => ({ a: tr([...batchA, M, K], ta), b: tr([...batchB, K, N], tb), ta, tb });
+const TRANSPOSES: [boolean, boolean][] = [
+  [false, false],
+  [true, false],
+  [false, true],
+  [true, true],
+];
+
+test('the kernels replace TF.js own on webgpu', () => {
+  for (const name of [tf.BatchMatMul, tf._FusedMatMul]) assert.ok((tf.getKernel(name, 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, name);
+});
+
+test('config choice: big for the large matmuls, thin for rank-8, mid for small K', () => {
+  forceMatMulConfig(undefined);
+  assert.equal(chooseConfig(2048, 3072, 768, 1).name, 'big');
+  assert.equal(chooseConfig(2048, 768, 768, 1).name, 'wide');
+  assert.equal(chooseConfig(2048, 8, 768, 1).name, 'thin');
+  assert.equal(chooseConfig(8, 768, 2048, 1).name, 'thin');
+  assert.equal(chooseConfig(2048, 768, 8, 1).name, 'mid');
+  assert.equal(chooseConfig(256, 256, 64, 96).name, 'big');
+});
+
+test('batch folding', () => {
+  assert.deepEqual(foldBatch([], []), { batch: 1, outBatch: [], ob: [1, 1, 1], sa: [0, 0, 0], sb: [0, 0, 0] });
+  assert.deepEqual(foldBatch([2, 3], [2, 3]), { batch: 6, outBatch: [2, 3], ob: [1, 1, 6], sa: [0, 0, 1], sb: [0, 0, 1] });
+  assert.deepEqual(foldBatch([2, 1], [1, 3]), { batch: 6, outBatch: [2, 3], ob: [1, 2, 3], sa: [0, 1, 0], sb: [0, 0, 1] });
+  assert.deepEqual(foldBatch([4], [1]), { batch: 4, outBatch: [4], ob: [1, 1, 4], sa: [0, 0, 1], sb: [0, 0, 0] });
+  assert.equal(foldBatch([2, 1, 2, 1], [1, 2, 1, 2]), undefined);
+  assert.equal(foldBatch([2], [3]), undefined);
+});
+
+for (const cfg of Object.values(CONFIGS)) {
+  for (const db of cfg.S === 1 ? [false, true] : [false]) {
+    test(`${cfg.name}${db ? ' double-buffered' : ''}: four transposes, edge tiles, K not a multiple of BK`, async () => {
+      forceMatMulConfig(cfg, db);
+      try {
+        const M = cfg.BM + 3;
+        const N = cfg.BN + 5;
+        const K = 2 * cfg.BK + 3;
+        for (const [ta, tb] of TRANSPOSES) await check(mm(M, K, N, ta, tb), `${cfg.name} ${ta}${tb} ${M}×${K}×${N}`);
+        await check(mm(1, K, 9, false, false), `${cfg.name} M=1`);
+        await check(mm(7, K, 1, true, true), `${cfg.name} N=1`);
+        await check(mm(5, 1, 6, false, true), `${cfg.name} K=1`);
+      } finally {
+        forceMatMulConfig(undefined);
+      }
+    });
+  }
+}
+
+test('heuristic shapes (small): rank-8 thin, small K, batched attention-like', async () => {
+  for (const [ta, tb] of TRANSPOSES) {
+    await check(mm(70, 40, 8, ta, tb), `thin N=8 ${ta}${tb}`);
+    await check(mm(8, 150, 33, ta, tb), `thin M=8 ${ta}${tb}`);
+    await check(mm(33, 8, 70, ta, tb), `small K ${ta}${tb}`);
+  }
+  await check(mm(19, 8, 21, false, true, [3, 2], [3, 2]), 'batched A·Bᵀ');
+  await check(mm(19, 21, 8, false, false, [6], [6]), 'batched A·B');
+});
+
+test('batch broadcasting', async () => {
+  await check(mm(9, 13, 11, false, false, [3], []), 'A batched, B 2-D');
+  await check(mm(9, 13, 11, true, false, [], [2, 3]), 'A 2-D, B batched');
+  await check(mm(9, 13, 11, false, true, [2, 1], [1, 3]), 'outer broadcast both ways');
+  await check(mm(9, 13, 11, true, true, [2, 3, 1], [3, 2]), 'rank-3 batch');
+  await check(mm(9, 13, 11, false, false, [1], [1]), 'unit batch');
+});
+
+test('fused: bias, activations, fallback for prelu', async () => {
+  for (const [ta, tb] of TRANSPOSES) await check(mm(37, 29, 45, ta, tb), `bias relu ${ta}${tb}`, { bias: [45], activation: 'relu' });
+  await check(mm(37, 29, 45, false, false, [2]), 'bias [1,N] linear', { bias: [1, 45] });
+  await check(mm(37, 29, 45, false, false), 'scalar bias', { bias: [1], activation: 'relu6' });
+  await check(mm(12, 29, 8, false, false), 'thin bias elu', { bias: [8], activation: 'elu' });
+  await check(mm(37, 29, 45, false, false), 'sigmoid', { activation: 'sigmoid' });
+  await check(mm(37, 29, 45, false, false), 'leakyrelu', { bias: [45], activation: 'leakyrelu', alpha: 0.1 });
+  // prelu: TF.js's own kernel
+  const a = tf.tensor(values(6 * 5, 3), [6, 5]);
+  const b = tf.tensor(values(5 * 4, 4), [5, 4]);
+  const w = tf.tensor(values(4, 5), [4]);
+  const before = tf.memory().numTensors;
+  const y = tf.fused.matMul({ a, b, activation: 'prelu', preluActivationWeights: w });
+  const ref = await onCpu(() => tf.tidy(() => tf.fused.matMul({ a: tf.tensor(values(30, 3), [6, 5]), b: tf.tensor(values(20, 4), [5, 4]), activation: 'prelu', preluActivationWeights: tf.tensor(values(4, 5), [4]) }).dataSync().slice()));
+  assertClose(await y.data(), ref, 1e-5, 'prelu', 1e-6);
+  y.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([a, b, w]);
+});
+
+test('gradients through tf.matMul and fused matMul match the cpu backend', async () => {
+  const av = values(23 * 17, 1);
+  const bv = values(17 * 19, 2);
+  const bias = values(19, 3);
+  const dy = values(23 * 19, 4);
+  const f = () =>
+    tf.tidy(() => {
+      const a = tf.tensor2d(av, [23, 17]);
+      const b = tf.tensor2d(bv, [17, 19]);
+      const bs = tf.tensor1d(bias);
+      const d = tf.tensor2d(dy, [23, 19]);
+      const g = tf.grads((x: tf.Tensor, w: tf.Tensor) => tf.sum(tf.mul(tf.matMul(x, w), d)))([a, b]);
+      const gf = tf.grads((x: tf.Tensor, w: tf.Tensor, c: tf.Tensor) => tf.sum(tf.mul(tf.fused.matMul({ a: x as tf.Tensor2D, b: w as tf.Tensor2D, bias: c, activation: 'relu' }), d)))([a, b, bs]);
+      return [...g, ...gf];
+    });
+  const ref = await onCpu(() => {
+    const ts = f();
+    const out = ts.map((t) => t.dataSync().slice());
+    tf.dispose(ts);
+    return out;
+  });
+  const before = tf.memory().numTensors;
+  const ts = f();
+  const got = await Promise.all(ts.map((t) => t.data()));
+  tf.dispose(ts);
+  assert.equal(tf.memory().numTensors, before);
+  for (let i = 0; i < ref.length; i++) assertClose(got[i]!, ref[i]!, tol(23), `grad ${i}`, 1e-6);
+});
