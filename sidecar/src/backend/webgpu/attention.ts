@@ -3,9 +3,11 @@
  * (dq, dk, dv), with the inputs, outputs and attributes of the native kernels (native/peft_kernels.cc
  * attn_fwd_generic / attn_bwd_generic), flash-attention style: no [T, T] score matrix is ever stored.
  *
- * One thread owns one row (a query row, or a key row in the dk/dv kernels) and keeps its vectors
- * and its accumulator in registers as vec4s; the workgroup stages tiles of the other side (K/V rows,
- * or Q/dO rows) in workgroup memory and every thread walks them. With `causal`, tiles wholly above
+ * A workgroup owns ROWS rows (query rows, or key rows in the dk/dv kernels), SPLIT threads per row;
+ * each thread keeps its row's vectors and a partial accumulator in registers as vec4s. The workgroup
+ * stages tiles of the other side (K/V rows, or Q/dO rows) in workgroup memory; the SPLIT threads of a
+ * row take every SPLIT-th tile row, which shortens each thread's serial chain (the step is latency-
+ * bound at B·H·T/ROWS workgroups), and sum their partials at the end. With `causal`, tiles wholly above
  * the diagonal are never loaded (a query block stops at its last row; a key block starts at its
  * first), and only the tile on the diagonal masks per element.
  *
@@ -26,8 +28,12 @@ import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON, type Uniform } from
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 
-/** Rows (threads) per workgroup: query rows in lse/o/dq, key rows in dk/dv. */
-const ROWS = 64;
+/** Rows per workgroup: query rows in lse/o/dq, key rows in dk/dv. */
+const ROWS = 32;
+/** Threads per row: each walks every SPLIT-th row of the staged tiles, and the partial results are
+ * summed (for lse, merged) through workgroup memory at the end. */
+const SPLIT = 4;
+const THREADS = ROWS * SPLIT;
 /** Workgroup memory budget in bytes. */
 const SHARED = 16384;
 /** Largest staged tile. */
@@ -39,8 +45,8 @@ export function registerAttentionKernels(): void {
 }
 
 /** Rows of a staged tile when each row takes `bytes` of workgroup memory. */
-function tileRows(bytes: number): number {
-  const rows = Math.min(MAX_TILE, Math.floor(SHARED / bytes));
+function tileRows(bytes: number, fixed = 0): number {
+  const rows = Math.min(MAX_TILE, Math.floor((SHARED - fixed) / bytes));
   if (rows < 1) throw new Error(`PeftAttention on WebGPU: head dimension too large for ${SHARED} B of workgroup memory`);
   return rows;
 }
@@ -66,6 +72,8 @@ function prelude(d: number, tile: number, inputs: string[]): string {
 const HD : i32 = ${d};
 const HD4 : i32 = ${d4};
 const ROWS : i32 = ${ROWS};
+const SPLIT : i32 = ${SPLIT};
+const NT : i32 = ${THREADS};
 const TILE : i32 = ${tile};
 // The workgroup index as a uniform value (private builtins are not, for the uniformity analysis).
 var<workgroup> wgShared : i32;
@@ -79,7 +87,8 @@ fn hsum(x : vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
 }
 
 /* The grid: workgroup w handles head bh = w / blocks, rows [r0, r0 + ROWS) with r0 = (w % blocks)·ROWS;
- * thread localIndex owns row r0 + localIndex (which may be ≥ T: it then only helps stage tiles). */
+ * thread li works on row r0 + li % ROWS (which may be ≥ T: it then only helps stage tiles), over
+ * the tile rows ≡ lane = li / ROWS (mod SPLIT). */
 const GRID = /* wgsl */ `
   let T = uniforms.T;
   let blocks = (T + ROWS - 1) / ROWS;
@@ -88,7 +97,9 @@ const GRID = /* wgsl */ `
   let bh = w / blocks;
   let r0 = (w % blocks) * ROWS;
   let li = i32(localIndex);
-  let row = r0 + li;
+  let rl = li % ROWS;
+  let lane = li / ROWS;
+  let row = r0 + rl;
   let valid = row < T;
   let rowc = min(row, T - 1);
   let head = bh * T;
@@ -96,10 +107,31 @@ const GRID = /* wgsl */ `
   let scale = uniforms.scale;
 `;
 
+/* The SPLIT partial accumulators of each row are summed into lane 0's, through the first staged
+ * array (TILE rows of HD4 vec4s: ROWS/TILE passes), after the tile loop's last barrier. */
+const reduce = (arr: string) => /* wgsl */ `
+  for (var rb = 0; rb < ROWS; rb += TILE) {
+    let mine = rl >= rb && rl < rb + TILE;
+    for (var s = 1; s < SPLIT; s++) {
+      if (mine && lane == s) {
+        for (var c = 0; c < HD4; c++) { ${arr}[(rl - rb) * HD4 + c] = acc[c]; }
+      }
+      workgroupBarrier();
+      if (mine && lane == 0) {
+        for (var c = 0; c < HD4; c++) { acc[c] += ${arr}[(rl - rb) * HD4 + c]; }
+      }
+      workgroupBarrier();
+    }
+  }`;
+const REDUCE_KS = reduce('Ks');
+const REDUCE_QS = reduce('Qs');
+
 // lse[i] = log Σ_j exp(scale · q_i·k_j) over the unmasked keys (online max and sum).
 function lseCode(d: number, tile: number): string {
   return `${prelude(d, tile, ['Q', 'K'])}
 var<workgroup> Ks : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
+var<workgroup> Mr : array<f32, NT>;
+var<workgroup> Lr : array<f32, NT>;
 fn main(index : i32) {
 ${GRID}
   var q : array<vec4<f32>, HD4>;
@@ -108,13 +140,13 @@ ${GRID}
   var m = -3.0e38;
   var l = 0.0;
   for (var k0 = 0; k0 < kend; k0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += ROWS) {
+    for (var e = li; e < TILE * HD4; e += NT) {
       let j = k0 + e / HD4;
       if (j < T) { Ks[e] = ldK(head + j, e % HD4); }
     }
     workgroupBarrier();
     let n = min(TILE, kend - k0);
-    for (var r = 0; r < n; r++) {
+    for (var r = lane; r < n; r += SPLIT) {
       if (!causal || k0 + r <= row) {
         var s4 = vec4<f32>(0.0);
         for (var c = 0; c < HD4; c++) { s4 += q[c] * Ks[r * HD4 + c]; }
@@ -128,7 +160,16 @@ ${GRID}
     }
     workgroupBarrier();
   }
-  if (valid) { result[head + row] = m + log(l); }
+  Mr[li] = m;
+  Lr[li] = l;
+  workgroupBarrier();
+  if (valid && lane == 0) {
+    var mm = m;
+    for (var s = 1; s < SPLIT; s++) { mm = max(mm, Mr[rl + s * ROWS]); }
+    var ll = 0.0;
+    for (var s = 0; s < SPLIT; s++) { ll += Lr[rl + s * ROWS] * exp(Mr[rl + s * ROWS] - mm); }
+    result[head + row] = mm + log(ll);
+  }
 }`;
 }
 
@@ -148,7 +189,7 @@ ${GRID}
   let lse = L[head + rowc];
   let kend = select(T, min(T, r0 + ROWS), causal);
   for (var k0 = 0; k0 < kend; k0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += ROWS) {
+    for (var e = li; e < TILE * HD4; e += NT) {
       let j = k0 + e / HD4;
       if (j < T) {
         Ks[e] = ldK(head + j, e % HD4);
@@ -157,7 +198,7 @@ ${GRID}
     }
     workgroupBarrier();
     let n = min(TILE, kend - k0);
-    for (var r = 0; r < n; r++) {
+    for (var r = lane; r < n; r += SPLIT) {
       if (!causal || k0 + r <= row) {
         var s4 = vec4<f32>(0.0);
         for (var c = 0; c < HD4; c++) { s4 += q[c] * Ks[r * HD4 + c]; }
@@ -167,7 +208,8 @@ ${GRID}
     }
     workgroupBarrier();
   }
-  if (valid) {
+${REDUCE_KS}
+  if (valid && lane == 0) {
     for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c]); }
   }
 }`;
@@ -194,7 +236,7 @@ ${GRID}
   let lse = L[head + rowc];
   let kend = select(T, min(T, r0 + ROWS), causal);
   for (var k0 = 0; k0 < kend; k0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += ROWS) {
+    for (var e = li; e < TILE * HD4; e += NT) {
       let j = k0 + e / HD4;
       if (j < T) {
         Ks[e] = ldK(head + j, e % HD4);
@@ -203,7 +245,7 @@ ${GRID}
     }
     workgroupBarrier();
     let n = min(TILE, kend - k0);
-    for (var r = 0; r < n; r++) {
+    for (var r = lane; r < n; r += SPLIT) {
       if (!causal || k0 + r <= row) {
         var s4 = vec4<f32>(0.0);
         var dp4 = vec4<f32>(0.0);
@@ -218,7 +260,8 @@ ${GRID}
     }
     workgroupBarrier();
   }
-  if (valid) {
+${REDUCE_KS}
+  if (valid && lane == 0) {
     for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c] * scale); }
   }
 }`;
@@ -229,7 +272,7 @@ ${GRID}
 const QUERY_TILES = /* wgsl */ `
   let qbeg = select(0, r0, causal);
   for (var i0 = qbeg; i0 < T; i0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += ROWS) {
+    for (var e = li; e < TILE * HD4; e += NT) {
       let i = i0 + e / HD4;
       if (i < T) {
         Qs[e] = ldQ(head + i, e % HD4);
@@ -266,7 +309,7 @@ ${QUERY_TILES}
     workgroupBarrier();
     let n = min(TILE, T - i0);
     if (valid) {
-      for (var r = 0; r < n; r++) {
+      for (var r = lane; r < n; r += SPLIT) {
         if (!causal || row <= i0 + r) {
           var s4 = vec4<f32>(0.0);
           var dp4 = vec4<f32>(0.0);
@@ -282,7 +325,8 @@ ${QUERY_TILES}
     }
     workgroupBarrier();
   }
-  if (valid) {
+${REDUCE_QS}
+  if (valid && lane == 0) {
     for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c] * scale); }
   }
 }`;
@@ -307,7 +351,7 @@ ${QUERY_TILES}
     workgroupBarrier();
     let n = min(TILE, T - i0);
     if (valid) {
-      for (var r = 0; r < n; r++) {
+      for (var r = lane; r < n; r += SPLIT) {
         if (!causal || row <= i0 + r) {
           var s4 = vec4<f32>(0.0);
           for (var c = 0; c < HD4; c++) { s4 += Qs[r * HD4 + c] * kr[c]; }
@@ -318,7 +362,8 @@ ${QUERY_TILES}
     }
     workgroupBarrier();
   }
-  if (valid) {
+${REDUCE_QS}
+  if (valid && lane == 0) {
     for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c]); }
   }
 }`;
@@ -354,8 +399,8 @@ function attention(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WebGPUBackend;
   const { q, k, v } = args.inputs as { q: tf.TensorInfo; k: tf.TensorInfo; v: tf.TensorInfo };
   const { bh, t, d, uniforms, workgroups } = dims(q, args.attrs);
-  const common = { workgroup: ROWS, workgroups, uniforms };
-  const t1 = tileRows(rowBytes(d, 1));
+  const common = { workgroup: THREADS, workgroups, uniforms };
+  const t1 = tileRows(rowBytes(d, 1), 8 * THREADS);
   const lse = runProgram(backend, { ...common, key: `attn-lse-${d}-${t1}`, inputs: { Q: q, K: k }, outputShape: [bh, t], code: lseCode(d, t1) });
   const t2 = tileRows(rowBytes(d, 2));
   const o = runProgram(backend, { ...common, key: `attn-o-${d}-${t2}`, inputs: { Q: q, K: k, V: v, L: lse }, outputShape: q.shape, code: outCode(d, t2) });
@@ -366,7 +411,7 @@ function attentionGrad(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WebGPUBackend;
   const { q, k, v, o, lse, dy } = args.inputs as Record<'q' | 'k' | 'v' | 'o' | 'lse' | 'dy', tf.TensorInfo>;
   const { d, uniforms, workgroups } = dims(q, args.attrs);
-  const common = { workgroup: ROWS, workgroups, uniforms, outputShape: q.shape };
+  const common = { workgroup: THREADS, workgroups, uniforms, outputShape: q.shape };
   const tq = tileRows(rowBytes(d, 2));
   const dq = runProgram(backend, { ...common, key: `attn-dq-${d}-${tq}`, inputs: { Q: q, K: k, V: v, O: o, L: lse, DY: dy }, code: dqCode(d, tq) });
   const tk = tileRows(rowBytes(d, 2, 2));
