@@ -10,8 +10,15 @@ export function randomModel(config: ModelConfig, seed = 0, std = 0.02): Model {
     .forEach((info, i) => {
       const isNormWeight = info.type === 'norm' && info.name.endsWith('.weight');
       const isBias = info.name.endsWith('.bias');
-      const t = isNormWeight ? tf.ones(info.shape) : isBias ? tf.zeros(info.shape) : tf.randomNormal(info.shape, 0, std, 'float32', seed * 100_003 + i);
+      const t = isNormWeight ? tf.ones(info.shape) : isBias ? tf.zeros(info.shape) : tf.randomNormal(info.shape, 0, std, 'float32', tensorSeed(seed, i));
       params.set(info.name, tf.keep(t));
     });
   return new Model(config, params);
+}
+
+/** TF.js treats a seed of 0 as "no seed" (Math.random), which made the first tensor of seed 0's
+ * model (the token embedding) differ on every run: 0 is mapped to another fixed value. */
+export function tensorSeed(seed: number, index: number): number {
+  const s = seed * 100_003 + index;
+  return s === 0 ? 0x5eed : s;
 }
