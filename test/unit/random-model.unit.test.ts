@@ -1,5 +1,6 @@
 /** randomModel is a function of (config, seed): the benchmark compares loss trajectories across backends and runs. */
 import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { benchConfig, CASES } from '../../sidecar/src/bench/bench';
