@@ -562,6 +562,14 @@ struct AttnDims {
   int BH, T, D;  // T queries and T keys per head
   float scale;
   bool causal;
+  // Layout: head bh = b·H + h of a tensor with row stride ld starts at b·T·ld + h·D. [BH, T, D]
+  // tensors are H = 1, ld = D; a fused qkv [B·T, 3·H·D] has ld = 3·H·D (q, k, v at column offsets 0,
+  // H·D, 2·H·D), the merged output [B·T, H·D] ld = H·D.
+  int H = 1;
+  long ldi = 0;  // q, k, v and dq, dk, dv
+  long ldo = 0;  // o and dO
+  long offI(int bh) const { return (long)(bh / H) * T * ldi + (long)(bh % H) * D; }
+  long offO(int bh) const { return (long)(bh / H) * T * ldo + (long)(bh % H) * D; }
 };
 
 // Causal attention works on row blocks of RB queries: block [i0, i1) needs keys [0, i1) only, so the
@@ -599,45 +607,47 @@ static void softmax_row(float* s, int n, int end, float* lse) {
 }
 
 static void attn_fwd_generic(const AttnDims& d, const float* Q, const float* K, const float* V, float* O, float* L) {
-  const long hs = (long)d.T * d.D;
   const int T = d.T, D = d.D, RB = attn_block(d);
+  const long li = d.ldi, lo = d.ldo;
   pool.run(d.BH, [&](int bh) {
     thread_local Scratch sbuf;
     float* S = sbuf.get((size_t)T * T);
-    const float *q = Q + bh * hs, *k = K + bh * hs, *v = V + bh * hs;
-    float* o = O + bh * hs;
+    const long oi = d.offI(bh);
+    const float *q = Q + oi, *k = K + oi, *v = V + oi;
+    float* o = O + d.offO(bh);
     float* lse = L + (long)bh * T;
     for (int i0 = 0; i0 < T; i0 += RB) {
       const int i1 = std::min(T, i0 + RB), keys = d.causal ? i1 : T;
       float* s = S + (long)i0 * T;
       // S[i0:i1, 0:keys] = scale · Q[i0:i1] K[0:keys]ᵀ
-      gemm_serial({i1 - i0, keys, D, q + (long)i0 * D, D, 1, k, 1, D, s, T, d.scale, 0.f, nullptr});
+      gemm_serial({i1 - i0, keys, D, q + (long)i0 * li, li, 1, k, 1, li, s, T, d.scale, 0.f, nullptr});
       for (int i = i0; i < i1; i++) softmax_row(S + (long)i * T, d.causal ? i + 1 : T, keys, lse + i);
       // O[i0:i1] = P[i0:i1, 0:keys] V[0:keys]
-      gemm_serial({i1 - i0, D, keys, s, T, 1, v, D, 1, o + (long)i0 * D, D, 1.f, 0.f, nullptr});
+      gemm_serial({i1 - i0, D, keys, s, T, 1, v, li, 1, o + (long)i0 * lo, lo, 1.f, 0.f, nullptr});
     }
   });
 }
 
 static void attn_bwd_generic(const AttnDims& d, const float* Q, const float* K, const float* V, const float* O, const float* L, const float* dO,
                              float* dQ, float* dK, float* dV) {
-  const long hs = (long)d.T * d.D;
   const int T = d.T, D = d.D, RB = attn_block(d);
+  const long li = d.ldi, lo = d.ldo;
   pool.run(d.BH, [&](int bh) {
     thread_local Scratch sbuf;
     float* P = sbuf.get((size_t)2 * T * T + T);
     float* dP = P + (long)T * T;
     float* Di = dP + (long)T * T;
-    const float *q = Q + bh * hs, *k = K + bh * hs, *v = V + bh * hs, *o = O + bh * hs, *dout = dO + bh * hs;
+    const long oi = d.offI(bh), oo = d.offO(bh);
+    const float *q = Q + oi, *k = K + oi, *v = V + oi, *o = O + oo, *dout = dO + oo;
     const float* lse = L + (long)bh * T;
-    float *dq = dQ + bh * hs, *dk = dK + bh * hs, *dv = dV + bh * hs;
-    for (int i = 0; i < T; i++) Di[i] = dot(dout + (long)i * D, o + (long)i * D, D);
+    float *dq = dQ + oi, *dk = dK + oi, *dv = dV + oi;
+    for (int i = 0; i < T; i++) Di[i] = dot(dout + (long)i * lo, o + (long)i * lo, D);
     // Row blocks: P = exp(scale · Q Kᵀ − lse); dP = dO Vᵀ; dS = P ∘ (dP − Di) (in P); dQ = scale · dS K.
     for (int i0 = 0; i0 < T; i0 += RB) {
       const int i1 = std::min(T, i0 + RB), keys = d.causal ? i1 : T;
       float* p = P + (long)i0 * T;
-      gemm_serial({i1 - i0, keys, D, q + (long)i0 * D, D, 1, k, 1, D, p, T, d.scale, 0.f, nullptr});
-      gemm_serial({i1 - i0, keys, D, dout + (long)i0 * D, D, 1, v, 1, D, dP + (long)i0 * T, T, 1.f, 0.f, nullptr});
+      gemm_serial({i1 - i0, keys, D, q + (long)i0 * li, li, 1, k, 1, li, p, T, d.scale, 0.f, nullptr});
+      gemm_serial({i1 - i0, keys, D, dout + (long)i0 * lo, lo, 1, v, 1, li, dP + (long)i0 * T, T, 1.f, 0.f, nullptr});
       for (int i = i0; i < i1; i++) {
         float* pr = P + (long)i * T;
         const float* dpr = dP + (long)i * T;
@@ -658,14 +668,14 @@ static void attn_bwd_generic(const AttnDims& d, const float* Q, const float* K, 
         }
         for (j = n; j < keys; j++) pr[j] = dP[(long)i * T + j] = 0.f;
       }
-      gemm_serial({i1 - i0, D, keys, p, T, 1, k, D, 1, dq + (long)i0 * D, D, d.scale, 0.f, nullptr});
+      gemm_serial({i1 - i0, D, keys, p, T, 1, k, li, 1, dq + (long)i0 * li, li, d.scale, 0.f, nullptr});
     }
     // Now P is in dP and dS in P. Column blocks (keys [j0, j1) see queries [j0, T) when causal):
     // dV = Pᵀ dO ; dK = scale · dSᵀ Q.
     for (int j0 = 0; j0 < T; j0 += RB) {
       const int j1 = std::min(T, j0 + RB), q0 = d.causal ? j0 : 0;
-      gemm_serial({j1 - j0, D, T - q0, dP + (long)q0 * T + j0, 1, T, dout + (long)q0 * D, D, 1, dv + (long)j0 * D, D, 1.f, 0.f, nullptr});
-      gemm_serial({j1 - j0, D, T - q0, P + (long)q0 * T + j0, 1, T, q + (long)q0 * D, D, 1, dk + (long)j0 * D, D, d.scale, 0.f, nullptr});
+      gemm_serial({j1 - j0, D, T - q0, dP + (long)q0 * T + j0, 1, T, dout + (long)q0 * lo, lo, 1, dv + (long)j0 * li, li, 1.f, 0.f, nullptr});
+      gemm_serial({j1 - j0, D, T - q0, P + (long)q0 * T + j0, 1, T, q + (long)q0 * li, li, 1, dk + (long)j0 * li, li, d.scale, 0.f, nullptr});
     }
   });
 }
@@ -699,24 +709,25 @@ static inline long panels(int n) { return (n + NR - 1) / NR; }
 
 static void attn_fwd(const AttnDims& d, const float* Q, const float* K, const float* V, float* O, float* L) {
   if (d.T > KC || d.D > KC) return attn_fwd_generic(d, Q, K, V, O, L);
-  const long hs = (long)d.T * d.D;
   const int T = d.T, D = d.D, RB = attn_block(d);
+  const long li = d.ldi, lo = d.ldo;
   pool.run(d.BH, [&](int bh) {
     thread_local Scratch sbuf, pbuf;
     float* S = sbuf.get((size_t)T * T);
     float* KTp = pbuf.get((size_t)panels(T) * NR * D + (size_t)panels(D) * NR * T);
     float* Vp = KTp + panels(T) * NR * D;
-    const float *q = Q + bh * hs, *k = K + bh * hs, *v = V + bh * hs;
-    float* o = O + bh * hs;
+    const long oi = d.offI(bh);
+    const float *q = Q + oi, *k = K + oi, *v = V + oi;
+    float* o = O + d.offO(bh);
     float* lse = L + (long)bh * T;
-    pack_b(D, T, k, 1, D, KTp);  // Kᵀ: [D, T]
-    pack_b(T, D, v, D, 1, Vp);   // V: [T, D]
+    pack_b(D, T, k, 1, li, KTp);  // Kᵀ: [D, T]
+    pack_b(T, D, v, li, 1, Vp);   // V: [T, D]
     for (int i0 = 0; i0 < T; i0 += RB) {
       const int i1 = std::min(T, i0 + RB), keys = d.causal ? i1 : T;
       float* s = S + (long)i0 * T;
-      gemm_prepacked(i1 - i0, keys, D, q + (long)i0 * D, D, 1, KTp, (long)D * NR, s, T, d.scale);
+      gemm_prepacked(i1 - i0, keys, D, q + (long)i0 * li, li, 1, KTp, (long)D * NR, s, T, d.scale);
       for (int i = i0; i < i1; i++) softmax_row(S + (long)i * T, d.causal ? i + 1 : T, keys, lse + i);
-      gemm_prepacked(i1 - i0, D, keys, s, T, 1, Vp, (long)T * NR, o + (long)i0 * D, D, 1.f);
+      gemm_prepacked(i1 - i0, D, keys, s, T, 1, Vp, (long)T * NR, o + (long)i0 * lo, lo, 1.f);
     }
   });
 }
@@ -724,8 +735,8 @@ static void attn_fwd(const AttnDims& d, const float* Q, const float* K, const fl
 static void attn_bwd(const AttnDims& d, const float* Q, const float* K, const float* V, const float* O, const float* L, const float* dO, float* dQ,
                      float* dK, float* dV) {
   if (d.T > KC || d.D > KC) return attn_bwd_generic(d, Q, K, V, O, L, dO, dQ, dK, dV);
-  const long hs = (long)d.T * d.D;
   const int T = d.T, D = d.D, RB = attn_block(d);
+  const long li = d.ldi, lo = d.ldo;
   pool.run(d.BH, [&](int bh) {
     thread_local Scratch sbuf, pbuf;
     float* P = sbuf.get((size_t)2 * T * T + T);
@@ -737,21 +748,22 @@ static void attn_bwd(const AttnDims& d, const float* Q, const float* K, const fl
     float* Kp = VTp + tPanel;
     float* dOp = Kp + dPanel;
     float* Qp = dOp + dPanel;
-    const float *q = Q + bh * hs, *k = K + bh * hs, *v = V + bh * hs, *o = O + bh * hs, *dout = dO + bh * hs;
+    const long oi = d.offI(bh), oo = d.offO(bh);
+    const float *q = Q + oi, *k = K + oi, *v = V + oi, *o = O + oo, *dout = dO + oo;
     const float* lse = L + (long)bh * T;
-    float *dq = dQ + bh * hs, *dk = dK + bh * hs, *dv = dV + bh * hs;
-    pack_b(D, T, k, 1, D, KTp);     // Kᵀ
-    pack_b(D, T, v, 1, D, VTp);     // Vᵀ
-    pack_b(T, D, k, D, 1, Kp);      // K
-    pack_b(T, D, dout, D, 1, dOp);  // dO
-    pack_b(T, D, q, D, 1, Qp);      // Q
-    for (int i = 0; i < T; i++) Di[i] = dot(dout + (long)i * D, o + (long)i * D, D);
+    float *dq = dQ + oi, *dk = dK + oi, *dv = dV + oi;
+    pack_b(D, T, k, 1, li, KTp);     // Kᵀ
+    pack_b(D, T, v, 1, li, VTp);     // Vᵀ
+    pack_b(T, D, k, li, 1, Kp);      // K
+    pack_b(T, D, dout, lo, 1, dOp);  // dO
+    pack_b(T, D, q, li, 1, Qp);      // Q
+    for (int i = 0; i < T; i++) Di[i] = dot(dout + (long)i * lo, o + (long)i * lo, D);
     // Row blocks: P = exp(scale · Q Kᵀ − lse); dP = dO Vᵀ; dS = P ∘ (dP − Di) (in P); dQ = scale · dS K.
     for (int i0 = 0; i0 < T; i0 += RB) {
       const int i1 = std::min(T, i0 + RB), keys = d.causal ? i1 : T;
       float* p = P + (long)i0 * T;
-      gemm_prepacked(i1 - i0, keys, D, q + (long)i0 * D, D, 1, KTp, (long)D * NR, p, T, d.scale);
-      gemm_prepacked(i1 - i0, keys, D, dout + (long)i0 * D, D, 1, VTp, (long)D * NR, dP + (long)i0 * T, T, 1.f);
+      gemm_prepacked(i1 - i0, keys, D, q + (long)i0 * li, li, 1, KTp, (long)D * NR, p, T, d.scale);
+      gemm_prepacked(i1 - i0, keys, D, dout + (long)i0 * lo, lo, 1, VTp, (long)D * NR, dP + (long)i0 * T, T, 1.f);
       for (int i = i0; i < i1; i++) {
         float* pr = P + (long)i * T;
         float* dpr = dP + (long)i * T;
@@ -772,14 +784,14 @@ static void attn_bwd(const AttnDims& d, const float* Q, const float* K, const fl
         }
         for (j = n; j < keys; j++) pr[j] = dpr[j] = 0.f;
       }
-      gemm_prepacked(i1 - i0, D, keys, p, T, 1, Kp, (long)T * NR, dq + (long)i0 * D, D, d.scale);
+      gemm_prepacked(i1 - i0, D, keys, p, T, 1, Kp, (long)T * NR, dq + (long)i0 * li, li, d.scale);
     }
     // P is in dP and dS in P. Column blocks (keys [j0, j1) see queries [j0, T) when causal):
     // dV = Pᵀ dO ; dK = scale · dSᵀ Q (the packed dO and Q from row q0 on).
     for (int j0 = 0; j0 < T; j0 += RB) {
       const int j1 = std::min(T, j0 + RB), q0 = d.causal ? j0 : 0;
-      gemm_prepacked(j1 - j0, D, T - q0, dP + (long)q0 * T + j0, 1, T, dOp + (long)q0 * NR, (long)T * NR, dv + (long)j0 * D, D, 1.f);
-      gemm_prepacked(j1 - j0, D, T - q0, P + (long)q0 * T + j0, 1, T, Qp + (long)q0 * NR, (long)T * NR, dk + (long)j0 * D, D, d.scale);
+      gemm_prepacked(j1 - j0, D, T - q0, dP + (long)q0 * T + j0, 1, T, dOp + (long)q0 * NR, (long)T * NR, dv + (long)j0 * li, li, 1.f);
+      gemm_prepacked(j1 - j0, D, T - q0, P + (long)q0 * T + j0, 1, T, Qp + (long)q0 * NR, (long)T * NR, dk + (long)j0 * li, li, d.scale);
     }
   });
 }
@@ -1277,24 +1289,45 @@ napi_value Gemm(napi_env env, napi_callback_info info) {
 }
 
 // attnFwd(heap, BH, T, D, scale, causal, q, k, v, o, lse)
+// Optional trailing layout arguments (AttnDims): H, ldi, ldo. Without them q, k, v, o (and the
+// gradients) are [BH, T, D].
+static AttnDims attnDims(const Call& c, size_t layoutArg) {
+  AttnDims d{(int)c.integer(1), (int)c.integer(2), (int)c.integer(3), (float)c.num(4), c.num(5) != 0};
+  d.ldi = d.ldo = d.D;
+  if (c.argc > layoutArg) {
+    d.H = (int)c.integer(layoutArg);
+    d.ldi = c.integer(layoutArg + 1);
+    d.ldo = c.integer(layoutArg + 2);
+    if (d.H < 1 || d.BH % d.H != 0 || d.ldi < (long)d.H * d.D || d.ldo < (long)d.H * d.D) throw Fail{"bad attention layout"};
+  }
+  if (d.BH < 0 || d.T < 0 || d.D < 0) throw Fail{"bad attention dims"};
+  return d;
+}
+// Elements spanned by one layout (head rows of D floats): ((B·T − 1)·ld + H·D).
+static double attnExtent(const AttnDims& d, long ld) {
+  const double rows = (double)(d.BH / d.H) * d.T;
+  return rows > 0 && d.D > 0 ? (rows - 1) * (double)ld + (double)d.H * d.D : 0.0;
+}
+
+// attnFwd(heap, BH, T, D, scale, causal, q, k, v, o, lse[, H, ldi, ldo])
 napi_value AttnFwd(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Call c(env, info);
-    AttnDims d{(int)c.integer(1), (int)c.integer(2), (int)c.integer(3), (float)c.num(4), c.num(5) != 0};
-    const double n = (double)d.BH * d.T * d.D;
-    attn_fwd(d, c.ptr(6, n), c.ptr(7, n), c.ptr(8, n), c.ptr(9, n), c.ptr(10, (double)d.BH * d.T));
+    const AttnDims d = attnDims(c, 11);
+    const double ni = attnExtent(d, d.ldi), no = attnExtent(d, d.ldo);
+    attn_fwd(d, c.ptr(6, ni), c.ptr(7, ni), c.ptr(8, ni), c.ptr(9, no), c.ptr(10, (double)d.BH * d.T));
     return undef(env);
   });
 }
 
-// attnBwd(heap, BH, T, D, scale, causal, q, k, v, o, lse, dO, dq, dk, dv)
+// attnBwd(heap, BH, T, D, scale, causal, q, k, v, o, lse, dO, dq, dk, dv[, H, ldi, ldo])
 napi_value AttnBwd(napi_env env, napi_callback_info info) {
   return guard(env, [&] {
     Call c(env, info);
-    AttnDims d{(int)c.integer(1), (int)c.integer(2), (int)c.integer(3), (float)c.num(4), c.num(5) != 0};
-    const double n = (double)d.BH * d.T * d.D;
-    attn_bwd(d, c.ptr(6, n), c.ptr(7, n), c.ptr(8, n), c.ptr(9, n), c.ptr(10, (double)d.BH * d.T), c.ptr(11, n), c.ptr(12, n), c.ptr(13, n),
-             c.ptr(14, n));
+    const AttnDims d = attnDims(c, 15);
+    const double ni = attnExtent(d, d.ldi), no = attnExtent(d, d.ldo);
+    attn_bwd(d, c.ptr(6, ni), c.ptr(7, ni), c.ptr(8, ni), c.ptr(9, no), c.ptr(10, (double)d.BH * d.T), c.ptr(11, no), c.ptr(12, ni), c.ptr(13, ni),
+             c.ptr(14, ni));
     return undef(env);
   });
 }

@@ -18,7 +18,8 @@ import { loadNativeAddon } from '../../sidecar/src/backend/native/addon';
 import { K } from '../../sidecar/src/backend/native/fused';
 import { benchConfig } from '../../sidecar/src/bench/bench';
 import { randomModel } from '../../sidecar/src/models/init';
-import { activation, attention, causalLmLoss, causalMask, crossEntropy, layerNorm, mergeHeads, splitHeads } from '../../sidecar/src/models/ops';
+import { baseLinear } from '../../sidecar/src/models/forward';
+import { activation, attention, attentionQkv, causalLmLoss, causalMask, crossEntropy, layerNorm, mergeHeads, splitHeads } from '../../sidecar/src/models/ops';
 import { AdamW } from '../../sidecar/src/train/adamw';
 import { relMaxError } from '../helpers/numeric';
 
@@ -239,6 +240,45 @@ describe('native kernels', { skip }, () => {
     await compare('attention, padding mask', [randn([2, 2, 5, 4], 1), randn([2, 2, 5, 4], 2), randn([2, 2, 5, 4], 3), randn([2, 1, 1, 5], 4)], (q, k, v, m) =>
       attention(q as tf.Tensor4D, k as tf.Tensor4D, v as tf.Tensor4D, 0.5, m),
     );
+  });
+
+  test('attention from a fused qkv projection (PeftAttentionQkv): forward and gradients', async () => {
+    for (const [b, h, t, d] of [
+      [2, 3, 7, 5],
+      [1, 2, 33, 32],
+      [2, 1, 1, 8],
+      [3, 4, 65, 16],
+    ]) {
+      const qkv = [randn([b * t, 3 * h * d], t + h, 1.5)];
+      const f = (mask?: tf.Tensor) => (x: tf.Tensor) => attentionQkv(x as tf.Tensor2D, b, t, h, d, 1 / Math.sqrt(d), mask);
+      // The cpu reference runs the composite (split, splitHeads, attention, mergeHeads).
+      await compare(`causal attentionQkv [${b},${h},${t},${d}]`, qkv, withGrads((x) => f(causalMask(t))(x)));
+      await compare(`attentionQkv [${b},${h},${t},${d}]`, qkv, withGrads((x) => f()(x)));
+    }
+    await tf.setBackend('wasm');
+    const kernels = await tf.profile(() => tf.tidy(() => attentionQkv(tf.ones([8, 12]) as tf.Tensor2D, 2, 4, 2, 2, 0.5, causalMask(4))));
+    assert.deepEqual(kernels.kernelNames.filter((k) => k.startsWith('Peft')), [K.attentionQkv], 'one fused op');
+    await assertNoLeak('attentionQkv + grads', [randn([18, 12], 3)], withGrads((x) => attentionQkv(x as tf.Tensor2D, 2, 9, 2, 2, 0.5, causalMask(9))));
+  });
+
+  test('linear with bias (PeftLinear): forward and gradients, both weight layouts', async () => {
+    for (const fanInFanOut of [false, true])
+      for (const [n, i, o] of [
+        [7, 33, 9],
+        [64, 300, 40],
+        [50, 20, 17],
+      ]) {
+        const w = randn(fanInFanOut ? [i, o] : [o, i], n + i);
+        await compare(`linear ${n}x${i}→${o} fanInFanOut=${fanInFanOut}`, [randn([n, i], o), w, randn([o], 5)], withGrads((x, wt, bias) =>
+          baseLinear(x as tf.Tensor2D, { module: 'm', weight: wt as tf.Tensor2D, bias: bias as tf.Tensor1D, fanInFanOut }),
+        ));
+      }
+    await tf.setBackend('wasm');
+    const kernels = await tf.profile(() => tf.tidy(() => baseLinear(tf.ones([3, 4]) as tf.Tensor2D, { module: 'm', weight: tf.ones([5, 4]) as tf.Tensor2D, bias: tf.ones([5]) as tf.Tensor1D, fanInFanOut: false })));
+    assert.deepEqual(kernels.kernelNames, [K.linear], 'one fused op');
+    await assertNoLeak('linear + grads', [randn([5, 6], 1), randn([6, 4], 2), randn([4], 3)], withGrads((x, wt, bias) =>
+      baseLinear(x as tf.Tensor2D, { module: 'm', weight: wt as tf.Tensor2D, bias: bias as tf.Tensor1D, fanInFanOut: true }),
+    ));
   });
 
   test('softmax cross-entropy: forward and gradient, ignored labels', async () => {

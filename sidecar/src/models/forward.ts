@@ -5,6 +5,7 @@
  * knowing, and gradients can be taken with respect to any set of parameter names.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedLinear } from '../backend/native/fused';
 
 /** A linear module as stored: `weight` is [out, in], or [in, out] for GPT-2's Conv1D (`fanInFanOut`). */
 export interface LinearLayer {
@@ -72,6 +73,9 @@ export class Forward {
 }
 
 export function baseLinear(x: tf.Tensor2D, layer: LinearLayer): tf.Tensor2D {
+  // One op (GEMM with the bias in its last pass) where the backend has it.
+  const fused = layer.bias ? fusedLinear(x, layer.weight, layer.bias, !layer.fanInFanOut) : undefined;
+  if (fused) return fused;
   const y: tf.Tensor2D = tf.matMul(x, layer.weight, false, !layer.fanInFanOut);
   return layer.bias ? (tf.add(y, layer.bias) as tf.Tensor2D) : y;
 }

@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
 import type { Gpt2Config } from './config';
-import { activation, attention, causalLmLoss, causalMask, layerNorm, mergeHeads, splitHeads } from './ops';
+import { activation, attentionQkv, causalLmLoss, causalMask, layerNorm } from './ops';
 
 const block = (i: number) => `transformer.h.${i}`;
 
@@ -61,7 +61,6 @@ export const gpt2: Architecture<Gpt2Config> = {
     if (!ids) throw new Error('GPT-2 needs input_ids');
     const [b, t] = ids.shape;
     if (t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds n_positions=${cfg.maxPositions}`);
-    const d = cfg.hiddenSize;
     const flatIds = tf.reshape(ids, [b * t]);
     const positions = tf.tile(tf.range(0, t, 1, 'int32'), [b]);
     let x = tf.add(tf.gather(f.p('transformer.wte.weight'), flatIds), tf.gather(f.p('transformer.wpe.weight'), positions)) as tf.Tensor2D;
@@ -70,10 +69,9 @@ export const gpt2: Architecture<Gpt2Config> = {
       const p = block(i);
       const h = f.tap(`${p}.ln_1`, layerNorm(x, f.p(`${p}.ln_1.weight`), f.p(`${p}.ln_1.bias`), cfg.layerNormEps)) as tf.Tensor2D;
       const qkv = f.linear(`${p}.attn.c_attn`, h);
-      const [q, k, v] = tf.split(qkv, 3, 1).map((z) => splitHeads(z, b, t, cfg.numHeads, cfg.headDim));
       let scale = cfg.scaleAttnWeights ? 1 / Math.sqrt(cfg.headDim) : 1;
       if (cfg.scaleAttnByInverseLayerIdx) scale /= i + 1;
-      const a = mergeHeads(attention(q!, k!, v!, scale, mask), b, t, d);
+      const a = attentionQkv(qkv, b, t, cfg.numHeads, cfg.headDim, scale, mask);
       x = tf.add(x, f.tap(`${p}.attn`, f.linear(`${p}.attn.c_proj`, a)));
       const h2 = f.tap(`${p}.ln_2`, layerNorm(x, f.p(`${p}.ln_2.weight`), f.p(`${p}.ln_2.bias`), cfg.layerNormEps)) as tf.Tensor2D;
       const m = f.linear(`${p}.mlp.c_proj`, activation(cfg.activation, f.linear(`${p}.mlp.c_fc`, h2)) as tf.Tensor2D);

@@ -7,7 +7,7 @@
  * rounding.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedAttention, fusedCrossEntropy, fusedGeluTanh, fusedLayerNorm, fusedMergeHeads, fusedSplitHeads } from '../backend/native/fused';
+import { fusedAttention, fusedAttentionQkv, fusedCrossEntropy, fusedGeluTanh, fusedLayerNorm, fusedMergeHeads, fusedSplitHeads } from '../backend/native/fused';
 import type { Activation } from './config';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -95,7 +95,7 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale:
     v = expand(v);
   }
   // A causal mask (exp(−1e9 − max) is exactly 0 in float32) or none: the fused kernel, if any.
-  const causal = mask !== undefined && CAUSAL_MASKS.has(mask) && !mask.isDisposed && mask.shape[0] === t && mask.shape[1] === t;
+  const causal = mask !== undefined && isCausalMask(mask, t);
   if (!mask || causal) {
     const fused = fusedAttention(q, k, v, scale, causal);
     if (fused) return fused;
@@ -104,6 +104,23 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale:
   if (mask) scores = tf.add(scores, mask);
   return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
 }
+
+/**
+ * Multi-head attention from a fused projection qkv [B·T, 3·H·D] (q, k, v side by side) to the merged
+ * heads [B·T, H·D]; `mask` as in `attention`. One fused op where the backend has it (no mask or a
+ * causal one), else split + splitHeads + attention + mergeHeads.
+ */
+export function attentionQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number, scale: number, mask?: tf.Tensor): tf.Tensor2D {
+  const causal = mask !== undefined && isCausalMask(mask, seq);
+  if (!mask || causal) {
+    const fused = fusedAttentionQkv(qkv, batch, seq, heads, headDim, scale, causal);
+    if (fused) return fused;
+  }
+  const [q, k, v] = tf.split(qkv, 3, 1).map((z) => splitHeads(z, batch, seq, heads, headDim));
+  return mergeHeads(attention(q!, k!, v!, scale, mask), batch, seq, heads * headDim);
+}
+
+const isCausalMask = (mask: tf.Tensor, t: number) => CAUSAL_MASKS.has(mask) && !mask.isDisposed && mask.shape[0] === t && mask.shape[1] === t;
 
 /** Rotary position tables as transformers computes them in float32: cos/sin of shape [T, D]. */
 export function ropeTables(seq: number, headDim: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {

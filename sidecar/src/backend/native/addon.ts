@@ -15,8 +15,27 @@ export interface NativeAddon {
   info(): { avx2fma: boolean; threads: number; abi: number; gemm: string };
   setThreads(n: number): number;
   gemm(heap: ArrayBuffer, batch: number, M: number, N: number, K: number, a: number, rsA: number, csA: number, strideA: number, b: number, rsB: number, csB: number, strideB: number, c: number, ldc: number, strideC: number, alpha: number, beta: number, bias: number): void;
-  attnFwd(heap: ArrayBuffer, bh: number, t: number, d: number, scale: number, causal: number, q: number, k: number, v: number, o: number, lse: number): void;
-  attnBwd(heap: ArrayBuffer, bh: number, t: number, d: number, scale: number, causal: number, q: number, k: number, v: number, o: number, lse: number, dO: number, dq: number, dk: number, dv: number): void;
+  /** q, k, v, o: [bh, t, d]; or, with the layout (heads, ldi, ldo), head b·heads + h of q, k, v (and
+   * dq, dk, dv) at b·t·ldi + h·d with row stride ldi, of o (and dO) at b·t·ldo + h·d, stride ldo. */
+  attnFwd(heap: ArrayBuffer, bh: number, t: number, d: number, scale: number, causal: number, q: number, k: number, v: number, o: number, lse: number, ...layout: [] | [heads: number, ldi: number, ldo: number]): void;
+  attnBwd(
+    heap: ArrayBuffer,
+    bh: number,
+    t: number,
+    d: number,
+    scale: number,
+    causal: number,
+    q: number,
+    k: number,
+    v: number,
+    o: number,
+    lse: number,
+    dO: number,
+    dq: number,
+    dk: number,
+    dv: number,
+    ...layout: [] | [heads: number, ldi: number, ldo: number]
+  ): void;
   layerNorm(heap: ArrayBuffer, n: number, d: number, eps: number, x: number, gamma: number, beta: number, y: number, mean: number, rstd: number): void;
   layerNormGradX(heap: ArrayBuffer, n: number, d: number, dy: number, x: number, gamma: number, mean: number, rstd: number, dx: number): void;
   layerNormGradGamma(heap: ArrayBuffer, n: number, d: number, dy: number, x: number, mean: number, rstd: number, dgamma: number): void;

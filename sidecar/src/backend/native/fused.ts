@@ -22,6 +22,9 @@ export const K = {
   adamw: 'PeftAdamW',
   splitHeads: 'PeftSplitHeads',
   mergeHeads: 'PeftMergeHeads',
+  linear: 'PeftLinear',
+  attentionQkv: 'PeftAttentionQkv',
+  attentionQkvGrad: 'PeftAttentionQkvGrad',
 } as const;
 
 const has = (kernel: string): boolean => {
@@ -52,6 +55,26 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, s
   if (!same(q.shape, k.shape) || !same(q.shape, v.shape) || q.size === 0) return undefined;
   const [o] = tf.engine().runKernel(K.attention, { q, k, v }, { scale, causal }) as tf.Tensor[];
   return o as tf.Tensor4D;
+}
+
+/**
+ * Attention straight from a fused projection qkv [B·T, 3·H·D] (q, k and v side by side, heads
+ * inside each, as GPT-2's c_attn) to the merged heads [B·T, H·D]: the split, the head transposes
+ * and the merge are strides of one op (otherwise split + splitHeads ×3 + attention + mergeHeads).
+ */
+export function fusedAttentionQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number, scale: number, causal: boolean): tf.Tensor2D | undefined {
+  if (!has(K.attentionQkv) || qkv.dtype !== 'float32' || qkv.rank !== 2 || qkv.shape[0] !== batch * seq || qkv.shape[1] !== 3 * heads * headDim || qkv.size === 0) return undefined;
+  const [o] = tf.engine().runKernel(K.attentionQkv, { qkv }, { batch, seq, heads, headDim, scale, causal }) as tf.Tensor[];
+  return o as tf.Tensor2D;
+}
+
+/** x·W + bias on x [N, in] (x·Wᵀ with transposeB, W [out, in]): one op, the bias added in the
+ * GEMM's last pass, instead of MatMul + Add. Same rounding as the two ops. */
+export function fusedLinear(x: tf.Tensor2D, w: tf.Tensor2D, bias: tf.Tensor1D, transposeB: boolean): tf.Tensor2D | undefined {
+  if (!has(K.linear) || !f32(x, w, bias) || x.rank !== 2 || w.rank !== 2 || bias.rank !== 1) return undefined;
+  const [inF, outF] = transposeB ? [w.shape[1], w.shape[0]] : w.shape;
+  if (x.shape[1] !== inF || bias.size !== outF) return undefined;
+  return tf.engine().runKernel(K.linear, { x, w, bias }, { transposeB }) as tf.Tensor2D;
 }
 
 /** [..., T, H·D] (B·T rows) → [B, H, T, D] in one copy (reshape + transpose otherwise). */

@@ -11,9 +11,11 @@
  *   Add, Sub, Multiply          float32 with a full, trailing-block (bias) or scalar operand
  *   Transpose, Slice, SplitV,   strided copies (memcpy runs along the innermost contiguous axis)
  *   Concat
- * Fused training kernels (names in fused.ts, used by ops.ts and adamw.ts when registered):
+ * Fused training kernels (names in fused.ts, used by ops.ts, forward.ts and adamw.ts when registered):
  *   PeftLayerNorm (+GradX, +GradGamma), PeftGeluTanh (+Grad), PeftAttention (+Grad, causal or
- *   not, recomputing P from the saved log-sum-exp), PeftSoftmaxCrossEntropy (+Grad), PeftAdamW.
+ *   not, recomputing P from the saved log-sum-exp), PeftAttentionQkv (+Grad: the same on a fused
+ *   qkv projection, heads split and merged by strides), PeftLinear (GEMM + bias),
+ *   PeftSoftmaxCrossEntropy (+Grad), PeftAdamW.
  * Their gradients are registered with tf.registerGradient; each input's gradient is a separate
  * closure, so the tape skips what frozen weights do not need (e.g. LayerNorm γ/β under LoRA).
  */
@@ -71,6 +73,9 @@ export function registerNativeKernels(native: NativeAddon): void {
     [K.adamw, adamw],
     [K.splitHeads, splitHeads],
     [K.mergeHeads, mergeHeads],
+    [K.linear, linear],
+    [K.attentionQkv, attentionQkv],
+    [K.attentionQkvGrad, attentionQkvGrad],
   ];
   for (const [kernelName, kernelFunc] of own) if (!tf.getKernel(kernelName, BACKEND)) tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc });
   registerFusedGradients();
@@ -183,6 +188,12 @@ function makeFusedMatMul(previous: KernelFunc): KernelFunc {
     if (bias && (bias.dtype !== 'float32' || bias.shape.length !== 1 || bias.shape[0] !== N)) return previous(args);
     return matmul(asWasm(args.backend), a, b, ta, tb, bias);
   };
+}
+
+/** PeftLinear: x [N, in] · w (wᵀ with transposeB) + bias [out]. */
+function linear(args: KernelArgs): TensorInfo {
+  const { x, w, bias } = args.inputs as { x: TensorInfo; w: TensorInfo; bias: TensorInfo };
+  return matmul(asWasm(args.backend), x, w, false, !!args.attrs?.transposeB, bias);
 }
 
 // ---- Add / Sub / Multiply ------------------------------------------------------------------------
@@ -482,6 +493,46 @@ function adamw(args: KernelArgs): TensorInfo[] {
   return [pOut, mOut, vOut];
 }
 
+interface QkvAttrs {
+  batch: number;
+  seq: number;
+  heads: number;
+  headDim: number;
+  scale: number;
+  causal: boolean;
+}
+
+/** The layout of PeftAttentionQkv: byte offsets of q, k, v in a [B·T, 3·H·D] tensor and the strides. */
+function qkvLayout(backend: WasmBackend, qkv: TensorInfo, a: QkvAttrs) {
+  const w = a.heads * a.headDim;
+  const base = off(backend, qkv);
+  return { bh: a.batch * a.heads, q: base, k: base + 4 * w, v: base + 8 * w, layout: [a.heads, 3 * w, w] as [number, number, number] };
+}
+
+/** qkv [B·T, 3·H·D] → o [B·T, H·D] (heads merged), lse [B·H, T]. */
+function attentionQkv(args: KernelArgs): TensorInfo[] {
+  const backend = asWasm(args.backend);
+  const { qkv } = args.inputs as { qkv: TensorInfo };
+  const a = args.attrs as unknown as QkvAttrs;
+  const o = backend.makeOutput([a.batch * a.seq, a.heads * a.headDim], 'float32');
+  const lse = backend.makeOutput([a.batch * a.heads, a.seq], 'float32');
+  const l = qkvLayout(backend, qkv, a);
+  native().attnFwd(heapOf(backend), l.bh, a.seq, a.headDim, Number(a.scale), a.causal ? 1 : 0, l.q, l.k, l.v, off(backend, o), off(backend, lse), ...l.layout);
+  return [o, lse];
+}
+
+/** d qkv [B·T, 3·H·D] from qkv, o, lse and dy = d o. */
+function attentionQkvGrad(args: KernelArgs): TensorInfo {
+  const backend = asWasm(args.backend);
+  const { qkv, o, lse, dy } = args.inputs as Record<string, TensorInfo>;
+  const a = args.attrs as unknown as QkvAttrs;
+  const dqkv = backend.makeOutput(qkv.shape, 'float32');
+  const l = qkvLayout(backend, qkv, a);
+  const d = qkvLayout(backend, dqkv, a);
+  native().attnBwd(heapOf(backend), l.bh, a.seq, a.headDim, Number(a.scale), a.causal ? 1 : 0, l.q, l.k, l.v, off(backend, o), off(backend, lse), off(backend, dy), d.q, d.k, d.v, ...l.layout);
+  return dqkv;
+}
+
 /** [B·T, H·D] (any shape of that size) → [B, H, T, D]. */
 function splitHeads(args: KernelArgs): TensorInfo {
   const backend = asWasm(args.backend);
@@ -541,6 +592,31 @@ export function registerFusedGradients(): void {
       const d = first(dy);
       const [batch, heads, seq, headDim] = (attrs as unknown as { xShape: number[] }).xShape;
       return { x: () => run(K.splitHeads, { x: d }, { batch, seq, heads, headDim, xShape: d.shape }) };
+    },
+  });
+  tf.registerGradient({
+    kernelName: K.attentionQkv,
+    inputsToSave: ['qkv'],
+    outputsToSave: [true, true],
+    gradFunc: (dys, saved, attrs) => {
+      const [qkv, o, lse] = saved;
+      return { qkv: () => run(K.attentionQkvGrad, { qkv, o, lse, dy: first(dys) }, attrs as tf.NamedAttrMap) };
+    },
+  });
+  tf.registerGradient({
+    kernelName: K.linear,
+    inputsToSave: ['x', 'w'],
+    // The products BatchMatMul's gradient runs and the reduction Add's runs for the bias: same numbers
+    // as matMul + add. Each input's gradient is its own closure: a frozen weight gets none.
+    gradFunc: (dys, saved, attrs) => {
+      const dy = first(dys);
+      const [x, w] = saved;
+      const tb = !!(attrs as { transposeB?: boolean }).transposeB;
+      return {
+        x: () => tf.matMul(dy, w, false, !tb),
+        w: () => (tb ? tf.matMul(dy, x, true, false) : tf.matMul(x, dy, true, false)),
+        bias: () => tf.sum(dy, 0),
+      };
     },
   });
   tf.registerGradient({
