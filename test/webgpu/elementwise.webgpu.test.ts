@@ -162,9 +162,12 @@ test('AdamW (first step without m, v; then with; decay on some) matches the comp
   ['p', 'm', 'v'].forEach((what, i) => names.forEach((k, j) => assertClose(got[i]![j]!, ref[i]![j]!, 1e-6, `${what}(${k})`)));
 });
 
-test('split/merge heads match reshape + transpose, gradients included, no tensors leak', async () => {
+for (const [b, t, h, d] of [
+  [2, 5, 3, 7],
+  [2, 3, 5, 8],
+  [1, 4, 2, 6],
+] as const) test(`split/merge heads ${b}×${t}×${h}×${d} match reshape + transpose, gradients included, no tensors leak`, async () => {
   assert.ok(tf.getKernel(K.splitHeads, 'webgpu') && tf.getKernel(K.mergeHeads, 'webgpu'), 'registered on webgpu');
-  const [b, t, h, d] = [2, 5, 3, 7];
   const x = values(b * t * h * d, 9);
   const dy = values(b * t * h * d, 10);
   const f = (xt: tf.Tensor) => mergeHeads(tf.mul(splitHeads(xt, b, t, h, d), tf.reshape(tf.range(1, b * h * t * d + 1), [b, h, t, d])), b, t, h * d);

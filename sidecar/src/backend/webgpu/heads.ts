@@ -20,34 +20,42 @@ export function registerHeadsKernels(): void {
 }
 
 // Output index (b, a1, a2, d) with a1 < n1, a2 < n2 reads X at (b, a2, a1, d): the swap of the
-// middle axes. Split: (a1, a2) = (h, t); merge: (a1, a2) = (t, h).
-const SWAP_MIDDLE = /* wgsl */ `
+// middle axes. Split: (a1, a2) = (h, t); merge: (a1, a2) = (t, h). Each invocation copies VEC
+// consecutive elements along d (VEC divides dim), with unsigned index arithmetic (no signed
+// division polyfills).
+const swapMiddle = (vec: number) => /* wgsl */ `
 fn main(index : i32) {
-  if (index >= uniforms.total) { return; }
-  let d = index % uniforms.dim;
-  let q = index / uniforms.dim;
-  let a2 = q % uniforms.n2;
-  let q2 = q / uniforms.n2;
-  let a1 = q2 % uniforms.n1;
-  let b = q2 / uniforms.n1;
-  result[index] = X[((b * uniforms.n2 + a2) * uniforms.n1 + a1) * uniforms.dim + d];
+  let i = u32(index) * ${vec}u;
+  if (i >= u32(uniforms.total)) { return; }
+  let dim = u32(uniforms.dim);
+  let n1 = u32(uniforms.n1);
+  let n2 = u32(uniforms.n2);
+  let q = i / dim;
+  let d = i - q * dim;
+  let q2 = q / n2;
+  let a2 = q - q2 * n2;
+  let b = q2 / n1;
+  let a1 = q2 - b * n1;
+  let src = ((b * n2 + a2) * n1 + a1) * dim + d;
+  for (var k = 0u; k < ${vec}u; k++) { result[i + k] = X[src + k]; }
 }`;
 
-function swapMiddle(backend: WebGPUBackend, x: tf.TensorInfo, outShape: number[], n1: number, n2: number, dim: number): tf.TensorInfo {
+function swap(backend: WebGPUBackend, x: tf.TensorInfo, outShape: number[], n1: number, n2: number, dim: number): tf.TensorInfo {
   const total = size(outShape);
+  const vec = dim % 4 === 0 ? 4 : dim % 2 === 0 ? 2 : 1;
   return runProgram(backend, {
-    key: 'swap-middle',
+    key: `swap-middle:${vec}`,
     inputs: { X: x },
     outputShape: outShape,
     workgroup: WG,
-    workgroups: ceilDiv(total, WG),
+    workgroups: ceilDiv(total / vec, WG),
     uniforms: [
       { name: 'total', type: 'int32', value: total },
       { name: 'dim', type: 'int32', value: dim },
       { name: 'n1', type: 'int32', value: n1 },
       { name: 'n2', type: 'int32', value: n2 },
     ],
-    code: SWAP_MIDDLE,
+    code: swapMiddle(vec),
   });
 }
 
@@ -55,12 +63,12 @@ function splitHeads(args: KernelArgs): tf.TensorInfo {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const { batch, seq, heads, headDim } = args.attrs as unknown as { batch: number; seq: number; heads: number; headDim: number };
   // out[b, h, t, d] = x[b, t, h, d]
-  return swapMiddle(args.backend as WebGPUBackend, x, [batch, heads, seq, headDim], heads, seq, headDim);
+  return swap(args.backend as WebGPUBackend, x, [batch, heads, seq, headDim], heads, seq, headDim);
 }
 
 function mergeHeads(args: KernelArgs): tf.TensorInfo {
   const { x } = args.inputs as { x: tf.TensorInfo };
   const [, heads, seq, headDim] = x.shape as [number, number, number, number];
   // out[b, t, h, d] = x[b, h, t, d]
-  return swapMiddle(args.backend as WebGPUBackend, x, args.attrs?.shape as number[], seq, heads, headDim);
+  return swap(args.backend as WebGPUBackend, x, args.attrs?.shape as number[], seq, heads, headDim);
 }
