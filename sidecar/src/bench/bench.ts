@@ -50,6 +50,9 @@ export interface BenchResult {
   optimizer_state: number;
   /** 'wall' (default) or 'cpu' (PEFT_LAB_BENCH_CLOCK=cpu). */
   clock: BenchClock;
+  /** The loss of every step, warm-up included: the same model, data and seed on every backend, so
+   * two backends' trajectories check each other's numerics. */
+  losses: number[];
   torch_tokens_per_s?: number;
   ratio?: number;
   /** With `kernels: true`: time per kernel in the profiled step, largest first (GPU time on WebGPU with timestamp queries). */
@@ -125,6 +128,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
   let optimizerState = 0;
   let kernels: KernelTime[] | undefined;
   const times: number[] = [];
+  const losses: number[] = [];
   const clock = benchClock();
   const now = clock === 'cpu' ? cpuMs : () => performance.now();
   try {
@@ -132,6 +136,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
       const t0 = now();
       const lossValue = await trainStep();
       times.push(now() - t0);
+      losses.push(lossValue);
       if (!Number.isFinite(lossValue)) throw new Error(`bench ${c.case}/${mode}: loss ${lossValue}`);
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
     }
@@ -170,6 +175,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     trainable: trainableCount,
     optimizer_state: optimizerState,
     clock,
+    losses: losses.map((l) => Math.round(l * 1e6) / 1e6),
     ...(kernels ? { kernels } : {}),
   };
 
