@@ -67,14 +67,14 @@ test('the kernels replace TF.js own on webgpu', () => {
   for (const name of [tf.BatchMatMul, tf._FusedMatMul]) assert.ok((tf.getKernel(name, 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, name);
 });
 
-test('config choice: big for the large matmuls, thin for rank-8, mid for small K', () => {
+test('config choice: big for the vocabulary matmuls, thin for rank-8, mid for small K', () => {
   forceMatMulConfig(undefined);
-  assert.equal(chooseConfig(2048, 3072, 768, 1).name, 'big');
-  assert.equal(chooseConfig(2048, 768, 768, 1).name, 'wide');
+  assert.equal(chooseConfig(2048, 8192, 768, 1).name, 'big');
+  assert.equal(chooseConfig(2048, 768, 768, 1).name, 'mid');
   assert.equal(chooseConfig(2048, 8, 768, 1).name, 'thin');
   assert.equal(chooseConfig(8, 768, 2048, 1).name, 'thin');
   assert.equal(chooseConfig(2048, 768, 8, 1).name, 'mid');
-  assert.equal(chooseConfig(256, 256, 64, 96).name, 'big');
+  assert.equal(chooseConfig(256, 256, 64, 96).name, 'mid');
 });
 
 test('batch folding', () => {

@@ -20,22 +20,29 @@
  * operand in each transpose case (k for A and Bᵀ, m for Aᵀ, n for B); where that makes the
  * workgroup-memory store a transposition (A, Bᵀ) the k-rows are padded by 4 floats so the store's
  * banks differ. The next K tile is loaded from global memory into registers while the current one is
- * computed; with enough workgroup memory (maxComputeWorkgroupStorageSize ≥ 2 stages) the tiles are
- * double-buffered (one barrier per K tile instead of two).
+ * computed. A double-buffered variant (two stages, one barrier per K tile) exists but is opt-in
+ * (forceMatMulConfig): it measured no faster on the H100.
  *
- * Tile configs (all 256 threads):
- *   big   128×128, BK 8, 8×8 per thread: 8.3 KiB (×2 double-buffered). The highest arithmetic
- *         intensity (4 vec4 workgroup reads per 64 FMAs: FMA-bound on NVIDIA's 128 B/clk shared
- *         memory) — for the large matmuls (M = 2048, N ≥ 2304, the 768×768 weight gradients when
- *         there are enough tiles to fill the GPU's 132 SMs).
- *   wide  128×64, BK 8, 8×4: when 128×128 gives under ~one wave of workgroups (M = 2048 × N = 768
- *         → 96 tiles < 132 SMs; 192 at 128×64).
- *   mid   64×64, BK 16, 4×4: small matmuls and small K (K ≤ 16: one K tile), and the
- *         attention-shaped batched ones (96 × 256×64×256: 1536 tiles).
- *   thin  16×16, BK 64, 4×4, S = 16: min(M, N) ≤ 16 (LoRA's rank-8 matmuls with K = 768/2048):
- *         16 slices split each K tile in-workgroup and reduce through workgroup memory at the end,
- *         so a 768×8 weight gradient (K = 2048) still gets 48 workgroups of 256 threads.
- * All configs stay ≤ 16 KiB of workgroup memory single-buffered (compat-mode limit on llvmpipe).
+ * Tile configs (all 256 threads; single-buffered ≤ 16 KiB of workgroup memory, the compat-mode
+ * limit on llvmpipe; the H100's Vulkan device offers 48 KiB):
+ *   big   128×128, BK 8, 8×8 per thread (8.3 KiB): the highest arithmetic intensity (4 vec4
+ *         workgroup reads per 64 FMAs). Chosen only when it still gives ≥ 4 × 132 workgroups
+ *         (the 2048×768×8192 vocabulary matmuls), where it beat 64×64 by 20–30%.
+ *   mid   64×64, BK 16, 4×4 (8.7 KiB): everything else of size. On the H100 it matched or beat
+ *         128×128 on the M = 2048 × N ∈ {768, 2304, 3072} matmuls (fewer tiles than 4 waves: more
+ *         workgroups per SM hide latency better), on the Aᵀ·B weight gradients (768×2048×768:
+ *         0.85 vs 1.7 ms) and the attention-shaped batched ones; also small K (K ≤ 16: one K tile).
+ *   wide  128×64, BK 8, 8×4: kept for forcing/benchmarks; never better than the two above.
+ *   thin  16×16, BK 64, 4×4, S = 16 (14 KiB): min(M, N) ≤ 16 (LoRA's rank-8 matmuls with
+ *         K = 768/2048): 16 slices split each K tile in-workgroup and reduce through workgroup
+ *         memory, so a 768×8 weight gradient (K = 2048) still gets 48 workgroups of 256 threads.
+ *
+ * H100 (Vulkan, Dawn timestamps quantized to 65 µs), one matmul, this kernel vs TF.js 4.22's:
+ * 2048×768×2304 0.33 vs 0.33 ms; 2048×768×8192 1.9 vs 1.1 ms (TF.js's is better here);
+ * A·Bᵀ 2048×768×8192 3.1 vs 5.2 ms; A·Bᵀ input grads 2048×2304×768 0.39 vs 0.79 ms; Aᵀ·B weight
+ * grads 3072×2048×768 1.2 vs 1.6 ms but 768×2048×768 0.85 vs 0.66 ms. The Aᵀ·B case (both
+ * operands read along k-rows) runs at only 3–8 TFLOP/s in both kernels vs 15–25 for A·B: the
+ * open performance problem.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
@@ -67,9 +74,12 @@ const TARGET_WORKGROUPS = 132;
 
 let forced: TileConfig | undefined;
 let forcedDoubleBuffer: boolean | undefined;
-/** Tests and benchmarks: force a tile config (and double buffering) for every matmul; undefined restores the heuristic. */
-export function forceMatMulConfig(config: TileConfig | undefined, doubleBuffer?: boolean): void {
-  forced = config;
+let tfjsOnly = false;
+/** Tests and benchmarks: force a tile config (and double buffering) for every matmul, or 'tfjs' for
+ * TF.js's own kernels; undefined restores the heuristic. */
+export function forceMatMulConfig(config: TileConfig | 'tfjs' | undefined, doubleBuffer?: boolean): void {
+  tfjsOnly = config === 'tfjs';
+  forced = config === 'tfjs' ? undefined : config;
   forcedDoubleBuffer = doubleBuffer;
 }
 
@@ -77,9 +87,10 @@ export function chooseConfig(M: number, N: number, K: number, batch: number): Ti
   if (forced) return forced;
   if (Math.min(M, N) <= 16) return CONFIGS.thin;
   if (K <= 16) return CONFIGS.mid;
+  // Measured on the H100 (Vulkan): 64×64 matched or beat 128×128 everywhere but the 2048×8192
+  // vocabulary matmuls (1024 big tiles), where 128×128 was 20–30% faster.
   const tiles = (c: TileConfig) => Math.ceil(M / c.BM) * Math.ceil(N / c.BN) * batch;
-  if (tiles(CONFIGS.big) >= TARGET_WORKGROUPS) return CONFIGS.big;
-  if (tiles(CONFIGS.wide) >= TARGET_WORKGROUPS) return CONFIGS.wide;
+  if (tiles(CONFIGS.big) >= 4 * TARGET_WORKGROUPS) return CONFIGS.big;
   return CONFIGS.mid;
 }
 
@@ -322,7 +333,7 @@ interface MatMulArgs {
 /** The matmul on our kernel, or undefined where the caller should fall back. */
 function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   const { a, b, ta, tb, bias } = x;
-  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  if (tfjsOnly || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
   const ra = a.shape.length;
   const rb = b.shape.length;
   if (ra < 2 || rb < 2 || ra > 6 || rb > 6) return undefined;
@@ -347,7 +358,8 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   const limit = workgroupStorage(backend);
   const one = stageBytes(cfg, ta, tb) + (cfg.S > 1 ? 16 * WG : 0) + 16;
   if (one > limit) return undefined;
-  const doubleBuffer = cfg.S === 1 && (forcedDoubleBuffer ?? 2 * stageBytes(cfg, ta, tb) + 16 <= limit);
+  // Double buffering measured no faster on the H100 (register prefetch already hides the loads): opt-in.
+  const doubleBuffer = cfg.S === 1 && !!forcedDoubleBuffer && 2 * stageBytes(cfg, ta, tb) + 16 <= limit;
   const tilesN = Math.ceil(N / cfg.BN);
   const tilesMN = Math.ceil(M / cfg.BM) * tilesN;
   const v: Variant = { cfg, ta, tb, bias: !!bias, activation: x.activation, doubleBuffer };
