@@ -62,8 +62,11 @@ export const gpt2: Architecture<Gpt2Config> = {
     const [b, t] = ids.shape;
     if (t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds n_positions=${cfg.maxPositions}`);
     const flatIds = tf.reshape(ids, [b * t]);
-    const positions = tf.tile(tf.range(0, t, 1, 'int32'), [b]);
-    let x = tf.add(tf.gather(f.p('transformer.wte.weight'), flatIds), tf.gather(f.p('transformer.wpe.weight'), positions)) as tf.Tensor2D;
+    // Positions 0..t−1 are the first t rows of wpe, broadcast over the batch (no gather; its
+    // gradient is a sum over the batch instead of a segment sum).
+    const wpe = f.p('transformer.wpe.weight');
+    const tokens = tf.reshape(tf.gather(f.p('transformer.wte.weight'), flatIds), [b, t, cfg.hiddenSize]);
+    let x = tf.reshape(tf.add(tokens, tf.slice(wpe, [0, 0], [t, wpe.shape[1]!])), [b * t, cfg.hiddenSize]) as tf.Tensor2D;
     const mask = causalMask(t);
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);

@@ -168,9 +168,10 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scala
 /** Causal LM loss as transformers computes it: logits [B, T, V] predict labels shifted by one. */
 export function causalLmLoss(logits: tf.Tensor3D, labels: tf.Tensor2D): tf.Scalar {
   const [b, t, v] = logits.shape;
-  const shiftedLogits = tf.reshape(tf.slice(logits, [0, 0, 0], [b, t - 1, v]), [b * (t - 1), v]) as tf.Tensor2D;
-  const shiftedLabels = tf.reshape(tf.slice(labels, [0, 1], [b, t - 1]), [b * (t - 1)]) as tf.Tensor1D;
-  return crossEntropy(shiftedLogits, shiftedLabels);
+  // Every position against the next label, the last one against −100 (ignored): the same mean as
+  // slicing off the last position, without copying the logits (or padding their gradient).
+  const next = tf.concat([tf.slice(labels, [0, 1], [b, t - 1]), tf.fill([b, 1], -100, labels.dtype)], 1);
+  return crossEntropy(tf.reshape(logits, [b * t, v]) as tf.Tensor2D, tf.reshape(next, [b * t]) as tf.Tensor1D);
 }
 
 export function mseLoss(pred: tf.Tensor, target: tf.Tensor): tf.Scalar {
