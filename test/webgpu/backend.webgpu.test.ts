@@ -22,7 +22,7 @@ test("'webgpu' by name takes it, with the fused kernels registered, and computes
   assert.match(device, /^GPU \(WebGPU: .+\)$/);
   assert.equal(tf.getBackend(), 'webgpu');
   assert.ok(tf.getKernel(K.gelu, 'webgpu'));
-  assert.equal(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'), WEBGPU_SUBMIT_BATCH, 'fewer queue submits than TF.js's default');
+  assert.equal(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'), WEBGPU_SUBMIT_BATCH, 'fewer queue submits than the TF.js default');
   const y = tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]]));
   assert.deepEqual(await y.array(), [[11]]);
 });
