@@ -34,12 +34,18 @@ const has = (kernel: string): boolean => {
 
 const f32 = (...ts: tf.Tensor[]) => ts.every((t) => t.dtype === 'float32');
 
+/** The op's result. Its other outputs (mean/rstd, log-sum-exp) exist for the gradient, and a tape
+ * that records the op keeps its own copies of them: disposed here, so nothing leaks outside a tidy. */
+function firstOf(outs: tf.Tensor[]): tf.Tensor {
+  tf.dispose(outs.slice(1));
+  return outs[0]!;
+}
+
 /** LayerNorm over the last axis: ((x − mean) · rsqrt(var + eps)) · weight + bias. */
 export function fusedLayerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor | undefined {
   const d = x.shape[x.rank - 1];
   if (!has(K.layerNorm) || x.rank < 1 || !f32(x, weight, bias) || weight.rank !== 1 || bias.rank !== 1 || weight.size !== d || bias.size !== d || x.size === 0) return undefined;
-  const [y] = tf.engine().runKernel(K.layerNorm, { x, gamma: weight, beta: bias }, { eps }) as tf.Tensor[];
-  return y;
+  return firstOf(tf.engine().runKernel(K.layerNorm, { x, gamma: weight, beta: bias }, { eps }) as tf.Tensor[]);
 }
 
 /** GELU, tanh approximation (gelu_new / gelu_pytorch_tanh). */
@@ -53,8 +59,7 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, s
   if (!has(K.attention) || !f32(q, k, v)) return undefined;
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   if (!same(q.shape, k.shape) || !same(q.shape, v.shape) || q.size === 0) return undefined;
-  const [o] = tf.engine().runKernel(K.attention, { q, k, v }, { scale, causal }) as tf.Tensor[];
-  return o as tf.Tensor4D;
+  return firstOf(tf.engine().runKernel(K.attention, { q, k, v }, { scale, causal }) as tf.Tensor[]) as tf.Tensor4D;
 }
 
 /**
@@ -64,8 +69,7 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, s
  */
 export function fusedAttentionQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number, scale: number, causal: boolean): tf.Tensor2D | undefined {
   if (!has(K.attentionQkv) || qkv.dtype !== 'float32' || qkv.rank !== 2 || qkv.shape[0] !== batch * seq || qkv.shape[1] !== 3 * heads * headDim || qkv.size === 0) return undefined;
-  const [o] = tf.engine().runKernel(K.attentionQkv, { qkv }, { batch, seq, heads, headDim, scale, causal }) as tf.Tensor[];
-  return o as tf.Tensor2D;
+  return firstOf(tf.engine().runKernel(K.attentionQkv, { qkv }, { batch, seq, heads, headDim, scale, causal }) as tf.Tensor[]) as tf.Tensor2D;
 }
 
 /** x·W + bias on x [N, in] (x·Wᵀ with transposeB, W [out, in]): one op, the bias added in the
@@ -93,8 +97,7 @@ export function fusedMergeHeads(x: tf.Tensor, batch: number, seq: number, width:
 /** Mean cross-entropy of logits [N, C] against int32 labels [N], label −100 ignored. */
 export function fusedCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar | undefined {
   if (!has(K.xent) || logits.dtype !== 'float32' || labels.dtype !== 'int32' || logits.shape[1] === 0) return undefined;
-  const [loss] = tf.engine().runKernel(K.xent, { logits, labels }, {}) as tf.Tensor[];
-  return loss as tf.Scalar;
+  return firstOf(tf.engine().runKernel(K.xent, { logits, labels }, {}) as tf.Tensor[]) as tf.Scalar;
 }
 
 export interface AdamWScalars {
