@@ -26,3 +26,14 @@ export PEFT_LAB_DAWN_FLAGS=${PEFT_LAB_DAWN_FLAGS:-enable-dawn-features=allow_uns
   --steps "${STEPS:-5}" --warmup 2 --kernels --anchor .device/torch_anchor.py --python python3 \
   > >(tee "$OUT/bench.jsonl") 2> >(tee "$OUT/bench.err" >&2)
 wait
+# 3. The same LoRA steps on the CPU (wasm + native kernels, all cores): the loss trajectories must
+# agree. (Full fine-tuning of this model does not fit the 4 GiB wasm heap.)
+[ -n "${SKIP_CPU:-}" ] || PEFT_LAB_THREADS=$(nproc) "$T/node" .device/dist/cli.js bench --backend wasm --cases "${CASES:-gpu}" \
+  --modes lora --steps 1 --warmup 2 --json | tee "$OUT/bench-cpu.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"losses":[^]]*]'
+# 4. Optional: dispatches per queue submit (default 64).
+for b in ${SUBMIT_BATCHES:-}; do
+  echo "submit batch $b:"
+  PEFT_LAB_WEBGPU_SUBMIT_BATCH=$b "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" --steps 5 --warmup 2 --json \
+    | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*'
+done
+
