@@ -20,6 +20,8 @@ CACHE=${E2E_CACHE:-$REPO/.e2e-cache}
 DEST="$CACHE/code-server-$CS_VERSION"
 STAMP="$DEST/.ready"
 log() { echo "[e2e-setup] $*" >&2; }
+# shellcheck source=../apt-missing.sh
+. "$REPO/test/apt-missing.sh"
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.setup.lock"
@@ -34,15 +36,7 @@ command -v make >/dev/null || missing+=(make)
 command -v g++ >/dev/null || missing+=(g++)
 command -v python3 >/dev/null || missing+=(python3)
 command -v zip >/dev/null || missing+=(zip)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "${SKIP_APT:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
-    log "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
-    exit 1
-  fi
-  log "apt-get install ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >&2
-fi
+apt_install_missing ${missing[@]+"${missing[@]}"}
 test -f /usr/include/node/node_api.h || { log "Node headers missing: /usr/include/node/node_api.h (node-gyp cannot download them offline)"; exit 1; }
 
 if [ -f "$STAMP" ] && [ -x "$DEST/node_modules/.bin/code-server" ]; then

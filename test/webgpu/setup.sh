@@ -4,17 +4,11 @@
 # without a GPU (engine notes). As root, apt-get installs what is missing; SKIP_APT=1 never does.
 set -euo pipefail
 log() { echo "[webgpu-setup] $*" >&2; }
+# shellcheck source=../apt-missing.sh
+. "$(dirname "$0")/../apt-missing.sh"
 missing=()
 have_lib() { ldconfig -p | grep -q "$1"; }
 have_lib 'libEGL.so ' || missing+=(libegl-dev)
 have_lib 'libEGL_mesa.so.0' || missing+=(libegl-mesa0)
 ls /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so /usr/lib/*/dri/swrast_dri.so >/dev/null 2>&1 || missing+=(libgl1-mesa-dri)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "${SKIP_APT:-0}" = 1 ] || [ "$(id -u)" != 0 ]; then
-    log "missing Debian packages: ${missing[*]} (install them as root: apt-get install ${missing[*]})"
-    exit 1
-  fi
-  log "apt-get install ${missing[*]}"
-  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
-fi
+apt_install_missing ${missing[@]+"${missing[@]}"}
