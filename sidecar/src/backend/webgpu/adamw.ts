@@ -8,23 +8,11 @@
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { K } from '../native/fused';
-import { ceilDiv, registerOnWebGpu, runProgram, type Uniform } from './program';
+import { K, type AdamWScalars } from '../native/fused';
+import { ceilDiv, registerOnWebGpu, runProgram, type Uniform, type KernelArgs, sizeOf, WG } from './program';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const WG = 256;
 
-interface Attrs {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  lr: number;
-  decay: number;
-  hasDecay: boolean;
-  c1: number;
-  c2: number;
-}
+type Attrs = AdamWScalars;
 
 export function registerAdamWKernels(): void {
   registerOnWebGpu(K.adamw, adamw);
@@ -44,7 +32,7 @@ function adamw(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WebGPUBackend;
   const { p, g, m, v } = args.inputs as { p: tf.TensorInfo; g: tf.TensorInfo; m?: tf.TensorInfo; v?: tf.TensorInfo };
   const a = args.attrs as unknown as Attrs;
-  const n = size(p.shape);
+  const n = sizeOf(p.shape);
   // 1 − β is rounded from the double, as tf.mul(g, 1 − beta1) does (uniforms are float32).
   const uniforms: Uniform[] = [
     { name: 'n', type: 'int32', value: n },

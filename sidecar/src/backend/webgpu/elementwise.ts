@@ -12,12 +12,9 @@ import { K } from '../native/fused';
 import { registerAdamWKernels } from './adamw';
 import { registerHeadsKernels } from './heads';
 import { registerNormKernels } from './norm';
-import { ceilDiv, registerOnWebGpu, runProgram } from './program';
+import { ceilDiv, registerOnWebGpu, runProgram, type KernelArgs, sizeOf, WG } from './program';
 import { registerXentKernels } from './xent';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const WG = 256;
 
 export function registerElementwiseKernels(): void {
   registerOnWebGpu(K.gelu, gelu);
@@ -48,12 +45,12 @@ fn main(index : i32) {
 
 function gelu(args: KernelArgs): tf.TensorInfo {
   const { x } = args.inputs as { x: tf.TensorInfo };
-  const n = size(x.shape);
+  const n = sizeOf(x.shape);
   return runProgram(args.backend as WebGPUBackend, { key: 'gelu', inputs: { X: x }, outputShape: x.shape, workgroup: WG, workgroups: ceilDiv(n, WG), uniforms: [{ name: 'n', type: 'int32', value: n }], code: GELU_FWD });
 }
 
 function geluGrad(args: KernelArgs): tf.TensorInfo {
   const { dy, x } = args.inputs as { dy: tf.TensorInfo; x: tf.TensorInfo };
-  const n = size(x.shape);
+  const n = sizeOf(x.shape);
   return runProgram(args.backend as WebGPUBackend, { key: 'gelu-grad', inputs: { DY: dy, X: x }, outputShape: x.shape, workgroup: WG, workgroups: ceilDiv(n, WG), uniforms: [{ name: 'n', type: 'int32', value: n }], code: GELU_BWD });
 }

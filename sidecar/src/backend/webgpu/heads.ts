@@ -8,11 +8,8 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
-import { ceilDiv, registerOnWebGpu, runProgram } from './program';
+import { ceilDiv, registerOnWebGpu, runProgram, type KernelArgs, sizeOf, WG } from './program';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const WG = 256;
 
 export function registerHeadsKernels(): void {
   registerOnWebGpu(K.splitHeads, splitHeads);
@@ -41,7 +38,7 @@ fn main(index : i32) {
 }`;
 
 function swap(backend: WebGPUBackend, x: tf.TensorInfo, outShape: number[], n1: number, n2: number, dim: number): tf.TensorInfo {
-  const total = size(outShape);
+  const total = sizeOf(outShape);
   const vec = dim % 4 === 0 ? 4 : dim % 2 === 0 ? 2 : 1;
   return runProgram(backend, {
     key: `swap-middle:${vec}`,

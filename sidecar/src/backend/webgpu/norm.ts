@@ -13,12 +13,9 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
-import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON } from './program';
+import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON, type KernelArgs, sizeOf, WG } from './program';
 import { ROW_WG, WGSL_REDUCE } from './reduce';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
-const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-const WG = 256;
 /** dγ: columns per workgroup × row groups = WG. */
 const GG_COLS = 16;
 const GG_ROWS = WG / GG_COLS;
@@ -113,7 +110,7 @@ fn main(index : i32) {
 
 function rows(x: tf.TensorInfo): [number, number] {
   const d = x.shape[x.shape.length - 1] ?? 1;
-  return [size(x.shape) / d, d];
+  return [sizeOf(x.shape) / d, d];
 }
 
 function layerNorm(args: KernelArgs): tf.TensorInfo[] {

@@ -75,6 +75,13 @@ export function release(backend: WebGPUBackend, t: tf.TensorInfo): void {
 
 export const ceilDiv = (a: number, b: number) => Math.ceil(a / b);
 
+/** A kernel function's argument (inputs, backend, attrs). */
+export type KernelArgs = Parameters<tf.KernelFunc>[0];
+/** Elements of a shape. */
+export const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+/** Invocations per workgroup of the element-wise and per-row kernels. */
+export const WG = 256;
+
 export const WEBGPU = 'webgpu';
 
 /** Registers `kernelFunc` for `kernelName` on webgpu unless one of ours is there; with `replace`,

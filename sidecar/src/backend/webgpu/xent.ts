@@ -12,10 +12,9 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
-import { registerOnWebGpu, runProgram } from './program';
+import { registerOnWebGpu, runProgram, type KernelArgs } from './program';
 import { ROW_WG, WGSL_REDUCE } from './reduce';
 
-type KernelArgs = Parameters<tf.KernelFunc>[0];
 
 export function registerXentKernels(): void {
   registerOnWebGpu(K.xent, xent);
