@@ -3,13 +3,17 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { CONFIGS, chooseConfig, foldBatch, forceMatMulConfig } from '../../sidecar/src/backend/webgpu/matmul';
+import { K as FUSED, fusedLinear } from '../../sidecar/src/backend/native/fused';
+import { CONFIGS, chooseConfig, chooseSplits, foldBatch, forceMatMulConfig, forceMatMulSplitK, tfjsPreferred } from '../../sidecar/src/backend/webgpu/matmul';
 import { assertClose, onCpu, useWebGpu, values } from '../helpers/webgpu';
 
 before(async () => {
   await useWebGpu();
 });
-after(() => forceMatMulConfig(undefined));
+after(() => {
+  forceMatMulConfig(undefined);
+  forceMatMulSplitK(undefined);
+});
 
 interface Case {
   a: number[];
@@ -64,7 +68,7 @@ const TRANSPOSES: [boolean, boolean][] = [
 ];
 
 test('the kernels replace TF.js own on webgpu', () => {
-  for (const name of [tf.BatchMatMul, tf._FusedMatMul]) assert.ok((tf.getKernel(name, 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, name);
+  for (const name of [tf.BatchMatMul, tf._FusedMatMul, FUSED.linear]) assert.ok((tf.getKernel(name, 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, name);
 });
 
 test('config choice: big for the vocabulary matmuls, thin for rank-8, mid for small K', () => {
@@ -170,4 +174,106 @@ test('gradients through tf.matMul and fused matMul match the cpu backend', async
   tf.dispose(ts);
   assert.equal(tf.memory().numTensors, before);
   for (let i = 0; i < ref.length; i++) assertClose(got[i]!, ref[i]!, tol(23), `grad ${i}`, 1e-6);
+});
+
+test('split-K choice: long K with few output tiles (weight and input gradients), none for the forward GEMMs', () => {
+  const mid = CONFIGS.mid;
+  assert.equal(chooseSplits(mid, 768, 768, 2048, 1), 4); // attn c_proj weight grad: 144 tiles
+  assert.equal(chooseSplits(mid, 768, 3072, 2048, 1), 4); // c_fc weight grad: 576 tiles
+  assert.equal(chooseSplits(mid, 3072, 768, 2048, 1), 4);
+  assert.equal(chooseSplits(mid, 768, 2304, 2048, 1), 4);
+  assert.equal(chooseSplits(mid, 2048, 768, 3072, 1), 4); // MLP down-projection / c_fc input grad
+  assert.equal(chooseSplits(mid, 2048, 768, 8192, 1), 8); // LM-head input grad
+  assert.equal(chooseSplits(mid, 2048, 2304, 768, 1), 1);
+  assert.equal(chooseSplits(mid, 2048, 768, 768, 1), 1);
+  assert.equal(chooseSplits(mid, 8192, 768, 2048, 1), 1); // 1536 tiles
+  assert.equal(chooseSplits(CONFIGS.thin, 768, 8, 2048, 1), 1);
+});
+
+for (const cfg of [CONFIGS.mid, CONFIGS.big]) {
+  test(`${cfg.name} split-K across workgroups: four transposes, bias + activation, batched, uneven splits`, async () => {
+    forceMatMulConfig(cfg);
+    try {
+      for (const splits of [2, 3]) {
+        forceMatMulSplitK(splits);
+        const M = cfg.BM + 3;
+        const N = cfg.BN + 5;
+        const K = 5 * cfg.BK + 3;
+        for (const [ta, tb] of TRANSPOSES) await check(mm(M, K, N, ta, tb), `${cfg.name} split ${splits} ${ta}${tb}`);
+        await check(mm(M, K, N, true, false), `${cfg.name} split ${splits} bias relu`, { bias: [N], activation: 'relu' });
+        await check(mm(9, K, 11, false, true, [2, 3], [2, 3]), `${cfg.name} split ${splits} batched`, { bias: [1], activation: 'leakyrelu', alpha: 0.1 });
+        await check(mm(7, 2, 5, false, false), `${cfg.name} split ${splits} K < splits`);
+      }
+    } finally {
+      forceMatMulSplitK(undefined);
+      forceMatMulConfig(undefined);
+    }
+  });
+}
+
+test('vocabulary-sized matmuls (≥ 528 128×128 tiles) go to TF.js A·B, A·Bᵀ through one transpose', async () => {
+  forceMatMulConfig(undefined);
+  assert.ok(tfjsPreferred(2048, 8192, 768, 1, false));
+  assert.ok(!tfjsPreferred(2048, 8192, 768, 1, true)); // Aᵀ·B: ours
+  assert.ok(!tfjsPreferred(2048, 2304, 768, 1, false));
+  assert.ok(!tfjsPreferred(2048, 8190, 768, 1, false)); // N not a multiple of 4
+  // 2048×4224 output: 16 × 33 = 528 tiles of 128×128.
+  assert.ok(tfjsPreferred(2048, 4224, 20, 1, false));
+  await check(mm(2048, 20, 4224, false, false), 'route A·B bias', { bias: [4224] });
+  await check(mm(2048, 20, 4224, false, true), 'route A·Bᵀ');
+});
+
+/** PeftLinear against the cpu composite (matMul + add): the forward, and gradients wrt x, w and bias. */
+async function checkLinear(n: number, inF: number, outF: number, tb: boolean, what: string): Promise<void> {
+  const xv = values(n * inF, 21);
+  const wv = values(inF * outF, 22);
+  const bv = values(outF, 23);
+  const dv = values(n * outF, 24);
+  const wShape: [number, number] = tb ? [outF, inF] : [inF, outF];
+  const f = (fused: boolean) =>
+    tf.tidy(() => {
+      const x = tf.tensor2d(xv, [n, inF]);
+      const w = tf.tensor2d(wv, wShape);
+      const bias = tf.tensor1d(bv);
+      const d = tf.tensor2d(dv, [n, outF]);
+      const lin = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
+        if (!fused) return tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, tb), b);
+        const y = fusedLinear(x as tf.Tensor2D, w as tf.Tensor2D, b as tf.Tensor1D, tb);
+        assert.ok(y, `${what}: PeftLinear on webgpu`);
+        return y;
+      };
+      const y = lin(x, w, bias);
+      const g = tf.grads((x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => tf.sum(tf.mul(lin(x, w, b), d)))([x, w, bias]);
+      return [y, ...g];
+    });
+  const ref = await onCpu(() => {
+    const ts = f(false);
+    const out = ts.map((t) => ({ shape: t.shape, data: t.dataSync().slice() }));
+    tf.dispose(ts);
+    return out;
+  });
+  const before = tf.memory().numTensors;
+  const ts = f(true);
+  const got = await Promise.all(ts.map((t) => t.data()));
+  ts.forEach((t, i) => assert.deepEqual(t.shape, ref[i]!.shape, `${what} ${i}: shape`));
+  tf.dispose(ts);
+  assert.equal(tf.memory().numTensors, before, `${what}: tensors leak`);
+  const names = ['y', 'dx', 'dw', 'dbias'];
+  const ks = [inF, outF, n, n];
+  for (let i = 0; i < ref.length; i++) assertClose(got[i]!, ref[i]!.data, tol(ks[i]!), `${what} ${names[i]}`, 1e-6);
+}
+
+test('PeftLinear: forward and gradients (x, w, bias) against matMul + add on cpu, both weight layouts', async () => {
+  for (const tb of [false, true]) {
+    await checkLinear(37, 29, 45, tb, `linear ${tb}`);
+    await checkLinear(70, 24, 8, tb, `linear rank-8 out ${tb}`);
+  }
+  // Long K in the weight gradient (n = 1100 rows): the split-K path with the default heuristic
+  // (forced to 2 here, the shapes being small).
+  forceMatMulSplitK(2);
+  try {
+    for (const tb of [false, true]) await checkLinear(1100, 40, 72, tb, `linear split-K ${tb}`);
+  } finally {
+    forceMatMulSplitK(undefined);
+  }
 });

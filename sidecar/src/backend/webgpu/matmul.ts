@@ -37,6 +37,19 @@
  *         K = 768/2048): 16 slices split each K tile in-workgroup and reduce through workgroup
  *         memory, so a 768×8 weight gradient (K = 2048) still gets 48 workgroups of 256 threads.
  *
+ * Split K across workgroups (chooseSplits): long-K matmuls with few output tiles (< 8 per SM) get
+ * 2–8 K ranges (≥ 512 each), each workgroup writing a raw partial product to a [splits, …, M, N]
+ * buffer that a second dispatch sums with the bias and activation. Aᵀ·B weight gradients
+ * (K = 2048 tokens) and the input gradients into d = 768 (K = 2304, 3072, 8192) take this path.
+ * Not measured yet; expected from the occupancy argument below (a 768×768 output is 144 64×64
+ * tiles: about one workgroup of 8 warps per SM for 128 K tiles, latency-bound).
+ *
+ * The vocabulary-sized A·B and A·Bᵀ (the 128×128 regime, no transposed A) go to TF.js's vec4 A·B
+ * kernel (tfjsPreferred/viaTfjs), A·Bᵀ through one explicit transpose of B (measured below: 1.1 ms
+ * for TF.js's A·B against 1.9 ms for big, 3.1 ms for big's A·Bᵀ).
+ *
+ * PeftLinear (native/fused.ts) is registered here too: x·W(ᵀ) + bias as one GEMM with the bias epilogue.
+ *
  * H100 (Vulkan, Dawn timestamps quantized to 65 µs), one matmul, this kernel vs TF.js 4.22's:
  * 2048×768×2304 0.33 vs 0.33 ms; 2048×768×8192 1.9 vs 1.1 ms (TF.js's is better here);
  * A·Bᵀ 2048×768×8192 3.1 vs 5.2 ms; A·Bᵀ input grads 2048×2304×768 0.39 vs 0.79 ms; Aᵀ·B weight
@@ -46,7 +59,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { registerOnWebGpu, runProgram, WEBGPU, WGSL_COMMON, type Uniform } from './program';
+import { K as FUSED } from '../native/fused';
+import { registerOnWebGpu, release, runProgram, WEBGPU, WGSL_COMMON, type Uniform } from './program';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 const WG = 256;
@@ -92,6 +106,30 @@ export function chooseConfig(M: number, N: number, K: number, batch: number): Ti
   const tiles = (c: TileConfig) => Math.ceil(M / c.BM) * Math.ceil(N / c.BN) * batch;
   if (tiles(CONFIGS.big) >= 4 * TARGET_WORKGROUPS) return CONFIGS.big;
   return CONFIGS.mid;
+}
+
+let forcedSplits: number | undefined;
+/** Tests and benchmarks: force the number of K splits across workgroups (1: none) for the plain
+ * tile configs; undefined restores the heuristic. */
+export function forceMatMulSplitK(splits: number | undefined): void {
+  forcedSplits = splits;
+}
+
+/**
+ * K splits across workgroups (each writes a partial [M, N] product; one more dispatch sums them with
+ * the bias and activation). For long-K matmuls whose output has too few tiles to keep 132 SMs busy
+ * with several workgroups each: the Aᵀ·B weight gradients (K = 2048 tokens: 768×768 → 144 tiles,
+ * 768×3072 → 576) and the input gradients / MLP down-projection (K = 2304, 3072, 8192 into
+ * 2048×768 → 384 tiles). Powers of two, each split ≥ 512 of K, until ≥ 16 workgroups per SM.
+ */
+export function chooseSplits(cfg: TileConfig, M: number, N: number, K: number, batch: number): number {
+  if (cfg.S > 1) return 1;
+  if (forcedSplits !== undefined) return Math.max(1, Math.min(forcedSplits, Math.ceil(K / cfg.BK)));
+  const tiles = Math.ceil(M / cfg.BM) * Math.ceil(N / cfg.BN) * batch;
+  if (tiles >= 8 * TARGET_WORKGROUPS) return 1;
+  let s = 1;
+  while (s < 8 && tiles * s < 16 * TARGET_WORKGROUPS && K / (2 * s) >= 512) s *= 2;
+  return s;
 }
 
 const ACTIVATIONS: Record<string, string> = {
@@ -141,7 +179,7 @@ function shader(v: Variant): string {
   for (let i = 0; i < LA; i++) {
     const e = `(t + ${i * WG})`;
     const [m, k] = v.ta ? [`${e} % ${BM}`, `${e} / ${BM}`] : [`${e} / ${BK}`, `${e} % ${BK}`];
-    loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = 0.0; if (gm < M && gk < K) { ra${i} = A[aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}]; } }`);
+    loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = 0.0; if (gm < M && gk < kEnd) { ra${i} = A[aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}]; } }`);
     storeA.push(`{ let m = ${m}; let k = ${k}; As[sa + k * ${AS} + m / 4][m % 4] = ra${i}; }`);
   }
   const loadB: string[] = [];
@@ -149,7 +187,7 @@ function shader(v: Variant): string {
   for (let i = 0; i < LB; i++) {
     const e = `(t + ${i * WG})`;
     const [n, k] = v.tb ? [`${e} / ${BK}`, `${e} % ${BK}`] : [`${e} % ${BN}`, `${e} / ${BN}`];
-    loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = 0.0; if (gn < N && gk < K) { rb${i} = B[bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}]; } }`);
+    loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = 0.0; if (gn < N && gk < kEnd) { rb${i} = B[bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}]; } }`);
     storeB.push(`{ let n = ${n}; let k = ${k}; Bs[sb + k * ${BS} + n / 4][n % 4] = rb${i}; }`);
   }
   // Inner product over this slice's k of the current stage.
@@ -198,7 +236,7 @@ function shader(v: Variant): string {
   const sB = (stage: string) => `${stage} * ${BK * BS}`;
   const body = v.doubleBuffer
     ? `
-  var k0 = 0;
+  var k0 = kBegin;
   ${loadA.join('\n  ')}
   ${loadB.join('\n  ')}
   { let sa = 0; let sb = 0;
@@ -207,7 +245,7 @@ function shader(v: Variant): string {
   workgroupBarrier();
   for (var tile = 0; tile < nTiles; tile++) {
     let cur = tile % 2;
-    k0 = (tile + 1) * ${BK};
+    k0 = kBegin + (tile + 1) * ${BK};
     if (tile + 1 < nTiles) {
       ${loadA.join('\n      ')}
       ${loadB.join('\n      ')}
@@ -222,7 +260,7 @@ function shader(v: Variant): string {
     workgroupBarrier();
   }`
     : `
-  var k0 = 0;
+  var k0 = kBegin;
   ${loadA.join('\n  ')}
   ${loadB.join('\n  ')}
   let sa = 0; let sb = 0;
@@ -230,7 +268,7 @@ function shader(v: Variant): string {
     ${storeA.join('\n    ')}
     ${storeB.join('\n    ')}
     workgroupBarrier();
-    k0 = (tile + 1) * ${BK};
+    k0 = kBegin + (tile + 1) * ${BK};
     if (tile + 1 < nTiles) {
       ${loadA.join('\n      ')}
       ${loadB.join('\n      ')}
@@ -244,21 +282,26 @@ fn main(index : i32) {
   if (t == 0) { wgShared = wgIndex(); }
   let wg = workgroupUniformLoad(&wgShared);
   let M = uniforms.M; let N = uniforms.N; let K = uniforms.K;
-  let b = wg / uniforms.tilesMN;
-  if (b >= uniforms.batch) { return; }
+  // Workgroups: (K split, batch, tile row, tile column), outermost first.
+  let perSplit = uniforms.tilesMN * uniforms.batch;
+  let split = wg / perSplit;
+  if (split >= uniforms.splits) { return; }
+  let b = (wg % perSplit) / uniforms.tilesMN;
   let rem = wg % uniforms.tilesMN;
+  let kBegin = split * uniforms.kChunk;
+  let kEnd = min(K, kBegin + uniforms.kChunk);
   let m0 = (rem / uniforms.tilesN) * ${BM};
   let n0 = (rem % uniforms.tilesN) * ${BN};
   let b2 = b % uniforms.ob2; let b1 = (b / uniforms.ob2) % uniforms.ob1; let bz = b / (uniforms.ob2 * uniforms.ob1);
   let aOff = (bz * uniforms.sa0 + b1 * uniforms.sa1 + b2 * uniforms.sa2) * M * K;
   let bOff = (bz * uniforms.sb0 + b1 * uniforms.sb1 + b2 * uniforms.sb2) * K * N;
-  let oOff = b * M * N;
+  let oOff = (split * uniforms.batch + b) * M * N;
   let slice = t / ${TX * TY};
   let tr = t % ${TX * TY};
   let tx = tr % ${TX};
   let ty = tr / ${TX};
   let kb = slice * ${KS};
-  let nTiles = (K + ${BK - 1}) / ${BK};
+  let nTiles = (kEnd - kBegin + ${BK - 1}) / ${BK};
   var acc : array<vec4<f32>, ${TM * GN}>;
   ${regs.join(' ')}
   ${body}
@@ -360,9 +403,14 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   if (one > limit) return undefined;
   // Double buffering measured no faster on the H100 (register prefetch already hides the loads): opt-in.
   const doubleBuffer = cfg.S === 1 && !!forcedDoubleBuffer && 2 * stageBytes(cfg, ta, tb) + 16 <= limit;
+  if (previousFusedMatMul && tfjsPreferred(M, N, Ka, fold.batch, ta)) return viaTfjs(backend, x);
   const tilesN = Math.ceil(N / cfg.BN);
   const tilesMN = Math.ceil(M / cfg.BM) * tilesN;
-  const v: Variant = { cfg, ta, tb, bias: !!bias, activation: x.activation, doubleBuffer };
+  const requested = chooseSplits(cfg, M, N, Ka, fold.batch);
+  const kChunk = Math.ceil(Ka / requested / cfg.BK) * cfg.BK;
+  const splits = Math.ceil(Ka / kChunk);
+  // Split K: the GEMM writes raw partial products, the reduction applies bias and activation.
+  const v: Variant = { cfg, ta, tb, bias: !!bias && splits === 1, activation: splits === 1 ? x.activation : 'linear', doubleBuffer };
   const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
   const uniforms: Uniform[] = [
     int('M', M),
@@ -380,18 +428,71 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
     int('sb1', fold.sb[1]),
     int('sb2', fold.sb[2]),
     int('biasStride', biasStride),
+    int('splits', splits),
+    int('kChunk', kChunk),
     { name: 'alpha', type: 'float32', value: x.alpha },
   ];
-  const inputs: Record<string, tf.TensorInfo> = bias ? { A: a, B: b, Bias: bias } : { A: a, B: b };
-  return runProgram(backend, {
-    key: `matmul-${cfg.name}-${ta ? 't' : 'n'}${tb ? 't' : 'n'}-${bias ? 'bias' : ''}-${x.activation}-${doubleBuffer ? 'db' : 'sb'}`,
+  const inputs: Record<string, tf.TensorInfo> = v.bias && bias ? { A: a, B: b, Bias: bias } : { A: a, B: b };
+  const product = runProgram(backend, {
+    key: `matmul-${cfg.name}-${ta ? 't' : 'n'}${tb ? 't' : 'n'}-${v.bias ? 'bias' : ''}-${v.activation}-${doubleBuffer ? 'db' : 'sb'}`,
     inputs,
-    outputShape: outShape,
+    outputShape: splits === 1 ? outShape : [splits * fold.batch, M, N],
     workgroup: WG,
-    workgroups: tilesMN * fold.batch,
+    workgroups: splits * tilesMN * fold.batch,
     uniforms,
     code: shader(v),
   });
+  if (splits === 1) return product;
+  const total = fold.batch * M * N;
+  const out = runProgram(backend, {
+    key: `matmul-splitk-reduce-${bias ? 'bias' : ''}-${x.activation}`,
+    inputs: bias ? { P: product, Bias: bias } : { P: product },
+    outputShape: outShape,
+    workgroup: WG,
+    workgroups: Math.ceil(total / WG),
+    uniforms: [int('total', total), int('N', N), int('splits', splits), int('biasStride', biasStride), { name: 'alpha', type: 'float32', value: x.alpha }],
+    code: reduceShader(!!bias, x.activation),
+  });
+  release(backend, product);
+  return out;
+}
+
+/** Sums the K splits' partial products ([splits, total]) and applies bias and activation. */
+function reduceShader(bias: boolean, activation: string): string {
+  return `${WGSL_COMMON}
+fn main(index : i32) {
+  let i = wgIndex() * ${WG} + i32(localIndex);
+  let total = uniforms.total;
+  if (i >= total) { return; }
+  var v = P[i];
+  for (var s = 1; s < uniforms.splits; s++) { v = v + P[s * total + i]; }
+  ${bias ? 'v = v + Bias[(i % uniforms.N) * uniforms.biasStride];' : ''}
+  result[i] = ${ACTIVATIONS[activation]!};
+}`;
+}
+
+/** Whether run() hands the matmul to TF.js's kernel (viaTfjs): the 128×128 regime, no transposed A,
+ * one matrix, vec4-friendly K and N (TF.js's packed vec4 program). Not when a config is forced. */
+export function tfjsPreferred(M: number, N: number, K: number, batch: number, ta: boolean): boolean {
+  return !forced && !tfjsOnly && !ta && batch === 1 && K % 4 === 0 && N % 4 === 0 && chooseConfig(M, N, K, batch) === CONFIGS.big;
+}
+
+/**
+ * The vocabulary-sized matmuls (the 128×128 regime: ≥ 528 such tiles) on TF.js's kernel. On the H100
+ * TF.js's vec4 A·B kernel did 2048×768×8192 in 1.1 ms against 1.9 ms here, while its A·Bᵀ took
+ * 5.2 ms (3.1 here): so A·Bᵀ (GPT-2's LM head on the tied embedding [V, d]) is run as one transpose
+ * of B (V·d floats, ~25 MB of traffic: tens of µs) plus TF.js's A·B.
+ */
+function viaTfjs(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
+  const transpose = tf.getKernel(tf.Transpose, WEBGPU)?.kernelFunc;
+  if (x.tb && !transpose) return undefined;
+  const rb = x.b.shape.length;
+  const perm = [...Array(rb - 2).keys(), rb - 1, rb - 2];
+  const b = x.tb ? (transpose!({ inputs: { x: x.b }, backend, attrs: { perm } }) as tf.TensorInfo) : x.b;
+  const inputs: Record<string, tf.TensorInfo> = x.bias ? { a: x.a, b, bias: x.bias } : { a: x.a, b };
+  const out = previousFusedMatMul!({ inputs, backend, attrs: { transposeA: false, transposeB: false, activation: x.activation, leakyreluAlpha: x.alpha } }) as tf.TensorInfo;
+  if (b !== x.b) release(backend, b);
+  return out;
 }
 
 let previousBatchMatMul: tf.KernelFunc | undefined;
@@ -423,10 +524,22 @@ function fusedMatMul(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   return previousFusedMatMul(args);
 }
 
+/** PeftLinear (native/fused.ts fusedLinear): x [N, in] · w (wᵀ with transposeB) + bias [out] as one
+ * GEMM with the bias in its epilogue. The gradient (native/kernels.ts) is tf.matMul's: our kernels. */
+function linear(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
+  const { x, w, bias } = args.inputs as { x: tf.TensorInfo; w: tf.TensorInfo; bias: tf.TensorInfo };
+  const tb = !!args.attrs?.transposeB;
+  const out = run(args.backend as WebGPUBackend, { a: x, b: w, ta: false, tb, bias, activation: 'linear', alpha: 0 });
+  if (out) return out;
+  if (!previousFusedMatMul) throw new Error('PeftLinear: no fallback kernel on webgpu');
+  return previousFusedMatMul({ inputs: { a: x, b: w, bias }, backend: args.backend, attrs: { transposeA: false, transposeB: tb, activation: 'linear' } });
+}
+
 /** Registers (idempotently) the matmul kernels on webgpu in place of TF.js's, which stay as the fallback. */
 export function registerMatMulKernels(): void {
   previousBatchMatMul ??= previous(tf.BatchMatMul);
   previousFusedMatMul ??= previous(tf._FusedMatMul);
   registerOnWebGpu(tf.BatchMatMul, batchMatMul, true);
   registerOnWebGpu(tf._FusedMatMul, fusedMatMul, true);
+  registerOnWebGpu(FUSED.linear, linear);
 }
