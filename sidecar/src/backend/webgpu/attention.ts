@@ -1,25 +1,26 @@
 /**
  * Fused attention on WebGPU: PeftAttention (o and the rows' log-sum-exp) and PeftAttentionGrad
- * (dq, dk, dv), with the inputs, outputs and attributes of the native kernels (native/peft_kernels.cc
- * attn_fwd_generic / attn_bwd_generic), flash-attention style: no [T, T] score matrix is ever stored.
+ * (dq, dk, dv) on [B, H, T, D] tensors, and PeftAttentionQkv (+Grad) on GPT-2's fused projection
+ * qkv [B·T, 3·H·D] → o [B·T, H·D] (heads merged) and d qkv, with the inputs, outputs and attributes
+ * of the native kernels (native/peft_kernels.cc attn_fwd / attn_bwd, kernels.ts), flash-attention
+ * style: no [T, T] score matrix is ever stored. Both families are the same shaders over a Layout
+ * (row strides and column offsets as uniforms), so the qkv kernels need no split, head transposes,
+ * merge or concat dispatches.
  *
- * A workgroup owns ROWS rows (query rows, or key rows in the dk/dv kernels), SPLIT threads per row;
- * each thread keeps its row's vectors and a partial accumulator in registers as vec4s. The workgroup
- * stages tiles of the other side (K/V rows, or Q/dO rows) in workgroup memory; the SPLIT threads of a
- * row take every SPLIT-th tile row, which shortens each thread's serial chain (the step is latency-
- * bound at B·H·T/ROWS workgroups), and sum their partials at the end. With `causal`, tiles wholly above
- * the diagonal are never loaded (a query block stops at its last row; a key block starts at its
- * first), and only the tile on the diagonal masks per element.
+ * Forward (two programs, runProgram gives one output each): a workgroup owns ROWS query rows, SPLIT
+ * threads per row, each thread holding its row's q (and o accumulator) in registers as vec4s; K/V
+ * tiles are staged in workgroup memory, the SPLIT threads of a row take every SPLIT-th tile row and
+ * merge their partials at the end. lse (online max/sum over the keys) first, then o = Σ exp(s − lse) v.
  *
- * runProgram gives one output per program, so the forward pass is two programs, lse (online max/sum
- * over the keys) and then o = Σ exp(s − lse) v, and the backward pass three, each recomputing P from
- * lse as the native kernel does: dq (per query row: dq = scale · Σ_j P(dP − Dᵢ) k_j), dk (per key row:
- * dk = scale · Σ_i P(dP − Dᵢ) q_i) and dv (per key row: dv = Σ_i P dO_i), with Dᵢ = dO_i · O_i
- * recomputed where needed (in registers for dq, while staging the query tile for dk).
+ * Backward (recomputing P from lse as the native kernel does, Dᵢ = dOᵢ·Oᵢ): see backwardCode. Two
+ * workgroup types, dq (per query block) and dk+dv (per key block, sharing P and dS); the qkv gradient
+ * is ONE program whose first B·H·⌈T/RB⌉ workgroups are dq blocks and the rest dk/dv blocks, each
+ * writing its own columns of d qkv. The [B, H, T, D] gradient has three outputs, so three programs.
  *
- * Workgroup memory stays within 16 KiB (WebGPU's default limit, and llvmpipe's compat limit).
- * The head dimension is compiled in (part of the shader key); D not a multiple of 4 is zero-padded
- * to whole vec4s in registers and workgroup memory.
+ * With `causal`, tiles wholly above the diagonal are never loaded. Workgroup memory stays within
+ * 16 KiB for D ≤ 64 (WebGPU's default limit, and llvmpipe's compat limit); larger D takes smaller
+ * backward tiles. The head dimension is compiled in (part of the shader key); D not a multiple of 4
+ * is zero-padded to whole vec4s in registers and workgroup memory.
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
@@ -42,6 +43,8 @@ const MAX_TILE = 32;
 export function registerAttentionKernels(): void {
   registerOnWebGpu(K.attention, attention);
   registerOnWebGpu(K.attentionGrad, attentionGrad);
+  registerOnWebGpu(K.attentionQkv, attentionQkv);
+  registerOnWebGpu(K.attentionQkvGrad, attentionQkvGrad);
 }
 
 /** Rows of a staged tile when each row takes `bytes` of workgroup memory. */
@@ -51,49 +54,90 @@ function tileRows(bytes: number, fixed = 0): number {
   return rows;
 }
 
-/** Shared WGSL: constants, the vec4 row loads from the named inputs and the vec4 row store. */
-function prelude(d: number, tile: number, inputs: string[]): string {
-  const d4 = ceilDiv(d, 4);
-  const load = (name: string) =>
-    d % 4 === 0
-      ? `fn ld${name}(row : i32, c : i32) -> vec4<f32> {
-  let b = row * HD + c * 4;
-  return vec4<f32>(${name}[b], ${name}[b + 1], ${name}[b + 2], ${name}[b + 3]);
+/** Where q, k, v, o (and dq, dk, dv, dO) live: head bh = b·H + h of a tensor with row stride ld
+ * starts at b·T·ld + h·D (the native kernels' AttnDims). [B, H, T, D] tensors are H = 1, ld = D; the
+ * fused qkv [B·T, 3·H·D] has ld = 3·H·D with k and v at column offsets H·D and 2·H·D, the merged
+ * o / dO [B·T, H·D] ld = H·D. */
+interface Layout {
+  bh: number;
+  t: number;
+  d: number;
+  heads: number;
+  /** Row stride of q, k, v (and of dq, dk, dv). */
+  ldi: number;
+  /** Row stride of o and dO. */
+  ldo: number;
+  /** Column offsets of k and v in their input (0 when they are tensors of their own). */
+  koff: number;
+  voff: number;
+  scale: number;
+  causal: boolean;
+}
+
+/** The input buffers' names in the shader: q, k, v in one (`QKV`) or three. */
+interface Sources {
+  q: string;
+  k: string;
+  v: string;
+}
+const SEPARATE: Sources = { q: 'Q', k: 'K', v: 'V' };
+const FUSED: Sources = { q: 'QKV', k: 'QKV', v: 'QKV' };
+
+/** vec4 loads of row `b` (an element offset), column block c: ldq/ldk/ldv from `src`, ldo from O,
+ * ldg from DY (those named in `which`). D not a multiple of 4 is zero-padded. */
+function loaders(d: number, src: Sources, which: ('q' | 'k' | 'v' | 'o' | 'g')[]): string {
+  const buf = (w: string) => (w === 'o' ? 'O' : w === 'g' ? 'DY' : src[w as keyof Sources]);
+  const load = (w: string) => {
+    const name = buf(w);
+    return d % 4 === 0
+      ? `fn ld${w}(b : i32, c : i32) -> vec4<f32> {
+  let e = b + c * 4;
+  return vec4<f32>(${name}[e], ${name}[e + 1], ${name}[e + 2], ${name}[e + 3]);
 }`
-      : `fn ld${name}(row : i32, c : i32) -> vec4<f32> {
-  let b = row * HD + c * 4;
+      : `fn ld${w}(b : i32, c : i32) -> vec4<f32> {
   var r = vec4<f32>(0.0);
   for (var e = 0; e < 4; e++) {
-    if (c * 4 + e < HD) { r[e] = ${name}[b + e]; }
+    if (c * 4 + e < HD) { r[e] = ${name}[b + c * 4 + e]; }
   }
   return r;
 }`;
+  };
+  return which.map(load).join('\n');
+}
+
+/** Shared WGSL: constants, the row loads and the vec4 row store into `result`. */
+function prelude(d: number, src: Sources, which: ('q' | 'k' | 'v' | 'o' | 'g')[], constants: Record<string, number>): string {
   return `${WGSL_COMMON}
 const HD : i32 = ${d};
-const HD4 : i32 = ${d4};
-const ROWS : i32 = ${ROWS};
-const SPLIT : i32 = ${SPLIT};
-const NT : i32 = ${THREADS};
-const TILE : i32 = ${tile};
+const HD4 : i32 = ${ceilDiv(d, 4)};
+${Object.entries(constants)
+  .map(([k, v]) => `const ${k} : i32 = ${v};`)
+  .join('\n')}
 // The workgroup index as a uniform value (private builtins are not, for the uniformity analysis).
 var<workgroup> wgShared : i32;
-${inputs.map(load).join('\n')}
-fn stRow(row : i32, c : i32, x : vec4<f32>) {
-  let b = row * HD + c * 4;
-  ${d % 4 === 0 ? 'result[b] = x.x; result[b + 1] = x.y; result[b + 2] = x.z; result[b + 3] = x.w;' : 'for (var e = 0; e < 4; e++) { if (c * 4 + e < HD) { result[b + e] = x[e]; } }'}
+${loaders(d, src, which)}
+fn stRow(b : i32, c : i32, x : vec4<f32>) {
+  let e = b + c * 4;
+  ${d % 4 === 0 ? 'result[e] = x.x; result[e + 1] = x.y; result[e + 2] = x.z; result[e + 3] = x.w;' : 'for (var k = 0; k < 4; k++) { if (c * 4 + k < HD) { result[e + k] = x[k]; } }'}
 }
 fn hsum(x : vec4<f32>) -> f32 { return (x.x + x.y) + (x.z + x.w); }
+fn wgUniform() -> i32 {
+  if (localIndex == 0u) { wgShared = wgIndex(); }
+  return workgroupUniformLoad(&wgShared);
+}
 `;
 }
 
+// ---- forward: one query row per ROWS threads' group of SPLIT, K/V tiles staged -----------------------
+
 /* The grid: workgroup w handles head bh = w / blocks, rows [r0, r0 + ROWS) with r0 = (w % blocks)·ROWS;
  * thread li works on row r0 + li % ROWS (which may be ≥ T: it then only helps stage tiles), over
- * the tile rows ≡ lane = li / ROWS (mod SPLIT). */
+ * the tile rows ≡ lane = li / ROWS (mod SPLIT). bI / bK / bV / bO: element offsets of the head's
+ * row 0 in q, k, v and o. */
 const GRID = /* wgsl */ `
   let T = uniforms.T;
   let blocks = (T + ROWS - 1) / ROWS;
-  if (localIndex == 0u) { wgShared = wgIndex(); }
-  let w = workgroupUniformLoad(&wgShared);
+  let w = wgUniform();
   let bh = w / blocks;
   let r0 = (w % blocks) * ROWS;
   let li = i32(localIndex);
@@ -105,44 +149,32 @@ const GRID = /* wgsl */ `
   let head = bh * T;
   let causal = uniforms.causal != 0;
   let scale = uniforms.scale;
+  let ldi = uniforms.ldi;
+  let bI = (bh / uniforms.nHeads) * T * ldi + (bh % uniforms.nHeads) * HD;
+  let bK = bI + uniforms.koff;
+  let bV = bI + uniforms.voff;
+  let bO = (bh / uniforms.nHeads) * T * uniforms.ldo + (bh % uniforms.nHeads) * HD;
 `;
 
-/* The SPLIT partial accumulators of each row are summed into lane 0's, through the first staged
- * array (TILE rows of HD4 vec4s: ROWS/TILE passes), after the tile loop's last barrier. */
-const reduce = (arr: string) => /* wgsl */ `
-  for (var rb = 0; rb < ROWS; rb += TILE) {
-    let mine = rl >= rb && rl < rb + TILE;
-    for (var s = 1; s < SPLIT; s++) {
-      if (mine && lane == s) {
-        for (var c = 0; c < HD4; c++) { ${arr}[(rl - rb) * HD4 + c] = acc[c]; }
-      }
-      workgroupBarrier();
-      if (mine && lane == 0) {
-        for (var c = 0; c < HD4; c++) { acc[c] += ${arr}[(rl - rb) * HD4 + c]; }
-      }
-      workgroupBarrier();
-    }
-  }`;
-const REDUCE_KS = reduce('Ks');
-const REDUCE_QS = reduce('Qs');
+const FWD_CONSTANTS = (tile: number) => ({ ROWS, SPLIT, NT: THREADS, TILE: tile });
 
 // lse[i] = log Σ_j exp(scale · q_i·k_j) over the unmasked keys (online max and sum).
-function lseCode(d: number, tile: number): string {
-  return `${prelude(d, tile, ['Q', 'K'])}
+function lseCode(d: number, tile: number, src: Sources): string {
+  return `${prelude(d, src, ['q', 'k'], FWD_CONSTANTS(tile))}
 var<workgroup> Ks : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
 var<workgroup> Mr : array<f32, NT>;
 var<workgroup> Lr : array<f32, NT>;
 fn main(index : i32) {
 ${GRID}
   var q : array<vec4<f32>, HD4>;
-  for (var c = 0; c < HD4; c++) { q[c] = ldQ(head + rowc, c); }
+  for (var c = 0; c < HD4; c++) { q[c] = ldq(bI + rowc * ldi, c); }
   let kend = select(T, min(T, r0 + ROWS), causal);
   var m = -3.0e38;
   var l = 0.0;
   for (var k0 = 0; k0 < kend; k0 += TILE) {
     for (var e = li; e < TILE * HD4; e += NT) {
       let j = k0 + e / HD4;
-      if (j < T) { Ks[e] = ldK(head + j, e % HD4); }
+      if (j < T) { Ks[e] = ldk(bK + j * ldi, e % HD4); }
     }
     workgroupBarrier();
     let n = min(TILE, kend - k0);
@@ -173,9 +205,10 @@ ${GRID}
 }`;
 }
 
-// o_i = Σ_j exp(scale · q_i·k_j − lse_i) v_j.
-function outCode(d: number, tile: number): string {
-  return `${prelude(d, tile, ['Q', 'K', 'V'])}
+// o_i = Σ_j exp(scale · q_i·k_j − lse_i) v_j. The SPLIT partial accumulators of each row are summed
+// into lane 0's through Ks (TILE rows of HD4 vec4s: ROWS/TILE passes) after the last barrier.
+function outCode(d: number, tile: number, src: Sources): string {
+  return `${prelude(d, src, ['q', 'k', 'v'], FWD_CONSTANTS(tile))}
 var<workgroup> Ks : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
 var<workgroup> Vs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
 fn main(index : i32) {
@@ -183,7 +216,7 @@ ${GRID}
   var q : array<vec4<f32>, HD4>;
   var acc : array<vec4<f32>, HD4>;
   for (var c = 0; c < HD4; c++) {
-    q[c] = ldQ(head + rowc, c);
+    q[c] = ldq(bI + rowc * ldi, c);
     acc[c] = vec4<f32>(0.0);
   }
   let lse = L[head + rowc];
@@ -192,8 +225,8 @@ ${GRID}
     for (var e = li; e < TILE * HD4; e += NT) {
       let j = k0 + e / HD4;
       if (j < T) {
-        Ks[e] = ldK(head + j, e % HD4);
-        Vs[e] = ldV(head + j, e % HD4);
+        Ks[e] = ldk(bK + j * ldi, e % HD4);
+        Vs[e] = ldv(bV + j * ldi, e % HD4);
       }
     }
     workgroupBarrier();
@@ -208,215 +241,381 @@ ${GRID}
     }
     workgroupBarrier();
   }
-${REDUCE_KS}
+  for (var rb = 0; rb < ROWS; rb += TILE) {
+    let mine = rl >= rb && rl < rb + TILE;
+    for (var s = 1; s < SPLIT; s++) {
+      if (mine && lane == s) {
+        for (var c = 0; c < HD4; c++) { Ks[(rl - rb) * HD4 + c] = acc[c]; }
+      }
+      workgroupBarrier();
+      if (mine && lane == 0) {
+        for (var c = 0; c < HD4; c++) { acc[c] += Ks[(rl - rb) * HD4 + c]; }
+      }
+      workgroupBarrier();
+    }
+  }
   if (valid && lane == 0) {
-    for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c]); }
+    for (var c = 0; c < HD4; c++) { stRow(bO + row * uniforms.ldo, c, acc[c]); }
   }
 }`;
 }
 
-// dq_i = scale · Σ_j P_ij (dO_i·v_j − D_i) k_j, D_i = dO_i·O_i.
-function dqCode(d: number, tile: number): string {
-  return `${prelude(d, tile, ['Q', 'K', 'V', 'O', 'DY'])}
-var<workgroup> Ks : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-var<workgroup> Vs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-fn main(index : i32) {
-${GRID}
-  var q : array<vec4<f32>, HD4>;
-  var g : array<vec4<f32>, HD4>;
-  var acc : array<vec4<f32>, HD4>;
-  var di4 = vec4<f32>(0.0);
-  for (var c = 0; c < HD4; c++) {
-    q[c] = ldQ(head + rowc, c);
-    g[c] = ldDY(head + rowc, c);
-    di4 += g[c] * ldO(head + rowc, c);
-    acc[c] = vec4<f32>(0.0);
+// ---- backward: score tiles in workgroup memory ------------------------------------------------------
+
+/** Backward tiles: RB rows owned by a workgroup (query rows for dq, key rows for dk/dv), TQ rows of
+ * the other side staged per step. */
+export interface BackwardTiles {
+  rows: number;
+  tile: number;
+}
+/** Preferred first; the first that fits the device's workgroup memory is used. */
+const BACKWARD_TILES: BackwardTiles[] = [
+  { rows: 16, tile: 8 },
+  { rows: 8, tile: 8 },
+  { rows: 8, tile: 4 },
+  { rows: 4, tile: 4 },
+  { rows: 4, tile: 2 },
+  { rows: 2, tile: 2 },
+  { rows: 1, tile: 1 },
+];
+let forcedTiles: BackwardTiles | undefined;
+/** Test and benchmark hook: use these backward tiles (undefined: the default choice). */
+export function setAttentionBackwardTiles(tiles: BackwardTiles | undefined): void {
+  forcedTiles = tiles;
+}
+
+/** Row stride (in vec4s) of the staged arrays: one vec4 of padding spreads the rows over the banks. */
+const padded = (d: number) => ceilDiv(d, 4) + 1;
+const backwardBytes = (d: number, { rows, tile }: BackwardTiles) => 16 * padded(d) * 2 * (rows + tile) + 4 * (2 * rows * tile + 2 * rows + 2 * tile + 1);
+
+function backwardTiles(backend: WebGPUBackend, d: number): BackwardTiles {
+  if (forcedTiles) return forcedTiles;
+  const limit = workgroupStorage(backend);
+  const t = BACKWARD_TILES.find((c) => backwardBytes(d, c) <= limit);
+  if (!t) throw new Error(`PeftAttentionGrad on WebGPU: head dimension ${d} too large for ${limit} B of workgroup memory`);
+  return t;
+}
+
+const maxStorage = new WeakMap<object, number>();
+function workgroupStorage(backend: WebGPUBackend): number {
+  let v = maxStorage.get(backend);
+  if (v === undefined) {
+    v = (backend as unknown as { device?: GPUDevice }).device?.limits.maxComputeWorkgroupStorageSize ?? SHARED;
+    maxStorage.set(backend, v);
   }
-  let di = hsum(di4);
-  let lse = L[head + rowc];
-  let kend = select(T, min(T, r0 + ROWS), causal);
-  for (var k0 = 0; k0 < kend; k0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += NT) {
-      let j = k0 + e / HD4;
-      if (j < T) {
-        Ks[e] = ldK(head + j, e % HD4);
-        Vs[e] = ldV(head + j, e % HD4);
-      }
+  return v;
+}
+
+type BackwardMode = 'dq' | 'dk' | 'dv' | 'dqkv';
+
+/*
+ * Both workgroup types own RB rows (A0, A1: q and dO rows for dq; k and v rows for dk/dv) and walk
+ * TQ-row tiles of the other side (B0, B1: k and v; q and dO, with their lse and Dᵢ = dOᵢ·Oᵢ). Per
+ * tile, phase A computes the RB × TQ scores cooperatively (P and dS = P ∘ (dP − Dᵢ) into Pw, Sw),
+ * phase B accumulates dq += dS·K, or dk += dSᵀ·Q and dv += Pᵀ·dO, each thread owning CPL vec4
+ * columns of one row (SP = NT / RB threads per row), so a thread's registers hold only its
+ * accumulator columns. dk and dv share P and dS. With causal, tiles wholly above the diagonal are
+ * skipped. Thread li: row rl = li / SP, lane li % SP (the lanes of a row read adjacent vec4s).
+ */
+function backwardCode(d: number, src: Sources, { rows, tile }: BackwardTiles, mode: BackwardMode): string {
+  const sp = THREADS / rows;
+  const cpl = ceilDiv(ceilDiv(d, 4), sp);
+  const hp = padded(d);
+  const wantK = mode === 'dk' || mode === 'dqkv';
+  const wantV = mode === 'dv' || mode === 'dqkv';
+  const dq = /* wgsl */ `
+fn dqBlock(w : i32) {
+${BLOCK}
+  // Own rows: q, dO, lse, D.
+  for (var e = li; e < RB * HD4; e += NT) {
+    let r = e / HD4;
+    let c = e % HD4;
+    let i = min(r0 + r, T - 1);
+    A0[r * HP + c] = ldq(bI + i * ldi, c);
+    A1[r * HP + c] = ldg(bO + i * ldo, c);
+  }
+  if (li < RB) {
+    let i = min(r0 + li, T - 1);
+    La[li] = L[bh * T + i];
+    Da[li] = rowD(bO + i * ldo);
+  }
+  var acc : array<vec4<f32>, CPL>;
+  for (var k = 0; k < CPL; k++) { acc[k] = vec4<f32>(0.0); }
+  let kend = select(T, min(T, r0 + RB), causal);
+  for (var j0 = 0; j0 < kend; j0 += TQ) {
+    workgroupBarrier();
+    for (var e = li; e < TQ * HD4; e += NT) {
+      let r = e / HD4;
+      let c = e % HD4;
+      let j = min(j0 + r, T - 1);
+      B0[r * HP + c] = ldk(bK + j * ldi, c);
+      B1[r * HP + c] = ldv(bV + j * ldi, c);
     }
     workgroupBarrier();
-    let n = min(TILE, kend - k0);
-    for (var r = lane; r < n; r += SPLIT) {
-      if (!causal || k0 + r <= row) {
-        var s4 = vec4<f32>(0.0);
-        var dp4 = vec4<f32>(0.0);
-        for (var c = 0; c < HD4; c++) {
-          s4 += q[c] * Ks[r * HD4 + c];
-          dp4 += g[c] * Vs[r * HD4 + c];
+    for (var e = li; e < RB * TQ; e += NT) {
+      let r = e / TQ;
+      let t = e % TQ;
+      let i = r0 + r;
+      let j = j0 + t;
+      var s4 = vec4<f32>(0.0);
+      var dp4 = vec4<f32>(0.0);
+      for (var c = 0; c < HD4; c++) {
+        s4 += A0[r * HP + c] * B0[t * HP + c];
+        dp4 += A1[r * HP + c] * B1[t * HP + c];
+      }
+      var ds = 0.0;
+      if (i < T && j < T && (!causal || j <= i)) {
+        ds = exp(hsum(s4) * scale - La[r]) * (hsum(dp4) - Da[r]);
+      }
+      Sw[e] = ds;
+    }
+    workgroupBarrier();
+    for (var t = 0; t < TQ; t++) {
+      let ds = Sw[rl * TQ + t];
+      for (var k = 0; k < CPL; k++) {
+        let c = lane + k * SP;
+        if (c < HD4) { acc[k] += ds * B0[t * HP + c]; }
+      }
+    }
+  }
+  if (r0 + rl < T) {
+    let b = bR + (r0 + rl) * ldr + uniforms.rq;
+    for (var k = 0; k < CPL; k++) {
+      let c = lane + k * SP;
+      if (c < HD4) { stRow(b, c, acc[k] * scale); }
+    }
+  }
+}`;
+  const kv = /* wgsl */ `
+fn kvBlock(w : i32) {
+${BLOCK}
+  // Own rows: k, v.
+  for (var e = li; e < RB * HD4; e += NT) {
+    let r = e / HD4;
+    let c = e % HD4;
+    let j = min(r0 + r, T - 1);
+    A0[r * HP + c] = ldk(bK + j * ldi, c);
+    A1[r * HP + c] = ldv(bV + j * ldi, c);
+  }
+  var acck : array<vec4<f32>, CPL>;
+  var accv : array<vec4<f32>, CPL>;
+  for (var k = 0; k < CPL; k++) {
+    acck[k] = vec4<f32>(0.0);
+    accv[k] = vec4<f32>(0.0);
+  }
+  let ibeg = select(0, (r0 / TQ) * TQ, causal);
+  for (var i0 = ibeg; i0 < T; i0 += TQ) {
+    workgroupBarrier();
+    for (var e = li; e < TQ * HD4; e += NT) {
+      let r = e / HD4;
+      let c = e % HD4;
+      let i = min(i0 + r, T - 1);
+      B0[r * HP + c] = ldq(bI + i * ldi, c);
+      B1[r * HP + c] = ldg(bO + i * ldo, c);
+    }
+    if (li < TQ) {
+      let i = min(i0 + li, T - 1);
+      Lb[li] = L[bh * T + i];
+      Db[li] = rowD(bO + i * ldo);
+    }
+    workgroupBarrier();
+    for (var e = li; e < RB * TQ; e += NT) {
+      let r = e / TQ;
+      let t = e % TQ;
+      let j = r0 + r;
+      let i = i0 + t;
+      var s4 = vec4<f32>(0.0);
+      var dp4 = vec4<f32>(0.0);
+      for (var c = 0; c < HD4; c++) {
+        s4 += A0[r * HP + c] * B0[t * HP + c];
+        dp4 += A1[r * HP + c] * B1[t * HP + c];
+      }
+      var p = 0.0;
+      if (i < T && j < T && (!causal || j <= i)) { p = exp(hsum(s4) * scale - Lb[t]); }
+      Pw[e] = p;
+      Sw[e] = p * (hsum(dp4) - Db[t]);
+    }
+    workgroupBarrier();
+    for (var t = 0; t < TQ; t++) {
+      let p = Pw[rl * TQ + t];
+      let ds = Sw[rl * TQ + t];
+      for (var k = 0; k < CPL; k++) {
+        let c = lane + k * SP;
+        if (c < HD4) {
+          ${wantV ? 'accv[k] += p * B1[t * HP + c];' : ''}
+          ${wantK ? 'acck[k] += ds * B0[t * HP + c];' : ''}
         }
-        let p = exp(hsum(s4) * scale - lse);
-        let ds = p * (hsum(dp4) - di);
-        for (var c = 0; c < HD4; c++) { acc[c] += ds * Ks[r * HD4 + c]; }
       }
     }
-    workgroupBarrier();
   }
-${REDUCE_KS}
-  if (valid && lane == 0) {
-    for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c] * scale); }
+  if (r0 + rl < T) {
+    let b = bR + (r0 + rl) * ldr;
+    for (var k = 0; k < CPL; k++) {
+      let c = lane + k * SP;
+      if (c < HD4) {
+        ${wantK ? 'stRow(b + uniforms.rk, c, acck[k] * scale);' : ''}
+        ${wantV ? 'stRow(b + uniforms.rv, c, accv[k]);' : ''}
+      }
+    }
   }
 }`;
+  const main =
+    mode === 'dqkv'
+      ? `fn main(index : i32) {
+  let w = wgUniform();
+  let n = uniforms.BH * ((uniforms.T + RB - 1) / RB);
+  if (w < n) { dqBlock(w); } else { kvBlock(w - n); }
+}`
+      : `fn main(index : i32) { ${mode === 'dq' ? 'dqBlock' : 'kvBlock'}(wgUniform()); }`;
+  return `${prelude(d, src, ['q', 'k', 'v', 'o', 'g'], { RB: rows, TQ: tile, NT: THREADS, SP: sp, CPL: cpl, HP: hp })}
+var<workgroup> A0 : array<vec4<f32>, ${rows * hp}>;
+var<workgroup> A1 : array<vec4<f32>, ${rows * hp}>;
+var<workgroup> B0 : array<vec4<f32>, ${tile * hp}>;
+var<workgroup> B1 : array<vec4<f32>, ${tile * hp}>;
+var<workgroup> Pw : array<f32, ${rows * tile}>;
+var<workgroup> Sw : array<f32, ${rows * tile}>;
+var<workgroup> La : array<f32, ${rows}>;
+var<workgroup> Da : array<f32, ${rows}>;
+var<workgroup> Lb : array<f32, ${tile}>;
+var<workgroup> Db : array<f32, ${tile}>;
+// D = dO·O of the row at element offset b of o / dO.
+fn rowD(b : i32) -> f32 {
+  var d4 = vec4<f32>(0.0);
+  for (var c = 0; c < HD4; c++) { d4 += ldg(b, c) * ldo(b, c); }
+  return hsum(d4);
+}
+${mode === 'dq' || mode === 'dqkv' ? dq : ''}
+${mode !== 'dq' ? kv : ''}
+${main}`;
 }
 
-/* Key-row kernels: the query tile [i0, i0 + TILE) is staged (Q and dO rows, lse, and D_i for dk);
- * with causal, the key block [r0, r0 + ROWS) sees queries from r0 on. */
-const QUERY_TILES = /* wgsl */ `
-  let qbeg = select(0, r0, causal);
-  for (var i0 = qbeg; i0 < T; i0 += TILE) {
-    for (var e = li; e < TILE * HD4; e += NT) {
-      let i = i0 + e / HD4;
-      if (i < T) {
-        Qs[e] = ldQ(head + i, e % HD4);
-        Gs[e] = ldDY(head + i, e % HD4);
-      }
-    }
+/* A backward block: workgroup w (of its type) owns rows [r0, r0 + RB) of head bh; bI / bK / bV / bO /
+ * bR: element offsets of the head's row 0 in q, k, v, o / dO and the result. */
+const BLOCK = /* wgsl */ `
+  let T = uniforms.T;
+  let blocks = (T + RB - 1) / RB;
+  let bh = w / blocks;
+  let r0 = (w % blocks) * RB;
+  let li = i32(localIndex);
+  let rl = li / SP;
+  let lane = li % SP;
+  let causal = uniforms.causal != 0;
+  let scale = uniforms.scale;
+  let ldi = uniforms.ldi;
+  let ldo = uniforms.ldo;
+  let ldr = uniforms.ldr;
+  let hb = bh / uniforms.nHeads;
+  let hh = (bh % uniforms.nHeads) * HD;
+  let bI = hb * T * ldi + hh;
+  let bK = bI + uniforms.koff;
+  let bV = bI + uniforms.voff;
+  let bO = hb * T * ldo + hh;
+  let bR = hb * T * ldr + hh;
 `;
 
-// dk_j = scale · Σ_i P_ij (dO_i·v_j − D_i) q_i.
-function dkCode(d: number, tile: number): string {
-  return `${prelude(d, tile, ['Q', 'K', 'V', 'O', 'DY'])}
-var<workgroup> Qs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-var<workgroup> Gs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-var<workgroup> Ls : array<f32, ${tile}>;
-var<workgroup> Ds : array<f32, ${tile}>;
-fn main(index : i32) {
-${GRID}
-  var kr : array<vec4<f32>, HD4>;
-  var vr : array<vec4<f32>, HD4>;
-  var acc : array<vec4<f32>, HD4>;
-  for (var c = 0; c < HD4; c++) {
-    kr[c] = ldK(head + rowc, c);
-    vr[c] = ldV(head + rowc, c);
-    acc[c] = vec4<f32>(0.0);
-  }
-${QUERY_TILES}
-    if (li < TILE && i0 + li < T) {
-      let i = head + i0 + li;
-      var di4 = vec4<f32>(0.0);
-      for (var c = 0; c < HD4; c++) { di4 += ldDY(i, c) * ldO(i, c); }
-      Ds[li] = hsum(di4);
-      Ls[li] = L[i];
-    }
-    workgroupBarrier();
-    let n = min(TILE, T - i0);
-    if (valid) {
-      for (var r = lane; r < n; r += SPLIT) {
-        if (!causal || row <= i0 + r) {
-          var s4 = vec4<f32>(0.0);
-          var dp4 = vec4<f32>(0.0);
-          for (var c = 0; c < HD4; c++) {
-            s4 += Qs[r * HD4 + c] * kr[c];
-            dp4 += Gs[r * HD4 + c] * vr[c];
-          }
-          let p = exp(hsum(s4) * scale - Ls[r]);
-          let ds = p * (hsum(dp4) - Ds[r]);
-          for (var c = 0; c < HD4; c++) { acc[c] += ds * Qs[r * HD4 + c]; }
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-${REDUCE_QS}
-  if (valid && lane == 0) {
-    for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c] * scale); }
-  }
-}`;
+// ---- kernels -----------------------------------------------------------------------------------------
+
+function uniformsOf(l: Layout): Uniform[] {
+  const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
+  return [
+    int('T', l.t),
+    int('BH', l.bh),
+    int('nHeads', l.heads),
+    int('ldi', l.ldi),
+    int('ldo', l.ldo),
+    int('koff', l.koff),
+    int('voff', l.voff),
+    { name: 'scale', type: 'float32', value: l.scale },
+    int('causal', l.causal ? 1 : 0),
+  ];
 }
 
-// dv_j = Σ_i P_ij dO_i.
-function dvCode(d: number, tile: number): string {
-  return `${prelude(d, tile, ['Q', 'K', 'DY'])}
-var<workgroup> Qs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-var<workgroup> Gs : array<vec4<f32>, ${tile * ceilDiv(d, 4)}>;
-var<workgroup> Ls : array<f32, ${tile}>;
-fn main(index : i32) {
-${GRID}
-  var kr : array<vec4<f32>, HD4>;
-  var acc : array<vec4<f32>, HD4>;
-  for (var c = 0; c < HD4; c++) {
-    kr[c] = ldK(head + rowc, c);
-    acc[c] = vec4<f32>(0.0);
-  }
-${QUERY_TILES}
-    if (li < TILE && i0 + li < T) { Ls[li] = L[head + i0 + li]; }
-    workgroupBarrier();
-    let n = min(TILE, T - i0);
-    if (valid) {
-      for (var r = lane; r < n; r += SPLIT) {
-        if (!causal || row <= i0 + r) {
-          var s4 = vec4<f32>(0.0);
-          for (var c = 0; c < HD4; c++) { s4 += Qs[r * HD4 + c] * kr[c]; }
-          let p = exp(hsum(s4) * scale - Ls[r]);
-          for (var c = 0; c < HD4; c++) { acc[c] += p * Gs[r * HD4 + c]; }
-        }
-      }
-    }
-    workgroupBarrier();
-  }
-${REDUCE_QS}
-  if (valid && lane == 0) {
-    for (var c = 0; c < HD4; c++) { stRow(head + row, c, acc[c]); }
-  }
-}`;
-}
+// Bytes of workgroup memory per staged row of the forward kernels: one or two vec4 rows.
+const rowBytes = (d: number, vecs: number) => vecs * 16 * ceilDiv(d, 4);
 
-interface Dims {
-  bh: number;
-  t: number;
-  d: number;
-  uniforms: Uniform[];
-  workgroups: number;
-}
-
-function dims(q: tf.TensorInfo, attrs: KernelArgs['attrs']): Dims {
-  const [b, h, t, d] = q.shape as [number, number, number, number];
-  return {
-    bh: b * h,
-    t,
-    d,
-    uniforms: [
-      { name: 'T', type: 'int32', value: t },
-      { name: 'scale', type: 'float32', value: Number(attrs?.scale) },
-      { name: 'causal', type: 'int32', value: attrs?.causal ? 1 : 0 },
-    ],
-    workgroups: b * h * ceilDiv(t, ROWS),
-  };
-}
-
-// Bytes of workgroup memory per staged row: one or two vec4 rows, plus one or two f32.
-const rowBytes = (d: number, vecs: number, scalars = 0) => vecs * 16 * ceilDiv(d, 4) + 4 * scalars;
-
-function attention(args: KernelArgs): tf.TensorInfo[] {
-  const backend = args.backend as WebGPUBackend;
-  const { q, k, v } = args.inputs as { q: tf.TensorInfo; k: tf.TensorInfo; v: tf.TensorInfo };
-  const { bh, t, d, uniforms, workgroups } = dims(q, args.attrs);
-  const common = { workgroup: THREADS, workgroups, uniforms };
-  const t1 = tileRows(rowBytes(d, 1), 8 * THREADS);
-  const lse = runProgram(backend, { ...common, key: `attn-lse-${d}-${t1}`, inputs: { Q: q, K: k }, outputShape: [bh, t], code: lseCode(d, t1) });
-  const t2 = tileRows(rowBytes(d, 2));
-  const o = runProgram(backend, { ...common, key: `attn-o-${d}-${t2}`, inputs: { Q: q, K: k, V: v, L: lse }, outputShape: q.shape, code: outCode(d, t2) });
+/** lse [BH, T] and o (in o's layout: `oShape`). */
+function forward(backend: WebGPUBackend, l: Layout, src: Sources, inputs: Record<string, tf.TensorInfo>, oShape: number[]): [tf.TensorInfo, tf.TensorInfo] {
+  const key = `${src.q}-${l.d}`;
+  const common = { workgroup: THREADS, workgroups: l.bh * ceilDiv(l.t, ROWS), uniforms: uniformsOf(l) };
+  const t1 = tileRows(rowBytes(l.d, 1), 8 * THREADS);
+  // lse reads q and k only (every binding must be used).
+  const lseInputs = src === FUSED ? inputs : { Q: inputs.Q!, K: inputs.K! };
+  const lse = runProgram(backend, { ...common, key: `attn-lse-${key}-${t1}`, inputs: lseInputs, outputShape: [l.bh, l.t], code: lseCode(l.d, t1, src) });
+  const t2 = tileRows(rowBytes(l.d, 2));
+  const o = runProgram(backend, { ...common, key: `attn-o-${key}-${t2}`, inputs: { ...inputs, L: lse }, outputShape: oShape, code: outCode(l.d, t2, src) });
   return [o, lse];
 }
 
+/** One backward program writing `mode`'s gradients into `result` ([.., ldr] rows, columns rq/rk/rv). */
+function backward(
+  backend: WebGPUBackend,
+  l: Layout,
+  src: Sources,
+  inputs: Record<string, tf.TensorInfo>,
+  mode: BackwardMode,
+  out: { shape: number[]; ldr: number; rq: number; rk: number; rv: number },
+): tf.TensorInfo {
+  const tiles = backwardTiles(backend, l.d);
+  const blocks = l.bh * ceilDiv(l.t, tiles.rows);
+  const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
+  return runProgram(backend, {
+    key: `attn-bwd-${mode}-${src.q}-${l.d}-${tiles.rows}x${tiles.tile}`,
+    inputs,
+    outputShape: out.shape,
+    workgroup: THREADS,
+    workgroups: mode === 'dqkv' ? 2 * blocks : blocks,
+    uniforms: [...uniformsOf(l), int('ldr', out.ldr), int('rq', out.rq), int('rk', out.rk), int('rv', out.rv)],
+    code: backwardCode(l.d, src, tiles, mode),
+  });
+}
+
+function separateLayout(q: tf.TensorInfo, attrs: KernelArgs['attrs']): Layout {
+  const [b, h, t, d] = q.shape as [number, number, number, number];
+  return { bh: b * h, t, d, heads: 1, ldi: d, ldo: d, koff: 0, voff: 0, scale: Number(attrs?.scale), causal: !!attrs?.causal };
+}
+
+interface QkvAttrs {
+  batch: number;
+  seq: number;
+  heads: number;
+  headDim: number;
+  scale: number;
+  causal: boolean;
+}
+
+function qkvLayout(attrs: KernelArgs['attrs']): Layout {
+  const a = attrs as unknown as QkvAttrs;
+  const w = a.heads * a.headDim;
+  return { bh: a.batch * a.heads, t: a.seq, d: a.headDim, heads: a.heads, ldi: 3 * w, ldo: w, koff: w, voff: 2 * w, scale: Number(a.scale), causal: !!a.causal };
+}
+
+/** PeftAttention: q, k, v [B, H, T, D] → o [B, H, T, D], lse [B·H, T]. */
+function attention(args: KernelArgs): tf.TensorInfo[] {
+  const { q, k, v } = args.inputs as { q: tf.TensorInfo; k: tf.TensorInfo; v: tf.TensorInfo };
+  return forward(args.backend as WebGPUBackend, separateLayout(q, args.attrs), SEPARATE, { Q: q, K: k, V: v }, q.shape);
+}
+
+/** PeftAttentionGrad: dq, dk, dv [B, H, T, D] (three programs, one per output). */
 function attentionGrad(args: KernelArgs): tf.TensorInfo[] {
   const backend = args.backend as WebGPUBackend;
   const { q, k, v, o, lse, dy } = args.inputs as Record<'q' | 'k' | 'v' | 'o' | 'lse' | 'dy', tf.TensorInfo>;
-  const { d, uniforms, workgroups } = dims(q, args.attrs);
-  const common = { workgroup: THREADS, workgroups, uniforms, outputShape: q.shape };
-  const tq = tileRows(rowBytes(d, 2));
-  const dq = runProgram(backend, { ...common, key: `attn-dq-${d}-${tq}`, inputs: { Q: q, K: k, V: v, O: o, L: lse, DY: dy }, code: dqCode(d, tq) });
-  const tk = tileRows(rowBytes(d, 2, 2));
-  const dk = runProgram(backend, { ...common, key: `attn-dk-${d}-${tk}`, inputs: { Q: q, K: k, V: v, O: o, L: lse, DY: dy }, code: dkCode(d, tk) });
-  const tv = tileRows(rowBytes(d, 2, 1));
-  const dv = runProgram(backend, { ...common, key: `attn-dv-${d}-${tv}`, inputs: { Q: q, K: k, L: lse, DY: dy }, code: dvCode(d, tv) });
-  return [dq, dk, dv];
+  const l = separateLayout(q, args.attrs);
+  const inputs = { Q: q, K: k, V: v, O: o, L: lse, DY: dy };
+  const out = { shape: q.shape, ldr: l.d, rq: 0, rk: 0, rv: 0 };
+  return (['dq', 'dk', 'dv'] as const).map((mode) => backward(backend, l, SEPARATE, inputs, mode, out));
+}
+
+/** PeftAttentionQkv: qkv [B·T, 3·H·D] → o [B·T, H·D] (heads merged), lse [B·H, T]. */
+function attentionQkv(args: KernelArgs): tf.TensorInfo[] {
+  const { qkv } = args.inputs as { qkv: tf.TensorInfo };
+  const l = qkvLayout(args.attrs);
+  return forward(args.backend as WebGPUBackend, l, FUSED, { QKV: qkv }, [qkv.shape[0]!, l.ldo]);
+}
+
+/** PeftAttentionQkvGrad: d qkv [B·T, 3·H·D] in one program (dq workgroups, then dk/dv ones). */
+function attentionQkvGrad(args: KernelArgs): tf.TensorInfo {
+  const { qkv, o, lse, dy } = args.inputs as Record<'qkv' | 'o' | 'lse' | 'dy', tf.TensorInfo>;
+  const l = qkvLayout(args.attrs);
+  const out = { shape: qkv.shape, ldr: l.ldi, rq: 0, rk: l.koff, rv: l.voff };
+  return backward(args.backend as WebGPUBackend, l, FUSED, { QKV: qkv, O: o, L: lse, DY: dy }, 'dqkv', out);
 }
