@@ -192,17 +192,17 @@ test('split-K choice: long K with few output tiles (weight and input gradients),
 
 for (const cfg of [CONFIGS.mid, CONFIGS.big]) {
   test(`${cfg.name} split-K across workgroups: four transposes, bias + activation, batched, uneven splits`, async () => {
-    forceMatMulConfig(cfg);
     try {
-      for (const splits of [2, 3]) {
+      for (const [splits, db] of [[2, false], [3, false], [3, true]] as const) {
+        forceMatMulConfig(cfg, db);
         forceMatMulSplitK(splits);
         const M = cfg.BM + 3;
         const N = cfg.BN + 5;
         const K = 5 * cfg.BK + 3;
-        for (const [ta, tb] of TRANSPOSES) await check(mm(M, K, N, ta, tb), `${cfg.name} split ${splits} ${ta}${tb}`);
-        await check(mm(M, K, N, true, false), `${cfg.name} split ${splits} bias relu`, { bias: [N], activation: 'relu' });
-        await check(mm(9, K, 11, false, true, [2, 3], [2, 3]), `${cfg.name} split ${splits} batched`, { bias: [1], activation: 'leakyrelu', alpha: 0.1 });
-        await check(mm(7, 2, 5, false, false), `${cfg.name} split ${splits} K < splits`);
+        for (const [ta, tb] of TRANSPOSES) await check(mm(M, K, N, ta, tb), `${cfg.name}${db ? ' db' : ''} split ${splits} ${ta}${tb}`);
+        await check(mm(M, K, N, true, false), `${cfg.name}${db ? ' db' : ''} split ${splits} bias relu`, { bias: [N], activation: 'relu' });
+        await check(mm(9, K, 11, false, true, [2, 3], [2, 3]), `${cfg.name}${db ? ' db' : ''} split ${splits} batched`, { bias: [1], activation: 'leakyrelu', alpha: 0.1 });
+        await check(mm(7, 2, 5, false, false), `${cfg.name}${db ? ' db' : ''} split ${splits} K < splits`);
       }
     } finally {
       forceMatMulSplitK(undefined);
