@@ -14,8 +14,8 @@
  *
  * Backward (recomputing P from lse as the native kernel does, Dᵢ = dOᵢ·Oᵢ): see backwardCode. Two
  * workgroup types, dq (per query block) and dk+dv (per key block, sharing P and dS); the qkv gradient
- * is ONE program whose first B·H·⌈T/RB⌉ workgroups are dq blocks and the rest dk/dv blocks, each
- * writing its own columns of d qkv. The [B, H, T, D] gradient has three outputs, so three programs.
+ * is ONE program whose even workgroups are dk/dv blocks and odd ones dq blocks, each writing its own
+ * columns of d qkv. The [B, H, T, D] gradient has three outputs, so three programs.
  *
  * With `causal`, tiles wholly above the diagonal are never loaded. Workgroup memory stays within
  * 16 KiB for D ≤ 64 (WebGPU's default limit, and llvmpipe's compat limit); larger D takes smaller
@@ -130,7 +130,7 @@ fn wgUniform() -> i32 {
 
 // ---- forward: one query row per ROWS threads' group of SPLIT, K/V tiles staged -----------------------
 
-/* The grid: workgroup w handles head bh = w / blocks, rows [r0, r0 + ROWS) with r0 = (w % blocks)·ROWS;
+/* The grid: workgroup w handles head bh = w % BH, rows [r0, r0 + ROWS) with r0 = (blocks − 1 − w / BH)·ROWS;
  * thread li works on row r0 + li % ROWS (which may be ≥ T: it then only helps stage tiles), over
  * the tile rows ≡ lane = li / ROWS (mod SPLIT). bI / bK / bV / bO: element offsets of the head's
  * row 0 in q, k, v and o. */
@@ -138,8 +138,9 @@ const GRID = /* wgsl */ `
   let T = uniforms.T;
   let blocks = (T + ROWS - 1) / ROWS;
   let w = wgUniform();
-  let bh = w / blocks;
-  let r0 = (w % blocks) * ROWS;
+  // Heads minor, blocks from the last: with causal, the longest rows are dispatched first.
+  let bh = w % uniforms.BH;
+  let r0 = (blocks - 1 - w / uniforms.BH) * ROWS;
   let li = i32(localIndex);
   let rl = li % ROWS;
   let lane = li / ROWS;
@@ -324,7 +325,7 @@ function backwardCode(d: number, src: Sources, { rows, tile }: BackwardTiles, mo
   const wantK = mode === 'dk' || mode === 'dqkv';
   const wantV = mode === 'dv' || mode === 'dqkv';
   const dq = /* wgsl */ `
-fn dqBlock(w : i32) {
+fn dqBlock(bh : i32, blk : i32) {
 ${BLOCK}
   // Own rows: q, dO, lse, D.
   for (var e = li; e < RB * HD4; e += NT) {
@@ -387,7 +388,7 @@ ${BLOCK}
   }
 }`;
   const kv = /* wgsl */ `
-fn kvBlock(w : i32) {
+fn kvBlock(bh : i32, blk : i32) {
 ${BLOCK}
   // Own rows: k, v.
   for (var e = li; e < RB * HD4; e += NT) {
@@ -463,10 +464,17 @@ ${BLOCK}
     mode === 'dqkv'
       ? `fn main(index : i32) {
   let w = wgUniform();
-  let n = uniforms.BH * ((uniforms.T + RB - 1) / RB);
-  if (w < n) { dqBlock(w); } else { kvBlock(w - n); }
+  // Pairs of a key block and a query block whose causal work adds up to about T + RB (the longest
+  // first), heads minor.
+  let p = w / 2;
+  let k = p / uniforms.BH;
+  let bh = p % uniforms.BH;
+  if (w % 2 == 0) { kvBlock(bh, k); } else { dqBlock(bh, (uniforms.T + RB - 1) / RB - 1 - k); }
 }`
-      : `fn main(index : i32) { ${mode === 'dq' ? 'dqBlock' : 'kvBlock'}(wgUniform()); }`;
+      : `fn main(index : i32) {
+  let w = wgUniform();
+  ${mode === 'dq' ? 'dqBlock(w % uniforms.BH, (uniforms.T + RB - 1) / RB - 1 - w / uniforms.BH);' : 'kvBlock(w % uniforms.BH, w / uniforms.BH);'}
+}`;
   return `${prelude(d, src, ['q', 'k', 'v', 'o', 'g'], { RB: rows, TQ: tile, NT: THREADS, SP: sp, CPL: cpl, HP: hp })}
 var<workgroup> A0 : array<vec4<f32>, ${rows * hp}>;
 var<workgroup> A1 : array<vec4<f32>, ${rows * hp}>;
@@ -489,13 +497,11 @@ ${mode !== 'dq' ? kv : ''}
 ${main}`;
 }
 
-/* A backward block: workgroup w (of its type) owns rows [r0, r0 + RB) of head bh; bI / bK / bV / bO /
+/* A backward block owns rows [r0, r0 + RB) (r0 = blk·RB) of head bh; bI / bK / bV / bO /
  * bR: element offsets of the head's row 0 in q, k, v, o / dO and the result. */
 const BLOCK = /* wgsl */ `
   let T = uniforms.T;
-  let blocks = (T + RB - 1) / RB;
-  let bh = w / blocks;
-  let r0 = (w % blocks) * RB;
+  let r0 = blk * RB;
   let li = i32(localIndex);
   let rl = li / SP;
   let lane = li % SP;
