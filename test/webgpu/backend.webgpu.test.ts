@@ -4,6 +4,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { initBackend, WEBGPU_SUBMIT_BATCH } from '../../sidecar/src/backend';
 import { K } from '../../sidecar/src/backend/native/fused';
+import { setAttentionBackwardTiles } from '../../sidecar/src/backend/webgpu/attention';
+import { applyTuning } from '../../sidecar/src/backend/webgpu/kernels';
+import { forceMatMulSplitK } from '../../sidecar/src/backend/webgpu/matmul';
 import { useWebGpu } from '../helpers/webgpu';
 
 test("'auto' refuses a software adapter even when Dawn offers one", async () => {
@@ -25,4 +28,17 @@ test("'webgpu' by name takes it, with the fused kernels registered, and computes
   assert.equal(tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE'), WEBGPU_SUBMIT_BATCH, 'fewer queue submits than the TF.js default');
   const y = tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]]));
   assert.deepEqual(await y.array(), [[11]]);
+});
+
+test('PEFT_LAB_WEBGPU_TUNE items are applied, unknown ones are refused', async () => {
+  assert.deepEqual(applyTuning(''), []);
+  assert.throws(() => applyTuning('warp=9'), /unknown item 'warp=9'/);
+  try {
+    assert.deepEqual(applyTuning('splitk=1, attn=16x8'), ['splitk=1', 'attn=16x8']);
+    const y = tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]]));
+    assert.deepEqual(await y.array(), [[11]]);
+  } finally {
+    forceMatMulSplitK(undefined);
+    setAttentionBackwardTiles(undefined);
+  }
 });

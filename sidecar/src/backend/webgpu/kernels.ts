@@ -5,9 +5,9 @@
  * own module; this one registers them all.
  */
 import { registerFusedGradients } from '../native/kernels';
-import { registerAttentionKernels } from './attention';
+import { registerAttentionKernels, setAttentionBackwardTiles } from './attention';
 import { registerElementwiseKernels } from './elementwise';
-import { registerMatMulKernels } from './matmul';
+import { forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels } from './matmul';
 
 /** Registers (idempotently) the fused kernels on the webgpu backend. */
 export function registerWebGpuKernels(): void {
@@ -15,4 +15,25 @@ export function registerWebGpuKernels(): void {
   registerMatMulKernels();
   registerAttentionKernels();
   registerFusedGradients();
+  applyTuning(process.env.PEFT_LAB_WEBGPU_TUNE);
+}
+
+/**
+ * Measurement knobs (PEFT_LAB_WEBGPU_TUNE, comma-separated) for comparing kernel choices on a GPU in
+ * one run: `matmul=tfjs` (TF.js's own matmuls), `splitk=N` (K splits; 1 = none),
+ * `attn=ROWSxTILE` (attention backward tiles). Returns what it applied; unknown items throw.
+ */
+export function applyTuning(spec: string | undefined): string[] {
+  const applied: string[] = [];
+  for (const item of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [key, value = ''] = item.split('=');
+    if (key === 'matmul' && value === 'tfjs') forceMatMulConfig('tfjs');
+    else if (key === 'splitk' && /^[1-9]\d*$/.test(value)) forceMatMulSplitK(Number(value));
+    else if (key === 'attn' && /^\d+x\d+$/.test(value)) {
+      const [rows, tile] = value.split('x').map(Number);
+      setAttentionBackwardTiles({ rows: rows!, tile: tile! });
+    } else throw new Error(`PEFT_LAB_WEBGPU_TUNE: unknown item '${item}' (matmul=tfjs, splitk=N, attn=ROWSxTILE)`);
+    applied.push(item);
+  }
+  return applied;
 }
