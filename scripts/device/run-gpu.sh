@@ -30,10 +30,10 @@ wait
 # agree. (Full fine-tuning of this model does not fit the 4 GiB wasm heap.)
 [ -n "${SKIP_CPU:-}" ] || PEFT_LAB_THREADS=$(nproc) "$T/node" .device/dist/cli.js bench --backend wasm --cases "${CASES:-gpu}" \
   --modes lora --steps 1 --warmup 2 --json | tee "$OUT/bench-cpu.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"losses":[^]]*]'
-# 4. Optional: dispatches per queue submit (default 64).
-for b in ${SUBMIT_BATCHES:-}; do
-  echo "submit batch $b:"
-  PEFT_LAB_WEBGPU_SUBMIT_BATCH=$b "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" --steps 5 --warmup 2 --json \
-    | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*'
+# 4. Optional variants, each one environment assignment, e.g.
+#    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs"
+for v in ${VARIANTS:-}; do
+  echo "variant $v:"
+  env "$v" "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
+    --steps "${STEPS:-5}" --warmup 2 --json | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*' | paste - -
 done
-
