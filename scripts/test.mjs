@@ -32,5 +32,5 @@ const run = (cmd, argv) => {
   if (r.status !== 0) process.exit(r.status ?? 1);
 };
 if (wanted.includes('webgpu')) run('bash', ['test/webgpu/setup.sh']);
-if (wanted.some((t) => t === 'sidecar' || t === 'e2e')) run('node', ['scripts/build.mjs']);
+if (wanted.some((t) => t === 'sidecar' || t === 'e2e' || t === 'webgpu')) run('node', ['scripts/build.mjs']);
 run('node', ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files]);

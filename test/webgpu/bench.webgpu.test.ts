@@ -1,0 +1,32 @@
+/** `peft-lab bench` on the WebGPU backend (a software adapter here): it runs, profiles its kernels,
+ * and its loss trajectory is the CPU backend's (same model, data and seed). */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
+import { test } from 'node:test';
+
+interface Row {
+  backend: string;
+  mode: string;
+  losses: number[];
+  kernels?: { kernel: string; calls: number }[];
+}
+
+function bench(backend: string, extra: string[] = []): Row[] {
+  const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
+  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', backend, '--cases', 'tiny', '--steps', '1', '--warmup', '1', '--json', ...extra], { encoding: 'utf8', env, timeout: 300_000 });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
+}
+
+test('bench --backend webgpu: fused kernels in the profile, losses equal to the CPU backend', () => {
+  const gpu = bench('webgpu', ['--kernels']);
+  const cpu = bench('wasm');
+  assert.deepEqual(gpu.map((r) => `${r.backend}/${r.mode}`), ['webgpu/full', 'webgpu/lora']);
+  for (const [i, row] of gpu.entries()) {
+    const names = new Set(row.kernels!.map((k) => k.kernel));
+    for (const k of ['PeftLinear', 'PeftAttentionQkv', 'PeftAttentionQkvGrad', 'PeftLayerNorm', 'PeftSoftmaxCrossEntropy', 'PeftAdamW']) assert.ok(names.has(k), `${row.mode}: ${k} ran`);
+    assert.equal(row.losses.length, 2);
+    row.losses.forEach((l, s) => assert.ok(Math.abs(l - cpu[i]!.losses[s]!) <= 2e-5 * Math.abs(l), `${row.mode} step ${s}: ${l} vs ${cpu[i]!.losses[s]}`));
+  }
+});
