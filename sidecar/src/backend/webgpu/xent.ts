@@ -15,7 +15,6 @@ import { K } from '../native/fused';
 import { registerOnWebGpu, runProgram, type KernelArgs } from './program';
 import { ROW_WG, WGSL_REDUCE } from './reduce';
 
-
 export function registerXentKernels(): void {
   registerOnWebGpu(K.xent, xent);
   registerOnWebGpu(K.xentGrad, xentGrad);
