@@ -41,8 +41,9 @@
  * 2–8 K ranges (≥ 512 each), each workgroup writing a raw partial product to a [splits, …, M, N]
  * buffer that a second dispatch sums with the bias and activation. Aᵀ·B weight gradients
  * (K = 2048 tokens) and the input gradients into d = 768 (K = 2304, 3072, 8192) take this path.
- * Not measured yet; expected from the occupancy argument below (a 768×768 output is 144 64×64
- * tiles: about one workgroup of 8 warps per SM for 128 K tiles, latency-bound).
+ * From the occupancy argument (a 768×768 output is 144 64×64 tiles: about one workgroup of 8 warps
+ * per SM for 128 K tiles, latency-bound); whole-step wall times on the H100 could not separate it
+ * from run-to-run noise (splitk=1 LoRA 91–105 ms vs 80 ms with it; PEFT_LAB_WEBGPU_TUNE).
  *
  * The vocabulary-sized A·B and A·Bᵀ (the 128×128 regime, no transposed A) go to TF.js's vec4 A·B
  * kernel (tfjsPreferred/viaTfjs), A·Bᵀ through one explicit transpose of B (measured below: 1.1 ms
