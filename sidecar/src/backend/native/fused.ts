@@ -62,6 +62,16 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, s
   return firstOf(tf.engine().runKernel(K.attention, { q, k, v }, { scale, causal }) as tf.Tensor[]) as tf.Tensor4D;
 }
 
+/** The attributes of PeftAttentionQkv (+Grad), the contract every backend's kernel reads. */
+export interface QkvAttrs {
+  batch: number;
+  seq: number;
+  heads: number;
+  headDim: number;
+  scale: number;
+  causal: boolean;
+}
+
 /**
  * Attention straight from a fused projection qkv [B·T, 3·H·D] (q, k and v side by side, heads
  * inside each, as GPT-2's c_attn) to the merged heads [B·T, H·D]: the split, the head transposes
@@ -69,7 +79,8 @@ export function fusedAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, s
  */
 export function fusedAttentionQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number, scale: number, causal: boolean): tf.Tensor2D | undefined {
   if (!has(K.attentionQkv) || qkv.dtype !== 'float32' || qkv.rank !== 2 || qkv.shape[0] !== batch * seq || qkv.shape[1] !== 3 * heads * headDim || qkv.size === 0) return undefined;
-  return firstOf(tf.engine().runKernel(K.attentionQkv, { qkv }, { batch, seq, heads, headDim, scale, causal }) as tf.Tensor[]) as tf.Tensor2D;
+  const attrs: QkvAttrs = { batch, seq, heads, headDim, scale, causal };
+  return firstOf(tf.engine().runKernel(K.attentionQkv, { qkv }, { ...attrs }) as tf.Tensor[]) as tf.Tensor2D;
 }
 
 /** x·W + bias on x [N, in] (x·Wᵀ with transposeB, W [out, in]): one op, the bias added in the

@@ -22,7 +22,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import type { NativeAddon } from './addon';
-import { K } from './fused';
+import { K, type QkvAttrs } from './fused';
 import { broadcastBatchIndices } from '../wasm-kernels';
 
 type TensorInfo = tf.TensorInfo;
@@ -491,15 +491,6 @@ function adamw(args: KernelArgs): TensorInfo[] {
     a.hasDecay ? 1 : 0,
   );
   return [pOut, mOut, vOut];
-}
-
-interface QkvAttrs {
-  batch: number;
-  seq: number;
-  heads: number;
-  headDim: number;
-  scale: number;
-  causal: boolean;
 }
 
 /** The layout of PeftAttentionQkv: byte offsets of q, k, v in a [B·T, 3·H·D] tensor and the strides. */

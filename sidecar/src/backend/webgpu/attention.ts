@@ -24,7 +24,7 @@
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { K } from '../native/fused';
+import { K, type QkvAttrs } from '../native/fused';
 import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON, type Uniform } from './program';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
@@ -328,45 +328,24 @@ function backwardCode(d: number, src: Sources, { rows, tile }: BackwardTiles, mo
 fn dqBlock(bh : i32, blk : i32) {
 ${BLOCK}
   // Own rows: q, dO, lse, D.
-  for (var e = li; e < RB * HD4; e += NT) {
-    let r = e / HD4;
-    let c = e % HD4;
-    let i = min(r0 + r, T - 1);
-    A0[r * HP + c] = ldq(bI + i * ldi, c);
-    A1[r * HP + c] = ldg(bO + i * ldo, c);
-  }
-  if (li < RB) {
-    let i = min(r0 + li, T - 1);
-    La[li] = L[bh * T + i];
-    Da[li] = rowD(bO + i * ldo);
-  }
+${stageRows('RB', 'r0', ['A0', 'ldq(bI + x * ldi, c)'], ['A1', 'ldg(bO + x * ldo, c)'])}
+${stageStats('RB', 'r0', 'La', 'Da')}
   var acc : array<vec4<f32>, CPL>;
   for (var k = 0; k < CPL; k++) { acc[k] = vec4<f32>(0.0); }
   let kend = select(T, min(T, r0 + RB), causal);
   for (var j0 = 0; j0 < kend; j0 += TQ) {
     workgroupBarrier();
-    for (var e = li; e < TQ * HD4; e += NT) {
-      let r = e / HD4;
-      let c = e % HD4;
-      let j = min(j0 + r, T - 1);
-      B0[r * HP + c] = ldk(bK + j * ldi, c);
-      B1[r * HP + c] = ldv(bV + j * ldi, c);
-    }
+${stageRows('TQ', 'j0', ['B0', 'ldk(bK + x * ldi, c)'], ['B1', 'ldv(bV + x * ldi, c)'])}
     workgroupBarrier();
     for (var e = li; e < RB * TQ; e += NT) {
       let r = e / TQ;
       let t = e % TQ;
       let i = r0 + r;
       let j = j0 + t;
-      var s4 = vec4<f32>(0.0);
-      var dp4 = vec4<f32>(0.0);
-      for (var c = 0; c < HD4; c++) {
-        s4 += A0[r * HP + c] * B0[t * HP + c];
-        dp4 += A1[r * HP + c] * B1[t * HP + c];
-      }
+      let sd = scoreDots(r, t);
       var ds = 0.0;
       if (i < T && j < T && (!causal || j <= i)) {
-        ds = exp(hsum(s4) * scale - La[r]) * (hsum(dp4) - Da[r]);
+        ds = exp(sd.x * scale - La[r]) * (sd.y - Da[r]);
       }
       Sw[e] = ds;
     }
@@ -391,13 +370,7 @@ ${BLOCK}
 fn kvBlock(bh : i32, blk : i32) {
 ${BLOCK}
   // Own rows: k, v.
-  for (var e = li; e < RB * HD4; e += NT) {
-    let r = e / HD4;
-    let c = e % HD4;
-    let j = min(r0 + r, T - 1);
-    A0[r * HP + c] = ldk(bK + j * ldi, c);
-    A1[r * HP + c] = ldv(bV + j * ldi, c);
-  }
+${stageRows('RB', 'r0', ['A0', 'ldk(bK + x * ldi, c)'], ['A1', 'ldv(bV + x * ldi, c)'])}
   var acck : array<vec4<f32>, CPL>;
   var accv : array<vec4<f32>, CPL>;
   for (var k = 0; k < CPL; k++) {
@@ -407,34 +380,19 @@ ${BLOCK}
   let ibeg = select(0, (r0 / TQ) * TQ, causal);
   for (var i0 = ibeg; i0 < T; i0 += TQ) {
     workgroupBarrier();
-    for (var e = li; e < TQ * HD4; e += NT) {
-      let r = e / HD4;
-      let c = e % HD4;
-      let i = min(i0 + r, T - 1);
-      B0[r * HP + c] = ldq(bI + i * ldi, c);
-      B1[r * HP + c] = ldg(bO + i * ldo, c);
-    }
-    if (li < TQ) {
-      let i = min(i0 + li, T - 1);
-      Lb[li] = L[bh * T + i];
-      Db[li] = rowD(bO + i * ldo);
-    }
+${stageRows('TQ', 'i0', ['B0', 'ldq(bI + x * ldi, c)'], ['B1', 'ldg(bO + x * ldo, c)'])}
+${stageStats('TQ', 'i0', 'Lb', 'Db')}
     workgroupBarrier();
     for (var e = li; e < RB * TQ; e += NT) {
       let r = e / TQ;
       let t = e % TQ;
       let j = r0 + r;
       let i = i0 + t;
-      var s4 = vec4<f32>(0.0);
-      var dp4 = vec4<f32>(0.0);
-      for (var c = 0; c < HD4; c++) {
-        s4 += A0[r * HP + c] * B0[t * HP + c];
-        dp4 += A1[r * HP + c] * B1[t * HP + c];
-      }
+      let sd = scoreDots(r, t);
       var p = 0.0;
-      if (i < T && j < T && (!causal || j <= i)) { p = exp(hsum(s4) * scale - Lb[t]); }
+      if (i < T && j < T && (!causal || j <= i)) { p = exp(sd.x * scale - Lb[t]); }
       Pw[e] = p;
-      Sw[e] = p * (hsum(dp4) - Db[t]);
+      Sw[e] = p * (sd.y - Db[t]);
     }
     workgroupBarrier();
     for (var t = 0; t < TQ; t++) {
@@ -486,6 +444,16 @@ var<workgroup> La : array<f32, ${rows}>;
 var<workgroup> Da : array<f32, ${rows}>;
 var<workgroup> Lb : array<f32, ${tile}>;
 var<workgroup> Db : array<f32, ${tile}>;
+// (own row r · tile row t) of the first staged pair (A0·B0: the score) and of the second (A1·B1).
+fn scoreDots(r : i32, t : i32) -> vec2<f32> {
+  var s4 = vec4<f32>(0.0);
+  var dp4 = vec4<f32>(0.0);
+  for (var c = 0; c < HD4; c++) {
+    s4 += A0[r * HP + c] * B0[t * HP + c];
+    dp4 += A1[r * HP + c] * B1[t * HP + c];
+  }
+  return vec2<f32>(hsum(s4), hsum(dp4));
+}
 // D = dO·O of the row at element offset b of o / dO.
 fn rowD(b : i32) -> f32 {
   var d4 = vec4<f32>(0.0);
@@ -499,6 +467,26 @@ ${main}`;
 
 /* A backward block owns rows [r0, r0 + RB) (r0 = blk·RB) of head bh; bI / bK / bV / bO /
  * bR: element offsets of the head's row 0 in q, k, v, o / dO and the result. */
+/** WGSL: stage `count` rows from `start` (clamped to T − 1, as row x) into two workgroup arrays, one
+ * [array, load expression in x and c] pair each, the block's threads striding over rows × vec4s. */
+function stageRows(count: string, start: string, ...pairs: [string, string][]): string {
+  return `  for (var e = li; e < ${count} * HD4; e += NT) {
+    let r = e / HD4;
+    let c = e % HD4;
+    let x = min(${start} + r, T - 1);
+${pairs.map(([dst, load]) => `    ${dst}[r * HP + c] = ${load};`).join('\n')}
+  }`;
+}
+
+/** WGSL: the lse and D = dO·O of `count` rows from `start` into two small workgroup arrays. */
+function stageStats(count: string, start: string, lse: string, dd: string): string {
+  return `  if (li < ${count}) {
+    let x = min(${start} + li, T - 1);
+    ${lse}[li] = L[bh * T + x];
+    ${dd}[li] = rowD(bO + x * ldo);
+  }`;
+}
+
 const BLOCK = /* wgsl */ `
   let T = uniforms.T;
   let r0 = blk * RB;
@@ -578,15 +566,6 @@ function backward(
 function separateLayout(q: tf.TensorInfo, attrs: KernelArgs['attrs']): Layout {
   const [b, h, t, d] = q.shape as [number, number, number, number];
   return { bh: b * h, t, d, heads: 1, ldi: d, ldo: d, koff: 0, voff: 0, scale: Number(attrs?.scale), causal: !!attrs?.causal };
-}
-
-interface QkvAttrs {
-  batch: number;
-  seq: number;
-  heads: number;
-  headDim: number;
-  scale: number;
-  causal: boolean;
 }
 
 function qkvLayout(attrs: KernelArgs['attrs']): Layout {
