@@ -14,7 +14,7 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
 import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON, type KernelArgs, sizeOf, WG } from './program';
-import { ROW_WG, WGSL_REDUCE } from './reduce';
+import { ROW_WG, WGSL_REDUCE, rowStart } from './reduce';
 
 /** dγ: columns per workgroup × row groups = WG. */
 const GG_COLS = 16;
@@ -30,8 +30,7 @@ export function registerNormKernels(): void {
 const LN_MEAN = /* wgsl */ `
 ${WGSL_REDUCE}
 fn main(index : i32) {
-  let row = wgIndex();
-  let base = min(row, uniforms.n - 1) * uniforms.d;
+${rowStart('d')}
   var s = 0.0;
   for (var j = i32(localIndex); j < uniforms.d; j += ${ROW_WG}) { s += X[base + j]; }
   let t = wgSum(s);
@@ -41,9 +40,7 @@ fn main(index : i32) {
 const LN_RSTD = /* wgsl */ `
 ${WGSL_REDUCE}
 fn main(index : i32) {
-  let row = wgIndex();
-  let r = min(row, uniforms.n - 1);
-  let base = r * uniforms.d;
+${rowStart('d')}
   let mean = MEAN[r];
   var s = 0.0;
   for (var j = i32(localIndex); j < uniforms.d; j += ${ROW_WG}) {
@@ -65,9 +62,7 @@ fn main(index : i32) {
 const LN_GRAD_X = /* wgsl */ `
 ${WGSL_REDUCE}
 fn main(index : i32) {
-  let row = wgIndex();
-  let r = min(row, uniforms.n - 1);
-  let base = r * uniforms.d;
+${rowStart('d')}
   let mean = MEAN[r];
   let rstd = RSTD[r];
   var s = vec2<f32>(0.0, 0.0);

@@ -8,6 +8,13 @@ import { WGSL_COMMON } from './program';
 /** Invocations per workgroup of the row kernels (one workgroup per row). */
 export const ROW_WG = 256;
 
+/** WGSL lines opening a row kernel: `row` (this workgroup's row; workgroups past n, from a folded
+ * dispatch, clamp their reads to row n − 1 as `r` and must write nothing) and `base`, the row's
+ * first element in a row-major [n, width] input. */
+export const rowStart = (width: string) => `  let row = wgIndex();
+  let r = min(row, uniforms.n - 1);
+  let base = r * uniforms.${width};`;
+
 /** WGSL: wgSum(f32), wgMax(f32), wgSum2(vec2<f32>) over a workgroup of ROW_WG invocations, and wgIndex(). */
 export const WGSL_REDUCE = /* wgsl */ `
 ${WGSL_COMMON}

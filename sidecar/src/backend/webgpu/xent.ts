@@ -13,7 +13,7 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
 import { registerOnWebGpu, runProgram, type KernelArgs } from './program';
-import { ROW_WG, WGSL_REDUCE } from './reduce';
+import { ROW_WG, rowStart, WGSL_REDUCE } from './reduce';
 
 export function registerXentKernels(): void {
   registerOnWebGpu(K.xent, xent);
@@ -23,8 +23,7 @@ export function registerXentKernels(): void {
 const XENT_LSE = /* wgsl */ `
 ${WGSL_REDUCE}
 fn main(index : i32) {
-  let row = wgIndex();
-  let base = min(row, uniforms.n - 1) * uniforms.c;
+${rowStart('c')}
   var m = -3.402823466e38;
   for (var j = i32(localIndex); j < uniforms.c; j += ${ROW_WG}) { m = max(m, X[base + j]); }
   m = wgMax(m);
