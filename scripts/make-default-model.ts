@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { initBackend } from '../sidecar/src/backend';
 import { byteTokenizer } from '../sidecar/src/data/byte-tokenizer';
 import { f32, writeSafetensors, type HostTensor } from '../sidecar/src/io/safetensors';
-import type { Gpt2Config } from '../sidecar/src/models/config';
+import { gpt2Config, type Gpt2Config } from '../sidecar/src/models/config';
 import { randomModel } from '../sidecar/src/models/init';
 import { Model } from '../sidecar/src/models/model';
 import { AdamW } from '../sidecar/src/train/adamw';
@@ -65,22 +65,7 @@ function parseArgs(argv: string[]): Options {
 }
 
 export function modelConfig(o: Pick<Options, 'd' | 'layers' | 'heads' | 'positions'>): Gpt2Config {
-  return {
-    modelType: 'gpt2',
-    architecture: 'GPT2LMHeadModel',
-    hiddenSize: o.d,
-    numLayers: o.layers,
-    numHeads: o.heads,
-    headDim: o.d / o.heads,
-    vocabSize: byteTokenizer.vocabSize,
-    maxPositions: o.positions,
-    innerSize: 4 * o.d,
-    activation: 'gelu_new',
-    layerNormEps: 1e-5,
-    scaleAttnWeights: true,
-    scaleAttnByInverseLayerIdx: false,
-    tieWordEmbeddings: true,
-  };
+  return gpt2Config({ d: o.d, layers: o.layers, heads: o.heads, vocab: byteTokenizer.vocabSize, positions: o.positions });
 }
 
 /** A Hugging Face GPT-2 config.json for `cfg` (transformers' GPT2Config field names). */

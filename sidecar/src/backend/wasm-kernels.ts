@@ -456,17 +456,22 @@ function makeSplitV(original: KernelFunc): KernelFunc {
   return (args: KernelArgs) => {
     const { x } = args.inputs as { x: TensorInfo };
     if (x.dtype === 'string' || x.dtype === 'complex64') return original(args);
-    const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
-    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, args.attrs?.numOrSizeSplits as number[] | number, axis);
-    const begin = new Array<number>(x.shape.length).fill(0);
-    return sizes.map((s) => {
-      const size = [...x.shape];
-      size[axis] = s;
-      const t = sliceInto(asWasm(args.backend), x, begin, size);
-      begin[axis] += s;
-      return t;
-    });
+    return splitBySlices(args, x, (begin, size) => sliceInto(asWasm(args.backend), x, begin, size));
   };
+}
+
+/** SplitV as consecutive slices along the axis, each made by `slice(begin, size)`. */
+export function splitBySlices(args: KernelArgs, x: TensorInfo, slice: (begin: number[], size: number[]) => TensorInfo): TensorInfo[] {
+  const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
+  const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, args.attrs?.numOrSizeSplits as number[] | number, axis);
+  const begin = new Array<number>(x.shape.length).fill(0);
+  return sizes.map((s) => {
+    const size = [...x.shape];
+    size[axis] = s;
+    const t = slice([...begin], size);
+    begin[axis] += s;
+    return t;
+  });
 }
 
 // ---- GatherV2 ------------------------------------------------------------------------------------

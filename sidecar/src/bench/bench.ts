@@ -11,7 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
 import { loadNativeAddon } from '../backend/native/addon';
 import { nativeKernelsRegistered } from '../backend/native/kernels';
-import type { Gpt2Config } from '../models/config';
+import { gpt2Config, type Gpt2Config } from '../models/config';
 import { randomModel } from '../models/init';
 import { AdamW } from '../train/adamw';
 
@@ -81,22 +81,7 @@ const cpuMs = () => {
 
 /** The bench README's model: GPT-2 layout, tied embeddings, learned positions for seq − 1 tokens. */
 export function benchConfig(c: BenchCase): Gpt2Config {
-  return {
-    modelType: 'gpt2',
-    architecture: 'GPT2LMHeadModel',
-    hiddenSize: c.d,
-    numLayers: c.layers,
-    numHeads: c.heads,
-    headDim: c.d / c.heads,
-    vocabSize: c.vocab,
-    maxPositions: c.seq,
-    innerSize: 4 * c.d,
-    activation: 'gelu_new',
-    layerNormEps: 1e-5,
-    scaleAttnWeights: true,
-    scaleAttnByInverseLayerIdx: false,
-    tieWordEmbeddings: true,
-  };
+  return gpt2Config({ d: c.d, layers: c.layers, heads: c.heads, vocab: c.vocab, positions: c.seq });
 }
 
 export type LoraFactory = (model: ReturnType<typeof randomModel>, rank: number, alpha: number, targets: string[]) => {

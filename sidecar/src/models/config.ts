@@ -286,3 +286,24 @@ export function readConfig(dir: string): ModelConfig {
   }
   return parseConfig(raw, file);
 }
+
+/** A GPT-2 of the usual layout (pre-LN, tanh-GELU, 4·d MLP, learned positions, tied embeddings):
+ * the bundled default model's and the benchmark's. */
+export function gpt2Config(o: { d: number; layers: number; heads: number; vocab: number; positions: number }): Gpt2Config {
+  return {
+    modelType: 'gpt2',
+    architecture: 'GPT2LMHeadModel',
+    hiddenSize: o.d,
+    numLayers: o.layers,
+    numHeads: o.heads,
+    headDim: o.d / o.heads,
+    vocabSize: o.vocab,
+    maxPositions: o.positions,
+    innerSize: 4 * o.d,
+    activation: 'gelu_new',
+    layerNormEps: 1e-5,
+    scaleAttnWeights: true,
+    scaleAttnByInverseLayerIdx: false,
+    tieWordEmbeddings: true,
+  };
+}

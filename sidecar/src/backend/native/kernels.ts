@@ -23,7 +23,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import type { NativeAddon } from './addon';
 import { K, type QkvAttrs } from './fused';
-import { broadcastBatchIndices } from '../wasm-kernels';
+import { broadcastBatchIndices, splitBySlices } from '../wasm-kernels';
 
 type TensorInfo = tf.TensorInfo;
 type KernelFunc = tf.KernelFunc;
@@ -293,16 +293,7 @@ function makeSplitV(previous: KernelFunc): KernelFunc {
   return (args: KernelArgs) => {
     const { x } = args.inputs as { x: TensorInfo };
     if (!is4Bytes(x.dtype) || x.shape.length > 8) return previous(args);
-    const axis = tf.util.parseAxisParam(args.attrs?.axis as number, x.shape)[0];
-    const sizes = tf.backend_util.prepareSplitSize(x as tf.Tensor, args.attrs?.numOrSizeSplits as number[] | number, axis);
-    const begin = new Array<number>(x.shape.length).fill(0);
-    return sizes.map((s) => {
-      const sz = [...x.shape];
-      sz[axis] = s;
-      const t = sliceOf(asWasm(args.backend), x, begin, sz);
-      begin[axis] += s;
-      return t;
-    });
+    return splitBySlices(args, x, (begin, sz) => sliceOf(asWasm(args.backend), x, begin, sz));
   };
 }
 
