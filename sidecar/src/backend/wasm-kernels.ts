@@ -134,7 +134,7 @@ export function broadcastBatchIndices(batchA: number[], batchB: number[], outBat
   return { aIdx, bIdx };
 }
 
-interface MatMulPlan {
+export interface MatMulPlan {
   M: number;
   K: number;
   N: number;
@@ -144,7 +144,8 @@ interface MatMulPlan {
   outShape: number[];
 }
 
-function planMatMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean, what: string): MatMulPlan {
+/** Shapes of op(a)·op(b) with broadcast batch dimensions (TF.js's checks and messages). */
+export function planMatMul(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean, what: string): MatMulPlan {
   const ra = a.shape.length;
   const rb = b.shape.length;
   const M = transposeA ? a.shape[ra - 1] : a.shape[ra - 2];

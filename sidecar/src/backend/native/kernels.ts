@@ -23,7 +23,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-wasm';
 import type { NativeAddon } from './addon';
 import { K, type QkvAttrs } from './fused';
-import { broadcastBatchIndices, splitBySlices } from '../wasm-kernels';
+import { broadcastBatchIndices, planMatMul, splitBySlices } from '../wasm-kernels';
 
 type TensorInfo = tf.TensorInfo;
 type KernelFunc = tf.KernelFunc;
@@ -104,37 +104,9 @@ function replaceKernel(name: string, make: (previous: KernelFunc) => KernelFunc)
 
 // ---- matmul --------------------------------------------------------------------------------------
 
-interface Plan {
-  M: number;
-  K: number;
-  N: number;
-  batchA: number[];
-  batchB: number[];
-  outBatch: number[];
-  outShape: number[];
-}
-
-function plan(a: TensorInfo, b: TensorInfo, ta: boolean, tb: boolean): Plan {
-  const ra = a.shape.length;
-  const rb = b.shape.length;
-  const M = ta ? a.shape[ra - 1] : a.shape[ra - 2];
-  const Ka = ta ? a.shape[ra - 2] : a.shape[ra - 1];
-  const Kb = tb ? b.shape[rb - 1] : b.shape[rb - 2];
-  const N = tb ? b.shape[rb - 2] : b.shape[rb - 1];
-  tf.util.assert(
-    Ka === Kb,
-    () => `Error in matMul: inner shapes (${Ka}) and (${Kb}) of Tensors with shapes ${a.shape} and ${b.shape} and transposeA=${ta} and transposeB=${tb} must match.`,
-  );
-  const batchA = a.shape.slice(0, -2);
-  const batchB = b.shape.slice(0, -2);
-  const outBatch = tf.backend_util.assertAndGetBroadcastShape(batchA, batchB);
-  return { M, K: Ka, N, batchA, batchB, outBatch, outShape: [...outBatch, M, N] };
-}
-
-
 /** out = op(a) op(b) (+ bias[N]) into a fresh tensor. */
 function matmul(backend: WasmBackend, a: TensorInfo, b: TensorInfo, ta: boolean, tb: boolean, bias?: TensorInfo): TensorInfo {
-  const p = plan(a, b, ta, tb);
+  const p = planMatMul(a, b, ta, tb, 'matMul');
   const { M, K: Kd, N } = p;
   const out = backend.makeOutput(p.outShape, 'float32');
   if (size(p.outShape) === 0) return out;
