@@ -33,6 +33,20 @@ export interface ParamInfo {
   type: ModuleType;
 }
 
+/** A LayerNorm's weight and bias ([d] each). */
+export function normParams(name: string, d: number, layer: number): ParamInfo[] {
+  return [
+    { name: `${name}.weight`, shape: [d], layer, type: 'norm' },
+    { name: `${name}.bias`, shape: [d], layer, type: 'norm' },
+  ];
+}
+
+/** An nn.Linear's weight [out, in] and, unless `bias` is false, its bias [out]. */
+export function linearParams(name: string, outFeatures: number, inFeatures: number, layer: number, type: ModuleType, bias = true): ParamInfo[] {
+  const w: ParamInfo = { name: `${name}.weight`, shape: [outFeatures, inFeatures], layer, type };
+  return bias ? [w, { name: `${name}.bias`, shape: [outFeatures], layer, type }] : [w];
+}
+
 export interface Architecture<C extends ModelConfig = ModelConfig> {
   /** Every stored parameter with its expected shape (tied copies excluded). */
   params(cfg: C): ParamInfo[];

@@ -1,6 +1,6 @@
 /** BertForSequenceClassification: post-LN encoder, pooler (tanh) and a classifier on [CLS]. */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
+import { linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { BertConfig } from './config';
 import { classificationLoss } from './classification';
 import { activation, attention, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
@@ -42,24 +42,14 @@ export const bert: Architecture<BertConfig> = {
       { name: `${e}.word_embeddings.weight`, shape: [cfg.vocabSize, d], layer: -1, type: 'embedding' },
       { name: `${e}.position_embeddings.weight`, shape: [cfg.maxPositions, d], layer: -1, type: 'embedding' },
       { name: `${e}.token_type_embeddings.weight`, shape: [cfg.typeVocabSize, d], layer: -1, type: 'embedding' },
-      { name: `${e}.LayerNorm.weight`, shape: [d], layer: -1, type: 'norm' },
-      { name: `${e}.LayerNorm.bias`, shape: [d], layer: -1, type: 'norm' },
+      ...normParams(`${e}.LayerNorm`, d, -1),
     ];
     for (let i = 0; i < cfg.numLayers; i++) {
       const b = block(i);
-      for (const m of modules(cfg)) {
-        out.push({ name: `${b}.${m.module}.weight`, shape: [m.outFeatures, m.inFeatures], layer: i, type: TYPE[m.module]! });
-        out.push({ name: `${b}.${m.module}.bias`, shape: [m.outFeatures], layer: i, type: TYPE[m.module]! });
-      }
-      for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm']) {
-        out.push({ name: `${b}.${ln}.weight`, shape: [d], layer: i, type: 'norm' });
-        out.push({ name: `${b}.${ln}.bias`, shape: [d], layer: i, type: 'norm' });
-      }
+      for (const m of modules(cfg)) out.push(...linearParams(`${b}.${m.module}`, m.outFeatures, m.inFeatures, i, TYPE[m.module]!));
+      for (const ln of ['attention.output.LayerNorm', 'output.LayerNorm']) out.push(...normParams(`${b}.${ln}`, d, i));
     }
-    out.push({ name: 'bert.pooler.dense.weight', shape: [d, d], layer: -1, type: 'head' });
-    out.push({ name: 'bert.pooler.dense.bias', shape: [d], layer: -1, type: 'head' });
-    out.push({ name: 'classifier.weight', shape: [cfg.numLabels, d], layer: -1, type: 'head' });
-    out.push({ name: 'classifier.bias', shape: [cfg.numLabels], layer: -1, type: 'head' });
+    out.push(...linearParams('bert.pooler.dense', d, d, -1, 'head'), ...linearParams('classifier', cfg.numLabels, d, -1, 'head'));
     return out;
   },
 

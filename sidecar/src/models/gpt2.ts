@@ -1,6 +1,6 @@
 /** GPT2LMHeadModel: learned positions, pre-LN blocks, Conv1D weights stored [in, out], tied head. */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
+import { normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { Gpt2Config } from './config';
 import { activation, attentionQkv, causalLmLoss, causalMask, layerNorm } from './ops';
 
@@ -33,8 +33,7 @@ export const gpt2: Architecture<Gpt2Config> = {
       add('mlp.c_proj.weight', [cfg.innerSize, d], 'mlp.c_proj');
       add('mlp.c_proj.bias', [d], 'mlp.c_proj');
     }
-    out.push({ name: 'transformer.ln_f.weight', shape: [d], layer: -1, type: 'norm' });
-    out.push({ name: 'transformer.ln_f.bias', shape: [d], layer: -1, type: 'norm' });
+    out.push(...normParams('transformer.ln_f', d, -1));
     if (!cfg.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'head' });
     return out;
   },

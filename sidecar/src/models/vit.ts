@@ -1,6 +1,6 @@
 /** ViTForImageClassification: patch embedding, [CLS] token, pre-LN encoder, classifier on [CLS]. */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
+import { linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import { classificationLoss } from './classification';
 import type { VitConfig } from './config';
 import { activation, attention, layerNorm, mergeHeads, splitHeads } from './ops';
@@ -39,19 +39,10 @@ export const vit: Architecture<VitConfig> = {
     ];
     for (let i = 0; i < cfg.numLayers; i++) {
       const b = block(i);
-      for (const ln of ['layernorm_before', 'layernorm_after']) {
-        out.push({ name: `${b}.${ln}.weight`, shape: [d], layer: i, type: 'norm' });
-        out.push({ name: `${b}.${ln}.bias`, shape: [d], layer: i, type: 'norm' });
-      }
-      for (const m of modules(cfg)) {
-        out.push({ name: `${b}.${m.module}.weight`, shape: [m.outFeatures, m.inFeatures], layer: i, type: m.type });
-        if (m.bias) out.push({ name: `${b}.${m.module}.bias`, shape: [m.outFeatures], layer: i, type: m.type });
-      }
+      for (const ln of ['layernorm_before', 'layernorm_after']) out.push(...normParams(`${b}.${ln}`, d, i));
+      for (const m of modules(cfg)) out.push(...linearParams(`${b}.${m.module}`, m.outFeatures, m.inFeatures, i, m.type, m.bias));
     }
-    out.push({ name: 'vit.layernorm.weight', shape: [d], layer: -1, type: 'norm' });
-    out.push({ name: 'vit.layernorm.bias', shape: [d], layer: -1, type: 'norm' });
-    out.push({ name: 'classifier.weight', shape: [cfg.numLabels, d], layer: -1, type: 'head' });
-    out.push({ name: 'classifier.bias', shape: [cfg.numLabels], layer: -1, type: 'head' });
+    out.push(...normParams('vit.layernorm', d, -1), ...linearParams('classifier', cfg.numLabels, d, -1, 'head'));
     return out;
   },
 
