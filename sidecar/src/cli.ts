@@ -80,7 +80,7 @@ const COMMANDS: Record<string, Command> = {
     async run(v) {
       const info = currentBackend()!;
       const gpu = info.name === 'webgpu' || info.name === 'tensorflow-gpu';
-      const wanted = typeof v.cases === 'string' ? v.cases.split(',') : CASES.filter((c) => !!c.gpu === gpu).map((c) => c.case);
+      const wanted = typeof v.cases === 'string' ? v.cases.split(',') : CASES.filter((c) => !!c.gpu === gpu && !c.onRequest).map((c) => c.case);
       const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
       const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));
       // The threads the compute actually uses (native kernels: PEFT_LAB_THREADS); the anchor gets as many.

@@ -10,11 +10,12 @@ interface Row {
   mode: string;
   losses: number[];
   kernels?: { kernel: string; calls: number }[];
+  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number };
 }
 
-function bench(backend: string, extra: string[] = []): Row[] {
+function bench(backend: string, extra: string[] = [], cases = 'tiny'): Row[] {
   const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
-  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', backend, '--cases', 'tiny', '--steps', '1', '--warmup', '1', '--json', ...extra], { encoding: 'utf8', env, timeout: 300_000 });
+  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', backend, '--cases', cases, '--steps', '1', '--warmup', '1', '--json', ...extra], { encoding: 'utf8', env, timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
 }
@@ -29,4 +30,16 @@ test('bench --backend webgpu: fused kernels in the profile, losses equal to the 
     assert.equal(row.losses.length, 2);
     row.losses.forEach((l, s) => assert.ok(Math.abs(l - cpu[i]!.losses[s]!) <= 2e-5 * Math.abs(l), `${row.mode} step ${s}: ${l} vs ${cpu[i]!.losses[s]}`));
   }
+});
+
+test('bench gpu-host on webgpu reports the host side of a step: dispatches recorded, bind groups reused, host time', () => {
+  const rows = bench('webgpu', ['--modes', 'lora', '--warmup', '2'], 'gpu-host');
+  assert.equal(rows.length, 1);
+  const c = rows[0]!.webgpu;
+  assert.ok(c, 'webgpu counters in the row');
+  // 12 layers: several hundred dispatches, in a few submits, and after two warm-up steps no new bind groups.
+  assert.ok(c.dispatches > 300, `dispatches ${c.dispatches}`);
+  assert.ok(c.submits >= 1 && c.submits < c.dispatches / 10, `submits ${c.submits}`);
+  assert.equal(c.bind_groups_created, 0);
+  assert.ok(c.host_ms > 0);
 });

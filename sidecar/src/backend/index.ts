@@ -41,6 +41,8 @@ import { loadNativeAddon } from './native/addon';
 import { registerNativeKernels } from './native/kernels';
 import { registerWasmKernelFixes } from './wasm-kernels';
 import { adapterLabel, installDawn } from './webgpu/dawn';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { installDispatchCache } from './webgpu/dispatch';
 import { registerWebGpuKernels } from './webgpu/kernels';
 
 export interface InitBackendOptions {
@@ -133,6 +135,7 @@ const ATTEMPTS: Record<BackendName, Attempt> = {
       const batch = Number(process.env.PEFT_LAB_WEBGPU_SUBMIT_BATCH);
       tf.env().set('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE', Number.isInteger(batch) && batch > 0 ? batch : WEBGPU_SUBMIT_BATCH);
       registerWebGpuKernels();
+      installDispatchCache(tf.backend() as WebGPUBackend);
       const label = adapterLabel(dawn.info);
       return `GPU (WebGPU${label ? `: ${label}` : ''}${dawn.software ? ', software adapter' : ''})`;
     } catch (e) {

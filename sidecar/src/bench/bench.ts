@@ -11,6 +11,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { spawnSync } from 'node:child_process';
 import { loadNativeAddon } from '../backend/native/addon';
 import { nativeKernelsRegistered } from '../backend/native/kernels';
+import { dispatchStats } from '../backend/webgpu/dispatch';
 import { gpt2Config, type Gpt2Config } from '../models/config';
 import { randomModel } from '../models/init';
 import { AdamW } from '../train/adamw';
@@ -25,11 +26,16 @@ export interface BenchCase {
   vocab: number;
   rank: number;
   gpu?: boolean;
+  /** Run only when named in --cases. */
+  onRequest?: boolean;
 }
 export const CASES: BenchCase[] = [
   { case: 'tiny', d: 128, layers: 4, heads: 4, seq: 65, batch: 16, vocab: 256, rank: 8 },
   { case: 'small', d: 256, layers: 4, heads: 4, seq: 129, batch: 8, vocab: 256, rank: 8 },
   { case: 'gpu', d: 768, layers: 12, heads: 12, seq: 257, batch: 8, vocab: 8192, rank: 8, gpu: true },
+  // The gpu case's layers and heads at toy sizes: the same kernels and dispatch count with almost no
+  // arithmetic, so its step time is the host's per-dispatch cost (any adapter, llvmpipe included).
+  { case: 'gpu-host', d: 48, layers: 12, heads: 12, seq: 9, batch: 1, vocab: 64, rank: 8, gpu: true, onRequest: true },
 ];
 export type BenchMode = 'full' | 'lora';
 
@@ -55,8 +61,19 @@ export interface BenchResult {
   losses: number[];
   torch_tokens_per_s?: number;
   ratio?: number;
+  /** WebGPU only: the host's share of a step (medians over the timed steps). */
+  webgpu?: WebGpuStepCounters;
   /** With `kernels: true`: time per kernel in the profiled step, largest first (GPU time on WebGPU with timestamp queries). */
   kernels?: KernelTime[];
+}
+
+export interface WebGpuStepCounters {
+  /** Step time outside queue.submit and read-back waits: recording, bookkeeping, TF.js's engine. */
+  host_ms: number;
+  dispatches: number;
+  /** Bind groups created (the rest came from dispatch.ts's cache). */
+  bind_groups_created: number;
+  submits: number;
 }
 
 export interface KernelTime {
@@ -116,11 +133,23 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
   const losses: number[] = [];
   const clock = benchClock();
   const now = clock === 'cpu' ? cpuMs : () => performance.now();
+  const gpuStats = dispatchStats(tf.backend());
+  const gpuSteps: WebGpuStepCounters[] = [];
   try {
     for (let i = 0; i < opts.warmup + opts.steps; i++) {
+      const before = gpuStats && { ...gpuStats };
+      const w0 = performance.now();
       const t0 = now();
       const lossValue = await trainStep();
       times.push(now() - t0);
+      if (gpuStats && before && i >= opts.warmup) {
+        gpuSteps.push({
+          host_ms: performance.now() - w0 - (gpuStats.submitMs - before.submitMs) - (gpuStats.readWaitMs - before.readWaitMs),
+          dispatches: gpuStats.dispatches + gpuStats.fallbacks - before.dispatches - before.fallbacks,
+          bind_groups_created: gpuStats.bindGroupsCreated - before.bindGroupsCreated,
+          submits: gpuStats.submits - before.submits,
+        });
+      }
       losses.push(lossValue);
       if (!Number.isFinite(lossValue)) throw new Error(`bench ${c.case}/${mode}: loss ${lossValue}`);
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -161,6 +190,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     optimizer_state: optimizerState,
     clock,
     losses: losses.map((l) => Math.round(l * 1e6) / 1e6),
+    ...(gpuSteps.length ? { webgpu: medianCounters(gpuSteps) } : {}),
     ...(kernels ? { kernels } : {}),
   };
 
@@ -176,6 +206,15 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
+  return {
+    host_ms: round(medianOf(steps.map((s) => s.host_ms))),
+    dispatches: medianOf(steps.map((s) => s.dispatches)),
+    bind_groups_created: medianOf(steps.map((s) => s.bind_groups_created)),
+    submits: medianOf(steps.map((s) => s.submits)),
+  };
+}
 
 /** Kernel time per kernel name, largest first. Kernels that run other kernels (composites) count
  * their own time only where the backend reports it that way; tf.profile lists every invocation. */

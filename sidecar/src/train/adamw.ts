@@ -4,7 +4,7 @@
  * updates in place: each step disposes the old tensors and stores the new ones.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedAdamW } from '../backend/native/fused';
+import { adamWStepScalars, fusedAdamW, type AdamWScalars } from '../backend/native/fused';
 
 export interface AdamWOptions {
   lr: number;
@@ -38,6 +38,16 @@ export class AdamW {
     const t = ++this.state.step;
     const c1 = 1 - beta1 ** t;
     const c2 = 1 - beta2 ** t;
+    const scalars = adamWStepScalars({ lr, c1, c2 }, weightDecay);
+    try {
+      this.update(params, grads, { beta1, beta2, eps, lr, weightDecay, c1, c2 }, scalars, decay);
+    } finally {
+      scalars.dispose();
+    }
+  }
+
+  private update(params: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>, k: Omit<AdamWScalars, 'decay' | 'hasDecay'> & { weightDecay: number }, scalars: tf.Tensor1D, decay: (name: string) => boolean): void {
+    const { beta1, beta2, eps, lr, weightDecay, c1, c2 } = k;
     for (const [name, g] of grads) {
       const p = params.get(name);
       if (!p) throw new Error(`AdamW: no parameter ${name}`);
@@ -45,7 +55,7 @@ export class AdamW {
       const v0 = this.state.v.get(name);
       const decays = weightDecay > 0 && decay(name);
       // One fused kernel where the backend has it (bitwise equal to the composite below).
-      const fused = fusedAdamW(p, g, m0, v0, { beta1, beta2, eps, lr, decay: decays ? 1 - lr * weightDecay : 1, hasDecay: decays, c1, c2 });
+      const fused = fusedAdamW(p, g, m0, v0, { beta1, beta2, eps, lr, decay: decays ? 1 - lr * weightDecay : 1, hasDecay: decays, c1, c2, inPlace: true }, scalars);
       const [pNew, m, v] = fused ?? tf.tidy(() => {
         const m = m0 ? tf.add(tf.mul(m0, beta1), tf.mul(g, 1 - beta1)) : tf.mul(g, 1 - beta1);
         const v = v0 ? tf.add(tf.mul(v0, beta2), tf.mul(tf.mul(g, g), 1 - beta2)) : tf.mul(tf.mul(g, g), 1 - beta2);

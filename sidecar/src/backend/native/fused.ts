@@ -121,14 +121,25 @@ export interface AdamWScalars {
   hasDecay: boolean;
   c1: number;
   c2: number;
+  /** The caller disposes p, m and v right after: a GPU kernel may then update them in their buffers. */
+  inPlace?: boolean;
 }
 
-/** One AdamW update of one parameter: [p', m', v'] (m0/v0 undefined on the first step). */
-export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m0: tf.Tensor | undefined, v0: tf.Tensor | undefined, s: AdamWScalars): [tf.Tensor, tf.Tensor, tf.Tensor] | undefined {
+/** The step's varying scalars as a float32 tensor [lr, 1 − lr·weightDecay, c1, c2], shared by every
+ * parameter's update: GPU kernels read them from it, so their uniforms stay the same from step to
+ * step (webgpu/dispatch.ts caches uniforms and bind groups by value). CPU kernels use the attrs. */
+export function adamWStepScalars(s: Pick<AdamWScalars, 'lr' | 'c1' | 'c2'>, weightDecay: number): tf.Tensor1D {
+  return tf.tensor1d([s.lr, 1 - s.lr * weightDecay, s.c1, s.c2], 'float32');
+}
+
+/** One AdamW update of one parameter: [p', m', v'] (m0/v0 undefined on the first step); `scalars`
+ * from adamWStepScalars for the same step. */
+export function fusedAdamW(p: tf.Tensor, g: tf.Tensor, m0: tf.Tensor | undefined, v0: tf.Tensor | undefined, s: AdamWScalars, scalars?: tf.Tensor1D): [tf.Tensor, tf.Tensor, tf.Tensor] | undefined {
   if (!has(K.adamw) || !f32(p, g) || (m0 && !f32(m0)) || (v0 && !f32(v0)) || p.size !== g.size) return undefined;
   if ((m0 && m0.size !== p.size) || (v0 && v0.size !== p.size)) return undefined;
   const inputs: Record<string, tf.Tensor> = { p, g };
   if (m0) inputs.m = m0;
   if (v0) inputs.v = v0;
+  if (scalars) inputs.scalars = scalars;
   return tf.engine().runKernel(K.adamw, inputs, { ...s }) as [tf.Tensor, tf.Tensor, tf.Tensor];
 }

@@ -534,9 +534,9 @@ function forward(backend: WebGPUBackend, l: Layout, src: Sources, inputs: Record
   const t1 = tileRows(rowBytes(l.d, 1), 8 * THREADS);
   // lse reads q and k only (every binding must be used).
   const lseInputs = src === FUSED ? inputs : { Q: inputs.Q!, K: inputs.K! };
-  const lse = runProgram(backend, { ...common, key: `attn-lse-${key}-${t1}`, inputs: lseInputs, outputShape: [l.bh, l.t], code: lseCode(l.d, t1, src) });
+  const lse = runProgram(backend, { ...common, key: `attn-lse-${key}-${t1}`, inputs: lseInputs, outputShape: [l.bh, l.t], code: () => lseCode(l.d, t1, src) });
   const t2 = tileRows(rowBytes(l.d, 2));
-  const o = runProgram(backend, { ...common, key: `attn-o-${key}-${t2}`, inputs: { ...inputs, L: lse }, outputShape: oShape, code: outCode(l.d, t2, src) });
+  const o = runProgram(backend, { ...common, key: `attn-o-${key}-${t2}`, inputs: { ...inputs, L: lse }, outputShape: oShape, code: () => outCode(l.d, t2, src) });
   return [o, lse];
 }
 
@@ -559,7 +559,7 @@ function backward(
     workgroup: THREADS,
     workgroups: mode === 'dqkv' ? 2 * blocks : blocks,
     uniforms: [...uniformsOf(l), int('ldr', out.ldr), int('rq', out.rq), int('rk', out.rk), int('rv', out.rv)],
-    code: backwardCode(l.d, src, tiles, mode),
+    code: () => backwardCode(l.d, src, tiles, mode),
   });
 }
 

@@ -52,7 +52,7 @@ function swap(backend: WebGPUBackend, x: tf.TensorInfo, outShape: number[], n1: 
       { name: 'n1', type: 'int32', value: n1 },
       { name: 'n2', type: 'int32', value: n2 },
     ],
-    code: swapMiddle(vec),
+    code: () => swapMiddle(vec),
   });
 }
 

@@ -441,7 +441,7 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
     workgroup: WG,
     workgroups: splits * tilesMN * fold.batch,
     uniforms,
-    code: shader(v),
+    code: () => shader(v),
   });
   if (splits === 1) return product;
   const total = fold.batch * M * N;
@@ -452,7 +452,7 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
     workgroup: WG,
     workgroups: Math.ceil(total / WG),
     uniforms: [int('total', total), int('N', N), int('splits', splits), int('biasStride', biasStride), { name: 'alpha', type: 'float32', value: x.alpha }],
-    code: reduceShader(!!bias, x.activation),
+    code: () => reduceShader(!!bias, x.activation),
   });
   release(backend, product);
   return out;

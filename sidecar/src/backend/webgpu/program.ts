@@ -29,11 +29,15 @@ export interface ProgramSpec {
   dtype?: tf.DataType;
   /** Invocations per workgroup (1-D). */
   workgroup: number;
+  /** Write into this tensor (already holding a GPU buffer) instead of a new one; the shader may read
+   * `result` before writing it (in-place updates). */
+  output?: tf.TensorInfo;
   /** Number of workgroups (1-D; the backend folds it into 2-D/3-D past the per-dimension limit). */
   workgroups: number;
   uniforms?: Uniform[];
-  /** WGSL: module-scope declarations and `fn main(index : i32)`. */
-  code: string;
+  /** WGSL: module-scope declarations and `fn main(index : i32)`; a function is called only when the
+   * pipeline is first compiled (building a generated shader's text on every dispatch costs host time). */
+  code: string | (() => string);
 }
 
 const WGSL_TYPE: Record<UniformType, string> = { float32: 'f32', int32: 'i32', uint32: 'u32' };
@@ -51,13 +55,14 @@ export function runProgram(backend: WebGPUBackend, spec: ProgramSpec): tf.Tensor
     workgroupSize: [spec.workgroup, 1, 1],
     uniforms: uniforms.map((u) => `${u.name} : ${WGSL_TYPE[u.type]},`).join(' '),
     size: false,
-    getUserCode: () => spec.code,
+    getUserCode: typeof spec.code === 'function' ? spec.code : () => spec.code as string,
   };
   return backend.runWebGPUProgram(
     program,
     names.map((n) => spec.inputs[n]!),
     spec.dtype ?? 'float32',
     uniforms.map((u) => ({ type: u.type, data: [u.value] })),
+    spec.output,
   );
 }
 

@@ -1,0 +1,250 @@
+/**
+ * A cheaper dispatch path for tfjs-backend-webgpu: the host cost of a training step on a fast GPU is
+ * mostly per-dispatch work in TF.js's `recordAndSubmit` (measured with Dawn: createBindGroup ≈ 27 µs,
+ * queue.writeBuffer of the uniforms ≈ 12 µs, plus a pooled uniform buffer acquired and released, for
+ * each of ~500 dispatches per step), not the kernels.
+ *
+ * This replaces that method on one backend instance with the same recording, minus two costs:
+ * - Uniforms: a training step repeats the same few hundred uniform blocks (shapes, strides, sizes)
+ *   every step, so each distinct block is written once into a slot of a uniform pool and bound by
+ *   offset. Slots are never rewritten, so no ordering between writes and in-flight work matters.
+ * - Bind groups: kept per (pipeline, buffers, uniform slot). TF.js's buffer pool hands out the same
+ *   buffers step after step, so after the first step nearly every dispatch reuses its bind group.
+ * Both caches are bounded: past their caps they start over (old slots stay valid for work already
+ * recorded; the GPU objects go when nothing references them).
+ *
+ * Falls back to TF.js's own path for what it does not cover: profiling with timestamp queries
+ * (`tf.profile`/`tf.time`), texture resources, and pixel programs. PEFT_LAB_WEBGPU_DISPATCH=tfjs
+ * leaves TF.js's path alone (for side-by-side timing).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
+
+type ProgramUniform = Array<{ type: string; data: number[] }>;
+type RecordAndSubmit = (program: WebGPUProgram, output: tf.TensorInfo, inputs: tf.TensorInfo[], programDefinedUniform?: ProgramUniform) => void;
+
+/** The private parts of tfjs-backend-webgpu 4.22's WebGPUBackend this module works with. */
+interface BackendInternals {
+  device: GPUDevice;
+  bufferManager: { freeBuffers: Map<string, GPUBuffer[]>; acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer };
+  queue: GPUQueue;
+  tensorMap: { get(dataId: object): { resource?: unknown } | undefined };
+  activeTimers: unknown;
+  commandEncoder: GPUCommandEncoder | null;
+  computePassEncoder: GPUComputePassEncoder | null;
+  commandQueueOwnedIds: WeakSet<object>;
+  dispatchCountInPass: number;
+  ensureCommandEncoderReady(): void;
+  endComputePassEncoder(): void;
+  submitQueue(): void;
+  recordAndSubmit: RecordAndSubmit;
+}
+
+export interface DispatchStats {
+  dispatches: number;
+  bindGroupsCreated: number;
+  uniformSlotsWritten: number;
+  /** Dispatches that went through TF.js's own path (profiling, textures, pixel programs). */
+  fallbacks: number;
+  submits: number;
+  /** Milliseconds spent inside queue.submit (on a software adapter this includes running the work). */
+  submitMs: number;
+  /** Milliseconds spent waiting for read-backs (the GPU finishing what the read depends on). */
+  readWaitMs: number;
+}
+
+/** Bytes of one uniform pool buffer; a single uniform block is far smaller (≤ 1 KB). */
+const POOL_BYTES = 64 * 1024;
+/** Caps before the caches start over: ~1 MB of uniforms, and bind groups for several models' steps. */
+const MAX_SLOTS = 4096;
+const MAX_BIND_GROUPS = 16384;
+
+const installed = new WeakMap<object, DispatchStats>();
+
+/** Installs the cached dispatch path on `backend` (idempotent). Returns its counters. */
+export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
+  const done = installed.get(backend);
+  if (done) return done;
+  const b = backend as unknown as BackendInternals;
+  const tfjsRecord = b.recordAndSubmit;
+  const stats: DispatchStats = { dispatches: 0, bindGroupsCreated: 0, uniformSlotsWritten: 0, fallbacks: 0, submits: 0, submitMs: 0, readWaitMs: 0 };
+  installed.set(backend, stats);
+  timeWaits(backend, stats);
+  if (process.env.PEFT_LAB_WEBGPU_DISPATCH === 'tfjs') {
+    b.recordAndSubmit = function (...args) {
+      stats.fallbacks++;
+      tfjsRecord.apply(this, args);
+    };
+    return stats;
+  }
+
+  const align = b.device.limits.minUniformBufferOffsetAlignment;
+  const ids = new WeakMap<object, number>();
+  let nextId = 1;
+  const idOf = (o: object) => {
+    let id = ids.get(o);
+    if (id === undefined) ids.set(o, (id = nextId++));
+    return id;
+  };
+  reuseLowestFreeBuffer(b.bufferManager, idOf);
+  const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+  let slots = new Map<string, { buffer: GPUBuffer; offset: number; size: number }>();
+  let pool: GPUBuffer | undefined;
+  let poolUsed = POOL_BYTES;
+  let bindGroups = new Map<string, GPUBindGroup>();
+
+  function uniformSlot(programUniform: ProgramUniform) {
+    const bytes = packUniforms(programUniform);
+    const words = new Int32Array(bytes);
+    const key = words.join(',');
+    let slot = slots.get(key);
+    if (slot) return slot;
+    if (slots.size >= MAX_SLOTS) {
+      slots = new Map();
+      bindGroups = new Map();
+      poolUsed = POOL_BYTES;
+    }
+    const size = bytes.byteLength;
+    if (!pool || poolUsed + size > POOL_BYTES) {
+      pool = b.device.createBuffer({ size: POOL_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      poolUsed = 0;
+    }
+    slot = { buffer: pool, offset: poolUsed, size };
+    b.queue.writeBuffer(pool, poolUsed, bytes, 0, size);
+    poolUsed += Math.ceil(size / align) * align;
+    slots.set(key, slot);
+    stats.uniformSlotsWritten++;
+    return slot;
+  }
+
+  b.recordAndSubmit = function (program, output, inputs, programDefinedUniform) {
+    const pipeline = program.pipeline;
+    const tensors = [output, ...inputs];
+    const buffers = tensors.map((t) => b.tensorMap.get(t.dataId)?.resource);
+    if (b.activeTimers != null || program.pixelsOpType != null || !pipeline || pipeline instanceof Promise || !buffers.every((r) => r instanceof GPUBuffer)) {
+      stats.fallbacks++;
+      tfjsRecord.call(this, program, output, inputs, programDefinedUniform);
+      return;
+    }
+    stats.dispatches++;
+    const programUniform: ProgramUniform = [
+      { type: 'float32', data: [NaN] },
+      { type: 'float32', data: [Infinity] },
+    ];
+    for (const t of tensors.slice(1).concat(output)) {
+      programUniform.push({ type: 'int32', data: t.shape }, { type: 'int32', data: tf.util.computeStrides(t.shape) });
+    }
+    if (program.size) {
+      const size = tf.util.sizeFromShape(program.outputShape);
+      programUniform.push({ type: 'int32', data: [program.outputComponent ? size / program.outputComponent : size] });
+    }
+    if (programDefinedUniform) programUniform.push(...programDefinedUniform);
+    const uniforms = uniformSlot(programUniform);
+    const gpuPipeline = pipeline as GPUComputePipeline;
+    const gpuBuffers = buffers as GPUBuffer[];
+    const key = `${idOf(gpuPipeline)}:${gpuBuffers.map(idOf).join(',')}:${idOf(uniforms.buffer)}@${uniforms.offset}`;
+    let bindGroup = bindGroups.get(key);
+    if (!bindGroup) {
+      let layout = layouts.get(gpuPipeline);
+      if (!layout) layouts.set(gpuPipeline, (layout = gpuPipeline.getBindGroupLayout(0)));
+      bindGroup = b.device.createBindGroup({
+        layout,
+        entries: [...gpuBuffers.map((buffer, i) => ({ binding: i, resource: { buffer } })), { binding: gpuBuffers.length, resource: { buffer: uniforms.buffer, offset: uniforms.offset, size: uniforms.size } }],
+      });
+      if (bindGroups.size >= MAX_BIND_GROUPS) bindGroups = new Map();
+      bindGroups.set(key, bindGroup);
+      stats.bindGroupsCreated++;
+    }
+    for (const t of tensors) b.commandQueueOwnedIds.add(t.dataId);
+    b.ensureCommandEncoderReady();
+    if (!b.computePassEncoder) b.computePassEncoder = b.commandEncoder!.beginComputePass({});
+    const pass = b.computePassEncoder;
+    pass.setPipeline(gpuPipeline);
+    pass.setBindGroup(0, bindGroup);
+    const [x, y = 1, z = 1] = program.dispatch;
+    pass.dispatchWorkgroups(x!, y, z);
+    b.dispatchCountInPass++;
+    if ((tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number) <= b.dispatchCountInPass) {
+      b.endComputePassEncoder();
+      b.submitQueue();
+    }
+  };
+  return stats;
+}
+
+/** The counters of the backend's dispatch path, when installed. */
+export function dispatchStats(backend: object): DispatchStats | undefined {
+  return installed.get(backend);
+}
+
+/** Counts submits and times them and the read-back waits, so a benchmark can tell host time apart. */
+function timeWaits(backend: WebGPUBackend, stats: DispatchStats): void {
+  const queue = (backend as unknown as BackendInternals).queue;
+  const submit = queue.submit.bind(queue);
+  queue.submit = (commandBuffers: Iterable<GPUCommandBuffer>) => {
+    const t0 = performance.now();
+    submit(commandBuffers);
+    stats.submits++;
+    stats.submitMs += performance.now() - t0;
+  };
+  const getBufferData = backend.getBufferData.bind(backend);
+  backend.getBufferData = async (buffer: GPUBuffer) => {
+    const t0 = performance.now();
+    try {
+      return await getBufferData(buffer);
+    } finally {
+      stats.readWaitMs += performance.now() - t0;
+    }
+  };
+}
+
+/**
+ * Makes the buffer pool hand out, of the free buffers of a size, the one created first (TF.js pops
+ * the one freed last). With that rule a step that starts from the same free buffers as the one
+ * before gets the same buffer for every tensor, so its bind groups repeat and the cache above hits;
+ * under last-freed-first the assignment drifts from step to step (the order tensors are freed in
+ * is not the reverse of the order they were made in).
+ */
+function reuseLowestFreeBuffer(manager: BackendInternals['bufferManager'], idOf: (o: object) => number): void {
+  const acquire = manager.acquireBuffer.bind(manager);
+  manager.acquireBuffer = (size, usage, mappedAtCreation = false, reuse = true) => {
+    const free = reuse ? manager.freeBuffers.get(`${size}_${usage}`) : undefined;
+    if (free && free.length > 1) {
+      let best = free.length - 1;
+      for (let i = 0; i < free.length - 1; i++) if (idOf(free[i]!) < idOf(free[best]!)) best = i;
+      [free[best], free[free.length - 1]] = [free[free.length - 1]!, free[best]!];
+    }
+    const buffer = acquire(size, usage, mappedAtCreation, reuse);
+    idOf(buffer);
+    return buffer;
+  };
+}
+
+/**
+ * The uniform block's bytes, laid out as tfjs-backend-webgpu declares it in WGSL (each field aligned
+ * to its WGSL alignment: 4 bytes for scalars, 8 for vec2, 16 for vec3/vec4 and the vec5/vec6 structs,
+ * and a field after a vec5/vec6 at 16; the block rounded to its largest alignment).
+ */
+export function packUniforms(fields: ProgramUniform): ArrayBuffer {
+  const offsets: number[] = [];
+  let offset = 0;
+  let previous = 0;
+  let blockAlign = 1;
+  for (const f of fields) {
+    const n = f.data.length === 0 ? 1 : f.data.length;
+    if (n > 6) throw new Error(`packUniforms: ${n}-element uniform field (at most 6)`);
+    const fieldAlign = previous === 5 || previous === 6 ? 16 : n === 1 ? 4 : n === 2 ? 8 : 16;
+    blockAlign = Math.max(blockAlign, fieldAlign);
+    offset = Math.ceil(offset / fieldAlign) * fieldAlign;
+    offsets.push(offset);
+    offset += n * 4;
+    previous = n;
+  }
+  const bytes = new ArrayBuffer(Math.ceil(offset / blockAlign) * blockAlign);
+  fields.forEach((f, i) => {
+    const data = f.data.length === 0 ? [1] : f.data;
+    const View = f.type === 'int32' ? Int32Array : f.type === 'uint32' ? Uint32Array : Float32Array;
+    new View(bytes, offsets[i], data.length).set(data);
+  });
+  return bytes;
+}
