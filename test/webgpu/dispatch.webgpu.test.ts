@@ -33,7 +33,7 @@ test('packUniforms lays out every field width as TF.js makeUniforms does', () =>
   for (const fields of cases) {
     let written: Uint8Array | undefined;
     const writeBuffer = b.queue.writeBuffer;
-    b.queue.writeBuffer = (_buffer: GPUBuffer, _offset: number, data: BufferSource | SharedArrayBuffer, dataOffset = 0, size?: number) => {
+    b.queue.writeBuffer = (_buffer: GPUBuffer, _offset: number, data: ArrayBuffer | ArrayBufferView, dataOffset = 0, size?: number) => {
       written = new Uint8Array(data as ArrayBuffer, dataOffset, size).slice();
     };
     try {
@@ -100,7 +100,7 @@ for (const mode of ['lora', 'full'] as const) {
   });
 }
 
-test('AdamW updates p, m and v in their own buffers, but not data another tensor shares', async () => {
+test('AdamW updates p, m and v in their own buffers in one dispatch, but not data another tensor shares', async () => {
   const resource = (t: tf.Tensor) => backend().tensorMap.get(t.dataId)?.resource;
   const params = new Map([['w', tf.tensor2d(values(12 * 5, 1), [12, 5])]]);
   const grad = () => new Map([['w', tf.tensor2d(values(12 * 5, 2), [12, 5])]]);
@@ -112,12 +112,19 @@ test('AdamW updates p, m and v in their own buffers, but not data another tensor
   stepWith(grad()); // uploads w; m and v start here
   const buffers = [resource(params.get('w')!), resource(opt.state.m.get('w')!), resource(opt.state.v.get('w')!)];
   assert.ok(buffers.every((b) => b instanceof GPUBuffer));
-  stepWith(grad());
+  const stats = dispatchStats(tf.backend())!;
+  const g2 = grad();
+  let dispatches = stats.dispatches;
+  stepWith(g2);
+  assert.equal(stats.dispatches - dispatches, 1, 'p, m and v in one dispatch');
   assert.deepEqual([resource(params.get('w')!), resource(opt.state.m.get('w')!), resource(opt.state.v.get('w')!)], buffers, 'updated in place');
   // A clone shares w's data: the update must leave it alone and take a new buffer.
   const kept = params.get('w')!.clone();
   const keptValues = (await kept.data()).slice();
-  stepWith(grad());
+  const g3 = grad();
+  dispatches = stats.dispatches;
+  stepWith(g3);
+  assert.equal(stats.dispatches - dispatches, 3, 'one program per output');
   assert.notEqual(resource(params.get('w')!), buffers[0]);
   assert.deepEqual(await kept.data(), keptValues, 'the shared tensor kept its values');
   const w = (await params.get('w')!.data()).slice();

@@ -61,6 +61,17 @@ const MAX_BIND_GROUPS = 16384;
 
 const installed = new WeakMap<object, DispatchStats>();
 
+/** Records a dispatch of a pipeline this project built itself (its own bind group layout: the
+ * buffers at bindings 0…n−1 in order, the uniform block at n), in the backend's current pass, with
+ * the same caches; `dataIds` are the tensors it reads or writes (kept until the submit). False when
+ * it cannot (profiling, or the cached path is off): the caller then takes TF.js's path. */
+export type RawRecorder = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer, workgroups: number[], dataIds: object[]) => boolean;
+const rawRecorders = new WeakMap<object, RawRecorder>();
+
+export function rawRecorder(backend: object): RawRecorder | undefined {
+  return rawRecorders.get(backend);
+}
+
 /** Installs the cached dispatch path on `backend` (idempotent). Returns its counters. */
 export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   const done = installed.get(backend);
@@ -70,10 +81,15 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   const stats: DispatchStats = { dispatches: 0, bindGroupsCreated: 0, uniformSlotsWritten: 0, fallbacks: 0, submits: 0, submitMs: 0, readWaitMs: 0 };
   installed.set(backend, stats);
   timeWaits(backend, stats);
+  const fallback = (self: unknown, ...args: Parameters<RecordAndSubmit>) => {
+    stats.fallbacks++;
+    tfjsRecord.apply(self, args);
+  };
+  // Read once per submit check in TF.js too; a flag lookup, kept out of the key path.
+  const submitBatch = () => tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number;
   if (process.env.PEFT_LAB_WEBGPU_DISPATCH === 'tfjs') {
     b.recordAndSubmit = function (...args) {
-      stats.fallbacks++;
-      tfjsRecord.apply(this, args);
+      fallback(this, ...args);
     };
     return stats;
   }
@@ -93,10 +109,8 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   let poolUsed = POOL_BYTES;
   let bindGroups = new Map<string, GPUBindGroup>();
 
-  function uniformSlot(programUniform: ProgramUniform) {
-    const bytes = packUniforms(programUniform);
-    const words = new Int32Array(bytes);
-    const key = words.join(',');
+  function uniformSlot(bytes: ArrayBuffer) {
+    const key = new Int32Array(bytes).join(',');
     let slot = slots.get(key);
     if (slot) return slot;
     if (slots.size >= MAX_SLOTS) {
@@ -117,59 +131,82 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
     return slot;
   }
 
-  b.recordAndSubmit = function (program, output, inputs, programDefinedUniform) {
-    const pipeline = program.pipeline;
-    const tensors = [output, ...inputs];
-    const buffers = tensors.map((t) => b.tensorMap.get(t.dataId)?.resource);
-    if (b.activeTimers != null || program.pixelsOpType != null || !pipeline || pipeline instanceof Promise || !buffers.every((r) => r instanceof GPUBuffer)) {
-      stats.fallbacks++;
-      tfjsRecord.call(this, program, output, inputs, programDefinedUniform);
-      return;
-    }
+  /** Records one dispatch: `key` names the bind group (pipeline, buffers in binding order, and the
+   * uniform block's content), `uniforms` packs that block when the key is new. */
+  function record(pipeline: GPUComputePipeline, buffers: GPUBuffer[], key: string, uniforms: () => ArrayBuffer, workgroups: number[], dataIds: object[]) {
     stats.dispatches++;
-    const programUniform: ProgramUniform = [
-      { type: 'float32', data: [NaN] },
-      { type: 'float32', data: [Infinity] },
-    ];
-    for (const t of tensors.slice(1).concat(output)) {
-      programUniform.push({ type: 'int32', data: t.shape }, { type: 'int32', data: tf.util.computeStrides(t.shape) });
-    }
-    if (program.size) {
-      const size = tf.util.sizeFromShape(program.outputShape);
-      programUniform.push({ type: 'int32', data: [program.outputComponent ? size / program.outputComponent : size] });
-    }
-    if (programDefinedUniform) programUniform.push(...programDefinedUniform);
-    const uniforms = uniformSlot(programUniform);
-    const gpuPipeline = pipeline as GPUComputePipeline;
-    const gpuBuffers = buffers as GPUBuffer[];
-    const key = `${idOf(gpuPipeline)}:${gpuBuffers.map(idOf).join(',')}:${idOf(uniforms.buffer)}@${uniforms.offset}`;
     let bindGroup = bindGroups.get(key);
     if (!bindGroup) {
-      let layout = layouts.get(gpuPipeline);
-      if (!layout) layouts.set(gpuPipeline, (layout = gpuPipeline.getBindGroupLayout(0)));
+      const slot = uniformSlot(uniforms());
+      let layout = layouts.get(pipeline);
+      if (!layout) layouts.set(pipeline, (layout = pipeline.getBindGroupLayout(0)));
       bindGroup = b.device.createBindGroup({
         layout,
-        entries: [...gpuBuffers.map((buffer, i) => ({ binding: i, resource: { buffer } })), { binding: gpuBuffers.length, resource: { buffer: uniforms.buffer, offset: uniforms.offset, size: uniforms.size } }],
+        entries: [...buffers.map((buffer, i) => ({ binding: i, resource: { buffer } })), { binding: buffers.length, resource: { buffer: slot.buffer, offset: slot.offset, size: slot.size } }],
       });
       if (bindGroups.size >= MAX_BIND_GROUPS) bindGroups = new Map();
       bindGroups.set(key, bindGroup);
       stats.bindGroupsCreated++;
     }
-    for (const t of tensors) b.commandQueueOwnedIds.add(t.dataId);
+    for (const id of dataIds) b.commandQueueOwnedIds.add(id);
     b.ensureCommandEncoderReady();
     if (!b.computePassEncoder) b.computePassEncoder = b.commandEncoder!.beginComputePass({});
     const pass = b.computePassEncoder;
-    pass.setPipeline(gpuPipeline);
+    pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
-    const [x, y = 1, z = 1] = program.dispatch;
+    const [x, y = 1, z = 1] = workgroups;
     pass.dispatchWorkgroups(x!, y, z);
     b.dispatchCountInPass++;
-    if ((tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number) <= b.dispatchCountInPass) {
+    if (submitBatch() <= b.dispatchCountInPass) {
       b.endComputePassEncoder();
       b.submitQueue();
     }
+  }
+
+  b.recordAndSubmit = function (program, output, inputs, programDefinedUniform) {
+    const pipeline = program.pipeline;
+    if (b.activeTimers != null || program.pixelsOpType != null || !pipeline || pipeline instanceof Promise) return fallback(this, program, output, inputs, programDefinedUniform);
+    // The bind group's key, built from what decides it without packing anything: the pipeline, the
+    // buffers, and what the uniform block holds (shapes, the size, the program's own values).
+    const gpuPipeline = pipeline as GPUComputePipeline;
+    const gpuBuffers: GPUBuffer[] = [];
+    const dataIds: object[] = [];
+    let key = `${idOf(gpuPipeline)}`;
+    for (const t of [output, ...inputs]) {
+      const resource = b.tensorMap.get(t.dataId)?.resource;
+      if (!(resource instanceof GPUBuffer)) return fallback(this, program, output, inputs, programDefinedUniform);
+      gpuBuffers.push(resource);
+      dataIds.push(t.dataId);
+      key += `,${idOf(resource)}:${t.shape.join('x')}`;
+    }
+    if (program.size) key += `|${program.outputShape.join('x')}/${program.outputComponent ?? 1}`;
+    if (programDefinedUniform) for (const u of programDefinedUniform) key += `|${u.data.join(',')}`;
+    record(gpuPipeline, gpuBuffers, key, () => packUniforms(uniformFields(program, output, inputs, programDefinedUniform)), program.dispatch, dataIds);
   };
+
+  rawRecorders.set(backend, (pipeline, buffers, uniforms, workgroups, dataIds) => {
+    if (b.activeTimers != null) return false;
+    const key = `${idOf(pipeline)},${buffers.map(idOf).join(',')}|${new Int32Array(uniforms).join(',')}`;
+    record(pipeline, buffers, key, () => uniforms, workgroups, dataIds);
+    return true;
+  });
   return stats;
+}
+
+/** The uniform block TF.js declares for a program: NaN, Infinity, each input's and the output's
+ * shape and strides, the output size when the program asks for it, then the program's own. */
+function uniformFields(program: WebGPUProgram, output: tf.TensorInfo, inputs: tf.TensorInfo[], programDefinedUniform: ProgramUniform | undefined): ProgramUniform {
+  const fields: ProgramUniform = [
+    { type: 'float32', data: [NaN] },
+    { type: 'float32', data: [Infinity] },
+  ];
+  for (const t of [...inputs, output]) fields.push({ type: 'int32', data: t.shape }, { type: 'int32', data: tf.util.computeStrides(t.shape) });
+  if (program.size) {
+    const size = tf.util.sizeFromShape(program.outputShape);
+    fields.push({ type: 'int32', data: [program.outputComponent ? size / program.outputComponent : size] });
+  }
+  if (programDefinedUniform) fields.push(...programDefinedUniform);
+  return fields;
 }
 
 /** The counters of the backend's dispatch path, when installed. */
