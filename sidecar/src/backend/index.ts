@@ -39,6 +39,7 @@ import { dirname, join, sep } from 'node:path';
 import { isBackendPreference, type BackendInfo, type BackendName, type BackendPreference } from '../../../src/protocol';
 import { loadNativeAddon } from './native/addon';
 import { registerNativeKernels } from './native/kernels';
+import { installSavedTensorShortcut } from './saved-tensors';
 import { registerWasmKernelFixes } from './wasm-kernels';
 import { adapterLabel, installDawn } from './webgpu/dawn';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
@@ -93,6 +94,7 @@ export async function initBackend(pref: BackendPreference, log?: Log, opts: Init
     try {
       const device = await withConsoleTo(say, () => ATTEMPTS[name](say, opts, wanted !== 'auto'));
       current = { name, device, skipped };
+      installSavedTensorShortcut();
       say(`using ${name}: ${device}${skipped.length ? ` (skipped ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')})` : ''}`);
       return current;
     } catch (e) {
