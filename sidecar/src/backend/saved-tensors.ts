@@ -6,7 +6,11 @@
  *
  * Where Identity shares data (checked once per backend by running it: cpu and webgpu do, and wasm
  * with wasm-kernels.ts's fix), this takes that reference directly; elsewhere (tfjs-node's native
- * backends copy) the engine's own path stays.
+ * backends copy) the engine's own path stays. PEFT_LAB_SAVED_TENSORS=engine keeps the engine's path
+ * everywhere (for side-by-side timing).
+ *
+ * Dawn's null backend (no GPU work), gpu-host case, one process, median of 6 × 30 steps: host time
+ * per WebGPU step LoRA 21.5 → 14.4 ms, full 23.0 → 18.8 ms.
  */
 import * as tf from '@tensorflow/tfjs-core';
 
