@@ -74,6 +74,8 @@ export interface WebGpuStepCounters {
   /** Bind groups created (the rest came from dispatch.ts's cache). */
   bind_groups_created: number;
   submits: number;
+  /** Tensors written from host values (constants made during the step). */
+  uploads: number;
 }
 
 export interface KernelTime {
@@ -148,6 +150,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
           dispatches: gpuStats.dispatches + gpuStats.fallbacks - before.dispatches - before.fallbacks,
           bind_groups_created: gpuStats.bindGroupsCreated - before.bindGroupsCreated,
           submits: gpuStats.submits - before.submits,
+          uploads: gpuStats.uploads - before.uploads,
         });
       }
       losses.push(lossValue);
@@ -213,6 +216,7 @@ function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
     dispatches: medianOf(steps.map((s) => s.dispatches)),
     bind_groups_created: medianOf(steps.map((s) => s.bind_groups_created)),
     submits: medianOf(steps.map((s) => s.submits)),
+    uploads: medianOf(steps.map((s) => s.uploads)),
   };
 }
 

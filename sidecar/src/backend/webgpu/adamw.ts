@@ -103,9 +103,10 @@ function adamwFusedInPlace(backend: WebGPUBackend, p: tf.TensorInfo, g: tf.Tenso
   const groups = ceilDiv(n, WG_FUSED);
   const x = Math.min(groups, backend.device.limits.maxComputeWorkgroupsPerDimension);
   const buffer = (t: tf.TensorInfo) => backend.tensorMap.get(t.dataId)!.resource as GPUBuffer;
-  const operands = [p, m, v, g, scalars];
-  if (!record(fusedPipeline(backend.device, a.hasDecay), operands.map(buffer), uniforms, [x, ceilDiv(groups, x), 1], operands.map((t) => t.dataId))) return undefined;
-  return [takeOver(backend, p)!, takeOver(backend, m)!, takeOver(backend, v)!];
+  const outputs = [takeOver(backend, p)!, takeOver(backend, m)!, takeOver(backend, v)!];
+  const operands = [...outputs, g, scalars];
+  record(fusedPipeline(backend.device, a.hasDecay), operands.map(buffer), uniforms, [x, ceilDiv(groups, x), 1], operands.map((t) => t.dataId));
+  return outputs;
 }
 
 function adamw(args: KernelArgs): tf.TensorInfo[] {

@@ -28,7 +28,8 @@ interface BackendInternals {
   device: GPUDevice;
   bufferManager: { freeBuffers: Map<string, GPUBuffer[]>; acquireBuffer(size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean): GPUBuffer };
   queue: GPUQueue;
-  tensorMap: { get(dataId: object): { resource?: unknown } | undefined };
+  tensorMap: { get(dataId: object): { resource?: unknown; values?: unknown; shape: number[]; dtype: tf.DataType } | undefined };
+  uploadToGPU(dataId: object): void;
   activeTimers: unknown;
   commandEncoder: GPUCommandEncoder | null;
   computePassEncoder: GPUComputePassEncoder | null;
@@ -47,6 +48,8 @@ export interface DispatchStats {
   /** Dispatches that went through TF.js's own path (profiling, textures, pixel programs). */
   fallbacks: number;
   submits: number;
+  /** Tensors written from host values with queue.writeBuffer. */
+  uploads: number;
   /** Milliseconds spent inside queue.submit (on a software adapter this includes running the work). */
   submitMs: number;
   /** Milliseconds spent waiting for read-backs (the GPU finishing what the read depends on). */
@@ -63,13 +66,14 @@ const installed = new WeakMap<object, DispatchStats>();
 
 /** Records a dispatch of a pipeline this project built itself (its own bind group layout: the
  * buffers at bindings 0…n−1 in order, the uniform block at n), in the backend's current pass, with
- * the same caches; `dataIds` are the tensors it reads or writes (kept until the submit). False when
- * it cannot (profiling, or the cached path is off): the caller then takes TF.js's path. */
-export type RawRecorder = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer, workgroups: number[], dataIds: object[]) => boolean;
-const rawRecorders = new WeakMap<object, RawRecorder>();
+ * the same caches; `dataIds` are the tensors it reads or writes (their buffers stay out of the pool
+ * until the submit). */
+export type RawRecorder = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer, workgroups: number[], dataIds: object[]) => void;
+const rawRecorders = new WeakMap<object, () => RawRecorder | undefined>();
 
+/** The raw recorder, when one can record now (undefined while profiling or with the cached path off). */
 export function rawRecorder(backend: object): RawRecorder | undefined {
-  return rawRecorders.get(backend);
+  return rawRecorders.get(backend)?.();
 }
 
 /** Installs the cached dispatch path on `backend` (idempotent). Returns its counters. */
@@ -78,7 +82,7 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   if (done) return done;
   const b = backend as unknown as BackendInternals;
   const tfjsRecord = b.recordAndSubmit;
-  const stats: DispatchStats = { dispatches: 0, bindGroupsCreated: 0, uniformSlotsWritten: 0, fallbacks: 0, submits: 0, submitMs: 0, readWaitMs: 0 };
+  const stats: DispatchStats = { dispatches: 0, bindGroupsCreated: 0, uniformSlotsWritten: 0, fallbacks: 0, submits: 0, uploads: 0, submitMs: 0, readWaitMs: 0 };
   installed.set(backend, stats);
   timeWaits(backend, stats);
   const fallback = (self: unknown, ...args: Parameters<RecordAndSubmit>) => {
@@ -184,12 +188,32 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
     record(gpuPipeline, gpuBuffers, key, () => packUniforms(uniformFields(program, output, inputs, programDefinedUniform)), program.dispatch, dataIds);
   };
 
-  rawRecorders.set(backend, (pipeline, buffers, uniforms, workgroups, dataIds) => {
-    if (b.activeTimers != null) return false;
-    const key = `${idOf(pipeline)},${buffers.map(idOf).join(',')}|${new Int32Array(uniforms).join(',')}`;
-    record(pipeline, buffers, key, () => uniforms, workgroups, dataIds);
-    return true;
+  rawRecorders.set(backend, () => {
+    if (b.activeTimers != null) return undefined;
+    return (pipeline, buffers, uniforms, workgroups, dataIds) => {
+      const key = `${idOf(pipeline)},${buffers.map(idOf).join(',')}|${new Int32Array(uniforms).join(',')}`;
+      record(pipeline, buffers, key, () => uniforms, workgroups, dataIds);
+    };
   });
+
+  // Uploads: TF.js copies each tensor made from host values through a staging buffer created for it
+  // (about 80 µs of Dawn calls) and ends the compute pass for the copy. queue.writeBuffer into a
+  // pooled buffer does the same in one call, without ending the pass. Safe for the same reason the
+  // pool is: a free buffer is referenced by no command that is still to be submitted (TF.js keeps
+  // the buffers of tensors the open command encoder uses until its submit).
+  const tfjsUpload = b.uploadToGPU.bind(b);
+  b.uploadToGPU = (dataId: object) => {
+    const data = b.tensorMap.get(dataId);
+    const size = data ? 4 * tf.util.sizeFromShape(data.shape) : 0;
+    if (!data || data.resource != null || !data.values || size === 0 || !(data.dtype === 'float32' || data.dtype === 'int32' || data.dtype === 'bool')) return tfjsUpload(dataId);
+    const buffer = b.bufferManager.acquireBuffer(size, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+    const values = data.values as ArrayLike<number>;
+    const words = data.dtype === 'float32' ? (values instanceof Float32Array ? values : Float32Array.from(values)) : values instanceof Int32Array ? values : Int32Array.from(values);
+    b.queue.writeBuffer(buffer, 0, words.buffer, words.byteOffset, size);
+    data.resource = buffer;
+    data.values = null;
+    stats.uploads++;
+  };
   return stats;
 }
 
