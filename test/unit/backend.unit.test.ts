@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { currentBackend, initBackend } from '../../sidecar/src/backend';
+import { dawnFlags } from '../../sidecar/src/backend/webgpu/dawn';
 
 const installed = (m: string): boolean => {
   try {
@@ -121,4 +122,10 @@ describe('initBackend', () => {
     assert.ok(logs.some((l) => l.includes('ignoring PEFT_LAB_BACKEND=quantum')), logs.join('\n'));
     if (!optionalInstalled.length) assert.equal(info.name, 'wasm');
   });
+});
+
+test('PEFT_LAB_DAWN_FLAGS: comma-separated key=value flags; an item without = continues the previous value', () => {
+  assert.deepEqual(dawnFlags({}), []);
+  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl']);
+  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: ' backend=vulkan , enable-dawn-features=allow_unsafe_apis,disable_robustness,' }), ['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,disable_robustness']);
 });

@@ -41,11 +41,17 @@ interface DawnModule {
 
 const runtimeRequire = createRequire(__filename);
 
+/** PEFT_LAB_DAWN_FLAGS as `create()`'s list: comma-separated `key=value` items, where an item
+ * without `=` continues the previous value (`enable-dawn-features=allow_unsafe_apis,disable_robustness`
+ * is one flag with two features). */
 export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
-  return (env.PEFT_LAB_DAWN_FLAGS ?? '')
-    .split(',')
-    .map((f) => f.trim())
-    .filter(Boolean);
+  const flags: string[] = [];
+  for (const item of (env.PEFT_LAB_DAWN_FLAGS ?? '').split(',').map((f) => f.trim())) {
+    if (!item) continue;
+    if (!item.includes('=') && flags.length) flags[flags.length - 1] += `,${item}`;
+    else flags.push(item);
+  }
+  return flags;
 }
 
 /** dawn.node: PEFT_LAB_DAWN_NODE, else the copy the build puts beside the bundle
