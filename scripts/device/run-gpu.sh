@@ -23,7 +23,7 @@ done
 # 2. The gpu case on WebGPU, PyTorch CUDA alternating, kernel profile on stderr.
 export PEFT_LAB_DAWN_FLAGS=${PEFT_LAB_DAWN_FLAGS:-enable-dawn-features=allow_unsafe_apis}
 "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
-  --steps "${STEPS:-5}" --warmup 2 --kernels --anchor .device/torch_anchor.py --python python3 \
+  --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --kernels --anchor .device/torch_anchor.py --python python3 \
   > >(tee "$OUT/bench.jsonl") 2> >(tee "$OUT/bench.err" >&2)
 wait
 # 3. The same LoRA steps on the CPU (wasm + native kernels, all cores): the loss trajectories must
@@ -31,9 +31,14 @@ wait
 [ -n "${SKIP_CPU:-}" ] || PEFT_LAB_THREADS=$(nproc) "$T/node" .device/dist/cli.js bench --backend wasm --cases "${CASES:-gpu}" \
   --modes lora --steps 1 --warmup 2 --json | tee "$OUT/bench-cpu.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"losses":[^]]*]'
 # 4. Optional variants, each one environment assignment, e.g.
-#    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs"
+#    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs
+#              PEFT_LAB_WEBGPU_DISPATCH=tfjs PEFT_LAB_SAVED_TENSORS=engine
+#              PEFT_LAB_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,disable_robustness"
+# Each variant runs right after a baseline run, so that pairs share the machine's state.
 for v in ${VARIANTS:-}; do
-  echo "variant $v:"
-  env "$v" "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
-    --steps "${STEPS:-5}" --warmup 2 --json | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*' | paste - -
+  for e in "BASELINE=1" "$v"; do
+    echo "variant $e:"
+    env "$e" "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
+      --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --json | tee -a "$OUT/variants.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"host_ms":[0-9.]*' | paste - - -
+  done
 done

@@ -194,3 +194,40 @@ for (const [b, t, h, d] of [
   assertClose(got[1]!, ref[1]!, 0, 'merge(split(x) · r)');
   assertClose(got[2]!, ref[2]!, 0, 'gradient');
 });
+
+for (const [shape, axis, keepDims] of [
+  [[37, 50], 0, false],
+  [[3, 5, 40], [0, 1], false],
+  [[3, 5, 40], [1, 0], true],
+  [[300, 17], -2, false],
+  [[6, 20], 1, false], // an inner axis: TF.js's kernel
+  [[500, 4], 0, false], // narrow: TF.js's kernel
+] as const) {
+  test(`Sum of ${shape.join('×')} over ${JSON.stringify(axis)}${keepDims ? ' (keepDims)' : ''} matches the cpu backend, no tensors leak`, async () => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const x = values(n, 9, 3);
+    const ref = await onCpu(() => tf.tidy(() => tf.sum(tf.tensor(x, [...shape]), axis as number | number[], keepDims).dataSync().slice()));
+    const refShape = await onCpu(() => tf.tidy(() => tf.sum(tf.tensor(x, [...shape]), axis as number | number[], keepDims).shape));
+    const before = live();
+    const xt = tf.tensor(x, [...shape]);
+    const y = tf.sum(xt, axis as number | number[], keepDims);
+    assert.deepEqual(y.shape, refShape);
+    assertClose(await y.data(), ref, 1e-5, 'sum', 1e-5);
+    tf.dispose([xt, y]);
+    assert.deepEqual(live(), before);
+  });
+}
+
+test('the bias gradient of x·W + b is the column sum of dy', async () => {
+  const x = values(64 * 24, 3);
+  const w = values(24 * 40, 4);
+  const b = values(40, 5);
+  const grad = async () => {
+    const g = tf.tidy(() => tf.grad((bt: tf.Tensor) => tf.sum(tf.square(tf.add(tf.matMul(tf.tensor2d(x, [64, 24]), tf.tensor2d(w, [24, 40])), bt))))(tf.tensor1d(b)));
+    const v = await g.data();
+    g.dispose();
+    return v;
+  };
+  assert.ok((tf.getKernel('Sum', 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, 'our Sum is registered');
+  assertClose(await grad(), await onCpu(grad), 1e-5, 'db');
+});

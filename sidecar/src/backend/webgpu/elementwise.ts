@@ -3,8 +3,8 @@
  * of operations of ops.ts's composite (so results match it to float32 rounding).
  *
  * registerElementwiseKernels also registers the other fused training kernels that live beside
- * this module: LayerNorm (norm.ts), softmax cross-entropy (xent.ts), AdamW (adamw.ts) and the
- * attention head layout copies (heads.ts).
+ * this module: LayerNorm (norm.ts), softmax cross-entropy (xent.ts), AdamW (adamw.ts), the
+ * attention head layout copies (heads.ts) and the column sums of bias gradients (sum.ts).
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
@@ -13,6 +13,7 @@ import { registerAdamWKernels } from './adamw';
 import { registerHeadsKernels } from './heads';
 import { registerNormKernels } from './norm';
 import { ceilDiv, registerOnWebGpu, runProgram, type KernelArgs, sizeOf, WG } from './program';
+import { registerSumKernel } from './sum';
 import { registerXentKernels } from './xent';
 
 
@@ -23,6 +24,7 @@ export function registerElementwiseKernels(): void {
   registerXentKernels();
   registerAdamWKernels();
   registerHeadsKernels();
+  registerSumKernel();
 }
 
 // y = (x·0.5) · (1 + tanh((x + x·x·x·0.044715) · √(2/π)))

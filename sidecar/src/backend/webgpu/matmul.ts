@@ -61,7 +61,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K as FUSED } from '../native/fused';
-import { registerOnWebGpu, release, runProgram, WEBGPU, WGSL_COMMON, type Uniform } from './program';
+import { registerOnWebGpu, release, runProgram, tfjsKernel, WEBGPU, WGSL_COMMON, type Uniform } from './program';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 const WG = 256;
@@ -499,11 +499,6 @@ function viaTfjs(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefin
 let previousBatchMatMul: tf.KernelFunc | undefined;
 let previousFusedMatMul: tf.KernelFunc | undefined;
 
-function previous(name: string): tf.KernelFunc | undefined {
-  const k = tf.getKernel(name, WEBGPU);
-  return k && !(k.kernelFunc as { peft?: true }).peft ? k.kernelFunc : undefined;
-}
-
 function batchMatMul(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   const attrs = args.attrs ?? {};
@@ -538,8 +533,8 @@ function linear(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
 
 /** Registers (idempotently) the matmul kernels on webgpu in place of TF.js's, which stay as the fallback. */
 export function registerMatMulKernels(): void {
-  previousBatchMatMul ??= previous(tf.BatchMatMul);
-  previousFusedMatMul ??= previous(tf._FusedMatMul);
+  previousBatchMatMul ??= tfjsKernel(tf.BatchMatMul);
+  previousFusedMatMul ??= tfjsKernel(tf._FusedMatMul);
   registerOnWebGpu(tf.BatchMatMul, batchMatMul, true);
   registerOnWebGpu(tf._FusedMatMul, fusedMatMul, true);
   registerOnWebGpu(FUSED.linear, linear);

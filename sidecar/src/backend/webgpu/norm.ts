@@ -8,17 +8,14 @@
  *                          mean), y (element-wise).
  *   PeftLayerNormGradX     1 program, a workgroup per row: dx = (g − mean(g) − x̂·mean(g·x̂))·rstd,
  *                          g = dy·γ, x̂ = (x − mean)·rstd.
- *   PeftLayerNormGradGamma 1 program, a workgroup per block of GG_COLS columns: dγ = Σ_rows dy·x̂.
+ *   PeftLayerNormGradGamma 1 program (reduce.ts columnSum): dγ = Σ_rows dy·x̂.
  */
 import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
-import { ceilDiv, registerOnWebGpu, runProgram, WGSL_COMMON, type KernelArgs, sizeOf, WG } from './program';
-import { ROW_WG, WGSL_REDUCE, rowStart } from './reduce';
+import { ceilDiv, registerOnWebGpu, runProgram, type KernelArgs, sizeOf, WG } from './program';
+import { COLS_PER_WG, columnSum, ROW_WG, WGSL_REDUCE, rowStart } from './reduce';
 
-/** dγ: columns per workgroup × row groups = WG. */
-const GG_COLS = 16;
-const GG_ROWS = WG / GG_COLS;
 
 export function registerNormKernels(): void {
   registerOnWebGpu(K.layerNorm, layerNorm);
@@ -80,28 +77,8 @@ ${rowStart('d')}
   }
 }`;
 
-// Invocation l of a workgroup: column block * GG_COLS + l % GG_COLS, rows l / GG_COLS + k·GG_ROWS;
-// then a tree over the row groups.
-const LN_GRAD_GAMMA = /* wgsl */ `
-${WGSL_COMMON}
-var<workgroup> part : array<f32, ${WG}>;
-fn main(index : i32) {
-  let l = i32(localIndex);
-  let col = wgIndex() * ${GG_COLS} + l % ${GG_COLS};
-  let c = min(col, uniforms.d - 1);
-  var s = 0.0;
-  for (var r = l / ${GG_COLS}; r < uniforms.n; r += ${GG_ROWS}) {
-    let at = r * uniforms.d + c;
-    s += DY[at] * ((X[at] - MEAN[r]) * RSTD[r]);
-  }
-  part[l] = s;
-  workgroupBarrier();
-  for (var k = ${GG_ROWS / 2}; k > 0; k = k >> 1u) {
-    if (l < k * ${GG_COLS}) { part[l] = part[l] + part[l + k * ${GG_COLS}]; }
-    workgroupBarrier();
-  }
-  if (l < ${GG_COLS} && col < uniforms.d) { result[col] = part[l]; }
-}`;
+// dγ = Σ_rows dy·x̂, a column sum.
+const LN_GRAD_GAMMA = columnSum('DY[at] * ((X[at] - MEAN[r]) * RSTD[r])');
 
 function rows(x: tf.TensorInfo): [number, number] {
   const d = x.shape[x.shape.length - 1] ?? 1;
@@ -163,7 +140,7 @@ function layerNormGradGamma(args: KernelArgs): tf.TensorInfo {
     inputs: { DY: dy!, X: x!, MEAN: mean!, RSTD: rstd! },
     outputShape: [d],
     workgroup: WG,
-    workgroups: ceilDiv(d, GG_COLS),
+    workgroups: ceilDiv(d, COLS_PER_WG),
     uniforms: [
       { name: 'n', type: 'int32', value: n },
       { name: 'd', type: 'int32', value: d },

@@ -101,3 +101,9 @@ export function registerOnWebGpu(kernelName: string, kernelFunc: tf.KernelFunc, 
   (kernelFunc as { peft?: true }).peft = true;
   tf.registerKernel({ kernelName, backendName: WEBGPU, kernelFunc });
 }
+
+/** TF.js's own kernel of that name on webgpu (not one of ours), to fall back on. */
+export function tfjsKernel(name: string): tf.KernelFunc | undefined {
+  const k = tf.getKernel(name, WEBGPU);
+  return k && !(k.kernelFunc as { peft?: true }).peft ? k.kernelFunc : undefined;
+}

@@ -3,7 +3,7 @@
  * `var<workgroup>` array of the workgroup's size. Call them in uniform control flow (no early
  * return before them: they hold barriers); every invocation gets the result.
  */
-import { WGSL_COMMON } from './program';
+import { WGSL_COMMON, WG } from './program';
 
 /** Invocations per workgroup of the row kernels (one workgroup per row). */
 export const ROW_WG = 256;
@@ -50,3 +50,35 @@ fn wgMax(v : f32) -> f32 {
   return r;
 }
 `;
+
+/** Column sums: columns per workgroup × row groups = WG. */
+export const COLS_PER_WG = 16;
+const ROW_GROUPS = WG / COLS_PER_WG;
+
+/**
+ * WGSL `main` of a column sum over a row-major [uniforms.n, uniforms.d] operand:
+ * result[c] = Σ_r term, with `term` a WGSL expression of `at` (the element r·d + c) and `r`.
+ * Dispatch ceil(d / COLS_PER_WG) workgroups of WG. Invocation l takes column block · COLS_PER_WG +
+ * l % COLS_PER_WG and rows l / COLS_PER_WG + k·ROW_GROUPS (a warp reads 16 consecutive floats of
+ * two rows), then a tree over the row groups.
+ */
+export const columnSum = (term: string) => /* wgsl */ `
+${WGSL_COMMON}
+var<workgroup> part : array<f32, ${WG}>;
+fn main(index : i32) {
+  let l = i32(localIndex);
+  let col = wgIndex() * ${COLS_PER_WG} + l % ${COLS_PER_WG};
+  let c = min(col, uniforms.d - 1);
+  var s = 0.0;
+  for (var r = l / ${COLS_PER_WG}; r < uniforms.n; r += ${ROW_GROUPS}) {
+    let at = r * uniforms.d + c;
+    s += ${term};
+  }
+  part[l] = s;
+  workgroupBarrier();
+  for (var k = ${ROW_GROUPS / 2}; k > 0; k = k >> 1u) {
+    if (l < k * ${COLS_PER_WG}) { part[l] = part[l] + part[l + k * ${COLS_PER_WG}]; }
+    workgroupBarrier();
+  }
+  if (l < ${COLS_PER_WG} && col < uniforms.d) { result[col] = part[l]; }
+}`;
