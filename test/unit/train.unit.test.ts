@@ -5,6 +5,7 @@
  * step once, a diverging run fails naming the step and the last good checkpoint, the memory
  * estimate refuses, early stopping, classification (BERT, ViT) and `compare`.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
 import { appendFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -194,6 +195,40 @@ describe('training', () => {
     const other = config({ ...RESUME_SPEC, steps: 9 });
     const e = await rejects(runTraining(other, { runDir: ref.dir, ctx: recorder().ctx }), InputError);
     assert.match(e.message, /started from a different spec \(differs in steps\)/);
+  });
+
+  test('a step reads the device once (micro-batch losses and the gradient norm together), with accumulation too', async () => {
+    const cfg = config({ steps: 5, gradientAccumulation: 3, maxGradNorm: 1, logEvery: 100, evalEvery: 100, checkpointEvery: 100 });
+    // The engine's reads (a backend's read may call its readSync: counted once here).
+    const backend = tf.engine() as unknown as { read(id: object): Promise<unknown>; readSync(id: object): unknown };
+    const read = backend.read;
+    const readSync = backend.readSync;
+    let reads = 0;
+    const perStep: number[] = [];
+    backend.read = function (this: unknown, id: object) {
+      reads++;
+      return read.call(this, id);
+    };
+    backend.readSync = function (this: unknown, id: object) {
+      reads++;
+      return readSync.call(this, id);
+    };
+    try {
+      await runTraining(cfg, {
+        runDir: runDir(),
+        ctx: recorder().ctx,
+        afterStep: (s) => {
+          perStep.push(reads);
+          reads = 0;
+          void s;
+        },
+      });
+    } finally {
+      backend.read = read;
+      backend.readSync = readSync;
+    }
+    // The last step also writes the final checkpoint; the steps before it only train.
+    assert.deepEqual(perStep.slice(0, 4), [1, 1, 1, 1]);
   });
 
   test('a diverging loss (lr 1e30) fails naming the step and the last good checkpoint', async () => {

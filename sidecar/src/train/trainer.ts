@@ -333,7 +333,8 @@ class Session {
       const step = state.step + 1;
       const t0 = performance.now();
       let grads: Map<string, tf.Tensor> | undefined;
-      let lossSum = 0;
+      // Each micro-batch's loss stays on the device until the one read of the step (below).
+      const microLosses: tf.Tensor[] = [];
       let tokens = 0;
       // IST: only the drawn blocks' adapter tensors (and those outside the blocks) train this step.
       const stepNames = ist ? istStepNames(names, adapter, ist.sampleUpdate()) : names;
@@ -344,8 +345,7 @@ class Session {
           try {
             adapter.setStep((step - 1) * accum + micro);
             const r = model.lossAndGrads(stepNames, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true });
-            lossSum += (await r.loss.data())[0]!;
-            r.loss.dispose();
+            microLosses.push(r.loss);
             tokens += batch.tokens;
             if (!grads) grads = r.grads;
             else {
@@ -359,7 +359,6 @@ class Session {
             disposeTrainBatch(batch);
           }
         }
-        const loss = lossSum / accum;
         // A gradient replaced in the map (averaged, clipped) is disposed: the map owns what it holds.
         if (accum > 1) {
           for (const [n, g] of grads!) {
@@ -367,9 +366,13 @@ class Session {
             g.dispose();
           }
         }
-        const normT = tf.tidy(() => tf.sqrt(tf.addN([...grads!.values()].map((g) => tf.sum(tf.square(g))))));
-        const gradNorm = (await normT.data())[0]!;
-        normT.dispose();
+        // One read per step, of the micro-batch losses and the gradient norm together: on a GPU every
+        // read waits for the queue to drain, and the next work starts from an idle device.
+        const statsT = tf.tidy(() => tf.concat([...microLosses.map((l) => tf.reshape(l, [1])), tf.reshape(tf.sqrt(tf.addN([...grads!.values()].map((g) => tf.sum(tf.square(g))))), [1])]));
+        const stats = await statsT.data();
+        statsT.dispose();
+        const loss = Array.from(stats.subarray(0, accum)).reduce((a, b) => a + b, 0) / accum;
+        const gradNorm = stats[accum]!;
         if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
           const what = !Number.isFinite(loss) ? `loss is ${loss}` : `gradient norm is ${gradNorm} (loss ${loss})`;
           const ck = this.status.lastCheckpoint ? `last good checkpoint: checkpoints/${this.status.lastCheckpoint} (step ${this.status.lastCheckpoint.slice(5)})` : 'no checkpoint was written before it';
@@ -475,6 +478,7 @@ class Session {
         });
       } finally {
         if (grads) tf.dispose([...grads.values()]);
+        tf.dispose(microLosses);
       }
       await this.opts.afterStep?.(step);
       await yieldToEventLoop();
