@@ -32,7 +32,7 @@ wait
   --modes lora --steps 1 --warmup 2 --json | tee "$OUT/bench-cpu.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"losses":[^]]*]'
 # 4. Optional variants, each one environment assignment, e.g.
 #    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs
-#              PEFT_LAB_WEBGPU_DISPATCH=tfjs PEFT_LAB_SAVED_TENSORS=engine
+#              PEFT_LAB_WEBGPU_DISPATCH=tfjs PEFT_LAB_SAVED_TENSORS=engine PEFT_LAB_WEBGPU_FIRST_SUBMIT=16
 #              PEFT_LAB_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,disable_robustness"
 # Each variant runs right after a baseline run, so that pairs share the machine's state.
 for v in ${VARIANTS:-}; do

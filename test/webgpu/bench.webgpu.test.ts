@@ -13,8 +13,8 @@ interface Row {
   webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number };
 }
 
-function bench(backend: string, extra: string[] = [], cases = 'tiny'): Row[] {
-  const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
+function bench(backend: string, extra: string[] = [], cases = 'tiny', moreEnv: Record<string, string> = {}): Row[] {
+  const env = { ...process.env, ...moreEnv, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
   const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', backend, '--cases', cases, '--steps', '1', '--warmup', '1', '--json', ...extra], { encoding: 'utf8', env, timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr);
   return r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Row);
@@ -42,4 +42,9 @@ test('bench gpu-host on webgpu reports the host side of a step: dispatches recor
   assert.ok(c.submits >= 1 && c.submits < c.dispatches / 10, `submits ${c.submits}`);
   assert.equal(c.bind_groups_created, 0);
   assert.ok(c.host_ms > 0);
+  // PEFT_LAB_WEBGPU_FIRST_SUBMIT=1: the first submit of each step (the device idle after the last
+  // step's loss read) comes after one dispatch, one more submit per step.
+  const early = bench('webgpu', ['--modes', 'lora', '--warmup', '2'], 'gpu-host', { PEFT_LAB_WEBGPU_FIRST_SUBMIT: '1' })[0]!.webgpu!;
+  assert.equal(early.dispatches, c.dispatches);
+  assert.equal(early.submits, c.submits + 1, `${early.submits} vs ${c.submits} submits`);
 });

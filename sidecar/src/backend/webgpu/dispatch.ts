@@ -84,13 +84,18 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   const tfjsRecord = b.recordAndSubmit;
   const stats: DispatchStats = { dispatches: 0, bindGroupsCreated: 0, uniformSlotsWritten: 0, fallbacks: 0, submits: 0, uploads: 0, submitMs: 0, readWaitMs: 0 };
   installed.set(backend, stats);
-  timeWaits(backend, stats);
+  // The submit count at which the device was last known idle (after a read-back).
+  let idleAt = -1;
+  timeWaits(backend, stats, (submits) => (idleAt = submits));
   const fallback = (self: unknown, ...args: Parameters<RecordAndSubmit>) => {
     stats.fallbacks++;
     tfjsRecord.apply(self, args);
   };
-  // Read once per submit check in TF.js too; a flag lookup, kept out of the key path.
-  const submitBatch = () => tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number;
+  // Dispatches per submit (TF.js's flag). With PEFT_LAB_WEBGPU_FIRST_SUBMIT=N, the first submit after
+  // the device went idle (a read-back finished and nothing was submitted since) comes after N
+  // dispatches, so that the GPU starts on a step while the host records the rest of it.
+  const firstSubmit = Number(process.env.PEFT_LAB_WEBGPU_FIRST_SUBMIT) || 0;
+  const submitBatch = () => (firstSubmit > 0 && stats.submits === idleAt ? firstSubmit : (tf.env().get('WEBGPU_DEFERRED_SUBMIT_BATCH_SIZE') as number));
   if (process.env.PEFT_LAB_WEBGPU_DISPATCH === 'tfjs') {
     b.recordAndSubmit = function (...args) {
       fallback(this, ...args);
@@ -238,8 +243,9 @@ export function dispatchStats(backend: object): DispatchStats | undefined {
   return installed.get(backend);
 }
 
-/** Counts submits and times them and the read-back waits, so a benchmark can tell host time apart. */
-function timeWaits(backend: WebGPUBackend, stats: DispatchStats): void {
+/** Counts submits and times them and the read-back waits, so a benchmark can tell host time apart;
+ * `idle(submits)` after a read-back during which nothing else was submitted (the queue is empty). */
+function timeWaits(backend: WebGPUBackend, stats: DispatchStats, idle: (submits: number) => void): void {
   const queue = (backend as unknown as BackendInternals).queue;
   const submit = queue.submit.bind(queue);
   queue.submit = (commandBuffers: Iterable<GPUCommandBuffer>) => {
@@ -251,10 +257,13 @@ function timeWaits(backend: WebGPUBackend, stats: DispatchStats): void {
   const getBufferData = backend.getBufferData.bind(backend);
   backend.getBufferData = async (buffer: GPUBuffer) => {
     const t0 = performance.now();
+    const pending = getBufferData(buffer);
+    const submitted = stats.submits;
     try {
-      return await getBufferData(buffer);
+      return await pending;
     } finally {
       stats.readWaitMs += performance.now() - t0;
+      if (stats.submits === submitted) idle(submitted);
     }
   };
 }
