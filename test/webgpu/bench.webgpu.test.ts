@@ -10,7 +10,7 @@ interface Row {
   mode: string;
   losses: number[];
   kernels?: { kernel: string; calls: number }[];
-  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number };
+  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number };
 }
 
 function bench(backend: string, extra: string[] = [], cases = 'tiny', moreEnv: Record<string, string> = {}): Row[] {
@@ -42,6 +42,7 @@ test('bench gpu-host on webgpu reports the host side of a step: dispatches recor
   assert.ok(c.submits >= 1 && c.submits < c.dispatches / 10, `submits ${c.submits}`);
   assert.equal(c.bind_groups_created, 0);
   assert.ok(c.host_ms > 0);
+  assert.ok(c.gpu_pool_mb! > 0, 'the GPU buffer pool size is reported');
   // PEFT_LAB_WEBGPU_FIRST_SUBMIT=1: the first submit of each step (the device idle after the last
   // step's loss read) comes after one dispatch, one more submit per step.
   const early = bench('webgpu', ['--modes', 'lora', '--warmup', '2'], 'gpu-host', { PEFT_LAB_WEBGPU_FIRST_SUBMIT: '1' })[0]!.webgpu!;

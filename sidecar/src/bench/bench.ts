@@ -76,6 +76,9 @@ export interface WebGpuStepCounters {
   submits: number;
   /** Tensors written from host values (constants made during the step). */
   uploads: number;
+  /** GPU memory TF.js's buffer pool holds after the case (MB): live tensors plus freed buffers kept
+   * for reuse, cumulative over the cases run before in this process (the pool never shrinks). */
+  gpu_pool_mb?: number;
 }
 
 export interface KernelTime {
@@ -193,7 +196,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     optimizer_state: optimizerState,
     clock,
     losses: losses.map((l) => Math.round(l * 1e6) / 1e6),
-    ...(gpuSteps.length ? { webgpu: medianCounters(gpuSteps) } : {}),
+    ...(gpuSteps.length ? { webgpu: { ...medianCounters(gpuSteps), ...gpuPool() } } : {}),
     ...(kernels ? { kernels } : {}),
   };
 
@@ -209,6 +212,11 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+/** The webgpu backend's pool size (tf.memory() there reports numBytesAllocatedInGPU). */
+function gpuPool(): { gpu_pool_mb?: number } {
+  const bytes = (tf.memory() as tf.MemoryInfo & { numBytesAllocatedInGPU?: number }).numBytesAllocatedInGPU;
+  return bytes === undefined ? {} : { gpu_pool_mb: Math.round(bytes / 2 ** 20) };
+}
 const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
   return {
