@@ -151,23 +151,20 @@ function adamw(args: KernelArgs): tf.TensorInfo[] {
   result[i] = p - u * S[0];`),
   });
   if (own) backend.disposeData(own.dataId);
-  const mInPlace = a.inPlace ? takeOver(backend, m) : undefined;
-  const mOut = runProgram(backend, {
-    ...spec,
-    uniforms: [count, ...beta1],
-    key: `adamw-m:${!!m}:${!!mInPlace}`,
-    inputs: m && !mInPlace ? { G: g, M: m } : { G: g },
-    output: mInPlace,
-    code: () => elementwise(`result[i] = ${M_EXPR(mInPlace ? 'result[i]' : m && 'M[i]')};`),
-  });
-  const vInPlace = a.inPlace ? takeOver(backend, v) : undefined;
-  const vOut = runProgram(backend, {
-    ...spec,
-    uniforms: [count, ...beta2],
-    key: `adamw-v:${!!v}:${!!vInPlace}`,
-    inputs: v && !vInPlace ? { G: g, V: v } : { G: g },
-    output: vInPlace,
-    code: () => elementwise(`result[i] = ${V_EXPR(vInPlace ? 'result[i]' : v && 'V[i]')};`),
-  });
+  // m' and v', each from its old value (in its own buffer when it can take it over) and g.
+  const moment = (name: 'm' | 'v', old: tf.TensorInfo | undefined, expr: (old: string | undefined) => string, betas: Uniform[]) => {
+    const inPlace = a.inPlace ? takeOver(backend, old) : undefined;
+    const array = name.toUpperCase();
+    return runProgram(backend, {
+      ...spec,
+      uniforms: [count, ...betas],
+      key: `adamw-${name}:${!!old}:${!!inPlace}`,
+      inputs: old && !inPlace ? { G: g, [array]: old } : { G: g },
+      output: inPlace,
+      code: () => elementwise(`result[i] = ${expr(inPlace ? 'result[i]' : old && `${array}[i]`)};`),
+    });
+  };
+  const mOut = moment('m', m, M_EXPR, beta1);
+  const vOut = moment('v', v, V_EXPR, beta2);
   return [pOut, mOut, vOut];
 }

@@ -14,7 +14,7 @@ import type * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K } from '../native/fused';
 import { ceilDiv, registerOnWebGpu, runProgram, type KernelArgs, sizeOf, WG } from './program';
-import { COLS_PER_WG, columnSum, ROW_WG, WGSL_REDUCE, rowStart } from './reduce';
+import { columnSum, ROW_WG, runColumnSum, WGSL_REDUCE, rowStart } from './reduce';
 
 
 export function registerNormKernels(): void {
@@ -135,16 +135,5 @@ function layerNormGradX(args: KernelArgs): tf.TensorInfo {
 function layerNormGradGamma(args: KernelArgs): tf.TensorInfo {
   const { dy, x, mean, rstd } = args.inputs as Record<string, tf.TensorInfo>;
   const [n, d] = rows(x!);
-  return runProgram(args.backend as WebGPUBackend, {
-    key: 'ln-grad-gamma',
-    inputs: { DY: dy!, X: x!, MEAN: mean!, RSTD: rstd! },
-    outputShape: [d],
-    workgroup: WG,
-    workgroups: ceilDiv(d, COLS_PER_WG),
-    uniforms: [
-      { name: 'n', type: 'int32', value: n },
-      { name: 'd', type: 'int32', value: d },
-    ],
-    code: LN_GRAD_GAMMA,
-  });
+  return runColumnSum(args.backend as WebGPUBackend, { key: 'ln-grad-gamma', inputs: { DY: dy!, X: x!, MEAN: mean!, RSTD: rstd! }, outputShape: [d], n, d, code: LN_GRAD_GAMMA });
 }

@@ -3,7 +3,9 @@
  * `var<workgroup>` array of the workgroup's size. Call them in uniform control flow (no early
  * return before them: they hold barriers); every invocation gets the result.
  */
-import { WGSL_COMMON, WG } from './program';
+import type * as tf from '@tensorflow/tfjs-core';
+import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
+import { ceilDiv, runProgram, WGSL_COMMON, WG } from './program';
 
 /** Invocations per workgroup of the row kernels (one workgroup per row). */
 export const ROW_WG = 256;
@@ -82,3 +84,19 @@ fn main(index : i32) {
   }
   if (l < ${COLS_PER_WG} && col < uniforms.d) { result[col] = part[l]; }
 }`;
+
+/** Runs a columnSum program over [n, d] operands (`inputs`), output shaped `outputShape` (d elements). */
+export function runColumnSum(backend: WebGPUBackend, spec: { key: string; inputs: Record<string, tf.TensorInfo>; outputShape: number[]; n: number; d: number; code: string }): tf.TensorInfo {
+  return runProgram(backend, {
+    key: spec.key,
+    inputs: spec.inputs,
+    outputShape: spec.outputShape,
+    workgroup: WG,
+    workgroups: ceilDiv(spec.d, COLS_PER_WG),
+    uniforms: [
+      { name: 'n', type: 'int32', value: spec.n },
+      { name: 'd', type: 'int32', value: spec.d },
+    ],
+    code: spec.code,
+  });
+}

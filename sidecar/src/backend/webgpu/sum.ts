@@ -7,8 +7,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
-import { ceilDiv, registerOnWebGpu, runProgram, sizeOf, tfjsKernel, type KernelArgs, WG } from './program';
-import { COLS_PER_WG, columnSum } from './reduce';
+import { registerOnWebGpu, sizeOf, tfjsKernel, type KernelArgs } from './program';
+import { COLS_PER_WG, columnSum, runColumnSum } from './reduce';
 
 let tfjsSum: tf.KernelFunc | undefined;
 
@@ -31,16 +31,6 @@ function sum(args: KernelArgs): tf.TensorInfo | tf.TensorInfo[] {
     if (!tfjsSum) throw new Error('Sum: no fallback kernel on webgpu');
     return tfjsSum(args);
   }
-  return runProgram(args.backend as WebGPUBackend, {
-    key: 'sum-leading',
-    inputs: { X: x },
-    outputShape: keepDims ? x.shape.map((s, i) => (i < k ? 1 : s)) : x.shape.slice(k),
-    workgroup: WG,
-    workgroups: ceilDiv(d, COLS_PER_WG),
-    uniforms: [
-      { name: 'n', type: 'int32', value: n },
-      { name: 'd', type: 'int32', value: d },
-    ],
-    code: SUM_COLUMNS,
-  });
+  const outputShape = keepDims ? x.shape.map((s, i) => (i < k ? 1 : s)) : x.shape.slice(k);
+  return runColumnSum(args.backend as WebGPUBackend, { key: 'sum-leading', inputs: { X: x }, outputShape, n, d, code: SUM_COLUMNS });
 }
