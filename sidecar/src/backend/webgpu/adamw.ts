@@ -105,7 +105,7 @@ function adamwFusedInPlace(backend: WebGPUBackend, p: tf.TensorInfo, g: tf.Tenso
   const buffer = (t: tf.TensorInfo) => backend.tensorMap.get(t.dataId)!.resource as GPUBuffer;
   const outputs = [takeOver(backend, p)!, takeOver(backend, m)!, takeOver(backend, v)!];
   const operands = [...outputs, g, scalars];
-  record(fusedPipeline(backend.device, a.hasDecay), operands.map(buffer), uniforms, [x, ceilDiv(groups, x), 1], operands.map((t) => t.dataId));
+  record(fusedPipeline(backend.device, a.hasDecay), operands.map(buffer), uniforms, [x, ceilDiv(groups, x), 1], operands.map((t) => t.dataId), 'AdamWInPlace');
   return outputs;
 }
 

@@ -30,7 +30,11 @@ interface BackendInternals {
   queue: GPUQueue;
   tensorMap: { get(dataId: object): { resource?: unknown; values?: unknown; shape: number[]; dtype: tf.DataType } | undefined };
   uploadToGPU(dataId: object): void;
-  activeTimers: unknown;
+  activeTimers: Array<{ name: string; query: Promise<number> }> | null | undefined;
+  supportTimestampQuery: boolean;
+  querySet: GPUQuerySet | null | undefined;
+  querySetCount: number;
+  getQueryTime(): Promise<number>;
   commandEncoder: GPUCommandEncoder | null;
   computePassEncoder: GPUComputePassEncoder | null;
   commandQueueOwnedIds: WeakSet<object>;
@@ -68,12 +72,12 @@ const installed = new WeakMap<object, DispatchStats>();
  * buffers at bindings 0…n−1 in order, the uniform block at n), in the backend's current pass, with
  * the same caches; `dataIds` are the tensors it reads or writes (their buffers stay out of the pool
  * until the submit). */
-export type RawRecorder = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer, workgroups: number[], dataIds: object[]) => void;
-const rawRecorders = new WeakMap<object, () => RawRecorder | undefined>();
+export type RawRecorder = (pipeline: GPUComputePipeline, buffers: GPUBuffer[], uniforms: ArrayBuffer, workgroups: number[], dataIds: object[], name: string) => void;
+const rawRecorders = new WeakMap<object, RawRecorder>();
 
-/** The raw recorder, when one can record now (undefined while profiling or with the cached path off). */
+/** The raw recorder (undefined with the cached path off). Under tf.profile its dispatches are timed. */
 export function rawRecorder(backend: object): RawRecorder | undefined {
-  return rawRecorders.get(backend)?.();
+  return rawRecorders.get(backend);
 }
 
 /** Installs the cached dispatch path on `backend` (idempotent). Returns its counters. */
@@ -142,7 +146,7 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
 
   /** Records one dispatch: `key` names the bind group (pipeline, buffers in binding order, and the
    * uniform block's content), `uniforms` packs that block when the key is new. */
-  function record(pipeline: GPUComputePipeline, buffers: GPUBuffer[], key: string, uniforms: () => ArrayBuffer, workgroups: number[], dataIds: object[]) {
+  function record(pipeline: GPUComputePipeline, buffers: GPUBuffer[], key: string, uniforms: () => ArrayBuffer, workgroups: number[], dataIds: object[], name = 'peft') {
     stats.dispatches++;
     let bindGroup = bindGroups.get(key);
     if (!bindGroup) {
@@ -159,6 +163,17 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
     }
     for (const id of dataIds) b.commandQueueOwnedIds.add(id);
     b.ensureCommandEncoderReady();
+    const timed = b.activeTimers != null;
+    if (timed) {
+      // Profiling (tf.profile): a pass of its own with timestamps, as TF.js times its programs.
+      b.endComputePassEncoder();
+      const descriptor: GPUComputePassDescriptor = {};
+      if (b.supportTimestampQuery) {
+        b.querySet ??= b.device.createQuerySet({ type: 'timestamp', count: b.querySetCount });
+        descriptor.timestampWrites = { querySet: b.querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 };
+      }
+      b.computePassEncoder = b.commandEncoder!.beginComputePass(descriptor);
+    }
     if (!b.computePassEncoder) b.computePassEncoder = b.commandEncoder!.beginComputePass({});
     const pass = b.computePassEncoder;
     pass.setPipeline(pipeline);
@@ -166,7 +181,10 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
     const [x, y = 1, z = 1] = workgroups;
     pass.dispatchWorkgroups(x!, y, z);
     b.dispatchCountInPass++;
-    if (submitBatch() <= b.dispatchCountInPass) {
+    if (timed) {
+      b.endComputePassEncoder();
+      b.activeTimers!.push({ name, query: b.getQueryTime() });
+    } else if (submitBatch() <= b.dispatchCountInPass) {
       b.endComputePassEncoder();
       b.submitQueue();
     }
@@ -193,12 +211,9 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
     record(gpuPipeline, gpuBuffers, key, () => packUniforms(uniformFields(program, output, inputs, programDefinedUniform)), program.dispatch, dataIds);
   };
 
-  rawRecorders.set(backend, () => {
-    if (b.activeTimers != null) return undefined;
-    return (pipeline, buffers, uniforms, workgroups, dataIds) => {
-      const key = `${idOf(pipeline)},${buffers.map(idOf).join(',')}|${new Int32Array(uniforms).join(',')}`;
-      record(pipeline, buffers, key, () => uniforms, workgroups, dataIds);
-    };
+  rawRecorders.set(backend, (pipeline, buffers, uniforms, workgroups, dataIds, name) => {
+    const key = `${idOf(pipeline)},${buffers.map(idOf).join(',')}|${new Int32Array(uniforms).join(',')}`;
+    record(pipeline, buffers, key, () => uniforms, workgroups, dataIds, name);
   });
 
   // Uploads: TF.js copies each tensor made from host values through a staging buffer created for it
