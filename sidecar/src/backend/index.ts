@@ -23,7 +23,13 @@
  * in CI or to try WebGPU from the command line.
  *
  * PEFT_LAB_DAWN_FLAGS=<comma-separated Dawn toggles> are passed to the `webgpu` package's
- * `create()`, e.g. `backend=opengl` for Mesa llvmpipe on machines without a GPU (see engine notes).
+ * `create()`, e.g. `backend=opengl` for Mesa llvmpipe on machines without a GPU (see engine notes),
+ * `backend=null` for Dawn's no-op device (host-side timing only).
+ *
+ * WebGPU measurement knobs (each keeps TF.js's own behaviour for side-by-side timing):
+ * PEFT_LAB_WEBGPU_DISPATCH=tfjs (webgpu/dispatch.ts), PEFT_LAB_SAVED_TENSORS=engine
+ * (saved-tensors.ts), PEFT_LAB_WEBGPU_TUNE (webgpu/kernels.ts), PEFT_LAB_WEBGPU_SUBMIT_BATCH and
+ * PEFT_LAB_WEBGPU_FIRST_SUBMIT (dispatches per submit).
  *
  * Nothing may reach stdout (the sidecar's RPC channel): while backends load, console.log/info/
  * warn/debug/error are routed to the `log` callback (or stderr).
