@@ -1,21 +1,27 @@
 /**
- * A cheaper dispatch path for tfjs-backend-webgpu: the host cost of a training step on a fast GPU is
- * mostly per-dispatch work in TF.js's `recordAndSubmit` (measured with Dawn: createBindGroup ≈ 27 µs,
- * queue.writeBuffer of the uniforms ≈ 12 µs, plus a pooled uniform buffer acquired and released, for
- * each of ~500 dispatches per step), not the kernels.
+ * A cheaper dispatch path for tfjs-backend-webgpu. Once the kernels were fused, the host side of a
+ * training step was mostly TF.js's per-dispatch work in `recordAndSubmit`: a uniform buffer taken
+ * from the pool and written (queue.writeBuffer ≈ 12 µs) and a new bind group (createBindGroup
+ * ≈ 27 µs) for each of ~500 dispatches per step (Dawn's calls timed on this project's dev machine).
  *
- * This replaces that method on one backend instance with the same recording, minus two costs:
- * - Uniforms: a training step repeats the same few hundred uniform blocks (shapes, strides, sizes)
- *   every step, so each distinct block is written once into a slot of a uniform pool and bound by
- *   offset. Slots are never rewritten, so no ordering between writes and in-flight work matters.
- * - Bind groups: kept per (pipeline, buffers, uniform slot). TF.js's buffer pool hands out the same
- *   buffers step after step, so after the first step nearly every dispatch reuses its bind group.
- * Both caches are bounded: past their caps they start over (old slots stay valid for work already
- * recorded; the GPU objects go when nothing references them).
+ * On one backend instance this module replaces:
+ * - recordAndSubmit, recording the same dispatch with
+ *   - uniforms by value: a training step repeats the same few hundred uniform blocks (shapes,
+ *     strides, sizes) every step, so each distinct block is written once into a slot of a uniform
+ *     pool and bound by offset. Slots are never rewritten, so no write can race work in flight;
+ *   - bind groups kept per (pipeline, buffers, uniform block), built from a key that needs no
+ *     packing. The pool below hands out the same buffers step after step, so from the second or
+ *     third step on no bind group is created at all.
+ *   Both caches are bounded: past their caps they start over (the GPU objects go when nothing
+ *   references them). TF.js's programs under tf.profile (timestamp queries), textures and pixel
+ *   programs take TF.js's own path.
+ * - the buffer pool's choice among free buffers of a size (reuseLowestFreeBuffer);
+ * - uploads of host values (one queue.writeBuffer instead of a staging buffer per tensor);
+ * and adds a raw recorder for pipelines this project builds itself (adamw.ts's in-place update),
+ * with the same caches, pass, submit batching and profiling.
  *
- * Falls back to TF.js's own path for what it does not cover: profiling with timestamp queries
- * (`tf.profile`/`tf.time`), texture resources, and pixel programs. PEFT_LAB_WEBGPU_DISPATCH=tfjs
- * leaves TF.js's path alone (for side-by-side timing).
+ * PEFT_LAB_WEBGPU_DISPATCH=tfjs leaves TF.js's path alone (for side-by-side timing); the counters
+ * (dispatchStats) are kept either way.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend, WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu';
