@@ -33,8 +33,9 @@ export const CASES: BenchCase[] = [
   { case: 'tiny', d: 128, layers: 4, heads: 4, seq: 65, batch: 16, vocab: 256, rank: 8 },
   { case: 'small', d: 256, layers: 4, heads: 4, seq: 129, batch: 8, vocab: 256, rank: 8 },
   { case: 'gpu', d: 768, layers: 12, heads: 12, seq: 257, batch: 8, vocab: 8192, rank: 8, gpu: true },
-  // The gpu case's layers and heads at toy sizes: the same kernels and dispatch count with almost no
-  // arithmetic, so its step time is the host's per-dispatch cost (any adapter, llvmpipe included).
+  // The gpu case's layers and heads at toy sizes: the same fused kernels with almost no arithmetic
+  // (somewhat fewer dispatches: its small matmuls need no split-K sums), so with Dawn's null device
+  // (PEFT_LAB_DAWN_FLAGS=backend=null) its step time is the host's cost of a step.
   { case: 'gpu-host', d: 48, layers: 12, heads: 12, seq: 9, batch: 1, vocab: 64, rank: 8, gpu: true, onRequest: true },
 ];
 export type BenchMode = 'full' | 'lora';
