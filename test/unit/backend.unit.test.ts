@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { currentBackend, initBackend } from '../../sidecar/src/backend';
-import { dawnFlags } from '../../sidecar/src/backend/webgpu/dawn';
+import { dawnFlags, vulkanLoaderMissing } from '../../sidecar/src/backend/webgpu/dawn';
 
 const installed = (m: string): boolean => {
   try {
@@ -51,8 +51,8 @@ describe('initBackend', () => {
       info.skipped.map((s) => s.name),
       ['tensorflow-gpu', 'tensorflow', 'webgpu'],
     );
-    // No GPU here: Dawn finds no adapter, or only a software one, which 'auto' refuses.
-    assert.match(info.skipped[2].reason, /^(no WebGPU adapter found|only a software adapter \(.+\), slower than the CPU backend)$/);
+    // No GPU here: no Vulkan loader, or Dawn finds no adapter, or only a software one, which 'auto' refuses.
+    assert.match(info.skipped[2].reason, /^(no Vulkan loader \(libvulkan\.so\.1\) on this machine.*|no WebGPU adapter found|only a software adapter \(.+\), slower than the CPU backend)$/);
     assert.equal(tf.getBackend(), 'wasm');
     // The kernel fixes came with it: the gradient of tf.gather works.
     assert.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'));
@@ -128,4 +128,22 @@ test('PEFT_LAB_DAWN_FLAGS: comma-separated key=value flags; an item without = co
   assert.deepEqual(dawnFlags({}), []);
   assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl']);
   assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: ' backend=vulkan , enable-dawn-features=allow_unsafe_apis,disable_robustness,' }), ['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,disable_robustness']);
+});
+
+test('the Vulkan loader check: Linux only, LD_LIBRARY_PATH then the ld.so cache, skipped for an explicit non-Vulkan Dawn backend', () => {
+  const probe = (over: Partial<{ platform: string; env: NodeJS.ProcessEnv; exists: (p: string) => boolean; ldconfig: () => string | undefined }>) => ({
+    platform: 'linux',
+    env: {},
+    exists: () => false,
+    ldconfig: () => '\tlibc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6\n',
+    ...over,
+  });
+  assert.equal(vulkanLoaderMissing([], probe({})), true);
+  assert.equal(vulkanLoaderMissing(['backend=vulkan'], probe({})), true);
+  assert.equal(vulkanLoaderMissing(['backend=opengl'], probe({})), false);
+  assert.equal(vulkanLoaderMissing(['backend=null'], probe({})), false);
+  assert.equal(vulkanLoaderMissing([], probe({ platform: 'darwin' })), false);
+  assert.equal(vulkanLoaderMissing([], probe({ ldconfig: () => '\tlibvulkan.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libvulkan.so.1\n' })), false);
+  assert.equal(vulkanLoaderMissing([], probe({ env: { LD_LIBRARY_PATH: '/opt/a:/opt/vk' }, exists: (p) => p === '/opt/vk/libvulkan.so.1' })), false);
+  assert.equal(vulkanLoaderMissing([], probe({ ldconfig: () => undefined })), false, 'no ldconfig: let Dawn try');
 });

@@ -14,6 +14,7 @@
  * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the one beside the bundle or
  * the installed package's (the GPU benchmark machine carries just the one file).
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -66,6 +67,30 @@ function loadDawn(): DawnModule {
   return runtimeRequire('webgpu') as DawnModule;
 }
 
+/**
+ * Linux without the Vulkan loader: Dawn could only print a warning and find no adapter (the demo and
+ * the sidecar's log would carry that warning on every start of a CPU-only machine). Checked where the
+ * dynamic loader looks: LD_LIBRARY_PATH, then ld.so's cache (`ldconfig -p`). Not checked with an
+ * explicit Dawn backend flag (`backend=opengl`, `backend=null`), nor when ldconfig cannot run.
+ */
+export function vulkanLoaderMissing(flags: string[], probe = { platform: process.platform as string, env: process.env, exists: existsSync, ldconfig: ldconfigList }): boolean {
+  if (probe.platform !== 'linux') return false;
+  const backend = flags.find((f) => f.startsWith('backend='));
+  if (backend && backend !== 'backend=vulkan') return false;
+  const dirs = (probe.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean);
+  if (dirs.some((d) => probe.exists(join(d, 'libvulkan.so.1')))) return false;
+  const cache = probe.ldconfig();
+  return cache !== undefined && !/\blibvulkan\.so\.1\b/.test(cache);
+}
+
+function ldconfigList(): string | undefined {
+  for (const bin of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
+    const r = spawnSync(bin, ['-p'], { encoding: 'utf8', timeout: 5000 });
+    if (r.status === 0 && typeof r.stdout === 'string') return r.stdout;
+  }
+  return undefined;
+}
+
 /** A software rasteriser: correct, but slower than the CPU backend. */
 export function isSoftwareAdapter(adapter: GPUAdapterLike, info: GPUAdapterInfoLike | undefined): boolean {
   if (adapter.isFallbackAdapter) return true;
@@ -92,6 +117,7 @@ export interface DawnGpu {
 export async function installDawn(opts: { allowSoftware: boolean }): Promise<DawnGpu> {
   const dawn = loadDawn();
   const flags = dawnFlags();
+  if (vulkanLoaderMissing(flags)) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine, the only GPU API Dawn uses on Linux');
   const g = globalThis as Record<string, unknown> & { navigator?: { gpu?: GPULike } };
   const saved = Object.getOwnPropertyDescriptor(g, 'navigator');
   const gpu = dawn.create(flags);
