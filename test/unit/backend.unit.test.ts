@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { currentBackend, initBackend } from '../../sidecar/src/backend';
-import { dawnFlags, vulkanLoaderMissing } from '../../sidecar/src/backend/webgpu/dawn';
+import { dawnFlags, vulkanLoaderMissing, type LoaderProbe } from '../../sidecar/src/backend/webgpu/dawn';
 
 const installed = (m: string): boolean => {
   try {
@@ -131,7 +131,7 @@ test('PEFT_LAB_DAWN_FLAGS: comma-separated key=value flags; an item without = co
 });
 
 test('the Vulkan loader check: Linux only, LD_LIBRARY_PATH then the ld.so cache, skipped for an explicit non-Vulkan Dawn backend', () => {
-  const probe = (over: Partial<{ platform: string; env: NodeJS.ProcessEnv; exists: (p: string) => boolean; ldconfig: () => string | undefined }>) => ({
+  const probe = (over: Partial<LoaderProbe>): LoaderProbe => ({
     platform: 'linux',
     env: {},
     exists: () => false,

@@ -73,7 +73,16 @@ function loadDawn(): DawnModule {
  * dynamic loader looks: LD_LIBRARY_PATH, then ld.so's cache (`ldconfig -p`). Not checked with an
  * explicit Dawn backend flag (`backend=opengl`, `backend=null`), nor when ldconfig cannot run.
  */
-export function vulkanLoaderMissing(flags: string[], probe = { platform: process.platform as string, env: process.env, exists: existsSync, ldconfig: ldconfigList }): boolean {
+export interface LoaderProbe {
+  platform: string;
+  env: NodeJS.ProcessEnv;
+  exists(path: string): boolean;
+  /** `ldconfig -p`'s listing; undefined when it cannot run. */
+  ldconfig(): string | undefined;
+}
+const HOST_PROBE: LoaderProbe = { platform: process.platform, env: process.env, exists: (p) => existsSync(p), ldconfig: () => ldconfigList() };
+
+export function vulkanLoaderMissing(flags: string[], probe: LoaderProbe = HOST_PROBE): boolean {
   if (probe.platform !== 'linux') return false;
   const backend = flags.find((f) => f.startsWith('backend='));
   if (backend && backend !== 'backend=vulkan') return false;
