@@ -14,8 +14,7 @@
  * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the one beside the bundle or
  * the installed package's (the GPU benchmark machine carries just the one file).
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -70,17 +69,18 @@ function loadDawn(): DawnModule {
 /**
  * Linux without the Vulkan loader: Dawn could only print a warning and find no adapter (the demo and
  * the sidecar's log would carry that warning on every start of a CPU-only machine). Checked where the
- * dynamic loader looks: LD_LIBRARY_PATH, then ld.so's cache (`ldconfig -p`). Not checked with an
- * explicit Dawn backend flag (`backend=opengl`, `backend=null`), nor when ldconfig cannot run.
+ * dynamic loader looks: LD_LIBRARY_PATH, then ld.so's cache (/etc/ld.so.cache holds the library
+ * names as strings). Not checked with an explicit Dawn backend flag (`backend=opengl`,
+ * `backend=null`), nor when the cache cannot be read.
  */
 export interface LoaderProbe {
   platform: string;
   env: NodeJS.ProcessEnv;
   exists(path: string): boolean;
-  /** `ldconfig -p`'s listing; undefined when it cannot run. */
-  ldconfig(): string | undefined;
+  /** The dynamic loader's cache (its library names), undefined when it cannot be read. */
+  ldCache(): string | undefined;
 }
-const HOST_PROBE: LoaderProbe = { platform: process.platform, env: process.env, exists: (p) => existsSync(p), ldconfig: () => ldconfigList() };
+const HOST_PROBE: LoaderProbe = { platform: process.platform, env: process.env, exists: (p) => existsSync(p), ldCache: () => readLdCache() };
 
 export function vulkanLoaderMissing(flags: string[], probe: LoaderProbe = HOST_PROBE): boolean {
   if (probe.platform !== 'linux') return false;
@@ -88,16 +88,16 @@ export function vulkanLoaderMissing(flags: string[], probe: LoaderProbe = HOST_P
   if (backend && backend !== 'backend=vulkan') return false;
   const dirs = (probe.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean);
   if (dirs.some((d) => probe.exists(join(d, 'libvulkan.so.1')))) return false;
-  const cache = probe.ldconfig();
-  return cache !== undefined && !/\blibvulkan\.so\.1\b/.test(cache);
+  const cache = probe.ldCache();
+  return cache !== undefined && !cache.includes('libvulkan.so.1');
 }
 
-function ldconfigList(): string | undefined {
-  for (const bin of ['/sbin/ldconfig', '/usr/sbin/ldconfig', 'ldconfig']) {
-    const r = spawnSync(bin, ['-p'], { encoding: 'utf8', timeout: 5000 });
-    if (r.status === 0 && typeof r.stdout === 'string') return r.stdout;
+function readLdCache(): string | undefined {
+  try {
+    return readFileSync('/etc/ld.so.cache', 'latin1');
+  } catch {
+    return undefined;
   }
-  return undefined;
 }
 
 /** A software rasteriser: correct, but slower than the CPU backend. */
