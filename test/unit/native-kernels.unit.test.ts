@@ -21,64 +21,11 @@ import { randomModel } from '../../sidecar/src/models/init';
 import { baseLinear } from '../../sidecar/src/models/forward';
 import { activation, attention, attentionQkv, causalLmLoss, causalMask, crossEntropy, layerNorm, mergeHeads, splitHeads } from '../../sidecar/src/models/ops';
 import { AdamW } from '../../sidecar/src/train/adamw';
+import { assertNoLeakOnWasm, compare, ints, randn, runOn, type Backend } from '../helpers/cpu-vs-wasm';
 import { relMaxError } from '../helpers/numeric';
-
-type Backend = 'cpu' | 'wasm';
-type Data = { values: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' };
 
 const load = loadNativeAddon();
 const skip = load.addon ? false : load.kind === 'error' ? false : `native addon not built: ${load.reason}`;
-
-function randn(shape: number[], seed: number, scale = 1): Data {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < values.length; i++) values[i] = (u() + u() + u() - u() - u() - u()) * scale;
-  return { values, shape, dtype: 'float32' };
-}
-const ints = (values: number[], shape = [values.length]): Data => ({ values: Int32Array.from(values), shape, dtype: 'int32' });
-
-async function runOn(backend: Backend, inputs: Data[], f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[]): Promise<{ values: Float32Array | Int32Array | Uint8Array; shape: number[] }[]> {
-  await tf.setBackend(backend);
-  return tf.tidy(() => {
-    const ts = inputs.map((d) => tf.tensor(d.values, d.shape, d.dtype));
-    const out = f(...ts);
-    return (Array.isArray(out) ? out : [out]).map((t) => ({ values: t.dataSync(), shape: t.shape }));
-  });
-}
-
-/** wasm (native kernels) running `f` vs cpu running `ref` (default `f`) within `tol` =
- * max|Δ|/max|ref| per output; returns the wasm outputs. */
-async function compare(name: string, inputs: Data[], f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[], tol = 1e-5, ref = f) {
-  const want = await runOn('cpu', inputs, ref);
-  const got = await runOn('wasm', inputs, f);
-  assert.equal(got.length, want.length, `${name}: output count`);
-  got.forEach((g, i) => {
-    assert.deepEqual(g.shape, want[i].shape, `${name}: output ${i} shape`);
-    const err = relMaxError(g.values, want[i].values);
-    assert.ok(err <= tol, `${name}: output ${i} max|Δ|/max|ref| = ${err.toExponential(3)} > ${tol}`);
-  });
-  return got;
-}
-
-const wasmDataIds = () => (tf.engine().findBackend('wasm') as unknown as { numDataIds(): number }).numDataIds();
-
-/** Runs `f` twice on wasm under tf.tidy: neither the tensor count nor the wasm data ids may grow. */
-async function assertNoLeak(name: string, inputs: Data[], f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[]) {
-  await tf.setBackend('wasm');
-  const ts = inputs.map((d) => tf.tensor(d.values, d.shape, d.dtype));
-  const once = () => tf.tidy(() => void f(...ts));
-  try {
-    once();
-    const tensors = tf.memory().numTensors;
-    const ids = wasmDataIds();
-    once();
-    assert.equal(tf.memory().numTensors, tensors, `${name}: tensor count grew`);
-    assert.equal(wasmDataIds(), ids, `${name}: wasm data ids grew`);
-  } finally {
-    tf.dispose(ts);
-  }
-}
 
 /** The function's output followed by its gradients with respect to every float input (of
  * sum(f · w) for a fixed random w, so every output element matters). */
@@ -258,7 +205,7 @@ describe('native kernels', { skip }, () => {
     await tf.setBackend('wasm');
     const kernels = await tf.profile(() => tf.tidy(() => attentionQkv(tf.ones([8, 12]) as tf.Tensor2D, 2, 4, 2, 2, 0.5, causalMask(4))));
     assert.deepEqual(kernels.kernelNames.filter((k) => k.startsWith('Peft')), [K.attentionQkv], 'one fused op');
-    await assertNoLeak('attentionQkv + grads', [randn([18, 12], 3)], withGrads((x) => attentionQkv(x as tf.Tensor2D, 2, 9, 2, 2, 0.5, causalMask(9))));
+    await assertNoLeakOnWasm('attentionQkv + grads', [randn([18, 12], 3)], withGrads((x) => attentionQkv(x as tf.Tensor2D, 2, 9, 2, 2, 0.5, causalMask(9))));
   });
 
   test('linear with bias (PeftLinear): forward and gradients, both weight layouts', async () => {
@@ -276,7 +223,7 @@ describe('native kernels', { skip }, () => {
     await tf.setBackend('wasm');
     const kernels = await tf.profile(() => tf.tidy(() => baseLinear(tf.ones([3, 4]) as tf.Tensor2D, { module: 'm', weight: tf.ones([5, 4]) as tf.Tensor2D, bias: tf.ones([5]) as tf.Tensor1D, fanInFanOut: false })));
     assert.deepEqual(kernels.kernelNames, [K.linear], 'one fused op');
-    await assertNoLeak('linear + grads', [randn([5, 6], 1), randn([6, 4], 2), randn([4], 3)], withGrads((x, wt, bias) =>
+    await assertNoLeakOnWasm('linear + grads', [randn([5, 6], 1), randn([6, 4], 2), randn([4], 3)], withGrads((x, wt, bias) =>
       baseLinear(x as tf.Tensor2D, { module: 'm', weight: wt as tf.Tensor2D, bias: bias as tf.Tensor1D, fanInFanOut: true }),
     ));
   });
@@ -350,16 +297,16 @@ describe('native kernels', { skip }, () => {
 
   test('no leaked tensors or wasm data ids', async () => {
     const q = randn([2, 2, 9, 4], 1);
-    await assertNoLeak('matMul + grads', [randn([3, 7, 5], 1), randn([3, 5, 4], 2)], withGrads((a, b) => tf.matMul(a, b)));
-    await assertNoLeak('matMul transposed', [randn([3, 5, 7], 1), randn([4, 5], 2)], (a, b) => tf.matMul(a, b, true, true));
-    await assertNoLeak('layerNorm + grads', [randn([7, 16], 1), randn([16], 2), randn([16], 3)], withGrads((x, g, b) => layerNorm(x, g, b, 1e-5)));
-    await assertNoLeak('gelu + grads', [randn([64], 1)], withGrads((x) => activation('gelu_new', x)));
-    await assertNoLeak('attention + grads', [q, q, q], withGrads((a, b, c) => attention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, 0.5, causalMask(9))));
-    await assertNoLeak('crossEntropy + grads', [randn([5, 7], 1), ints([1, 2, -100, 6, 0])], withGrads((x, y) => crossEntropy(x as tf.Tensor2D, y as tf.Tensor1D)));
-    await assertNoLeak('sum', [randn([5, 7], 1)], (x) => [tf.sum(x, 0), tf.sum(x, 1)]);
-    await assertNoLeak('split + gather', [randn([5, 6], 1), ints([0, 4])], (x, i) => [...tf.split(x, 3, 1), tf.gather(x, i)]);
-    await assertNoLeak('split/merge heads + grads', [randn([14, 15], 1)], withGrads((t) => mergeHeads(tf.mul(splitHeads(t, 2, 7, 3, 5), 2), 2, 7, 15)));
-    await assertNoLeak('transpose + concat + grads', [randn([5, 6], 1), randn([5, 2], 2)], withGrads((a, b) => tf.transpose(tf.concat([a, b], 1))));
+    await assertNoLeakOnWasm('matMul + grads', [randn([3, 7, 5], 1), randn([3, 5, 4], 2)], withGrads((a, b) => tf.matMul(a, b)));
+    await assertNoLeakOnWasm('matMul transposed', [randn([3, 5, 7], 1), randn([4, 5], 2)], (a, b) => tf.matMul(a, b, true, true));
+    await assertNoLeakOnWasm('layerNorm + grads', [randn([7, 16], 1), randn([16], 2), randn([16], 3)], withGrads((x, g, b) => layerNorm(x, g, b, 1e-5)));
+    await assertNoLeakOnWasm('gelu + grads', [randn([64], 1)], withGrads((x) => activation('gelu_new', x)));
+    await assertNoLeakOnWasm('attention + grads', [q, q, q], withGrads((a, b, c) => attention(a as tf.Tensor4D, b as tf.Tensor4D, c as tf.Tensor4D, 0.5, causalMask(9))));
+    await assertNoLeakOnWasm('crossEntropy + grads', [randn([5, 7], 1), ints([1, 2, -100, 6, 0])], withGrads((x, y) => crossEntropy(x as tf.Tensor2D, y as tf.Tensor1D)));
+    await assertNoLeakOnWasm('sum', [randn([5, 7], 1)], (x) => [tf.sum(x, 0), tf.sum(x, 1)]);
+    await assertNoLeakOnWasm('split + gather', [randn([5, 6], 1), ints([0, 4])], (x, i) => [...tf.split(x, 3, 1), tf.gather(x, i)]);
+    await assertNoLeakOnWasm('split/merge heads + grads', [randn([14, 15], 1)], withGrads((t) => mergeHeads(tf.mul(splitHeads(t, 2, 7, 3, 5), 2), 2, 7, 15)));
+    await assertNoLeakOnWasm('transpose + concat + grads', [randn([5, 6], 1), randn([5, 2], 2)], withGrads((a, b) => tf.transpose(tf.concat([a, b], 1))));
     // With IS_TEST the engine also checks that each kernel adds exactly its outputs' data ids.
     tf.env().set('IS_TEST', true);
     try {

@@ -10,73 +10,11 @@ import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { registerWasmKernelFixes } from '../../sidecar/src/backend/wasm-kernels';
 import { relMaxError } from '../helpers/numeric';
+import { assertNoLeakOnWasm as assertNoLeak, compare, ints, randn, runOn, type Backend } from '../helpers/cpu-vs-wasm';
 
-type Backend = 'cpu' | 'wasm';
-type Data = { values: Float32Array | Int32Array; shape: number[]; dtype: 'float32' | 'int32' };
+/** With the engine's per-kernel data-id check (only here: it misfires on customGrad ops). */
+const assertNoLeakOnWasm: typeof assertNoLeak = (name, inputs, f) => assertNoLeak(name, inputs, f, { kernelCheck: true });
 
-/** Deterministic N(0,1)-ish floats (sum of uniforms from an LCG). */
-function randn(shape: number[], seed: number): Data {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const u = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
-  const values = new Float32Array(shape.reduce((a, b) => a * b, 1));
-  for (let i = 0; i < values.length; i++) values[i] = u() + u() + u() - u() - u() - u();
-  return { values, shape, dtype: 'float32' };
-}
-const ints = (values: number[], shape = [values.length]): Data => ({ values: Int32Array.from(values), shape, dtype: 'int32' });
-
-/** Runs `f` on fresh tensors made from `inputs` on the given backend; returns the outputs' values. */
-async function runOn(backend: Backend, inputs: Data[], f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[]): Promise<{ values: number[]; shape: number[] }[]> {
-  await tf.setBackend(backend);
-  return tf.tidy(() => {
-    const ts = inputs.map((d) => tf.tensor(d.values, d.shape, d.dtype));
-    const out = f(...ts);
-    return (Array.isArray(out) ? out : [out]).map((t) => ({ values: Array.from(t.dataSync()), shape: t.shape }));
-  });
-}
-
-/** Asserts wasm's `f` matches cpu's `ref` (default `f`) within `tol` (max|Δ|/max|ref|). */
-async function compare(
-  name: string,
-  inputs: Data[],
-  f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[],
-  tol = 1e-5,
-  ref: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[] = f,
-) {
-  const want = await runOn('cpu', inputs, ref);
-  const got = await runOn('wasm', inputs, f);
-  assert.equal(got.length, want.length);
-  got.forEach((g, i) => {
-    assert.deepEqual(g.shape, want[i].shape, `${name}: output ${i} shape`);
-    const err = relMaxError(g.values, want[i].values);
-    assert.ok(err <= tol, `${name}: output ${i} max|Δ|/max|ref| = ${err.toExponential(3)} > ${tol}`);
-  });
-  return got;
-}
-
-const wasmDataIds = () => (tf.engine().findBackend('wasm') as unknown as { numDataIds(): number }).numDataIds();
-
-/**
- * Runs `f` twice on wasm under tf.tidy: neither the tensor count nor the wasm data ids may grow.
- * With IS_TEST on, the engine also checks that each kernel adds exactly its outputs' data ids.
- * (Only here: that check misfires on tfjs-core's customGrad ops such as logSoftmax.)
- */
-async function assertNoLeakOnWasm(name: string, inputs: Data[], f: (...t: tf.Tensor[]) => tf.Tensor | tf.Tensor[]) {
-  await tf.setBackend('wasm');
-  const ts = inputs.map((d) => tf.tensor(d.values, d.shape, d.dtype));
-  const once = () => tf.tidy(() => void f(...ts));
-  tf.env().set('IS_TEST', true);
-  try {
-    once();
-    const tensors = tf.memory().numTensors;
-    const ids = wasmDataIds();
-    once();
-    assert.equal(tf.memory().numTensors, tensors, `${name}: tensor count grew`);
-    assert.equal(wasmDataIds(), ids, `${name}: wasm data ids grew`);
-  } finally {
-    tf.env().set('IS_TEST', false);
-    tf.dispose(ts);
-  }
-}
 
 before(async () => {
   assert.ok(version_cpu); // the cpu backend is registered by this import
