@@ -8,7 +8,8 @@ import { BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip 
 import type { BudgetView } from '../../src/protocol/webview';
 import { bootstrap } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
-import { button, checkbox, fill, h, labelled, select } from './lib/dom';
+import { button, fill, h } from './lib/dom';
+import { settingControls } from './lib/settings';
 import type { Theme } from './lib/theme';
 import { budgetBars, budgetTotals, type BudgetScale } from './shared/budget';
 import { formatCount, formatPercent } from './shared/format';
@@ -67,44 +68,24 @@ function option() {
   return view?.options.find((o) => o.key === panel.ui.key) ?? view?.options[0];
 }
 
+const controls = settingControls(panel, () => render());
+
 function renderToolbar(): void {
   if (!view) return;
   fill(
     toolbar,
-    labelled(
-      'Allocation',
-      select(
-        view.options.map((o) => ({ value: o.key, label: o.label })),
-        option()!.key,
-        (v) => {
-          panel.setUI({ key: v });
-          render();
-        },
-        { id: 'budget-select' },
-      ),
-    ),
-    labelled(
+    controls.select('Allocation', view.options.map((o) => ({ value: o.key, label: o.label })), option()!.key, (v) => ({ key: v }), 'budget-select'),
+    controls.select<BudgetScale>(
       'Bars',
-      select<BudgetScale>(
-        [
-          { value: 'absolute', label: 'parameters' },
-          { value: 'share', label: 'share of the layer' },
-        ],
-        panel.ui.scale,
-        (v) => {
-          panel.setUI({ scale: v });
-          render();
-        },
-        { id: 'scale' },
-      ),
+      [
+        { value: 'absolute', label: 'parameters' },
+        { value: 'share', label: 'share of the layer' },
+      ],
+      panel.ui.scale,
+      (v) => ({ scale: v }),
+      'scale',
     ),
-    labelled(
-      'Show frozen',
-      checkbox(panel.ui.frozen, (v) => {
-        panel.setUI({ frozen: v });
-        render();
-      }, { id: 'show-frozen' }),
-    ),
+    controls.checkbox('Show frozen', panel.ui.frozen, (v) => ({ frozen: v }), 'show-frozen'),
   );
 }
 

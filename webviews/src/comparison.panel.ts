@@ -8,7 +8,8 @@ import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, Poi
 import type { ComparisonRowView, ComparisonView } from '../../src/protocol/webview';
 import { bootstrap } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
-import { button, checkbox, fill, h, labelled } from './lib/dom';
+import { button, fill, h, labelled } from './lib/dom';
+import { settingControls } from './lib/settings';
 import { withAlpha } from './shared/color';
 import { formatCount, formatPercent, formatValue } from './shared/format';
 import { forScale, smoothPoints, type Point } from './shared/series';
@@ -77,13 +78,7 @@ fill(
     'div',
     { class: 'toolbar', role: 'toolbar' },
     labelled('Smoothing', h('span', { class: 'control' }, smoothing, smoothingOut)),
-    labelled(
-      'Log scale',
-      checkbox(panel.ui.logScale, (v) => {
-        panel.setUI({ logScale: v });
-        renderChart();
-      }, { id: 'log-scale' }),
-    ),
+    settingControls(panel, () => renderChart()).checkbox('Log scale', panel.ui.logScale, (v) => ({ logScale: v }), 'log-scale'),
   ),
   h('section', { class: 'card' }, h('h2', {}, 'Loss'), h('div', { class: 'chart-box tall' }, canvas)),
 );

@@ -9,7 +9,8 @@ import type { MetricRecord } from '../../src/protocol';
 import type { DashboardRun } from '../../src/protocol/webview';
 import { bootstrap } from './lib/bootstrap';
 import { applyTheme, Chart, makeChart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
-import { button, checkbox, fill, h, labelled, select } from './lib/dom';
+import { button, fill, h, labelled } from './lib/dom';
+import { settingControls } from './lib/settings';
 import type { Theme } from './lib/theme';
 import { withAlpha } from './shared/color';
 import { formatValue } from './shared/format';
@@ -42,31 +43,22 @@ smoothing.addEventListener('input', () => {
   panel.setUI({ smoothing: v });
   scheduleRender();
 });
+// Scale settings rebuild the chart's axes (function declaration below, hoisted).
+const scaleSettings = settingControls(panel, () => rebuildScales());
 const toolbar = h(
   'div',
   { class: 'toolbar', role: 'toolbar', 'aria-label': 'Chart options' },
   labelled('Smoothing', h('span', { class: 'control' }, smoothing, smoothingValue)),
-  labelled(
-    'Log scale',
-    checkbox(panel.ui.logScale, (v) => {
-      panel.setUI({ logScale: v });
-      rebuildScales();
-    }, { id: 'log-scale' }),
-  ),
-  labelled(
+  scaleSettings.checkbox('Log scale', panel.ui.logScale, (v) => ({ logScale: v }), 'log-scale'),
+  scaleSettings.select<XAxis>(
     'X axis',
-    select<XAxis>(
-      [
-        { value: 'step', label: 'Step' },
-        { value: 'time', label: 'Time (s)' },
-      ],
-      panel.ui.xAxis,
-      (v) => {
-        panel.setUI({ xAxis: v });
-        rebuildScales();
-      },
-      { id: 'x-axis' },
-    ),
+    [
+      { value: 'step', label: 'Step' },
+      { value: 'time', label: 'Time (s)' },
+    ],
+    panel.ui.xAxis,
+    (v) => ({ xAxis: v }),
+    'x-axis',
   ),
   button('Add runs…', () => panel.post('dashboard/addRuns', {}), { class: 'secondary', id: 'add-runs' }),
 );

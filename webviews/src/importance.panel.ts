@@ -7,7 +7,8 @@
 import './lib/panel.css';
 import type { ImportanceMethodView, ImportanceView } from '../../src/protocol/webview';
 import { bootstrap } from './lib/bootstrap';
-import { button, checkbox, fill, h, labelled, select } from './lib/dom';
+import { button, fill, h, labelled } from './lib/dom';
+import { settingControls } from './lib/settings';
 import { drawColorBar, Heatmap } from './lib/heatmap';
 import { formatValue } from './shared/format';
 import { frameIndex, normalizeGrid, rankLayers, type Normalization } from './shared/heatmap';
@@ -73,46 +74,25 @@ function togglePin(layer: string | undefined): void {
   render();
 }
 
+const settings = settingControls(panel, () => render());
+const methodSettings = settingControls(panel, () => {
+  renderToolbar();
+  render();
+});
+const NORMALIZATIONS: { value: Normalization; label: string }[] = [
+  { value: 'global', label: 'whole grid' },
+  { value: 'layer', label: 'per layer' },
+  { value: 'module', label: 'per module type' },
+];
+
 function renderToolbar(): void {
   if (!view) return;
   const m = currentMethod()!;
   const controls: HTMLElement[] = [
-    labelled(
-      'Method',
-      select(
-        view.methods.map((x) => ({ value: x.id, label: x.label })),
-        m.id,
-        (v) => {
-          panel.setUI({ method: v, step: -1 });
-          renderToolbar();
-          render();
-        },
-        { id: 'method' },
-      ),
-    ),
-    labelled(
-      'Normalise',
-      select<Normalization>(
-        [
-          { value: 'global', label: 'whole grid' },
-          { value: 'layer', label: 'per layer' },
-          { value: 'module', label: 'per module type' },
-        ],
-        panel.ui.normalization,
-        (v) => {
-          panel.setUI({ normalization: v });
-          render();
-        },
-        { id: 'normalization' },
-      ),
-    ),
-    labelled(
-      'Log colour scale',
-      checkbox(panel.ui.log, (v) => {
-        panel.setUI({ log: v });
-        render();
-      }, { id: 'log' }),
-    ),
+    // A new method may bring a timeline slider: the toolbar is rebuilt too.
+    methodSettings.select('Method', view.methods.map((x) => ({ value: x.id, label: x.label })), m.id, (v) => ({ method: v, step: -1 }), 'method'),
+    settings.select('Normalise', NORMALIZATIONS, panel.ui.normalization, (v) => ({ normalization: v }), 'normalization'),
+    settings.checkbox('Log colour scale', panel.ui.log, (v) => ({ log: v }), 'log'),
   ];
   if (m.timeline?.length) {
     const steps = m.timeline.map((f) => f.step);

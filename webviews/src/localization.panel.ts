@@ -8,8 +8,9 @@ import { BarController, BarElement, CategoryScale, Legend, LinearScale, LineCont
 import type { LocalizationView } from '../../src/protocol/webview';
 import { bootstrap } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
-import { fill, h, labelled, select } from './lib/dom';
+import { fill, h } from './lib/dom';
 import { Heatmap } from './lib/heatmap';
+import { settingControls } from './lib/settings';
 import { formatPercent, formatValue, isNiceLogTick } from './shared/format';
 import type { Point } from './shared/series';
 
@@ -64,37 +65,29 @@ function currentLevel(): number | undefined {
   return ls[panel.ui.level < 0 || panel.ui.level >= ls.length ? ls.length - 1 : panel.ui.level];
 }
 
+const controls = settingControls(panel, () => render());
+
 function renderToolbar(): void {
   const ls = levels();
   const cur = currentLevel();
   fill(
     toolbar,
-    labelled(
+    controls.select<'metric' | 'loss'>(
       'Recovered by',
-      select<'metric' | 'loss'>(
-        [
-          { value: 'metric', label: 'task metric' },
-          { value: 'loss', label: 'loss' },
-        ],
-        panel.ui.recovered,
-        (v) => {
-          panel.setUI({ recovered: v });
-          render();
-        },
-        { id: 'recovered-by' },
-      ),
+      [
+        { value: 'metric', label: 'task metric' },
+        { value: 'loss', label: 'loss' },
+      ],
+      panel.ui.recovered,
+      (v) => ({ recovered: v }),
+      'recovered-by',
     ),
-    labelled(
+    controls.select(
       'Sparsity for density and overlap',
-      select(
-        ls.map((s, i) => ({ value: String(i), label: formatPercent(s, s < 0.001 ? 3 : 2) })),
-        String(cur === undefined ? 0 : ls.indexOf(cur)),
-        (v) => {
-          panel.setUI({ level: Number(v) });
-          render();
-        },
-        { id: 'level' },
-      ),
+      ls.map((s, i) => ({ value: String(i), label: formatPercent(s, s < 0.001 ? 3 : 2) })),
+      String(cur === undefined ? 0 : ls.indexOf(cur)),
+      (v) => ({ level: Number(v) }),
+      'level',
     ),
   );
 }
