@@ -261,6 +261,16 @@ ${GRID}
 }`;
 }
 
+/** WGSL opening the loop over a RB × TQ score tile (closed by the caller): element e is own row r
+ * (index `own` = r0 + r) against staged row t (index `other` = `base` + t), with sd its two dot
+ * products (scoreDots). */
+const scoreTileLoop = (own: string, other: string, base: string) => `    for (var e = li; e < RB * TQ; e += NT) {
+      let r = e / TQ;
+      let t = e % TQ;
+      let ${own} = r0 + r;
+      let ${other} = ${base} + t;
+      let sd = scoreDots(r, t);`;
+
 // ---- backward: score tiles in workgroup memory ------------------------------------------------------
 
 /** Backward tiles: RB rows owned by a workgroup (query rows for dq, key rows for dk/dv), TQ rows of
@@ -337,12 +347,7 @@ ${stageStats('RB', 'r0', 'La', 'Da')}
     workgroupBarrier();
 ${stageRows('TQ', 'j0', ['B0', 'ldk(bK + x * ldi, c)'], ['B1', 'ldv(bV + x * ldi, c)'])}
     workgroupBarrier();
-    for (var e = li; e < RB * TQ; e += NT) {
-      let r = e / TQ;
-      let t = e % TQ;
-      let i = r0 + r;
-      let j = j0 + t;
-      let sd = scoreDots(r, t);
+${scoreTileLoop('i', 'j', 'j0')}
       var ds = 0.0;
       if (i < T && j < T && (!causal || j <= i)) {
         ds = exp(sd.x * scale - La[r]) * (sd.y - Da[r]);
@@ -383,12 +388,7 @@ ${stageRows('RB', 'r0', ['A0', 'ldk(bK + x * ldi, c)'], ['A1', 'ldv(bV + x * ldi
 ${stageRows('TQ', 'i0', ['B0', 'ldq(bI + x * ldi, c)'], ['B1', 'ldg(bO + x * ldo, c)'])}
 ${stageStats('TQ', 'i0', 'Lb', 'Db')}
     workgroupBarrier();
-    for (var e = li; e < RB * TQ; e += NT) {
-      let r = e / TQ;
-      let t = e % TQ;
-      let j = r0 + r;
-      let i = i0 + t;
-      let sd = scoreDots(r, t);
+${scoreTileLoop('j', 'i', 'i0')}
       var p = 0.0;
       if (i < T && j < T && (!causal || j <= i)) { p = exp(sd.x * scale - Lb[t]); }
       Pw[e] = p;
