@@ -26,6 +26,11 @@ export PEFT_LAB_DAWN_FLAGS=${PEFT_LAB_DAWN_FLAGS:-enable-dawn-features=allow_uns
   --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --kernels --anchor .device/torch_anchor.py --python python3 \
   > >(tee "$OUT/bench.jsonl") 2> >(tee "$OUT/bench.err" >&2)
 wait
+# 2b. Each matmul of those steps alone under every kernel choice (GPU time per call): which tile
+# config and K split each shape wants, and the step's matmul time with the best choice per shape.
+[ -n "${SKIP_MATMULS:-}" ] || "$T/node" .device/dist/cli.js bench --backend webgpu --matmuls --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
+  --reps "${REPS:-10}" > "$OUT/matmuls.jsonl" 2> >(grep -v '^Warning' | tee "$OUT/matmuls.err" >&2)
+wait
 # 3. The same LoRA steps on the CPU (wasm + native kernels, all cores): the loss trajectories must
 # agree. (Full fine-tuning of this model does not fit the 4 GiB wasm heap.)
 [ -n "${SKIP_CPU:-}" ] || PEFT_LAB_THREADS=$(nproc) "$T/node" .device/dist/cli.js bench --backend wasm --cases "${CASES:-gpu}" \

@@ -9,6 +9,7 @@ import { loraFactory } from './adapters/bench-lora';
 import { errorMessage } from './errors';
 import { cliContext } from './jobs/context';
 import { benchCase, CASES, runAnchor, type BenchMode } from './bench/bench';
+import { matMulsCommand } from './bench/matmuls';
 import { runForward, runGrads } from './tasks/forward';
 import { formatInspect, inspectModel } from './tasks/inspect';
 import { resumeCommand, trainCommand } from './tasks/train';
@@ -63,7 +64,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   bench: {
-    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--kernels] [--quick] [--json]',
+    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--kernels] [--quick] [--json]\n       bench --backend webgpu --matmuls [--cases gpu] [--modes lora,full] [--reps N] [--json]   (each matmul of a step under every kernel choice)',
     options: {
       cases: { type: 'string' },
       modes: { type: 'string', default: 'full,lora' },
@@ -75,22 +76,28 @@ const COMMANDS: Record<string, Command> = {
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       kernels: { type: 'boolean', default: false },
+      matmuls: { type: 'boolean', default: false },
+      reps: { type: 'string', default: '10' },
     },
     compute: true,
     async run(v) {
       const info = currentBackend()!;
       const gpu = info.name === 'webgpu' || info.name === 'tensorflow-gpu';
       const wanted = typeof v.cases === 'string' ? v.cases.split(',') : CASES.filter((c) => !!c.gpu === gpu && !c.onRequest).map((c) => c.case);
+      if (v.matmuls) {
+        if (info.name !== 'webgpu') throw new UsageError(`--matmuls times the WebGPU kernels: use --backend webgpu (this run has ${info.name})`);
+        const cases = wanted.map((name) => CASES.find((x) => x.case === name) ?? unknownCase(name));
+        const modes = String(v.modes).split(',').map(benchMode);
+        return matMulsCommand(cases, modes, { reps: v.quick ? 1 : positiveInt(v.reps, 'reps'), lora: loraFactory(), table: !v.json });
+      }
       const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
       const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));
       // The threads the compute actually uses (native kernels: PEFT_LAB_THREADS); the anchor gets as many.
       const threads = Number(/(\d+) threads?\)$/.exec(info.device)?.[1] ?? 1);
       const rows = [];
       for (const name of wanted) {
-        const c = CASES.find((x) => x.case === name);
-        if (!c) throw new UsageError(`unknown case '${name}' (cases: ${CASES.map((x) => x.case).join(', ')})`);
-        for (const mode of String(v.modes).split(',') as BenchMode[]) {
-          if (mode !== 'full' && mode !== 'lora') throw new UsageError(`unknown mode '${mode}'`);
+        const c = CASES.find((x) => x.case === name) ?? unknownCase(name);
+        for (const mode of String(v.modes).split(',').map(benchMode)) {
           const r = await benchCase(c, mode, { steps, warmup, threads, backend: info.name, lora: loraFactory(), kernels: v.kernels === true });
           if (typeof v.anchor === 'string') {
             const a = runAnchor(v.anchor, String(v.python), c, mode, threads, Math.max(steps, 5));
@@ -100,9 +107,10 @@ const COMMANDS: Record<string, Command> = {
           rows.push(r);
           process.stdout.write(`${JSON.stringify(r)}\n`);
           if (r.kernels && !v.json) {
-            const total = r.kernels.reduce((s, k) => s + k.ms, 0);
-            process.stderr.write(`kernels of one ${c.case}/${mode} step (${total.toFixed(1)} ms in ${r.kernels.reduce((s, k) => s + k.calls, 0)} calls):\n`);
-            for (const k of r.kernels.slice(0, 25)) process.stderr.write(`  ${k.kernel.padEnd(28)} ${k.ms.toFixed(2).padStart(9)} ms ${String(k.calls).padStart(5)} calls\n`);
+            const timed = r.kernels.every((k) => k.ms !== null);
+            const total = timed ? `${r.kernels.reduce((s, k) => s + (k.ms ?? 0), 0).toFixed(1)} ms` : 'no valid kernel times on this device';
+            process.stderr.write(`kernels of one ${c.case}/${mode} step (${total}; ${r.kernels.reduce((s, k) => s + k.calls, 0)} calls):\n`);
+            for (const k of r.kernels.slice(0, 25)) process.stderr.write(`  ${k.kernel.padEnd(28)} ${(k.ms === null ? '-' : k.ms.toFixed(2)).padStart(9)} ms ${String(k.calls).padStart(5)} calls\n`);
           }
         }
       }
@@ -200,6 +208,15 @@ const COMMANDS: Record<string, Command> = {
     run: (v, positionals) => overlapCommand(v, positionals),
   },
 };
+
+function unknownCase(name: string): never {
+  throw new UsageError(`unknown case '${name}' (cases: ${CASES.map((x) => x.case).join(', ')})`);
+}
+
+function benchMode(mode: string): BenchMode {
+  if (mode !== 'full' && mode !== 'lora') throw new UsageError(`unknown mode '${mode}'`);
+  return mode;
+}
 
 function positiveInt(v: unknown, name: string, min = 1): number {
   const n = Number(v);

@@ -6,7 +6,7 @@ import { initBackend, WEBGPU_SUBMIT_BATCH } from '../../sidecar/src/backend';
 import { K } from '../../sidecar/src/backend/native/fused';
 import { setAttentionBackwardTiles } from '../../sidecar/src/backend/webgpu/attention';
 import { applyTuning } from '../../sidecar/src/backend/webgpu/kernels';
-import { forceMatMulSplitK } from '../../sidecar/src/backend/webgpu/matmul';
+import { describePlan, forceMatMulConfig, forceMatMulSplitK } from '../../sidecar/src/backend/webgpu/matmul';
 import { useWebGpu } from '../helpers/webgpu';
 
 test("'auto' refuses a software adapter even when Dawn offers one", async () => {
@@ -33,12 +33,17 @@ test("'webgpu' by name takes it, with the fused kernels registered, and computes
 test('PEFT_LAB_WEBGPU_TUNE items are applied, unknown ones are refused', async () => {
   assert.deepEqual(applyTuning(''), []);
   assert.throws(() => applyTuning('warp=9'), /unknown item 'warp=9'/);
+  assert.throws(() => applyTuning('matmul=toString'), /unknown item 'matmul=toString'/);
+  const call = { M: 512, N: 512, K: 512, batch: 1, ta: false, tb: false, bias: false };
   try {
-    assert.deepEqual(applyTuning('splitk=1, attn=16x8'), ['splitk=1', 'attn=16x8']);
+    assert.deepEqual(applyTuning('splitk=1, attn=16x8, matmul=wide'), ['splitk=1', 'attn=16x8', 'matmul=wide']);
+    assert.equal(describePlan(call), 'wide');
     const y = tf.matMul(tf.tensor2d([[1, 2]]), tf.tensor2d([[3], [4]]));
     assert.deepEqual(await y.array(), [[11]]);
   } finally {
+    forceMatMulConfig(undefined);
     forceMatMulSplitK(undefined);
     setAttentionBackwardTiles(undefined);
   }
+  assert.equal(describePlan(call), 'mid', 'the heuristic again');
 });

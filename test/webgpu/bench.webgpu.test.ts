@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import { test } from 'node:test';
+import { describePlan } from '../../sidecar/src/backend/webgpu/matmul';
+import { choicesFor, matMulSummary, shapeName, type MatMulTiming } from '../../sidecar/src/bench/matmuls';
 
 interface Row {
   backend: string;
@@ -48,4 +50,31 @@ test('bench gpu-host on webgpu reports the host side of a step: dispatches recor
   const early = bench('webgpu', ['--modes', 'lora', '--warmup', '2'], 'gpu-host', { PEFT_LAB_WEBGPU_FIRST_SUBMIT: '1' })[0]!.webgpu!;
   assert.equal(early.dispatches, c.dispatches);
   assert.equal(early.submits, c.submits + 1, `${early.submits} vs ${c.submits} submits`);
+});
+
+test('bench --matmuls: each matmul of a real step, with its count per step, under every kernel choice', () => {
+  const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
+  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', 'webgpu', '--matmuls', '--cases', 'gpu-host', '--modes', 'lora', '--quick', '--json'], { encoding: 'utf8', env, timeout: 300_000 });
+  assert.equal(r.status, 0, r.stderr);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as MatMulTiming | { case: string; mode: string; summary: ReturnType<typeof matMulSummary> });
+  const rows = lines.filter((l): l is MatMulTiming => !('summary' in l));
+  const summaries = lines.filter((l) => 'summary' in l);
+  assert.equal(summaries.length, 1);
+  assert.deepEqual(summaries[0], { case: 'gpu-host', mode: 'lora', summary: matMulSummary(rows) });
+  const shapes = new Map(rows.filter((x) => x.choice === 'auto').map((x) => [shapeName(x), x]));
+  // gpu-host: 8 tokens, d = 48, 12 layers, LoRA r = 8 on c_attn. The frozen c_attn (x·W + b) runs in
+  // every layer; the first layer's input gradient is never needed (nothing below it trains).
+  assert.equal(shapes.get('A·B 8×48×144+bias')?.calls, 12);
+  assert.equal(shapes.get('A·Bᵀ 8×144×48')?.calls, 11);
+  for (const [name, s] of shapes) {
+    const choices = rows.filter((x) => shapeName(x) === name);
+    assert.deepEqual(choices.map((x) => x.choice), choicesFor(s), name);
+    for (const x of choices) {
+      assert.ok(x.wall_ms > 0 && (x.gpu_ms === null || x.gpu_ms > 0), `${name} ${x.choice}: ${x.wall_ms} ms wall, ${x.gpu_ms} ms GPU`);
+      assert.equal(x.plan, x.choice === 'auto' ? describePlan(x) : x.choice.replace('/split1', ''), `${name} ${x.choice}`);
+    }
+  }
+  const cpu = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', 'cpu', '--matmuls'], { encoding: 'utf8' });
+  assert.equal(cpu.status, 2);
+  assert.match(cpu.stderr, /--matmuls times the WebGPU kernels: use --backend webgpu \(this run has cpu\)/);
 });

@@ -85,7 +85,8 @@ export interface WebGpuStepCounters {
 export interface KernelTime {
   kernel: string;
   calls: number;
-  ms: number;
+  /** Total time of its calls; null where the backend's timer gave no valid times (kernelTimes). */
+  ms: number | null;
 }
 
 /** The threads the step runs on: the native kernels' pool when they are in use (PEFT_LAB_THREADS;
@@ -113,24 +114,55 @@ export type LoraFactory = (model: ReturnType<typeof randomModel>, rank: number, 
   dispose(): void;
 };
 
-export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: number; warmup: number; threads: number; backend: string; lora?: LoraFactory; kernels?: boolean }): Promise<BenchResult> {
+/** One case's model, batch, trainable set and optimizer, ready to step; dispose() frees them all. */
+export interface BenchStep {
+  /** forward + backward + AdamW update + reading the loss: the anchor's step. Returns the loss. */
+  run(): Promise<number>;
+  trainable: Map<string, tf.Tensor>;
+  optimizer: AdamW;
+  dispose(): void;
+}
+
+export function benchStep(c: BenchCase, mode: BenchMode, lora?: LoraFactory): BenchStep {
   const model = randomModel(benchConfig(c), 0);
   const ids = tf.tidy(() => tf.randomUniform([c.batch, c.seq], 0, c.vocab, 'int32', 7));
   // The model sees seq − 1 positions, as the anchor's m(x[:, :-1]); labels = inputs, shifted inside the loss.
   const inputIds = tf.keep(tf.slice(ids, [0, 0], [c.batch, c.seq - 1])) as tf.Tensor2D;
   const labels = inputIds;
-  const opt = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
+  const optimizer = new AdamW({ lr: 1e-4, weightDecay: 0.01 });
   let adapter: ReturnType<LoraFactory> | undefined;
   let trainable: Map<string, tf.Tensor>;
   if (mode === 'lora') {
-    if (!opts.lora) throw new Error('LoRA benchmark needs the adapter module');
-    adapter = opts.lora(model, c.rank, 2 * c.rank, ['c_attn']);
+    if (!lora) throw new Error('LoRA benchmark needs the adapter module');
+    adapter = lora(model, c.rank, 2 * c.rank, ['c_attn']);
     trainable = adapter.trainable;
   } else {
     trainable = model.params;
   }
   const names = [...trainable.keys()];
-  const trainableCount = names.reduce((n, k) => n + trainable.get(k)!.size, 0);
+  return {
+    trainable,
+    optimizer,
+    async run() {
+      const { loss, grads } = model.lossAndGrads(names, { inputIds }, labels, { hooks: adapter?.hooks, extra: adapter?.trainable, training: true });
+      optimizer.step(trainable, grads);
+      tf.dispose([...grads.values()]);
+      const v = (await loss.data())[0]!;
+      loss.dispose();
+      return v;
+    },
+    dispose() {
+      tf.dispose([ids, inputIds]);
+      optimizer.dispose();
+      adapter?.dispose();
+      model.dispose();
+    },
+  };
+}
+
+export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: number; warmup: number; threads: number; backend: string; lora?: LoraFactory; kernels?: boolean }): Promise<BenchResult> {
+  const step = benchStep(c, mode, opts.lora);
+  const trainableCount = [...step.trainable.values()].reduce((n, t) => n + t.size, 0);
   let peakRss = process.memoryUsage().rss;
   let peakTensorBytes = 0;
   let optimizerState = 0;
@@ -146,7 +178,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
       const before = gpuStats && { ...gpuStats };
       const w0 = performance.now();
       const t0 = now();
-      const lossValue = await trainStep();
+      const lossValue = await step.run();
       times.push(now() - t0);
       if (gpuStats && before && i >= opts.warmup) {
         gpuSteps.push({
@@ -167,19 +199,16 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', false);
     let profile: Awaited<ReturnType<typeof tf.profile>>;
     try {
-      profile = await tf.profile(async () => void (await trainStep()));
+      profile = await tf.profile(async () => void (await step.run()));
     } finally {
       tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', check);
     }
     peakTensorBytes = profile.peakBytes;
     if (opts.kernels) kernels = kernelTimes(profile);
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    for (const t of [...opt.state.m.values(), ...opt.state.v.values()]) optimizerState += t.size;
+    for (const t of [...step.optimizer.state.m.values(), ...step.optimizer.state.v.values()]) optimizerState += t.size;
   } finally {
-    tf.dispose([ids, inputIds]);
-    opt.dispose();
-    adapter?.dispose();
-    model.dispose();
+    step.dispose();
   }
   const timed = times.slice(opts.warmup).sort((a, b) => a - b);
   const median = timed[Math.floor(timed.length / 2)]!;
@@ -200,16 +229,6 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     ...(gpuSteps.length ? { webgpu: { ...medianCounters(gpuSteps), ...gpuPool() } } : {}),
     ...(kernels ? { kernels } : {}),
   };
-
-  /** forward + backward + AdamW update + reading the loss: the anchor's step. */
-  async function trainStep(): Promise<number> {
-    const { loss, grads } = model.lossAndGrads(names, { inputIds }, labels, { hooks: adapter?.hooks, extra: adapter?.trainable, training: true });
-    opt.step(trainable, grads);
-    tf.dispose([...grads.values()]);
-    const v = (await loss.data())[0]!;
-    loss.dispose();
-    return v;
-  }
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
@@ -232,14 +251,19 @@ function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
 /** Kernel time per kernel name, largest first. Kernels that run other kernels (composites) count
  * their own time only where the backend reports it that way; tf.profile lists every invocation. */
 export function kernelTimes(profile: Awaited<ReturnType<typeof tf.profile>>): KernelTime[] {
-  const by = new Map<string, KernelTime>();
+  // A timer that is not there (no timestamp queries) reports 0 or an error string; Dawn's null
+  // device resolves its timestamp queries to garbage (negative totals of −1e8 ms). One invalid time
+  // makes the whole profile unusable, so all times become null rather than a misleading table.
+  const valid = profile.kernels.every((k) => typeof k.kernelTimeMs !== 'number' || (Number.isFinite(k.kernelTimeMs) && k.kernelTimeMs >= 0));
+  const by = new Map<string, { kernel: string; calls: number; ms: number }>();
   for (const k of profile.kernels) {
     const row = by.get(k.name) ?? { kernel: k.name, calls: 0, ms: 0 };
     row.calls++;
     row.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
     by.set(k.name, row);
   }
-  return [...by.values()].map((r) => ({ ...r, ms: round(r.ms) })).sort((a, b) => b.ms - a.ms);
+  const rows = [...by.values()].sort((a, b) => (valid ? b.ms - a.ms : 0) || b.calls - a.calls);
+  return rows.map((r) => ({ ...r, ms: valid ? round(r.ms) : null }));
 }
 
 /**

@@ -7,7 +7,7 @@
 import { registerFusedGradients } from '../native/kernels';
 import { registerAttentionKernels, setAttentionBackwardTiles } from './attention';
 import { registerElementwiseKernels } from './elementwise';
-import { forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels } from './matmul';
+import { CONFIGS, forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels } from './matmul';
 
 /** Registers (idempotently) the fused kernels on the webgpu backend. */
 export function registerWebGpuKernels(): void {
@@ -20,7 +20,8 @@ export function registerWebGpuKernels(): void {
 
 /**
  * Measurement knobs (PEFT_LAB_WEBGPU_TUNE, comma-separated) for comparing kernel choices on a GPU in
- * one run: `matmul=tfjs` (TF.js's own matmuls), `splitk=N` (K splits; 1 = none),
+ * one run: `matmul=tfjs` (TF.js's own matmuls) or `matmul=big|wide|mid|thin` (that tile config for
+ * every matmul), `splitk=N` (K splits; 1 = none),
  * `attn=ROWSxTILE` (attention backward tiles). Returns what it applied; unknown items throw.
  */
 export function applyTuning(spec: string | undefined): string[] {
@@ -28,11 +29,12 @@ export function applyTuning(spec: string | undefined): string[] {
   for (const item of (spec ?? '').split(',').map((s) => s.trim()).filter(Boolean)) {
     const [key, value = ''] = item.split('=');
     if (key === 'matmul' && value === 'tfjs') forceMatMulConfig('tfjs');
+    else if (key === 'matmul' && Object.hasOwn(CONFIGS, value)) forceMatMulConfig(CONFIGS[value as keyof typeof CONFIGS]);
     else if (key === 'splitk' && /^[1-9]\d*$/.test(value)) forceMatMulSplitK(Number(value));
     else if (key === 'attn' && /^\d+x\d+$/.test(value)) {
       const [rows, tile] = value.split('x').map(Number);
       setAttentionBackwardTiles({ rows: rows!, tile: tile! });
-    } else throw new Error(`PEFT_LAB_WEBGPU_TUNE: unknown item '${item}' (matmul=tfjs, splitk=N, attn=ROWSxTILE)`);
+    } else throw new Error(`PEFT_LAB_WEBGPU_TUNE: unknown item '${item}' (matmul=tfjs|big|wide|mid|thin, splitk=N, attn=ROWSxTILE)`);
     applied.push(item);
   }
   return applied;

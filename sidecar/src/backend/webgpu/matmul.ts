@@ -374,10 +374,38 @@ interface MatMulArgs {
   alpha: number;
 }
 
+/** One matmul as run() sees it (batch broadcasting folded), for recordMatMuls. */
+export interface MatMulCall {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  ta: boolean;
+  tb: boolean;
+  bias: boolean;
+}
+
+let recorder: ((call: MatMulCall) => void) | undefined;
+/** Benchmarks: calls `fn` with every float32 matmul this backend is asked for (undefined: stop). */
+export function recordMatMuls(fn: ((call: MatMulCall) => void) | undefined): void {
+  recorder = fn;
+}
+
+/** What run() does with a matmul of this shape, for reports: 'tfjs' (TF.js's kernel), or the tile
+ * config with its K splits across workgroups ('mid', 'mid/split4'). */
+export function describePlan(call: MatMulCall): string {
+  const { M, N, K, batch, ta } = call;
+  if (tfjsOnly || tfjsPreferred(M, N, K, batch, ta)) return 'tfjs';
+  const cfg = chooseConfig(M, N, K, batch);
+  const requested = chooseSplits(cfg, M, N, K, batch);
+  const splits = Math.ceil(K / (Math.ceil(K / requested / cfg.BK) * cfg.BK));
+  return splits > 1 ? `${cfg.name}/split${splits}` : cfg.name;
+}
+
 /** The matmul on our kernel, or undefined where the caller should fall back. */
 function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   const { a, b, ta, tb, bias } = x;
-  if (tfjsOnly || a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') return undefined;
   const ra = a.shape.length;
   const rb = b.shape.length;
   if (ra < 2 || rb < 2 || ra > 6 || rb > 6) return undefined;
@@ -391,6 +419,8 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   if (!fold) return undefined;
   const outShape = [...fold.outBatch, M, N];
   if (outShape.length > 6 || M * N * fold.batch === 0 || Ka === 0) return undefined;
+  recorder?.({ M, N, K: Ka, batch: fold.batch, ta, tb, bias: !!bias });
+  if (tfjsOnly) return undefined;
   let biasStride = 0;
   if (bias) {
     const n = tf.util.sizeFromShape(bias.shape);
