@@ -54,7 +54,7 @@ export const Shutdown = request<Record<string, never>, { ok: true }>('peftLab/sh
 
 // ---- long-running jobs: start → progress notifications → result; cancellable ----------------
 
-export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'importance', 'allocate', 'localize', 'merge'] as const;
+export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'compare', 'importance', 'allocate', 'localize', 'merge'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -93,12 +93,28 @@ export interface TrainJobParams {
   /** Folder the spec's paths may not leave (the workspace folder); default: the spec's folder. */
   workspaceRoot?: string;
 }
+/**
+ * Fine-tune every entry of a spec's `variants` (one model, data and seed; an adapter and training
+ * overrides each) into its own run folder inside one compare folder, which gets `compare.json`.
+ * Progress counts steps over all variants (the totals of variants not yet started estimated from
+ * the current one); its message names the variant.
+ */
+export interface CompareJobParams {
+  kind: 'compare';
+  /** Path of the `*.peft.json` spec with `variants`. */
+  spec: string;
+  /** Compare folder (default: a new `compare-<name>-<time>` under the spec's runs folder). */
+  outDir?: string;
+  /** Folder the spec's paths may not leave (the workspace folder); default: the spec's folder. */
+  workspaceRoot?: string;
+}
 export type JobParams =
   | ForwardJobParams
   | GradsJobParams
   | InspectJobParams
   | SelftestJobParams
   | TrainJobParams
+  | CompareJobParams
   | ImportanceJobParams
   | AllocateJobParams
   | LocalizeJobParams
@@ -146,6 +162,8 @@ export type JobResult =
   | { kind: 'inspect'; inspect: InspectResult }
   | { kind: 'selftest'; steps: number; losses: number[] }
   | { kind: 'train'; runDir: string; status: RunStatus }
+  /** `variants`: each variant's end state and, for a failed one, why (the rest is in compare.json). */
+  | { kind: 'compare'; compareFile: string; variants: { name: string; state: RunState; error?: string }[] }
   | { kind: 'importance'; out: string; report: ImportanceReport }
   | { kind: 'allocate'; out: string; report: AllocationReport }
   | { kind: 'localize'; out: string; report: LocalizeReport }

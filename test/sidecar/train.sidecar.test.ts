@@ -1,6 +1,7 @@
 /**
  * Training through the real bundles: a 'train' job over JSON-RPC (dist/sidecar.js) that streams
- * progress and ends done with a run folder, cancellation of a train job, and the CLI
+ * progress and ends done with a run folder, cancellation of a train job, a 'compare' job cancelled
+ * and continued in its folder, and the CLI
  * (dist/cli.js) killed with SIGKILL after its first checkpoint, then `peft-lab resume`: the final
  * adapter is bitwise equal to an uninterrupted run and every logged step appears once.
  *
@@ -135,6 +136,39 @@ describe('train job over JSON-RPC', () => {
     assert.equal(end2.result.status.step, 40);
     assert.equal(progress.find((p) => p.id === resumed.id)!.done, s.step + 1, 'continues after the checkpoint');
     assert.deepEqual(readMetrics(runDir).map((r) => r.step), Array.from({ length: 40 }, (_, i) => i + 1));
+  });
+
+  it('compares variants as a job: progress over all variants; cancelled, then resumed in the same folder to the end', async () => {
+    const spec = writeSpec('cmp', {
+      steps: 30,
+      logEvery: 1,
+      checkpointEvery: 1000,
+      variants: [
+        { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
+        { name: 'bitfit', adapter: { kind: 'bitfit' }, steps: 4 },
+      ],
+    });
+    const outDir = join(root, 'cmp-out');
+    const { id } = await sendRequest(conn, StartJob, { kind: 'compare', spec, outDir });
+    await until('3 steps', () => (progress.filter((p) => p.id === id).length >= 3 ? true : undefined));
+    await sendRequest(conn, CancelJob, { id });
+    const end = await until('the cancelled compare job', () => ends.find((e) => e.id === id));
+    assert.equal(end.state, 'cancelled');
+    const partial = JSON.parse(readFileSync(join(outDir, 'compare.json'), 'utf8')) as { variants: { name: string; state: string }[] };
+    assert.deepEqual(partial.variants.map((v) => [v.name, v.state]), [['lora-r2', 'cancelled']], 'what ran is saved');
+    const stopped = readStatus(join(outDir, 'lora-r2')).step;
+
+    const again = await sendRequest(conn, StartJob, { kind: 'compare', spec, outDir });
+    const end2 = await until('the resumed compare job', () => ends.find((e) => e.id === again.id));
+    assert.ok(end2.state === 'done' && end2.result.kind === 'compare', JSON.stringify(end2));
+    assert.equal(end2.result.compareFile, join(outDir, 'compare.json'));
+    assert.deepEqual(end2.result.variants, [{ name: 'lora-r2', state: 'done' }, { name: 'bitfit', state: 'done' }]);
+    const notes = progress.filter((p) => p.id === again.id);
+    assert.equal(notes[0]!.done, stopped + 1, 'lora-r2 continues after its checkpoint');
+    assert.deepEqual(notes.map((p) => p.done), Array.from({ length: 30 - stopped + 4 }, (_, i) => stopped + 1 + i), 'one count over both variants');
+    assert.equal(notes.at(-1)!.total, 34);
+    assert.match(notes.at(-1)!.message!, /^\[bitfit 2\/2\] step 4\/4 · loss /);
+    assert.deepEqual(readMetrics(join(outDir, 'lora-r2')).map((r) => r.step), Array.from({ length: 30 }, (_, i) => i + 1), 'each step once');
   });
 
   it('fails a job whose spec is invalid, naming the place', async () => {

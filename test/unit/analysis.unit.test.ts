@@ -480,6 +480,10 @@ describe('analysis jobs', () => {
     assert.match(jobParamsProblem({ kind: 'localize', base: 'b', out: 'o' })!, /runs/);
     assert.equal(jobParamsProblem({ kind: 'merge', base: 'b', runs: ['a', 'b'], method: 'ties', out: 'o' }), undefined);
     assert.match(jobParamsProblem({ kind: 'merge', base: 'b', runs: ['a'], method: 'average', out: 'o' })!, /method/);
+    assert.equal(jobParamsProblem({ kind: 'compare', spec: 's.peft.json' }), undefined);
+    assert.equal(jobParamsProblem({ kind: 'compare', spec: 's.peft.json', outDir: '/o', workspaceRoot: '/w' }), undefined);
+    assert.match(jobParamsProblem({ kind: 'compare' })!, /compare job: 'spec' must be a non-empty string/);
+    assert.match(jobParamsProblem({ kind: 'compare', spec: 's', outDir: 3 })!, /compare job: 'outDir' must be a non-empty string/);
   });
 
   it('importance runs as a job with progress per batch and stops when cancelled', async () => {

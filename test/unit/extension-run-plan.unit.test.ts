@@ -32,6 +32,13 @@ describe('run folder plan', () => {
     assert.equal(planRunDir({ specFile, specText: '{"name":"exp1"}', runsFolder: '/ws/.peft-lab/runs', now, exists }), '/ws/.peft-lab/runs/exp1-20250102-030405');
   });
 
+  it("names a comparison's folder as the sidecar does (compare-<name>-<time>)", () => {
+    const specFile = '/ws/specs/a.peft.json';
+    const taken = new Set(['/ws/specs/runs/compare-a-20250102-030405']);
+    assert.equal(planRunDir({ specFile, specText: '{}', now, prefix: 'compare-', exists: () => false }), newRunDir('/ws/specs/runs', 'compare-a', now));
+    assert.equal(planRunDir({ specFile, specText: '{}', now, prefix: 'compare-', exists: (p) => taken.has(p) }), '/ws/specs/runs/compare-a-20250102-030405-2');
+  });
+
   it('leaves the folder to the sidecar when the spec cannot tell', () => {
     for (const text of ['', '{', '[]', '{"name":"bad name"}', '{"name":3}', '{"runsDir":""}']) assert.equal(planRunDir({ specFile: '/ws/a.peft.json', specText: text, now }), undefined, text);
   });

@@ -18,7 +18,7 @@ import { InputError } from '../../sidecar/src/errors';
 import { CancelledError, type JobContext } from '../../sidecar/src/jobs/context';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
 import type { RunConfig } from '../../sidecar/src/spec/types';
-import { runCompare, type CompareResult } from '../../sidecar/src/tasks/compare';
+import { overallProgress, runCompare, type CompareResult } from '../../sidecar/src/tasks/compare';
 import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
@@ -308,6 +308,15 @@ describe('training', () => {
 });
 
 describe('compare', () => {
+  test('overallProgress: steps over all variants, later ones estimated from the current one', () => {
+    const overall = overallProgress(3);
+    assert.deepEqual(overall(0, 1, 10), { done: 1, total: 30 });
+    assert.deepEqual(overall(0, 10, 10), { done: 10, total: 30 });
+    assert.deepEqual(overall(1, 1, 4), { done: 11, total: 18 });
+    assert.deepEqual(overall(1, 3, 4), { done: 13, total: 18 }, 'a variant that stops at 3 of 4 (failed) counts 3');
+    assert.deepEqual(overall(2, 2, 5), { done: 15, total: 18 });
+  });
+
   test('runs each variant into its own folder and writes compare.json', async () => {
     const f = join(root, 'cmp.peft.json');
     writeFileSync(
@@ -328,8 +337,14 @@ describe('compare', () => {
       }),
     );
     const out = join(root, 'cmp-out');
-    const { dir, result } = await runCompare(f, { outDir: out, ctx: recorder().ctx });
+    const rec = recorder();
+    const { dir, result } = await runCompare(f, { outDir: out, ctx: rec.ctx });
     assert.equal(dir, out);
+    // Progress counts steps over all variants: 3 + 2 (the broken one fails before its first step).
+    const done = rec.progress.map((p) => p.done);
+    assert.deepEqual(done, [1, 2, 3, 4, 5]);
+    assert.deepEqual(rec.progress.map((p) => p.total), [9, 9, 9, 7, 7], 'the totals of variants not yet started are estimated from the current one');
+    assert.match(rec.progress[3]!.message!, /^\[bitfit 2\/3\] step 1\/2 · loss /);
     const saved = JSON.parse(readFileSync(join(out, 'compare.json'), 'utf8')) as CompareResult;
     assert.deepEqual(saved, JSON.parse(JSON.stringify(result)));
     assert.deepEqual(saved.variants.map((v) => [v.name, v.state]), [['lora-r2', 'done'], ['bitfit', 'done'], ['broken', 'failed']]);

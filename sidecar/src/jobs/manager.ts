@@ -236,6 +236,8 @@ export function jobParamsProblem(v: unknown): string | undefined {
       return undefined;
     case 'train':
       return str('spec') ?? str('runDir', true) ?? bool('resume') ?? str('workspaceRoot', true);
+    case 'compare':
+      return str('spec') ?? str('outDir', true) ?? str('workspaceRoot', true);
     case 'importance':
     case 'allocate':
     case 'localize':

@@ -11,6 +11,7 @@ import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
 import { runForward, runGrads } from '../tasks/forward';
 import { inspectModel } from '../tasks/inspect';
 import { runTrainJob } from '../tasks/train';
+import { runCompareJob } from '../tasks/compare';
 import { runImportance } from '../tasks/importance';
 import { runAllocate } from '../tasks/allocate';
 import { runLocalize } from '../tasks/localize';
@@ -22,6 +23,8 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
       return selftest(params, ctx);
     case 'train':
       return runTrainJob(params, ctx);
+    case 'compare':
+      return runCompareJob(params, ctx);
     case 'importance':
       return runImportance(params, ctx);
     case 'allocate':

@@ -8,13 +8,14 @@
  * Variants run one after another in this process, so peak RSS is the process's resident set
  * sampled during that variant's steps (it includes what earlier variants left allocated).
  */
+import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { AdapterSpec, RunState } from '../../../src/protocol';
+import type { AdapterSpec, CompareJobParams, JobResult, RunState } from '../../../src/protocol';
 import { errorMessage, InputError } from '../errors';
 import { CancelledError, type JobContext } from '../jobs/context';
 import { loadSpec, variantConfig, type LoadSpecOptions } from '../spec/load';
-import { readMetrics, readStatus, writeJsonAtomic } from '../train/run-folder';
+import { newRunDir, readMetrics, readStatus, writeJsonAtomic } from '../train/run-folder';
 import { runTraining, type TrainOutcome } from '../train/trainer';
 import { cliTrainContext, initCliBackend } from './train';
 
@@ -58,11 +59,6 @@ export function median(xs: readonly number[]): number | undefined {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function stamp(d = new Date()): string {
-  const p = (n: number) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
 export interface CompareOptions extends LoadSpecOptions {
   /** Compare folder (default `<runsDir>/compare-<name>-<time>`); an existing one resumes its variants. */
   outDir?: string;
@@ -103,7 +99,7 @@ async function variantEntry(name: string, runDir: string, adapter: AdapterSpec, 
 export async function runCompare(specFile: string, opts: CompareOptions): Promise<{ dir: string; result: CompareResult }> {
   const spec = loadSpec(specFile, opts);
   if (!spec.variants || spec.variants.length === 0) throw new InputError(spec.specFile, 'variants', 'compare needs "variants": a list of { "name", "adapter", ...overrides }');
-  const dir = opts.outDir ? resolve(opts.outDir) : join(spec.runsDir, `compare-${spec.name}-${stamp()}`);
+  const dir = opts.outDir ? resolve(opts.outDir) : newRunDir(spec.runsDir, `compare-${spec.name}`, new Date(), { claim: true });
   await fsp.mkdir(dir, { recursive: true });
   const result: CompareResult = {
     version: 1,
@@ -117,13 +113,14 @@ export async function runCompare(specFile: string, opts: CompareOptions): Promis
   };
   const write = () => writeJsonAtomic(join(dir, COMPARE_FILE), result);
   const n = spec.variants.length;
+  const overall = overallProgress(n);
   for (const [i, v] of spec.variants.entries()) {
     const cfg = variantConfig(spec, v);
     const runDir = join(dir, v.name);
     const ctx: JobContext = {
       signal: opts.ctx.signal,
       log: opts.ctx.log,
-      progress: (p) => opts.ctx.progress({ ...p, message: `[${v.name} ${i + 1}/${n}] ${p.message ?? ''}` }),
+      progress: (p) => opts.ctx.progress({ ...p, ...overall(i, p.done, p.total), message: `[${v.name} ${i + 1}/${n}] ${p.message ?? ''}`.trimEnd() }),
     };
     opts.ctx.log('info', `variant ${i + 1}/${n}: ${v.name} (${v.adapter.kind}) → ${runDir}`);
     try {
@@ -141,6 +138,38 @@ export async function runCompare(specFile: string, opts: CompareOptions): Promis
     await write();
   }
   return { dir, result };
+}
+
+/**
+ * Steps over all variants: the finished variants' totals plus the current one's progress, out of
+ * the finished totals plus the current total for it and each variant still to come (an estimate
+ * until they start, since variants may override the step count). A variant that ends early (a
+ * failure) counts what it did.
+ */
+export function overallProgress(variants: number): (index: number, done: number, total: number) => { done: number; total: number } {
+  let finished = 0;
+  let current = -1;
+  let last = { done: 0, total: 0 };
+  return (index, done, total) => {
+    if (index !== current) {
+      if (current >= 0) finished += last.done;
+      current = index;
+    }
+    last = { done, total };
+    return { done: finished + done, total: finished + total * (variants - index) };
+  };
+}
+
+/** The `compare` sidecar job: runCompare with the job's context; the variants' states in the result. */
+export async function runCompareJob(p: CompareJobParams, ctx: JobContext): Promise<JobResult & { kind: 'compare' }> {
+  const { dir, result } = await runCompare(p.spec, {
+    ctx,
+    backend: tf.getBackend(),
+    ...(p.outDir ? { outDir: p.outDir } : {}),
+    ...(p.workspaceRoot ? { workspaceRoot: p.workspaceRoot } : {}),
+  });
+  ctx.log('info', `compared ${result.variants.length} variants → ${join(dir, COMPARE_FILE)}`);
+  return { kind: 'compare', compareFile: join(dir, COMPARE_FILE), variants: result.variants.map((v) => ({ name: v.name, state: v.state, ...(v.error ? { error: v.error } : {}) })) };
 }
 
 function formatTable(r: CompareResult): string {
@@ -171,7 +200,6 @@ export async function compareCommand(values: Record<string, string | boolean | u
   const { ctx, close } = cliTrainContext(verbose);
   const logCtx: JobContext = { ...ctx, log: (level, m) => (level === 'info' ? process.stderr.write(`${m}\n`) : ctx.log(level, m)) };
   try {
-    const tf = await import('@tensorflow/tfjs-core');
     const { dir, result } = await runCompare(specFile, {
       ctx: logCtx,
       backend: tf.getBackend(),

@@ -31,7 +31,7 @@ const ENABLED: Record<CommandId, Enabled> = {
   'peftLab.newFineTune': plain((ctx) => newFineTune(ctx)),
   'peftLab.fineTune': withSpec((ctx, spec) => train(ctx, { specFile: spec })),
   'peftLab.scoreLayers': withSpec((ctx, spec) => scoreLayers(ctx, spec)),
-  'peftLab.compareVariants': withSpec((ctx, spec) => compare(ctx, spec)),
+  'peftLab.compareVariants': withSpec((ctx, spec) => compare(ctx, { specFile: spec })),
   'peftLab.cancelJob': plain(runs.cancelJob),
   // runs view
   'peftLab.runs.refresh': plain((ctx) => ctx.runs.refresh()),

@@ -1,17 +1,14 @@
 /**
- * Long work with cancellable progress: sidecar jobs (fine-tune, resume) and the `peft-lab` command
- * line for what the sidecar has no job for yet (compare). Cancelling sends CancelJob (or SIGTERM to
- * the command line, which cancels the same way and keeps the last checkpoint).
+ * Long work with cancellable progress, as sidecar jobs: fine-tune, resume, compare variants, score
+ * layers. Cancelling sends CancelJob; the job stops at its next step and keeps its last checkpoint.
  */
-import { spawn } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import * as vscode from 'vscode';
-import { JOB_KINDS, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
+import { JOB_KINDS, type CompareJobParams, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
 import type { Ctx } from '../commands';
 import * as config from '../config';
 import { planImportance, planRunDir } from '../model/run-plan';
 import { formatMetric } from '../model/tree';
-import { messageOf } from '../sidecar';
 
 /** Error text of a job whose sidecar exited under it (see SidecarClient.loseJobs). */
 export const LOST_JOB = /^the sidecar exited/;
@@ -90,22 +87,8 @@ async function reportTrainEnd(ctx: Ctx, params: TrainJobParams, end: JobEnd): Pr
       return;
     }
     case 'failed': {
-      if (LOST_JOB.test(end.error)) {
-        const choice = await vscode.window.showWarningMessage(
-          `PEFT Lab: ${end.error}; the run is interrupted.${ctx.sidecar.state === 'failed' ? '' : ' The sidecar restarts; Resume continues the run.'}`,
-          ...(runDir ? ['Resume'] : []),
-          'Show Output',
-        );
-        if (choice === 'Resume' && runDir) await vscode.commands.executeCommand('peftLab.runs.resume', runDir);
-        else if (choice === 'Show Output') ctx.log.show(true);
-        return;
-      }
-      const marked = await ctx.diagnostics.report(end.error, dirname(params.spec));
-      ctx.log.error(`fine-tune failed: ${end.error}`);
-      const choice = await vscode.window.showErrorMessage(`PEFT Lab: fine-tune failed: ${end.error}`, marked ? 'Show Problem' : 'Show Output');
-      if (choice === 'Show Problem' && marked) await revealDiagnostic(marked);
-      else if (choice === 'Show Output') ctx.log.show(true);
-      return;
+      const resume = runDir ? async () => void (await vscode.commands.executeCommand('peftLab.runs.resume', runDir)) : undefined;
+      return reportFailure(ctx, { what: 'fine-tune', error: end.error, specFile: params.spec, resume });
     }
   }
 }
@@ -116,106 +99,71 @@ export async function revealDiagnostic(uri: vscode.Uri): Promise<void> {
   await vscode.window.showTextDocument(uri, d ? { selection: d.range } : {});
 }
 
-/** The bundled command line (dist/cli.js), run by the extension host's Node. */
-function cliPath(ctx: Ctx): string {
-  return vscode.Uri.joinPath(ctx.extension.extensionUri, 'dist', 'cli.js').fsPath;
+export interface CompareRequest {
+  specFile: string;
+  /** Continue this compare folder (its finished variants finish at once, the others from their checkpoints). */
+  resumeDir?: string;
 }
 
-export interface CliOutcome {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  /** The last non-empty stderr line (the CLI's one-line error). */
-  lastError: string;
-  cancelled: boolean;
-}
-
-/** Runs `peft-lab ARGS` with progress parsed from its stderr ("[####....] 12/40 ..."); cancellable (SIGTERM). */
-export function runCliWithProgress(ctx: Ctx, args: string[], title: string, cwd: string | undefined): Promise<CliOutcome> {
-  return Promise.resolve(
-    vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) =>
-      new Promise<CliOutcome>((resolvePromise, reject) => {
-        const memoryMb = config.memoryLimitMb();
-        const child = spawn(process.execPath, [...(memoryMb ? [`--max-old-space-size=${memoryMb}`] : []), cliPath(ctx), ...args], {
-          cwd: cwd ?? process.cwd(),
-          // The extension host's executable is Electron's: run it as plain Node.
-          env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        ctx.log.info(`peft-lab ${args.join(' ')} (pid ${child.pid ?? '?'})`);
-        let stdout = '';
-        let lastError = '';
-        let partial = '';
-        let shown = 0;
-        let cancelled = false;
-        child.stdout.on('data', (b: Buffer) => (stdout += b.toString('utf8')));
-        child.stderr.on('data', (b: Buffer) => {
-          partial += b.toString('utf8');
-          const lines = partial.split(/\r?\n|\r/);
-          partial = lines.pop() ?? '';
-          for (const line of lines) {
-            if (!line.trim()) continue;
-            lastError = line.trim();
-            const m = /(\d+)\/(\d+)/.exec(line);
-            if (m && line.includes('[')) {
-              const pct = Math.min(100, (100 * Number(m[1])) / Math.max(1, Number(m[2])));
-              progress.report({ increment: Math.max(0, pct - shown), message: line.replace(/\[[#.]*\]\s*/, '').trim() });
-              shown = Math.max(shown, pct);
-            } else {
-              ctx.log.info(`[peft-lab] ${line}`);
-              progress.report({ message: line.slice(0, 120) });
-              // A new variant starts its own bar.
-              if (/^variant \d+\/\d+/.test(line)) shown = 0;
-            }
-          }
-        });
-        const sub = token.onCancellationRequested(() => {
-          cancelled = true;
-          child.kill('SIGTERM');
-        });
-        child.on('error', (err) => {
-          sub.dispose();
-          reject(new Error(`could not run the command line: ${messageOf(err)}`));
-        });
-        child.on('close', (code, signal) => {
-          sub.dispose();
-          if (partial.trim()) lastError = partial.trim();
-          resolvePromise({ code, signal, stdout, lastError, cancelled });
-        });
-      }),
-    ),
-  );
-}
-
-/** `peft-lab compare SPEC`: trains every variant, then opens the comparison. */
-export async function compare(ctx: Ctx, specFile: string): Promise<void> {
-  const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(specFile));
-  if (doc?.isDirty) await doc.save();
-  ctx.diagnostics.clear(vscode.Uri.file(specFile));
+/** "Compare variants": a `compare` job (every variant of the spec into one compare folder), then the comparison panel. */
+export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
+  const { specFile } = req;
   const workspaceRoot = config.workspaceFolderOf(specFile);
-  const backend = config.backendPreference((m) => ctx.log.warn(m));
-  const text: string = doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(specFile))).toString('utf8');
-  // The comparison folder appears under the spec's runs folder, with one run folder per variant.
-  const planned = planRunDir({ specFile, specText: text });
-  if (planned) ctx.runs.expectIn(dirname(planned), 2);
-  const args = ['compare', specFile, ...(workspaceRoot ? ['--workspace', workspaceRoot] : []), ...(backend !== 'auto' ? ['--backend', backend] : [])];
-  const out = await runCliWithProgress(ctx, args, `PEFT Lab: comparing the variants of ${specFile.split(/[\\/]/).pop()}`, workspaceRoot ?? dirname(specFile));
-  const compareFile = out.stdout.trim().split(/\r?\n/).pop()?.trim();
-  if (out.code === 0 && compareFile) {
-    await vscode.commands.executeCommand('peftLab.openComparison', compareFile);
+  let outDir = req.resumeDir;
+  if (!outDir) {
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(specFile));
+    if (doc?.isDirty) await doc.save();
+    const text: string = doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(specFile))).toString('utf8');
+    const runsFolder = config.runsFolder(workspaceRoot);
+    outDir = planRunDir({ specFile, specText: text, prefix: 'compare-', ...(runsFolder ? { runsFolder } : {}) });
+  }
+  ctx.diagnostics.clear(vscode.Uri.file(specFile));
+  // The variants' run folders appear inside the compare folder.
+  if (outDir) ctx.runs.expectIn(outDir, 1);
+  const params: CompareJobParams = { kind: 'compare', spec: specFile, ...(outDir ? { outDir } : {}), ...(workspaceRoot ? { workspaceRoot } : {}) };
+  const name = specFile.split(/[\\/]/).pop();
+  ctx.log.info(`comparing the variants of ${name}${outDir ? ` → ${outDir}` : ''}`);
+  const end = await runJobWithProgress(ctx, params, `PEFT Lab: ${req.resumeDir ? 'resuming the comparison of' : 'comparing the variants of'} ${name}`);
+  const again = outDir ? () => compare(ctx, { specFile, resumeDir: outDir }) : undefined;
+  switch (end.state) {
+    case 'done': {
+      if (end.result.kind !== 'compare') return;
+      const failed = end.result.variants.filter((v) => v.error);
+      if (failed.length) void vscode.window.showWarningMessage(`PEFT Lab: ${failed.length} of ${end.result.variants.length} variants failed: ${failed.map((v) => `${v.name} (${v.error})`).join('; ')}`);
+      await vscode.commands.executeCommand('peftLab.openComparison', end.result.compareFile);
+      return;
+    }
+    case 'cancelled': {
+      const choice = await vscode.window.showInformationMessage('PEFT Lab: comparison cancelled; the finished variants are in its compare.json, and Resume continues the rest.', ...(again ? ['Resume'] : []));
+      if (choice === 'Resume' && again) await again();
+      return;
+    }
+    case 'failed':
+      return reportFailure(ctx, { what: 'comparison', error: end.error, specFile, resume: again });
+  }
+}
+
+/**
+ * A failed job: when the sidecar died under it, a warning with Resume (where the job can continue);
+ * otherwise the error, marked in the spec when it names a place there.
+ */
+async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison'; error: string; specFile: string; resume: (() => Promise<void>) | undefined }): Promise<void> {
+  if (LOST_JOB.test(f.error)) {
+    const choice = await vscode.window.showWarningMessage(
+      `PEFT Lab: ${f.error}; the ${f.what} is interrupted.${ctx.sidecar.state === 'failed' ? '' : ` The sidecar restarts; Resume continues the ${f.what}.`}`,
+      ...(f.resume ? ['Resume'] : []),
+      'Show Output',
+    );
+    if (choice === 'Resume' && f.resume) await f.resume();
+    else if (choice === 'Show Output') ctx.log.show(true);
     return;
   }
-  if (out.cancelled) {
-    void vscode.window.showInformationMessage('PEFT Lab: comparison cancelled; the finished variants are in its compare.json.');
-    return;
-  }
-  const marked = await ctx.diagnostics.report(out.lastError.replace(/^peft-lab(?: [\w-]+)?:\s*/, ''), dirname(specFile));
-  ctx.log.error(`compare failed: ${out.lastError}`);
-  const choice = await vscode.window.showErrorMessage(`PEFT Lab: comparison failed: ${out.lastError || `exit ${out.code ?? out.signal}`}`, marked ? 'Show Problem' : 'Show Output');
+  const marked = await ctx.diagnostics.report(f.error, dirname(f.specFile));
+  ctx.log.error(`${f.what} failed: ${f.error}`);
+  const choice = await vscode.window.showErrorMessage(`PEFT Lab: ${f.what} failed: ${f.error}`, marked ? 'Show Problem' : 'Show Output');
   if (choice === 'Show Problem' && marked) await revealDiagnostic(marked);
   else if (choice === 'Show Output') ctx.log.show(true);
 }
-
 
 /**
  * "Score layers": an `importance` job on the spec's model and training data (Fisher, gradient norm,

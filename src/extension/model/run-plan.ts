@@ -41,11 +41,12 @@ export interface RunPlanInput {
   specText: string;
   /** The runs folder setting, already expanded (undefined: the spec's runsDir). */
   runsFolder?: string;
+  /** Before the name: 'compare-' for a comparison's folder (the sidecar's `compare-<name>-<time>`). */
+  prefix?: string;
   now?: Date;
   exists?: (p: string) => boolean;
 }
 
-/** The run folder for a new run, or undefined when the spec's text cannot tell (the sidecar then reports why). */
 /** The spec's root object, or undefined when the text is not valid JSON (jsonc-parser would guess). */
 function specObject(text: string): Record<string, unknown> | undefined {
   const errors: ParseError[] = [];
@@ -54,6 +55,7 @@ function specObject(text: string): Record<string, unknown> | undefined {
   return getNodeValue(root) as Record<string, unknown>;
 }
 
+/** The run folder for a new run (or comparison), or undefined when the spec's text cannot tell (the sidecar then reports why). */
 export function planRunDir(input: RunPlanInput): string | undefined {
   const obj = specObject(input.specText);
   if (!obj) return undefined;
@@ -64,8 +66,9 @@ export function planRunDir(input: RunPlanInput): string | undefined {
   const runsDir = input.runsFolder ?? resolve(dirname(input.specFile), (spec.runsDir as string | undefined) ?? 'runs');
   const exists = input.exists ?? existsSync;
   const stamp = runStamp(input.now ?? new Date());
-  let dir = join(runsDir, `${name}-${stamp}`);
-  for (let i = 2; exists(dir); i++) dir = join(runsDir, `${name}-${stamp}-${i}`);
+  const base = `${input.prefix ?? ''}${name}-${stamp}`;
+  let dir = join(runsDir, base);
+  for (let i = 2; exists(dir); i++) dir = join(runsDir, `${base}-${i}`);
   return dir;
 }
 
