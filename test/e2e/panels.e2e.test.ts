@@ -4,6 +4,7 @@
  * addition task. ▶ Fine-tune from the CodeLens; the run shows in the Runs view; the dashboard
  * (opened from the running CodeLens) draws loss points that grow as steps arrive; "Score layers"
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
+ * "Compare variants" from the CodeLens runs a compare job and opens its comparison;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
  * reload the dashboard comes back (serializer + saved state). Fails on any CSP violation in any
  * frame and on any request that leaves 127.0.0.1.
@@ -82,6 +83,29 @@ function makeWorkspace(): void {
         variants: [
           { name: 'lora-r4', adapter: { kind: 'lora', r: 4, alpha: 8 } },
           { name: 'ia3', adapter: { kind: 'ia3' } },
+          { name: 'bitfit', adapter: { kind: 'bitfit' } },
+        ],
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  // Compared from the editor (the CodeLens): two variants, so that its panel is told from the report's.
+  writeFileSync(
+    join(WS, 'pair.peft.json'),
+    `${JSON.stringify(
+      {
+        name: 'pair',
+        model: 'peft-lab/tiny-gpt',
+        data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl' },
+        batchSize: 8,
+        steps: 6,
+        logEvery: 1,
+        evalEvery: 3,
+        checkpointEvery: 6,
+        runsDir: 'pair-runs',
+        variants: [
+          { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
           { name: 'bitfit', adapter: { kind: 'bitfit' } },
         ],
       },
@@ -315,6 +339,26 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const rows = await frames.get('comparison')!.locator('#comparison-table tbody tr').count();
     assert.equal(rows, 3, 'three variants in the table');
     await open('localization', 'localize.json', 'PEFT Lab: Open Skill Localization', '#recovered-chart[data-drawn="true"]');
+  });
+
+  it('compares variants from the CodeLens: a compare job in the sidecar, then its comparison panel', async () => {
+    const w = wb!;
+    await w.openFile('pair.peft.json');
+    const lens = w.codeLens('Compare variants');
+    await lens.waitFor({ state: 'visible', timeout: 30_000 });
+    await lens.click();
+    log('clicked Compare variants');
+    // Two rows: this comparison's panel, not the three-variant report's opened before.
+    const frame = await w.panelFrame('comparison', 300_000, '#comparison-table tbody tr:nth-child(2):last-child');
+    await frame.locator('#comparison-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
+    const folders = readdirSync(join(WS, 'pair-runs')).filter((d) => /^compare-pair-\d{8}-\d{6}$/.test(d));
+    assert.equal(folders.length, 1, `one compare folder under the spec's runsDir: ${folders.join(', ')}`);
+    for (const v of ['lora-r2', 'bitfit']) {
+      const status = JSON.parse(readFileSync(join(WS, 'pair-runs', folders[0]!, v, 'status.json'), 'utf8')) as { state: string; step: number };
+      assert.deepEqual([status.state, status.step], ['done', 6], v);
+    }
+    assert.equal(await Workbench.frameViolations(frame), 0);
+    await w.command('View: Close Editor');
   });
 
   it('re-colours the panels: light (pages rebuilt when their tab is shown again), high contrast (live, in place)', async () => {

@@ -4,7 +4,7 @@
  */
 import { dirname, resolve } from 'node:path';
 import * as vscode from 'vscode';
-import { JOB_KINDS, type CompareJobParams, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
+import { type CompareJobParams, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
 import type { Ctx } from '../commands';
 import * as config from '../config';
 import { planImportance, planRunDir } from '../model/run-plan';
@@ -39,6 +39,13 @@ export function runJobWithProgress(ctx: Ctx, params: JobParams, title: string): 
   );
 }
 
+/** The spec's text as the sidecar will read it: an open editor with changes is saved first. */
+async function savedSpecText(specFile: string): Promise<string> {
+  const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(specFile));
+  if (doc?.isDirty) await doc.save();
+  return doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(specFile))).toString('utf8');
+}
+
 export interface TrainRequest {
   specFile: string;
   /** Resume this run folder instead of starting a new one. */
@@ -52,9 +59,7 @@ export async function train(ctx: Ctx, req: TrainRequest): Promise<void> {
   if (req.resumeDir) {
     params = { kind: 'train', spec: req.specFile, runDir: req.resumeDir, resume: true, ...(workspaceRoot ? { workspaceRoot } : {}) };
   } else {
-    const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(req.specFile));
-    if (doc?.isDirty) await doc.save();
-    const text: string = doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(req.specFile))).toString('utf8');
+    const text = await savedSpecText(req.specFile);
     const runsFolder = config.runsFolder(workspaceRoot);
     const runDir = planRunDir({ specFile: req.specFile, specText: text, ...(runsFolder ? { runsFolder } : {}) });
     params = { kind: 'train', spec: req.specFile, ...(runDir ? { runDir } : {}), ...(workspaceRoot ? { workspaceRoot } : {}) };
@@ -111,9 +116,7 @@ export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
   const workspaceRoot = config.workspaceFolderOf(specFile);
   let outDir = req.resumeDir;
   if (!outDir) {
-    const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(specFile));
-    if (doc?.isDirty) await doc.save();
-    const text: string = doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(specFile))).toString('utf8');
+    const text = await savedSpecText(specFile);
     const runsFolder = config.runsFolder(workspaceRoot);
     outDir = planRunDir({ specFile, specText: text, prefix: 'compare-', ...(runsFolder ? { runsFolder } : {}) });
   }
@@ -147,7 +150,7 @@ export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
  * A failed job: when the sidecar died under it, a warning with Resume (where the job can continue);
  * otherwise the error, marked in the spec when it names a place there.
  */
-async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison'; error: string; specFile: string; resume: (() => Promise<void>) | undefined }): Promise<void> {
+async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison' | 'layer scoring'; error: string; specFile: string; resume: (() => Promise<void>) | undefined }): Promise<void> {
   if (LOST_JOB.test(f.error)) {
     const choice = await vscode.window.showWarningMessage(
       `PEFT Lab: ${f.error}; the ${f.what} is interrupted.${ctx.sidecar.state === 'failed' ? '' : ` The sidecar restarts; Resume continues the ${f.what}.`}`,
@@ -167,17 +170,10 @@ async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison'; er
 
 /**
  * "Score layers": an `importance` job on the spec's model and training data (Fisher, gradient norm,
- * Taylor), then the importance panel on its report. Without that job in the sidecar, the panel
- * gets the spec itself.
+ * Taylor), then the importance panel on its report.
  */
 export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
-  if (!(JOB_KINDS as readonly string[]).includes('importance')) {
-    await vscode.commands.executeCommand('peftLab.openImportance', specFile);
-    return;
-  }
-  const doc = vscode.workspace.textDocuments.find((d) => d.uri.fsPath === resolve(specFile));
-  if (doc?.isDirty) await doc.save();
-  const text: string = doc ? doc.getText() : Buffer.from(await vscode.workspace.fs.readFile(vscode.Uri.file(specFile))).toString('utf8');
+  const text = await savedSpecText(specFile);
   const workspaceRoot = config.workspaceFolderOf(specFile);
   const runsFolder = config.runsFolder(workspaceRoot);
   const plan = planImportance({
@@ -194,9 +190,6 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
   if (end.state === 'done') {
     await vscode.commands.executeCommand('peftLab.openImportance', plan.out);
   } else if (end.state === 'failed') {
-    const marked = await ctx.diagnostics.report(end.error, dirname(specFile));
-    const choice = await vscode.window.showErrorMessage(`PEFT Lab: layer scoring failed: ${end.error}`, marked ? 'Show Problem' : 'Show Output');
-    if (choice === 'Show Problem' && marked) await revealDiagnostic(marked);
-    else if (choice === 'Show Output') ctx.log.show(true);
+    await reportFailure(ctx, { what: 'layer scoring', error: end.error, specFile, resume: undefined });
   }
 }
