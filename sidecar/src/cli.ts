@@ -8,7 +8,7 @@ import { currentBackend, initBackend } from './backend';
 import { loraFactory } from './adapters/bench-lora';
 import { errorMessage } from './errors';
 import { cliContext } from './jobs/context';
-import { benchCase, CASES, runAnchor, type BenchMode } from './bench/bench';
+import { benchCase, CASES, runAnchor, type BenchMode, type KernelTime } from './bench/bench';
 import { matMulsCommand } from './bench/matmuls';
 import { runForward, runGrads } from './tasks/forward';
 import { formatInspect, inspectModel } from './tasks/inspect';
@@ -110,7 +110,12 @@ const COMMANDS: Record<string, Command> = {
             const timed = r.kernels.every((k) => k.ms !== null);
             const total = timed ? `${r.kernels.reduce((s, k) => s + (k.ms ?? 0), 0).toFixed(1)} ms` : 'no valid kernel times on this device';
             process.stderr.write(`kernels of one ${c.case}/${mode} step (${total}; ${r.kernels.reduce((s, k) => s + k.calls, 0)} calls):\n`);
-            for (const k of r.kernels.slice(0, 25)) process.stderr.write(`  ${k.kernel.padEnd(28)} ${(k.ms === null ? '-' : k.ms.toFixed(2)).padStart(9)} ms ${String(k.calls).padStart(5)} calls\n`);
+            const line = (k: KernelTime) => `  ${k.kernel.padEnd(28)} ${(k.ms === null ? '-' : k.ms.toFixed(2)).padStart(9)} ms ${String(k.calls).padStart(5)} calls${k.shapes ? `  ${k.shapes}` : ''}\n`;
+            for (const k of r.kernels.slice(0, 25)) process.stderr.write(line(k));
+            if (timed && r.kernel_shapes) {
+              process.stderr.write(`largest by input shapes:\n`);
+              for (const k of r.kernel_shapes.slice(0, 15)) process.stderr.write(line(k));
+            }
           }
         }
       }

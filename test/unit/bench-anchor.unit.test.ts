@@ -17,8 +17,8 @@ test('runAnchor passes the case flags and the thread environment to the anchor s
 });
 
 type Profile = Parameters<typeof kernelTimes>[0];
-const profileOf = (kernels: [string, number | { error: string }][]): Profile =>
-  ({ kernels: kernels.map(([name, kernelTimeMs]) => ({ name, kernelTimeMs })) }) as unknown as Profile;
+const profileOf = (kernels: [string, number | { error: string }, number[][]?][]): Profile =>
+  ({ kernels: kernels.map(([name, kernelTimeMs, inputShapes = [[1]]]) => ({ name, kernelTimeMs, inputShapes })) }) as unknown as Profile;
 
 test('kernelTimes sums calls per kernel, largest total first', () => {
   const rows = kernelTimes(profileOf([['A', 1.5], ['B', 4], ['A', 2.25], ['C', { error: 'no timer' }]]));
@@ -34,4 +34,14 @@ test('kernelTimes reports no times (null) when any time is invalid, as on Dawn\'
     const rows = kernelTimes(profileOf([['A', 1], ['B', bad], ['A', 2]]));
     assert.deepEqual(rows.map((r) => [r.kernel, r.calls, r.ms]), [['A', 2, null], ['B', 1, null]], String(bad));
   }
+});
+
+test('kernelTimes byShape: one row per kernel and input shapes, largest total first', () => {
+  const mm = [[2048, 768], [768, 2304]];
+  const rows = kernelTimes(profileOf([['MatMul', 0.3, mm], ['Add', 0.01, [[2048, 768], []]], ['MatMul', 0.25, mm], ['MatMul', 0.1, [[8, 8], [8, 8]]]]), { byShape: true });
+  assert.deepEqual(rows, [
+    { kernel: 'MatMul', shapes: '2048x768 768x2304', calls: 2, ms: 0.55 },
+    { kernel: 'MatMul', shapes: '8x8 8x8', calls: 1, ms: 0.1 },
+    { kernel: 'Add', shapes: '2048x768 scalar', calls: 1, ms: 0.01 },
+  ]);
 });

@@ -12,6 +12,7 @@ interface Row {
   mode: string;
   losses: number[];
   kernels?: { kernel: string; calls: number }[];
+  kernel_shapes?: { kernel: string; shapes: string; calls: number }[];
   webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number };
 }
 
@@ -29,6 +30,9 @@ test('bench --backend webgpu: fused kernels in the profile, losses equal to the 
   for (const [i, row] of gpu.entries()) {
     const names = new Set(row.kernels!.map((k) => k.kernel));
     for (const k of ['PeftLinear', 'PeftAttentionQkv', 'PeftAttentionQkvGrad', 'PeftLayerNorm', 'PeftSoftmaxCrossEntropy', 'PeftAdamW']) assert.ok(names.has(k), `${row.mode}: ${k} ran`);
+    // tiny: 16 × 64 tokens, d = 128: the c_attn GEMM (x · W + b) by its input shapes.
+    const cAttn = row.kernel_shapes!.find((k) => k.kernel === 'PeftLinear' && k.shapes === '1024x128 128x384 384');
+    assert.equal(cAttn?.calls, 4, `${row.mode}: c_attn in each of the 4 layers`);
     assert.equal(row.losses.length, 2);
     row.losses.forEach((l, s) => assert.ok(Math.abs(l - cpu[i]!.losses[s]!) <= 2e-5 * Math.abs(l), `${row.mode} step ${s}: ${l} vs ${cpu[i]!.losses[s]}`));
   }

@@ -66,6 +66,8 @@ export interface BenchResult {
   webgpu?: WebGpuStepCounters;
   /** With `kernels: true`: time per kernel in the profiled step, largest first (GPU time on WebGPU with timestamp queries). */
   kernels?: KernelTime[];
+  /** With `kernels: true`: the 40 largest (kernel, input shapes) pairs of that step: which calls of a kernel cost the time. */
+  kernel_shapes?: KernelTime[];
 }
 
 export interface WebGpuStepCounters {
@@ -84,6 +86,8 @@ export interface WebGpuStepCounters {
 
 export interface KernelTime {
   kernel: string;
+  /** With byShape: the input shapes, e.g. '2048x768 768x2304'. */
+  shapes?: string;
   calls: number;
   /** Total time of its calls; null where the backend's timer gave no valid times (kernelTimes). */
   ms: number | null;
@@ -167,6 +171,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
   let peakTensorBytes = 0;
   let optimizerState = 0;
   let kernels: KernelTime[] | undefined;
+  let kernelShapes: KernelTime[] | undefined;
   const times: number[] = [];
   const losses: number[] = [];
   const clock = benchClock();
@@ -204,7 +209,10 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
       tf.env().set('CHECK_COMPUTATION_FOR_ERRORS', check);
     }
     peakTensorBytes = profile.peakBytes;
-    if (opts.kernels) kernels = kernelTimes(profile);
+    if (opts.kernels) {
+      kernels = kernelTimes(profile);
+      kernelShapes = kernelTimes(profile, { byShape: true }).slice(0, 40);
+    }
     peakRss = Math.max(peakRss, process.memoryUsage().rss);
     for (const t of [...step.optimizer.state.m.values(), ...step.optimizer.state.v.values()]) optimizerState += t.size;
   } finally {
@@ -228,6 +236,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     losses: losses.map((l) => Math.round(l * 1e6) / 1e6),
     ...(gpuSteps.length ? { webgpu: { ...medianCounters(gpuSteps), ...gpuPool() } } : {}),
     ...(kernels ? { kernels } : {}),
+    ...(kernelShapes ? { kernel_shapes: kernelShapes } : {}),
   };
 }
 
@@ -250,17 +259,19 @@ function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
 
 /** Kernel time per kernel name, largest first. Kernels that run other kernels (composites) count
  * their own time only where the backend reports it that way; tf.profile lists every invocation. */
-export function kernelTimes(profile: Awaited<ReturnType<typeof tf.profile>>): KernelTime[] {
+export function kernelTimes(profile: Awaited<ReturnType<typeof tf.profile>>, opts: { byShape?: boolean } = {}): KernelTime[] {
   // A timer that is not there (no timestamp queries) reports 0 or an error string; Dawn's null
   // device resolves its timestamp queries to garbage (negative totals of −1e8 ms). One invalid time
   // makes the whole profile unusable, so all times become null rather than a misleading table.
   const valid = profile.kernels.every((k) => typeof k.kernelTimeMs !== 'number' || (Number.isFinite(k.kernelTimeMs) && k.kernelTimeMs >= 0));
-  const by = new Map<string, { kernel: string; calls: number; ms: number }>();
+  const by = new Map<string, { kernel: string; shapes?: string; calls: number; ms: number }>();
   for (const k of profile.kernels) {
-    const row = by.get(k.name) ?? { kernel: k.name, calls: 0, ms: 0 };
+    const shapes = opts.byShape ? k.inputShapes.map((s) => (s ?? []).join('x') || 'scalar').join(' ') : undefined;
+    const key = shapes === undefined ? k.name : `${k.name} ${shapes}`;
+    const row = by.get(key) ?? { kernel: k.name, ...(shapes !== undefined ? { shapes } : {}), calls: 0, ms: 0 };
     row.calls++;
     row.ms += typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0;
-    by.set(k.name, row);
+    by.set(key, row);
   }
   const rows = [...by.values()].sort((a, b) => (valid ? b.ms - a.ms : 0) || b.calls - a.calls);
   return rows.map((r) => ({ ...r, ms: valid ? round(r.ms) : null }));
