@@ -8,9 +8,10 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { loadSpec, parseSpecText } from '../../sidecar/src/spec/load';
+import { loadSpec, parseSpecText, variantConfig } from '../../sidecar/src/spec/load';
 import { ADAPTER_KINDS, LORA_INITS } from '../../src/protocol';
-import { adapterChoices, adapterSpec, buildSpec, buildSpecText, defaultSpecFileName, initChoices, type WizardAnswers } from '../../src/extension/model/wizard';
+import { specLenses } from '../../src/extension/model/codelens';
+import { adapterChoices, adapterSpec, buildSpec, buildSpecText, COMPARE_CHOICES, COMPARE_DEFAULTS, defaultSpecFileName, initChoices, type WizardAnswers } from '../../src/extension/model/wizard';
 
 const ws = mkdtempSync(join(tmpdir(), 'peft-wizard-'));
 after(() => rmSync(ws, { recursive: true, force: true }));
@@ -86,9 +87,42 @@ describe('wizard → spec', () => {
     assert.equal(spec.logEvery, 5);
   });
 
+  it('writes a comparison spec for several adapters: one variant each, full fine-tuning at its own lr', () => {
+    const spec = buildSpec(answers({ compare: ['lora', 'dora', 'full'] }), ws);
+    assert.equal(spec.adapter, undefined, 'the adapters are the variants\'');
+    assert.equal(spec.description, 'lora vs dora vs full on the bundled "addition" task');
+    assert.deepEqual(spec.optimizer, { lr: 1e-3 });
+    assert.deepEqual(spec.variants, [
+      { name: 'lora', adapter: { kind: 'lora', r: 8, alpha: 16, dropout: 0.05 } },
+      { name: 'dora', adapter: { kind: 'dora', r: 8, alpha: 16, dropout: 0.05 } },
+      { name: 'full', adapter: { kind: 'full' }, optimizer: { lr: 1e-4 } },
+    ]);
+    // One kind is a plain single-run spec.
+    assert.deepEqual(buildSpec(answers({ adapter: 'ia3', compare: ['ia3'] }), ws).adapter, { kind: 'ia3' });
+    // The editor offers "Compare variants" on it, not "Fine-tune".
+    const text = buildSpecText(answers({ compare: [...COMPARE_DEFAULTS] }), ws);
+    assert.deepEqual(specLenses(text).map((l) => l.kind), ['score', 'compare']);
+  });
+
+  it('every comparable kind, all in one comparison, passes the sidecar\'s validation and loads as variants', () => {
+    assert.ok(!COMPARE_CHOICES.includes('sparse') && COMPARE_CHOICES.length === ADAPTER_KINDS.length - 1);
+    const a = answers({ specFile: join(ws, 'all.peft.json'), compare: [...COMPARE_CHOICES] });
+    const text = buildSpecText(a, ws);
+    assert.deepEqual(parseSpecText(text, a.specFile).issues, []);
+    const task = join(ws, 'data', 'addition');
+    mkdirSync(task, { recursive: true });
+    for (const f of ['train.jsonl', 'eval.jsonl']) copyFileSync(join('media', 'data', 'addition', f), join(task, f));
+    copyFileSync(join('media', 'data', 'heldout.jsonl'), join(ws, 'data', 'heldout.jsonl'));
+    writeFileSync(a.specFile, text);
+    const spec = loadSpec(a.specFile, { workspaceRoot: ws });
+    assert.deepEqual(spec.variants!.map((v) => variantConfig(spec, v).adapter.kind), [...COMPARE_CHOICES]);
+    assert.deepEqual(spec.variants!.map((v) => variantConfig(spec, v).optimizer.lr), COMPARE_CHOICES.map((k) => (k === 'full' ? 1e-4 : 1e-3)));
+  });
+
   it('names the spec after the task, adapter and init', () => {
     assert.equal(defaultSpecFileName({ adapter: 'lora', init: 'pissa', data: { task: 'addition', train: 'x' } }), 'addition-lora-pissa.peft.json');
     assert.equal(defaultSpecFileName({ adapter: 'ia3', data: { train: '/a/b/my rows.csv' } }), 'my-rows-ia3.peft.json');
     assert.equal(defaultSpecFileName({ adapter: 'lora', init: 'default', data: { task: 't', train: 'x' } }), 't-lora.peft.json');
+    assert.equal(defaultSpecFileName({ adapter: 'lora', compare: ['lora', 'ia3'], data: { task: 'source', train: 'x' } }), 'source-compare.peft.json');
   });
 });

@@ -1,6 +1,7 @@
 /**
  * "PEFT Lab: New Fine-tune…": model → data → adapter → init quick picks, then a spec file. Bundled
  * tasks are copied into the workspace beside the spec (a spec's paths may not leave the workspace).
+ * "Compare several adapters…" at the adapter step writes a comparison spec (`variants`) instead.
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -9,8 +10,11 @@ import type { AdapterKind, LoraInit } from '../../protocol';
 import type { Ctx } from '../commands';
 import * as config from '../config';
 import {
+  ADAPTER_DESCRIPTIONS,
   adapterChoices,
   buildSpecText,
+  COMPARE_CHOICES,
+  COMPARE_DEFAULTS,
   defaultSpecFileName,
   INIT_DESCRIPTIONS,
   initChoices,
@@ -93,14 +97,31 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     browsed = file[0].fsPath;
   }
 
-  // 3. adapter
-  const adapter = await pick<AdapterKind>(
-    adapterChoices().map((a) => ({ label: a.kind, description: a.description, value: a.kind })),
+  // 3. adapter, or several to compare
+  const adapterPick = await pick<AdapterKind | 'compare'>(
+    [
+      ...adapterChoices().map((a) => ({ label: a.kind, description: a.description, value: a.kind })),
+      { label: '$(versions) Compare several adapters…', description: 'one spec, a run per adapter on the same model, data and seed', value: 'compare' as const },
+    ],
     3,
     total,
     'Adapter',
   );
-  if (!adapter) return;
+  if (!adapterPick) return;
+  let compare: AdapterKind[] | undefined;
+  if (adapterPick === 'compare') {
+    const chosen = await vscode.window.showQuickPick(
+      COMPARE_CHOICES.map((kind) => ({ label: kind, description: ADAPTER_DESCRIPTIONS[kind], picked: COMPARE_DEFAULTS.includes(kind), value: kind })),
+      { title: `${TITLE} (3/${total}): adapters to compare`, placeHolder: 'Two or more adapters', canPickMany: true, ignoreFocusOut: true, matchOnDescription: true },
+    );
+    if (!chosen) return;
+    if (chosen.length < 2) {
+      void vscode.window.showWarningMessage('PEFT Lab: a comparison needs two or more adapters.');
+      return;
+    }
+    compare = chosen.map((c) => c.value);
+  }
+  const adapter = compare ? compare[0]! : (adapterPick as AdapterKind);
   let mask: string | undefined;
   if (adapter === 'sparse') {
     const file = await vscode.window.showOpenDialog({ canSelectFiles: true, filters: { Safetensors: ['safetensors'] }, openLabel: 'Use This Mask', title: `${TITLE}: 0/1 mask (safetensors)` });
@@ -108,9 +129,9 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     mask = file[0].fsPath;
   }
 
-  // 4. init (LoRA family only)
+  // 4. init (LoRA family only; a comparison starts each from its default)
   let init: LoraInit | undefined;
-  const inits = initChoices(adapter);
+  const inits = compare ? [] : initChoices(adapter);
   if (inits.length) {
     init = await pick<LoraInit>(
       inits.map((i) => ({ label: i, description: INIT_DESCRIPTIONS[i], value: i })),
@@ -124,7 +145,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
   // Where the spec goes.
   const ws = vscode.workspace.workspaceFolders?.[0]?.uri;
   const draftData: DataAnswer = dataChoice.kind === 'bundled' ? { task: dataChoice.task, train: `${dataChoice.task}/train.jsonl` } : { train: browsed! };
-  const fileName = defaultSpecFileName({ adapter, ...(init ? { init } : {}), data: draftData });
+  const fileName = defaultSpecFileName({ adapter, ...(init ? { init } : {}), ...(compare ? { compare } : {}), data: draftData });
   const target = await vscode.window.showSaveDialog({
     title: `${TITLE}: save the spec`,
     saveLabel: 'Create Spec',
@@ -164,7 +185,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     void vscode.window.showWarningMessage(`PEFT Lab: the model folder ${model.path} is outside the workspace; a spec's paths may not leave it. Move or link it into the workspace.`);
   }
 
-  const answers: WizardAnswers = { specFile, model, data, adapter, logEvery: config.logEvery(), ...(init ? { init } : {}), ...(mask ? { mask } : {}) };
+  const answers: WizardAnswers = { specFile, model, data, adapter, logEvery: config.logEvery(), ...(init ? { init } : {}), ...(mask ? { mask } : {}), ...(compare ? { compare } : {}) };
   await fsp.writeFile(specFile, buildSpecText(answers, specDir), 'utf8');
   ctx.log.info(`wrote ${specFile}`);
   await vscode.window.showTextDocument(vscode.Uri.file(specFile));

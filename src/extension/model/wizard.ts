@@ -43,6 +43,13 @@ export function adapterChoices(): { kind: AdapterKind; description: string }[] {
   return ADAPTER_KINDS.map((kind) => ({ kind, description: ADAPTER_DESCRIPTIONS[kind] }));
 }
 
+/** The kinds a comparison can hold (a sparse update needs its own mask file), and the ones picked at first. */
+export const COMPARE_CHOICES: readonly AdapterKind[] = ADAPTER_KINDS.filter((k) => k !== 'sparse');
+export const COMPARE_DEFAULTS: readonly AdapterKind[] = ['lora', 'dora', 'ia3'];
+
+/** The learning rate a kind starts from: full fine-tuning moves every weight, so 10× lower. */
+export const startingLr = (kind: AdapterKind): number => (kind === 'full' ? 1e-4 : 1e-3);
+
 export type ModelAnswer = { kind: 'bundled'; id: string } | { kind: 'folder'; path: string };
 /** Data files as they will be in the workspace (bundled tasks are copied there first). */
 export interface DataAnswer {
@@ -58,7 +65,10 @@ export interface WizardAnswers {
   specFile: string;
   model: ModelAnswer;
   data: DataAnswer;
+  /** The adapter of a single run; with `compare`, the first of them. */
   adapter: AdapterKind;
+  /** Two or more kinds: a comparison spec (`variants`, one run per kind, "Compare variants"). */
+  compare?: AdapterKind[];
   init?: LoraInit;
   /** Sparse update: the mask file (absolute). */
   mask?: string;
@@ -95,18 +105,22 @@ export function buildSpec(a: WizardAnswers, specDir: string): Record<string, unk
   if (a.data.eval) data.eval = rel(specDir, a.data.eval);
   else data.evalSplit = 0.1;
   if (a.data.heldout) data.heldout = rel(specDir, a.data.heldout);
-  const adapter = adapterSpec(a.adapter, a.init, a.mask ? rel(specDir, a.mask) : undefined);
+  const kinds = a.compare && a.compare.length > 1 ? a.compare : undefined;
+  const what = kinds ? kinds.join(' vs ') : a.adapter;
+  const lr = startingLr(kinds?.[0] ?? a.adapter);
   const spec: Record<string, unknown> = {
-    ...(a.data.task ? { description: `${a.adapter} on the bundled "${a.data.task}" task` } : {}),
+    ...(a.data.task ? { description: `${what} on the bundled "${a.data.task}" task` } : {}),
     model,
     data,
-    adapter,
-    optimizer: { lr: a.adapter === 'full' ? 1e-4 : 1e-3 },
+    ...(kinds ? {} : { adapter: adapterSpec(a.adapter, a.init, a.mask ? rel(specDir, a.mask) : undefined) }),
+    optimizer: { lr },
     batchSize: 8,
     ...(a.steps !== undefined ? { steps: a.steps } : {}),
     logEvery: a.logEvery,
     seed: 42,
   };
+  // One model, data set and seed; each variant its adapter and, where it starts elsewhere, its lr.
+  if (kinds) spec.variants = kinds.map((kind) => ({ name: kind, adapter: adapterSpec(kind, undefined, undefined), ...(startingLr(kind) !== lr ? { optimizer: { lr: startingLr(kind) } } : {}) }));
   return spec;
 }
 
@@ -114,9 +128,10 @@ export function buildSpecText(a: WizardAnswers, specDir: string): string {
   return `${JSON.stringify(buildSpec(a, specDir), null, 2)}\n`;
 }
 
-/** A file name for the new spec: `<task or data>-<adapter>[-<init>].peft.json`. */
-export function defaultSpecFileName(a: Pick<WizardAnswers, 'adapter' | 'init' | 'data'>): string {
+/** A file name for the new spec: `<task or data>-<adapter>[-<init>].peft.json`, `<task or data>-compare.peft.json`. */
+export function defaultSpecFileName(a: Pick<WizardAnswers, 'adapter' | 'init' | 'data' | 'compare'>): string {
   const base = a.data.task ?? (a.data.train.split(/[\\/]/).pop() ?? 'data').replace(/\.[^.]*$/, '');
   const init = a.init && a.init !== 'default' ? `-${a.init}` : '';
-  return `${base}-${a.adapter}${init}.peft.json`.replace(/[^A-Za-z0-9._-]+/g, '-');
+  const what = a.compare && a.compare.length > 1 ? 'compare' : `${a.adapter}${init}`;
+  return `${base}-${what}.peft.json`.replace(/[^A-Za-z0-9._-]+/g, '-');
 }
