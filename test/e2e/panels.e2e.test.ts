@@ -4,7 +4,8 @@
  * addition task. ▶ Fine-tune from the CodeLens; the run shows in the Runs view; the dashboard
  * (opened from the running CodeLens) draws loss points that grow as steps arrive; "Score layers"
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
- * "Compare variants" from the CodeLens runs a compare job and opens its comparison;
+ * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
+ * writes a comparison spec;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
  * reload the dashboard comes back (serializer + saved state). Fails on any CSP violation in any
  * frame and on any request that leaves 127.0.0.1.
@@ -358,6 +359,34 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
       assert.deepEqual([status.state, status.step], ['done', 6], v);
     }
     assert.equal(await Workbench.frameViolations(frame), 0);
+    await w.command('View: Close Editor');
+  });
+
+  it('New Fine-tune… → "Compare several adapters…" writes a comparison spec that offers Compare variants', async () => {
+    const w = wb!;
+    const p = w.page;
+    const choose = async (label: string) => {
+      const row = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: label }) }).first();
+      await row.waitFor({ state: 'visible', timeout: 20_000 });
+      await row.click();
+    };
+    await w.command('PEFT Lab: New Fine-tune…');
+    await choose('peft-lab/tiny-gpt');
+    await choose('source');
+    await choose('Compare several adapters…');
+    // The multi-pick starts with LoRA, DoRA and IA3 checked: accept them.
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'adapters to compare' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await p.keyboard.press('Enter');
+    // The save dialog (the workbench's own, in a browser) proposes <workspace>/source-compare.peft.json.
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'save the spec' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await p.keyboard.press('Enter');
+    await p.locator('.tab.active', { hasText: 'source-compare.peft.json' }).waitFor({ state: 'visible', timeout: 30_000 });
+    const spec = JSON.parse(readFileSync(join(WS, 'source-compare.peft.json'), 'utf8')) as { adapter?: unknown; data: { train: string }; variants: { name: string }[] };
+    assert.deepEqual(spec.variants.map((v) => v.name), ['lora', 'dora', 'ia3']);
+    assert.equal(spec.adapter, undefined);
+    assert.ok(existsSync(join(WS, spec.data.train)), `the bundled task copied beside the spec: ${spec.data.train}`);
+    await w.codeLens('Compare variants').waitFor({ state: 'visible', timeout: 30_000 });
+    assert.equal(await w.codeLens('Fine-tune').count(), 0, 'no single fine-tune for a spec without an adapter');
     await w.command('View: Close Editor');
   });
 

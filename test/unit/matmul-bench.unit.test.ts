@@ -6,15 +6,11 @@ import { choicesFor, matMulSummary, shapeName, type MatMulTiming } from '../../s
 
 const shape = { M: 2048, N: 768, K: 2304, batch: 1, ta: false, tb: true, bias: false };
 
-test('choicesFor: the heuristic, TF.js, every square-ish tile config with the K splits that leave ≥ 256 of K each', () => {
-  assert.deepEqual(choicesFor(shape), [
-    'auto', 'tfjs',
-    'big', 'big/split1', 'big/split2', 'big/split4', 'big/split8',
-    'wide', 'wide/split1', 'wide/split2', 'wide/split4', 'wide/split8',
-    'mid', 'mid/split1', 'mid/split2', 'mid/split4', 'mid/split8',
-  ]);
-  // Rank-8 LoRA shapes: the thin tile (no cross-workgroup splits) and the 64×64 one.
-  assert.deepEqual(choicesFor({ ...shape, N: 8, K: 768 }), ['auto', 'tfjs', 'mid', 'mid/split1', 'mid/split2', 'thin']);
+test('choicesFor: the heuristic, TF.js, every tile config but thin with the K splits that leave ≥ 256 of K each', () => {
+  const splits = (name: string) => [name, `${name}/split1`, `${name}/split2`, `${name}/split4`, `${name}/split8`];
+  assert.deepEqual(choicesFor(shape), ['auto', 'tfjs', ...['big', 'wide', 'mid', 'big4', 'bigR', 'mid4'].flatMap(splits)]);
+  // Rank-8 LoRA shapes: the thin tile (no cross-workgroup splits) and the 64×64 ones.
+  assert.deepEqual(choicesFor({ ...shape, N: 8, K: 768 }), ['auto', 'tfjs', 'mid', 'mid/split1', 'mid/split2', 'thin', 'mid4', 'mid4/split1', 'mid4/split2']);
 });
 
 function row(choice: string, plan: string, gpu: number | null, wall: number, calls = 2, m = shape): MatMulTiming {

@@ -4,7 +4,7 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { K as FUSED, fusedLinear } from '../../sidecar/src/backend/native/fused';
-import { CONFIGS, chooseConfig, chooseSplits, foldBatch, forceMatMulConfig, forceMatMulSplitK, tfjsPreferred } from '../../sidecar/src/backend/webgpu/matmul';
+import { CONFIGS, chooseConfig, chooseSplits, foldBatch, forceMatMulConfig, forceMatMulSplitK, tfjsPreferred, vec4Loads } from '../../sidecar/src/backend/webgpu/matmul';
 import { assertClose, onCpu, useWebGpu, values } from '../helpers/webgpu';
 
 before(async () => {
@@ -107,6 +107,39 @@ for (const cfg of Object.values(CONFIGS)) {
       }
     });
   }
+}
+
+test('vec4 loads: which operands take them', () => {
+  assert.deepEqual(vec4Loads(CONFIGS.big, 8, 8, 8, false, false), { va: false, vb: false }, 'not a vec4 config');
+  assert.deepEqual(vec4Loads(CONFIGS.big4, 6, 8, 8, false, false), { va: true, vb: true }, 'A along K, B along N');
+  assert.deepEqual(vec4Loads(CONFIGS.big4, 6, 8, 8, true, false), { va: false, vb: true }, 'Aᵀ along M = 6');
+  assert.deepEqual(vec4Loads(CONFIGS.mid4, 8, 6, 12, false, true), { va: true, vb: true }, 'Bᵀ along K');
+  assert.deepEqual(vec4Loads(CONFIGS.mid4, 8, 6, 10, false, false), { va: false, vb: false });
+});
+
+for (const cfg of [CONFIGS.big4, CONFIGS.mid4]) {
+  test(`${cfg.name}: vec4 loads in every transpose, edge tiles, batches, split K, one operand vec4`, async () => {
+    forceMatMulConfig(cfg);
+    try {
+      const M = cfg.BM + 4;
+      const N = cfg.BN + 8;
+      const K = 2 * cfg.BK + 4;
+      for (const [ta, tb] of TRANSPOSES) {
+        assert.deepEqual(vec4Loads(cfg, M, N, K, ta, tb), { va: true, vb: true });
+        await check(mm(M, K, N, ta, tb), `${cfg.name} ${ta}${tb} ${M}×${K}×${N}`);
+        await check(mm(12, K, 20, ta, tb, [3], [3]), `${cfg.name} batched ${ta}${tb}`, { bias: [20], activation: 'relu' });
+        await check(mm(12, K, 20, ta, tb, [2, 1], [1, 3]), `${cfg.name} broadcast ${ta}${tb}`);
+      }
+      // Aᵀ with M = 9: A scalar, B vec4.
+      assert.deepEqual(vec4Loads(cfg, 9, N, K, true, false), { va: false, vb: true });
+      await check(mm(9, K, N, true, false), `${cfg.name} A scalar, B vec4`);
+      forceMatMulSplitK(3);
+      await check(mm(M, 5 * cfg.BK + 4, N, false, true), `${cfg.name} split K`);
+    } finally {
+      forceMatMulConfig(undefined);
+      forceMatMulSplitK(undefined);
+    }
+  });
 }
 
 test('heuristic shapes (small): rank-8 thin, small K, batched attention-like', async () => {

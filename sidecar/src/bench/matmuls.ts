@@ -52,12 +52,13 @@ export async function stepMatMuls(c: BenchCase, mode: BenchMode, lora?: LoraFact
 }
 
 /** The kernel choices worth timing for a shape: the heuristic, TF.js's kernel, each tile config
- * that fits the shape, and forced K splits for long K. */
+ * that fits the shape (the candidates too), and forced K splits for long K. */
 export function choicesFor(m: MatMulCall): string[] {
   const out = ['auto', 'tfjs'];
   const thin = Math.min(m.M, m.N) <= 16;
   for (const name of Object.keys(CONFIGS) as (keyof typeof CONFIGS)[]) {
-    if ((name === 'thin') !== thin && !(thin && name === 'mid')) continue;
+    // Rank-sized shapes: the thin tile and the 64×64 ones; the rest: every tile but thin.
+    if ((name === 'thin') !== thin && !(thin && (name === 'mid' || name === 'mid4'))) continue;
     out.push(name);
     if (name !== 'thin') for (const s of [1, 2, 4, 8]) if (m.K / s >= 256) out.push(`${name}/split${s}`);
   }

@@ -20,8 +20,8 @@ export function registerWebGpuKernels(): void {
 
 /**
  * Measurement knobs (PEFT_LAB_WEBGPU_TUNE, comma-separated) for comparing kernel choices on a GPU in
- * one run: `matmul=tfjs` (TF.js's own matmuls) or `matmul=big|wide|mid|thin` (that tile config for
- * every matmul), `splitk=N` (K splits; 1 = none),
+ * one run: `matmul=tfjs` (TF.js's own matmuls) or `matmul=<config>` (that tile config of matmul.ts's
+ * CONFIGS for every matmul), `splitk=N` (K splits; 1 = none),
  * `attn=ROWSxTILE` (attention backward tiles). Returns what it applied; unknown items throw.
  */
 export function applyTuning(spec: string | undefined): string[] {
@@ -34,7 +34,7 @@ export function applyTuning(spec: string | undefined): string[] {
     else if (key === 'attn' && /^\d+x\d+$/.test(value)) {
       const [rows, tile] = value.split('x').map(Number);
       setAttentionBackwardTiles({ rows: rows!, tile: tile! });
-    } else throw new Error(`PEFT_LAB_WEBGPU_TUNE: unknown item '${item}' (matmul=tfjs|big|wide|mid|thin, splitk=N, attn=ROWSxTILE)`);
+    } else throw new Error(`PEFT_LAB_WEBGPU_TUNE: unknown item '${item}' (matmul=tfjs|${Object.keys(CONFIGS).join('|')}, splitk=N, attn=ROWSxTILE)`);
     applied.push(item);
   }
   return applied;

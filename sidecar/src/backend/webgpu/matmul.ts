@@ -75,14 +75,36 @@ export interface TileConfig {
   TN: number;
   /** K-tile slices per workgroup (in-workgroup split-K), 1 for the plain tiles. */
   S: number;
+  /** Global loads as vec4 along each operand's contiguous axis, where its shape allows (else scalar). */
+  vec4?: boolean;
+  /** The inner product over a K tile as a loop instead of fully unrolled (fewer live registers). */
+  rolled?: boolean;
 }
 
-export const CONFIGS: Record<'big' | 'wide' | 'mid' | 'thin', TileConfig> = {
+export const CONFIGS: Record<'big' | 'wide' | 'mid' | 'thin' | 'big4' | 'bigR' | 'mid4', TileConfig> = {
   big: { name: 'big', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1 },
   wide: { name: 'wide', BM: 128, BN: 64, BK: 8, TM: 8, TN: 4, S: 1 },
   mid: { name: 'mid', BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, S: 1 },
   thin: { name: 'thin', BM: 16, BN: 16, BK: 64, TM: 4, TN: 4, S: 16 },
+  // Candidates not yet measured on a GPU (`bench --matmuls` times them beside the others): the
+  // 128×128 tile with vec4 global loads, or with its K-tile loop rolled (TF.js's 4×4-per-thread
+  // kernel beat big's 8×8 on the vocabulary matmul; register pressure is one suspect), and 64×64
+  // with vec4 loads.
+  big4: { name: 'big4', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1, vec4: true },
+  bigR: { name: 'bigR', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1, rolled: true },
+  mid4: { name: 'mid4', BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, S: 1, vec4: true },
 };
+
+/** Whether each operand takes the vec4 loads of `cfg` for this shape: its contiguous axis a multiple
+ * of 4 (so every vec4 is wholly in or out of the matrix and 16-byte aligned) and a whole number of
+ * vec4s per thread per tile. */
+export function vec4Loads(cfg: TileConfig, M: number, N: number, K: number, ta: boolean, tb: boolean): { va: boolean; vb: boolean } {
+  if (!cfg.vec4) return { va: false, vb: false };
+  return {
+    va: ((cfg.BM * cfg.BK) / WG) % 4 === 0 && (ta ? M : K) % 4 === 0,
+    vb: ((cfg.BN * cfg.BK) / WG) % 4 === 0 && (tb ? K : N) % 4 === 0,
+  };
+}
 
 /** SMs (NVIDIA) / CUs to fill: the tile choice wants about this many workgroups or more. */
 const TARGET_WORKGROUPS = 132;
@@ -146,6 +168,9 @@ interface Variant {
   cfg: TileConfig;
   ta: boolean;
   tb: boolean;
+  /** vec4 global loads of A / B (vec4Loads). */
+  va: boolean;
+  vb: boolean;
   bias: boolean;
   activation: string;
   doubleBuffer: boolean;
@@ -174,32 +199,62 @@ function shader(v: Variant): string {
   if (S > 1) L.push(`var<workgroup> Red : array<vec4<f32>, ${S * TX * TY * GN}>;`);
   L.push(`var<workgroup> wgShared : i32;`);
   L.push(WGSL_COMMON);
-  // Loads of one K tile (k0) into registers, zero outside the matrix.
+  // Loads of one K tile (k0) into registers, zero outside the matrix. Scalar: each thread loads LA
+  // (LB) elements along the operand's contiguous axis; vec4: LA / 4 vec4s, the global index divided
+  // by 4 (exact: offsets and the contiguous extent are multiples of 4, see vec4Loads).
   const loadA: string[] = [];
   const storeA: string[] = [];
-  for (let i = 0; i < LA; i++) {
-    const e = `(t + ${i * WG})`;
-    const [m, k] = v.ta ? [`${e} % ${BM}`, `${e} / ${BM}`] : [`${e} / ${BK}`, `${e} % ${BK}`];
-    loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = 0.0; if (gm < M && gk < kEnd) { ra${i} = A[aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}]; } }`);
-    storeA.push(`{ let m = ${m}; let k = ${k}; As[sa + k * ${AS} + m / 4][m % 4] = ra${i}; }`);
+  const regs: string[] = [];
+  if (v.va) {
+    const perLine = v.ta ? BM / 4 : BK / 4; // vec4s per contiguous line of the tile
+    for (let i = 0; i < LA / 4; i++) {
+      const e = `(t + ${i * WG})`;
+      const [m, k] = v.ta ? [`(${e} % ${perLine}) * 4`, `${e} / ${perLine}`] : [`${e} / ${perLine}`, `(${e} % ${perLine}) * 4`];
+      regs.push(`var ra${i} : vec4<f32>;`);
+      loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = vec4<f32>(0.0); if (gm < M && gk < kEnd) { ra${i} = A[(aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}) / 4]; } }`);
+      storeA.push(v.ta ? `{ let m = ${m}; let k = ${k}; As[sa + k * ${AS} + m / 4] = ra${i}; }` : `{ let m = ${m}; let k = ${k}; for (var j = 0; j < 4; j++) { As[sa + (k + j) * ${AS} + m / 4][m % 4] = ra${i}[j]; } }`);
+    }
+  } else {
+    for (let i = 0; i < LA; i++) {
+      const e = `(t + ${i * WG})`;
+      const [m, k] = v.ta ? [`${e} % ${BM}`, `${e} / ${BM}`] : [`${e} / ${BK}`, `${e} % ${BK}`];
+      regs.push(`var ra${i} : f32;`);
+      loadA.push(`{ let m = ${m}; let k = ${k}; let gm = m0 + m; let gk = k0 + k; ra${i} = 0.0; if (gm < M && gk < kEnd) { ra${i} = A[aOff + ${v.ta ? 'gk * M + gm' : 'gm * K + gk'}]; } }`);
+      storeA.push(`{ let m = ${m}; let k = ${k}; As[sa + k * ${AS} + m / 4][m % 4] = ra${i}; }`);
+    }
   }
   const loadB: string[] = [];
   const storeB: string[] = [];
-  for (let i = 0; i < LB; i++) {
-    const e = `(t + ${i * WG})`;
-    const [n, k] = v.tb ? [`${e} / ${BK}`, `${e} % ${BK}`] : [`${e} % ${BN}`, `${e} / ${BN}`];
-    loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = 0.0; if (gn < N && gk < kEnd) { rb${i} = B[bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}]; } }`);
-    storeB.push(`{ let n = ${n}; let k = ${k}; Bs[sb + k * ${BS} + n / 4][n % 4] = rb${i}; }`);
+  if (v.vb) {
+    const perLine = v.tb ? BK / 4 : BN / 4;
+    for (let i = 0; i < LB / 4; i++) {
+      const e = `(t + ${i * WG})`;
+      const [n, k] = v.tb ? [`${e} / ${perLine}`, `(${e} % ${perLine}) * 4`] : [`(${e} % ${perLine}) * 4`, `${e} / ${perLine}`];
+      regs.push(`var rb${i} : vec4<f32>;`);
+      loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = vec4<f32>(0.0); if (gn < N && gk < kEnd) { rb${i} = B[(bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}) / 4]; } }`);
+      storeB.push(v.tb ? `{ let n = ${n}; let k = ${k}; for (var j = 0; j < 4; j++) { Bs[sb + (k + j) * ${BS} + n / 4][n % 4] = rb${i}[j]; } }` : `{ let n = ${n}; let k = ${k}; Bs[sb + k * ${BS} + n / 4] = rb${i}; }`);
+    }
+  } else {
+    for (let i = 0; i < LB; i++) {
+      const e = `(t + ${i * WG})`;
+      const [n, k] = v.tb ? [`${e} / ${BK}`, `${e} % ${BK}`] : [`${e} % ${BN}`, `${e} / ${BN}`];
+      regs.push(`var rb${i} : f32;`);
+      loadB.push(`{ let n = ${n}; let k = ${k}; let gn = n0 + n; let gk = k0 + k; rb${i} = 0.0; if (gn < N && gk < kEnd) { rb${i} = B[bOff + ${v.tb ? 'gn * K + gk' : 'gk * N + gn'}]; } }`);
+      storeB.push(`{ let n = ${n}; let k = ${k}; Bs[sb + k * ${BS} + n / 4][n % 4] = rb${i}; }`);
+    }
   }
-  // Inner product over this slice's k of the current stage.
-  const compute: string[] = [];
-  for (let kk = 0; kk < KS; kk++) {
-    const k = `(kb + ${kk})`;
-    for (let g = 0; g < GM; g++) compute.push(`let a${kk}_${g} = As[sa + ${k} * ${AS} + ${g * TY} + ty];`);
-    for (let g = 0; g < GN; g++) compute.push(`let b${kk}_${g} = Bs[sb + ${k} * ${BS} + ${g * TX} + tx];`);
+  // Inner product over this slice's k of the current stage: unrolled, or one k per loop trip.
+  const product = (k: string, id: string): string[] => {
+    const lines: string[] = [];
+    for (let g = 0; g < GM; g++) lines.push(`let a${id}_${g} = As[sa + ${k} * ${AS} + ${g * TY} + ty];`);
+    for (let g = 0; g < GN; g++) lines.push(`let b${id}_${g} = Bs[sb + ${k} * ${BS} + ${g * TX} + tx];`);
     for (let r = 0; r < TM; r++)
-      for (let g = 0; g < GN; g++) compute.push(`acc[${r * GN + g}] = fma(vec4<f32>(a${kk}_${Math.floor(r / 4)}[${r % 4}]), b${kk}_${g}, acc[${r * GN + g}]);`);
-  }
+      for (let g = 0; g < GN; g++) lines.push(`acc[${r * GN + g}] = fma(vec4<f32>(a${id}_${Math.floor(r / 4)}[${r % 4}]), b${id}_${g}, acc[${r * GN + g}]);`);
+    return lines;
+  };
+  const compute: string[] = v.cfg.rolled
+    ? [`for (var kk = 0; kk < ${KS}; kk++) {`, ...product('(kb + kk)', ''), '}']
+    : Array.from({ length: KS }, (_, kk) => product(`(kb + ${kk})`, `${kk}`)).flat();
   const act = ACTIVATIONS[v.activation]!;
   const biasRead = v.bias ? 'v = v + Bias[col * uniforms.biasStride];' : '';
   // The output row of accumulator row r of thread row ty, the column of group g of thread column tx.
@@ -232,7 +287,6 @@ function shader(v: Variant): string {
       epilogue.push(`workgroupBarrier();`);
     }
   }
-  const regs = [...Array.from({ length: LA }, (_, i) => `var ra${i} : f32;`), ...Array.from({ length: LB }, (_, i) => `var rb${i} : f32;`)];
   const sA = (stage: string) => `${stage} * ${BK * AS}`;
   const sB = (stage: string) => `${stage} * ${BK * BS}`;
   const body = v.doubleBuffer
@@ -434,6 +488,7 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   if (one > limit) return undefined;
   // Double buffering measured no faster on the H100 (register prefetch already hides the loads): opt-in.
   const doubleBuffer = cfg.S === 1 && !!forcedDoubleBuffer && 2 * stageBytes(cfg, ta, tb) + 16 <= limit;
+  const { va, vb } = vec4Loads(cfg, M, N, Ka, ta, tb);
   if (previousFusedMatMul && tfjsPreferred(M, N, Ka, fold.batch, ta)) return viaTfjs(backend, x);
   const tilesN = Math.ceil(N / cfg.BN);
   const tilesMN = Math.ceil(M / cfg.BM) * tilesN;
@@ -441,7 +496,7 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   const kChunk = Math.ceil(Ka / requested / cfg.BK) * cfg.BK;
   const splits = Math.ceil(Ka / kChunk);
   // Split K: the GEMM writes raw partial products, the reduction applies bias and activation.
-  const v: Variant = { cfg, ta, tb, bias: !!bias && splits === 1, activation: splits === 1 ? x.activation : 'linear', doubleBuffer };
+  const v: Variant = { cfg, ta, tb, va, vb, bias: !!bias && splits === 1, activation: splits === 1 ? x.activation : 'linear', doubleBuffer };
   const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
   const uniforms: Uniform[] = [
     int('M', M),
@@ -465,8 +520,9 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   ];
   const inputs: Record<string, tf.TensorInfo> = v.bias && bias ? { A: a, B: b, Bias: bias } : { A: a, B: b };
   const product = runProgram(backend, {
-    key: `matmul-${cfg.name}-${ta ? 't' : 'n'}${tb ? 't' : 'n'}-${v.bias ? 'bias' : ''}-${v.activation}-${doubleBuffer ? 'db' : 'sb'}`,
+    key: `matmul-${cfg.name}-${ta ? 't' : 'n'}${tb ? 't' : 'n'}${va ? '4' : '1'}${vb ? '4' : '1'}-${v.bias ? 'bias' : ''}-${v.activation}-${doubleBuffer ? 'db' : 'sb'}`,
     inputs,
+    vec4Inputs: [...(va ? ['A'] : []), ...(vb ? ['B'] : [])],
     outputShape: splits === 1 ? outShape : [splits * fold.batch, M, N],
     workgroup: WG,
     workgroups: splits * tilesMN * fold.batch,

@@ -35,6 +35,8 @@ export interface ProgramSpec {
   /** Number of workgroups (1-D; the backend folds it into 2-D/3-D past the per-dimension limit). */
   workgroups: number;
   uniforms?: Uniform[];
+  /** Inputs bound as `array<vec4<f32>>` (16-byte loads; the caller makes sure sizes and offsets allow). */
+  vec4Inputs?: readonly string[];
   /** WGSL: module-scope declarations and `fn main(index : i32)`; a function is called only when the
    * pipeline is first compiled (building a generated shader's text on every dispatch costs host time). */
   code: string | (() => string);
@@ -55,6 +57,7 @@ export function runProgram(backend: WebGPUBackend, spec: ProgramSpec): tf.Tensor
     workgroupSize: [spec.workgroup, 1, 1],
     uniforms: uniforms.map((u) => `${u.name} : ${WGSL_TYPE[u.type]},`).join(' '),
     size: false,
+    ...(spec.vec4Inputs?.length ? { variableComponents: names.map((n) => (spec.vec4Inputs!.includes(n) ? 4 : 1)) } : {}),
     getUserCode: typeof spec.code === 'function' ? spec.code : () => spec.code as string,
   };
   return backend.runWebGPUProgram(
