@@ -288,6 +288,15 @@ export class Workbench {
     return this.page.locator('.codelens-decoration a', { hasText: text }).first();
   }
 
+  /** Opens a workspace file and clicks its CodeLens `text` once it shows. */
+  async clickCodeLens(file: string, text: string, timeout = 30_000): Promise<void> {
+    await this.openFile(file);
+    const lens = this.codeLens(text);
+    await lens.waitFor({ state: 'visible', timeout });
+    await lens.click();
+    log(`clicked ${text} in ${file}`);
+  }
+
   /** The frame of a panel's page (the inner webview iframe whose body says `data-panel=<kind>`), once it exists. */
   async panelFrame(kind: string, timeout = 60_000, has?: string): Promise<Frame> {
     const deadline = Date.now() + timeout;

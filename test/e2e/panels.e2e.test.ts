@@ -172,11 +172,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
 
   it('fine-tunes from the CodeLens; the dashboard draws the run (growing while it trains, when it can be caught)', async () => {
     const w = wb!;
-    await w.openFile('tiny.peft.json');
-    const fineTune = w.codeLens('Fine-tune');
-    await fineTune.waitFor({ state: 'visible', timeout: 90_000 });
-    await fineTune.click();
-    log('clicked ▶ Fine-tune');
+    await w.clickCodeLens('tiny.peft.json', 'Fine-tune', 90_000);
     // While it trains, the lens says "Fine-tuning n/N" and opens the run's dashboard; a run faster
     // than the lens refresh ends with a notification whose "Open Dashboard" does the same.
     const running = w.codeLens(/Fine-tuning/);
@@ -268,10 +264,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
 
   it('scores layers and shows the importance heatmap', async () => {
     const w = wb!;
-    await w.openFile('tiny.peft.json');
-    const score = w.codeLens('Score layers');
-    await score.waitFor({ state: 'visible', timeout: 30_000 });
-    await score.click();
+    await w.clickCodeLens('tiny.peft.json', 'Score layers');
     // The panel opens when the sidecar's importance job is done; a sidecar without that job says so.
     const failed = w.page.locator('.notification-toast', { hasText: 'layer scoring failed' }).first();
     const outcome = await Promise.race([
@@ -344,11 +337,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
 
   it('compares variants from the CodeLens: a compare job in the sidecar, then its comparison panel', async () => {
     const w = wb!;
-    await w.openFile('pair.peft.json');
-    const lens = w.codeLens('Compare variants');
-    await lens.waitFor({ state: 'visible', timeout: 30_000 });
-    await lens.click();
-    log('clicked Compare variants');
+    await w.clickCodeLens('pair.peft.json', 'Compare variants');
     // Two rows: this comparison's panel, not the three-variant report's opened before.
     const frame = await w.panelFrame('comparison', 300_000, '#comparison-table tbody tr:nth-child(2):last-child');
     await frame.locator('#comparison-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
