@@ -1,7 +1,7 @@
 /**
  * The runs view's run-folder model (src/extension/model/runs.ts): effective state (running with a
  * dead or ended process → interrupted), metrics parsing (torn lines), reading a run folder from its
- * tail, ordering and which runs can be resumed. Temporary folders only; no VS Code.
+ * tail, ordering, which runs can be resumed and how. Temporary folders only; no VS Code.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { MetricRecord, RunStatus } from '../../src/protocol';
-import { canResume, compareRunsNewestFirst, effectiveState, isPidAlive, isRunStatus, parseMetrics, readLastMetric, readRun, type RunInfo } from '../../src/extension/model/runs';
+import { canResume, compareRunsNewestFirst, effectiveState, isPidAlive, isRunStatus, parseMetrics, readLastMetric, readRun, resumePlan, type RunInfo } from '../../src/extension/model/runs';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-runs-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -176,5 +176,16 @@ describe('ordering and resuming', () => {
     assert.equal(canResume(info('x', { state: 'failed' }, { state: 'failed', lastCheckpoint: 'step-100' })), true);
     assert.equal(canResume(info('x', { state: 'running' })), false);
     assert.equal(canResume(info('x', { state: 'done' })), false);
+  });
+
+  it('resumes a variant of a comparison as the whole comparison, other runs alone', () => {
+    const there = (...paths: string[]) => (p: string) => paths.includes(p);
+    const variant = info('ia3', { dir: '/ws/runs/compare-c-1/ia3', spec: '/ws/c.peft.json', compareFile: '/ws/runs/compare-c-1/compare.json', state: 'cancelled' });
+    assert.deepEqual(resumePlan(variant, there('/ws/c.peft.json')), { kind: 'compare', specFile: '/ws/c.peft.json', dir: '/ws/runs/compare-c-1' });
+    // The comparison's spec is gone: the variant alone, from its own spec.json.
+    assert.deepEqual(resumePlan(variant, there()), { kind: 'train', specFile: '/ws/runs/compare-c-1/ia3/spec.json', dir: '/ws/runs/compare-c-1/ia3' });
+    const single = info('a-1', { state: 'interrupted' });
+    assert.deepEqual(resumePlan(single, there('/ws/a.peft.json')), { kind: 'train', specFile: '/ws/a.peft.json', dir: '/ws/runs/a-1' });
+    assert.deepEqual(resumePlan(single, there()), { kind: 'train', specFile: '/ws/runs/a-1/spec.json', dir: '/ws/runs/a-1' });
   });
 });

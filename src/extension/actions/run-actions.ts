@@ -3,10 +3,10 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
 import type { Ctx } from '../commands';
-import { canResume, isPidAlive, type RunInfo } from '../model/runs';
+import { canResume, isPidAlive, resumePlan, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
-import { train } from './jobs';
+import { compare, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
@@ -92,8 +92,11 @@ export async function resumeRun(ctx: Ctx, args: unknown[]): Promise<void> {
     void vscode.window.showInformationMessage(`PEFT Lab: ${run.name} is still running.`);
     return;
   }
-  const specFile = run.spec && existsSync(run.spec) ? run.spec : join(run.dir, 'spec.json');
-  await train(ctx, { specFile, resumeDir: run.dir });
+  const plan = resumePlan(run, existsSync);
+  if (plan.kind === 'compare') {
+    ctx.log.info(`${run.name} is a variant of ${plan.dir}: resuming the comparison`);
+    await compare(ctx, { specFile: plan.specFile, resumeDir: plan.dir });
+  } else await train(ctx, { specFile: plan.specFile, resumeDir: plan.dir });
 }
 
 /** Copies the run's `adapter/` (PEFT format) to a folder the user picks. */

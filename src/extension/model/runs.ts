@@ -171,3 +171,15 @@ export function canResume(run: RunInfo): boolean {
   if (run.state === 'interrupted' || run.state === 'cancelled') return true;
   return run.state === 'failed' && !!run.status?.lastCheckpoint;
 }
+
+/**
+ * What Resume does with a run: a variant of a comparison whose spec is still there continues the
+ * whole comparison in its folder (this variant from its checkpoint, the ones not yet run after it,
+ * finished ones at once), so that compare.json is complete; any other run continues alone, from its
+ * spec, or from its own spec.json when the spec file is gone.
+ */
+export function resumePlan(run: RunInfo, exists: (p: string) => boolean): { kind: 'compare'; specFile: string; dir: string } | { kind: 'train'; specFile: string; dir: string } {
+  const specThere = !!run.spec && exists(run.spec);
+  if (run.compareFile && specThere) return { kind: 'compare', specFile: run.spec!, dir: dirname(run.compareFile) };
+  return { kind: 'train', specFile: specThere ? run.spec! : join(run.dir, 'spec.json'), dir: run.dir };
+}
