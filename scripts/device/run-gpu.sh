@@ -27,10 +27,20 @@ export PEFT_LAB_DAWN_FLAGS=${PEFT_LAB_DAWN_FLAGS:-enable-dawn-features=allow_uns
   > >(tee "$OUT/bench.jsonl") 2> >(tee "$OUT/bench.err" >&2)
 wait
 # 2b. Each matmul of those steps alone under every kernel choice (GPU time per call): which tile
-# config and K split each shape wants, and the step's matmul time with the best choice per shape.
+# config and K split each shape wants, and the step's matmul time with the best choice per shape;
+# the faster choices go to a plan file.
 [ -n "${SKIP_MATMULS:-}" ] || "$T/node" .device/dist/cli.js bench --backend webgpu --matmuls --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
-  --reps "${REPS:-10}" > "$OUT/matmuls.jsonl" 2> >(grep -v '^Warning' | tee "$OUT/matmuls.err" >&2)
+  --reps "${REPS:-10}" --plan-out "$OUT/matmul-plan.json" > "$OUT/matmuls.jsonl" 2> >(grep -v '^Warning' | tee "$OUT/matmuls.err" >&2)
 wait
+# 2c. The step with that plan (and PyTorch beside it), right after a baseline run without it.
+if [ -s "$OUT/matmul-plan.json" ]; then
+  for e in "BASELINE=1" "PEFT_LAB_WEBGPU_MATMUL_PLAN=$OUT/matmul-plan.json"; do
+    echo "plan $e:"
+    env "$e" "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
+      --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --json $([ "$e" = BASELINE=1 ] || echo --anchor .device/torch_anchor.py --python python3) \
+      | tee -a "$OUT/plan.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"ratio":[0-9.]*\|"matmul_plan":[0-9]*' | paste -s -d ' '
+  done
+fi
 # 3. The same LoRA steps on the CPU (wasm + native kernels, all cores): the loss trajectories must
 # agree. (Full fine-tuning of this model does not fit the 4 GiB wasm heap.)
 [ -n "${SKIP_CPU:-}" ] || PEFT_LAB_THREADS=$(nproc) "$T/node" .device/dist/cli.js bench --backend wasm --cases "${CASES:-gpu}" \

@@ -64,7 +64,7 @@ const COMMANDS: Record<string, Command> = {
     },
   },
   bench: {
-    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--kernels] [--quick] [--json]\n       bench --backend webgpu --matmuls [--cases gpu] [--modes lora,full] [--reps N] [--json]   (each matmul of a step under every kernel choice)',
+    usage: 'bench [--cases tiny,small] [--modes full,lora] [--steps N] [--warmup N] [--anchor PATH [--python PY]] [--kernels] [--quick] [--json]\n       bench --backend webgpu --matmuls [--cases gpu] [--modes lora,full] [--reps N] [--plan-out FILE] [--json]   (each matmul of a step under every kernel choice; the plan file: the faster choices, for PEFT_LAB_WEBGPU_MATMUL_PLAN)',
     options: {
       cases: { type: 'string' },
       modes: { type: 'string', default: 'full,lora' },
@@ -78,6 +78,7 @@ const COMMANDS: Record<string, Command> = {
       kernels: { type: 'boolean', default: false },
       matmuls: { type: 'boolean', default: false },
       reps: { type: 'string', default: '10' },
+      'plan-out': { type: 'string' },
     },
     compute: true,
     async run(v) {
@@ -88,7 +89,7 @@ const COMMANDS: Record<string, Command> = {
         if (info.name !== 'webgpu') throw new UsageError(`--matmuls times the WebGPU kernels: use --backend webgpu (this run has ${info.name})`);
         const cases = wanted.map((name) => CASES.find((x) => x.case === name) ?? unknownCase(name));
         const modes = String(v.modes).split(',').map(benchMode);
-        return matMulsCommand(cases, modes, { reps: v.quick ? 1 : positiveInt(v.reps, 'reps'), lora: loraFactory(), table: !v.json });
+        return matMulsCommand(cases, modes, { reps: v.quick ? 1 : positiveInt(v.reps, 'reps'), lora: loraFactory(), table: !v.json, device: info.device, ...(typeof v['plan-out'] === 'string' ? { planOut: v['plan-out'] } : {}) });
       }
       const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
       const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));

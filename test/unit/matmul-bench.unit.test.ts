@@ -2,7 +2,8 @@
  * tier runs the command). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { choicesFor, matMulSummary, shapeName, type MatMulTiming } from '../../sidecar/src/bench/matmuls';
+import { parseChoice } from '../../sidecar/src/backend/webgpu/matmul';
+import { choicesFor, matMulSummary, planFrom, shapeName, type MatMulTiming } from '../../sidecar/src/bench/matmuls';
 
 const shape = { M: 2048, N: 768, K: 2304, batch: 1, ta: false, tb: true, bias: false };
 
@@ -29,8 +30,8 @@ test('matMulSummary: per-step time under the heuristic and with the best choice 
   assert.equal(s.auto_ms, 13); // 0.5 × 2 + 1 × 12
   assert.equal(s.best_ms, 9.6); // 0.3 × 2 + 0.75 × 12
   assert.deepEqual(s.gains, [
-    { shape: shapeName(shape), auto: 'mid/split4', best: 'big', auto_ms: 0.5, best_ms: 0.3, calls: 2 },
-    { shape: shapeName(other), auto: 'mid', best: 'mid/split2', auto_ms: 1, best_ms: 0.75, calls: 12 },
+    { shape: shapeName(shape), key: '1:nt:2048x2304x768', auto: 'mid/split4', best: 'big', auto_ms: 0.5, best_ms: 0.3, calls: 2 },
+    { shape: shapeName(other), key: '1:tn:768x2048x768', auto: 'mid', best: 'mid/split2', auto_ms: 1, best_ms: 0.75, calls: 12 },
   ]);
   assert.equal(shapeName(shape), 'A·Bᵀ 2048×2304×768');
   assert.equal(shapeName({ ...other, batch: 96, bias: true }), '96×Aᵀ·B 768×2048×768+bias');
@@ -44,4 +45,17 @@ test('matMulSummary: a choice that ran the heuristic\'s own kernel is another sa
 test('matMulSummary falls back to wall time without timestamps', () => {
   const s = matMulSummary([row('auto', 'mid', null, 2, 3), row('big', 'big', null, 1, 3)]);
   assert.deepEqual([s.auto_ms, s.best_ms, s.gains.length], [6, 3, 1]);
+});
+
+test('planFrom: the faster choices by shape key; a shape measured twice keeps its fastest', () => {
+  const g = (key: string, best: string, best_ms: number) => ({ shape: key, key, auto: 'mid', best, auto_ms: 1, best_ms, calls: 1 });
+  assert.deepEqual(planFrom([g('1:nn:8x8x8', 'big4', 0.5), g('1:tn:8x8x8', 'tfjs', 0.2), g('1:nn:8x8x8', 'mid4/split2', 0.4)]), { '1:nn:8x8x8': 'mid4/split2', '1:tn:8x8x8': 'tfjs' });
+});
+
+test('parseChoice: auto, tfjs, configs with optional K splits; nothing else', () => {
+  assert.deepEqual(parseChoice('auto'), { config: 'auto' });
+  assert.deepEqual(parseChoice('tfjs'), { config: 'tfjs' });
+  assert.equal((parseChoice('big4') as { config: { name: string } }).config.name, 'big4');
+  assert.equal(parseChoice('mid/split4')?.splits, 4);
+  for (const bad of ['', 'tfjs/split2', 'huge', 'mid/split0', 'mid/split', 'toString', 'mid /split2']) assert.equal(parseChoice(bad), undefined, bad);
 });

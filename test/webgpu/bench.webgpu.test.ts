@@ -2,10 +2,12 @@
  * and its loss trajectory is the CPU backend's (same model, data and seed). */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { resolve } from 'node:path';
-import { test } from 'node:test';
-import { describePlan } from '../../sidecar/src/backend/webgpu/matmul';
-import { choicesFor, matMulSummary, shapeName, type MatMulTiming } from '../../sidecar/src/bench/matmuls';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, test } from 'node:test';
+import { describePlan, shapeKey } from '../../sidecar/src/backend/webgpu/matmul';
+import { choicesFor, matMulSummary, planFrom, shapeName, type MatMulPlanFile, type MatMulTiming } from '../../sidecar/src/bench/matmuls';
 
 interface Row {
   backend: string;
@@ -13,7 +15,7 @@ interface Row {
   losses: number[];
   kernels?: { kernel: string; calls: number }[];
   kernel_shapes?: { kernel: string; shapes: string; calls: number }[];
-  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number };
+  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number; matmul_plan?: number };
 }
 
 function bench(backend: string, extra: string[] = [], cases = 'tiny', moreEnv: Record<string, string> = {}): Row[] {
@@ -58,7 +60,10 @@ test('bench gpu-host on webgpu reports the host side of a step: dispatches recor
 
 test('bench --matmuls: each matmul of a real step, with its count per step, under every kernel choice', () => {
   const env = { ...process.env, EGL_PLATFORM: process.env.EGL_PLATFORM ?? 'surfaceless', PEFT_LAB_DAWN_FLAGS: process.env.PEFT_LAB_DAWN_FLAGS ?? 'backend=opengl' };
-  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', 'webgpu', '--matmuls', '--cases', 'gpu-host', '--modes', 'lora', '--quick', '--json'], { encoding: 'utf8', env, timeout: 300_000 });
+  const dir = mkdtempSync(join(tmpdir(), 'peft-matmuls-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const planFile = join(dir, 'plan.json');
+  const r = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', 'webgpu', '--matmuls', '--cases', 'gpu-host', '--modes', 'lora', '--quick', '--json', '--plan-out', planFile], { encoding: 'utf8', env, timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr);
   const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as MatMulTiming | { case: string; mode: string; summary: ReturnType<typeof matMulSummary> });
   const rows = lines.filter((l): l is MatMulTiming => !('summary' in l));
@@ -78,6 +83,18 @@ test('bench --matmuls: each matmul of a real step, with its count per step, unde
       assert.equal(x.plan, x.choice === 'auto' ? describePlan(x) : x.choice.replace('/split1', ''), `${name} ${x.choice}`);
     }
   }
+  // The plan file: the summary's faster choices by shape key.
+  const plan = JSON.parse(readFileSync(planFile, 'utf8')) as MatMulPlanFile;
+  assert.equal(plan.version, 1);
+  assert.match(plan.device, /^GPU \(WebGPU: /);
+  assert.deepEqual(plan.choices, planFrom(summaries[0]!.summary.gains));
+  // A plan that moves every shape of the step off the heuristic (mid ↔ mid4, thin → mid): same losses.
+  const everyShape: MatMulPlanFile = { ...plan, choices: Object.fromEntries([...shapes.values()].map((x) => [shapeKey(x), x.plan === 'mid' ? 'mid4' : 'mid'])) };
+  writeFileSync(planFile, JSON.stringify(everyShape));
+  const planned = bench('webgpu', ['--modes', 'lora'], 'gpu-host', { PEFT_LAB_WEBGPU_MATMUL_PLAN: planFile })[0]!;
+  const heuristic = bench('webgpu', ['--modes', 'lora'], 'gpu-host')[0]!;
+  assert.deepEqual([planned.webgpu?.matmul_plan, heuristic.webgpu?.matmul_plan], [shapes.size, 0], 'the plan was in effect');
+  planned.losses.forEach((l, i) => assert.ok(Math.abs(l - heuristic.losses[i]!) <= 1e-5 * Math.abs(l), `step ${i}: ${l} vs ${heuristic.losses[i]}`));
   const cpu = spawnSync(process.execPath, [resolve('dist/cli.js'), 'bench', '--backend', 'cpu', '--matmuls'], { encoding: 'utf8' });
   assert.equal(cpu.status, 2);
   assert.match(cpu.stderr, /--matmuls times the WebGPU kernels: use --backend webgpu \(this run has cpu\)/);

@@ -2,9 +2,13 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { K as FUSED, fusedLinear } from '../../sidecar/src/backend/native/fused';
-import { CONFIGS, chooseConfig, chooseSplits, foldBatch, forceMatMulConfig, forceMatMulSplitK, tfjsPreferred, vec4Loads } from '../../sidecar/src/backend/webgpu/matmul';
+import { loadMatMulPlan } from '../../sidecar/src/backend/webgpu/kernels';
+import { CONFIGS, chooseConfig, chooseSplits, describePlan, foldBatch, forceMatMulConfig, forceMatMulSplitK, setMatMulPlan, shapeKey, tfjsPreferred, vec4Loads } from '../../sidecar/src/backend/webgpu/matmul';
 import { assertClose, onCpu, useWebGpu, values } from '../helpers/webgpu';
 
 before(async () => {
@@ -141,6 +145,48 @@ for (const cfg of [CONFIGS.big4, CONFIGS.mid4]) {
     }
   });
 }
+
+test('a matmul plan picks the kernel per shape; forced choices win over it; bad plans are refused', async () => {
+  const shape = { M: 40, N: 36, K: 300, batch: 1, ta: false, tb: true, bias: false };
+  const plain = describePlan(shape);
+  try {
+    setMatMulPlan({ [shapeKey(shape)]: 'wide/split2', [shapeKey({ ...shape, ta: true })]: 'tfjs' });
+    assert.equal(describePlan(shape), 'wide/split2');
+    assert.equal(describePlan({ ...shape, ta: true }), 'tfjs');
+    assert.equal(describePlan({ ...shape, M: 44 }), plain, 'other shapes: the heuristic');
+    await check(mm(40, 300, 36, false, true), 'planned wide/split2');
+    await check(mm(40, 300, 36, true, true), 'planned tfjs');
+    forceMatMulConfig(CONFIGS.mid);
+    assert.equal(describePlan(shape), 'mid', 'a forced config wins');
+    forceMatMulConfig(undefined);
+    assert.throws(() => setMatMulPlan({ [shapeKey(shape)]: 'huge' }), /'huge' is not a shape key and kernel choice/);
+    assert.throws(() => setMatMulPlan({ '40x36': 'mid' }), /not a shape key/);
+  } finally {
+    setMatMulPlan(undefined);
+    forceMatMulConfig(undefined);
+  }
+  assert.equal(describePlan(shape), plain);
+});
+
+test('PEFT_LAB_WEBGPU_MATMUL_PLAN files: loaded, or refused naming the file', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'peft-plan-'));
+  try {
+    const file = join(dir, 'plan.json');
+    writeFileSync(file, JSON.stringify({ version: 1, device: 'x', createdAt: '', choices: { '1:nn:64x64x64': 'big4', '1:nt:8x8x8': 'auto' } }));
+    assert.equal(loadMatMulPlan(file), 2);
+    assert.equal(describePlan({ M: 64, N: 64, K: 64, batch: 1, ta: false, tb: false, bias: false }), 'big4');
+    writeFileSync(file, '{"version":1,"choices":[]}');
+    assert.throws(() => loadMatMulPlan(file), new RegExp(`${file}: not a matmul plan`));
+    writeFileSync(file, '{');
+    assert.throws(() => loadMatMulPlan(file), new RegExp(`PEFT_LAB_WEBGPU_MATMUL_PLAN: ${file}: `));
+    assert.throws(() => loadMatMulPlan(join(dir, 'missing.json')), /missing\.json: ENOENT/);
+    assert.equal(loadMatMulPlan(undefined), 0);
+    assert.equal(describePlan({ M: 64, N: 64, K: 64, batch: 1, ta: false, tb: false, bias: false }), 'mid', 'unset: the heuristic');
+  } finally {
+    setMatMulPlan(undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('heuristic shapes (small): rank-8 thin, small K, batched attention-like', async () => {
   for (const [ta, tb] of TRANSPOSES) {

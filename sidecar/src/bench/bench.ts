@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { loadNativeAddon } from '../backend/native/addon';
 import { nativeKernelsRegistered } from '../backend/native/kernels';
 import { dispatchStats } from '../backend/webgpu/dispatch';
+import { matMulPlanSize } from '../backend/webgpu/matmul';
 import { gpt2Config, type Gpt2Config } from '../models/config';
 import { randomModel } from '../models/init';
 import { AdamW } from '../train/adamw';
@@ -82,6 +83,8 @@ export interface WebGpuStepCounters {
   /** GPU memory TF.js's buffer pool holds after the case (MB): live tensors plus freed buffers kept
    * for reuse, cumulative over the cases run before in this process (the pool never shrinks). */
   gpu_pool_mb?: number;
+  /** Matmul shapes on a measured choice (PEFT_LAB_WEBGPU_MATMUL_PLAN) instead of the heuristic. */
+  matmul_plan?: number;
 }
 
 export interface KernelTime {
@@ -234,7 +237,7 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
     optimizer_state: optimizerState,
     clock,
     losses: losses.map((l) => Math.round(l * 1e6) / 1e6),
-    ...(gpuSteps.length ? { webgpu: { ...medianCounters(gpuSteps), ...gpuPool() } } : {}),
+    ...(gpuSteps.length ? { webgpu: { ...medianCounters(gpuSteps), ...gpuPool(), matmul_plan: matMulPlanSize() } } : {}),
     ...(kernels ? { kernels } : {}),
     ...(kernelShapes ? { kernel_shapes: kernelShapes } : {}),
   };

@@ -11,7 +11,8 @@
  * is the slower side).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { CONFIGS, describePlan, forceMatMulConfig, forceMatMulSplitK, recordMatMuls, type MatMulCall } from '../backend/webgpu/matmul';
+import { CONFIGS, describePlan, forceMatMulConfig, forceMatMulSplitK, parseChoice, recordMatMuls, shapeKey, type MatMulCall } from '../backend/webgpu/matmul';
+import { writeJsonAtomic } from '../train/run-folder';
 import { benchStep, type BenchCase, type BenchMode, type LoraFactory } from './bench';
 
 /** A distinct matmul of the step and how often the step runs it. */
@@ -67,10 +68,10 @@ export function choicesFor(m: MatMulCall): string[] {
 
 /** Forces a choice (see choicesFor) for the matmuls run inside `fn`. */
 async function withChoice<T>(choice: string, fn: () => Promise<T>): Promise<T> {
-  const [config, split] = choice.split('/split');
-  if (config === 'tfjs') forceMatMulConfig('tfjs');
-  else if (config !== 'auto') forceMatMulConfig(CONFIGS[config as keyof typeof CONFIGS]);
-  if (split) forceMatMulSplitK(Number(split));
+  const parsed = parseChoice(choice);
+  if (!parsed) throw new Error(`unknown matmul choice '${choice}'`);
+  if (parsed.config !== 'auto') forceMatMulConfig(parsed.config);
+  if (parsed.splits) forceMatMulSplitK(parsed.splits);
   try {
     return await fn();
   } finally {
@@ -144,16 +145,27 @@ export async function benchMatMuls(c: BenchCase, mode: BenchMode, opts: { reps: 
 
 /** Per step: the matmuls' time under the heuristic and with the best choice per shape (GPU time
  * where there is one), and the shapes where another kernel beats the heuristic's by ≥ 10%. */
-export function matMulSummary(rows: readonly MatMulTiming[]): { auto_ms: number; best_ms: number; gains: { shape: string; auto: string; best: string; auto_ms: number; best_ms: number; calls: number }[] } {
+export interface MatMulGain {
+  shape: string;
+  /** shapeKey: the plan's key for this shape. */
+  key: string;
+  auto: string;
+  best: string;
+  auto_ms: number;
+  best_ms: number;
+  calls: number;
+}
+
+export function matMulSummary(rows: readonly MatMulTiming[]): { auto_ms: number; best_ms: number; gains: MatMulGain[] } {
   const byShape = new Map<string, MatMulTiming[]>();
   for (const r of rows) {
-    const key = shapeName(r);
+    const key = shapeKey(r);
     byShape.set(key, [...(byShape.get(key) ?? []), r]);
   }
   let autoMs = 0;
   let bestMs = 0;
-  const gains = [];
-  for (const [shape, rs] of byShape) {
+  const gains: MatMulGain[] = [];
+  for (const [key, rs] of byShape) {
     const ms = (r: MatMulTiming) => r.gpu_ms ?? r.wall_ms;
     const fastest = (xs: MatMulTiming[]) => xs.reduce((x, y) => (ms(y) < ms(x) ? y : x));
     const auto = rs.find((r) => r.choice === 'auto');
@@ -163,9 +175,26 @@ export function matMulSummary(rows: readonly MatMulTiming[]): { auto_ms: number;
     const best = fastest(rs);
     autoMs += ms(autoBest) * auto.calls;
     bestMs += ms(best) * auto.calls;
-    if (best.plan !== auto.plan && ms(best) < 0.9 * ms(autoBest)) gains.push({ shape, auto: auto.plan, best: best.choice, auto_ms: round(ms(autoBest)), best_ms: round(ms(best)), calls: auto.calls });
+    if (best.plan !== auto.plan && ms(best) < 0.9 * ms(autoBest)) gains.push({ shape: shapeName(auto), key, auto: auto.plan, best: best.choice, auto_ms: round(ms(autoBest)), best_ms: round(ms(best)), calls: auto.calls });
   }
   return { auto_ms: round(autoMs), best_ms: round(bestMs), gains };
+}
+
+/** The plan file `bench --matmuls --plan-out` writes and PEFT_LAB_WEBGPU_MATMUL_PLAN loads. */
+export interface MatMulPlanFile {
+  version: 1;
+  /** The device it was measured on (a plan is only good for that GPU). */
+  device: string;
+  createdAt: string;
+  /** shapeKey → choice, for the shapes where another kernel beat the heuristic's by ≥ 10%. */
+  choices: Record<string, string>;
+}
+
+/** One plan from several summaries (cases × modes): a shape in more than one keeps its fastest. */
+export function planFrom(gains: readonly MatMulGain[]): Record<string, string> {
+  const best = new Map<string, MatMulGain>();
+  for (const g of gains) if (!best.has(g.key) || g.best_ms < best.get(g.key)!.best_ms) best.set(g.key, g);
+  return Object.fromEntries([...best].map(([k, g]) => [k, g.best]));
 }
 
 export function shapeName(m: MatMulCall): string {
@@ -176,15 +205,22 @@ const round = (x: number) => Math.round(x * 1000) / 1000;
 
 /** `bench --matmuls`: one JSON line per (shape, choice) on stdout, then one summary line per case
  * and mode; with `table`, the summary as text on stderr. */
-export async function matMulsCommand(cases: readonly BenchCase[], modes: readonly BenchMode[], opts: { reps: number; lora?: LoraFactory; table: boolean }): Promise<void> {
+export async function matMulsCommand(cases: readonly BenchCase[], modes: readonly BenchMode[], opts: { reps: number; lora?: LoraFactory; table: boolean; planOut?: string; device: string }): Promise<void> {
+  const gains: MatMulGain[] = [];
   for (const c of cases) {
     for (const mode of modes) {
       const rows = await benchMatMuls(c, mode, { reps: opts.reps, lora: opts.lora, onRow: (r) => process.stdout.write(`${JSON.stringify(r)}\n`) });
       const summary = matMulSummary(rows);
+      gains.push(...summary.gains);
       process.stdout.write(`${JSON.stringify({ case: c.case, mode, summary })}\n`);
       if (!opts.table) continue;
       process.stderr.write(`\n${c.case}/${mode}: matmuls of one step ${summary.auto_ms} ms with the heuristic, ${summary.best_ms} ms with the best choice per shape\n`);
       for (const g of summary.gains) process.stderr.write(`  ${g.shape.padEnd(34)} ×${String(g.calls).padStart(3)}  ${g.auto.padEnd(12)} ${g.auto_ms.toFixed(3).padStart(8)} ms → ${g.best.padEnd(12)} ${g.best_ms.toFixed(3).padStart(8)} ms\n`);
     }
+  }
+  if (opts.planOut) {
+    const file: MatMulPlanFile = { version: 1, device: opts.device, createdAt: new Date().toISOString(), choices: planFrom(gains) };
+    await writeJsonAtomic(opts.planOut, file);
+    process.stderr.write(`wrote ${opts.planOut}: ${Object.keys(file.choices).length} shapes off the heuristic (use with PEFT_LAB_WEBGPU_MATMUL_PLAN=${opts.planOut})\n`);
   }
 }

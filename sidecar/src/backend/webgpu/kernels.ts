@@ -7,7 +7,8 @@
 import { registerFusedGradients } from '../native/kernels';
 import { registerAttentionKernels, setAttentionBackwardTiles } from './attention';
 import { registerElementwiseKernels } from './elementwise';
-import { CONFIGS, forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels } from './matmul';
+import { readFileSync } from 'node:fs';
+import { CONFIGS, forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels, setMatMulPlan } from './matmul';
 
 /** Registers (idempotently) the fused kernels on the webgpu backend. */
 export function registerWebGpuKernels(): void {
@@ -16,6 +17,32 @@ export function registerWebGpuKernels(): void {
   registerAttentionKernels();
   registerFusedGradients();
   applyTuning(process.env.PEFT_LAB_WEBGPU_TUNE);
+  loadMatMulPlan(process.env.PEFT_LAB_WEBGPU_MATMUL_PLAN);
+}
+
+/** PEFT_LAB_WEBGPU_MATMUL_PLAN: a plan file of `bench --matmuls --plan-out` (per-shape kernel choices
+ * measured on this GPU). Returns how many shapes it sets. */
+export function loadMatMulPlan(file: string | undefined): number {
+  if (!file) {
+    setMatMulPlan(undefined);
+    return 0;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`PEFT_LAB_WEBGPU_MATMUL_PLAN: ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const choices = (parsed as { version?: unknown; choices?: unknown } | null)?.choices;
+  if ((parsed as { version?: unknown } | null)?.version !== 1 || typeof choices !== 'object' || choices === null || Array.isArray(choices) || !Object.values(choices).every((c) => typeof c === 'string')) {
+    throw new Error(`PEFT_LAB_WEBGPU_MATMUL_PLAN: ${file}: not a matmul plan (version 1 with "choices": { shape: choice })`);
+  }
+  try {
+    setMatMulPlan(choices as Record<string, string>);
+  } catch (e) {
+    throw new Error(`PEFT_LAB_WEBGPU_MATMUL_PLAN: ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  return Object.keys(choices).length;
 }
 
 /**

@@ -445,15 +445,72 @@ export function recordMatMuls(fn: ((call: MatMulCall) => void) | undefined): voi
   recorder = fn;
 }
 
+/** A kernel choice: 'auto' (the heuristic), 'tfjs' (TF.js's kernel), a tile config of CONFIGS, or a
+ * config with its K splits forced ('mid/split4'). Undefined for anything else. */
+export function parseChoice(choice: string): { config: TileConfig | 'tfjs' | 'auto'; splits?: number } | undefined {
+  const m = /^([A-Za-z0-9]+)(?:\/split([1-9]\d*))?$/.exec(choice);
+  if (!m) return undefined;
+  const [, name, split] = m as unknown as [string, string, string | undefined];
+  if ((name === 'tfjs' || name === 'auto') && !split) return { config: name };
+  if (!Object.hasOwn(CONFIGS, name)) return undefined;
+  return { config: CONFIGS[name as keyof typeof CONFIGS], ...(split ? { splits: Number(split) } : {}) };
+}
+
+/** The key of a shape in a matmul plan: batch, transposes, M×K×N. */
+export const shapeKey = (c: Pick<MatMulCall, 'M' | 'N' | 'K' | 'batch' | 'ta' | 'tb'>): string => `${c.batch}:${c.ta ? 't' : 'n'}${c.tb ? 't' : 'n'}:${c.M}x${c.K}x${c.N}`;
+
+let plan: Map<string, NonNullable<ReturnType<typeof parseChoice>>> | undefined;
+/**
+ * Per-shape kernel choices measured on this GPU (`bench --matmuls --plan-out`, loaded from
+ * PEFT_LAB_WEBGPU_MATMUL_PLAN): shape key → choice. Shapes not in it take the heuristic; a forced
+ * config or split (tests, benchmarks) wins over it. Undefined clears it. Throws on an unknown choice.
+ */
+export function setMatMulPlan(choices: Record<string, string> | undefined): void {
+  if (!choices) {
+    plan = undefined;
+    return;
+  }
+  const next = new Map<string, NonNullable<ReturnType<typeof parseChoice>>>();
+  for (const [key, choice] of Object.entries(choices)) {
+    const parsed = parseChoice(choice);
+    if (!parsed || !/^\d+:[nt]{2}:\d+x\d+x\d+$/.test(key)) throw new Error(`matmul plan: '${key}': '${choice}' is not a shape key and kernel choice (e.g. '1:nt:2048x768x2304': 'mid/split2')`);
+    if (parsed.config !== 'auto') next.set(key, parsed);
+  }
+  plan = next;
+}
+
+/** Shapes the loaded plan sets (0 without one). */
+export const matMulPlanSize = (): number => plan?.size ?? 0;
+
+interface Resolved {
+  /** TF.js's kernel, as it is (run() returns undefined). */
+  tfjs: boolean;
+  /** TF.js's vec4 A·B behind one transpose of B (the heuristic's vocabulary-sized case). */
+  viaTfjs: boolean;
+  cfg: TileConfig;
+  /** K splits across workgroups, after rounding K into whole BK tiles per split. */
+  splits: number;
+  kChunk: number;
+}
+
+/** What run() does with a matmul: forced choice, else the plan's, else the heuristic. */
+function resolve(c: MatMulCall): Resolved {
+  const { M, N, K, batch, ta } = c;
+  const planned = forced || tfjsOnly || forcedSplits !== undefined ? undefined : plan?.get(shapeKey(c));
+  const cfg = planned && planned.config !== 'tfjs' && planned.config !== 'auto' ? planned.config : chooseConfig(M, N, K, batch);
+  const tfjs = tfjsOnly || planned?.config === 'tfjs';
+  const viaTfjs = !planned && tfjsPreferred(M, N, K, batch, ta);
+  const requested = cfg.S > 1 ? 1 : planned?.splits !== undefined ? Math.max(1, Math.min(planned.splits, Math.ceil(K / cfg.BK))) : chooseSplits(cfg, M, N, K, batch);
+  const kChunk = Math.ceil(K / requested / cfg.BK) * cfg.BK;
+  return { tfjs, viaTfjs, cfg, splits: Math.ceil(K / kChunk), kChunk };
+}
+
 /** What run() does with a matmul of this shape, for reports: 'tfjs' (TF.js's kernel), or the tile
  * config with its K splits across workgroups ('mid', 'mid/split4'). */
 export function describePlan(call: MatMulCall): string {
-  const { M, N, K, batch, ta } = call;
-  if (tfjsOnly || tfjsPreferred(M, N, K, batch, ta)) return 'tfjs';
-  const cfg = chooseConfig(M, N, K, batch);
-  const requested = chooseSplits(cfg, M, N, K, batch);
-  const splits = Math.ceil(K / (Math.ceil(K / requested / cfg.BK) * cfg.BK));
-  return splits > 1 ? `${cfg.name}/split${splits}` : cfg.name;
+  const r = resolve(call);
+  if (r.tfjs || r.viaTfjs) return 'tfjs';
+  return r.splits > 1 ? `${r.cfg.name}/split${r.splits}` : r.cfg.name;
 }
 
 /** The matmul on our kernel, or undefined where the caller should fall back. */
@@ -473,8 +530,10 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
   if (!fold) return undefined;
   const outShape = [...fold.outBatch, M, N];
   if (outShape.length > 6 || M * N * fold.batch === 0 || Ka === 0) return undefined;
-  recorder?.({ M, N, K: Ka, batch: fold.batch, ta, tb, bias: !!bias });
-  if (tfjsOnly) return undefined;
+  const call: MatMulCall = { M, N, K: Ka, batch: fold.batch, ta, tb, bias: !!bias };
+  recorder?.(call);
+  const chosen = resolve(call);
+  if (chosen.tfjs) return undefined;
   let biasStride = 0;
   if (bias) {
     const n = tf.util.sizeFromShape(bias.shape);
@@ -482,19 +541,16 @@ function run(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
     if (n === N && bias.shape[bias.shape.length - 1] === N) biasStride = 1;
     else if (n !== 1) return undefined;
   }
-  const cfg = chooseConfig(M, N, Ka, fold.batch);
+  const { cfg, splits, kChunk } = chosen;
   const limit = workgroupStorage(backend);
   const one = stageBytes(cfg, ta, tb) + (cfg.S > 1 ? 16 * WG : 0) + 16;
   if (one > limit) return undefined;
   // Double buffering measured no faster on the H100 (register prefetch already hides the loads): opt-in.
   const doubleBuffer = cfg.S === 1 && !!forcedDoubleBuffer && 2 * stageBytes(cfg, ta, tb) + 16 <= limit;
   const { va, vb } = vec4Loads(cfg, M, N, Ka, ta, tb);
-  if (previousFusedMatMul && tfjsPreferred(M, N, Ka, fold.batch, ta)) return viaTfjs(backend, x);
+  if (previousFusedMatMul && chosen.viaTfjs) return viaTfjs(backend, x);
   const tilesN = Math.ceil(N / cfg.BN);
   const tilesMN = Math.ceil(M / cfg.BM) * tilesN;
-  const requested = chooseSplits(cfg, M, N, Ka, fold.batch);
-  const kChunk = Math.ceil(Ka / requested / cfg.BK) * cfg.BK;
-  const splits = Math.ceil(Ka / kChunk);
   // Split K: the GEMM writes raw partial products, the reduction applies bias and activation.
   const v: Variant = { cfg, ta, tb, va, vb, bias: !!bias && splits === 1, activation: splits === 1 ? x.activation : 'linear', doubleBuffer };
   const int = (name: string, value: number): Uniform => ({ name, type: 'int32', value });
