@@ -51,6 +51,10 @@
  *
  * PeftLinear (native/fused.ts) is registered here too: x·W(ᵀ) + bias as one GEMM with the bias epilogue.
  *
+ * Which kernel a matmul gets: a forced choice (tests, benchmarks) first, then a plan measured on this
+ * GPU (`bench --matmuls --plan-out`, PEFT_LAB_WEBGPU_MATMUL_PLAN: shape → tile config, K splits or
+ * TF.js's kernel), then the heuristic above (chooseConfig, chooseSplits, tfjsPreferred).
+ *
  * H100 (Vulkan, Dawn timestamps quantized to 65 µs), one matmul, this kernel vs TF.js 4.22's:
  * 2048×768×2304 0.33 vs 0.33 ms; 2048×768×8192 1.9 vs 1.1 ms (TF.js's is better here);
  * A·Bᵀ 2048×768×8192 3.1 vs 5.2 ms; A·Bᵀ input grads 2048×2304×768 0.39 vs 0.79 ms; Aᵀ·B weight
