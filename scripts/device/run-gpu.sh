@@ -32,7 +32,7 @@ wait
 [ -n "${SKIP_MATMULS:-}" ] || "$T/node" .device/dist/cli.js bench --backend webgpu --matmuls --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
   --reps "${REPS:-10}" --plan-out "$OUT/matmul-plan.json" > "$OUT/matmuls.jsonl" 2> >(grep -v '^Warning' | tee "$OUT/matmuls.err" >&2)
 wait
-# 2c. The step with that plan (and PyTorch beside it), right after a baseline run without it.
+# 2c. The step with that plan (and PyTorch beside it), right after a baseline run without it ("pair" rows).
 if [ -s "$OUT/matmul-plan.json" ]; then
   for e in "BASELINE=1" "PEFT_LAB_WEBGPU_MATMUL_PLAN=$OUT/matmul-plan.json"; do
     echo "plan $e:"
@@ -57,3 +57,12 @@ for v in ${VARIANTS:-}; do
       --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --json | tee -a "$OUT/variants.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"host_ms":[0-9.]*' | paste - - -
   done
 done
+# 5. One table of what was measured (the files under $OUT hold every row).
+"$T/node" -e '
+const fs = require("fs"); const out = process.argv[1];
+const rows = (f) => (fs.existsSync(`${out}/${f}`) ? fs.readFileSync(`${out}/${f}`, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)) : []);
+console.log("== summary");
+for (const [f, what] of [["bench.jsonl", "bench"], ["plan.jsonl", "pair"]])
+  for (const r of rows(f)) if (r.step_ms) console.log([what, r.case, r.mode, `${r.step_ms} ms`, `ratio ${r.ratio ?? "-"}`, `host ${r.webgpu?.host_ms ?? "-"} ms`, `plan ${r.webgpu?.matmul_plan ?? 0} shapes`].join("  "));
+for (const r of rows("matmuls.jsonl")) if (r.summary) console.log(["matmuls", r.case, r.mode, `heuristic ${r.summary.auto_ms} ms`, `best per shape ${r.summary.best_ms} ms`, `${r.summary.gains.length} shapes faster off it`].join("  "));
+' "$OUT"
