@@ -351,6 +351,19 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     await w.command('View: Close Editor');
   });
 
+  it('a malformed report opens its panel with the error, naming the file', async () => {
+    const w = wb!;
+    writeFileSync(join(WS, 'reports', 'broken-comparison.json'), '{ "version": 1, "name": "x" }\n');
+    await w.openFile('broken-comparison.json');
+    await w.command('PEFT Lab: Open Adapter Comparison');
+    const frame = await w.panelFrame('comparison', 60_000, '.error-box:not([hidden])');
+    const text = await frame.locator('.error-box').first().innerText();
+    assert.match(text, /broken-comparison\.json: not a PEFT Lab comparison \(version 1 with "variants"\)/);
+    assert.equal(await frame.locator('.error-box').first().getAttribute('role'), 'alert');
+    await w.command('View: Close Editor');
+    await w.command('View: Close Editor');
+  });
+
   it('New Fine-tune… → "Compare several adapters…" writes a comparison spec that offers Compare variants', async () => {
     const w = wb!;
     const p = w.page;

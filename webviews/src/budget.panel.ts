@@ -6,7 +6,7 @@
 import './lib/panel.css';
 import { BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip } from 'chart.js';
 import type { BudgetView } from '../../src/protocol/webview';
-import { bootstrap } from './lib/bootstrap';
+import { bootstrap, errorLine } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h } from './lib/dom';
 import { settingControls } from './lib/settings';
@@ -27,7 +27,7 @@ setChartDefaults(panel.theme);
 let view: BudgetView | undefined;
 const app = document.getElementById('app')!;
 const subtitle = h('p', { class: 'subtitle' });
-const errorBox = h('div', { class: 'error-box', role: 'alert', hidden: true });
+const errorBox = errorLine(panel);
 const toolbar = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Budget options' });
 const totals = h('div', { class: 'totals', id: 'totals', 'aria-live': 'polite' });
 const canvas = h('canvas', { id: 'budget-chart', role: 'img', 'aria-label': 'Parameters per layer' });
@@ -164,7 +164,7 @@ function render(): void {
 
 panel.on('budget/data', (v) => {
   view = v;
-  errorBox.hidden = true;
+  errorBox.clear();
   panel.setSources([v.source]);
   if (!v.options.some((o) => o.key === panel.ui.key)) panel.setUI({ key: v.options[0]?.key ?? '' });
   subtitle.textContent = [v.method ? `scores: ${v.method}` : '', v.totalParams ? `model: ${formatCount(v.totalParams)} parameters` : '', v.source].filter(Boolean).join(' · ');
@@ -176,10 +176,6 @@ panel.on('budget/trained', ({ ok, message }) => {
   result.textContent = message;
   result.className = ok ? 'notice' : 'notice error';
   result.hidden = false;
-});
-panel.on('panel/error', ({ message }) => {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
 });
 panel.onTheme((t) => {
   applyTheme(chart, t);

@@ -6,7 +6,7 @@
 import './lib/panel.css';
 import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type ChartDataset } from 'chart.js';
 import type { ComparisonRowView, ComparisonView } from '../../src/protocol/webview';
-import { bootstrap } from './lib/bootstrap';
+import { bootstrap, errorLine } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
@@ -57,7 +57,7 @@ setChartDefaults(panel.theme);
 let view: ComparisonView | undefined;
 const app = document.getElementById('app')!;
 const subtitle = h('p', { class: 'subtitle' });
-const errorBox = h('div', { class: 'error-box', role: 'alert', hidden: true });
+const errorBox = errorLine(panel);
 const tableBox = h('div', { class: 'table-scroll card' });
 const smoothing = h('input', { type: 'range', min: 0, max: 0.99, step: 0.01, id: 'smoothing', 'aria-label': 'Smoothing (EMA weight)' });
 smoothing.value = String(panel.ui.smoothing);
@@ -170,16 +170,12 @@ function renderChart(): void {
 
 panel.on('comparison/data', (v) => {
   view = v;
-  errorBox.hidden = true;
+  errorBox.clear();
   panel.setSources([v.source]);
   subtitle.textContent = [v.name, v.model ? `model ${v.model}` : '', v.backend ? `backend ${v.backend}` : '', v.createdAt ? new Date(v.createdAt).toLocaleString() : '', v.source].filter(Boolean).join(' · ');
   renderTable();
   renderChart();
   document.body.dataset.ready = 'true';
-});
-panel.on('panel/error', ({ message }) => {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
 });
 panel.onTheme((t) => {
   applyTheme(chart, t);

@@ -7,7 +7,7 @@ import './lib/panel.css';
 import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type ChartDataset } from 'chart.js';
 import type { MetricRecord } from '../../src/protocol';
 import type { DashboardRun } from '../../src/protocol/webview';
-import { bootstrap } from './lib/bootstrap';
+import { bootstrap, errorLine } from './lib/bootstrap';
 import { applyTheme, Chart, makeChart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
@@ -91,7 +91,7 @@ const canvas = (id: string, label: string) => h('canvas', { id, role: 'img', 'ar
 const lossCanvas = canvas('loss-chart', 'Training and evaluation loss');
 const lrCanvas = canvas('lr-chart', 'Learning rate');
 const tpsCanvas = canvas('tps-chart', 'Tokens per second');
-const errorBox = h('div', { class: 'error-box', id: 'error', role: 'alert', hidden: true });
+const errorBox = errorLine(panel, 'error');
 
 fill(
   app,
@@ -275,7 +275,7 @@ panel.on('dashboard/runs', ({ runs: list }) => {
     order.push(r.id);
     if (!colorIndex.has(r.id)) colorIndex.set(r.id, colorIndex.size);
   }
-  errorBox.hidden = true;
+  errorBox.clear();
   panel.setSources(order);
   scheduleRender();
 });
@@ -290,10 +290,6 @@ panel.on('dashboard/status', ({ runId, status }) => {
   if (!run) return;
   run.status = status;
   scheduleRender();
-});
-panel.on('panel/error', ({ message }) => {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
 });
 panel.onTheme((theme) => {
   for (const c of charts) applyTheme(c, theme);

@@ -6,7 +6,7 @@
  */
 import './lib/panel.css';
 import type { ImportanceMethodView, ImportanceView } from '../../src/protocol/webview';
-import { bootstrap } from './lib/bootstrap';
+import { bootstrap, errorLine } from './lib/bootstrap';
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
 import { drawColorBar, Heatmap } from './lib/heatmap';
@@ -27,7 +27,7 @@ let view: ImportanceView | undefined;
 const app = document.getElementById('app')!;
 const title = h('h1', {}, 'Layer importance');
 const subtitle = h('p', { class: 'subtitle', id: 'subtitle' });
-const errorBox = h('div', { class: 'error-box', role: 'alert', hidden: true });
+const errorBox = errorLine(panel);
 const toolbar = h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Heatmap options' });
 const pins = h('div', { class: 'pins', id: 'pins', 'aria-live': 'polite' });
 const heatBox = h('div', { class: 'heatmap-box', id: 'heatmap' });
@@ -170,16 +170,12 @@ function render(): void {
 
 panel.on('importance/data', (v) => {
   view = v;
-  errorBox.hidden = true;
+  errorBox.clear();
   panel.setSources([v.source]);
   if (!v.methods.some((m) => m.id === panel.ui.method)) panel.setUI({ method: v.methods[0]?.id ?? 'fisher' });
   subtitle.textContent = [v.model ? `model ${v.model}` : '', ...(v.notes ?? []), v.source].filter(Boolean).join(' · ');
   renderToolbar();
   render();
-});
-panel.on('panel/error', ({ message }) => {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
 });
 panel.onTheme((t) => {
   heatmap.setTheme(t);

@@ -6,7 +6,7 @@
 import './lib/panel.css';
 import { BarController, BarElement, CategoryScale, Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip } from 'chart.js';
 import type { LocalizationView } from '../../src/protocol/webview';
-import { bootstrap } from './lib/bootstrap';
+import { bootstrap, errorLine } from './lib/bootstrap';
 import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { fill, h } from './lib/dom';
 import { Heatmap } from './lib/heatmap';
@@ -27,7 +27,7 @@ setChartDefaults(panel.theme);
 let view: LocalizationView | undefined;
 const app = document.getElementById('app')!;
 const subtitle = h('p', { class: 'subtitle' });
-const errorBox = h('div', { class: 'error-box', role: 'alert', hidden: true });
+const errorBox = errorLine(panel);
 const toolbar = h('div', { class: 'toolbar', role: 'toolbar' });
 const curveCanvas = h('canvas', { id: 'recovered-chart', role: 'img', 'aria-label': 'Recovered gain against sparsity' });
 const densityCanvas = h('canvas', { id: 'density-chart', role: 'img', 'aria-label': 'Mask density per layer' });
@@ -197,15 +197,11 @@ panel.on('localization/data', (v) => {
   view = v;
   // Without a task metric (or no gain in it) only the loss can say what a graft recovers.
   if (panel.ui.recovered === 'metric' && !v.tasks.some((t) => t.levels.some((l) => l.recoveredMetric !== null))) panel.setUI({ recovered: 'loss' });
-  errorBox.hidden = true;
+  errorBox.clear();
   panel.setSources([v.source]);
   subtitle.textContent = [v.base ? `base ${v.base}` : '', `${v.tasks.length} task${v.tasks.length === 1 ? '' : 's'}`, v.source].filter(Boolean).join(' · ');
   renderToolbar();
   render();
-});
-panel.on('panel/error', ({ message }) => {
-  errorBox.textContent = message;
-  errorBox.hidden = false;
 });
 panel.onTheme((t) => {
   applyTheme(curveChart, t);

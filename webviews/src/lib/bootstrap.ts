@@ -122,3 +122,18 @@ export function bootstrap<UI extends object>(kind: PanelKind, defaults: UI): Pan
     },
   };
 }
+
+/**
+ * The panel's error line (role alert): shows the host's `panel/error` message until clear() (a
+ * panel calls it when good data arrives). `id` for panels whose tests address it.
+ */
+export function errorLine(panel: Panel<object>, id?: string): HTMLDivElement & { clear(): void } {
+  const box = Object.assign(document.createElement('div'), { className: 'error-box', hidden: true });
+  box.setAttribute('role', 'alert');
+  if (id) box.id = id;
+  panel.on('panel/error', ({ message }) => {
+    box.textContent = message;
+    box.hidden = false;
+  });
+  return Object.assign(box, { clear: () => void (box.hidden = true) });
+}
