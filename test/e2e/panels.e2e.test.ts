@@ -68,52 +68,23 @@ function makeWorkspace(): void {
     seed: 7,
   };
   writeFileSync(join(WS, 'tiny.peft.json'), `${JSON.stringify(spec, null, 2)}\n`);
-  writeFileSync(
-    join(WS, 'reports', 'compare.peft.json'),
-    `${JSON.stringify(
-      {
-        name: 'variants',
-        model: 'peft-lab/tiny-gpt',
-        data: { train: '../data/train.jsonl', eval: '../data/eval.jsonl' },
-        batchSize: 8,
-        steps: 8,
-        logEvery: 1,
-        evalEvery: 4,
-        checkpointEvery: 8,
-        runsDir: 'compare-runs',
-        variants: [
-          { name: 'lora-r4', adapter: { kind: 'lora', r: 4, alpha: 8 } },
-          { name: 'ia3', adapter: { kind: 'ia3' } },
-          { name: 'bitfit', adapter: { kind: 'bitfit' } },
-        ],
-      },
-      null,
-      2,
-    )}\n`,
-  );
+  // A comparison spec on the workspace's data (`data` relative to the spec's folder), `steps` each.
+  const comparison = (file: string, name: string, data: string, steps: number, variants: { name: string; adapter: Record<string, unknown> }[]) =>
+    writeFileSync(
+      join(WS, file),
+      `${JSON.stringify({ name, model: 'peft-lab/tiny-gpt', data: { train: `${data}/train.jsonl`, eval: `${data}/eval.jsonl` }, batchSize: 8, steps, logEvery: 1, evalEvery: steps / 2, checkpointEvery: steps, runsDir: `${name}-runs`, variants }, null, 2)}\n`,
+    );
+  // For the command line's report (the comparison panel's first test), three variants.
+  comparison('reports/compare.peft.json', 'variants', '../data', 8, [
+    { name: 'lora-r4', adapter: { kind: 'lora', r: 4, alpha: 8 } },
+    { name: 'ia3', adapter: { kind: 'ia3' } },
+    { name: 'bitfit', adapter: { kind: 'bitfit' } },
+  ]);
   // Compared from the editor (the CodeLens): two variants, so that its panel is told from the report's.
-  writeFileSync(
-    join(WS, 'pair.peft.json'),
-    `${JSON.stringify(
-      {
-        name: 'pair',
-        model: 'peft-lab/tiny-gpt',
-        data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl' },
-        batchSize: 8,
-        steps: 6,
-        logEvery: 1,
-        evalEvery: 3,
-        checkpointEvery: 6,
-        runsDir: 'pair-runs',
-        variants: [
-          { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
-          { name: 'bitfit', adapter: { kind: 'bitfit' } },
-        ],
-      },
-      null,
-      2,
-    )}\n`,
-  );
+  comparison('pair.peft.json', 'pair', 'data', 6, [
+    { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
+    { name: 'bitfit', adapter: { kind: 'bitfit' } },
+  ]);
 }
 
 /** Runs the command line (for the report files the JSON panels show); resolves with its stderr tail. */
