@@ -23,6 +23,7 @@ import { LOCALIZE_USAGE, OVERLAP_USAGE, localizeCommand, overlapCommand } from '
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = {
   backend: { type: 'string', default: 'auto' },
+  threads: { type: 'string' },
   verbose: { type: 'boolean', default: false },
   help: { type: 'boolean', short: 'h', default: false },
 };
@@ -237,7 +238,7 @@ function help(): string {
     'commands:',
     ...Object.values(COMMANDS).map((c) => `  peft-lab ${c.usage}`),
     '',
-    'common options: --backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu   --verbose',
+    'common options: --backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu   --threads N   --verbose',
   ].join('\n');
 }
 
@@ -260,9 +261,13 @@ export async function main(argv: string[]): Promise<number> {
     }
     const backend = values.backend;
     if (!isBackendPreference(backend)) throw new UsageError(`--backend must be one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu; got '${String(backend)}'`);
+    // --threads N: the native kernels' threads for whatever backend this command starts.
+    if (values.threads !== undefined) process.env.PEFT_LAB_THREADS = String(positiveInt(values.threads, 'threads'));
     if (cmd.compute) {
       const quiet = () => undefined;
-      await initBackend(backend as BackendPreference, values.verbose ? (m) => process.stderr.write(`[backend] ${m}\n`) : quiet);
+      // bench compares at one thread unless asked (PEFT_LAB_THREADS or --threads); the rest use the cores.
+      const threads = name === 'bench' && !process.env.PEFT_LAB_THREADS ? 1 : undefined;
+      await initBackend(backend as BackendPreference, values.verbose ? (m) => process.stderr.write(`[backend] ${m}\n`) : quiet, threads ? { threads } : {});
     }
     await cmd.run(values as Record<string, string | boolean | undefined>, positionals);
     return 0;

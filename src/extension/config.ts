@@ -6,7 +6,7 @@ import { expandPath } from './model/run-plan';
 export const SECTION = 'peftLab';
 
 /** Settings whose change needs a sidecar restart to apply. */
-export const SIDECAR_SETTINGS = ['peftLab.backend', 'peftLab.sidecar.path', 'peftLab.sidecar.memoryLimitMb'] as const;
+export const SIDECAR_SETTINGS = ['peftLab.backend', 'peftLab.sidecar.path', 'peftLab.sidecar.memoryLimitMb', 'peftLab.sidecar.threads'] as const;
 
 function cfg(): vscode.WorkspaceConfiguration {
   return vscode.workspace.getConfiguration(SECTION);
@@ -32,6 +32,12 @@ export function configuredSidecarPath(): string | undefined {
 export function memoryLimitMb(): number {
   const v = cfg().get<number>('sidecar.memoryLimitMb', 0);
   return Number.isFinite(v) && v > 0 ? Math.round(v) : 0;
+}
+
+/** The sidecar's native-kernel threads; 0: its default (every core but one). */
+export function threads(): number {
+  const v = cfg().get<number>('sidecar.threads', 0);
+  return Number.isInteger(v) && v > 0 ? Math.min(v, 64) : 0;
 }
 
 export function maxRestarts(): number {

@@ -303,7 +303,8 @@ export class SidecarClient implements vscode.Disposable {
     const memoryMb = config.memoryLimitMb();
     const args = ['--backend', backend];
     const execArgv = memoryMb > 0 ? [`--max-old-space-size=${memoryMb}`] : [];
-    const env = { ...process.env, ...(memoryMb > 0 ? { PEFT_LAB_MEMORY_LIMIT_MB: String(memoryMb) } : {}) };
+    const threads = config.threads();
+    const env = { ...process.env, ...(memoryMb > 0 ? { PEFT_LAB_MEMORY_LIMIT_MB: String(memoryMb) } : {}), ...(threads > 0 ? { PEFT_LAB_THREADS: String(threads) } : {}) };
     const serverOptions: ServerOptions = {
       run: { module, transport: TransportKind.stdio, args, options: { execArgv, env } },
       debug: { module, transport: TransportKind.stdio, args, options: { execArgv: [...execArgv, '--nolazy', `--inspect=${DEBUG_PORT}`], env } },

@@ -4,7 +4,7 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, test } from 'node:test';
-import { currentBackend, initBackend } from '../../sidecar/src/backend';
+import { currentBackend, initBackend, nativeThreadCount } from '../../sidecar/src/backend';
 import { dawnFlags, vulkanLoaderMissing, type LoaderProbe } from '../../sidecar/src/backend/webgpu/dawn';
 
 const installed = (m: string): boolean => {
@@ -146,4 +146,14 @@ test('the Vulkan loader check: Linux only, LD_LIBRARY_PATH then the ld.so cache,
   assert.equal(vulkanLoaderMissing([], probe({ ldCache: () => 'ld.so-1.7.0\0libvulkan.so.1\0/usr/lib/x86_64-linux-gnu/libvulkan.so.1\0' })), false);
   assert.equal(vulkanLoaderMissing([], probe({ env: { LD_LIBRARY_PATH: '/opt/a:/opt/vk' }, exists: (p) => p === '/opt/vk/libvulkan.so.1' })), false);
   assert.equal(vulkanLoaderMissing([], probe({ ldCache: () => undefined })), false, 'no readable cache: let Dawn try');
+});
+
+test('native kernel threads: the request, else PEFT_LAB_THREADS, else every core but one', () => {
+  assert.equal(nativeThreadCount(3, { PEFT_LAB_THREADS: '5' }, 8), 3);
+  assert.equal(nativeThreadCount(undefined, { PEFT_LAB_THREADS: '5' }, 8), 5);
+  assert.equal(nativeThreadCount(undefined, {}, 8), 7);
+  assert.equal(nativeThreadCount(undefined, {}, 2), 1, 'two cores: one for the editor');
+  assert.equal(nativeThreadCount(undefined, {}, 1), 1);
+  assert.equal(nativeThreadCount(undefined, { PEFT_LAB_THREADS: 'x' }, 4), 3, 'a bad value is ignored');
+  assert.equal(nativeThreadCount(500, {}, 8), 64, 'capped');
 });

@@ -16,7 +16,7 @@
  * A named preference tries only that backend and throws if it cannot be used.
  *
  * PEFT_LAB_NATIVE=0 keeps the wasm backend off the native kernels; PEFT_LAB_THREADS=N gives them N
- * threads (default 1).
+ * threads (default: every core but one; `peft-lab bench`: 1).
  *
  * Environment: PEFT_LAB_BACKEND=<tensorflow-gpu|tensorflow|webgpu|wasm|cpu|auto> replaces an
  * 'auto' preference (a named preference from the caller wins), e.g. to force the pure-JS backend
@@ -41,6 +41,7 @@ import { version_cpu } from '@tensorflow/tfjs-backend-cpu';
 import * as tfwasm from '@tensorflow/tfjs-backend-wasm';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { isBackendPreference, type BackendInfo, type BackendName, type BackendPreference } from '../../../src/protocol';
 import { loadNativeAddon } from './native/addon';
@@ -56,7 +57,7 @@ export interface InitBackendOptions {
   /** Folder holding tfjs-backend-wasm's .wasm binaries (default: beside the bundle, else the package's dist/). */
   wasmDir?: string;
   /** Requested CPU threads. The wasm backend runs single-threaded under Node (tfjs issue #3830); the
-   * native kernels (when loaded) use this many (default: PEFT_LAB_THREADS, else 1). */
+   * native kernels (when loaded) use this many (default: PEFT_LAB_THREADS, else every core but one). */
   threads?: number;
 }
 
@@ -210,11 +211,11 @@ function wasmDir(explicit: string | undefined, files: string[]): string {
   return pkgDist;
 }
 
-/** Threads for the native kernels: the caller's request, else PEFT_LAB_THREADS, else 1 (the
- * benchmark's same-thread-count comparison). */
-function nativeThreadCount(requested: number | undefined): number {
-  const env = Number(process.env.PEFT_LAB_THREADS);
-  const n = requested && requested > 0 ? requested : Number.isInteger(env) && env > 0 ? env : 1;
+/** Threads for the native kernels: the caller's request, else PEFT_LAB_THREADS, else every core but
+ * one (the editor keeps one; results do not depend on the count, see native/peft_kernels.cc). */
+export function nativeThreadCount(requested: number | undefined, env: NodeJS.ProcessEnv = process.env, cores = availableParallelism()): number {
+  const fromEnv = Number(env.PEFT_LAB_THREADS);
+  const n = requested && requested > 0 ? requested : Number.isInteger(fromEnv) && fromEnv > 0 ? fromEnv : Math.max(1, cores - 1);
   return Math.min(n, 64);
 }
 
