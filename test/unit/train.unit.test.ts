@@ -365,5 +365,12 @@ describe('compare', () => {
     assert.ok(lora!.curve.at(-1)!.eval_loss !== undefined);
     assert.match(broken!.error!, /adapter\): target modules .*no_such_module.* match no linear module/);
     assert.equal(broken!.curve.length, 0);
+
+    // Again in the same folder: nothing left to train, and nothing measured is lost.
+    const again = await runCompare(f, { outDir: out, ctx: recorder().ctx });
+    for (const [i, v] of again.result.variants.slice(0, 2).entries()) {
+      const first = saved.variants[i]!;
+      assert.deepEqual([v.name, v.state, v.steps, v.finalLoss, v.medianStepMs, v.tokensPerS], [first.name, 'done', first.steps, first.finalLoss, first.medianStepMs, first.tokensPerS], v.name);
+    }
   });
 });

@@ -101,6 +101,7 @@ export async function runCompare(specFile: string, opts: CompareOptions): Promis
   if (!spec.variants || spec.variants.length === 0) throw new InputError(spec.specFile, 'variants', 'compare needs "variants": a list of { "name", "adapter", ...overrides }');
   const dir = opts.outDir ? resolve(opts.outDir) : newRunDir(spec.runsDir, `compare-${spec.name}`, new Date(), { claim: true });
   await fsp.mkdir(dir, { recursive: true });
+  const before = await previousSpeeds(join(dir, COMPARE_FILE));
   const result: CompareResult = {
     version: 1,
     spec: spec.specFile,
@@ -125,7 +126,10 @@ export async function runCompare(specFile: string, opts: CompareOptions): Promis
     opts.ctx.log('info', `variant ${i + 1}/${n}: ${v.name} (${v.adapter.kind}) → ${runDir}`);
     try {
       const out = await runTraining(cfg, { runDir, ctx, heldout: true });
-      result.variants.push(await variantEntry(v.name, runDir, v.adapter, out));
+      const entry = await variantEntry(v.name, runDir, v.adapter, out);
+      // Resumed with nothing left to train: this process timed no step, the earlier one did.
+      if (entry.medianStepMs === undefined) Object.assign(entry, before.get(v.name));
+      result.variants.push(entry);
     } catch (e) {
       if (e instanceof CancelledError) {
         if (existsSync(runDir)) result.variants.push(await variantEntry(v.name, runDir, v.adapter, undefined));
@@ -138,6 +142,23 @@ export async function runCompare(specFile: string, opts: CompareOptions): Promis
     await write();
   }
   return { dir, result };
+}
+
+/** Step time and throughput per variant from an earlier compare.json in the folder (a resumed
+ * comparison keeps them for variants it does not train again); empty without a readable one. */
+async function previousSpeeds(file: string): Promise<Map<string, Pick<CompareVariant, 'medianStepMs' | 'tokensPerS'>>> {
+  const speeds = new Map<string, Pick<CompareVariant, 'medianStepMs' | 'tokensPerS'>>();
+  let old: unknown;
+  try {
+    old = JSON.parse(await fsp.readFile(file, 'utf8'));
+  } catch {
+    return speeds;
+  }
+  const variants = (old as { variants?: unknown } | null)?.variants;
+  for (const v of Array.isArray(variants) ? (variants as Partial<CompareVariant>[]) : []) {
+    if (typeof v?.name === 'string' && typeof v.medianStepMs === 'number') speeds.set(v.name, { medianStepMs: v.medianStepMs, ...(typeof v.tokensPerS === 'number' ? { tokensPerS: v.tokensPerS } : {}) });
+  }
+  return speeds;
 }
 
 /**
