@@ -370,7 +370,7 @@ describe('compare', () => {
     const again = await runCompare(f, { outDir: out, ctx: recorder().ctx });
     for (const [i, v] of again.result.variants.slice(0, 2).entries()) {
       const first = saved.variants[i]!;
-      assert.deepEqual([v.name, v.state, v.steps, v.finalLoss, v.medianStepMs, v.tokensPerS], [first.name, 'done', first.steps, first.finalLoss, first.medianStepMs, first.tokensPerS], v.name);
+      assert.deepEqual([v.name, v.state, v.steps, v.finalLoss, v.medianStepMs, v.tokensPerS, v.forgetting], [first.name, 'done', first.steps, first.finalLoss, first.medianStepMs, first.tokensPerS, first.forgetting], v.name);
     }
   });
 });
