@@ -5,7 +5,7 @@
  * (opened from the running CodeLens) draws loss points that grow as steps arrive; "Score layers"
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
  * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
- * writes a comparison spec;
+ * writes a comparison spec; Merge Runs… merges two runs into a model with its report;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
  * reload the dashboard comes back (serializer + saved state). Fails on any CSP violation in any
  * frame and on any request that leaves 127.0.0.1.
@@ -80,6 +80,8 @@ function makeWorkspace(): void {
     { name: 'ia3', adapter: { kind: 'ia3' } },
     { name: 'bitfit', adapter: { kind: 'bitfit' } },
   ]);
+  // A report that is not one (a comparison without variants): its panel says so.
+  writeFileSync(join(WS, 'reports', 'broken-comparison.json'), '{ "version": 1, "name": "x" }\n');
   // Compared from the editor (the CodeLens): two variants, so that its panel is told from the report's.
   comparison('pair.peft.json', 'pair', 'data', 6, [
     { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
@@ -324,7 +326,6 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
 
   it('a malformed report opens its panel with the error, naming the file', async () => {
     const w = wb!;
-    writeFileSync(join(WS, 'reports', 'broken-comparison.json'), '{ "version": 1, "name": "x" }\n');
     await w.openFile('broken-comparison.json');
     await w.command('PEFT Lab: Open Adapter Comparison');
     const frame = await w.panelFrame('comparison', 60_000, '.error-box:not([hidden])');
@@ -360,6 +361,39 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     assert.ok(existsSync(join(WS, spec.data.train)), `the bundled task copied beside the spec: ${spec.data.train}`);
     await w.codeLens('Compare variants').waitFor({ state: 'visible', timeout: 30_000 });
     assert.equal(await w.codeLens('Fine-tune').count(), 0, 'no single fine-tune for a spec without an adapter');
+    await w.command('View: Close Editor');
+  });
+
+  it('Merge Runs…: two runs picked, a method, a merged model beside them with its report', async () => {
+    const w = wb!;
+    const p = w.page;
+    await reports; // the command line's comparison: lora-r4, ia3 and bitfit, each with an adapter
+    await w.command('PEFT Lab: Merge Runs (Task Vectors)…');
+    const input = p.locator('.quick-input-widget .quick-input-box input').first();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'choose runs to merge' }).waitFor({ state: 'visible', timeout: 20_000 });
+    for (const name of ['lora-r4', 'ia3']) {
+      await input.fill(name);
+      const row = p.locator('.quick-input-widget .monaco-list-row', { hasText: `reports/compare/${name}` }).first();
+      await row.waitFor({ state: 'visible', timeout: 20_000 });
+      await row.click();
+    }
+    await input.fill('');
+    await p.keyboard.press('Enter');
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'merge 2 runs by' }).waitFor({ state: 'visible', timeout: 20_000 });
+    const method = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: 'soup-uniform' }) }).first();
+    await method.click();
+    const toast = p.locator('.notification-toast', { hasText: 'merged 2 runs with soup-uniform' }).first();
+    await toast.waitFor({ state: 'visible', timeout: 180_000 });
+    log('merge:', (await toast.innerText()).replace(/\s+/g, ' ').slice(0, 160));
+    const merges = readdirSync(join(WS, 'reports', 'compare')).filter((d) => /^merge-soup-uniform-\d{8}-\d{6}$/.test(d));
+    assert.equal(merges.length, 1, merges.join(', '));
+    const report = JSON.parse(readFileSync(join(WS, 'reports', 'compare', merges[0]!, 'merge.json'), 'utf8')) as { method: string; runs: string[]; eval?: { merged: { loss: number } } };
+    assert.equal(report.method, 'soup-uniform');
+    assert.deepEqual(report.runs.map((r) => r.split(/[\\/]/).pop()).sort(), ['ia3', 'lora-r4']);
+    assert.ok(Number.isFinite(report.eval?.merged.loss), 'evaluated on the runs\' data');
+    assert.ok(existsSync(join(WS, 'reports', 'compare', merges[0]!, 'model.safetensors')));
+    await toast.getByRole('button', { name: 'Open Report' }).click();
+    await p.locator('.tab.active', { hasText: 'merge.json' }).waitFor({ state: 'visible', timeout: 20_000 });
     await w.command('View: Close Editor');
   });
 

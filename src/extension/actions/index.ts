@@ -37,6 +37,7 @@ const ENABLED: Record<CommandId, Enabled> = {
   'peftLab.runs.refresh': plain((ctx) => ctx.runs.refresh()),
   'peftLab.runs.openDashboard': plain(runs.openDashboard),
   'peftLab.runs.compareSelected': plain(runs.compareSelected),
+  'peftLab.runs.merge': plain(runs.mergeRuns),
   'peftLab.runs.openComparison': plain(runs.openComparison),
   'peftLab.runs.openSpec': plain(runs.openSpec),
   'peftLab.runs.cancel': plain(runs.cancelRun),

@@ -1,4 +1,4 @@
-/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected. */
+/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge. */
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
@@ -6,25 +6,61 @@ import type { Ctx } from '../commands';
 import { canResume, isPidAlive, resumePlan, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
-import { compare, train } from './jobs';
+import { MERGE_METHODS } from '../../protocol';
+import { MERGE_METHOD_INFO, planMerge } from '../model/merge-plan';
+import { compare, runJobWithProgress, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
   if (runs.length) await vscode.commands.executeCommand('peftLab.openDashboard', runs.map((r) => r.dir));
 }
 
+/** Runs for a many-run action: the selection it was invoked on when that is two or more, else a
+ * multi-pick (with the run it was invoked on checked). Undefined when the pick is dismissed. */
+async function pickRuns(ctx: Ctx, args: unknown[], filter: (r: RunInfo) => boolean, what: string): Promise<RunInfo[] | undefined> {
+  const given = args.length ? (await runsFromArgs(ctx.runs, args, filter, what)).filter(filter) : [];
+  if (given.length >= 2) return given;
+  await ctx.runs.ready();
+  const picks = await vscode.window.showQuickPick(
+    ctx.runs.list().filter(filter).map((r) => ({ label: runLabel(r), description: r.state, detail: vscode.workspace.asRelativePath(r.dir), picked: given.some((x) => x.dir === r.dir), run: r })),
+    { title: `PEFT Lab: choose runs to ${what}`, canPickMany: true },
+  );
+  return picks?.map((p) => p.run);
+}
+
 /** Several runs in one dashboard, overlaid. */
 export async function compareSelected(ctx: Ctx, args: unknown[]): Promise<void> {
-  let runs = await runsFromArgs(ctx.runs, args, () => true, 'compare');
-  if (runs.length < 2) {
-    const picks = await vscode.window.showQuickPick(
-      ctx.runs.list().map((r) => ({ label: runLabel(r), description: r.state, detail: vscode.workspace.asRelativePath(r.dir), picked: runs.some((x) => x.dir === r.dir), run: r })),
-      { title: 'PEFT Lab: choose runs to compare', canPickMany: true },
-    );
-    if (!picks) return;
-    runs = picks.map((p) => p.run);
+  const runs = await pickRuns(ctx, args, () => true, 'compare');
+  if (runs?.length) await vscode.commands.executeCommand('peftLab.openDashboard', runs.map((r) => r.dir));
+}
+
+/** "Merge Runs…": the runs' adapters folded into their base and merged by a task-vector method
+ * (a `merge` job), into a model folder beside the first run with its merge.json report. */
+export async function mergeRuns(ctx: Ctx, args: unknown[]): Promise<void> {
+  const runs = await pickRuns(ctx, args, (r) => r.hasAdapter, 'merge (their adapters folded into one model)');
+  if (!runs?.length) return;
+  const method = await vscode.window.showQuickPick(
+    MERGE_METHODS.map((m) => ({ label: m, description: MERGE_METHOD_INFO[m].description, method: m })),
+    { title: `PEFT Lab: merge ${runs.length} run${runs.length === 1 ? '' : 's'} by` },
+  );
+  if (!method) return;
+  const inputs = await Promise.all(runs.map(async (r) => ({ dir: r.dir, name: r.name, config: JSON.parse(await fsp.readFile(join(r.dir, 'spec.json'), 'utf8')) as unknown })));
+  const plan = planMerge(inputs, method.method);
+  if (typeof plan === 'string') throw new Error(`cannot merge: ${plan}`);
+  ctx.log.info(`merging ${runs.map((r) => r.name).join(', ')} (${plan.method}) → ${plan.out}`);
+  const end = await runJobWithProgress(ctx, plan, `PEFT Lab: merging ${runs.length} runs (${plan.method})`);
+  if (end.state === 'failed') {
+    ctx.log.error(`merge failed: ${end.error}`);
+    if ((await vscode.window.showErrorMessage(`PEFT Lab: merge failed: ${end.error}`, 'Show Output')) === 'Show Output') ctx.log.show(true);
+    return;
   }
-  if (runs.length) await vscode.commands.executeCommand('peftLab.openDashboard', runs.map((r) => r.dir));
+  if (end.state !== 'done' || end.result.kind !== 'merge') return;
+  const { out, report } = end.result;
+  const ev = report.eval;
+  const figures = ev ? `eval loss ${ev.merged.loss.toFixed(4)}${ev.base ? ` (base ${ev.base.loss.toFixed(4)})` : ''}` : `${report.changed} weights changed`;
+  const choice = await vscode.window.showInformationMessage(`PEFT Lab: merged ${runs.length} runs with ${plan.method}: ${figures}.`, 'Open Report', 'Reveal Model');
+  if (choice === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(join(out, 'merge.json')));
+  else if (choice === 'Reveal Model') await vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(out));
 }
 
 export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {
