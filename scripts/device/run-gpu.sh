@@ -49,12 +49,15 @@ fi
 #    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs
 #              PEFT_LAB_WEBGPU_DISPATCH=tfjs PEFT_LAB_SAVED_TENSORS=engine PEFT_LAB_WEBGPU_FIRST_SUBMIT=16
 #              PEFT_LAB_DAWN_FLAGS=enable-dawn-features=allow_unsafe_apis,disable_robustness"
-# Each variant runs right after a baseline run, so that pairs share the machine's state.
+# Each variant runs right after a baseline run, so that pairs share the machine's state. Wall times
+# move ±15% between runs there; the per-kernel GPU times (--kernels, timestamps) of the kernels a
+# knob touches (attention, matmuls) are the steadier comparison.
 for v in ${VARIANTS:-}; do
   for e in "BASELINE=1" "$v"; do
     echo "variant $e:"
     env "$e" "$T/node" .device/dist/cli.js bench --backend webgpu --cases "${CASES:-gpu}" --modes "${MODES:-lora,full}" \
-      --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --json | tee -a "$OUT/variants.jsonl" | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"host_ms":[0-9.]*' | paste - - -
+      --steps "${STEPS:-20}" --warmup "${WARMUP:-10}" --json --kernels | tee -a "$OUT/variants.jsonl" \
+      | grep -o '"mode":"[a-z]*"\|"step_ms":[0-9.]*\|"host_ms":[0-9.]*\|"kernel":"\(PeftAttentionQkv\|PeftAttentionQkvGrad\|BatchMatMul\|PeftLinear\)","calls":[0-9]*,"ms":[0-9.]*' | paste -s -d ' '
   done
 done
 # 5. One table of what was measured (the files under $OUT hold every row).
