@@ -88,21 +88,31 @@ test('D = 6 (padded to vec4s), peaked scores', async () => {
   await check([1, 3, 21, 6], false, 4);
 });
 
-test('backward tile shapes other than the default (separate q, k, v)', async () => {
-  for (const tiles of [
-    { rows: 32, tile: 16 },
-    { rows: 8, tile: 4 },
-    { rows: 4, tile: 8 },
-    { rows: 1, tile: 1 },
-  ] satisfies BackwardTiles[]) {
+/** Runs `body` under each backward tile shape, the default restored after each. */
+async function underBackwardTiles(shapes: BackwardTiles[], body: () => Promise<void>): Promise<void> {
+  for (const tiles of shapes) {
     setAttentionBackwardTiles(tiles);
     try {
-      await check([1, 2, 37, 8], true);
-      await check([1, 1, 19, 12], false);
+      await body();
     } finally {
       setAttentionBackwardTiles(undefined);
     }
   }
+}
+
+test('backward tile shapes other than the default (separate q, k, v)', async () => {
+  await underBackwardTiles(
+    [
+      { rows: 32, tile: 16 },
+      { rows: 8, tile: 4 },
+      { rows: 4, tile: 8 },
+      { rows: 1, tile: 1 },
+    ],
+    async () => {
+      await check([1, 2, 37, 8], true);
+      await check([1, 1, 19, 12], false);
+    },
+  );
 });
 
 interface QkvCase {
@@ -198,17 +208,15 @@ test('qkv: D = 6 (padded to vec4s), T = 1 and peaked scores', async () => {
 });
 
 test('qkv: other backward tile shapes', async () => {
-  for (const tiles of [
-    { rows: 32, tile: 16 },
-    { rows: 8, tile: 8 },
-    { rows: 2, tile: 4 },
-  ] satisfies BackwardTiles[]) {
-    setAttentionBackwardTiles(tiles);
-    try {
+  await underBackwardTiles(
+    [
+      { rows: 32, tile: 16 },
+      { rows: 8, tile: 8 },
+      { rows: 2, tile: 4 },
+    ],
+    async () => {
       await checkQkv({ batch: 2, seq: 23, heads: 2, headDim: 8, causal: true });
       await checkQkv({ batch: 1, seq: 23, heads: 3, headDim: 12, causal: false });
-    } finally {
-      setAttentionBackwardTiles(undefined);
-    }
-  }
+    },
+  );
 });
