@@ -66,6 +66,6 @@ const fs = require("fs"); const out = process.argv[1];
 const rows = (f) => (fs.existsSync(`${out}/${f}`) ? fs.readFileSync(`${out}/${f}`, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)) : []);
 console.log("== summary");
 for (const [f, what] of [["bench.jsonl", "bench"], ["plan.jsonl", "pair"]])
-  for (const r of rows(f)) if (r.step_ms) console.log([what, r.case, r.mode, `${r.step_ms} ms`, `ratio ${r.ratio ?? "-"}`, `host ${r.webgpu?.host_ms ?? "-"} ms`, `plan ${r.webgpu?.matmul_plan ?? 0} shapes`].join("  "));
+  for (const r of rows(f)) if (r.step_ms) console.log([what, r.case, r.mode, `${r.step_ms} ms`, `ratio ${r.ratio ?? "-"}`, `host ${r.webgpu?.host_ms ?? "-"} ms`, `submit ${r.webgpu?.submit_ms ?? "-"} ms`, `read wait ${r.webgpu?.read_wait_ms ?? "-"} ms`, `plan ${r.webgpu?.matmul_plan ?? 0} shapes`].join("  "));
 for (const r of rows("matmuls.jsonl")) if (r.summary) console.log(["matmuls", r.case, r.mode, `heuristic ${r.summary.auto_ms} ms`, `best per shape ${r.summary.best_ms} ms`, `${r.summary.gains.length} shapes faster off it`].join("  "));
 ' "$OUT"

@@ -15,7 +15,7 @@ interface Row {
   losses: number[];
   kernels?: { kernel: string; calls: number }[];
   kernel_shapes?: { kernel: string; shapes: string; calls: number }[];
-  webgpu?: { host_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number; matmul_plan?: number };
+  webgpu?: { host_ms: number; submit_ms: number; read_wait_ms: number; dispatches: number; bind_groups_created: number; submits: number; gpu_pool_mb?: number; matmul_plan?: number };
 }
 
 function bench(backend: string, extra: string[] = [], cases = 'tiny', moreEnv: Record<string, string> = {}): Row[] {
@@ -50,6 +50,8 @@ test('bench gpu-host on webgpu reports the host side of a step: dispatches recor
   assert.ok(c.submits >= 1 && c.submits < c.dispatches / 10, `submits ${c.submits}`);
   assert.equal(c.bind_groups_created, 0);
   assert.ok(c.host_ms > 0);
+  // Submits and the loss read take time of their own, apart from the host's.
+  assert.ok(c.submit_ms > 0 && c.read_wait_ms > 0, `submit ${c.submit_ms} ms, read wait ${c.read_wait_ms} ms`);
   assert.ok(c.gpu_pool_mb! > 0, 'the GPU buffer pool size is reported');
   // PEFT_LAB_WEBGPU_FIRST_SUBMIT=1: the first submit of each step (the device idle after the last
   // step's loss read) comes after one dispatch, one more submit per step.

@@ -74,6 +74,10 @@ export interface BenchResult {
 export interface WebGpuStepCounters {
   /** Step time outside queue.submit and read-back waits: recording, bookkeeping, TF.js's engine. */
   host_ms: number;
+  /** Time inside queue.submit: the WebGPU implementation turning recorded passes into the driver's commands. */
+  submit_ms: number;
+  /** Time waiting for read-backs (the GPU finishing the step's work, when the host is ahead of it). */
+  read_wait_ms: number;
   dispatches: number;
   /** Bind groups created (the rest came from dispatch.ts's cache). */
   bind_groups_created: number;
@@ -191,6 +195,8 @@ export async function benchCase(c: BenchCase, mode: BenchMode, opts: { steps: nu
       if (gpuStats && before && i >= opts.warmup) {
         gpuSteps.push({
           host_ms: performance.now() - w0 - (gpuStats.submitMs - before.submitMs) - (gpuStats.readWaitMs - before.readWaitMs),
+          submit_ms: gpuStats.submitMs - before.submitMs,
+          read_wait_ms: gpuStats.readWaitMs - before.readWaitMs,
           dispatches: gpuStats.dispatches + gpuStats.fallbacks - before.dispatches - before.fallbacks,
           bind_groups_created: gpuStats.bindGroupsCreated - before.bindGroupsCreated,
           submits: gpuStats.submits - before.submits,
@@ -253,6 +259,8 @@ const medianOf = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.l
 function medianCounters(steps: WebGpuStepCounters[]): WebGpuStepCounters {
   return {
     host_ms: round(medianOf(steps.map((s) => s.host_ms))),
+    submit_ms: round(medianOf(steps.map((s) => s.submit_ms))),
+    read_wait_ms: round(medianOf(steps.map((s) => s.read_wait_ms))),
     dispatches: medianOf(steps.map((s) => s.dispatches)),
     bind_groups_created: medianOf(steps.map((s) => s.bind_groups_created)),
     submits: medianOf(steps.map((s) => s.submits)),
