@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { currentBackend, initBackend, nativeThreadCount } from '../../sidecar/src/backend';
-import { dawnFlags, vulkanLoaderMissing, type LoaderProbe } from '../../sidecar/src/backend/webgpu/dawn';
+import { dawnFlags, dawnSkipReason, type LoaderProbe } from '../../sidecar/src/backend/webgpu/dawn';
 
 const installed = (m: string): boolean => {
   try {
@@ -51,8 +51,8 @@ describe('initBackend', () => {
       info.skipped.map((s) => s.name),
       ['tensorflow-gpu', 'tensorflow', 'webgpu'],
     );
-    // No GPU here: no Vulkan loader, or Dawn finds no adapter, or only a software one, which 'auto' refuses.
-    assert.match(info.skipped[2].reason, /^(no Vulkan loader \(libvulkan\.so\.1\) on this machine.*|no WebGPU adapter found|only a software adapter \(.+\), slower than the CPU backend)$/);
+    // No GPU here: no Vulkan loader, no GPU device node, or Dawn finds no adapter, or only a software one, which 'auto' refuses.
+    assert.match(info.skipped[2].reason, /^(no Vulkan loader \(libvulkan\.so\.1\) on this machine.*|no GPU device \(.*\); only a software Vulkan driver could answer|no WebGPU adapter found|only a software adapter \(.+\), slower than the CPU backend)$/);
     assert.equal(tf.getBackend(), 'wasm');
     // The kernel fixes came with it: the gradient of tf.gather works.
     assert.ok(tf.getKernel('UnsortedSegmentSum', 'wasm'));
@@ -130,22 +130,38 @@ test('PEFT_LAB_DAWN_FLAGS: comma-separated key=value flags; an item without = co
   assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: ' backend=vulkan , enable-dawn-features=allow_unsafe_apis,disable_robustness,' }), ['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,disable_robustness']);
 });
 
-test('the Vulkan loader check: Linux only, LD_LIBRARY_PATH then the ld.so cache, skipped for an explicit non-Vulkan Dawn backend', () => {
+test('Dawn is not started on Linux without the Vulkan loader, or without a GPU device unless WebGPU was named; explicit non-Vulkan Dawn backends skip both checks', () => {
   const probe = (over: Partial<LoaderProbe>): LoaderProbe => ({
     platform: 'linux',
     env: {},
     exists: () => false,
     ldCache: () => 'ld.so-1.7.0\0libc.so.6\0/lib/x86_64-linux-gnu/libc.so.6\0',
+    list: (dir) => (dir === '/dev' ? ['null', 'zero', 'dri'] : dir === '/dev/dri' ? ['renderD128', 'card0'] : undefined),
     ...over,
   });
-  assert.equal(vulkanLoaderMissing([], probe({})), true);
-  assert.equal(vulkanLoaderMissing(['backend=vulkan'], probe({})), true);
-  assert.equal(vulkanLoaderMissing(['backend=opengl'], probe({})), false);
-  assert.equal(vulkanLoaderMissing(['backend=null'], probe({})), false);
-  assert.equal(vulkanLoaderMissing([], probe({ platform: 'darwin' })), false);
-  assert.equal(vulkanLoaderMissing([], probe({ ldCache: () => 'ld.so-1.7.0\0libvulkan.so.1\0/usr/lib/x86_64-linux-gnu/libvulkan.so.1\0' })), false);
-  assert.equal(vulkanLoaderMissing([], probe({ env: { LD_LIBRARY_PATH: '/opt/a:/opt/vk' }, exists: (p) => p === '/opt/vk/libvulkan.so.1' })), false);
-  assert.equal(vulkanLoaderMissing([], probe({ ldCache: () => undefined })), false, 'no readable cache: let Dawn try');
+  const auto = { allowSoftware: false };
+  const skip = (flags: string[], p: LoaderProbe, opts = auto) => dawnSkipReason(flags, opts, p);
+  // The loader.
+  assert.match(skip([], probe({}))!, /no Vulkan loader \(libvulkan\.so\.1\)/);
+  assert.match(skip(['backend=vulkan'], probe({}))!, /no Vulkan loader/);
+  assert.match(skip([], probe({}), { allowSoftware: true })!, /no Vulkan loader/, 'named: still nothing Dawn could use');
+  assert.equal(skip(['backend=opengl'], probe({})), undefined);
+  assert.equal(skip(['backend=null'], probe({})), undefined);
+  assert.equal(skip([], probe({ platform: 'darwin' })), undefined);
+  const withLoader = { ldCache: () => 'ld.so-1.7.0\0libvulkan.so.1\0/usr/lib/x86_64-linux-gnu/libvulkan.so.1\0' };
+  assert.equal(skip([], probe(withLoader)), undefined, 'loader and a render node: let Dawn look');
+  assert.equal(skip([], probe({ env: { LD_LIBRARY_PATH: '/opt/a:/opt/vk' }, exists: (p) => p === '/opt/vk/libvulkan.so.1' })), undefined);
+  assert.equal(skip([], probe({ ldCache: () => undefined })), undefined, 'no readable cache: let Dawn try');
+  // The device nodes (loader present).
+  const noGpu = probe({ ...withLoader, list: (dir) => (dir === '/dev' ? ['null', 'zero', 'tty'] : undefined) });
+  assert.match(skip([], noGpu)!, /no GPU device \(\/dev\/dri\/renderD\*, \/dev\/nvidiactl or \/dev\/dxg\)/);
+  const driWithoutRender = probe({ ...withLoader, list: (dir) => (dir === '/dev' ? ['dri'] : dir === '/dev/dri' ? ['card0'] : undefined) });
+  assert.match(skip([], driWithoutRender)!, /no GPU device/);
+  assert.equal(skip([], noGpu, { allowSoftware: true }), undefined, 'webgpu named: lavapipe may answer');
+  assert.equal(skip(['backend=null'], noGpu), undefined);
+  assert.equal(skip([], probe({ ...withLoader, list: (dir) => (dir === '/dev' ? ['nvidia0', 'nvidiactl', 'nvidia-uvm'] : undefined) })), undefined, 'NVIDIA');
+  assert.equal(skip([], probe({ ...withLoader, list: (dir) => (dir === '/dev' ? ['dxg'] : undefined) })), undefined, 'WSL');
+  assert.equal(skip([], probe({ ...withLoader, list: () => undefined })), undefined, '/dev unreadable: let Dawn try');
 });
 
 test('native kernel threads: the request, else PEFT_LAB_THREADS, else every core but one', () => {

@@ -14,7 +14,7 @@
  * PEFT_LAB_DAWN_NODE=<path to dawn.node> loads that binary instead of the one beside the bundle or
  * the installed package's (the GPU benchmark machine carries just the one file).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -67,11 +67,17 @@ function loadDawn(): DawnModule {
 }
 
 /**
- * Linux without the Vulkan loader: Dawn could only print a warning and find no adapter (the demo and
- * the sidecar's log would carry that warning on every start of a CPU-only machine). Checked where the
- * dynamic loader looks: LD_LIBRARY_PATH, then ld.so's cache (/etc/ld.so.cache holds the library
- * names as strings). Not checked with an explicit Dawn backend flag (`backend=opengl`,
- * `backend=null`), nor when the cache cannot be read.
+ * Linux machines where Dawn could only print warnings and find no (hardware) adapter; the demo and the
+ * sidecar's log would carry those warnings on every start of a CPU-only machine. Two checks, where
+ * the answer is certain without starting Dawn:
+ * - no Vulkan loader: libvulkan.so.1 neither on LD_LIBRARY_PATH nor in ld.so's cache
+ *   (/etc/ld.so.cache holds the library names as strings);
+ * - no GPU device node (/dev/dri/renderD*, /dev/nvidiactl, WSL's /dev/dxg): the loader is there
+ *   (Mesa's Vulkan drivers are installed on many desktops and VMs without a GPU) but only a software
+ *   driver (lavapipe) could answer, which 'auto' refuses anyway. Not checked when a WebGPU backend
+ *   was asked for by name (a software adapter is allowed then).
+ * Neither is checked with an explicit non-Vulkan Dawn backend (`backend=opengl`, `backend=null`), nor
+ * where the cache or /dev cannot be read.
  */
 export interface LoaderProbe {
   platform: string;
@@ -79,17 +85,43 @@ export interface LoaderProbe {
   exists(path: string): boolean;
   /** The dynamic loader's cache (its library names), undefined when it cannot be read. */
   ldCache(): string | undefined;
+  /** A directory's entries, undefined when it cannot be read. */
+  list(dir: string): string[] | undefined;
 }
-const HOST_PROBE: LoaderProbe = { platform: process.platform, env: process.env, exists: (p) => existsSync(p), ldCache: () => readLdCache() };
+const HOST_PROBE: LoaderProbe = { platform: process.platform, env: process.env, exists: (p) => existsSync(p), ldCache: () => readLdCache(), list: listDir };
 
-export function vulkanLoaderMissing(flags: string[], probe: LoaderProbe = HOST_PROBE): boolean {
-  if (probe.platform !== 'linux') return false;
+/** Why Dawn need not start on this machine (see LoaderProbe), or undefined to let it try. */
+export function dawnSkipReason(flags: string[], opts: { allowSoftware: boolean }, probe: LoaderProbe = HOST_PROBE): string | undefined {
+  if (probe.platform !== 'linux') return undefined;
   const backend = flags.find((f) => f.startsWith('backend='));
-  if (backend && backend !== 'backend=vulkan') return false;
+  if (backend && backend !== 'backend=vulkan') return undefined;
+  if (vulkanLoaderMissing(probe)) return 'no Vulkan loader (libvulkan.so.1) on this machine, the only GPU API Dawn uses on Linux';
+  if (!opts.allowSoftware && gpuNodesMissing(probe)) return 'no GPU device (/dev/dri/renderD*, /dev/nvidiactl or /dev/dxg); only a software Vulkan driver could answer';
+  return undefined;
+}
+
+function vulkanLoaderMissing(probe: LoaderProbe): boolean {
   const dirs = (probe.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean);
   if (dirs.some((d) => probe.exists(join(d, 'libvulkan.so.1')))) return false;
   const cache = probe.ldCache();
   return cache !== undefined && !cache.includes('libvulkan.so.1');
+}
+
+function gpuNodesMissing(probe: LoaderProbe): boolean {
+  const dev = probe.list('/dev');
+  if (dev === undefined) return false;
+  if (dev.includes('nvidiactl') || dev.includes('dxg')) return false;
+  const dri = dev.includes('dri') ? probe.list('/dev/dri') : [];
+  if (dri === undefined) return false;
+  return !dri.some((f) => /^renderD\d+$/.test(f));
+}
+
+function listDir(dir: string): string[] | undefined {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return undefined;
+  }
 }
 
 function readLdCache(): string | undefined {
@@ -126,7 +158,8 @@ export interface DawnGpu {
 export async function installDawn(opts: { allowSoftware: boolean }): Promise<DawnGpu> {
   const dawn = loadDawn();
   const flags = dawnFlags();
-  if (vulkanLoaderMissing(flags)) throw new Error('no Vulkan loader (libvulkan.so.1) on this machine, the only GPU API Dawn uses on Linux');
+  const skip = dawnSkipReason(flags, opts);
+  if (skip) throw new Error(skip);
   const g = globalThis as Record<string, unknown> & { navigator?: { gpu?: GPULike } };
   const saved = Object.getOwnPropertyDescriptor(g, 'navigator');
   const gpu = dawn.create(flags);
