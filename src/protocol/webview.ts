@@ -170,6 +170,8 @@ export interface HostToWebview {
   'budget/data': BudgetView;
   /** Answer to `budget/train`. */
   'budget/trained': { ok: boolean; message: string; specPath?: string };
+  /** Answer to `importance/allocate` (ok: the budget panel opened on the new allocation). */
+  'importance/allocated': { ok: boolean; message: string };
   'comparison/data': ComparisonView;
   'localization/data': LocalizationView;
   /** The input could not be read or parsed: shown in place of the charts. */
@@ -187,6 +189,8 @@ export interface WebviewToHost {
   'dashboard/removeRun': { runId: string };
   /** "Train with this allocation" for the option with this key. */
   'budget/train': { key: string };
+  /** "Allocate a parameter budget…" from the scores of this method (the one the heatmap shows). */
+  'importance/allocate': { method: string };
   /** Open a file or folder the panel names (a run folder, a spec). */
   'panel/open': { path: string };
 }
@@ -424,6 +428,7 @@ export const HOST_TO_WEBVIEW: { readonly [K in keyof HostToWebview]: Schema<Host
   'importance/data': importanceViewSchema,
   'budget/data': budgetViewSchema,
   'budget/trained': s.object({ ok: s.boolean, message: s.string, specPath: s.optional(s.string) }),
+  'importance/allocated': s.object({ ok: s.boolean, message: s.string }),
   'comparison/data': comparisonViewSchema,
   'localization/data': localizationViewSchema,
   'panel/error': s.object({ message: s.string }),
@@ -435,6 +440,7 @@ export const WEBVIEW_TO_HOST: { readonly [K in keyof WebviewToHost]: Schema<Webv
   'dashboard/addRuns': s.object({}) as Schema<Record<string, never>>,
   'dashboard/removeRun': s.object({ runId: s.string }),
   'budget/train': s.object({ key: s.string }),
+  'importance/allocate': s.object({ method: s.string }),
   'panel/open': s.object({ path: s.string }),
 };
 

@@ -4,6 +4,8 @@
  * addition task. ▶ Fine-tune from the CodeLens; the run shows in the Runs view; the dashboard
  * (opened from the running CodeLens) draws loss points that grow as steps arrive; "Score layers"
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
+ * the importance panel's "Allocate a parameter budget…" runs an allocate job and opens the budget
+ * beside it; "Localize Skill…" on a run opens its localization;
  * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
  * writes a comparison spec; Merge Runs… merges two runs into a model with its report;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
@@ -299,6 +301,59 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const rows = await frames.get('comparison')!.locator('#comparison-table tbody tr').count();
     assert.equal(rows, 3, 'three variants in the table');
     await open('localization', 'localize.json', 'PEFT Lab: Open Skill Localization', '#recovered-chart[data-drawn="true"]');
+  });
+
+  it('allocates a parameter budget from the importance panel: an allocate job, the budget panel beside it', async () => {
+    const w = wb!;
+    const p = w.page;
+    await p.locator('.tabs-container .tab', { hasText: 'Importance:' }).first().click();
+    const importance = await w.panelFrame('importance', 60_000, '#heatmap-canvas[data-drawn="true"]');
+    await importance.locator('#allocate').waitFor({ state: 'visible', timeout: 30_000 });
+    await importance.locator('#allocate').click();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'parameter budgets for importance-tiny-' }).waitFor({ state: 'visible', timeout: 20_000 });
+    const input = p.locator('.quick-input-widget .quick-input-box input').first();
+    await input.fill('0.5%, 1%');
+    await p.keyboard.press('Enter');
+    // The Score layers report's allocation, not the command line's report opened before.
+    const budget = await w.panelFrame('budget', 180_000, 'p.subtitle:has-text("importance-tiny-")');
+    await budget.locator('#budget-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
+    assert.equal(await Workbench.frameViolations(budget), 0);
+    // The importance panel stays in view beside it, with the outcome.
+    await importance.locator('#allocate-result:not([hidden])').waitFor({ timeout: 30_000 });
+    assert.match(await importance.locator('#allocate-result').innerText(), /^Wrote allocation\.json$/);
+    const folders = readdirSync(join(WS, 'runs')).filter((d) => /^importance-tiny-\d{8}-\d{6}$/.test(d));
+    assert.equal(folders.length, 1, folders.join(', '));
+    const report = JSON.parse(readFileSync(join(WS, 'runs', folders[0]!, 'allocation.json'), 'utf8')) as { method: string; spt: { budget: string }[]; rank: { budget: string }[] };
+    assert.deepEqual(report.spt.map((b) => b.budget), ['0.5%', '1%']);
+    assert.deepEqual(report.rank.map((b) => b.budget), ['0.5%', '1%']);
+    assert.equal(report.method, 'fisher', 'the method the heatmap shows');
+    await w.command('View: Close Editor');
+    await p.locator('.tab', { hasText: 'Budget: allocation.json' }).nth(1).waitFor({ state: 'detached', timeout: 30_000 });
+  });
+
+  it('Localize Skill… on a finished run: a localize job, then its localization panel', async () => {
+    const w = wb!;
+    const p = w.page;
+    await reports; // the command line's comparison: lora-r4 among its runs
+    await w.command('PEFT Lab: Localize Skill…');
+    const input = p.locator('.quick-input-widget .quick-input-box input').first();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'localize the skill of' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await input.fill('lora-r4');
+    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+    for (const [step, value] of [['(1/2)', '1e-3'], ['(2/2)', '1']] as const) {
+      await p.locator('.quick-input-widget .quick-input-title', { hasText: `localize the skill of lora-r4 ${step}` }).waitFor({ state: 'visible', timeout: 20_000 });
+      await input.fill(value);
+      await p.keyboard.press('Enter');
+    }
+    const frame = await w.panelFrame('localization', 300_000, 'p.subtitle:has-text("localize-lora-r4-")');
+    await frame.locator('#recovered-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
+    assert.equal(await Workbench.frameViolations(frame), 0);
+    const folders = readdirSync(join(WS, 'reports', 'compare')).filter((d) => /^localize-lora-r4-\d{8}-\d{6}$/.test(d));
+    assert.equal(folders.length, 1, folders.join(', '));
+    const report = JSON.parse(readFileSync(join(WS, 'reports', 'compare', folders[0]!, 'localize.json'), 'utf8')) as { options: { epochs: number }; runs: { name: string; levels: { sparsity: number }[] }[] };
+    assert.equal(report.options.epochs, 1);
+    assert.deepEqual(report.runs.map((r) => [r.name, r.levels.map((l) => l.sparsity)]), [['lora-r4', [1e-3]]]);
+    await w.command('View: Close Editor');
   });
 
   it('compares variants from the CodeLens: a compare job in the sidecar, then its comparison panel', async () => {

@@ -3,10 +3,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { MERGE_METHODS } from '../../src/protocol';
-import { MERGE_METHOD_INFO, planMerge, type MergeInput } from '../../src/extension/model/merge-plan';
+import { MERGE_METHOD_INFO, planMerge, type RunInput } from '../../src/extension/model/merge-plan';
 
 const now = new Date(2025, 0, 2, 3, 4, 5);
-const run = (name: string, config: Record<string, unknown> = {}): MergeInput => ({
+const run = (name: string, config: Record<string, unknown> = {}): RunInput => ({
   dir: `/ws/runs/${name}`,
   name,
   config: { modelDir: '/ws/models/base', data: { train: '/ws/data/train.jsonl', eval: '/ws/data/eval.jsonl' }, ...config },

@@ -22,6 +22,7 @@ describe('webview protocol: validation', () => {
       'importance/data': { source: 'i.json', layers: ['layer 0'], modules: ['c_attn'], methods: [{ id: 'fisher', label: 'Fisher', scores: [[1]], timeline: [{ step: 5, scores: [[null]] }] }] },
       'budget/data': { source: 'a.json', options: [{ label: 'x', budget: 10, key: 'spt:1%', layers: [{ name: 'layer 0', lora: 1, sparse: 2, frozen: 3, ranks: { c_attn: 4 } }] }] },
       'budget/trained': { ok: true, message: 'wrote', specPath: '/w/b.peft.json' },
+      'importance/allocated': { ok: false, message: 'No allocation written.' },
       'comparison/data': { source: 'c.json', name: 'n', model: 'm', rows: [{ name: 'v', kind: 'lora', state: 'done', runDir: '/r', curve: [{ step: 1, loss: 2 }] }] },
       'localization/data': { source: 'l.json', tasks: [{ name: 't', source: '/r', levels: [{ sparsity: 0.01, fraction: 0.01, grafted: 5, recoveredMetric: null, recoveredLoss: 0.5, density: [{ layer: 0, density: 0.1 }] }] }], overlap: [] },
       'panel/error': { message: 'bad' },
@@ -55,6 +56,8 @@ describe('webview protocol: validation', () => {
     assert.equal(validateMessage(WEBVIEW_TO_HOST, { type: 'panel/ready', payload: { kind: 'shell' } }).ok, false);
     assert.equal(validateMessage(WEBVIEW_TO_HOST, { type: 'panel/log', payload: { level: 'fatal', message: 'x' } }).ok, false);
     assert.equal(validateMessage(WEBVIEW_TO_HOST, { type: 'budget/train', payload: { key: 3 } }).ok, false);
+    assert.ok(validateMessage(WEBVIEW_TO_HOST, { type: 'importance/allocate', payload: { method: 'fisher:sum' } }).ok);
+    assert.equal(validateMessage(WEBVIEW_TO_HOST, { type: 'importance/allocate', payload: {} }).ok, false);
     // a host message sent the wrong way is unknown there
     assert.equal(validateMessage(WEBVIEW_TO_HOST, { type: 'panel/error', payload: { message: 'x' } }).ok, false);
   });

@@ -34,12 +34,28 @@ const heatBox = h('div', { class: 'heatmap-box', id: 'heatmap' });
 const colorBar = h('canvas', { class: 'colorbar', 'aria-hidden': 'true' });
 const legend = h('div', { class: 'control muted', id: 'legend' }, 'low', colorBar, 'high');
 const tableBox = h('div', { class: 'table-scroll' });
+// Scores the allocator takes (Fisher, gradient norm, Taylor); IST timelines and activations are views only.
+const allocatable = (id: string) => ['fisher', 'grad-norm', 'taylor'].includes(id.split(':')[0]!);
+const allocated = h('p', { class: 'notice', id: 'allocate-result', role: 'status', hidden: true });
+const allocateButton = button(
+  'Allocate a parameter budget…',
+  () => {
+    const m = currentMethod();
+    if (!m) return;
+    allocateButton.disabled = true;
+    allocated.hidden = true;
+    panel.post('importance/allocate', { method: m.id });
+  },
+  { id: 'allocate', title: 'SPT and rank allocations of trainable parameters per layer from these scores (the budget panel opens)' },
+);
+const allocateBar = h('div', { class: 'toolbar', hidden: true }, allocateButton, allocated);
 fill(
   app,
   title,
   subtitle,
   errorBox,
   toolbar,
+  allocateBar,
   h('section', { class: 'card' }, h('h2', {}, 'Layers × module types'), pins, heatBox, legend),
   h('details', { class: 'card', id: 'table-details' }, h('summary', {}, 'Table'), tableBox),
 );
@@ -174,8 +190,15 @@ panel.on('importance/data', (v) => {
   panel.setSources([v.source]);
   if (!v.methods.some((m) => m.id === panel.ui.method)) panel.setUI({ method: v.methods[0]?.id ?? 'fisher' });
   subtitle.textContent = [v.model ? `model ${v.model}` : '', ...(v.notes ?? []), v.source].filter(Boolean).join(' · ');
+  allocateBar.hidden = !v.methods.some((m) => allocatable(m.id));
   renderToolbar();
   render();
+});
+panel.on('importance/allocated', ({ ok, message }) => {
+  allocateButton.disabled = false;
+  allocated.textContent = message;
+  allocated.className = ok ? 'notice' : 'notice error';
+  allocated.hidden = false;
 });
 panel.onTheme((t) => {
   heatmap.setTheme(t);

@@ -5,7 +5,7 @@
 import type { CommandFactory, Ctx, Handler } from '../commands';
 import { COMMAND_NEEDS, type CommandId } from '../model/availability';
 import { specFromArgs } from './args';
-import { compare, scoreLayers, train } from './jobs';
+import { allocateBudget, compare, scoreLayers, train } from './jobs';
 import * as runs from './run-actions';
 import * as side from './sidecar-actions';
 import { newFineTune } from './wizard';
@@ -32,12 +32,14 @@ const ENABLED: Record<CommandId, Enabled> = {
   'peftLab.fineTune': withSpec((ctx, spec) => train(ctx, { specFile: spec })),
   'peftLab.scoreLayers': withSpec((ctx, spec) => scoreLayers(ctx, spec)),
   'peftLab.compareVariants': withSpec((ctx, spec) => compare(ctx, { specFile: spec })),
+  'peftLab.allocateBudget': plain(allocateBudget),
   'peftLab.cancelJob': plain(runs.cancelJob),
   // runs view
   'peftLab.runs.refresh': plain((ctx) => ctx.runs.refresh()),
   'peftLab.runs.openDashboard': plain(runs.openDashboard),
   'peftLab.runs.compareSelected': plain(runs.compareSelected),
   'peftLab.runs.merge': plain(runs.mergeRuns),
+  'peftLab.runs.localize': plain(runs.localize),
   'peftLab.runs.openComparison': plain(runs.openComparison),
   'peftLab.runs.openSpec': plain(runs.openSpec),
   'peftLab.runs.cancel': plain(runs.cancelRun),

@@ -1,12 +1,15 @@
 /**
  * Long work with cancellable progress, as sidecar jobs: fine-tune, resume, compare variants, score
- * layers. Cancelling sends CancelJob; the job stops at its next step and keeps its last checkpoint.
+ * layers, allocate budgets, localize a skill. Cancelling sends CancelJob; a training job stops at
+ * its next step and keeps its last checkpoint.
  */
-import { dirname, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
 import { type CompareJobParams, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
 import type { Ctx } from '../commands';
 import * as config from '../config';
+import { DEFAULT_BUDGETS, DEFAULT_EPOCHS, DEFAULT_SPARSITY, parseBudgets, parseEpochs, parseSparsity, planAllocate, planLocalize } from '../model/analysis-plan';
+import type { RunInput } from '../model/merge-plan';
 import { planImportance, planRunDir } from '../model/run-plan';
 import { formatMetric } from '../model/tree';
 
@@ -192,4 +195,80 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
   } else if (end.state === 'failed') {
     await reportFailure(ctx, { what: 'layer scoring', error: end.error, specFile, resume: undefined });
   }
+}
+
+/** A failed or cancelled analysis job (no spec to mark, nothing to resume): said once, with the output a click away. */
+async function reportAnalysisEnd(ctx: Ctx, what: string, end: JobEnd): Promise<void> {
+  if (end.state === 'cancelled') {
+    void vscode.window.showInformationMessage(`PEFT Lab: ${what} cancelled.`);
+    return;
+  }
+  if (end.state !== 'failed') return;
+  ctx.log.error(`${what} failed: ${end.error}`);
+  if ((await vscode.window.showErrorMessage(`PEFT Lab: ${what} failed: ${end.error}`, 'Show Output')) === 'Show Output') ctx.log.show(true);
+}
+
+/**
+ * "Allocate Parameter Budget…": an `allocate` job on an importance report (from the importance
+ * panel: its file, the method it shows and `{ beside: true }`; else picked), for budgets the user
+ * types; then the budget panel. Resolves with the allocation file, or undefined when dismissed or failed.
+ */
+export async function allocateBudget(ctx: Ctx, args: unknown[]): Promise<string | undefined> {
+  const [given, method, opts] = args;
+  let file = typeof given === 'string' ? given : undefined;
+  if (!file) {
+    const picked = await vscode.window.showOpenDialog({ title: 'PEFT Lab: the importance report to allocate from', canSelectMany: false, filters: { 'Importance reports': ['json'] } });
+    file = picked?.[0]?.fsPath;
+  }
+  if (!file) return undefined;
+  const typed = await vscode.window.showInputBox({
+    title: `PEFT Lab: parameter budgets for ${basename(dirname(file))}`,
+    prompt: 'Trainable parameters per budget: a percentage of the model (0.5%) or a count (20000), comma-separated',
+    value: DEFAULT_BUDGETS,
+    validateInput: (v) => {
+      const r = parseBudgets(v);
+      return typeof r === 'string' ? r : undefined;
+    },
+  });
+  if (typed === undefined) return undefined;
+  const plan = planAllocate(file, typed, typeof method === 'string' ? method : undefined);
+  if (typeof plan === 'string') throw new Error(`cannot allocate: ${plan}`);
+  ctx.log.info(`allocating ${plan.budgets.join(', ')} by ${plan.method ?? 'fisher'} scores of ${file} → ${plan.out}`);
+  const end = await runJobWithProgress(ctx, plan, `PEFT Lab: allocating ${plan.budgets.join(', ')}`);
+  if (end.state !== 'done' || end.result.kind !== 'allocate') return void (await reportAnalysisEnd(ctx, 'allocation', end));
+  await vscode.commands.executeCommand('peftLab.openBudget', end.result.out, ...(opts ? [opts] : []));
+  return end.result.out;
+}
+
+/**
+ * "Localize Skill…": a `localize` job on one finished run (sparsity levels and epochs typed), then
+ * the localization panel on its report.
+ */
+export async function localizeRun(ctx: Ctx, run: RunInput): Promise<void> {
+  const sparsity = await vscode.window.showInputBox({
+    title: `PEFT Lab: localize the skill of ${run.name} (1/2)`,
+    prompt: 'Sparsity levels ρ: the fraction of block parameters grafted from the fine-tune onto the base, comma-separated',
+    value: DEFAULT_SPARSITY,
+    validateInput: (v) => {
+      const r = parseSparsity(v);
+      return typeof r === 'string' ? r : undefined;
+    },
+  });
+  if (sparsity === undefined) return;
+  const epochs = await vscode.window.showInputBox({
+    title: `PEFT Lab: localize the skill of ${run.name} (2/2)`,
+    prompt: 'Epochs of mask training per level (each a pass over up to 256 training rows)',
+    value: DEFAULT_EPOCHS,
+    validateInput: (v) => {
+      const r = parseEpochs(v);
+      return typeof r === 'string' ? r : undefined;
+    },
+  });
+  if (epochs === undefined) return;
+  const plan = planLocalize(run, sparsity, epochs);
+  if (typeof plan === 'string') throw new Error(`cannot localize: ${plan}`);
+  ctx.log.info(`localizing ${run.name} at ρ = ${plan.sparsity?.join(', ')} → ${plan.out}`);
+  const end = await runJobWithProgress(ctx, plan, `PEFT Lab: localizing the skill of ${run.name}`);
+  if (end.state !== 'done' || end.result.kind !== 'localize') return reportAnalysisEnd(ctx, 'localization', end);
+  await vscode.commands.executeCommand('peftLab.openLocalization', join(end.result.out, 'localize.json'));
 }

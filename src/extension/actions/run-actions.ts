@@ -1,4 +1,4 @@
-/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge. */
+/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize. */
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
@@ -7,8 +7,8 @@ import { canResume, isPidAlive, resumePlan, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
 import { MERGE_METHODS } from '../../protocol';
-import { MERGE_METHOD_INFO, planMerge } from '../model/merge-plan';
-import { compare, runJobWithProgress, train } from './jobs';
+import { MERGE_METHOD_INFO, planMerge, type RunInput } from '../model/merge-plan';
+import { compare, localizeRun, runJobWithProgress, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
@@ -44,8 +44,7 @@ export async function mergeRuns(ctx: Ctx, args: unknown[]): Promise<void> {
     { title: `PEFT Lab: merge ${runs.length} run${runs.length === 1 ? '' : 's'} by` },
   );
   if (!method) return;
-  const inputs = await Promise.all(runs.map(async (r) => ({ dir: r.dir, name: r.name, config: JSON.parse(await fsp.readFile(join(r.dir, 'spec.json'), 'utf8')) as unknown })));
-  const plan = planMerge(inputs, method.method);
+  const plan = planMerge(await Promise.all(runs.map(runInput)), method.method);
   if (typeof plan === 'string') throw new Error(`cannot merge: ${plan}`);
   ctx.log.info(`merging ${runs.map((r) => r.name).join(', ')} (${plan.method}) → ${plan.out}`);
   const end = await runJobWithProgress(ctx, plan, `PEFT Lab: merging ${runs.length} runs (${plan.method})`);
@@ -61,6 +60,17 @@ export async function mergeRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   const choice = await vscode.window.showInformationMessage(`PEFT Lab: merged ${runs.length} runs with ${plan.method}: ${figures}.`, 'Open Report', 'Reveal Model');
   if (choice === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(join(out, 'merge.json')));
   else if (choice === 'Reveal Model') await vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(out));
+}
+
+/** A run with its spec.json, for planning a job on it. */
+const runInput = async (r: RunInfo): Promise<RunInput> => ({ dir: r.dir, name: r.name, config: JSON.parse(await fsp.readFile(join(r.dir, 'spec.json'), 'utf8')) as unknown });
+
+/** "Localize Skill…" on a finished run with an adapter (the one it was invoked on, else picked). */
+export async function localize(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, (r) => r.hasAdapter && r.state === 'done', 'localize the skill of (a finished run with an adapter)');
+  if (!run) return;
+  if (!run.hasAdapter || run.state !== 'done') throw new Error(`${run.name} has no finished adapter to localize`);
+  await localizeRun(ctx, await runInput(run));
 }
 
 export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {

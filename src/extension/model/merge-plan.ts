@@ -18,21 +18,22 @@ export const MERGE_METHOD_INFO: Record<MergeMethod, { description: string; minRu
   compeft: { description: 'Sparsify each task vector to signs times one scale, then sum', minRuns: 1 },
 };
 
-/** A run folder as the merge needs it: its path, its name and its parsed spec.json. */
-export interface MergeInput {
+/** A run folder as the merge (and localization) needs it: its path, its name and its parsed spec.json. */
+export interface RunInput {
   dir: string;
   name: string;
   config: unknown;
 }
 
-const strAt = (o: unknown, ...path: string[]): string | undefined => {
+/** The non-empty string at this path of a parsed JSON value, if any. */
+export const strAt = (o: unknown, ...path: string[]): string | undefined => {
   let v: unknown = o;
   for (const k of path) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined;
   return typeof v === 'string' && v !== '' ? v : undefined;
 };
 
 /** The merge job for these runs and method, or why there is none. */
-export function planMerge(runs: readonly MergeInput[], method: MergeMethod, now = new Date(), exists: (p: string) => boolean = existsSync): MergeJobParams | string {
+export function planMerge(runs: readonly RunInput[], method: MergeMethod, now = new Date(), exists: (p: string) => boolean = existsSync): MergeJobParams | string {
   if (!(MERGE_METHODS as readonly string[]).includes(method)) return `unknown merge method '${method}'`;
   const { minRuns } = MERGE_METHOD_INFO[method];
   if (runs.length < minRuns) return `${method} merges ${minRuns} or more runs; ${runs.length} chosen`;

@@ -86,8 +86,8 @@ export abstract class PanelBase implements vscode.Disposable {
     return panelHtml({ cspSource: webview.cspSource, nonce: makeNonce(randomBytes), scriptUri: asset('js'), styleUri: asset('css'), title, kind });
   }
 
-  /** Reveals the panel of this kind showing these sources, or opens a new one. */
-  static createOrShow<P extends PanelBase>(type: PanelType<P>, deps: PanelDeps, sources: string[]): P {
+  /** Reveals the panel of this kind showing these sources, or opens a new one (in the active editor group, or beside it). */
+  static createOrShow<P extends PanelBase>(type: PanelType<P>, deps: PanelDeps, sources: string[], column: vscode.ViewColumn = vscode.ViewColumn.Active): P {
     const same = type.sameSources ?? ((a, b) => a.length === b.length && a.every((s, i) => s === b[i]));
     for (const p of PanelBase.openPanels) {
       if (p.kind === type.kind && same(p.sources, sources)) {
@@ -95,7 +95,7 @@ export abstract class PanelBase implements vscode.Disposable {
         return p as P;
       }
     }
-    const panel = vscode.window.createWebviewPanel(panelViewType(type.kind), type.title(sources), vscode.ViewColumn.Active, {
+    const panel = vscode.window.createWebviewPanel(panelViewType(type.kind), type.title(sources), column, {
       ...PanelBase.webviewOptions(deps.extensionUri),
       retainContextWhenHidden: false,
     });

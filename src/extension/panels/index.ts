@@ -89,7 +89,9 @@ export function registerPanels(_context: vscode.ExtensionContext, deps: PanelDep
         c.command,
         guard(c.command, async (...args) => {
           const file = await fileFrom(args, c, deps);
-          if (file) PanelBase.createOrShow(c.type, deps, [file]);
+          // `{ beside: true }` among the arguments: beside the active editor (a panel opening another).
+          const beside = args.some((a) => typeof a === 'object' && a !== null && (a as { beside?: unknown }).beside === true);
+          if (file) PanelBase.createOrShow(c.type, deps, [file], beside ? vscode.ViewColumn.Beside : vscode.ViewColumn.Active);
         }),
       ),
     ),

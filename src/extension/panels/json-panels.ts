@@ -52,6 +52,19 @@ export class ImportancePanel extends JsonReportPanel<'importance/data'> {
   constructor(panel: vscode.WebviewPanel, deps: PanelDeps, sources: string[]) {
     super('importance', 'importance/data', importanceView, panel, deps, sources);
   }
+
+  /** "Allocate a parameter budget…": the allocate command on this report; the budget panel opens beside this one. */
+  protected override async onMessage(m: WebviewMessage): Promise<void> {
+    if (m.type !== 'importance/allocate') return super.onMessage(m);
+    try {
+      if (!this.file) throw new Error('no importance report');
+      const out = await vscode.commands.executeCommand<string | undefined>('peftLab.allocateBudget', this.file, m.payload.method, { beside: true });
+      this.post('importance/allocated', out ? { ok: true, message: `Wrote ${basename(out)}` } : { ok: false, message: 'No allocation written.' });
+    } catch (err) {
+      this.post('importance/allocated', { ok: false, message: messageOf(err) });
+      throw err;
+    }
+  }
 }
 
 export class ComparisonPanel extends JsonReportPanel<'comparison/data'> {
