@@ -255,12 +255,31 @@ export class Workbench {
     return wb;
   }
 
+  /**
+   * Opens the quick input with a key and returns its text box. A key pressed while a webview page
+   * is being rebuilt (its tab shown again after the editor in front of it closed) can be lost on
+   * its way to the workbench: then the title bar's command center opens it (as Quick Open; the
+   * callers' text, `>command` or a file name, works there the same).
+   */
+  private async quickInput(key: string): Promise<Locator> {
+    const input = this.page.locator('.quick-input-widget .quick-input-box input').first();
+    for (let attempt = 1; ; attempt++) {
+      if (attempt === 1) await this.page.keyboard.press(key);
+      else await this.page.locator('.command-center-center').first().click();
+      try {
+        await input.waitFor({ state: 'visible', timeout: 5_000 });
+        return input;
+      } catch (err) {
+        if (attempt === 3) throw err;
+        log(`${attempt === 1 ? key : 'the command center'} opened no quick input; trying the command center`);
+      }
+    }
+  }
+
   /** Runs a command from the palette by its label. */
   async command(label: string): Promise<void> {
     const p = this.page;
-    await p.keyboard.press('Control+Shift+P');
-    const input = p.locator('.quick-input-widget .quick-input-box input').first();
-    await input.waitFor({ state: 'visible', timeout: 15_000 });
+    const input = await this.quickInput('Control+Shift+P');
     await input.fill(`>${label}`);
     // The palette matches fuzzily: pick the row whose label is exactly `label`.
     const row = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: exactly(label) }) }).first();
@@ -272,9 +291,7 @@ export class Workbench {
   /** Opens a workspace file by name with Quick Open. */
   async openFile(name: string): Promise<void> {
     const p = this.page;
-    await p.keyboard.press('Control+P');
-    const input = p.locator('.quick-input-widget .quick-input-box input').first();
-    await input.waitFor({ state: 'visible', timeout: 15_000 });
+    const input = await this.quickInput('Control+P');
     await input.fill(name);
     // Quick Open matches fuzzily: pick the row whose file name is exactly `name`.
     const row = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: exactly(name) }) }).first();
