@@ -5,7 +5,7 @@
  * (opened from the running CodeLens) draws loss points that grow as steps arrive; "Score layers"
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
  * the importance panel's "Allocate a parameter budget…" runs an allocate job and opens the budget
- * beside it; "Localize Skill…" on a run opens its localization;
+ * beside it; "Localize Skill…" on a run opens its localization; the Runs view lists the reports;
  * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
  * writes a comparison spec; Merge Runs… merges two runs into a model with its report;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
@@ -353,6 +353,22 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const report = JSON.parse(readFileSync(join(WS, 'reports', 'compare', folders[0]!, 'localize.json'), 'utf8')) as { options: { epochs: number }; runs: { name: string; levels: { sparsity: number }[] }[] };
     assert.equal(report.options.epochs, 1);
     assert.deepEqual(report.runs.map((r) => [r.name, r.levels.map((l) => l.sparsity)]), [['lora-r4', [1e-3]]]);
+    await w.command('View: Close Editor');
+  });
+
+  it('lists the reports in the Runs view; a click opens one in its panel', async () => {
+    const w = wb!;
+    await w.command('PEFT Lab: Focus on Runs View');
+    const rows = w.page.locator('.pane-body .monaco-list-row:visible');
+    await rows.filter({ hasText: /^Reports/ }).first().waitFor({ state: 'visible', timeout: 30_000 });
+    // Score layers' report with the allocation made from it, the localization just made, and the command line's.
+    const item = (text: RegExp) => rows.filter({ hasText: text }).first();
+    for (const text of [/importance-tiny-\d{8}-\d{6}\s*layer importance/, /importance-tiny-\d{8}-\d{6}\s*parameter budget/, /localize-lora-r4-\d{8}-\d{6}\s*skill localization/, /localize\s*skill localization · reports/]) {
+      await item(text).waitFor({ state: 'visible', timeout: 30_000 });
+    }
+    await item(/localize-lora-r4-/).click();
+    const frame = await w.panelFrame('localization', 60_000, 'p.subtitle:has-text("localize-lora-r4-")');
+    await frame.locator('#recovered-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
     await w.command('View: Close Editor');
   });
 

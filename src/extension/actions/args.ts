@@ -14,7 +14,9 @@ function isUri(v: unknown): v is vscode.Uri {
   return v instanceof vscode.Uri;
 }
 
-function isNode(v: unknown): v is RunsNode {
+/** A run or spec-group node of the runs view (report nodes name no run). */
+type RunOrGroupNode = Extract<RunsNode, { type: 'run' | 'group' }>;
+function isNode(v: unknown): v is RunOrGroupNode {
   return typeof v === 'object' && v !== null && ((v as RunsNode).type === 'run' || (v as RunsNode).type === 'group');
 }
 

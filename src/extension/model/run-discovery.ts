@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { METRICS_FILE, STATUS_FILE } from './runs';
 
 /** Folders never looked into. */
-const SKIP = new Set(['node_modules', '.git', 'checkpoints', 'adapter']);
+export const SKIP_DIRS: ReadonlySet<string> = new Set(['node_modules', '.git', 'checkpoints', 'adapter']);
 
 export function isRunDir(dir: string): boolean {
   return existsSync(join(dir, STATUS_FILE)) || existsSync(join(dir, METRICS_FILE));
@@ -33,7 +33,7 @@ export async function discoverRunDirs(root: string, depth: number, known: Readon
     }
     for (const e of entries) {
       if (budget-- <= 0) return;
-      if (!e.isDirectory() || SKIP.has(e.name)) continue;
+      if (!e.isDirectory() || SKIP_DIRS.has(e.name)) continue;
       const child = join(dir, e.name);
       if (known.has(child)) continue;
       if (isRunDir(child)) found.push(child);
