@@ -257,9 +257,10 @@ export class Workbench {
 
   /**
    * Opens the quick input with a key and returns its text box. A key pressed while a webview page
-   * is being rebuilt (its tab shown again after the editor in front of it closed) can be lost on
-   * its way to the workbench: then the title bar's command center opens it (as Quick Open; the
-   * callers' text, `>command` or a file name, works there the same).
+   * is being rebuilt or focused (its editor shown again after the one in front of it closed) can be
+   * lost on its way to the workbench, and the webview taking focus closes a quick input that had
+   * just opened: so the box must still show a moment later, else the title bar's command center
+   * opens it (as Quick Open; the callers' text, `>command` or a file name, works there the same).
    */
   private async quickInput(key: string): Promise<Locator> {
     const input = this.page.locator('.quick-input-widget .quick-input-box input').first();
@@ -268,11 +269,13 @@ export class Workbench {
       else await this.page.locator('.command-center-center').first().click();
       try {
         await input.waitFor({ state: 'visible', timeout: 5_000 });
-        return input;
+        await this.page.waitForTimeout(300);
+        if (await input.isVisible()) return input;
+        if (attempt === 3) throw new Error('the quick input closed as soon as it opened');
       } catch (err) {
         if (attempt === 3) throw err;
-        log(`${attempt === 1 ? key : 'the command center'} opened no quick input; trying the command center`);
       }
+      log(`${attempt === 1 ? key : 'the command center'} gave no quick input that stayed open; trying the command center`);
     }
   }
 
