@@ -34,7 +34,7 @@ export const REPORT_GLOB = '**/{importance.json,allocation.json,allocation-*.jso
 
 export const REPORT_KIND_INFO: Record<ReportKind, { what: string; icon: string; command: string }> = {
   importance: { what: 'layer importance', icon: 'flame', command: 'peftLab.openImportance' },
-  budget: { what: 'parameter budget', icon: 'symbol-ruler', command: 'peftLab.openBudget' },
+  budget: { what: 'parameter budget', icon: 'pie-chart', command: 'peftLab.openBudget' },
   localization: { what: 'skill localization', icon: 'target', command: 'peftLab.openLocalization' },
   merge: { what: 'merged model', icon: 'git-merge', command: 'vscode.open' },
 };
