@@ -197,6 +197,15 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
   }
 }
 
+/** An input box checking what is typed with `parse` (a string result is the problem, shown under the box). */
+function ask(title: string, prompt: string, value: string, parse: (text: string) => unknown): Thenable<string | undefined> {
+  const problem = (text: string): string | undefined => {
+    const r = parse(text);
+    return typeof r === 'string' ? r : undefined;
+  };
+  return vscode.window.showInputBox({ title, prompt, value, validateInput: problem });
+}
+
 /** A failed or cancelled analysis job (no spec to mark, nothing to resume): said once, with the output a click away. */
 async function reportAnalysisEnd(ctx: Ctx, what: string, end: JobEnd): Promise<void> {
   if (end.state === 'cancelled') {
@@ -221,15 +230,12 @@ export async function allocateBudget(ctx: Ctx, args: unknown[]): Promise<string 
     file = picked?.[0]?.fsPath;
   }
   if (!file) return undefined;
-  const typed = await vscode.window.showInputBox({
-    title: `PEFT Lab: parameter budgets for ${basename(dirname(file))}`,
-    prompt: 'Trainable parameters per budget: a percentage of the model (0.5%) or a count (20000), comma-separated',
-    value: DEFAULT_BUDGETS,
-    validateInput: (v) => {
-      const r = parseBudgets(v);
-      return typeof r === 'string' ? r : undefined;
-    },
-  });
+  const typed = await ask(
+    `PEFT Lab: parameter budgets for ${basename(dirname(file))}`,
+    'Trainable parameters per budget: a percentage of the model (0.5%) or a count (20000), comma-separated',
+    DEFAULT_BUDGETS,
+    parseBudgets,
+  );
   if (typed === undefined) return undefined;
   const plan = planAllocate(file, typed, typeof method === 'string' ? method : undefined);
   if (typeof plan === 'string') throw new Error(`cannot allocate: ${plan}`);
@@ -245,25 +251,10 @@ export async function allocateBudget(ctx: Ctx, args: unknown[]): Promise<string 
  * the localization panel on its report.
  */
 export async function localizeRun(ctx: Ctx, run: RunInput): Promise<void> {
-  const sparsity = await vscode.window.showInputBox({
-    title: `PEFT Lab: localize the skill of ${run.name} (1/2)`,
-    prompt: 'Sparsity levels ρ: the fraction of block parameters grafted from the fine-tune onto the base, comma-separated',
-    value: DEFAULT_SPARSITY,
-    validateInput: (v) => {
-      const r = parseSparsity(v);
-      return typeof r === 'string' ? r : undefined;
-    },
-  });
+  const title = `PEFT Lab: localize the skill of ${run.name}`;
+  const sparsity = await ask(`${title} (1/2)`, 'Sparsity levels ρ: the fraction of block parameters grafted from the fine-tune onto the base, comma-separated', DEFAULT_SPARSITY, parseSparsity);
   if (sparsity === undefined) return;
-  const epochs = await vscode.window.showInputBox({
-    title: `PEFT Lab: localize the skill of ${run.name} (2/2)`,
-    prompt: 'Epochs of mask training per level (each a pass over up to 256 training rows)',
-    value: DEFAULT_EPOCHS,
-    validateInput: (v) => {
-      const r = parseEpochs(v);
-      return typeof r === 'string' ? r : undefined;
-    },
-  });
+  const epochs = await ask(`${title} (2/2)`, 'Epochs of mask training per level (each a pass over up to 256 training rows)', DEFAULT_EPOCHS, parseEpochs);
   if (epochs === undefined) return;
   const plan = planLocalize(run, sparsity, epochs);
   if (typeof plan === 'string') throw new Error(`cannot localize: ${plan}`);
