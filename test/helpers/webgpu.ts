@@ -2,6 +2,11 @@
  * WebGPU kernel tests run on whatever adapter Dawn offers; on machines without a GPU that is Mesa's
  * llvmpipe through EGL (Dawn's OpenGL backend, compatibility mode; test/webgpu/setup.sh installs
  * it). Correctness only: timings on a software adapter mean nothing.
+ *
+ * Dawn's Vulkan backend (the one Linux GPUs get) runs them too on Mesa's lavapipe, version 23 or
+ * later (Debian 12's 22.3 lacks a feature Dawn requires; bookworm-backports' mesa-vulkan-drivers
+ * works): `PEFT_LAB_DAWN_FLAGS=backend=vulkan` with `VK_ICD_FILENAMES` naming its lvp_icd json.
+ * The whole tier passed that way on 2026-11-27 (13 minutes on 2 cores; not part of `npm test`).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
