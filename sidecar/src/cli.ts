@@ -19,6 +19,7 @@ import { IMPORTANCE_USAGE, importanceCommand } from './tasks/importance';
 import { ALLOCATE_USAGE, allocateCommand } from './tasks/allocate';
 import { MERGE_USAGE, mergeCommand } from './tasks/merge';
 import { LOCALIZE_USAGE, OVERLAP_USAGE, localizeCommand, overlapCommand } from './tasks/localize';
+import { EVALUATE_USAGE, evaluateCommand } from './tasks/evaluate';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = {
@@ -207,6 +208,12 @@ const COMMANDS: Record<string, Command> = {
     options: { base: { type: 'string' }, run: { type: 'string', multiple: true }, finetuned: { type: 'string', multiple: true }, data: { type: 'string' }, eval: { type: 'string' }, sparsity: { type: 'string' }, epochs: { type: 'string' }, lr: { type: 'string' }, bias: { type: 'string' }, 'batch-size': { type: 'string' }, batches: { type: 'string' }, 'max-rows': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } },
     compute: true,
     run: (v) => localizeCommand(v),
+  },
+  evaluate: {
+    usage: EVALUATE_USAGE,
+    options: { run: { type: 'string', multiple: true }, data: { type: 'string' }, 'max-rows': { type: 'string' }, 'batch-size': { type: 'string' }, out: { type: 'string' } },
+    compute: true,
+    run: (v) => evaluateCommand(v),
   },
   overlap: {
     usage: OVERLAP_USAGE,

@@ -54,7 +54,7 @@ export const Shutdown = request<Record<string, never>, { ok: true }>('peftLab/sh
 
 // ---- long-running jobs: start → progress notifications → result; cancellable ----------------
 
-export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'compare', 'importance', 'allocate', 'localize', 'merge'] as const;
+export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'compare', 'importance', 'allocate', 'localize', 'merge', 'evaluate'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -118,7 +118,8 @@ export type JobParams =
   | ImportanceJobParams
   | AllocateJobParams
   | LocalizeJobParams
-  | MergeJobParams;
+  | MergeJobParams
+  | EvaluateJobParams;
 
 export interface JobSummary {
   id: string;
@@ -167,7 +168,8 @@ export type JobResult =
   | { kind: 'importance'; out: string; report: ImportanceReport }
   | { kind: 'allocate'; out: string; report: AllocationReport }
   | { kind: 'localize'; out: string; report: LocalizeReport }
-  | { kind: 'merge'; out: string; report: MergeReport };
+  | { kind: 'merge'; out: string; report: MergeReport }
+  | { kind: 'evaluate'; out: string; report: EvaluateReport };
 
 /** sidecar → extension: a log line for the output channel (stdout is the RPC channel). */
 export interface LogMessage {
@@ -606,4 +608,43 @@ export interface MergeReport {
   compeft?: { run: string; kept: number; numel: number; denseBytes: number; compressedBytes: number; ratio: number; before?: MergeEval; after?: MergeEval }[];
   soup?: { order: string[]; scores: number[]; included: string[]; soupScores: number[] };
   eval?: { base?: MergeEval; runs?: MergeEval[]; merged: MergeEval; metricName?: string };
+}
+
+// ---- evaluation of runs on other data -------------------------------------------------------------
+
+/** Scores fine-tuned runs, and their base, on rows they were not trained on (the training loop's loss and metric, plus calibration). */
+export interface EvaluateJobParams {
+  kind: 'evaluate';
+  /** Run folders: each scored as its base model with the run's adapter merged, and as the base alone. */
+  runs: string[];
+  /** JSONL / CSV rows, read with each run's own data settings (fields, max length, labels). */
+  data: string;
+  /** Rows scored at most (default: all). */
+  maxRows?: number;
+  batchSize?: number;
+  /** Report JSON file. */
+  out: string;
+}
+
+export interface EvaluateRunReport {
+  name: string;
+  /** Run folder. */
+  source: string;
+  metricName?: string;
+  /** The base model (with the run's classification head, for classifiers: the base has none of its own). */
+  base: GraftEval;
+  finetuned: GraftEval;
+}
+
+export interface EvaluateReport {
+  version: 1;
+  data: string;
+  rows: number;
+  runs: EvaluateRunReport[];
+}
+
+/** One line per run, as the command line and the editor say it: fine-tuned vs base, loss, metric, calibration. */
+export function describeEvaluation(r: EvaluateRunReport): string {
+  const metric = (e: GraftEval) => (e.metric !== undefined ? `, ${r.metricName ?? 'metric'} ${(e.metric * 100).toFixed(1)}%` : '');
+  return `${r.name}: loss ${r.finetuned.loss.toFixed(4)}${metric(r.finetuned)}, ECE ${r.finetuned.ece.toFixed(3)} (base: loss ${r.base.loss.toFixed(4)}${metric(r.base)})`;
 }

@@ -6,6 +6,7 @@
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
  * the importance panel's "Allocate a parameter budget…" runs an allocate job and opens the budget
  * beside it; "Localize Skill…" on a run opens its localization; the Runs view lists the reports;
+ * "Evaluate on Data…" scores a run and its base on a data file;
  * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
  * writes a comparison spec; Merge Runs… merges two runs into a model with its report;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
@@ -369,6 +370,40 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     await item(/localize-lora-r4-/).click();
     const frame = await w.panelFrame('localization', 60_000, 'p.subtitle:has-text("localize-lora-r4-")');
     await frame.locator('#recovered-chart[data-drawn="true"]').waitFor({ timeout: 60_000 });
+    await w.command('View: Close Editor');
+  });
+
+  it('Evaluate on Data…: a run and its base scored on a data file, the figures in a notification', async () => {
+    const w = wb!;
+    const p = w.page;
+    await w.command('PEFT Lab: Evaluate on Data…');
+    const input = p.locator('.quick-input-widget .quick-input-box input').first();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'choose runs to evaluate on a data file' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await input.fill('lora-r4');
+    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+    await input.fill('');
+    await p.keyboard.press('Enter');
+    // The workbench's own open dialog (a quick input in a browser), once it has listed the folder it
+    // starts in (it sets its text then, over anything typed before): the file's path, then Enter.
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'rows to score lora-r4 on' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'eval.jsonl' }).first().waitFor({ state: 'visible', timeout: 20_000 });
+    const file = join(WS, 'data', 'eval.jsonl');
+    await input.fill(file);
+    await pollUntil(p, () => input.inputValue(), (v) => v === file, 10_000, 'the path typed into the open dialog');
+    await p.keyboard.press('Enter');
+    const toast = p.locator('.notification-toast', { hasText: 'rows of eval.jsonl' }).first();
+    await toast.waitFor({ state: 'visible', timeout: 120_000 });
+    const text = (await toast.innerText()).replace(/\s+/g, ' ');
+    log('evaluation:', text.slice(0, 200));
+    assert.match(text, /48 rows of eval\.jsonl: lora-r4: loss \d\.\d{4}, exact_match \d+\.\d%, ECE \d\.\d{3} \(base: loss \d\.\d{4}, exact_match \d+\.\d%\)/);
+    // Beside the run (in its comparison's folder).
+    const folders = readdirSync(join(WS, 'reports', 'compare')).filter((d) => /^eval-eval-\d{8}-\d{6}$/.test(d));
+    assert.equal(folders.length, 1, folders.join(', '));
+    const report = JSON.parse(readFileSync(join(WS, 'reports', 'compare', folders[0]!, 'evaluation.json'), 'utf8')) as { rows: number; runs: { name: string }[] };
+    assert.equal(report.rows, 48);
+    assert.deepEqual(report.runs.map((r) => r.name), ['lora-r4']);
+    await toast.getByRole('button', { name: 'Open Report' }).click();
+    await p.locator('.tab.active', { hasText: 'evaluation.json' }).waitFor({ state: 'visible', timeout: 20_000 });
     await w.command('View: Close Editor');
   });
 

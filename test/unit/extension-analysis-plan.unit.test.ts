@@ -1,8 +1,8 @@
-/** "Allocate Parameter Budget…" and "Localize Skill…" → allocate / localize jobs (src/extension/model/analysis-plan.ts). */
+/** "Allocate Parameter Budget…", "Localize Skill…" and "Evaluate on Data…" → allocate / localize / evaluate jobs (src/extension/model/analysis-plan.ts). */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
-import { DEFAULT_BUDGETS, DEFAULT_EPOCHS, DEFAULT_SPARSITY, parseBudgets, parseEpochs, parseSparsity, planAllocate, planLocalize } from '../../src/extension/model/analysis-plan';
+import { DEFAULT_BUDGETS, DEFAULT_EPOCHS, DEFAULT_SPARSITY, parseBudgets, parseEpochs, parseSparsity, planAllocate, planEvaluate, planLocalize } from '../../src/extension/model/analysis-plan';
 import type { RunInput } from '../../src/extension/model/merge-plan';
 
 const now = new Date(2025, 0, 2, 3, 4, 5);
@@ -63,5 +63,16 @@ describe('localization plan', () => {
     assert.match(planLocalize(run(null), '1e-3', '2', now) as string, /no base model/);
     assert.match(planLocalize(run(), '5', '2', now) as string, /'5' is not a sparsity level/);
     assert.match(planLocalize(run(), '1e-3', '0', now) as string, /not a number of epochs/);
+  });
+});
+
+describe('evaluation plan', () => {
+  it('scores the runs on the file into eval-<data>-<time>/evaluation.json beside the first run', () => {
+    const plan = planEvaluate([{ dir: '/ws/runs/a' }, { dir: '/ws/other/b' }], '/ws/data/test set.jsonl', now, () => false);
+    assert.deepEqual(plan, { kind: 'evaluate', runs: ['/ws/runs/a', '/ws/other/b'], data: '/ws/data/test set.jsonl', out: '/ws/runs/eval-test_set-20250102-030405/evaluation.json' });
+    assert.equal(jobParamsProblem(plan), undefined, 'a job the sidecar accepts');
+    const taken = (p: string) => p === '/ws/runs/eval-test_set-20250102-030405';
+    assert.equal((planEvaluate([{ dir: '/ws/runs/a' }], '/ws/data/test set.jsonl', now, taken) as { out: string }).out, '/ws/runs/eval-test_set-20250102-030405-2/evaluation.json');
+    assert.equal(planEvaluate([], '/d.jsonl', now), 'no run chosen');
   });
 });

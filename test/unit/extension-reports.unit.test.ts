@@ -25,6 +25,7 @@ describe('reports beside the runs', () => {
     assert.equal(reportKindOf('/w/runs/importance-a-1/allocation-12.json'), 'budget');
     assert.equal(reportKindOf('/w/runs/localize-a-1/localize.json'), 'localization');
     assert.equal(reportKindOf('/w/runs/merge-ties-1/merge.json'), 'merge');
+    assert.equal(reportKindOf('/w/runs/eval-test-1/evaluation.json'), 'evaluation');
     assert.equal(reportKindOf('/w/runs/importance-a-1/allocation.spt-0.5pct.allocation.json'), undefined);
     assert.equal(reportKindOf('/w/runs/a/compare.json'), undefined, 'comparisons show as their runs');
     assert.equal(reportKindOf('/w/allocation-x.json'), undefined);

@@ -45,6 +45,8 @@ export function analysisJobProblem(p: Raw): string | undefined {
         str('base') ?? strs('runs') ?? str('out') ?? oneOf('method', MERGE_METHODS) ?? (p.method === undefined ? `merge job: 'method' is required` : undefined) ?? nums('weights') ?? num('lambda') ??
         num('density', 0) ?? num('top', 0) ?? num('bottom', 0) ?? num('alpha') ?? num('seed', 0, true) ?? str('data', true) ?? str('eval', true)
       );
+    case 'evaluate':
+      return strs('runs') ?? str('data') ?? str('out') ?? num('maxRows', 1, true) ?? num('batchSize', 1, true);
     default:
       return `job kind ${kind} is not an analysis job`;
   }

@@ -242,6 +242,7 @@ export function jobParamsProblem(v: unknown): string | undefined {
     case 'allocate':
     case 'localize':
     case 'merge':
+    case 'evaluate':
       return analysisJobProblem(p);
     default: {
       // A new kind in the protocol must be checked here: this stops compiling until it is.

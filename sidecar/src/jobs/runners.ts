@@ -16,6 +16,7 @@ import { runImportance } from '../tasks/importance';
 import { runAllocate } from '../tasks/allocate';
 import { runLocalize } from '../tasks/localize';
 import { runMerge } from '../tasks/merge';
+import { runEvaluate } from '../tasks/evaluate';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
   switch (params.kind) {
@@ -33,6 +34,8 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
       return runLocalize(params, ctx);
     case 'merge':
       return runMerge(params, ctx);
+    case 'evaluate':
+      return runEvaluate(params, ctx);
     case 'forward':
       return runForward(params, ctx);
     case 'grads':

@@ -1,13 +1,14 @@
-/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize. */
+/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize, evaluate. */
 import { existsSync, promises as fsp } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
 import type { Ctx } from '../commands';
 import { canResume, isPidAlive, resumePlan, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
-import { MERGE_METHODS } from '../../protocol';
-import { MERGE_METHOD_INFO, planMerge, type RunInput } from '../model/merge-plan';
+import { describeEvaluation, MERGE_METHODS } from '../../protocol';
+import { planEvaluate } from '../model/analysis-plan';
+import { MERGE_METHOD_INFO, planMerge, strAt, type RunInput } from '../model/merge-plan';
 import { compare, localizeRun, runJobWithProgress, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
@@ -71,6 +72,42 @@ export async function localize(ctx: Ctx, args: unknown[]): Promise<void> {
   if (!run) return;
   if (!run.hasAdapter || run.state !== 'done') throw new Error(`${run.name} has no finished adapter to localize`);
   await localizeRun(ctx, await runInput(run));
+}
+
+/**
+ * "Evaluate on Data…": finished runs (the selection, else picked) and their base scored on a data
+ * file (an `evaluate` job, the training loop's loss and metric plus calibration); the figures in a
+ * notification, the report beside the first run.
+ */
+export async function evaluateRuns(ctx: Ctx, args: unknown[]): Promise<void> {
+  const finished = (r: RunInfo) => r.hasAdapter && r.state === 'done';
+  const runs = (await pickRuns(ctx, args, finished, 'evaluate on a data file'))?.filter(finished);
+  if (!runs?.length) return;
+  const trainedOn = strAt((await runInput(runs[0]!)).config, 'data', 'train');
+  const picked = await vscode.window.showOpenDialog({
+    title: `PEFT Lab: rows to score ${runs.length === 1 ? runs[0]!.name : `${runs.length} runs`} on`,
+    canSelectMany: false,
+    filters: { 'Data (JSONL, CSV)': ['jsonl', 'json', 'csv', 'tsv'] },
+    ...(trainedOn ? { defaultUri: vscode.Uri.file(dirname(trainedOn)) } : {}),
+  });
+  const data = picked?.[0]?.fsPath;
+  if (!data) return;
+  const plan = planEvaluate(runs, data);
+  if (typeof plan === 'string') throw new Error(`cannot evaluate: ${plan}`);
+  ctx.log.info(`evaluating ${runs.map((r) => r.name).join(', ')} on ${data} → ${plan.out}`);
+  const end = await runJobWithProgress(ctx, plan, `PEFT Lab: evaluating ${runs.length === 1 ? runs[0]!.name : `${runs.length} runs`} on ${basename(data)}`);
+  if (end.state === 'failed') {
+    ctx.log.error(`evaluation failed: ${end.error}`);
+    if ((await vscode.window.showErrorMessage(`PEFT Lab: evaluation failed: ${end.error}`, 'Show Output')) === 'Show Output') ctx.log.show(true);
+    return;
+  }
+  if (end.state !== 'done' || end.result.kind !== 'evaluate') return;
+  const { report, out } = end.result;
+  for (const r of report.runs) ctx.log.info(`evaluation on ${basename(data)}: ${describeEvaluation(r)}`);
+  const shown = report.runs.slice(0, 3).map(describeEvaluation).join('; ');
+  const more = report.runs.length > 3 ? ` (and ${report.runs.length - 3} more)` : '';
+  const choice = await vscode.window.showInformationMessage(`PEFT Lab: ${report.rows} rows of ${basename(data)}: ${shown}${more}.`, 'Open Report');
+  if (choice === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(out));
 }
 
 export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {

@@ -1,12 +1,13 @@
 /**
  * The analysis jobs the editor starts on finished work (vscode-free): "Allocate Parameter Budget…"
- * (an `allocate` job on an importance report: SPT and rank allocations per budget) and "Localize
+ * (an `allocate` job on an importance report: SPT and rank allocations per budget), "Localize
  * Skill…" (a `localize` job on a run: which few base parameters, grafted from the fine-tune,
- * recover its gain). Inputs typed by the user are checked here, before a job starts.
+ * recover its gain) and "Evaluate on Data…" (an `evaluate` job: runs and their base scored on a
+ * data file). Inputs typed by the user are checked here, before a job starts.
  */
 import { existsSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { IMPORTANCE_METHODS, type AllocateJobParams, type ImportanceMethod, type LocalizeJobParams } from '../../protocol';
+import { basename, dirname, extname, join } from 'node:path';
+import { IMPORTANCE_METHODS, type AllocateJobParams, type EvaluateJobParams, type ImportanceMethod, type LocalizeJobParams } from '../../protocol';
 import { strAt, type RunInput } from './merge-plan';
 import { runStamp } from './run-plan';
 
@@ -74,4 +75,12 @@ export function planLocalize(run: RunInput, sparsityText: string, epochsText: st
   if (typeof epochs === 'string') return epochs;
   const out = freePath(join(dirname(run.dir), `localize-${basename(run.dir)}-${runStamp(now)}`), '', exists);
   return { kind: 'localize', base, runs: [run.dir], sparsity, epochs, out };
+}
+
+/** The evaluate job for runs on a data file: the report into `eval-<data>-<time>/evaluation.json` beside the first run. */
+export function planEvaluate(runs: readonly { dir: string }[], dataFile: string, now = new Date(), exists: (p: string) => boolean = existsSync): EvaluateJobParams | string {
+  if (runs.length === 0) return 'no run chosen';
+  const stem = basename(dataFile, extname(dataFile)).replace(/[^A-Za-z0-9._-]+/g, '_') || 'data';
+  const folder = freePath(join(dirname(runs[0]!.dir), `eval-${stem}-${runStamp(now)}`), '', exists);
+  return { kind: 'evaluate', runs: runs.map((r) => r.dir), data: dataFile, out: join(folder, 'evaluation.json') };
 }

@@ -1,8 +1,9 @@
 /**
  * The analysis reports beside the runs (vscode-free): layer importance (`importance.json`),
  * parameter budgets (`allocation.json`, `allocation-2.json`, …), skill localization
- * (`localize.json`) and task-vector merges (`merge.json`), wherever "Score layers", the importance
- * panel, "Localize Skill…", "Merge Runs…" or the command line wrote them. The Runs view lists them
+ * (`localize.json`), task-vector merges (`merge.json`) and evaluations on other data
+ * (`evaluation.json`), wherever "Score layers", the importance panel, "Localize Skill…", "Merge
+ * Runs…", "Evaluate on Data…" or the command line wrote them. The Runs view lists them
  * so that a report closed in the editor is one click away.
  */
 import { promises as fsp } from 'node:fs';
@@ -10,7 +11,7 @@ import { basename, dirname, join } from 'node:path';
 import { SKIP_DIRS } from './run-discovery';
 import { displayPath } from './tree';
 
-export type ReportKind = 'importance' | 'budget' | 'localization' | 'merge';
+export type ReportKind = 'importance' | 'budget' | 'localization' | 'merge' | 'evaluation';
 
 export interface ReportInfo {
   kind: ReportKind;
@@ -26,17 +27,19 @@ export function reportKindOf(file: string): ReportKind | undefined {
   if (/^allocation(-\d+)?\.json$/.test(name)) return 'budget';
   if (name === 'localize.json') return 'localization';
   if (name === 'merge.json') return 'merge';
+  if (name === 'evaluation.json') return 'evaluation';
   return undefined;
 }
 
 /** The glob of every report file name, for file searches and watchers. */
-export const REPORT_GLOB = '**/{importance.json,allocation.json,allocation-*.json,localize.json,merge.json}';
+export const REPORT_GLOB = '**/{importance.json,allocation.json,allocation-*.json,localize.json,merge.json,evaluation.json}';
 
 export const REPORT_KIND_INFO: Record<ReportKind, { what: string; icon: string; command: string }> = {
   importance: { what: 'layer importance', icon: 'flame', command: 'peftLab.openImportance' },
   budget: { what: 'parameter budget', icon: 'pie-chart', command: 'peftLab.openBudget' },
   localization: { what: 'skill localization', icon: 'target', command: 'peftLab.openLocalization' },
   merge: { what: 'merged model', icon: 'git-merge', command: 'vscode.open' },
+  evaluation: { what: 'evaluation', icon: 'checklist', command: 'vscode.open' },
 };
 
 /** Its label: the report's folder (what "Score layers", "Localize Skill…" and "Merge Runs…" name), and an allocation's file when it is not the first. */

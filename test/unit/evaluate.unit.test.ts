@@ -1,0 +1,106 @@
+/**
+ * The `evaluate` job: a run (base + its adapter) and its base, scored on a data file. Reference: the
+ * training loop's own evaluation of the same rows (the run's final eval figures and its zero-shot
+ * baseline in status.json), so scoring a run on its eval file must reproduce them.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { describeEvaluation, type EvaluateReport, type RunStatus } from '../../src/protocol';
+import { initBackend } from '../../sidecar/src/backend';
+import { CancelledError, cliContext, type JobContext } from '../../sidecar/src/jobs/context';
+import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
+import { runJob } from '../../sidecar/src/jobs/runners';
+import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
+import { runTraining } from '../../sidecar/src/train/trainer';
+
+const REPO = resolve(__dirname, '..', '..');
+const root = mkdtempSync(join(tmpdir(), 'peft-lab-evaluate-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+const ctx = () => ({ signal: new AbortController().signal, progress: () => undefined, log: () => undefined });
+const rows = (file: string, n: number) => readFileSync(join(REPO, 'media/data/addition', file), 'utf8').trim().split('\n').slice(0, n);
+
+let runDir = '';
+let status: RunStatus;
+before(async () => {
+  await initBackend('wasm', () => undefined);
+  // Spec paths stay inside the spec's folder: the bundled model is copied there.
+  cpSync(join(REPO, 'media/models/tiny-gpt'), join(root, 'tiny-gpt'), { recursive: true });
+  writeFileSync(join(root, 'train.jsonl'), `${rows('train.jsonl', 48).join('\n')}\n`);
+  writeFileSync(join(root, 'eval.jsonl'), `${rows('eval.jsonl', 20).join('\n')}\n`);
+  const spec = join(root, 'add.peft.json');
+  writeFileSync(
+    spec,
+    JSON.stringify({
+      model: 'tiny-gpt',
+      data: { train: 'train.jsonl', eval: 'eval.jsonl', maxLength: 48 },
+      adapter: { kind: 'lora', r: 4, alpha: 8 },
+      optimizer: { lr: 0.01 },
+      batchSize: 8,
+      steps: 6,
+      evalEvery: 6,
+      logEvery: 3,
+    }),
+  );
+  runDir = join(root, 'runs', 'add');
+  status = (await runTraining(runConfig(loadSpec(spec)), { runDir, ctx: ctx() })).status;
+  assert.equal(status.state, 'done');
+});
+
+describe('evaluate job', () => {
+  it("scoring a run on its own eval file reproduces the trainer's final eval and zero-shot baseline", async () => {
+    const out = join(root, 'eval-report.json');
+    const before = tf.memory().numTensors;
+    const seen: number[] = [];
+    const r = await runJob({ kind: 'evaluate', runs: [runDir], data: join(root, 'eval.jsonl'), batchSize: 3, out }, { ...cliContext(), progress: (p) => seen.push(p.done) });
+    assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+    assert.equal(r.kind, 'evaluate');
+    const report = JSON.parse(readFileSync(out, 'utf8')) as EvaluateReport;
+    assert.deepEqual(report, JSON.parse(JSON.stringify(r.kind === 'evaluate' ? r.report : undefined)));
+    assert.equal(report.rows, 20);
+    assert.deepEqual(seen, [1]);
+    const [run] = report.runs;
+    assert.equal(run!.name, 'add');
+    assert.equal(run!.metricName, 'exact_match');
+    const s = status.summary!;
+    const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-5 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
+    near(run!.finetuned.loss, s.evalLoss!, 'fine-tuned loss');
+    near(run!.base.loss, s.baselineEvalLoss!, 'base loss');
+    assert.equal(run!.finetuned.metric, s.evalMetric);
+    assert.equal(run!.base.metric, s.baselineEvalMetric);
+    assert.ok(run!.finetuned.loss < run!.base.loss, 'the fine-tune learned something');
+    assert.ok(run!.finetuned.ece >= 0 && run!.finetuned.ece <= 1);
+    assert.match(describeEvaluation(run!), /^add: loss \d\.\d{4}, exact_match \d+\.\d%, ECE \d\.\d{3} \(base: loss \d\.\d{4}, exact_match \d+\.\d%\)$/);
+  });
+
+  it('maxRows scores the first rows only; the same run twice is scored twice', async () => {
+    const r = await runJob({ kind: 'evaluate', runs: [runDir, runDir], data: join(root, 'train.jsonl'), maxRows: 5, out: join(root, 'few.json') }, cliContext());
+    assert.ok(r.kind === 'evaluate');
+    assert.equal(r.report.rows, 5);
+    assert.equal(r.report.runs.length, 2);
+    assert.deepEqual(r.report.runs[0], r.report.runs[1]);
+  });
+
+  it('checks its params and names the file at fault', async () => {
+    assert.equal(jobParamsProblem({ kind: 'evaluate', runs: ['r'], data: 'd.jsonl', out: 'o.json' }), undefined);
+    assert.match(jobParamsProblem({ kind: 'evaluate', runs: [], data: 'd', out: 'o' })!, /'runs' must be a non-empty array/);
+    assert.match(jobParamsProblem({ kind: 'evaluate', runs: ['r'], out: 'o' })!, /'data' must be a non-empty string/);
+    assert.match(jobParamsProblem({ kind: 'evaluate', runs: ['r'], data: 'd', out: 'o', maxRows: 0 })!, /'maxRows' must be an integer ≥ 1/);
+    await assert.rejects(runJob({ kind: 'evaluate', runs: [root], data: join(root, 'eval.jsonl'), out: join(root, 'x.json') }, cliContext()), /spec\.json.*not a run folder/);
+    const bad = join(root, 'bad.jsonl');
+    writeFileSync(bad, '{"prompt": "1+1=", "completion": "2"}\n{"prompt": \n');
+    await assert.rejects(runJob({ kind: 'evaluate', runs: [runDir], data: bad, out: join(root, 'y.json') }, cliContext()), /bad\.jsonl.*(line 2|:2)/);
+  });
+
+  it('stops when cancelled, releasing its tensors', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    const c: JobContext = { signal: ac.signal, log: () => undefined, progress: () => undefined };
+    const before = tf.memory().numTensors;
+    await assert.rejects(runJob({ kind: 'evaluate', runs: [runDir], data: join(root, 'eval.jsonl'), out: join(root, 'z.json') }, c), CancelledError);
+    assert.equal(tf.memory().numTensors, before);
+  });
+});
