@@ -207,7 +207,7 @@ function ask(title: string, prompt: string, value: string, parse: (text: string)
 }
 
 /** A failed or cancelled analysis job (no spec to mark, nothing to resume): said once, with the output a click away. */
-async function reportAnalysisEnd(ctx: Ctx, what: string, end: JobEnd): Promise<void> {
+export async function reportAnalysisEnd(ctx: Ctx, what: string, end: JobEnd): Promise<void> {
   if (end.state === 'cancelled') {
     void vscode.window.showInformationMessage(`PEFT Lab: ${what} cancelled.`);
     return;

@@ -9,7 +9,7 @@ import { runsFromArgs } from './args';
 import { describeEvaluation, MERGE_METHODS } from '../../protocol';
 import { planEvaluate } from '../model/analysis-plan';
 import { MERGE_METHOD_INFO, planMerge, strAt, type RunInput } from '../model/merge-plan';
-import { compare, localizeRun, runJobWithProgress, train } from './jobs';
+import { compare, localizeRun, reportAnalysisEnd, runJobWithProgress, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
@@ -49,12 +49,7 @@ export async function mergeRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   if (typeof plan === 'string') throw new Error(`cannot merge: ${plan}`);
   ctx.log.info(`merging ${runs.map((r) => r.name).join(', ')} (${plan.method}) → ${plan.out}`);
   const end = await runJobWithProgress(ctx, plan, `PEFT Lab: merging ${runs.length} runs (${plan.method})`);
-  if (end.state === 'failed') {
-    ctx.log.error(`merge failed: ${end.error}`);
-    if ((await vscode.window.showErrorMessage(`PEFT Lab: merge failed: ${end.error}`, 'Show Output')) === 'Show Output') ctx.log.show(true);
-    return;
-  }
-  if (end.state !== 'done' || end.result.kind !== 'merge') return;
+  if (end.state !== 'done' || end.result.kind !== 'merge') return reportAnalysisEnd(ctx, 'merge', end);
   const { out, report } = end.result;
   const ev = report.eval;
   const figures = ev ? `eval loss ${ev.merged.loss.toFixed(4)}${ev.base ? ` (base ${ev.base.loss.toFixed(4)})` : ''}` : `${report.changed} weights changed`;
@@ -96,12 +91,7 @@ export async function evaluateRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   if (typeof plan === 'string') throw new Error(`cannot evaluate: ${plan}`);
   ctx.log.info(`evaluating ${runs.map((r) => r.name).join(', ')} on ${data} → ${plan.out}`);
   const end = await runJobWithProgress(ctx, plan, `PEFT Lab: evaluating ${runs.length === 1 ? runs[0]!.name : `${runs.length} runs`} on ${basename(data)}`);
-  if (end.state === 'failed') {
-    ctx.log.error(`evaluation failed: ${end.error}`);
-    if ((await vscode.window.showErrorMessage(`PEFT Lab: evaluation failed: ${end.error}`, 'Show Output')) === 'Show Output') ctx.log.show(true);
-    return;
-  }
-  if (end.state !== 'done' || end.result.kind !== 'evaluate') return;
+  if (end.state !== 'done' || end.result.kind !== 'evaluate') return reportAnalysisEnd(ctx, 'evaluation', end);
   const { report, out } = end.result;
   for (const r of report.runs) ctx.log.info(`evaluation on ${basename(data)}: ${describeEvaluation(r)}`);
   const shown = report.runs.slice(0, 3).map(describeEvaluation).join('; ');

@@ -7,8 +7,8 @@
  * so that a report closed in the editor is one click away.
  */
 import { promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { SKIP_DIRS } from './run-discovery';
+import { basename, dirname } from 'node:path';
+import { walkFolders } from './run-discovery';
 import { displayPath } from './tree';
 
 export type ReportKind = 'importance' | 'budget' | 'localization' | 'merge' | 'evaluation';
@@ -75,21 +75,14 @@ export async function readReports(files: Iterable<string>, limit = 100): Promise
 /** Report files at most `depth` folders below `dir` (for a runs folder outside the workspace, which file searches do not reach). */
 export async function findReportFiles(dir: string, depth: number, limit = 2000): Promise<string[]> {
   const found: string[] = [];
-  let budget = limit;
-  const visit = async (d: string, left: number): Promise<void> => {
-    let entries: import('node:fs').Dirent[];
-    try {
-      entries = await fsp.readdir(d, { withFileTypes: true });
-    } catch {
-      return;
-    }
-    for (const e of entries) {
-      if (budget-- <= 0) return;
-      const p = join(d, e.name);
+  await walkFolders(
+    dir,
+    depth + 1,
+    (p, e) => {
       if (e.isFile() && reportKindOf(p)) found.push(p);
-      else if (e.isDirectory() && left > 0 && !SKIP_DIRS.has(e.name)) await visit(p, left - 1);
-    }
-  };
-  await visit(dir, depth);
+      return true;
+    },
+    limit,
+  );
   return found;
 }

@@ -4,7 +4,7 @@
  * fallback watcher), so the runs model also looks into a few "roots" — the folders that hold run
  * folders — while anything there may change.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, type Dirent } from 'node:fs';
 import { join } from 'node:path';
 import { METRICS_FILE, STATUS_FILE } from './runs';
 
@@ -16,16 +16,15 @@ export function isRunDir(dir: string): boolean {
 }
 
 /**
- * Run folders at most `depth` levels below `root` (a run folder's own sub-folders are not searched;
- * nor are node_modules, .git, checkpoints, adapter), except those in `known`. Reads at most
+ * Walks the folders at most `depth` levels below `root`, calling `visit` for each entry (a folder
+ * is entered when `visit` says so; never node_modules, .git, checkpoints, adapter). Reads at most
  * `limit` directory entries in all, so a huge folder costs little.
  */
-export async function discoverRunDirs(root: string, depth: number, known: ReadonlySet<string>, limit = 2000): Promise<string[]> {
-  const found: string[] = [];
+export async function walkFolders(root: string, depth: number, visit: (path: string, entry: Dirent) => boolean, limit = 2000): Promise<void> {
   let budget = limit;
-  const visit = async (dir: string, left: number): Promise<void> => {
+  const walk = async (dir: string, left: number): Promise<void> => {
     if (budget <= 0 || left <= 0) return;
-    let entries: import('node:fs').Dirent[];
+    let entries: Dirent[];
     try {
       entries = await fsp.readdir(dir, { withFileTypes: true });
     } catch {
@@ -33,15 +32,31 @@ export async function discoverRunDirs(root: string, depth: number, known: Readon
     }
     for (const e of entries) {
       if (budget-- <= 0) return;
-      if (!e.isDirectory() || SKIP_DIRS.has(e.name)) continue;
       const child = join(dir, e.name);
-      if (known.has(child)) continue;
-      if (isRunDir(child)) found.push(child);
-      else await visit(child, left - 1);
+      if (visit(child, e) && e.isDirectory() && !SKIP_DIRS.has(e.name)) await walk(child, left - 1);
     }
   };
+  await walk(root, depth);
+}
+
+/**
+ * Run folders at most `depth` levels below `root` (a run folder's own sub-folders are not searched),
+ * except those in `known`.
+ */
+export async function discoverRunDirs(root: string, depth: number, known: ReadonlySet<string>, limit = 2000): Promise<string[]> {
   if (isRunDir(root) && !known.has(root)) return [root];
-  await visit(root, depth);
+  const found: string[] = [];
+  await walkFolders(
+    root,
+    depth,
+    (child, e) => {
+      if (!e.isDirectory() || SKIP_DIRS.has(e.name) || known.has(child)) return false;
+      if (!isRunDir(child)) return true;
+      found.push(child);
+      return false;
+    },
+    limit,
+  );
   return found;
 }
 
