@@ -1,6 +1,6 @@
 /**
  * The Runs view: runs grouped by spec, with state icons, key metrics and context actions; then the
- * analysis reports found beside them (importance, budgets, localizations, merges), each opening
+ * analysis reports found beside them (importance, budgets, localizations, merges, evaluations), each opening
  * its panel.
  */
 import { isAbsolute, relative } from 'node:path';
