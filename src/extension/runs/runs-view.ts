@@ -1,7 +1,7 @@
 /**
  * The Runs view: runs grouped by spec, with state icons, key metrics and context actions; then the
- * analysis reports found beside them (importance, budgets, localizations, merges, evaluations), each opening
- * its panel.
+ * analysis reports found beside them (importance, budgets, localizations, merges, evaluations),
+ * each opening its panel.
  */
 import { isAbsolute, relative } from 'node:path';
 import * as vscode from 'vscode';
