@@ -95,6 +95,24 @@ describe('evaluate job', () => {
     await assert.rejects(runJob({ kind: 'evaluate', runs: [runDir], data: bad, out: join(root, 'y.json') }, cliContext()), /bad\.jsonl.*(line 2|:2)/);
   });
 
+  it("a classifier is scored with its trained head (the base has none): the fine-tune's figures are the trainer's", async () => {
+    cpSync(join(REPO, '..', 'shared', 'fixtures', 'hf', 'bert-cls-tiny'), join(root, 'bert-cls-tiny'), { recursive: true });
+    const cls = (i: number) => JSON.stringify({ text: i % 2 ? 'good fun film' : 'bad dull film', label: i % 2 ? 'pos' : 'neg' });
+    writeFileSync(join(root, 'cls-train.jsonl'), Array.from({ length: 12 }, (_, i) => cls(i)).join('\n'));
+    writeFileSync(join(root, 'cls-eval.jsonl'), Array.from({ length: 6 }, (_, i) => cls(i + 1)).join('\n'));
+    const spec = join(root, 'cls.peft.json');
+    writeFileSync(spec, JSON.stringify({ model: 'bert-cls-tiny', data: { train: 'cls-train.jsonl', eval: 'cls-eval.jsonl', maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, optimizer: { lr: 0.01 }, batchSize: 4, steps: 3, evalEvery: 3 }));
+    const dir = join(root, 'runs', 'cls');
+    const s = (await runTraining(runConfig(loadSpec(spec)), { runDir: dir, ctx: ctx() })).status.summary!;
+    const r = await runJob({ kind: 'evaluate', runs: [dir], data: join(root, 'cls-eval.jsonl'), out: join(root, 'cls-eval-report.json') }, cliContext());
+    assert.ok(r.kind === 'evaluate');
+    const run = r.report.runs[0]!;
+    assert.equal(run.metricName, 'accuracy');
+    assert.ok(Math.abs(run.finetuned.loss - s.evalLoss!) <= 1e-5 * Math.max(1, s.evalLoss!), `${run.finetuned.loss} vs ${s.evalLoss}`);
+    assert.equal(run.finetuned.metric, s.evalMetric);
+    assert.ok(Number.isFinite(run.base.loss) && run.base.metric !== undefined);
+  });
+
   it('stops when cancelled, releasing its tensors', async () => {
     const ac = new AbortController();
     ac.abort();
