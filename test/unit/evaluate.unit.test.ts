@@ -111,6 +111,17 @@ describe('evaluate job', () => {
     assert.ok(Math.abs(run.finetuned.loss - s.evalLoss!) <= 1e-5 * Math.max(1, s.evalLoss!), `${run.finetuned.loss} vs ${s.evalLoss}`);
     assert.equal(run.finetuned.metric, s.evalMetric);
     assert.ok(Number.isFinite(run.base.loss) && run.base.metric !== undefined);
+    // A file with one of the classes only numbers its labels as the training data did: "pos" rows
+    // score as the same rows with the class id the run learned for "pos" (1 of neg, pos).
+    writeFileSync(join(root, 'cls-pos.jsonl'), Array.from({ length: 4 }, () => cls(1)).join('\n'));
+    writeFileSync(join(root, 'cls-pos-ids.jsonl'), Array.from({ length: 4 }, () => JSON.stringify({ text: 'good fun film', label: 1 })).join('\n'));
+    const score = async (file: string) => {
+      const e = await runJob({ kind: 'evaluate', runs: [dir], data: join(root, file), out: join(root, `${file}.json`) }, cliContext());
+      return e.kind === 'evaluate' ? e.report.runs[0]!.finetuned : undefined;
+    };
+    assert.deepEqual(await score('cls-pos.jsonl'), await score('cls-pos-ids.jsonl'));
+    writeFileSync(join(root, 'cls-new.jsonl'), [cls(1), JSON.stringify({ text: 'so so film', label: 'meh' })].join('\n'));
+    await assert.rejects(score('cls-new.jsonl'), /cls-new\.jsonl.*label "meh" is not one the run was trained on \(neg, pos\)/);
   });
 
   it('stops when cancelled, releasing its tensors', async () => {

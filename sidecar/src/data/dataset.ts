@@ -66,7 +66,7 @@ export interface LoadedData {
   /** Name of the task metric reported as eval_accuracy, if the task has one. */
   metricName?: 'accuracy' | 'exact_match';
   maxLength: number;
-  /** Class names by id (classification). */
+  /** Class names by id (classification), when the labels were given by name (not integer ids only). */
   labelNames?: string[];
   /** Rows cut to the max length; rows dropped (no completion token left, or under 2 tokens). */
   truncated: number;
@@ -183,6 +183,8 @@ class Builder {
 /** Maps raw labels (integers, names) to class ids, consistently over train and eval. */
 class LabelMap {
   readonly names: string[];
+  /** Whether the ids come from names (the data's strings or the model's label2id), not only from integer labels. */
+  readonly named: boolean;
   private readonly byName: Map<string, number>;
   private readonly useModelTable: boolean;
 
@@ -201,6 +203,7 @@ class LabelMap {
       this.byName = new Map(sorted.map((s, i) => [s, i]));
       this.names = sorted.length ? sorted : Array.from({ length: n }, (_, i) => info.label2id ? `LABEL_${i}` : String(i));
     }
+    this.named = this.useModelTable || this.byName.size > 0;
   }
 
   get size(): number {
@@ -278,7 +281,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
     const toEx = (it: { file: string; className: string }): Example => ({ kind: 'image', file: it.file, label: labels.map(it.className, it.file, 'class folder'), source: it.file });
     train = t.items.map(toEx);
     ev = e ? e.items.map(toEx) : [];
-    labelNames = labels.names;
+    labelNames = labels.named ? labels.names : undefined;
   } else {
     const trainRows = readRows(data.format, data.train);
     if (trainRows.length === 0) throw new InputError(data.train, '', 'no rows');
@@ -301,7 +304,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       const toEx = (r: Row): Example => ({ kind: 'cls', ids: b.clsIds(r), label: labels.map(r.fields[field], r.file, `line ${r.line}, field ${show(field)}`), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);
-      labelNames = labels.names;
+      labelNames = labels.named ? labels.names : undefined;
     }
   }
   if (train.length === 0) throw new InputError(data.train, '', `no usable rows (${b.dropped} dropped as too short after truncation to ${maxLength} tokens)`);
