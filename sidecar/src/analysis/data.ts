@@ -1,10 +1,11 @@
 /**
  * Data for the analysis commands: a JSONL/CSV file given on the command line (the spec schema's
- * default field names: text, prompt + completion, label), or a run's own data spec; batches as the
- * training loop makes them; and the count of loss-bearing tokens of an example.
+ * default field names: text, prompt + completion, label, or read as a run reads its data), or a
+ * run's own data spec; batches as the training loop makes them; and the count of loss-bearing
+ * tokens of an example.
  */
-import { extname } from 'node:path';
-import { statSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { existsSync, statSync } from 'node:fs';
 import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
 import { loadData, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer } from '../data/tokenizer';
@@ -12,6 +13,7 @@ import { InputError } from '../errors';
 import type { Model } from '../models/model';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { deriveSeed, Rng } from '../train/rng';
+import { readRunConfig, SPEC_FILE } from '../train/run-folder';
 
 export const DEFAULT_FIELDS = { textField: 'text', promptField: 'prompt', completionField: 'completion', labelField: 'label' } as const;
 
@@ -54,6 +56,33 @@ export function loadAnalysisData(model: Model, spec: DataSpec & { format: DataFo
     ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
   };
   return { data, batchOpts };
+}
+
+/**
+ * Rows of a data file (with an eval file, or a seeded split, when asked) read as a run reads its
+ * own data: its fields and maximum length, and its classes numbered as its training data numbered
+ * them. (A file's own load numbers class names by those it sees, sorted: a file with a subset of
+ * the classes would number them differently.) Not a run folder: the default fields.
+ */
+export async function loadDataAsRun(model: Model, runDir: string | undefined, train: string, opts: { eval?: string; evalSplit?: number } = {}, seed = 0): Promise<AnalysisData> {
+  if (!runDir || !existsSync(join(runDir, SPEC_FILE))) return loadAnalysisData(model, dataSpecFor(train, opts), seed);
+  const cfg = await readRunConfig(runDir);
+  const { eval: _eval, evalSplit: _split, heldout: _heldout, ...settings } = cfg.data;
+  const split = opts.eval ? { eval: opts.eval } : opts.evalSplit !== undefined ? { evalSplit: opts.evalSplit } : {};
+  const d = loadAnalysisData(model, { ...settings, train, format: inferDataFormat(train), ...split }, seed);
+  const names = d.data.labelNames;
+  if (model.arch.task === 'causal-lm' || !names) return d; // integer class ids mean the same class in both
+  const trained = loadAnalysisData(model, cfg.data, seed).data.labelNames;
+  const where = settings.format === 'images' ? 'class folder' : `field "${settings.labelField}"`;
+  if (!trained) throw new InputError(train, where, 'the run was trained on integer class ids, so names cannot be matched to its classes: give class ids');
+  const id = new Map(trained.map((n, i) => [n, i]));
+  const relabel = (e: Example): Example => {
+    if (e.kind === 'lm') return e;
+    const to = id.get(names[e.label]!);
+    if (to === undefined) throw new InputError(e.source, where, `label "${names[e.label]}" is not one the run was trained on (${trained.join(', ')})`);
+    return { ...e, label: to };
+  };
+  return { ...d, data: { ...d.data, train: d.data.train.map(relabel), eval: d.data.eval.map(relabel), labelNames: trained } };
 }
 
 /** Tokens the loss averages over: label tokens after the shift (LM), or 1 (a classified row). */

@@ -2,8 +2,8 @@
  * `evaluate`: fine-tuned runs, and their base, scored on rows of a data file (a test set, another
  * task, text the fine-tune should not forget). The same loss and task metric as the training loop's
  * evaluation (../train/evaluate.ts), plus the expected calibration error. Rows are read with each
- * run's own data settings (its fields, maximum length and labels), so a run is scored on what it
- * would have seen had this been its eval file.
+ * run's own data settings (its fields, maximum length and class numbering: analysis/data.ts
+ * loadDataAsRun), so a run is scored on what it would have seen had this been its eval file.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { promises as fsp } from 'node:fs';
@@ -11,10 +11,9 @@ import { basename, dirname, resolve } from 'node:path';
 import { describeEvaluation, type EvaluateJobParams, type EvaluateReport, type EvaluateRunReport, type JobResult } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { throwIfCancelled, type JobContext } from '../jobs/context';
-import type { Example } from '../data/dataset';
 import { Model } from '../models/model';
 import { readRunConfig } from '../train/run-folder';
-import { inferDataFormat, loadAnalysisData } from '../analysis/data';
+import { loadDataAsRun } from '../analysis/data';
 import { evaluateDetailed } from '../analysis/evaluation';
 import { loadFinetuned } from '../analysis/finetuned';
 import { AnalysisUsageError, int, list, runCli, str } from './importance';
@@ -36,12 +35,10 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
         model = undefined;
         model = await Model.load(cfg.modelDir);
       }
-      // The run's fields and length; this file's rows, all of them (no eval split of its own).
-      const { eval: _eval, evalSplit: _split, heldout: _heldout, ...settings } = cfg.data;
-      const data = loadAnalysisData(model, { ...settings, train: resolve(p.data), format: inferDataFormat(p.data) });
-      let examples = data.data.train.slice(0, p.maxRows ?? Infinity);
+      // This file's rows, all of them (no eval split of their own), read as the run reads its data.
+      const data = await loadDataAsRun(model, dir, resolve(p.data));
+      const examples = data.data.train.slice(0, p.maxRows ?? Infinity);
       if (examples.length === 0) throw new InputError(p.data, '', 'no rows to score');
-      if (model.arch.task !== 'causal-lm') examples = asTrainedLabels(examples, data.data.labelNames, loadAnalysisData(model, cfg.data).data.labelNames, p.data, settings.labelField);
       rows = examples.length;
       const ft = await loadFinetuned(model, dir);
       try {
@@ -66,26 +63,6 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
   await fsp.mkdir(dirname(out), { recursive: true });
   await fsp.writeFile(out, `${JSON.stringify(report, null, 1)}\n`, 'utf8');
   return { kind: 'evaluate', out, report };
-}
-
-/**
- * Class names map to ids by the labels a data load sees (sorted, unless the model's config names
- * them): this file's own load may number them differently from the run's training data (a subset
- * of the classes, say). Relabels the examples by name into the run's numbering; a class the run
- * was not trained on is an error naming the file. Integer class ids are taken as they are.
- */
-function asTrainedLabels(examples: Example[], names: readonly string[] | undefined, trained: readonly string[] | undefined, file: string, field: string): Example[] {
-  // Integer class ids mean the same class in both.
-  if (!names) return examples;
-  if (!trained) throw new InputError(file, `field "${field}"`, 'the run was trained on integer class ids, so names cannot be matched to its classes: give class ids');
-  const id = new Map(trained.map((n, i) => [n, i]));
-  return examples.map((e) => {
-    if (e.kind === 'lm') return e;
-    const name = names[e.label]!;
-    const to = id.get(name);
-    if (to === undefined) throw new InputError(file, e.kind === 'cls' ? `field "${field}"` : 'class folder', `label "${name}" is not one the run was trained on (${trained.join(', ')})`);
-    return { ...e, label: to };
-  });
 }
 
 // ---- command line ------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ import { readConfig } from '../models/config';
 import { architectureOf, Model } from '../models/model';
 import { disposeTrainBatch, makeBatch } from '../data/batch';
 import type { Example } from '../data/dataset';
-import type { DataFormat, DataSpec } from '../spec/types';
 import { readRunConfig } from '../train/run-folder';
-import { chunks, dataSpecFor, loadAnalysisData, type AnalysisData } from '../analysis/data';
+import { chunks, loadAnalysisData, loadDataAsRun, type AnalysisData } from '../analysis/data';
 import { evaluateDetailed, scoreOf } from '../analysis/evaluation';
 import { loadFinetuned, type Finetuned } from '../analysis/finetuned';
 import { GRAFT_DEFAULTS, Grafter, countOnes, hostMasks, maskOverlap } from '../analysis/grafting';
@@ -41,16 +40,15 @@ interface Source {
   isRun: boolean;
 }
 
-/** Training and validation rows for a source: --data (+ --eval, else a 20% split), else the run's own data. */
+/** Training and validation rows for a source: --data (+ --eval, else a 20% split; read as a run reads its data), else the run's own data. */
 async function rowsFor(model: Model, src: Source, p: LocalizeJobParams): Promise<AnalysisData> {
-  let spec: DataSpec & { format: DataFormat };
-  if (p.data) spec = dataSpecFor(p.data, p.eval ? { eval: p.eval } : { evalSplit: 0.2 });
+  let d: AnalysisData;
+  if (p.data) d = await loadDataAsRun(model, src.isRun ? src.path : undefined, p.data, p.eval ? { eval: p.eval } : { evalSplit: 0.2 }, p.seed ?? 0);
   else if (src.isRun) {
     const cfg = await readRunConfig(src.path);
-    spec = { ...cfg.data, ...(cfg.data.eval || cfg.data.evalSplit !== undefined ? {} : { evalSplit: 0.2 }) };
+    d = loadAnalysisData(model, { ...cfg.data, ...(cfg.data.eval || cfg.data.evalSplit !== undefined ? {} : { evalSplit: 0.2 }) }, p.seed ?? 0);
   } else throw new InputError(src.path, '', 'a fine-tuned model folder has no data of its own: pass --data FILE');
-  const d = loadAnalysisData(model, spec, p.seed ?? 0);
-  if (d.data.eval.length === 0) throw new InputError(spec.train, '', 'no validation rows (give --eval FILE, or more rows for the 20% split)');
+  if (d.data.eval.length === 0) throw new InputError(p.data ?? src.path, '', 'no validation rows (give --eval FILE, or more rows for the 20% split)');
   return d;
 }
 

@@ -12,7 +12,7 @@ import { InputError } from '../errors';
 import { writeSafetensors, type HostTensor } from '../io/safetensors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import { Model } from '../models/model';
-import { dataSpecFor, loadAnalysisData, type AnalysisData } from '../analysis/data';
+import { loadDataAsRun, type AnalysisData } from '../analysis/data';
 import { evaluateDetailed, scoreOf } from '../analysis/evaluation';
 import { loadFinetuned } from '../analysis/finetuned';
 import { average, breadcrumbs, compeft, compeftBytes, dare, dareRng, nonzero, ties, type Vec } from '../analysis/task-vectors';
@@ -145,7 +145,8 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
     let data: AnalysisData | undefined;
     let rows: AnalysisData['data']['eval'] = [];
     if (p.data) {
-      data = loadAnalysisData(model, dataSpecFor(p.data, p.eval ? { eval: p.eval } : { evalSplit: 0.2 }), p.seed ?? 0);
+      // Read as the first run reads its data (fields, length, class numbering) when it is a run folder.
+      data = await loadDataAsRun(model, p.runs[0], p.data, p.eval ? { eval: p.eval } : { evalSplit: 0.2 }, p.seed ?? 0);
       rows = (data.data.eval.length ? data.data.eval : data.data.train).slice(0, 256);
     }
     const all = tv.runs.map((_, i) => i);
