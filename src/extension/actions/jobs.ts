@@ -226,7 +226,12 @@ export async function allocateBudget(ctx: Ctx, args: unknown[]): Promise<string 
   const [given, method, opts] = args;
   let file = typeof given === 'string' ? given : undefined;
   if (!file) {
-    const picked = await vscode.window.showOpenDialog({ title: 'PEFT Lab: the importance report to allocate from', canSelectMany: false, filters: { 'Importance reports': ['json'] } });
+    const picked = await vscode.window.showOpenDialog({
+      title: 'PEFT Lab: the importance report to allocate from',
+      canSelectMany: false,
+      filters: { 'Importance reports': ['json'] },
+      ...(ctx.runs.root ? { defaultUri: ctx.runs.root } : {}),
+    });
     file = picked?.[0]?.fsPath;
   }
   if (!file) return undefined;
