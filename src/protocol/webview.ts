@@ -13,7 +13,7 @@ import { ADAPTER_KINDS, RUN_STATES, type MetricRecord, type RunStatus } from './
 // ---- panels ---------------------------------------------------------------------------------------
 
 /** Panel kinds; each is a bundle `dist/webviews/<kind>.js` (+ `.css`) and a webview view type `peftLab.<kind>`. */
-export const PANEL_KINDS = ['dashboard', 'importance', 'budget', 'comparison', 'localization'] as const;
+export const PANEL_KINDS = ['dashboard', 'importance', 'budget', 'comparison', 'localization', 'evaluation'] as const;
 export type PanelKind = (typeof PANEL_KINDS)[number];
 export const panelViewType = (kind: PanelKind): string => `peftLab.${kind}`;
 
@@ -156,6 +156,27 @@ export interface LocalizationView {
   overlap: { sparsity: number | null; tasks: string[]; matrix: (number | null)[][] }[];
 }
 
+/** An evaluation report (`peft-lab evaluate`, "Evaluate on Data…"): each run and its base on one data file. */
+export interface EvaluationScoreView {
+  /** NaN where the report had none (a diverged run). */
+  loss: number;
+  metric?: number;
+  ece: number;
+}
+export interface EvaluationRunView {
+  name: string;
+  source: string;
+  metricName?: string;
+  base: EvaluationScoreView;
+  finetuned: EvaluationScoreView;
+}
+export interface EvaluationView {
+  source: string;
+  data: string;
+  rows: number;
+  runs: EvaluationRunView[];
+}
+
 // ---- messages -------------------------------------------------------------------------------------
 
 /** host → webview. */
@@ -174,6 +195,7 @@ export interface HostToWebview {
   'importance/allocated': { ok: boolean; message: string };
   'comparison/data': ComparisonView;
   'localization/data': LocalizationView;
+  'evaluation/data': EvaluationView;
   /** The input could not be read or parsed: shown in place of the charts. */
   'panel/error': { message: string };
 }
@@ -416,6 +438,14 @@ export const localizationViewSchema: Schema<LocalizationView> = s.object({
   overlap: s.array(s.object({ sparsity: s.nullable(s.number), tasks: s.array(s.string), matrix: grid })),
 });
 
+const evaluationScore = s.object({ loss: s.number, metric: s.optional(s.number), ece: s.number });
+export const evaluationViewSchema: Schema<EvaluationView> = s.object({
+  source: s.string,
+  data: s.string,
+  rows: s.number,
+  runs: s.array(s.object({ name: s.string, source: s.string, metricName: s.optional(s.string), base: evaluationScore, finetuned: evaluationScore })),
+});
+
 export const panelStateSchema: Schema<PanelState> = s.object({
   sources: s.array(s.string, 64),
   ui: s.optional(s.anyObject),
@@ -431,6 +461,7 @@ export const HOST_TO_WEBVIEW: { readonly [K in keyof HostToWebview]: Schema<Host
   'importance/allocated': s.object({ ok: s.boolean, message: s.string }),
   'comparison/data': comparisonViewSchema,
   'localization/data': localizationViewSchema,
+  'evaluation/data': evaluationViewSchema,
   'panel/error': s.object({ message: s.string }),
 };
 

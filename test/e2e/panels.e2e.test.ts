@@ -6,7 +6,7 @@
  * opens the importance heatmap; the budget, comparison and localization panels open on reports;
  * the importance panel's "Allocate a parameter budget…" runs an allocate job and opens the budget
  * beside it; "Localize Skill…" on a run opens its localization; the Runs view lists the reports;
- * "Evaluate on Data…" scores a run and its base on a data file;
+ * "Evaluate on Data…" scores a run and its base on a data file (the evaluation panel);
  * "Compare variants" from the CodeLens runs a compare job and opens its comparison; New Fine-tune…
  * writes a comparison spec; Merge Runs… merges two runs into a model with its report;
  * every panel is photographed in dark and light themes (test-output/screenshots/); after a window
@@ -402,9 +402,15 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const report = JSON.parse(readFileSync(join(WS, 'reports', 'compare', folders[0]!, 'evaluation.json'), 'utf8')) as { rows: number; runs: { name: string }[] };
     assert.equal(report.rows, 48);
     assert.deepEqual(report.runs.map((r) => r.name), ['lora-r4']);
+    // Open Report: the evaluation panel, the run beside its base.
     await toast.getByRole('button', { name: 'Open Report' }).click();
-    await p.locator('.tab.active', { hasText: 'evaluation.json' }).waitFor({ state: 'visible', timeout: 20_000 });
-    await w.command('View: Close Editor');
+    const frame = await w.panelFrame('evaluation', 60_000, '#evaluation-chart[data-drawn="true"]');
+    frames.set('evaluation', frame);
+    assert.deepEqual(await frame.locator('#evaluation-table tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-run'))), ['lora-r4']);
+    assert.equal(await frame.locator('#evaluation-chart').getAttribute('data-series'), '2', 'fine-tuned and base bars');
+    assert.equal(await Workbench.frameViolations(frame), 0);
+    await w.screenshotPanel(frame, 'evaluation-dark.png');
+    shots.push('evaluation');
   });
 
   it('compares variants from the CodeLens: a compare job in the sidecar, then its comparison panel', async () => {
@@ -500,7 +506,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const w = wb!;
     await w.setTheme('Light Modern');
     for (const kind of shots) {
-      const tab = w.page.locator('.tabs-container .tab', { hasText: { dashboard: 'Run: tiny-', importance: 'Importance:', budget: 'Budget:', comparison: 'Compare:', localization: 'Localization:' }[kind]! }).first();
+      const tab = w.page.locator('.tabs-container .tab', { hasText: { dashboard: 'Run: tiny-', importance: 'Importance:', budget: 'Budget:', comparison: 'Compare:', localization: 'Localization:', evaluation: 'Evaluation:' }[kind]! }).first();
       await tab.click();
       const frame = await w.panelFrame(kind);
       await frame.locator('body[data-theme="light"][data-ready="true"]').waitFor({ timeout: 60_000 });

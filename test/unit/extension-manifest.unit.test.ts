@@ -37,7 +37,7 @@ interface Manifest {
 const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as Manifest;
 const c = pkg.contributes;
 const contributed = new Set(c.commands.map((x) => x.command));
-const PANEL_COMMANDS = ['peftLab.openDashboard', 'peftLab.openImportance', 'peftLab.openBudget', 'peftLab.openComparison', 'peftLab.openLocalization'];
+const PANEL_COMMANDS = ['peftLab.openDashboard', 'peftLab.openImportance', 'peftLab.openBudget', 'peftLab.openComparison', 'peftLab.openLocalization', 'peftLab.openEvaluation'];
 
 describe('manifest', () => {
   it('contributes every command the extension registers, and only those', () => {

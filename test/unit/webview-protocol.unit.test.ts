@@ -25,6 +25,7 @@ describe('webview protocol: validation', () => {
       'importance/allocated': { ok: false, message: 'No allocation written.' },
       'comparison/data': { source: 'c.json', name: 'n', model: 'm', rows: [{ name: 'v', kind: 'lora', state: 'done', runDir: '/r', curve: [{ step: 1, loss: 2 }] }] },
       'localization/data': { source: 'l.json', tasks: [{ name: 't', source: '/r', levels: [{ sparsity: 0.01, fraction: 0.01, grafted: 5, recoveredMetric: null, recoveredLoss: 0.5, density: [{ layer: 0, density: 0.1 }] }] }], overlap: [] },
+      'evaluation/data': { source: 'e.json', data: 'd.jsonl', rows: 4, runs: [{ name: 'r', source: '/r', metricName: 'accuracy', base: { loss: NaN, ece: 0.1 }, finetuned: { loss: 0.5, metric: 0.75, ece: 0.05 } }] },
       'panel/error': { message: 'bad' },
     };
     for (const [type, payload] of Object.entries(samples)) {

@@ -10,6 +10,7 @@ import { HOST_TO_WEBVIEW, validateMessage } from '../../src/protocol/webview';
 import { allocationFor, budgetView, deriveSpec, keySlug } from '../../src/extension/panels/shaping/allocation';
 import { pathsFromArgs } from '../../src/extension/panels/shaping/args';
 import { comparisonView } from '../../src/extension/panels/shaping/compare';
+import { evaluationView } from '../../src/extension/panels/shaping/evaluation';
 import { contentSecurityPolicy, makeNonce, panelHtml } from '../../src/extension/panels/shaping/html';
 import { importanceView, reindex } from '../../src/extension/panels/shaping/importance';
 import { localizationView, overlapMatrices } from '../../src/extension/panels/shaping/localize';
@@ -313,5 +314,24 @@ describe('webview shaping: comparison and localization', () => {
     valid('localization/data', v);
     assert.deepEqual(overlapMatrices({}, []), []);
     assert.throws(() => localizationView({ version: 1, runs: [{}] }, 'x'), /runs\[0\]: expected \{ name, levels \}/);
+  });
+});
+
+describe('webview shaping: evaluation report', () => {
+  it('maps an evaluation.json to the panel view (a null loss from JSON is NaN), valid for the webview', () => {
+    const score = (loss: number | null, metric?: number) => ({ loss, ...(metric !== undefined ? { metric } : {}), ece: 0.1, count: 20 });
+    const report = { version: 1, data: '/w/test.jsonl', rows: 20, runs: [{ name: 'a', source: '/w/runs/a', metricName: 'exact_match', base: score(4.3, 0), finetuned: score(0.05, 0.865) }, { name: 'b', source: '/w/runs/b', base: score(4.3), finetuned: score(null) }] };
+    const v = evaluationView(report, '/w/eval/evaluation.json');
+    assert.equal(v.rows, 20);
+    assert.deepEqual(v.runs[0], { name: 'a', source: '/w/runs/a', metricName: 'exact_match', base: { loss: 4.3, metric: 0, ece: 0.1 }, finetuned: { loss: 0.05, metric: 0.865, ece: 0.1 } });
+    assert.ok(Number.isNaN(v.runs[1]!.finetuned.loss));
+    assert.equal(v.runs[1]!.finetuned.metric, undefined);
+    assert.ok(validateMessage(HOST_TO_WEBVIEW, { type: 'evaluation/data', payload: v }).ok);
+  });
+
+  it('names what is wrong with a file that is not an evaluation report', () => {
+    assert.throws(() => evaluationView({ version: 1, runs: 3 }, 'x'), /not a PEFT Lab evaluation report/);
+    assert.throws(() => evaluationView({ version: 1, runs: [{ name: 'a', base: 1 }] }, 'x'), /runs\[0\]\.base: expected \{ loss, ece \}/);
+    assert.throws(() => evaluationView({ version: 1, runs: [{ base: {} }] }, 'x'), /runs\[0\]: expected \{ name, base, finetuned \}/);
   });
 });

@@ -97,7 +97,7 @@ export async function evaluateRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   const shown = report.runs.slice(0, 3).map(describeEvaluation).join('; ');
   const more = report.runs.length > 3 ? ` (and ${report.runs.length - 3} more)` : '';
   const choice = await vscode.window.showInformationMessage(`PEFT Lab: ${report.rows} rows of ${basename(data)}: ${shown}${more}.`, 'Open Report');
-  if (choice === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(out));
+  if (choice === 'Open Report') await vscode.commands.executeCommand('peftLab.openEvaluation', out);
 }
 
 export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {

@@ -39,7 +39,7 @@ export const REPORT_KIND_INFO: Record<ReportKind, { what: string; icon: string; 
   budget: { what: 'parameter budget', icon: 'pie-chart', command: 'peftLab.openBudget' },
   localization: { what: 'skill localization', icon: 'target', command: 'peftLab.openLocalization' },
   merge: { what: 'merged model', icon: 'git-merge', command: 'vscode.open' },
-  evaluation: { what: 'evaluation', icon: 'checklist', command: 'vscode.open' },
+  evaluation: { what: 'evaluation', icon: 'checklist', command: 'peftLab.openEvaluation' },
 };
 
 /** Its label: the report's folder (what "Score layers", "Localize Skill…" and "Merge Runs…" name), and an allocation's file when it is not the first. */

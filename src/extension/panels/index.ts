@@ -5,6 +5,7 @@
  *   peftLab.openBudget        allocation JSON            → per-layer parameter budget
  *   peftLab.openComparison    compare.json               → adapter comparison table + curves
  *   peftLab.openLocalization  localize.json              → sparsity vs recovered gain, mask density, overlap
+ *   peftLab.openEvaluation    evaluation.json            → runs vs their base on a data file: loss, metric, calibration
  */
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { panelViewType } from '../../protocol/webview';
 import { logTo, messageOf, PanelBase, type PanelType } from './base';
 import { dashboardType, pickRuns } from './dashboard';
 import type { PanelDeps } from './deps';
-import { budgetType, comparisonType, importanceType, localizationType } from './json-panels';
+import { budgetType, comparisonType, evaluationType, importanceType, localizationType } from './json-panels';
 import { pathsFromArgs } from './shaping/args';
 
 interface FileCommand {
@@ -29,6 +30,7 @@ const FILE_COMMANDS: FileCommand[] = [
   { command: 'peftLab.openBudget', type: budgetType, defaultName: 'allocation.json', what: 'an allocation report (peft-lab allocate)' },
   { command: 'peftLab.openComparison', type: comparisonType, defaultName: 'compare.json', what: 'a comparison (compare.json)' },
   { command: 'peftLab.openLocalization', type: localizationType, defaultName: 'localize.json', what: 'a localization report (localize.json)' },
+  { command: 'peftLab.openEvaluation', type: evaluationType, defaultName: 'evaluation.json', what: 'an evaluation report (evaluation.json)' },
 ];
 
 const isDir = (p: string) => {

@@ -6,16 +6,17 @@
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import * as vscode from 'vscode';
-import type { BudgetView, ComparisonView, HostToWebview, ImportanceView, LocalizationView, PanelKind, WebviewMessage } from '../../protocol/webview';
+import type { BudgetView, ComparisonView, EvaluationView, HostToWebview, ImportanceView, LocalizationView, PanelKind, WebviewMessage } from '../../protocol/webview';
 import { messageOf, PanelBase, type PanelType } from './base';
 import type { PanelDeps } from './deps';
 import { allocationFor, budgetView, deriveSpec, keySlug } from './shaping/allocation';
 import { comparisonView } from './shaping/compare';
+import { evaluationView } from './shaping/evaluation';
 import { importanceView } from './shaping/importance';
 import { localizationView } from './shaping/localize';
 import { watchPaths } from './watch';
 
-type DataMessage = 'importance/data' | 'budget/data' | 'comparison/data' | 'localization/data';
+type DataMessage = 'importance/data' | 'budget/data' | 'comparison/data' | 'localization/data' | 'evaluation/data';
 
 abstract class JsonReportPanel<M extends DataMessage> extends PanelBase {
   protected raw: unknown;
@@ -80,6 +81,12 @@ export class ComparisonPanel extends JsonReportPanel<'comparison/data'> {
 export class LocalizationPanel extends JsonReportPanel<'localization/data'> {
   constructor(panel: vscode.WebviewPanel, deps: PanelDeps, sources: string[]) {
     super('localization', 'localization/data', localizationView, panel, deps, sources);
+  }
+}
+
+export class EvaluationPanel extends JsonReportPanel<'evaluation/data'> {
+  constructor(panel: vscode.WebviewPanel, deps: PanelDeps, sources: string[]) {
+    super('evaluation', 'evaluation/data', evaluationView, panel, deps, sources);
   }
 }
 
@@ -177,4 +184,10 @@ export const localizationType: PanelType<LocalizationPanel> = {
   create: (panel, deps, sources) => new LocalizationPanel(panel, deps, sources),
 };
 
-export type { BudgetView, ComparisonView, ImportanceView, LocalizationView };
+export const evaluationType: PanelType<EvaluationPanel> = {
+  kind: 'evaluation',
+  title: fileTitle('Evaluation'),
+  create: (panel, deps, sources) => new EvaluationPanel(panel, deps, sources),
+};
+
+export type { BudgetView, ComparisonView, EvaluationView, ImportanceView, LocalizationView };
