@@ -292,6 +292,8 @@ export type ImportanceMethod = (typeof IMPORTANCE_METHODS)[number];
 export interface ImportanceJobParams {
   kind: 'importance';
   model: string;
+  /** The run spec the scores are for ("Score layers"): recorded in the report, and passed on to its allocations. */
+  spec?: string;
   /** A PEFT adapter folder, or a run folder (its `adapter/`): its trainable tensors are scored too. */
   adapter?: string;
   /** JSONL / CSV rows (text, prompt + completion, or text + label) ... */
@@ -335,6 +337,8 @@ export interface ImportanceGrids {
 export interface ImportanceReport {
   version: 1;
   model: string;
+  /** The run spec the scores were made for, when known. */
+  spec?: string;
   adapter?: string;
   data?: string;
   inputs?: string;
@@ -463,6 +467,8 @@ export interface RankBudgetResult {
 export interface AllocationReport {
   version: 1;
   importance: string;
+  /** The run spec of the importance report, when it names one ("Train with this allocation" derives from it). */
+  spec?: string;
   method: ImportanceMethod;
   candidates: 'all' | 'linear';
   params: { r: number; alphaRatio: number; beta: number; loraAlpha: number; ranks: number[]; rankScale: number };

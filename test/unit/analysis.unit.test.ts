@@ -136,7 +136,7 @@ describe('SPT allocation', () => {
     const tensors = cands.map((c) => ({ name: c.name, source: 'base' as const, layer: c.layer, type: c.type, shape: c.shape, numel: c.scores.length, totals: { fisher: c.scores.reduce((s, x) => s + x, 0) } }));
     const axes = gridAxes(2, ['q', 'norm']);
     const report: ImportanceReport = {
-      version: 1, model: 'none', methods: ['fisher'], batches: 1, examples: 1, tokens: 1, meanLoss: 1, totalParams: 1000, scoresFile: 'scores.safetensors',
+      version: 1, model: 'none', spec: '/w/a.peft.json', methods: ['fisher'], batches: 1, examples: 1, tokens: 1, meanLoss: 1, totalParams: 1000, scoresFile: 'scores.safetensors',
       tensors, grids: {}, numel: sumGrid(axes, tensors, (t) => t.numel), seconds: 0,
     };
     writeFileSync(join(dir, 'importance.json'), JSON.stringify(report));
@@ -145,6 +145,7 @@ describe('SPT allocation', () => {
     const r = await runAllocate({ kind: 'allocate', importance: join(dir, 'scores.safetensors'), budgets: ['7', '2%'], ...OPTS, loraAlpha: 2, out }, cliContext());
     const rep = JSON.parse(readFileSync(out, 'utf8')) as AllocationReport;
     assert.deepEqual(rep, JSON.parse(JSON.stringify(r.report)));
+    assert.equal(rep.spec, '/w/a.peft.json', 'the spec the scores were made for travels on (Train with this allocation)');
     const s = rep.spt[0]!;
     assert.deepEqual([s.target, s.k, s.cost, s.nextCost], [7, 5, 7, 10]);
     assert.deepEqual(s.grid.rows, ['embeddings/head', 'layer 0', 'layer 1']);
@@ -489,8 +490,9 @@ describe('analysis jobs', () => {
   it('importance runs as a job with progress per batch and stops when cancelled', async () => {
     const inputs = fixture('hf', 'gpt2-tiny', 'refs.safetensors');
     const seen: number[] = [];
-    const done = await runJob({ kind: 'importance', model: fixture('hf', 'gpt2-tiny'), inputs, batchSize: 1, batches: 3, methods: ['fisher'], out: join(tmp, 'job-imp') }, { ...cliContext(), progress: (p) => seen.push(p.done) });
+    const done = await runJob({ kind: 'importance', model: fixture('hf', 'gpt2-tiny'), spec: 'a.peft.json', inputs, batchSize: 1, batches: 3, methods: ['fisher'], out: join(tmp, 'job-imp') }, { ...cliContext(), progress: (p) => seen.push(p.done) });
     assert.equal(done.kind, 'importance');
+    assert.equal(done.kind === 'importance' ? done.report.spec : undefined, join(process.cwd(), 'a.peft.json'), 'the spec, resolved, in the report');
     assert.deepEqual(seen, [1, 2, 3]);
     const ac = new AbortController();
     const ctx: JobContext = { signal: ac.signal, log: () => undefined, progress: () => ac.abort() };

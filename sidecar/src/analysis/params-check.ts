@@ -27,7 +27,7 @@ export function analysisJobProblem(p: Raw): string | undefined {
       if (methods !== undefined && !(Array.isArray(methods) && methods.length > 0 && methods.every((m) => (IMPORTANCE_METHODS as readonly unknown[]).includes(m))))
         return `importance job: 'methods' must be a non-empty array of ${IMPORTANCE_METHODS.join(', ')}`;
       if (p.activations !== undefined && typeof p.activations !== 'boolean') return `importance job: 'activations' must be a boolean`;
-      return str('model') ?? str('out') ?? str('adapter', true) ?? str('data', true) ?? str('inputs', true) ?? num('batches', 1, true) ?? num('batchSize', 1, true) ?? num('seed', 0, true);
+      return str('model') ?? str('out') ?? str('spec', true) ?? str('adapter', true) ?? str('data', true) ?? str('inputs', true) ?? num('batches', 1, true) ?? num('batchSize', 1, true) ?? num('seed', 0, true);
     }
     case 'allocate':
       return (

@@ -168,6 +168,7 @@ export async function runAllocate(p: AllocateJobParams, ctx: JobContext): Promis
   const report: AllocationReport = {
     version: 1,
     importance: file,
+    ...(imp.spec ? { spec: imp.spec } : {}),
     method,
     candidates: which,
     params: { ...opts, loraAlpha, ranks: [...ranks], rankScale },

@@ -160,6 +160,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     const report: ImportanceReport = {
       version: 1,
       model: resolve(p.model),
+      ...(p.spec ? { spec: resolve(p.spec) } : {}),
       ...(p.adapter ? { adapter: resolve(p.adapter) } : {}),
       ...(p.data ? { data: resolve(p.data) } : {}),
       ...(p.inputs ? { inputs: resolve(p.inputs) } : {}),

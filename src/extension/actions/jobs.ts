@@ -187,7 +187,7 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
   });
   if (typeof plan === 'string') throw new Error(`cannot score layers: ${plan}`);
   ctx.diagnostics.clear(vscode.Uri.file(specFile));
-  const params: JobParams = { kind: 'importance', model: plan.model, data: plan.data, out: plan.out };
+  const params: JobParams = { kind: 'importance', model: plan.model, spec: specFile, data: plan.data, out: plan.out };
   ctx.log.info(`scoring layers of ${plan.model} on ${plan.data} → ${plan.out}`);
   const end = await runJobWithProgress(ctx, params, `PEFT Lab: scoring layers for ${specFile.split(/[\\/]/).pop()}`);
   if (end.state === 'done') {
