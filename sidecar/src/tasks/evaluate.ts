@@ -29,11 +29,11 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
   try {
     for (const [i, dir] of p.runs.entries()) {
       throwIfCancelled(ctx.signal);
-      const cfg = await readRunConfig(dir);
-      if (model?.dir !== resolve(cfg.modelDir)) {
+      const modelDir = resolve((await readRunConfig(dir)).modelDir);
+      if (model?.dir !== modelDir) {
         model?.dispose();
         model = undefined;
-        model = await Model.load(cfg.modelDir);
+        model = await Model.load(modelDir);
       }
       // This file's rows, all of them (no eval split of their own), read as the run reads its data.
       const data = await loadDataAsRun(model, dir, resolve(p.data));
