@@ -7,7 +7,7 @@ import './lib/panel.css';
 import { BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip } from 'chart.js';
 import type { BudgetView } from '../../src/protocol/webview';
 import { bootstrap, errorLine } from './lib/bootstrap';
-import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
+import { Chart, followTheme, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h } from './lib/dom';
 import { settingControls } from './lib/settings';
 import type { Theme } from './lib/theme';
@@ -177,8 +177,5 @@ panel.on('budget/trained', ({ ok, message }) => {
   result.className = ok ? 'notice' : 'notice error';
   result.hidden = false;
 });
-panel.onTheme((t) => {
-  applyTheme(chart, t);
-  render();
-});
+followTheme(panel, [chart], render);
 panel.ready();

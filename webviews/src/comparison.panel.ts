@@ -7,7 +7,7 @@ import './lib/panel.css';
 import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type ChartDataset } from 'chart.js';
 import type { ComparisonRowView, ComparisonView } from '../../src/protocol/webview';
 import { bootstrap, errorLine } from './lib/bootstrap';
-import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
+import { Chart, followTheme, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
 import { withAlpha } from './shared/color';
@@ -177,8 +177,5 @@ panel.on('comparison/data', (v) => {
   renderChart();
   document.body.dataset.ready = 'true';
 });
-panel.onTheme((t) => {
-  applyTheme(chart, t);
-  renderChart();
-});
+followTheme(panel, [chart], renderChart);
 panel.ready();

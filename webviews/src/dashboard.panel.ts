@@ -8,7 +8,7 @@ import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, Poi
 import type { MetricRecord } from '../../src/protocol';
 import type { DashboardRun } from '../../src/protocol/webview';
 import { bootstrap, errorLine } from './lib/bootstrap';
-import { applyTheme, Chart, makeChart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
+import { Chart, followTheme, makeChart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
 import type { Theme } from './lib/theme';
@@ -291,8 +291,5 @@ panel.on('dashboard/status', ({ runId, status }) => {
   run.status = status;
   scheduleRender();
 });
-panel.onTheme((theme) => {
-  for (const c of charts) applyTheme(c, theme);
-  rebuildScales();
-});
+followTheme(panel, charts, rebuildScales);
 panel.ready();

@@ -6,7 +6,7 @@ import './lib/panel.css';
 import { BarController, BarElement, CategoryScale, Legend, LinearScale, Tooltip } from 'chart.js';
 import type { EvaluationRunView, EvaluationScoreView, EvaluationView } from '../../src/protocol/webview';
 import { bootstrap, errorLine } from './lib/bootstrap';
-import { applyTheme, Chart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
+import { Chart, followTheme, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h } from './lib/dom';
 import { settingControls } from './lib/settings';
 import { withAlpha } from './shared/color';
@@ -118,8 +118,5 @@ panel.on('evaluation/data', (v) => {
   renderChart();
   document.body.dataset.ready = 'true';
 });
-panel.onTheme((t) => {
-  applyTheme(chart, t);
-  renderChart();
-});
+followTheme(panel, [chart], renderChart);
 panel.ready();

@@ -85,3 +85,11 @@ export function markDrawn(chart: Chart, countDataset: (label: string) => boolean
   canvas.dataset.series = String(series);
   canvas.dataset.drawn = points > 0 ? 'true' : 'false';
 }
+
+/** On a theme change: these charts re-coloured, then `redraw` (what else depends on the theme). */
+export function followTheme(panel: { onTheme(handler: (t: Theme) => void): void }, charts: readonly Chart[], redraw: () => void): void {
+  panel.onTheme((t) => {
+    for (const c of charts) applyTheme(c, t);
+    redraw();
+  });
+}
