@@ -216,7 +216,7 @@ describe('adapters', () => {
         }
       });
 
-      it('a layer scale of 0 removes the adapter from that block; 1 restores it', async () => {
+      it(c.spec.kind === 'dora' ? 'a layer scale multiplies the LoRA scaling (magnitudes stay); 1 restores it' : 'a layer scale of 0 removes the adapter from that block; 1 restores it', async () => {
         const model = models.get(c.model)!;
         const a = await createAdapter(model, c.spec, { seed: 6 });
         try {
@@ -224,13 +224,40 @@ describe('adapters', () => {
           const full = await logits(c.model, a);
           const layers = new Set([...a.trainable.keys()].map((k) => a.layerOf(k)));
           for (let l = -1; l < model.config.numLayers; l++) a.setLayerScale(l, 0);
-          // Nothing of the adapter is left (heads in modules_to_save are layer −1, scaled too).
-          assertClose('all layers off', await logits(c.model, a), await logits(c.model), 1e-6);
+          if (c.spec.kind === 'dora') {
+            // PEFT's DoRA with scaling 0 (IST's probes scale `scaling`): m ⊙ W / ‖W‖, as if B were 0.
+            const off = await logits(c.model, a);
+            assert.ok(relMaxError(off, await logits(c.model)) > 1e-3, 'the magnitudes still act at scale 0');
+            for (let l = -1; l < model.config.numLayers; l++) a.setLayerScale(l, 1);
+            const Bs = [...a.trainable].filter(([k]) => k.endsWith('lora_B.weight'));
+            for (const [k, t] of Bs) a.trainable.set(k, tf.zerosLike(t));
+            assertClose('scale 0 = B set to 0', off, await logits(c.model, a), 1e-6);
+            for (const [k, t] of Bs) {
+              a.trainable.get(k)!.dispose();
+              a.trainable.set(k, t);
+            }
+            for (let l = -1; l < model.config.numLayers; l++) a.setLayerScale(l, 0);
+          } else {
+            // Nothing of the adapter is left (heads in modules_to_save are layer −1, scaled too).
+            assertClose('all layers off', await logits(c.model, a), await logits(c.model), 1e-6);
+          }
           for (let l = -1; l < model.config.numLayers; l++) a.setLayerScale(l, 1);
           assert.deepEqual(await logits(c.model, a), full);
           if (layers.has(0) && model.config.numLayers > 1) {
             a.setLayerScale(0, 0.25);
-            assert.ok(relMaxError(await logits(c.model, a), full) > 0, 'scaling layer 0 changes the output');
+            const scaled = await logits(c.model, a);
+            assert.ok(relMaxError(scaled, full) > 0, 'scaling layer 0 changes the output');
+            if (c.mergeable !== false) {
+              // Merging folds in the scaled adapter; unmerging undoes exactly that.
+              const merged = a.merged();
+              const restored = a.unmerge(merged);
+              try {
+                assertClose('merged under a layer scale', await logits(c.model, undefined, merged), scaled, 1e-5);
+                for (const [k, t] of restored) assertClose(`unmerged ${k}`, (await t.data()) as Float32Array, (await model.params.get(k)!.data()) as Float32Array, 1e-5);
+              } finally {
+                tf.dispose([...merged.values(), ...restored.values()]);
+              }
+            }
             a.setLayerScale(0, 1);
           }
         } finally {

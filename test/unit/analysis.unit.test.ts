@@ -27,7 +27,7 @@ import type { Gpt2Config } from '../../sidecar/src/models/config';
 import { randomModel } from '../../sidecar/src/models/init';
 import { Model } from '../../sidecar/src/models/model';
 import { runAllocate } from '../../sidecar/src/tasks/allocate';
-import { runMerge } from '../../sidecar/src/tasks/merge';
+import { greedySoup, runMerge } from '../../sidecar/src/tasks/merge';
 import { runLocalize } from '../../sidecar/src/tasks/localize';
 import { evaluate } from '../../sidecar/src/train/evaluate';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -433,6 +433,23 @@ describe('task vectors', () => {
     // dare-ties: pruned (2, 0, −6, 0) and (0, −12, 14, 0); signs +, −, +, + → (2, −12·½, 14·½, 0).
     close(dare([t1, t2], { density: 0.5, weights: [1, 0.5], ties: true, rng: (t) => new Fixed(draws[t]!) }), [2, -6, 7, 0]);
     assert.deepEqual([...dare([t1], { density: 1, rng: (t) => dareRng(0, t, 'y') })], [...t1]);
+  });
+
+  it('a greedy soup ranks ingredients best first, keeps each that does not lower the soup, skips (not stops at) one that does', async () => {
+    // Ingredient scores 0.5, 0.9, 0.7, 0.8 → order 1, 3, 2, 0. Soups: {1,3} 0.92 kept; {1,3,2} 0.85 skipped;
+    // {1,3,0} 0.92 (equal) kept.
+    const soups: Record<string, number> = { '1,3': 0.92, '1,2,3': 0.85, '0,1,3': 0.92 };
+    const asked: number[][] = [];
+    const r = await greedySoup(4, async (i) => [0.5, 0.9, 0.7, 0.8][i]!, async (set) => {
+      asked.push(set);
+      return soups[[...set].sort().join(',')]!;
+    });
+    assert.deepEqual(r.order, [1, 3, 2, 0]);
+    assert.deepEqual(asked, [[1, 3], [1, 3, 2], [1, 3, 0]]);
+    assert.deepEqual(r.included, [1, 3, 0]);
+    assert.deepEqual(r.soupScores, [0.9, 0.92, 0.85, 0.92]);
+    // Ties in the ingredients' scores keep the given order.
+    assert.deepEqual((await greedySoup(3, async () => 1, async () => 0)).order, [0, 1, 2]);
   });
 
   it('a uniform soup averages the fine-tuned weights, written as a loadable model folder', async () => {

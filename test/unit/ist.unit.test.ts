@@ -83,6 +83,30 @@ describe('IST: pure parts', () => {
     for (let i = 0; i < 20; i++) assert.deepEqual(b.sampleUpdate(), a.sampleUpdate());
     assert.deepEqual(b.importance(), a.s.map((x) => sigmoid(-x)));
   });
+  test('draws: blocks train with weights σ(−s), are suppressed with σ(s); a probe step never repeats a round', async () => {
+    // Block 0 scored unimportant (s = +4), block 1 important (s = −4), blocks 2, 3 neutral.
+    const a = new Ist({ ...IST_DEFAULTS, K: 3 }, 4, 5);
+    a.s = [4, -4, 0, 0];
+    const N = 4000;
+    const upd = [0, 0, 0, 0];
+    const sup = [0, 0, 0, 0];
+    for (let i = 0; i < N; i++) {
+      for (const b of a.sampleUpdate()) upd[b]!++;
+      for (const b of a.sampleSuppress()) sup[b]!++;
+    }
+    // One block per step (⌊0.25·4⌋): P(b) = σ(−s_b) / Σ σ(−s) = 0.018/2.0 vs 0.982/2.0.
+    close(upd[0]! / N, sigmoid(-4) / 2, 0.01, 'update draws of block 0');
+    close(upd[1]! / N, sigmoid(4) / 2, 0.02, 'update draws of block 1');
+    assert.ok(sup[0]! > 3 * sup[1]!, `suppression prefers the unimportant block: ${sup.join(',')}`);
+    // 4 blocks, 2 suppressed: 6 distinct sets for K = 3 rounds, so every probe step's rounds differ.
+    for (let i = 0; i < 200; i++) {
+      const { rounds } = await a.update(i, async () => 1);
+      assert.equal(new Set(rounds.map((r) => [...r].sort().join(','))).size, 3, `step ${i}: ${JSON.stringify(rounds)}`);
+    }
+    // 2 blocks, 1 suppressed: only 2 sets for 3 rounds, so one repeats (and the update still ends).
+    const b = new Ist({ ...IST_DEFAULTS, K: 3, supFraction: 0.5 }, 2, 5);
+    assert.equal((await b.update(0, async () => 1)).rounds.length, 3);
+  });
 });
 
 describe('IST: training on gpt2-tiny', () => {
@@ -139,6 +163,22 @@ describe('IST: training on gpt2-tiny', () => {
       prev = cur;
     }
     assert.ok(new Set(perStep.flat()).size > 1, `different blocks over the steps: ${JSON.stringify(perStep)}`);
+    // AdamW's bias correction counts each tensor's own updates (PyTorch skips tensors without a
+    // gradient): the checkpoint records them. Step 1's block is the one whose lora_B left zero.
+    const first = await readSafetensors(join(cks[0]!.dir, 'adapter.safetensors'));
+    const step1 = [...first].filter(([k, t]) => k.includes('lora_B') && (t.data as Float32Array).some((x) => x !== 0)).map(([k]) => layerOf(k));
+    assert.equal(new Set(step1).size, 1);
+    const trained = [step1[0]!, ...perStep.map((b) => b[0]!)];
+    for (const c of [cks[4]!, cks[7]!]) {
+      const st = JSON.parse(readFileSync(join(c.dir, 'state.json'), 'utf8')) as { optimizerStep: number; optimizerSteps: Record<string, number> };
+      assert.equal(st.optimizerStep, c.step);
+      const want: Record<string, number> = {};
+      for (const name of first.keys()) {
+        const count = trained.slice(0, c.step).filter((l) => l === layerOf(name)).length;
+        if (count > 0) want[name] = count;
+      }
+      assert.deepEqual(st.optimizerSteps, want, `update counts at step ${c.step}`);
+    }
 
     const ist = JSON.parse(readFileSync(join(ref, 'ist.json'), 'utf8')) as { steps: number[]; scores: number[][]; importance: number[] };
     assert.deepEqual(ist.steps, [0, 2, 4, 6, 8]);

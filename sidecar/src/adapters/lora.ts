@@ -91,7 +91,7 @@ function loraHook(core: AdapterCore, mod: LoraModule, index: number, opts: LoraO
   return (x, layer, base, f) => {
     const y = base(x);
     const factor = core.scaleOf(mod.info.layer);
-    if (factor === 0) return y;
+    if (factor === 0 && !opts.dora) return y;
     const A = core.get(f, n.A);
     const B = core.get(f, n.B);
     const drop = f.training && opts.dropout > 0;
@@ -105,30 +105,31 @@ function loraHook(core: AdapterCore, mod: LoraModule, index: number, opts: LoraO
       return tf.add(y, lora);
     }
     // DoRA (PEFT's DoraLinearLayer.forward): the norm is detached, the base output reused unless dropout is active.
+    // A layer scale multiplies the LoRA scaling s, norm included, as IST's probes scale PEFT's `scaling`.
+    const s = mod.scale * factor;
     const W = layer.weight;
     const mag = core.get(f, n.magnitude);
-    const norm = detach(doraNorm(W, layer.fanInFanOut, A, B, mod.scale));
+    const norm = detach(doraNorm(W, layer.fanInFanOut, A, B, s));
     const k = tf.div(mag, norm);
     let lora = tf.matMul(tf.matMul(xd, A, false, true), B, false, true);
     if (hasBias) lora = tf.add(lora, core.get(f, n.bias));
     const baseNoBias = drop ? tf.matMul(xd, W, false, !layer.fanInFanOut) : layer.bias ? tf.sub(y, layer.bias) : y;
-    let delta = tf.add(tf.mul(tf.sub(k, 1), baseNoBias), tf.mul(tf.mul(lora, k), mod.scale));
-    if (factor !== 1) delta = tf.mul(delta, factor);
+    const delta = tf.add(tf.mul(tf.sub(k, 1), baseNoBias), tf.mul(tf.mul(lora, k), s));
     return tf.add(y, delta) as tf.Tensor2D;
   };
 }
 
 function loraMergePart(core: AdapterCore, modules: LoraModule[], opts: LoraOptions): MergePart {
-  /** s·B·A in the stored layout. */
-  const delta = (mod: LoraModule) => {
+  /** f·s·B·A in the stored layout (f: the block's layer scale). */
+  const delta = (mod: LoraModule, factor: number) => {
     const n = loraNames(mod.info.module);
-    const d = tf.mul(tf.matMul(core.tensor(n.B), core.tensor(n.A)), mod.scale);
+    const d = tf.mul(tf.matMul(core.tensor(n.B), core.tensor(n.A)), mod.scale * factor);
     return mod.info.fanInFanOut ? tf.transpose(d) : d;
   };
-  /** DoRA's per-output factor m / ‖W0 + s·BA‖, shaped to broadcast over the stored layout. */
-  const doraFactor = (mod: LoraModule, w0: tf.Tensor) => {
+  /** DoRA's per-output factor m / ‖W0 + f·s·BA‖, shaped to broadcast over the stored layout. */
+  const doraFactor = (mod: LoraModule, w0: tf.Tensor, factor: number) => {
     const n = loraNames(mod.info.module);
-    const k = tf.div(core.tensor(n.magnitude), doraNorm(w0, mod.info.fanInFanOut, core.tensor(n.A), core.tensor(n.B), mod.scale));
+    const k = tf.div(core.tensor(n.magnitude), doraNorm(w0, mod.info.fanInFanOut, core.tensor(n.A), core.tensor(n.B), mod.scale * factor));
     return mod.info.fanInFanOut ? tf.reshape(k, [1, -1]) : tf.reshape(k, [-1, 1]);
   };
   return {
@@ -138,11 +139,10 @@ function loraMergePart(core: AdapterCore, modules: LoraModule[], opts: LoraOptio
         const factor = core.scaleOf(mod.info.layer);
         const w0 = currentWeight(core, out, `${m}.weight`)!;
         const merged = tf.tidy(() => {
-          const d = delta(mod);
-          if (!opts.dora) return tf.add(w0, tf.mul(d, factor));
-          // W' = k ⊙ (W0 + ΔW); a layer scale interpolates between W0 and W'.
-          const full = tf.mul(doraFactor(mod, core.baseParam(`${m}.weight`)!), tf.add(w0, d));
-          return factor === 1 ? full : tf.add(w0, tf.mul(tf.sub(full, w0), factor));
+          const d = delta(mod, factor);
+          if (!opts.dora) return tf.add(w0, d);
+          // W' = k ⊙ (W0 + f·ΔW), k = m / ‖W0 + f·ΔW‖.
+          return tf.mul(doraFactor(mod, core.baseParam(`${m}.weight`)!, factor), tf.add(w0, d));
         });
         setMerged(out, `${m}.weight`, merged);
         if (mod.bias) {
@@ -159,14 +159,9 @@ function loraMergePart(core: AdapterCore, modules: LoraModule[], opts: LoraOptio
         const wm = out.get(`${m}.weight`);
         if (!wm) continue;
         const restored = tf.tidy(() => {
-          const d = delta(mod);
-          let w0: tf.Tensor;
-          if (!opts.dora) w0 = tf.sub(wm, tf.mul(d, factor));
-          else {
-            // W_eff = W0 (1 − f + f k) + f k ΔW  ⇒  W0 = (W_eff − f k ΔW) / (1 − f + f k), k from the cached base norm.
-            const k = doraFactor(mod, core.baseParam(`${m}.weight`)!);
-            w0 = tf.div(tf.sub(wm, tf.mul(tf.mul(k, d), factor)), tf.add(tf.mul(k, factor), 1 - factor));
-          }
+          const d = delta(mod, factor);
+          // DoRA: W_eff = k ⊙ (W0 + f·ΔW)  ⇒  W0 = W_eff / k − f·ΔW, k from the base weight's norm.
+          let w0 = opts.dora ? tf.sub(tf.div(wm, doraFactor(mod, core.baseParam(`${m}.weight`)!, factor)), d) : tf.sub(wm, d);
           // A data-aware init replaced W by W − s·B₀A₀: add it back to restore the model's weight.
           if (mod.init) {
             const A0 = tf.tensor2d(mod.init.A, [mod.r, mod.info.inFeatures]);

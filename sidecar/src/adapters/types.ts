@@ -35,7 +35,7 @@ export interface AdapterInstance {
   overrides(): Map<string, tf.Tensor>;
   /** Transformer block of a trainable tensor, or -1 (IST samples layers to train). */
   layerOf(name: string): number;
-  /** Multiplies the adapter's contribution in a block by `factor` (IST's suppression probes); 1 restores. */
+  /** Multiplies the adapter's contribution in a block by `factor` (IST's suppression probes; LoRA-family: its scaling, so DoRA's magnitudes stay); 1 restores. */
   setLayerScale(layer: number, factor: number): void;
   /** Seeds dropout for the next forward pass, so training is deterministic under a seed. */
   setStep(step: number): void;

@@ -171,28 +171,25 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
 
     let which = all;
     if (p.method === 'soup-greedy') {
-      // Ingredients by validation score (best first); each is kept when the soup's score does not drop.
-      const scores: number[] = [];
-      for (const t of all) {
-        throwIfCancelled(ctx.signal);
-        const single = new Map(tv.names.map((n) => [n, tauOf(tv, t, n)]));
-        scores.push(scoreOf(await evalWith(model, tv, single, data!, rows, batchSize, ctx.signal)));
-        ctx.progress({ done: t + 1, total: 2 * all.length, message: `scoring ${tv.runs[t]}` });
-      }
-      const order = [...all].sort((a, b) => scores[b]! - scores[a]! || a - b);
-      which = [order[0]!];
-      let best = scores[order[0]!]!;
-      const soupScores = [best];
-      for (const t of order.slice(1)) {
-        throwIfCancelled(ctx.signal);
-        const s = scoreOf(await evalWith(model, tv, mergeTaus(tv, 'soup-uniform', [...which, t], p), data!, rows, batchSize, ctx.signal));
-        soupScores.push(s);
-        if (s >= best) {
-          which = [...which, t];
-          best = s;
-        }
-        ctx.progress({ done: all.length + soupScores.length, total: 2 * all.length, message: `soup of ${which.length}` });
-      }
+      let scored = 0;
+      const soup = await greedySoup(
+        all.length,
+        async (t) => {
+          throwIfCancelled(ctx.signal);
+          const single = new Map(tv.names.map((n) => [n, tauOf(tv, t, n)]));
+          const s = scoreOf(await evalWith(model, tv, single, data!, rows, batchSize, ctx.signal));
+          ctx.progress({ done: ++scored, total: 2 * all.length, message: `scoring ${tv.runs[t]}` });
+          return s;
+        },
+        async (ingredients) => {
+          throwIfCancelled(ctx.signal);
+          const s = scoreOf(await evalWith(model, tv, mergeTaus(tv, 'soup-uniform', ingredients, p), data!, rows, batchSize, ctx.signal));
+          ctx.progress({ done: ++scored, total: 2 * all.length, message: `soup of ${ingredients.length}` });
+          return s;
+        },
+      );
+      which = soup.included;
+      const { order, scores, soupScores } = soup;
       report.soup = { order: order.map((t) => tv.runs[t]!), scores: order.map((t) => scores[t]!), included: which.map((t) => tv.runs[t]!), soupScores };
     }
     throwIfCancelled(ctx.signal);
@@ -289,4 +286,27 @@ export async function mergeCommand(v: Record<string, string | boolean | string[]
   if (rep.eval) bits.push(`merged: loss ${rep.eval.merged.loss.toFixed(4)}${rep.eval.merged.metric !== undefined ? `, ${rep.eval.metricName ?? 'metric'} ${(rep.eval.merged.metric * 100).toFixed(1)}%` : ''}`);
   process.stderr.write(`${bits.join('; ')}\n`);
   process.stdout.write(`wrote ${r.out}\n`);
+}
+
+/**
+ * Greedy soup (Wortsman et al. 2022): ingredients sorted by their own validation score, best first;
+ * each is added when the soup with it scores at least as well as the soup without it, else skipped
+ * (and the next one tried). `score(i)`: one ingredient alone; `soupScore(set)`: a uniform soup.
+ */
+export async function greedySoup(n: number, score: (i: number) => Promise<number>, soupScore: (ingredients: number[]) => Promise<number>): Promise<{ order: number[]; scores: number[]; included: number[]; soupScores: number[] }> {
+  const scores: number[] = [];
+  for (let i = 0; i < n; i++) scores.push(await score(i));
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
+  let included = [order[0]!];
+  let best = scores[order[0]!]!;
+  const soupScores = [best];
+  for (const t of order.slice(1)) {
+    const s = await soupScore([...included, t]);
+    soupScores.push(s);
+    if (s >= best) {
+      included = [...included, t];
+      best = s;
+    }
+  }
+  return { order, scores, included, soupScores };
 }

@@ -16,14 +16,20 @@ export interface AdamWOptions {
 export const ADAMW_DEFAULTS: AdamWOptions = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 };
 
 export interface AdamWState {
+  /** Optimizer steps taken. */
   step: number;
+  /**
+   * Updates each tensor has had (PyTorch's per-parameter `state['step']`): bias correction follows
+   * each tensor's own count, which differs from `step` when some steps leave tensors out (IST).
+   */
+  steps: Map<string, number>;
   m: Map<string, tf.Tensor>;
   v: Map<string, tf.Tensor>;
 }
 
 export class AdamW {
   readonly opts: AdamWOptions;
-  state: AdamWState = { step: 0, m: new Map(), v: new Map() };
+  state: AdamWState = { step: 0, steps: new Map(), m: new Map(), v: new Map() };
 
   constructor(opts: Partial<AdamWOptions> = {}) {
     this.opts = { ...ADAMW_DEFAULTS, ...opts };
@@ -35,14 +41,25 @@ export class AdamW {
    */
   step(params: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>, lr = this.opts.lr, decay: (name: string) => boolean = () => true): void {
     const { beta1, beta2, eps, weightDecay } = this.opts;
-    const t = ++this.state.step;
-    const c1 = 1 - beta1 ** t;
-    const c2 = 1 - beta2 ** t;
-    const scalars = adamWStepScalars({ lr, c1, c2 }, weightDecay);
-    try {
-      this.update(params, grads, { beta1, beta2, eps, lr, weightDecay, c1, c2 }, scalars, decay);
-    } finally {
-      scalars.dispose();
+    this.state.step++;
+    // Tensors grouped by their own update count (one group unless some steps left tensors out).
+    const byCount = new Map<number, Map<string, tf.Tensor>>();
+    for (const [name, g] of grads) {
+      const t = (this.state.steps.get(name) ?? 0) + 1;
+      let group = byCount.get(t);
+      if (!group) byCount.set(t, (group = new Map()));
+      group.set(name, g);
+    }
+    for (const [t, group] of byCount) {
+      const c1 = 1 - beta1 ** t;
+      const c2 = 1 - beta2 ** t;
+      const scalars = adamWStepScalars({ lr, c1, c2 }, weightDecay);
+      try {
+        this.update(params, group, { beta1, beta2, eps, lr, weightDecay, c1, c2 }, scalars, decay);
+      } finally {
+        scalars.dispose();
+      }
+      for (const name of group.keys()) this.state.steps.set(name, t);
     }
   }
 
@@ -72,6 +89,6 @@ export class AdamW {
 
   dispose(): void {
     tf.dispose([...this.state.m.values(), ...this.state.v.values()]);
-    this.state = { step: 0, m: new Map(), v: new Map() };
+    this.state = { step: 0, steps: new Map(), m: new Map(), v: new Map() };
   }
 }

@@ -28,6 +28,8 @@ export interface TrainerState {
   step: number;
   totalSteps: number;
   optimizerStep: number;
+  /** Updates per trainable tensor where that differs from optimizerStep (IST); absent: all equal it. */
+  optimizerSteps?: Record<string, number>;
   data: DataOrderState;
   /** Loss window since the last logged step. */
   lossSum: number;

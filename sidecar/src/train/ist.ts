@@ -108,6 +108,16 @@ export function istScoreUpdate(s: readonly number[], rounds: readonly (readonly 
   return out;
 }
 
+/** Whether C(n, k) ≥ at: enough distinct k-subsets of n blocks for `at` rounds. */
+function binomialAtLeast(n: number, k: number, at: number): boolean {
+  let c = 1;
+  for (let i = 1; i <= k; i++) {
+    c = (c * (n - k + i)) / i;
+    if (c >= at) return true;
+  }
+  return c >= at;
+}
+
 /** The IST driver the trainer uses: draws and scores, with a state that round-trips through JSON. */
 export class Ist {
   s: number[];
@@ -154,8 +164,13 @@ export class Ist {
   async update(step: number, probe: (suppressed: number[]) => Promise<number>): Promise<{ rounds: number[][]; losses: number[] }> {
     const rounds: number[][] = [];
     const losses: number[] = [];
+    // As the authors' code: a round that repeats an earlier round's blocks is drawn again (it would
+    // count the same reward twice), unless there are fewer distinct block sets than rounds.
+    const distinct = binomialAtLeast(this.layers, this.nSup, this.opts.K);
+    const key = (b: readonly number[]) => [...b].sort((x, y) => x - y).join(',');
     for (let k = 0; k < this.opts.K; k++) {
-      const sup = this.sampleSuppress();
+      let sup = this.sampleSuppress();
+      for (let tries = 0; distinct && tries < 1000 && rounds.some((r) => key(r) === key(sup)); tries++) sup = this.sampleSuppress();
       rounds.push(sup);
       losses.push(await probe(sup));
     }

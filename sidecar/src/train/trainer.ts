@@ -26,7 +26,7 @@ import { Model } from '../models/model';
 import { BUNDLED_PREFIX } from '../spec/load';
 import type { RunConfig } from '../spec/types';
 import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-bridge';
-import { AdamW } from './adamw';
+import { AdamW, type AdamWState } from './adamw';
 import { listCheckpoints, readCheckpoint, restoreTensor, writeCheckpoint, type TrainerState } from './checkpoint';
 import { evaluate } from './evaluate';
 import { describeEstimate, estimateMemory, memoryLimitFor } from './memory';
@@ -402,6 +402,7 @@ class Session {
           ...state,
           step,
           optimizerStep: this.opt.state.step,
+          ...optimizerStepsOf(this.opt.state),
           data: order.state,
           lossSum: state.lossSum + loss,
           lossCount: state.lossCount + 1,
@@ -586,7 +587,13 @@ class Session {
       m.set(name, restoreTensor(ofile, `m.${name}`, ck.m.get(name), t));
       v.set(name, restoreTensor(ofile, `v.${name}`, ck.v.get(name), t));
     }
-    this.opt.state = { step: ck.state.optimizerStep, m, v };
+    const steps = new Map<string, number>();
+    for (const name of m.keys()) {
+      const t = ck.state.optimizerSteps?.[name] ?? ck.state.optimizerStep;
+      if (!Number.isInteger(t) || t < 1 || t > ck.state.optimizerStep) throw new InputError(join(dir, 'state.json'), `optimizerSteps.${name}`, `expected an update count from 1 to ${ck.state.optimizerStep}, got ${String(t)}`);
+      steps.set(name, t);
+    }
+    this.opt.state = { step: ck.state.optimizerStep, steps, m, v };
     order.restore(ck.state.data);
     return ck.state;
   }
@@ -600,3 +607,9 @@ class Session {
 }
 
 export type { LoadedData };
+
+/** The per-tensor update counts for a checkpoint, when any differs from the optimizer's step (IST). */
+function optimizerStepsOf(st: AdamWState): { optimizerSteps?: Record<string, number> } {
+  const differ = [...st.steps.values()].some((t) => t !== st.step);
+  return differ ? { optimizerSteps: Object.fromEntries(st.steps) } : {};
+}
