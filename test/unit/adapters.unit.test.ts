@@ -461,6 +461,39 @@ describe('adapters', () => {
       });
     }
 
+    it('reads PEFT\'s bias="all" files of a classifier: the wrapper\'s original and trained bias copies', async () => {
+      const model = models.get('bert-cls-tiny')!;
+      const a = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4, bias: 'all' }, { seed: 8 });
+      const dir = join(tmp, 'bias-all-seqcls');
+      try {
+        perturb(a, 9);
+        const before = await logits('bert-cls-tiny', a);
+        await savePeftAdapter(dir, a, { baseModel: 'bert-cls-tiny' });
+        // As PEFT 0.21 saves it: every state-dict key ending in ".bias", so also
+        // classifier.original_module.bias (the base's) and classifier.modules_to_save.bias (the trained one again).
+        const file = join(dir, 'adapter_model.safetensors');
+        const t = await readSafetensors(file);
+        const trained = t.get('base_model.model.classifier.bias')!;
+        const original = (await model.params.get('classifier.bias')!.data()) as Float32Array;
+        t.set('base_model.model.classifier.original_module.bias', { dtype: 'F32', shape: trained.shape, data: Float32Array.from(original) });
+        t.set('base_model.model.classifier.modules_to_save.bias', { ...trained });
+        await writeSafetensors(file, t);
+        const b = await loadPeftAdapter(model, dir);
+        try {
+          assert.deepEqual(await logits('bert-cls-tiny', b), before);
+        } finally {
+          b.dispose();
+        }
+        // A copy that disagrees with the tensor it duplicates is an error naming it.
+        t.set('base_model.model.classifier.modules_to_save.bias', { dtype: 'F32', shape: trained.shape, data: Float32Array.from(original) });
+        await writeSafetensors(file, t);
+        await assert.rejects(loadPeftAdapter(model, dir), /classifier\.modules_to_save\.bias\): duplicates tensor base_model\.model\.classifier\.bias with different values/);
+      } finally {
+        a.dispose();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('an init that replaced the base weight exports as a rank-2r LoRA on the original base', async () => {
       for (const name of ['llama-tiny', 'gpt2-tiny'] as Fixture[]) {
         const model = models.get(name)!;

@@ -30,7 +30,8 @@ import { mulberry32 } from '../../sidecar/src/adapters/inits/methods';
 import { readSafetensors } from '../../sidecar/src/io/safetensors';
 import type { LinearHook } from '../../sidecar/src/models/forward';
 import { Model } from '../../sidecar/src/models/model';
-import { RESIDUAL_FILE, validateAdapterInit } from '../../sidecar/src/tasks/adapter-init';
+import { RESIDUAL_FILE, runAdapterInit, validateAdapterInit } from '../../sidecar/src/tasks/adapter-init';
+import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
 import { main } from '../../sidecar/src/cli';
 import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
 
@@ -324,5 +325,33 @@ describe('peft-lab adapter-init (child process)', () => {
     assert.deepEqual(cfg.target_modules, ['c_attn']);
     assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
     assert.ok(existsSync(join(out, RESIDUAL_FILE)));
+  });
+});
+
+describe('adapter-init on a sequence classifier (bert-cls-tiny)', () => {
+  it('saves the classifier head as PEFT does for SEQ_CLS, and the adapter loads back to the base logits', async () => {
+    await useTestBackend();
+    const out = join(tmpRoot, 'bert-pissa');
+    await runAdapterInit({ model: fixture('hf', 'bert-cls-tiny'), method: 'pissa', r: 4, alpha: 8, targets: ['query', 'value'], out }, { signal: new AbortController().signal, progress: () => undefined, log: () => undefined });
+    const cfg = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(cfg.task_type, 'SEQ_CLS');
+    assert.deepEqual(cfg.modules_to_save, ['classifier', 'score']);
+    const model = await Model.load(fixture('hf', 'bert-cls-tiny'));
+    const saved = await readSafetensors(join(out, 'adapter_model.safetensors'));
+    for (const name of ['classifier.weight', 'classifier.bias']) {
+      assert.ok(saved.has(`base_model.model.${name}`), `${name} saved`);
+      assertClose(name, saved.get(`base_model.model.${name}`)!.data as Float32Array, (await model.params.get(name)!.data()) as Float32Array, 0);
+    }
+    // PEFT re-runs PiSSA on load (residual base + the same A, B): the logits are the base model's.
+    const adapter = await loadPeftAdapter(model, out);
+    const ids = tf.tensor2d([[2, 5, 9, 4, 3]], [1, 5], 'int32');
+    try {
+      const run = (a?: typeof adapter) => tf.tidy(() => model.forward({ inputIds: ids }, a ? { hooks: a.hooks, overrides: a.overrides() } : {}).dataSync() as Float32Array);
+      assertClose('logits', run(adapter), run(), 1e-4);
+    } finally {
+      ids.dispose();
+      adapter.dispose();
+      model.dispose();
+    }
   });
 });

@@ -55,7 +55,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
   }
 }
 
-function autoMapping(model: Model): Record<string, string> | null {
+export function autoMapping(model: Model): Record<string, string> | null {
   if (taskTypeOf(model) !== null) return null;
   const cls = model.config.architecture || 'ViTForImageClassification';
   return { base_model_class: cls, parent_library: `transformers.models.${model.config.modelType}.modeling_${model.config.modelType}` };
@@ -65,6 +65,13 @@ function autoMapping(model: Model): Record<string, string> | null {
 export function modulesToSaveFor(model: Model, names: readonly string[]): string[] {
   const out = [...names];
   if (taskTypeOf(model) === 'SEQ_CLS') for (const n of ['classifier', 'score']) if (!out.includes(n)) out.push(n);
+  return out;
+}
+
+/** A LoRA/IA3 adapter's modules_to_save: the asked ones plus the task head (PEFT's SEQ_CLS rule; a ViT's classifier, as PEFT's image-classification recipes). */
+export function adapterModulesToSave(model: Model, names: readonly string[]): string[] {
+  const out = modulesToSaveFor(model, names);
+  if (model.arch.task === 'image-classification' && !out.includes('classifier')) out.push('classifier');
   return out;
 }
 

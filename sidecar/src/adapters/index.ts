@@ -9,7 +9,7 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
-import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor } from './family';
+import { adapterModulesToSave, buildIa3, buildLora, moduleToSaveParams } from './family';
 import type { Ia3Module } from './ia3';
 import type { LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
@@ -55,12 +55,6 @@ function positiveInt(v: number, what: string): number {
   return v;
 }
 
-/** modules_to_save for the LoRA family: PEFT's SEQ_CLS heads, and the classifier of an image classifier. */
-function familyModulesToSave(model: Model, spec: AdapterSpec): string[] {
-  const names = modulesToSaveFor(model, spec.modulesToSave ?? []);
-  if (model.arch.task === 'image-classification' && !names.includes('classifier')) names.push('classifier');
-  return names;
-}
 
 export async function createAdapter(model: Model, spec: AdapterSpec, opts: CreateOptions): Promise<AdapterInstance> {
   const core = new AdapterCore(model, spec, opts.seed);
@@ -162,7 +156,7 @@ export function loraModules(
 
 async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promise<void> {
   const { model, spec } = core;
-  const modulesToSave = familyModulesToSave(model, spec);
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
   const targets = linearTargets(core, modulesToSave);
   const init = spec.init ?? 'default';
   let inits: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }> | undefined;
@@ -192,7 +186,7 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
 
 function createIa3(core: AdapterCore): void {
   const { model, spec } = core;
-  const modulesToSave = familyModulesToSave(model, spec);
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
   const targets = linearTargets(core, modulesToSave);
   const ff = IA3_DEFAULT_FEEDFORWARD[model.config.modelType];
   const modules: Ia3Module[] = targets.map((info) => ({ info, feedForward: matchesFeedforward(ff, info.module) }));

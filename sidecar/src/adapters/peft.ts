@@ -160,7 +160,12 @@ class WeightFile {
     for (const [key, t] of raw) {
       const name = internalKey(key);
       if (name === undefined) throw new InputError(file, key, `tensor name does not start with "${PEFT_PREFIX}"`);
-      if (this.byName.has(name)) throw new InputError(file, key, `duplicates tensor ${this.byName.get(name)!.key}`);
+      // With bias="all", PEFT also saves the biases inside a modules_to_save wrapper: the frozen
+      // original (the base model's own) and the trained copy again under `modules_to_save.`.
+      if (key.includes('.original_module.')) continue;
+      const prev = this.byName.get(name);
+      if (prev && sameHostTensor(prev.t, t)) continue;
+      if (prev) throw new InputError(file, key, `duplicates tensor ${prev.key} with different values`);
       this.byName.set(name, { key, t });
     }
   }
@@ -182,6 +187,13 @@ class WeightFile {
       if (!this.used.has(name)) throw new InputError(this.file, e.key, 'tensor does not belong to any module targeted by adapter_config.json');
     }
   }
+}
+
+function sameHostTensor(a: HostTensor, b: HostTensor): boolean {
+  if (a.shape.length !== b.shape.length || a.shape.some((d, i) => d !== b.shape[i])) return false;
+  const x = toFloat32(a);
+  const y = toFloat32(b);
+  return x.every((v, i) => Object.is(v, y[i]));
 }
 
 function asHost(t: HostTensor | tf.Tensor): { data: Float32Array; shape: number[] } {

@@ -9,6 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import { LORA_INITS, type LoraInit } from '../../../src/protocol';
 import { CALIBRATED_INITS, LORA_GA_DEFAULTS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
+import { adapterModulesToSave, autoMapping, moduleToSaveParams, taskTypeOf } from '../adapters/family';
+import { host } from '../adapters/lora';
 import { writePeftLora } from '../adapters/peft';
 import { selectLinears } from '../adapters/targets';
 import { InputError } from '../errors';
@@ -67,13 +69,13 @@ export function validateAdapterInit(p: AdapterInitParams): void {
 
 /** PEFT 0.21's `LoraConfig` as `save_pretrained` writes it, for a freshly initialised adapter. */
 export function peftLoraConfig(model: Model, p: AdapterInitParams, targets: LinearModuleInfo[]): Record<string, unknown> {
-  const taskType = { 'causal-lm': 'CAUSAL_LM', 'sequence-classification': 'SEQ_CLS', 'image-classification': null }[model.arch.task];
+  const modulesToSave = adapterModulesToSave(model, []);
   const corda = p.method === 'corda-ipm' || p.method === 'corda-kpm';
   return {
     alora_invocation_tokens: null,
     alpha_pattern: {},
     arrow_config: null,
-    auto_mapping: null,
+    auto_mapping: autoMapping(model),
     base_model_name_or_path: p.model,
     bias: 'none',
     corda_config: corda
@@ -97,7 +99,7 @@ export function peftLoraConfig(model: Model, p: AdapterInitParams, targets: Line
       p.method === 'lora-ga' ? { direction: LORA_GA_DEFAULTS.direction, scale: LORA_GA_DEFAULTS.scale, stable_gamma: LORA_GA_DEFAULTS.stableGamma } : null,
     megatron_config: null,
     megatron_core: 'megatron.core',
-    modules_to_save: null,
+    modules_to_save: modulesToSave.length ? modulesToSave : null,
     monteclora_config: null,
     peft_type: 'LORA',
     peft_version: PEFT_VERSION,
@@ -107,7 +109,7 @@ export function peftLoraConfig(model: Model, p: AdapterInitParams, targets: Line
     revision: null,
     target_modules: [...new Set(p.targets)],
     target_parameters: null,
-    task_type: taskType,
+    task_type: taskTypeOf(model),
     trainable_token_indices: null,
     use_bdlora: null,
     use_dora: false,
@@ -157,6 +159,8 @@ export async function runAdapterInit(p: AdapterInitParams, ctx: JobContext): Pro
       const shape = m.fanInFanOut ? [m.inFeatures, m.outFeatures] : [m.outFeatures, m.inFeatures];
       residuals.set(`${m.module}.weight`, { dtype: 'F32', shape, data: x.residual });
     }
+    // The task head (modules_to_save: a classifier's) is saved as it is: PEFT loads it from the adapter.
+    for (const name of moduleToSaveParams(model, adapterModulesToSave(model, []))) tensors.set(`base_model.model.${name}`, await host(model.params.get(name)!));
     // writePeftLora replaces the whole folder, so the residual file goes in after it.
     await writePeftLora(p.out, { config: peftLoraConfig(model, p, targets), tensors });
     let residual: string | undefined;
