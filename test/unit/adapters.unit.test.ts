@@ -494,6 +494,41 @@ describe('adapters', () => {
       }
     });
 
+    it('a trained tied embedding is saved with its head (lm_head), as PEFT computes it; a head that differs is refused', async () => {
+      const model = models.get('gpt2-tiny')!;
+      const a = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4, modulesToSave: ['wte'] }, { seed: 8 });
+      const dir = join(tmp, 'tied-wte');
+      try {
+        perturb(a, 9);
+        const before = await logits('gpt2-tiny', a);
+        await savePeftAdapter(dir, a, { baseModel: 'gpt2-tiny' });
+        const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+        // PEFT copies each module to save: without lm_head its head would keep the original embedding.
+        assert.deepEqual(cfg.modules_to_save, ['wte', 'lm_head']);
+        const file = join(dir, 'adapter_model.safetensors');
+        const t = await readSafetensors(file);
+        const wte = t.get('base_model.model.transformer.wte.weight')!;
+        assert.deepEqual(t.get('base_model.model.lm_head.weight'), wte);
+        assert.ok(relMaxError(wte.data as Float32Array, (await model.params.get('transformer.wte.weight')!.data()) as Float32Array) > 0, 'the embedding trained');
+        const b = await loadPeftAdapter(model, dir);
+        try {
+          assert.deepEqual(await logits('gpt2-tiny', b), before);
+        } finally {
+          b.dispose();
+        }
+        const head = Float32Array.from(wte.data as Float32Array);
+        head[0]! += 1;
+        t.set('base_model.model.lm_head.weight', { ...wte, data: head });
+        await writeSafetensors(file, t);
+        const n = tf.memory().numTensors;
+        await assert.rejects(loadPeftAdapter(model, dir), /lm_head\.weight\): differs from base_model\.model\.transformer\.wte\.weight: the adapter trains the output head apart/);
+        assert.equal(tf.memory().numTensors, n, 'a failed load leaks no tensors');
+      } finally {
+        a.dispose();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('an init that replaced the base weight exports as a rank-2r LoRA on the original base', async () => {
       for (const name of ['llama-tiny', 'gpt2-tiny'] as Fixture[]) {
         const model = models.get(name)!;

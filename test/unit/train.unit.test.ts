@@ -22,7 +22,11 @@ import { overallProgress, runCompare, type CompareResult } from '../../sidecar/s
 import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
-import { runTraining, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { ADAPTER_CHECK_FILE, runTraining, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { readSafetensors } from '../../sidecar/src/io/safetensors';
+import { toTf } from '../../sidecar/src/io/tensors';
+import { Model } from '../../sidecar/src/models/model';
+import { loadAdapterHooks } from '../../sidecar/src/tasks/adapter-hooks';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
@@ -266,6 +270,20 @@ describe('training', () => {
     assert.ok(m.at(-1)!.loss < m[0]!.loss, `loss falls: ${m.map((r) => r.loss.toFixed(3)).join(' ')}`);
     const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(peft.peft_type, 'PEFT_LAB', 'kinds PEFT lacks are saved in PEFT Lab format');
+    // `forward --adapter` reads that format too: the run's own reference logits come back.
+    const check = await readSafetensors(join(dir, ADAPTER_CHECK_FILE));
+    const model = await Model.load(cfg.modelDir);
+    const loaded = await loadAdapterHooks(model, join(dir, 'adapter'));
+    try {
+      const ids = toTf(check.get('input_ids')!) as tf.Tensor2D;
+      const got = tf.tidy(() => model.forward({ inputIds: ids, attentionMask: check.has('attention_mask') ? (toTf(check.get('attention_mask')!) as tf.Tensor2D) : undefined }, { hooks: loaded.hooks, overrides: loaded.params }).dataSync() as Float32Array);
+      ids.dispose();
+      const want = check.get('logits')!.data as Float32Array;
+      assert.ok(got.every((x, i) => Math.abs(x - want[i]!) <= 1e-4 * (1 + Math.abs(want[i]!))), 'logits of the loaded full fine-tune');
+    } finally {
+      loaded.dispose();
+      model.dispose();
+    }
   });
 
   test('early stopping ends the run when the eval loss stops improving', async () => {

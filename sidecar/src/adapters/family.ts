@@ -103,10 +103,33 @@ function addExtras(core: AdapterCore, extras: Extras, targeted: readonly string[
   return { biases, saved };
 }
 
+/**
+ * Tied output heads of saved (trained) embeddings. PEFT wraps each module to save in its own copy,
+ * so its head would keep the original embedding: the head is saved too (as `lm_head`, equal to the
+ * embedding) for PEFT to compute what PEFT Lab computes.
+ */
+export function tiedHeadsOf(model: Model, saved: readonly string[]): { param: string; source: string }[] {
+  const set = new Set(saved);
+  return Object.entries(model.aliases)
+    .filter(([, source]) => set.has(source))
+    .map(([param, source]) => ({ param, source }));
+}
+
+/** modules_to_save as exported: the adapter's, plus the modules of tied heads (see tiedHeadsOf). */
+function exportedModulesToSave(model: Model, modulesToSave: readonly string[], saved: readonly string[]): string[] | null {
+  const out = [...modulesToSave];
+  for (const { param } of tiedHeadsOf(model, saved)) {
+    const module = param.replace(/\.weight$/, '');
+    if (!out.includes(module)) out.push(module);
+  }
+  return out.length ? out : null;
+}
+
 /** PEFT keys of the extras: a targeted module's bias lives on `base_layer`. */
 async function extrasExport(core: AdapterCore, names: { biases: string[]; saved: string[] }, targeted: ReadonlySet<string>): Promise<Map<string, HostTensor>> {
   const out = new Map<string, HostTensor>();
   for (const n of names.saved) out.set(n, await host(core.tensor(n)));
+  for (const { param, source } of tiedHeadsOf(core.model, names.saved)) out.set(param, await host(core.tensor(source)));
   for (const n of names.biases) {
     const module = n.slice(0, -'.bias'.length);
     out.set(targeted.has(module) ? `${module}.base_layer.bias` : n, await host(core.tensor(n)));
@@ -155,7 +178,7 @@ export function buildLora(core: AdapterCore, setup: LoraSetup): void {
       lora_ga_config: null,
       megatron_config: null,
       megatron_core: 'megatron.core',
-      modules_to_save: setup.modulesToSave.length ? [...setup.modulesToSave] : null,
+      modules_to_save: exportedModulesToSave(core.model, setup.modulesToSave, extras.saved),
       monteclora_config: null,
       peft_type: 'LORA',
       peft_version: PEFT_VERSION,
@@ -193,7 +216,7 @@ export function buildIa3(core: AdapterCore, setup: Ia3Setup): void {
       feedforward_modules: setup.modules.filter((m) => m.feedForward).map((m) => m.info.module).sort(),
       inference_mode: true,
       init_ia3_weights: true,
-      modules_to_save: setup.modulesToSave.length ? [...setup.modulesToSave] : null,
+      modules_to_save: exportedModulesToSave(core.model, setup.modulesToSave, extras.saved),
       peft_type: 'IA3',
       peft_version: PEFT_VERSION,
       revision: null,

@@ -18,7 +18,7 @@ import { readSafetensors, toFloat32, type HostTensor } from '../io/safetensors';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { AdapterCore } from './core';
-import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, type LoraBias } from './family';
+import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
 import { loraScale, rankAndAlpha } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
@@ -392,6 +392,14 @@ function extrasValues(model: Model, weights: WeightFile, modulesToSave: string[]
     const t = weights.take(n, model.params.get(n)!.shape)!;
     owned.push(t);
     values.set(n, t);
+  }
+  // A tied head saved beside its embedding (PEFT wraps each in a copy): PEFT Lab keeps them tied, so they must agree.
+  for (const { param, source } of tiedHeadsOf(model, saved)) {
+    const head = weights.take(param, model.params.get(source)!.shape, true);
+    if (!head) continue;
+    const same = tf.tidy(() => tf.all(tf.equal(head, values.get(source)!)).dataSync()[0] === 1);
+    head.dispose();
+    if (!same) throw new InputError(weights.file, PEFT_PREFIX + param, `differs from ${PEFT_PREFIX}${source}: the adapter trains the output head apart from the input embedding, but the base model ties them`);
   }
   const savedSet = new Set(saved);
   const biases =

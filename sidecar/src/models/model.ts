@@ -22,7 +22,8 @@ export function architectureOf(cfg: ModelConfig): Architecture {
 export class Model {
   readonly arch: Architecture;
   private readonly conv1d: Set<string>;
-  private readonly aliases: Record<string, string>;
+  /** Parameter names that alias another (a tied `lm_head.weight` → the input embedding). */
+  readonly aliases: Readonly<Record<string, string>>;
 
   constructor(
     readonly config: ModelConfig,

@@ -1,6 +1,6 @@
-/** Applying a saved adapter folder (Hugging Face PEFT format) to a loaded model. */
+/** Applying a saved adapter folder (Hugging Face PEFT's format or PEFT Lab's own, or a run folder) to a loaded model. */
 import type * as tf from '@tensorflow/tfjs-core';
-import { loadPeftAdapter } from '../adapters/peft';
+import { loadAnyAdapter } from '../analysis/finetuned';
 import type { Hooks } from '../models/forward';
 import type { Model } from '../models/model';
 
@@ -12,6 +12,6 @@ export interface LoadedAdapter {
 }
 
 export async function loadAdapterHooks(model: Model, dir: string): Promise<LoadedAdapter> {
-  const adapter = await loadPeftAdapter(model, dir);
+  const adapter = await loadAnyAdapter(model, dir);
   return { hooks: adapter.hooks, params: adapter.overrides(), dispose: () => adapter.dispose() };
 }
