@@ -14,6 +14,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Matrix, SingularValueDecomposition } from 'ml-matrix';
 import type { AdapterSpec } from '../../src/protocol';
 import { loraFactory } from '../../sidecar/src/adapters/bench-lora';
 import { createAdapter } from '../../sidecar/src/adapters/index';
@@ -340,6 +341,64 @@ describe('adapters', () => {
       }
     } finally {
       a.dispose();
+    }
+  });
+
+  it('SVFit trains the top-r singular values; LoLDU the diagonal of the LDU of W’s top-r part (checked against ml-matrix’s SVD)', async () => {
+    const model = models.get('llama-tiny')!;
+    const m = 'model.layers.0.self_attn.q_proj';
+    const W = (await model.params.get(`${m}.weight`)!.data()) as Float32Array; // [out 64, in 64]
+    const svd = new SingularValueDecomposition(new Matrix(Array.from({ length: 64 }, (_, o) => Array.from(W.subarray(o * 64, o * 64 + 64)))));
+    const r = 4;
+    /** Σ_{j<r} c_j u_j v_jᵀ as a flat [out, in] array. */
+    const rankSum = (c: (j: number) => number) => {
+      const out = new Float64Array(64 * 64);
+      for (let j = 0; j < r; j++) for (let o = 0; o < 64; o++) for (let i = 0; i < 64; i++) out[o * 64 + i]! += c(j) * svd.leftSingularVectors.get(o, j) * svd.rightSingularVectors.get(i, j);
+      return out;
+    };
+    const top = rankSum((j) => svd.diagonal[j]!);
+    const mergedDelta = async (a: AdapterInstance) => {
+      const merged = a.merged();
+      const w = (await merged.get(`${m}.weight`)!.data()) as Float32Array;
+      tf.dispose([...merged.values()]);
+      return w.map((x, i) => x - W[i]!);
+    };
+    const setTensor = (a: AdapterInstance, name: string, values: number[]) => {
+      a.trainable.get(name)!.dispose();
+      a.trainable.set(name, tf.tensor1d(values));
+    };
+
+    const sv = await createAdapter(model, { kind: 'svfit', r, targets: ['q_proj'] }, { seed: 0 });
+    try {
+      const s0 = Array.from((await sv.trainable.get(`${m}.svfit_s`)!.data()) as Float32Array);
+      assertClose('S_r = the top singular values', s0, svd.diagonal.slice(0, r), 1e-4);
+      // Moving s_0 by δ adds δ·u₀v₀ᵀ to W, nothing else.
+      setTensor(sv, `${m}.svfit_s`, s0.map((x, j) => (j === 0 ? x + 0.5 : x)));
+      assertClose('ΔW = δ u₀ v₀ᵀ', await mergedDelta(sv), rankSum((j) => (j === 0 ? 0.5 : 0)), 1e-4);
+    } finally {
+      sv.dispose();
+    }
+
+    const ld = await createAdapter(model, { kind: 'loldu', r, targets: ['q_proj'] }, { seed: 0 });
+    try {
+      const L = (await ld.frozen.get(`${m}.loldu_l`)!.data()) as Float32Array; // Pᵀ L [64, r]
+      const U = (await ld.frozen.get(`${m}.loldu_u`)!.data()) as Float32Array; // [r, 64]
+      const D = (await ld.trainable.get(`${m}.loldu_d`)!.data()) as Float32Array;
+      for (let j = 0; j < r; j++) {
+        assert.equal(U[j * 64 + j], 1, 'U is unit upper triangular');
+        for (let c = 0; c < j; c++) assert.equal(U[j * 64 + c], 0);
+      }
+      // Pᵀ L is a row permutation of a unit lower-triangular matrix: column j's pivot row reads (…, 1, 0, …, 0).
+      const pivots = Array.from({ length: r }, (_, j) => Array.from({ length: 64 }, (_, o) => o).find((o) => L[o * r + j] === 1 && Array.from({ length: r - j - 1 }, (_, k) => L[o * r + j + 1 + k]).every((x) => x === 0)));
+      assert.ok(pivots.every((p) => p !== undefined) && new Set(pivots).size === r, `unit pivots on distinct rows: ${pivots.join(',')}`);
+      const ldu = new Float64Array(64 * 64);
+      for (let o = 0; o < 64; o++) for (let i = 0; i < 64; i++) for (let j = 0; j < r; j++) ldu[o * 64 + i]! += L[o * r + j]! * D[j]! * U[j * 64 + i]!;
+      assertClose('Pᵀ L D U = W_r (the top-r part of W)', ldu, top, 1e-4);
+      // σ = 2 doubles the factored part: W' = W + W_r.
+      setTensor(ld, `${m}.loldu_scale`, [2]);
+      assertClose('σ = 2: ΔW = W_r', await mergedDelta(ld), top, 1e-4);
+    } finally {
+      ld.dispose();
     }
   });
 
