@@ -344,6 +344,55 @@ describe('adapters', () => {
     }
   });
 
+  it('DoRA’s gradients treat the weight norm as a constant (PEFT detaches it)', async () => {
+    const model = models.get('llama-tiny')!;
+    const m = 'model.layers.0.self_attn.q_proj';
+    const a = await createAdapter(model, { kind: 'dora', r: 4, alpha: 8, targets: ['q_proj'] }, { seed: 3 });
+    const inputs = batches.get('llama-tiny')!.inputs;
+    const labels = labelsOf('llama-tiny');
+    const lossOf = (overrides: ReadonlyMap<string, tf.Tensor>, adapter?: AdapterInstance) =>
+      tf.tidy(() => model.loss(model.forward(inputs, adapter ? { hooks: adapter.hooks, overrides: adapter.overrides() } : { overrides }), labels).dataSync()[0]!);
+    try {
+      perturb(a, 4, 0.1);
+      const B0 = a.trainable.get(`${m}.lora_B.weight`)!;
+      const dir = tf.randomNormal(B0.shape, 0, 1, 'float32', 5);
+      const { loss, grads } = model.lossAndGrads([`${m}.lora_B.weight`], inputs, labels, { hooks: a.hooks, extra: a.overrides() });
+      const ours = tf.tidy(() => tf.sum(tf.mul(grads.get(`${m}.lora_B.weight`)!, dir)).dataSync()[0]!);
+      tf.dispose([loss, ...grads.values()]);
+      const eps = 5e-2;
+      // Reference: the merged weight m/c₀ ⊙ (W + s·B·A) with the norm c₀ held at B₀, by central differences.
+      const merged = a.merged();
+      const W = model.params.get(`${m}.weight`)!;
+      const A = a.trainable.get(`${m}.lora_A.weight`)!;
+      const mag = a.trainable.get(`${m}.lora_magnitude_vector`)!;
+      const k = tf.tidy(() => tf.reshape(tf.div(mag, tf.norm(tf.add(W, tf.mul(tf.matMul(B0, A), 2)), 'euclidean', 1)), [-1, 1]));
+      const at = (sign: number) => {
+        const w = tf.tidy(() => tf.mul(k, tf.add(W, tf.mul(tf.matMul(tf.add(B0, tf.mul(dir, sign * eps)), A), 2))));
+        const o = new Map(merged);
+        o.set(`${m}.weight`, w);
+        const l = lossOf(o);
+        w.dispose();
+        return l;
+      };
+      const detached = (at(1) - at(-1)) / (2 * eps);
+      // The same difference through the adapter itself moves the norm too: a different number.
+      const viaAdapter = (sign: number) => {
+        a.trainable.set(`${m}.lora_B.weight`, tf.add(B0, tf.mul(dir, sign * eps)));
+        const l = lossOf(new Map(), a);
+        a.trainable.get(`${m}.lora_B.weight`)!.dispose();
+        return l;
+      };
+      const throughNorm = (viaAdapter(1) - viaAdapter(-1)) / (2 * eps);
+      a.trainable.set(`${m}.lora_B.weight`, B0);
+      tf.dispose([dir, k, ...merged.values()]);
+      const err = Math.abs(ours - detached);
+      assert.ok(err < 0.01 * Math.abs(detached), `gradient·d ${ours} vs detached-norm difference ${detached}`);
+      assert.ok(Math.abs(ours - throughNorm) > 5 * err, `the norm's own gradient is left out: ${ours} vs ${throughNorm} (with it)`);
+    } finally {
+      a.dispose();
+    }
+  });
+
   it('SVFit trains the top-r singular values; LoLDU the diagonal of the LDU of W’s top-r part (checked against ml-matrix’s SVD)', async () => {
     const model = models.get('llama-tiny')!;
     const m = 'model.layers.0.self_attn.q_proj';
