@@ -6,11 +6,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { AllocationReport, ImportanceReport, LocalizeReport } from '../../src/protocol';
+import type { AllocationReport, ImportanceReport, LocalizeReport, MergeJobParams } from '../../src/protocol';
 import { allocateRanks, parseBudget, peftRankConfig, sptDecision, SptAllocator, type Candidate } from '../../sidecar/src/analysis/allocation';
 import { CalibrationBins, evaluateDetailed } from '../../sidecar/src/analysis/evaluation';
 import { Grafter, graftUpdate, maskOverlap, softFraction } from '../../sidecar/src/analysis/grafting';
@@ -27,6 +27,7 @@ import type { Gpt2Config } from '../../sidecar/src/models/config';
 import { randomModel } from '../../sidecar/src/models/init';
 import { Model } from '../../sidecar/src/models/model';
 import { runAllocate } from '../../sidecar/src/tasks/allocate';
+import { InputError } from '../../sidecar/src/errors';
 import { greedySoup, runMerge } from '../../sidecar/src/tasks/merge';
 import { runLocalize } from '../../sidecar/src/tasks/localize';
 import { evaluate } from '../../sidecar/src/train/evaluate';
@@ -166,6 +167,12 @@ describe('SPT allocation', () => {
       assert.ok(rk.params <= rk.target, `rank allocation ${rk.params} over ${rk.target}`);
       assert.equal(rk.params, rk.modules.reduce((x, m) => x + m.params, 0));
     }
+    // A report under another name is the one read (not the folder's importance.json).
+    writeFileSync(join(dir, 'renamed.json'), JSON.stringify({ ...report, spec: '/w/b.peft.json' }));
+    const r2 = await runAllocate({ kind: 'allocate', importance: join(dir, 'renamed.json'), budgets: ['7'], ...OPTS, out: join(tmp, 'alloc2.json') }, cliContext());
+    assert.equal(r2.report.spec, '/w/b.peft.json');
+    writeFileSync(join(dir, 'broken.json'), '{"broken');
+    await assert.rejects(runAllocate({ kind: 'allocate', importance: join(dir, 'broken.json'), budgets: ['7'], ...OPTS, out: join(tmp, 'alloc3.json') }, cliContext()), (e: unknown) => e instanceof InputError && e.file === join(dir, 'broken.json'));
   });
 });
 
@@ -450,6 +457,30 @@ describe('task vectors', () => {
     assert.deepEqual(r.soupScores, [0.9, 0.92, 0.85, 0.92]);
     // Ties in the ingredients' scores keep the given order.
     assert.deepEqual((await greedySoup(3, async () => 1, async () => 0)).order, [0, 1, 2]);
+  });
+
+  it('merge refuses options out of range or that its method would ignore', async () => {
+    const base = { kind: 'merge' as const, base: '/nonexistent', runs: ['a', 'b'], out: join(tmp, 'never') };
+    const bad: [Partial<MergeJobParams>, string, RegExp][] = [
+      [{ method: 'dare', density: 2 }, 'density', /must be in \(0, 1\], got 2/],
+      [{ method: 'ties', density: 0 }, 'density', /must be in \(0, 1\]/],
+      [{ method: 'soup-uniform', weights: [0, 0] }, 'weights', /equal weights/],
+      [{ method: 'soup-uniform', lambda: 2 }, 'lambda', /task-vector scale/],
+      [{ method: 'breadcrumbs', density: 0.5 }, 'density', /takes no density/],
+      [{ method: 'breadcrumbs', top: 0.2, bottom: 0.8 }, 'bottom', /below 1/],
+      [{ method: 'ties', top: 0.1 }, 'top', /only breadcrumbs/],
+      [{ method: 'ties', alpha: 2 }, 'alpha', /only compeft/],
+      [{ method: 'ties', seed: 3 }, 'seed', /only dare/],
+    ];
+    for (const [opts, where, msg] of bad) {
+      await assert.rejects(runMerge({ ...base, method: 'ties', ...opts } as MergeJobParams, cliContext()), (e: unknown) => {
+        assert.ok(e instanceof InputError, String(e));
+        assert.equal(e.where, where);
+        assert.match(e.message, msg);
+        return true;
+      });
+    }
+    assert.ok(!existsSync(join(tmp, 'never')));
   });
 
   it('a uniform soup averages the fine-tuned weights, written as a loadable model folder', async () => {

@@ -76,6 +76,26 @@ describe('evaluate job', () => {
     assert.match(describeEvaluation(run!), /^add: loss \d\.\d{4}, exact_match \d+\.\d%, ECE \d\.\d{3} \(base: loss \d\.\d{4}, exact_match \d+\.\d%\)$/);
   });
 
+  it("adapters that don't fold into the base (bottleneck; SSF on Llama's bias-free linears) score as in training; merge refuses what it cannot fold", async () => {
+    cpSync(join(REPO, '..', 'shared', 'fixtures', 'hf', 'llama-tiny'), join(root, 'llama-tiny'), { recursive: true });
+    for (const [name, model, adapter] of [['bottleneck', 'tiny-gpt', { kind: 'bottleneck' }], ['ssf-llama', 'llama-tiny', { kind: 'ssf' }]] as const) {
+      const spec = join(root, `${name}.peft.json`);
+      writeFileSync(spec, JSON.stringify({ model, data: { train: 'train.jsonl', eval: 'eval.jsonl', maxLength: 48 }, adapter, optimizer: { lr: 0.01 }, batchSize: 8, steps: 3, evalEvery: 3, logEvery: 3 }));
+      const dir = join(root, 'runs', name);
+      const st = (await runTraining(runConfig(loadSpec(spec)), { runDir: dir, ctx: ctx() })).status;
+      const r = await runJob({ kind: 'evaluate', runs: [dir], data: join(root, 'eval.jsonl'), out: join(root, `${name}.json`) }, cliContext());
+      assert.ok(r.kind === 'evaluate');
+      const got = r.report.runs[0]!;
+      assert.ok(Math.abs(got.finetuned.loss - st.summary!.evalLoss!) <= 1e-5 * st.summary!.evalLoss!, `${name}: ${got.finetuned.loss} vs the trainer's ${st.summary!.evalLoss}`);
+      assert.ok(Math.abs(got.base.loss - st.summary!.baselineEvalLoss!) <= 1e-5 * st.summary!.baselineEvalLoss!, `${name} base`);
+      if (name === 'ssf-llama')
+        await assert.rejects(
+          runJob({ kind: 'merge', base: join(root, 'llama-tiny'), runs: [dir], method: 'soup-uniform', out: join(root, 'never') }, cliContext()),
+          /adapter\): folding this ssf adapter in adds \d+ tensor\(s\) the base model does not have \(model\.layers\.0\..*\.bias/,
+        );
+    }
+  });
+
   it('maxRows scores the first rows only; the same run twice is scored twice', async () => {
     const r = await runJob({ kind: 'evaluate', runs: [runDir, runDir], data: join(root, 'train.jsonl'), maxRows: 5, out: join(root, 'few.json') }, cliContext());
     assert.ok(r.kind === 'evaluate');

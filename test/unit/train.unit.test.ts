@@ -163,6 +163,11 @@ describe('training', () => {
     assert.deepEqual(numbers(m), numbers(await readMetrics(ref.dir)));
     assert.ok(adapterBytes(dir).equals(adapterBytes(ref.dir)), 'final adapter bitwise equal to the uninterrupted run');
     assert.equal(status(dir).state, 'done');
+    // The summary as the uninterrupted run's: the zero-shot baseline measured before the kill is kept.
+    const { tokensPerS: _a, ...got } = status(dir).summary!;
+    const { tokensPerS: _b, ...want } = status(ref.dir).summary!;
+    assert.ok(Number.isFinite(want.baselineEvalLoss));
+    assert.deepEqual(got, want);
   });
 
   test('cancellation ends "cancelled" with a checkpoint of that step; resuming finishes identically', async () => {

@@ -96,14 +96,15 @@ export async function loadFinetuned(base: Model, source: string): Promise<Finetu
   } finally {
     adapter.dispose();
   }
-  const params = new Map<string, tf.Tensor>();
-  for (const [n, t] of merged) {
-    if (!base.params.has(n)) {
-      t.dispose();
-      continue;
-    }
-    params.set(n, tf.keep(t));
+  // A fold that adds tensors the base lacks (SSF's shifts on Llama's bias-free linears) has no task
+  // vector over the base's parameters: refuse, rather than drop part of the fine-tune.
+  const added = [...merged.keys()].filter((n) => !base.params.has(n));
+  if (added.length > 0) {
+    tf.dispose([...merged.values()]);
+    throw new InputError(dir, 'adapter', `folding this ${adapter.spec.kind} adapter in adds ${added.length} tensor(s) the base model does not have (${added[0]}${added.length > 1 ? ', …' : ''}), so it has no task vector over the base's weights`);
   }
+  const params = new Map<string, tf.Tensor>();
+  for (const [n, t] of merged) params.set(n, tf.keep(t));
   if (params.size === 0) throw new InputError(dir, 'adapter', `the ${adapter.spec.kind} adapter changes no base tensor when folded in (it cannot be merged)`);
   return { name, source: dir, params, dispose: () => tf.dispose([...params.values()]) };
 }

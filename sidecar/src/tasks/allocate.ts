@@ -29,11 +29,15 @@ import { AnalysisUsageError, int, list, num, runCli, str } from './importance';
 
 export const DEFAULT_RANKS = [0, 2, 4, 8, 16];
 
-/** importance.json and scores.safetensors of the folder that holds `path` (either file, or the folder). */
+/**
+ * An importance report and its scores: `path` is the report (any name), its scores file, or the
+ * folder that holds importance.json.
+ */
 export async function readImportance(path: string): Promise<{ report: ImportanceReport; scores: Map<string, HostTensor>; dir: string; file: string }> {
   const p = resolve(path);
-  const dir = existsSync(p) && statSync(p).isDirectory() ? p : dirname(p);
-  const file = join(dir, 'importance.json');
+  const isDir = existsSync(p) && statSync(p).isDirectory();
+  const dir = isDir ? p : dirname(p);
+  const file = isDir || p.endsWith('.safetensors') ? join(dir, 'importance.json') : p;
   let report: ImportanceReport;
   try {
     report = JSON.parse(readFileSync(file, 'utf8')) as ImportanceReport;

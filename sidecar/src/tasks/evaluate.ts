@@ -15,7 +15,7 @@ import { Model } from '../models/model';
 import { readRunConfig } from '../train/run-folder';
 import { loadDataAsRun } from '../analysis/data';
 import { evaluateDetailed } from '../analysis/evaluation';
-import { loadFinetuned } from '../analysis/finetuned';
+import { loadAnyAdapter } from '../analysis/finetuned';
 import { AnalysisUsageError, int, list, runCli, str } from './importance';
 
 export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promise<JobResult & { kind: 'evaluate' }> {
@@ -40,19 +40,21 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
       const examples = data.data.train.slice(0, p.maxRows ?? Infinity);
       if (examples.length === 0) throw new InputError(p.data, '', 'no rows to score');
       rows = examples.length;
-      const ft = await loadFinetuned(model, dir);
+      // Applied as in training (hooks), not folded in: every adapter kind scores, bottlenecks included.
+      const adapter = await loadAnyAdapter(model, dir);
       try {
+        const overrides = adapter.overrides();
         // A classifier's head is the run's own (the base has none); it goes with the base's score too.
         const carried = new Map<string, tf.Tensor>();
-        if (model.arch.task !== 'causal-lm') for (const x of model.paramInfo()) if (x.type === 'head' && ft.params.has(x.name)) carried.set(x.name, ft.params.get(x.name)!);
+        if (model.arch.task !== 'causal-lm') for (const x of model.paramInfo()) if (x.type === 'head' && overrides.has(x.name)) carried.set(x.name, overrides.get(x.name)!);
         const base = await evaluateDetailed(model, carried.size ? { overrides: carried } : undefined, examples, batchSize, data.batchOpts, ctx.signal);
-        const finetuned = await evaluateDetailed(model, { overrides: ft.params }, examples, batchSize, data.batchOpts, ctx.signal);
+        const finetuned = await evaluateDetailed(model, { hooks: adapter.hooks, overrides }, examples, batchSize, data.batchOpts, ctx.signal);
         throwIfCancelled(ctx.signal);
         // As the loader names it for eval rows (these rows were loaded as a training file).
         const metricName = data.data.task !== 'causal-lm' ? 'accuracy' : examples.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined;
         runs.push({ name: basename(resolve(dir)), source: resolve(dir), ...(metricName ? { metricName } : {}), base, finetuned });
       } finally {
-        ft.dispose();
+        adapter.dispose();
       }
       ctx.progress({ done: i + 1, total: p.runs.length, message: `${basename(resolve(dir))}: loss ${runs.at(-1)!.finetuned.loss.toFixed(4)} (base ${runs.at(-1)!.base.loss.toFixed(4)})` });
     }

@@ -133,11 +133,28 @@ async function evalWith(model: Model, tv: TaskVectors, taus: ReadonlyMap<string,
   }
 }
 
+/** Option ranges, and options the method would ignore (an error rather than a silent no-op). */
+function checkMergeOptions(p: MergeJobParams): void {
+  const soup = p.method === 'soup-uniform' || p.method === 'soup-greedy';
+  if (soup && p.weights) throw new InputError('', 'weights', `${p.method} averages the runs with equal weights; weights apply to breadcrumbs, compeft, ties and dare`);
+  if (soup && p.lambda !== undefined) throw new InputError('', 'lambda', `${p.method} averages the fine-tuned weights; lambda (the task-vector scale) applies to the other methods`);
+  const usesDensity = ['compeft', 'ties', 'dare', 'dare-ties'].includes(p.method);
+  if (p.density !== undefined && !usesDensity) throw new InputError('', 'density', `${p.method} takes no density (compeft, ties and dare do)`);
+  if (p.density !== undefined && !(p.density > 0 && p.density <= 1)) throw new InputError('', 'density', `must be in (0, 1], got ${p.density}`);
+  if ((p.top !== undefined || p.bottom !== undefined) && p.method !== 'breadcrumbs') throw new InputError('', p.top !== undefined ? 'top' : 'bottom', 'only breadcrumbs masks the top and bottom fractions');
+  for (const [key, x] of [['top', p.top], ['bottom', p.bottom]] as const) if (x !== undefined && !(x >= 0 && x < 1)) throw new InputError('', key, `must be in [0, 1), got ${x}`);
+  if ((p.top ?? 0.01) + (p.bottom ?? 0.85) >= 1) throw new InputError('', 'bottom', `top + bottom must be below 1 (nothing would be kept), got ${(p.top ?? 0.01) + (p.bottom ?? 0.85)}`);
+  if (p.alpha !== undefined && p.method !== 'compeft') throw new InputError('', 'alpha', 'only compeft takes alpha (its scale)');
+  if (p.lambda !== undefined && !Number.isFinite(p.lambda)) throw new InputError('', 'lambda', `must be a number, got ${p.lambda}`);
+  if (p.seed !== undefined && !p.method.startsWith('dare')) throw new InputError('', 'seed', 'only dare draws at random');
+}
+
 export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobResult & { kind: 'merge' }> {
   if (!(MERGE_METHODS as readonly string[]).includes(p.method)) throw new InputError('', 'method', `must be one of ${MERGE_METHODS.join(', ')}`);
   if (p.runs.length === 0) throw new InputError('', 'runs', 'at least one run is needed');
   if (p.weights && p.weights.length !== p.runs.length) throw new InputError('', 'weights', `${p.weights.length} weights for ${p.runs.length} runs`);
   if (p.method === 'soup-greedy' && !p.data) throw new InputError('', 'data', 'soup-greedy needs --data (it orders and keeps models by their validation score)');
+  checkMergeOptions(p);
   const model = await Model.load(p.base);
   try {
     const tv = await taskVectors(model, p.runs, ctx);

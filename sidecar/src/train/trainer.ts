@@ -191,6 +191,8 @@ async function trainLocked(cfg: RunConfig, runDir: string, opts: TrainRunOptions
     pid: process.pid,
     ...(last ? { lastCheckpoint: last.name } : {}),
     ...(prev?.trainableParams !== undefined ? { trainableParams: prev.trainableParams } : {}),
+    // A resume keeps what earlier sessions measured (the zero-shot baseline above all: it is not re-run).
+    ...(prev?.summary ? { summary: prev.summary } : {}),
   };
   await writeStatus(runDir, status);
   const session = new Session(cfg, runDir, opts, status);
