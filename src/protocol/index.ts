@@ -279,7 +279,7 @@ export interface LayerGrid<T = number | null> {
   values: T[][];
 }
 
-export const IMPORTANCE_METHODS = ['fisher', 'grad-norm', 'taylor'] as const;
+export const IMPORTANCE_METHODS = ['fisher', 'grad-norm', 'taylor', 'adalora'] as const;
 export type ImportanceMethod = (typeof IMPORTANCE_METHODS)[number];
 
 /**

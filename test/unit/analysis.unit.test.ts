@@ -373,6 +373,25 @@ describe('importance accumulator', () => {
     assert.equal(r.loss, 2);
     w.dispose();
   });
+
+  it("AdaLoRA's sensitivity: EMA of |w·g| times the EMA of its deviation (PEFT's RankAllocator, β = 0.85)", async () => {
+    const w = tf.tensor1d([2, -1, 0.5]);
+    const r = await assertNoLeak(async () => {
+      const acc = new ImportanceAccumulator(['w'], new Set(['adalora'] as const), () => w);
+      acc.add(tf.scalar(1), new Map([['w', tf.tensor1d([1, 2, -3])]]));
+      acc.add(tf.scalar(1), new Map([['w', tf.tensor1d([0.5, -2, 1])]]));
+      const s = acc.scores(() => w);
+      const out = Array.from(await s.get('adalora')!.get('w')!.data());
+      for (const per of s.values()) tf.dispose([...per.values()]);
+      acc.dispose();
+      return out;
+    });
+    // I = |w·g|: (2, 2, 1.5), then (1, 2, 0.5). Ī = 0.15·I₁ = (0.3, 0.3, 0.225), Ū = 0.15·|I₁ − Ī| = (0.255, 0.255, 0.19125);
+    // Ī = 0.85·Ī + 0.15·I₂ = (0.405, 0.555, 0.26625), Ū = 0.85·Ū + 0.15·|I₂ − Ī| = (0.306, 0.4335, 0.197625).
+    close(r, [0.405 * 0.306, 0.555 * 0.4335, 0.26625 * 0.197625], 1e-6, 'adalora');
+    assert.throws(() => new ImportanceAccumulator(['w'], new Set(['adalora'] as const)), /need the tensors' values/);
+    w.dispose();
+  });
 });
 
 describe('task vectors', () => {

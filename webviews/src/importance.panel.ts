@@ -35,7 +35,7 @@ const colorBar = h('canvas', { class: 'colorbar', 'aria-hidden': 'true' });
 const legend = h('div', { class: 'control muted', id: 'legend' }, 'low', colorBar, 'high');
 const tableBox = h('div', { class: 'table-scroll' });
 // Scores the allocator takes (Fisher, gradient norm, Taylor); IST timelines and activations are views only.
-const allocatable = (id: string) => ['fisher', 'grad-norm', 'taylor'].includes(id.split(':')[0]!);
+const allocatable = (id: string) => ['fisher', 'grad-norm', 'taylor', 'adalora'].includes(id.split(':')[0]!);
 const allocated = h('p', { class: 'notice', id: 'allocate-result', role: 'status', hidden: true });
 const allocateButton = button(
   'Allocate a parameter budget…',

@@ -4,6 +4,8 @@
  *   fisher     Σ_b g_b²                 (empirical Fisher; SPT's sensitivity)
  *   grad-norm  |Σ_b g_b| per entry; per tensor ‖Σ_b g_b‖₂
  *   taylor     |Σ_b w ⊙ g_b| = |w ⊙ Σ_b g_b|   (w is fixed while scoring)
+ *   adalora    AdaLoRA's sensitivity (PEFT's RankAllocator): I_b = |w ⊙ g_b|, Ī ← β₁Ī + (1−β₁)I_b,
+ *              Ū ← β₂Ū + (1−β₂)|I_b − Ī| (from zeros, β₁ = β₂ = 0.85); score Ī ⊙ Ū
  * and, where cheap, the mean |x| of every linear module's input (recorded by a linear hook during
  * the same forward pass; padding positions included). Accumulators live on the device; nothing is read back
  * until the end (the loss is summed on the device too).
@@ -15,7 +17,10 @@ import { fromTf } from '../io/tensors';
 import type { Hooks, LinearHook } from '../models/forward';
 import { divideGrids, gridAxes, moduleTypes, sumGrid, type GridAxes } from './grid';
 
-export const METHOD_ORDER: readonly ImportanceMethod[] = ['fisher', 'grad-norm', 'taylor'];
+export const METHOD_ORDER: readonly ImportanceMethod[] = ['fisher', 'grad-norm', 'taylor', 'adalora'];
+
+/** AdaLoRA's EMA factors for the sensitivity and its uncertainty (PEFT's defaults). */
+export const ADALORA_BETAS = { beta1: 0.85, beta2: 0.85 } as const;
 
 /** A tensor being scored. */
 export interface ScoreTarget {
@@ -29,13 +34,20 @@ export class ImportanceAccumulator {
   private readonly sq = new Map<string, tf.Tensor>();
   private readonly sum = new Map<string, tf.Tensor>();
   private readonly act = new Map<string, { sum: tf.Tensor; count: number }>();
+  /** AdaLoRA's smoothed sensitivity Ī and uncertainty Ū. */
+  private readonly emaIpt = new Map<string, tf.Tensor>();
+  private readonly emaUnc = new Map<string, tf.Tensor>();
   private lossSum: tf.Tensor | undefined;
   batches = 0;
 
+  /** `value(name)`: the scored tensor's value w (the per-batch |w ⊙ g| of adalora needs it). */
   constructor(
     readonly names: readonly string[],
     readonly methods: ReadonlySet<ImportanceMethod>,
-  ) {}
+    private readonly value?: (name: string) => tf.Tensor,
+  ) {
+    if (methods.has('adalora') && !value) throw new Error('adalora scores need the tensors\' values');
+  }
 
   get needSquares(): boolean {
     return this.methods.has('fisher');
@@ -51,6 +63,7 @@ export class ImportanceAccumulator {
     const names = this.names;
     const sq = this.needSquares;
     const sm = this.needSums;
+    if (this.methods.has('adalora')) this.addSensitivity(grads);
     const next = tf.tidy(() => {
       const outSq: tf.Tensor[] = [];
       const outSum: tf.Tensor[] = [];
@@ -83,6 +96,26 @@ export class ImportanceAccumulator {
     this.batches++;
   }
 
+  private addSensitivity(grads: ReadonlyMap<string, tf.Tensor>): void {
+    const { beta1, beta2 } = ADALORA_BETAS;
+    for (const n of this.names) {
+      const g = grads.get(n);
+      if (!g) throw new Error(`no gradient for ${n}`);
+      const [ipt, unc] = tf.tidy(() => {
+        const i = tf.abs(tf.mul(this.value!(n), g));
+        const prevIpt = this.emaIpt.get(n);
+        const prevUnc = this.emaUnc.get(n);
+        const ipt = prevIpt ? tf.add(tf.mul(prevIpt, beta1), tf.mul(i, 1 - beta1)) : tf.mul(i, 1 - beta1);
+        const dev = tf.mul(tf.abs(tf.sub(i, ipt)), 1 - beta2);
+        return [ipt, prevUnc ? tf.add(tf.mul(prevUnc, beta2), dev) : dev];
+      });
+      this.emaIpt.get(n)?.dispose();
+      this.emaUnc.get(n)?.dispose();
+      this.emaIpt.set(n, ipt);
+      this.emaUnc.set(n, unc);
+    }
+  }
+
   /**
    * Linear hooks that record Σ|x| over each module's input during the gradient's forward pass,
    * then run the adapter's hook for that module (if any) or the plain layer.
@@ -113,6 +146,7 @@ export class ImportanceAccumulator {
       for (const n of this.names) {
         if (m === 'fisher') per.set(n, tf.clone(this.sq.get(n)!));
         else if (m === 'grad-norm') per.set(n, tf.abs(this.sum.get(n)!));
+        else if (m === 'adalora') per.set(n, tf.mul(this.emaIpt.get(n)!, this.emaUnc.get(n)!));
         else per.set(n, tf.tidy(() => tf.abs(tf.mul(value(n), this.sum.get(n)!))));
       }
       out.set(m, per);
@@ -133,10 +167,12 @@ export class ImportanceAccumulator {
   }
 
   dispose(): void {
-    tf.dispose([...this.sq.values(), ...this.sum.values(), ...[...this.act.values()].map((a) => a.sum)]);
+    tf.dispose([...this.sq.values(), ...this.sum.values(), ...this.emaIpt.values(), ...this.emaUnc.values(), ...[...this.act.values()].map((a) => a.sum)]);
     this.lossSum?.dispose();
     this.sq.clear();
     this.sum.clear();
+    this.emaIpt.clear();
+    this.emaUnc.clear();
     this.act.clear();
     this.lossSum = undefined;
   }

@@ -26,7 +26,8 @@ export const IMPORTANCE_JSON = 'importance.json';
 export const SCORES_FILE = 'scores.safetensors';
 
 export function parseMethods(s: string | readonly string[] | undefined): ImportanceMethod[] {
-  if (s === undefined) return [...METHOD_ORDER];
+  // adalora on request: its two moving averages cost two more tensors the size of the model.
+  if (s === undefined) return METHOD_ORDER.filter((m) => m !== 'adalora');
   const list = (typeof s === 'string' ? s.split(',') : [...s]).map((x) => x.trim()).filter(Boolean);
   const bad = list.filter((m) => !(IMPORTANCE_METHODS as readonly string[]).includes(m));
   if (bad.length || list.length === 0) throw new RangeError(`--method must be a comma-separated list of ${IMPORTANCE_METHODS.join(', ')}; got '${[s].flat().join(',')}'`);
@@ -131,7 +132,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     }
     const names = targets.map((t) => t.name);
     const value = (n: string): tf.Tensor => extra?.get(n) ?? model.params.get(n)!;
-    acc = new ImportanceAccumulator(names, new Set(methods));
+    acc = new ImportanceAccumulator(names, new Set(methods), value);
     const linear = model.arch.linearModules(model.config).map((m) => ({ module: m.module, layer: m.layer, type: typeMap.get(m.module)?.type ?? m.name, inFeatures: m.inFeatures }));
     const hooks = p.activations === false ? adapter?.hooks : acc.activationHooks(linear.map((m) => m.module), adapter?.hooks);
     let rows = 0;
@@ -245,7 +246,7 @@ export async function runCli<R>(verbose: boolean, fn: (ctx: JobContext) => Promi
   }
 }
 
-export const IMPORTANCE_USAGE = 'importance --model DIR [--adapter DIR] (--data FILE | --inputs FILE) [--method fisher,grad-norm,taylor] [--batches N] [--batch-size B] [--no-activations] [--seed N] --out DIR';
+export const IMPORTANCE_USAGE = 'importance --model DIR [--adapter DIR] (--data FILE | --inputs FILE) [--method fisher,grad-norm,taylor[,adalora]] [--batches N] [--batch-size B] [--no-activations] [--seed N] --out DIR';
 
 export async function importanceCommand(v: Values): Promise<void> {
   let methods: ImportanceMethod[];

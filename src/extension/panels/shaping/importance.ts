@@ -6,7 +6,7 @@
 import { IMPORTANCE_METHODS, type ImportanceMethod, type ImportanceReport, type LayerGrid } from '../../../protocol';
 import type { ImportanceMethodView, ImportanceView } from '../../../protocol/webview';
 
-export const METHOD_LABELS: Record<ImportanceMethod, string> = { fisher: 'Fisher', 'grad-norm': 'Gradient magnitude', taylor: 'Taylor' };
+export const METHOD_LABELS: Record<ImportanceMethod, string> = { fisher: 'Fisher', 'grad-norm': 'Gradient magnitude', taylor: 'Taylor', adalora: 'AdaLoRA sensitivity' };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
