@@ -6,7 +6,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { isBackendPreference, type BackendPreference } from '../../src/protocol';
 import { currentBackend, initBackend } from './backend';
 import { loraFactory } from './adapters/bench-lora';
-import { errorMessage } from './errors';
+import { errorMessage, InputError } from './errors';
+import { prepareOutputFile } from './io/atomic';
 import { cliContext } from './jobs/context';
 import { benchCase, CASES, runAnchor, type BenchMode, type KernelTime } from './bench/bench';
 import { matMulsCommand } from './bench/matmuls';
@@ -34,6 +35,8 @@ interface Command {
   options: Options;
   /** Whether the command computes with TF.js (and so needs a backend). */
   compute: boolean;
+  /** Positional arguments it takes: at most `max`, each a `noun`. None when absent. */
+  positionals?: { max: number; noun: string };
   run(values: Record<string, string | boolean | undefined>, positionals: string[]): Promise<void>;
 }
 
@@ -52,7 +55,9 @@ const COMMANDS: Record<string, Command> = {
     compute: true,
     async run(v) {
       const adapter = typeof v.adapter === 'string' ? { adapter: v.adapter } : {};
-      const r = await runForward({ kind: 'forward', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out'), ...adapter }, cliContext(v.verbose === true));
+      const p = { kind: 'forward', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out'), ...adapter } as const;
+      await prepareOutputFile(p.out, { createFolder: true });
+      const r = await runForward(p, cliContext(v.verbose === true));
       process.stdout.write(`wrote ${r.out}${r.loss !== undefined ? ` (loss ${r.loss.toFixed(6)})` : ''}\n`);
     },
   },
@@ -61,7 +66,9 @@ const COMMANDS: Record<string, Command> = {
     options: { model: { type: 'string' }, inputs: { type: 'string' }, out: { type: 'string' } },
     compute: true,
     async run(v) {
-      const r = await runGrads({ kind: 'grads', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out') }, cliContext(v.verbose === true));
+      const p = { kind: 'grads', model: need(v, 'model'), inputs: need(v, 'inputs'), out: need(v, 'out') } as const;
+      await prepareOutputFile(p.out, { createFolder: true });
+      const r = await runGrads(p, cliContext(v.verbose === true));
       process.stdout.write(`wrote ${r.out}: loss ${r.loss.toFixed(6)} and ${r.tensors} gradients\n`);
     },
   },
@@ -133,6 +140,7 @@ const COMMANDS: Record<string, Command> = {
     usage: 'inspect DIR [--json]',
     options: { json: { type: 'boolean', default: false } },
     compute: false,
+    positionals: { max: 1, noun: 'model folder' },
     async run(v, positionals) {
       const dir = positionals[0];
       if (!dir) throw new UsageError('a model folder is required');
@@ -171,18 +179,21 @@ const COMMANDS: Record<string, Command> = {
     usage: 'train SPEC.peft.json [--run-dir DIR] [--workspace DIR]   (an existing --run-dir resumes from its last checkpoint)',
     options: { 'run-dir': { type: 'string' }, workspace: { type: 'string' } },
     compute: false, // the backend comes from --backend, else the spec's "backend"
+    positionals: { max: 1, noun: 'spec' },
     run: (v, positionals) => trainCommand(v, positionals),
   },
   resume: {
     usage: 'resume RUN_DIR',
     options: {},
     compute: false,
+    positionals: { max: 1, noun: 'run folder' },
     run: (v, positionals) => resumeCommand(v, positionals),
   },
   compare: {
     usage: 'compare SPEC.peft.json [--out DIR] [--workspace DIR]   (the spec lists "variants")',
     options: { out: { type: 'string' }, workspace: { type: 'string' } },
     compute: false,
+    positionals: { max: 1, noun: 'spec' },
     run: (v, positionals) => compareCommand(v, positionals),
   },
   importance: {
@@ -219,6 +230,7 @@ const COMMANDS: Record<string, Command> = {
     usage: OVERLAP_USAGE,
     options: { model: { type: 'string' }, out: { type: 'string' } },
     compute: false,
+    positionals: { max: 2, noun: 'mask file' },
     run: (v, positionals) => overlapCommand(v, positionals),
   },
 };
@@ -236,6 +248,26 @@ function positiveInt(v: unknown, name: string, min = 1): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${String(v)}'`);
   return n;
+}
+
+/** Extra positional arguments are refused: one silently ignored is work the user thinks was done. */
+function checkPositionals(name: string, cmd: Command, positionals: readonly string[]): void {
+  const max = cmd.positionals?.max ?? 0;
+  const n = positionals.length;
+  if (n <= max) return;
+  if (max === 0) throw new UsageError(`unexpected argument '${positionals[0]}' (${name} takes options only)`);
+  const noun = cmd.positionals!.noun;
+  throw new UsageError(max === 1 ? `one ${noun} per ${name}; got ${n}` : `${name} takes ${max} ${noun}s; got ${n}`);
+}
+
+/**
+ * The message of an InputError about an argument (no file; `where` is the parameter's name): the
+ * name as the option the user typed (`--budgets`, or `--run` for the parameter `runs`), unless the
+ * problem names it already or no option matches.
+ */
+function argumentMessage(e: InputError, options: Options): string {
+  const option = [e.where, e.where.replace(/s$/, '')].find((o) => o !== '' && Object.hasOwn(options, o));
+  return option && !e.problem.includes(`--${option}`) ? `--${option}: ${e.problem}` : e.problem;
 }
 
 function help(): string {
@@ -266,6 +298,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`usage: peft-lab ${cmd.usage}\n`);
       return 0;
     }
+    checkPositionals(name, cmd, positionals);
     const backend = values.backend;
     if (!isBackendPreference(backend)) throw new UsageError(`--backend must be one of auto, tensorflow-gpu, tensorflow, webgpu, wasm, cpu; got '${String(backend)}'`);
     // --threads N: the native kernels' threads for whatever backend this command starts.
@@ -279,8 +312,10 @@ export async function main(argv: string[]): Promise<number> {
     await cmd.run(values as Record<string, string | boolean | undefined>, positionals);
     return 0;
   } catch (e) {
-    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`peft-lab ${name}: ${errorMessage(e)}\nusage: peft-lab ${cmd.usage}\n`);
+    // An InputError without a file is about an argument: a usage error, named as the option typed.
+    const argument = e instanceof InputError && e.file === '' ? argumentMessage(e, { ...COMMON, ...cmd.options }) : undefined;
+    if (argument !== undefined || e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`peft-lab ${name}: ${argument ?? errorMessage(e)}\nusage: peft-lab ${cmd.usage}\n`);
       return 2;
     }
     process.stderr.write(`peft-lab ${name}: ${errorMessage(e)}\n`);

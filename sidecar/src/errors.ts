@@ -4,11 +4,13 @@
  */
 export class InputError extends Error {
   constructor(
+    /** The file at fault; '' when the input is an argument (a job parameter, a command-line option). */
     readonly file: string,
+    /** The place in the file, or the argument's name when there is no file. */
     readonly where: string,
     readonly problem: string,
   ) {
-    super(`${file}${where ? ` (${where})` : ''}: ${problem}`);
+    super(file ? `${file}${where ? ` (${where})` : ''}: ${problem}` : `${where ? `${where}: ` : ''}${problem}`);
     this.name = 'InputError';
   }
 }

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ADAPTER_KINDS, BACKENDS, LORA_INITS } from '../../src/protocol';
-import { lineColumn, loadSpec, parseSpecText, runConfig, SPEC_SCHEMA, SpecError, variantConfig } from '../../sidecar/src/spec/load';
+import { loadSpec, parseSpecText, runConfig, SPEC_SCHEMA, SpecError, variantConfig } from '../../sidecar/src/spec/load';
+import { lineColumn } from '../../sidecar/src/io/json';
 import { resolveRef } from '../../sidecar/src/spec/schema';
 import { DATA_FORMATS, SCHEDULES } from '../../sidecar/src/spec/types';
 

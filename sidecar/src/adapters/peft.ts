@@ -14,6 +14,7 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { AdapterKind, AdapterSpec, LoraInit } from '../../../src/protocol';
 import { InputError } from '../errors';
+import { parseJsonText } from '../io/json';
 import { readSafetensors, toFloat32, type HostTensor } from '../io/safetensors';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
@@ -130,12 +131,7 @@ async function readConfigFile(file: string): Promise<ConfigFields> {
   } catch (e) {
     throw new InputError(file, '', `cannot read the adapter config (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new InputError(file, '', `not valid JSON (${(e as Error).message})`);
-  }
+  const raw = parseJsonText(text, file);
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(file, '', 'expected a JSON object');
   return new ConfigFields(file, raw as Record<string, unknown>);
 }

@@ -24,10 +24,29 @@ export interface InputBatch {
 }
 
 /**
- * Reads `input_ids` (I64/I32) or `pixel_values` (F32), and optional `attention_mask`,
- * `token_type_ids`, `labels`, from a safetensors file. The caller disposes the tensors.
+ * What a model accepts, checked on the host before the compute: past a table's end a gather reads
+ * garbage or fails with a bare kernel message, and the loss one-hots an unknown label to zeros.
  */
-export async function readInputBatch(file: string, kind: 'tokens' | 'pixels'): Promise<InputBatch> {
+export interface InputLimits {
+  /** `input_ids` in [0, vocab). */
+  vocab?: number;
+  /** The longest sequence, and the config.json field that sets it (for the message). */
+  positions?: { max: number; key: string };
+  /** `token_type_ids` in [0, n) (BERT's type_vocab_size). */
+  tokenTypes?: number;
+  /** `labels` in [0, max) or IGNORE_INDEX; `what` names the range ("the vocabulary", "the classes"). */
+  labels?: { max: number; what: string };
+}
+
+/** The label the cross-entropy losses skip (PyTorch's ignore_index). */
+export const IGNORE_INDEX = -100;
+
+/**
+ * Reads `input_ids` (I64/I32) or `pixel_values` (F32), and optional `attention_mask`,
+ * `token_type_ids`, `labels`, from a safetensors file, checked against `limits` when given. The
+ * caller disposes the tensors.
+ */
+export async function readInputBatch(file: string, kind: 'tokens' | 'pixels', limits: InputLimits = {}): Promise<InputBatch> {
   const host = await readSafetensors(file);
   const need = kind === 'tokens' ? 'input_ids' : 'pixel_values';
   const main = host.get(need);
@@ -35,12 +54,13 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels'): P
   const expectRank = kind === 'tokens' ? 2 : 4;
   if (main.shape.length !== expectRank) throw new InputError(file, need, `expected rank ${expectRank}, got shape [${main.shape.join(', ')}]`);
   if (kind === 'tokens' && !INT_TYPES.has(main.dtype)) throw new InputError(file, need, `expected an integer dtype, got ${main.dtype}`);
+  if (kind === 'tokens') checkTokens(file, main, host.get('token_type_ids'), limits);
   const opt = (name: string) => {
     const t = host.get(name);
     if (!t) return undefined;
     if (name !== 'labels' && (t.shape.length !== 2 || t.shape[0] !== main.shape[0] || t.shape[1] !== main.shape[1]))
       throw new InputError(file, name, `shape [${t.shape.join(', ')}] does not match input_ids [${main.shape.join(', ')}]`);
-    return toTf(t);
+    return hostToTf(file, name, t);
   };
   // Tensors made before a later one is refused are freed here: the caller never sees them.
   const made: tf.Tensor[] = [];
@@ -51,8 +71,8 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels'): P
   try {
     const inputs: ModelInputs =
       kind === 'tokens'
-        ? { inputIds: keep(toTf(main)) as tf.Tensor2D, attentionMask: keep(opt('attention_mask')) as tf.Tensor2D | undefined, tokenTypeIds: keep(opt('token_type_ids')) as tf.Tensor2D | undefined }
-        : { pixelValues: keep(toTf(main)) as tf.Tensor4D };
+        ? { inputIds: keep(hostToTf(file, need, main)) as tf.Tensor2D, attentionMask: keep(opt('attention_mask')) as tf.Tensor2D | undefined, tokenTypeIds: keep(opt('token_type_ids')) as tf.Tensor2D | undefined }
+        : { pixelValues: keep(hostToTf(file, need, main)) as tf.Tensor4D };
     const lab = host.get('labels');
     if (lab) {
       // [B] (a class per row) or, for token inputs, [B, T] like input_ids (a token per position).
@@ -60,11 +80,62 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels'): P
       const ok = (lab.shape.length === 1 && lab.shape[0] === B) || (kind === 'tokens' && lab.shape.length === 2 && lab.shape[0] === B && lab.shape[1] === main.shape[1]);
       if (!ok) throw new InputError(file, 'labels', `shape [${lab.shape.join(', ')}] fits neither [${B}] (classes) nor${kind === 'tokens' ? ` [${main.shape.join(', ')}] (tokens, like input_ids)` : ' anything else'}`);
       if (!INT_TYPES.has(lab.dtype)) throw new InputError(file, 'labels', `expected an integer dtype, got ${lab.dtype}`);
+      if (limits.labels) {
+        const { max, what } = limits.labels;
+        const bad = firstOutside(lab, max, IGNORE_INDEX);
+        if (bad) throw new InputError(file, at('labels', lab.shape, bad.index), `label ${bad.value} is outside ${what} [0, ${max}) (${IGNORE_INDEX} marks a label the loss ignores)`);
+      }
     }
     const labels = keep(opt('labels'));
     return labels ? { inputs, labels } : { inputs };
   } catch (e) {
     tf.dispose(made);
+    throw e;
+  }
+}
+
+/** Sequence length, token ids and token types against the model's tables. */
+function checkTokens(file: string, ids: HostTensor, types: HostTensor | undefined, limits: InputLimits): void {
+  const t = ids.shape[1]!;
+  if (limits.positions && t > limits.positions.max) throw new InputError(file, 'input_ids', `sequence length ${t} exceeds ${limits.positions.key}=${limits.positions.max}, the longest the model takes`);
+  if (limits.vocab !== undefined) {
+    const bad = firstOutside(ids, limits.vocab);
+    if (bad) throw new InputError(file, at('input_ids', ids.shape, bad.index), `token id ${bad.value} is outside the vocabulary [0, ${limits.vocab})`);
+  }
+  if (types && limits.tokenTypes !== undefined) {
+    if (!INT_TYPES.has(types.dtype)) throw new InputError(file, 'token_type_ids', `expected an integer dtype, got ${types.dtype}`);
+    const bad = firstOutside(types, limits.tokenTypes);
+    if (bad) throw new InputError(file, at('token_type_ids', types.shape, bad.index), `token type ${bad.value} is outside [0, ${limits.tokenTypes}) (type_vocab_size=${limits.tokenTypes})`);
+  }
+}
+
+/** The first element (of an integer tensor) outside [0, end) other than `allowed`. */
+function firstOutside(t: HostTensor, end: number, allowed?: number): { index: number; value: string } | undefined {
+  const d = t.data;
+  for (let i = 0; i < d.length; i++) {
+    const v = Number(d[i]!);
+    if ((v < 0 || v >= end) && v !== allowed) return { index: i, value: String(d[i]) };
+  }
+  return undefined;
+}
+
+/** `name[b, t]`: a flat index as the element's position in `shape`. */
+function at(name: string, shape: readonly number[], flat: number): string {
+  const idx: number[] = [];
+  for (let k = shape.length - 1; k >= 0; k--) {
+    const n = shape[k]!;
+    idx.unshift(flat % n);
+    flat = Math.floor(flat / n);
+  }
+  return `${name}[${idx.join(', ')}]`;
+}
+
+/** toTf, with an I64 value past int32 named by file and tensor (toInt32 throws a bare RangeError). */
+function hostToTf(file: string, name: string, t: HostTensor): tf.Tensor {
+  try {
+    return toTf(t);
+  } catch (e) {
+    if (e instanceof RangeError) throw new InputError(file, name, e.message.replace(/^toInt32: /, ''));
     throw e;
   }
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors';
+import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
 export const MODEL_TYPES = ['gpt2', 'llama', 'bert', 'vit'] as const;
@@ -276,15 +277,12 @@ export function readConfig(dir: string): ModelConfig {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new InputError(file, '', (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : String(e));
+    const code = (e as NodeJS.ErrnoException).code;
+    // ENOTDIR: `dir` is a file (e.g. the model.safetensors itself); name what was given, not the path we made.
+    if (code === 'ENOTDIR') throw new InputError(dir, '', 'not a folder: give the model folder (config.json and model.safetensors)');
+    throw new InputError(file, '', code === 'ENOENT' ? 'file not found' : code === 'EISDIR' ? 'is a folder, not a file' : `cannot read (${code ?? (e as Error).message})`);
   }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (e) {
-    throw new InputError(file, '', `invalid JSON: ${(e as Error).message}`);
-  }
-  return parseConfig(raw, file);
+  return parseConfig(parseJsonText(text, file), file);
 }
 
 /** A GPT-2 of the usual layout (pre-LN, tanh-GELU, 4·d MLP, learned positions, tied embeddings):

@@ -36,21 +36,31 @@ export class Model {
     this.aliases = this.arch.aliases(config);
   }
 
-  /** Loads `config.json` and the (possibly sharded) safetensors checkpoint of a folder. */
+  /**
+   * Loads `config.json` and the (possibly sharded) safetensors checkpoint of a folder. Every
+   * parameter must be there with its shape, and every stored tensor must be used: a leftover one
+   * (a config with fewer layers than the checkpoint) would otherwise be dropped without a word.
+   */
   static async load(dir: string): Promise<Model> {
     const config = readConfig(dir);
     const arch = architectureOf(config);
     const reader = await CheckpointReader.open(dir);
     const params = new Map<string, tf.Tensor>();
     try {
+      // Headers first (names, shapes, leftovers), so a mismatch is reported before any data is read.
+      const stored = new Map<string, string>();
       for (const info of arch.params(config)) {
         const name = resolveStoredName(reader, info.name);
         if (!name) throw new InputError(join(dir, 'model.safetensors'), info.name, 'tensor missing from the checkpoint');
         const entry = reader.entry(name);
         if (entry.shape.length !== info.shape.length || entry.shape.some((s, i) => s !== info.shape[i]))
           throw new InputError(join(dir, entry.file), name, `shape [${entry.shape.join(', ')}] does not match config.json, which implies [${info.shape.join(', ')}]`);
-        const data = await reader.readFloat32(name);
-        params.set(info.name, tf.keep(tf.tensor(data, info.shape, 'float32')));
+        stored.set(info.name, name);
+      }
+      checkAllUsed(reader, new Set(stored.values()), Object.keys(arch.aliases(config)), dir);
+      for (const [param, name] of stored) {
+        const info = reader.entry(name);
+        params.set(param, tf.keep(tf.tensor(await reader.readFloat32(name), info.shape, 'float32')));
       }
     } catch (e) {
       for (const t of params.values()) t.dispose();
@@ -125,4 +135,28 @@ function resolveStoredName(reader: CheckpointReader, name: string): string | und
   if (reader.has(name)) return name;
   const stripped = name.replace(/^(transformer|model|bert|vit)\./, '');
   return stripped !== name && reader.has(stripped) ? stripped : undefined;
+}
+
+/**
+ * Buffers transformers saves beside the parameters and recomputes on load: GPT-2's causal mask
+ * (`attn.bias`, `attn.masked_bias`), position ids (BERT, ViT), Llama's rotary `inv_freq`.
+ */
+const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.inv_freq)$/;
+
+/** A name with its numbers (layer indices) generalised, and without the task prefix. */
+const shapeOfName = (n: string) => n.replace(/^(transformer|model|bert|vit)\./, '').replace(/\.\d+\./g, '.#.');
+
+/**
+ * Refuses a checkpoint with leftover tensors of the model's own kind (a block the config does not
+ * have: config.json and the checkpoint disagree on the number of layers). Other extras load, as in
+ * transformers: heads of another task (BERT's pretraining `cls.*`), tied copies, buffers.
+ */
+function checkAllUsed(reader: CheckpointReader, used: ReadonlySet<string>, tied: readonly string[], dir: string): void {
+  const tiedNames = new Set(tied.flatMap((n) => [n, n.replace(/^(transformer|model|bert|vit)\./, '')]));
+  const kinds = new Set([...used].map(shapeOfName));
+  const unused = reader.names().filter((n) => !used.has(n) && !tiedNames.has(n) && !BUFFERS.test(n) && kinds.has(shapeOfName(n)));
+  if (unused.length === 0) return;
+  const first = unused[0]!;
+  const more = unused.length > 1 ? ` (and ${unused.length - 1} more of ${unused.length} unused tensors)` : '';
+  throw new InputError(join(dir, reader.entry(first).file), first, `tensor not used by the model config.json describes${more}: config.json and the checkpoint disagree (e.g. on the number of layers)`);
 }

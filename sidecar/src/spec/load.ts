@@ -9,6 +9,7 @@ import { findNodeAtLocation, getNodeValue, parseTree, printParseErrorCode, type 
 import type { AdapterSpec, AllocationSpec } from '../../../src/protocol';
 import schemaJson from '../../../schemas/peft-spec.schema.json';
 import { InputError } from '../errors';
+import { lineColumn } from '../io/json';
 import { adapterFromAllocation } from '../train/allocation';
 import { adapterOptionProblems } from './adapter-options';
 import { resolveInside } from './paths';
@@ -43,18 +44,6 @@ export interface LoadSpecOptions {
   bundledModelsDir?: string;
 }
 
-/** 1-based line and column of an offset. */
-export function lineColumn(text: string, offset: number): { line: number; column: number } {
-  let line = 1;
-  let start = 0;
-  for (let i = 0; i < offset && i < text.length; i++) {
-    if (text.charCodeAt(i) === 10) {
-      line++;
-      start = i + 1;
-    }
-  }
-  return { line, column: offset - start + 1 };
-}
 
 /** The extension's `media/models` (found from the bundle or the source tree), or PEFT_LAB_MODELS_DIR. */
 export function defaultBundledModelsDir(): string {

@@ -2,25 +2,22 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ForwardJobParams, GradsJobParams, JobResult } from '../../../src/protocol';
 import { InputError } from '../errors';
+import { prepareOutputFile } from '../io/atomic';
 import { writeSafetensors, type HostTensor } from '../io/safetensors';
-import { checkTokenRange, disposeBatch, fromTf, readInputBatch, type InputBatch } from '../io/tensors';
+import { disposeBatch, fromTf, readInputBatch, type InputBatch } from '../io/tensors';
 import type { JobContext } from '../jobs/context';
 import { throwIfCancelled } from '../jobs/context';
+import { inputLimits } from '../models/input-limits';
 import { Model } from '../models/model';
 import { loadAdapterHooks } from './adapter-hooks';
 
-async function readBatch(model: Model, file: string): Promise<InputBatch> {
-  const batch = await readInputBatch(file, model.arch.inputKind);
-  try {
-    if (batch.inputs.inputIds) await checkTokenRange(file, batch.inputs.inputIds, model.config.vocabSize);
-  } catch (e) {
-    disposeBatch(batch); // a refused batch is still the caller's to free, and it never gets it
-    throw e;
-  }
-  return batch;
+/** The batch, checked against the model (ids, positions, token types, labels) so errors name the file. */
+function readBatch(model: Model, file: string): Promise<InputBatch> {
+  return readInputBatch(file, model.arch.inputKind, inputLimits(model.config));
 }
 
 export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<JobResult & { kind: 'forward' }> {
+  await prepareOutputFile(p.out); // before the compute: a bad out path should not cost a forward pass
   const model = await Model.load(p.model);
   let adapter: Awaited<ReturnType<typeof loadAdapterHooks>> | undefined;
   let batch: InputBatch | undefined;
@@ -52,6 +49,7 @@ export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<
 }
 
 export async function runGrads(p: GradsJobParams, ctx: JobContext): Promise<JobResult & { kind: 'grads' }> {
+  await prepareOutputFile(p.out);
   const model = await Model.load(p.model);
   let batch: InputBatch | undefined;
   try {

@@ -12,7 +12,8 @@ import { currentBackend } from '../backend';
 import { makeBatch, disposeTrainBatch } from '../data/batch';
 import { InputError } from '../errors';
 import { writeSafetensors } from '../io/safetensors';
-import { checkTokenRange, disposeBatch, readInputBatch, type InputBatch } from '../io/tensors';
+import { disposeBatch, readInputBatch, type InputBatch } from '../io/tensors';
+import { inputLimits } from '../models/input-limits';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import type { ModelInputs } from '../models/architecture';
 import { Model } from '../models/model';
@@ -51,10 +52,9 @@ interface BatchSource {
 
 /** Rows of one safetensors batch, split into chunks of `batchSize`, cycled over `batches`. */
 async function inputsSource(model: Model, file: string, batches: number | undefined, batchSize: number | undefined): Promise<BatchSource> {
-  const b: InputBatch = await readInputBatch(file, model.arch.inputKind);
+  const b: InputBatch = await readInputBatch(file, model.arch.inputKind, inputLimits(model.config));
   try {
     if (!b.labels) throw new InputError(file, 'labels', 'tensor missing: importance needs labels');
-    if (b.inputs.inputIds) await checkTokenRange(file, b.inputs.inputIds, model.config.vocabSize);
   } catch (e) {
     disposeBatch(b);
     throw e;

@@ -6,7 +6,7 @@
  * pid N" before it writes anything.
  */
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InputError } from '../errors';
@@ -29,16 +29,39 @@ export interface RunLock {
   release(): Promise<void>;
 }
 
-/** Whether a process with this pid exists (EPERM: it exists but belongs to someone else). */
+/**
+ * Whether a process with this pid exists (EPERM: it exists but belongs to someone else). A zombie
+ * (killed, not yet reaped by its parent) answers kill(pid, 0) like a live process, yet will never
+ * touch the folder again: on Linux its /proc state says so.
+ */
 export function pidAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  return !isDeadState(procState(pid));
+}
+
+/** The state letter in /proc/PID/stat (Linux), or undefined where there is none to read. */
+function procState(pid: number): string | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    return procStatState(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined; // gone meanwhile, or no /proc: trust kill()
   }
 }
+
+/** The state field of a /proc/PID/stat line: after the command name, which may hold spaces and ')'. */
+export function procStatState(stat: string): string | undefined {
+  const end = stat.lastIndexOf(')');
+  return end < 0 ? undefined : /^\s*(\S)/.exec(stat.slice(end + 1))?.[1];
+}
+
+/** Z: zombie, X: dead (being reaped). */
+const isDeadState = (state: string | undefined) => state === 'Z' || state === 'X';
 
 function parseLock(text: string): LockInfo | undefined {
   try {

@@ -1,0 +1,27 @@
+/** What each architecture accepts as input, for checking a batch file before the compute. */
+import type { InputLimits } from '../io/tensors';
+import type { ModelConfig } from './config';
+
+export function inputLimits(cfg: ModelConfig): InputLimits {
+  switch (cfg.modelType) {
+    case 'gpt2':
+      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'n_positions' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+    case 'llama':
+      // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
+      return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+    case 'bert':
+      return {
+        vocab: cfg.vocabSize,
+        positions: { max: cfg.maxPositions, key: 'max_position_embeddings' },
+        tokenTypes: cfg.typeVocabSize,
+        ...classLabels(cfg.problemType, cfg.numLabels),
+      };
+    case 'vit':
+      return classLabels(cfg.problemType, cfg.numLabels);
+  }
+}
+
+/** Class indices for single-label classification; regression and multi-label targets are values, not indices. */
+function classLabels(problemType: string, numLabels: number): InputLimits {
+  return problemType === 'single_label_classification' ? { labels: { max: numLabels, what: 'the classes' } } : {};
+}
