@@ -8,6 +8,7 @@ import * as vscode from 'vscode';
 import { COMMANDS } from './actions';
 import { CommandRegistry, offerRestart, type Availability, type Ctx } from './commands';
 import * as config from './config';
+import { settingsRestartPrompt } from './model/status-text';
 import { registerPanels } from './panels';
 import { WorkspaceRunsModel } from './runs/runs-model';
 import { createRunsView } from './runs/runs-view';
@@ -60,8 +61,11 @@ export function activate(context: vscode.ExtensionContext): void {
     vscode.workspace.onDidGrantWorkspaceTrust(() => registry.update(availability())),
     vscode.workspace.onDidChangeConfiguration(async (e) => {
       if (client.state === 'stopped' || !config.SIDECAR_SETTINGS.some((s) => e.affectsConfiguration(s))) return;
-      const choice = await vscode.window.showInformationMessage('PEFT Lab: restart the sidecar to apply the new settings?', 'Restart');
-      if (choice === 'Restart') await vscode.commands.executeCommand('peftLab.restartSidecar');
+      // A restart cancels running jobs: the prompt says so, and a warning when there are some.
+      const jobs = client.activeJobs.length;
+      const prompt = settingsRestartPrompt(jobs);
+      const choice = await (jobs > 0 ? vscode.window.showWarningMessage(prompt, 'Restart') : vscode.window.showInformationMessage(prompt, 'Restart'));
+      if (choice === 'Restart') await vscode.commands.executeCommand('peftLab.restartSidecar', { jobsConfirmed: jobs });
     }),
   );
 

@@ -6,9 +6,14 @@
  * below, typed so that the compiler checks the schema against the declared payload type; both
  * sides validate what they receive with `validateMessage` and drop (and log) what does not match.
  *
+ * VS Code serialises messages as JSON, which has no NaN or ±Infinity (they arrive as null): so a
+ * number here is finite, and a value that may be missing or non-finite (a diverged loss) is
+ * declared `number | null` and sent as null. The host validates before sending, with the schemas
+ * the webview validates with, so what one side sends the other accepts.
+ *
  * No `vscode`, no DOM, no Node imports: compiled into the extension and into every webview bundle.
  */
-import { ADAPTER_KINDS, RUN_STATES, type MetricRecord, type RunStatus } from './index';
+import { ADAPTER_KINDS, RUN_STATES, type RunStatus } from './index';
 
 // ---- panels ---------------------------------------------------------------------------------------
 
@@ -29,6 +34,21 @@ export interface PanelState {
 
 // ---- dashboard ------------------------------------------------------------------------------------
 
+/**
+ * One line of `metrics.jsonl` (a MetricRecord) as the dashboard gets it: a value that is not a
+ * finite number (written as null for a NaN, missing from the line, or out of range) is null.
+ */
+export interface DashboardRecord {
+  step: number;
+  loss: number | null;
+  lr: number | null;
+  tokens_per_s: number | null;
+  elapsed_s: number | null;
+  eval_loss?: number | null;
+  eval_accuracy?: number | null;
+  [extra: string]: number | null | undefined;
+}
+
 export interface DashboardRun {
   /** Absolute run folder path: the run's identity in every dashboard message. */
   id: string;
@@ -36,8 +56,8 @@ export interface DashboardRun {
   label: string;
   /** `status.json`, when readable. */
   status?: RunStatus;
-  /** Every record of `metrics.jsonl` so far (non-finite values as NaN or absent). */
-  records: MetricRecord[];
+  /** Every record of `metrics.jsonl` so far. */
+  records: DashboardRecord[];
 }
 
 // ---- layer importance -----------------------------------------------------------------------------
@@ -116,7 +136,8 @@ export interface ComparisonRowView {
   peakRssMb?: number;
   medianStepMs?: number;
   error?: string;
-  curve: { step: number; loss: number; eval_loss?: number }[];
+  /** Loss per logged step; null where it was not finite (a diverged run), drawn as a gap. */
+  curve: { step: number; loss: number | null; eval_loss?: number | null }[];
 }
 export interface ComparisonView {
   source: string;
@@ -132,8 +153,8 @@ export interface ComparisonView {
 export interface LocalizationLevelView {
   /** Sparsity ρ of the base mask (fraction of candidate parameters). */
   sparsity: number;
-  /** Fraction of the model's parameters grafted. */
-  fraction: number;
+  /** Fraction of the model's parameters grafted (null: the report did not say). */
+  fraction: number | null;
   grafted: number;
   /** Fraction of the fine-tuning gain the graft recovers on validation rows: by the task metric and by the loss (null when undefined). */
   recoveredMetric: number | null;
@@ -158,10 +179,10 @@ export interface LocalizationView {
 
 /** An evaluation report (`peft-lab evaluate`, "Evaluate on Data…"): each run and its base on one data file. */
 export interface EvaluationScoreView {
-  /** NaN where the report had none (a diverged run). */
-  loss: number;
+  /** null where the report had none (a diverged run). */
+  loss: number | null;
   metric?: number;
-  ece: number;
+  ece: number | null;
 }
 export interface EvaluationRunView {
   name: string;
@@ -184,7 +205,7 @@ export interface HostToWebview {
   /** The dashboard's runs, replacing whatever it showed (first load, reload, a run folder truncated). */
   'dashboard/runs': { runs: DashboardRun[] };
   /** Records appended to one run's metrics.jsonl since the last message. */
-  'dashboard/append': { runId: string; records: MetricRecord[] };
+  'dashboard/append': { runId: string; records: DashboardRecord[] };
   /** A run's status.json changed. */
   'dashboard/status': { runId: string; status: RunStatus };
   'importance/data': ImportanceView;
@@ -196,8 +217,11 @@ export interface HostToWebview {
   'comparison/data': ComparisonView;
   'localization/data': LocalizationView;
   'evaluation/data': EvaluationView;
-  /** The input could not be read or parsed: shown in place of the charts. */
-  'panel/error': { message: string };
+  /**
+   * The input could not be read or parsed: shown in place of the charts. `sources`: the panel's
+   * inputs, kept in its state like data's, so that after a reload it opens on the same file.
+   */
+  'panel/error': { message: string; sources?: string[] };
 }
 
 /** webview → host. */
@@ -241,8 +265,10 @@ const at = (path: string, key: string | number): string => (typeof key === 'numb
 
 export const s = {
   string: { check: (v, p) => (typeof v === 'string' ? undefined : `${p || 'value'}: expected a string, got ${describe(v)}`) } as Schema<string>,
-  /** Any number, NaN and infinities included (a diverged loss is NaN). */
-  number: { check: (v, p) => (typeof v === 'number' ? undefined : `${p || 'value'}: expected a number, got ${describe(v)}`) } as Schema<number>,
+  /** A finite number: JSON carries nothing else (NaN and ±Infinity become null), so `s.nullable(s.number)` where a value may be non-finite. */
+  number: {
+    check: (v, p) => (typeof v !== 'number' ? `${p || 'value'}: expected a number, got ${describe(v)}` : Number.isFinite(v) ? undefined : `${p || 'value'}: expected a finite number (JSON has no ${String(v)}), got ${String(v)}`),
+  } as Schema<number>,
   finite: { check: (v, p) => (typeof v === 'number' && Number.isFinite(v) ? undefined : `${p || 'value'}: expected a finite number, got ${String(v)}`) } as Schema<number>,
   boolean: { check: (v, p) => (typeof v === 'boolean' ? undefined : `${p || 'value'}: expected a boolean, got ${describe(v)}`) } as Schema<boolean>,
   /** Any plain object (its contents are the receiver's business). */
@@ -311,10 +337,9 @@ export const s = {
 
 const grid = s.array(s.array(s.nullable(s.number)));
 
-export const metricRecordSchema: Schema<MetricRecord> = s.record(
-  { step: s.number, loss: s.number, lr: s.number, tokens_per_s: s.number, elapsed_s: s.number },
-  s.optional(s.number),
-);
+const maybe = s.nullable(s.number);
+
+export const dashboardRecordSchema: Schema<DashboardRecord> = s.record({ step: s.number, loss: maybe, lr: maybe, tokens_per_s: maybe, elapsed_s: maybe }, s.optional(maybe));
 
 export const runStatusSchema: Schema<RunStatus> = s.object({
   version: s.literal(1),
@@ -345,7 +370,7 @@ export const dashboardRunSchema: Schema<DashboardRun> = s.object({
   id: s.string,
   label: s.string,
   status: s.optional(runStatusSchema),
-  records: s.array(metricRecordSchema),
+  records: s.array(dashboardRecordSchema),
 });
 
 export const importanceViewSchema: Schema<ImportanceView> = s.object({
@@ -410,7 +435,7 @@ export const comparisonViewSchema: Schema<ComparisonView> = s.object({
       peakRssMb: s.optional(s.number),
       medianStepMs: s.optional(s.number),
       error: s.optional(s.string),
-      curve: s.array(s.object({ step: s.number, loss: s.number, eval_loss: s.optional(s.number) })),
+      curve: s.array(s.object({ step: s.number, loss: maybe, eval_loss: s.optional(maybe) })),
     }),
   ),
 });
@@ -426,7 +451,7 @@ export const localizationViewSchema: Schema<LocalizationView> = s.object({
       levels: s.array(
         s.object({
           sparsity: s.number,
-          fraction: s.number,
+          fraction: maybe,
           grafted: s.number,
           recoveredMetric: s.nullable(s.number),
           recoveredLoss: s.nullable(s.number),
@@ -438,7 +463,7 @@ export const localizationViewSchema: Schema<LocalizationView> = s.object({
   overlap: s.array(s.object({ sparsity: s.nullable(s.number), tasks: s.array(s.string), matrix: grid })),
 });
 
-const evaluationScore = s.object({ loss: s.number, metric: s.optional(s.number), ece: s.number });
+const evaluationScore = s.object({ loss: maybe, metric: s.optional(s.number), ece: maybe });
 export const evaluationViewSchema: Schema<EvaluationView> = s.object({
   source: s.string,
   data: s.string,
@@ -453,7 +478,7 @@ export const panelStateSchema: Schema<PanelState> = s.object({
 
 export const HOST_TO_WEBVIEW: { readonly [K in keyof HostToWebview]: Schema<HostToWebview[K]> } = {
   'dashboard/runs': s.object({ runs: s.array(dashboardRunSchema, 64) }),
-  'dashboard/append': s.object({ runId: s.string, records: s.array(metricRecordSchema) }),
+  'dashboard/append': s.object({ runId: s.string, records: s.array(dashboardRecordSchema) }),
   'dashboard/status': s.object({ runId: s.string, status: runStatusSchema }),
   'importance/data': importanceViewSchema,
   'budget/data': budgetViewSchema,
@@ -462,7 +487,7 @@ export const HOST_TO_WEBVIEW: { readonly [K in keyof HostToWebview]: Schema<Host
   'comparison/data': comparisonViewSchema,
   'localization/data': localizationViewSchema,
   'evaluation/data': evaluationViewSchema,
-  'panel/error': s.object({ message: s.string }),
+  'panel/error': s.object({ message: s.string, sources: s.optional(s.array(s.string, 64)) }),
 };
 
 export const WEBVIEW_TO_HOST: { readonly [K in keyof WebviewToHost]: Schema<WebviewToHost[K]> } = {

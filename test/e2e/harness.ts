@@ -292,10 +292,11 @@ export class Workbench {
   }
 
   /** Opens a workspace file by name with Quick Open. */
-  async openFile(name: string): Promise<void> {
+  /** Opens the file named `name` by Quick Open, typing `query` (a path like `broken/compare.json` where several files share the name). */
+  async openFile(name: string, query = name): Promise<void> {
     const p = this.page;
     const input = await this.quickInput('Control+P');
-    await input.fill(name);
+    await input.fill(query);
     // Quick Open matches fuzzily: pick the row whose file name is exactly `name`.
     const row = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: exactly(name) }) }).first();
     await row.waitFor({ state: 'visible', timeout: 20_000 });

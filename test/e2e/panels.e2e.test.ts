@@ -83,8 +83,6 @@ function makeWorkspace(): void {
     { name: 'ia3', adapter: { kind: 'ia3' } },
     { name: 'bitfit', adapter: { kind: 'bitfit' } },
   ]);
-  // A report that is not one (a comparison without variants): its panel says so.
-  writeFileSync(join(WS, 'reports', 'broken-comparison.json'), '{ "version": 1, "name": "x" }\n');
   // Compared from the editor (the CodeLens): two variants, so that its panel is told from the report's.
   comparison('pair.peft.json', 'pair', 'data', 6, [
     { name: 'lora-r2', adapter: { kind: 'lora', r: 2, alpha: 4 } },
@@ -236,6 +234,36 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     assert.ok(Number(await attr(frame, '#loss-chart', 'data-eval-points')) >= 1, 'eval points of the replay');
     log('ETA shown while running:', eta);
     assert.equal(await Workbench.frameViolations(frame), 0);
+  });
+
+  it('draws a diverged run (a NaN loss, written as null) with a gap; a message it cannot take shows an error box', async () => {
+    const w = wb!;
+    // Three records of the real run, the last one diverged: JSON writes its NaN loss as null.
+    const records = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').slice(0, 3).map((l) => JSON.parse(l) as Record<string, unknown>);
+    records[2]!.loss = null;
+    const status = JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')) as Record<string, unknown>;
+    const dir = join(WS, 'runs', 'diverged-run');
+    mkdirSync(dir, { recursive: true });
+    cpSync(join(runDir, 'spec.json'), join(dir, 'spec.json'));
+    writeFileSync(join(dir, 'status.json'), JSON.stringify({ ...status, name: 'diverged-run', state: 'failed', step: 3, error: 'loss is NaN at step 3' }));
+    writeFileSync(join(dir, 'metrics.jsonl'), `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    await w.command('PEFT Lab: Focus on Runs View');
+    const row = w.page.locator('.pane-body .monaco-list-row:visible', { hasText: 'diverged-run' }).first();
+    await row.waitFor({ state: 'visible', timeout: 30_000 });
+    await row.click();
+    const frame = await w.panelFrame('dashboard', 60_000, `#progress tr[data-run="${dir}"]`);
+    await pollUntil(w.page, async () => Number((await attr(frame, '#loss-chart', 'data-points')) ?? 0), (n) => n === 2, 30_000, '2 drawn points and a gap');
+    assert.equal(await frame.locator('#empty').isHidden(), true, 'not waiting for metrics');
+    assert.equal(await frame.locator('body').getAttribute('data-dropped-messages'), null, 'no message dropped');
+    await frame.locator('#progress .state-failed').first().waitFor({ timeout: 10_000 });
+    // A message that does not match the protocol (posted to the page the way the host's are): said, not swallowed.
+    await frame.evaluate(`window.postMessage(${JSON.stringify({ type: 'dashboard/append', payload: { runId: 'x', records: [{ step: 1, loss: 'high' }] } })}, '*')`);
+    const box = frame.locator('#dropped-message');
+    await box.waitFor({ state: 'visible', timeout: 10_000 });
+    assert.equal(await box.getAttribute('role'), 'alert');
+    assert.match(await box.innerText(), /could not be shown .*records\[0\]\.loss/);
+    assert.equal(await Workbench.frameViolations(frame), 0);
+    await w.command('View: Close Editor');
   });
 
   it('scores layers and shows the importance heatmap', async () => {
@@ -431,14 +459,20 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
 
   it('a malformed report opens its panel with the error, naming the file', async () => {
     const w = wb!;
-    await w.openFile('broken-comparison.json');
+    // A comparison without variants; from the palette, the active editor's file is taken when it
+    // is a comparison by name (compare.json). Made here, so that no other test opens it by name.
+    const broken = join(WS, 'reports', 'broken');
+    mkdirSync(broken, { recursive: true });
+    writeFileSync(join(broken, 'compare.json'), '{ "version": 1, "name": "x" }\n');
+    await w.openFile('compare.json', 'broken/compare.json');
     await w.command('PEFT Lab: Open Adapter Comparison');
     const frame = await w.panelFrame('comparison', 60_000, '.error-box:not([hidden])');
     const text = await frame.locator('.error-box').first().innerText();
-    assert.match(text, /broken-comparison\.json: not a PEFT Lab comparison \(version 1 with "variants"\)/);
+    assert.match(text, /broken[\\/]compare\.json: not a PEFT Lab comparison \(version 1 with "variants"\)/);
     assert.equal(await frame.locator('.error-box').first().getAttribute('role'), 'alert');
     await w.command('View: Close Editor');
     await w.command('View: Close Editor');
+    rmSync(broken, { recursive: true, force: true });
   });
 
   it('New Fine-tune… → "Compare several adapters…" writes a comparison spec that offers Compare variants', async () => {

@@ -50,6 +50,20 @@ describe('manifest', () => {
     for (const [menu, items] of Object.entries(c.menus)) for (const m of items) assert.ok(contributed.has(m.command), `${menu}: ${m.command}`);
   });
 
+  it('hides the entries that start computation in Restricted Mode (the palette keeps them: run anyway, they explain)', () => {
+    const needsTrust = (id: string) => (COMMAND_NEEDS as Record<string, string>)[id]?.startsWith('trust') ?? false;
+    let checked = 0;
+    for (const [menu, items] of Object.entries(c.menus)) {
+      if (menu === 'commandPalette') continue;
+      for (const m of items.filter((x) => needsTrust(x.command))) {
+        checked++;
+        assert.match(m.when ?? '', /(^|&& )isWorkspaceTrusted( &&|$)/, `${menu}: ${m.command}`);
+      }
+    }
+    assert.ok(checked >= 10);
+    for (const m of c.menus.commandPalette ?? []) assert.ok(!needsTrust(m.command) || !/isWorkspaceTrusted/.test(m.when ?? ''), m.command);
+  });
+
   it('matches view items by flags the runs view sets', () => {
     const flags = new Set<string>();
     for (const m of c.menus['view/item/context'] ?? []) for (const f of m.when?.matchAll(/viewItem =~ \/:([a-z-]+)\(:\|\$\)\//g) ?? []) flags.add(f[1]!);

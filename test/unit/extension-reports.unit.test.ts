@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { findReportFiles, readReports, reportDescription, reportKindOf, reportLabel, type ReportInfo } from '../../src/extension/model/reports';
+import { findReportFiles, panelKindOfFile, readReports, reportDescription, reportKindOf, reportLabel, type ReportInfo } from '../../src/extension/model/reports';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peft-reports-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -29,6 +29,19 @@ describe('reports beside the runs', () => {
     assert.equal(reportKindOf('/w/runs/importance-a-1/allocation.spt-0.5pct.allocation.json'), undefined);
     assert.equal(reportKindOf('/w/runs/a/compare.json'), undefined, 'comparisons show as their runs');
     assert.equal(reportKindOf('/w/allocation-x.json'), undefined);
+  });
+
+  it('tells which panel shows a file by its name, so that a palette command takes only an active file that fits', () => {
+    assert.equal(panelKindOfFile('/w/runs/i/importance.json'), 'importance');
+    assert.equal(panelKindOfFile('/w/runs/i/allocation-3.json'), 'budget');
+    assert.equal(panelKindOfFile('/w/runs/compare-x/compare.json'), 'comparison');
+    assert.equal(panelKindOfFile('/w/runs/l/localize.json'), 'localization');
+    assert.equal(panelKindOfFile('/w/runs/e/evaluation.json'), 'evaluation');
+    // not a report of any panel: the command asks for the file instead
+    assert.equal(panelKindOfFile('/w/package.json'), undefined);
+    assert.equal(panelKindOfFile('/w/tiny.peft.json'), undefined);
+    assert.equal(panelKindOfFile('/w/runs/m/merge.json'), undefined);
+    assert.equal(panelKindOfFile('/w/runs/a/status.json'), undefined);
   });
 
   it('labels a report by its folder (and a later allocation by its file), described by kind and place', () => {

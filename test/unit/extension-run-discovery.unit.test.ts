@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { discoverRunDirs, ignoredPath, isRunDir } from '../../src/extension/model/run-discovery';
+import { discoverRunDirs, ignoredBelow, ignoredPath, isRunDir, skippedFolder } from '../../src/extension/model/run-discovery';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-discovery-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -38,22 +38,39 @@ describe('run folder discovery', () => {
     assert.deepEqual((await discoverRunDirs(join(root, 'runs'), 2, new Set([a, v1]))).sort(), [v2, m].sort());
   });
 
+  it('skips hidden folders and virtual environments, but finds runs under .peft-lab', async () => {
+    const ws = join(root, 'ws');
+    const inHome = run('ws', '.peft-lab', 'runs', 'a-1');
+    for (const skipped of [['.venv', 'lib'], ['venv', 'lib'], ['.cache', 'x'], ['site-packages', 'x']]) run('ws', ...skipped);
+    assert.deepEqual(await discoverRunDirs(ws, 3, new Set()), [inHome]);
+    assert.ok(skippedFolder('.venv') && skippedFolder('node_modules') && skippedFolder('__pycache__'));
+    assert.ok(!skippedFolder('.peft-lab') && !skippedFolder('runs'));
+  });
+
   it('returns the root itself when it is a run folder, and nothing for a missing folder', async () => {
     assert.deepEqual(await discoverRunDirs(a, 2, new Set()), [a]);
     assert.deepEqual(await discoverRunDirs(a, 2, new Set([a])), []);
     assert.deepEqual(await discoverRunDirs(join(root, 'nope'), 2, new Set()), []);
-    assert.equal(isRunDir(a), true);
-    assert.equal(isRunDir(root), false);
+    assert.equal(await isRunDir(a), true);
+    assert.equal(await isRunDir(root), false);
   });
 
   it('stops after reading `limit` entries', async () => {
     assert.ok((await discoverRunDirs(join(root, 'runs'), 2, new Set(), 1)).length <= 1);
   });
 
-  it('ignores created paths under node_modules and .git only', () => {
+  it('ignores file events under node_modules, .git and virtual environments', () => {
     assert.equal(ignoredPath('/ws/node_modules/x'), true);
     assert.equal(ignoredPath('/ws/.git'), true);
+    assert.equal(ignoredPath('/ws/.venv/lib/x/status.json'), true);
     assert.equal(ignoredPath('/ws/.peft-lab/runs'), false);
     assert.equal(ignoredPath('/ws/runs/a'), false);
+  });
+
+  it('looks into a folder created in the runs folder unless it is hidden or an environment below it (the runs folder may itself be hidden)', () => {
+    assert.equal(ignoredBelow('/home/u/.cache/runs', '/home/u/.cache/runs/a-1'), false);
+    assert.equal(ignoredBelow('/ws/.peft-lab/runs', '/ws/.peft-lab/runs/compare-x/lora'), false);
+    assert.equal(ignoredBelow('/ws/runs', '/ws/runs/.tmp-a'), true);
+    assert.equal(ignoredBelow('/ws/runs', '/ws/runs/x/node_modules'), true);
   });
 });

@@ -8,8 +8,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import type { MetricRecord, RunStatus } from '../../src/protocol';
-import { canResume, compareRunsNewestFirst, effectiveState, isPidAlive, isRunStatus, parseMetrics, readLastMetric, readRun, resumePlan, type RunInfo } from '../../src/extension/model/runs';
+import type { JobParams, MetricRecord, RunStatus } from '../../src/protocol';
+import { canResume, deletionPlan, jobRunning, trainsRuns, compareRunsNewestFirst, effectiveState, isPidAlive, isRunStatus, parseMetrics, readLastMetric, readRun, resumePlan, type RunInfo } from '../../src/extension/model/runs';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-runs-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -187,5 +187,27 @@ describe('ordering and resuming', () => {
     const single = info('a-1', { state: 'interrupted' });
     assert.deepEqual(resumePlan(single, there('/ws/a.peft.json')), { kind: 'train', specFile: '/ws/a.peft.json', dir: '/ws/runs/a-1' });
     assert.deepEqual(resumePlan(single, there()), { kind: 'train', specFile: '/ws/runs/a-1/spec.json', dir: '/ws/runs/a-1' });
+  });
+
+  it('finds the job that runs a run folder: its train job, or the comparison whose folder holds the variant', () => {
+    const jobs: { id: string; params: JobParams }[] = [
+      { id: 'i', params: { kind: 'importance', model: '/m', out: '/ws/runs/imp' } as JobParams },
+      { id: 'c', params: { kind: 'compare', spec: '/ws/c.peft.json', outDir: '/ws/runs/compare-c-1' } },
+      { id: 't', params: { kind: 'train', spec: '/ws/a.peft.json', runDir: '/ws/runs/a-1' } },
+    ];
+    assert.equal(jobRunning(jobs, '/ws/runs/a-1')?.id, 't');
+    assert.equal(jobRunning(jobs, '/ws/runs/compare-c-1/ia3')?.id, 'c', 'a variant: its comparison');
+    assert.equal(jobRunning(jobs, '/ws/runs/compare-c-10/ia3'), undefined, 'not a sibling sharing a prefix');
+    assert.equal(jobRunning(jobs, '/ws/runs/b-1'), undefined);
+    assert.deepEqual(jobs.filter(trainsRuns).map((j) => j.id), ['c', 't']);
+  });
+
+  it('Delete Run…: deletes what is not running, says why a running run stays, and nothing for a dismissed pick', () => {
+    assert.deepEqual(deletionPlan([]), { runs: [] }, 'a dismissed pick (or no run): nothing to say');
+    const done = info('a-1');
+    const running = info('b-1', { state: 'running' });
+    assert.deepEqual(deletionPlan([done]), { runs: [done] });
+    assert.deepEqual(deletionPlan([running]), { runs: [], refused: 'b-1 is running; cancel it before deleting it.' });
+    assert.deepEqual(deletionPlan([done, running, info('c-1', { state: 'running' })]), { runs: [done], refused: '2 of these runs are running; cancel them before deleting them.' });
   });
 });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Emitter, once } from '../../src/extension/model/events';
 import { COMMAND_NEEDS, unavailability } from '../../src/extension/model/availability';
-import { statusBarView } from '../../src/extension/model/status-text';
+import { cancelJobsWarning, settingsRestartPrompt, statusBarView } from '../../src/extension/model/status-text';
 import { backoffDelay, crashesInWindow, Supervisor, type ExitInfo, type SupervisedProcess } from '../../src/extension/model/supervisor';
 
 /** A process that lives in memory: `crash()` ends it. */
@@ -141,5 +141,18 @@ describe('status bar', () => {
     const failed = statusBarView({ state: 'failed', jobs: 0 });
     assert.equal(failed.error, true);
     assert.match(failed.tooltip, /Click to restart/);
+  });
+});
+
+describe('stopping or restarting under running jobs', () => {
+  it('asks the same question before a stop and a restart, only when jobs run', () => {
+    assert.equal(cancelJobsWarning(0, 'restart'), undefined);
+    assert.equal(cancelJobsWarning(1, 'stop'), 'PEFT Lab: 1 job is running; stopping the sidecar cancels it.');
+    assert.equal(cancelJobsWarning(2, 'restart'), 'PEFT Lab: 2 jobs are running; restarting the sidecar cancels them.');
+  });
+
+  it('says in the settings prompt what a restart would cancel', () => {
+    assert.equal(settingsRestartPrompt(0), 'PEFT Lab: restart the sidecar to apply the new settings?');
+    assert.match(settingsRestartPrompt(3), /3 jobs are running: restarting cancels them/);
   });
 });

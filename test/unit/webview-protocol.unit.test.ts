@@ -17,7 +17,7 @@ describe('webview protocol: validation', () => {
   it('accepts every host message in its declared shape', () => {
     const samples: { [K in keyof HostToWebview]: HostToWebview[K] } = {
       'dashboard/runs': { runs: [{ id: '/r/a', label: 'a', status, records: [record] }] },
-      'dashboard/append': { runId: '/r/a', records: [record, { ...record, step: 2, loss: NaN }] },
+      'dashboard/append': { runId: '/r/a', records: [record, { ...record, step: 2, loss: null }] },
       'dashboard/status': { runId: '/r/a', status },
       'importance/data': { source: 'i.json', layers: ['layer 0'], modules: ['c_attn'], methods: [{ id: 'fisher', label: 'Fisher', scores: [[1]], timeline: [{ step: 5, scores: [[null]] }] }] },
       'budget/data': { source: 'a.json', options: [{ label: 'x', budget: 10, key: 'spt:1%', layers: [{ name: 'layer 0', lora: 1, sparse: 2, frozen: 3, ranks: { c_attn: 4 } }] }] },
@@ -25,7 +25,7 @@ describe('webview protocol: validation', () => {
       'importance/allocated': { ok: false, message: 'No allocation written.' },
       'comparison/data': { source: 'c.json', name: 'n', model: 'm', rows: [{ name: 'v', kind: 'lora', state: 'done', runDir: '/r', curve: [{ step: 1, loss: 2 }] }] },
       'localization/data': { source: 'l.json', tasks: [{ name: 't', source: '/r', levels: [{ sparsity: 0.01, fraction: 0.01, grafted: 5, recoveredMetric: null, recoveredLoss: 0.5, density: [{ layer: 0, density: 0.1 }] }] }], overlap: [] },
-      'evaluation/data': { source: 'e.json', data: 'd.jsonl', rows: 4, runs: [{ name: 'r', source: '/r', metricName: 'accuracy', base: { loss: NaN, ece: 0.1 }, finetuned: { loss: 0.5, metric: 0.75, ece: 0.05 } }] },
+      'evaluation/data': { source: 'e.json', data: 'd.jsonl', rows: 4, runs: [{ name: 'r', source: '/r', metricName: 'accuracy', base: { loss: null, ece: 0.1 }, finetuned: { loss: 0.5, metric: 0.75, ece: 0.05 } }] },
       'panel/error': { message: 'bad' },
     };
     for (const [type, payload] of Object.entries(samples)) {
@@ -45,6 +45,8 @@ describe('webview protocol: validation', () => {
   it('names the place of a payload problem', () => {
     fail({ type: 'dashboard/append', payload: { runId: '/r', records: [record, { ...record, loss: 'high' }] } }, /dashboard\/append\.payload\.records\[1\]\.loss: expected a number/);
     fail({ type: 'dashboard/append', payload: { runId: '/r', records: [{ loss: 1 }] } }, /records\[0\]\.step: missing/);
+    // JSON has no NaN: the host must send null, and refuses to send a NaN
+    fail({ type: 'dashboard/append', payload: { runId: '/r', records: [{ ...record, loss: NaN }] } }, /records\[0\]\.loss: expected a finite number/);
     fail({ type: 'dashboard/status', payload: { runId: '/r', status: { ...status, state: 'exploded' } } }, /status\.state: expected/);
     fail({ type: 'dashboard/status', payload: { runId: '/r', status: { ...status, surprise: true } } }, /status\.surprise: unexpected key/);
     fail({ type: 'importance/data', payload: { source: 's', layers: [], modules: [], methods: [{ id: 'f', label: 'F', scores: [[1, 'x']] }] } }, /scores\[0\]\[1\]/);

@@ -1,11 +1,12 @@
 /** Dashboard data shaping: EMA smoothing, series by step or time, log-scale filtering, progress and ETA. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { MetricRecord, RunStatus } from '../../src/protocol';
-import { fieldPoints, formatDuration, forScale, progressOf, smoothPoints, xOf } from '../../webviews/src/shared/series';
+import type { RunStatus } from '../../src/protocol';
+import type { DashboardRecord } from '../../src/protocol/webview';
+import { drawnCount, fieldPoints, formatDuration, forScale, progressOf, smoothPoints, xOf } from '../../webviews/src/shared/series';
 import { emaSmooth } from '../../webviews/src/shared/smoothing';
 
-const rec = (step: number, loss: number, extra: Partial<MetricRecord> = {}): MetricRecord => ({ step, loss, lr: 0.001, tokens_per_s: 100, elapsed_s: step * 0.5, ...extra });
+const rec = (step: number, loss: number | null, extra: Partial<DashboardRecord> = {}): DashboardRecord => ({ step, loss, lr: 0.001, tokens_per_s: 100, elapsed_s: step * 0.5, ...extra });
 const close = (a: number, b: number, tol = 1e-12) => assert.ok(Math.abs(a - b) <= tol, `${a} vs ${b}`);
 
 describe('webview series: EMA smoothing', () => {
@@ -38,18 +39,21 @@ describe('webview series: EMA smoothing', () => {
 });
 
 describe('webview series: points', () => {
-  it('takes one field by step or time, skips records without it, last record per x wins, sorted', () => {
-    const rs = [rec(2, 3, { eval_loss: 2.9 }), rec(1, 4), rec(3, NaN), rec(2, 2.5)];
+  it('takes one field by step or time, skips records without it, last record per x wins, sorted; null is a gap', () => {
+    const rs = [rec(2, 3, { eval_loss: 2.9 }), rec(1, 4), rec(3, null), rec(2, 2.5)];
     assert.deepEqual(fieldPoints(rs, 'loss', 'step'), [
       { x: 1, y: 4 },
       { x: 2, y: 2.5 },
+      { x: 3, y: null },
     ]);
+    assert.equal(drawnCount(fieldPoints(rs, 'loss', 'step')), 2);
     assert.deepEqual(fieldPoints(rs, 'eval_loss', 'step'), [{ x: 2, y: 2.9 }]);
     assert.deepEqual(fieldPoints(rs, 'loss', 'time'), [
       { x: 0.5, y: 4 },
       { x: 1, y: 2.5 },
+      { x: 1.5, y: null },
     ]);
-    assert.ok(Number.isNaN(xOf({ ...rec(1, 1), elapsed_s: NaN }, 'time')));
+    assert.ok(Number.isNaN(xOf({ ...rec(1, 1), elapsed_s: null }, 'time')));
   });
 
   it('smooths y only; log scale drops values ≤ 0', () => {
@@ -64,6 +68,10 @@ describe('webview series: points', () => {
     );
     assert.deepEqual(forScale(pts, true), [{ x: 1, y: 2 }]);
     assert.equal(forScale(pts, false).length, 3);
+    // a gap stays a gap, smoothed or on a log scale, and does not disturb the average
+    const gap = [{ x: 1, y: 2 }, { x: 2, y: null }, { x: 3, y: 2 }];
+    assert.deepEqual(smoothPoints(gap, 0.5), gap);
+    assert.deepEqual(forScale(gap, true), gap);
   });
 });
 
@@ -88,6 +96,10 @@ describe('webview series: progress and ETA', () => {
     assert.equal(p.step, 7);
     assert.equal(p.total, 7);
     assert.equal(p.fraction, 1);
+    // a diverged last record (null loss) still has progress and an ETA
+    const d = progressOf([rec(1, 2), rec(2, null)], status({ step: 2, totalSteps: 4 }));
+    assert.equal(d.loss, undefined);
+    close(d.etaS!, 1);
   });
 
   it('formats durations', () => {

@@ -9,8 +9,8 @@ import type { AllocationReport, ImportanceReport, LayerGrid, LocalizeReport } fr
 import { HOST_TO_WEBVIEW, validateMessage } from '../../src/protocol/webview';
 import { allocationFor, budgetView, deriveSpec, keySlug } from '../../src/extension/panels/shaping/allocation';
 import { pathsFromArgs } from '../../src/extension/panels/shaping/args';
-import { comparisonView } from '../../src/extension/panels/shaping/compare';
-import { evaluationView } from '../../src/extension/panels/shaping/evaluation';
+import { comparisonLinks, comparisonView } from '../../src/extension/panels/shaping/compare';
+import { evaluationLinks, evaluationView } from '../../src/extension/panels/shaping/evaluation';
 import { contentSecurityPolicy, makeNonce, panelHtml } from '../../src/extension/panels/shaping/html';
 import { importanceView, reindex } from '../../src/extension/panels/shaping/importance';
 import { localizationView, overlapMatrices } from '../../src/extension/panels/shaping/localize';
@@ -36,14 +36,15 @@ describe('webview shaping: metrics.jsonl tail', () => {
     assert.equal(r[0]!.eval_loss, 1.4);
   });
 
-  it('reads null (a NaN written by JSON.stringify) as NaN, fills missing required fields with NaN, skips junk', () => {
+  it('keeps null (a NaN written by JSON.stringify) and an out-of-range number as null, fills missing required fields with null, skips junk', () => {
     const p = new MetricsParser();
-    const out = p.push('{"step":3,"loss":null,"lr":0.1,"tokens_per_s":5,"elapsed_s":1,"note":"x"}\nnot json\n[1]\n{"loss":1}\n\n{"step":4}\n');
+    const out = p.push('{"step":3,"loss":null,"lr":0.1,"tokens_per_s":5,"elapsed_s":1,"note":"x","grad_norm":1e999}\nnot json\n[1]\n{"loss":1}\n\n{"step":4}\n{"step":1e999}\n');
     assert.equal(out.length, 2);
-    assert.ok(Number.isNaN(out[0]!.loss));
+    assert.equal(out[0]!.loss, null);
+    assert.equal(out[0]!.grad_norm, null);
     assert.equal((out[0] as Record<string, unknown>).note, undefined);
-    assert.ok(Number.isNaN(out[1]!.tokens_per_s));
-    assert.equal(p.skipped, 3);
+    assert.equal(out[1]!.tokens_per_s, null);
+    assert.equal(p.skipped, 4);
     assert.equal(parseMetricLine('  '), undefined);
     valid('dashboard/append', { runId: '/r', records: out });
   });
@@ -269,11 +270,13 @@ describe('webview shaping: comparison and localization', () => {
       '/w/compare.json',
     );
     assert.equal(v.rows[0]!.forgetting, 0.2);
-    assert.ok(Number.isNaN(v.rows[0]!.curve[1]!.loss));
+    assert.deepEqual(v.rows[0]!.curve, [{ step: 1, loss: 4, eval_loss: 4.1 }, { step: 2, loss: null }]);
     assert.equal(v.rows[1]!.error, 'boom');
     assert.equal(v.rows[1]!.forgetting, undefined);
     valid('comparison/data', v);
     assert.throws(() => comparisonView({ version: 1 }, 'x'), /not a PEFT Lab comparison/);
+    // its links may open the compare folder (variants inside it) and each variant's run folder
+    assert.deepEqual(comparisonLinks(v), ['/w', '/r/lora', '/r/ia3']);
   });
 
   const level = (sparsity: number, metric: number | null) => ({
@@ -318,15 +321,17 @@ describe('webview shaping: comparison and localization', () => {
 });
 
 describe('webview shaping: evaluation report', () => {
-  it('maps an evaluation.json to the panel view (a null loss from JSON is NaN), valid for the webview', () => {
+  it('maps an evaluation.json to the panel view (a null loss from JSON stays null), valid for the webview', () => {
     const score = (loss: number | null, metric?: number) => ({ loss, ...(metric !== undefined ? { metric } : {}), ece: 0.1, count: 20 });
     const report = { version: 1, data: '/w/test.jsonl', rows: 20, runs: [{ name: 'a', source: '/w/runs/a', metricName: 'exact_match', base: score(4.3, 0), finetuned: score(0.05, 0.865) }, { name: 'b', source: '/w/runs/b', base: score(4.3), finetuned: score(null) }] };
     const v = evaluationView(report, '/w/eval/evaluation.json');
     assert.equal(v.rows, 20);
     assert.deepEqual(v.runs[0], { name: 'a', source: '/w/runs/a', metricName: 'exact_match', base: { loss: 4.3, metric: 0, ece: 0.1 }, finetuned: { loss: 0.05, metric: 0.865, ece: 0.1 } });
-    assert.ok(Number.isNaN(v.runs[1]!.finetuned.loss));
+    assert.equal(v.runs[1]!.finetuned.loss, null);
     assert.equal(v.runs[1]!.finetuned.metric, undefined);
     assert.ok(validateMessage(HOST_TO_WEBVIEW, { type: 'evaluation/data', payload: v }).ok);
+    // the run folders it lists are what its links may open
+    assert.deepEqual(evaluationLinks(v), ['/w/runs/a', '/w/runs/b']);
   });
 
   it('names what is wrong with a file that is not an evaluation report', () => {

@@ -148,11 +148,12 @@ function renderChart(): void {
   const datasets: ChartDataset<'line', Point[]>[] = [];
   view.rows.forEach((r, i) => {
     const color = t.series[i % t.series.length]!;
-    const train = r.curve.filter((p) => Number.isFinite(p.loss)).map((p) => ({ x: p.step, y: p.loss }));
-    const evals = r.curve.filter((p) => p.eval_loss !== undefined && Number.isFinite(p.eval_loss)).map((p) => ({ x: p.step, y: p.eval_loss! }));
+    // null (a diverged step) stays as a gap in the line.
+    const train: Point[] = r.curve.map((p) => ({ x: p.step, y: p.loss }));
+    const evals: Point[] = r.curve.flatMap((p) => (p.eval_loss === undefined ? [] : [{ x: p.step, y: p.eval_loss }]));
     if (w > 0) datasets.push({ label: `${r.name} (raw)`, data: forScale(train, log), borderColor: withAlpha(color, 0.25), backgroundColor: withAlpha(color, 0.25), borderWidth: 1, pointRadius: 0 });
     datasets.push({ label: r.name, data: forScale(w > 0 ? smoothPoints(train, w) : train, log), borderColor: color, backgroundColor: color, borderWidth: t.lineWidth, pointRadius: 0 });
-    if (evals.length) datasets.push({ label: `${r.name} eval`, data: forScale(evals, log), borderColor: color, backgroundColor: color, borderDash: [6, 4], borderWidth: t.lineWidth, pointRadius: 3, pointStyle: 'rectRot' });
+    if (evals.some((p) => p.y !== null)) datasets.push({ label: `${r.name} eval`, data: forScale(evals, log), borderColor: color, backgroundColor: color, borderDash: [6, 4], borderWidth: t.lineWidth, pointRadius: 3, pointStyle: 'rectRot' });
   });
   chart.data.datasets = datasets;
   chart.options = {

@@ -5,8 +5,7 @@
  */
 import './lib/panel.css';
 import { Legend, LinearScale, LineController, LineElement, LogarithmicScale, PointElement, Tooltip, type ChartDataset } from 'chart.js';
-import type { MetricRecord } from '../../src/protocol';
-import type { DashboardRun } from '../../src/protocol/webview';
+import type { DashboardRecord, DashboardRun } from '../../src/protocol/webview';
 import { bootstrap, errorLine } from './lib/bootstrap';
 import { Chart, followTheme, makeChart, markDrawn, setChartDefaults, themedPlugins, themedScale } from './lib/charts';
 import { button, fill, h, labelled } from './lib/dom';
@@ -14,7 +13,7 @@ import { settingControls } from './lib/settings';
 import type { Theme } from './lib/theme';
 import { withAlpha } from './shared/color';
 import { formatValue } from './shared/format';
-import { fieldPoints, forScale, formatDuration, progressOf, smoothPoints, type Point, type XAxis } from './shared/series';
+import { drawnCount, fieldPoints, forScale, formatDuration, progressOf, smoothPoints, type Point, type XAxis } from './shared/series';
 
 Chart.register(LineController, LineElement, PointElement, LinearScale, LogarithmicScale, Legend, Tooltip);
 
@@ -158,7 +157,8 @@ function line(label: string, data: Point[], color: string, theme: Theme, extra: 
     pointRadius: data.length < 40 ? 2 : 0,
     pointHoverRadius: 4,
     tension: 0,
-    spanGaps: true,
+    // A null y (a diverged or missing value) breaks the line where it is.
+    spanGaps: false,
     ...extra,
   };
 }
@@ -248,7 +248,7 @@ function render(): void {
   buildDatasets(theme);
   for (const c of charts) c.update('none');
   markDrawn(lossChart, (label) => label === 'train' || label.endsWith(' · train'));
-  lossCanvas.dataset.evalPoints = String(order.reduce((n, id) => n + fieldPoints(runs.get(id)!.records, 'eval_loss', 'step').length, 0));
+  lossCanvas.dataset.evalPoints = String(order.reduce((n, id) => n + drawnCount(fieldPoints(runs.get(id)!.records, 'eval_loss', 'step')), 0));
   lossCanvas.dataset.records = String(order.reduce((n, id) => n + runs.get(id)!.records.length, 0));
   markDrawn(lrChart);
   markDrawn(tpsChart);
@@ -282,7 +282,7 @@ panel.on('dashboard/runs', ({ runs: list }) => {
 panel.on('dashboard/append', ({ runId, records }) => {
   const run = runs.get(runId);
   if (!run) return panel.log('warn', `records for unknown run ${runId}`);
-  (run.records as MetricRecord[]).push(...records);
+  (run.records as DashboardRecord[]).push(...records);
   scheduleRender();
 });
 panel.on('dashboard/status', ({ runId, status }) => {

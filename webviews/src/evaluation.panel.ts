@@ -39,7 +39,7 @@ const MEASURES: { value: Measure; label: string; better: 'lower' | 'higher' }[] 
 ];
 const valueOf = (s: EvaluationScoreView, m: Measure): number | undefined => {
   const v = m === 'metric' ? s.metric : s[m];
-  return v !== undefined && Number.isFinite(v) ? v : undefined;
+  return v !== undefined && v !== null && Number.isFinite(v) ? v : undefined;
 };
 const show = (v: number | undefined, m: Measure) => (v === undefined ? '–' : m === 'metric' ? formatPercent(v) : formatValue(v));
 

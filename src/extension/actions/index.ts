@@ -51,7 +51,7 @@ const ENABLED: Record<CommandId, Enabled> = {
   // sidecar
   'peftLab.startSidecar': plain((ctx) => side.startSidecar(ctx)),
   'peftLab.stopSidecar': plain((ctx) => side.stopSidecar(ctx)),
-  'peftLab.restartSidecar': plain((ctx) => side.restartSidecar(ctx)),
+  'peftLab.restartSidecar': plain(side.restartSidecar),
   'peftLab.showStatus': plain((ctx) => side.showStatus(ctx)),
   'peftLab.showOutput': plain((ctx) => ctx.log.show(true)),
 };

@@ -10,6 +10,7 @@ import type { Ctx } from '../commands';
 import * as config from '../config';
 import { DEFAULT_BUDGETS, DEFAULT_EPOCHS, DEFAULT_SPARSITY, parseBudgets, parseEpochs, parseSparsity, planAllocate, planLocalize } from '../model/analysis-plan';
 import type { RunInput } from '../model/merge-plan';
+import { commandLink } from '../model/links';
 import { planImportance, planRunDir } from '../model/run-plan';
 import { formatMetric } from '../model/tree';
 
@@ -67,11 +68,13 @@ export async function train(ctx: Ctx, req: TrainRequest): Promise<void> {
     const runDir = planRunDir({ specFile: req.specFile, specText: text, ...(runsFolder ? { runsFolder } : {}) });
     params = { kind: 'train', spec: req.specFile, ...(runDir ? { runDir } : {}), ...(workspaceRoot ? { workspaceRoot } : {}) };
   }
-  ctx.diagnostics.clear(vscode.Uri.file(req.specFile));
+  ctx.diagnostics.clearSpec(req.specFile);
   if (params.runDir) ctx.runs.expect(params.runDir);
   const name = req.resumeDir ? req.resumeDir.split(/[\\/]/).pop() : req.specFile.split(/[\\/]/).pop();
   ctx.log.info(`${req.resumeDir ? 'resuming' : 'fine-tuning'} ${name}${params.runDir ? ` → ${params.runDir}` : ''}`);
-  const end = await runJobWithProgress(ctx, params, `PEFT Lab: ${req.resumeDir ? 'resuming' : 'fine-tuning'} ${name}`);
+  // The dashboard a click away while it trains (a progress notification has no buttons: a link).
+  const dashboard = params.runDir ? ` · ${commandLink('Open Dashboard', 'peftLab.openDashboard', [params.runDir])}` : '';
+  const end = await runJobWithProgress(ctx, params, `PEFT Lab: ${req.resumeDir ? 'resuming' : 'fine-tuning'} ${name}${dashboard}`);
   await reportTrainEnd(ctx, params, end);
 }
 
@@ -123,7 +126,7 @@ export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
     const runsFolder = config.runsFolder(workspaceRoot);
     outDir = planRunDir({ specFile, specText: text, prefix: 'compare-', ...(runsFolder ? { runsFolder } : {}) });
   }
-  ctx.diagnostics.clear(vscode.Uri.file(specFile));
+  ctx.diagnostics.clearSpec(specFile);
   // The variants' run folders appear inside the compare folder.
   if (outDir) ctx.runs.expectIn(outDir, 1);
   const params: CompareJobParams = { kind: 'compare', spec: specFile, ...(outDir ? { outDir } : {}), ...(workspaceRoot ? { workspaceRoot } : {}) };
@@ -164,7 +167,7 @@ async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison' | '
     else if (choice === 'Show Output') ctx.log.show(true);
     return;
   }
-  const marked = await ctx.diagnostics.report(f.error, dirname(f.specFile));
+  const marked = await ctx.diagnostics.report(f.error, dirname(f.specFile), f.specFile);
   ctx.log.error(`${f.what} failed: ${f.error}`);
   const choice = await vscode.window.showErrorMessage(`PEFT Lab: ${f.what} failed: ${f.error}`, marked ? 'Show Problem' : 'Show Output');
   if (choice === 'Show Problem' && marked) await revealDiagnostic(marked);
@@ -186,7 +189,7 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
     ...(runsFolder ? { runsFolder } : {}),
   });
   if (typeof plan === 'string') throw new Error(`cannot score layers: ${plan}`);
-  ctx.diagnostics.clear(vscode.Uri.file(specFile));
+  ctx.diagnostics.clearSpec(specFile);
   const params: JobParams = { kind: 'importance', model: plan.model, spec: specFile, data: plan.data, out: plan.out };
   ctx.log.info(`scoring layers of ${plan.model} on ${plan.data} → ${plan.out}`);
   const end = await runJobWithProgress(ctx, params, `PEFT Lab: scoring layers for ${specFile.split(/[\\/]/).pop()}`);

@@ -1,9 +1,9 @@
 /** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize, evaluate. */
 import { existsSync, promises as fsp } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import type { Ctx } from '../commands';
-import { canResume, isPidAlive, resumePlan, type RunInfo } from '../model/runs';
+import { canResume, deletionPlan, isPidAlive, jobRunning, resumePlan, trainsRuns, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
 import { describeEvaluation, MERGE_METHODS } from '../../protocol';
@@ -124,16 +124,17 @@ export async function cancelRun(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, (r) => r.state === 'running', 'cancel');
   for (const run of runs) {
     if (run.state !== 'running') continue;
-    const job = ctx.sidecar.activeJobs.find((j) => j.params.kind === 'train' && j.params.runDir !== undefined && resolve(j.params.runDir) === run.dir);
+    const job = jobRunning(ctx.sidecar.activeJobs, run.dir);
     if (job) {
+      if (job.params.kind === 'compare') ctx.log.info(`${run.name} is a variant of the comparison in ${job.params.outDir}: cancelling the comparison`);
       await ctx.sidecar.cancelJob(job.id);
       continue;
     }
     const pid = run.status?.pid;
     if (pid === undefined || !isPidAlive(pid)) continue;
     if (pid === ctx.sidecar.pid) {
-      // This sidecar runs it, under a job this window did not tie to the folder: the train jobs it knows.
-      const trains = ctx.sidecar.activeJobs.filter((j) => j.params.kind === 'train');
+      // This sidecar runs it, under a job this window did not tie to the folder: the training jobs it knows.
+      const trains = ctx.sidecar.activeJobs.filter(trainsRuns);
       if (trains.length === 1) await ctx.sidecar.cancelJob(trains[0]!.id);
       else void vscode.window.showWarningMessage(`PEFT Lab: cannot tell which sidecar job runs ${run.name}; cancel it from its progress notification.`);
       continue;
@@ -208,17 +209,20 @@ export async function revealRun(ctx: Ctx, args: unknown[]): Promise<void> {
   else await vscode.commands.executeCommand('revealFileInOS', uri);
 }
 
-/** Deletes run folders after a modal confirmation (to the trash where there is one); refuses running runs. */
+/**
+ * Deletes run folders after a modal confirmation (to the trash where there is one); refuses running
+ * runs. With no run to pick from, runsFromArgs says so; a dismissed pick ends quietly.
+ */
 export async function deleteRuns(ctx: Ctx, args: unknown[]): Promise<void> {
-  const runs = (await runsFromArgs(ctx.runs, args, (r) => r.state !== 'running', 'delete')).filter((r: RunInfo) => r.state !== 'running');
+  const { runs, refused } = deletionPlan(await runsFromArgs(ctx.runs, args, (r) => r.state !== 'running', 'delete'));
   if (!runs.length) {
-    void vscode.window.showInformationMessage('PEFT Lab: a running run cannot be deleted; cancel it first.');
+    if (refused) void vscode.window.showInformationMessage(`PEFT Lab: ${refused}`);
     return;
   }
   const what = runs.length === 1 ? `the run folder ${runs[0]!.name}` : `${runs.length} run folders`;
   const choice = await vscode.window.showWarningMessage(
     `Delete ${what}?`,
-    { modal: true, detail: `Its metrics, checkpoints and adapter go${runs.length > 1 ? ' with each' : ''}:\n${runs.map((r) => r.dir).join('\n')}` },
+    { modal: true, detail: `Its metrics, checkpoints and adapter go${runs.length > 1 ? ' with each' : ''}:\n${runs.map((r) => r.dir).join('\n')}${refused ? `\n\n${refused}` : ''}` },
     'Delete',
   );
   if (choice !== 'Delete') return;

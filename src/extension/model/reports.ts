@@ -8,7 +8,9 @@
  */
 import { promises as fsp } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import type { PanelKind } from '../../protocol/webview';
 import { walkFolders } from './run-discovery';
+import { COMPARE_FILE } from './runs';
 import { displayPath } from './tree';
 
 export type ReportKind = 'importance' | 'budget' | 'localization' | 'merge' | 'evaluation';
@@ -29,6 +31,13 @@ export function reportKindOf(file: string): ReportKind | undefined {
   if (name === 'merge.json') return 'merge';
   if (name === 'evaluation.json') return 'evaluation';
   return undefined;
+}
+
+/** The panel that shows a file, by its name (a merge's report has none: it opens as text); undefined for any other file. */
+export function panelKindOfFile(file: string): Exclude<PanelKind, 'dashboard'> | undefined {
+  if (basename(file) === COMPARE_FILE) return 'comparison';
+  const kind = reportKindOf(file);
+  return kind === 'merge' ? undefined : kind;
 }
 
 /** The glob of every report file name, for file searches and watchers. */

@@ -7,9 +7,10 @@
  * torn by a killed process), `spec.json`, `checkpoints/step-N/`, `adapter/`. A comparison writes
  * `compare.json` in a folder whose sub-folders are the variants' run folders.
  */
-import { existsSync, promises as fsp } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { RUN_STATES, type MetricRecord, type RunState, type RunStatus } from '../../protocol';
+import { promises as fsp } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { RUN_STATES, type JobParams, type MetricRecord, type RunState, type RunStatus } from '../../protocol';
+import { isUnder } from './paths';
 
 export const STATUS_FILE = 'status.json';
 export const METRICS_FILE = 'metrics.jsonl';
@@ -133,6 +134,9 @@ export async function readStatusFile(dir: string): Promise<RunStatus | undefined
   }
 }
 
+/** Whether a path exists (asynchronously: the runs model reads folders on every poll). */
+export const pathExists = (p: string): Promise<boolean> => fsp.access(p).then(() => true, () => false);
+
 export interface ReadRunOptions {
   isAlive?: (pid: number) => boolean;
   endedPids?: ReadonlySet<number>;
@@ -140,9 +144,9 @@ export interface ReadRunOptions {
 
 /** Reads one run folder; undefined when it is not one (no readable RunStatus, no metrics). */
 export async function readRun(dir: string, opts: ReadRunOptions = {}): Promise<RunInfo | undefined> {
-  const [status, lastMetric] = await Promise.all([readStatusFile(dir), readLastMetric(join(dir, METRICS_FILE))]);
-  if (!status && !lastMetric) return undefined;
   const compareFile = join(dirname(dir), COMPARE_FILE);
+  const [status, lastMetric, hasAdapter, inComparison] = await Promise.all([readStatusFile(dir), readLastMetric(join(dir, METRICS_FILE)), pathExists(join(dir, ADAPTER_DIR)), pathExists(compareFile)]);
+  if (!status && !lastMetric) return undefined;
   return {
     dir,
     name: basename(dir),
@@ -150,8 +154,8 @@ export async function readRun(dir: string, opts: ReadRunOptions = {}): Promise<R
     state: effectiveState(status, opts.isAlive ?? isPidAlive, opts.endedPids),
     spec: status?.spec || undefined,
     lastMetric,
-    hasAdapter: existsSync(join(dir, ADAPTER_DIR)),
-    compareFile: existsSync(compareFile) ? compareFile : undefined,
+    hasAdapter,
+    compareFile: inComparison ? compareFile : undefined,
   };
 }
 
@@ -182,4 +186,30 @@ export function resumePlan(run: RunInfo, exists: (p: string) => boolean): { kind
   const specThere = !!run.spec && exists(run.spec);
   if (run.compareFile && specThere) return { kind: 'compare', specFile: run.spec!, dir: dirname(run.compareFile) };
   return { kind: 'train', specFile: specThere ? run.spec! : join(run.dir, 'spec.json'), dir: run.dir };
+}
+
+/** Whether a job trains run folders: a fine-tune, or a comparison training its variants. */
+export const trainsRuns = (job: { params: JobParams }): boolean => job.params.kind === 'train' || job.params.kind === 'compare';
+
+/**
+ * The job that runs a run folder, among a sidecar's jobs: the train job of that folder, else the
+ * compare job whose compare folder holds it (a variant runs inside its comparison's job, so
+ * cancelling the variant cancels the comparison).
+ */
+export function jobRunning<J extends { params: JobParams }>(jobs: readonly J[], runDir: string): J | undefined {
+  const dir = resolve(runDir);
+  const train = jobs.find((j) => j.params.kind === 'train' && j.params.runDir !== undefined && resolve(j.params.runDir) === dir);
+  return train ?? jobs.find((j) => j.params.kind === 'compare' && j.params.outDir !== undefined && isUnder(resolve(j.params.outDir), dir));
+}
+
+/**
+ * What "Delete Run…" does with the runs chosen: deletes those not running, and says why the running
+ * ones stay. Nothing chosen (a dismissed pick) is nothing to do and nothing to say.
+ */
+export function deletionPlan(chosen: readonly RunInfo[]): { runs: RunInfo[]; refused?: string } {
+  const runs = chosen.filter((r) => r.state !== 'running');
+  const running = chosen.filter((r) => r.state === 'running');
+  if (!running.length) return { runs };
+  const refused = running.length === 1 ? `${running[0]!.name} is running; cancel it before deleting it.` : `${running.length} of these runs are running; cancel them before deleting them.`;
+  return { runs, refused };
 }

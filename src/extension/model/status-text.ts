@@ -1,4 +1,4 @@
-/** What the status bar item says (vscode-free): the sidecar's state, its backend, active jobs. */
+/** What the status bar item says (vscode-free): the sidecar's state, its backend, active jobs; and what stopping or restarting it under running jobs asks. */
 import type { BackendInfo, BackendName } from '../../protocol';
 import type { SupervisorState } from './supervisor';
 
@@ -63,4 +63,18 @@ export function statusBarView(i: StatusBarInput): StatusBarView {
       };
     }
   }
+}
+
+const jobsRunning = (jobs: number) => `${jobs} job${jobs > 1 ? 's are' : ' is'} running`;
+
+/** The modal question before stopping or restarting the sidecar under running jobs; undefined when none run (nothing to ask). */
+export function cancelJobsWarning(jobs: number, action: 'stop' | 'restart'): string | undefined {
+  if (jobs <= 0) return undefined;
+  return `PEFT Lab: ${jobsRunning(jobs)}; ${action === 'stop' ? 'stopping' : 'restarting'} the sidecar cancels ${jobs > 1 ? 'them' : 'it'}.`;
+}
+
+/** The offer to restart after a setting the sidecar reads changed, saying what a restart would cancel. */
+export function settingsRestartPrompt(jobs: number): string {
+  const cancels = jobs > 0 ? ` ${jobsRunning(jobs)}: restarting cancels ${jobs > 1 ? 'them' : 'it'} (a fine-tune keeps its last checkpoint).` : '';
+  return `PEFT Lab: restart the sidecar to apply the new settings?${cancels}`;
 }

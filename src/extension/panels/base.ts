@@ -1,7 +1,7 @@
 /**
  * The one host-side base of every chart panel: create-or-reveal and revive (after a reload, from
- * the state the webview saved), webview options (scripts on, resources only from `dist/webviews`
- * and `media`), the HTML page with its nonce CSP, typed and validated messages both ways, and the
+ * the state the webview saved), webview options (scripts on, resources only from `dist/webviews`:
+ * the bundles load nothing else), the HTML page with its nonce CSP, typed and validated messages both ways, and the
  * disposables. A panel sends its data whenever its webview says `panel/ready` (first load, and
  * again after it was hidden and its page rebuilt), so nothing is lost to a webview not listening.
  */
@@ -18,6 +18,7 @@ import {
   type PanelKind,
   type WebviewMessage,
 } from '../../protocol/webview';
+import { isWithinAny } from '../model/paths';
 import type { PanelDeps } from './deps';
 import { makeNonce, panelHtml } from './shaping/html';
 
@@ -77,7 +78,7 @@ export abstract class PanelBase implements vscode.Disposable {
     return {
       enableScripts: true,
       enableCommandUris: false,
-      localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist', 'webviews'), vscode.Uri.joinPath(extensionUri, 'media')],
+      localResourceRoots: [vscode.Uri.joinPath(extensionUri, 'dist', 'webviews')],
     };
   }
 
@@ -167,7 +168,7 @@ export abstract class PanelBase implements vscode.Disposable {
   }
 
   protected mayOpen(path: string): boolean {
-    return this.sources.some((s) => path === s || path.startsWith(`${s}/`));
+    return isWithinAny(this.sources, path);
   }
 
   /** Sends everything the page needs (called on every `panel/ready`). */

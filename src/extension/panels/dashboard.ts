@@ -7,8 +7,8 @@ import { promises as fsp } from 'node:fs';
 import { basename, join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import * as vscode from 'vscode';
-import type { MetricRecord, RunStatus } from '../../protocol';
-import type { DashboardRun, WebviewMessage } from '../../protocol/webview';
+import type { RunStatus } from '../../protocol';
+import type { DashboardRecord, DashboardRun, WebviewMessage } from '../../protocol/webview';
 import { messageOf, PanelBase, type PanelType } from './base';
 import type { PanelDeps } from './deps';
 import { MetricsParser } from './shaping/metrics';
@@ -20,7 +20,7 @@ const STATUS = 'status.json';
 
 /** One run folder being followed. */
 class RunTail implements vscode.Disposable {
-  records: MetricRecord[] = [];
+  records: DashboardRecord[] = [];
   status: RunStatus | undefined;
   private offset = 0;
   private parser = new MetricsParser();
@@ -31,7 +31,7 @@ class RunTail implements vscode.Disposable {
 
   constructor(
     readonly dir: string,
-    private readonly onUpdate: (tail: RunTail, change: { appended: MetricRecord[]; status: boolean; reset: boolean }) => void,
+    private readonly onUpdate: (tail: RunTail, change: { appended: DashboardRecord[]; status: boolean; reset: boolean }) => void,
     private readonly onError: (message: string) => void,
   ) {
     this.watcher = watchPaths([dir, join(dir, METRICS)], () => this.refresh());
@@ -66,7 +66,7 @@ class RunTail implements vscode.Disposable {
       }
     }
     let reset = false;
-    const appended: MetricRecord[] = [];
+    const appended: DashboardRecord[] = [];
     const file = join(this.dir, METRICS);
     const size = await fsp.stat(file).then((s) => s.size, () => 0);
     if (size < this.offset) {

@@ -15,6 +15,7 @@ import { logTo, messageOf, PanelBase, type PanelType } from './base';
 import { dashboardType, pickRuns } from './dashboard';
 import type { PanelDeps } from './deps';
 import { budgetType, comparisonType, evaluationType, importanceType, localizationType } from './json-panels';
+import { panelKindOfFile } from '../model/reports';
 import { pathsFromArgs } from './shaping/args';
 
 interface FileCommand {
@@ -41,12 +42,16 @@ const isDir = (p: string) => {
   }
 };
 
-/** The file a JSON panel shows: from the arguments (a folder means its default file), the active editor, or a dialog. */
+/**
+ * The file a JSON panel shows: from the arguments (a folder means its default file), the active
+ * editor when its file is this panel's kind of report (by name: not any JSON, say package.json),
+ * or a dialog.
+ */
 async function fileFrom(args: unknown[], c: FileCommand, deps: PanelDeps): Promise<string | undefined> {
   let file: string | undefined = pathsFromArgs(args)[0];
   if (!file) {
     const active = vscode.window.activeTextEditor?.document.uri;
-    if (active?.scheme === 'file' && active.fsPath.endsWith('.json') && !active.fsPath.endsWith('.peft.json')) file = active.fsPath;
+    if (active?.scheme === 'file' && panelKindOfFile(active.fsPath) === c.type.kind) file = active.fsPath;
   }
   if (!file) {
     const picked = await vscode.window.showOpenDialog({

@@ -6,12 +6,13 @@
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import * as vscode from 'vscode';
-import type { BudgetView, ComparisonView, EvaluationView, HostToWebview, ImportanceView, LocalizationView, PanelKind, WebviewMessage } from '../../protocol/webview';
+import { HOST_TO_WEBVIEW, type BudgetView, type ComparisonView, type EvaluationView, type HostToWebview, type ImportanceView, type LocalizationView, type PanelKind, type WebviewMessage } from '../../protocol/webview';
+import { isWithinAny } from '../model/paths';
 import { messageOf, PanelBase, type PanelType } from './base';
 import type { PanelDeps } from './deps';
 import { allocationFor, budgetView, deriveSpec, keySlug } from './shaping/allocation';
-import { comparisonView } from './shaping/compare';
-import { evaluationView } from './shaping/evaluation';
+import { comparisonLinks, comparisonView } from './shaping/compare';
+import { evaluationLinks, evaluationView } from './shaping/evaluation';
 import { importanceView } from './shaping/importance';
 import { localizationView } from './shaping/localize';
 import { watchPaths } from './watch';
@@ -20,6 +21,8 @@ type DataMessage = 'importance/data' | 'budget/data' | 'comparison/data' | 'loca
 
 abstract class JsonReportPanel<M extends DataMessage> extends PanelBase {
   protected raw: unknown;
+  /** What the page may open besides its file: the folders the shown report links to. */
+  private links: string[] = [];
 
   protected constructor(
     kind: PanelKind,
@@ -28,6 +31,7 @@ abstract class JsonReportPanel<M extends DataMessage> extends PanelBase {
     panel: vscode.WebviewPanel,
     deps: PanelDeps,
     sources: string[],
+    private readonly linksOf: (view: HostToWebview[M]) => string[] = () => [],
   ) {
     super(kind, panel, deps, sources);
     if (sources[0]) this.disposables.push(watchPaths([sources[0]], () => void this.sendAll(), { pollMs: 2000, debounceMs: 150 }));
@@ -42,10 +46,20 @@ abstract class JsonReportPanel<M extends DataMessage> extends PanelBase {
     if (!file) return this.post('panel/error', { message: 'No file: open this panel from a command with a file.' });
     try {
       this.raw = JSON.parse(await fsp.readFile(file, 'utf8'));
-      this.post(this.message, this.shape(this.raw, file));
+      const view = this.shape(this.raw, file);
+      // What the webview would refuse (a value JSON cannot carry, say) shows as the panel's error, not as nothing.
+      const problem = HOST_TO_WEBVIEW[this.message].check(view, this.message);
+      if (problem) throw new Error(`cannot be shown: ${problem}`);
+      this.links = this.linksOf(view);
+      this.post(this.message, view);
     } catch (err) {
-      this.post('panel/error', { message: `${file}: ${messageOf(err)}` });
+      // With the file, which the page keeps: a reload after a failed load shows this file again.
+      this.post('panel/error', { message: `${file}: ${messageOf(err)}`, sources: [file] });
     }
+  }
+
+  protected override mayOpen(path: string): boolean {
+    return super.mayOpen(path) || isWithinAny(this.links, path);
   }
 }
 
@@ -70,11 +84,7 @@ export class ImportancePanel extends JsonReportPanel<'importance/data'> {
 
 export class ComparisonPanel extends JsonReportPanel<'comparison/data'> {
   constructor(panel: vscode.WebviewPanel, deps: PanelDeps, sources: string[]) {
-    super('comparison', 'comparison/data', comparisonView, panel, deps, sources);
-  }
-  protected override mayOpen(path: string): boolean {
-    // Variant run folders live beside compare.json.
-    return super.mayOpen(path) || (!!this.file && path.startsWith(`${dirname(this.file)}/`));
+    super('comparison', 'comparison/data', comparisonView, panel, deps, sources, comparisonLinks);
   }
 }
 
@@ -86,7 +96,7 @@ export class LocalizationPanel extends JsonReportPanel<'localization/data'> {
 
 export class EvaluationPanel extends JsonReportPanel<'evaluation/data'> {
   constructor(panel: vscode.WebviewPanel, deps: PanelDeps, sources: string[]) {
-    super('evaluation', 'evaluation/data', evaluationView, panel, deps, sources);
+    super('evaluation', 'evaluation/data', evaluationView, panel, deps, sources, evaluationLinks);
   }
 }
 

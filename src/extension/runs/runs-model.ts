@@ -6,33 +6,32 @@
  * Three sources, because file watchers alone are not reliable enough (a watcher may report a new
  * folder but nothing created inside it afterwards):
  *  - a full scan (findFiles) at start and on demand;
- *  - FileSystemWatchers on status.json / metrics.jsonl, on created folders and on deletions;
+ *  - FileSystemWatchers on what run folders hold (status.json, metrics.jsonl, a comparison's
+ *    compare.json), on folders created in the runs folder setting's folder, and on deletions;
  *  - a poll every few seconds while something may change (a run is running, the view is visible,
- *    a folder was just created): running runs are re-read, and the "roots" — folders that hold run
- *    folders — are looked into for new ones.
+ *    a folder was just created in the runs folder): running runs are re-read, and the "roots" —
+ *    folders that hold run folders — are looked into for new ones.
  * A running run whose process is gone turns `interrupted` at the next poll, or at once when the
  * sidecar crashes.
  */
 import { promises as fsp } from 'node:fs';
-import { dirname, isAbsolute, relative, sep } from 'node:path';
+import { basename, dirname } from 'node:path';
 import * as vscode from 'vscode';
 import type { MetricRecord } from '../../protocol';
 import * as config from '../config';
-import { discoverRunDirs, ignoredPath } from '../model/run-discovery';
-import { compareRunsNewestFirst, effectiveState, isPidAlive, readMetricsFile, readRun, type RunInfo } from '../model/runs';
+import { isUnder } from '../model/paths';
+import { discoverRunDirs, ignoredBelow, ignoredPath } from '../model/run-discovery';
+import { COMPARE_FILE, compareRunsNewestFirst, effectiveState, isPidAlive, readMetricsFile, readRun, type RunInfo } from '../model/runs';
 import type { RunsChange, RunsModel } from '../panels/deps';
 import type { SidecarClient } from '../sidecar';
 
-const EXCLUDE = '**/{node_modules,.git}/**';
+const EXCLUDE = '**/{node_modules,.git,.venv,venv,__pycache__,site-packages}/**';
+/** What run folders hold that tells of a run (created, progressing, ended) or a comparison. */
+const RUN_FILES = '**/{status.json,metrics.jsonl,compare.json}';
 const DEBOUNCE_MS = 150;
 const POLL_MS = 3000;
 /** How long a newly created folder is looked into. */
 const FRESH_MS = 2 * 60_000;
-
-function isUnder(parent: string, p: string): boolean {
-  const rel = relative(parent, p);
-  return rel === '' || (!rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel));
-}
 
 export class WorkspaceRunsModel implements RunsModel, vscode.Disposable {
   private readonly runs = new Map<string, RunInfo>();
@@ -55,17 +54,17 @@ export class WorkspaceRunsModel implements RunsModel, vscode.Disposable {
     private readonly sidecar: SidecarClient,
     private readonly log: vscode.LogOutputChannel,
   ) {
-    const files = vscode.workspace.createFileSystemWatcher('**/{status.json,metrics.jsonl}');
-    // Created folders (a new runs folder) and deletions (a deleted run folder reports the folder only).
-    const any = vscode.workspace.createFileSystemWatcher('**/*', false, true, false);
+    const files = vscode.workspace.createFileSystemWatcher(RUN_FILES);
+    // Deletions only: a deleted run folder is reported as the folder alone (not the files in it).
+    // Handled in memory, without touching the disk.
+    const deletions = vscode.workspace.createFileSystemWatcher('**/*', true, true, false);
     this.disposables.push(
       files,
-      any,
-      files.onDidCreate((u) => this.touch(dirname(u.fsPath))),
-      files.onDidChange((u) => this.touch(dirname(u.fsPath))),
-      files.onDidDelete((u) => this.touch(dirname(u.fsPath))),
-      any.onDidCreate((u) => void this.created(u.fsPath)),
-      any.onDidDelete((u) => this.removeUnder(u.fsPath)),
+      deletions,
+      files.onDidCreate((u) => this.fileChanged(u.fsPath)),
+      files.onDidChange((u) => this.fileChanged(u.fsPath)),
+      files.onDidDelete((u) => this.fileChanged(u.fsPath)),
+      deletions.onDidDelete((u) => this.removeUnder(u.fsPath)),
       vscode.workspace.onDidChangeWorkspaceFolders(() => this.refresh()),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (e.affectsConfiguration('peftLab.runsFolder')) this.refresh();
@@ -213,15 +212,25 @@ export class WorkspaceRunsModel implements RunsModel, vscode.Disposable {
     this.roots.set(dir, { depth: Math.max(depth, had?.depth ?? 0), ...(until !== undefined ? { until } : {}) });
   }
 
-  /** A created path: when it is a folder, look into it for a while (new runs folder, comparison folder, run folder). */
-  private async created(path: string): Promise<void> {
-    if (ignoredPath(path)) return;
+  /** A run file changed: its run folder is re-read; for compare.json, the variants beside it (and new ones looked for). */
+  private fileChanged(file: string): void {
+    if (ignoredPath(file)) return;
+    const dir = dirname(file);
+    if (basename(file) !== COMPARE_FILE) return this.touch(dir);
+    this.addRoot(dir, 1);
+    for (const run of this.runs.values()) if (dirname(run.dir) === dir) this.touch(run.dir);
+    this.pollSoon();
+  }
+
+  /** A folder created in the runs folder: look into it for a while (a run folder, a comparison's folder). */
+  private async created(base: string, path: string): Promise<void> {
+    if (ignoredBelow(base, path)) return;
     try {
       if (!(await fsp.stat(path)).isDirectory()) return;
     } catch {
       return;
     }
-    this.addRoot(path, 3, Date.now() + FRESH_MS);
+    this.addRoot(path, 1, Date.now() + FRESH_MS);
     this.updatePolling();
     this.pollSoon();
   }
@@ -274,21 +283,28 @@ export class WorkspaceRunsModel implements RunsModel, vscode.Disposable {
     this._root = folder ? vscode.Uri.file(folder) : undefined;
     this.folderWatchers.forEach((d) => d.dispose());
     this.folderWatchers = [];
-    if (!folder || vscode.workspace.getWorkspaceFolder(vscode.Uri.file(folder))) return;
+    if (!folder) return;
     const base = vscode.Uri.file(folder);
-    const w = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(base, '**/{status.json,metrics.jsonl}'));
+    // Folders created in it, a run folder or a comparison's with its variants (two levels): a
+    // watcher can miss the files created inside a new folder, so these are looked into for a while.
+    const created = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(base, '{*,*/*}'), false, true, true);
+    this.folderWatchers.push(created, created.onDidCreate((u) => void this.created(folder, u.fsPath)));
+    // Outside the workspace, the workspace's watchers do not reach it.
+    if (vscode.workspace.getWorkspaceFolder(base)) return;
+    const w = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(base, RUN_FILES));
     const d = vscode.workspace.createFileSystemWatcher(new vscode.RelativePattern(base, '**/*'), true, true, false);
     this.folderWatchers.push(
       w,
       d,
-      w.onDidCreate((u) => this.touch(dirname(u.fsPath))),
-      w.onDidChange((u) => this.touch(dirname(u.fsPath))),
-      w.onDidDelete((u) => this.touch(dirname(u.fsPath))),
+      w.onDidCreate((u) => this.fileChanged(u.fsPath)),
+      w.onDidChange((u) => this.fileChanged(u.fsPath)),
+      w.onDidDelete((u) => this.fileChanged(u.fsPath)),
       d.onDidDelete((u) => this.removeUnder(u.fsPath)),
     );
   }
 
   private removeUnder(path: string): void {
+    if (ignoredPath(path)) return;
     const gone = [...this.runs.keys()].filter((dir) => isUnder(path, dir));
     for (const dir of [...this.roots.keys()]) if (isUnder(path, dir)) this.roots.delete(dir);
     if (!gone.length) return;

@@ -1,20 +1,24 @@
 /**
  * Spec problems in the Problems panel: a job that failed on bad input (the sidecar names the file,
- * the JSON path and line:column) becomes a Diagnostic on that file, until the next run of the spec.
+ * the JSON path and line:column) becomes a Diagnostic on that file (the spec, or a data file it
+ * names), until the next run of the spec.
  */
 import { promises as fsp } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import * as vscode from 'vscode';
+import { DiagnosticOwners } from '../model/diagnostic-owners';
 import { diagnosticRange, parseSpecError } from '../model/spec-errors';
 
 export class SpecDiagnostics implements vscode.Disposable {
   private readonly collection = vscode.languages.createDiagnosticCollection('peft-lab');
+  private readonly owners = new DiagnosticOwners();
 
   /**
-   * Shows an error line as a diagnostic when it names a file (absolute, or relative to `baseDir`).
-   * Returns the file's URI when it did.
+   * Shows an error line as a diagnostic when it names a file (absolute, or relative to `baseDir`),
+   * as a failure of `specFile` (cleared by `clearSpec` when it runs again). Returns the file's URI
+   * when it did.
    */
-  async report(errorText: string, baseDir?: string): Promise<vscode.Uri | undefined> {
+  async report(errorText: string, baseDir?: string, specFile?: string): Promise<vscode.Uri | undefined> {
     const loc = parseSpecError(errorText);
     if (!loc) return undefined;
     const file = isAbsolute(loc.file) ? loc.file : baseDir ? vscode.Uri.joinPath(vscode.Uri.file(baseDir), loc.file).fsPath : undefined;
@@ -28,15 +32,18 @@ export class SpecDiagnostics implements vscode.Disposable {
     d.source = 'PEFT Lab';
     if (loc.path) d.code = loc.path;
     this.collection.set(uri, [d]);
+    if (specFile) this.owners.mark(vscode.Uri.file(specFile).fsPath, uri.fsPath);
     return uri;
   }
 
-  clear(uri: vscode.Uri): void {
-    this.collection.delete(uri);
+  /** As a spec runs again: its problems go, on the spec and on every file its last failure marked. */
+  clearSpec(specFile: string): void {
+    for (const file of this.owners.release(vscode.Uri.file(specFile).fsPath)) this.collection.delete(vscode.Uri.file(file));
   }
 
   clearAll(): void {
     this.collection.clear();
+    this.owners.clear();
   }
 
   dispose(): void {

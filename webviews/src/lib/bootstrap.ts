@@ -1,7 +1,9 @@
 /**
  * The one webview-side bootstrap every panel uses: the VS Code API handle, typed and validated
  * messages both ways, persisted state (sources + UI settings, restored after a reload), theme
- * colours with change notifications, and error/CSP-violation reporting to the host's log.
+ * colours with change notifications, and error/CSP-violation reporting to the host's log. A
+ * message from the host that does not match the protocol is dropped, logged, and said in a
+ * visible error box (what it would have shown is missing, so the page must not look complete).
  */
 import {
   HOST_TO_WEBVIEW,
@@ -44,6 +46,16 @@ export function bootstrap<UI extends object>(kind: PanelKind, defaults: UI): Pan
   const handlers = new Map<string, Handler<never>[]>();
   const themeHandlers: ((t: Theme) => void)[] = [];
   let dropped = 0;
+  let droppedBox: HTMLDivElement | undefined;
+  const showDropped = (problem: string) => {
+    if (!droppedBox) {
+      // Above #app, which the panels fill (and refill) themselves; .error-box takes the theme's error colours.
+      droppedBox = Object.assign(document.createElement('div'), { id: 'dropped-message', className: 'error-box dropped' });
+      droppedBox.setAttribute('role', 'alert');
+      document.body.insertBefore(droppedBox, document.body.firstChild);
+    }
+    droppedBox.textContent = `${dropped === 1 ? 'An update' : `${dropped} updates`} from PEFT Lab could not be shown (not in the panel's protocol): ${problem}. Close and reopen the panel; the PEFT Lab output has details.`;
+  };
 
   const persist = () => api.setState({ sources, ui: { ...ui } as Record<string, unknown> } satisfies PanelState);
   const post = <K extends keyof WebviewToHost>(type: K, payload: WebviewToHost[K]) => {
@@ -61,6 +73,7 @@ export function bootstrap<UI extends object>(kind: PanelKind, defaults: UI): Pan
     if (!v.ok) {
       dropped++;
       document.body.dataset.droppedMessages = String(dropped);
+      showDropped(v.problem);
       log('warn', `dropped a message that does not match the protocol: ${v.problem}`);
       return;
     }
@@ -86,6 +99,13 @@ export function bootstrap<UI extends object>(kind: PanelKind, defaults: UI): Pan
     for (const h of themeHandlers) h(t);
   });
   document.body.dataset.theme = theme.kind;
+  // An error names the panel's inputs: kept, so that a reload re-reads them instead of opening empty.
+  const keepSources: Handler<'panel/error'> = ({ sources: named }) => {
+    if (!named) return;
+    sources = [...named];
+    persist();
+  };
+  handlers.set('panel/error', [keepSources as Handler<never>]);
 
   return {
     kind,

@@ -71,14 +71,17 @@ export function makeChart<T extends ChartType, D = DefaultDataPoint<T>>(canvas: 
   return new Chart(canvas, config);
 }
 
-/** Publishes what a chart draws on its canvas: `data-points` (total points) and `data-series`. */
+/** A data entry chart.js draws: not a gap (null, or a point whose y is null). */
+const isDrawn = (v: unknown): boolean => v !== null && v !== undefined && !(typeof v === 'object' && (v as { y?: unknown }).y === null);
+
+/** Publishes what a chart draws on its canvas: `data-points` (total points, gaps not counted) and `data-series`. */
 export function markDrawn(chart: Chart, countDataset: (label: string) => boolean = () => true): void {
   let points = 0;
   let series = 0;
   chart.data.datasets.forEach((d, i) => {
     if (!countDataset(d.label ?? '') || !chart.isDatasetVisible(i)) return;
     series++;
-    points += d.data.length;
+    points += (d.data as unknown[]).filter(isDrawn).length;
   });
   const canvas = chart.canvas;
   canvas.dataset.points = String(points);

@@ -21,8 +21,8 @@ export function formatValue(n: number | undefined | null, digits = 4): string {
   return String(Number(n.toPrecision(digits)));
 }
 
-export function formatPercent(fraction: number | undefined, digits = 1): string {
-  if (fraction === undefined || !Number.isFinite(fraction)) return '–';
+export function formatPercent(fraction: number | null | undefined, digits = 1): string {
+  if (fraction === undefined || fraction === null || !Number.isFinite(fraction)) return '–';
   return `${(fraction * 100).toFixed(digits)}%`;
 }
 

@@ -6,6 +6,8 @@ import type { AllocationReport, AllocationSpec, RankBudgetResult, SptBudgetResul
 import type { BudgetLayerView, BudgetOptionView, BudgetView } from '../../../protocol/webview';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+/** A count the view can carry (JSON has no NaN): a figure missing from the report counts 0. */
+const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) ? n : 0);
 
 function compact(n: number): string {
   const a = Math.abs(n);
@@ -43,7 +45,7 @@ function toLayers(acc: Map<number, LayerAcc>, labels: Map<number, string>): Budg
   return [...acc.entries()]
     .sort((a, b) => a[0] - b[0])
     .map(([layer, a]) => {
-      const v: BudgetLayerView = { name: labelOf(labels, layer), lora: a.lora, sparse: a.sparse, frozen: Math.max(0, a.total - a.sparse) };
+      const v: BudgetLayerView = { name: labelOf(labels, layer), lora: count(a.lora), sparse: count(a.sparse), frozen: Math.max(0, count(a.total - a.sparse)) };
       if (Object.keys(a.ranks).length) v.ranks = a.ranks;
       return v;
     });
@@ -59,10 +61,10 @@ function sptOption(r: SptBudgetResult, totals: Map<number, number>): BudgetOptio
     if (t.decision === 'lora') {
       a.lora += t.cost;
       const mod = moduleOf(t);
-      a.ranks[t.type] = loraR?.rankPattern?.[mod] ?? loraR?.r ?? 0;
+      a.ranks[t.type] = count(loraR?.rankPattern?.[mod] ?? loraR?.r);
     } else if (t.decision === 'sparse' || t.decision === 'full') a.sparse += t.cost;
   }
-  return { label: `SPT · ${r.budget} · ${compact(r.cost)} trainable`, budget: r.target, key: `spt:${r.budget}`, layers: toLayers(acc, layerLabels(r.grid)) };
+  return { label: `SPT · ${r.budget} · ${compact(count(r.cost))} trainable`, budget: count(r.target), key: `spt:${r.budget}`, layers: toLayers(acc, layerLabels(r.grid)) };
 }
 
 function rankOption(r: RankBudgetResult, totals: Map<number, number>): BudgetOptionView {
@@ -72,9 +74,9 @@ function rankOption(r: RankBudgetResult, totals: Map<number, number>): BudgetOpt
     const a = acc.get(m.layer) ?? { lora: 0, sparse: 0, total: 0, ranks: {} };
     acc.set(m.layer, a);
     a.lora += m.params;
-    if (m.rank > 0) a.ranks[m.type] = m.rank;
+    if (count(m.rank) > 0) a.ranks[m.type] = m.rank;
   }
-  return { label: `LoRA ranks · ${r.budget} · ${compact(r.params)} trainable`, budget: r.target, key: `rank:${r.budget}`, layers: toLayers(acc, layerLabels(r.grid)) };
+  return { label: `LoRA ranks · ${r.budget} · ${compact(count(r.params))} trainable`, budget: count(r.target), key: `rank:${r.budget}`, layers: toLayers(acc, layerLabels(r.grid)) };
 }
 
 export function budgetView(raw: unknown, source: string): BudgetView {
@@ -89,7 +91,7 @@ export function budgetView(raw: unknown, source: string): BudgetView {
   if (typeof raw.spec === 'string') view.spec = raw.spec;
   if (typeof report.importance === 'string') view.model = report.importance;
   if (typeof report.method === 'string') view.method = report.method;
-  if (typeof report.totalParams === 'number') view.totalParams = report.totalParams;
+  if (Number.isFinite(report.totalParams)) view.totalParams = report.totalParams;
   return view;
 }
 

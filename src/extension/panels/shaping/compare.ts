@@ -1,4 +1,5 @@
 /** `compare.json` (written by `peft-lab compare`) to the comparison panel's view (pure). */
+import { dirname } from 'node:path';
 import type { ComparisonRowView, ComparisonView } from '../../../protocol/webview';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -10,9 +11,12 @@ function row(v: unknown, i: number): ComparisonRowView {
   const adapter = isObject(v.adapter) ? v.adapter : {};
   const curve = Array.isArray(v.curve)
     ? v.curve.flatMap((p: unknown) => {
-        if (!isObject(p) || typeof p.step !== 'number') return [];
-        const point: ComparisonRowView['curve'][number] = { step: p.step, loss: typeof p.loss === 'number' ? p.loss : NaN };
-        if (typeof p.eval_loss === 'number') point.eval_loss = p.eval_loss;
+        if (!isObject(p)) return [];
+        const step = num(p.step);
+        if (step === undefined) return [];
+        // A diverged step (null in the file) stays in the curve, as a gap.
+        const point: ComparisonRowView['curve'][number] = { step, loss: num(p.loss) ?? null };
+        if (p.eval_loss !== undefined) point.eval_loss = num(p.eval_loss) ?? null;
         return [point];
       })
     : [];
@@ -39,4 +43,9 @@ export function comparisonView(raw: unknown, source: string): ComparisonView {
   if (str(raw.backend)) view.backend = raw.backend as string;
   if (str(raw.createdAt)) view.createdAt = raw.createdAt as string;
   return view;
+}
+
+/** The folders the panel's links may open: the compare folder (the variants' run folders are inside it) and each variant's run folder. */
+export function comparisonLinks(view: ComparisonView): string[] {
+  return [dirname(view.source), ...view.rows.map((r) => r.runDir).filter(Boolean)];
 }

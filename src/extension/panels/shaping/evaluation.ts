@@ -2,12 +2,13 @@
 import type { EvaluationRunView, EvaluationScoreView, EvaluationView } from '../../../protocol/webview';
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-// JSON writes a NaN loss as null.
-const numOrNaN = (v: unknown): number => (typeof v === 'number' ? v : NaN);
+const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+// JSON writes a NaN loss as null; null is also what the view sends for it (JSON has no NaN).
+const numOrNull = (v: unknown): number | null => (finite(v) ? v : null);
 
 function score(v: unknown, where: string): EvaluationScoreView {
   if (!isObject(v)) throw new Error(`${where}: expected { loss, ece }`);
-  return { loss: numOrNaN(v.loss), ...(typeof v.metric === 'number' ? { metric: v.metric } : {}), ece: numOrNaN(v.ece) };
+  return { loss: numOrNull(v.loss), ...(finite(v.metric) ? { metric: v.metric } : {}), ece: numOrNull(v.ece) };
 }
 
 export function evaluationView(raw: unknown, source: string): EvaluationView {
@@ -22,5 +23,10 @@ export function evaluationView(raw: unknown, source: string): EvaluationView {
       finetuned: score(r.finetuned, `runs[${i}].finetuned`),
     };
   });
-  return { source, data: typeof raw.data === 'string' ? raw.data : '', rows: typeof raw.rows === 'number' ? raw.rows : 0, runs };
+  return { source, data: typeof raw.data === 'string' ? raw.data : '', rows: finite(raw.rows) ? raw.rows : 0, runs };
+}
+
+/** The run folders the panel's links may open: the runs the report scored. */
+export function evaluationLinks(view: EvaluationView): string[] {
+  return view.runs.map((r) => r.source).filter(Boolean);
 }

@@ -16,11 +16,11 @@ export function localizationView(raw: unknown, source: string): LocalizationView
       levels: r.levels
         .map((l) => ({
           sparsity: numOrNull(l.sparsity) ?? NaN,
-          fraction: numOrNull(l.fractionOfModel) ?? numOrNull(l.fraction) ?? NaN,
+          fraction: numOrNull(l.fractionOfModel) ?? numOrNull(l.fraction),
           grafted: numOrNull(l.grafted) ?? 0,
           recoveredMetric: numOrNull(l.recovered?.metric),
           recoveredLoss: numOrNull(l.recovered?.loss),
-          density: Array.isArray(l.layerDensity) ? l.layerDensity.filter((d) => isObject(d) && typeof d.layer === 'number').map((d) => ({ layer: d.layer, density: numOrNull(d.density) ?? 0 })) : [],
+          density: Array.isArray(l.layerDensity) ? l.layerDensity.filter((d) => isObject(d) && Number.isFinite(d.layer)).map((d) => ({ layer: d.layer, density: numOrNull(d.density) ?? 0 })) : [],
         }))
         .filter((l) => Number.isFinite(l.sparsity))
         .sort((a, b) => a.sparsity - b.sparsity),
@@ -40,7 +40,7 @@ export function overlapMatrices(report: Pick<LocalizeReport, 'overlap'>, taskOrd
   if (!pairs.length) return [];
   const bySparsity = new Map<number | null, typeof pairs>();
   for (const p of pairs) {
-    const k = typeof p.sparsity === 'number' ? p.sparsity : null;
+    const k = numOrNull(p.sparsity);
     bySparsity.set(k, [...(bySparsity.get(k) ?? []), p]);
   }
   return [...bySparsity.entries()]

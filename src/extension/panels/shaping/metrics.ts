@@ -1,14 +1,16 @@
 /**
  * Incremental parsing of `metrics.jsonl` as it grows (pure). The writer appends whole lines, but a
  * reader can catch one half written: the unterminated tail is kept until its newline arrives.
- * Malformed lines are skipped (and counted); JSON `null` (how NaN is written) becomes NaN.
+ * Malformed lines are skipped (and counted). Records come out as the dashboard gets them: JSON
+ * `null` (how NaN is written), a number out of range and a missing required field are all null,
+ * which survives the JSON trip to the webview (a NaN would arrive as null and fail its schema).
  */
-import type { MetricRecord } from '../../../protocol';
+import type { DashboardRecord } from '../../../protocol/webview';
 
-const REQUIRED = ['step', 'loss', 'lr', 'tokens_per_s', 'elapsed_s'] as const;
+const REQUIRED = ['loss', 'lr', 'tokens_per_s', 'elapsed_s'] as const;
 
 /** One line to a record, or undefined when it is not a metrics record. */
-export function parseMetricLine(line: string): MetricRecord | undefined {
+export function parseMetricLine(line: string): DashboardRecord | undefined {
   const t = line.trim();
   if (!t) return undefined;
   let v: unknown;
@@ -18,14 +20,15 @@ export function parseMetricLine(line: string): MetricRecord | undefined {
     return undefined;
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return undefined;
-  const out: Record<string, number> = {};
+  const out: Record<string, number | null> = {};
   for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
-    if (typeof x === 'number') out[k] = x;
-    else if (x === null) out[k] = NaN;
+    // 1e999 parses to Infinity: null like a written NaN.
+    if (typeof x === 'number') out[k] = Number.isFinite(x) ? x : null;
+    else if (x === null) out[k] = null;
   }
-  if (typeof out.step !== 'number' || !Number.isFinite(out.step)) return undefined;
-  for (const k of REQUIRED) if (typeof out[k] !== 'number') out[k] = NaN;
-  return out as MetricRecord;
+  if (typeof out.step !== 'number') return undefined;
+  for (const k of REQUIRED) if (out[k] === undefined) out[k] = null;
+  return out as DashboardRecord;
 }
 
 export class MetricsParser {
@@ -33,7 +36,7 @@ export class MetricsParser {
   skipped = 0;
 
   /** Feeds the next chunk of text; returns the records of the lines it completed. */
-  push(chunk: string): MetricRecord[] {
+  push(chunk: string): DashboardRecord[] {
     const text = this.rest + chunk;
     const end = text.lastIndexOf('\n');
     if (end < 0) {
@@ -41,7 +44,7 @@ export class MetricsParser {
       return [];
     }
     this.rest = text.slice(end + 1);
-    const out: MetricRecord[] = [];
+    const out: DashboardRecord[] = [];
     for (const line of text.slice(0, end).split('\n')) {
       if (!line.trim()) continue;
       const r = parseMetricLine(line);

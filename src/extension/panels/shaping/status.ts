@@ -10,7 +10,8 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function statusFromJson(raw: unknown): RunStatus | undefined {
   if (!isObject(raw) || raw.version !== 1 || !(RUN_STATES as readonly unknown[]).includes(raw.state)) return undefined;
   const str = (k: string) => (typeof raw[k] === 'string' ? (raw[k] as string) : undefined);
-  const num = (o: Record<string, unknown>, k: string) => (typeof o[k] === 'number' ? (o[k] as number) : undefined);
+  // Finite only: 1e999 parses to Infinity, which the JSON trip to the webview would turn into null.
+  const num = (o: Record<string, unknown>, k: string) => (typeof o[k] === 'number' && Number.isFinite(o[k]) ? (o[k] as number) : undefined);
   const adapter = str('adapter');
   const s: RunStatus = {
     version: 1,
