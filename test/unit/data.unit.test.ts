@@ -134,7 +134,7 @@ describe('examples', () => {
     const f1 = file('a.jsonl', jsonl([{ text: 'ok' }, { text: 42 }]));
     assert.match(inputError(() => load(spec(f1), LM), f1, /^line 2, field "text"$/).message, /expected a string, got 42/);
     const f2 = file('b.jsonl', jsonl([{ text: 'ok' }, {}, { text: 'x' }]));
-    assert.match(inputError(() => load(spec(f2), LM), f2, /^line 2$/).message, /needs "text", or "prompt" and "completion"/);
+    assert.match(inputError(() => load(spec(f2), LM), f2, /^line 2$/).message, /needs "text", "prompt" and "completion", or "messages"/);
     const f3 = file('c.jsonl', jsonl([{ prompt: 'a' }]));
     assert.match(inputError(() => load(spec(f3), LM), f3, /^line 1$/).message, /missing field "completion"/);
     const f4 = file('d.jsonl', jsonl([{ text: '' }]));
@@ -179,7 +179,7 @@ describe('examples', () => {
     const d = load(spec(file('split.jsonl', jsonl(Array.from({ length: 20 }, (_, i) => ({ prompt: `${i}=`, completion: `${i}` })))), { evalSplit: 0.25 }), LM);
     assert.equal(d.train.length, 15);
     assert.equal(d.eval.length, 5);
-    assert.equal(d.metricName, 'exact_match');
+    assert.equal(d.metricName, 'exact_match', 'chat eval rows report exact match of the assistant turns');
   });
 
   test('held-out text: JSONL rows or plain-text chunks', () => {
@@ -226,6 +226,77 @@ describe('tokenizer.json', () => {
     assert.deepEqual(b.inputs.inputIds!.arraySync(), [[2, 4, 5, 3, 1], [2, 6, 5, 7, 3]]);
     assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]);
     disposeTrainBatch(b);
+  });
+});
+
+describe('chat rows', () => {
+  const convo = [
+    { role: 'system', content: 'Add.' },
+    { role: 'user', content: '2+2' },
+    { role: 'assistant', content: '4' },
+    { role: 'user', content: '3+4' },
+    { role: 'assistant', content: '7' },
+  ];
+  /** The text of the ids whose label counts, per maximal run. */
+  const trained = (tok: DataTokenizer, e: Example) => {
+    assert.ok(e.kind === 'lm');
+    const runs: string[] = [];
+    const cur: number[] = [];
+    e.labels.forEach((l, i) => {
+      if (l !== -100) {
+        assert.equal(l, e.ids[i]);
+        cur.push(l);
+      } else if (cur.length) runs.push(tok.decode(cur.splice(0)));
+    });
+    if (cur.length) runs.push(tok.decode(cur));
+    return runs;
+  };
+
+  test('no chat template: ChatML as text; the loss on the assistant turns (end-of-turn included) only', () => {
+    const f = file('chat.jsonl', jsonl([{ messages: convo }]));
+    const d = load(spec(f, { maxLength: 256, eval: f }), { ...LM, maxPositions: 256 });
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm' && e.completion);
+    assert.equal(byte.decode(Array.from(e.ids)), '<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n2+2<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n7<|im_end|>\n');
+    assert.deepEqual(trained(byte, e), ['4<|im_end|>\n', '7<|im_end|>\n']);
+    assert.equal(d.metricName, 'exact_match', 'chat eval rows report exact match of the assistant turns');
+  });
+
+  test("the model's template (tokenizer_config.json, or chat_template.jinja first) with its special tokens", () => {
+    const dir = join(root, 'chat-model');
+    mkdirSync(dir, { recursive: true });
+    const zephyr = '{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ chat_template: [{ name: 'tool_use', template: 'x' }, { name: 'default', template: zephyr }] }));
+    const tok = loadTokenizer(dir); // byte-level ids, eos_token <|endoftext|>
+    const d = load(spec(file('chat.jsonl', jsonl([{ conv: convo.slice(1, 3) }])), { messagesField: 'conv' }), LM, tok);
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm');
+    assert.equal(tok.decode(Array.from(e.ids)), '<|user|>\n2+2<|endoftext|>\n<|assistant|>\n4<|endoftext|>\n');
+    assert.deepEqual(trained(tok, d.train[0]!), ['4<|endoftext|>\n']);
+    writeFileSync(join(dir, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}');
+    const tok2 = loadTokenizer(dir);
+    const d2 = load(spec(file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]))), LM, tok2);
+    assert.deepEqual(trained(tok2, d2.train[0]!), ['4\n']);
+  });
+
+  test('bad conversations and templates name the file, the line and the field', () => {
+    const bad: [unknown, RegExp][] = [
+      [{ messages: 'hi' }, /non-empty list of messages/],
+      [{ messages: [{ role: 'user', content: 'hi' }] }, /no "assistant" message/],
+      [{ messages: [{ role: 'user' }, { role: 'assistant', content: 'x' }] }, /message 0: "content" must be a string/],
+    ];
+    for (const [row, msg] of bad) {
+      const f = file('bad.jsonl', jsonl([{ messages: convo }, row]));
+      assert.match(inputError(() => load(spec(f), LM), f, /^line 2, field "messages"$/).message, msg);
+    }
+    const dir = join(root, 'raising-model');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'chat_template.jinja'), "{% if messages[0].role != 'system' %}{{ raise_exception('a system message comes first') }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}");
+    const f = file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]));
+    assert.match(inputError(() => load(spec(f), LM, loadTokenizer(dir)), f, /^line 1, field "messages"$/).message, /chat_template\.jinja.*a system message comes first/);
+    // A template whose render of a prefix is not a prefix of the whole (it numbers from the end).
+    writeFileSync(join(dir, 'chat_template.jinja'), '{{ messages|length }}{% for m in messages %}{{ m.content }}{% endfor %}');
+    assert.match(inputError(() => load(spec(f), LM, loadTokenizer(dir)), f, /^line 1/).message, /does not render message 1 as a continuation/);
   });
 });
 

@@ -15,7 +15,7 @@ import type { DataFormat, DataSpec } from '../spec/types';
 import { deriveSeed, Rng } from '../train/rng';
 import { readRunConfig, SPEC_FILE } from '../train/run-folder';
 
-export const DEFAULT_FIELDS = { textField: 'text', promptField: 'prompt', completionField: 'completion', labelField: 'label' } as const;
+export const DEFAULT_FIELDS = { textField: 'text', promptField: 'prompt', completionField: 'completion', messagesField: 'messages', labelField: 'label' } as const;
 
 export function inferDataFormat(path: string): DataFormat {
   try {

@@ -3,6 +3,8 @@
  *  - causal LM, `text` rows: labels = ids (the loss shifts them);
  *  - causal LM, `prompt` + `completion` rows: labels −100 on the prompt (loss on the completion only),
  *    the completion ends with EOS when the model's vocabulary has it;
+ *  - causal LM, chat rows (`messages`: {role, content} turns): rendered with the model's chat
+ *    template (./chat.ts), labels −100 outside the assistant turns;
  *  - sequence classification, `text` + `label`: an integer id, or a name mapped through the model's
  *    label2id (or, when that is the default LABEL_k table, the sorted set of names in the data);
  *  - image classification, an image folder: the class folder names map the same way.
@@ -17,6 +19,7 @@ import type { Model } from '../models/model';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readCsv, readJsonl, type Row } from './rows';
+import { chatSegments, parseMessages, type ChatSegment } from './chat';
 import type { DataTokenizer } from './tokenizer';
 
 export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
@@ -122,9 +125,43 @@ class Builder {
     return ids;
   }
 
+  /** A chat row: the rendered conversation, the loss on the assistant turns (labels −100 elsewhere). */
+  private chat(r: Row, field: string): Example | undefined {
+    const messages = parseMessages(r.fields[field]);
+    if (typeof messages === 'string') throw new InputError(r.file, this.where(r, field), messages);
+    const template = this.tok!.chatTemplate();
+    let segments: ChatSegment[];
+    try {
+      segments = chatSegments(template, messages);
+    } catch (e) {
+      // The row is the place to look (the message names the template's file when it is at fault).
+      throw new InputError(r.file, this.where(r, field), (e as Error).message);
+    }
+    let ids: number[] = [];
+    let labels: number[] = [];
+    for (const seg of segments) {
+      // Rendered text carries the template's special tokens as text: none are added again.
+      const part = this.encode(r, field, seg.text, false);
+      ids.push(...part);
+      labels.push(...(seg.train ? part : part.map(() => -100)));
+    }
+    if (ids.length > this.maxLength) {
+      this.truncated++;
+      ids = ids.slice(0, this.maxLength);
+      labels = labels.slice(0, this.maxLength);
+    }
+    if (!labels.slice(1).some((l) => l !== -100)) {
+      this.dropped++;
+      return undefined;
+    }
+    return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source: `${r.file}:${r.line}` };
+  }
+
   lm(r: Row): Example | undefined {
     const s = this.spec;
     const source = `${r.file}:${r.line}`;
+    const messagesField = s.messagesField ?? 'messages';
+    if (r.fields[messagesField] !== undefined) return this.chat(r, messagesField);
     if (r.fields[s.promptField] !== undefined || r.fields[s.completionField] !== undefined) {
       const prompt = this.string(r, s.promptField);
       const completion = this.string(r, s.completionField);
@@ -152,7 +189,7 @@ class Builder {
       return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source };
     }
     if (r.fields[s.textField] === undefined)
-      throw new InputError(r.file, this.where(r), `needs ${show(s.textField)}, or ${show(s.promptField)} and ${show(s.completionField)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+      throw new InputError(r.file, this.where(r), `needs ${show(s.textField)}, ${show(s.promptField)} and ${show(s.completionField)}, or ${show(messagesField)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
     const text = this.string(r, s.textField);
     if (text === '') throw new InputError(r.file, this.where(r, s.textField), 'the text is empty');
     let ids = this.encode(r, s.textField, text, true);

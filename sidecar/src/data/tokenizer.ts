@@ -7,6 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage, InputError } from '../errors';
 import { ByteTokenizer } from './byte-tokenizer';
+import { loadChatTemplate, type ChatTemplate } from './chat';
 
 export interface DataTokenizer {
   /** 'tokenizer.json' or 'byte-level'. */
@@ -18,6 +19,14 @@ export interface DataTokenizer {
   /** Ids of `text`; `specials` adds the tokenizer's template tokens (BOS, [CLS]/[SEP]). */
   encode(text: string, specials: boolean): number[];
   decode(ids: number[]): string;
+  /** The model's chat template (read on first use), with this tokenizer's special tokens. */
+  chatTemplate(): ChatTemplate;
+}
+
+/** A lazily loaded chat template of `modelDir`. */
+function lazyChat(modelDir: string, specials: Record<string, string>): () => ChatTemplate {
+  let t: ChatTemplate | undefined;
+  return () => (t ??= loadChatTemplate(modelDir, specials));
 }
 
 function readJson(file: string): Record<string, unknown> {
@@ -82,6 +91,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       padId: b.padId,
       encode: (text) => b.encode(text),
       decode: (ids) => b.decode(ids),
+      chatTemplate: lazyChat(modelDir, { eos_token: b.eosToken }),
     };
   }
   const json = readJson(file);
@@ -105,6 +115,12 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const eosId = idOf('eos_token', 'eos_token_id');
   const padId = idOf('pad_token', 'pad_token_id') ?? eosId ?? 0;
   const vocabSize = tok.get_vocab(true).size;
+  // The texts a chat template may write (apply_chat_template passes the special tokens by name).
+  const specials: Record<string, string> = {};
+  for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
+    const t = tokenText(config[key]);
+    if (t !== undefined) specials[key] = t;
+  }
   return {
     name: 'tokenizer.json',
     vocabSize,
@@ -129,5 +145,6 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
         throw new InputError(file, '', `cannot decode ids with this tokenizer (${errorMessage(e)})`);
       }
     },
+    chatTemplate: lazyChat(modelDir, specials),
   };
 }

@@ -16,6 +16,8 @@ export interface DataSpec {
   textField: string;
   promptField: string;
   completionField: string;
+  /** Chat rows' field (a list of {role, content}); absent in run folders written before chat rows: "messages". */
+  messagesField?: string;
   labelField: string;
   heldout?: string;
 }

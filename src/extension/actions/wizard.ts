@@ -87,7 +87,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
       value: { kind: 'bundled', task: t },
     });
   }
-  dataItems.push({ label: '$(file) Choose a data file…', description: 'JSONL or CSV (text, prompt + completion, or text + label)', value: { kind: 'browse' } });
+  dataItems.push({ label: '$(file) Choose a data file…', description: 'JSONL or CSV (text, prompt + completion, chat messages, or text + label)', value: { kind: 'browse' } });
   const dataChoice = await pick(dataItems, 2, total, 'Training data');
   if (!dataChoice) return;
   let browsed: string | undefined;
