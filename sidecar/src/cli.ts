@@ -21,6 +21,7 @@ import { ALLOCATE_USAGE, allocateCommand } from './tasks/allocate';
 import { MERGE_USAGE, mergeCommand } from './tasks/merge';
 import { LOCALIZE_USAGE, OVERLAP_USAGE, localizeCommand, overlapCommand } from './tasks/localize';
 import { EVALUATE_USAGE, evaluateCommand } from './tasks/evaluate';
+import { GENERATE_USAGE, generateCommand } from './tasks/generate';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 const COMMON: Options = {
@@ -225,6 +226,24 @@ const COMMANDS: Record<string, Command> = {
     options: { run: { type: 'string', multiple: true }, data: { type: 'string' }, 'max-rows': { type: 'string' }, 'batch-size': { type: 'string' }, out: { type: 'string' } },
     compute: true,
     run: (v) => evaluateCommand(v),
+  },
+  generate: {
+    usage: GENERATE_USAGE,
+    options: {
+      run: { type: 'string' },
+      model: { type: 'string' },
+      adapter: { type: 'string' },
+      prompt: { type: 'string' },
+      chat: { type: 'boolean' },
+      'no-chat': { type: 'boolean' },
+      'max-new-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
+      'compare-base': { type: 'boolean' },
+    },
+    compute: true,
+    run: (v) => generateCommand(v),
   },
   overlap: {
     usage: OVERLAP_USAGE,

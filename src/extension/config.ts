@@ -51,6 +51,13 @@ export function logEvery(): number {
   return Number.isInteger(v) && v >= 1 ? v : 10;
 }
 
+/** "Try the Model…": tokens to generate, and the sampling temperature (0: greedy). */
+export function generation(): { maxNewTokens: number; temperature: number } {
+  const n = cfg().get<number>('generation.maxNewTokens', 64);
+  const t = cfg().get<number>('generation.temperature', 0);
+  return { maxNewTokens: Number.isInteger(n) && n >= 1 ? Math.min(n, 4096) : 64, temperature: Number.isFinite(t) && t >= 0 ? t : 0 };
+}
+
 export function firstWorkspaceFolder(): string | undefined {
   return vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
 }

@@ -54,7 +54,7 @@ export const Shutdown = request<Record<string, never>, { ok: true }>('peftLab/sh
 
 // ---- long-running jobs: start → progress notifications → result; cancellable ----------------
 
-export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'compare', 'importance', 'allocate', 'localize', 'merge', 'evaluate'] as const;
+export const JOB_KINDS = ['forward', 'grads', 'inspect', 'selftest', 'train', 'compare', 'importance', 'allocate', 'localize', 'merge', 'evaluate', 'generate'] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export type JobState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled';
 
@@ -119,7 +119,8 @@ export type JobParams =
   | AllocateJobParams
   | LocalizeJobParams
   | MergeJobParams
-  | EvaluateJobParams;
+  | EvaluateJobParams
+  | GenerateJobParams;
 
 export interface JobSummary {
   id: string;
@@ -169,7 +170,8 @@ export type JobResult =
   | { kind: 'allocate'; out: string; report: AllocationReport }
   | { kind: 'localize'; out: string; report: LocalizeReport }
   | { kind: 'merge'; out: string; report: MergeReport }
-  | { kind: 'evaluate'; out: string; report: EvaluateReport };
+  | { kind: 'evaluate'; out: string; report: EvaluateReport }
+  | { kind: 'generate'; result: GenerateResult };
 
 /** sidecar → extension: a log line for the output channel (stdout is the RPC channel). */
 export interface LogMessage {
@@ -653,4 +655,49 @@ export interface EvaluateReport {
 export function describeEvaluation(r: EvaluateRunReport): string {
   const metric = (e: GraftEval) => (e.metric !== undefined ? `, ${r.metricName ?? 'metric'} ${(e.metric * 100).toFixed(1)}%` : '');
   return `${r.name}: loss ${r.finetuned.loss.toFixed(4)}${metric(r.finetuned)}, ECE ${r.finetuned.ece.toFixed(3)} (base: loss ${r.base.loss.toFixed(4)}${metric(r.base)})`;
+}
+
+// ---- text generation (trying a model) -------------------------------------------------------------
+
+/** Text from a causal language model: a fine-tuned run (its base + adapter), or a model folder (with an adapter). */
+export interface GenerateJobParams {
+  kind: 'generate';
+  /** A run folder (its base model and final adapter). */
+  run?: string;
+  /** A model folder, when there is no run; `adapter`: an adapter folder on it. */
+  model?: string;
+  adapter?: string;
+  prompt: string;
+  /**
+   * The prompt as one user message through the model's chat template (with the generation prompt).
+   * Default: whether the run trained on chat rows (a model folder: no).
+   */
+  chat?: boolean;
+  /** Default 64. */
+  maxNewTokens?: number;
+  /** 0 (the default): greedy; else sampling at this temperature. */
+  temperature?: number;
+  /** Nucleus sampling: the smallest set of tokens with this much probability (default 1: all). */
+  topP?: number;
+  seed?: number;
+  /** Also the base model's text for the same prompt and seed (a run or an adapter only). */
+  compareBase?: boolean;
+}
+
+export interface GenerateOutput {
+  /** "fine-tuned", "base", or the model's name. */
+  label: string;
+  /** The new text only (the prompt not repeated). */
+  text: string;
+  tokens: number;
+  /** Why it stopped: the end-of-sequence token, or the token limit. */
+  stop: 'eos' | 'length';
+}
+
+export interface GenerateResult {
+  prompt: string;
+  /** The text the model was given (the prompt through the chat template, when chat). */
+  input: string;
+  chat: boolean;
+  outputs: GenerateOutput[];
 }

@@ -441,6 +441,29 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     shots.push('evaluation');
   });
 
+  it('Try the Model…: a prompt through a run and its base, both texts in a Markdown document beside', async () => {
+    const w = wb!;
+    const p = w.page;
+    await w.command('PEFT Lab: Try the Model…');
+    const input = p.locator('.quick-input-widget .quick-input-box input').first();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'choose a run to try' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await input.fill('lora-r4');
+    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'PEFT Lab: try lora-r4' }).waitFor({ state: 'visible', timeout: 20_000 });
+    await input.fill('41+17=');
+    await p.keyboard.press('Enter');
+    // An untitled Markdown editor: the prompt, the fine-tuned text and the base's.
+    const lines = p.locator('.editor-instance .view-lines', { hasText: '## base' }).first();
+    await lines.waitFor({ state: 'visible', timeout: 120_000 });
+    const text = (await lines.innerText()).replace(/\u00a0/g, ' ');
+    log('try:', text.replace(/\s+/g, ' ').slice(0, 200));
+    assert.match(text, /# lora-r4: prompt/);
+    assert.match(text, /41\+17=/);
+    assert.match(text, /## fine-tuned \(\d+ tokens?, (ended|token limit)\)/);
+    assert.match(text, /greedy, up to 64 new tokens/);
+    await w.command('View: Revert and Close Editor');
+  });
+
   it('compares variants from the CodeLens: a compare job in the sidecar, then its comparison panel', async () => {
     const w = wb!;
     await w.clickCodeLens('pair.peft.json', 'Compare variants');

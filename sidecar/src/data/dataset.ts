@@ -137,24 +137,30 @@ class Builder {
       // The row is the place to look (the message names the template's file when it is at fault).
       throw new InputError(r.file, this.where(r, field), (e as Error).message);
     }
-    let ids: number[] = [];
-    let labels: number[] = [];
+    const ids: number[] = [];
+    const labels: number[] = [];
     for (const seg of segments) {
       // Rendered text carries the template's special tokens as text: none are added again.
       const part = this.encode(r, field, seg.text, false);
       ids.push(...part);
       labels.push(...(seg.train ? part : part.map(() => -100)));
     }
+    return this.masked(ids, labels, `${r.file}:${r.line}`);
+  }
+
+  /** A row whose loss counts some tokens only (labels −100 elsewhere), cut to the max length; undefined when none is left to learn. */
+  private masked(ids: number[], labels: number[], source: string): Example | undefined {
     if (ids.length > this.maxLength) {
       this.truncated++;
       ids = ids.slice(0, this.maxLength);
       labels = labels.slice(0, this.maxLength);
     }
+    // The loss at position t predicts token t from t-1: a label at position 0 never counts.
     if (!labels.slice(1).some((l) => l !== -100)) {
       this.dropped++;
       return undefined;
     }
-    return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source: `${r.file}:${r.line}` };
+    return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source };
   }
 
   lm(r: Row): Example | undefined {
@@ -174,19 +180,7 @@ class Builder {
         this.eosWarned = true;
         this.warnings.push(`the tokenizer's end-of-sequence id ${eos ?? '(none)'} is not in the model's vocabulary of ${this.info.vocabSize}: completions are not terminated`);
       }
-      let ids = [...p, ...c];
-      let labels = [...p.map(() => -100), ...c];
-      if (ids.length > this.maxLength) {
-        this.truncated++;
-        ids = ids.slice(0, this.maxLength);
-        labels = labels.slice(0, this.maxLength);
-      }
-      // The loss at position t predicts token t from t-1: a completion token at position 0 never counts.
-      if (!labels.slice(1).some((l) => l !== -100)) {
-        this.dropped++;
-        return undefined;
-      }
-      return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(labels), completion: true, source };
+      return this.masked([...p, ...c], [...p.map(() => -100), ...c], source);
     }
     if (r.fields[s.textField] === undefined)
       throw new InputError(r.file, this.where(r), `needs ${show(s.textField)}, ${show(s.promptField)} and ${show(s.completionField)}, or ${show(messagesField)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);

@@ -17,6 +17,7 @@ import { runAllocate } from '../tasks/allocate';
 import { runLocalize } from '../tasks/localize';
 import { runMerge } from '../tasks/merge';
 import { runEvaluate } from '../tasks/evaluate';
+import { runGenerate } from '../tasks/generate';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
   switch (params.kind) {
@@ -36,6 +37,8 @@ export async function runJob(params: JobParams, ctx: JobContext): Promise<JobRes
       return runMerge(params, ctx);
     case 'evaluate':
       return runEvaluate(params, ctx);
+    case 'generate':
+      return runGenerate(params, ctx);
     case 'forward':
       return runForward(params, ctx);
     case 'grads':

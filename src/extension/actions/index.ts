@@ -41,6 +41,7 @@ const ENABLED: Record<CommandId, Enabled> = {
   'peftLab.runs.merge': plain(runs.mergeRuns),
   'peftLab.runs.localize': plain(runs.localize),
   'peftLab.runs.evaluate': plain(runs.evaluateRuns),
+  'peftLab.runs.try': plain(runs.tryModel),
   'peftLab.runs.openComparison': plain(runs.openComparison),
   'peftLab.runs.openSpec': plain(runs.openSpec),
   'peftLab.runs.cancel': plain(runs.cancelRun),

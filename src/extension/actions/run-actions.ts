@@ -1,4 +1,4 @@
-/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize, evaluate. */
+/** The runs view's actions: open dashboard, cancel, resume, export adapter, reveal, delete, compare selected, merge, localize, evaluate, try. */
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as vscode from 'vscode';
@@ -6,7 +6,9 @@ import type { Ctx } from '../commands';
 import { canResume, deletionPlan, isPidAlive, jobRunning, resumePlan, trainsRuns, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
-import { describeEvaluation, MERGE_METHODS } from '../../protocol';
+import { describeEvaluation, MERGE_METHODS, type GenerateJobParams } from '../../protocol';
+import * as config from '../config';
+import { generationMarkdown } from '../model/generation-text';
 import { planEvaluate } from '../model/analysis-plan';
 import { MERGE_METHOD_INFO, planMerge, strAt, type RunInput } from '../model/merge-plan';
 import { compare, localizeRun, reportAnalysisEnd, runJobWithProgress, train } from './jobs';
@@ -98,6 +100,34 @@ export async function evaluateRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   const more = report.runs.length > 3 ? ` (and ${report.runs.length - 3} more)` : '';
   const choice = await vscode.window.showInformationMessage(`PEFT Lab: ${report.rows} rows of ${basename(data)}: ${shown}${more}.`, 'Open Report');
   if (choice === 'Open Report') await vscode.commands.executeCommand('peftLab.openEvaluation', out);
+}
+
+/**
+ * "Try the Model…": a prompt through a finished run and its base (a `generate` job; chat-trained
+ * runs get it as a user turn of the chat template); both texts in a Markdown document beside.
+ */
+export async function tryModel(ctx: Ctx, args: unknown[]): Promise<void> {
+  const finished = (r: RunInfo) => r.hasAdapter && r.state === 'done';
+  const [run] = await runsFromArgs(ctx.runs, args, finished, 'try (a finished run with an adapter)');
+  if (!run) return;
+  if (!finished(run)) throw new Error(`${run.name} has no finished adapter to try`);
+  const key = 'peftLab.lastPrompt';
+  const prompt = await vscode.window.showInputBox({
+    title: `PEFT Lab: try ${run.name}`,
+    prompt: 'A prompt: the fine-tuned model and its base continue it',
+    value: ctx.extension.workspaceState.get<string>(key) ?? '',
+    ignoreFocusOut: true,
+  });
+  if (!prompt) return;
+  await ctx.extension.workspaceState.update(key, prompt);
+  const g = config.generation();
+  const params: GenerateJobParams = { kind: 'generate', run: run.dir, prompt, compareBase: true, maxNewTokens: g.maxNewTokens, temperature: g.temperature };
+  ctx.log.info(`generating with ${run.name} (and its base): ${JSON.stringify(prompt)}`);
+  const end = await runJobWithProgress(ctx, params, `PEFT Lab: generating with ${run.name}`);
+  if (end.state !== 'done' || end.result.kind !== 'generate') return reportAnalysisEnd(ctx, 'generation', end);
+  const settings = `${g.temperature > 0 ? `sampled at temperature ${g.temperature}` : 'greedy'}, up to ${g.maxNewTokens} new tokens (settings peftLab.generation.*)`;
+  const doc = await vscode.workspace.openTextDocument({ language: 'markdown', content: generationMarkdown(run.name, end.result.result, settings) });
+  await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.Beside, preview: true });
 }
 
 export async function openComparison(ctx: Ctx, args: unknown[]): Promise<void> {

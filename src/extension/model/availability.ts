@@ -41,6 +41,7 @@ export const COMMAND_NEEDS = {
   'peftLab.runs.merge': 'trust+sidecar',
   'peftLab.runs.localize': 'trust+sidecar',
   'peftLab.runs.evaluate': 'trust+sidecar',
+  'peftLab.runs.try': 'trust+sidecar',
   'peftLab.runs.openComparison': 'none',
   'peftLab.runs.openSpec': 'none',
   'peftLab.runs.cancel': 'none',

@@ -1,0 +1,187 @@
+/**
+ * `generate`: text from a causal language model, to try a fine-tune (and its base, side by side).
+ * Greedy by default, else temperature and nucleus (top-p) sampling from a seeded generator; stops
+ * at the end-of-sequence token or after maxNewTokens. A run trained on chat rows gets its prompt
+ * as a user message through the model's chat template.
+ *
+ * Each token runs the model over the whole sequence (no key/value cache): simple, and quick for the
+ * small models PEFT Lab trains on a laptop; the window is the model's positions.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { GenerateJobParams, GenerateOutput, GenerateResult, JobResult } from '../../../src/protocol';
+import { loadAnyAdapter } from '../analysis/finetuned';
+import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
+import { InputError } from '../errors';
+import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
+import type { Hooks } from '../models/forward';
+import { Model } from '../models/model';
+import { Rng } from '../train/rng';
+import { readRunConfig } from '../train/run-folder';
+import { AnalysisUsageError, int, num, runCli, str } from './importance';
+
+export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, seed: 0 } as const;
+
+/**
+ * The next token from one position's logits: the argmax at temperature 0; else a draw from
+ * softmax(logits / T) restricted to the smallest set of tokens whose probability reaches topP.
+ */
+export function sampleNext(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng): number {
+  const n = logits.length;
+  if (temperature <= 0) {
+    let best = 0;
+    for (let i = 1; i < n; i++) if (logits[i]! > logits[best]!) best = i;
+    return best;
+  }
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) max = Math.max(max, logits[i]!);
+  const p = new Float64Array(n);
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += p[i] = Math.exp((logits[i]! - max) / temperature);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+  // The nucleus: tokens in order of probability until their mass reaches topP (at least one; a
+  // relative 1e-9 keeps rounding from adding a token when the mass meets topP exactly).
+  let kept = 0;
+  let mass = 0;
+  while (kept < n && (kept === 0 || mass < topP * sum * (1 - 1e-9))) mass += p[order[kept++]!]!;
+  let u = rng.next() * mass;
+  for (let k = 0; k < kept; k++) {
+    u -= p[order[k]!]!;
+    if (u < 0) return order[k]!;
+  }
+  return order[kept - 1]!;
+}
+
+interface Weights {
+  hooks?: Hooks;
+  overrides?: ReadonlyMap<string, tf.Tensor>;
+}
+
+/** New token ids after `prompt`, one forward pass per token over the last `window` positions. */
+export async function generateIds(
+  model: Model,
+  weights: Weights | undefined,
+  prompt: readonly number[],
+  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; window: number },
+  signal?: AbortSignal,
+  onToken?: (count: number) => void,
+): Promise<{ ids: number[]; stop: 'eos' | 'length' }> {
+  const rng = new Rng(o.seed);
+  const seq = [...prompt];
+  const out: number[] = [];
+  while (out.length < o.maxNewTokens) {
+    if (signal) throwIfCancelled(signal);
+    const ctx = seq.slice(-o.window);
+    const last = tf.tidy(() => {
+      const ids = tf.tensor2d(Int32Array.from(ctx), [1, ctx.length], 'int32');
+      const logits = model.forward({ inputIds: ids }, { ...(weights?.hooks ? { hooks: weights.hooks } : {}), ...(weights?.overrides ? { overrides: weights.overrides } : {}) });
+      return tf.reshape(tf.slice(logits, [0, ctx.length - 1, 0], [1, 1, -1]), [-1]);
+    });
+    const row = (await last.data()) as Float32Array;
+    last.dispose();
+    const next = sampleNext(row, o.temperature, o.topP, rng);
+    if (next === o.eosId) return { ids: out, stop: 'eos' };
+    out.push(next);
+    seq.push(next);
+    onToken?.(out.length);
+    await yieldToEventLoop();
+  }
+  return { ids: out, stop: 'length' };
+}
+
+/** Whether a run trained on chat rows: its first training row has the messages field. */
+export function runUsesChat(runDir: string, cfg: { data: { train: string; messagesField?: string } }): boolean {
+  try {
+    const first = readFileSync(resolve(runDir, cfg.data.train), 'utf8')
+      .split('\n')
+      .find((l) => l.trim() !== '');
+    if (!first) return false;
+    const row = JSON.parse(first) as Record<string, unknown>;
+    return row !== null && typeof row === 'object' && (cfg.data.messagesField ?? 'messages') in row;
+  } catch {
+    return false; // CSV, an image folder, a moved file: not chat
+  }
+}
+
+/** The ids the model is given: the prompt, or the prompt as a user turn of the chat template. */
+function promptIds(tok: DataTokenizer, prompt: string, chat: boolean): { ids: number[]; input: string } {
+  if (!chat) return { ids: tok.encode(prompt, true), input: prompt };
+  const input = tok.chatTemplate().render([{ role: 'user', content: prompt }], true);
+  return { ids: tok.encode(input, false), input };
+}
+
+export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promise<JobResult & { kind: 'generate' }> {
+  if ((p.run === undefined) === (p.model === undefined)) throw new InputError('', 'run', 'give a run folder, or a model folder (with an adapter)');
+  if (p.run !== undefined && p.adapter !== undefined) throw new InputError('', 'adapter', 'a run brings its own adapter');
+  const o = {
+    maxNewTokens: p.maxNewTokens ?? GENERATE_DEFAULTS.maxNewTokens,
+    temperature: p.temperature ?? GENERATE_DEFAULTS.temperature,
+    topP: p.topP ?? GENERATE_DEFAULTS.topP,
+    seed: p.seed ?? GENERATE_DEFAULTS.seed,
+  };
+  if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError('', 'maxNewTokens', `must be an integer ≥ 1, got ${o.maxNewTokens}`);
+  if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError('', 'temperature', `must be a number ≥ 0, got ${o.temperature}`);
+  if (!(o.topP > 0 && o.topP <= 1)) throw new InputError('', 'topP', `must be in (0, 1], got ${o.topP}`);
+  const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
+  const modelDir = cfg ? cfg.modelDir : resolve(p.model!);
+  const adapterDir = p.run ?? p.adapter;
+  const model = await Model.load(modelDir);
+  try {
+    if (model.arch.task !== 'causal-lm') throw new InputError(modelDir, 'config.json', `${model.config.modelType} here is a ${model.arch.task.replace('-', ' ')} model: it has no text to generate (evaluate scores it on data)`);
+    const tok = loadTokenizer(modelDir);
+    const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
+    const { ids, input } = promptIds(tok, p.prompt, chat);
+    if (ids.length === 0) throw new InputError('', 'prompt', 'is empty once tokenized');
+    const window = 'maxPositions' in model.config ? model.config.maxPositions : 2048;
+    const eosId = tok.eosId !== undefined && tok.eosId < model.config.vocabSize ? tok.eosId : undefined;
+    const jobs: { label: string; adapter: boolean }[] = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
+    const total = jobs.length * o.maxNewTokens;
+    const outputs: GenerateOutput[] = [];
+    for (const [k, job] of jobs.entries()) {
+      const adapter = job.adapter ? await loadAnyAdapter(model, adapterDir!) : undefined;
+      try {
+        const weights = adapter ? { hooks: adapter.hooks, overrides: adapter.overrides() } : undefined;
+        const r = await generateIds(model, weights, ids, { ...o, window, ...(eosId !== undefined ? { eosId } : {}) }, ctx.signal, (n) =>
+          ctx.progress({ done: k * o.maxNewTokens + n, total, message: `${job.label}: ${n} tokens` }),
+        );
+        outputs.push({ label: job.label, text: tok.decode(r.ids), tokens: r.ids.length, stop: r.stop });
+      } finally {
+        adapter?.dispose();
+      }
+    }
+    const result: GenerateResult = { prompt: p.prompt, input, chat, outputs };
+    return { kind: 'generate', result };
+  } finally {
+    model.dispose();
+  }
+}
+
+// ---- command line ------------------------------------------------------------------------------
+
+export const GENERATE_USAGE =
+  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--seed 0] [--compare-base]';
+
+export async function generateCommand(v: Record<string, string | boolean | string[] | undefined>): Promise<void> {
+  const run = str(v, 'run', false);
+  const model = str(v, 'model', false);
+  if ((run === undefined) === (model === undefined)) throw new AnalysisUsageError('give --run RUN_DIR, or --model DIR (with --adapter DIR)');
+  const p: GenerateJobParams = { kind: 'generate', prompt: str(v, 'prompt')!, ...(run ? { run } : { model: model! }) };
+  const adapter = str(v, 'adapter', false);
+  if (adapter) p.adapter = adapter;
+  if (v.chat === true && v['no-chat'] === true) throw new AnalysisUsageError('--chat and --no-chat together');
+  if (v.chat === true) p.chat = true;
+  if (v['no-chat'] === true) p.chat = false;
+  const maxNewTokens = int(v, 'max-new-tokens', 1);
+  if (maxNewTokens !== undefined) p.maxNewTokens = maxNewTokens;
+  const temperature = num(v, 'temperature');
+  if (temperature !== undefined) p.temperature = temperature;
+  const topP = num(v, 'top-p');
+  if (topP !== undefined) p.topP = topP;
+  const seed = int(v, 'seed', 0);
+  if (seed !== undefined) p.seed = seed;
+  if (v['compare-base'] === true) p.compareBase = true;
+  const { result } = await runCli(v.verbose === true, (ctx) => runGenerate(p, ctx));
+  const many = result.outputs.length > 1;
+  for (const o of result.outputs) process.stdout.write(`${many ? `--- ${o.label} (${o.tokens} tokens, ${o.stop === 'eos' ? 'ended' : 'limit'})\n` : ''}${o.text}\n`);
+}

@@ -1,0 +1,20 @@
+/** The "Try the Model…" document: prompt, chat input, each output in a fence its text cannot close. */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { generationMarkdown } from '../../src/extension/model/generation-text';
+
+describe('generation document', () => {
+  it('lists the prompt and each model’s text, fenced past any backticks in them', () => {
+    const md = generationMarkdown(
+      'add',
+      { prompt: '12+7=', input: '12+7=', chat: false, outputs: [{ label: 'fine-tuned', text: '19\n```js', tokens: 6, stop: 'eos' }, { label: 'base', text: 'x', tokens: 1, stop: 'length' }] },
+      'greedy, up to 64 tokens',
+    );
+    assert.equal(
+      md,
+      '# add: prompt\n\n```text\n12+7=\n```\n\n## fine-tuned (6 tokens, ended)\n\n````text\n19\n```js\n````\n\n## base (1 token, token limit)\n\n```text\nx\n```\n\n_greedy, up to 64 tokens_\n',
+    );
+    const chat = generationMarkdown('c', { prompt: 'hi', input: '<|im_start|>user\nhi<|im_end|>\n', chat: true, outputs: [] }, 's');
+    assert.match(chat, /^# c: chat\n\n```text\nhi\n```\n\nGiven to the model as a user turn of its chat template:\n\n```text\n<\|im_start\|>user\nhi<\|im_end\|>\n\n```/);
+  });
+});

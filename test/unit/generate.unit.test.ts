@@ -1,0 +1,149 @@
+/**
+ * Text generation: the sampler (greedy, temperature, nucleus) against its distribution, the
+ * generation loop against a step-by-step argmax, EOS and the position window, and `generate` jobs
+ * on a run (base beside fine-tuned, chat prompts through the template) with their errors.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { initBackend } from '../../sidecar/src/backend';
+import { loadAnyAdapter } from '../../sidecar/src/analysis/finetuned';
+import { loadTokenizer } from '../../sidecar/src/data/tokenizer';
+import { InputError } from '../../sidecar/src/errors';
+import { cliContext } from '../../sidecar/src/jobs/context';
+import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
+import { runJob } from '../../sidecar/src/jobs/runners';
+import { Model } from '../../sidecar/src/models/model';
+import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
+import { generateIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { Rng } from '../../sidecar/src/train/rng';
+import { runTraining } from '../../sidecar/src/train/trainer';
+
+const REPO = resolve(__dirname, '..', '..');
+const root = mkdtempSync(join(tmpdir(), 'peft-lab-generate-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+describe('sampling', () => {
+  it('temperature 0 is the argmax; else softmax(logits / T) over the nucleus, seeded', () => {
+    assert.equal(sampleNext([0.1, 2, -1, 1.9], 0, 1, new Rng(1)), 1);
+    // Probabilities 0.5, 0.3, 0.15, 0.05 at T = 1.
+    const logits = [0.5, 0.3, 0.15, 0.05].map(Math.log);
+    const counts = (topP: number, T = 1) => {
+      const rng = new Rng(7);
+      const c = [0, 0, 0, 0];
+      for (let i = 0; i < 20000; i++) c[sampleNext(logits, T, topP, rng)]!++;
+      return c.map((x) => x / 20000);
+    };
+    counts(1).forEach((f, i) => assert.ok(Math.abs(f - [0.5, 0.3, 0.15, 0.05][i]!) < 0.012, `T=1 token ${i}: ${f}`));
+    // top-p 0.8: the nucleus is {0, 1} (0.5 + 0.3), renormalised to 0.625 / 0.375.
+    const nucleus = counts(0.8);
+    assert.deepEqual(nucleus.slice(2), [0, 0]);
+    assert.ok(Math.abs(nucleus[0]! - 0.625) < 0.012, `top-p: ${nucleus}`);
+    // T = 2 flattens: p ∝ √p₀.
+    const flat = [0.5, 0.3, 0.15, 0.05].map(Math.sqrt);
+    const z = flat.reduce((a, b) => a + b, 0);
+    counts(1, 2).forEach((f, i) => assert.ok(Math.abs(f - flat[i]! / z) < 0.012, `T=2 token ${i}: ${f}`));
+    const draw = (seed: number) => Array.from({ length: 8 }, ((r) => () => sampleNext(logits, 1, 1, r))(new Rng(seed)));
+    assert.deepEqual(draw(3), draw(3), 'seeded');
+  });
+});
+
+describe('generation', () => {
+  let runDir = '';
+  let chatRun = '';
+  before(async () => {
+    await initBackend('wasm', () => undefined);
+    cpSync(join(REPO, 'media/models/tiny-gpt'), join(root, 'tiny-gpt'), { recursive: true });
+    cpSync(join(REPO, 'media/data/addition/train.jsonl'), join(root, 'add.jsonl'));
+    const chat = readFileSync(join(root, 'add.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(0, 64)
+      .map((l) => JSON.parse(l) as { prompt: string; completion: string })
+      .map((r) => JSON.stringify({ messages: [{ role: 'user', content: r.prompt }, { role: 'assistant', content: r.completion.trim() }] }));
+    writeFileSync(join(root, 'chat.jsonl'), `${chat.join('\n')}\n`);
+    const train = async (name: string, data: string) => {
+      const spec = join(root, `${name}.peft.json`);
+      writeFileSync(spec, JSON.stringify({ model: 'tiny-gpt', data: { train: data, maxLength: 96 }, adapter: { kind: 'lora', r: 4, alpha: 8 }, optimizer: { lr: 0.02 }, batchSize: 8, steps: 4, logEvery: 4 }));
+      const dir = join(root, 'runs', name);
+      await runTraining(runConfig(loadSpec(spec)), { runDir: dir, ctx: cliContext() });
+      return dir;
+    };
+    runDir = await train('add', 'add.jsonl');
+    chatRun = await train('chat', 'chat.jsonl');
+  });
+
+  it('greedy text is the argmax of each step; EOS stops it; the window keeps the last positions', async () => {
+    const model = await Model.load(join(root, 'tiny-gpt'));
+    try {
+      const prompt = [49, 50, 43, 55, 61]; // "12+7="
+      const before = tf.memory().numTensors;
+      const got = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 64 });
+      assert.equal(tf.memory().numTensors, before, 'no tensor left behind');
+      assert.equal(got.stop, 'length');
+      // Step by step: the argmax of the last position over the whole sequence.
+      const seq = [...prompt];
+      for (let i = 0; i < 6; i++) {
+        const row = tf.tidy(() => tf.argMax(tf.squeeze(tf.slice(model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }), [0, seq.length - 1, 0], [1, 1, -1]))).dataSync()[0]!);
+        seq.push(row);
+      }
+      assert.deepEqual(got.ids, seq.slice(prompt.length));
+      // EOS: the first new token not generated before it.
+      const k = got.ids.findIndex((id, i) => i > 0 && !got.ids.slice(0, i).includes(id));
+      assert.ok(k > 0, `a token that is new at its step: ${got.ids}`);
+      const eos = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 64, eosId: got.ids[k]! });
+      assert.deepEqual(eos, { ids: got.ids.slice(0, k), stop: 'eos' });
+      // A window of 3 sees only "7=" + the new tokens: different text than the full prompt gives (here).
+      const short = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 3 });
+      const tail = await generateIds(model, undefined, prompt.slice(-3), { maxNewTokens: 1, temperature: 0, topP: 1, seed: 0, window: 64 });
+      assert.equal(short.ids[0], tail.ids[0]);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('a run: the fine-tuned text (its adapter) beside the base text, each as generated alone', async () => {
+    const r = await runJob({ kind: 'generate', run: runDir, prompt: '12+7=', maxNewTokens: 5, compareBase: true }, cliContext());
+    assert.ok(r.kind === 'generate');
+    const { result } = r;
+    assert.equal(result.chat, false);
+    assert.deepEqual(result.outputs.map((o) => o.label), ['fine-tuned', 'base']);
+    const base = await runGenerate({ kind: 'generate', model: join(root, 'tiny-gpt'), prompt: '12+7=', maxNewTokens: 5 }, cliContext());
+    assert.equal(result.outputs[1]!.text, base.result.outputs[0]!.text);
+    const model = await Model.load(join(root, 'tiny-gpt'));
+    const adapter = await loadAnyAdapter(model, runDir);
+    try {
+      const tok = loadTokenizer(join(root, 'tiny-gpt'));
+      const ids = await generateIds(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, tok.encode('12+7=', true), { maxNewTokens: 5, temperature: 0, topP: 1, seed: 0, window: 64, eosId: tok.eosId! });
+      assert.equal(result.outputs[0]!.text, tok.decode(ids.ids));
+    } finally {
+      adapter.dispose();
+      model.dispose();
+    }
+  });
+
+  it('a run trained on chat rows gets the prompt as a user turn of the chat template', async () => {
+    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'chat.jsonl') } }), true);
+    assert.equal(runUsesChat(runDir, { data: { train: join(root, 'add.jsonl') } }), false);
+    const r = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3 }, cliContext());
+    assert.equal(r.result.chat, true);
+    assert.equal(r.result.input, '<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n');
+    const plain = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3, chat: false }, cliContext());
+    assert.equal(plain.result.input, '3+4');
+  });
+
+  it('refuses what it cannot do, naming the parameter or the file', async () => {
+    const fail = async (p: Parameters<typeof runGenerate>[0], where: string, msg: RegExp) =>
+      assert.rejects(runGenerate(p, cliContext()), (e: unknown) => e instanceof InputError && e.where === where && msg.test(e.message));
+    await fail({ kind: 'generate', prompt: 'x' }, 'run', /give a run folder, or a model folder/);
+    await fail({ kind: 'generate', run: runDir, adapter: runDir, prompt: 'x' }, 'adapter', /brings its own adapter/);
+    await fail({ kind: 'generate', run: runDir, prompt: 'x', topP: 0 }, 'topP', /\(0, 1\]/);
+    await fail({ kind: 'generate', model: join(REPO, '..', 'shared', 'fixtures', 'hf', 'bert-cls-tiny'), prompt: 'x' }, 'config.json', /sequence classification model: it has no text to generate/);
+    assert.equal(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', maxNewTokens: 3 }), undefined);
+    assert.match(jobParamsProblem({ kind: 'generate', run: 'r', model: 'm', prompt: 'p' })!, /exactly one of 'run' and 'model'/);
+    assert.match(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', temperature: -1 })!, /'temperature' must be a number ≥ 0/);
+  });
+});
