@@ -31,6 +31,13 @@ process.stdout.write(`eval loss      ${s.baselineEvalLoss?.toFixed(4)} (zero-sho
 if (s.baselineEvalMetric !== undefined)
   process.stdout.write(`eval ${s.metricName ?? 'metric'} ${pct(s.baselineEvalMetric)} (zero-shot) → ${pct(s.evalMetric)}\n`);
 
+// Try it: the first eval row's prompt through the fine-tuned model and the base (greedy).
+const evalFile = JSON.parse(readFileSync(join(runDir, 'spec.json'), 'utf8')).data.eval;
+const row = JSON.parse(readFileSync(evalFile, 'utf8').split('\n')[0]);
+const texts = run(['generate', '--run', runDir, '--prompt', row.prompt, '--max-new-tokens', '12', '--compare-base']);
+const [tuned, base] = texts.split(/^--- .*$/m).slice(1).map((t) => JSON.stringify(t.replace(/^\n|\n$/g, '')));
+process.stdout.write(`try it: …${JSON.stringify(row.prompt.slice(-40)).slice(1)} → fine-tuned ${tuned}, base ${base} (expected ${JSON.stringify(row.completion)})\n`);
+
 // Python-free round trip: the exported PEFT adapter, loaded back onto the base, gives the run's logits.
 const check = join(runDir, 'adapter_check.safetensors');
 const out = join(runDir, 'adapter_check.forward.safetensors');
