@@ -659,7 +659,10 @@ export function describeEvaluation(r: EvaluateRunReport): string {
 
 // ---- text generation (trying a model) -------------------------------------------------------------
 
-/** Text from a causal language model: a fine-tuned run (its base + adapter), or a model folder (with an adapter). */
+/**
+ * Text from a causal language model, or a text classifier's classes for the prompt: a fine-tuned
+ * run (its base + adapter), or a model folder (with an adapter).
+ */
 export interface GenerateJobParams {
   kind: 'generate';
   /** A run folder (its base model and final adapter). */
@@ -685,13 +688,16 @@ export interface GenerateJobParams {
 }
 
 export interface GenerateOutput {
-  /** "fine-tuned", "base", or the model's name. */
+  /** "fine-tuned", "base", or "model". */
   label: string;
-  /** The new text only (the prompt not repeated). */
+  /** The new text only (the prompt not repeated); a text classifier's: the predicted class. */
   text: string;
+  /** New tokens (0 for a classifier). */
   tokens: number;
-  /** Why it stopped: the end-of-sequence token, or the token limit. */
-  stop: 'eos' | 'length';
+  /** Why it stopped: the end-of-sequence token, or the token limit (absent for a classifier). */
+  stop?: 'eos' | 'length';
+  /** A text classifier's classes, most probable first. */
+  classes?: { name: string; p: number }[];
 }
 
 export interface GenerateResult {

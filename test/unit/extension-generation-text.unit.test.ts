@@ -14,6 +14,9 @@ describe('generation document', () => {
       md,
       '# add: prompt\n\n```text\n12+7=\n```\n\n## fine-tuned (6 tokens, ended)\n\n````text\n19\n```js\n````\n\n## base (1 token, token limit)\n\n```text\nx\n```\n\n_greedy, up to 64 tokens_\n',
     );
+    const cls = generationMarkdown('sst', { prompt: 'good fun', input: 'good fun', chat: false, outputs: [{ label: 'fine-tuned', text: 'pos', tokens: 0, classes: [{ name: 'pos', p: 0.9 }, { name: 'a|b', p: 0.1 }] }] }, 's');
+    assert.ok(!cls.includes('_s_'), 'no generation settings under classes');
+    assert.match(cls, /## fine-tuned: pos\n\n\| class \| probability \|\n\| --- \| ---: \|\n\| pos \| 0\.900 \|\n\| a\\\|b \| 0\.100 \|\n/);
     const chat = generationMarkdown('c', { prompt: 'hi', input: '<|im_start|>user\nhi<|im_end|>\n', chat: true, outputs: [] }, 's');
     assert.match(chat, /^# c: chat\n\n```text\nhi\n```\n\nGiven to the model as a user turn of its chat template:\n\n```text\n<\|im_start\|>user\nhi<\|im_end\|>\n\n```/);
   });

@@ -135,13 +135,44 @@ describe('generation', () => {
     assert.equal(plain.result.input, '3+4');
   });
 
+  it("a text classifier's run gives its classes by the run's names, fine-tuned and base (with the run's head)", async () => {
+    cpSync(join(REPO, '..', 'shared', 'fixtures', 'hf', 'bert-cls-tiny'), join(root, 'bert-cls-tiny'), { recursive: true });
+    const rows = Array.from({ length: 24 }, (_, i) => JSON.stringify({ text: i % 2 ? 'good fun film' : 'bad dull film', label: i % 2 ? 'pos' : 'neg' }));
+    writeFileSync(join(root, 'cls.jsonl'), `${rows.join('\n')}\n`);
+    const spec = join(root, 'cls.peft.json');
+    writeFileSync(spec, JSON.stringify({ model: 'bert-cls-tiny', data: { train: 'cls.jsonl', maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, optimizer: { lr: 0.05 }, batchSize: 8, steps: 3, logEvery: 3 }));
+    const dir = join(root, 'runs', 'cls');
+    await runTraining(runConfig(loadSpec(spec)), { runDir: dir, ctx: cliContext() });
+    const r = await runGenerate({ kind: 'generate', run: dir, prompt: 'good fun film', compareBase: true }, cliContext());
+    const [tuned, base] = r.result.outputs;
+    assert.deepEqual(r.result.outputs.map((o) => o.label), ['fine-tuned', 'base']);
+    for (const o of [tuned!, base!]) {
+      // The fixture's head has 3 classes; the data named 2 of them (sorted: neg 0, pos 1).
+      assert.deepEqual(o.classes!.map((c) => c.name).sort(), ['class 2', 'neg', 'pos']);
+      assert.ok(Math.abs(o.classes!.reduce((a, c) => a + c.p, 0) - 1) < 1e-6);
+      assert.equal(o.text, o.classes![0]!.name);
+    }
+    // The fine-tuned probabilities are the softmax of the adapted model's logits (the run's class order: neg, pos).
+    const model = await Model.load(join(root, 'bert-cls-tiny'));
+    const adapter = await loadAnyAdapter(model, dir);
+    try {
+      const ids = loadTokenizer(join(root, 'bert-cls-tiny')).encode('good fun film', true);
+      const p = tf.tidy(() => tf.softmax(tf.reshape(model.forward({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32') }, { hooks: adapter.hooks, overrides: adapter.overrides() }), [-1])).dataSync() as Float32Array);
+      const byName = Object.fromEntries(tuned!.classes!.map((c) => [c.name, c.p]));
+      assert.ok(Math.abs(byName.neg! - p[0]!) < 1e-6 && Math.abs(byName.pos! - p[1]!) < 1e-6, `${JSON.stringify(byName)} vs ${Array.from(p)}`);
+    } finally {
+      adapter.dispose();
+      model.dispose();
+    }
+  });
+
   it('refuses what it cannot do, naming the parameter or the file', async () => {
     const fail = async (p: Parameters<typeof runGenerate>[0], where: string, msg: RegExp) =>
       assert.rejects(runGenerate(p, cliContext()), (e: unknown) => e instanceof InputError && e.where === where && msg.test(e.message));
     await fail({ kind: 'generate', prompt: 'x' }, 'run', /give a run folder, or a model folder/);
     await fail({ kind: 'generate', run: runDir, adapter: runDir, prompt: 'x' }, 'adapter', /brings its own adapter/);
     await fail({ kind: 'generate', run: runDir, prompt: 'x', topP: 0 }, 'topP', /\(0, 1\]/);
-    await fail({ kind: 'generate', model: join(REPO, '..', 'shared', 'fixtures', 'hf', 'bert-cls-tiny'), prompt: 'x' }, 'config.json', /sequence classification model: it has no text to generate/);
+    await fail({ kind: 'generate', model: join(REPO, '..', 'shared', 'fixtures', 'hf', 'vit-tiny'), prompt: 'x' }, 'config.json', /an image classifier: a text prompt means nothing to it/);
     assert.equal(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', maxNewTokens: 3 }), undefined);
     assert.match(jobParamsProblem({ kind: 'generate', run: 'r', model: 'm', prompt: 'p' })!, /exactly one of 'run' and 'model'/);
     assert.match(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', temperature: -1 })!, /'temperature' must be a number ≥ 0/);

@@ -1,5 +1,6 @@
 /**
- * `generate`: text from a causal language model, to try a fine-tune (and its base, side by side).
+ * `generate`: text from a causal language model, to try a fine-tune (and its base, side by side);
+ * for a text classifier, its classes for the prompt.
  * Greedy by default, else temperature and nucleus (top-p) sampling from a seeded generator; stops
  * at the end-of-sequence token or after maxNewTokens. A run trained on chat rows gets its prompt
  * as a user message through the model's chat template.
@@ -12,7 +13,10 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { GenerateJobParams, GenerateOutput, GenerateResult, JobResult } from '../../../src/protocol';
 import { loadAnyAdapter } from '../analysis/finetuned';
+import { loadAnalysisData } from '../analysis/data';
+import { modelDataInfo } from '../data/dataset';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
+import type { RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import type { Hooks } from '../models/forward';
@@ -128,8 +132,9 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   const adapterDir = p.run ?? p.adapter;
   const model = await Model.load(modelDir);
   try {
-    if (model.arch.task !== 'causal-lm') throw new InputError(modelDir, 'config.json', `${model.config.modelType} here is a ${model.arch.task.replace('-', ' ')} model: it has no text to generate (evaluate scores it on data)`);
+    if (model.arch.task === 'image-classification') throw new InputError(modelDir, 'config.json', `${model.config.modelType} here is an image classifier: a text prompt means nothing to it (evaluate scores it on an image folder)`);
     const tok = loadTokenizer(modelDir);
+    if (model.arch.task === 'sequence-classification') return { kind: 'generate', result: await classify(model, tok, p, cfg, adapterDir, ctx) };
     const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
     const { ids, input } = promptIds(tok, p.prompt, chat);
     if (ids.length === 0) throw new InputError('', 'prompt', 'is empty once tokenized');
@@ -155,6 +160,70 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   } finally {
     model.dispose();
   }
+}
+
+/** A text classifier's classes for the prompt: the run's class names (its data's, else config.json's id2label). */
+async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, cfg: RunConfig | undefined, adapterDir: string | undefined, ctx: JobContext): Promise<GenerateResult> {
+  const names = classNames(model, cfg);
+  const max = 'maxPositions' in model.config ? model.config.maxPositions : 512;
+  const ids = tok.encode(p.prompt, true).slice(0, max);
+  const jobs = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
+  const outputs: GenerateOutput[] = [];
+  const probabilities = (weights: Weights) =>
+    tf.tidy(() => tf.softmax(tf.reshape(model.forward({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32') }, weights), [-1])).dataSync() as Float32Array);
+  for (const [k, job] of jobs.entries()) {
+    throwIfCancelled(ctx.signal);
+    let probs: Float32Array;
+    if (job.adapter) {
+      const adapter = await loadAnyAdapter(model, adapterDir!);
+      try {
+        probs = probabilities({ hooks: adapter.hooks, overrides: adapter.overrides() });
+      } finally {
+        adapter.dispose();
+      }
+    } else {
+      // The base has no head of its own: it is scored with the run's (as evaluate does).
+      const head = await headOf(model, adapterDir);
+      try {
+        probs = probabilities({ overrides: head });
+      } finally {
+        tf.dispose([...head.values()]);
+      }
+    }
+    const classes = Array.from(probs, (pr, i) => ({ name: names[i] ?? `class ${i}`, p: pr })).sort((a, b) => b.p - a.p);
+    outputs.push({ label: job.label, text: classes[0]!.name, tokens: 0, classes });
+    ctx.progress({ done: k + 1, total: jobs.length, message: job.label });
+  }
+  return { prompt: p.prompt, input: p.prompt, chat: false, outputs };
+}
+
+/** The run's head tensors (for scoring its base, which has none of its own): a kept copy, or nothing. */
+async function headOf(model: Model, adapterDir: string | undefined): Promise<Map<string, tf.Tensor>> {
+  if (!adapterDir) return new Map();
+  const a = await loadAnyAdapter(model, adapterDir);
+  try {
+    const heads = model.paramInfo().filter((x) => x.type === 'head').map((x) => x.name);
+    const o = a.overrides();
+    return new Map(heads.filter((n) => o.has(n)).map((n) => [n, tf.keep(tf.clone(o.get(n)!))]));
+  } finally {
+    a.dispose();
+  }
+}
+
+/** Class names by id: the run's training data's (names it mapped), else config.json's id2label when not LABEL_k. */
+function classNames(model: Model, cfg: RunConfig | undefined): string[] {
+  if (cfg) {
+    try {
+      const names = loadAnalysisData(model, cfg.data).data.labelNames;
+      if (names) return names;
+    } catch {
+      /* the training file moved: fall back to the config's names */
+    }
+  }
+  const l2i = modelDataInfo(model).label2id;
+  const out: string[] = [];
+  if (l2i && !Object.keys(l2i).every((k) => /^LABEL_\d+$/.test(k))) for (const [name, id] of Object.entries(l2i)) out[id] = name;
+  return out;
 }
 
 // ---- command line ------------------------------------------------------------------------------
@@ -183,5 +252,11 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   if (v['compare-base'] === true) p.compareBase = true;
   const { result } = await runCli(v.verbose === true, (ctx) => runGenerate(p, ctx));
   const many = result.outputs.length > 1;
-  for (const o of result.outputs) process.stdout.write(`${many ? `--- ${o.label} (${o.tokens} tokens, ${o.stop === 'eos' ? 'ended' : 'limit'})\n` : ''}${o.text}\n`);
+  for (const o of result.outputs) {
+    if (o.classes) {
+      process.stdout.write(`${many ? `${o.label}: ` : ''}${o.classes.slice(0, 5).map((c) => `${c.name} ${c.p.toFixed(3)}`).join(', ')}\n`);
+      continue;
+    }
+    process.stdout.write(`${many ? `--- ${o.label} (${o.tokens} tokens, ${o.stop === 'eos' ? 'ended' : 'limit'})\n` : ''}${o.text}\n`);
+  }
 }

@@ -114,7 +114,7 @@ export async function tryModel(ctx: Ctx, args: unknown[]): Promise<void> {
   const key = 'peftLab.lastPrompt';
   const prompt = await vscode.window.showInputBox({
     title: `PEFT Lab: try ${run.name}`,
-    prompt: 'A prompt: the fine-tuned model and its base continue it',
+    prompt: 'A prompt the fine-tuned model and its base continue (for a text classifier: a text to classify)',
     value: ctx.extension.workspaceState.get<string>(key) ?? '',
     ignoreFocusOut: true,
   });
