@@ -285,7 +285,9 @@ function checkPositionals(name: string, cmd: Command, positionals: readonly stri
  * problem names it already or no option matches.
  */
 function argumentMessage(e: InputError, options: Options): string {
-  const option = [e.where, e.where.replace(/s$/, '')].find((o) => o !== '' && Object.hasOwn(options, o));
+  // Job parameters are camelCase (topP), options kebab-case (--top-p).
+  const kebab = e.where.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const option = [e.where, e.where.replace(/s$/, ''), kebab].find((o) => o !== '' && Object.hasOwn(options, o));
   return option && !e.problem.includes(`--${option}`) ? `--${option}: ${e.problem}` : e.problem;
 }
 

@@ -271,12 +271,44 @@ describe('chat rows', () => {
     const d = load(spec(file('chat.jsonl', jsonl([{ conv: convo.slice(1, 3) }])), { messagesField: 'conv' }), LM, tok);
     const e = d.train[0]!;
     assert.ok(e.kind === 'lm');
-    assert.equal(tok.decode(Array.from(e.ids)), '<|user|>\n2+2<|endoftext|>\n<|assistant|>\n4<|endoftext|>\n');
-    assert.deepEqual(trained(tok, d.train[0]!), ['4<|endoftext|>\n']);
-    writeFileSync(join(dir, 'chat_template.jinja'), '{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}');
+    // eos_token written by the template is the special id (256), as HF tokenizers match added tokens.
+    const bytes = (t: string) => Array.from(Buffer.from(t));
+    assert.deepEqual(Array.from(e.ids), [...bytes('<|user|>\n2+2'), 256, 10, ...bytes('<|assistant|>\n4'), 256, 10]);
+    assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), [...bytes('4'), 256, 10], 'the answer, EOS and the newline train');
+    writeFileSync(join(dir, 'chat_template.jinja'), '{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}');
     const tok2 = loadTokenizer(dir);
     const d2 = load(spec(file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]))), LM, tok2);
     assert.deepEqual(trained(tok2, d2.train[0]!), ['4\n']);
+    // A byte-level model's template gets bos_token too (GPT-2's: <|endoftext|>, the special id).
+    assert.equal(d2.train[0]!.kind === 'lm' && d2.train[0]!.ids[0], 256);
+  });
+
+  test('a SentencePiece-style tokenizer (Llama-2 normalizer) tokenizes the conversation whole, as apply_chat_template', () => {
+    const dir = join(root, 'sp-model');
+    mkdirSync(dir, { recursive: true });
+    const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+    const chars = ['▁', ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter((c) => c !== ' ')];
+    const vocab = Object.fromEntries([['<unk>', 0], ['<s>', 1], ['</s>', 2], ...chars.map((c, i) => [c, 3 + i])]);
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0', truncation: null, padding: null,
+        added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
+        normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
+        pre_tokenizer: null, post_processor: null,
+        decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+        model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: false, vocab, merges: [] },
+      }),
+    );
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }));
+    writeFileSync(join(dir, 'chat_template.jinja'), "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]{% else %} {{ m.content }} {{ eos_token }}{% endif %}{% endfor %}");
+    const tok = loadTokenizer(dir);
+    const d = load(spec(file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]))), { ...LM, vocabSize: tok.vocabSize }, tok);
+    const e = d.train[0]!;
+    assert.ok(e.kind === 'lm');
+    // Exactly the ids of the rendered text encoded at once (each piece alone would gain a "▁").
+    assert.deepEqual(Array.from(e.ids), tok.encode('<s>[INST] 2+2 [/INST] 4 </s>', false));
+    assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), tok.encode(' 4 </s>', false).slice(1), 'the answer and EOS train (the piece after "[/INST]")');
   });
 
   test('bad conversations and templates name the file, the line and the field', () => {

@@ -18,7 +18,8 @@ import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { runJob } from '../../sidecar/src/jobs/runners';
 import { Model } from '../../sidecar/src/models/model';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
-import { generateIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { main } from '../../sidecar/src/cli';
 import { Rng } from '../../sidecar/src/train/rng';
 import { runTraining } from '../../sidecar/src/train/trainer';
 
@@ -96,6 +97,19 @@ describe('generation', () => {
       assert.ok(k > 0, `a token that is new at its step: ${got.ids}`);
       const eos = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 64, eosId: got.ids[k]! });
       assert.deepEqual(eos, { ids: got.ids.slice(0, k), stop: 'eos' });
+      // Stop text: the output ends before it (byte-level: one token per ASCII character).
+      const tok = loadTokenizer(join(root, 'tiny-gpt'));
+      const text = tok.decode(got.ids);
+      const stopAt = text.length > 3 ? 3 : 1;
+      const stopped = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 64 }, undefined, undefined, { text: text.slice(stopAt, stopAt + 2), decode: (x) => tok.decode(x) });
+      assert.equal(stopped.stop, 'eos');
+      assert.equal(tok.decode(stopped.ids), text.slice(0, text.indexOf(text.slice(stopAt, stopAt + 2))));
+      // generation_config.json's eos_token_id (a list) stops it too.
+      const dir = join(root, 'tiny-gpt-gencfg');
+      cpSync(join(root, 'tiny-gpt'), dir, { recursive: true });
+      writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [999, got.ids[k]!] }));
+      assert.deepEqual(generationStopIds(dir), [999, got.ids[k]!]);
+      assert.deepEqual(generationStopIds(join(root, 'tiny-gpt')), []);
       // A window of 3 sees only "7=" + the new tokens: different text than the full prompt gives (here).
       const short = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 3 });
       const tail = await generateIds(model, undefined, prompt.slice(-3), { maxNewTokens: 1, temperature: 0, topP: 1, seed: 0, window: 64 });
@@ -172,6 +186,21 @@ describe('generation', () => {
     await fail({ kind: 'generate', prompt: 'x' }, 'run', /give a run folder, or a model folder/);
     await fail({ kind: 'generate', run: runDir, adapter: runDir, prompt: 'x' }, 'adapter', /brings its own adapter/);
     await fail({ kind: 'generate', run: runDir, prompt: 'x', topP: 0 }, 'topP', /\(0, 1\]/);
+    await fail({ kind: 'generate', run: runDir, prompt: 'x', seed: 2 ** 32 }, 'seed', /\[0, 2³²\)/);
+    await fail({ kind: 'generate', model: join(root, 'tiny-gpt'), prompt: 'x', compareBase: true }, 'compareBase', /give a run, or an adapter/);
+    await fail({ kind: 'generate', model: join(REPO, '..', 'shared', 'fixtures', 'hf', 'llama-tiny'), prompt: 'é' }, 'prompt', /token id 195 is outside the model's vocabulary of 128 .*non-ASCII bytes need a model with 256\+ tokens/);
+    // On the command line the place is the option typed.
+    const errs: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((t: string) => (errs.push(String(t)), true)) as typeof process.stderr.write;
+    try {
+      assert.equal(await main(['generate', '--backend', 'wasm', '--run', runDir, '--prompt', 'x', '--top-p', '0']), 2);
+      assert.equal(await main(['generate', '--backend', 'wasm', '--run', runDir, '--prompt', '']), 2);
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.match(errs.join(''), /peft-lab generate: --top-p: must be in \(0, 1\], got 0/);
+    assert.match(errs.join(''), /peft-lab generate: --prompt is empty/);
     await fail({ kind: 'generate', model: join(REPO, '..', 'shared', 'fixtures', 'hf', 'vit-tiny'), prompt: 'x' }, 'config.json', /an image classifier: a text prompt means nothing to it/);
     assert.equal(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', maxNewTokens: 3 }), undefined);
     assert.match(jobParamsProblem({ kind: 'generate', run: 'r', model: 'm', prompt: 'p' })!, /exactly one of 'run' and 'model'/);

@@ -13,12 +13,32 @@ import { readSafetensors } from '../io/safetensors';
 import { toTf } from '../io/tensors';
 import { Model } from '../models/model';
 
+/** Why a run folder has no adapter yet, from its status.json: what the user can do about it. */
+function unfinished(runDir: string): string {
+  let st: { state?: unknown; step?: unknown; error?: unknown } = {};
+  try {
+    st = JSON.parse(readFileSync(join(runDir, 'status.json'), 'utf8')) as typeof st;
+  } catch {
+    /* no status: said below */
+  }
+  const at = typeof st.step === 'number' ? ` at step ${st.step}` : '';
+  switch (st.state) {
+    case 'failed':
+      return `the run failed${at}${typeof st.error === 'string' ? ` (${st.error.slice(0, 160)})` : ''}; fix the cause and resume it (peft-lab resume ${runDir})`;
+    case 'cancelled':
+    case 'interrupted':
+      return `the run was ${st.state}${at}; resume it to finish (peft-lab resume ${runDir})`;
+    default:
+      return 'the run has not finished';
+  }
+}
+
 /** `dir/adapter` for a run folder (it has spec.json), else `dir` itself. */
 export function adapterDirOf(dir: string): string {
   const d = resolve(dir);
   if (existsSync(join(d, ADAPTER_CONFIG))) return d;
   if (existsSync(join(d, 'adapter', ADAPTER_CONFIG))) return join(d, 'adapter');
-  if (existsSync(join(d, 'spec.json'))) throw new InputError(d, 'adapter', 'this run folder has no final adapter yet (the run has not finished)');
+  if (existsSync(join(d, 'spec.json'))) throw new InputError(d, 'adapter', `this run folder has no final adapter: ${unfinished(d)}`);
   throw new InputError(d, ADAPTER_CONFIG, 'missing: not an adapter folder or a run folder');
 }
 

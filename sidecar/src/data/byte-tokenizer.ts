@@ -11,9 +11,19 @@ export class ByteTokenizer {
   readonly padId = 256;
   readonly eosToken = '<|endoftext|>';
 
-  /** The UTF-8 bytes of `text` as ids (no special tokens added). Lone surrogates become U+FFFD. */
+  /**
+   * The UTF-8 bytes of `text` as ids (no special tokens added), except that `<|endoftext|>` written
+   * in the text is the special id, as Hugging Face tokenizers match added tokens (a chat template
+   * writes its end-of-sequence token as text). Lone surrogates become U+FFFD.
+   */
   encode(text: string): number[] {
-    return Array.from(Buffer.from(text, 'utf8'));
+    const parts = text.split(this.eosToken);
+    const ids: number[] = [];
+    parts.forEach((part, i) => {
+      if (i > 0) ids.push(this.eosId);
+      for (const b of Buffer.from(part, 'utf8')) ids.push(b);
+    });
+    return ids;
   }
 
   /**

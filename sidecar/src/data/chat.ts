@@ -25,6 +25,11 @@ export interface ChatSegment {
 export interface ChatTemplate {
   /** Where the template came from (a file, or "ChatML (the model has no chat template)"). */
   readonly source: string;
+  /**
+   * Text that ends an assistant turn when it is not a token of its own (ChatML's `<|im_end|>` on a
+   * byte-level model): generation stops there.
+   */
+  readonly stopText?: string;
   render(messages: readonly ChatMessage[], addGenerationPrompt: boolean): string;
 }
 
@@ -71,6 +76,7 @@ export function loadChatTemplate(modelDir: string, specials: Readonly<Record<str
   }
   return {
     source,
+    ...(text === undefined ? { stopText: '<|im_end|>' } : {}),
     render(messages, addGenerationPrompt) {
       try {
         return template.render({ ...specials, messages: messages.map((m) => ({ ...m })), add_generation_prompt: addGenerationPrompt });

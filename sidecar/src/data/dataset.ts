@@ -137,13 +137,19 @@ class Builder {
       // The row is the place to look (the message names the template's file when it is at fault).
       throw new InputError(r.file, this.where(r, field), (e as Error).message);
     }
-    const ids: number[] = [];
-    const labels: number[] = [];
+    // The whole conversation is tokenized at once, as apply_chat_template does (a SentencePiece
+    // tokenizer would prepend "▁" to each piece encoded alone). Rendered text carries the
+    // template's special tokens as text: none are added again. A turn's tokens are those past the
+    // tokens of the text before it.
+    const text = segments.map((seg) => seg.text).join('');
+    const ids = this.encode(r, field, text, false);
+    const labels = ids.map(() => -100);
+    let at = 0;
     for (const seg of segments) {
-      // Rendered text carries the template's special tokens as text: none are added again.
-      const part = this.encode(r, field, seg.text, false);
-      ids.push(...part);
-      labels.push(...(seg.train ? part : part.map(() => -100)));
+      const start = at === 0 ? 0 : this.encode(r, field, text.slice(0, at), false).length;
+      at += seg.text.length;
+      const end = at === text.length ? ids.length : this.encode(r, field, text.slice(0, at), false).length;
+      if (seg.train) for (let i = start; i < end; i++) labels[i] = ids[i]!;
     }
     return this.masked(ids, labels, `${r.file}:${r.line}`);
   }

@@ -79,11 +79,26 @@ function badTokenId(json: Record<string, unknown>): { where: string; problem: st
   return undefined;
 }
 
+const SPECIAL_KEYS = ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token'];
+
+/** The special tokens' texts a chat template may write (apply_chat_template passes them by name). */
+function specialTexts(config: Record<string, unknown>, defaults: Record<string, string> = {}): Record<string, string> {
+  const out = { ...defaults };
+  for (const key of SPECIAL_KEYS) {
+    const t = tokenText(config[key]);
+    if (t !== undefined) out[key] = t;
+  }
+  return out;
+}
+
 export function loadTokenizer(modelDir: string): DataTokenizer {
   const file = join(modelDir, 'tokenizer.json');
   const modelConfig = existsSync(join(modelDir, 'config.json')) ? readJson(join(modelDir, 'config.json')) : {};
+  const cfgFile = join(modelDir, 'tokenizer_config.json');
   if (!existsSync(file)) {
     const b = new ByteTokenizer();
+    // GPT-2's convention (the bundled models' tokenizer_config.json says so too): BOS = EOS = <|endoftext|>.
+    const specials = specialTexts(existsSync(cfgFile) ? readJson(cfgFile) : {}, { bos_token: b.eosToken, eos_token: b.eosToken });
     return {
       name: 'byte-level',
       vocabSize: b.vocabSize,
@@ -91,13 +106,12 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       padId: b.padId,
       encode: (text) => b.encode(text),
       decode: (ids) => b.decode(ids),
-      chatTemplate: lazyChat(modelDir, { eos_token: b.eosToken }),
+      chatTemplate: lazyChat(modelDir, specials),
     };
   }
   const json = readJson(file);
   const badId = badTokenId(json);
   if (badId) throw new InputError(file, badId.where, badId.problem);
-  const cfgFile = join(modelDir, 'tokenizer_config.json');
   const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
   let tok: Tokenizer;
   try {
@@ -115,12 +129,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const eosId = idOf('eos_token', 'eos_token_id');
   const padId = idOf('pad_token', 'pad_token_id') ?? eosId ?? 0;
   const vocabSize = tok.get_vocab(true).size;
-  // The texts a chat template may write (apply_chat_template passes the special tokens by name).
-  const specials: Record<string, string> = {};
-  for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token']) {
-    const t = tokenText(config[key]);
-    if (t !== undefined) specials[key] = t;
-  }
+  const specials = specialTexts(config);
   return {
     name: 'tokenizer.json',
     vocabSize,

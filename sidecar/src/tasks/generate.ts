@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { GenerateJobParams, GenerateOutput, GenerateResult, JobResult } from '../../../src/protocol';
 import { loadAnyAdapter } from '../analysis/finetuned';
 import { loadAnalysisData } from '../analysis/data';
@@ -67,11 +67,14 @@ export async function generateIds(
   model: Model,
   weights: Weights | undefined,
   prompt: readonly number[],
-  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; window: number },
+  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number },
   signal?: AbortSignal,
   onToken?: (count: number) => void,
+  /** Text that ends the output once the new tokens' text holds it (kept out of the ids returned). */
+  stopText?: { text: string; decode: (ids: number[]) => string },
 ): Promise<{ ids: number[]; stop: 'eos' | 'length' }> {
   const rng = new Rng(o.seed);
+  const stops = new Set([...(o.eosId !== undefined ? [o.eosId] : []), ...(o.stopIds ?? [])]);
   const seq = [...prompt];
   const out: number[] = [];
   while (out.length < o.maxNewTokens) {
@@ -85,13 +88,29 @@ export async function generateIds(
     const row = (await last.data()) as Float32Array;
     last.dispose();
     const next = sampleNext(row, o.temperature, o.topP, rng);
-    if (next === o.eosId) return { ids: out, stop: 'eos' };
+    if (stops.has(next)) return { ids: out, stop: 'eos' };
     out.push(next);
     seq.push(next);
+    const at = stopText ? stopText.decode(out).indexOf(stopText.text) : -1;
+    if (at >= 0) {
+      // Drop the tokens from the stop text on (a token that also holds text before it goes too).
+      while (out.length && stopText!.decode(out).length > at) out.pop();
+      return { ids: out, stop: 'eos' };
+    }
     onToken?.(out.length);
     await yieldToEventLoop();
   }
   return { ids: out, stop: 'length' };
+}
+
+/** generation_config.json's eos_token_id (a number or a list: chat models end turns with another token). */
+export function generationStopIds(modelDir: string): number[] {
+  try {
+    const v = (JSON.parse(readFileSync(join(modelDir, 'generation_config.json'), 'utf8')) as { eos_token_id?: unknown }).eos_token_id;
+    return (Array.isArray(v) ? v : [v]).filter((x): x is number => Number.isInteger(x));
+  } catch {
+    return []; // none, or unreadable: the tokenizer's EOS only
+  }
 }
 
 /** Whether a run trained on chat rows: its first training row has the messages field. */
@@ -127,6 +146,8 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError('', 'maxNewTokens', `must be an integer ≥ 1, got ${o.maxNewTokens}`);
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError('', 'temperature', `must be a number ≥ 0, got ${o.temperature}`);
   if (!(o.topP > 0 && o.topP <= 1)) throw new InputError('', 'topP', `must be in (0, 1], got ${o.topP}`);
+  if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 32) throw new InputError('', 'seed', `must be an integer in [0, 2³²), got ${o.seed}`);
+  if (p.compareBase && p.run === undefined && p.adapter === undefined) throw new InputError('', 'compareBase', 'compares a fine-tune with its base: give a run, or an adapter');
   const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
   const modelDir = cfg ? cfg.modelDir : resolve(p.model!);
   const adapterDir = p.run ?? p.adapter;
@@ -138,8 +159,13 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
     const { ids, input } = promptIds(tok, p.prompt, chat);
     if (ids.length === 0) throw new InputError('', 'prompt', 'is empty once tokenized');
+    const bad = ids.find((id) => id < 0 || id >= model.config.vocabSize);
+    if (bad !== undefined)
+      throw new InputError('', 'prompt', `token id ${bad} is outside the model's vocabulary of ${model.config.vocabSize} (the ${tok.name} tokenizer has ${tok.vocabSize} ids${tok.name === 'byte-level' ? '; non-ASCII bytes need a model with 256+ tokens' : ''})`);
     const window = 'maxPositions' in model.config ? model.config.maxPositions : 2048;
     const eosId = tok.eosId !== undefined && tok.eosId < model.config.vocabSize ? tok.eosId : undefined;
+    const stopIds = generationStopIds(modelDir);
+    const stopText = chat && tok.chatTemplate().stopText !== undefined ? { text: tok.chatTemplate().stopText!, decode: (x: number[]) => tok.decode(x) } : undefined;
     const jobs: { label: string; adapter: boolean }[] = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
     const total = jobs.length * o.maxNewTokens;
     const outputs: GenerateOutput[] = [];
@@ -147,8 +173,14 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
       const adapter = job.adapter ? await loadAnyAdapter(model, adapterDir!) : undefined;
       try {
         const weights = adapter ? { hooks: adapter.hooks, overrides: adapter.overrides() } : undefined;
-        const r = await generateIds(model, weights, ids, { ...o, window, ...(eosId !== undefined ? { eosId } : {}) }, ctx.signal, (n) =>
-          ctx.progress({ done: k * o.maxNewTokens + n, total, message: `${job.label}: ${n} tokens` }),
+        const r = await generateIds(
+          model,
+          weights,
+          ids,
+          { ...o, window, stopIds, ...(eosId !== undefined ? { eosId } : {}) },
+          ctx.signal,
+          (n) => ctx.progress({ done: k * o.maxNewTokens + n, total, message: `${job.label}: ${n} tokens` }),
+          stopText,
         );
         outputs.push({ label: job.label, text: tok.decode(r.ids), tokens: r.ids.length, stop: r.stop });
       } finally {
@@ -235,6 +267,7 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   const run = str(v, 'run', false);
   const model = str(v, 'model', false);
   if ((run === undefined) === (model === undefined)) throw new AnalysisUsageError('give --run RUN_DIR, or --model DIR (with --adapter DIR)');
+  if (v.prompt === '') throw new AnalysisUsageError('--prompt is empty');
   const p: GenerateJobParams = { kind: 'generate', prompt: str(v, 'prompt')!, ...(run ? { run } : { model: model! }) };
   const adapter = str(v, 'adapter', false);
   if (adapter) p.adapter = adapter;

@@ -238,7 +238,7 @@ export function num(v: Values, key: string): number | undefined {
 
 /** Runs a job function with the command-line context (Ctrl-C cancels, progress on stderr). */
 export async function runCli<R>(verbose: boolean, fn: (ctx: JobContext) => Promise<R>): Promise<R> {
-  const { ctx, close } = cliTrainContext(verbose);
+  const { ctx, close } = cliTrainContext(verbose, '', 'cancelling...');
   try {
     return await fn(ctx);
   } finally {

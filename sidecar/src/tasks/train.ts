@@ -111,11 +111,14 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr, pr
   };
 }
 
-/** A command-line job context: Ctrl-C / SIGTERM cancel (checkpoint kept), logs to stderr, a progress bar. */
-export function cliTrainContext(verbose: boolean, prefix = ''): { ctx: JobContext; close(): void } {
+/**
+ * A command-line job context: Ctrl-C / SIGTERM cancel (saying `onCancel`: training keeps a
+ * checkpoint), logs to stderr, a progress bar.
+ */
+export function cliTrainContext(verbose: boolean, prefix = '', onCancel = 'cancelling after the current step (a checkpoint is kept)...'): { ctx: JobContext; close(): void } {
   const ac = new AbortController();
   const onSignal = () => {
-    process.stderr.write('\ncancelling after the current step (a checkpoint is kept)...\n');
+    process.stderr.write(`\n${onCancel}\n`);
     ac.abort();
   };
   process.once('SIGINT', onSignal);
