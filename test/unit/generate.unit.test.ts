@@ -16,7 +16,10 @@ import { InputError } from '../../sidecar/src/errors';
 import { cliContext } from '../../sidecar/src/jobs/context';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { runJob } from '../../sidecar/src/jobs/runners';
+import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
+import { createAdapter } from '../../sidecar/src/adapters';
+import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
 import { generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
 import { main } from '../../sidecar/src/cli';
@@ -116,6 +119,43 @@ describe('generation', () => {
       assert.equal(short.ids[0], tail.ids[0]);
     } finally {
       model.dispose();
+    }
+  });
+
+  it('the key/value cache gives the logits of the whole sequence, step by step (GPT-2; Llama with grouped KV heads and RoPE; with a LoRA)', async () => {
+    for (const name of ['gpt2-tiny', 'llama-tiny']) {
+      const model = await Model.load(join(REPO, '..', 'shared', 'fixtures', 'hf', name));
+      const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
+      // A LoRA off its init (B ≠ 0), so the hooks change the keys and values the cache keeps.
+      for (const [k, t] of [...adapter.trainable]) {
+        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
+        t.dispose();
+      }
+      const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
+      try {
+        const seq = [5, 17, 3, 99, 42, 7];
+        const before = tf.memory().numTensors;
+        const cache = new KvCache();
+        const stepLogits: Float32Array[] = [];
+        for (const [i, feed] of [seq.slice(0, 3), [seq[3]!], [seq[4]!], seq.slice(5)].entries()) {
+          stepLogits.push(tf.tidy(() => model.forward({ inputIds: tf.tensor2d([feed], [1, feed.length], 'int32'), cache }, weights).dataSync() as Float32Array));
+          assert.equal(cache.past, [3, 4, 5, 6][i]);
+        }
+        cache.dispose();
+        assert.equal(tf.memory().numTensors, before, `${name}: the cache leaves nothing behind`);
+        const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }, weights).dataSync() as Float32Array);
+        const vocab = full.length / seq.length;
+        const cached = Float32Array.from([...stepLogits.flatMap((l) => Array.from(l))]);
+        assertClose(`${name} logits`, cached, full, 1e-4);
+        assert.equal(cached.length, seq.length * vocab);
+        // Generation with and without the cache: the same tokens, past the window too (it reruns the last window).
+        const a = await generateIds(model, weights, seq, { maxNewTokens: 70, temperature: 0, topP: 1, seed: 0, window: 64 });
+        const b = await generateIds(model, weights, seq, { maxNewTokens: 70, temperature: 0, topP: 1, seed: 0, window: 64, cache: false });
+        assert.deepEqual(a, b, `${name}: cached generation`);
+      } finally {
+        adapter.dispose();
+        model.dispose();
+      }
     }
   });
 

@@ -1,4 +1,5 @@
 import type * as tf from '@tensorflow/tfjs-core';
+import type { KvCache } from './kv-cache';
 import type { ModelConfig } from './config';
 import type { Forward } from './forward';
 
@@ -8,7 +9,13 @@ export interface ModelInputs {
   attentionMask?: tf.Tensor2D;
   tokenTypeIds?: tf.Tensor2D;
   pixelValues?: tf.Tensor4D;
+  /**
+   * Causal LMs, generating: the keys and values of the tokens before `inputIds` (which then sit at
+   * positions past, past + 1, …). The forward pass appends the new ones (see KvCache).
+   */
+  cache?: KvCache;
 }
+
 
 /** Coarse module types, the columns of importance maps and budget grids. */
 export type ModuleType = string;

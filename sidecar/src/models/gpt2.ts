@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { Gpt2Config } from './config';
-import { activation, attentionQkv, causalLmLoss, causalMask, layerNorm } from './ops';
+import { activation, attentionQkv, cachedAttention, causalLmLoss, causalMask, layerNorm, splitHeads } from './ops';
 
 const block = (i: number) => `transformer.h.${i}`;
 
@@ -59,26 +59,31 @@ export const gpt2: Architecture<Gpt2Config> = {
     const ids = inputs.inputIds;
     if (!ids) throw new Error('GPT-2 needs input_ids');
     const [b, t] = ids.shape;
-    if (t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds n_positions=${cfg.maxPositions}`);
+    const cache = inputs.cache;
+    const past = cache?.past ?? 0;
+    if (past + t > cfg.maxPositions) throw new Error(`sequence length ${past + t} exceeds n_positions=${cfg.maxPositions}`);
     const flatIds = tf.reshape(ids, [b * t]);
-    // Positions 0..t−1 are the first t rows of wpe, broadcast over the batch (no gather; its
+    // Positions past..past+t−1 are rows of wpe, broadcast over the batch (no gather; its
     // gradient is a sum over the batch instead of a segment sum).
     const wpe = f.p('transformer.wpe.weight');
     const tokens = tf.reshape(tf.gather(f.p('transformer.wte.weight'), flatIds), [b, t, cfg.hiddenSize]);
-    let x = tf.reshape(tf.add(tokens, tf.slice(wpe, [0, 0], [t, wpe.shape[1]!])), [b * t, cfg.hiddenSize]) as tf.Tensor2D;
-    const mask = causalMask(t);
+    let x = tf.reshape(tf.add(tokens, tf.slice(wpe, [past, 0], [t, wpe.shape[1]!])), [b * t, cfg.hiddenSize]) as tf.Tensor2D;
+    const mask = cache ? undefined : causalMask(t);
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);
       const h = f.tap(`${p}.ln_1`, layerNorm(x, f.p(`${p}.ln_1.weight`), f.p(`${p}.ln_1.bias`), cfg.layerNormEps)) as tf.Tensor2D;
       const qkv = f.linear(`${p}.attn.c_attn`, h);
       let scale = cfg.scaleAttnWeights ? 1 / Math.sqrt(cfg.headDim) : 1;
       if (cfg.scaleAttnByInverseLayerIdx) scale /= i + 1;
-      const a = attentionQkv(qkv, b, t, cfg.numHeads, cfg.headDim, scale, mask);
+      const a = cache
+        ? cachedAttention(cache, i, ...(tf.split(qkv, 3, 1).map((z) => splitHeads(z, b, t, cfg.numHeads, cfg.headDim)) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D]), scale)
+        : attentionQkv(qkv, b, t, cfg.numHeads, cfg.headDim, scale, mask);
       x = tf.add(x, f.tap(`${p}.attn`, f.linear(`${p}.attn.c_proj`, a)));
       const h2 = f.tap(`${p}.ln_2`, layerNorm(x, f.p(`${p}.ln_2.weight`), f.p(`${p}.ln_2.bias`), cfg.layerNormEps)) as tf.Tensor2D;
       const m = f.linear(`${p}.mlp.c_proj`, activation(cfg.activation, f.linear(`${p}.mlp.c_fc`, h2)) as tf.Tensor2D);
       x = tf.add(x, f.tap(`${p}.mlp`, m));
     }
+    if (cache) cache.past += t;
     const hf = f.tap('transformer.ln_f', layerNorm(x, f.p('transformer.ln_f.weight'), f.p('transformer.ln_f.bias'), cfg.layerNormEps)) as tf.Tensor2D;
     const head = cfg.tieWordEmbeddings ? f.p('transformer.wte.weight') : f.p('lm_head.weight');
     return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);

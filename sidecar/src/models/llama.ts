@@ -2,7 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
-import { activation, applyRope, embedding, attention, causalLmLoss, causalMask, mergeHeads, rmsNorm, ropeTables, splitHeads } from './ops';
+import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, causalMask, mergeHeads, rmsNorm, ropeTables, splitHeads } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -52,22 +52,27 @@ export const llama: Architecture<LlamaConfig> = {
     const ids = inputs.inputIds;
     if (!ids) throw new Error('Llama needs input_ids');
     const [b, t] = ids.shape;
+    const cache = inputs.cache;
+    const past = cache?.past ?? 0;
     const qDim = cfg.numHeads * cfg.headDim;
     let x = embedding(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId);
-    const mask = causalMask(t);
-    const { cos, sin } = ropeTables(t, cfg.headDim, cfg.ropeTheta);
+    const mask = cache ? undefined : causalMask(t);
+    const tables = ropeTables(past + t, cfg.headDim, cfg.ropeTheta);
+    // New tokens sit at positions past..past+t−1.
+    const { cos, sin } = past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);
       const h = f.tap(`${p}.input_layernorm`, rmsNorm(x, f.p(`${p}.input_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
       const q = applyRope(splitHeads(f.linear(`${p}.self_attn.q_proj`, h), b, t, cfg.numHeads, cfg.headDim), cos, sin);
       const k = applyRope(splitHeads(f.linear(`${p}.self_attn.k_proj`, h), b, t, cfg.numKvHeads, cfg.headDim), cos, sin);
       const v = splitHeads(f.linear(`${p}.self_attn.v_proj`, h), b, t, cfg.numKvHeads, cfg.headDim);
-      const a = mergeHeads(attention(q, k, v, 1 / Math.sqrt(cfg.headDim), mask), b, t, qDim);
+      const a = cache ? cachedAttention(cache, i, q, k, v, 1 / Math.sqrt(cfg.headDim)) : mergeHeads(attention(q, k, v, 1 / Math.sqrt(cfg.headDim), mask), b, t, qDim);
       x = tf.add(x, f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a)));
       const h2 = f.tap(`${p}.post_attention_layernorm`, rmsNorm(x, f.p(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
       const gated = tf.mul(activation(cfg.activation, f.linear(`${p}.mlp.gate_proj`, h2)), f.linear(`${p}.mlp.up_proj`, h2)) as tf.Tensor2D;
       x = tf.add(x, f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated)));
     }
+    if (cache) cache.past += t;
     const hf = f.tap('model.norm', rmsNorm(x, f.p('model.norm.weight'), cfg.rmsNormEps)) as tf.Tensor2D;
     const head = cfg.tieWordEmbeddings ? f.p('model.embed_tokens.weight') : f.p('lm_head.weight');
     return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);

@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedAttention, fusedAttentionQkv, fusedCrossEntropy, fusedGeluTanh, fusedLayerNorm, fusedMergeHeads, fusedSplitHeads } from '../backend/native/fused';
+import type { KvCache } from './kv-cache';
 import type { Activation } from './config';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
@@ -74,6 +75,25 @@ export function causalMask(seq: number): tf.Tensor2D {
   return t;
 }
 
+/** Additive mask [T, past + T] of T new queries after `past` cached keys: each sees the keys up to its own position. */
+export function cachedCausalMask(past: number, seq: number): tf.Tensor2D {
+  const n = past + seq;
+  const m = new Float32Array(seq * n);
+  for (let i = 0; i < seq; i++) for (let j = past + i + 1; j < n; j++) m[i * n + j] = -1e9;
+  return tf.tensor2d(m, [seq, n]);
+}
+
+/**
+ * Attention of the new tokens' q, k, v [B, H(kv), T, D] over the cache of block `layer` and
+ * themselves (the cache is extended): [B·T, H·D].
+ */
+export function cachedAttention(cache: KvCache, layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor2D {
+  const [b, h, t, d] = q.shape;
+  const all = cache.extend(layer, k, v);
+  const out = attention(q, all.k, all.v, scale, cachedCausalMask(cache.past, t));
+  return mergeHeads(out, b, t, h * d);
+}
+
 /** Additive mask [B, 1, 1, T] from a 0/1 attention mask [B, T]. */
 export function paddingMask(attentionMask: tf.Tensor): tf.Tensor {
   const [b, t] = attentionMask.shape as [number, number];
@@ -89,8 +109,9 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale:
   const hkv = k.shape[1];
   if (hkv !== h) {
     const rep = h / hkv;
+    const tk = k.shape[2]; // the keys' length (longer than t with a KvCache)
     // stack, not tile: tile's gradient is a loop of slices and stops at rank 4.
-    const expand = (x: tf.Tensor4D) => tf.reshape(tf.stack(new Array<tf.Tensor>(rep).fill(x), 2), [b, h, t, d]) as tf.Tensor4D;
+    const expand = (x: tf.Tensor4D) => tf.reshape(tf.stack(new Array<tf.Tensor>(rep).fill(x), 2), [b, h, tk, d]) as tf.Tensor4D;
     k = expand(k);
     v = expand(v);
   }

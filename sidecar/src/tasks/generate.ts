@@ -5,8 +5,8 @@
  * at the end-of-sequence token or after maxNewTokens. A run trained on chat rows gets its prompt
  * as a user message through the model's chat template.
  *
- * Each token runs the model over the whole sequence (no key/value cache): simple, and quick for the
- * small models PEFT Lab trains on a laptop; the window is the model's positions.
+ * Each step runs the new token alone against the keys and values of the tokens before it (a
+ * KvCache); the window is the model's positions (once full, each step reruns the last window).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { readFileSync } from 'node:fs';
@@ -20,6 +20,7 @@ import type { RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import type { Hooks } from '../models/forward';
+import { KvCache } from '../models/kv-cache';
 import { Model } from '../models/model';
 import { Rng } from '../train/rng';
 import { readRunConfig } from '../train/run-folder';
@@ -67,7 +68,8 @@ export async function generateIds(
   model: Model,
   weights: Weights | undefined,
   prompt: readonly number[],
-  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number },
+  /** `cache: false`: each step runs the whole window (the reference the key/value cache must match). */
+  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number; cache?: boolean },
   signal?: AbortSignal,
   onToken?: (count: number) => void,
   /** Text that ends the output once the new tokens' text holds it (kept out of the ids returned). */
@@ -77,30 +79,42 @@ export async function generateIds(
   const stops = new Set([...(o.eosId !== undefined ? [o.eosId] : []), ...(o.stopIds ?? [])]);
   const seq = [...prompt];
   const out: number[] = [];
-  while (out.length < o.maxNewTokens) {
-    if (signal) throwIfCancelled(signal);
-    const ctx = seq.slice(-o.window);
-    const last = tf.tidy(() => {
-      const ids = tf.tensor2d(Int32Array.from(ctx), [1, ctx.length], 'int32');
-      const logits = model.forward({ inputIds: ids }, { ...(weights?.hooks ? { hooks: weights.hooks } : {}), ...(weights?.overrides ? { overrides: weights.overrides } : {}) });
-      return tf.reshape(tf.slice(logits, [0, ctx.length - 1, 0], [1, 1, -1]), [-1]);
-    });
-    const row = (await last.data()) as Float32Array;
-    last.dispose();
-    const next = sampleNext(row, o.temperature, o.topP, rng);
-    if (stops.has(next)) return { ids: out, stop: 'eos' };
-    out.push(next);
-    seq.push(next);
-    const at = stopText ? stopText.decode(out).indexOf(stopText.text) : -1;
-    if (at >= 0) {
-      // Drop the tokens from the stop text on (a token that also holds text before it goes too).
-      while (out.length && stopText!.decode(out).length > at) out.pop();
-      return { ids: out, stop: 'eos' };
+  const cache = o.cache === false ? undefined : new KvCache();
+  try {
+    while (out.length < o.maxNewTokens) {
+      if (signal) throwIfCancelled(signal);
+      // With the cache, the new token alone; at first (and once the window is full: positions run
+      // out) the last `window` tokens from position 0.
+      let feed: number[];
+      if (cache && cache.past > 0 && cache.past < o.window) feed = seq.slice(-1);
+      else {
+        cache?.dispose();
+        feed = seq.slice(-o.window);
+      }
+      const last = tf.tidy(() => {
+        const ids = tf.tensor2d(Int32Array.from(feed), [1, feed.length], 'int32');
+        const logits = model.forward({ inputIds: ids, ...(cache ? { cache } : {}) }, { ...(weights?.hooks ? { hooks: weights.hooks } : {}), ...(weights?.overrides ? { overrides: weights.overrides } : {}) });
+        return tf.reshape(tf.slice(logits, [0, feed.length - 1, 0], [1, 1, -1]), [-1]);
+      });
+      const row = (await last.data()) as Float32Array;
+      last.dispose();
+      const next = sampleNext(row, o.temperature, o.topP, rng);
+      if (stops.has(next)) return { ids: out, stop: 'eos' };
+      out.push(next);
+      seq.push(next);
+      const at = stopText ? stopText.decode(out).indexOf(stopText.text) : -1;
+      if (at >= 0) {
+        // Drop the tokens from the stop text on (a token that also holds text before it goes too).
+        while (out.length && stopText!.decode(out).length > at) out.pop();
+        return { ids: out, stop: 'eos' };
+      }
+      onToken?.(out.length);
+      await yieldToEventLoop();
     }
-    onToken?.(out.length);
-    await yieldToEventLoop();
+    return { ids: out, stop: 'length' };
+  } finally {
+    cache?.dispose();
   }
-  return { ids: out, stop: 'length' };
 }
 
 /** generation_config.json's eos_token_id (a number or a list: chat models end turns with another token). */
