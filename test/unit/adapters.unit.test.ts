@@ -535,6 +535,8 @@ describe('adapters', () => {
       { title: 'DoRA (GPT-2, Conv1D)', model: 'gpt2-tiny', spec: { kind: 'dora', r: 4, alpha: 8 } },
       { title: 'IA3 (GPT-2, Conv1D, feed-forward mlp.c_proj)', model: 'gpt2-tiny', spec: { kind: 'ia3' } },
       { title: 'IA3 (ViT, classifier saved)', model: 'vit-tiny', spec: { kind: 'ia3' } },
+      { title: 'LN-tuning (GPT-2 LayerNorms, weight and bias)', model: 'gpt2-tiny', spec: { kind: 'ln-tuning' } },
+      { title: 'LN-tuning (Llama RMSNorms, two of them)', model: 'llama-tiny', spec: { kind: 'ln-tuning', targets: ['input_layernorm'] } },
     ];
     for (const c of roundTrip) {
       it(c.title, async () => {
@@ -547,7 +549,14 @@ describe('adapters', () => {
           await savePeftAdapter(dir, a, { baseModel: c.model });
           const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
           assert.equal(cfg.base_model_name_or_path, c.model);
-          assert.equal(cfg.peft_type, c.spec.kind === 'ia3' ? 'IA3' : 'LORA');
+          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING' }[c.spec.kind as string] ?? 'LORA');
+          if (c.spec.kind === 'ln-tuning') {
+            // PEFT's layout: each norm module copied whole, under ln_tuning_layers.
+            const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
+            const norms = [...a.trainable.keys()].map((n) => n.replace(/\.(weight|bias)$/, (_, leaf: string) => `.ln_tuning_layers.${leaf}`));
+            assert.deepEqual(keys.sort(), norms.map((n) => `base_model.model.${n}`).sort());
+            assert.deepEqual(cfg.target_modules, [...new Set([...a.trainable.keys()].map((n) => n.slice(0, n.lastIndexOf('.'))))].sort());
+          }
           assert.equal(cfg.task_type, { 'gpt2-tiny': 'CAUSAL_LM', 'llama-tiny': 'CAUSAL_LM', 'bert-cls-tiny': 'SEQ_CLS', 'vit-tiny': null }[c.model]);
           const b = await loadPeftAdapter(model, dir);
           try {
@@ -568,6 +577,30 @@ describe('adapters', () => {
         }
       });
     }
+
+    it('LN-tuning on a classifier saves its head as PEFT\'s SEQ_CLS needs, and loads back to the same logits', async () => {
+      const model = models.get('bert-cls-tiny')!;
+      const a = await createAdapter(model, { kind: 'ln-tuning' }, { seed: 8 });
+      const dir = join(tmp, 'ln-seqcls');
+      try {
+        perturb(a, 9);
+        const before = await logits('bert-cls-tiny', a);
+        await savePeftAdapter(dir, a, { baseModel: 'bert-cls-tiny' });
+        const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+        assert.deepEqual([cfg.peft_type, cfg.task_type, cfg.modules_to_save], ['LN_TUNING', 'SEQ_CLS', ['classifier', 'score']]);
+        const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
+        assert.ok(keys.includes('base_model.model.classifier.weight') && keys.includes('base_model.model.classifier.bias'), keys.join(', '));
+        const b = await loadPeftAdapter(model, dir);
+        try {
+          assert.deepEqual(await logits('bert-cls-tiny', b), before);
+        } finally {
+          b.dispose();
+        }
+      } finally {
+        a.dispose();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
 
     it('reads PEFT\'s bias="all" files of a classifier: the wrapper\'s original and trained bias copies', async () => {
       const model = models.get('bert-cls-tiny')!;

@@ -174,7 +174,7 @@ export class AdapterCore implements AdapterInstance {
   }
 
   async exportPeft(): Promise<PeftExport> {
-    if (!this.exporter) throw new Error(`a ${this.spec.kind} adapter has no Hugging Face PEFT format (PEFT Lab exports lora, dora and ia3 to PEFT)`);
+    if (!this.exporter) throw new Error(`a ${this.spec.kind} adapter has no Hugging Face PEFT format (PEFT Lab exports lora, dora, ia3 and ln-tuning to PEFT)`);
     return this.exporter();
   }
 

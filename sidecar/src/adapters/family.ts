@@ -226,3 +226,35 @@ export function buildIa3(core: AdapterCore, setup: Ia3Setup): void {
     return { config, tensors: prefixed(tensors) };
   };
 }
+
+/**
+ * LN-tuning as PEFT's LN_TUNING: a copy of each targeted norm module, saved as
+ * `<module>.ln_tuning_layers.<weight|bias>` (the whole module, trained or not), and the modules to
+ * save (a classifier's head among them, which PEFT loads from the file).
+ */
+export function setLnTuningExporter(core: AdapterCore, normParams: readonly string[], modulesToSave: readonly string[]): void {
+  const model = core.model;
+  const modules = [...new Set(normParams.map((n) => n.slice(0, n.lastIndexOf('.'))))].sort();
+  const value = (n: string) => core.trainable.get(n) ?? model.params.get(n)!;
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const m of modules) {
+      const own = model.paramInfo().filter((p) => p.name.startsWith(`${m}.`) && !p.name.slice(m.length + 1).includes('.'));
+      for (const p of own) tensors.set(`${m}.ln_tuning_layers.${p.name.slice(m.length + 1)}`, await host(value(p.name)));
+    }
+    for (const n of moduleToSaveParams(model, modulesToSave)) tensors.set(n, await host(value(n)));
+    const config: Record<string, unknown> = {
+      auto_mapping: autoMapping(model),
+      base_model_name_or_path: null,
+      exclude_modules: null,
+      inference_mode: true,
+      modules_to_save: modulesToSave.length ? [...modulesToSave] : null,
+      peft_type: 'LN_TUNING',
+      peft_version: PEFT_VERSION,
+      revision: null,
+      target_modules: modules,
+      task_type: taskTypeOf(model),
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}

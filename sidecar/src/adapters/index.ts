@@ -9,7 +9,7 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
-import { adapterModulesToSave, buildIa3, buildLora, moduleToSaveParams } from './family';
+import { adapterModulesToSave, buildIa3, buildLora, moduleToSaveParams, setLnTuningExporter } from './family';
 import type { Ia3Module } from './ia3';
 import type { LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
@@ -242,4 +242,5 @@ function createReplacing(core: AdapterCore): void {
   for (const n of names) core.addTrainable(n, tf.clone(model.params.get(n)!), layerOfPath(model, n), { replacesBase: true });
   core.mergeParts.push(replacementPart(core, names));
   addModulesToSave(core, new Set(names));
+  if (spec.kind === 'ln-tuning') setLnTuningExporter(core, names, adapterModulesToSave(model, spec.modulesToSave ?? []));
 }

@@ -21,11 +21,11 @@ import type { Model } from '../models/model';
 import { AdapterCore } from './core';
 import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
-import { loraScale, rankAndAlpha } from './index';
+import { createAdapter, loraScale, rankAndAlpha } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
 import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
 import { loraNames, type LoraModule } from './lora';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, selectLinears, type TargetSpec } from './targets';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
 
@@ -229,8 +229,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const cfgFile = join(dir, ADAPTER_CONFIG);
   const c = await readConfigFile(cfgFile);
   const peftType = c.get('peft_type');
-  if (peftType !== 'LORA' && peftType !== 'IA3')
-    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, and IA3)`);
+  if (peftType !== 'LORA' && peftType !== 'IA3' && peftType !== 'LN_TUNING')
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, IA3 and LN_TUNING)`);
   const weightsFile = join(dir, ADAPTER_WEIGHTS);
   try {
     await fsp.access(weightsFile);
@@ -245,6 +245,37 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const exclude = c.targets('exclude_modules');
   const modelType = model.config.modelType;
   c.bool('fan_in_fan_out', false); // PEFT overrides it from the module type (Conv1D ⇒ true), as we do
+
+  if (peftType === 'LN_TUNING') {
+    // The norm modules targeted, each saved whole as `<module>.ln_tuning_layers.<param>`.
+    const targets = c.targets('target_modules');
+    if (targets === undefined) c.fail('target_modules', 'missing: the norm modules to tune');
+    const norms = [...new Set(model.paramInfo().filter((p) => p.type === 'norm').map((p) => p.name.slice(0, p.name.lastIndexOf('.'))))];
+    const chosen = norms.filter((m) => matchesTarget(targets!, m) && !(exclude && matchesTarget(exclude, m)));
+    if (chosen.length === 0) c.fail('target_modules', `match no norm module of this ${modelType} model (e.g. ${norms.slice(0, 3).join(', ')})`);
+    const adapter = await createAdapter(model, { kind: 'ln-tuning', targets: chosen, ...(modulesToSave.length ? { modulesToSave } : {}) }, { seed: 0 });
+    const owned: tf.Tensor[] = [];
+    try {
+      const set = (name: string, t: tf.Tensor) => {
+        const old = adapter.trainable.get(name);
+        adapter.trainable.set(name, t);
+        old?.dispose();
+      };
+      for (const name of [...adapter.trainable.keys()]) {
+        const module = name.slice(0, name.lastIndexOf('.'));
+        if (!chosen.includes(module)) continue;
+        set(name, tf.keep(weights.take(`${module}.ln_tuning_layers.${name.slice(module.length + 1)}`, model.params.get(name)!.shape)!));
+      }
+      for (const [name, t] of extrasValues(model, weights, modulesToSave, 'none', [], owned)) set(name, tf.keep(tf.clone(t)));
+      tf.dispose(owned);
+      weights.checkAllUsed();
+    } catch (e) {
+      adapter.dispose();
+      tf.dispose(owned.filter((t) => !t.isDisposed));
+      throw e;
+    }
+    return adapter;
+  }
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);

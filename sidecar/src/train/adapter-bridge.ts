@@ -16,7 +16,7 @@ import type { RunConfig } from '../spec/types';
 export type RunAdapter = AdapterInstance;
 
 /** Kinds Hugging Face PEFT has, saved in its format. */
-const PEFT_KINDS: readonly string[] = ['lora', 'dora', 'ia3'];
+const PEFT_KINDS: readonly string[] = ['lora', 'dora', 'ia3', 'ln-tuning'];
 
 /** Calibration rows for CorDA / LoRA-GA: the first `rows` training examples, cut to the shortest of them. */
 export function calibrationIds(data: LoadedData, rows: number): tf.Tensor2D | undefined {
@@ -52,7 +52,7 @@ export async function createRunAdapter(model: Model, cfg: RunConfig, data: Loade
 }
 
 /**
- * The final adapter in Hugging Face PEFT's format (LoRA, DoRA, IA3; inits that changed the base are
+ * The final adapter in Hugging Face PEFT's format (LoRA, DoRA, IA3, LN-tuning; inits that changed the base are
  * converted to act on the original base). Kinds PEFT does not have are written in the same layout
  * with `peft_type: "PEFT_LAB"`, the AdapterSpec, and every adapter tensor (trainable and frozen)
  * under PEFT Lab's names.
