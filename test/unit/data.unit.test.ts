@@ -311,9 +311,19 @@ describe('chat rows', () => {
     assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), tok.encode(' 4 </s>', false).slice(1), 'the answer and EOS train (the piece after "[/INST]")');
   });
 
+  test('CSV: the messages cell holds the list as JSON', () => {
+    const cell = JSON.stringify(convo.slice(1, 3)).replace(/"/g, '""');
+    const f = file('chat.csv', `messages\n"${cell}"\n`);
+    const d = load(spec(f, {}, 'csv'), { ...LM, maxPositions: 256 });
+    assert.deepEqual(trained(byte, d.train[0]!), ['4<|im_end|>\n']);
+    const bad = file('bad.csv', 'messages\nhello\n');
+    assert.match(inputError(() => load(spec(bad, {}, 'csv'), LM), bad, /^line 2, field "messages"$/).message, /expected a list of messages \(JSON, in a CSV cell\)/);
+  });
+
   test('bad conversations and templates name the file, the line and the field', () => {
     const bad: [unknown, RegExp][] = [
-      [{ messages: 'hi' }, /non-empty list of messages/],
+      [{ messages: 'hi' }, /expected a list of messages/],
+      [{ messages: {} }, /non-empty list of messages/],
       [{ messages: [{ role: 'user', content: 'hi' }] }, /no "assistant" message/],
       [{ messages: [{ role: 'user' }, { role: 'assistant', content: 'x' }] }, /message 0: "content" must be a string/],
     ];

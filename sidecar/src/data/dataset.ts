@@ -127,7 +127,17 @@ class Builder {
 
   /** A chat row: the rendered conversation, the loss on the assistant turns (labels −100 elsewhere). */
   private chat(r: Row, field: string): Example | undefined {
-    const messages = parseMessages(r.fields[field]);
+    // A CSV cell holds the list as JSON text.
+    const raw = r.fields[field];
+    let value: unknown = raw;
+    if (typeof raw === 'string') {
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        throw new InputError(r.file, this.where(r, field), `expected a list of messages (JSON, in a CSV cell), got ${show(raw)}`);
+      }
+    }
+    const messages = parseMessages(value);
     if (typeof messages === 'string') throw new InputError(r.file, this.where(r, field), messages);
     const template = this.tok!.chatTemplate();
     let segments: ChatSegment[];
