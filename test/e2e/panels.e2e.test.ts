@@ -103,6 +103,20 @@ function cli(args: string[]): Promise<string> {
 
 const attr = async (frame: Frame, selector: string, name: string): Promise<string | null> => frame.locator(selector).first().getAttribute(name, { timeout: 5_000 }).catch(() => null);
 
+/**
+ * Runs a palette command that asks for a run, and picks the comparison's lora-r4 in its quick pick
+ * (titled `title`); returns the quick input's box for what the command asks next.
+ */
+async function pickRun(w: Workbench, command: string, title: string) {
+  const p = w.page;
+  await w.command(command);
+  const input = p.locator('.quick-input-widget .quick-input-box input').first();
+  await p.locator('.quick-input-widget .quick-input-title', { hasText: title }).waitFor({ state: 'visible', timeout: 20_000 });
+  await input.fill('lora-r4');
+  await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+  return input;
+}
+
 describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 60_000 }, () => {
   let server: Server | undefined;
   let wb: Workbench | undefined;
@@ -404,11 +418,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
   it('Evaluate on Data…: a run and its base scored on a data file, the figures in a notification', async () => {
     const w = wb!;
     const p = w.page;
-    await w.command('PEFT Lab: Evaluate on Data…');
-    const input = p.locator('.quick-input-widget .quick-input-box input').first();
-    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'choose runs to evaluate on a data file' }).waitFor({ state: 'visible', timeout: 20_000 });
-    await input.fill('lora-r4');
-    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+    const input = await pickRun(w, 'PEFT Lab: Evaluate on Data…', 'choose runs to evaluate on a data file');
     await input.fill('');
     await p.keyboard.press('Enter');
     // The workbench's own open dialog (a quick input in a browser), once it has listed the folder it
@@ -444,11 +454,7 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
   it('Try the Model…: a prompt through a run and its base, both texts in a Markdown document beside', async () => {
     const w = wb!;
     const p = w.page;
-    await w.command('PEFT Lab: Try the Model…');
-    const input = p.locator('.quick-input-widget .quick-input-box input').first();
-    await p.locator('.quick-input-widget .quick-input-title', { hasText: 'choose a run to try' }).waitFor({ state: 'visible', timeout: 20_000 });
-    await input.fill('lora-r4');
-    await p.locator('.quick-input-widget .monaco-list-row', { hasText: 'reports/compare/lora-r4' }).first().click();
+    const input = await pickRun(w, 'PEFT Lab: Try the Model…', 'choose a run to try');
     await p.locator('.quick-input-widget .quick-input-title', { hasText: 'PEFT Lab: try lora-r4' }).waitFor({ state: 'visible', timeout: 20_000 });
     await input.fill('41+17=');
     await p.keyboard.press('Enter');

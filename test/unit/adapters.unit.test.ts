@@ -56,6 +56,38 @@ function perturb(adapter: AdapterInstance, seed: number, std = 0.05): void {
   }
 }
 
+/**
+ * A perturbed adapter of `spec` exported in PEFT's format: `check` gets its folder, its config and
+ * its logits, and `loadsBack()` asserts the folder loads to those logits. Cleans up after.
+ */
+async function withExported(
+  name: Fixture,
+  spec: AdapterSpec,
+  check: (x: { dir: string; cfg: Record<string, unknown>; model: Model; loadsBack: () => Promise<void> }) => Promise<void>,
+): Promise<void> {
+  const model = models.get(name)!;
+  const a = await createAdapter(model, spec, { seed: 8 });
+  const dir = mkdtempSync(join(tmp, 'export-'));
+  try {
+    perturb(a, 9);
+    const before = await logits(name, a);
+    await savePeftAdapter(dir, a, { baseModel: name });
+    const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    const loadsBack = async () => {
+      const b = await loadPeftAdapter(model, dir);
+      try {
+        assert.deepEqual(await logits(name, b), before);
+      } finally {
+        b.dispose();
+      }
+    };
+    await check({ dir, cfg, model, loadsBack });
+  } finally {
+    a.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const countOf = (a: AdapterInstance) => [...a.trainable.values()].reduce((n, t) => n + t.size, 0);
 
 interface Case {
@@ -578,38 +610,16 @@ describe('adapters', () => {
       });
     }
 
-    it('LN-tuning on a classifier saves its head as PEFT\'s SEQ_CLS needs, and loads back to the same logits', async () => {
-      const model = models.get('bert-cls-tiny')!;
-      const a = await createAdapter(model, { kind: 'ln-tuning' }, { seed: 8 });
-      const dir = join(tmp, 'ln-seqcls');
-      try {
-        perturb(a, 9);
-        const before = await logits('bert-cls-tiny', a);
-        await savePeftAdapter(dir, a, { baseModel: 'bert-cls-tiny' });
-        const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    it('LN-tuning on a classifier saves its head as PEFT\'s SEQ_CLS needs, and loads back to the same logits', () =>
+      withExported('bert-cls-tiny', { kind: 'ln-tuning' }, async ({ dir, cfg, loadsBack }) => {
         assert.deepEqual([cfg.peft_type, cfg.task_type, cfg.modules_to_save], ['LN_TUNING', 'SEQ_CLS', ['classifier', 'score']]);
         const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
         assert.ok(keys.includes('base_model.model.classifier.weight') && keys.includes('base_model.model.classifier.bias'), keys.join(', '));
-        const b = await loadPeftAdapter(model, dir);
-        try {
-          assert.deepEqual(await logits('bert-cls-tiny', b), before);
-        } finally {
-          b.dispose();
-        }
-      } finally {
-        a.dispose();
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+        await loadsBack();
+      }));
 
-    it('reads PEFT\'s bias="all" files of a classifier: the wrapper\'s original and trained bias copies', async () => {
-      const model = models.get('bert-cls-tiny')!;
-      const a = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4, bias: 'all' }, { seed: 8 });
-      const dir = join(tmp, 'bias-all-seqcls');
-      try {
-        perturb(a, 9);
-        const before = await logits('bert-cls-tiny', a);
-        await savePeftAdapter(dir, a, { baseModel: 'bert-cls-tiny' });
+    it('reads PEFT\'s bias="all" files of a classifier: the wrapper\'s original and trained bias copies', () =>
+      withExported('bert-cls-tiny', { kind: 'lora', r: 2, alpha: 4, bias: 'all' }, async ({ dir, model, loadsBack }) => {
         // As PEFT 0.21 saves it: every state-dict key ending in ".bias", so also
         // classifier.original_module.bias (the base's) and classifier.modules_to_save.bias (the trained one again).
         const file = join(dir, 'adapter_model.safetensors');
@@ -619,31 +629,15 @@ describe('adapters', () => {
         t.set('base_model.model.classifier.original_module.bias', { dtype: 'F32', shape: trained.shape, data: Float32Array.from(original) });
         t.set('base_model.model.classifier.modules_to_save.bias', { ...trained });
         await writeSafetensors(file, t);
-        const b = await loadPeftAdapter(model, dir);
-        try {
-          assert.deepEqual(await logits('bert-cls-tiny', b), before);
-        } finally {
-          b.dispose();
-        }
+        await loadsBack();
         // A copy that disagrees with the tensor it duplicates is an error naming it.
         t.set('base_model.model.classifier.modules_to_save.bias', { dtype: 'F32', shape: trained.shape, data: Float32Array.from(original) });
         await writeSafetensors(file, t);
         await assert.rejects(loadPeftAdapter(model, dir), /classifier\.modules_to_save\.bias\): duplicates tensor base_model\.model\.classifier\.bias with different values/);
-      } finally {
-        a.dispose();
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+      }));
 
-    it('a trained tied embedding is saved with its head (lm_head), as PEFT computes it; a head that differs is refused', async () => {
-      const model = models.get('gpt2-tiny')!;
-      const a = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4, modulesToSave: ['wte'] }, { seed: 8 });
-      const dir = join(tmp, 'tied-wte');
-      try {
-        perturb(a, 9);
-        const before = await logits('gpt2-tiny', a);
-        await savePeftAdapter(dir, a, { baseModel: 'gpt2-tiny' });
-        const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    it('a trained tied embedding is saved with its head (lm_head), as PEFT computes it; a head that differs is refused', () =>
+      withExported('gpt2-tiny', { kind: 'lora', r: 2, alpha: 4, modulesToSave: ['wte'] }, async ({ dir, cfg, model, loadsBack }) => {
         // PEFT copies each module to save: without lm_head its head would keep the original embedding.
         assert.deepEqual(cfg.modules_to_save, ['wte', 'lm_head']);
         const file = join(dir, 'adapter_model.safetensors');
@@ -651,12 +645,7 @@ describe('adapters', () => {
         const wte = t.get('base_model.model.transformer.wte.weight')!;
         assert.deepEqual(t.get('base_model.model.lm_head.weight'), wte);
         assert.ok(relMaxError(wte.data as Float32Array, (await model.params.get('transformer.wte.weight')!.data()) as Float32Array) > 0, 'the embedding trained');
-        const b = await loadPeftAdapter(model, dir);
-        try {
-          assert.deepEqual(await logits('gpt2-tiny', b), before);
-        } finally {
-          b.dispose();
-        }
+        await loadsBack();
         const head = Float32Array.from(wte.data as Float32Array);
         head[0]! += 1;
         t.set('base_model.model.lm_head.weight', { ...wte, data: head });
@@ -664,11 +653,7 @@ describe('adapters', () => {
         const n = tf.memory().numTensors;
         await assert.rejects(loadPeftAdapter(model, dir), /lm_head\.weight\): differs from base_model\.model\.transformer\.wte\.weight: the adapter trains the output head apart/);
         assert.equal(tf.memory().numTensors, n, 'a failed load leaks no tensors');
-      } finally {
-        a.dispose();
-        rmSync(dir, { recursive: true, force: true });
-      }
-    });
+      }));
 
     it('an init that replaced the base weight exports as a rank-2r LoRA on the original base', async () => {
       for (const name of ['llama-tiny', 'gpt2-tiny'] as Fixture[]) {

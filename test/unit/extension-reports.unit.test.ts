@@ -20,28 +20,34 @@ function write(rel: string, ageS: number): string {
 
 describe('reports beside the runs', () => {
   it('knows the report files by name; an allocation a spec trains with is not one', () => {
-    assert.equal(reportKindOf('/w/runs/importance-a-1/importance.json'), 'importance');
-    assert.equal(reportKindOf('/w/runs/importance-a-1/allocation.json'), 'budget');
-    assert.equal(reportKindOf('/w/runs/importance-a-1/allocation-12.json'), 'budget');
-    assert.equal(reportKindOf('/w/runs/localize-a-1/localize.json'), 'localization');
-    assert.equal(reportKindOf('/w/runs/merge-ties-1/merge.json'), 'merge');
-    assert.equal(reportKindOf('/w/runs/eval-test-1/evaluation.json'), 'evaluation');
-    assert.equal(reportKindOf('/w/runs/importance-a-1/allocation.spt-0.5pct.allocation.json'), undefined);
-    assert.equal(reportKindOf('/w/runs/a/compare.json'), undefined, 'comparisons show as their runs');
-    assert.equal(reportKindOf('/w/allocation-x.json'), undefined);
+    const cases: [string, string | undefined, string?][] = [
+      ['/w/runs/importance-a-1/importance.json', 'importance'],
+      ['/w/runs/importance-a-1/allocation.json', 'budget'],
+      ['/w/runs/importance-a-1/allocation-12.json', 'budget'],
+      ['/w/runs/localize-a-1/localize.json', 'localization'],
+      ['/w/runs/merge-ties-1/merge.json', 'merge'],
+      ['/w/runs/eval-test-1/evaluation.json', 'evaluation'],
+      ['/w/runs/importance-a-1/allocation.spt-0.5pct.allocation.json', undefined],
+      ['/w/runs/a/compare.json', undefined, 'comparisons show as their runs'],
+      ['/w/allocation-x.json', undefined],
+    ];
+    for (const [file, kind, why] of cases) assert.equal(reportKindOf(file), kind, why ?? file);
   });
 
   it('tells which panel shows a file by its name, so that a palette command takes only an active file that fits', () => {
-    assert.equal(panelKindOfFile('/w/runs/i/importance.json'), 'importance');
-    assert.equal(panelKindOfFile('/w/runs/i/allocation-3.json'), 'budget');
-    assert.equal(panelKindOfFile('/w/runs/compare-x/compare.json'), 'comparison');
-    assert.equal(panelKindOfFile('/w/runs/l/localize.json'), 'localization');
-    assert.equal(panelKindOfFile('/w/runs/e/evaluation.json'), 'evaluation');
-    // not a report of any panel: the command asks for the file instead
-    assert.equal(panelKindOfFile('/w/package.json'), undefined);
-    assert.equal(panelKindOfFile('/w/tiny.peft.json'), undefined);
-    assert.equal(panelKindOfFile('/w/runs/m/merge.json'), undefined);
-    assert.equal(panelKindOfFile('/w/runs/a/status.json'), undefined);
+    const cases: [string, string | undefined][] = [
+      ['/w/runs/i/importance.json', 'importance'],
+      ['/w/runs/i/allocation-3.json', 'budget'],
+      ['/w/runs/compare-x/compare.json', 'comparison'],
+      ['/w/runs/l/localize.json', 'localization'],
+      ['/w/runs/e/evaluation.json', 'evaluation'],
+      // not a report of any panel: the command asks for the file instead
+      ['/w/package.json', undefined],
+      ['/w/tiny.peft.json', undefined],
+      ['/w/runs/m/merge.json', undefined],
+      ['/w/runs/a/status.json', undefined],
+    ];
+    for (const [file, kind] of cases) assert.equal(panelKindOfFile(file), kind, file);
   });
 
   it('labels a report by its folder (and a later allocation by its file), described by kind and place', () => {
