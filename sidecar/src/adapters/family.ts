@@ -47,6 +47,9 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
   switch (model.config.modelType) {
     case 'gpt2':
     case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
       return 'CAUSAL_LM';
     case 'bert':
       return 'SEQ_CLS';

@@ -32,20 +32,29 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
   llama: ['q_proj', 'v_proj'],
+  mistral: ['q_proj', 'v_proj'],
+  qwen2: ['q_proj', 'v_proj'],
+  qwen3: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT; Qwen3, absent there: as Qwen2). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
+  mistral: ['k_proj', 'v_proj', 'down_proj'],
+  qwen2: ['q_proj', 'v_proj', 'down_proj'],
+  qwen3: ['q_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT; Qwen3: as Qwen2). */
 export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt2: ['mlp.c_proj'],
   llama: ['down_proj'],
+  mistral: ['down_proj'],
+  qwen2: ['down_proj'],
+  qwen3: ['down_proj'],
   bert: ['output.dense'],
   vit: ['output.dense'],
 };
@@ -152,6 +161,9 @@ export function tapPoints(model: Model): TapPoint[] {
       norm('transformer.ln_f', -1, true);
       break;
     case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         norm(`${p}.input_layernorm`, i, false, ['q_proj', 'k_proj', 'v_proj'].map((m) => `${p}.self_attn.${m}`));

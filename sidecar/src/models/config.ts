@@ -4,8 +4,11 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'bert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'bert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
+/** Decoders of Llama's layout (RoPE, RMSNorm, SwiGLU, grouped-query attention) that differ only in options. */
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3'] as const;
+export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
 const ACTIVATIONS: Record<string, Activation> = {
@@ -38,16 +41,30 @@ export interface Gpt2Config extends Common {
   scaleAttnByInverseLayerIdx: boolean;
   tieWordEmbeddings: boolean;
 }
+/** How RoPE's inverse frequencies are computed (transformers' `rope_type`). */
+export type RopeScaling =
+  | { type: 'default' }
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+/** Llama and the decoders that only change its options: Mistral (sliding window), Qwen2 (q/k/v biases), Qwen3 (q/k norms). */
 export interface LlamaConfig extends Common {
-  modelType: 'llama';
+  modelType: LlamaFamilyType;
   numKvHeads: number;
   intermediateSize: number;
   activation: Activation;
   rmsNormEps: number;
   ropeTheta: number;
+  ropeScaling: RopeScaling;
   maxPositions: number;
-  attentionBias: boolean;
+  /** Biases on q_proj, k_proj, v_proj (Llama's attention_bias, always on in Qwen2). */
+  qkvBias: boolean;
+  /** A bias on o_proj (Llama's and Qwen3's attention_bias; never in Qwen2). */
+  outputBias: boolean;
   mlpBias: boolean;
+  /** Qwen3: an RMSNorm over each head's query and key (q_norm, k_norm) before RoPE. */
+  qkNorm: boolean;
+  /** Per block, the sliding attention window (a query sees itself and the window − 1 keys before it), or undefined for full causal attention. */
+  slidingWindows: (number | undefined)[];
   tieWordEmbeddings: boolean;
   /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
   padTokenId?: number;
@@ -86,11 +103,13 @@ const MAX_VOCAB = 1 << 24;
 /** Reads fields from a parsed config.json, each error naming the file and the key. */
 class Fields {
   constructor(
-    private readonly file: string,
+    readonly file: string,
     private readonly raw: Record<string, unknown>,
+    /** Prepended to keys in errors (the path of a nested object, e.g. `rope_parameters.`). */
+    private readonly prefix = '',
   ) {}
   fail(key: string, problem: string): never {
-    throw new InputError(this.file, key, problem);
+    throw new InputError(this.file, `${this.prefix}${key}`, problem);
   }
   has(key: string): boolean {
     return this.raw[key] !== undefined && this.raw[key] !== null;
@@ -107,6 +126,11 @@ class Fields {
   num(key: string, fallback?: number): number {
     const v = this.raw[key] ?? fallback;
     if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `expected a finite number, got ${JSON.stringify(v)}`);
+    return v;
+  }
+  positive(key: string): number {
+    const v = this.num(key);
+    if (v <= 0) this.fail(key, `must be above 0, got ${v}`);
     return v;
   }
   bool(key: string, fallback: boolean): boolean {
@@ -173,34 +197,11 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         tieWordEmbeddings: f.bool('tie_word_embeddings', true),
       };
     }
-    case 'llama': {
-      const hiddenSize = f.int('hidden_size');
-      const numHeads = f.int('num_attention_heads');
-      const headDim = f.has('head_dim') ? f.int('head_dim') : hiddenSize / numHeads;
-      if (!Number.isInteger(headDim)) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads} and no head_dim is given`);
-      const numKvHeads = f.int('num_key_value_heads', numHeads);
-      if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
-      if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
-      return {
-        modelType,
-        architecture: architecture || 'LlamaForCausalLM',
-        hiddenSize,
-        numHeads,
-        headDim,
-        numKvHeads,
-        numLayers: f.int('num_hidden_layers', undefined, 1, MAX_LAYERS),
-        vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
-        intermediateSize: f.int('intermediate_size'),
-        activation: f.activation('hidden_act', 'silu'),
-        rmsNormEps: f.num('rms_norm_eps', 1e-6),
-        ropeTheta: ropeTheta(f),
-        maxPositions: f.int('max_position_embeddings', 2048),
-        attentionBias: f.bool('attention_bias', false),
-        mlpBias: f.bool('mlp_bias', false),
-        tieWordEmbeddings: f.bool('tie_word_embeddings', false),
-        ...padToken(f, 'pad_token_id'),
-      };
-    }
+    case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
+      return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
       const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
@@ -259,16 +260,100 @@ function padToken(f: Fields, key: string, fallback?: number): { padTokenId?: num
   return { padTokenId: f.int(key, fallback, 0) };
 }
 
-function ropeTheta(f: Fields): number {
-  // transformers 5 nests RoPE settings under rope_parameters; older configs use rope_theta/rope_scaling.
-  const params = f.get('rope_parameters') ?? f.get('rope_scaling');
-  if (params && typeof params === 'object') {
-    const p = params as Record<string, unknown>;
-    const type = p.rope_type ?? p.type ?? 'default';
-    if (type !== 'default') f.fail('rope_parameters.rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default)`);
-    if (typeof p.rope_theta === 'number') return p.rope_theta;
+const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
+
+/** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
+function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string): LlamaConfig {
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = f.int('num_attention_heads');
+  const headDim = f.has('head_dim') ? f.int('head_dim') : hiddenSize / numHeads;
+  if (!Number.isInteger(headDim)) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads} and no head_dim is given`);
+  const numKvHeads = f.int('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
+  if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
+  const numLayers = f.int('num_hidden_layers', undefined, 1, MAX_LAYERS);
+  // Qwen2 always biases q/k/v and never o; Llama and Qwen3 bias all four under attention_bias; Mistral none.
+  const attentionBias = modelType === 'llama' || modelType === 'qwen3' ? f.bool('attention_bias', false) : false;
+  const rope = ropeParameters(f);
+  return {
+    modelType,
+    architecture: architecture || ARCHITECTURE_NAMES[modelType],
+    hiddenSize,
+    numHeads,
+    headDim,
+    numKvHeads,
+    numLayers,
+    vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
+    intermediateSize: f.int('intermediate_size'),
+    activation: f.activation('hidden_act', 'silu'),
+    rmsNormEps: f.num('rms_norm_eps', 1e-6),
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
+    maxPositions: f.int('max_position_embeddings', 2048),
+    qkvBias: modelType === 'qwen2' || attentionBias,
+    outputBias: attentionBias,
+    mlpBias: modelType === 'llama' ? f.bool('mlp_bias', false) : false,
+    qkNorm: modelType === 'qwen3',
+    slidingWindows: slidingWindows(f, modelType, numLayers),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    ...padToken(f, 'pad_token_id'),
+  };
+}
+
+/**
+ * Per block, the sliding attention window or undefined, as transformers sets it: Mistral windows every
+ * block when `sliding_window` is set (4096 when absent); Qwen2 and Qwen3 only with `use_sliding_window`,
+ * in the blocks `layer_types` names "sliding_attention" (without it: from `max_window_layers` on).
+ */
+function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number): (number | undefined)[] {
+  const none = new Array<number | undefined>(numLayers).fill(undefined);
+  if (modelType === 'llama') return none;
+  if (modelType === 'mistral') {
+    const w = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
+    return none.map(() => w);
   }
-  return f.num('rope_theta', 10000);
+  if (!f.bool('use_sliding_window', false) || f.get('sliding_window') === null) return none;
+  const w = f.int('sliding_window', 4096);
+  const types = f.get('layer_types');
+  if (types === undefined || types === null) {
+    const from = f.int('max_window_layers', 28, 0, MAX_LAYERS);
+    return none.map((_, i) => (i >= from ? w : undefined));
+  }
+  if (!Array.isArray(types) || types.length !== numLayers) f.fail('layer_types', `expected a list of ${numLayers} layer types (one per num_hidden_layers)`);
+  return types.map((t: unknown, i) => {
+    if (t === 'sliding_attention') return w;
+    if (t === 'full_attention') return undefined;
+    return f.fail(`layer_types[${i}]`, `unsupported layer type ${JSON.stringify(t)} (supported: full_attention, sliding_attention)`);
+  });
+}
+
+/**
+ * RoPE's base and scaling. transformers 5 nests them under `rope_parameters`; older configs have
+ * `rope_theta` beside a `rope_scaling` object (or null).
+ */
+function ropeParameters(f: Fields): { theta: number; scaling: RopeScaling } {
+  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const params = f.get(key);
+  if (params === undefined || params === null) return { theta: f.num('rope_theta', 10000), scaling: { type: 'default' } };
+  if (typeof params !== 'object' || Array.isArray(params)) return f.fail(key, 'expected an object');
+  const p = params as Record<string, unknown>;
+  const theta = typeof p.rope_theta === 'number' ? p.rope_theta : f.num('rope_theta', 10000);
+  const type = p.rope_type ?? p.type ?? 'default';
+  const sub = new Fields(f.file, p, `${key}.`);
+  switch (type) {
+    case 'default':
+      return { theta, scaling: { type: 'default' } };
+    case 'linear':
+      return { theta, scaling: { type: 'linear', factor: sub.positive('factor') } };
+    case 'llama3': {
+      const lowFreqFactor = sub.positive('low_freq_factor');
+      const highFreqFactor = sub.positive('high_freq_factor');
+      if (highFreqFactor <= lowFreqFactor) sub.fail('high_freq_factor', `must be above low_freq_factor=${lowFreqFactor}, got ${highFreqFactor}`);
+      return { theta, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings') } };
+    }
+    default:
+      return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3)`);
+  }
 }
 
 export function readConfig(dir: string): ModelConfig {

@@ -7,6 +7,9 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'gpt2':
       return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'n_positions' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
     case 'llama':
+    case 'mistral':
+    case 'qwen2':
+    case 'qwen3':
       // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
       return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
     case 'bert':

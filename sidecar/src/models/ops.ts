@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedAttention, fusedAttentionQkv, fusedCrossEntropy, fusedGeluTanh, fusedLayerNorm, fusedMergeHeads, fusedSplitHeads } from '../backend/native/fused';
 import type { KvCache } from './kv-cache';
-import type { Activation } from './config';
+import type { Activation, RopeScaling } from './config';
 
 const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 
@@ -75,22 +75,34 @@ export function causalMask(seq: number): tf.Tensor2D {
   return t;
 }
 
-/** Additive mask [T, past + T] of T new queries after `past` cached keys: each sees the keys up to its own position. */
-export function cachedCausalMask(past: number, seq: number): tf.Tensor2D {
+/**
+ * Additive mask [T, past + T] of T new queries after `past` cached keys: each sees the keys up to its
+ * own position, and with a sliding `window` only the last `window` of them (itself included), as
+ * transformers' sliding_window_overlay (kv > q − window).
+ */
+export function cachedCausalMask(past: number, seq: number, window?: number): tf.Tensor2D {
   const n = past + seq;
   const m = new Float32Array(seq * n);
-  for (let i = 0; i < seq; i++) for (let j = past + i + 1; j < n; j++) m[i * n + j] = -1e9;
+  for (let i = 0; i < seq; i++) {
+    const q = past + i;
+    for (let j = 0; j < n; j++) if (j > q || (window !== undefined && j <= q - window)) m[i * n + j] = -1e9;
+  }
   return tf.tensor2d(m, [seq, n]);
+}
+
+/** The causal mask of T tokens, sliding-windowed where `window` is shorter than T (then a plain additive mask, not the fused kernel's). */
+export function windowedCausalMask(seq: number, window?: number): tf.Tensor2D {
+  return window === undefined || window >= seq ? causalMask(seq) : cachedCausalMask(0, seq, window);
 }
 
 /**
  * Attention of the new tokens' q, k, v [B, H(kv), T, D] over the cache of block `layer` and
  * themselves (the cache is extended): [B·T, H·D].
  */
-export function cachedAttention(cache: KvCache, layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number): tf.Tensor2D {
+export function cachedAttention(cache: KvCache, layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, window?: number): tf.Tensor2D {
   const [b, h, t, d] = q.shape;
   const all = cache.extend(layer, k, v);
-  const out = attention(q, all.k, all.v, scale, cachedCausalMask(cache.past, t));
+  const out = attention(q, all.k, all.v, scale, cachedCausalMask(cache.past, t, window));
   return mergeHeads(out, b, t, h * d);
 }
 
@@ -143,13 +155,38 @@ export function attentionQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads
 
 const isCausalMask = (mask: tf.Tensor, t: number) => CAUSAL_MASKS.has(mask) && !mask.isDisposed && mask.shape[0] === t && mask.shape[1] === t;
 
+/**
+ * RoPE's inverse frequencies [D/2] as transformers computes them in float32 (`ROPE_INIT_FUNCTIONS`):
+ * θ^(−2i/D), divided by `factor` for linear scaling; Llama 3.1's scaling divides the low frequencies
+ * (wavelengths above original_max_position_embeddings / low_freq_factor) by `factor`, keeps the high
+ * ones, and blends smoothly between.
+ */
+export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling = { type: 'default' }): Float32Array {
+  const f = Math.fround;
+  const inv = new Float32Array(headDim / 2);
+  for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(theta ** f((2 * i) / headDim)));
+  if (scaling.type === 'linear') return inv.map((x) => f(x / scaling.factor));
+  if (scaling.type === 'llama3') {
+    const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: context } = scaling;
+    return inv.map((x) => {
+      const wavelength = f((2 * Math.PI) / x);
+      if (wavelength < context / high) return x;
+      if (wavelength > context / low) return f(x / factor);
+      const smooth = f(f(f(context / wavelength) - low) / (high - low));
+      return f(f((1 - smooth) * f(x / factor)) + f(smooth * x));
+    });
+  }
+  return inv;
+}
+
 /** Rotary position tables as transformers computes them in float32: cos/sin of shape [T, D]. */
-export function ropeTables(seq: number, headDim: number, theta: number): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+export function ropeTables(seq: number, headDim: number, theta: number, scaling?: RopeScaling): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const half = headDim / 2;
+  const inv = ropeInverseFrequencies(headDim, theta, scaling);
   const cos = new Float32Array(seq * headDim);
   const sin = new Float32Array(seq * headDim);
   for (let i = 0; i < half; i++) {
-    const invFreq = Math.fround(1 / Math.fround(theta ** Math.fround((2 * i) / headDim)));
+    const invFreq = inv[i]!;
     for (let p = 0; p < seq; p++) {
       const angle = Math.fround(p * invFreq);
       const c = Math.cos(angle);

@@ -28,7 +28,7 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
   const T = c.modelType === 'vit' ? (c.imageSize / c.patchSize) ** 2 + 1 : o.seqLen;
   const d = c.hiddenSize;
   const perLayer = 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
-  const head = c.modelType === 'gpt2' || c.modelType === 'llama' ? 4 * B * T * c.vocabSize : 4 * B * d;
+  const head = c.modelType === 'bert' || c.modelType === 'vit' ? 4 * B * d : 4 * B * T * c.vocabSize;
   const input = c.modelType === 'vit' ? B * c.numChannels * c.imageSize * c.imageSize : 0;
   const weightsMb = (o.baseParams * 4) / MB;
   const adapterMb = (o.trainableParams * 4) / MB;

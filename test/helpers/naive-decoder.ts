@@ -1,0 +1,124 @@
+/**
+ * A second, deliberately plain implementation of the Llama-layout decoders (Llama, Mistral, Qwen2,
+ * Qwen3), written from transformers' modeling files: float64 loops over one sequence, no TF.js. The
+ * tests first check it against transformers' own logits (the llama-tiny fixture), then use it as the
+ * reference for the options that fixture lacks (biases, q/k norms, sliding windows, RoPE scaling).
+ */
+import type { LlamaConfig, RopeScaling } from '../../sidecar/src/models/config';
+
+type Weights = (name: string) => Float32Array | undefined;
+
+/** x Wᵀ + b for one row x [in], W [out, in]. */
+function linear(x: Float64Array, w: Float32Array, b: Float32Array | undefined, out: number): Float64Array {
+  const n = x.length;
+  const y = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    let s = b ? b[o]! : 0;
+    for (let i = 0; i < n; i++) s += x[i]! * w[o * n + i]!;
+    y[o] = s;
+  }
+  return y;
+}
+
+/** LlamaRMSNorm: x / sqrt(mean(x²) + eps) · weight, over `x` in slices of `width`. */
+function rmsNorm(x: Float64Array, weight: Float32Array, eps: number, width = x.length): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let s = 0; s < x.length; s += width) {
+    let ms = 0;
+    for (let i = 0; i < width; i++) ms += x[s + i]! ** 2;
+    const r = 1 / Math.sqrt(ms / width + eps);
+    for (let i = 0; i < width; i++) y[s + i] = x[s + i]! * r * weight[i]!;
+  }
+  return y;
+}
+
+/** `_compute_default_rope_parameters` and the linear / llama3 variants of transformers' modeling_rope_utils. */
+export function naiveInverseFrequencies(dim: number, theta: number, scaling: RopeScaling): number[] {
+  const base = Array.from({ length: dim / 2 }, (_, i) => 1 / theta ** ((2 * i) / dim));
+  if (scaling.type === 'linear') return base.map((f) => f / scaling.factor);
+  if (scaling.type !== 'llama3') return base;
+  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions: old } = scaling;
+  const lowWavelen = old / lowFreqFactor;
+  const highWavelen = old / highFreqFactor;
+  return base.map((f) => {
+    const wavelen = (2 * Math.PI) / f;
+    const scaled = wavelen > lowWavelen ? f / factor : f;
+    const smooth = (old / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+    const medium = !(wavelen < highWavelen) && !(wavelen > lowWavelen);
+    return medium ? ((1 - smooth) * scaled) / factor + smooth * scaled : scaled;
+  });
+}
+
+/** apply_rotary_pos_emb on one head vector at position `pos`: x·cos + rotate_half(x)·sin. */
+function rope(x: Float64Array, pos: number, inv: number[]): Float64Array {
+  const half = x.length / 2;
+  const y = new Float64Array(x.length);
+  for (let i = 0; i < half; i++) {
+    const c = Math.cos(pos * inv[i]!);
+    const s = Math.sin(pos * inv[i]!);
+    y[i] = x[i]! * c - x[i + half]! * s;
+    y[i + half] = x[i + half]! * c + x[i]! * s;
+  }
+  return y;
+}
+
+/** Logits [T·V] of one sequence of token ids. */
+export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly number[]): Float64Array {
+  const need = (n: string) => {
+    const t = w(n);
+    if (!t) throw new Error(`naive decoder: no ${n}`);
+    return t;
+  };
+  const { hiddenSize: d, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V } = cfg;
+  const T = ids.length;
+  const inv = naiveInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
+  const embed = need('model.embed_tokens.weight');
+  let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)));
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    const proj = (h: Float64Array, m: string, out: number) => linear(h, need(`${p}.${m}.weight`), w(`${p}.${m}.bias`), out);
+    const hs = x.map((r) => rmsNorm(r, need(`${p}.input_layernorm.weight`), cfg.rmsNormEps));
+    const heads = (m: string, n: number, norm: string) =>
+      hs.map((h, pos) => {
+        let y = proj(h, `self_attn.${m}`, n * D);
+        if (cfg.qkNorm) y = rmsNorm(y, need(`${p}.self_attn.${norm}.weight`), cfg.rmsNormEps, D);
+        const rotated = new Float64Array(n * D);
+        for (let k = 0; k < n; k++) rotated.set(rope(y.subarray(k * D, (k + 1) * D), pos, inv), k * D);
+        return rotated;
+      });
+    const q = heads('q_proj', H, 'q_norm');
+    const k = heads('k_proj', Hkv, 'k_norm');
+    const v = hs.map((h) => proj(h, 'self_attn.v_proj', Hkv * D));
+    const window = cfg.slidingWindows[l];
+    x = x.map((row, i) => {
+      const att = new Float64Array(H * D);
+      for (let h = 0; h < H; h++) {
+        const g = Math.floor(h / (H / Hkv)); // repeat_kv: each KV head serves H/Hkv consecutive query heads
+        const scores: number[] = [];
+        for (let j = 0; j <= i; j++) {
+          if (window !== undefined && j <= i - window) scores.push(-Infinity);
+          else {
+            let s = 0;
+            for (let e = 0; e < D; e++) s += q[i]![h * D + e]! * k[j]![g * D + e]!;
+            scores.push(s / Math.sqrt(D));
+          }
+        }
+        const max = Math.max(...scores);
+        const ex = scores.map((s) => Math.exp(s - max));
+        const sum = ex.reduce((a, b) => a + b, 0);
+        for (let j = 0; j <= i; j++) for (let e = 0; e < D; e++) att[h * D + e] += (ex[j]! / sum) * v[j]![g * D + e]!;
+      }
+      const o = proj(att, 'self_attn.o_proj', d);
+      const r = row.map((a, c) => a + o[c]!);
+      const h2 = rmsNorm(r, need(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+      const gate = proj(h2, 'mlp.gate_proj', cfg.intermediateSize).map((z) => z / (1 + Math.exp(-z)));
+      const up = proj(h2, 'mlp.up_proj', cfg.intermediateSize);
+      const mlp = proj(gate.map((z, c) => z * up[c]!), 'mlp.down_proj', d);
+      return r.map((a, c) => a + mlp[c]!);
+    });
+  }
+  const head = w('lm_head.weight') ?? embed;
+  const out = new Float64Array(T * V);
+  x.forEach((r, i) => out.set(linear(rmsNorm(r, need('model.norm.weight'), cfg.rmsNormEps), head, undefined, V), i * V));
+  return out;
+}

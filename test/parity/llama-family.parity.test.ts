@@ -1,0 +1,221 @@
+/**
+ * The Llama-layout decoders beyond Llama: Mistral (sliding-window attention), Qwen2 (q/k/v biases),
+ * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks) and RoPE scaling (linear, Llama 3.1).
+ * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
+ * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
+ * against transformers' logits for llama-tiny. Variants are llama-tiny's weights plus random extra
+ * tensors, loaded from a model folder written here.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { parseConfig, type LlamaConfig } from '../../sidecar/src/models/config';
+import { KvCache } from '../../sidecar/src/models/kv-cache';
+import { Model } from '../../sidecar/src/models/model';
+import { ropeInverseFrequencies } from '../../sidecar/src/models/ops';
+import { mulberry32 } from '../../sidecar/src/train/rng';
+import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
+import { naiveDecoderLogits, naiveInverseFrequencies } from '../helpers/naive-decoder';
+
+const BASE = fixture('hf', 'llama-tiny');
+const baseConfig = JSON.parse(readFileSync(join(BASE, 'config.json'), 'utf8')) as Record<string, unknown>;
+
+/** Normal(0, std) values from a seeded generator (Box–Muller). */
+function noise(n: number, std: number, seed: number, mean = 0): Float32Array {
+  const r = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => mean + std * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r()));
+}
+
+interface Variant {
+  name: string;
+  config: Record<string, unknown>;
+  /** Tensors added to llama-tiny's (name → shape), drawn at random. */
+  extra: (cfg: LlamaConfig) => Record<string, number[]>;
+}
+
+const perLayer = (cfg: LlamaConfig, f: (p: string) => Record<string, number[]>) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => f(`model.layers.${i}.self_attn`))) as Record<string, number[]>;
+const qkvBiases = (cfg: LlamaConfig) =>
+  perLayer(cfg, (p) => ({ [`${p}.q_proj.bias`]: [cfg.numHeads * cfg.headDim], [`${p}.k_proj.bias`]: [cfg.numKvHeads * cfg.headDim], [`${p}.v_proj.bias`]: [cfg.numKvHeads * cfg.headDim] }));
+
+const VARIANTS: Variant[] = [
+  { name: 'mistral, window 5 of 16 tokens', config: { model_type: 'mistral', architectures: ['MistralForCausalLM'], sliding_window: 5 }, extra: () => ({}) },
+  { name: 'qwen2, q/k/v biases', config: { model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'] }, extra: qkvBiases },
+  {
+    name: 'qwen3, q/k norms, all four biases, block 1 sliding (window 4)',
+    config: { model_type: 'qwen3', architectures: ['Qwen3ForCausalLM'], attention_bias: true, use_sliding_window: true, sliding_window: 4, layer_types: ['full_attention', 'sliding_attention'] },
+    extra: (cfg) => ({
+      ...qkvBiases(cfg),
+      ...perLayer(cfg, (p) => ({ [`${p}.o_proj.bias`]: [cfg.hiddenSize], [`${p}.q_norm.weight`]: [cfg.headDim], [`${p}.k_norm.weight`]: [cfg.headDim] })),
+    }),
+  },
+  {
+    name: 'llama, Llama 3.1 RoPE scaling',
+    config: { rope_parameters: { rope_type: 'llama3', rope_theta: 10000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } },
+    extra: () => ({}),
+  },
+  { name: 'llama, linear RoPE scaling (old rope_scaling key)', config: { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: 'linear', factor: 2 } }, extra: () => ({}) },
+];
+
+describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a float64 reference', () => {
+  let root = '';
+  let base: Map<string, HostTensor>;
+  let ids: number[][];
+  before(async () => {
+    await useTestBackend();
+    root = mkdtempSync(join(tmpdir(), 'peft-lab-llama-family-'));
+    base = await readSafetensors(join(BASE, 'model.safetensors'));
+    const refs = await readSafetensors(join(BASE, 'refs.safetensors'));
+    const flat = Array.from(toInt32(refs.get('input_ids')!));
+    ids = [flat.slice(0, 16), flat.slice(16)];
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  const lookup = (tensors: Map<string, HostTensor>) => (n: string) => (tensors.has(n) ? toFloat32(tensors.get(n)!) : undefined);
+
+  /** Writes the variant's model folder; returns it with its tensors. */
+  async function writeVariant(v: Variant, seed: number): Promise<{ dir: string; cfg: LlamaConfig; tensors: Map<string, HostTensor> }> {
+    const raw = { ...baseConfig, ...v.config };
+    const cfg = parseConfig(raw, 'config.json') as LlamaConfig;
+    const tensors = new Map(base);
+    for (const [i, [n, shape]] of Object.entries(v.extra(cfg)).entries()) {
+      const count = shape.reduce((a, b) => a * b, 1);
+      // Norm weights around 1 (as trained ones are), biases large enough to move the logits.
+      tensors.set(n, f32(shape, n.endsWith('norm.weight') ? noise(count, 0.3, seed + i, 1) : noise(count, 0.5, seed + i)));
+    }
+    const dir = join(root, v.name.replace(/[^a-z0-9]+/gi, '-'));
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
+    await writeSafetensors(join(dir, 'model.safetensors'), tensors);
+    return { dir, cfg, tensors };
+  }
+
+  it('the reference computes transformers’ logits for llama-tiny (so it can stand in for the variants)', async () => {
+    const cfg = parseConfig(baseConfig, 'config.json') as LlamaConfig;
+    const refs = await readSafetensors(join(BASE, 'refs.safetensors'));
+    const want = toFloat32(refs.get('logits')!);
+    const got = new Float64Array(want.length);
+    ids.forEach((seq, b) => got.set(naiveDecoderLogits(cfg, lookup(base), seq), b * seq.length * cfg.vocabSize));
+    assertClose('naive llama-tiny logits', got, want, 1e-5);
+  });
+
+  for (const [i, v] of VARIANTS.entries()) {
+    it(`${v.name}: loads by name and shape, and its logits match the reference`, async () => {
+      const { dir, cfg, tensors } = await writeVariant(v, 100 * (i + 1));
+      assert.equal(cfg.modelType, (v.config.model_type as string | undefined) ?? 'llama');
+      const model = await Model.load(dir);
+      try {
+        const logits = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(ids, [2, 16], 'int32') }).dataSync() as Float32Array);
+        const vocab = cfg.vocabSize;
+        for (const [b, seq] of ids.entries()) {
+          const want = naiveDecoderLogits(cfg, lookup(tensors), seq);
+          const got = logits.subarray(b * 16 * vocab, (b + 1) * 16 * vocab);
+          assertClose(`${v.name} logits, row ${b}`, got, want, 1e-4);
+          // The option matters: plain llama-tiny's logits differ by 10× the tolerance at least (RoPE
+          // scaling moves these nearly uniform random attentions least: 3e-3).
+          const plain = naiveDecoderLogits(parseConfig(baseConfig, 'config.json') as LlamaConfig, lookup(base), seq);
+          assert.ok(relMaxError(got, plain) > 1e-3, `${v.name}: indistinguishable from plain Llama`);
+        }
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('Qwen3: gradients flow to q_norm/k_norm and biases; the loss backs off along them (no leaks)', async () => {
+    const { dir } = await writeVariant(VARIANTS[2]!, 300);
+    const model = await Model.load(dir);
+    try {
+      const names = ['model.layers.0.self_attn.q_norm.weight', 'model.layers.1.self_attn.k_norm.weight', 'model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias'];
+      const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
+      await assertNoLeak(() => {
+        const { loss, grads } = model.lossAndGrads(names, { inputIds }, inputIds);
+        const l0 = loss.dataSync()[0]!;
+        // A small step against the gradient lowers the loss (first order): the gradients are real.
+        const overrides = new Map(names.map((n) => [n, tf.tidy(() => tf.sub(model.params.get(n)!, tf.mul(grads.get(n)!, 1e-2)))]));
+        const l1 = tf.tidy(() => model.loss(model.forward({ inputIds }, { overrides }), inputIds).dataSync()[0]!);
+        for (const n of names) assert.ok(tf.tidy(() => tf.norm(grads.get(n)!).dataSync()[0]!) > 0, `${n} has a zero gradient`);
+        assert.ok(l1 < l0, `loss ${l0} → ${l1} after a step against the gradient`);
+        tf.dispose([loss, ...grads.values(), ...overrides.values()]);
+      });
+      inputIds.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3)', async () => {
+    for (const v of [VARIANTS[0]!, VARIANTS[2]!]) {
+      const { dir } = await writeVariant(v, 500);
+      const model = await Model.load(dir);
+      try {
+        const seq = ids[0]!.slice(0, 10);
+        const cache = new KvCache();
+        const steps: number[] = [];
+        for (const feed of [seq.slice(0, 4), ...seq.slice(4).map((t) => [t])])
+          steps.push(...(tf.tidy(() => model.forward({ inputIds: tf.tensor2d([feed], [1, feed.length], 'int32'), cache }).dataSync() as Float32Array)));
+        cache.dispose();
+        const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
+        assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+
+  it('a sliding window of w over L blocks: the last token sees only the last L·(w−1)+1 tokens (RoPE is relative)', async () => {
+    const { dir } = await writeVariant(VARIANTS[0]!, 600);
+    const model = await Model.load(dir);
+    try {
+      const seq = ids[1]!;
+      const reach = 2 * (5 - 1) + 1;
+      const last = (s: number[]) => tf.tidy(() => tf.slice(model.forward({ inputIds: tf.tensor2d([s], [1, s.length], 'int32') }), [0, s.length - 1, 0], [1, 1, -1]).dataSync() as Float32Array);
+      assertClose('last-token logits of the suffix', last(seq.slice(-reach)), last(seq), 1e-4);
+      // One token fewer changes them: the window reaches exactly that far.
+      assert.ok(relMaxError(last(seq.slice(-(reach - 1))), last(seq)) > 1e-3, 'the window reaches one token further than w−1 per block');
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('RoPE frequencies: Llama 3.1 scaling keeps the high ones, divides the low ones, blends between (as transformers, in float32)', () => {
+    const scaling = { type: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 };
+    const got = ropeInverseFrequencies(16, 10000, scaling);
+    const want = naiveInverseFrequencies(16, 10000, scaling);
+    assertClose('llama3 inverse frequencies', got, want, 1e-6);
+    const plain = naiveInverseFrequencies(16, 10000, { type: 'default' });
+    // Wavelengths 2π/f: 6.3 (< 64/4: kept), 19.9 and 62.8 (blended), 199 and beyond (> 64: divided by 8).
+    assert.equal(got[0], Math.fround(plain[0]!));
+    assert.ok(got[1]! < plain[1]! && got[1]! > plain[1]! / 8 && got[2]! < plain[2]! && got[2]! > plain[2]! / 8);
+    for (let i = 3; i < 8; i++) assert.ok(Math.abs(got[i]! - plain[i]! / 8) <= 1e-6 * plain[i]!, `frequency ${i}`);
+  });
+
+  it('config errors name the key: RoPE types we do not compute, layer_types of the wrong length or kind', () => {
+    const bad = (patch: Record<string, unknown>, key: RegExp, problem: RegExp) =>
+      assert.throws(
+        () => parseConfig({ ...baseConfig, ...patch }, '/m/config.json'),
+        (e: Error) => key.test(e.message) && problem.test(e.message),
+      );
+    bad({ rope_parameters: { rope_type: 'yarn', factor: 4 } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn" \(supported: default, linear, llama3\)/);
+    bad({ rope_parameters: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 64 } }, /rope_parameters\.high_freq_factor/, /must be above low_freq_factor/);
+    bad({ rope_parameters: undefined, rope_scaling: { type: 'linear' } }, /rope_scaling\.factor/, /expected a finite number/);
+    bad({ model_type: 'qwen2', use_sliding_window: true, layer_types: ['full_attention'] }, /layer_types/, /a list of 2 layer types/);
+    bad({ model_type: 'qwen3', use_sliding_window: true, layer_types: ['full_attention', 'chunked_attention'] }, /layer_types\[1\]/, /unsupported layer type "chunked_attention"/);
+    bad({ model_type: 'gemma' }, /model_type/, /supported: gpt2, llama, mistral, qwen2, qwen3, bert, vit/);
+  });
+
+  it('defaults as transformers’ config classes: Mistral windows at 4096 unless null; Qwen only with use_sliding_window, from max_window_layers', () => {
+    const windows = (patch: Record<string, unknown>) => (parseConfig({ ...baseConfig, ...patch }, 'c.json') as LlamaConfig).slidingWindows;
+    assert.deepEqual(windows({ model_type: 'mistral' }), [4096, 4096]);
+    assert.deepEqual(windows({ model_type: 'mistral', sliding_window: null }), [undefined, undefined]);
+    assert.deepEqual(windows({ model_type: 'qwen2', sliding_window: 8 }), [undefined, undefined]);
+    assert.deepEqual(windows({ model_type: 'qwen2', use_sliding_window: true, sliding_window: 8, max_window_layers: 1 }), [undefined, 8]);
+    assert.deepEqual(windows({ model_type: 'llama', sliding_window: 8 }), [undefined, undefined]);
+    const qwen2 = parseConfig({ ...baseConfig, model_type: 'qwen2', attention_bias: true }, 'c.json') as LlamaConfig;
+    assert.deepEqual([qwen2.qkvBias, qwen2.outputBias, qwen2.qkNorm, qwen2.architecture], [true, false, false, 'LlamaForCausalLM']);
+  });
+});
