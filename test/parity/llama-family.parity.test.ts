@@ -94,6 +94,17 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
     return { dir, cfg, tensors };
   }
 
+  /** Writes the variant, loads it, runs `fn` on the model, disposes it. */
+  async function withVariant(v: Variant, seed: number, fn: (model: Model, variant: { cfg: LlamaConfig; tensors: Map<string, HostTensor> }) => Promise<void> | void): Promise<void> {
+    const written = await writeVariant(v, seed);
+    const model = await Model.load(written.dir);
+    try {
+      await fn(model, written);
+    } finally {
+      model.dispose();
+    }
+  }
+
   it('the reference computes transformers’ logits for llama-tiny (so it can stand in for the variants)', async () => {
     const cfg = parseConfig(baseConfig, 'config.json') as LlamaConfig;
     const refs = await readSafetensors(join(BASE, 'refs.safetensors'));
@@ -105,10 +116,8 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
 
   for (const [i, v] of VARIANTS.entries()) {
     it(`${v.name}: loads by name and shape, and its logits match the reference`, async () => {
-      const { dir, cfg, tensors } = await writeVariant(v, 100 * (i + 1));
-      assert.equal(cfg.modelType, (v.config.model_type as string | undefined) ?? 'llama');
-      const model = await Model.load(dir);
-      try {
+      await withVariant(v, 100 * (i + 1), (model, { cfg, tensors }) => {
+        assert.equal(cfg.modelType, (v.config.model_type as string | undefined) ?? 'llama');
         const logits = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(ids, [2, 16], 'int32') }).dataSync() as Float32Array);
         const vocab = cfg.vocabSize;
         for (const [b, seq] of ids.entries()) {
@@ -120,16 +129,12 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
           const plain = naiveDecoderLogits(parseConfig(baseConfig, 'config.json') as LlamaConfig, lookup(base), seq);
           assert.ok(relMaxError(got, plain) > 1e-3, `${v.name}: indistinguishable from plain Llama`);
         }
-      } finally {
-        model.dispose();
-      }
+      });
     });
   }
 
   it('Qwen3: gradients flow to q_norm/k_norm and biases; the loss backs off along them (no leaks)', async () => {
-    const { dir } = await writeVariant(VARIANTS[2]!, 300);
-    const model = await Model.load(dir);
-    try {
+    await withVariant(VARIANTS[2]!, 300, async (model) => {
       const names = ['model.layers.0.self_attn.q_norm.weight', 'model.layers.1.self_attn.k_norm.weight', 'model.layers.0.self_attn.q_proj.bias', 'model.layers.1.self_attn.o_proj.bias'];
       const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
       await assertNoLeak(() => {
@@ -143,16 +148,12 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
         tf.dispose([loss, ...grads.values(), ...overrides.values()]);
       });
       inputIds.dispose();
-    } finally {
-      model.dispose();
-    }
+    });
   });
 
   it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3)', async () => {
     for (const v of [VARIANTS[0]!, VARIANTS[2]!]) {
-      const { dir } = await writeVariant(v, 500);
-      const model = await Model.load(dir);
-      try {
+      await withVariant(v, 500, (model) => {
         const seq = ids[0]!.slice(0, 10);
         const cache = new KvCache();
         const steps: number[] = [];
@@ -161,25 +162,19 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
         cache.dispose();
         const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
         assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
-      } finally {
-        model.dispose();
-      }
+      });
     }
   });
 
   it('a sliding window of w over L blocks: the last token sees only the last L·(w−1)+1 tokens (RoPE is relative)', async () => {
-    const { dir } = await writeVariant(VARIANTS[0]!, 600);
-    const model = await Model.load(dir);
-    try {
+    await withVariant(VARIANTS[0]!, 600, (model) => {
       const seq = ids[1]!;
       const reach = 2 * (5 - 1) + 1;
       const last = (s: number[]) => tf.tidy(() => tf.slice(model.forward({ inputIds: tf.tensor2d([s], [1, s.length], 'int32') }), [0, s.length - 1, 0], [1, 1, -1]).dataSync() as Float32Array);
       assertClose('last-token logits of the suffix', last(seq.slice(-reach)), last(seq), 1e-4);
       // One token fewer changes them: the window reaches exactly that far.
       assert.ok(relMaxError(last(seq.slice(-(reach - 1))), last(seq)) > 1e-3, 'the window reaches one token further than w−1 per block');
-    } finally {
-      model.dispose();
-    }
+    });
   });
 
   it('RoPE frequencies: Llama 3.1 scaling keeps the high ones, divides the low ones, blends between (as transformers, in float32)', () => {
