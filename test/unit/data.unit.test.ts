@@ -20,6 +20,7 @@ import { readCsv, readJsonl } from '../../sidecar/src/data/rows';
 import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
+import { byteLevelBpeTokenizer, sentencePieceTokenizer } from '../helpers/tokenizers';
 import type { DataFormat, DataSpec } from '../../sidecar/src/spec/types';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-data-'));
@@ -108,6 +109,23 @@ describe('examples', () => {
     assert.ok(s.kind === 'lm');
     assert.deepEqual([...s.labels], [-100, 98]);
     assert.match(small.warnings.join(' '), /end-of-sequence id 256 is not in the model's vocabulary of 128/);
+  });
+
+  test('prompt + completion are tokenized together, as TRL: no "▁" of the completion\'s own, one EOS even when the completion ends with it', () => {
+    const dir = sentencePieceTokenizer(root, 'sp-pc', { bos: true });
+    const tok = loadTokenizer(dir);
+    const f = file('pc.jsonl', jsonl([{ prompt: 'Q: 2+2 A:', completion: ' 4' }, { prompt: 'Q: 1+1 A:', completion: ' 2</s>' }]));
+    const rows = load(spec(f), { ...LM, vocabSize: tok.vocabSize }, tok).train;
+    const row = (s: string) => rows.find((e) => e.kind === 'lm' && tok.decode(Array.from(e.ids)).startsWith(s));
+    const [a, b] = [row('Q: 1+1'), row('Q: 2+2')];
+    assert.ok(a?.kind === 'lm' && b?.kind === 'lm');
+    const joint = tok.encode('Q: 1+1 A: 2', true);
+    assert.deepEqual(Array.from(a.ids), [...joint, tok.eosId!], 'the ids of the whole text (BOS first), then EOS');
+    assert.equal(tok.decode(Array.from(a.ids)), 'Q: 1+1 A: 2', 'one space before the answer, not two');
+    const start = tok.encode('Q: 1+1 A:', true).length;
+    assert.deepEqual(Array.from(a.labels), Array.from(a.ids).map((id, i) => (i < start ? -100 : id)));
+    assert.deepEqual(Array.from(b.ids).slice(-3), [...tok.encode(' 4', false).slice(-2), tok.eosId!], '"</s>" in the completion is the EOS: not added twice');
+    assert.equal(Array.from(b.ids).filter((id) => id === tok.eosId).length, 1);
   });
 
   test('custom field names, truncation with a count, rows with nothing to learn dropped', () => {
@@ -229,6 +247,21 @@ describe('tokenizer.json', () => {
   });
 });
 
+describe('special_tokens_map.json', () => {
+  test('names the special tokens tokenizer_config.json leaves out (EOS ends completions, templates see it)', () => {
+    const dir = sentencePieceTokenizer(root, 'sp-map', { bos: false, config: {} });
+    assert.equal(loadTokenizer(dir).eosId, undefined, 'without either file there is no EOS');
+    writeFileSync(join(dir, 'special_tokens_map.json'), JSON.stringify({ bos_token: '<s>', eos_token: { content: '</s>', lstrip: false } }));
+    writeFileSync(join(dir, 'chat_template.jinja'), '{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}');
+    const tok = loadTokenizer(dir);
+    assert.equal(tok.eosId, 2);
+    assert.equal(tok.chatTemplate().render([{ role: 'user', content: 'hi' }], false), '<s>hi</s>');
+    // tokenizer_config.json wins where it names one.
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ eos_token: '<unk>' }));
+    assert.equal(loadTokenizer(dir).eosId, 0);
+  });
+});
+
 describe('chat rows', () => {
   const convo = [
     { role: 'system', content: 'Add.' },
@@ -284,23 +317,7 @@ describe('chat rows', () => {
   });
 
   test('a SentencePiece-style tokenizer (Llama-2 normalizer) tokenizes the conversation whole, as apply_chat_template', () => {
-    const dir = join(root, 'sp-model');
-    mkdirSync(dir, { recursive: true });
-    const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-    const chars = ['▁', ...Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter((c) => c !== ' ')];
-    const vocab = Object.fromEntries([['<unk>', 0], ['<s>', 1], ['</s>', 2], ...chars.map((c, i) => [c, 3 + i])]);
-    writeFileSync(
-      join(dir, 'tokenizer.json'),
-      JSON.stringify({
-        version: '1.0', truncation: null, padding: null,
-        added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
-        normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '▁' }, { type: 'Replace', pattern: { String: ' ' }, content: '▁' }] },
-        pre_tokenizer: null, post_processor: null,
-        decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '▁' }, content: ' ' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
-        model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: false, vocab, merges: [] },
-      }),
-    );
-    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>' }));
+    const dir = sentencePieceTokenizer(root, 'sp-model', { bos: false });
     writeFileSync(join(dir, 'chat_template.jinja'), "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]{% else %} {{ m.content }} {{ eos_token }}{% endif %}{% endfor %}");
     const tok = loadTokenizer(dir);
     const d = load(spec(file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]))), { ...LM, vocabSize: tok.vocabSize }, tok);
@@ -309,6 +326,17 @@ describe('chat rows', () => {
     // Exactly the ids of the rendered text encoded at once (each piece alone would gain a "▁").
     assert.deepEqual(Array.from(e.ids), tok.encode('<s>[INST] 2+2 [/INST] 4 </s>', false));
     assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), tok.encode(' 4 </s>', false).slice(1), 'the answer and EOS train (the piece after "[/INST]")');
+  });
+
+  test('a token that byte-level BPE merges across the prompt/answer boundary ("Ġ4") trains, as transformers\' assistant mask', () => {
+    const dir = byteLevelBpeTokenizer(root, 'bl-model', ['Ġ 4']);
+    writeFileSync(join(dir, 'chat_template.jinja'), "{% for m in messages %}{% if m.role == 'user' %}User: {{ m.content }}\n{% else %}Assistant: {{ m.content }}{{ eos_token }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant: {% endif %}");
+    const tok = loadTokenizer(dir);
+    const e = load(spec(file('chat.jsonl', jsonl([{ messages: convo.slice(1, 3) }]))), { ...LM, vocabSize: tok.vocabSize }, tok).train[0]!;
+    assert.ok(e.kind === 'lm');
+    const merged = tok.encode(' 4', false);
+    assert.equal(merged.length, 1, 'the fixture merges " 4" into one token');
+    assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), [merged[0]!, tok.eosId!, ...tok.encode('\n', false)], 'the answer token (merged with the space before it), EOS and the newline');
   });
 
   test('CSV: the messages cell holds the list as JSON', () => {

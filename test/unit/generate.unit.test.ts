@@ -21,7 +21,8 @@ import { Model } from '../../sidecar/src/models/model';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
-import { generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { chatStops, generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { byteLevelBpeTokenizer } from '../helpers/tokenizers';
 import { main } from '../../sidecar/src/cli';
 import { Rng } from '../../sidecar/src/train/rng';
 import { runTraining } from '../../sidecar/src/train/trainer';
@@ -182,11 +183,29 @@ describe('generation', () => {
   it('a run trained on chat rows gets the prompt as a user turn of the chat template', async () => {
     assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'chat.jsonl') } }), true);
     assert.equal(runUsesChat(runDir, { data: { train: join(root, 'add.jsonl') } }), false);
+    // CSV chat rows (the list as JSON in the cell), and JSONL that starts with a byte-order mark.
+    writeFileSync(join(root, 'chat.csv'), `messages\n"${JSON.stringify([{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }]).replace(/"/g, '""')}"\n`);
+    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'chat.csv'), format: 'csv' } }), true);
+    writeFileSync(join(root, 'bom.jsonl'), `\uFEFF${JSON.stringify({ messages: [] })}\n`);
+    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'bom.jsonl') } }), true);
+    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'gone.jsonl') } }), false);
     const r = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3 }, cliContext());
     assert.equal(r.result.chat, true);
     assert.equal(r.result.input, '<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n');
     const plain = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3, chat: false }, cliContext());
     assert.equal(plain.result.input, '3+4');
+  });
+
+  it('a chat reply stops at the stop text, and at its id where it is one special token (decoding skips it)', () => {
+    const tok = loadTokenizer(byteLevelBpeTokenizer(root, 'imend-model', [], ['<|im_end|>'])); // no template: ChatML
+    const { stopText, stopIds } = chatStops(tok);
+    assert.equal(stopText?.text, '<|im_end|>');
+    assert.deepEqual(stopIds, tok.encode('<|im_end|>', false));
+    assert.equal(stopIds.length, 1);
+    assert.equal(tok.decode([...tok.encode('4', false), ...stopIds]), '4', 'the text alone would never show: decoding drops the special token');
+    // The byte-level tokenizer spells it out: the text is what matches there.
+    const bytes = chatStops(loadTokenizer(join(root, 'tiny-gpt')));
+    assert.deepEqual([bytes.stopText?.text, bytes.stopIds], ['<|im_end|>', []]);
   });
 
   it("a text classifier's run gives its classes by the run's names, fine-tuned and base (with the run's head)", async () => {

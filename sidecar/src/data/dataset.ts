@@ -18,7 +18,7 @@ import { InputError } from '../errors';
 import type { Model } from '../models/model';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
-import { readCsv, readJsonl, type Row } from './rows';
+import { readJsonl, readRows, type Row } from './rows';
 import { chatSegments, parseMessages, type ChatSegment } from './chat';
 import type { DataTokenizer } from './tokenizer';
 
@@ -149,17 +149,20 @@ class Builder {
     }
     // The whole conversation is tokenized at once, as apply_chat_template does (a SentencePiece
     // tokenizer would prepend "▁" to each piece encoded alone). Rendered text carries the
-    // template's special tokens as text: none are added again. A turn's tokens are those past the
-    // tokens of the text before it.
+    // template's special tokens as text: none are added again.
     const text = segments.map((seg) => seg.text).join('');
     const ids = this.encode(r, field, text, false);
     const labels = ids.map(() => -100);
     let at = 0;
     for (const seg of segments) {
-      const start = at === 0 ? 0 : this.encode(r, field, text.slice(0, at), false).length;
+      const from = at;
       at += seg.text.length;
-      const end = at === text.length ? ids.length : this.encode(r, field, text.slice(0, at), false).length;
-      if (seg.train) for (let i = start; i < end; i++) labels[i] = ids[i]!;
+      if (!seg.train) continue;
+      // As transformers' assistant mask: every token overlapping the turn's text, a token that
+      // byte-level BPE merged across a boundary ("Assistant: " + "4" → "Ġ4") included.
+      const start = from === 0 ? 0 : tokensBefore(this.encode(r, field, text.slice(0, from), false), ids);
+      const end = at === text.length ? ids.length : tokensThrough(this.encode(r, field, text.slice(0, at), false), ids);
+      for (let i = start; i < end; i++) labels[i] = ids[i]!;
     }
     return this.masked(ids, labels, `${r.file}:${r.line}`);
   }
@@ -188,15 +191,19 @@ class Builder {
       const prompt = this.string(r, s.promptField);
       const completion = this.string(r, s.completionField);
       if (completion === '') throw new InputError(r.file, this.where(r, s.completionField), 'the completion is empty');
-      const p = this.encode(r, s.promptField, prompt, true);
-      const c = this.encode(r, s.completionField, completion, false);
+      // Prompt and completion are tokenized together, as TRL's SFTTrainer does (a SentencePiece
+      // tokenizer would give the completion alone a "▁" of its own); the loss starts at the first
+      // token the prompt alone does not have (one merged across the boundary counts as completion).
+      const ids = this.encode(r, s.completionField, prompt + completion, true);
+      const start = tokensBefore(this.encode(r, s.promptField, prompt, true), ids);
       const eos = this.tok!.eosId;
-      if (eos !== undefined && eos < this.info.vocabSize) c.push(eos);
-      else if (!this.eosWarned) {
+      if (eos !== undefined && eos < this.info.vocabSize) {
+        if (ids[ids.length - 1] !== eos) ids.push(eos); // a completion may end with the EOS text already
+      } else if (!this.eosWarned) {
         this.eosWarned = true;
         this.warnings.push(`the tokenizer's end-of-sequence id ${eos ?? '(none)'} is not in the model's vocabulary of ${this.info.vocabSize}: completions are not terminated`);
       }
-      return this.masked([...p, ...c], [...p.map(() => -100), ...c], source);
+      return this.masked(ids, ids.map((id, i) => (i < start ? -100 : id)), source);
     }
     if (r.fields[s.textField] === undefined)
       throw new InputError(r.file, this.where(r), `needs ${show(s.textField)}, ${show(s.promptField)} and ${show(s.completionField)}, or ${show(messagesField)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
@@ -225,6 +232,19 @@ class Builder {
     }
     return Int32Array.from(ids);
   }
+}
+
+/** How many of `whole`'s tokens the text before a boundary (tokenized alone: `before`) has entirely: their common prefix. */
+function tokensBefore(before: readonly number[], whole: readonly number[]): number {
+  let n = 0;
+  while (n < before.length && n < whole.length && before[n] === whole[n]) n++;
+  return n;
+}
+
+/** How many of `whole`'s tokens hold some text up to a boundary (`upTo`, that text tokenized alone): one more where a token straddles it. */
+function tokensThrough(upTo: readonly number[], whole: readonly number[]): number {
+  const n = tokensBefore(upTo, whole);
+  return n === upTo.length ? n : Math.min(n + 1, whole.length);
 }
 
 /** Maps raw labels (integers, names) to class ids, consistently over train and eval. */
@@ -274,10 +294,6 @@ class LabelMap {
     }
     throw new InputError(file, where, `expected an integer class id or a label name, got ${show(raw)}`);
   }
-}
-
-function readRows(format: DataFormat, file: string): Row[] {
-  return format === 'csv' ? readCsv(file) : readJsonl(file);
 }
 
 /** Indices held out for evaluation: a seeded draw of ⌈fraction·n⌉ rows (at least 1, at most n − 1). */

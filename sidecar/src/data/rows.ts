@@ -38,6 +38,11 @@ export function readJsonl(file: string): Row[] {
   return rows;
 }
 
+/** The rows of a JSONL or CSV data file. */
+export function readRows(format: 'jsonl' | 'csv' | 'images', file: string): Row[] {
+  return format === 'csv' ? readCsv(file) : readJsonl(file);
+}
+
 /** A CSV file with a header row; every field is a string. */
 export function readCsv(file: string): Row[] {
   const text = readText(file);

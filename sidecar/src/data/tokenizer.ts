@@ -91,14 +91,26 @@ function specialTexts(config: Record<string, unknown>, defaults: Record<string, 
   return out;
 }
 
+/**
+ * tokenizer_config.json, with the special tokens of special_tokens_map.json where it names none
+ * (older checkpoints keep BOS/EOS only there; transformers reads both).
+ */
+function tokenizerConfig(modelDir: string): Record<string, unknown> {
+  const cfgFile = join(modelDir, 'tokenizer_config.json');
+  const mapFile = join(modelDir, 'special_tokens_map.json');
+  const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
+  const map = existsSync(mapFile) ? readJson(mapFile) : {};
+  for (const key of SPECIAL_KEYS) if (tokenText(config[key]) === undefined && tokenText(map[key]) !== undefined) config[key] = map[key];
+  return config;
+}
+
 export function loadTokenizer(modelDir: string): DataTokenizer {
   const file = join(modelDir, 'tokenizer.json');
   const modelConfig = existsSync(join(modelDir, 'config.json')) ? readJson(join(modelDir, 'config.json')) : {};
-  const cfgFile = join(modelDir, 'tokenizer_config.json');
   if (!existsSync(file)) {
     const b = new ByteTokenizer();
     // GPT-2's convention (the bundled models' tokenizer_config.json says so too): BOS = EOS = <|endoftext|>.
-    const specials = specialTexts(existsSync(cfgFile) ? readJson(cfgFile) : {}, { bos_token: b.eosToken, eos_token: b.eosToken });
+    const specials = specialTexts(tokenizerConfig(modelDir), { bos_token: b.eosToken, eos_token: b.eosToken });
     return {
       name: 'byte-level',
       vocabSize: b.vocabSize,
@@ -112,7 +124,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const json = readJson(file);
   const badId = badTokenId(json);
   if (badId) throw new InputError(file, badId.where, badId.problem);
-  const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
+  const config = tokenizerConfig(modelDir);
   let tok: Tokenizer;
   try {
     tok = new Tokenizer(json, config);

@@ -15,6 +15,7 @@ import type { GenerateJobParams, GenerateOutput, GenerateResult, JobResult } fro
 import { loadAnyAdapter } from '../analysis/finetuned';
 import { loadAnalysisData } from '../analysis/data';
 import { modelDataInfo } from '../data/dataset';
+import { readRows } from '../data/rows';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
 import type { RunConfig } from '../spec/types';
 import { InputError } from '../errors';
@@ -127,17 +128,27 @@ export function generationStopIds(modelDir: string): number[] {
   }
 }
 
-/** Whether a run trained on chat rows: its first training row has the messages field. */
-export function runUsesChat(runDir: string, cfg: { data: { train: string; messagesField?: string } }): boolean {
+/**
+ * Where a chat reply ends besides EOS: the template's stop text (ChatML's "<|im_end|>" when the model
+ * has no template), and its id where it is one token, for decoding skips special tokens and the
+ * text alone would then never show.
+ */
+export function chatStops(tok: DataTokenizer): { stopText?: { text: string; decode: (ids: number[]) => string }; stopIds: number[] } {
+  const text = tok.chatTemplate().stopText;
+  if (text === undefined) return { stopIds: [] };
+  const ids = tok.encode(text, false);
+  return { stopText: { text, decode: (x) => tok.decode(x) }, stopIds: ids.length === 1 ? ids : [] };
+}
+
+/** Whether a run trained on chat rows: its first training row (JSONL or CSV) has the messages field. */
+export function runUsesChat(runDir: string, cfg: { data: { train: string; format?: 'jsonl' | 'csv' | 'images'; messagesField?: string } }): boolean {
+  const format = cfg.data.format ?? 'jsonl';
+  if (format === 'images') return false;
   try {
-    const first = readFileSync(resolve(runDir, cfg.data.train), 'utf8')
-      .split('\n')
-      .find((l) => l.trim() !== '');
-    if (!first) return false;
-    const row = JSON.parse(first) as Record<string, unknown>;
-    return row !== null && typeof row === 'object' && (cfg.data.messagesField ?? 'messages') in row;
+    const first = readRows(format, resolve(runDir, cfg.data.train))[0];
+    return first !== undefined && (cfg.data.messagesField ?? 'messages') in first.fields;
   } catch {
-    return false; // CSV, an image folder, a moved file: not chat
+    return false; // a moved or unreadable file: not chat
   }
 }
 
@@ -178,8 +189,8 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
       throw new InputError('', 'prompt', `token id ${bad} is outside the model's vocabulary of ${model.config.vocabSize} (the ${tok.name} tokenizer has ${tok.vocabSize} ids${tok.name === 'byte-level' ? '; non-ASCII bytes need a model with 256+ tokens' : ''})`);
     const window = 'maxPositions' in model.config ? model.config.maxPositions : 2048;
     const eosId = tok.eosId !== undefined && tok.eosId < model.config.vocabSize ? tok.eosId : undefined;
-    const stopIds = generationStopIds(modelDir);
-    const stopText = chat && tok.chatTemplate().stopText !== undefined ? { text: tok.chatTemplate().stopText!, decode: (x: number[]) => tok.decode(x) } : undefined;
+    const { stopText, stopIds: chatStopIds } = chat ? chatStops(tok) : { stopIds: [] };
+    const stopIds = [...generationStopIds(modelDir), ...chatStopIds];
     const jobs: { label: string; adapter: boolean }[] = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
     const total = jobs.length * o.maxNewTokens;
     const outputs: GenerateOutput[] = [];
