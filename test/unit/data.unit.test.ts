@@ -339,6 +339,18 @@ describe('chat rows', () => {
     assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), [merged[0]!, tok.eosId!, ...tok.encode('\n', false)], 'the answer token (merged with the space before it), EOS and the newline');
   });
 
+  test("TRL's conversational prompt + completion (lists of messages): only the completion's turns train", () => {
+    const f = file('conv-pc.jsonl', jsonl([{ prompt: convo.slice(0, 4), completion: convo.slice(4) }]));
+    const e = load(spec(f), { ...LM, maxPositions: 256 }).train[0]!;
+    const whole = load(spec(file('conv.jsonl', jsonl([{ messages: convo }]))), { ...LM, maxPositions: 256 }).train[0]!;
+    assert.ok(e.kind === 'lm' && whole.kind === 'lm');
+    assert.deepEqual(Array.from(e.ids), Array.from(whole.ids), 'the same conversation, rendered whole');
+    assert.deepEqual(trained(byte, e), ['7<|im_end|>\n'], 'the earlier assistant turn is prompt');
+    assert.deepEqual(trained(byte, whole), ['4<|im_end|>\n', '7<|im_end|>\n']);
+    const bad = file('conv-bad.jsonl', jsonl([{ prompt: convo.slice(0, 2), completion: 'seven' }]));
+    assert.match(inputError(() => load(spec(bad), LM), bad, /^line 1, field "completion"$/).message, /expected a list of messages/);
+  });
+
   test('CSV: the messages cell holds the list as JSON', () => {
     const cell = JSON.stringify(convo.slice(1, 3)).replace(/"/g, '""');
     const f = file('chat.csv', `messages\n"${cell}"\n`);

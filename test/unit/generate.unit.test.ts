@@ -189,6 +189,8 @@ describe('generation', () => {
     writeFileSync(join(root, 'bom.jsonl'), `\uFEFF${JSON.stringify({ messages: [] })}\n`);
     assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'bom.jsonl') } }), true);
     assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'gone.jsonl') } }), false);
+    writeFileSync(join(root, 'conv-pc.jsonl'), `${JSON.stringify({ prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: 'yo' }] })}\n`);
+    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'conv-pc.jsonl') } }), true, "TRL's conversational prompt + completion");
     const r = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3 }, cliContext());
     assert.equal(r.result.chat, true);
     assert.equal(r.result.input, '<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n');

@@ -87,8 +87,11 @@ export function loadChatTemplate(modelDir: string, specials: Readonly<Record<str
   };
 }
 
-/** The messages of a row's field, checked: a non-empty list of {role, content} with string values. */
-export function parseMessages(v: unknown): ChatMessage[] | string {
+/**
+ * The messages of a row's field, checked: a non-empty list of {role, content} with string values,
+ * with an assistant turn unless `needsAssistant` is false (a conversational prompt).
+ */
+export function parseMessages(v: unknown, needsAssistant = true): ChatMessage[] | string {
   if (!Array.isArray(v) || v.length === 0) return 'expected a non-empty list of messages {"role", "content"}';
   const out: ChatMessage[] = [];
   for (const [i, m] of v.entries()) {
@@ -98,17 +101,17 @@ export function parseMessages(v: unknown): ChatMessage[] | string {
     if (typeof content !== 'string') return `message ${i}: "content" must be a string`;
     out.push({ role, content });
   }
-  if (!out.some((m) => m.role === 'assistant')) return 'no "assistant" message: nothing to learn from';
+  if (needsAssistant && !out.some((m) => m.role === 'assistant')) return 'no "assistant" message: nothing to learn from';
   return out;
 }
 
 /**
- * The conversation as rendered text in segments: each assistant turn (what the template writes for
- * it after the generation prompt, end-of-turn tokens included) trains; the rest does not. Needs a
- * template whose renders of a conversation's prefixes are prefixes of its render, as chat templates
- * are; throws a message (for the caller to locate) otherwise.
+ * The conversation as rendered text in segments: each assistant turn from message `trainFrom` on
+ * (what the template writes for it after the generation prompt, end-of-turn tokens included)
+ * trains; the rest does not. Needs a template whose renders of a conversation's prefixes are
+ * prefixes of its render, as chat templates are; throws a message (for the caller to locate) otherwise.
  */
-export function chatSegments(template: ChatTemplate, messages: readonly ChatMessage[]): ChatSegment[] {
+export function chatSegments(template: ChatTemplate, messages: readonly ChatMessage[], trainFrom = 0): ChatSegment[] {
   const full = template.render(messages, false);
   const segments: ChatSegment[] = [];
   let done = 0;
@@ -117,7 +120,7 @@ export function chatSegments(template: ChatTemplate, messages: readonly ChatMess
     done = Math.max(done, end);
   };
   for (const [i, m] of messages.entries()) {
-    if (m.role !== 'assistant') continue;
+    if (m.role !== 'assistant' || i < trainFrom) continue;
     const before = template.render(messages.slice(0, i), true);
     const through = template.render(messages.slice(0, i + 1), false);
     if (!full.startsWith(before) || !full.startsWith(through) || through.length < before.length || before.length < done)

@@ -19,7 +19,7 @@ import type { Model } from '../models/model';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readJsonl, readRows, type Row } from './rows';
-import { chatSegments, parseMessages, type ChatSegment } from './chat';
+import { chatSegments, parseMessages, type ChatMessage, type ChatSegment } from './chat';
 import type { DataTokenizer } from './tokenizer';
 
 export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
@@ -125,9 +125,8 @@ class Builder {
     return ids;
   }
 
-  /** A chat row: the rendered conversation, the loss on the assistant turns (labels −100 elsewhere). */
-  private chat(r: Row, field: string): Example | undefined {
-    // A CSV cell holds the list as JSON text.
+  /** The messages of a row's field; a CSV cell holds the list as JSON text. */
+  private messages(r: Row, field: string, needsAssistant: boolean): ChatMessage[] {
     const raw = r.fields[field];
     let value: unknown = raw;
     if (typeof raw === 'string') {
@@ -137,12 +136,22 @@ class Builder {
         throw new InputError(r.file, this.where(r, field), `expected a list of messages (JSON, in a CSV cell), got ${show(raw)}`);
       }
     }
-    const messages = parseMessages(value);
+    const messages = parseMessages(value, needsAssistant);
     if (typeof messages === 'string') throw new InputError(r.file, this.where(r, field), messages);
+    return messages;
+  }
+
+  /**
+   * A chat row: the rendered conversation, the loss on the assistant turns (labels −100 elsewhere).
+   * A conversational prompt + completion (TRL's format: both lists of messages) trains on the
+   * completion's assistant turns only; `field` is the completion's there.
+   */
+  private chat(r: Row, field: string, prompt: ChatMessage[] = []): Example | undefined {
+    const messages = [...prompt, ...this.messages(r, field, true)];
     const template = this.tok!.chatTemplate();
     let segments: ChatSegment[];
     try {
-      segments = chatSegments(template, messages);
+      segments = chatSegments(template, messages, prompt.length);
     } catch (e) {
       // The row is the place to look (the message names the template's file when it is at fault).
       throw new InputError(r.file, this.where(r, field), (e as Error).message);
@@ -187,6 +196,7 @@ class Builder {
     const source = `${r.file}:${r.line}`;
     const messagesField = s.messagesField ?? 'messages';
     if (r.fields[messagesField] !== undefined) return this.chat(r, messagesField);
+    if (Array.isArray(r.fields[s.promptField])) return this.chat(r, s.completionField, this.messages(r, s.promptField, false));
     if (r.fields[s.promptField] !== undefined || r.fields[s.completionField] !== undefined) {
       const prompt = this.string(r, s.promptField);
       const completion = this.string(r, s.completionField);

@@ -140,13 +140,13 @@ export function chatStops(tok: DataTokenizer): { stopText?: { text: string; deco
   return { stopText: { text, decode: (x) => tok.decode(x) }, stopIds: ids.length === 1 ? ids : [] };
 }
 
-/** Whether a run trained on chat rows: its first training row (JSONL or CSV) has the messages field. */
-export function runUsesChat(runDir: string, cfg: { data: { train: string; format?: 'jsonl' | 'csv' | 'images'; messagesField?: string } }): boolean {
+/** Whether a run trained on chat rows: its first training row (JSONL or CSV) has the messages field, or a list of messages as its prompt. */
+export function runUsesChat(runDir: string, cfg: { data: { train: string; format?: 'jsonl' | 'csv' | 'images'; messagesField?: string; promptField?: string } }): boolean {
   const format = cfg.data.format ?? 'jsonl';
   if (format === 'images') return false;
   try {
     const first = readRows(format, resolve(runDir, cfg.data.train))[0];
-    return first !== undefined && (cfg.data.messagesField ?? 'messages') in first.fields;
+    return first !== undefined && ((cfg.data.messagesField ?? 'messages') in first.fields || Array.isArray(first.fields[cfg.data.promptField ?? 'prompt']));
   } catch {
     return false; // a moved or unreadable file: not chat
   }
