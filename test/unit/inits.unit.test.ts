@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -33,6 +33,7 @@ import { Model } from '../../sidecar/src/models/model';
 import { RESIDUAL_FILE, runAdapterInit, validateAdapterInit } from '../../sidecar/src/tasks/adapter-init';
 import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
 import { main } from '../../sidecar/src/cli';
+import { InputError } from '../../sidecar/src/errors';
 import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
 
 const ROOT = join(__dirname, '..', '..');
@@ -325,6 +326,34 @@ describe('peft-lab adapter-init (child process)', () => {
     assert.deepEqual(cfg.target_modules, ['c_attn']);
     assert.ok(existsSync(join(out, 'adapter_model.safetensors')));
     assert.ok(existsSync(join(out, RESIDUAL_FILE)));
+  });
+});
+
+describe('adapter-init --out', () => {
+  const ctx = { signal: new AbortController().signal, progress: () => undefined, log: () => undefined };
+  const init = (out: string) => runAdapterInit({ model: fixture('hf', 'llama-tiny'), method: 'gaussian', r: 2, alpha: 2, targets: ['q_proj'], out }, ctx);
+
+  it('refuses a file, a model folder and a folder of other files, leaving them as they were', async () => {
+    await useTestBackend();
+    const file = join(tmpRoot, 'notes.txt');
+    writeFileSync(file, 'notes');
+    await assert.rejects(init(file), (e: InputError) => e instanceof InputError && e.file === file && /is a file: give a new folder/.test(e.message));
+    assert.equal(readFileSync(file, 'utf8'), 'notes');
+    const model = join(tmpRoot, 'model-copy');
+    cpSync(fixture('hf', 'llama-tiny'), model, { recursive: true });
+    await assert.rejects(init(model), /holds other files than an adapter's \(config\.json, generation_config\.json, model\.safetensors, … \(4 in all\)\)/);
+    assert.ok(existsSync(join(model, 'model.safetensors')) && existsSync(join(model, 'config.json')));
+  });
+
+  it('writes into a new or empty folder, and replaces an adapter folder (PEFT files, README, residual) whole', async () => {
+    await useTestBackend();
+    const out = join(tmpRoot, 'replace-me');
+    mkdirSync(out, { recursive: true });
+    await init(out);
+    writeFileSync(join(out, 'README.md'), '# PEFT model card');
+    writeFileSync(join(out, RESIDUAL_FILE), 'stale');
+    await init(out);
+    assert.deepEqual(readdirSync(out).sort(), ['adapter_config.json', 'adapter_model.safetensors']);
   });
 });
 

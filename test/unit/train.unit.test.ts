@@ -120,6 +120,9 @@ describe('training', () => {
     assert.equal(s.lastCheckpoint, 'step-12');
     assert.equal(s.pid, undefined);
     assert.ok(Number.isFinite(s.summary?.loss) && Number.isFinite(s.summary?.evalLoss));
+    // The final loss is the last logged one (the mean over steps 11–12), as compare.json reports it.
+    assert.equal(s.summary!.loss, m.at(-1)!.loss);
+    assert.equal(s.summary!.evalLoss, m.at(-1)!.eval_loss);
     assert.deepEqual(listCheckpoints(dir).map((c) => c.name), ['step-9', 'step-12'], 'the newest 2 checkpoints are kept');
     assert.deepEqual(readdirSync(join(dir, 'checkpoints', 'step-12')).sort(), ['adapter.safetensors', 'optimizer.safetensors', 'state.json']);
     const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;

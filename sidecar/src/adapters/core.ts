@@ -31,6 +31,7 @@ export class AdapterCore implements AdapterInstance {
   readonly hooks: Hooks = { linear: this.linearHooks, taps: this.tapHooks };
   /** Tensor name → transformer block. */
   private readonly layers = new Map<string, number>();
+  private readonly effectiveCounts = new Map<string, number>();
   private readonly scales = new Map<number, number>();
   /**
    * Trainable tensors that replace a base parameter under its own name (bitfit, LN, full,
@@ -56,6 +57,11 @@ export class AdapterCore implements AdapterInstance {
     this.trainable.set(name, tf.keep(t));
     this.layers.set(name, layer);
     if (opts.replacesBase) this.replacing.add(name);
+  }
+
+  /** A trainable tensor of which only `count` entries can change (a sparse delta under its mask). */
+  countTrainableAs(name: string, count: number): void {
+    this.effectiveCounts.set(name, count);
   }
 
   addFrozen(name: string, t: tf.Tensor, layer: number): void {
@@ -113,6 +119,12 @@ export class AdapterCore implements AdapterInstance {
   }
 
   // ---- AdapterInstance -------------------------------------------------------------------
+
+  trainableParameterCount(): number {
+    let n = 0;
+    for (const [name, t] of this.trainable) n += this.effectiveCounts.get(name) ?? t.size;
+    return n;
+  }
 
   overrides(): Map<string, tf.Tensor> {
     const m = new Map(this.frozen);

@@ -1,15 +1,35 @@
 /**
  * Low-level writer of a PEFT adapter folder (`adapter_config.json` + `adapter_model.safetensors`).
  * Atomic at folder level: everything is written into a temp folder beside the target, which is
- * then renamed into place (an existing target is moved aside first and removed afterwards).
+ * then renamed into place (an existing adapter folder is moved aside first and removed afterwards;
+ * anything else there is refused, never replaced).
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { InputError } from '../errors';
 import { writeSafetensors, type HostTensor } from '../io/safetensors';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+/** What an adapter folder may hold: PEFT's files (save_pretrained adds a README.md) and an init's residual base. */
+const ADAPTER_FOLDER_FILES = new Set([ADAPTER_CONFIG, ADAPTER_WEIGHTS, 'residual_model.safetensors', 'README.md']);
+
+/**
+ * Checks that `dir` may receive an adapter: absent, empty, or an adapter folder (which is replaced).
+ * A file, or a folder with anything else (a model, the user's files), is refused: it would be lost.
+ */
+export async function checkAdapterTarget(dir: string): Promise<void> {
+  const target = resolve(dir);
+  const st = await fsp.stat(target).catch(() => undefined);
+  if (!st) return;
+  if (!st.isDirectory()) throw new InputError(target, '', 'is a file: give a new folder, or an adapter folder to replace');
+  const others = (await fsp.readdir(target)).filter((f) => !ADAPTER_FOLDER_FILES.has(f));
+  if (others.length > 0) {
+    const shown = others.sort().slice(0, 3).join(', ') + (others.length > 3 ? `, … (${others.length} in all)` : '');
+    throw new InputError(target, '', `holds other files than an adapter's (${shown}): give a new folder, or an adapter folder to replace`);
+  }
+}
 
 /**
  * Writes `config` (as adapter_config.json, 2-space indented, sorted keys like PEFT) and
@@ -20,6 +40,7 @@ export async function writePeftLora(
   payload: { config: Record<string, unknown>; tensors: Map<string, HostTensor> | Record<string, HostTensor> },
 ): Promise<void> {
   const target = resolve(dir);
+  await checkAdapterTarget(target);
   const parent = dirname(target);
   await fsp.mkdir(parent, { recursive: true });
   const tag = `${process.pid}-${randomBytes(6).toString('hex')}`;

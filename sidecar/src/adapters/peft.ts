@@ -29,7 +29,7 @@ import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, mat
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
 
-export { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
+export { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkAdapterTarget, writePeftLora } from './peft-write';
 
 /** Residual base weights beside an unconverted data-aware adapter (written by `adapter-init`). */
 export const RESIDUAL_FILE = 'residual_model.safetensors';

@@ -34,6 +34,7 @@ export async function addSparse(core: AdapterCore, maskFile: string): Promise<vo
     const m = toFloat32(t).map((v) => (v !== 0 ? 1 : 0));
     core.addFrozen(n.mask, tf.tensor(m, base.shape), info.layer);
     core.addTrainable(n.delta, tf.zeros(base.shape), info.layer);
+    core.countTrainableAs(n.delta, m.reduce((a, v) => a + v, 0)); // the delta is dense; only the mask's entries train
     byModule.set(n.module, [...(byModule.get(n.module) ?? []), n.leaf]);
   }
   for (const [module, leaves] of byModule) {

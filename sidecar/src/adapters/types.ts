@@ -33,6 +33,8 @@ export interface AdapterInstance {
   readonly hooks: Hooks;
   /** frozen ∪ trainable, built fresh (trainable tensors are replaced every optimizer step). */
   overrides(): Map<string, tf.Tensor>;
+  /** How many parameters train: the trainable tensors' sizes, less the entries a sparse mask holds at 0. */
+  trainableParameterCount(): number;
   /** Transformer block of a trainable tensor, or -1 (IST samples layers to train). */
   layerOf(name: string): number;
   /** Multiplies the adapter's contribution in a block by `factor` (IST's suppression probes; LoRA-family: its scaling, so DoRA's magnitudes stay); 1 restores. */

@@ -11,7 +11,7 @@ import { LORA_INITS, type LoraInit } from '../../../src/protocol';
 import { CALIBRATED_INITS, LORA_GA_DEFAULTS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
 import { adapterModulesToSave, autoMapping, moduleToSaveParams, taskTypeOf } from '../adapters/family';
 import { host } from '../adapters/lora';
-import { writePeftLora } from '../adapters/peft';
+import { checkAdapterTarget, writePeftLora } from '../adapters/peft';
 import { selectLinears } from '../adapters/targets';
 import { InputError } from '../errors';
 import { readSafetensors, writeSafetensors, type HostTensor } from '../io/safetensors';
@@ -139,6 +139,7 @@ export async function readCalibIds(file: string, vocab: number): Promise<tf.Tens
 
 export async function runAdapterInit(p: AdapterInitParams, ctx: JobContext): Promise<AdapterInitResult> {
   validateAdapterInit(p);
+  await checkAdapterTarget(p.out); // before the compute: a refused --out should not cost an SVD
   const model = await Model.load(p.model);
   let calib: tf.Tensor2D | undefined;
   try {

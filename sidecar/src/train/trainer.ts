@@ -276,9 +276,11 @@ class Session {
     };
 
     const adapter = (this.adapter = await createRunAdapter(model, cfg, data));
-    const trainableParams = [...adapter.trainable.values()].reduce((n, t) => n + t.size, 0);
+    const trainableParams = adapter.trainableParameterCount();
     const seqLen = data.train.reduce((m, e) => Math.max(m, e.kind === 'image' ? 0 : e.ids.length), 0);
-    const mem = estimateMemory({ config: model.config, baseParams: model.parameterCount(), trainableParams, batchSize: cfg.batchSize, seqLen });
+    // Memory counts the tensors as held (a sparse delta is dense), not the parameters that train.
+    const heldParams = [...adapter.trainable.values()].reduce((n, t) => n + t.size, 0);
+    const mem = estimateMemory({ config: model.config, baseParams: model.parameterCount(), trainableParams: heldParams, batchSize: cfg.batchSize, seqLen });
     if (limit && mem.totalMb > limit.limitMb) {
       throw new InputError(
         cfg.specFile,
@@ -328,7 +330,6 @@ class Session {
     const startStep = state.step;
     let lastEval: { loss: number; metric?: number } | undefined;
     let lastLogTime = performance.now();
-    let lastLoss: number | undefined;
 
     while (!state.finished && state.step < totalSteps) {
       if (ctx.signal.aborted) await this.cancel(state);
@@ -413,7 +414,6 @@ class Session {
           elapsedS: state.elapsedS + dt,
           ...(ist ? { ist: ist.state } : {}),
         };
-        lastLoss = loss;
 
         // Eval, early stopping, metrics record.
         const lastStep = step === totalSteps;
@@ -455,7 +455,8 @@ class Session {
             step,
             summary: {
               ...this.status.summary,
-              loss: record?.loss ?? loss,
+              // The last logged loss (a window mean), as metrics.jsonl and comparisons report it.
+              ...(record ? { loss: record.loss } : {}),
               ...(lastEval ? { evalLoss: lastEval.loss } : {}),
               ...(lastEval?.metric !== undefined ? { evalMetric: lastEval.metric, metricName: data.metricName! } : {}),
               tokensPerS: Math.round(this.sessionTokens / Math.max(1e-9, this.sessionTrainS)),
@@ -503,7 +504,6 @@ class Session {
     delete this.status.pid;
     delete this.status.error;
     const summary = { ...(this.status.summary ?? {}) };
-    if (lastLoss !== undefined) summary.loss = lastLoss;
     if (tokensPerS !== undefined) summary.tokensPerS = tokensPerS;
     await this.setStatus({ step: state.step, summary });
     if (state.stopReason) this.log('info', state.stopReason);
