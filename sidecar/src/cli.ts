@@ -78,16 +78,16 @@ const COMMANDS: Record<string, Command> = {
     options: {
       cases: { type: 'string' },
       modes: { type: 'string', default: 'full,lora' },
-      // A median of 10 steps: 5 moved by ±30% on a shared machine (one GC pause or load spike).
-      steps: { type: 'string', default: '10' },
-      warmup: { type: 'string', default: '2' },
+      // No parseArgs defaults for steps, warmup and reps: --quick must tell a typed value from a default.
+      steps: { type: 'string' },
+      warmup: { type: 'string' },
       anchor: { type: 'string' },
       python: { type: 'string', default: '/usr/bin/python3' },
       quick: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       kernels: { type: 'boolean', default: false },
       matmuls: { type: 'boolean', default: false },
-      reps: { type: 'string', default: '10' },
+      reps: { type: 'string' },
       'plan-out': { type: 'string' },
     },
     compute: true,
@@ -99,10 +99,11 @@ const COMMANDS: Record<string, Command> = {
         if (info.name !== 'webgpu') throw new UsageError(`--matmuls times the WebGPU kernels: use --backend webgpu (this run has ${info.name})`);
         const cases = wanted.map((name) => CASES.find((x) => x.case === name) ?? unknownCase(name));
         const modes = String(v.modes).split(',').map(benchMode);
-        return matMulsCommand(cases, modes, { reps: v.quick ? 1 : positiveInt(v.reps, 'reps'), lora: loraFactory(), table: !v.json, device: info.device, ...(typeof v['plan-out'] === 'string' ? { planOut: v['plan-out'] } : {}) });
+        return matMulsCommand(cases, modes, { reps: quickOr(v, 'reps', 1, 10), lora: loraFactory(), table: !v.json, device: info.device, ...(typeof v['plan-out'] === 'string' ? { planOut: v['plan-out'] } : {}) });
       }
-      const steps = v.quick ? 1 : positiveInt(v.steps, 'steps');
-      const warmup = v.quick ? 0 : Math.max(0, positiveInt(v.warmup, 'warmup', 0));
+      // A median of 10 steps: 5 moved by ±30% on a shared machine (one GC pause or load spike).
+      const steps = quickOr(v, 'steps', 1, 10);
+      const warmup = quickOr(v, 'warmup', 0, 2, 0);
       // The threads the compute actually uses (native kernels: PEFT_LAB_THREADS); the anchor gets as many.
       const threads = Number(/(\d+) threads?\)$/.exec(info.device)?.[1] ?? 1);
       const rows = [];
@@ -269,6 +270,52 @@ function positiveInt(v: unknown, name: string, min = 1): number {
   return n;
 }
 
+/** A bench count: the value typed, else --quick's, else the default (a typed value wins over --quick). */
+function quickOr(v: Record<string, string | boolean | undefined>, name: string, quick: number, normal: number, min = 1): number {
+  if (v[name] !== undefined) return positiveInt(v[name], name, min);
+  return v.quick ? quick : normal;
+}
+
+/**
+ * `--opt -1` as `--opt=-1` for an option that takes a value: parseArgs calls a value starting with
+ * `-` ambiguous, and a negative number should reach the range check that names the option.
+ */
+export function joinNegativeValues(args: readonly string[], options: Options): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      out.push(...args.slice(i));
+      break;
+    }
+    const next = args[i + 1];
+    const long = /^--([^=]+)$/.exec(a)?.[1];
+    const opt = long !== undefined && Object.hasOwn(options, long) ? options[long] : undefined;
+    if (opt?.type === 'string' && next !== undefined && /^-\d|^-\.\d/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
+/**
+ * The common options (--backend, --threads, --verbose) typed before the command name, split from
+ * the rest: `peft-lab --threads 2 inspect DIR` as `inspect --threads 2 DIR`.
+ */
+export function splitLeadingCommon(argv: readonly string[]): { leading: string[]; name: string | undefined; rest: string[] } {
+  const leading: string[] = [];
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const m = /^--(backend|threads|verbose)(=.*)?$/.exec(argv[i]!);
+    if (!m) break;
+    leading.push(argv[i]!);
+    // A value in the next argument (a command name never starts with '-', but a negative number may).
+    if (COMMON[m[1]!]!.type === 'string' && m[2] === undefined && i + 1 < argv.length) leading.push(argv[++i]!);
+  }
+  return { leading, name: argv[i], rest: argv.slice(i + 1) };
+}
+
 /** Extra positional arguments are refused: one silently ignored is work the user thinks was done. */
 function checkPositionals(name: string, cmd: Command, positionals: readonly string[]): void {
   const max = cmd.positionals?.max ?? 0;
@@ -303,7 +350,7 @@ function help(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  const { leading, name, rest } = splitLeadingCommon(argv);
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${help()}\n`);
     return name ? 0 : 2;
@@ -314,7 +361,9 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   try {
-    const { values, positionals } = parseArgs({ args: rest, options: { ...COMMON, ...cmd.options }, allowPositionals: true, strict: true });
+    const options = { ...COMMON, ...cmd.options };
+    const args = joinNegativeValues([...leading, ...rest], options);
+    const { values, positionals } = parseArgs({ args, options, allowPositionals: true, strict: true });
     if (values.help) {
       process.stdout.write(`usage: peft-lab ${cmd.usage}\n`);
       return 0;

@@ -128,6 +128,19 @@ describe('SPT allocation', () => {
     assert.equal(parseBudget('0.5%', 1000), 5);
     assert.equal(parseBudget('250', 1000), 250);
     assert.throws(() => parseBudget('lots', 1000), /budget/);
+    assert.equal(parseBudget('100%', 1000), 1000);
+    assert.equal(parseBudget('1000', 1000), 1000);
+    assert.equal(parseBudget('1', 1000), 1);
+  });
+
+  it('refuses budgets that train nothing or more than the model, with a hint for a missing %', () => {
+    assert.throws(() => parseBudget('0.5', 1000), /^RangeError: 0\.5 is not a whole number of parameters: did you mean 0\.5%\?$/);
+    assert.throws(() => parseBudget('12.5', 1000), /did you mean 12\.5%\?/);
+    assert.throws(() => parseBudget('0', 1000), /0 parameters trains nothing/);
+    assert.throws(() => parseBudget('1001', 1000), /1001 parameters is more than the model's 1000/);
+    assert.throws(() => parseBudget('150%', 1000), /\(0%, 100%\]; got '150%'/);
+    assert.throws(() => parseBudget('0%', 1000), /\(0%, 100%\]/);
+    assert.throws(() => parseBudget('0.01%', 1000), /0\.01% of 1000 parameters is less than one parameter/);
   });
 
   it('`allocate` on an importance folder writes the grid, the masks and PEFT rank patterns', async () => {
@@ -173,6 +186,11 @@ describe('SPT allocation', () => {
     assert.equal(r2.report.spec, '/w/b.peft.json');
     writeFileSync(join(dir, 'broken.json'), '{"broken');
     await assert.rejects(runAllocate({ kind: 'allocate', importance: join(dir, 'broken.json'), budgets: ['7'], ...OPTS, out: join(tmp, 'alloc3.json') }, cliContext()), (e: unknown) => e instanceof InputError && e.file === join(dir, 'broken.json'));
+    // A bad budget is an argument error (the command line names it --budgets).
+    await assert.rejects(
+      runAllocate({ kind: 'allocate', importance: join(dir, 'renamed.json'), budgets: ['0.5'], ...OPTS, out: join(tmp, 'alloc4.json') }, cliContext()),
+      (e: unknown) => e instanceof InputError && e.file === '' && e.where === 'budgets' && /did you mean 0\.5%\?/.test(e.message),
+    );
   });
 });
 

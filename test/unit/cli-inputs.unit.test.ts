@@ -2,16 +2,17 @@
  * Command-line inputs the QA pass found mishandled: labels, token types and sequence lengths the
  * model cannot take (checked against config.json, the error naming the batch file), `--out` paths,
  * a file where a model folder belongs, malformed config.json, argument errors without a file,
- * extra positional arguments, checkpoint tensors the config leaves unused, and a zombie lock owner.
+ * extra positional arguments, negative option values, common options before the command, bench
+ * --quick against typed counts, checkpoint tensors the config leaves unused, and a zombie lock owner.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../../sidecar/src/backend';
-import { main } from '../../sidecar/src/cli';
+import { joinNegativeValues, main, splitLeadingCommon } from '../../sidecar/src/cli';
 import { InputError } from '../../sidecar/src/errors';
 import { parseJsonText } from '../../sidecar/src/io/json';
 import { i32, i64, readSafetensors, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
@@ -189,6 +190,15 @@ async function cli(argv: string[]): Promise<{ code: number; stderr: string }> {
   }
 }
 
+/** Runs the command line in a child process (for what it writes to stdout). */
+function node(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', join(__dirname, '../../sidecar/src/cli.ts'), ...argv], { maxBuffer: 1 << 24 }, (e, stdout, stderr) => {
+      resolve({ code: e ? (typeof e.code === 'number' ? e.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
 describe('command-line arguments (F, G)', () => {
   test('an InputError without a file reads as the argument, not an empty file slot', async () => {
     assert.equal(new InputError('', 'budgets', 'bad').message, 'budgets: bad');
@@ -210,6 +220,42 @@ describe('command-line arguments (F, G)', () => {
     const fwd = await cli(['forward', '--model', GPT2, 'extra.safetensors']);
     assert.equal(fwd.code, 2);
     assert.match(fwd.stderr, /unexpected argument 'extra\.safetensors' \(forward takes options only\)/);
+  });
+
+  test('a negative number is an option value, checked by the option\'s range check (not "ambiguous")', async () => {
+    const t = await cli(['generate', '--backend', 'cpu', '--model', GPT2, '--prompt', 'hi', '--temperature', '-1']);
+    assert.equal(t.code, 2);
+    assert.match(t.stderr, /^peft-lab generate: --temperature: must be a number ≥ 0, got -1\n/);
+    const m = await cli(['generate', '--backend', 'cpu', '--model', GPT2, '--prompt', 'hi', '--max-new-tokens', '-3']);
+    assert.equal(m.code, 2);
+    assert.match(m.stderr, /^peft-lab generate: --max-new-tokens must be an integer ≥ 1, got '-3'\n/);
+    const options = { temperature: { type: 'string' }, chat: { type: 'boolean' }, prompt: { type: 'string' } } as const;
+    assert.deepEqual(joinNegativeValues(['--temperature', '-1', '--prompt', '-.5', '--chat', '-2', '--', '--prompt', '-3'], options), ['--temperature=-1', '--prompt=-.5', '--chat', '-2', '--', '--prompt', '-3']);
+    assert.deepEqual(joinNegativeValues(['--prompt', '-x', '--temperature=-1'], options), ['--prompt', '-x', '--temperature=-1']);
+  });
+
+  test('the common options may come before the command name', async () => {
+    // Parsed, not skipped: a bad value is refused as the option.
+    const bad = await cli(['--threads', '0', 'inspect', GPT2]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /^peft-lab inspect: --threads must be an integer ≥ 1, got '0'\n/);
+    const r = await node(['--backend', 'cpu', '--threads', '2', 'inspect', GPT2, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as { parameters: number }).parameters, 212352);
+    assert.deepEqual(splitLeadingCommon(['--threads', '2', '--verbose', '--backend=cpu', 'inspect', 'DIR', '--json']), { leading: ['--threads', '2', '--verbose', '--backend=cpu'], name: 'inspect', rest: ['DIR', '--json'] });
+    assert.deepEqual(splitLeadingCommon(['inspect', '--threads', '2']), { leading: [], name: 'inspect', rest: ['--threads', '2'] });
+  });
+
+  test('bench: --steps and --warmup typed win over --quick\'s 1 and 0', async () => {
+    const bench = async (...extra: string[]) => {
+      const r = await node(['bench', '--backend', 'cpu', '--cases', 'gpu-host', '--modes', 'lora', '--json', '--quick', ...extra]);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout.trim()) as { steps: number; losses: number[] };
+    };
+    const quick = await bench();
+    assert.deepEqual([quick.steps, quick.losses.length], [1, 1]);
+    const typed = await bench('--steps', '3', '--warmup', '1');
+    assert.deepEqual([typed.steps, typed.losses.length], [3, 4], 'one warmup step, then 3 timed');
   });
 });
 

@@ -82,6 +82,14 @@ describe('rows', () => {
     const g = file('quote.csv', 'text,label\nok,1\n"unclosed,1\n');
     inputError(() => readCsv(g), g, /^line \d+$/);
   });
+  test('CSV: an unclosed quote names the line where it opens, not the end of the file', () => {
+    // Quoted newlines and "" escapes before it must not throw the line count off.
+    const f = file('open.csv', 'text,label\n"two\nlines",1\n"say ""hi""",2\n"",3\n"opens here,4\nok,5\nok,6\nok,7\n');
+    const e = inputError(() => readCsv(f), f, /^line 6$/);
+    assert.match(e.message, /quote not closed/);
+    const g = file('open2.csv', 'text,label\nok,1\nok,2\n"x ""y"" z\n\n\nok,3\n');
+    inputError(() => readCsv(g), g, /^line 4$/);
+  });
 });
 
 describe('examples', () => {

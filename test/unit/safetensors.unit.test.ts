@@ -340,6 +340,13 @@ describe('malformed files', () => {
       await rejects(writeTemp(rawFile(ok(), 8, n)), `header length ${n} is over the 100000000-byte (100 MB) limit`);
     }
   });
+  test('another kind of file (JSONL, CSV, text) is named as not a safetensors file', async () => {
+    for (const text of ['{"text": "hello"}\n{"text": "world"}\n', 'prompt,completion\n1+1=,2\n', 'hello world, some text']) {
+      await rejects(writeTemp(Buffer.from(text), 'inputs.jsonl'), /: not a safetensors file \(.*impossible header length/);
+    }
+    // Over the limit too (as in a large file): no '{' after the length field.
+    await rejects(writeTemp(rawFile('xx', 8, 2n ** 63n)), `not a safetensors file (its first 8 bytes give an impossible header length, ${2n ** 63n}`);
+  });
   test('header not valid UTF-8', async () => {
     await rejects(writeTemp(rawFile(new Uint8Array([0x7b, 0xff, 0xfe, 0x7d]))), 'header is not valid UTF-8');
   });

@@ -92,14 +92,27 @@ export class SptAllocator {
   }
 }
 
-/** A budget as written: "0.5%" of `total`, or an absolute parameter count. */
+/**
+ * A budget as written: a percentage in (0%, 100%] of `total`, or a whole parameter count in
+ * [1, total]. A budget that trains nothing or more than the model is refused, not clamped.
+ */
 export function parseBudget(s: string, total: number): number {
   const t = s.trim();
   const pct = /^([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)%$/i.exec(t);
-  if (pct) return Math.floor((Number(pct[1]) / 100) * total);
+  if (pct) {
+    const p = Number(pct[1]);
+    if (!(p > 0 && p <= 100)) throw new RangeError(`a percentage budget is in (0%, 100%]; got '${s}'`);
+    const n = Math.floor((p / 100) * total);
+    if (n < 1) throw new RangeError(`${t} of ${total} parameters is less than one parameter`);
+    return n;
+  }
   const n = Number(t);
   if (!Number.isFinite(n) || n < 0 || t === '') throw new RangeError(`a budget is "0.5%" (of ${total} parameters) or a parameter count; got '${s}'`);
-  return Math.floor(n);
+  // A bare fraction is most likely a percentage missing its '%'.
+  if (!Number.isInteger(n)) throw new RangeError(`${t} is not a whole number of parameters${n <= 100 ? `: did you mean ${t}%?` : ''}`);
+  if (n < 1) throw new RangeError(`a budget of 0 parameters trains nothing; give a count ≥ 1 or a percentage`);
+  if (n > total) throw new RangeError(`${t} parameters is more than the model's ${total}`);
+  return n;
 }
 
 /** File-name-safe label of a budget ("0.5%" → "0.5pct"). */

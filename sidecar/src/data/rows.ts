@@ -50,8 +50,30 @@ export function readCsv(file: string): Row[] {
   try {
     records = parseCsv(text, { columns: true, info: true, bom: true, skip_empty_lines: true, trim: false }) as typeof records;
   } catch (e) {
-    const err = e as Error & { lines?: number };
+    const err = e as Error & { lines?: number; code?: string };
+    // csv-parse reports an unclosed quote at the end of the file; the user needs where it opened.
+    const open = err.code === 'CSV_QUOTE_NOT_CLOSED' ? unclosedQuoteLine(text) : undefined;
+    if (open !== undefined) throw new InputError(file, `line ${open}`, 'quote not closed: the quoted field that opens here runs to the end of the file');
     throw new InputError(file, err.lines !== undefined ? `line ${err.lines}` : '', err.message.replace(/^Invalid Record Length: /, '').split('\n')[0]!);
   }
   return records.map(({ record, info }) => ({ file, line: info.lines, fields: record }));
+}
+
+/** The 1-based line where the last quote left open at the end of `text` opened, if one is. */
+function unclosedQuoteLine(text: string): number | undefined {
+  let line = 1;
+  let inQuote = false;
+  let opened = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') line++;
+    else if (c === '"') {
+      if (inQuote && text[i + 1] === '"') i++; // "" inside quotes: an escaped quote
+      else {
+        inQuote = !inQuote;
+        if (inQuote) opened = line;
+      }
+    }
+  }
+  return inQuote ? opened : undefined;
 }

@@ -249,6 +249,11 @@ export class SafetensorsFile {
       // Read as a u64 BigInt and bound it before converting, so 2^63 cannot become an allocation.
       const n64 = new DataView(lenBytes.buffer).getBigUint64(0, true);
       if (n64 === 0n) throw new SafetensorsError(path, 'header length is 0');
+      // A length that cannot be right, and no '{' where the JSON header starts: another kind of file
+      // (JSONL, text), whose first 8 bytes read as a huge length.
+      if ((n64 > BigInt(MAX_HEADER_BYTES) || 8n + n64 > BigInt(size)) && size > 8 && (await readExactly(fh, 1, 8, path))[0] !== 0x7b) {
+        throw new SafetensorsError(path, `not a safetensors file (its first 8 bytes give an impossible header length, ${n64}, and no JSON header follows)`);
+      }
       if (n64 > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(path, `header length ${n64} is over the ${MAX_HEADER_BYTES}-byte (100 MB) limit`);
       const n = Number(n64);
       if (8 + n > size) throw new SafetensorsError(path, `header length ${n} runs past the end of the file (${size} bytes)`);
