@@ -3,13 +3,15 @@
  * error, "did you mean" for unknown keys, defaults, path resolution and refusal of escapes from the
  * workspace root (`..`, absolute paths, symbolic links), bundled model ids, variants.
  */
+import Ajv from 'ajv';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { ADAPTER_KINDS, BACKENDS, LORA_INITS } from '../../src/protocol';
-import { loadSpec, parseSpecText, runConfig, SPEC_SCHEMA, SpecError, variantConfig } from '../../sidecar/src/spec/load';
+import { ADAPTER_KINDS, BACKENDS, LORA_INITS, type AdapterSpec } from '../../src/protocol';
+import { adapterOptionProblems } from '../../sidecar/src/spec/adapter-options';
+import { loadSpec, parseSpecText, readAllocationFile, runConfig, SPEC_SCHEMA, SpecError, variantConfig } from '../../sidecar/src/spec/load';
 import { lineColumn } from '../../sidecar/src/io/json';
 import { resolveRef } from '../../sidecar/src/spec/schema';
 import { DATA_FORMATS, SCHEDULES } from '../../sidecar/src/spec/types';
@@ -45,6 +47,18 @@ function at(text: string, needle: string): string {
   const { line, column } = lineColumn(text, i);
   return `${line}:${column}`;
 }
+
+/** Offset of the key `"name"` (its first occurrence), where an issue about that key points. */
+const key = (name: string) => (text: string) => text.indexOf(`"${name}"`);
+
+/**
+ * Whether a draft-07 validator (an editor's; ajv here) accepts `v` against the published schema or
+ * one of its definitions: every keyword, the conditional ones included, which the sidecar's
+ * validateNode leaves to load.ts.
+ */
+const ajv = new Ajv({ strict: false, allErrors: false });
+ajv.addSchema(SPEC_SCHEMA as object, 'spec');
+const schemaAccepts = (definition: string | undefined, v: unknown): boolean => ajv.validate({ $ref: definition ? `spec#/definitions/${definition}` : 'spec' }, v);
 
 /** The SpecError thrown by loading `text`. */
 function specError(text: string, opts: Parameters<typeof loadSpec>[1] = {}, dir = workspace()): SpecError {
@@ -118,7 +132,25 @@ describe('spec validation', () => {
     assert.equal(b!.path, 'optimizer.weight_decay');
     assert.equal(`${b!.line}:${b!.column}`, at(text, '"weight_decay"'));
     assert.match(b!.message, /did you mean "weightDecay"/);
-    assert.match(e.message, new RegExp(`\\(batchsize at ${at(text, '"batchsize"')}\\): unknown key .* \\(and 1 more problem\\)`));
+    assert.match(e.message, new RegExp(`\\(batchsize at ${at(text, '"batchsize"')}\\): unknown key .* \\(and 1 more problem: optimizer\\.weight_decay at ${at(text, '"weight_decay"')}: unknown key "weight_decay" \\(did you mean "weightDecay"\\?\\)\\)$`));
+  });
+
+  test('the message lists every problem (the command line prints only the message), on one line', () => {
+    const text = JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl', evalSplit: 0.1 }, steps: 10, epochs: 2, schedule: { warmupSteps: 2, warmupRatio: 0.1 } }, null, 2);
+    const e = specError(text);
+    assert.equal(e.issues.length, 3);
+    const [first, ...rest] = e.issues;
+    assert.equal(e.where, `${first!.path} at ${first!.line}:${first!.column}`);
+    assert.ok(e.message.includes(`: ${first!.message} (and 2 more problems: `), e.message);
+    for (const i of rest) assert.ok(e.message.includes(`${i.path} at ${i.line}:${i.column}: ${i.message}`), `${i.path} in ${e.message}`);
+    assert.ok(!e.message.includes('\n'));
+    assert.doesNotMatch(specError(JSON.stringify({ ...BASE, steps: 0 })).message, /more problem/);
+  });
+
+  test('"did you mean" does not offer a one-letter key for a misspelt long one', () => {
+    // "rankPatern" starts with "r": a prefix match used to tie with the real near miss and win.
+    const e = specError(JSON.stringify({ ...BASE, adapter: { kind: 'lora', rankPatern: { c_attn: 4 } } }));
+    assert.equal(e.issues[0]!.message, 'unknown key "rankPatern" (did you mean "rankPattern"?)');
   });
 
   test('an unknown key with no close match lists the allowed keys', () => {
@@ -226,11 +258,13 @@ describe('spec validation', () => {
     const e1 = specError(JSON.stringify({ ...BASE, data: { train: `../${outside.split('/').pop()}/x.jsonl` } }), {}, ws);
     assert.equal(e1.issues[0]!.path, 'data.train');
     assert.match(e1.message, /outside the workspace root/);
+    // How to allow it, in the message itself (--workspace was documented only in --help).
+    assert.match(e1.issues[0]!.message, /\(paths may not leave it; pass --workspace DIR to widen it, or in VS Code open a folder that holds the spec and this path\)$/);
     const e2 = specError(JSON.stringify({ ...BASE, data: { train: join(outside, 'x.jsonl') } }), {}, ws);
     assert.match(e2.message, /outside the workspace root/);
     symlinkSync(outside, join(ws, 'link'));
     const e3 = specError(JSON.stringify({ ...BASE, data: { train: 'link/x.jsonl' } }), {}, ws);
-    assert.match(e3.message, /symbolic link .* outside the workspace root/);
+    assert.match(e3.message, /symbolic link .* outside the workspace root .*pass --workspace DIR to widen it/);
     const e4 = specError(JSON.stringify({ ...BASE, runsDir: '../runs' }), {}, ws);
     assert.equal(e4.issues[0]!.path, 'runsDir');
     // A wider workspace root admits the same path.
@@ -260,6 +294,60 @@ describe('spec validation', () => {
     assert.match(e.message, /no bundled model "nope" .*bundled: peft-lab\/tiny-gpt/);
   });
 
+  test('rules the schema also states for editors: an editor rejects the spec, the sidecar gives its own message', () => {
+    // [spec, JSON path, the text whose offset the issue points at, the sidecar's message]
+    const kindOptions = (kind: string, options: string) => `(its options: ${options})`.replace(/^/, `adapter kind "${kind}" `);
+    const cases: [Record<string, unknown>, string, (t: string) => number, string][] = [
+      [{ ...BASE, adapter: { kind: 'ia3', r: 4 } }, 'adapter.r', key('r'), `option "r" is not used by ${kindOptions('ia3', 'targets, modulesToSave')}`],
+      [{ ...BASE, adapter: { kind: 'full', targets: ['c_attn'] } }, 'adapter.targets', key('targets'), 'option "targets" is not used by adapter kind "full" (it takes no options)'],
+      [{ ...BASE, adapter: { kind: 'full', modulesToSave: ['score'] } }, 'adapter.modulesToSave', key('modulesToSave'), 'option "modulesToSave" is not used by adapter kind "full" (it takes no options)'],
+      [{ ...BASE, adapter: { kind: 'bottleneck', bottleneck: 4, r: 2 } }, 'adapter.r', key('r'), `option "r" is not used by ${kindOptions('bottleneck', 'targets, bottleneck, modulesToSave')}`],
+      [{ ...BASE, adapter: { kind: 'dora', init: 'pissa' } }, 'adapter.init', key('init'), 'init "pissa" is not available with DoRA (use "default" or "gaussian")'],
+      [{ ...BASE, adapter: { kind: 'lora', calibRows: 4 } }, 'adapter.calibRows', key('calibRows'), '"calibRows" is only used by the calibrated inits (corda-ipm, corda-kpm, lora-ga)'],
+      [{ ...BASE, adapter: { kind: 'lora', init: 'pissa', calibRows: 4 } }, 'adapter.calibRows', key('calibRows'), '"calibRows" is only used by the calibrated inits (corda-ipm, corda-kpm, lora-ga)'],
+      [{ ...BASE, adapter: { kind: 'sparse' } }, 'adapter', (t) => t.indexOf('{', t.indexOf('"adapter"')), 'adapter kind "sparse" needs "mask" (a safetensors file of 0/1 masks)'],
+      [{ model: 'model', data: { train: 'data/train.jsonl' } }, '', () => 0, 'missing required key "adapter" (or "allocation", or "variants" for peft-lab compare)'],
+      [{ ...BASE, steps: 10, epochs: 2 }, 'epochs', key('epochs'), 'give "steps" or "epochs", not both'],
+      [{ ...BASE, variants: [{ name: 'a', adapter: { kind: 'lora' }, steps: 10, epochs: 2 }] }, 'variants[0].epochs', key('epochs'), 'give "steps" or "epochs", not both'],
+      [{ ...BASE, data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl', evalSplit: 0.1 } }, 'data.evalSplit', key('evalSplit'), 'give "eval" or "evalSplit", not both'],
+      [{ ...BASE, schedule: { warmupSteps: 2, warmupRatio: 0.1 } }, 'schedule.warmupRatio', key('warmupRatio'), 'give "warmupSteps" or "warmupRatio", not both'],
+      [{ ...BASE, earlyStopping: { patience: 2 } }, 'earlyStopping', key('earlyStopping'), 'early stopping needs an eval set: set "data.eval" or "data.evalSplit"'],
+    ];
+    const ws = workspace();
+    for (const [spec, path, offset, message] of cases) {
+      const text = JSON.stringify(spec, null, 2);
+      assert.equal(schemaAccepts(undefined, spec), false, `the schema accepts ${text}`);
+      const e = specError(text, {}, ws);
+      assert.deepEqual(e.issues.map((i) => i.path), [path], text);
+      const { line, column } = lineColumn(text, offset(text));
+      assert.equal(e.where, `${path ? `${path} at ` : ''}${line}:${column}`, text);
+      assert.equal(e.problem, message, text);
+    }
+  });
+
+  test('unknown keys in an inline allocation are refused, with "did you mean"', () => {
+    const allocation = { method: 'rank', budget: '1%', trainableparams: 10, bogus: 1, lora: { targets: ['c_attn'], r: 2, alpha: 4, rankPatern: { c_attn: 4 } } };
+    const text = JSON.stringify({ ...BASE, allocation }, null, 2);
+    const e = specError(text);
+    const byPath = new Map(e.issues.map((i) => [i.path, i]));
+    const expect = (path: string, re: RegExp, needle: string) => {
+      const i = byPath.get(path);
+      assert.ok(i, `no issue at ${path}: ${JSON.stringify(e.issues)}`);
+      assert.match(i.message, re);
+      assert.equal(`${i.line}:${i.column}`, at(text, needle), `location of ${path}`);
+    };
+    expect('allocation.trainableparams', /^unknown key "trainableparams" \(did you mean "trainableParams"\?\)$/, '"trainableparams"');
+    expect('allocation.bogus', /^unknown key "bogus" \(allowed: method, budget, trainableParams, lora, sparse, norms\)$/, '"bogus"');
+    expect('allocation.lora.rankPatern', /did you mean "rankPattern"/, '"rankPatern"');
+    assert.equal(schemaAccepts(undefined, { ...BASE, allocation: { method: 'spt', budget: '1%', trainableParams: 1, sparse: { mask: 'm.safetensors' }, bogus: 1 } }), false);
+
+    // An allocation file is read against the same definition.
+    const ws = workspace();
+    const file = JSON.stringify({ method: 'rank', budget: '1%', trainableParams: 10, lora: { targets: ['c_attn'], r: 2, alpha: 4 }, note: 'x' }, null, 2);
+    writeFileSync(join(ws, 'a.json'), file);
+    assert.deepEqual(readAllocationFile(join(ws, 'a.json')).problems, [`${join(ws, 'a.json')} note at ${at(file, '"note"')}: unknown key "note" (allowed: method, budget, trainableParams, lora, sparse, norms)`]);
+  });
+
   test('parseSpecText reports every problem with offsets, without touching the file system', () => {
     const { issues } = parseSpecText('{"model": 3, "data": {"train": "x"}, "adapter": {"kind": "lora"}, "seed": -1}', 'x.peft.json');
     assert.deepEqual(issues.map((i) => i.path), ['model', 'seed']);
@@ -283,5 +371,57 @@ describe('the published schema', () => {
     assert.deepEqual(SPEC_SCHEMA.properties!.backend!.enum, ['auto', ...BACKENDS]);
     assert.deepEqual(def('data').properties!.format!.enum, [...DATA_FORMATS]);
     assert.deepEqual(def('schedule').properties!.type!.enum, [...SCHEDULES]);
+  });
+
+  test('an editor accepts the same adapter options per kind as the sidecar (adapter-options.ts)', () => {
+    const SAMPLE: Record<Exclude<keyof AdapterSpec, 'kind'>, unknown> = {
+      targets: ['c_attn'], r: 4, alpha: 8, dropout: 0.1, rslora: true, bias: 'all', rankPattern: { c_attn: 2 }, alphaPattern: { c_attn: 4 },
+      init: 'gaussian', calibRows: 4, bottleneck: 16, mask: 'm.safetensors', modulesToSave: ['score'],
+    };
+    const adapters: Record<string, unknown>[] = [];
+    for (const kind of ADAPTER_KINDS) {
+      for (const base of [{ kind }, { kind, mask: 'm.safetensors' }]) {
+        adapters.push(base);
+        for (const [k, v] of Object.entries(SAMPLE)) adapters.push({ ...base, [k]: v });
+        for (const init of LORA_INITS) adapters.push({ ...base, init }, { ...base, init, calibRows: 8 });
+      }
+    }
+    const disagree = adapters.filter((a) => schemaAccepts('adapter', a) !== (adapterOptionProblems(a as unknown as AdapterSpec).length === 0));
+    assert.deepEqual(disagree, []);
+    assert.ok(adapters.some((a) => adapterOptionProblems(a as unknown as AdapterSpec).length > 0) && adapters.some((a) => adapterOptionProblems(a as unknown as AdapterSpec).length === 0));
+  });
+
+  test('an editor accepts the specs the sidecar accepts (the shipped examples, allocations, variants)', () => {
+    const specs: unknown[] = [
+      BASE,
+      JSON.parse(readFileSync('media/demo.peft.json', 'utf8')),
+      JSON.parse(readFileSync('test/fixtures/workspace/addition-lora.peft.json', 'utf8')),
+      { ...BASE, data: { train: 'data/train.jsonl', evalSplit: 0.2 }, earlyStopping: { patience: 2 }, epochs: 2, schedule: { warmupSteps: 3 } },
+      { ...BASE, adapter: { kind: 'lora', init: 'corda-kpm', calibRows: 16 } },
+      { model: 'model', data: { train: 'data/train.jsonl' }, allocation: 'a.rank-1pct.allocation.json' },
+      { model: 'model', data: { train: 'data/train.jsonl' }, allocation: { method: 'spt', budget: '1%', trainableParams: 9, lora: { targets: ['c_attn'], r: 2, alpha: 4, rankPattern: {}, alphaPattern: {}, params: 5 }, sparse: { mask: 'm.safetensors', tensors: 1, params: 4 }, norms: { mask: 'n.safetensors', tensors: ['ln_f.weight'], params: 0 } } },
+      { model: 'model', data: { train: 'data/train.jsonl' }, steps: 5, variants: [{ name: 'a', adapter: { kind: 'full' }, epochs: 1 }, { name: 'b', adapter: { kind: 'sparse', mask: 'm.safetensors' }, schedule: { warmupRatio: 0.1 } }] },
+    ];
+    for (const spec of specs) {
+      const text = JSON.stringify(spec);
+      assert.deepEqual(parseSpecText(text, 'x.peft.json').issues, [], text);
+      assert.ok(schemaAccepts(undefined, spec), `the schema rejects ${text}`);
+    }
+  });
+
+  test('uses only keywords validateNode checks, outside the cross-field rules written for editors', () => {
+    // A keyword validateNode does not know would go unchecked by the sidecar without a word.
+    const CHECKED = ['$ref', 'type', 'properties', 'additionalProperties', 'required', 'enum', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength', 'maxLength', 'pattern', 'items', 'minItems', 'maxItems', 'definitions'];
+    const ANNOTATIONS = ['$schema', '$id', 'title', 'description', 'default'];
+    // Mirrors of load.ts's checks, which give the better messages (tested above).
+    const EDITOR_ONLY = ['anyOf', 'allOf', 'dependencies'];
+    const walk = (s: Record<string, unknown>, where: string): void => {
+      for (const [k, v] of Object.entries(s)) {
+        assert.ok([...CHECKED, ...ANNOTATIONS, ...EDITOR_ONLY].includes(k), `${where}: keyword ${k}`);
+        if (k === 'properties' || k === 'definitions') for (const [name, sub] of Object.entries(v as Record<string, Record<string, unknown>>)) walk(sub, `${where}.${name}`);
+        if ((k === 'items' || k === 'additionalProperties') && typeof v === 'object') walk(v as Record<string, unknown>, `${where}.${k}`);
+      }
+    };
+    walk(SPEC_SCHEMA as unknown as Record<string, unknown>, '#');
   });
 });

@@ -24,14 +24,18 @@ export interface LocatedIssue extends SpecIssue {
   column: number;
 }
 
-/** A spec with problems: the message is the first one (one line); `issues` has them all. */
+/**
+ * A spec with problems: `where` is the first one's place; the message (one line) names them all, since
+ * the command line prints only the message; `issues` has them with their offsets.
+ */
 export class SpecError extends InputError {
   constructor(
     file: string,
     readonly issues: LocatedIssue[],
   ) {
     const first = issues[0]!;
-    const more = issues.length > 1 ? ` (and ${issues.length - 1} more problem${issues.length > 2 ? 's' : ''})` : '';
+    const rest = issues.slice(1).map((i) => `${i.path ? `${i.path} at ` : ''}${i.line}:${i.column}: ${i.message}`);
+    const more = rest.length ? ` (and ${rest.length} more problem${rest.length > 1 ? 's' : ''}: ${rest.join('; ')})` : '';
     super(file, `${first.path ? `${first.path} at ` : ''}${first.line}:${first.column}`, `${first.message}${more}`);
     this.name = 'SpecError';
   }

@@ -29,6 +29,9 @@ export function realpathLoose(p: string): string {
 
 export type Resolved = { ok: true; path: string } | { ok: false; problem: string };
 
+/** How to admit such a path: the root is the spec's folder unless the CLI's --workspace (or VS Code's workspace folder) sets it. */
+const WIDEN = 'paths may not leave it; pass --workspace DIR to widen it, or in VS Code open a folder that holds the spec and this path';
+
 /**
  * `p` resolved against `base`; refused when it leaves `root`, lexically (`..`, an absolute path
  * elsewhere) or through a symbolic link.
@@ -37,12 +40,12 @@ export function resolveInside(root: string, base: string, p: string): Resolved {
   const abs = resolve(base, p);
   const rootAbs = resolve(root);
   if (!isInside(rootAbs, abs)) {
-    return { ok: false, problem: `${JSON.stringify(p)} resolves to ${abs}, outside the workspace root ${rootAbs} (paths may not leave it)` };
+    return { ok: false, problem: `${JSON.stringify(p)} resolves to ${abs}, outside the workspace root ${rootAbs} (${WIDEN})` };
   }
   const real = realpathLoose(abs);
   const rootReal = realpathLoose(rootAbs);
   if (!isInside(rootReal, real)) {
-    return { ok: false, problem: `${JSON.stringify(p)} leads through a symbolic link to ${real}, outside the workspace root ${rootReal} (paths may not leave it)` };
+    return { ok: false, problem: `${JSON.stringify(p)} leads through a symbolic link to ${real}, outside the workspace root ${rootReal} (${WIDEN})` };
   }
   return { ok: true, path: abs };
 }

@@ -4,6 +4,11 @@
  * additionalProperties, required, enum, minimum/maximum (exclusive too), minLength/maxLength,
  * pattern, items, minItems/maxItems and local `$ref`s. The published schema is the single source
  * of the spec's structure; checks that cross fields live in load.ts.
+ *
+ * The schema also states those cross-field rules for editors (`anyOf`, `allOf` with `if`/`then`,
+ * `dependencies`, `false` for an option a kind does not take). They are not evaluated here on
+ * purpose: load.ts checks the same rules and says more (which option, which kind takes what, the
+ * key to underline), where a draft-07 validator could only say "Property r is not allowed".
  */
 import type { Node } from 'jsonc-parser/lib/esm/main.js';
 
@@ -81,7 +86,8 @@ export function didYouMean(word: string, candidates: readonly string[]): string 
   for (const c of candidates) {
     const w = norm(word);
     const k = norm(c);
-    const d = w === k ? 0 : w.length >= 3 && (k.startsWith(w) || w.startsWith(k)) ? 1 : editDistance(word, c);
+    // A prefix counts as one edit only when both are words (else "rankPatern" would suggest "r").
+    const d = w === k ? 0 : Math.min(w.length, k.length) >= 3 && (k.startsWith(w) || w.startsWith(k)) ? 1 : editDistance(word, c);
     if (d < bestD) {
       bestD = d;
       best = c;
