@@ -1,6 +1,6 @@
 /**
  * A second, deliberately plain implementation of the Llama-layout decoders (Llama, Mistral, Qwen2,
- * Qwen3), written from transformers' modeling files: float64 loops over one sequence, no TF.js. The
+ * Qwen3, Gemma 3 text), written from transformers' modeling files: float64 loops over one sequence, no TF.js. The
  * tests first check it against transformers' own logits (the llama-tiny fixture), then use it as the
  * reference for the options that fixture lacks (biases, q/k norms, sliding windows, RoPE scaling).
  */
@@ -20,16 +20,23 @@ function linear(x: Float64Array, w: Float32Array, b: Float32Array | undefined, o
   return y;
 }
 
-/** LlamaRMSNorm: x / sqrt(mean(x²) + eps) · weight, over `x` in slices of `width`. */
-function rmsNorm(x: Float64Array, weight: Float32Array, eps: number, width = x.length): Float64Array {
+/** LlamaRMSNorm: x / sqrt(mean(x²) + eps) · weight (Gemma3RMSNorm: · (1 + weight)), over `x` in slices of `width`. */
+function rmsNorm(x: Float64Array, weight: Float32Array, eps: number, offset: number, width = x.length): Float64Array {
   const y = new Float64Array(x.length);
   for (let s = 0; s < x.length; s += width) {
     let ms = 0;
     for (let i = 0; i < width; i++) ms += x[s + i]! ** 2;
     const r = 1 / Math.sqrt(ms / width + eps);
-    for (let i = 0; i < width; i++) y[s + i] = x[s + i]! * r * weight[i]!;
+    for (let i = 0; i < width; i++) y[s + i] = x[s + i]! * r * (offset + weight[i]!);
   }
   return y;
+}
+
+/** ACT2FN: SiLU, or GELU's tanh approximation (gelu_pytorch_tanh, Gemma's). */
+function act(kind: string, z: number): number {
+  if (kind === 'silu') return z / (1 + Math.exp(-z));
+  if (kind === 'gelu_pytorch_tanh' || kind === 'gelu_new') return 0.5 * z * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (z + 0.044715 * z ** 3)));
+  throw new Error(`naive decoder: no activation ${kind}`);
 }
 
 /** `_compute_default_rope_parameters` and the linear / llama3 variants of transformers' modeling_rope_utils. */
@@ -71,17 +78,21 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
   };
   const { hiddenSize: d, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V } = cfg;
   const T = ids.length;
-  const inv = naiveInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
+  const globalInv = naiveInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
+  const localInv = cfg.localRope ? naiveInverseFrequencies(D, cfg.localRope.theta, cfg.localRope.scaling) : globalInv;
   const embed = need('model.embed_tokens.weight');
-  let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)));
+  // Gemma3TextScaledWordEmbedding: × √hidden_size (as float32).
+  let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)).map((e) => e * cfg.embedScale));
+  const norm = (r: Float64Array, name: string, width?: number) => rmsNorm(r, need(name), cfg.rmsNormEps, cfg.normOffset, width);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
+    const inv = cfg.localRope?.layers[l] ? localInv : globalInv;
     const proj = (h: Float64Array, m: string, out: number) => linear(h, need(`${p}.${m}.weight`), w(`${p}.${m}.bias`), out);
-    const hs = x.map((r) => rmsNorm(r, need(`${p}.input_layernorm.weight`), cfg.rmsNormEps));
-    const heads = (m: string, n: number, norm: string) =>
+    const hs = x.map((r) => norm(r, `${p}.input_layernorm.weight`));
+    const heads = (m: string, n: number, normName: string) =>
       hs.map((h, pos) => {
         let y = proj(h, `self_attn.${m}`, n * D);
-        if (cfg.qkNorm) y = rmsNorm(y, need(`${p}.self_attn.${norm}.weight`), cfg.rmsNormEps, D);
+        if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, D);
         const rotated = new Float64Array(n * D);
         for (let k = 0; k < n; k++) rotated.set(rope(y.subarray(k * D, (k + 1) * D), pos, inv), k * D);
         return rotated;
@@ -100,7 +111,7 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
           else {
             let s = 0;
             for (let e = 0; e < D; e++) s += q[i]![h * D + e]! * k[j]![g * D + e]!;
-            scores.push(s / Math.sqrt(D));
+            scores.push(s * cfg.attentionScale);
           }
         }
         const max = Math.max(...scores);
@@ -108,17 +119,21 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
         const sum = ex.reduce((a, b) => a + b, 0);
         for (let j = 0; j <= i; j++) for (let e = 0; e < D; e++) att[h * D + e] += (ex[j]! / sum) * v[j]![g * D + e]!;
       }
-      const o = proj(att, 'self_attn.o_proj', d);
+      let o = proj(att, 'self_attn.o_proj', d);
+      // Gemma3DecoderLayer: post_attention_layernorm on the attention output, pre_feedforward_layernorm
+      // before the MLP, post_feedforward_layernorm on its output; Llama: post_attention_layernorm before the MLP.
+      if (cfg.sandwichNorms) o = norm(o, `${p}.post_attention_layernorm.weight`);
       const r = row.map((a, c) => a + o[c]!);
-      const h2 = rmsNorm(r, need(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
-      const gate = proj(h2, 'mlp.gate_proj', cfg.intermediateSize).map((z) => z / (1 + Math.exp(-z)));
+      const h2 = norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
+      const gate = proj(h2, 'mlp.gate_proj', cfg.intermediateSize).map((z) => act(cfg.activation, z));
       const up = proj(h2, 'mlp.up_proj', cfg.intermediateSize);
-      const mlp = proj(gate.map((z, c) => z * up[c]!), 'mlp.down_proj', d);
+      let mlp = proj(gate.map((z, c) => z * up[c]!), 'mlp.down_proj', d);
+      if (cfg.sandwichNorms) mlp = norm(mlp, `${p}.post_feedforward_layernorm.weight`);
       return r.map((a, c) => a + mlp[c]!);
     });
   }
   const head = w('lm_head.weight') ?? embed;
   const out = new Float64Array(T * V);
-  x.forEach((r, i) => out.set(linear(rmsNorm(r, need('model.norm.weight'), cfg.rmsNormEps), head, undefined, V), i * V));
+  x.forEach((r, i) => out.set(linear(norm(r, 'model.norm.weight'), head, undefined, V), i * V));
   return out;
 }

@@ -1,6 +1,7 @@
 /**
  * The Llama-layout decoders beyond Llama: Mistral (sliding-window attention), Qwen2 (q/k/v biases),
- * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks) and RoPE scaling (linear, Llama 3.1).
+ * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma 3 text ((1 + w) sandwich norms,
+ * scaled embeddings, a local RoPE for sliding blocks, GELU) and RoPE scaling (linear, Llama 3.1).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
  * against transformers' logits for llama-tiny. Variants are llama-tiny's weights plus random extra
@@ -16,6 +17,7 @@ import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTe
 import { parseConfig, type LlamaConfig } from '../../sidecar/src/models/config';
 import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
+import { createAdapter } from '../../sidecar/src/adapters';
 import { ropeInverseFrequencies } from '../../sidecar/src/models/ops';
 import { mulberry32 } from '../../sidecar/src/train/rng';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
@@ -35,6 +37,8 @@ interface Variant {
   config: Record<string, unknown>;
   /** Tensors added to llama-tiny's (name → shape), drawn at random. */
   extra: (cfg: LlamaConfig) => Record<string, number[]>;
+  /** Where added norm weights centre: 1 (x·w norms), 0 for Gemma's x·(1 + w). */
+  normMean?: number;
 }
 
 const perLayer = (cfg: LlamaConfig, f: (p: string) => Record<string, number[]>) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => f(`model.layers.${i}.self_attn`))) as Record<string, number[]>;
@@ -53,6 +57,24 @@ const VARIANTS: Variant[] = [
     }),
   },
   {
+    name: 'gemma3_text: sandwich norms, q/k norms, scaled embeddings, GELU, local RoPE and window 4 in block 0',
+    config: {
+      model_type: 'gemma3_text',
+      architectures: ['Gemma3ForCausalLM'],
+      hidden_activation: 'gelu_pytorch_tanh',
+      query_pre_attn_scalar: 24,
+      sliding_window: 4,
+      layer_types: ['sliding_attention', 'full_attention'],
+      rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1000000 }, sliding_attention: { rope_type: 'default', rope_theta: 10000 } },
+      tie_word_embeddings: false,
+    },
+    extra: (cfg) => ({
+      ...perLayer(cfg, (p) => ({ [`${p}.q_norm.weight`]: [cfg.headDim], [`${p}.k_norm.weight`]: [cfg.headDim] })),
+      ...Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.pre_feedforward_layernorm.weight`]: [cfg.hiddenSize], [`model.layers.${i}.post_feedforward_layernorm.weight`]: [cfg.hiddenSize] }))),
+    }),
+    normMean: 0,
+  },
+  {
     name: 'llama, Llama 3.1 RoPE scaling',
     config: { rope_parameters: { rope_type: 'llama3', rope_theta: 10000, factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } },
     extra: () => ({}),
@@ -60,7 +82,7 @@ const VARIANTS: Variant[] = [
   { name: 'llama, linear RoPE scaling (old rope_scaling key)', config: { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: 'linear', factor: 2 } }, extra: () => ({}) },
 ];
 
-describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a float64 reference', () => {
+describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) against a float64 reference', () => {
   let root = '';
   let base: Map<string, HostTensor>;
   let ids: number[][];
@@ -84,7 +106,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
     for (const [i, [n, shape]] of Object.entries(v.extra(cfg)).entries()) {
       const count = shape.reduce((a, b) => a * b, 1);
       // Norm weights around 1 (as trained ones are), biases large enough to move the logits.
-      tensors.set(n, f32(shape, n.endsWith('norm.weight') ? noise(count, 0.3, seed + i, 1) : noise(count, 0.5, seed + i)));
+      tensors.set(n, f32(shape, n.endsWith('norm.weight') ? noise(count, 0.3, seed + i, v.normMean ?? 1) : noise(count, 0.5, seed + i)));
     }
     const dir = join(root, v.name.replace(/[^a-z0-9]+/gi, '-'));
     rmSync(dir, { recursive: true, force: true });
@@ -151,8 +173,8 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
     });
   });
 
-  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3)', async () => {
-    for (const v of [VARIANTS[0]!, VARIANTS[2]!]) {
+  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE)', async () => {
+    for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!]) {
       await withVariant(v, 500, (model) => {
         const seq = ids[0]!.slice(0, 10);
         const cache = new KvCache();
@@ -164,6 +186,37 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
         assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
       });
     }
+  });
+
+  it("Gemma 3: SSF scales fold into its (1 + w) norms and unfold back (merged logits = the adapter's)", async () => {
+    await withVariant(VARIANTS[3]!, 700, async (model) => {
+      const points = ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm'];
+      const a = await createAdapter(model, { kind: 'ssf', targets: points }, { seed: 1 });
+      const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
+      try {
+        // Scales everywhere; shifts only where a linear's bias can absorb them (the norms feeding q/k/v and the MLP).
+        for (const [n, t] of [...a.trainable]) {
+          const shiftOk = /(input_layernorm|pre_feedforward_layernorm)\.ssf_shift$/.test(n);
+          if (n.endsWith('ssf_shift') && !shiftOk) continue;
+          a.trainable.set(n, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', 9))));
+          t.dispose();
+        }
+        const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward({ inputIds }, opts).dataSync() as Float32Array);
+        const adapted = run({ hooks: a.hooks, overrides: a.overrides() });
+        assert.ok(relMaxError(adapted, run({})) > 1e-3, 'the SSF changes the logits');
+        const merged = a.merged();
+        const restored = a.unmerge(merged);
+        try {
+          assertClose('merged logits', run({ overrides: merged }), adapted, 1e-4);
+          for (const [k, t] of restored) assertClose(`unmerged ${k}`, t.dataSync(), model.params.get(k)!.dataSync(), 1e-5);
+        } finally {
+          tf.dispose([...merged.values(), ...restored.values()]);
+        }
+      } finally {
+        inputIds.dispose();
+        a.dispose();
+      }
+    });
   });
 
   it('a sliding window of w over L blocks: the last token sees only the last L·(w−1)+1 tokens (RoPE is relative)', async () => {
@@ -200,7 +253,24 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, RoPE scaling) against a 
     bad({ rope_parameters: undefined, rope_scaling: { type: 'linear' } }, /rope_scaling\.factor/, /expected a finite number/);
     bad({ model_type: 'qwen2', use_sliding_window: true, layer_types: ['full_attention'] }, /layer_types/, /a list of 2 layer types/);
     bad({ model_type: 'qwen3', use_sliding_window: true, layer_types: ['full_attention', 'chunked_attention'] }, /layer_types\[1\]/, /unsupported layer type "chunked_attention"/);
-    bad({ model_type: 'gemma' }, /model_type/, /supported: gpt2, llama, mistral, qwen2, qwen3, bert, vit/);
+    bad({ model_type: 'gemma' }, /model_type/, /supported: gpt2, llama, mistral, qwen2, qwen3, gemma3_text, bert, vit/);
+  });
+
+  it('Gemma 3 text defaults as Gemma3TextConfig: head_dim 256, tied head, pad 0, every 6th block full, local RoPE at 10000, √d embeddings', () => {
+    const gemma = (patch: Record<string, unknown>) =>
+      parseConfig({ model_type: 'gemma3_text', hidden_size: 640, num_attention_heads: 4, num_key_value_heads: 1, num_hidden_layers: 7, intermediate_size: 2048, vocab_size: 1000, sliding_window: 512, rope_theta: 1e6, ...patch }, 'c.json') as LlamaConfig;
+    const g = gemma({});
+    assert.deepEqual([g.headDim, g.tieWordEmbeddings, g.padTokenId, g.activation, g.architecture, g.maxPositions], [256, true, 0, 'gelu_pytorch_tanh', 'Gemma3ForCausalLM', 131072]);
+    assert.deepEqual(g.slidingWindows, [512, 512, 512, 512, 512, undefined, 512]);
+    assert.deepEqual(g.localRope, { theta: 10000, scaling: { type: 'default' }, layers: [true, true, true, true, true, false, true] });
+    assert.deepEqual([g.ropeTheta, g.embedScale, g.attentionScale, g.normOffset, g.sandwichNorms, g.qkNorm], [1e6, Math.fround(Math.sqrt(640)), 1 / 16, 1, true, true]);
+    // The older keys: rope_local_base_freq, rope_scaling for the full blocks, sliding_window_pattern.
+    const old = gemma({ rope_local_base_freq: 5000, rope_scaling: { rope_type: 'linear', factor: 8 }, sliding_window_pattern: 2, query_pre_attn_scalar: 64 });
+    assert.deepEqual([old.localRope!.theta, old.ropeScaling, old.localRope!.layers.slice(0, 3), old.attentionScale], [5000, { type: 'linear', factor: 8 }, [true, false, true], 1 / 8]);
+    const bad = (patch: Record<string, unknown>, key: string, problem: RegExp) => assert.throws(() => gemma(patch), (e: Error) => e.message.includes(key) && problem.test(e.message));
+    bad({ final_logit_softcapping: 30 }, 'final_logit_softcapping', /soft-capping is not supported/);
+    bad({ use_bidirectional_attention: true }, 'use_bidirectional_attention', /not supported/);
+    assert.throws(() => parseConfig({ ...baseConfig, model_type: 'gemma3' }, 'c.json'), /image-and-text Gemma 3 .* is not supported; its text-only checkpoints .*gemma3_text/);
   });
 
   it('defaults as transformers’ config classes: Mistral windows at 4096 unless null; Qwen only with use_sliding_window, from max_window_layers', () => {

@@ -50,6 +50,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma3_text':
       return 'CAUSAL_LM';
     case 'bert':
       return 'SEQ_CLS';

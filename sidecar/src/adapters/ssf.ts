@@ -81,7 +81,8 @@ export function addSsf(core: AdapterCore, targets: SsfTargets): void {
       for (const tap of targets.taps.filter((t) => t.kind === 'norm')) {
         const { g, b } = tf.tidy(() => hostAffine(tap.point, tap.layer));
         const w = currentWeight(core, out, tap.normWeight!)!;
-        setMerged(out, tap.normWeight!, tf.tidy(() => tf.mul(w, g)));
+        const k = tap.normOffset ?? 0; // the norm scales by (k + w): (k + w)·g = k + w'
+        setMerged(out, tap.normWeight!, tf.tidy(() => (k ? tf.sub(tf.mul(tf.add(w, k), g), k) : tf.mul(w, g))));
         if (tap.normBias) {
           const nb = currentWeight(core, out, tap.normBias)!;
           setMerged(out, tap.normBias, tf.tidy(() => tf.add(tf.mul(nb, g), b)));
@@ -126,7 +127,8 @@ export function addSsf(core: AdapterCore, targets: SsfTargets): void {
       for (const tap of targets.taps.filter((t) => t.kind === 'norm').reverse()) {
         const { g, b } = tf.tidy(() => hostAffine(tap.point, tap.layer));
         const w = out.get(tap.normWeight!);
-        if (w) setMerged(out, tap.normWeight!, tf.tidy(() => tf.div(w, g)));
+        const k = tap.normOffset ?? 0;
+        if (w) setMerged(out, tap.normWeight!, tf.tidy(() => (k ? tf.sub(tf.div(tf.add(w, k), g), k) : tf.div(w, g))));
         if (tap.normBias) {
           const nb = out.get(tap.normBias);
           if (nb) setMerged(out, tap.normBias, tf.tidy(() => tf.div(tf.sub(nb, b), g)));

@@ -35,26 +35,29 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
   qwen3: ['q_proj', 'v_proj'],
+  gemma3_text: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT; Qwen3, absent there: as Qwen2). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT; Qwen3 and Gemma 3, absent there: as Qwen2 and Gemma). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['q_proj', 'v_proj', 'down_proj'],
   qwen3: ['q_proj', 'v_proj', 'down_proj'],
+  gemma3_text: ['q_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT; Qwen3: as Qwen2). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT; Qwen3, Gemma 3: as Qwen2, Gemma). */
 export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt2: ['mlp.c_proj'],
   llama: ['down_proj'],
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
   qwen3: ['down_proj'],
+  gemma3_text: ['down_proj'],
   bert: ['output.dense'],
   vit: ['output.dense'],
 };
@@ -135,6 +138,8 @@ export interface TapPoint {
   /** norm: the weight/bias parameter names (bias absent for RMSNorm). */
   normWeight?: string;
   normBias?: string;
+  /** norm: Gemma's RMSNorm scales by (normOffset + weight); a scale γ folds as (offset + w)·γ − offset. */
+  normOffset?: number;
   /** norm without bias: linear modules that consume its output (a shift folds into their biases). */
   consumers?: string[];
   /** sublayer: the linear module whose output the tap sees (a scale and shift fold into it). */
@@ -146,8 +151,9 @@ export function tapPoints(model: Model): TapPoint[] {
   const cfg = model.config;
   const out: TapPoint[] = [];
   const block = (i: number) => model.arch.blockPrefix(cfg, i);
+  const offset = 'normOffset' in cfg ? cfg.normOffset : 0;
   const norm = (point: string, layer: number, bias: boolean, consumers?: string[]) =>
-    out.push({ point, layer, kind: 'norm', name: point.split('.').pop()!, normWeight: `${point}.weight`, ...(bias ? { normBias: `${point}.bias` } : {}), ...(consumers ? { consumers } : {}) });
+    out.push({ point, layer, kind: 'norm', name: point.split('.').pop()!, normWeight: `${point}.weight`, ...(bias ? { normBias: `${point}.bias` } : {}), ...(consumers ? { consumers } : {}), ...(offset ? { normOffset: offset } : {}) });
   const sub = (point: string, layer: number, outputLinear: string) => out.push({ point, layer, kind: 'sublayer', name: point.split('.').pop()!, outputLinear });
   switch (cfg.modelType) {
     case 'gpt2':
@@ -164,12 +170,17 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma3_text':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         norm(`${p}.input_layernorm`, i, false, ['q_proj', 'k_proj', 'v_proj'].map((m) => `${p}.self_attn.${m}`));
         sub(`${p}.self_attn`, i, `${p}.self_attn.o_proj`);
-        norm(`${p}.post_attention_layernorm`, i, false, ['gate_proj', 'up_proj'].map((m) => `${p}.mlp.${m}`));
+        // Gemma 3's sandwich: post_attention_layernorm normalises the attention output (before the
+        // residual add) and pre_feedforward_layernorm feeds the MLP.
+        if (cfg.sandwichNorms) norm(`${p}.post_attention_layernorm`, i, false, []);
+        norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, ['gate_proj', 'up_proj'].map((m) => `${p}.mlp.${m}`));
         sub(`${p}.mlp`, i, `${p}.mlp.down_proj`);
+        if (cfg.sandwichNorms) norm(`${p}.post_feedforward_layernorm`, i, false, []);
       }
       norm('model.norm', -1, false, []);
       break;

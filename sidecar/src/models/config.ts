@@ -4,10 +4,10 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'bert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'bert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, SwiGLU, grouped-query attention) that differ only in options. */
-export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3'] as const;
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
@@ -46,7 +46,11 @@ export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
-/** Llama and the decoders that only change its options: Mistral (sliding window), Qwen2 (q/k/v biases), Qwen3 (q/k norms). */
+/**
+ * Llama and the decoders that only change its options: Mistral (sliding window), Qwen2 (q/k/v biases),
+ * Qwen3 (q/k norms), Gemma 3 text (all of those, plus (1 + w) norms around each sub-layer, scaled
+ * embeddings, and a RoPE of its own for the sliding blocks).
+ */
 export interface LlamaConfig extends Common {
   modelType: LlamaFamilyType;
   numKvHeads: number;
@@ -65,6 +69,16 @@ export interface LlamaConfig extends Common {
   qkNorm: boolean;
   /** Per block, the sliding attention window (a query sees itself and the window − 1 keys before it), or undefined for full causal attention. */
   slidingWindows: (number | undefined)[];
+  /** Gemma: RMSNorms scale by (offset + weight), offset 1 (their weights start at 0); 0 elsewhere. */
+  normOffset: number;
+  /** Gemma 3: a norm on each sub-layer's output (post_attention_layernorm, post_feedforward_layernorm) and pre_feedforward_layernorm before the MLP. */
+  sandwichNorms: boolean;
+  /** Multiplies the token embeddings (Gemma: √hidden_size, in float32); 1 elsewhere. */
+  embedScale: number;
+  /** Attention scores' scale: 1/√head_dim, or Gemma 3's query_pre_attn_scalar^−½. */
+  attentionScale: number;
+  /** Gemma 3: the RoPE of its sliding blocks (rope_local_base_freq), where it differs from the full blocks'. */
+  localRope?: { theta: number; scaling: RopeScaling; layers: boolean[] };
   tieWordEmbeddings: boolean;
   /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
   padTokenId?: number;
@@ -201,6 +215,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma3_text':
       return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
@@ -250,6 +265,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         problemType: problemType(f, labels),
       };
     }
+    case 'gemma3':
+      return f.fail('model_type', 'the image-and-text Gemma 3 (Gemma3ForConditionalGeneration) is not supported; its text-only checkpoints (gemma-3-270m, gemma-3-1b: model_type "gemma3_text") are');
     default:
       return f.fail('model_type', `unsupported model type ${JSON.stringify(modelType)} (supported: ${MODEL_TYPES.join(', ')})`);
   }
@@ -260,20 +277,38 @@ function padToken(f: Fields, key: string, fallback?: number): { padTokenId?: num
   return { padTokenId: f.int(key, fallback, 0) };
 }
 
-const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
+const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
+  llama: 'LlamaForCausalLM',
+  mistral: 'MistralForCausalLM',
+  qwen2: 'Qwen2ForCausalLM',
+  qwen3: 'Qwen3ForCausalLM',
+  gemma3_text: 'Gemma3ForCausalLM',
+};
 
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
 function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string): LlamaConfig {
   const hiddenSize = f.int('hidden_size');
   const numHeads = f.int('num_attention_heads');
-  const headDim = f.has('head_dim') ? f.int('head_dim') : hiddenSize / numHeads;
+  // Gemma3TextConfig's head_dim defaults to 256 whatever the width.
+  const headDim = f.has('head_dim') ? f.int('head_dim') : modelType === 'gemma3_text' ? 256 : hiddenSize / numHeads;
   if (!Number.isInteger(headDim)) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads} and no head_dim is given`);
   const numKvHeads = f.int('num_key_value_heads', numHeads);
   if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
   if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
   const numLayers = f.int('num_hidden_layers', undefined, 1, MAX_LAYERS);
-  // Qwen2 always biases q/k/v and never o; Llama and Qwen3 bias all four under attention_bias; Mistral none.
-  const attentionBias = modelType === 'llama' || modelType === 'qwen3' ? f.bool('attention_bias', false) : false;
+  if (modelType === 'gemma3_text') return { ...llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers }), ...gemma3Options(f, hiddenSize, headDim, numLayers) };
+  return llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers });
+}
+
+function llamaFamilyBase(
+  f: Fields,
+  modelType: LlamaFamilyType,
+  architecture: string,
+  dims: { hiddenSize: number; numHeads: number; headDim: number; numKvHeads: number; numLayers: number },
+): LlamaConfig {
+  const { hiddenSize, numHeads, headDim, numKvHeads, numLayers } = dims;
+  // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and Gemma 3 bias all four under attention_bias; Mistral none.
+  const attentionBias = modelType === 'llama' || modelType === 'qwen3' || modelType === 'gemma3_text' ? f.bool('attention_bias', false) : false;
   const rope = ropeParameters(f);
   return {
     modelType,
@@ -295,9 +330,53 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
     mlpBias: modelType === 'llama' ? f.bool('mlp_bias', false) : false,
     qkNorm: modelType === 'qwen3',
     slidingWindows: slidingWindows(f, modelType, numLayers),
+    normOffset: 0,
+    sandwichNorms: false,
+    embedScale: 1,
+    attentionScale: 1 / Math.sqrt(headDim),
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     ...padToken(f, 'pad_token_id'),
   };
+}
+
+/**
+ * What Gemma3TextConfig and Gemma3ForCausalLM change on the Llama layout. Blocks are "sliding" or
+ * "full" by `layer_types` (else every `sliding_window_pattern`-th block is full); the sliding ones
+ * attend over `sliding_window` tokens with a RoPE of base `rope_local_base_freq` (transformers 5:
+ * `rope_parameters.sliding_attention`). Soft-capping (Gemma 2's) and bidirectional attention are refused.
+ */
+function gemma3Options(f: Fields, hiddenSize: number, headDim: number, numLayers: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
+  for (const key of ['final_logit_softcapping', 'attn_logit_softcapping']) if (f.has(key)) f.fail(key, 'soft-capping is not supported (Gemma 3 checkpoints set it to null)');
+  if (f.bool('use_bidirectional_attention', false)) f.fail('use_bidirectional_attention', 'bidirectional attention is not supported: PEFT Lab trains causal language models');
+  const types = layerTypes(f, numLayers, f.int(f.has('sliding_window_pattern') ? 'sliding_window_pattern' : '_sliding_window_pattern', 6));
+  const window = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
+  const perType = f.get('rope_parameters');
+  const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) && ('full_attention' in perType || 'sliding_attention' in perType);
+  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, 1e6) : ropeParameters(f, 1e6);
+  const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, 10000) : { theta: f.num('rope_local_base_freq', 10000), scaling: { type: 'default' as const } };
+  return {
+    activation: f.activation(f.has('hidden_activation') ? 'hidden_activation' : 'hidden_act', 'gelu_pytorch_tanh'),
+    ropeTheta: full.theta,
+    ropeScaling: full.scaling,
+    maxPositions: f.int('max_position_embeddings', 131072),
+    qkNorm: true,
+    slidingWindows: types.map((t) => (t === 'sliding_attention' ? window : undefined)),
+    normOffset: 1,
+    sandwichNorms: true,
+    embedScale: Math.fround(Math.sqrt(hiddenSize)),
+    attentionScale: f.num('query_pre_attn_scalar', headDim) ** -0.5,
+    localRope: { theta: local.theta, scaling: local.scaling, layers: types.map((t) => t === 'sliding_attention') },
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    ...padToken(f, 'pad_token_id', 0),
+  };
+}
+
+/** `layer_types` as given (full_attention / sliding_attention, one per block), or every `pattern`-th block full. */
+function layerTypes(f: Fields, numLayers: number, pattern: number): ('full_attention' | 'sliding_attention')[] {
+  const types = f.get('layer_types');
+  if (types === undefined || types === null) return Array.from({ length: numLayers }, (_, i) => ((i + 1) % pattern !== 0 ? 'sliding_attention' : 'full_attention'));
+  if (!Array.isArray(types) || types.length !== numLayers) f.fail('layer_types', `expected a list of ${numLayers} layer types (one per num_hidden_layers)`);
+  return types.map((t: unknown, i) => (t === 'sliding_attention' || t === 'full_attention' ? t : f.fail(`layer_types[${i}]`, `unsupported layer type ${JSON.stringify(t)} (supported: full_attention, sliding_attention)`)));
 }
 
 /**
@@ -314,30 +393,28 @@ function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number
   }
   if (!f.bool('use_sliding_window', false) || f.get('sliding_window') === null) return none;
   const w = f.int('sliding_window', 4096);
-  const types = f.get('layer_types');
-  if (types === undefined || types === null) {
+  if (f.get('layer_types') === undefined || f.get('layer_types') === null) {
     const from = f.int('max_window_layers', 28, 0, MAX_LAYERS);
     return none.map((_, i) => (i >= from ? w : undefined));
   }
-  if (!Array.isArray(types) || types.length !== numLayers) f.fail('layer_types', `expected a list of ${numLayers} layer types (one per num_hidden_layers)`);
-  return types.map((t: unknown, i) => {
-    if (t === 'sliding_attention') return w;
-    if (t === 'full_attention') return undefined;
-    return f.fail(`layer_types[${i}]`, `unsupported layer type ${JSON.stringify(t)} (supported: full_attention, sliding_attention)`);
-  });
+  return layerTypes(f, numLayers, 1).map((t) => (t === 'sliding_attention' ? w : undefined));
 }
 
 /**
  * RoPE's base and scaling. transformers 5 nests them under `rope_parameters`; older configs have
  * `rope_theta` beside a `rope_scaling` object (or null).
  */
-function ropeParameters(f: Fields): { theta: number; scaling: RopeScaling } {
+function ropeParameters(f: Fields, defaultTheta = 10000): { theta: number; scaling: RopeScaling } {
   const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
-  const params = f.get(key);
-  if (params === undefined || params === null) return { theta: f.num('rope_theta', 10000), scaling: { type: 'default' } };
+  return ropeObject(f, key, f.get(key), defaultTheta);
+}
+
+/** One RoPE settings object at `key` (null or absent: the top-level rope_theta, unscaled). */
+function ropeObject(f: Fields, key: string, params: unknown, defaultTheta: number): { theta: number; scaling: RopeScaling } {
+  if (params === undefined || params === null) return { theta: f.num('rope_theta', defaultTheta), scaling: { type: 'default' } };
   if (typeof params !== 'object' || Array.isArray(params)) return f.fail(key, 'expected an object');
   const p = params as Record<string, unknown>;
-  const theta = typeof p.rope_theta === 'number' ? p.rope_theta : f.num('rope_theta', 10000);
+  const theta = typeof p.rope_theta === 'number' ? p.rope_theta : f.num('rope_theta', defaultTheta);
   const type = p.rope_type ?? p.type ?? 'default';
   const sub = new Fields(f.file, p, `${key}.`);
   switch (type) {

@@ -1,7 +1,8 @@
 /**
  * LlamaForCausalLM: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, tied or untied head; with the
  * options that make it MistralForCausalLM (sliding-window attention), Qwen2ForCausalLM (q/k/v biases)
- * and Qwen3ForCausalLM (per-head RMSNorm of queries and keys).
+ * Qwen3ForCausalLM (per-head RMSNorm of queries and keys) and Gemma3ForCausalLM (those, plus (1 + w)
+ * norms around each sub-layer, scaled embeddings, and a local RoPE for its sliding blocks).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
@@ -42,6 +43,7 @@ export const llama: Architecture<LlamaConfig> = {
       }
       if (cfg.qkNorm) for (const n of ['q_norm', 'k_norm']) out.push({ name: `${b}.self_attn.${n}.weight`, shape: [cfg.headDim], layer: i, type: 'norm' });
       out.push({ name: `${b}.post_attention_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
+      if (cfg.sandwichNorms) for (const n of ['pre_feedforward_layernorm', 'post_feedforward_layernorm']) out.push({ name: `${b}.${n}.weight`, shape: [d], layer: i, type: 'norm' });
     }
     out.push({ name: 'model.norm.weight', shape: [d], layer: -1, type: 'norm' });
     if (!cfg.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'head' });
@@ -64,30 +66,44 @@ export const llama: Architecture<LlamaConfig> = {
     const past = cache?.past ?? 0;
     const qDim = cfg.numHeads * cfg.headDim;
     let x = embedding(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId);
-    // One mask per distinct window (Qwen's blocks may mix full and sliding attention).
+    if (cfg.embedScale !== 1) x = tf.mul(x, cfg.embedScale);
+    // Gemma's RMSNorm scales by (1 + w).
+    const norm = (y: tf.Tensor, weight: string) => rmsNorm(y, cfg.normOffset ? tf.add(f.p(weight), cfg.normOffset) : f.p(weight), cfg.rmsNormEps);
+    const normTap = (y: tf.Tensor, point: string) => f.tap(point, norm(y, `${point}.weight`)) as tf.Tensor2D;
+    // One mask per distinct window (Qwen's and Gemma's blocks may mix full and sliding attention).
     const masks = new Map<number | undefined, tf.Tensor2D>();
     const maskOf = (w: number | undefined) => masks.get(w) ?? masks.set(w, windowedCausalMask(t, w)).get(w)!;
-    const tables = ropeTables(past + t, cfg.headDim, cfg.ropeTheta, cfg.ropeScaling);
     // New tokens sit at positions past..past+t−1.
-    const { cos, sin } = past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
+    const rope = (theta: number, scaling: LlamaConfig['ropeScaling']) => {
+      const tables = ropeTables(past + t, cfg.headDim, theta, scaling);
+      return past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
+    };
+    const globalRope = rope(cfg.ropeTheta, cfg.ropeScaling);
+    const localRope = cfg.localRope ? rope(cfg.localRope.theta, cfg.localRope.scaling) : globalRope;
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);
-      const h = f.tap(`${p}.input_layernorm`, rmsNorm(x, f.p(`${p}.input_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
-      // Qwen3 normalises each head's query and key over the head dimension, before RoPE.
-      const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm ? (rmsNorm(x, f.p(`${p}.self_attn.${name}.weight`), cfg.rmsNormEps) as tf.Tensor4D) : x);
+      const { cos, sin } = cfg.localRope?.layers[i] ? localRope : globalRope;
+      const h = normTap(x, `${p}.input_layernorm`);
+      // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE.
+      const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
       const q = applyRope(headNorm(splitHeads(f.linear(`${p}.self_attn.q_proj`, h), b, t, cfg.numHeads, cfg.headDim), 'q_norm'), cos, sin);
       const k = applyRope(headNorm(splitHeads(f.linear(`${p}.self_attn.k_proj`, h), b, t, cfg.numKvHeads, cfg.headDim), 'k_norm'), cos, sin);
       const v = splitHeads(f.linear(`${p}.self_attn.v_proj`, h), b, t, cfg.numKvHeads, cfg.headDim);
-      const scale = 1 / Math.sqrt(cfg.headDim);
+      const scale = cfg.attentionScale;
       const window = cfg.slidingWindows[i];
       const a = cache ? cachedAttention(cache, i, q, k, v, scale, window) : mergeHeads(attention(q, k, v, scale, maskOf(window)), b, t, qDim);
-      x = tf.add(x, f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a)));
-      const h2 = f.tap(`${p}.post_attention_layernorm`, rmsNorm(x, f.p(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps)) as tf.Tensor2D;
+      let attn = f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a));
+      // Gemma 3 normalises each sub-layer's output before the residual add (its "sandwich").
+      if (cfg.sandwichNorms) attn = normTap(attn, `${p}.post_attention_layernorm`);
+      x = tf.add(x, attn);
+      const h2 = normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
       const gated = tf.mul(activation(cfg.activation, f.linear(`${p}.mlp.gate_proj`, h2)), f.linear(`${p}.mlp.up_proj`, h2)) as tf.Tensor2D;
-      x = tf.add(x, f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated)));
+      let mlp = f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated));
+      if (cfg.sandwichNorms) mlp = normTap(mlp, `${p}.post_feedforward_layernorm`);
+      x = tf.add(x, mlp);
     }
     if (cache) cache.past += t;
-    const hf = f.tap('model.norm', rmsNorm(x, f.p('model.norm.weight'), cfg.rmsNormEps)) as tf.Tensor2D;
+    const hf = normTap(x, 'model.norm');
     const head = cfg.tieWordEmbeddings ? f.p('model.embed_tokens.weight') : f.p('lm_head.weight');
     return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);
   },

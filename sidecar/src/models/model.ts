@@ -13,7 +13,7 @@ import { gpt2 } from './gpt2';
 import { llama } from './llama';
 import { vit } from './vit';
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, bert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma3_text: llama, bert, vit };
 
 export function architectureOf(cfg: ModelConfig): Architecture {
   return ARCHITECTURES[cfg.modelType] as Architecture;
