@@ -19,7 +19,7 @@ import { ImportanceAccumulator } from '../../sidecar/src/analysis/importance';
 import { average, breadcrumbs, breadcrumbsMask, compeft, compeftBytes, dare, dareRng, disjointMerge, magnitudePrune, populationStd, ties } from '../../sidecar/src/analysis/task-vectors';
 import { GlobalRanking, topKMask } from '../../sidecar/src/analysis/topk';
 import type { Example } from '../../sidecar/src/data/dataset';
-import { readSafetensors, toFloat32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { CancelledError, cliContext, type JobContext } from '../../sidecar/src/jobs/context';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { runJob } from '../../sidecar/src/jobs/runners';
@@ -32,7 +32,7 @@ import { greedySoup, runMerge } from '../../sidecar/src/tasks/merge';
 import { runLocalize } from '../../sidecar/src/tasks/localize';
 import { evaluate } from '../../sidecar/src/train/evaluate';
 import { Rng } from '../../sidecar/src/train/rng';
-import { assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
+import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
 
 const tmp = mkdtempSync(join(tmpdir(), 'peft-lab-analysis-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -520,6 +520,23 @@ describe('task vectors', () => {
     assert.ok(!existsSync(join(tmp, 'never')));
   });
 
+  it("one adapter folded into its base (Export Merged Model) computes PEFT's merge_and_unload logits", async () => {
+    for (const name of ['gpt2-tiny', 'llama-tiny']) {
+      const out = join(tmp, `${name}-merged`);
+      await runMerge({ kind: 'merge', base: fixture('hf', name), runs: [fixture('peft', `${name}-lora`)], method: 'soup-uniform', out }, cliContext());
+      const refs = await readSafetensors(fixture('peft', `${name}-lora`, 'refs.safetensors'));
+      const m = await Model.load(out);
+      try {
+        const ids = tf.tensor2d(Array.from(toInt32(refs.get('input_ids')!)), [2, 16], 'int32');
+        const logits = tf.tidy(() => m.forward({ inputIds: ids }).dataSync() as Float32Array);
+        ids.dispose();
+        assertClose(`${name} merged logits`, logits, toFloat32(refs.get('logits_merged')!), 1e-4);
+      } finally {
+        m.dispose();
+      }
+    }
+  });
+
   it('a uniform soup averages the fine-tuned weights, written as a loadable model folder', async () => {
     close(average([f32([1, 2]), f32([3, 6])]), [2, 4]);
     const baseDir = fixture('hf', 'gpt2-tiny');
@@ -552,6 +569,20 @@ describe('task vectors', () => {
     }
     const rep = JSON.parse(readFileSync(join(out, 'merge.json'), 'utf8'));
     assert.equal(rep.method, 'soup-uniform');
+    // Merging again into the same folder replaces the earlier merge; the base, a run, a file or a
+    // folder of other files is refused before any compute, and left as it was.
+    await runMerge({ kind: 'merge', base: baseDir, runs: runs.slice(0, 1), method: 'soup-uniform', out }, cliContext());
+    const notes = join(tmp, 'notes.txt');
+    writeFileSync(notes, 'notes');
+    const refused: [string, RegExp][] = [
+      [baseDir, /is the base model folder/],
+      [runs[1]!, /is the run folder/],
+      [notes, /is a file/],
+      [tmp, /holds other files than a merged model's/],
+    ];
+    for (const [target, msg] of refused) await assert.rejects(runMerge({ kind: 'merge', base: baseDir, runs, method: 'soup-uniform', out: target }, cliContext()), msg);
+    assert.equal(readFileSync(notes, 'utf8'), 'notes');
+    assert.ok(!existsSync(join(tmp, 'model.safetensors')) && !existsSync(join(tmp, 'merge.json')));
   });
 });
 

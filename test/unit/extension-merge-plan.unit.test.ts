@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { MERGE_METHODS } from '../../src/protocol';
-import { MERGE_METHOD_INFO, planMerge, type RunInput } from '../../src/extension/model/merge-plan';
+import { MERGE_METHOD_INFO, planMerge, planMergedModel, type RunInput } from '../../src/extension/model/merge-plan';
 
 const now = new Date(2025, 0, 2, 3, 4, 5);
 const run = (name: string, config: Record<string, unknown> = {}): RunInput => ({
@@ -42,6 +42,13 @@ describe('merge plan', () => {
     assert.equal(planMerge([run('a'), run('b', { modelDir: undefined })], 'soup-uniform', now), 'b has no base model in its spec.json');
     assert.equal(planMerge([run('a')], 'soup-uniform', now), 'soup-uniform merges 2 or more runs; 1 chosen');
     assert.equal(typeof planMerge([run('a')], 'breadcrumbs', now, () => false), 'object', 'one task vector can be masked and applied');
+  });
+
+  it('"Export Merged Model…": the run folded into its base (a one-run uniform soup) as <run>-merged in the chosen folder', () => {
+    const plan = planMergedModel(run('demo-1'), '/exports');
+    assert.deepEqual(plan, { kind: 'merge', base: '/ws/models/base', runs: ['/ws/runs/demo-1'], method: 'soup-uniform', out: '/exports/demo-1-merged' });
+    assert.equal(jobParamsProblem(plan), undefined, 'a job the sidecar accepts');
+    assert.equal(planMergedModel(run('x', { modelDir: undefined }), '/exports'), 'x has no base model in its spec.json');
   });
 
   it('describes every method the sidecar has', () => {

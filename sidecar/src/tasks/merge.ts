@@ -19,8 +19,38 @@ import { average, breadcrumbs, compeft, compeftBytes, dare, dareRng, nonzero, ti
 import { AnalysisUsageError, list, num, int, runCli, str } from './importance';
 
 export const MERGE_JSON = 'merge.json';
-/** Files of a model folder worth carrying to the merged one (the tokenizer, generation defaults). */
-const COPIED = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'vocab.txt', 'preprocessor_config.json'];
+/** Files of a model folder worth carrying to the merged one (the tokenizer, its chat template, generation defaults). */
+const COPIED = [
+  'config.json',
+  'generation_config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'added_tokens.json',
+  'tokenizer.model',
+  'chat_template.jinja',
+  'chat_template.json',
+  'vocab.json',
+  'merges.txt',
+  'vocab.txt',
+  'preprocessor_config.json',
+];
+const MERGED_FOLDER_FILES = new Set([...COPIED, 'model.safetensors', MERGE_JSON]);
+
+/**
+ * The merged model's folder may be new, empty, or an earlier merge's (whose files are replaced);
+ * never the base or a run, nor a folder of other files: they would be overwritten or mixed.
+ */
+export async function checkMergeOutput(p: Pick<MergeJobParams, 'out' | 'base' | 'runs'>): Promise<void> {
+  const out = resolve(p.out);
+  for (const [what, dir] of [['base model', p.base], ...p.runs.map((r) => ['run', r])] as const)
+    if (resolve(dir) === out) throw new InputError(out, '', `is the ${what} folder: give a new folder for the merged model`);
+  const st = await fsp.stat(out).catch(() => undefined);
+  if (!st) return;
+  if (!st.isDirectory()) throw new InputError(out, '', 'is a file: give a new folder for the merged model');
+  const others = (await fsp.readdir(out)).filter((f) => !MERGED_FOLDER_FILES.has(f)).sort();
+  if (others.length) throw new InputError(out, '', `holds other files than a merged model's (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''}): give a new folder`);
+}
 
 interface TaskVectors {
   names: string[];
@@ -155,6 +185,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
   if (p.weights && p.weights.length !== p.runs.length) throw new InputError('', 'weights', `${p.weights.length} weights for ${p.runs.length} runs`);
   if (p.method === 'soup-greedy' && !p.data) throw new InputError('', 'data', 'soup-greedy needs --data (it orders and keeps models by their validation score)');
   checkMergeOptions(p);
+  await checkMergeOutput(p); // before the compute: a refused folder should not cost the merge
   const model = await Model.load(p.base);
   try {
     const tv = await taskVectors(model, p.runs, ctx);

@@ -47,6 +47,7 @@ const ENABLED: Record<CommandId, Enabled> = {
   'peftLab.runs.cancel': plain(runs.cancelRun),
   'peftLab.runs.resume': plain(runs.resumeRun),
   'peftLab.runs.exportAdapter': plain(runs.exportAdapter),
+  'peftLab.runs.exportMerged': plain(runs.exportMerged),
   'peftLab.runs.reveal': plain(runs.revealRun),
   'peftLab.runs.delete': plain(runs.deleteRuns),
   // sidecar

@@ -10,7 +10,7 @@ import { describeEvaluation, MERGE_METHODS, type GenerateJobParams } from '../..
 import * as config from '../config';
 import { generationMarkdown } from '../model/generation-text';
 import { planEvaluate } from '../model/analysis-plan';
-import { MERGE_METHOD_INFO, planMerge, strAt, type RunInput } from '../model/merge-plan';
+import { MERGE_METHOD_INFO, planMergedModel, planMerge, strAt, type RunInput } from '../model/merge-plan';
 import { compare, localizeRun, reportAnalysisEnd, runJobWithProgress, train } from './jobs';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
@@ -58,6 +58,37 @@ export async function mergeRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   const choice = await vscode.window.showInformationMessage(`PEFT Lab: merged ${runs.length} runs with ${plan.method}: ${figures}.`, 'Open Report', 'Reveal Model');
   if (choice === 'Open Report') await vscode.window.showTextDocument(vscode.Uri.file(join(out, 'merge.json')));
   else if (choice === 'Reveal Model') await vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(out));
+}
+
+/**
+ * "Export Merged Model…": the run's adapter folded into its base, saved as a model folder that
+ * transformers (or any tool reading Hugging Face checkpoints) loads without PEFT.
+ */
+export async function exportMerged(ctx: Ctx, args: unknown[]): Promise<void> {
+  const [run] = await runsFromArgs(ctx.runs, args, (r) => r.hasAdapter && r.state === 'done', 'export merged (a finished run with an adapter)');
+  if (!run) return;
+  if (!run.hasAdapter || run.state !== 'done') throw new Error(`${run.name} has no finished adapter to merge`);
+  const picked = await vscode.window.showOpenDialog({
+    canSelectFolders: true,
+    canSelectFiles: false,
+    canSelectMany: false,
+    openLabel: 'Export Here',
+    title: `Export ${run.name} merged into its base (a Hugging Face model folder)`,
+    ...(vscode.workspace.workspaceFolders?.[0] ? { defaultUri: vscode.workspace.workspaceFolders[0].uri } : {}),
+  });
+  const folder = picked?.[0];
+  if (!folder) return;
+  const plan = planMergedModel(await runInput(run), folder.fsPath);
+  if (typeof plan === 'string') throw new Error(`cannot merge: ${plan}`);
+  if (existsSync(plan.out)) {
+    const choice = await vscode.window.showWarningMessage(`${plan.out} exists. Replace the merged model in it?`, { modal: true }, 'Replace');
+    if (choice !== 'Replace') return;
+  }
+  ctx.log.info(`merging ${run.name} into its base → ${plan.out}`);
+  const end = await runJobWithProgress(ctx, plan, `PEFT Lab: merging ${run.name} into its base`);
+  if (end.state !== 'done' || end.result.kind !== 'merge') return reportAnalysisEnd(ctx, 'merge', end);
+  const choice = await vscode.window.showInformationMessage(`PEFT Lab: ${run.name} merged into its base: ${end.result.out}.`, 'Reveal');
+  if (choice === 'Reveal') await vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(end.result.out));
 }
 
 /** A run with its spec.json, for planning a job on it. */

@@ -42,6 +42,7 @@ export const COMMAND_NEEDS = {
   'peftLab.runs.localize': 'trust+sidecar',
   'peftLab.runs.evaluate': 'trust+sidecar',
   'peftLab.runs.try': 'trust+sidecar',
+  'peftLab.runs.exportMerged': 'trust+sidecar',
   'peftLab.runs.openComparison': 'none',
   'peftLab.runs.openSpec': 'none',
   'peftLab.runs.cancel': 'none',

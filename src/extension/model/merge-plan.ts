@@ -4,7 +4,7 @@
  * model goes to `merge-<method>-<time>` beside the first run.
  */
 import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { MERGE_METHODS, type MergeJobParams, type MergeMethod } from '../../protocol';
 import { runStamp } from './run-plan';
 
@@ -31,6 +31,16 @@ export const strAt = (o: unknown, ...path: string[]): string | undefined => {
   for (const k of path) v = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[k] : undefined;
   return typeof v === 'string' && v !== '' ? v : undefined;
 };
+
+/**
+ * "Export Merged Model…": one run's adapter folded into its base (PEFT's merge_and_unload), written
+ * as a standalone model folder `<run>-merged` in `folder`: a one-run uniform soup, base + Δ.
+ */
+export function planMergedModel(run: RunInput, folder: string): MergeJobParams | string {
+  const base = strAt(run.config, 'modelDir');
+  if (!base) return `${run.name} has no base model in its spec.json`;
+  return { kind: 'merge', base, runs: [run.dir], method: 'soup-uniform', out: join(folder, `${basename(run.dir)}-merged`) };
+}
 
 /** The merge job for these runs and method, or why there is none. */
 export function planMerge(runs: readonly RunInput[], method: MergeMethod, now = new Date(), exists: (p: string) => boolean = existsSync): MergeJobParams | string {
