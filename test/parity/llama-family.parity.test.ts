@@ -219,6 +219,21 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     });
   });
 
+  it("LN-tuning's default norms are PEFT's per model type (Qwen: post_attention_layernorm; Gemma 3: the four block norms and the last, not q/k norms)", async () => {
+    const trained = async (v: Variant) => {
+      let names: string[] = [];
+      await withVariant(v, 800, async (model) => {
+        const a = await createAdapter(model, { kind: 'ln-tuning' }, { seed: 1 });
+        names = [...a.trainable.keys()].map((n) => n.replace(/^model\.layers\.\d+\./, '')).filter((n, i, all) => all.indexOf(n) === i);
+        a.dispose();
+      });
+      return names.sort();
+    };
+    assert.deepEqual(await trained(VARIANTS[2]!), ['post_attention_layernorm.weight']);
+    assert.deepEqual(await trained(VARIANTS[3]!), ['input_layernorm.weight', 'model.norm.weight', 'post_attention_layernorm.weight', 'post_feedforward_layernorm.weight', 'pre_feedforward_layernorm.weight']);
+    assert.deepEqual(await trained(VARIANTS[0]!), ['input_layernorm.weight', 'model.norm.weight', 'post_attention_layernorm.weight']);
+  });
+
   it('a sliding window of w over L blocks: the last token sees only the last L·(w−1)+1 tokens (RoPE is relative)', async () => {
     await withVariant(VARIANTS[0]!, 600, (model) => {
       const seq = ids[1]!;
@@ -267,6 +282,10 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     // The older keys: rope_local_base_freq, rope_scaling for the full blocks, sliding_window_pattern.
     const old = gemma({ rope_local_base_freq: 5000, rope_scaling: { rope_type: 'linear', factor: 8 }, sliding_window_pattern: 2, query_pre_attn_scalar: 64 });
     assert.deepEqual([old.localRope!.theta, old.ropeScaling, old.localRope!.layers.slice(0, 3), old.attentionScale], [5000, { type: 'linear', factor: 8 }, [true, false, true], 1 / 8]);
+    // query_pre_attn_scalar defaults to 256 whatever head_dim is; hidden_act is not Gemma's key; a
+    // nested sliding_attention RoPE without a base takes rope_local_base_freq.
+    const narrow = gemma({ head_dim: 64, hidden_act: 'silu', rope_local_base_freq: 5000, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default' } } });
+    assert.deepEqual([narrow.headDim, narrow.attentionScale, narrow.activation, narrow.localRope!.theta, narrow.ropeTheta], [64, 1 / 16, 'gelu_pytorch_tanh', 5000, 1e6]);
     const bad = (patch: Record<string, unknown>, key: string, problem: RegExp) => assert.throws(() => gemma(patch), (e: Error) => e.message.includes(key) && problem.test(e.message));
     bad({ final_logit_softcapping: 30 }, 'final_logit_softcapping', /soft-capping is not supported/);
     bad({ use_bidirectional_attention: true }, 'use_bidirectional_attention', /not supported/);
@@ -282,5 +301,18 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     assert.deepEqual(windows({ model_type: 'llama', sliding_window: 8 }), [undefined, undefined]);
     const qwen2 = parseConfig({ ...baseConfig, model_type: 'qwen2', attention_bias: true }, 'c.json') as LlamaConfig;
     assert.deepEqual([qwen2.qkvBias, qwen2.outputBias, qwen2.qkNorm, qwen2.architecture], [true, false, false, 'LlamaForCausalLM']);
+    // Keys a file leaves out take its config class's default, not Llama's.
+    const bare = (model_type: string) => {
+      const { head_dim: _h, num_key_value_heads: _k, max_position_embeddings: _m, ...rest } = baseConfig;
+      const c = parseConfig({ ...rest, model_type, num_attention_heads: 64, hidden_size: 4096 }, 'c.json') as LlamaConfig;
+      return [c.headDim, c.numKvHeads, c.maxPositions];
+    };
+    assert.deepEqual(bare('llama'), [64, 64, 2048]);
+    assert.deepEqual(bare('mistral'), [64, 8, 131072]);
+    assert.deepEqual(bare('qwen2'), [64, 32, 32768]);
+    assert.deepEqual(bare('qwen3'), [128, 32, 32768]);
+    // PyTorch's padding_idx counts a negative id from the end (old Llama configs say -1).
+    assert.equal((parseConfig({ ...baseConfig, pad_token_id: -1 }, 'c.json') as LlamaConfig).padTokenId, 127);
+    assert.throws(() => parseConfig({ ...baseConfig, pad_token_id: -129 }, 'c.json'), /pad_token_id.*must be at least -128/);
   });
 });

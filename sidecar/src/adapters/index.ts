@@ -20,6 +20,7 @@ import {
   hookableLinears,
   IA3_DEFAULT_FEEDFORWARD,
   layerOfPath,
+  LN_TUNING_DEFAULT_TARGETS,
   matchesFeedforward,
   matchesTarget,
   patternKey,
@@ -234,10 +235,8 @@ function createReplacing(core: AdapterCore): void {
   if (spec.kind === 'full') names = info.map((p) => p.name);
   else if (spec.kind === 'bitfit') names = info.filter((p) => p.name.endsWith('.bias')).map((p) => p.name);
   else names = info.filter((p) => p.type === 'norm').map((p) => p.name);
-  if (spec.targets && spec.kind !== 'full') {
-    const t = spec.targets;
-    names = names.filter((n) => matchesTarget(t, n.slice(0, n.lastIndexOf('.'))));
-  }
+  const targets = spec.targets ?? (spec.kind === 'ln-tuning' ? LN_TUNING_DEFAULT_TARGETS[model.config.modelType] : undefined);
+  if (targets && spec.kind !== 'full') names = names.filter((n) => matchesTarget(targets, n.slice(0, n.lastIndexOf('.'))));
   if (names.length === 0) throw new Error(`${spec.kind}: this ${model.config.modelType} model has no ${spec.kind === 'bitfit' ? 'bias' : 'norm'} parameters${spec.targets ? ' matching the targets' : ''} to train`);
   for (const n of names) core.addTrainable(n, tf.clone(model.params.get(n)!), layerOfPath(model, n), { replacesBase: true });
   core.mergeParts.push(replacementPart(core, names));

@@ -39,7 +39,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   bert: ['query', 'value'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT: as BERT; Qwen3 and Gemma 3, absent there: as Qwen2 and Gemma). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT, absent there: as BERT). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
@@ -50,7 +50,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   bert: ['key', 'value', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT: as BERT; Qwen3, Gemma 3: as Qwen2, Gemma). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
 export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt2: ['mlp.c_proj'],
   llama: ['down_proj'],
@@ -60,6 +60,19 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gemma3_text: ['down_proj'],
   bert: ['output.dense'],
   vit: ['output.dense'],
+};
+
+/**
+ * PEFT's `TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING` where it has the model type; every
+ * norm of the others (BERT, ViT). Qwen's default is PEFT's, post_attention_layernorm alone.
+ */
+export const LN_TUNING_DEFAULT_TARGETS: Partial<Record<ModelType, string[]>> = {
+  gpt2: ['ln_1', 'ln_2', 'ln_f'],
+  llama: ['input_layernorm', 'post_attention_layernorm', 'norm'],
+  mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
+  qwen2: ['post_attention_layernorm'],
+  qwen3: ['post_attention_layernorm'],
+  gemma3_text: ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm', 'norm'],
 };
 
 /** Default targets of a kind that acts on linear modules. */

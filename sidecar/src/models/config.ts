@@ -272,9 +272,11 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
   }
 }
 
-function padToken(f: Fields, key: string, fallback?: number): { padTokenId?: number } {
+/** nn.Embedding's padding_idx; with the vocabulary size, a negative one counts from its end, as PyTorch's does (old Llama configs say -1). */
+function padToken(f: Fields, key: string, fallback?: number, vocab?: number): { padTokenId?: number } {
   if (!f.has(key) && fallback === undefined) return {};
-  return { padTokenId: f.int(key, fallback, 0) };
+  const id = f.int(key, fallback, vocab === undefined ? 0 : -vocab);
+  return { padTokenId: id < 0 ? vocab! + id : id };
 }
 
 const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
@@ -285,18 +287,30 @@ const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
   gemma3_text: 'Gemma3ForCausalLM',
 };
 
+/**
+ * What each config class assumes for a key the file leaves out, where it is not Llama's (head_dim:
+ * hidden/heads; num_key_value_heads: the heads; max_position_embeddings: 2048).
+ */
+const FAMILY_DEFAULTS: Record<LlamaFamilyType, { headDim?: number; kvHeads?: number; maxPositions: number }> = {
+  llama: { maxPositions: 2048 },
+  mistral: { kvHeads: 8, maxPositions: 4096 * 32 },
+  qwen2: { kvHeads: 32, maxPositions: 32768 },
+  qwen3: { headDim: 128, kvHeads: 32, maxPositions: 32768 },
+  gemma3_text: { headDim: 256, kvHeads: 4, maxPositions: 131072 },
+};
+
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
 function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string): LlamaConfig {
+  const defaults = FAMILY_DEFAULTS[modelType];
   const hiddenSize = f.int('hidden_size');
   const numHeads = f.int('num_attention_heads');
-  // Gemma3TextConfig's head_dim defaults to 256 whatever the width.
-  const headDim = f.has('head_dim') ? f.int('head_dim') : modelType === 'gemma3_text' ? 256 : hiddenSize / numHeads;
+  const headDim = f.has('head_dim') ? f.int('head_dim') : (defaults.headDim ?? hiddenSize / numHeads);
   if (!Number.isInteger(headDim)) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads} and no head_dim is given`);
-  const numKvHeads = f.int('num_key_value_heads', numHeads);
+  const numKvHeads = f.int('num_key_value_heads', defaults.kvHeads ?? numHeads);
   if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
   if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
   const numLayers = f.int('num_hidden_layers', undefined, 1, MAX_LAYERS);
-  if (modelType === 'gemma3_text') return { ...llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers }), ...gemma3Options(f, hiddenSize, headDim, numLayers) };
+  if (modelType === 'gemma3_text') return { ...llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers }), ...gemma3Options(f, hiddenSize, numLayers, f.int('vocab_size', undefined, 1, MAX_VOCAB)) };
   return llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers });
 }
 
@@ -307,6 +321,7 @@ function llamaFamilyBase(
   dims: { hiddenSize: number; numHeads: number; headDim: number; numKvHeads: number; numLayers: number },
 ): LlamaConfig {
   const { hiddenSize, numHeads, headDim, numKvHeads, numLayers } = dims;
+  const vocabSize = f.int('vocab_size', undefined, 1, MAX_VOCAB);
   // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and Gemma 3 bias all four under attention_bias; Mistral none.
   const attentionBias = modelType === 'llama' || modelType === 'qwen3' || modelType === 'gemma3_text' ? f.bool('attention_bias', false) : false;
   const rope = ropeParameters(f);
@@ -318,13 +333,14 @@ function llamaFamilyBase(
     headDim,
     numKvHeads,
     numLayers,
-    vocabSize: f.int('vocab_size', undefined, 1, MAX_VOCAB),
+    vocabSize,
     intermediateSize: f.int('intermediate_size'),
     activation: f.activation('hidden_act', 'silu'),
     rmsNormEps: f.num('rms_norm_eps', 1e-6),
     ropeTheta: rope.theta,
     ropeScaling: rope.scaling,
-    maxPositions: f.int('max_position_embeddings', 2048),
+    // RoPE has no table to outgrow: only a cap on lengths, however large.
+    maxPositions: f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER),
     qkvBias: modelType === 'qwen2' || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === 'llama' ? f.bool('mlp_bias', false) : false,
@@ -335,7 +351,7 @@ function llamaFamilyBase(
     embedScale: 1,
     attentionScale: 1 / Math.sqrt(headDim),
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
-    ...padToken(f, 'pad_token_id'),
+    ...padToken(f, 'pad_token_id', undefined, vocabSize),
   };
 }
 
@@ -345,29 +361,30 @@ function llamaFamilyBase(
  * attend over `sliding_window` tokens with a RoPE of base `rope_local_base_freq` (transformers 5:
  * `rope_parameters.sliding_attention`). Soft-capping (Gemma 2's) and bidirectional attention are refused.
  */
-function gemma3Options(f: Fields, hiddenSize: number, headDim: number, numLayers: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
+function gemma3Options(f: Fields, hiddenSize: number, numLayers: number, vocabSize: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
   for (const key of ['final_logit_softcapping', 'attn_logit_softcapping']) if (f.has(key)) f.fail(key, 'soft-capping is not supported (Gemma 3 checkpoints set it to null)');
   if (f.bool('use_bidirectional_attention', false)) f.fail('use_bidirectional_attention', 'bidirectional attention is not supported: PEFT Lab trains causal language models');
   const types = layerTypes(f, numLayers, f.int(f.has('sliding_window_pattern') ? 'sliding_window_pattern' : '_sliding_window_pattern', 6));
   const window = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
   const perType = f.get('rope_parameters');
   const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) && ('full_attention' in perType || 'sliding_attention' in perType);
-  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, 1e6) : ropeParameters(f, 1e6);
-  const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, 10000) : { theta: f.num('rope_local_base_freq', 10000), scaling: { type: 'default' as const } };
+  const localTheta = () => f.num('rope_local_base_freq', 10000);
+  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, () => f.num('rope_theta', 1e6)) : ropeParameters(f, 1e6);
+  const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, localTheta) : { theta: localTheta(), scaling: { type: 'default' as const } };
   return {
-    activation: f.activation(f.has('hidden_activation') ? 'hidden_activation' : 'hidden_act', 'gelu_pytorch_tanh'),
+    // Gemma3TextConfig reads hidden_activation only.
+    activation: f.activation('hidden_activation', 'gelu_pytorch_tanh'),
     ropeTheta: full.theta,
     ropeScaling: full.scaling,
-    maxPositions: f.int('max_position_embeddings', 131072),
     qkNorm: true,
     slidingWindows: types.map((t) => (t === 'sliding_attention' ? window : undefined)),
     normOffset: 1,
     sandwichNorms: true,
     embedScale: Math.fround(Math.sqrt(hiddenSize)),
-    attentionScale: f.num('query_pre_attn_scalar', headDim) ** -0.5,
+    attentionScale: f.num('query_pre_attn_scalar', 256) ** -0.5,
     localRope: { theta: local.theta, scaling: local.scaling, layers: types.map((t) => t === 'sliding_attention') },
     tieWordEmbeddings: f.bool('tie_word_embeddings', true),
-    ...padToken(f, 'pad_token_id', 0),
+    ...padToken(f, 'pad_token_id', 0, vocabSize),
   };
 }
 
@@ -406,27 +423,27 @@ function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number
  */
 function ropeParameters(f: Fields, defaultTheta = 10000): { theta: number; scaling: RopeScaling } {
   const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
-  return ropeObject(f, key, f.get(key), defaultTheta);
+  return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta));
 }
 
-/** One RoPE settings object at `key` (null or absent: the top-level rope_theta, unscaled). */
-function ropeObject(f: Fields, key: string, params: unknown, defaultTheta: number): { theta: number; scaling: RopeScaling } {
-  if (params === undefined || params === null) return { theta: f.num('rope_theta', defaultTheta), scaling: { type: 'default' } };
+/** One RoPE settings object at `key` (null or absent: unscaled); a base it does not give comes from `theta`. */
+function ropeObject(f: Fields, key: string, params: unknown, theta: () => number): { theta: number; scaling: RopeScaling } {
+  if (params === undefined || params === null) return { theta: theta(), scaling: { type: 'default' } };
   if (typeof params !== 'object' || Array.isArray(params)) return f.fail(key, 'expected an object');
   const p = params as Record<string, unknown>;
-  const theta = typeof p.rope_theta === 'number' ? p.rope_theta : f.num('rope_theta', defaultTheta);
+  const base = typeof p.rope_theta === 'number' ? p.rope_theta : theta();
   const type = p.rope_type ?? p.type ?? 'default';
   const sub = new Fields(f.file, p, `${key}.`);
   switch (type) {
     case 'default':
-      return { theta, scaling: { type: 'default' } };
+      return { theta: base, scaling: { type: 'default' } };
     case 'linear':
-      return { theta, scaling: { type: 'linear', factor: sub.positive('factor') } };
+      return { theta: base, scaling: { type: 'linear', factor: sub.positive('factor') } };
     case 'llama3': {
       const lowFreqFactor = sub.positive('low_freq_factor');
       const highFreqFactor = sub.positive('high_freq_factor');
       if (highFreqFactor <= lowFreqFactor) sub.fail('high_freq_factor', `must be above low_freq_factor=${lowFreqFactor}, got ${highFreqFactor}`);
-      return { theta, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings') } };
+      return { theta: base, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings') } };
     }
     default:
       return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3)`);

@@ -173,7 +173,7 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
       if (wavelength < context / high) return x;
       if (wavelength > context / low) return f(x / factor);
       const smooth = f(f(f(context / wavelength) - low) / (high - low));
-      return f(f((1 - smooth) * f(x / factor)) + f(smooth * x));
+      return f(f(f((1 - smooth) * x) / factor) + f(smooth * x)); // torch: (1 − s) · x / factor + s · x
     });
   }
   return inv;
