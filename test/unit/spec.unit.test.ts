@@ -60,6 +60,17 @@ const ajv = new Ajv({ strict: false, allErrors: false });
 ajv.addSchema(SPEC_SCHEMA as object, 'spec');
 const schemaAccepts = (definition: string | undefined, v: unknown): boolean => ajv.validate({ $ref: definition ? `spec#/definitions/${definition}` : 'spec' }, v);
 
+/** A checker of `e`'s issue at a path: its message, and its place in `text` (where `needle` starts). */
+function issueAt(text: string, e: SpecError): (path: string, re: RegExp, needle: string) => void {
+  const byPath = new Map(e.issues.map((i) => [i.path, i]));
+  return (path, re, needle) => {
+    const i = byPath.get(path);
+    assert.ok(i, `no issue at ${path}: ${JSON.stringify(e.issues)}`);
+    assert.match(i.message, re);
+    assert.equal(`${i.line}:${i.column}`, at(text, needle), `location of ${path}`);
+  };
+}
+
 /** The SpecError thrown by loading `text`. */
 function specError(text: string, opts: Parameters<typeof loadSpec>[1] = {}, dir = workspace()): SpecError {
   const f = writeSpec(dir, text);
@@ -173,14 +184,7 @@ describe('spec validation', () => {
       null,
       2,
     );
-    const e = specError(text);
-    const byPath = new Map(e.issues.map((i) => [i.path, i]));
-    const expect = (path: string, re: RegExp, needle: string) => {
-      const i = byPath.get(path);
-      assert.ok(i, `no issue at ${path}: ${JSON.stringify(e.issues)}`);
-      assert.match(i.message, re);
-      assert.equal(`${i.line}:${i.column}`, at(text, needle), `location of ${path}`);
-    };
+    const expect = issueAt(text, specError(text));
     expect('data', /missing required key "train"/, '{\n    "maxLength"');
     expect('data.maxLength', /must be ≥ 2, got 1/, '1\n');
     expect('adapter.kind', /must be one of .*"lora".*did you mean "lora"\?/, '"lorra"');
@@ -328,14 +332,7 @@ describe('spec validation', () => {
   test('unknown keys in an inline allocation are refused, with "did you mean"', () => {
     const allocation = { method: 'rank', budget: '1%', trainableparams: 10, bogus: 1, lora: { targets: ['c_attn'], r: 2, alpha: 4, rankPatern: { c_attn: 4 } } };
     const text = JSON.stringify({ ...BASE, allocation }, null, 2);
-    const e = specError(text);
-    const byPath = new Map(e.issues.map((i) => [i.path, i]));
-    const expect = (path: string, re: RegExp, needle: string) => {
-      const i = byPath.get(path);
-      assert.ok(i, `no issue at ${path}: ${JSON.stringify(e.issues)}`);
-      assert.match(i.message, re);
-      assert.equal(`${i.line}:${i.column}`, at(text, needle), `location of ${path}`);
-    };
+    const expect = issueAt(text, specError(text));
     expect('allocation.trainableparams', /^unknown key "trainableparams" \(did you mean "trainableParams"\?\)$/, '"trainableparams"');
     expect('allocation.bogus', /^unknown key "bogus" \(allowed: method, budget, trainableParams, lora, sparse, norms\)$/, '"bogus"');
     expect('allocation.lora.rankPatern', /did you mean "rankPattern"/, '"rankPatern"');
