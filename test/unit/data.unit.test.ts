@@ -136,6 +136,14 @@ describe('examples', () => {
     assert.equal(Array.from(b.ids).filter((id) => id === tok.eosId).length, 1);
   });
 
+  test('the byte-level fallback under a model with a real vocabulary warns: its tokenizer.json is missing', () => {
+    const f = file('plain.jsonl', jsonl([{ text: 'hello world' }]));
+    assert.deepEqual(load(spec(f), LM).warnings, [], 'the bundled byte-level models: no warning');
+    const w = load(spec(f), { ...LM, vocabSize: 151936 }).warnings;
+    assert.equal(w.length, 1);
+    assert.match(w[0]!, /no tokenizer\.json beside the model's config\.json: text is read as UTF-8 bytes \(ids 0–256\), but the model has a vocabulary of 151936 tokens/);
+  });
+
   test('custom field names, truncation with a count, rows with nothing to learn dropped', () => {
     const f = file('long.jsonl', jsonl([{ q: 'abc', a: 'defgh' }, { q: 'abcdefghij', a: 'x' }, { q: 'ab', a: 'c' }]));
     const d = load(spec(f, { promptField: 'q', completionField: 'a', maxLength: 6 }), LM);

@@ -20,7 +20,7 @@ import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readJsonl, readRows, type Row } from './rows';
 import { chatSegments, parseMessages, type ChatMessage, type ChatSegment } from './chat';
-import type { DataTokenizer } from './tokenizer';
+import { tokenizerMismatch, type DataTokenizer } from './tokenizer';
 
 export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
 
@@ -343,6 +343,8 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   if (task !== 'image-classification' && !tok) throw new Error('a text task needs a tokenizer');
   const maxLength = task === 'image-classification' ? 0 : maxLengthFor(data, info, specFile);
   const b = new Builder(data, info, tok, maxLength);
+  const mismatch = tok && tokenizerMismatch(tok, info.vocabSize);
+  if (mismatch) b.warnings.push(mismatch);
 
   let train: Example[];
   let ev: Example[];

@@ -104,6 +104,15 @@ function tokenizerConfig(modelDir: string): Record<string, unknown> {
   return config;
 }
 
+/**
+ * A warning when the byte-level fallback reads text for a model built for a real vocabulary (a
+ * folder copied without its tokenizer.json): the ids train and generate, but mean nothing to it.
+ */
+export function tokenizerMismatch(tok: DataTokenizer, modelVocab: number): string | undefined {
+  if (tok.name !== 'byte-level' || modelVocab <= 2 * tok.vocabSize) return undefined;
+  return `no tokenizer.json beside the model's config.json: text is read as UTF-8 bytes (ids 0–${tok.vocabSize - 1}), but the model has a vocabulary of ${modelVocab} tokens; copy the model's tokenizer files into its folder`;
+}
+
 export function loadTokenizer(modelDir: string): DataTokenizer {
   const file = join(modelDir, 'tokenizer.json');
   const modelConfig = existsSync(join(modelDir, 'config.json')) ? readJson(join(modelDir, 'config.json')) : {};

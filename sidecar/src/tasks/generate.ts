@@ -16,7 +16,7 @@ import { loadAnyAdapter } from '../analysis/finetuned';
 import { loadAnalysisData } from '../analysis/data';
 import { modelDataInfo } from '../data/dataset';
 import { readRows } from '../data/rows';
-import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
+import { loadTokenizer, tokenizerMismatch, type DataTokenizer } from '../data/tokenizer';
 import type { RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
@@ -180,6 +180,8 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   try {
     if (model.arch.task === 'image-classification') throw new InputError(modelDir, 'config.json', `${model.config.modelType} here is an image classifier: a text prompt means nothing to it (evaluate scores it on an image folder)`);
     const tok = loadTokenizer(modelDir);
+    const mismatch = tokenizerMismatch(tok, model.config.vocabSize);
+    if (mismatch) ctx.log('warn', mismatch);
     if (model.arch.task === 'sequence-classification') return { kind: 'generate', result: await classify(model, tok, p, cfg, adapterDir, ctx) };
     const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
     const { ids, input } = promptIds(tok, p.prompt, chat);
