@@ -21,6 +21,7 @@ import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokeni
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
 import { byteLevelBpeTokenizer, sentencePieceTokenizer } from '../helpers/tokenizers';
+import { parsePromptTemplate, renderPromptTemplate, type TemplatePart } from '../../sidecar/src/data/prompt-template';
 import type { DataFormat, DataSpec } from '../../sidecar/src/spec/types';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-data-'));
@@ -134,6 +135,27 @@ describe('examples', () => {
     assert.deepEqual(Array.from(a.labels), Array.from(a.ids).map((id, i) => (i < start ? -100 : id)));
     assert.deepEqual(Array.from(b.ids).slice(-3), [...tok.encode(' 4', false).slice(-2), tok.eosId!], '"</s>" in the completion is the EOS: not added twice');
     assert.equal(Array.from(b.ids).filter((id) => id === tok.eosId).length, 1);
+  });
+
+  test('promptTemplate: Alpaca rows (instruction, input, output) make their prompt from several fields', () => {
+    const template = '### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n';
+    const f = file('alpaca.jsonl', jsonl([{ instruction: 'Add {a} and b.', input: '2, 3', output: '5' }]));
+    const e = load(spec(f, { promptTemplate: template, completionField: 'output' }), { ...LM, maxPositions: 256 }).train[0]!;
+    assert.ok(e.kind === 'lm');
+    const prompt = '### Instruction:\nAdd {a} and b.\n\n### Input:\n2, 3\n\n### Response:\n';
+    assert.deepEqual(Array.from(e.ids), [...Buffer.from(`${prompt}5`), byte.eosId!], 'a brace in a field is text, not a placeholder');
+    assert.deepEqual(Array.from(e.labels).filter((l) => l !== -100), [...Buffer.from('5'), byte.eosId!], 'the loss on the completion and EOS only');
+    const bad = file('alpaca-bad.jsonl', jsonl([{ instruction: 'x', input: 'y', output: 'z' }, { instruction: 'x', output: 'z' }]));
+    assert.match(inputError(() => load(spec(bad, { promptTemplate: template, completionField: 'output' }), LM), bad, /^line 2$/).message, /missing field "input"/);
+  });
+
+  test('promptTemplate syntax: {field}, {{ and }} for braces; what is wrong says where', () => {
+    assert.deepEqual(parsePromptTemplate('Q: {q} {{x}}\nA:'), [{ text: 'Q: ' }, { field: 'q' }, { text: ' {x}\nA:' }]);
+    assert.equal(renderPromptTemplate(parsePromptTemplate('{a}-{b}') as TemplatePart[], (f) => f.toUpperCase()), 'A-B');
+    assert.equal(parsePromptTemplate('Q: {q'), '"{" at character 4 is not closed (write "{{" for a literal brace)');
+    assert.equal(parsePromptTemplate('Q: q}'), '"}" at character 5 closes nothing (write "}}" for a literal brace)');
+    assert.equal(parsePromptTemplate('Q: { q }'), '"{ q }" at character 4 is not a field name');
+    assert.match(parsePromptTemplate('no fields {{here}}') as string, /^names no field/);
   });
 
   test('the byte-level fallback under a model with a real vocabulary warns: its tokenizer.json is missing', () => {

@@ -21,7 +21,7 @@ import { Model } from '../../sidecar/src/models/model';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
-import { chatStops, generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext } from '../../sidecar/src/tasks/generate';
+import { chatStops, generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext, templatedPrompt } from '../../sidecar/src/tasks/generate';
 import { byteLevelBpeTokenizer } from '../helpers/tokenizers';
 import { main } from '../../sidecar/src/cli';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -196,6 +196,20 @@ describe('generation', () => {
     assert.equal(r.result.input, '<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n');
     const plain = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3, chat: false }, cliContext());
     assert.equal(plain.result.input, '3+4');
+  });
+
+  it("a run trained with data.promptTemplate gets the prompt in the template's first field, the others empty", async () => {
+    const alpaca = '### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n';
+    assert.equal(templatedPrompt(alpaca, 'Add 2 and 3.'), '### Instruction:\nAdd 2 and 3.\n\n### Input:\n\n\n### Response:\n');
+    assert.equal(templatedPrompt(undefined, 'as is'), 'as is');
+    // The run's own template is used (a copy of a run, its spec.json given one).
+    const templated = join(root, 'runs', 'templated');
+    cpSync(runDir, templated, { recursive: true });
+    const spec = JSON.parse(readFileSync(join(templated, 'spec.json'), 'utf8')) as { data: Record<string, unknown> };
+    spec.data.promptTemplate = 'Q: {q}\nA:';
+    writeFileSync(join(templated, 'spec.json'), JSON.stringify(spec));
+    const r = await runGenerate({ kind: 'generate', run: templated, prompt: '2+2', maxNewTokens: 1 }, cliContext());
+    assert.equal(r.result.input, 'Q: 2+2\nA:');
   });
 
   it('a chat reply stops at the stop text, and at its id where it is one special token (decoding skips it)', () => {

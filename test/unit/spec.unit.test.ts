@@ -84,6 +84,15 @@ function specError(text: string, opts: Parameters<typeof loadSpec>[1] = {}, dir 
 }
 
 describe('spec validation', () => {
+  test('data.promptTemplate: a template that does not parse is an error at its place; a good one loads', () => {
+    const text = JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', promptTemplate: 'Q: {question\nA:' } }, null, 2);
+    issueAt(text, specError(text))('data.promptTemplate', /"\{" at character 4 is not closed/, '"Q: {question');
+    const ws = workspace();
+    const ok = loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', promptTemplate: '{instruction}\n{input}\n', completionField: 'output' } })));
+    assert.equal(ok.data.promptTemplate, '{instruction}\n{input}\n');
+    assert.ok(schemaAccepts(undefined, { ...BASE, data: { train: 'data/train.jsonl', promptTemplate: '{q}' } }));
+  });
+
   test('a valid spec loads with defaults filled and paths resolved', () => {
     const ws = workspace();
     const f = writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl' } }, null, 2), 'my-run.peft.json');

@@ -20,6 +20,7 @@ import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readJsonl, readRows, type Row } from './rows';
 import { chatSegments, parseMessages, type ChatMessage, type ChatSegment } from './chat';
+import { parsePromptTemplate, renderPromptTemplate, type TemplatePart } from './prompt-template';
 import { tokenizerMismatch, type DataTokenizer } from './tokenizer';
 
 export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
@@ -88,13 +89,20 @@ class Builder {
   dropped = 0;
   readonly warnings: string[] = [];
   private eosWarned = false;
+  private readonly template: TemplatePart[] | undefined;
 
   constructor(
     private readonly spec: DataSpec,
     private readonly info: ModelDataInfo,
     private readonly tok: DataTokenizer | undefined,
     readonly maxLength: number,
-  ) {}
+  ) {
+    if (spec.promptTemplate !== undefined) {
+      const t = parsePromptTemplate(spec.promptTemplate);
+      if (typeof t === 'string') throw new InputError('', 'data.promptTemplate', t);
+      this.template = t;
+    }
+  }
 
   private where(r: Row, field?: string): string {
     return `line ${r.line}${field ? `, field ${show(field)}` : ''}`;
@@ -196,9 +204,9 @@ class Builder {
     const source = `${r.file}:${r.line}`;
     const messagesField = s.messagesField ?? 'messages';
     if (r.fields[messagesField] !== undefined) return this.chat(r, messagesField);
-    if (Array.isArray(r.fields[s.promptField])) return this.chat(r, s.completionField, this.messages(r, s.promptField, false));
-    if (r.fields[s.promptField] !== undefined || r.fields[s.completionField] !== undefined) {
-      const prompt = this.string(r, s.promptField);
+    if (!this.template && Array.isArray(r.fields[s.promptField])) return this.chat(r, s.completionField, this.messages(r, s.promptField, false));
+    if (this.template || r.fields[s.promptField] !== undefined || r.fields[s.completionField] !== undefined) {
+      const prompt = this.template ? renderPromptTemplate(this.template, (field) => this.string(r, field)) : this.string(r, s.promptField);
       const completion = this.string(r, s.completionField);
       if (completion === '') throw new InputError(r.file, this.where(r, s.completionField), 'the completion is empty');
       // Prompt and completion are tokenized together, as TRL's SFTTrainer does (a SentencePiece

@@ -15,6 +15,7 @@ import { adapterOptionProblems } from './adapter-options';
 import { resolveInside } from './paths';
 import { formatPath, resolveRef, validateNode, type JsonSchema, type PathSegment, type SpecIssue } from './schema';
 import type { DataFormat, ResolvedSpec, RunConfig, RunSpec, VariantSpec } from './types';
+import { parsePromptTemplate } from '../data/prompt-template';
 
 export const SPEC_SCHEMA = schemaJson as unknown as JsonSchema;
 export const BUNDLED_PREFIX = 'peft-lab/';
@@ -164,6 +165,10 @@ export function parseSpecText(text: string, file: string): { spec?: RunSpec; iss
 
   trainingChecks(spec, []);
   if (spec.data.eval !== undefined && spec.data.evalSplit !== undefined) issues.at(['data', 'evalSplit'], 'give "eval" or "evalSplit", not both', true);
+  if (spec.data.promptTemplate !== undefined) {
+    const parsed = parsePromptTemplate(spec.data.promptTemplate);
+    if (typeof parsed === 'string') issues.at(['data', 'promptTemplate'], parsed, false);
+  }
   if (spec.earlyStopping && spec.data.eval === undefined && spec.data.evalSplit === undefined)
     issues.at(['earlyStopping'], 'early stopping needs an eval set: set "data.eval" or "data.evalSplit"', true);
   if (spec.adapter) adapterChecks(spec.adapter, ['adapter']);

@@ -15,6 +15,8 @@ export interface DataSpec {
   maxLength?: number;
   textField: string;
   promptField: string;
+  /** A prompt made from several fields (`{field}` each; `{{`, `}}` for braces), in place of `promptField`. */
+  promptTemplate?: string;
   completionField: string;
   /** Chat rows' field (a list of {role, content}); absent in run folders written before chat rows: "messages". */
   messagesField?: string;

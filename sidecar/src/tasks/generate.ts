@@ -15,6 +15,7 @@ import type { GenerateJobParams, GenerateOutput, GenerateResult, JobResult } fro
 import { loadAnyAdapter } from '../analysis/finetuned';
 import { loadAnalysisData } from '../analysis/data';
 import { modelDataInfo } from '../data/dataset';
+import { parsePromptTemplate, renderPromptTemplate } from '../data/prompt-template';
 import { readRows } from '../data/rows';
 import { loadTokenizer, tokenizerMismatch, type DataTokenizer } from '../data/tokenizer';
 import type { RunConfig } from '../spec/types';
@@ -152,6 +153,17 @@ export function runUsesChat(runDir: string, cfg: { data: { train: string; format
   }
 }
 
+/**
+ * A prompt as a run with `data.promptTemplate` saw its prompts: in the template's first field,
+ * the others empty (an Alpaca run gets "### Instruction:\n<prompt>\n\n### Input:\n\n…").
+ */
+export function templatedPrompt(template: string | undefined, prompt: string): string {
+  const parts = template === undefined ? undefined : parsePromptTemplate(template);
+  if (!parts || typeof parts === 'string') return prompt;
+  const first = parts.find((x): x is { field: string } => 'field' in x)!.field;
+  return renderPromptTemplate(parts, (field) => (field === first ? prompt : ''));
+}
+
 /** The ids the model is given: the prompt, or the prompt as a user turn of the chat template. */
 function promptIds(tok: DataTokenizer, prompt: string, chat: boolean): { ids: number[]; input: string } {
   if (!chat) return { ids: tok.encode(prompt, true), input: prompt };
@@ -184,7 +196,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     if (mismatch) ctx.log('warn', mismatch);
     if (model.arch.task === 'sequence-classification') return { kind: 'generate', result: await classify(model, tok, p, cfg, adapterDir, ctx) };
     const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
-    const { ids, input } = promptIds(tok, p.prompt, chat);
+    const { ids, input } = promptIds(tok, chat ? p.prompt : templatedPrompt(cfg?.data.promptTemplate, p.prompt), chat);
     if (ids.length === 0) throw new InputError('', 'prompt', 'is empty once tokenized');
     const bad = ids.find((id) => id < 0 || id >= model.config.vocabSize);
     if (bad !== undefined)
