@@ -16,6 +16,7 @@ import { resolveInside } from './paths';
 import { formatPath, resolveRef, validateNode, type JsonSchema, type PathSegment, type SpecIssue } from './schema';
 import type { DataFormat, ResolvedSpec, RunConfig, RunSpec, VariantSpec } from './types';
 import { parsePromptTemplate } from '../data/prompt-template';
+import { HUB_ID, hubCacheDir, hubIdOfSnapshot, hubSnapshot } from './hub-cache';
 
 export const SPEC_SCHEMA = schemaJson as unknown as JsonSchema;
 export const BUNDLED_PREFIX = 'peft-lab/';
@@ -47,8 +48,19 @@ export interface LoadSpecOptions {
   workspaceRoot?: string;
   /** Where `peft-lab/<name>` models live (default: `media/models` of the extension). */
   bundledModelsDir?: string;
+  /** The Hugging Face hub cache that model ids resolve in (default: as huggingface_hub finds it). */
+  hubCacheDir?: string;
 }
 
+
+/**
+ * The base model as an exported adapter names it (base_model_name_or_path): a bundled or hub id as
+ * the spec gave it (PEFT loads it by that name elsewhere), else the model folder.
+ */
+export function baseModelName(cfg: { model: string; modelDir: string }): string {
+  if (cfg.model.startsWith(BUNDLED_PREFIX)) return cfg.model;
+  return hubIdOfSnapshot(cfg.modelDir) ?? cfg.modelDir;
+}
 
 /** The extension's `media/models` (found from the bundle or the source tree), or PEFT_LAB_MODELS_DIR. */
 export function defaultBundledModelsDir(): string {
@@ -289,6 +301,12 @@ export function loadSpec(file: string, opts: LoadSpecOptions = {}): ResolvedSpec
       }
       more.at(['model'], `no bundled model ${JSON.stringify(name)} in ${dir} (bundled: ${have.length ? have.map((h) => BUNDLED_PREFIX + h).join(', ') : 'none'})`);
     } else modelDir = join(dir, name);
+  } else if (HUB_ID.test(spec.model) && !existsSync(resolve(specDir, spec.model))) {
+    // As from_pretrained: a folder first, else a model id, here from the local hub cache only.
+    const snapshot = hubSnapshot(spec.model, opts.hubCacheDir);
+    if (snapshot) modelDir = snapshot;
+    else
+      more.at(['model'], `no model folder ${JSON.stringify(spec.model)} beside the spec, and no ${spec.model} in the Hugging Face cache ${opts.hubCacheDir ?? hubCacheDir()} (PEFT Lab does not download: fetch it with \`huggingface-cli download ${spec.model}\`, or give a folder)`);
   } else {
     const abs = inside(spec.model, ['model']);
     if (abs !== undefined) {

@@ -20,6 +20,7 @@ import type { JobContext } from '../jobs/context';
 import { throwIfCancelled } from '../jobs/context';
 import type { LinearModuleInfo } from '../models/architecture';
 import { Model } from '../models/model';
+import { modelFolder } from '../spec/hub-cache';
 
 export const RESIDUAL_FILE = 'residual_model.safetensors';
 export const PEFT_VERSION = '0.21.0';
@@ -140,7 +141,7 @@ export async function readCalibIds(file: string, vocab: number): Promise<tf.Tens
 export async function runAdapterInit(p: AdapterInitParams, ctx: JobContext): Promise<AdapterInitResult> {
   validateAdapterInit(p);
   await checkAdapterTarget(p.out); // before the compute: a refused --out should not cost an SVD
-  const model = await Model.load(p.model);
+  const model = await Model.load(modelFolder(p.model));
   let calib: tf.Tensor2D | undefined;
   try {
     const targets = selectLinears(model, { targets: p.targets });

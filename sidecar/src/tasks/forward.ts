@@ -10,6 +10,7 @@ import { throwIfCancelled } from '../jobs/context';
 import { inputLimits } from '../models/input-limits';
 import { Model } from '../models/model';
 import { loadAdapterHooks } from './adapter-hooks';
+import { modelFolder } from '../spec/hub-cache';
 
 /** The batch, checked against the model (ids, positions, token types, labels) so errors name the file. */
 function readBatch(model: Model, file: string): Promise<InputBatch> {
@@ -18,7 +19,7 @@ function readBatch(model: Model, file: string): Promise<InputBatch> {
 
 export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<JobResult & { kind: 'forward' }> {
   await prepareOutputFile(p.out); // before the compute: a bad out path should not cost a forward pass
-  const model = await Model.load(p.model);
+  const model = await Model.load(modelFolder(p.model));
   let adapter: Awaited<ReturnType<typeof loadAdapterHooks>> | undefined;
   let batch: InputBatch | undefined;
   try {
@@ -50,7 +51,7 @@ export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<
 
 export async function runGrads(p: GradsJobParams, ctx: JobContext): Promise<JobResult & { kind: 'grads' }> {
   await prepareOutputFile(p.out);
-  const model = await Model.load(p.model);
+  const model = await Model.load(modelFolder(p.model));
   let batch: InputBatch | undefined;
   try {
     batch = await readBatch(model, p.inputs);

@@ -27,6 +27,7 @@ import { Model } from '../models/model';
 import { Rng } from '../train/rng';
 import { readRunConfig } from '../train/run-folder';
 import { AnalysisUsageError, int, num, runCli, str } from './importance';
+import { modelFolder } from '../spec/hub-cache';
 
 export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, seed: 0 } as const;
 
@@ -186,7 +187,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 32) throw new InputError('', 'seed', `must be an integer in [0, 2³²), got ${o.seed}`);
   if (p.compareBase && p.run === undefined && p.adapter === undefined) throw new InputError('', 'compareBase', 'compares a fine-tune with its base: give a run, or an adapter');
   const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
-  const modelDir = cfg ? cfg.modelDir : resolve(p.model!);
+  const modelDir = cfg ? cfg.modelDir : modelFolder(p.model!);
   const adapterDir = p.run ?? p.adapter;
   const model = await Model.load(modelDir);
   try {

@@ -22,6 +22,7 @@ import { loadAnyAdapter } from '../analysis/finetuned';
 import { moduleTypeMap, moduleTypes, typeOfPath } from '../analysis/grid';
 import { ImportanceAccumulator, METHOD_ORDER, summarize, type ScoreTarget } from '../analysis/importance';
 import { cliTrainContext } from './train';
+import { modelFolder } from '../spec/hub-cache';
 
 export const IMPORTANCE_JSON = 'importance.json';
 export const SCORES_FILE = 'scores.safetensors';
@@ -113,7 +114,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
   if ((p.data === undefined) === (p.inputs === undefined)) throw new InputError('', 'importance', 'give exactly one of --data and --inputs');
   const methods = parseMethods(p.methods);
   const t0 = performance.now();
-  const model = await Model.load(p.model);
+  const model = await Model.load(modelFolder(p.model));
   let adapter: AdapterInstance | undefined;
   let source: BatchSource | undefined;
   let acc: ImportanceAccumulator | undefined;
@@ -160,7 +161,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     await writeSafetensors(join(out, SCORES_FILE), outs.scores, { format: 'pt', peft_lab: 'importance', methods: methods.join(',') });
     const report: ImportanceReport = {
       version: 1,
-      model: resolve(p.model),
+      model: modelFolder(p.model),
       ...(p.spec ? { spec: resolve(p.spec) } : {}),
       ...(p.adapter ? { adapter: resolve(p.adapter) } : {}),
       ...(p.data ? { data: resolve(p.data) } : {}),

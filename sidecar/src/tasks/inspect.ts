@@ -5,8 +5,10 @@ import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
 import { readConfig } from '../models/config';
 import { architectureOf } from '../models/model';
+import { modelFolder } from '../spec/hub-cache';
 
-export async function inspectModel(dir: string): Promise<InspectResult> {
+export async function inspectModel(arg: string): Promise<InspectResult> {
+  const dir = modelFolder(arg);
   const config = readConfig(dir);
   const arch = architectureOf(config);
   const reader = await CheckpointReader.open(dir);

@@ -23,6 +23,7 @@ import { loadFinetuned, type Finetuned } from '../analysis/finetuned';
 import { GRAFT_DEFAULTS, Grafter, countOnes, hostMasks, maskOverlap } from '../analysis/grafting';
 import { divideGrids, gridAxes, layerFromName, moduleTypes, sumGrid } from '../analysis/grid';
 import { AnalysisUsageError, int, list, num, reportProgress, runCli, str } from './importance';
+import { modelFolder } from '../spec/hub-cache';
 
 export const LOCALIZE_JSON = 'localize.json';
 export const DEFAULT_SPARSITY = [1e-4, 1e-3, 1e-2];
@@ -253,7 +254,7 @@ export async function runLocalize(p: LocalizeJobParams, ctx: JobContext): Promis
   if (levels.some((r) => !(r > 0 && r <= 1))) throw new InputError('', 'sparsity', `each level must be in (0, 1]; got ${levels.join(', ')}`);
   const out = resolve(p.out);
   await fsp.mkdir(out, { recursive: true });
-  const model = await Model.load(p.base);
+  const model = await Model.load(modelFolder(p.base));
   try {
     const step = { done: 0, total: sources.length * levels.length * (p.epochs ?? 10), t0: performance.now() };
     const runs: LocalizeRunReport[] = [];
@@ -271,7 +272,7 @@ export async function runLocalize(p: LocalizeJobParams, ctx: JobContext): Promis
     }
     const report: LocalizeReport = {
       version: 1,
-      base: resolve(p.base),
+      base: modelFolder(p.base),
       options: { epochs: p.epochs ?? 10, lr: p.lr ?? GRAFT_DEFAULTS.lr, bias: p.bias ?? GRAFT_DEFAULTS.bias, batchSize: p.batchSize ?? 16, seed: p.seed ?? 0 },
       runs,
     };

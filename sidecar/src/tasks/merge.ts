@@ -17,6 +17,7 @@ import { evaluateDetailed, scoreOf } from '../analysis/evaluation';
 import { loadFinetuned } from '../analysis/finetuned';
 import { average, breadcrumbs, compeft, compeftBytes, dare, dareRng, nonzero, ties, type Vec } from '../analysis/task-vectors';
 import { AnalysisUsageError, list, num, int, runCli, str } from './importance';
+import { modelFolder } from '../spec/hub-cache';
 
 export const MERGE_JSON = 'merge.json';
 /** Files of a model folder worth carrying to the merged one (the tokenizer, its chat template, generation defaults). */
@@ -43,7 +44,7 @@ const MERGED_FOLDER_FILES = new Set([...COPIED, 'model.safetensors', MERGE_JSON]
  */
 export async function checkMergeOutput(p: Pick<MergeJobParams, 'out' | 'base' | 'runs'>): Promise<void> {
   const out = resolve(p.out);
-  for (const [what, dir] of [['base model', p.base], ...p.runs.map((r) => ['run', r])] as const)
+  for (const [what, dir] of [['base model', modelFolder(p.base)], ...p.runs.map((r) => ['run', r])] as const)
     if (resolve(dir) === out) throw new InputError(out, '', `is the ${what} folder: give a new folder for the merged model`);
   const st = await fsp.stat(out).catch(() => undefined);
   if (!st) return;
@@ -186,7 +187,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
   if (p.method === 'soup-greedy' && !p.data) throw new InputError('', 'data', 'soup-greedy needs --data (it orders and keeps models by their validation score)');
   checkMergeOptions(p);
   await checkMergeOutput(p); // before the compute: a refused folder should not cost the merge
-  const model = await Model.load(p.base);
+  const model = await Model.load(modelFolder(p.base));
   try {
     const tv = await taskVectors(model, p.runs, ctx);
     const batchSize = 16;
@@ -201,7 +202,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
     const report: MergeReport = {
       version: 1,
       method: p.method,
-      base: resolve(p.base),
+      base: modelFolder(p.base),
       runs: tv.runs,
       options: {},
       out: resolve(p.out),
@@ -281,7 +282,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
       }
     }
     await writeSafetensors(join(out, 'model.safetensors'), tensors, { format: 'pt', peft_lab: `merge:${p.method}` });
-    for (const f of COPIED) if (existsSync(join(p.base, f))) copyFileSync(join(p.base, f), join(out, f));
+    for (const f of COPIED) if (existsSync(join(report.base, f))) copyFileSync(join(report.base, f), join(out, f));
     if (data) {
       const ev: NonNullable<MergeReport['eval']> = { merged: await evalWith(model, tv, merged, data, rows, batchSize, ctx.signal) };
       ev.base = await evalWith(model, tv, undefined, data, rows, batchSize, ctx.signal);

@@ -23,7 +23,7 @@ import { CheckpointReader, numel, writeSafetensors, type HostTensor } from '../i
 import { fromTf } from '../io/tensors';
 import { CancelledError, yieldToEventLoop, type JobContext } from '../jobs/context';
 import { Model } from '../models/model';
-import { BUNDLED_PREFIX } from '../spec/load';
+import { baseModelName } from '../spec/load';
 import type { RunConfig } from '../spec/types';
 import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-bridge';
 import { AdamW, type AdamWState } from './adamw';
@@ -492,7 +492,7 @@ class Session {
     if (ist) await writeIstReports(this.runDir, ist);
     // Final adapter.
     const adapterDir = join(this.runDir, ADAPTER_DIR);
-    await saveFinalAdapter(adapterDir, adapter, cfg.model.startsWith(BUNDLED_PREFIX) ? cfg.model : cfg.modelDir, this.log.bind(this));
+    await saveFinalAdapter(adapterDir, adapter, baseModelName(cfg), this.log.bind(this));
     await this.writeAdapterCheck(model, adapter, (data.eval.length > 0 ? data.eval : data.train).slice(0, 4), batchOpts);
     let forgetting: TrainOutcome['forgetting'];
     if (heldout && forgettingBefore !== undefined) {

@@ -1,0 +1,80 @@
+/**
+ * Models by Hugging Face id ("Qwen/Qwen2.5-0.5B") from the local hub cache, as transformers'
+ * from_pretrained finds them offline: <cache>/models--Qwen--Qwen2.5-0.5B/snapshots/<commit>, the
+ * commit that refs/main names (else the newest snapshot). Nothing is downloaded: PEFT Lab makes no
+ * network requests.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+/** "org/name" (the hub's repository ids: letters, digits, '-', '_', '.'). */
+export const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/u;
+
+/** The hub cache folder, from the variables huggingface_hub reads, in its order. */
+export function hubCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HUGGINGFACE_HUB_CACHE) return env.HUGGINGFACE_HUB_CACHE;
+  const home = env.HF_HOME ?? join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface');
+  return join(home, 'hub');
+}
+
+const repoFolder = (id: string) => `models--${id.replace('/', '--')}`;
+
+/** The snapshot folder (with a config.json) of a model id in the cache, or undefined. */
+export function hubSnapshot(id: string, cache = hubCacheDir()): string | undefined {
+  if (!HUB_ID.test(id)) return undefined;
+  const repo = join(cache, repoFolder(id));
+  const snapshots = join(repo, 'snapshots');
+  const withConfig = (d: string) => existsSync(join(snapshots, d, 'config.json'));
+  try {
+    const main = readFileSync(join(repo, 'refs', 'main'), 'utf8').trim();
+    if (main && withConfig(main)) return join(snapshots, main);
+  } catch {
+    /* no refs/main: the newest snapshot */
+  }
+  try {
+    const all = readdirSync(snapshots).filter(withConfig);
+    all.sort((a, b) => statSync(join(snapshots, b)).mtimeMs - statSync(join(snapshots, a)).mtimeMs);
+    return all[0] === undefined ? undefined : join(snapshots, all[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The model id of a hub-cache snapshot folder (…/models--org--name/snapshots/<commit>), or undefined. */
+export function hubIdOfSnapshot(dir: string): string | undefined {
+  const segs = dir.split(/[\\/]+/u).filter(Boolean);
+  const i = segs.length - 3;
+  if (i < 0 || segs[i + 1] !== 'snapshots' || !segs[i]!.startsWith('models--')) return undefined;
+  return idOfRepoFolder(segs[i]!);
+}
+
+/** "models--org--name" → "org/name" (huggingface_hub joins the id's parts with "--"). */
+const idOfRepoFolder = (folder: string) => folder.slice('models--'.length).replace('--', '/');
+
+/** Model ids with a snapshot in the cache (for pickers), sorted. */
+export function cachedHubModels(cache = hubCacheDir()): { id: string; dir: string }[] {
+  let names: string[];
+  try {
+    names = readdirSync(cache).filter((n) => n.startsWith('models--'));
+  } catch {
+    return [];
+  }
+  const out: { id: string; dir: string }[] = [];
+  for (const n of names) {
+    const id = idOfRepoFolder(n);
+    const dir = hubSnapshot(id, cache);
+    if (dir) out.push({ id, dir });
+  }
+  return out.sort((a, b) => a.id.localeCompare(b.id));
+}
+
+/**
+ * A model argument of a command or job (`--model`, `--base`) as a folder: the folder when it exists,
+ * else the cached snapshot of a hub id, else the path as given (for the loader's own error).
+ */
+export function modelFolder(arg: string): string {
+  if (existsSync(arg) || !HUB_ID.test(arg)) return resolve(arg);
+  return hubSnapshot(arg) ?? resolve(arg);
+}
