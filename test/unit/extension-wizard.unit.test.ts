@@ -45,6 +45,7 @@ describe('wizard → spec', () => {
     assert.equal(spec.model, '../models/m');
     assert.deepEqual(spec.data, { train: '../d/rows.csv', evalSplit: 0.1 });
     assert.equal(spec.description, undefined);
+    assert.equal(buildSpec(answers({ model: { kind: 'hub', id: 'Qwen/Qwen2.5-0.5B' } }), ws).model, 'Qwen/Qwen2.5-0.5B', 'a cached Hugging Face model by its id');
   });
 
   it('offers the inits each kind takes', () => {

@@ -22,6 +22,7 @@ import {
   type ModelAnswer,
   type WizardAnswers,
 } from '../model/wizard';
+import { cachedHubModels } from '../../../sidecar/src/spec/hub-cache';
 
 const TITLE = 'PEFT Lab: New Fine-tune';
 
@@ -52,7 +53,7 @@ async function firstLine(file: string): Promise<string | undefined> {
   }
 }
 
-type ModelChoice = { kind: 'bundled'; id: string } | { kind: 'browse' };
+type ModelChoice = { kind: 'bundled'; id: string } | { kind: 'hub'; id: string } | { kind: 'browse' };
 type DataChoice = { kind: 'bundled'; task: string } | { kind: 'browse' };
 
 export async function newFineTune(ctx: Ctx): Promise<void> {
@@ -65,6 +66,8 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
   for (const m of models) {
     modelItems.push({ label: `$(package) peft-lab/${m}`, description: 'bundled', detail: await firstLine(join(media, 'models', m, 'README.md')), value: { kind: 'bundled', id: m } });
   }
+  // Models already in the Hugging Face cache, by id (nothing is downloaded).
+  for (const m of cachedHubModels()) modelItems.push({ label: `$(library) ${m.id}`, description: 'Hugging Face cache', detail: m.dir, value: { kind: 'hub', id: m.id } });
   modelItems.push({ label: '$(folder-opened) Choose a model folder…', description: 'a Hugging Face folder (config.json + safetensors) in this workspace', value: { kind: 'browse' } });
   const modelChoice = await pick(modelItems, 1, total, 'Base model');
   if (!modelChoice) return;
@@ -74,7 +77,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     if (!dir?.[0]) return;
     if (!existsSync(join(dir[0].fsPath, 'config.json'))) throw new Error(`${dir[0].fsPath} has no config.json: not a Hugging Face model folder`);
     model = { kind: 'folder', path: dir[0].fsPath };
-  } else model = { kind: 'bundled', id: modelChoice.id };
+  } else model = modelChoice.kind === 'hub' ? { kind: 'hub', id: modelChoice.id } : { kind: 'bundled', id: modelChoice.id };
 
   // 2. data
   const tasks = await subfolders(join(media, 'data'), 'train.jsonl');

@@ -50,7 +50,8 @@ export const COMPARE_DEFAULTS: readonly AdapterKind[] = ['lora', 'dora', 'ia3'];
 /** The learning rate a kind starts from: full fine-tuning moves every weight, so 10× lower. */
 export const startingLr = (kind: AdapterKind): number => (kind === 'full' ? 1e-4 : 1e-3);
 
-export type ModelAnswer = { kind: 'bundled'; id: string } | { kind: 'folder'; path: string };
+/** A bundled model, a folder, or a Hugging Face id in the local hub cache. */
+export type ModelAnswer = { kind: 'bundled'; id: string } | { kind: 'folder'; path: string } | { kind: 'hub'; id: string };
 /** Data files as they will be in the workspace (bundled tasks are copied there first). */
 export interface DataAnswer {
   train: string;
@@ -100,7 +101,8 @@ export function adapterSpec(kind: AdapterKind, init: LoraInit | undefined, mask:
 
 /** The spec object for the answers. */
 export function buildSpec(a: WizardAnswers, specDir: string): Record<string, unknown> {
-  const model = a.model.kind === 'bundled' ? `${BUNDLED_MODEL_PREFIX}${a.model.id.replace(/^peft-lab\//, '')}` : rel(specDir, a.model.path);
+  const model =
+    a.model.kind === 'bundled' ? `${BUNDLED_MODEL_PREFIX}${a.model.id.replace(/^peft-lab\//, '')}` : a.model.kind === 'hub' ? a.model.id : rel(specDir, a.model.path);
   const data: Record<string, unknown> = { train: rel(specDir, a.data.train) };
   if (a.data.eval) data.eval = rel(specDir, a.data.eval);
   else data.evalSplit = 0.1;
