@@ -240,6 +240,7 @@ const COMMANDS: Record<string, Command> = {
       'max-new-tokens': { type: 'string' },
       temperature: { type: 'string' },
       'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
       seed: { type: 'string' },
       'compare-base': { type: 'boolean' },
     },

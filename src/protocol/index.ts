@@ -682,6 +682,8 @@ export interface GenerateJobParams {
   temperature?: number;
   /** Nucleus sampling: the smallest set of tokens with this much probability (default 1: all). */
   topP?: number;
+  /** Sampling from the k most probable tokens only, before top-p, as transformers' top_k (default 50; 0: all). */
+  topK?: number;
   seed?: number;
   /** Also the base model's text for the same prompt and seed (a run or an adapter only). */
   compareBase?: boolean;

@@ -36,10 +36,10 @@ describe('sampling', () => {
     assert.equal(sampleNext([0.1, 2, -1, 1.9], 0, 1, new Rng(1)), 1);
     // Probabilities 0.5, 0.3, 0.15, 0.05 at T = 1.
     const logits = [0.5, 0.3, 0.15, 0.05].map(Math.log);
-    const counts = (topP: number, T = 1) => {
+    const counts = (topP: number, T = 1, topK = 0) => {
       const rng = new Rng(7);
       const c = [0, 0, 0, 0];
-      for (let i = 0; i < 20000; i++) c[sampleNext(logits, T, topP, rng)]!++;
+      for (let i = 0; i < 20000; i++) c[sampleNext(logits, T, topP, rng, topK)]!++;
       return c.map((x) => x / 20000);
     };
     counts(1).forEach((f, i) => assert.ok(Math.abs(f - [0.5, 0.3, 0.15, 0.05][i]!) < 0.012, `T=1 token ${i}: ${f}`));
@@ -51,6 +51,14 @@ describe('sampling', () => {
     const flat = [0.5, 0.3, 0.15, 0.05].map(Math.sqrt);
     const z = flat.reduce((a, b) => a + b, 0);
     counts(1, 2).forEach((f, i) => assert.ok(Math.abs(f - flat[i]! / z) < 0.012, `T=2 token ${i}: ${f}`));
+    // top-k 2 keeps {0, 1}; top-k 3 then top-p 0.8 takes the nucleus of the renormalised three
+    // (0.526, 0.316, 0.158): {0, 1} again, where top-p 0.8 alone over all four also stops at 1.
+    const k2 = counts(1, 1, 2);
+    assert.deepEqual(k2.slice(2), [0, 0]);
+    assert.ok(Math.abs(k2[0]! - 0.625) < 0.012, `top-k 2: ${k2}`);
+    assert.deepEqual(counts(0.8, 1, 3).slice(2), [0, 0]);
+    assert.deepEqual(counts(1, 1, 1), [1, 0, 0, 0], 'top-k 1 is greedy');
+    assert.ok(counts(1, 1, 3)[2]! > 0.1 && counts(1, 1, 3)[3] === 0, 'top-k 3 drops the 4th only');
     const draw = (seed: number) => Array.from({ length: 8 }, ((r) => () => sampleNext(logits, 1, 1, r))(new Rng(seed)));
     assert.deepEqual(draw(3), draw(3), 'seeded');
   });
@@ -280,5 +288,6 @@ describe('generation', () => {
     assert.equal(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', maxNewTokens: 3 }), undefined);
     assert.match(jobParamsProblem({ kind: 'generate', run: 'r', model: 'm', prompt: 'p' })!, /exactly one of 'run' and 'model'/);
     assert.match(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', temperature: -1 })!, /'temperature' must be a number ≥ 0/);
+    assert.match(jobParamsProblem({ kind: 'generate', run: 'r', prompt: 'p', topK: 2.5 })!, /'topK' must be an integer ≥ 0/);
   });
 });

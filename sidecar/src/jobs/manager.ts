@@ -250,6 +250,7 @@ export function jobParamsProblem(v: unknown): string | undefined {
       return (
         str('run', true) ?? str('model', true) ?? str('adapter', true) ?? (typeof p.prompt === 'string' ? undefined : `generate job: 'prompt' must be a string`) ?? bool('chat') ?? bool('compareBase') ??
         num('maxNewTokens', (x) => Number.isInteger(x) && x >= 1, 'an integer ≥ 1') ?? num('temperature', (x) => x >= 0 && Number.isFinite(x), 'a number ≥ 0') ?? num('topP', (x) => x > 0 && x <= 1, 'in (0, 1]') ??
+        num('topK', (x) => Number.isInteger(x) && x >= 0, 'an integer ≥ 0') ??
         num('seed', (x) => Number.isInteger(x) && x >= 0, 'an integer ≥ 0')
       );
     }

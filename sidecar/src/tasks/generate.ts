@@ -1,7 +1,7 @@
 /**
  * `generate`: text from a causal language model, to try a fine-tune (and its base, side by side);
  * for a text classifier, its classes for the prompt.
- * Greedy by default, else temperature and nucleus (top-p) sampling from a seeded generator; stops
+ * Greedy by default, else temperature, top-k and nucleus (top-p) sampling from a seeded generator; stops
  * at the end-of-sequence token or after maxNewTokens. A run trained on chat rows gets its prompt
  * as a user message through the model's chat template.
  *
@@ -29,13 +29,14 @@ import { readRunConfig } from '../train/run-folder';
 import { AnalysisUsageError, int, num, runCli, str } from './importance';
 import { modelFolder } from '../spec/hub-cache';
 
-export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, seed: 0 } as const;
+/** topK 50: transformers' GenerationConfig default when sampling. */
+export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, topK: 50, seed: 0 } as const;
 
 /**
  * The next token from one position's logits: the argmax at temperature 0; else a draw from
  * softmax(logits / T) restricted to the smallest set of tokens whose probability reaches topP.
  */
-export function sampleNext(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng): number {
+export function sampleNext(logits: ArrayLike<number>, temperature: number, topP: number, rng: Rng, topK = 0): number {
   const n = logits.length;
   if (temperature <= 0) {
     let best = 0;
@@ -48,11 +49,17 @@ export function sampleNext(logits: ArrayLike<number>, temperature: number, topP:
   let sum = 0;
   for (let i = 0; i < n; i++) sum += p[i] = Math.exp((logits[i]! - max) / temperature);
   const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+  // transformers' order: top-k first, then the nucleus within it (its probabilities renormalised).
+  const limit = topK > 0 ? Math.min(topK, n) : n;
+  if (limit < n) {
+    sum = 0;
+    for (let k = 0; k < limit; k++) sum += p[order[k]!]!;
+  }
   // The nucleus: tokens in order of probability until their mass reaches topP (at least one; a
   // relative 1e-9 keeps rounding from adding a token when the mass meets topP exactly).
   let kept = 0;
   let mass = 0;
-  while (kept < n && (kept === 0 || mass < topP * sum * (1 - 1e-9))) mass += p[order[kept++]!]!;
+  while (kept < limit && (kept === 0 || mass < topP * sum * (1 - 1e-9))) mass += p[order[kept++]!]!;
   let u = rng.next() * mass;
   for (let k = 0; k < kept; k++) {
     u -= p[order[k]!]!;
@@ -72,7 +79,7 @@ export async function generateIds(
   weights: Weights | undefined,
   prompt: readonly number[],
   /** `cache: false`: each step runs the whole window (the reference the key/value cache must match). */
-  o: { maxNewTokens: number; temperature: number; topP: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number; cache?: boolean },
+  o: { maxNewTokens: number; temperature: number; topP: number; topK?: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number; cache?: boolean },
   signal?: AbortSignal,
   onToken?: (count: number) => void,
   /** Text that ends the output once the new tokens' text holds it (kept out of the ids returned). */
@@ -101,7 +108,7 @@ export async function generateIds(
       });
       const row = (await last.data()) as Float32Array;
       last.dispose();
-      const next = sampleNext(row, o.temperature, o.topP, rng);
+      const next = sampleNext(row, o.temperature, o.topP, rng, o.topK ?? 0);
       if (stops.has(next)) return { ids: out, stop: 'eos' };
       out.push(next);
       seq.push(next);
@@ -179,11 +186,13 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     maxNewTokens: p.maxNewTokens ?? GENERATE_DEFAULTS.maxNewTokens,
     temperature: p.temperature ?? GENERATE_DEFAULTS.temperature,
     topP: p.topP ?? GENERATE_DEFAULTS.topP,
+    topK: p.topK ?? GENERATE_DEFAULTS.topK,
     seed: p.seed ?? GENERATE_DEFAULTS.seed,
   };
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError('', 'maxNewTokens', `must be an integer ≥ 1, got ${o.maxNewTokens}`);
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError('', 'temperature', `must be a number ≥ 0, got ${o.temperature}`);
   if (!(o.topP > 0 && o.topP <= 1)) throw new InputError('', 'topP', `must be in (0, 1], got ${o.topP}`);
+  if (!Number.isInteger(o.topK) || o.topK < 0) throw new InputError('', 'topK', `must be an integer ≥ 0, got ${o.topK}`);
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 32) throw new InputError('', 'seed', `must be an integer in [0, 2³²), got ${o.seed}`);
   if (p.compareBase && p.run === undefined && p.adapter === undefined) throw new InputError('', 'compareBase', 'compares a fine-tune with its base: give a run, or an adapter');
   const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
@@ -301,7 +310,7 @@ function classNames(model: Model, cfg: RunConfig | undefined): string[] {
 // ---- command line ------------------------------------------------------------------------------
 
 export const GENERATE_USAGE =
-  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--seed 0] [--compare-base]';
+  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--top-k 50] [--seed 0] [--compare-base]';
 
 export async function generateCommand(v: Record<string, string | boolean | string[] | undefined>): Promise<void> {
   const run = str(v, 'run', false);
@@ -320,6 +329,8 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   if (temperature !== undefined) p.temperature = temperature;
   const topP = num(v, 'top-p');
   if (topP !== undefined) p.topP = topP;
+  const topK = int(v, 'top-k', 0);
+  if (topK !== undefined) p.topK = topK;
   const seed = int(v, 'seed', 0);
   if (seed !== undefined) p.seed = seed;
   if (v['compare-base'] === true) p.compareBase = true;
