@@ -13,6 +13,11 @@ export class InputError extends Error {
     super(file ? `${file}${where ? ` (${where})` : ''}: ${problem}` : `${where ? `${where}: ` : ''}${problem}`);
     this.name = 'InputError';
   }
+
+  /** Each problem as its own error line (`file (where): problem`), where there are several (a spec's). */
+  get problems(): string[] {
+    return [this.message];
+  }
 }
 
 /** A one-line message for any thrown value. */

@@ -146,7 +146,13 @@ export const JobProgressNote = notification<JobProgress>('peftLab/job/progress')
 /** sidecar → extension: a job ended. Exactly one per started job. */
 export type JobEnd =
   | { id: string; state: 'done'; result: JobResult }
-  | { id: string; state: 'failed'; error: string }
+  | {
+      id: string;
+      state: 'failed';
+      error: string;
+      /** A bad input's problems, each its own line in the error's form (`file (path at line:col): message`): a spec's several. */
+      problems?: string[];
+    }
   | { id: string; state: 'cancelled' };
 export const JobEndNote = notification<JobEnd>('peftLab/job/end');
 

@@ -752,7 +752,7 @@ describe('adapters', () => {
       ['rank that does not match the tensors', { ...good, r: 8 }, 'base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight', /shape \[4, 64\] does not match .* imply \[8, 64\]/],
       ['tensor of no targeted module', { ...good, target_modules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj'] }, 'base_model.model.model.layers.0.mlp.down_proj.lora_A.weight', /does not belong to any module/],
       ['missing tensor', { ...good, use_dora: true }, 'base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector', /missing/],
-      ['invalid JSON', '{"peft_type": "LORA",', '1:22', /JSON syntax error: PropertyNameExpected/],
+      ['invalid JSON', '{"peft_type": "LORA",', '1:22', /JSON syntax error: property name expected/],
     ];
     for (const [title, cfg, key, msg] of bad) {
       it(title, async () => {

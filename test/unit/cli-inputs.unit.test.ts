@@ -142,7 +142,7 @@ describe('model folders (D, E, H)', () => {
     mkdirSync(dir);
     writeFileSync(join(dir, 'config.json'), '{\n  "model_type": "gpt2",\n  "n_embd": 64\n  "n_head": 4\n}\n');
     const file = join(dir, 'config.json');
-    assert.throws(() => readConfig(dir), (e: unknown) => e instanceof InputError && e.message === `${file} (4:3): JSON syntax error: CommaExpected`);
+    assert.throws(() => readConfig(dir), (e: unknown) => e instanceof InputError && e.message === `${file} (4:3): JSON syntax error: comma expected`);
     assert.throws(() => parseJsonText('', 'f.json'), (e: unknown) => e instanceof InputError && e.message === 'f.json: the file is empty');
     assert.deepEqual(parseJsonText('{"a": [1]}', 'f.json'), { a: [1] });
   });

@@ -26,7 +26,7 @@ describe('parsing error lines', () => {
     });
   });
   it('reads a position without a path', () => {
-    assert.deepEqual(parseSpecError('/ws/a.peft.json (3:1): JSON syntax error: CommaExpected'), { file: '/ws/a.peft.json', line: 3, column: 1, message: 'JSON syntax error: CommaExpected' });
+    assert.deepEqual(parseSpecError('/ws/a.peft.json (3:1): JSON syntax error: comma expected'), { file: '/ws/a.peft.json', line: 3, column: 1, message: 'JSON syntax error: comma expected' });
   });
   it('reads a path without a position', () => {
     assert.deepEqual(parseSpecError('/ws/a.peft.json (variants): compare needs "variants"'), { file: '/ws/a.peft.json', path: 'variants', message: 'compare needs "variants"' });

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Emitter, once } from '../../src/extension/model/events';
 import { COMMAND_NEEDS, unavailability } from '../../src/extension/model/availability';
-import { cancelJobsWarning, settingsRestartPrompt, statusBarView } from '../../src/extension/model/status-text';
+import { cancelJobsWarning, progressMessage, settingsRestartPrompt, statusBarView } from '../../src/extension/model/status-text';
 import { backoffDelay, crashesInWindow, Supervisor, type ExitInfo, type SupervisedProcess } from '../../src/extension/model/supervisor';
 
 /** A process that lives in memory: `crash()` ends it. */
@@ -119,6 +119,15 @@ describe('command availability', () => {
     for (const id of ['peftLab.runs.openDashboard', 'peftLab.runs.refresh', 'peftLab.runs.compareSelected', 'peftLab.restartSidecar'] as const) {
       assert.equal(COMMAND_NEEDS[id], 'none', id);
     }
+  });
+});
+
+describe('progress notification', () => {
+  it('leads with the count and the loss, unless the message says them already (training)', () => {
+    assert.equal(progressMessage({ id: 'j', done: 3, total: 8, message: 'fisher: batch 3', metrics: { loss: 2.5 } }), '3/8 · loss 2.5000 · fisher: batch 3');
+    assert.equal(progressMessage({ id: 'j', done: 99, total: 600, message: 'step 99/600 · loss 1.8562 · lr 1.00e-3 · ETA 10s', metrics: { loss: 1.8562 } }), 'step 99/600 · loss 1.8562 · lr 1.00e-3 · ETA 10s');
+    assert.equal(progressMessage({ id: 'j', done: 1, total: 0 }), '1');
+    assert.equal(progressMessage({ id: 'j', done: 2, total: 4, metrics: { loss: Number.NaN } }), '2/4');
   });
 });
 

@@ -22,7 +22,7 @@ import { overallProgress, runCompare, type CompareResult } from '../../sidecar/s
 import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
-import { ADAPTER_CHECK_FILE, runTraining, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { ADAPTER_CHECK_FILE, runTraining, secondsPerStep, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
 import { readSafetensors } from '../../sidecar/src/io/safetensors';
 import { toTf } from '../../sidecar/src/io/tensors';
 import { Model } from '../../sidecar/src/models/model';
@@ -265,6 +265,13 @@ describe('training', () => {
     assert.match(e.message, /memoryLimitMb\): estimated memory \d+ MB \(weights [\d.]+ MB, adapter [\d.]+ MB, gradients [\d.]+ MB, optimizer state [\d.]+ MB, activations [\d.]+ MB; batch 4 × \d+ tokens\) exceeds the limit of 1 MB/);
     assert.equal(status(dir).state, 'failed');
     assert.ok(!existsSync(join(dir, 'checkpoints')));
+  });
+
+  test("the ETA's pace leaves the first step's warm-up out (seconds per step over the marks after it)", () => {
+    // A 3 s first step (kernels compiling), then 0.1 s steps.
+    const marks = [{ t: 0, step: 0 }, { t: 3000, step: 1 }, { t: 3100, step: 2 }, { t: 3200, step: 3 }];
+    assert.equal(secondsPerStep(marks), 0.1);
+    assert.equal(secondsPerStep(marks.slice(0, 2)), 3, 'one step: all there is');
   });
 
   test('full fine-tuning, gradient accumulation and epochs', async () => {

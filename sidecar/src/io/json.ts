@@ -1,5 +1,5 @@
 /** JSON files read by the loaders (config.json and the like): syntax errors located by line:column. */
-import { parse, printParseErrorCode, type ParseError } from 'jsonc-parser/lib/esm/main.js';
+import { parse, printParseErrorCode, type ParseError, type ParseErrorCode } from 'jsonc-parser/lib/esm/main.js';
 import { InputError } from '../errors';
 
 /**
@@ -21,7 +21,7 @@ export function parseJsonText(text: string, file: string): unknown {
     const first = errors[0];
     if (!first) throw new InputError(file, '', `invalid JSON: ${(e as Error).message}`);
     const lc = lineColumn(text, first.offset);
-    throw new InputError(file, `${lc.line}:${lc.column}`, `JSON syntax error: ${printParseErrorCode(first.error)}`);
+    throw new InputError(file, `${lc.line}:${lc.column}`, `JSON syntax error: ${describeParseError(first.error)}`);
   }
 }
 
@@ -36,4 +36,11 @@ export function lineColumn(text: string, offset: number): { line: number; column
     }
   }
   return { line, column: offset - start + 1 };
+}
+
+/** jsonc-parser's error code in words ("CommaExpected" → "comma expected"). */
+export function describeParseError(code: ParseErrorCode): string {
+  return printParseErrorCode(code)
+    .replace(/([a-z])([A-Z])/gu, '$1 $2')
+    .toLowerCase();
 }

@@ -5,6 +5,7 @@
  * one-line message.
  */
 import { inspect } from 'node:util';
+import { InputError } from '../errors';
 import type { JobEnd, JobKind, JobParams, JobProgress, JobResult, JobSummary, LogMessage } from '../../../src/protocol';
 import { JOB_KINDS } from '../../../src/protocol';
 import { analysisJobProblem } from '../analysis/params-check';
@@ -160,7 +161,8 @@ export class JobManager {
       } else {
         const error = oneLine(err);
         if (err instanceof Error && err.stack) this.emit(() => this.events.log('debug', `[${id}] ${err.stack}`));
-        this.finish(job, { id, state: 'failed', error });
+        const problems = err instanceof InputError && err.problems.length > 1 ? { problems: err.problems } : {};
+        this.finish(job, { id, state: 'failed', error, ...problems });
       }
     }
   }

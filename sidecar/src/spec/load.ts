@@ -5,11 +5,11 @@
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { findNodeAtLocation, getNodeValue, parseTree, printParseErrorCode, type Node, type ParseError } from 'jsonc-parser/lib/esm/main.js';
+import { findNodeAtLocation, getNodeValue, parseTree, type Node, type ParseError } from 'jsonc-parser/lib/esm/main.js';
 import type { AdapterSpec, AllocationSpec } from '../../../src/protocol';
 import schemaJson from '../../../schemas/peft-spec.schema.json';
 import { InputError } from '../errors';
-import { lineColumn } from '../io/json';
+import { describeParseError, lineColumn } from '../io/json';
 import { adapterFromAllocation } from '../train/allocation';
 import { adapterOptionProblems } from './adapter-options';
 import { resolveInside } from './paths';
@@ -40,6 +40,10 @@ export class SpecError extends InputError {
     const more = rest.length ? ` (and ${rest.length} more problem${rest.length > 1 ? 's' : ''}: ${rest.join('; ')})` : '';
     super(file, `${first.path ? `${first.path} at ` : ''}${first.line}:${first.column}`, `${first.message}${more}`);
     this.name = 'SpecError';
+  }
+
+  override get problems(): string[] {
+    return this.issues.map((i) => `${this.file} (${i.path ? `${i.path} at ` : ''}${i.line}:${i.column}): ${i.message}`);
   }
 }
 
@@ -150,7 +154,7 @@ export function parseSpecText(text: string, file: string): { spec?: RunSpec; iss
         path: '',
         offset: e.offset,
         length: e.length,
-        message: errors.length ? `JSON syntax error: ${printParseErrorCode(e.error)}` : 'the file is empty',
+        message: errors.length ? `JSON syntax error: ${describeParseError(e.error)}` : 'the file is empty',
       })),
     };
   }
@@ -213,7 +217,7 @@ export function readAllocationFile(file: string): { allocation?: AllocationSpec;
   if (errors.length > 0 || !root) {
     const e = errors[0];
     const lc = lineColumn(text, e?.offset ?? 0);
-    return { problems: [`${file} ${lc.line}:${lc.column}: ${e ? `JSON syntax error: ${printParseErrorCode(e.error)}` : 'the file is empty'}`] };
+    return { problems: [`${file} ${lc.line}:${lc.column}: ${e ? `JSON syntax error: ${describeParseError(e.error)}` : 'the file is empty'}`] };
   }
   if (root.type !== 'object') return { problems: [`${file}: expected an allocation object (method, budget, trainableParams, lora / sparse)`] };
   const issues: SpecIssue[] = [];

@@ -65,6 +65,16 @@ export interface TrainOutcome {
 }
 
 /** A failure of the training itself (non-finite loss), reported with the step and last checkpoint. */
+/** Steps the progress ETA averages over. */
+const ETA_WINDOW = 20;
+
+/** Seconds per step over timestamped marks (oldest first), the first step's warm-up left out once there are more. */
+export function secondsPerStep(marks: readonly { t: number; step: number }[]): number {
+  const from = marks.length > 2 ? marks[1]! : marks[0]!;
+  const last = marks[marks.length - 1]!;
+  return (last.t - from.t) / 1000 / Math.max(1, last.step - from.step);
+}
+
 export class TrainingError extends Error {
   constructor(message: string) {
     super(message);
@@ -326,8 +336,9 @@ class Session {
 
     const names = [...adapter.trainable.keys()];
     const accum = cfg.gradientAccumulation;
-    const sessionStart = performance.now();
-    const startStep = state.step;
+    // The ETA's pace: the last ETA_WINDOW steps (evaluations and checkpoints among them count), not
+    // the whole session, whose first steps carry the kernels' warm-up.
+    const paceMarks: { t: number; step: number }[] = [{ t: performance.now(), step: state.step }];
     let lastEval: { loss: number; metric?: number } | undefined;
     let lastLogTime = performance.now();
 
@@ -465,9 +476,9 @@ class Session {
         }
 
         // Progress.
-        const doneHere = step - startStep;
-        const perStep = (performance.now() - sessionStart) / 1000 / Math.max(1, doneHere);
-        const eta = state.finished ? 0 : (totalSteps - step) * perStep;
+        paceMarks.push({ t: performance.now(), step });
+        if (paceMarks.length > ETA_WINDOW + 1) paceMarks.shift();
+        const eta = state.finished ? 0 : (totalSteps - step) * secondsPerStep(paceMarks);
         const tps = Math.round(tokens / Math.max(1e-9, dt));
         const metrics: Record<string, number> = { loss, lr, tokens_per_s: tps, eta_s: Math.round(eta) };
         if (lastEval) {

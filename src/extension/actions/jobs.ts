@@ -5,7 +5,7 @@
  */
 import { basename, dirname, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
-import { type CompareJobParams, type JobEnd, type JobParams, type JobProgress, type TrainJobParams } from '../../protocol';
+import { type CompareJobParams, type JobEnd, type JobParams, type TrainJobParams } from '../../protocol';
 import type { Ctx } from '../commands';
 import * as config from '../config';
 import { DEFAULT_BUDGETS, DEFAULT_EPOCHS, DEFAULT_SPARSITY, parseBudgets, parseEpochs, parseSparsity, planAllocate, planLocalize } from '../model/analysis-plan';
@@ -13,17 +13,11 @@ import type { RunInput } from '../model/merge-plan';
 import { commandLink } from '../model/links';
 import { planImportance, planRunDir } from '../model/run-plan';
 import { formatMetric } from '../model/tree';
+import { progressMessage } from '../model/status-text';
 
 /** Error text of a job whose sidecar exited under it (see SidecarClient.loseJobs). */
 export const LOST_JOB = /^the sidecar exited/;
 
-function progressMessage(p: JobProgress): string {
-  const parts = [p.total > 0 ? `${p.done}/${p.total}` : `${p.done}`];
-  const loss = p.metrics?.loss;
-  if (loss !== undefined && Number.isFinite(loss)) parts.push(`loss ${loss.toFixed(4)}`);
-  if (p.message) parts.push(p.message);
-  return parts.join(' · ');
-}
 
 /** Starts a sidecar job under a cancellable notification and resolves with its end. */
 export function runJobWithProgress(ctx: Ctx, params: JobParams, title: string): Promise<JobEnd> {
@@ -99,7 +93,7 @@ async function reportTrainEnd(ctx: Ctx, params: TrainJobParams, end: JobEnd): Pr
     }
     case 'failed': {
       const resume = runDir ? async () => void (await vscode.commands.executeCommand('peftLab.runs.resume', runDir)) : undefined;
-      return reportFailure(ctx, { what: 'fine-tune', error: end.error, specFile: params.spec, resume });
+      return reportFailure(ctx, { what: 'fine-tune', error: end.error, problems: end.problems, specFile: params.spec, resume });
     }
   }
 }
@@ -148,7 +142,7 @@ export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
       return;
     }
     case 'failed':
-      return reportFailure(ctx, { what: 'comparison', error: end.error, specFile, resume: again });
+      return reportFailure(ctx, { what: 'comparison', error: end.error, problems: end.problems, specFile, resume: again });
   }
 }
 
@@ -156,7 +150,10 @@ export async function compare(ctx: Ctx, req: CompareRequest): Promise<void> {
  * A failed job: when the sidecar died under it, a warning with Resume (where the job can continue);
  * otherwise the error, marked in the spec when it names a place there.
  */
-async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison' | 'layer scoring'; error: string; specFile: string; resume: (() => Promise<void>) | undefined }): Promise<void> {
+async function reportFailure(
+  ctx: Ctx,
+  f: { what: 'fine-tune' | 'comparison' | 'layer scoring'; error: string; problems: readonly string[] | undefined; specFile: string; resume: (() => Promise<void>) | undefined },
+): Promise<void> {
   if (LOST_JOB.test(f.error)) {
     const choice = await vscode.window.showWarningMessage(
       `PEFT Lab: ${f.error}; the ${f.what} is interrupted.${ctx.sidecar.state === 'failed' ? '' : ` The sidecar restarts; Resume continues the ${f.what}.`}`,
@@ -167,7 +164,7 @@ async function reportFailure(ctx: Ctx, f: { what: 'fine-tune' | 'comparison' | '
     else if (choice === 'Show Output') ctx.log.show(true);
     return;
   }
-  const marked = await ctx.diagnostics.report(f.error, dirname(f.specFile), f.specFile);
+  const marked = await ctx.diagnostics.report(f.problems ?? [f.error], dirname(f.specFile), f.specFile);
   ctx.log.error(`${f.what} failed: ${f.error}`);
   const choice = await vscode.window.showErrorMessage(`PEFT Lab: ${f.what} failed: ${f.error}`, marked ? 'Show Problem' : 'Show Output');
   if (choice === 'Show Problem' && marked) await revealDiagnostic(marked);
@@ -196,7 +193,7 @@ export async function scoreLayers(ctx: Ctx, specFile: string): Promise<void> {
   if (end.state === 'done') {
     await vscode.commands.executeCommand('peftLab.openImportance', plan.out);
   } else if (end.state === 'failed') {
-    await reportFailure(ctx, { what: 'layer scoring', error: end.error, specFile, resume: undefined });
+    await reportFailure(ctx, { what: 'layer scoring', error: end.error, problems: end.problems, specFile, resume: undefined });
   }
 }
 

@@ -1,5 +1,5 @@
 /** What the status bar item says (vscode-free): the sidecar's state, its backend, active jobs; and what stopping or restarting it under running jobs asks. */
-import type { BackendInfo, BackendName } from '../../protocol';
+import type { BackendInfo, BackendName, JobProgress } from '../../protocol';
 import type { SupervisorState } from './supervisor';
 
 /** Short names people know the backends by. */
@@ -77,4 +77,19 @@ export function cancelJobsWarning(jobs: number, action: 'stop' | 'restart'): str
 export function settingsRestartPrompt(jobs: number): string {
   const cancels = jobs > 0 ? ` ${jobsRunning(jobs)}: restarting cancels ${jobs > 1 ? 'them' : 'it'} (a fine-tune keeps its last checkpoint).` : '';
   return `PEFT Lab: restart the sidecar to apply the new settings?${cancels}`;
+}
+
+/**
+ * A job's progress notification line: the count and the loss, then the sidecar's message, without
+ * saying twice what the message says already (training's reads "step 5/20 · loss …").
+ */
+export function progressMessage(p: JobProgress): string {
+  const message = p.message ?? '';
+  const count = p.total > 0 ? `${p.done}/${p.total}` : `${p.done}`;
+  const parts: string[] = [];
+  if (!message.includes(count)) parts.push(count);
+  const loss = p.metrics?.loss;
+  if (loss !== undefined && Number.isFinite(loss) && !/\bloss\b/.test(message)) parts.push(`loss ${loss.toFixed(4)}`);
+  if (message) parts.push(message);
+  return parts.join(' · ');
 }

@@ -1,42 +1,84 @@
 /**
- * Spec problems in the Problems panel: a job that failed on bad input (the sidecar names the file,
- * the JSON path and line:column) becomes a Diagnostic on that file (the spec, or a data file it
- * names), until the next run of the spec.
+ * Spec problems in the Problems panel. A spec is checked as it is opened and saved, by the
+ * sidecar's own loader run here (schema, paths, model, data files: every problem at its place);
+ * a job that failed on bad input (the sidecar names the file, the JSON path and line:column) marks
+ * that file too (the spec, or a data file it names), until the spec runs or is checked again. An
+ * edit clears a spec's marks: their places no longer hold.
  */
 import { promises as fsp } from 'node:fs';
-import { isAbsolute } from 'node:path';
+import { dirname, isAbsolute } from 'node:path';
 import * as vscode from 'vscode';
+import { InputError } from '../../../sidecar/src/errors';
+import { loadSpec } from '../../../sidecar/src/spec/load';
+import { workspaceFolderOf } from '../config';
 import { DiagnosticOwners } from '../model/diagnostic-owners';
 import { diagnosticRange, parseSpecError } from '../model/spec-errors';
+import { isSpecPath } from './codelens';
 
 export class SpecDiagnostics implements vscode.Disposable {
   private readonly collection = vscode.languages.createDiagnosticCollection('peft-lab');
   private readonly owners = new DiagnosticOwners();
+  private readonly listeners: vscode.Disposable[];
 
-  /**
-   * Shows an error line as a diagnostic when it names a file (absolute, or relative to `baseDir`),
-   * as a failure of `specFile` (cleared by `clearSpec` when it runs again). Returns the file's URI
-   * when it did.
-   */
-  async report(errorText: string, baseDir?: string, specFile?: string): Promise<vscode.Uri | undefined> {
-    const loc = parseSpecError(errorText);
-    if (!loc) return undefined;
-    const file = isAbsolute(loc.file) ? loc.file : baseDir ? vscode.Uri.joinPath(vscode.Uri.file(baseDir), loc.file).fsPath : undefined;
-    if (!file) return undefined;
-    const uri = vscode.Uri.file(file);
-    const text = await this.textOf(uri);
-    if (text === undefined) return undefined;
-    const r = diagnosticRange(text, loc);
-    const range = new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
-    const d = new vscode.Diagnostic(range, loc.message, vscode.DiagnosticSeverity.Error);
-    d.source = 'PEFT Lab';
-    if (loc.path) d.code = loc.path;
-    this.collection.set(uri, [d]);
-    if (specFile) this.owners.mark(vscode.Uri.file(specFile).fsPath, uri.fsPath);
-    return uri;
+  constructor() {
+    this.listeners = [
+      vscode.workspace.onDidOpenTextDocument((d) => void this.check(d)),
+      vscode.workspace.onDidSaveTextDocument((d) => void this.check(d)),
+      vscode.workspace.onDidChangeTextDocument((e) => {
+        if (e.contentChanges.length && this.collection.has(e.document.uri)) this.collection.delete(e.document.uri);
+      }),
+    ];
+    for (const d of vscode.workspace.textDocuments) void this.check(d);
   }
 
-  /** As a spec runs again: its problems go, on the spec and on every file its last failure marked. */
+  /** Loads a spec document's file as a run would; marks each problem, or clears the marks when there is none. */
+  async check(doc: vscode.TextDocument): Promise<void> {
+    if (doc.uri.scheme !== 'file' || !isSpecPath(doc.uri.fsPath) || doc.isDirty) return;
+    const specFile = doc.uri.fsPath;
+    try {
+      const workspaceRoot = workspaceFolderOf(specFile);
+      loadSpec(specFile, workspaceRoot ? { workspaceRoot } : {});
+      this.clearSpec(specFile);
+    } catch (err) {
+      if (!(err instanceof InputError)) return; // not the spec's fault: the run will say
+      this.clearSpec(specFile);
+      await this.report(err.problems, dirname(specFile), specFile);
+    }
+  }
+
+  /**
+   * Shows error lines as diagnostics where they name a file (absolute, or relative to `baseDir`),
+   * as failures of `specFile` (cleared by `clearSpec` when it runs again). Returns the first marked
+   * file's URI.
+   */
+  async report(errorLines: readonly string[], baseDir?: string, specFile?: string): Promise<vscode.Uri | undefined> {
+    const byFile = new Map<string, { uri: vscode.Uri; diagnostics: vscode.Diagnostic[] }>();
+    let first: vscode.Uri | undefined;
+    for (const line of errorLines) {
+      const loc = parseSpecError(line);
+      if (!loc) continue;
+      const file = isAbsolute(loc.file) ? loc.file : baseDir ? vscode.Uri.joinPath(vscode.Uri.file(baseDir), loc.file).fsPath : undefined;
+      if (!file) continue;
+      const uri = vscode.Uri.file(file);
+      const text = await this.textOf(uri);
+      if (text === undefined) continue;
+      const r = diagnosticRange(text, loc);
+      const d = new vscode.Diagnostic(new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character), loc.message, vscode.DiagnosticSeverity.Error);
+      d.source = 'PEFT Lab';
+      if (loc.path) d.code = loc.path;
+      const entry = byFile.get(uri.fsPath) ?? { uri, diagnostics: [] };
+      entry.diagnostics.push(d);
+      byFile.set(uri.fsPath, entry);
+      first ??= uri;
+    }
+    for (const { uri, diagnostics } of byFile.values()) {
+      this.collection.set(uri, diagnostics);
+      if (specFile) this.owners.mark(vscode.Uri.file(specFile).fsPath, uri.fsPath);
+    }
+    return first;
+  }
+
+  /** As a spec runs (or is checked) again: its problems go, on the spec and on every file its last failure marked. */
   clearSpec(specFile: string): void {
     for (const file of this.owners.release(vscode.Uri.file(specFile).fsPath)) this.collection.delete(vscode.Uri.file(file));
   }
@@ -47,6 +89,7 @@ export class SpecDiagnostics implements vscode.Disposable {
   }
 
   dispose(): void {
+    for (const l of this.listeners) l.dispose();
     this.collection.dispose();
   }
 
