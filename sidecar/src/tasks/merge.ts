@@ -18,40 +18,9 @@ import { loadFinetuned } from '../analysis/finetuned';
 import { average, breadcrumbs, compeft, compeftBytes, dare, dareRng, nonzero, ties, type Vec } from '../analysis/task-vectors';
 import { AnalysisUsageError, list, num, int, runCli, str } from './importance';
 import { modelFolder } from '../spec/hub-cache';
+import { checkMergeOutput, MERGE_JSON, MODEL_FILES_COPIED } from './merge-output';
 
-export const MERGE_JSON = 'merge.json';
-/** Files of a model folder worth carrying to the merged one (the tokenizer, its chat template, generation defaults). */
-const COPIED = [
-  'config.json',
-  'generation_config.json',
-  'tokenizer.json',
-  'tokenizer_config.json',
-  'special_tokens_map.json',
-  'added_tokens.json',
-  'tokenizer.model',
-  'chat_template.jinja',
-  'chat_template.json',
-  'vocab.json',
-  'merges.txt',
-  'vocab.txt',
-  'preprocessor_config.json',
-];
-const MERGED_FOLDER_FILES = new Set([...COPIED, 'model.safetensors', MERGE_JSON]);
-
-/**
- * The merged model's folder may be new, empty, or an earlier merge's (whose files are replaced);
- * never the base or a run, nor a folder of other files: they would be overwritten or mixed.
- */
-export async function checkMergeOutput(p: Pick<MergeJobParams, 'out' | 'base' | 'runs'>): Promise<void> {
-  const out = resolve(p.out);
-  for (const [what, dir] of [['base model', modelFolder(p.base)], ...p.runs.map((r) => ['run', r])] as const)
-    if (resolve(dir) === out) throw new InputError(out, '', `is the ${what} folder: give a new folder for the merged model`);
-  const st = await fsp.stat(out).catch(() => undefined);
-  if (!st) return;
-  if (!st.isDirectory()) throw new InputError(out, '', 'is a file: give a new folder for the merged model');
-  const others = (await fsp.readdir(out)).filter((f) => !MERGED_FOLDER_FILES.has(f)).sort();
-  if (others.length) throw new InputError(out, '', `holds other files than a merged model's (${others.slice(0, 3).join(', ')}${others.length > 3 ? ', …' : ''}): give a new folder`);
-}
+export { MERGE_JSON } from './merge-output';
 
 interface TaskVectors {
   names: string[];
@@ -282,7 +251,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
       }
     }
     await writeSafetensors(join(out, 'model.safetensors'), tensors, { format: 'pt', peft_lab: `merge:${p.method}` });
-    for (const f of COPIED) if (existsSync(join(report.base, f))) copyFileSync(join(report.base, f), join(out, f));
+    for (const f of MODEL_FILES_COPIED) if (existsSync(join(report.base, f))) copyFileSync(join(report.base, f), join(out, f));
     if (data) {
       const ev: NonNullable<MergeReport['eval']> = { merged: await evalWith(model, tv, merged, data, rows, batchSize, ctx.signal) };
       ev.base = await evalWith(model, tv, undefined, data, rows, batchSize, ctx.signal);

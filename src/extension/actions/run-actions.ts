@@ -12,6 +12,7 @@ import { generationMarkdown } from '../model/generation-text';
 import { planEvaluate } from '../model/analysis-plan';
 import { MERGE_METHOD_INFO, planMergedModel, planMerge, strAt, type RunInput } from '../model/merge-plan';
 import { compare, localizeRun, reportAnalysisEnd, runJobWithProgress, train } from './jobs';
+import { checkMergeOutput } from '../../../sidecar/src/tasks/merge-output';
 
 export async function openDashboard(ctx: Ctx, args: unknown[]): Promise<void> {
   const runs = await runsFromArgs(ctx.runs, args, () => true, 'open');
@@ -80,6 +81,7 @@ export async function exportMerged(ctx: Ctx, args: unknown[]): Promise<void> {
   if (!folder) return;
   const plan = planMergedModel(await runInput(run), folder.fsPath);
   if (typeof plan === 'string') throw new Error(`cannot merge: ${plan}`);
+  await checkMergeOutput(plan); // a folder it would refuse is refused before asking to replace it
   if (existsSync(plan.out)) {
     const choice = await vscode.window.showWarningMessage(`${plan.out} exists. Replace the merged model in it?`, { modal: true }, 'Replace');
     if (choice !== 'Replace') return;
