@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -574,8 +574,11 @@ describe('task vectors', () => {
     await runMerge({ kind: 'merge', base: baseDir, runs: runs.slice(0, 1), method: 'soup-uniform', out }, cliContext());
     const notes = join(tmp, 'notes.txt');
     writeFileSync(notes, 'notes');
+    const link = join(tmp, 'base-link');
+    symlinkSync(baseDir, link);
     const refused: [string, RegExp][] = [
       [baseDir, /is the base model folder/],
+      [link, /is the base model folder \(through a link, /],
       [runs[1]!, /is the run folder/],
       [notes, /is a file/],
       [tmp, /holds other files than a merged model's/],

@@ -149,6 +149,11 @@ describe('examples', () => {
     assert.match(inputError(() => load(spec(bad, { promptTemplate: template, completionField: 'output' }), LM), bad, /^line 2$/).message, /missing field "input"/);
   });
 
+  test('a token the model lacks is reported against the field that holds it (the prompt is tokenized alone first)', () => {
+    const f = file('pc-bad.jsonl', jsonl([{ prompt: 'café is', completion: ' good' }]));
+    assert.match(inputError(() => load(spec(f), { ...LM, vocabSize: 128 }), f, /^line 1, field "prompt"$/).message, /token id 195 is outside the model's vocabulary of 128/);
+  });
+
   test('promptTemplate syntax: {field}, {{ and }} for braces; what is wrong says where', () => {
     assert.deepEqual(parsePromptTemplate('Q: {q} {{x}}\nA:'), [{ text: 'Q: ' }, { field: 'q' }, { text: ' {x}\nA:' }]);
     assert.equal(renderPromptTemplate(parsePromptTemplate('{a}-{b}') as TemplatePart[], (f) => f.toUpperCase()), 'A-B');

@@ -67,6 +67,10 @@ describe('score layers plan', () => {
     assert.deepEqual(plan, { model: '/ext/media/models/tiny-gpt', data: '/ws/s/data/t.jsonl', out: '/ws/s/runs/importance-a-20250102-030405' });
     const local = planImportance({ specFile: '/ws/s/a.peft.json', specText: '{"name":"n","model":"../m","data":{"train":"t.jsonl"},"runsDir":"r"}', bundledModelsDir: '/x', now, exists: () => false });
     assert.deepEqual(local, { model: '/ws/m', data: '/ws/s/t.jsonl', out: '/ws/s/r/importance-n-20250102-030405' });
+    // A Hugging Face id stays an id (the sidecar finds it in its cache), unless a folder of that name is beside the spec.
+    const hub = (exists: (p: string) => boolean) => planImportance({ specFile: '/ws/s/a.peft.json', specText: '{"model":"Qwen/Qwen2.5-0.5B","data":{"train":"t.jsonl"}}', bundledModelsDir: '/x', now, exists });
+    assert.equal((hub(() => false) as { model: string }).model, 'Qwen/Qwen2.5-0.5B');
+    assert.equal((hub((p) => p === '/ws/s/Qwen/Qwen2.5-0.5B') as { model: string }).model, '/ws/s/Qwen/Qwen2.5-0.5B');
   });
 
   it('says why when the spec lacks a model or data', () => {

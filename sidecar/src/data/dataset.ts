@@ -212,8 +212,10 @@ class Builder {
       // Prompt and completion are tokenized together, as TRL's SFTTrainer does (a SentencePiece
       // tokenizer would give the completion alone a "▁" of its own); the loss starts at the first
       // token the prompt alone does not have (one merged across the boundary counts as completion).
+      // The prompt alone first: a problem in it is reported against its own field.
+      const promptIds = this.encode(r, this.template ? 'promptTemplate' : s.promptField, prompt, true);
       const ids = this.encode(r, s.completionField, prompt + completion, true);
-      const start = tokensBefore(this.encode(r, s.promptField, prompt, true), ids);
+      const start = tokensBefore(promptIds, ids);
       const eos = this.tok!.eosId;
       if (eos !== undefined && eos < this.info.vocabSize) {
         if (ids[ids.length - 1] !== eos) ids.push(eos); // a completion may end with the EOS text already

@@ -306,7 +306,7 @@ export async function overlapFiles(a: string, b: string, modelDir?: string): Pro
   let numLayers: number;
   let columns: string[];
   if (modelDir) {
-    const cfg = readConfig(modelDir);
+    const cfg = readConfig(modelFolder(modelDir));
     const info = architectureOf(cfg).params(cfg);
     const m = new Map(info.map((x) => [x.name, { layer: x.layer, type: x.type }]));
     where = (n) => m.get(n) ?? { layer: layerFromName(n), type: 'other' };

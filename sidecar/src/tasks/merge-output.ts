@@ -7,6 +7,7 @@ import { resolve } from 'node:path';
 import type { MergeJobParams } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { modelFolder } from '../spec/hub-cache';
+import { realpathLoose } from '../spec/paths';
 
 export const MERGE_JSON = 'merge.json';
 /** Files of a model folder worth carrying to the merged one (the tokenizer, its chat template, generation defaults). */
@@ -33,8 +34,10 @@ const MERGED_FOLDER_FILES = new Set([...MODEL_FILES_COPIED, 'model.safetensors',
  */
 export async function checkMergeOutput(p: Pick<MergeJobParams, 'out' | 'base' | 'runs'>): Promise<void> {
   const out = resolve(p.out);
+  // Real paths: a link to the base (a hub snapshot, say) is the base.
+  const real = realpathLoose(out);
   for (const [what, dir] of [['base model', modelFolder(p.base)], ...p.runs.map((r) => ['run', r])] as const)
-    if (resolve(dir) === out) throw new InputError(out, '', `is the ${what} folder: give a new folder for the merged model`);
+    if (realpathLoose(dir) === real) throw new InputError(out, '', `is the ${what} folder${real !== out ? ` (through a link, ${real})` : ''}: give a new folder for the merged model`);
   const st = await fsp.stat(out).catch(() => undefined);
   if (!st) return;
   if (!st.isDirectory()) throw new InputError(out, '', 'is a file: give a new folder for the merged model');

@@ -64,7 +64,6 @@ export interface TrainOutcome {
   memory?: ReturnType<typeof estimateMemory>;
 }
 
-/** A failure of the training itself (non-finite loss), reported with the step and last checkpoint. */
 /** Steps the progress ETA averages over. */
 const ETA_WINDOW = 20;
 
@@ -75,6 +74,7 @@ export function secondsPerStep(marks: readonly { t: number; step: number }[]): n
   return (last.t - from.t) / 1000 / Math.max(1, last.step - from.step);
 }
 
+/** A failure of the training itself (non-finite loss), reported with the step and last checkpoint. */
 export class TrainingError extends Error {
   constructor(message: string) {
     super(message);

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { getNodeValue, parseTree, type ParseError } from 'jsonc-parser/lib/esm/main.js';
+import { HUB_ID } from '../../../sidecar/src/spec/hub-cache';
 
 /** The sidecar's default run name for a spec file (see sidecar/src/spec/load.ts). */
 export function specName(file: string): string {
@@ -92,10 +93,12 @@ export function planImportance(input: RunPlanInput & { bundledModelsDir: string 
   if (typeof spec.model !== 'string' || !spec.model) return 'the spec has no "model"';
   if (typeof spec.data?.train !== 'string' || !spec.data.train) return 'the spec has no "data.train"';
   const specDir = dirname(input.specFile);
-  const model = spec.model.startsWith('peft-lab/') ? join(input.bundledModelsDir, spec.model.slice('peft-lab/'.length)) : resolve(specDir, spec.model);
+  const exists = input.exists ?? existsSync;
+  // As the sidecar reads a spec: bundled, a folder beside it, else a Hugging Face id (its cache resolves it).
+  const folder = resolve(specDir, spec.model);
+  const model = spec.model.startsWith('peft-lab/') ? join(input.bundledModelsDir, spec.model.slice('peft-lab/'.length)) : HUB_ID.test(spec.model) && !exists(folder) ? spec.model : folder;
   const name = typeof spec.name === 'string' && spec.name ? spec.name : specName(input.specFile);
   const runsDir = input.runsFolder ?? resolve(specDir, typeof spec.runsDir === 'string' && spec.runsDir ? spec.runsDir : 'runs');
-  const exists = input.exists ?? existsSync;
   const stamp = runStamp(input.now ?? new Date());
   let out = join(runsDir, `importance-${name}-${stamp}`);
   for (let i = 2; exists(out); i++) out = join(runsDir, `importance-${name}-${stamp}-${i}`);

@@ -19,6 +19,8 @@ export class SpecDiagnostics implements vscode.Disposable {
   private readonly collection = vscode.languages.createDiagnosticCollection('peft-lab');
   private readonly owners = new DiagnosticOwners();
   private readonly listeners: vscode.Disposable[];
+  /** Per spec, the latest check's number: an older check that ends later is dropped. */
+  private readonly checks = new Map<string, number>();
 
   constructor() {
     this.listeners = [
@@ -35,23 +37,26 @@ export class SpecDiagnostics implements vscode.Disposable {
   async check(doc: vscode.TextDocument): Promise<void> {
     if (doc.uri.scheme !== 'file' || !isSpecPath(doc.uri.fsPath) || doc.isDirty) return;
     const specFile = doc.uri.fsPath;
+    const n = (this.checks.get(specFile) ?? 0) + 1;
+    this.checks.set(specFile, n);
+    const current = () => this.checks.get(specFile) === n;
     try {
       const workspaceRoot = workspaceFolderOf(specFile);
       loadSpec(specFile, workspaceRoot ? { workspaceRoot } : {});
       this.clearSpec(specFile);
     } catch (err) {
       if (!(err instanceof InputError)) return; // not the spec's fault: the run will say
-      this.clearSpec(specFile);
-      await this.report(err.problems, dirname(specFile), specFile);
+      await this.report(err.problems, dirname(specFile), specFile, { replace: true, current });
     }
   }
 
   /**
    * Shows error lines as diagnostics where they name a file (absolute, or relative to `baseDir`),
    * as failures of `specFile` (cleared by `clearSpec` when it runs again). Returns the first marked
-   * file's URI.
+   * file's URI. With `replace`, the spec's earlier marks go first; a check no longer `current` (a
+   * newer one started while files were read) marks nothing.
    */
-  async report(errorLines: readonly string[], baseDir?: string, specFile?: string): Promise<vscode.Uri | undefined> {
+  async report(errorLines: readonly string[], baseDir?: string, specFile?: string, opts: { replace?: boolean; current?: () => boolean } = {}): Promise<vscode.Uri | undefined> {
     const byFile = new Map<string, { uri: vscode.Uri; diagnostics: vscode.Diagnostic[] }>();
     let first: vscode.Uri | undefined;
     for (const line of errorLines) {
@@ -71,6 +76,9 @@ export class SpecDiagnostics implements vscode.Disposable {
       byFile.set(uri.fsPath, entry);
       first ??= uri;
     }
+    // From here on synchronous: nothing else runs between the staleness test and the marks.
+    if (opts.current && !opts.current()) return undefined;
+    if (opts.replace && specFile) this.clearSpec(specFile);
     for (const { uri, diagnostics } of byFile.values()) {
       this.collection.set(uri, diagnostics);
       if (specFile) this.owners.mark(vscode.Uri.file(specFile).fsPath, uri.fsPath);
