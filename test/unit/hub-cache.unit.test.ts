@@ -8,7 +8,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, utimesSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { cachedHubModels, hubCacheDir, hubIdOfSnapshot, hubSnapshot, modelFolder } from '../../sidecar/src/spec/hub-cache';
+import { cachedHubModels, hubCacheDir, hubIdOfSnapshot, hubSnapshot, modelDisplayName, modelFolder } from '../../sidecar/src/spec/hub-cache';
 import { baseModelName, loadSpec, SpecError } from '../../sidecar/src/spec/load';
 import { inspectModel } from '../../sidecar/src/tasks/inspect';
 import { fixture } from '../helpers/numeric';
@@ -61,6 +61,10 @@ describe('the Hugging Face hub cache', () => {
     assert.equal(hubIdOfSnapshot(main), 'org/tiny');
     assert.equal(hubIdOfSnapshot(`${newest}/`), 'other/tiny-2');
     assert.equal(hubIdOfSnapshot(fixture('hf', 'llama-tiny')), undefined);
+    // How panels name a model folder.
+    assert.equal(modelDisplayName(main), 'org/tiny');
+    assert.equal(modelDisplayName('/home/u/.vscode/extensions/peft-lab.peft-lab-0.1.0/media/models/tiny-gpt'), 'peft-lab/tiny-gpt');
+    assert.equal(modelDisplayName('/ws/models/mine'), '/ws/models/mine');
   });
 
   it('a spec may name a cached model by id (a folder of that name beside the spec wins); the adapter records the id', () => {

@@ -53,6 +53,17 @@ export function hubIdOfSnapshot(dir: string): string | undefined {
 /** "models--org--name" → "org/name" (huggingface_hub joins the id's parts with "--"). */
 const idOfRepoFolder = (folder: string) => folder.slice('models--'.length).replace('--', '/');
 
+/**
+ * A model folder as people name it: a hub snapshot by its id, a bundled model (…/media/models/<name>)
+ * as peft-lab/<name>, any other folder as it is.
+ */
+export function modelDisplayName(dir: string): string {
+  const id = hubIdOfSnapshot(dir);
+  if (id) return id;
+  const bundled = /[\\/]media[\\/]models[\\/]([A-Za-z0-9][\w.-]*)[\\/]?$/u.exec(dir);
+  return bundled ? `peft-lab/${bundled[1]}` : dir;
+}
+
 /** Model ids with a snapshot in the cache (for pickers), sorted. */
 export function cachedHubModels(cache = hubCacheDir()): { id: string; dir: string }[] {
   let names: string[];

@@ -5,6 +5,7 @@
  */
 import { IMPORTANCE_METHODS, type ImportanceMethod, type ImportanceReport, type LayerGrid } from '../../../protocol';
 import type { ImportanceMethodView, ImportanceView } from '../../../protocol/webview';
+import { modelDisplayName } from '../../../../sidecar/src/spec/hub-cache';
 
 export const METHOD_LABELS: Record<ImportanceMethod, string> = { fisher: 'Fisher', 'grad-norm': 'Gradient magnitude', taylor: 'Taylor', adalora: 'AdaLoRA sensitivity' };
 
@@ -86,6 +87,6 @@ export function importanceView(raw: unknown, source: string): ImportanceView {
   if (typeof report.batches === 'number') notes.push(`${report.batches} batches, ${report.examples ?? '?'} examples, ${report.tokens ?? '?'} tokens; mean loss ${typeof report.meanLoss === 'number' ? report.meanLoss.toPrecision(4) : '?'}`);
   if (report.adapter) notes.push(`adapter: ${report.adapter}`);
   const view: ImportanceView = { source, layers, modules, methods, notes };
-  if (typeof report.model === 'string') view.model = report.model;
+  if (typeof report.model === 'string') view.model = modelDisplayName(report.model);
   return view;
 }
