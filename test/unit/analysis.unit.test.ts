@@ -19,7 +19,7 @@ import { ImportanceAccumulator } from '../../sidecar/src/analysis/importance';
 import { average, breadcrumbs, breadcrumbsMask, compeft, compeftBytes, dare, dareRng, disjointMerge, magnitudePrune, populationStd, ties } from '../../sidecar/src/analysis/task-vectors';
 import { GlobalRanking, topKMask } from '../../sidecar/src/analysis/topk';
 import type { Example } from '../../sidecar/src/data/dataset';
-import { readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { float32ToBfloat16, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { CancelledError, cliContext, type JobContext } from '../../sidecar/src/jobs/context';
 import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { runJob } from '../../sidecar/src/jobs/runners';
@@ -535,6 +535,22 @@ describe('task vectors', () => {
         m.dispose();
       }
     }
+  });
+
+  it("a bf16 base merges into a bf16 model (the base checkpoint's dtype), as save_pretrained keeps it", async () => {
+    const base = join(tmp, 'llama-bf16');
+    mkdirSync(base, { recursive: true });
+    copyFileSync(fixture('hf', 'llama-tiny', 'config.json'), join(base, 'config.json'));
+    const f32 = await readSafetensors(fixture('hf', 'llama-tiny', 'model.safetensors'));
+    await writeSafetensors(join(base, 'model.safetensors'), new Map([...f32].map(([n, t]) => [n, { dtype: 'BF16' as const, shape: t.shape, data: float32ToBfloat16(toFloat32(t)) }])));
+    const out = join(tmp, 'llama-bf16-merged');
+    await runMerge({ kind: 'merge', base, runs: [fixture('peft', 'llama-tiny-lora')], method: 'soup-uniform', out }, cliContext());
+    const merged = await readSafetensors(join(out, 'model.safetensors'));
+    assert.deepEqual([...new Set([...merged.values()].map((t) => t.dtype))], ['BF16']);
+    // The same merge in float32 (from the float32 base), rounded: within bf16's precision.
+    const ref = await readSafetensors(join(tmp, 'llama-tiny-merged', 'model.safetensors'));
+    const name = 'model.layers.0.self_attn.q_proj.weight';
+    assertClose('bf16 merged q_proj', toFloat32(merged.get(name)!), toFloat32(ref.get(name)!), 1e-2);
   });
 
   it('a uniform soup averages the fine-tuned weights, written as a loadable model folder', async () => {

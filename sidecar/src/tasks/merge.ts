@@ -9,9 +9,9 @@ import { copyFileSync, existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { MERGE_METHODS, type JobResult, type MergeEval, type MergeJobParams, type MergeMethod, type MergeReport } from '../../../src/protocol';
 import { InputError } from '../errors';
-import { writeSafetensors, type HostTensor } from '../io/safetensors';
+import { CheckpointReader, float32ToBfloat16, float32ToFloat16, writeSafetensors, type DType, type HostTensor } from '../io/safetensors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
-import { Model } from '../models/model';
+import { Model, withoutTaskPrefix } from '../models/model';
 import { loadDataAsRun, type AnalysisData } from '../analysis/data';
 import { evaluateDetailed, scoreOf } from '../analysis/evaluation';
 import { loadFinetuned } from '../analysis/finetuned';
@@ -29,6 +29,24 @@ interface TaskVectors {
   /** τ_t per changed tensor (absent: 0). */
   taus: Map<string, Vec>[];
   runs: string[];
+}
+
+/** The dtype each parameter has in a model folder's checkpoint (F32 where it cannot tell). */
+async function storedDtypes(dir: string): Promise<(name: string) => DType> {
+  const reader = await CheckpointReader.open(dir);
+  try {
+    const of = new Map(reader.names().map((n) => [n, reader.entry(n).dtype]));
+    return (name) => of.get(name) ?? of.get(withoutTaskPrefix(name)) ?? 'F32';
+  } finally {
+    await reader.close();
+  }
+}
+
+/** float32 values as a tensor of a 16-bit float dtype where the base had one; else float32. */
+function inDtype(data: Float32Array, shape: number[], dtype: DType): HostTensor {
+  if (dtype === 'BF16') return { dtype, shape, data: float32ToBfloat16(data) };
+  if (dtype === 'F16') return { dtype, shape, data: float32ToFloat16(data) };
+  return { dtype: 'F32', shape, data };
 }
 
 async function hostOf(t: tf.Tensor): Promise<Float32Array> {
@@ -239,11 +257,13 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
     throwIfCancelled(ctx.signal);
     const out = resolve(p.out);
     await fsp.mkdir(out, { recursive: true });
+    // Each tensor in the base checkpoint's dtype (bf16 stays bf16), as merge_and_unload + save_pretrained keep it.
+    const stored = await storedDtypes(report.base);
     const tensors = new Map<string, HostTensor>();
     for (const [n, b] of tv.base) {
       const tau = merged.get(n);
       const data = tau ? b.map((v, i) => v + tau[i]!) : b;
-      tensors.set(n, { dtype: 'F32', shape: tv.shapes.get(n)!, data });
+      tensors.set(n, inDtype(data, tv.shapes.get(n)!, stored(n)));
       if (tau) {
         const c = nonzero(tau);
         report.changed += c;
