@@ -61,7 +61,7 @@ interface Setup {
   name: string;
   info: ModelDataInfo;
   tok: () => DataTokenizer;
-  format: Exclude<DataFormat, 'images'>;
+  format: 'jsonl' | 'csv';
   rows: (r: () => number) => Record<string, unknown>[];
   extra?: Partial<DataSpec>;
 }

@@ -14,9 +14,10 @@ import { PNG } from 'pngjs';
 import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../../sidecar/src/backend';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
-import { loadData, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
+import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
-import { readCsv, readJsonl } from '../../sidecar/src/data/rows';
+import { readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
+import { parquetWriteFile } from 'hyparquet-writer';
 import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -77,6 +78,33 @@ describe('rows', () => {
     const rows = readCsv(f);
     assert.deepEqual(rows.map((r) => [r.line, r.fields.text, r.fields.label]), [[2, 'hello, world', 'pos'], [4, 'two\nlines', 'neg'], [5, 'plain', 'pos']]);
   });
+  test('Parquet (as Hugging Face datasets store it: snappy pages, nested chat messages, int64 labels)', async () => {
+    const f = join(root, 'chat.parquet');
+    parquetWriteFile({
+      filename: f,
+      columnData: [
+        { name: 'text', data: ['hello', 'world'], type: 'STRING' },
+        { name: 'label', data: [1n, 2n], type: 'INT64' },
+        { name: 'messages', data: [[{ role: 'user', content: '2+2' }, { role: 'assistant', content: '4' }], [{ role: 'user', content: '3+4' }, { role: 'assistant', content: '7' }]] },
+      ],
+    });
+    const rows = await readParquet(f);
+    assert.deepEqual(rows.map((r) => [r.line, r.unit, r.fields.text, r.fields.label]), [[1, 'row', 'hello', 1], [2, 'row', 'world', 2]]);
+    assert.deepEqual(rows[0]!.fields.messages, [{ role: 'user', content: '2+2' }, { role: 'assistant', content: '4' }]);
+    // Chat rows from Parquet make the examples the same rows from JSONL make.
+    const fromJsonl = file('chat-same.jsonl', jsonl(rows.map((r) => ({ messages: r.fields.messages }))));
+    const a = await loadDataFiles({ data: spec(f, {}, 'parquet'), seed: 1, specFile: 'spec.peft.json' }, { ...LM, maxPositions: 256 }, byte);
+    const b = load(spec(fromJsonl), { ...LM, maxPositions: 256 });
+    assert.deepEqual(a.train.map((e) => e.kind === 'lm' && Array.from(e.labels)), b.train.map((e) => e.kind === 'lm' && Array.from(e.labels)));
+    // A bad value names the row, a broken file the file.
+    const bad = join(root, 'bad.parquet');
+    parquetWriteFile({ filename: bad, columnData: [{ name: 'prompt', data: ['a', 'b'], type: 'STRING' }, { name: 'completion', data: ['x', ''], type: 'STRING' }] });
+    await assert.rejects(loadDataFiles({ data: spec(bad, {}, 'parquet'), seed: 1, specFile: 's' }, LM, byte), (e: InputError) => e.file === bad && e.where === 'row 2, field "completion"' && /the completion is empty/.test(e.problem));
+    const junk = file('junk.parquet', 'not parquet at all');
+    await assert.rejects(readParquet(junk), (e: InputError) => e.file === junk && /^not a readable Parquet file/.test(e.problem));
+    assert.throws(() => readRows('parquet', f), /read with readRowsAsync/);
+  });
+
   test('CSV: a bad record names its line', () => {
     const f = file('bad.csv', 'text,label\nok,1\ntoo,many,fields\n');
     inputError(() => readCsv(f), f, /^line 3$/);

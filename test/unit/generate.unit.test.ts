@@ -189,16 +189,16 @@ describe('generation', () => {
   });
 
   it('a run trained on chat rows gets the prompt as a user turn of the chat template', async () => {
-    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'chat.jsonl') } }), true);
-    assert.equal(runUsesChat(runDir, { data: { train: join(root, 'add.jsonl') } }), false);
+    assert.equal(await runUsesChat(chatRun, { data: { train: join(root, 'chat.jsonl') } }), true);
+    assert.equal(await runUsesChat(runDir, { data: { train: join(root, 'add.jsonl') } }), false);
     // CSV chat rows (the list as JSON in the cell), and JSONL that starts with a byte-order mark.
     writeFileSync(join(root, 'chat.csv'), `messages\n"${JSON.stringify([{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }]).replace(/"/g, '""')}"\n`);
-    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'chat.csv'), format: 'csv' } }), true);
+    assert.equal(await runUsesChat(chatRun, { data: { train: join(root, 'chat.csv'), format: 'csv' } }), true);
     writeFileSync(join(root, 'bom.jsonl'), `\uFEFF${JSON.stringify({ messages: [] })}\n`);
-    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'bom.jsonl') } }), true);
-    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'gone.jsonl') } }), false);
+    assert.equal(await runUsesChat(chatRun, { data: { train: join(root, 'bom.jsonl') } }), true);
+    assert.equal(await runUsesChat(chatRun, { data: { train: join(root, 'gone.jsonl') } }), false);
     writeFileSync(join(root, 'conv-pc.jsonl'), `${JSON.stringify({ prompt: [{ role: 'user', content: 'hi' }], completion: [{ role: 'assistant', content: 'yo' }] })}\n`);
-    assert.equal(runUsesChat(chatRun, { data: { train: join(root, 'conv-pc.jsonl') } }), true, "TRL's conversational prompt + completion");
+    assert.equal(await runUsesChat(chatRun, { data: { train: join(root, 'conv-pc.jsonl') } }), true, "TRL's conversational prompt + completion");
     const r = await runGenerate({ kind: 'generate', run: chatRun, prompt: '3+4', maxNewTokens: 3 }, cliContext());
     assert.equal(r.result.chat, true);
     assert.equal(r.result.input, '<|im_start|>user\n3+4<|im_end|>\n<|im_start|>assistant\n');

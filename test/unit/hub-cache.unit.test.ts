@@ -104,6 +104,7 @@ describe('the Hugging Face hub cache', () => {
       assert.equal(modelFolder('org/tiny'), main);
       assert.equal(modelFolder(fixture('hf', 'gpt2-tiny')), fixture('hf', 'gpt2-tiny'));
       assert.equal(modelFolder('org/absent'), resolve('org/absent'), 'unknown: the path, for the loader to report');
+      assert.equal(modelFolder('peft-lab/tiny-gpt'), resolve(__dirname, '..', '..', 'media', 'models', 'tiny-gpt'), 'a bundled model by its id');
       const r = await inspectModel('org/tiny');
       assert.equal(r.modelType, 'llama');
     } finally {

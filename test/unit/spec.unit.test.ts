@@ -116,9 +116,11 @@ describe('spec validation', () => {
     assert.equal((cfg as { variants?: unknown }).variants, undefined);
   });
 
-  test('CSV and image-folder formats are inferred from the train path', () => {
+  test('CSV, Parquet and image-folder formats are inferred from the train path', () => {
     const ws = workspace();
     assert.equal(loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.csv' } }))).data.format, 'csv');
+    writeFileSync(join(ws, 'data', 'train.parquet'), 'PAR1');
+    assert.equal(loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.parquet' } }))).data.format, 'parquet');
     assert.equal(loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/imgs' } }))).data.format, 'images');
     const text = JSON.stringify({ ...BASE, data: { train: 'model/config.txt' } });
     writeFileSync(join(ws, 'model/config.txt'), 'x');

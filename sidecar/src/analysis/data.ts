@@ -7,7 +7,7 @@
 import { extname, join } from 'node:path';
 import { existsSync, statSync } from 'node:fs';
 import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
-import { loadData, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
+import { loadDataFiles, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer } from '../data/tokenizer';
 import { InputError } from '../errors';
 import type { Model } from '../models/model';
@@ -26,7 +26,8 @@ export function inferDataFormat(path: string): DataFormat {
   const ext = extname(path).toLowerCase();
   if (ext === '.csv') return 'csv';
   if (ext === '.jsonl' || ext === '.json' || ext === '.ndjson') return 'jsonl';
-  throw new InputError(path, '', 'cannot tell the data format from the name (expected .jsonl, .csv or an image folder)');
+  if (ext === '.parquet') return 'parquet';
+  throw new InputError(path, '', 'cannot tell the data format from the name (expected .jsonl, .csv, .parquet or an image folder)');
 }
 
 /** A data spec for a file named on the command line. */
@@ -46,10 +47,10 @@ export interface AnalysisData {
 }
 
 /** Loads and tokenizes rows for `model` exactly as the training loop does. */
-export function loadAnalysisData(model: Model, spec: DataSpec & { format: DataFormat }, seed = 0): AnalysisData {
+export async function loadAnalysisData(model: Model, spec: DataSpec & { format: DataFormat }, seed = 0): Promise<AnalysisData> {
   const info = modelDataInfo(model);
   const tok = info.task === 'image-classification' ? undefined : loadTokenizer(model.dir);
-  const data = loadData({ data: spec, seed, specFile: spec.train }, info, tok);
+  const data = await loadDataFiles({ data: spec, seed, specFile: spec.train }, info, tok);
   const batchOpts: BatchOptions = {
     padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
     attentionMask: info.modelType === 'bert',
@@ -65,14 +66,14 @@ export function loadAnalysisData(model: Model, spec: DataSpec & { format: DataFo
  * the classes would number them differently.) Not a run folder: the default fields.
  */
 export async function loadDataAsRun(model: Model, runDir: string | undefined, train: string, opts: { eval?: string; evalSplit?: number } = {}, seed = 0): Promise<AnalysisData> {
-  if (!runDir || !existsSync(join(runDir, SPEC_FILE))) return loadAnalysisData(model, dataSpecFor(train, opts), seed);
+  if (!runDir || !existsSync(join(runDir, SPEC_FILE))) return await loadAnalysisData(model, dataSpecFor(train, opts), seed);
   const cfg = await readRunConfig(runDir);
   const { eval: _eval, evalSplit: _split, heldout: _heldout, ...settings } = cfg.data;
   const split = opts.eval ? { eval: opts.eval } : opts.evalSplit !== undefined ? { evalSplit: opts.evalSplit } : {};
-  const d = loadAnalysisData(model, { ...settings, train, format: inferDataFormat(train), ...split }, seed);
+  const d = await loadAnalysisData(model, { ...settings, train, format: inferDataFormat(train), ...split }, seed);
   const names = d.data.labelNames;
   if (model.arch.task === 'causal-lm' || !names) return d; // integer class ids mean the same class in both
-  const trained = loadAnalysisData(model, cfg.data, seed).data.labelNames;
+  const trained = (await loadAnalysisData(model, cfg.data, seed)).data.labelNames;
   const where = settings.format === 'images' ? 'class folder' : `field "${settings.labelField}"`;
   if (!trained) throw new InputError(train, where, 'the run was trained on integer class ids, so names cannot be matched to its classes: give class ids');
   const id = new Map(trained.map((n, i) => [n, i]));

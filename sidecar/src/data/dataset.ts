@@ -18,7 +18,7 @@ import { InputError } from '../errors';
 import type { Model } from '../models/model';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
-import { readJsonl, readRows, type Row } from './rows';
+import { readJsonl, readRows, readRowsAsync, type Row } from './rows';
 import { chatSegments, parseMessages, type ChatMessage, type ChatSegment } from './chat';
 import { parsePromptTemplate, renderPromptTemplate, type TemplatePart } from './prompt-template';
 import { tokenizerMismatch, type DataTokenizer } from './tokenizer';
@@ -105,7 +105,7 @@ class Builder {
   }
 
   private where(r: Row, field?: string): string {
-    return `line ${r.line}${field ? `, field ${show(field)}` : ''}`;
+    return `${r.unit ?? 'line'} ${r.line}${field ? `, field ${show(field)}` : ''}`;
   }
 
   string(r: Row, field: string): string {
@@ -345,7 +345,16 @@ export function maxLengthFor(data: DataSpec, info: ModelDataInfo, specFile: stri
   return Math.min(cap, 512);
 }
 
-export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTokenizer | undefined): LoadedData {
+/** loadData with the rows read first, whatever the format (Parquet is read asynchronously). */
+export async function loadDataFiles(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTokenizer | undefined): Promise<LoadedData> {
+  const { data } = opts;
+  if (data.format === 'images') return loadData(opts, info, tok);
+  const rows = { train: await readRowsAsync(data.format, data.train), eval: data.eval ? await readRowsAsync(data.format, data.eval) : [] };
+  return loadData(opts, info, tok, rows);
+}
+
+/** The examples of a spec's data; `rows`: its files' rows already read (else read here: JSONL, CSV). */
+export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTokenizer | undefined, rows?: { train: Row[]; eval: Row[] }): LoadedData {
   const { data, seed, specFile } = opts;
   const task = info.task;
   if (task === 'image-classification' && data.format !== 'images') throw new InputError(specFile, 'data.format', `a ${info.modelType} image classifier needs an image folder (format "images"), got ${data.format}`);
@@ -368,9 +377,9 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
     ev = e ? e.items.map(toEx) : [];
     labelNames = labels.named ? labels.names : undefined;
   } else {
-    const trainRows = readRows(data.format, data.train);
+    const trainRows = rows?.train ?? readRows(data.format, data.train);
     if (trainRows.length === 0) throw new InputError(data.train, '', 'no rows');
-    const evalRows = data.eval ? readRows(data.format, data.eval) : [];
+    const evalRows = rows?.eval ?? (data.eval ? readRows(data.format, data.eval) : []);
     if (data.eval && evalRows.length === 0) throw new InputError(data.eval, '', 'no rows');
     if (task === 'causal-lm') {
       train = trainRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);

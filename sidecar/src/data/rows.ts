@@ -1,14 +1,20 @@
-/** Reading rows from JSONL and CSV files, each row remembering its file and line for error messages. */
+/** Reading rows from JSONL, CSV and Parquet files, each row remembering its file and place for error messages. */
 import { parse as parseCsv } from 'csv-parse/sync';
-import { readFileSync } from 'node:fs';
-import { InputError } from '../errors';
+import { parquetReadObjects } from 'hyparquet';
+import { promises as fsp, readFileSync } from 'node:fs';
+import { errorMessage, InputError } from '../errors';
 
 export interface Row {
   file: string;
-  /** 1-based line of the row (its last line for a CSV record spanning several). */
+  /** 1-based line of the row (its last line for a CSV record spanning several); a Parquet file's row number. */
   line: number;
+  /** What `line` counts: text lines, or a Parquet file's rows. */
+  unit?: 'row';
   fields: Record<string, unknown>;
 }
+
+/** The data formats whose files hold rows. */
+export type RowFormat = 'jsonl' | 'csv' | 'parquet';
 
 function readText(file: string): string {
   try {
@@ -38,9 +44,44 @@ export function readJsonl(file: string): Row[] {
   return rows;
 }
 
-/** The rows of a JSONL or CSV data file. */
-export function readRows(format: 'jsonl' | 'csv' | 'images', file: string): Row[] {
+/** The rows of a JSONL or CSV data file (Parquet is read asynchronously: readRowsAsync). */
+export function readRows(format: RowFormat | 'images', file: string): Row[] {
+  if (format === 'parquet') throw new Error(`${file}: Parquet rows are read with readRowsAsync`);
   return format === 'csv' ? readCsv(file) : readJsonl(file);
+}
+
+/** The rows of a JSONL, CSV or Parquet data file. */
+export async function readRowsAsync(format: RowFormat | 'images', file: string): Promise<Row[]> {
+  return format === 'parquet' ? readParquet(file) : readRows(format, file);
+}
+
+/**
+ * A Parquet file's rows (as Hugging Face datasets store them: snappy or uncompressed pages; lists
+ * and structs such as chat `messages` come out as arrays and objects). 64-bit integers become
+ * numbers where exact (class labels), else strings.
+ */
+export async function readParquet(file: string): Promise<Row[]> {
+  let bytes: Buffer;
+  try {
+    bytes = await fsp.readFile(file);
+  } catch (e) {
+    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let objects: Record<string, unknown>[];
+  try {
+    objects = await parquetReadObjects({ file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer });
+  } catch (e) {
+    throw new InputError(file, '', `not a readable Parquet file (${errorMessage(e)})`);
+  }
+  return objects.map((o, i) => ({ file, line: i + 1, unit: 'row', fields: plainValue(o) as Record<string, unknown> }));
+}
+
+/** bigint → number (exact) or string, through arrays and objects. */
+function plainValue(v: unknown): unknown {
+  if (typeof v === 'bigint') return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString();
+  if (Array.isArray(v)) return v.map(plainValue);
+  if (v && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainValue(x)]));
+  return v;
 }
 
 /** A CSV file with a header row; every field is a string. */

@@ -1,12 +1,36 @@
 /**
- * Models by Hugging Face id ("Qwen/Qwen2.5-0.5B") from the local hub cache, as transformers'
+ * Models by name: bundled ones (`peft-lab/<name>`), and by Hugging Face id ("Qwen/Qwen2.5-0.5B")
+ * from the local hub cache, as transformers'
  * from_pretrained finds them offline: <cache>/models--Qwen--Qwen2.5-0.5B/snapshots/<commit>, the
  * commit that refs/main names (else the newest snapshot). Nothing is downloaded: PEFT Lab makes no
  * network requests.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+
+export const BUNDLED_PREFIX = 'peft-lab/';
+
+/** The extension's `media/models` (found from the bundle or the source tree), or PEFT_LAB_MODELS_DIR. */
+export function defaultBundledModelsDir(): string {
+  const env = process.env.PEFT_LAB_MODELS_DIR;
+  if (env) return resolve(env);
+  let dir = __dirname;
+  for (let i = 0; i < 6; i++) {
+    const pkg = join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'peft-lab') return join(dir, 'media', 'models');
+      } catch {
+        /* keep looking */
+      }
+    }
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return join(dirname(__dirname), 'media', 'models');
+}
 
 /** "org/name" (the hub's repository ids: letters, digits, '-', '_', '.'). */
 export const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/u;
@@ -83,9 +107,13 @@ export function cachedHubModels(cache = hubCacheDir()): { id: string; dir: strin
 
 /**
  * A model argument of a command or job (`--model`, `--base`) as a folder: the folder when it exists,
- * else the cached snapshot of a hub id, else the path as given (for the loader's own error).
+ * else a bundled model (`peft-lab/<name>`), else the cached snapshot of a hub id, else the path as
+ * given (for the loader's own error).
  */
 export function modelFolder(arg: string): string {
-  if (existsSync(arg) || !HUB_ID.test(arg)) return resolve(arg);
+  if (existsSync(arg)) return resolve(arg);
+  if (arg.startsWith(BUNDLED_PREFIX) && existsSync(join(defaultBundledModelsDir(), arg.slice(BUNDLED_PREFIX.length), 'config.json')))
+    return join(defaultBundledModelsDir(), arg.slice(BUNDLED_PREFIX.length));
+  if (!HUB_ID.test(arg)) return resolve(arg);
   return hubSnapshot(arg) ?? resolve(arg);
 }

@@ -16,10 +16,11 @@ import { resolveInside } from './paths';
 import { formatPath, resolveRef, validateNode, type JsonSchema, type PathSegment, type SpecIssue } from './schema';
 import type { DataFormat, ResolvedSpec, RunConfig, RunSpec, VariantSpec } from './types';
 import { parsePromptTemplate } from '../data/prompt-template';
-import { HUB_ID, hubCacheDir, hubIdOfSnapshot, hubSnapshot } from './hub-cache';
+import { BUNDLED_PREFIX, defaultBundledModelsDir, HUB_ID, hubCacheDir, hubIdOfSnapshot, hubSnapshot } from './hub-cache';
+
+export { BUNDLED_PREFIX, defaultBundledModelsDir } from './hub-cache';
 
 export const SPEC_SCHEMA = schemaJson as unknown as JsonSchema;
-export const BUNDLED_PREFIX = 'peft-lab/';
 
 export interface LocatedIssue extends SpecIssue {
   line: number;
@@ -64,27 +65,6 @@ export interface LoadSpecOptions {
 export function baseModelName(cfg: { model: string; modelDir: string }): string {
   if (cfg.model.startsWith(BUNDLED_PREFIX)) return cfg.model;
   return hubIdOfSnapshot(cfg.modelDir) ?? cfg.modelDir;
-}
-
-/** The extension's `media/models` (found from the bundle or the source tree), or PEFT_LAB_MODELS_DIR. */
-export function defaultBundledModelsDir(): string {
-  const env = process.env.PEFT_LAB_MODELS_DIR;
-  if (env) return resolve(env);
-  let dir = __dirname;
-  for (let i = 0; i < 6; i++) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'peft-lab') return join(dir, 'media', 'models');
-      } catch {
-        /* keep looking */
-      }
-    }
-    const up = dirname(dir);
-    if (up === dir) break;
-    dir = up;
-  }
-  return join(dirname(__dirname), 'media', 'models');
 }
 
 /** Schema defaults for absent keys, recursively, except inside adapters and variants (merged later). */
@@ -251,6 +231,7 @@ function inferFormat(path: string): DataFormat | undefined {
   const ext = extname(path).toLowerCase();
   if (ext === '.csv') return 'csv';
   if (ext === '.jsonl' || ext === '.json' || ext === '.ndjson') return 'jsonl';
+  if (ext === '.parquet') return 'parquet';
   return undefined;
 }
 
@@ -324,7 +305,7 @@ export function loadSpec(file: string, opts: LoadSpecOptions = {}): ResolvedSpec
   const data = { ...spec.data };
   const train = inside(data.train, ['data', 'train']);
   const format = data.format ?? (train ? inferFormat(train) : undefined);
-  if (train && !format) more.at(['data', 'train'], `cannot tell the data format of ${JSON.stringify(data.train)} from its name: set "data.format" (jsonl, csv or images)`);
+  if (train && !format) more.at(['data', 'train'], `cannot tell the data format of ${JSON.stringify(data.train)} from its name: set "data.format" (jsonl, csv, parquet or images)`);
   const kind = format === 'images' ? 'folder' : 'file';
   mustExist(train, ['data', 'train'], kind, 'training data');
   if (train) data.train = train;

@@ -2,7 +2,7 @@
 import type { AdapterSpec, AllocationSpec, BackendPreference } from '../../../src/protocol';
 import type { IstOptions } from '../train/ist';
 
-export const DATA_FORMATS = ['jsonl', 'csv', 'images'] as const;
+export const DATA_FORMATS = ['jsonl', 'csv', 'parquet', 'images'] as const;
 export type DataFormat = (typeof DATA_FORMATS)[number];
 export const SCHEDULES = ['cosine', 'linear', 'constant'] as const;
 export type ScheduleType = (typeof SCHEDULES)[number];

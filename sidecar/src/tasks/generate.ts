@@ -16,9 +16,9 @@ import { loadAnyAdapter } from '../analysis/finetuned';
 import { loadAnalysisData } from '../analysis/data';
 import { modelDataInfo } from '../data/dataset';
 import { parsePromptTemplate, renderPromptTemplate } from '../data/prompt-template';
-import { readRows } from '../data/rows';
+import { readRowsAsync } from '../data/rows';
 import { loadTokenizer, tokenizerMismatch, type DataTokenizer } from '../data/tokenizer';
-import type { RunConfig } from '../spec/types';
+import type { DataFormat, RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import type { Hooks } from '../models/forward';
@@ -150,11 +150,11 @@ export function chatStops(tok: DataTokenizer): { stopText?: { text: string; deco
 }
 
 /** Whether a run trained on chat rows: its first training row (JSONL or CSV) has the messages field, or a list of messages as its prompt. */
-export function runUsesChat(runDir: string, cfg: { data: { train: string; format?: 'jsonl' | 'csv' | 'images'; messagesField?: string; promptField?: string } }): boolean {
+export async function runUsesChat(runDir: string, cfg: { data: { train: string; format?: DataFormat; messagesField?: string; promptField?: string } }): Promise<boolean> {
   const format = cfg.data.format ?? 'jsonl';
   if (format === 'images') return false;
   try {
-    const first = readRows(format, resolve(runDir, cfg.data.train))[0];
+    const first = (await readRowsAsync(format, resolve(runDir, cfg.data.train)))[0];
     return first !== undefined && ((cfg.data.messagesField ?? 'messages') in first.fields || Array.isArray(first.fields[cfg.data.promptField ?? 'prompt']));
   } catch {
     return false; // a moved or unreadable file: not chat
@@ -205,7 +205,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     const mismatch = tokenizerMismatch(tok, model.config.vocabSize);
     if (mismatch) ctx.log('warn', mismatch);
     if (model.arch.task === 'sequence-classification') return { kind: 'generate', result: await classify(model, tok, p, cfg, adapterDir, ctx) };
-    const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && runUsesChat(p.run, cfg));
+    const chat = p.chat ?? (cfg !== undefined && p.run !== undefined && (await runUsesChat(p.run, cfg)));
     const { ids, input } = promptIds(tok, chat ? p.prompt : templatedPrompt(cfg?.data.promptTemplate, p.prompt), chat);
     if (ids.length === 0) throw new InputError('', 'prompt', 'is empty once tokenized');
     const bad = ids.find((id) => id < 0 || id >= model.config.vocabSize);
@@ -245,7 +245,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
 
 /** A text classifier's classes for the prompt: the run's class names (its data's, else config.json's id2label). */
 async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, cfg: RunConfig | undefined, adapterDir: string | undefined, ctx: JobContext): Promise<GenerateResult> {
-  const names = classNames(model, cfg);
+  const names = await classNames(model, cfg);
   const max = 'maxPositions' in model.config ? model.config.maxPositions : 512;
   const ids = tok.encode(p.prompt, true).slice(0, max);
   const jobs = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
@@ -292,10 +292,10 @@ async function headOf(model: Model, adapterDir: string | undefined): Promise<Map
 }
 
 /** Class names by id: the run's training data's (names it mapped), else config.json's id2label when not LABEL_k. */
-function classNames(model: Model, cfg: RunConfig | undefined): string[] {
+async function classNames(model: Model, cfg: RunConfig | undefined): Promise<string[]> {
   if (cfg) {
     try {
-      const names = loadAnalysisData(model, cfg.data).data.labelNames;
+      const names = (await loadAnalysisData(model, cfg.data)).data.labelNames;
       if (names) return names;
     } catch {
       /* the training file moved: fall back to the config's names */

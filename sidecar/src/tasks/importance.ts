@@ -95,8 +95,8 @@ async function inputsSource(model: Model, file: string, batches: number | undefi
   };
 }
 
-function dataSource(model: Model, file: string, batches: number, batchSize: number, seed: number): BatchSource {
-  const { data, batchOpts } = loadAnalysisData(model, dataSpecFor(file), seed);
+async function dataSource(model: Model, file: string, batches: number, batchSize: number, seed: number): Promise<BatchSource> {
+  const { data, batchOpts } = await loadAnalysisData(model, dataSpecFor(file), seed);
   const examples = [...data.train, ...data.eval];
   const order = batchIndices(examples.length, batches, batchSize, seed, 'importance');
   return {
@@ -122,7 +122,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     if (p.adapter) adapter = await loadAnyAdapter(model, p.adapter);
     source = p.inputs
       ? await inputsSource(model, p.inputs, p.batches, p.batchSize)
-      : dataSource(model, p.data!, p.batches ?? 16, p.batchSize ?? 32, p.seed ?? 0);
+      : await dataSource(model, p.data!, p.batches ?? 16, p.batchSize ?? 32, p.seed ?? 0);
     const info = model.paramInfo();
     const typeMap = moduleTypeMap(info);
     const targets: ScoreTarget[] = info.filter((x) => model.params.has(x.name)).map((x) => ({ name: x.name, source: 'base', layer: x.layer, type: x.type }));

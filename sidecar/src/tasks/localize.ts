@@ -47,7 +47,7 @@ async function rowsFor(model: Model, src: Source, p: LocalizeJobParams): Promise
   if (p.data) d = await loadDataAsRun(model, src.isRun ? src.path : undefined, p.data, p.eval ? { eval: p.eval } : { evalSplit: 0.2 }, p.seed ?? 0);
   else if (src.isRun) {
     const cfg = await readRunConfig(src.path);
-    d = loadAnalysisData(model, { ...cfg.data, ...(cfg.data.eval || cfg.data.evalSplit !== undefined ? {} : { evalSplit: 0.2 }) }, p.seed ?? 0);
+    d = await loadAnalysisData(model, { ...cfg.data, ...(cfg.data.eval || cfg.data.evalSplit !== undefined ? {} : { evalSplit: 0.2 }) }, p.seed ?? 0);
   } else throw new InputError(src.path, '', 'a fine-tuned model folder has no data of its own: pass --data FILE');
   if (d.data.eval.length === 0) throw new InputError(p.data ?? src.path, '', 'no validation rows (give --eval FILE, or more rows for the 20% split)');
   return d;

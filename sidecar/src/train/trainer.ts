@@ -16,7 +16,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { MetricRecord, RunStatus } from '../../../src/protocol';
 import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
-import { loadData, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
+import { loadDataFiles, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
 import { errorMessage, InputError } from '../errors';
 import { CheckpointReader, numel, writeSafetensors, type HostTensor } from '../io/safetensors';
@@ -276,7 +276,7 @@ class Session {
     const model = (this.model = await Model.load(cfg.modelDir));
     const info = modelDataInfo(model);
     const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
-    const data = loadData({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
+    const data = await loadDataFiles({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
     for (const w of data.warnings) this.log('warn', w);
     for (const w of cfg.warnings ?? []) this.log('warn', w);
     const batchOpts: BatchOptions = {

@@ -117,7 +117,7 @@ export async function evaluateRuns(ctx: Ctx, args: unknown[]): Promise<void> {
   const picked = await vscode.window.showOpenDialog({
     title: `PEFT Lab: rows to score ${runs.length === 1 ? runs[0]!.name : `${runs.length} runs`} on`,
     canSelectMany: false,
-    filters: { 'Data (JSONL, CSV)': ['jsonl', 'json', 'csv', 'tsv'] },
+    filters: { 'Data (JSONL, CSV, Parquet)': ['jsonl', 'json', 'csv', 'tsv', 'parquet'] },
     ...(trainedOn ? { defaultUri: vscode.Uri.file(dirname(trainedOn)) } : {}),
   });
   const data = picked?.[0]?.fsPath;

@@ -95,7 +95,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
   if (!dataChoice) return;
   let browsed: string | undefined;
   if (dataChoice.kind === 'browse') {
-    const file = await vscode.window.showOpenDialog({ canSelectFiles: true, filters: { 'Data (JSONL, CSV)': ['jsonl', 'json', 'ndjson', 'csv'] }, openLabel: 'Use This Data', title: `${TITLE}: training data` });
+    const file = await vscode.window.showOpenDialog({ canSelectFiles: true, filters: { 'Data (JSONL, CSV, Parquet)': ['jsonl', 'json', 'ndjson', 'csv', 'parquet'] }, openLabel: 'Use This Data', title: `${TITLE}: training data` });
     if (!file?.[0]) return;
     browsed = file[0].fsPath;
   }
