@@ -16,7 +16,7 @@ import { initBackend } from '../../sidecar/src/backend';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
-import { readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
+import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
 import { parquetWriteFile } from 'hyparquet-writer';
 import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
@@ -103,6 +103,12 @@ describe('rows', () => {
     const junk = file('junk.parquet', 'not parquet at all');
     await assert.rejects(readParquet(junk), (e: InputError) => e.file === junk && /^not a readable Parquet file/.test(e.problem));
     assert.throws(() => readRows('parquet', f), /read with readRowsAsync/);
+    // The columns a picker sees, read cheaply from each format.
+    assert.deepEqual(await firstRowFields(f), ['text', 'label', 'messages']);
+    assert.deepEqual(await firstRowFields(file('cols.csv', '\uFEFFquestion,answer\nq,a\n')), ['question', 'answer']);
+    assert.deepEqual(await firstRowFields(file('cols.jsonl', '\n{"instruction":"x","output":"y"}\n')), ['instruction', 'output']);
+    assert.equal(await firstRowFields(file('empty.jsonl', '')), undefined);
+    assert.equal(await firstRowFields(junk), undefined);
   });
 
   test('CSV: a bad record names its line', () => {

@@ -6,12 +6,13 @@
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { loadSpec, parseSpecText, variantConfig } from '../../sidecar/src/spec/load';
+import { firstRowFields } from '../../sidecar/src/data/rows';
 import { ADAPTER_KINDS, LORA_INITS } from '../../src/protocol';
 import { specLenses } from '../../src/extension/model/codelens';
-import { adapterChoices, adapterSpec, buildSpec, buildSpecText, COMPARE_CHOICES, COMPARE_DEFAULTS, defaultSpecFileName, initChoices, type WizardAnswers } from '../../src/extension/model/wizard';
+import { adapterChoices, adapterSpec, buildSpec, buildSpecText, COMPARE_CHOICES, COMPARE_DEFAULTS, dataFields, defaultSpecFileName, initChoices, type WizardAnswers } from '../../src/extension/model/wizard';
 
 const ws = mkdtempSync(join(tmpdir(), 'peft-wizard-'));
 after(() => rmSync(ws, { recursive: true, force: true }));
@@ -86,6 +87,27 @@ describe('wizard → spec', () => {
     assert.equal(spec.data.train, join(task, 'train.jsonl'));
     assert.equal(spec.modelDir, join(process.cwd(), 'media', 'models', 'tiny-gpt'));
     assert.equal(spec.logEvery, 5);
+  });
+
+  it("sets the data fields a chosen file's columns call for (instruction data, question/answer, GLUE's sentence); the spec loads", async () => {
+    assert.deepEqual(dataFields(['text']), {});
+    assert.deepEqual(dataFields(['prompt', 'completion']), {});
+    assert.deepEqual(dataFields(['messages', 'id']), {});
+    assert.deepEqual(dataFields(['instruction', 'input', 'output']), { promptTemplate: '### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n', completionField: 'output' });
+    assert.deepEqual(dataFields(['instruction', 'context', 'response', 'category']), { promptTemplate: '### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n### Response:\n', completionField: 'response' });
+    assert.deepEqual(dataFields(['question', 'answer']), { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' });
+    assert.deepEqual(dataFields(['sentence', 'label', 'idx']), { textField: 'sentence' });
+    // From a file, into a spec the sidecar loads and reads.
+    const train = join(ws, 'data', 'alpaca.jsonl');
+    mkdirSync(dirname(train), { recursive: true });
+    writeFileSync(train, `${JSON.stringify({ instruction: 'Add.', input: '2, 3', output: '5' })}\n`);
+    const columns = await firstRowFields(train);
+    assert.deepEqual(columns, ['instruction', 'input', 'output']);
+    const a = answers({ specFile: join(ws, 'alpaca.peft.json'), data: { train, fields: dataFields(columns!) } });
+    writeFileSync(a.specFile, buildSpecText(a, ws));
+    const spec = loadSpec(a.specFile, { workspaceRoot: ws });
+    assert.equal(spec.data.completionField, 'output');
+    assert.match(spec.data.promptTemplate!, /\{instruction\}/);
   });
 
   it('writes a comparison spec for several adapters: one variant each, full fine-tuning at its own lr', () => {

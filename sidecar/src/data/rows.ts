@@ -1,6 +1,6 @@
 /** Reading rows from JSONL, CSV and Parquet files, each row remembering its file and place for error messages. */
 import { parse as parseCsv } from 'csv-parse/sync';
-import { parquetReadObjects } from 'hyparquet';
+import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { errorMessage, InputError } from '../errors';
 
@@ -117,4 +117,37 @@ function unclosedQuoteLine(text: string): number | undefined {
     }
   }
   return inQuote ? opened : undefined;
+}
+
+/**
+ * The field names of a data file's first row, read cheaply (the first line of JSONL, the CSV
+ * header, a Parquet file's schema): what a picker offers. Undefined when it cannot tell.
+ */
+export async function firstRowFields(file: string): Promise<string[] | undefined> {
+  try {
+    if (/\.parquet$/iu.test(file)) {
+      const rows = await parquetReadObjects({ file: await asyncBufferFromFile(file), rowStart: 0, rowEnd: 1 });
+      return rows[0] ? Object.keys(rows[0]) : undefined;
+    }
+    const head = await headText(file, 1 << 16);
+    const line = head.replace(/^\uFEFF/u, '').split(/\r?\n/u).find((l) => l.trim() !== '');
+    if (line === undefined) return undefined;
+    if (/\.csv$/iu.test(file)) return (parseCsv(line) as string[][])[0];
+    const v = JSON.parse(line) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? Object.keys(v) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The first `bytes` of a file as text. */
+async function headText(file: string, bytes: number): Promise<string> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.alloc(bytes);
+    const { bytesRead } = await fh.read(buf, 0, bytes, 0);
+    return buf.subarray(0, bytesRead).toString('utf8');
+  } finally {
+    await fh.close();
+  }
 }

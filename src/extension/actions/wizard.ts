@@ -15,6 +15,7 @@ import {
   buildSpecText,
   COMPARE_CHOICES,
   COMPARE_DEFAULTS,
+  dataFields,
   defaultSpecFileName,
   INIT_DESCRIPTIONS,
   initChoices,
@@ -23,6 +24,7 @@ import {
   type WizardAnswers,
 } from '../model/wizard';
 import { cachedHubModels } from '../../../sidecar/src/spec/hub-cache';
+import { firstRowFields } from '../../../sidecar/src/data/rows';
 
 const TITLE = 'PEFT Lab: New Fine-tune';
 
@@ -90,7 +92,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
       value: { kind: 'bundled', task: t },
     });
   }
-  dataItems.push({ label: '$(file) Choose a data file…', description: 'JSONL or CSV (text, prompt + completion, chat messages, or text + label)', value: { kind: 'browse' } });
+  dataItems.push({ label: '$(file) Choose a data file…', description: 'JSONL, CSV or Parquet (text, prompt + completion, chat messages, instruction data, or text + label)', value: { kind: 'browse' } });
   const dataChoice = await pick(dataItems, 2, total, 'Training data');
   if (!dataChoice) return;
   let browsed: string | undefined;
@@ -184,6 +186,12 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     if (!existsSync(to)) await fsp.copyFile(browsed!, to);
     data = { train: to };
   } else data = { train: browsed! };
+  if (dataChoice.kind === 'browse') {
+    // Instruction data and the like: the fields their columns call for (the spec shows them).
+    const columns = await firstRowFields(data.train);
+    const fields = columns ? dataFields(columns) : {};
+    if (Object.keys(fields).length) data = { ...data, fields };
+  }
   if (model.kind === 'folder' && !vscode.workspace.getWorkspaceFolder(vscode.Uri.file(model.path))) {
     void vscode.window.showWarningMessage(`PEFT Lab: the model folder ${model.path} is outside the workspace; a spec's paths may not leave it. Move or link it into the workspace.`);
   }

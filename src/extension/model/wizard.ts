@@ -59,6 +59,27 @@ export interface DataAnswer {
   heldout?: string;
   /** The bundled task it came from, if any. */
   task?: string;
+  /** Field settings for the data's columns (`dataFields`), written into the spec's data. */
+  fields?: Record<string, string>;
+}
+
+const ALPACA = '### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n';
+const ALPACA_NO_INPUT = '### Instruction:\n{instruction}\n\n### Response:\n';
+const DOLLY = '### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n### Response:\n';
+
+/**
+ * Data settings for a file's columns where the defaults (text; prompt + completion; messages;
+ * text + label) do not fit: instruction data (Alpaca's instruction/input/output, Dolly's
+ * instruction/context/response) through a prompt template, question/answer pairs, GLUE's sentence.
+ */
+export function dataFields(columns: readonly string[]): Record<string, string> {
+  const has = (c: string) => columns.includes(c);
+  if (has('messages') || has('text') || (has('prompt') && has('completion'))) return {};
+  if (has('instruction') && has('output')) return { promptTemplate: has('input') ? ALPACA : ALPACA_NO_INPUT, completionField: 'output' };
+  if (has('instruction') && has('response')) return { promptTemplate: has('context') ? DOLLY : ALPACA_NO_INPUT, completionField: 'response' };
+  if (has('question') && has('answer')) return { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' };
+  if (has('sentence') && has('label')) return { textField: 'sentence' };
+  return {};
 }
 
 export interface WizardAnswers {
@@ -103,7 +124,7 @@ export function adapterSpec(kind: AdapterKind, init: LoraInit | undefined, mask:
 export function buildSpec(a: WizardAnswers, specDir: string): Record<string, unknown> {
   const model =
     a.model.kind === 'bundled' ? `${BUNDLED_MODEL_PREFIX}${a.model.id.replace(/^peft-lab\//, '')}` : a.model.kind === 'hub' ? a.model.id : rel(specDir, a.model.path);
-  const data: Record<string, unknown> = { train: rel(specDir, a.data.train) };
+  const data: Record<string, unknown> = { train: rel(specDir, a.data.train), ...(a.data.fields ?? {}) };
   if (a.data.eval) data.eval = rel(specDir, a.data.eval);
   else data.evalSplit = 0.1;
   if (a.data.heldout) data.heldout = rel(specDir, a.data.heldout);
