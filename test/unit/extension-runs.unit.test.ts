@@ -113,7 +113,10 @@ describe('reading a run folder', () => {
     assert.equal(run.spec, '/ws/a.peft.json');
     assert.equal(run.lastMetric?.step, 20);
     assert.equal(run.hasAdapter, true);
+    assert.equal(run.hasRunSpec, false);
     assert.equal(run.compareFile, join(cmp, 'compare.json'));
+    writeFileSync(join(dir, 'spec.json'), '{}');
+    assert.equal((await readRun(dir, { isAlive: () => false }))?.hasRunSpec, true);
   });
 
   it('shows a killed run as interrupted', async () => {
@@ -174,6 +177,7 @@ describe('ordering and resuming', () => {
     assert.equal(canResume(info('x', { state: 'cancelled' })), true);
     assert.equal(canResume(info('x', { state: 'failed' })), false);
     assert.equal(canResume(info('x', { state: 'failed' }, { state: 'failed', lastCheckpoint: 'step-100' })), true);
+    assert.equal(canResume({ ...info('x', { state: 'interrupted' }), hasRunSpec: false }), false, 'no spec.json: nothing to continue from');
     assert.equal(canResume(info('x', { state: 'running' })), false);
     assert.equal(canResume(info('x', { state: 'done' })), false);
   });

@@ -15,6 +15,7 @@ import { isUnder } from './paths';
 export const STATUS_FILE = 'status.json';
 export const METRICS_FILE = 'metrics.jsonl';
 export const ADAPTER_DIR = 'adapter';
+export const RUN_SPEC_FILE = 'spec.json';
 export const COMPARE_FILE = 'compare.json';
 
 export type RunViewState = RunState | 'unknown';
@@ -35,6 +36,8 @@ export interface RunInfo {
   lastMetric: MetricRecord | undefined;
   /** Whether `adapter/` exists (the run can be exported). */
   hasAdapter: boolean;
+  /** Whether `spec.json` exists (what Resume continues from); undefined when not looked at. */
+  hasRunSpec?: boolean;
   /** `compare.json` of the comparison this run is a variant of, if any. */
   compareFile: string | undefined;
 }
@@ -145,7 +148,13 @@ export interface ReadRunOptions {
 /** Reads one run folder; undefined when it is not one (no readable RunStatus, no metrics). */
 export async function readRun(dir: string, opts: ReadRunOptions = {}): Promise<RunInfo | undefined> {
   const compareFile = join(dirname(dir), COMPARE_FILE);
-  const [status, lastMetric, hasAdapter, inComparison] = await Promise.all([readStatusFile(dir), readLastMetric(join(dir, METRICS_FILE)), pathExists(join(dir, ADAPTER_DIR)), pathExists(compareFile)]);
+  const [status, lastMetric, hasAdapter, hasRunSpec, inComparison] = await Promise.all([
+    readStatusFile(dir),
+    readLastMetric(join(dir, METRICS_FILE)),
+    pathExists(join(dir, ADAPTER_DIR)),
+    pathExists(join(dir, RUN_SPEC_FILE)),
+    pathExists(compareFile),
+  ]);
   if (!status && !lastMetric) return undefined;
   return {
     dir,
@@ -155,6 +164,7 @@ export async function readRun(dir: string, opts: ReadRunOptions = {}): Promise<R
     spec: status?.spec || undefined,
     lastMetric,
     hasAdapter,
+    hasRunSpec,
     compareFile: inComparison ? compareFile : undefined,
   };
 }
@@ -172,6 +182,7 @@ export function compareRunsNewestFirst(a: RunInfo, b: RunInfo): number {
  * from the start in the same folder without one), or failed after writing a checkpoint.
  */
 export function canResume(run: RunInfo): boolean {
+  if (run.hasRunSpec === false) return false; // a folder without the run's spec.json has nothing to continue from
   if (run.state === 'interrupted' || run.state === 'cancelled') return true;
   return run.state === 'failed' && !!run.status?.lastCheckpoint;
 }

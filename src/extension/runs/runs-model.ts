@@ -337,6 +337,7 @@ function sameRun(a: RunInfo, b: RunInfo): boolean {
   return (
     a.state === b.state &&
     a.hasAdapter === b.hasAdapter &&
+    a.hasRunSpec === b.hasRunSpec &&
     a.compareFile === b.compareFile &&
     a.status?.updatedAt === b.status?.updatedAt &&
     a.status?.state === b.status?.state &&
