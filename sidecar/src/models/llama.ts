@@ -1,6 +1,6 @@
 /**
  * LlamaForCausalLM: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, tied or untied head; with the
- * options that make it MistralForCausalLM (sliding-window attention), Qwen2ForCausalLM (q/k/v biases)
+ * options that make it MistralForCausalLM (sliding-window attention), Qwen2ForCausalLM (q/k/v biases),
  * Qwen3ForCausalLM (per-head RMSNorm of queries and keys) and Gemma3ForCausalLM (those, plus (1 + w)
  * norms around each sub-layer, scaled embeddings, and a local RoPE for its sliding blocks).
  */
