@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -135,6 +135,16 @@ describe('model folders (D, E, H)', () => {
     const e = await inputError(inspectModel(file), file, /^$/);
     assert.match(e.message, /not a folder/);
     assert.doesNotMatch(e.message, /ENOTDIR/);
+  });
+
+  test('inspect checks shapes as loading does: a tensor config.json sizes otherwise is named', async () => {
+    const dir = fresh('badshape');
+    mkdirSync(dir);
+    const cfg = JSON.parse(readFileSync(join(GPT2, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...cfg, n_positions: (cfg.n_positions as number) + 1 }));
+    copyFileSync(join(GPT2, 'model.safetensors'), join(dir, 'model.safetensors'));
+    const e = await inputError(inspectModel(dir), join(dir, 'model.safetensors'), /wpe\.weight$/);
+    assert.match(e.message, /shape \[\d+, 64\] does not match config\.json, which implies \[\d+, 64\]/);
   });
 
   test('malformed config.json is located by line:column, as spec errors are', () => {

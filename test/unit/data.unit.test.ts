@@ -100,6 +100,10 @@ describe('rows', () => {
     const bad = join(root, 'bad.parquet');
     parquetWriteFile({ filename: bad, columnData: [{ name: 'prompt', data: ['a', 'b'], type: 'STRING' }, { name: 'completion', data: ['x', ''], type: 'STRING' }] });
     await assert.rejects(loadDataFiles({ data: spec(bad, {}, 'parquet'), seed: 1, specFile: 's' }, LM, byte), (e: InputError) => e.file === bad && e.where === 'row 2, field "completion"' && /the completion is empty/.test(e.problem));
+    // A class label outside the model: its row, as in any other Parquet error.
+    const cls = join(root, 'cls.parquet');
+    parquetWriteFile({ filename: cls, columnData: [{ name: 'text', data: ['a', 'b'], type: 'STRING' }, { name: 'label', data: [1n, 7n], type: 'INT64' }] });
+    await assert.rejects(loadDataFiles({ data: spec(cls, {}, 'parquet'), seed: 1, specFile: 's' }, CLS, byte), (e: InputError) => e.file === cls && e.where === 'row 2, field "label"');
     const junk = file('junk.parquet', 'not parquet at all');
     await assert.rejects(readParquet(junk), (e: InputError) => e.file === junk && /^not a readable Parquet file/.test(e.problem));
     assert.throws(() => readRows('parquet', f), /read with readRowsAsync/);
@@ -217,6 +221,10 @@ describe('examples', () => {
     assert.deepEqual([...e.labels], [-100, -100, -100, 100, 101, 102]);
     assert.match(d.warnings.join(' '), /2 rows were truncated to 6 tokens/);
     assert.match(d.warnings.join(' '), /1 row was dropped/);
+    // Nothing left to train on: the count is the training file's, not the eval file's too.
+    const none = file('all-long.jsonl', jsonl([{ q: 'abcdefghij', a: 'x' }, { q: 'abcdefghij', a: 'y' }]));
+    const e2 = inputError(() => load(spec(none, { promptField: 'q', completionField: 'a', maxLength: 6, eval: none }), LM), none, /^$/);
+    assert.match(e2.message, /no usable rows \(2 dropped as too short after truncation to 6 tokens\)/);
   });
 
   test('max length above the model positions is a spec error', () => {

@@ -12,6 +12,7 @@ import { cachedHubModels, hubCacheDir, hubIdOfSnapshot, hubSnapshot, modelDispla
 import { baseModelName, loadSpec, SpecError } from '../../sidecar/src/spec/load';
 import { inspectModel } from '../../sidecar/src/tasks/inspect';
 import { fixture } from '../helpers/numeric';
+import { InputError } from '../../sidecar/src/errors';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-hub-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -53,6 +54,12 @@ describe('the Hugging Face hub cache', () => {
     assert.equal(hubSnapshot('org/tiny', cache), main);
     assert.equal(hubSnapshot('other/tiny-2', cache), newest);
     assert.equal(hubSnapshot('org/absent', cache), undefined);
+    // refs/main names the revision: when its snapshot is gone, no other stands in for it.
+    const stale = join(cache, 'models--org--stale');
+    addSnapshot(cache, 'org/stale', 'eee555');
+    mkdirSync(join(stale, 'refs'), { recursive: true });
+    writeFileSync(join(stale, 'refs', 'main'), 'fff666');
+    assert.equal(hubSnapshot('org/stale', cache), undefined);
     assert.equal(hubSnapshot('not an id', cache), undefined);
     assert.deepEqual(cachedHubModels(cache), [
       { id: 'org/tiny', dir: main },
@@ -88,7 +95,7 @@ describe('the Hugging Face hub cache', () => {
       return assert.fail('loaded');
     })();
     assert.ok(e instanceof SpecError);
-    assert.match(e.message, /no model folder "org\/absent" beside the spec, and no org\/absent in the Hugging Face cache .*hub \(PEFT Lab does not download: fetch it with `huggingface-cli download org\/absent`, or give a folder\)/);
+    assert.match(e.message, /no model folder "org\/absent", and no org\/absent in the Hugging Face cache .*hub \(with refs\/main's snapshot; PEFT Lab does not download: fetch it with `huggingface-cli download org\/absent`, or give a folder\)/);
     // A folder named like an id is a folder.
     mkdirSync(join(ws, 'org', 'tiny'), { recursive: true });
     copyFileSync(fixture('hf', 'llama-tiny', 'config.json'), join(ws, 'org', 'tiny', 'config.json'));
@@ -103,7 +110,8 @@ describe('the Hugging Face hub cache', () => {
     try {
       assert.equal(modelFolder('org/tiny'), main);
       assert.equal(modelFolder(fixture('hf', 'gpt2-tiny')), fixture('hf', 'gpt2-tiny'));
-      assert.equal(modelFolder('org/absent'), resolve('org/absent'), 'unknown: the path, for the loader to report');
+      assert.throws(() => modelFolder('org/absent'), (e: InputError) => e.file === 'org/absent' && /no model folder "org\/absent", and no org\/absent in the Hugging Face cache .*huggingface-cli download org\/absent/.test(e.problem));
+      assert.equal(modelFolder('no/such/path'), resolve('no/such/path'), 'not an id: the path, for the loader to report');
       assert.equal(modelFolder('peft-lab/tiny-gpt'), resolve(__dirname, '..', '..', 'media', 'models', 'tiny-gpt'), 'a bundled model by its id');
       const r = await inspectModel('org/tiny');
       assert.equal(r.modelType, 'llama');

@@ -105,7 +105,7 @@ class Builder {
   }
 
   private where(r: Row, field?: string): string {
-    return `${r.unit ?? 'line'} ${r.line}${field ? `, field ${show(field)}` : ''}`;
+    return rowPlace(r, field);
   }
 
   string(r: Row, field: string): string {
@@ -254,6 +254,11 @@ class Builder {
   }
 }
 
+/** Where a row is, for errors: `line 5, field "label"` (a Parquet file's: `row 5, …`). */
+function rowPlace(r: Row, field?: string): string {
+  return `${r.unit ?? 'line'} ${r.line}${field ? `, field ${show(field)}` : ''}`;
+}
+
 /** How many of `whole`'s tokens the text before a boundary (tokenized alone: `before`) has entirely: their common prefix. */
 function tokensBefore(before: readonly number[], whole: readonly number[]): number {
   let n = 0;
@@ -368,6 +373,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   let train: Example[];
   let ev: Example[];
   let labelNames: string[] | undefined;
+  let trainDropped = 0;
   if (task === 'image-classification') {
     const t = listImageFolder(data.train);
     const e = data.eval ? listImageFolder(data.eval) : undefined;
@@ -383,25 +389,26 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
     if (data.eval && evalRows.length === 0) throw new InputError(data.eval, '', 'no rows');
     if (task === 'causal-lm') {
       train = trainRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
+      trainDropped = b.dropped;
       ev = evalRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
     } else {
       const field = data.labelField;
       const strings: string[] = [];
       for (const r of [...trainRows, ...evalRows]) {
         const v = r.fields[field];
-        if (v === undefined) throw new InputError(r.file, `line ${r.line}`, `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+        if (v === undefined) throw new InputError(r.file, rowPlace(r), `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
         if (typeof v === 'string' && !/^\d+$/.test(v)) strings.push(v);
       }
       const labels = new LabelMap(info, strings);
       if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
         throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs`);
-      const toEx = (r: Row): Example => ({ kind: 'cls', ids: b.clsIds(r), label: labels.map(r.fields[field], r.file, `line ${r.line}, field ${show(field)}`), source: `${r.file}:${r.line}` });
+      const toEx = (r: Row): Example => ({ kind: 'cls', ids: b.clsIds(r), label: labels.map(r.fields[field], r.file, rowPlace(r, field)), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);
       labelNames = labels.named ? labels.names : undefined;
     }
   }
-  if (train.length === 0) throw new InputError(data.train, '', `no usable rows (${b.dropped} dropped as too short after truncation to ${maxLength} tokens)`);
+  if (train.length === 0) throw new InputError(data.train, '', `no usable rows (${trainDropped} dropped as too short after truncation to ${maxLength} tokens)`);
   if (!data.eval && data.evalSplit !== undefined) {
     const s = splitIndices(train.length, data.evalSplit, seed);
     const all = train;

@@ -8,6 +8,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { InputError } from '../errors';
 
 export const BUNDLED_PREFIX = 'peft-lab/';
 
@@ -51,12 +52,14 @@ export function hubSnapshot(id: string, cache = hubCacheDir()): string | undefin
   const repo = join(cache, repoFolder(id));
   const snapshots = join(repo, 'snapshots');
   const withConfig = (d: string) => existsSync(join(snapshots, d, 'config.json'));
+  let main: string | undefined;
   try {
-    const main = readFileSync(join(repo, 'refs', 'main'), 'utf8').trim();
-    if (main && withConfig(main)) return join(snapshots, main);
+    main = readFileSync(join(repo, 'refs', 'main'), 'utf8').trim();
   } catch {
     /* no refs/main: the newest snapshot */
   }
+  // refs/main names the revision: another snapshot would be another model than transformers loads.
+  if (main) return withConfig(main) ? join(snapshots, main) : undefined;
   try {
     const all = readdirSync(snapshots).filter(withConfig);
     all.sort((a, b) => statSync(join(snapshots, b)).mtimeMs - statSync(join(snapshots, a)).mtimeMs);
@@ -115,5 +118,12 @@ export function modelFolder(arg: string): string {
   if (arg.startsWith(BUNDLED_PREFIX) && existsSync(join(defaultBundledModelsDir(), arg.slice(BUNDLED_PREFIX.length), 'config.json')))
     return join(defaultBundledModelsDir(), arg.slice(BUNDLED_PREFIX.length));
   if (!HUB_ID.test(arg)) return resolve(arg);
-  return hubSnapshot(arg) ?? resolve(arg);
+  const snapshot = hubSnapshot(arg);
+  if (!snapshot) throw new InputError(arg, '', missingModelProblem(arg));
+  return snapshot;
+}
+
+/** Why a model named like a hub id was not found: no such folder, and not in the cache. */
+export function missingModelProblem(id: string, cache = hubCacheDir()): string {
+  return `no model folder ${JSON.stringify(id)}, and no ${id} in the Hugging Face cache ${cache} (with refs/main's snapshot; PEFT Lab does not download: fetch it with \`huggingface-cli download ${id}\`, or give a folder)`;
 }

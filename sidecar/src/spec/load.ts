@@ -16,7 +16,7 @@ import { resolveInside } from './paths';
 import { formatPath, resolveRef, validateNode, type JsonSchema, type PathSegment, type SpecIssue } from './schema';
 import type { DataFormat, ResolvedSpec, RunConfig, RunSpec, VariantSpec } from './types';
 import { parsePromptTemplate } from '../data/prompt-template';
-import { BUNDLED_PREFIX, defaultBundledModelsDir, HUB_ID, hubCacheDir, hubIdOfSnapshot, hubSnapshot } from './hub-cache';
+import { BUNDLED_PREFIX, defaultBundledModelsDir, HUB_ID, hubCacheDir, hubIdOfSnapshot, hubSnapshot, missingModelProblem } from './hub-cache';
 
 export { BUNDLED_PREFIX, defaultBundledModelsDir } from './hub-cache';
 
@@ -291,7 +291,7 @@ export function loadSpec(file: string, opts: LoadSpecOptions = {}): ResolvedSpec
     const snapshot = hubSnapshot(spec.model, opts.hubCacheDir);
     if (snapshot) modelDir = snapshot;
     else
-      more.at(['model'], `no model folder ${JSON.stringify(spec.model)} beside the spec, and no ${spec.model} in the Hugging Face cache ${opts.hubCacheDir ?? hubCacheDir()} (PEFT Lab does not download: fetch it with \`huggingface-cli download ${spec.model}\`, or give a folder)`);
+      more.at(['model'], missingModelProblem(spec.model, opts.hubCacheDir ?? hubCacheDir()));
   } else {
     const abs = inside(spec.model, ['model']);
     if (abs !== undefined) {

@@ -20,6 +20,8 @@ export async function inspectModel(arg: string): Promise<InspectResult> {
       const stored = reader.has(info.name) ? info.name : info.name.replace(/^(transformer|model|bert|vit)\./, '');
       if (!reader.has(stored)) throw new InputError(`${dir}/model.safetensors`, info.name, 'tensor missing from the checkpoint');
       const e = reader.entry(stored);
+      if (e.shape.length !== info.shape.length || e.shape.some((s, i) => s !== info.shape[i]))
+        throw new InputError(`${dir}/${e.file}`, stored, `shape [${e.shape.join(', ')}] does not match config.json, which implies [${info.shape.join(', ')}]`);
       const n = numel(e.shape);
       parameters += n;
       byModule[info.type] = (byModule[info.type] ?? 0) + n;
