@@ -29,6 +29,7 @@ import { Model } from '../../sidecar/src/models/model';
 import { runAllocate } from '../../sidecar/src/tasks/allocate';
 import { InputError } from '../../sidecar/src/errors';
 import { greedySoup, runMerge } from '../../sidecar/src/tasks/merge';
+import { dataSpecForScores } from '../../sidecar/src/tasks/importance';
 import { runLocalize } from '../../sidecar/src/tasks/localize';
 import { evaluate } from '../../sidecar/src/train/evaluate';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -634,6 +635,20 @@ describe('analysis jobs', () => {
     const before = tf.memory().numTensors;
     await assert.rejects(runJob({ kind: 'importance', model: fixture('hf', 'gpt2-tiny'), inputs, batchSize: 1, batches: 3, out: join(tmp, 'job-imp-2') }, ctx), CancelledError);
     assert.equal(tf.memory().numTensors, before, 'a cancelled job releases its tensors');
+  });
+
+  it("Score layers reads the data as the spec's training does (its fields and prompt template)", async () => {
+    const data = join(tmp, 'alpaca.jsonl');
+    writeFileSync(data, Array.from({ length: 4 }, (_, i) => JSON.stringify({ instruction: `Add ${i} and 1.`, input: '', output: String(i + 1) })).join('\n') + '\n');
+    const spec = join(tmp, 'alpaca.peft.json');
+    writeFileSync(spec, JSON.stringify({ model: 'peft-lab/tiny-gpt', data: { train: 'alpaca.jsonl', promptTemplate: 'Q: {instruction}{input}\nA: ', completionField: 'output', maxLength: 40 }, adapter: { kind: 'lora' } }));
+    const read = dataSpecForScores(data, spec);
+    assert.deepEqual([read.promptTemplate, read.completionField, read.maxLength, read.format], ['Q: {instruction}{input}\nA: ', 'output', 40, 'jsonl']);
+    assert.equal(dataSpecForScores(data, undefined).promptTemplate, undefined);
+    const job = (withSpec: boolean) =>
+      runJob({ kind: 'importance', model: join(process.cwd(), 'media', 'models', 'tiny-gpt'), ...(withSpec ? { spec } : {}), data, batchSize: 2, batches: 1, methods: ['grad-norm'], out: join(tmp, `alpaca-imp-${withSpec}`) }, cliContext());
+    assert.equal((await job(true)).kind, 'importance');
+    await assert.rejects(job(false), /needs "text", "prompt" and "completion", or "messages"/);
   });
 
   it('localize: masks, gain recovered and overlap for two fine-tunes of a small GPT-2 (byte tokenizer)', async () => {

@@ -4,7 +4,7 @@
  * `scores.safetensors` + `importance.json` (see ../analysis/importance.ts for the definitions).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { IMPORTANCE_METHODS, type ImportanceJobParams, type ImportanceMethod, type ImportanceReport, type JobResult } from '../../../src/protocol';
 import type { AdapterInstance } from '../adapters';
@@ -23,6 +23,8 @@ import { moduleTypeMap, moduleTypes, typeOfPath } from '../analysis/grid';
 import { ImportanceAccumulator, METHOD_ORDER, summarize, type ScoreTarget } from '../analysis/importance';
 import { cliTrainContext } from './train';
 import { modelFolder } from '../spec/hub-cache';
+import { parseSpecText } from '../spec/load';
+import type { DataFormat, DataSpec } from '../spec/types';
 
 export const IMPORTANCE_JSON = 'importance.json';
 export const SCORES_FILE = 'scores.safetensors';
@@ -95,8 +97,27 @@ async function inputsSource(model: Model, file: string, batches: number | undefi
   };
 }
 
-async function dataSource(model: Model, file: string, batches: number, batchSize: number, seed: number): Promise<BatchSource> {
-  const { data, batchOpts } = await loadAnalysisData(model, dataSpecFor(file), seed);
+/**
+ * How the rows of `file` are read: as the spec's training reads them (its field names, prompt
+ * template, max length) when the scores are for a spec, else with the default fields.
+ */
+export function dataSpecForScores(file: string, specFile: string | undefined): DataSpec & { format: DataFormat } {
+  const base = dataSpecFor(file);
+  if (specFile === undefined) return base;
+  let text: string;
+  try {
+    text = readFileSync(specFile, 'utf8');
+  } catch (e) {
+    throw new InputError(specFile, '', `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const { spec, issues } = parseSpecText(text, specFile);
+  if (!spec || issues.length) return base; // the run would refuse it; the scores use the defaults
+  const { textField, promptField, completionField, messagesField, labelField, promptTemplate, maxLength, format } = spec.data;
+  return { ...base, textField, promptField, completionField, labelField, ...(messagesField ? { messagesField } : {}), ...(promptTemplate ? { promptTemplate } : {}), ...(maxLength ? { maxLength } : {}), ...(format ? { format } : {}) };
+}
+
+async function dataSource(model: Model, file: string, specFile: string | undefined, batches: number, batchSize: number, seed: number): Promise<BatchSource> {
+  const { data, batchOpts } = await loadAnalysisData(model, dataSpecForScores(file, specFile), seed);
   const examples = [...data.train, ...data.eval];
   const order = batchIndices(examples.length, batches, batchSize, seed, 'importance');
   return {
@@ -122,7 +143,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     if (p.adapter) adapter = await loadAnyAdapter(model, p.adapter);
     source = p.inputs
       ? await inputsSource(model, p.inputs, p.batches, p.batchSize)
-      : await dataSource(model, p.data!, p.batches ?? 16, p.batchSize ?? 32, p.seed ?? 0);
+      : await dataSource(model, p.data!, p.spec, p.batches ?? 16, p.batchSize ?? 32, p.seed ?? 0);
     const info = model.paramInfo();
     const typeMap = moduleTypeMap(info);
     const targets: ScoreTarget[] = info.filter((x) => model.params.has(x.name)).map((x) => ({ name: x.name, source: 'base', layer: x.layer, type: x.type }));
