@@ -200,7 +200,7 @@ const COMMANDS: Record<string, Command> = {
   },
   importance: {
     usage: IMPORTANCE_USAGE,
-    options: { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, inputs: { type: 'string' }, method: { type: 'string' }, batches: { type: 'string' }, 'batch-size': { type: 'string' }, 'no-activations': { type: 'boolean' }, seed: { type: 'string' }, out: { type: 'string' } },
+    options: { model: { type: 'string' }, adapter: { type: 'string' }, data: { type: 'string' }, spec: { type: 'string' }, inputs: { type: 'string' }, method: { type: 'string' }, batches: { type: 'string' }, 'batch-size': { type: 'string' }, 'no-activations': { type: 'boolean' }, seed: { type: 'string' }, out: { type: 'string' } },
     compute: true,
     run: (v) => importanceCommand(v),
   },

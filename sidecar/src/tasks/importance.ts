@@ -268,7 +268,7 @@ export async function runCli<R>(verbose: boolean, fn: (ctx: JobContext) => Promi
   }
 }
 
-export const IMPORTANCE_USAGE = 'importance --model DIR [--adapter DIR] (--data FILE | --inputs FILE) [--method fisher,grad-norm,taylor[,adalora]] [--batches N] [--batch-size B] [--no-activations] [--seed N] --out DIR';
+export const IMPORTANCE_USAGE = 'importance --model DIR [--adapter DIR] (--data FILE [--spec SPEC.peft.json] | --inputs FILE) [--method fisher,grad-norm,taylor[,adalora]] [--batches N] [--batch-size B] [--no-activations] [--seed N] --out DIR';
 
 export async function importanceCommand(v: Values): Promise<void> {
   let methods: ImportanceMethod[];
@@ -285,6 +285,9 @@ export async function importanceCommand(v: Values): Promise<void> {
   if (adapter) p.adapter = adapter;
   if (data) p.data = data;
   if (inputs) p.inputs = inputs;
+  // The spec the scores are for: its data settings (fields, prompt template) read the rows.
+  const spec = str(v, 'spec', false);
+  if (spec) p.spec = spec;
   const batches = int(v, 'batches');
   const bs = int(v, 'batch-size');
   const seed = int(v, 'seed', 0);
