@@ -130,10 +130,10 @@ export class Model {
   }
 }
 
-/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `vit.`). */
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */
 export const withoutTaskPrefix = (name: string): string => name.replace(/^(transformer|model|bert|vit)\./, '');
 
+/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `vit.`). */
 function resolveStoredName(reader: CheckpointReader, name: string): string | undefined {
   if (reader.has(name)) return name;
   const stripped = withoutTaskPrefix(name);
