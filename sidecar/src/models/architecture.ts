@@ -1,4 +1,4 @@
-import type * as tf from '@tensorflow/tfjs-core';
+import * as tf from '@tensorflow/tfjs-core';
 import type { KvCache } from './kv-cache';
 import type { ModelConfig } from './config';
 import type { Forward } from './forward';
@@ -54,6 +54,20 @@ export function linearParams(name: string, outFeatures: number, inFeatures: numb
   return bias ? [w, { name: `${name}.bias`, shape: [outFeatures], layer, type }] : [w];
 }
 
+export interface LmTrunk {
+  hidden: tf.Tensor2D;
+  head: tf.Tensor2D;
+  /** The head's parameter (the token embedding when tied). */
+  headName: string;
+  batch: number;
+  seq: number;
+}
+
+/** Logits [B, T, V] from a trunk: hidden · headᵀ. */
+export function trunkLogits(r: LmTrunk): tf.Tensor3D {
+  return tf.reshape(tf.matMul(r.hidden, r.head, false, true), [r.batch, r.seq, r.head.shape[0]]);
+}
+
 export interface Architecture<C extends ModelConfig = ModelConfig> {
   /** Every stored parameter with its expected shape (tied copies excluded). */
   params(cfg: C): ParamInfo[];
@@ -64,6 +78,12 @@ export interface Architecture<C extends ModelConfig = ModelConfig> {
   inputKind: 'tokens' | 'pixels';
   task: 'causal-lm' | 'sequence-classification' | 'image-classification';
   forward(cfg: C, f: Forward, inputs: ModelInputs): tf.Tensor;
+  /**
+   * Causal LMs: the forward pass up to the last norm (hidden [B·T, d]) and the output embedding
+   * (head [V, d], named `headName`), so a training loss can take the logits a slice of rows at a
+   * time (ops.chunkedCausalLmLoss) instead of holding all B·T·V of them.
+   */
+  trunk?(cfg: C, f: Forward, inputs: ModelInputs): LmTrunk;
   loss(cfg: C, logits: tf.Tensor, labels: tf.Tensor): tf.Scalar;
   /** Names of the transformer blocks, by layer index (for importance and allocation). */
   blockPrefix(cfg: C, layer: number): string;

@@ -1,6 +1,6 @@
 /** GPT2LMHeadModel: learned positions, pre-LN blocks, Conv1D weights stored [in, out], tied head. */
 import * as tf from '@tensorflow/tfjs-core';
-import { normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
+import { normParams, trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { Gpt2Config } from './config';
 import { activation, attentionQkv, cachedAttention, causalLmLoss, causalMask, layerNorm, splitHeads } from './ops';
 
@@ -55,7 +55,7 @@ export const gpt2: Architecture<Gpt2Config> = {
     return out;
   },
 
-  forward(cfg, f, inputs) {
+  trunk(cfg, f, inputs) {
     const ids = inputs.inputIds;
     if (!ids) throw new Error('GPT-2 needs input_ids');
     const [b, t] = ids.shape;
@@ -85,8 +85,12 @@ export const gpt2: Architecture<Gpt2Config> = {
     }
     if (cache) cache.past += t;
     const hf = f.tap('transformer.ln_f', layerNorm(x, f.p('transformer.ln_f.weight'), f.p('transformer.ln_f.bias'), cfg.layerNormEps)) as tf.Tensor2D;
-    const head = cfg.tieWordEmbeddings ? f.p('transformer.wte.weight') : f.p('lm_head.weight');
-    return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);
+    const headName = cfg.tieWordEmbeddings ? 'transformer.wte.weight' : 'lm_head.weight';
+    return { hidden: hf, head: f.p(headName) as tf.Tensor2D, headName, batch: b, seq: t };
+  },
+
+  forward(cfg, f, inputs) {
+    return trunkLogits(gpt2.trunk!(cfg, f, inputs));
   },
 
   loss: (_cfg, logits, labels) => causalLmLoss(logits as tf.Tensor3D, labels as tf.Tensor2D),

@@ -5,7 +5,7 @@
  * norms around each sub-layer, scaled embeddings, and a local RoPE for its sliding blocks).
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Architecture, LinearModuleInfo, ParamInfo } from './architecture';
+import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
 import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, mergeHeads, rmsNorm, ropeTables, splitHeads, windowedCausalMask } from './ops';
 
@@ -58,7 +58,7 @@ export const llama: Architecture<LlamaConfig> = {
     return out;
   },
 
-  forward(cfg, f, inputs) {
+  trunk(cfg, f, inputs) {
     const ids = inputs.inputIds;
     if (!ids) throw new Error('Llama needs input_ids');
     const [b, t] = ids.shape;
@@ -104,8 +104,12 @@ export const llama: Architecture<LlamaConfig> = {
     }
     if (cache) cache.past += t;
     const hf = normTap(x, 'model.norm');
-    const head = cfg.tieWordEmbeddings ? f.p('model.embed_tokens.weight') : f.p('lm_head.weight');
-    return tf.reshape(tf.matMul(hf, head, false, true), [b, t, cfg.vocabSize]);
+    const headName = cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    return { hidden: hf, head: f.p(headName) as tf.Tensor2D, headName, batch: b, seq: t };
+  },
+
+  forward(cfg, f, inputs) {
+    return trunkLogits(llama.trunk!(cfg, f, inputs));
   },
 
   loss: (_cfg, logits, labels) => causalLmLoss(logits as tf.Tensor3D, labels as tf.Tensor2D),

@@ -9,9 +9,15 @@ import type { Architecture, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
 import { readConfig, type ModelConfig, type ModelType } from './config';
 import { Forward, type Hooks } from './forward';
+import { chunkedCausalLmLoss } from './ops';
 import { gpt2 } from './gpt2';
 import { llama } from './llama';
 import { vit } from './vit';
+
+/** Logits of a batch above which a causal LM's training loss goes by slices (32 Mi floats, 128 MiB; the benchmark's gpu case has 16 Mi). */
+export const CHUNKED_LOSS_LOGITS = 1 << 25;
+/** Logits per slice (16 Mi floats, 64 MiB). */
+export const CHUNK_LOGITS = 1 << 24;
 
 const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma3_text: llama, bert, vit };
 
@@ -87,13 +93,27 @@ export class Model {
    * tensors a gradient is taken with respect to); `hooks` let adapters wrap modules.
    */
   forward(inputs: ModelInputs, opts: { hooks?: Hooks; overrides?: ReadonlyMap<string, tf.Tensor>; training?: boolean } = {}): tf.Tensor {
+    return this.arch.forward(this.config, this.forwardContext(opts), inputs);
+  }
+
+  private forwardContext(opts: { hooks?: Hooks; overrides?: ReadonlyMap<string, tf.Tensor>; training?: boolean }): Forward {
     const overrides = opts.overrides;
     const lookup = (name: string): tf.Tensor | undefined => {
       const n = this.aliases[name] ?? name;
       return overrides?.get(n) ?? this.params.get(n);
     };
-    const f = new Forward(lookup, opts.hooks ?? {}, (m) => this.conv1d.has(m), opts.training ?? false);
-    return this.arch.forward(this.config, f, inputs);
+    return new Forward(lookup, opts.hooks ?? {}, (m) => this.conv1d.has(m), opts.training ?? false);
+  }
+
+  /**
+   * Rows per slice of a causal LM's loss when the logits of a batch would pass `CHUNKED_LOSS_LOGITS`
+   * (a real vocabulary: Qwen's 151,936 × 2,048 tokens is 1.2 GB of them), else undefined: one matmul.
+   */
+  chunkedLossRows(inputs: ModelInputs, limit = CHUNKED_LOSS_LOGITS): number | undefined {
+    const ids = inputs.inputIds;
+    if (!this.arch.trunk || !ids || this.config.vocabSize <= 0) return undefined;
+    if (ids.shape[0] * ids.shape[1] * this.config.vocabSize <= limit) return undefined;
+    return Math.max(1, Math.floor(CHUNK_LOGITS / this.config.vocabSize));
   }
 
   loss(logits: tf.Tensor, labels: tf.Tensor): tf.Scalar {
@@ -108,17 +128,23 @@ export class Model {
     names: readonly string[],
     inputs: ModelInputs,
     labels: tf.Tensor,
-    opts: { hooks?: Hooks; extra?: ReadonlyMap<string, tf.Tensor>; training?: boolean } = {},
+    opts: { hooks?: Hooks; extra?: ReadonlyMap<string, tf.Tensor>; training?: boolean; chunkedLossLogits?: number } = {},
   ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     const xs = names.map((n) => {
       const t = opts.extra?.get(n) ?? this.params.get(n);
       if (!t) throw new Error(`no parameter named ${n}`);
       return t;
     });
+    const rows = this.chunkedLossRows(inputs, opts.chunkedLossLogits);
     const f = (...ts: tf.Tensor[]): tf.Scalar => {
       const overrides = new Map(opts.extra ?? []);
       names.forEach((n, i) => overrides.set(n, ts[i]!));
-      return this.loss(this.forward(inputs, { hooks: opts.hooks, overrides, training: opts.training }), labels);
+      const run = { hooks: opts.hooks, overrides, training: opts.training };
+      if (rows === undefined) return this.loss(this.forward(inputs, run), labels);
+      // A vocabulary-sized head: the loss a slice of rows at a time (never all B·T·V logits).
+      const r = this.arch.trunk!(this.config, this.forwardContext(run), inputs);
+      const headName = this.aliases[r.headName] ?? r.headName;
+      return chunkedCausalLmLoss(r.hidden, r.head, labels as tf.Tensor2D, { rowsPerChunk: rows, headTrainable: names.includes(headName) });
     };
     const { value, grads } = tf.valueAndGrads(f)(xs);
     return { loss: value as tf.Scalar, grads: new Map(names.map((n, i) => [n, grads[i]!])) };

@@ -264,3 +264,98 @@ export function embedding(table: tf.Tensor, ids: tf.Tensor, paddingIdx?: number)
   });
   return lookup(table, tf.cast(ids, 'int32')) as tf.Tensor2D;
 }
+
+/**
+ * The causal-LM loss of causalLmLoss, from the last hidden states [N = B·T, d] and the output
+ * embedding [V, d], without ever holding the N × V logits: rows go `rowsPerChunk` at a time through
+ * hidden · headᵀ, log-sum-exp and the picked logit, and the backward pass recomputes each slice's
+ * logits for softmax − one-hot (the memory of a slice, not of all; the head matmul runs twice). The
+ * head's gradient is computed only when it trains (`headTrainable`): a frozen vocabulary-sized head
+ * would cost another full matmul for nothing.
+ */
+export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labels: tf.Tensor2D, o: { rowsPerChunk: number; headTrainable: boolean }): tf.Scalar {
+  const [b, t] = labels.shape;
+  const vocab = head.shape[0];
+  const n = b * t;
+  const spans: [number, number][] = [];
+  for (let s = 0; s < n; s += o.rowsPerChunk) spans.push([s, Math.min(o.rowsPerChunk, n - s)]);
+  /** One slice's logits, one-hot of its labels and 0/1 mask of counted rows. */
+  const slice = (h: tf.Tensor2D, w: tf.Tensor2D, y: tf.Tensor1D, [s, len]: [number, number]) => {
+    const ys = tf.slice(y, [s], [len]);
+    const valid = tf.cast(tf.notEqual(ys, -100), 'float32');
+    const logits = tf.matMul(tf.slice(h, [s, 0], [len, -1]), w, false, true);
+    return { logits, onehot: tf.oneHot(tf.mul(ys, tf.cast(valid, 'int32')), vocab), valid };
+  };
+  const lossOf = (h: tf.Tensor2D, w: tf.Tensor2D, next: tf.Tensor1D, count: tf.Scalar) => {
+    let total: tf.Tensor = tf.scalar(0);
+    for (const span of spans) {
+      const part = tf.tidy(() => {
+        const { logits, onehot, valid } = slice(h, w, next, span);
+        const picked = tf.sum(tf.mul(logits, onehot), 1);
+        return tf.sum(tf.mul(tf.sub(tf.logSumExp(logits, 1), picked), valid));
+      });
+      const sum = tf.add(total, part);
+      tf.dispose([total, part]);
+      total = sum;
+    }
+    // NaN when every label is ignored, as PyTorch's mean over nothing.
+    const value = tf.div(total, count) as tf.Scalar;
+    total.dispose();
+    return value;
+  };
+  /** d hidden, and d head when it trains, slice by slice. */
+  const grads = (dy: tf.Tensor, h: tf.Tensor2D, w: tf.Tensor2D, next: tf.Tensor1D, count: tf.Scalar): { dh: tf.Tensor; dw?: tf.Tensor } => {
+    const scale = tf.div(dy, count);
+    const parts: tf.Tensor[] = [];
+    let dw: tf.Tensor | undefined = o.headTrainable ? tf.zerosLike(w) : undefined;
+    for (const span of spans) {
+      const g = tf.tidy(() => {
+        const { logits, onehot, valid } = slice(h, w, next, span);
+        return tf.mul(tf.mul(tf.sub(tf.softmax(logits), onehot), tf.expandDims(valid, 1)), scale);
+      });
+      parts.push(tf.matMul(g, w));
+      if (dw) {
+        const acc = tf.tidy(() => tf.add(dw!, tf.matMul(g, tf.slice(h, [span[0], 0], [span[1], -1]), true, false)));
+        dw.dispose();
+        dw = acc;
+      }
+      g.dispose();
+    }
+    const dh = tf.concat(parts);
+    tf.dispose([...parts, scale]);
+    return dw ? { dh, dw } : { dh };
+  };
+  // Each position against the next label, the last one against −100 (as causalLmLoss); with the
+  // count of counted labels these are inputs of the custom gradient, saved for the backward pass
+  // (the forward's own tensors are gone by then). A frozen head is captured, not an input: no
+  // [V, d] gradient of zeros is made for it.
+  const next = tf.reshape(tf.concat([tf.slice(labels, [0, 1], [b, t - 1]), tf.fill([b, 1], -100, 'int32')], 1), [n]) as tf.Tensor1D;
+  const count = tf.sum(tf.cast(tf.notEqual(next, -100), 'float32')) as tf.Scalar;
+  if (o.headTrainable) {
+    const loss = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [h, w, y, c, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Scalar, tf.GradSaveFunc];
+      save([h, w, y, c]);
+      return {
+        value: lossOf(h, w, y, c),
+        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+          const [sh, sw, sy, sc] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Scalar];
+          const r = grads(dy as tf.Tensor, sh, sw, sy, sc);
+          return [r.dh, r.dw!, tf.zerosLike(sy), tf.zerosLike(sc)];
+        },
+      };
+    });
+    return loss(hidden, head, next, count) as tf.Scalar;
+  }
+  const loss = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [h, y, c, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Scalar, tf.GradSaveFunc];
+    save([h, y, c]);
+    return {
+      value: lossOf(h, head, y, c),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const [sh, sy, sc] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Scalar];
+        return [grads(dy as tf.Tensor, sh, head, sy, sc).dh, tf.zerosLike(sy), tf.zerosLike(sc)];
+      },
+    };
+  });
+  return loss(hidden, next, count) as tf.Scalar;
+}

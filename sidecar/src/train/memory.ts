@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { totalmem } from 'node:os';
 import type { ModelConfig } from '../models/config';
+import { CHUNK_LOGITS, CHUNKED_LOSS_LOGITS } from '../models/model';
 
 export interface MemoryEstimate {
   weightsMb: number;
@@ -27,8 +28,17 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
   const inner = c.modelType === 'gpt2' ? c.innerSize : c.intermediateSize;
   const T = c.modelType === 'vit' ? (c.imageSize / c.patchSize) ** 2 + 1 : o.seqLen;
   const d = c.hiddenSize;
-  const perLayer = 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
-  const head = c.modelType === 'bert' || c.modelType === 'vit' ? 4 * B * d : 4 * B * T * c.vocabSize;
+  // The tensors a block keeps for its backward pass. Llama-layout blocks keep more: RMSNorm's and
+  // RoPE's intermediates, the key/value heads repeated for grouped-query attention, SwiGLU's three
+  // [T, inner] products (a Qwen2.5-0.5B step of 1 × 250 tokens aborts the 3.6 GiB wasm heap that the
+  // GPT-2 count would have let it try).
+  const llamaLike = 'normOffset' in c;
+  const perLayer = llamaLike
+    ? 20 * B * T * d + 6 * B * T * inner + 4 * B * c.numHeads * T * T
+    : 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
+  // A causal LM's logits: all of them, or one slice at a time when the loss goes by slices (model.ts).
+  const logits = B * T * c.vocabSize;
+  const head = c.modelType === 'bert' || c.modelType === 'vit' ? 4 * B * d : 4 * (logits > CHUNKED_LOSS_LOGITS ? CHUNK_LOGITS : logits);
   const input = c.modelType === 'vit' ? B * c.numChannels * c.imageSize * c.imageSize : 0;
   const weightsMb = (o.baseParams * 4) / MB;
   const adapterMb = (o.trainableParams * 4) / MB;
