@@ -23,5 +23,10 @@ export class InputError extends Error {
 /** A one-line message for any thrown value. */
 export function errorMessage(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
+  // Emscripten's abort (the wasm backend's heap, which stops near 3.6 GiB, ran out) says nothing useful.
+  if (/^Aborted\(/u.test(msg)) return WASM_ABORT;
   return msg.split('\n')[0] ?? msg;
 }
+
+export const WASM_ABORT =
+  'the WebAssembly backend ran out of memory (its heap stops near 3.6 GiB): lower batchSize or data.maxLength, or use a native backend (@tensorflow/tfjs-node); restart the sidecar before the next job';

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../../sidecar/src/backend';
 import { joinNegativeValues, main, splitLeadingCommon } from '../../sidecar/src/cli';
-import { InputError } from '../../sidecar/src/errors';
+import { errorMessage, InputError, WASM_ABORT } from '../../sidecar/src/errors';
+import { oneLine } from '../../sidecar/src/jobs/manager';
 import { parseJsonText } from '../../sidecar/src/io/json';
 import { i32, i64, readSafetensors, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { cliContext } from '../../sidecar/src/jobs/context';
@@ -208,6 +209,16 @@ function node(argv: string[]): Promise<{ code: number; stdout: string; stderr: s
     });
   });
 }
+
+describe('a wasm abort', () => {
+  test("reads as what it is (the heap ran out) and what to do, on the command line and in a job's error", () => {
+    const abort = new Error('Aborted(). Build with -sASSERTIONS for more info.');
+    assert.equal(errorMessage(abort), WASM_ABORT);
+    assert.equal(oneLine(abort), WASM_ABORT);
+    assert.match(WASM_ABORT, /ran out of memory .* lower batchSize or data\.maxLength/);
+    assert.equal(errorMessage(new Error('other\nlines')), 'other');
+  });
+});
 
 describe('command-line arguments (F, G)', () => {
   test('an InputError without a file reads as the argument, not an empty file slot', async () => {

@@ -5,7 +5,7 @@
  * one-line message.
  */
 import { inspect } from 'node:util';
-import { InputError } from '../errors';
+import { InputError, WASM_ABORT } from '../errors';
 import type { JobEnd, JobKind, JobParams, JobProgress, JobResult, JobSummary, LogMessage } from '../../../src/protocol';
 import { JOB_KINDS } from '../../../src/protocol';
 import { analysisJobProblem } from '../analysis/params-check';
@@ -202,6 +202,7 @@ export function oneLine(err: unknown, max = 500): string {
   if (err instanceof Error) text = NAMED_ERRORS.has(err.name) ? `${err.name}: ${err.message}` : err.message;
   else if (typeof err === 'string') text = err;
   else text = inspect(err, { breakLength: Infinity, depth: 2 });
+  if (/^Aborted\(/u.test(text)) text = WASM_ABORT;
   text = text.replace(/\s+/g, ' ').trim() || (err instanceof Error ? err.name : 'unknown error');
   return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }
