@@ -1,9 +1,8 @@
 /**
- * Models by name: bundled ones (`peft-lab/<name>`), and by Hugging Face id ("Qwen/Qwen2.5-0.5B")
- * from the local hub cache, as transformers'
- * from_pretrained finds them offline: <cache>/models--Qwen--Qwen2.5-0.5B/snapshots/<commit>, the
- * commit that refs/main names (else the newest snapshot). Nothing is downloaded: PEFT Lab makes no
- * network requests.
+ * Models by name: bundled ones (`peft-lab/<name>`), and Hugging Face ids ("Qwen/Qwen2.5-0.5B") from
+ * the local hub cache, as transformers' from_pretrained finds them offline:
+ * <cache>/models--Qwen--Qwen2.5-0.5B/snapshots/<commit>, the commit that refs/main names (without
+ * refs/main, the newest snapshot). Nothing is downloaded: PEFT Lab makes no network requests.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
