@@ -29,4 +29,4 @@ export function errorMessage(e: unknown): string {
 }
 
 export const WASM_ABORT =
-  'the WebAssembly backend ran out of memory (its heap stops near 3.6 GiB): lower batchSize or data.maxLength, or use a native backend (@tensorflow/tfjs-node); restart the sidecar before the next job';
+  'the WebAssembly backend ran out of memory (its heap stops near 3.6 GiB): lower batchSize or data.maxLength, or use a native backend (@tensorflow/tfjs-node); the sidecar restarts to recover';

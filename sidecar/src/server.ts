@@ -36,6 +36,7 @@ import { throwIfCancelled } from './jobs/context';
 import { jobParamsProblem, JobManager, oneLine } from './jobs/manager';
 import { runJob } from './jobs/runners';
 import { onRequest, sendNotification } from './rpc';
+import { WASM_ABORT } from './errors';
 
 // ---- stdout belongs to the connection ------------------------------------------------------
 
@@ -133,6 +134,12 @@ const jobs = new JobManager(
     end: (e) => {
       log(e.state === 'failed' ? 'warn' : 'debug', `job ${e.id} ${e.state}${e.state === 'failed' ? `: ${e.error}` : ''}`);
       void sendNotification(connection, JobEndNote, e).catch(() => undefined);
+      // After an abort the wasm module is dead: every later job would fail. The job's end is sent;
+      // exit, and the extension's supervisor starts a fresh sidecar.
+      if (e.state === 'failed' && e.error === WASM_ABORT) {
+        log('error', 'the WebAssembly backend aborted: the sidecar exits so that a fresh one starts');
+        void exitAfterFlush(EXIT_BACKEND_ABORTED);
+      }
     },
     log,
   },
@@ -140,6 +147,9 @@ const jobs = new JobManager(
 );
 
 let shuttingDown = false;
+
+/** The sidecar's exit code after its backend aborted (EX_SOFTWARE). */
+const EXIT_BACKEND_ABORTED = 70;
 
 connection.onInitialize(() => {
   // Start the backend now so the first Status / job does not pay for it; not awaited.

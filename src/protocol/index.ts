@@ -81,6 +81,8 @@ export interface SelftestJobParams {
   steps: number;
   /** Milliseconds to wait between steps (tests use it to cancel mid-job). */
   delayMs?: number;
+  /** Fails after the steps with an error of this message (tests: what a backend abort does). */
+  failWith?: string;
 }
 /** Fine-tune from a spec file into a run folder; `resume` continues the run folder's last checkpoint. */
 export interface TrainJobParams {

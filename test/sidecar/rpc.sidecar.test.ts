@@ -28,6 +28,7 @@ import {
   type RequestDef,
 } from '../../src/protocol';
 import { onNotification, sendRequest, type RpcEndpoint } from '../../sidecar/src/rpc';
+import { WASM_ABORT } from '../../sidecar/src/errors';
 
 const BUNDLE = resolve('dist/sidecar.js');
 const BACKEND = process.env.PEFT_LAB_TEST_BACKEND || 'cpu';
@@ -356,5 +357,25 @@ describe('sidecar lifecycle as a LanguageClient drives it', { timeout: 2 * WAIT_
     const exit = await sc.until('exit', () => sc.exit, 5000);
     assert.deepEqual(exit, { code: 0, signal: null });
     sc.assertCleanChannel();
+  });
+});
+
+describe('a backend abort', { timeout: 2 * WAIT_MS }, () => {
+  let sc: Sidecar;
+  after(() => sc?.kill());
+
+  it('fails its job with what happened, then the sidecar exits (70) so that a fresh one starts; other failures keep it', async () => {
+    sc = new Sidecar(['--backend', BACKEND]);
+    await sc.initialize();
+    const other = await sc.start({ kind: 'selftest', steps: 1, failWith: 'boom' });
+    const otherEnd = await sc.endOf(other.id);
+    assert.ok(otherEnd.state === 'failed' && otherEnd.error === 'boom');
+    assert.ok((await sc.request(Status, {})).pid > 0, 'an ordinary failure leaves the sidecar serving');
+    const { id } = await sc.start({ kind: 'selftest', steps: 1, failWith: 'Aborted(). Build with -sASSERTIONS for more info.' });
+    const end = await sc.endOf(id);
+    assert.ok(end.state === 'failed');
+    assert.equal(end.error, WASM_ABORT, 'the job end arrives before the exit');
+    const exit = await sc.until('exit', () => sc.exit, 5000);
+    assert.deepEqual(exit, { code: 70, signal: null });
   });
 });

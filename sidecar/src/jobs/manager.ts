@@ -233,6 +233,7 @@ export function jobParamsProblem(v: unknown): string | undefined {
       return str('model');
     case 'selftest':
       if (!Number.isInteger(p.steps) || (p.steps as number) < 1) return `selftest job: 'steps' must be a positive integer`;
+      if (p.failWith !== undefined && typeof p.failWith !== 'string') return `selftest job: 'failWith' must be a string`;
       if (p.delayMs !== undefined && !(typeof p.delayMs === 'number' && Number.isFinite(p.delayMs) && p.delayMs >= 0)) {
         return `selftest job: 'delayMs' must be a non-negative number`;
       }

@@ -77,6 +77,7 @@ async function selftest(params: SelftestJobParams, ctx: JobContext): Promise<Job
       else await yieldToEventLoop();
     }
     throwIfCancelled(ctx.signal);
+    if (params.failWith !== undefined) throw new Error(params.failWith);
     return { kind: 'selftest', steps, losses };
   } finally {
     tf.dispose([x, y, w]);
