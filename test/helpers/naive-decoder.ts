@@ -1,8 +1,9 @@
 /**
  * A second, deliberately plain implementation of the Llama-layout decoders (Llama, Mistral, Qwen2,
- * Qwen3, Gemma 3 text), written from transformers' modeling files: float64 loops over one sequence, no TF.js. The
- * tests first check it against transformers' own logits (the llama-tiny fixture), then use it as the
- * reference for the options that fixture lacks (biases, q/k norms, sliding windows, RoPE scaling).
+ * Qwen3, Gemma, Gemma 2, Gemma 3 text, Phi-3), written from transformers' modeling files: float64 loops
+ * over one sequence, no TF.js. The tests first check it against transformers' own logits (the
+ * llama-tiny fixture), then use it as the reference for the options that fixture lacks (biases, q/k
+ * norms, sliding windows, RoPE scaling, soft caps, fused projections, partial RoPE).
  */
 import type { LlamaConfig, RopeScaling } from '../../sidecar/src/models/config';
 
@@ -39,8 +40,12 @@ function act(kind: string, z: number): number {
   throw new Error(`naive decoder: no activation ${kind}`);
 }
 
-/** `_compute_default_rope_parameters` and the linear / llama3 variants of transformers' modeling_rope_utils. */
-export function naiveInverseFrequencies(dim: number, theta: number, scaling: RopeScaling): number[] {
+/** `_compute_default_rope_parameters` and the linear / llama3 / longrope variants of transformers' modeling_rope_utils (`seq`: positions so far). */
+export function naiveInverseFrequencies(dim: number, theta: number, scaling: RopeScaling, seq = 0): number[] {
+  if (scaling.type === 'longrope') {
+    const ext = seq > scaling.originalMaxPositions ? scaling.longFactor : scaling.shortFactor;
+    return Array.from({ length: dim / 2 }, (_, i) => 1 / (ext[i]! * theta ** ((2 * i) / dim)));
+  }
   const base = Array.from({ length: dim / 2 }, (_, i) => 1 / theta ** ((2 * i) / dim));
   if (scaling.type === 'linear') return base.map((f) => f / scaling.factor);
   if (scaling.type !== 'llama3') return base;
@@ -56,13 +61,16 @@ export function naiveInverseFrequencies(dim: number, theta: number, scaling: Rop
   });
 }
 
-/** apply_rotary_pos_emb on one head vector at position `pos`: x·cos + rotate_half(x)·sin. */
-function rope(x: Float64Array, pos: number, inv: number[]): Float64Array {
-  const half = x.length / 2;
-  const y = new Float64Array(x.length);
+/**
+ * apply_rotary_pos_emb on one head vector at position `pos`: x·cos + rotate_half(x)·sin over its first
+ * 2·inv.length dimensions (Phi-3's partial RoPE leaves the rest), cos and sin times `gain` (LongRoPE).
+ */
+function rope(x: Float64Array, pos: number, inv: number[], gain: number): Float64Array {
+  const half = inv.length;
+  const y = Float64Array.from(x);
   for (let i = 0; i < half; i++) {
-    const c = Math.cos(pos * inv[i]!);
-    const s = Math.sin(pos * inv[i]!);
+    const c = gain * Math.cos(pos * inv[i]!);
+    const s = gain * Math.sin(pos * inv[i]!);
     y[i] = x[i]! * c - x[i + half]! * s;
     y[i + half] = x[i + half]! * c + x[i]! * s;
   }
@@ -78,8 +86,11 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
   };
   const { hiddenSize: d, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V } = cfg;
   const T = ids.length;
-  const globalInv = naiveInverseFrequencies(D, cfg.ropeTheta, cfg.ropeScaling);
-  const localInv = cfg.localRope ? naiveInverseFrequencies(D, cfg.localRope.theta, cfg.localRope.scaling) : globalInv;
+  const R = cfg.rotaryDim;
+  const globalInv = naiveInverseFrequencies(R, cfg.ropeTheta, cfg.ropeScaling, T);
+  const localInv = cfg.localRope ? naiveInverseFrequencies(R, cfg.localRope.theta, cfg.localRope.scaling, T) : globalInv;
+  const gain = cfg.ropeScaling.type === 'longrope' ? cfg.ropeScaling.attentionFactor : 1;
+  const cap = (z: number, c: number | undefined) => (c === undefined ? z : c * Math.tanh(z / c));
   const embed = need('model.embed_tokens.weight');
   // Gemma3TextScaledWordEmbedding: × √hidden_size (as float32).
   let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)).map((e) => e * cfg.embedScale));
@@ -88,18 +99,25 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
     const p = `model.layers.${l}`;
     const inv = cfg.localRope?.layers[l] ? localInv : globalInv;
     const proj = (h: Float64Array, m: string, out: number) => linear(h, need(`${p}.${m}.weight`), w(`${p}.${m}.bias`), out);
+    // Phi3Attention: qkv_proj's rows are the queries', then the keys', then the values'.
+    const fused = (h: Float64Array, m: string) => {
+      if (!cfg.fusedProjections) return proj(h, `self_attn.${m}`, (m === 'q_proj' ? H : Hkv) * D);
+      const all = proj(h, 'self_attn.qkv_proj', (H + 2 * Hkv) * D);
+      const at = { q_proj: [0, H * D], k_proj: [H * D, (H + Hkv) * D], v_proj: [(H + Hkv) * D, (H + 2 * Hkv) * D] }[m]!;
+      return all.slice(at[0], at[1]);
+    };
     const hs = x.map((r) => norm(r, `${p}.input_layernorm.weight`));
     const heads = (m: string, n: number, normName: string) =>
       hs.map((h, pos) => {
-        let y = proj(h, `self_attn.${m}`, n * D);
+        let y = fused(h, m);
         if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, D);
         const rotated = new Float64Array(n * D);
-        for (let k = 0; k < n; k++) rotated.set(rope(y.subarray(k * D, (k + 1) * D), pos, inv), k * D);
+        for (let k = 0; k < n; k++) rotated.set(rope(y.subarray(k * D, (k + 1) * D), pos, inv, gain), k * D);
         return rotated;
       });
     const q = heads('q_proj', H, 'q_norm');
     const k = heads('k_proj', Hkv, 'k_norm');
-    const v = hs.map((h) => proj(h, 'self_attn.v_proj', Hkv * D));
+    const v = hs.map((h) => fused(h, 'v_proj'));
     const window = cfg.slidingWindows[l];
     x = x.map((row, i) => {
       const att = new Float64Array(H * D);
@@ -111,7 +129,8 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
           else {
             let s = 0;
             for (let e = 0; e < D; e++) s += q[i]![h * D + e]! * k[j]![g * D + e]!;
-            scores.push(s * cfg.attentionScale);
+            // Gemma 2 caps the scaled scores (before the mask).
+            scores.push(cap(s * cfg.attentionScale, cfg.attnSoftcap));
           }
         }
         const max = Math.max(...scores);
@@ -125,8 +144,11 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       if (cfg.sandwichNorms) o = norm(o, `${p}.post_attention_layernorm.weight`);
       const r = row.map((a, c) => a + o[c]!);
       const h2 = norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
-      const gate = proj(h2, 'mlp.gate_proj', cfg.intermediateSize).map((z) => act(cfg.activation, z));
-      const up = proj(h2, 'mlp.up_proj', cfg.intermediateSize);
+      const F = cfg.intermediateSize;
+      // Phi3MLP: gate_up_proj's first half is the gate.
+      const gateUp = cfg.fusedProjections ? proj(h2, 'mlp.gate_up_proj', 2 * F) : undefined;
+      const gate = (gateUp ? gateUp.slice(0, F) : proj(h2, 'mlp.gate_proj', F)).map((z) => act(cfg.activation, z));
+      const up = gateUp ? gateUp.slice(F) : proj(h2, 'mlp.up_proj', F);
       let mlp = proj(gate.map((z, c) => z * up[c]!), 'mlp.down_proj', d);
       if (cfg.sandwichNorms) mlp = norm(mlp, `${p}.post_feedforward_layernorm.weight`);
       return r.map((a, c) => a + mlp[c]!);
@@ -134,6 +156,6 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
   }
   const head = w('lm_head.weight') ?? embed;
   const out = new Float64Array(T * V);
-  x.forEach((r, i) => out.set(linear(norm(r, 'model.norm.weight'), head, undefined, V), i * V));
+  x.forEach((r, i) => out.set(linear(norm(r, 'model.norm.weight'), head, undefined, V).map((z) => cap(z, cfg.logitSoftcap)), i * V));
   return out;
 }

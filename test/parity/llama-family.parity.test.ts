@@ -1,7 +1,9 @@
 /**
  * The Llama-layout decoders beyond Llama: Mistral (sliding-window attention), Qwen2 (q/k/v biases),
- * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma 3 text ((1 + w) sandwich norms,
- * scaled embeddings, a local RoPE for sliding blocks, GELU) and RoPE scaling (linear, Llama 3.1).
+ * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma ((1 + w) norms, scaled
+ * embeddings, GELU), Gemma 2 (sandwich norms, soft-capped scores and logits), Gemma 3 text (q/k norms,
+ * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE) and RoPE scaling
+ * (linear, Llama 3.1).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
  * against transformers' logits for llama-tiny. Variants are llama-tiny's weights plus random extra
@@ -17,8 +19,9 @@ import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTe
 import { parseConfig, type LlamaConfig } from '../../sidecar/src/models/config';
 import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
+import { randomModel } from '../../sidecar/src/models/init';
 import { createAdapter } from '../../sidecar/src/adapters';
-import { ropeInverseFrequencies } from '../../sidecar/src/models/ops';
+import { ropeInverseFrequencies, ropeTables } from '../../sidecar/src/models/ops';
 import { mulberry32 } from '../../sidecar/src/train/rng';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
 import { naiveDecoderLogits, naiveInverseFrequencies } from '../helpers/naive-decoder';
@@ -39,11 +42,49 @@ interface Variant {
   extra: (cfg: LlamaConfig) => Record<string, number[]>;
   /** Where added norm weights centre: 1 (x·w norms), 0 for Gemma's x·(1 + w). */
   normMean?: number;
+  /** Rewrites llama-tiny's tensors into the variant's layout (Phi-3's fused projections). */
+  transform?: (cfg: LlamaConfig, tensors: Map<string, HostTensor>) => void;
 }
 
 const perLayer = (cfg: LlamaConfig, f: (p: string) => Record<string, number[]>) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => f(`model.layers.${i}.self_attn`))) as Record<string, number[]>;
 const qkvBiases = (cfg: LlamaConfig) =>
   perLayer(cfg, (p) => ({ [`${p}.q_proj.bias`]: [cfg.numHeads * cfg.headDim], [`${p}.k_proj.bias`]: [cfg.numKvHeads * cfg.headDim], [`${p}.v_proj.bias`]: [cfg.numKvHeads * cfg.headDim] }));
+
+const sandwich = (cfg: LlamaConfig) =>
+  Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.pre_feedforward_layernorm.weight`]: [cfg.hiddenSize], [`model.layers.${i}.post_feedforward_layernorm.weight`]: [cfg.hiddenSize] }))) as Record<string, number[]>;
+
+/** Phi-3's layout from Llama's: qkv_proj = [q; k; v] and gate_up_proj = [gate; up], stacked by rows. */
+function fuseProjections(cfg: LlamaConfig, tensors: Map<string, HostTensor>): void {
+  const stack = (into: string, parts: string[]) => {
+    const ts = parts.map((n) => tensors.get(n)!);
+    const rows = ts.reduce((a, t) => a + t.shape[0]!, 0);
+    const data = new Float32Array(rows * ts[0]!.shape[1]!);
+    let at = 0;
+    for (const t of ts) {
+      data.set(toFloat32(t), at);
+      at += toFloat32(t).length;
+    }
+    parts.forEach((n) => tensors.delete(n));
+    tensors.set(into, f32([rows, ts[0]!.shape[1]!], data));
+  };
+  for (let i = 0; i < cfg.numLayers; i++) {
+    const p = `model.layers.${i}`;
+    stack(`${p}.self_attn.qkv_proj.weight`, ['q_proj', 'k_proj', 'v_proj'].map((m) => `${p}.self_attn.${m}.weight`));
+    stack(`${p}.mlp.gate_up_proj.weight`, ['gate_proj', 'up_proj'].map((m) => `${p}.mlp.${m}.weight`));
+  }
+}
+/** Phi-3 with half of each head rotated (8 of 16 dimensions: 4 LongRoPE factors), every block windowed over 6 tokens. */
+const phi3 = (originalMax: number) => ({
+  model_type: 'phi3',
+  architectures: ['Phi3ForCausalLM'],
+  partial_rotary_factor: 0.5,
+  sliding_window: 6,
+  max_position_embeddings: 64,
+  original_max_position_embeddings: originalMax,
+  rope_parameters: undefined,
+  rope_theta: 10000,
+  rope_scaling: { type: 'longrope', short_factor: [1, 1.5, 3, 6], long_factor: [1.2, 2.5, 7, 20] },
+});
 
 const VARIANTS: Variant[] = [
   { name: 'mistral, window 5 of 16 tokens', config: { model_type: 'mistral', architectures: ['MistralForCausalLM'], sliding_window: 5 }, extra: () => ({}) },
@@ -68,11 +109,31 @@ const VARIANTS: Variant[] = [
       rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1000000 }, sliding_attention: { rope_type: 'default', rope_theta: 10000 } },
       tie_word_embeddings: false,
     },
-    extra: (cfg) => ({
-      ...perLayer(cfg, (p) => ({ [`${p}.q_norm.weight`]: [cfg.headDim], [`${p}.k_norm.weight`]: [cfg.headDim] })),
-      ...Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.pre_feedforward_layernorm.weight`]: [cfg.hiddenSize], [`model.layers.${i}.post_feedforward_layernorm.weight`]: [cfg.hiddenSize] }))),
-    }),
+    extra: (cfg) => ({ ...perLayer(cfg, (p) => ({ [`${p}.q_norm.weight`]: [cfg.headDim], [`${p}.k_norm.weight`]: [cfg.headDim] })), ...sandwich(cfg) }),
     normMean: 0,
+  },
+  {
+    name: 'gemma: (1 + w) norms, scaled embeddings, the approximate GELU of hidden_activation',
+    config: { model_type: 'gemma', architectures: ['GemmaForCausalLM'], hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh', tie_word_embeddings: false },
+    extra: () => ({}),
+  },
+  {
+    name: 'gemma2: sandwich norms, scores capped at 0.2, logits at 2, block 0 sliding (window 4)',
+    config: { model_type: 'gemma2', architectures: ['Gemma2ForCausalLM'], query_pre_attn_scalar: 24, sliding_window: 4, attn_logit_softcapping: 0.2, final_logit_softcapping: 2, tie_word_embeddings: false },
+    extra: sandwich,
+    normMean: 0,
+  },
+  {
+    name: 'phi3: fused qkv_proj and gate_up_proj, RoPE on 8 of 16 dimensions, LongRoPE short factors, window 6',
+    config: phi3(32),
+    extra: () => ({}),
+    transform: fuseProjections,
+  },
+  {
+    name: 'phi3: LongRoPE long factors (16 tokens past original_max_position_embeddings 8)',
+    config: phi3(8),
+    extra: () => ({}),
+    transform: fuseProjections,
   },
   {
     name: 'llama, Llama 3.1 RoPE scaling',
@@ -82,7 +143,7 @@ const VARIANTS: Variant[] = [
   { name: 'llama, linear RoPE scaling (old rope_scaling key)', config: { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: 'linear', factor: 2 } }, extra: () => ({}) },
 ];
 
-describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) against a float64 reference', () => {
+describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3, RoPE scaling) against a float64 reference', () => {
   let root = '';
   let base: Map<string, HostTensor>;
   let ids: number[][];
@@ -103,6 +164,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     const raw = { ...baseConfig, ...v.config };
     const cfg = parseConfig(raw, 'config.json') as LlamaConfig;
     const tensors = new Map(base);
+    v.transform?.(cfg, tensors);
     for (const [i, [n, shape]] of Object.entries(v.extra(cfg)).entries()) {
       const count = shape.reduce((a, b) => a * b, 1);
       // Norm weights around 1 (as trained ones are), biases large enough to move the logits.
@@ -173,8 +235,8 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     });
   });
 
-  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE)', async () => {
-    for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!]) {
+  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE, Gemma 2 with capped scores, Phi-3 with partial LongRoPE)', async () => {
+    for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!, VARIANTS[5]!, VARIANTS[6]!]) {
       await withVariant(v, 500, (model) => {
         const seq = ids[0]!.slice(0, 10);
         const cache = new KvCache();
@@ -263,12 +325,18 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
         () => parseConfig({ ...baseConfig, ...patch }, '/m/config.json'),
         (e: Error) => key.test(e.message) && problem.test(e.message),
       );
-    bad({ rope_parameters: { rope_type: 'yarn', factor: 4 } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn" \(supported: default, linear, llama3\)/);
+    bad({ rope_parameters: { rope_type: 'yarn', factor: 4 } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn" \(supported: default, linear, llama3, longrope\)/);
     bad({ rope_parameters: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 64 } }, /rope_parameters\.high_freq_factor/, /must be above low_freq_factor/);
     bad({ rope_parameters: undefined, rope_scaling: { type: 'linear' } }, /rope_scaling\.factor/, /expected a finite number/);
     bad({ model_type: 'qwen2', use_sliding_window: true, layer_types: ['full_attention'] }, /layer_types/, /a list of 2 layer types/);
     bad({ model_type: 'qwen3', use_sliding_window: true, layer_types: ['full_attention', 'chunked_attention'] }, /layer_types\[1\]/, /unsupported layer type "chunked_attention"/);
-    bad({ model_type: 'gemma' }, /model_type/, /supported: gpt2, llama, mistral, qwen2, qwen3, gemma3_text, bert, vit/);
+    bad({ model_type: 'phi' }, /model_type/, /supported: gpt2, llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, bert, vit/);
+    bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1, 2], original_max_position_embeddings: 8 } }, /rope_parameters\.short_factor/, /has 2 entries; the 16 rotated dimensions of each head need 8/);
+    bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1] } }, /rope_parameters\.long_factor/, /has 1 entries, short_factor 2/);
+    bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, -2], long_factor: [1, 2] } }, /rope_parameters\.short_factor/, /positive numbers/);
+    bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1, 2] } }, /original_max_position_embeddings/, /missing required field/);
+    bad({ ...phi3(8), partial_rotary_factor: 0.3125 }, /partial_rotary_factor/, /even number of rotated dimensions \(head_dim 16 × 0\.3125 = 5\)/);
+    bad({ model_type: 'gemma2', attn_logit_softcapping: 0 }, /attn_logit_softcapping/, /must be above 0 \(or null for none\)/);
   });
 
   it('Gemma 3 text defaults as Gemma3TextConfig: head_dim 256, tied head, pad 0, every 6th block full, local RoPE at 10000, √d embeddings', () => {
@@ -287,8 +355,9 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     const narrow = gemma({ head_dim: 64, hidden_act: 'silu', rope_local_base_freq: 5000, rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 1e6 }, sliding_attention: { rope_type: 'default' } } });
     assert.deepEqual([narrow.headDim, narrow.attentionScale, narrow.activation, narrow.localRope!.theta, narrow.ropeTheta], [64, 1 / 16, 'gelu_pytorch_tanh', 5000, 1e6]);
     const bad = (patch: Record<string, unknown>, key: string, problem: RegExp) => assert.throws(() => gemma(patch), (e: Error) => e.message.includes(key) && problem.test(e.message));
-    bad({ final_logit_softcapping: 30 }, 'final_logit_softcapping', /soft-capping is not supported/);
     bad({ use_bidirectional_attention: true }, 'use_bidirectional_attention', /not supported/);
+    // Gemma 3 has Gemma 2's soft caps, off by default.
+    assert.deepEqual([g.attnSoftcap, g.logitSoftcap, gemma({ final_logit_softcapping: 30 }).logitSoftcap], [undefined, undefined, 30]);
     assert.throws(() => parseConfig({ ...baseConfig, model_type: 'gemma3' }, 'c.json'), /image-and-text Gemma 3 .* is not supported; its text-only checkpoints .*gemma3_text/);
   });
 
@@ -314,5 +383,111 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma 3, RoPE scaling) a
     // PyTorch's padding_idx counts a negative id from the end (old Llama configs say -1).
     assert.equal((parseConfig({ ...baseConfig, pad_token_id: -1 }, 'c.json') as LlamaConfig).padTokenId, 127);
     assert.throws(() => parseConfig({ ...baseConfig, pad_token_id: -129 }, 'c.json'), /pad_token_id.*must be at least -128/);
+  });
+  it('Gemma and Gemma 2 defaults as GemmaConfig / Gemma2Config; Phi-3 as Phi3Config', () => {
+    const parse = (patch: Record<string, unknown>) =>
+      parseConfig({ hidden_size: 3072, num_attention_heads: 24, num_hidden_layers: 4, intermediate_size: 8192, vocab_size: 40000, ...patch }, 'c.json') as LlamaConfig;
+    // (GemmaConfig's num_key_value_heads default is 16, which 24 heads do not divide: given here.)
+    const g1 = parse({ model_type: 'gemma', hidden_act: 'gelu', num_key_value_heads: 24 });
+    assert.deepEqual(
+      [g1.headDim, g1.numKvHeads, g1.maxPositions, g1.tieWordEmbeddings, g1.padTokenId, g1.normOffset, g1.sandwichNorms, g1.embedScale, g1.attentionScale, g1.activation, g1.architecture],
+      [256, 24, 8192, true, 0, 1, false, Math.fround(Math.sqrt(3072)), 1 / 16, 'gelu', 'GemmaForCausalLM'],
+    );
+    // hidden_activation, where given, is the activation Gemma was trained with.
+    assert.equal(parse({ model_type: 'gemma', hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh', num_key_value_heads: 8 }).activation, 'gelu_pytorch_tanh');
+    assert.throws(() => parse({ model_type: 'gemma' }), /num_attention_heads=24 is not divisible by num_key_value_heads=16/);
+    const g2 = parse({ model_type: 'gemma2' });
+    assert.deepEqual([g2.headDim, g2.numKvHeads, g2.attnSoftcap, g2.logitSoftcap, g2.attentionScale, g2.sandwichNorms, g2.qkNorm, g2.localRope], [256, 4, 50, 30, 1 / 16, true, false, undefined]);
+    assert.deepEqual(g2.slidingWindows, [4096, undefined, 4096, undefined]);
+    const uncapped = parse({ model_type: 'gemma2', attn_logit_softcapping: null, final_logit_softcapping: null, sliding_window: 512 });
+    assert.deepEqual([uncapped.attnSoftcap, uncapped.logitSoftcap, uncapped.slidingWindows[0]], [undefined, undefined, 512]);
+    const p3 = parse({ model_type: 'phi3', vocab_size: 32064 });
+    assert.deepEqual(
+      [p3.headDim, p3.numKvHeads, p3.rotaryDim, p3.rmsNormEps, p3.padTokenId, p3.maxPositions, p3.tieWordEmbeddings, p3.fusedProjections, p3.slidingWindows, p3.activation],
+      [128, 24, 128, 1e-5, 32000, 4096, false, true, [undefined, undefined, undefined, undefined], 'silu'],
+    );
+    // Phi-4-mini: 3/4 of each head rotated, LongRoPE with original_max_position_embeddings at the top.
+    const factors = Array.from({ length: 48 }, () => 1);
+    const p4 = parse({ model_type: 'phi3', partial_rotary_factor: 0.75, max_position_embeddings: 131072, original_max_position_embeddings: 4096, rope_scaling: { type: 'longrope', short_factor: factors, long_factor: factors } });
+    assert.equal(p4.rotaryDim, 96);
+    assert.deepEqual(p4.ropeScaling, { type: 'longrope', shortFactor: factors, longFactor: factors, originalMaxPositions: 4096, attentionFactor: Math.sqrt(1 + Math.log(32) / Math.log(4096)) });
+    // transformers 5 nests partial_rotary_factor and the original length under rope_parameters.
+    const p5 = parse({ model_type: 'phi3', rope_parameters: { rope_type: 'longrope', rope_theta: 250000, partial_rotary_factor: 0.75, original_max_position_embeddings: 4096, attention_factor: 1.19, short_factor: factors, long_factor: factors } });
+    assert.deepEqual([p5.rotaryDim, p5.ropeTheta, (p5.ropeScaling as { attentionFactor: number }).attentionFactor], [96, 250000, 1.19]);
+  });
+
+  it('LongRoPE frequencies: the short factors up to original_max_position_embeddings, the long ones past it; cos and sin scaled (as transformers, in float32)', () => {
+    const cfg = parseConfig({ ...baseConfig, ...phi3(8) }, 'c.json') as LlamaConfig;
+    const scaling = cfg.ropeScaling;
+    assert.equal(scaling.type, 'longrope');
+    if (scaling.type !== 'longrope') return;
+    assert.ok(Math.abs(scaling.attentionFactor - Math.SQRT2) < 1e-12, 'factor 64/8 over original 8: √(1 + ln 8 / ln 8)');
+    for (const seq of [8, 9]) assertClose(`inverse frequencies at ${seq} positions`, ropeInverseFrequencies(8, 10000, scaling, seq), naiveInverseFrequencies(8, 10000, scaling, seq), 1e-6);
+    assert.notDeepEqual(Array.from(ropeInverseFrequencies(8, 10000, scaling, 8)), Array.from(ropeInverseFrequencies(8, 10000, scaling, 9)));
+    const { cos, sin } = ropeTables(3, 8, 10000, scaling);
+    const inv = naiveInverseFrequencies(8, 10000, scaling, 3);
+    const want = (f: (x: number) => number) => Array.from({ length: 3 * 8 }, (_, i) => Math.SQRT2 * f(Math.floor(i / 8) * inv[i % 4]!));
+    assertClose('cos · √2', cos.dataSync(), want(Math.cos), 1e-6);
+    assertClose('sin · √2', sin.dataSync(), want(Math.sin), 1e-6);
+    tf.dispose([cos, sin]);
+  });
+
+  it('Gemma 2: each soft cap changes the logits; the sliced loss and its gradients equal the one-matmul ones through the logit cap (head frozen or trained)', async () => {
+    const v = VARIANTS[5]!;
+    await withVariant(v, 900, async (model, { cfg, tensors }) => {
+      const seq = ids[0]!;
+      const ref = naiveDecoderLogits(cfg, lookup(tensors), seq);
+      assert.ok(relMaxError(naiveDecoderLogits({ ...cfg, attnSoftcap: undefined }, lookup(tensors), seq), ref) > 1e-3, 'the score cap matters here');
+      assert.ok(relMaxError(naiveDecoderLogits({ ...cfg, logitSoftcap: undefined }, lookup(tensors), seq), ref) > 1e-3, 'the logit cap matters here');
+      const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
+      for (const names of [['model.layers.1.mlp.down_proj.weight', 'model.norm.weight'], ['model.layers.1.mlp.down_proj.weight', 'lm_head.weight']]) {
+        await assertNoLeak(() => {
+          const whole = model.lossAndGrads(names, { inputIds }, inputIds);
+          // 2·16 rows × 128 logits = 4096 > 1000: slices of 7 rows (896 logits).
+          const sliced = model.lossAndGrads(names, { inputIds }, inputIds, { chunkedLossLogits: 1000, chunkLogits: 7 * 128 });
+          assertClose('loss', sliced.loss.dataSync(), whole.loss.dataSync(), 1e-5);
+          for (const n of names) assertClose(`d ${n}`, sliced.grads.get(n)!.dataSync(), whole.grads.get(n)!.dataSync(), 1e-4);
+          tf.dispose([whole.loss, sliced.loss, ...whole.grads.values(), ...sliced.grads.values()]);
+        });
+      }
+      inputIds.dispose();
+    });
+  });
+
+  it('Phi-3: LoRA targets qkv_proj by default; SSF on its norms folds into the fused projections (merged logits = the adapter’s)', async () => {
+    await withVariant(VARIANTS[6]!, 1000, async (model) => {
+      const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
+      assert.deepEqual([...new Set([...lora.trainable.keys()].map((n) => n.replace(/^.*\.self_attn\./, '').replace(/\.lora_[AB].*$/, '')))], ['qkv_proj']);
+      lora.dispose();
+      const a = await createAdapter(model, { kind: 'ssf', targets: ['input_layernorm', 'post_attention_layernorm'] }, { seed: 1 });
+      const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
+      try {
+        for (const [n, t] of [...a.trainable]) {
+          a.trainable.set(n, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', 9))));
+          t.dispose();
+        }
+        const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward({ inputIds }, opts).dataSync() as Float32Array);
+        const adapted = run({ hooks: a.hooks, overrides: a.overrides() });
+        assert.ok(relMaxError(adapted, run({})) > 1e-3, 'the SSF changes the logits');
+        const merged = a.merged();
+        try {
+          assertClose('merged logits', run({ overrides: merged }), adapted, 1e-4);
+        } finally {
+          tf.dispose([...merged.values()]);
+        }
+      } finally {
+        inputIds.dispose();
+        a.dispose();
+      }
+    });
+  });
+  it('random Gemma models start with norm weights 0 (their (1 + w) norms are then the identity scale), as transformers initialises them', () => {
+    for (const [type, want] of [['gemma2', 0], ['llama', 1]] as const) {
+      const model = randomModel(parseConfig({ ...baseConfig, model_type: type }, 'c.json'), 1);
+      const norms = [...model.params].filter(([n]) => n.endsWith('layernorm.weight') || n === 'model.norm.weight');
+      assert.ok(norms.length >= 5, `${type}: norms found`);
+      for (const [n, t] of norms) assert.ok(Array.from(t.dataSync()).every((x) => x === want), `${type} ${n} starts at ${want}`);
+      model.dispose();
+    }
   });
 });

@@ -50,7 +50,10 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma':
+    case 'gemma2':
     case 'gemma3_text':
+    case 'phi3':
       return 'CAUSAL_LM';
     case 'bert':
       return 'SEQ_CLS';

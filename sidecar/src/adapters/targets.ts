@@ -28,25 +28,34 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
   return out;
 }
 
-/** PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING` (ViT is absent there; query/value as for BERT). */
+/**
+ * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. ViT is absent there (query/value as
+ * for BERT), and so is Phi-3, whose queries and values share qkv_proj: that one.
+ */
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
   qwen3: ['q_proj', 'v_proj'],
+  gemma: ['q_proj', 'v_proj'],
+  gemma2: ['q_proj', 'v_proj'],
   gemma3_text: ['q_proj', 'v_proj'],
+  phi3: ['qkv_proj'],
   bert: ['query', 'value'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT, absent there: as BERT). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['q_proj', 'v_proj', 'down_proj'],
   qwen3: ['q_proj', 'v_proj', 'down_proj'],
+  gemma: ['q_proj', 'v_proj', 'down_proj'],
+  gemma2: ['q_proj', 'v_proj', 'down_proj'],
   gemma3_text: ['q_proj', 'v_proj', 'down_proj'],
+  phi3: ['qkv_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
@@ -57,7 +66,10 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
   qwen3: ['down_proj'],
+  gemma: ['down_proj'],
+  gemma2: ['down_proj'],
   gemma3_text: ['down_proj'],
+  phi3: ['down_proj'],
   bert: ['output.dense'],
   vit: ['output.dense'],
 };
@@ -72,6 +84,8 @@ export const LN_TUNING_DEFAULT_TARGETS: Partial<Record<ModelType, string[]>> = {
   mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   qwen2: ['post_attention_layernorm'],
   qwen3: ['post_attention_layernorm'],
+  gemma: ['input_layernorm', 'post_attention_layernorm', 'norm'],
+  gemma2: ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm', 'norm'],
   gemma3_text: ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm', 'norm'],
 };
 
@@ -183,15 +197,19 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma':
+    case 'gemma2':
     case 'gemma3_text':
+    case 'phi3':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
-        norm(`${p}.input_layernorm`, i, false, ['q_proj', 'k_proj', 'v_proj'].map((m) => `${p}.self_attn.${m}`));
+        const [attnIn, mlpIn] = cfg.fusedProjections ? [['qkv_proj'], ['gate_up_proj']] : [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']];
+        norm(`${p}.input_layernorm`, i, false, attnIn.map((m) => `${p}.self_attn.${m}`));
         sub(`${p}.self_attn`, i, `${p}.self_attn.o_proj`);
         // Gemma 3's sandwich: post_attention_layernorm normalises the attention output (before the
         // residual add) and pre_feedforward_layernorm feeds the MLP.
         if (cfg.sandwichNorms) norm(`${p}.post_attention_layernorm`, i, false, []);
-        norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, ['gate_proj', 'up_proj'].map((m) => `${p}.mlp.${m}`));
+        norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, mlpIn.map((m) => `${p}.mlp.${m}`));
         sub(`${p}.mlp`, i, `${p}.mlp.down_proj`);
         if (cfg.sandwichNorms) norm(`${p}.post_feedforward_layernorm`, i, false, []);
       }

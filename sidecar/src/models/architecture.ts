@@ -61,11 +61,24 @@ export interface LmTrunk {
   headName: string;
   batch: number;
   seq: number;
+  /** Gemma 2: logits are capped as cap · tanh(logits / cap) (final_logit_softcapping). */
+  logitSoftcap?: number;
+}
+
+/** cap · tanh(x / cap): Gemma 2's soft bound on attention scores and logits. */
+export function softcap(x: tf.Tensor, cap: number): tf.Tensor {
+  return tf.mul(tf.tanh(tf.div(x, cap)), cap);
+}
+
+/** Logits [rows, V] of some rows of a trunk's hidden states (all of them, or a slice). */
+export function headLogits(r: LmTrunk, hidden: tf.Tensor2D = r.hidden): tf.Tensor2D {
+  const logits = tf.matMul(hidden, r.head, false, true) as tf.Tensor2D;
+  return r.logitSoftcap ? (softcap(logits, r.logitSoftcap) as tf.Tensor2D) : logits;
 }
 
 /** Logits [B, T, V] from a trunk: hidden · headᵀ. */
 export function trunkLogits(r: LmTrunk): tf.Tensor3D {
-  return tf.reshape(tf.matMul(r.hidden, r.head, false, true), [r.batch, r.seq, r.head.shape[0]]);
+  return tf.reshape(headLogits(r), [r.batch, r.seq, r.head.shape[0]]);
 }
 
 export interface Architecture<C extends ModelConfig = ModelConfig> {

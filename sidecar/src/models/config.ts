@@ -4,10 +4,10 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'bert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
-/** Decoders of Llama's layout (RoPE, RMSNorm, SwiGLU, grouped-query attention) that differ only in options. */
-export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma3_text'] as const;
+/** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
@@ -45,11 +45,17 @@ export interface Gpt2Config extends Common {
 export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
-  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
+  /**
+   * Phi-3's LongRoPE: one divisor per frequency, `shortFactor` while the sequence fits
+   * original_max_position_embeddings and `longFactor` beyond; cos and sin are scaled by `attentionFactor`.
+   */
+  | { type: 'longrope'; shortFactor: number[]; longFactor: number[]; originalMaxPositions: number; attentionFactor: number };
 /**
  * Llama and the decoders that only change its options: Mistral (sliding window), Qwen2 (q/k/v biases),
- * Qwen3 (q/k norms), Gemma 3 text (all of those, plus (1 + w) norms around each sub-layer, scaled
- * embeddings, and a RoPE of its own for the sliding blocks).
+ * Qwen3 (q/k norms), Gemma ((1 + w) norms, scaled embeddings, GELU), Gemma 2 (plus norms around each
+ * sub-layer, soft-capped scores and logits), Gemma 3 text (q/k norms instead of the caps, and a RoPE of
+ * its own for the sliding blocks), Phi-3 (fused q/k/v and gate/up projections, partial RoPE, LongRoPE).
  */
 export interface LlamaConfig extends Common {
   modelType: LlamaFamilyType;
@@ -59,6 +65,8 @@ export interface LlamaConfig extends Common {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling;
+  /** Leading dimensions of each head that RoPE rotates (Phi-3's partial_rotary_factor · head_dim); the rest pass through. */
+  rotaryDim: number;
   maxPositions: number;
   /** Biases on q_proj, k_proj, v_proj (Llama's attention_bias, always on in Qwen2). */
   qkvBias: boolean;
@@ -75,8 +83,14 @@ export interface LlamaConfig extends Common {
   sandwichNorms: boolean;
   /** Multiplies the token embeddings (Gemma: √hidden_size, in float32); 1 elsewhere. */
   embedScale: number;
-  /** Attention scores' scale: 1/√head_dim, or Gemma 3's query_pre_attn_scalar^−½. */
+  /** Attention scores' scale: 1/√head_dim, or Gemma 2/3's query_pre_attn_scalar^−½. */
   attentionScale: number;
+  /** Gemma 2: attention scores are capped as cap · tanh(scores / cap) before the mask (attn_logit_softcapping). */
+  attnSoftcap?: number;
+  /** Gemma 2: logits are capped the same way (final_logit_softcapping). */
+  logitSoftcap?: number;
+  /** Phi-3: one qkv_proj for queries, keys and values, and one gate_up_proj for the MLP's gate and up halves. */
+  fusedProjections: boolean;
   /** Gemma 3: the RoPE of its sliding blocks (rope_local_base_freq), where it differs from the full blocks'. */
   localRope?: { theta: number; scaling: RopeScaling; layers: boolean[] };
   tieWordEmbeddings: boolean;
@@ -215,7 +229,10 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma':
+    case 'gemma2':
     case 'gemma3_text':
+    case 'phi3':
       return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
@@ -284,7 +301,10 @@ const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
   mistral: 'MistralForCausalLM',
   qwen2: 'Qwen2ForCausalLM',
   qwen3: 'Qwen3ForCausalLM',
+  gemma: 'GemmaForCausalLM',
+  gemma2: 'Gemma2ForCausalLM',
   gemma3_text: 'Gemma3ForCausalLM',
+  phi3: 'Phi3ForCausalLM',
 };
 
 /**
@@ -296,7 +316,10 @@ const FAMILY_DEFAULTS: Record<LlamaFamilyType, { headDim?: number; kvHeads?: num
   mistral: { kvHeads: 8, maxPositions: 4096 * 32 },
   qwen2: { kvHeads: 32, maxPositions: 32768 },
   qwen3: { headDim: 128, kvHeads: 32, maxPositions: 32768 },
+  gemma: { headDim: 256, kvHeads: 16, maxPositions: 8192 },
+  gemma2: { headDim: 256, kvHeads: 4, maxPositions: 8192 },
   gemma3_text: { headDim: 256, kvHeads: 4, maxPositions: 131072 },
+  phi3: { maxPositions: 4096 },
 };
 
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
@@ -310,8 +333,19 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
   if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
   if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
   const numLayers = f.int('num_hidden_layers', undefined, 1, MAX_LAYERS);
-  if (modelType === 'gemma3_text') return { ...llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers }), ...gemma3Options(f, hiddenSize, numLayers, f.int('vocab_size', undefined, 1, MAX_VOCAB)) };
-  return llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers });
+  const base = llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers });
+  switch (modelType) {
+    case 'gemma':
+      return { ...base, ...gemmaOptions(f, base) };
+    case 'gemma2':
+      return { ...base, ...gemmaOptions(f, base), ...gemma2Options(f, numLayers) };
+    case 'gemma3_text':
+      return { ...base, ...gemmaOptions(f, base), ...gemma3Options(f, numLayers) };
+    case 'phi3':
+      return checkRopeFactors(f, { ...base, ...phi3Options(f, base) });
+    default:
+      return checkRopeFactors(f, base);
+  }
 }
 
 function llamaFamilyBase(
@@ -322,9 +356,10 @@ function llamaFamilyBase(
 ): LlamaConfig {
   const { hiddenSize, numHeads, headDim, numKvHeads, numLayers } = dims;
   const vocabSize = f.int('vocab_size', undefined, 1, MAX_VOCAB);
-  // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and Gemma 3 bias all four under attention_bias; Mistral none.
-  const attentionBias = modelType === 'llama' || modelType === 'qwen3' || modelType === 'gemma3_text' ? f.bool('attention_bias', false) : false;
-  const rope = ropeParameters(f);
+  // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and the Gemmas bias all four under attention_bias; Mistral and Phi-3 none.
+  const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text'].includes(modelType) ? f.bool('attention_bias', false) : false;
+  const maxPositions = f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER);
+  const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : 10000, maxPositions);
   return {
     modelType,
     architecture: architecture || ARCHITECTURE_NAMES[modelType],
@@ -339,8 +374,9 @@ function llamaFamilyBase(
     rmsNormEps: f.num('rms_norm_eps', 1e-6),
     ropeTheta: rope.theta,
     ropeScaling: rope.scaling,
+    rotaryDim: headDim,
     // RoPE has no table to outgrow: only a cap on lengths, however large.
-    maxPositions: f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER),
+    maxPositions,
     qkvBias: modelType === 'qwen2' || attentionBias,
     outputBias: attentionBias,
     mlpBias: modelType === 'llama' ? f.bool('mlp_bias', false) : false,
@@ -350,41 +386,99 @@ function llamaFamilyBase(
     sandwichNorms: false,
     embedScale: 1,
     attentionScale: 1 / Math.sqrt(headDim),
+    fusedProjections: false,
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
     ...padToken(f, 'pad_token_id', undefined, vocabSize),
   };
 }
 
 /**
- * What Gemma3TextConfig and Gemma3ForCausalLM change on the Llama layout. Blocks are "sliding" or
+ * What every Gemma changes on the Llama layout: RMSNorms scale by (1 + w), embeddings by √hidden_size
+ * (in float32), a tanh-GELU gate, a tied head and padding id 0. GemmaConfig names the activation
+ * `hidden_act` (Gemma 2 and 3: `hidden_activation`); gemma-2b/7b configs say "gelu" there and the
+ * approximate one in `hidden_activation`, which is the one Google's models were trained with.
+ */
+function gemmaOptions(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
+  if (f.bool('use_bidirectional_attention', false)) f.fail('use_bidirectional_attention', 'bidirectional attention is not supported: PEFT Lab trains causal language models');
+  const gemma1 = base.modelType === 'gemma';
+  return {
+    activation: gemma1 && !f.has('hidden_activation') ? f.activation('hidden_act', 'gelu_pytorch_tanh') : f.activation('hidden_activation', 'gelu_pytorch_tanh'),
+    normOffset: 1,
+    embedScale: Math.fround(Math.sqrt(base.hiddenSize)),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    ...padToken(f, 'pad_token_id', 0, base.vocabSize),
+  };
+}
+
+/** A soft cap (Gemma 2's attn_logit_softcapping, final_logit_softcapping), or undefined where null. */
+function softcapOf(f: Fields, key: string, fallback: number | undefined): number | undefined {
+  if (f.get(key) === null || (fallback === undefined && !f.has(key))) return undefined;
+  const cap = f.num(key, fallback);
+  if (cap <= 0) f.fail(key, `must be above 0 (or null for none), got ${cap}`);
+  return cap;
+}
+
+/**
+ * Gemma 2 (Gemma2Config): norms around each sub-layer, every other block sliding (from the first, by
+ * default) over `sliding_window` tokens, scores scaled by query_pre_attn_scalar^−½ and soft-capped at
+ * 50, logits soft-capped at 30.
+ */
+function gemma2Options(f: Fields, numLayers: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
+  const window = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
+  return {
+    sandwichNorms: true,
+    slidingWindows: layerTypes(f, numLayers, 2).map((t) => (t === 'sliding_attention' ? window : undefined)),
+    attentionScale: f.num('query_pre_attn_scalar', 256) ** -0.5,
+    attnSoftcap: softcapOf(f, 'attn_logit_softcapping', 50),
+    logitSoftcap: softcapOf(f, 'final_logit_softcapping', 30),
+  };
+}
+
+/**
+ * What Gemma3TextConfig and Gemma3ForCausalLM change on Gemma's options. Blocks are "sliding" or
  * "full" by `layer_types` (else every `sliding_window_pattern`-th block is full); the sliding ones
  * attend over `sliding_window` tokens with a RoPE of base `rope_local_base_freq` (transformers 5:
- * `rope_parameters.sliding_attention`). Soft-capping (Gemma 2's) and bidirectional attention are refused.
+ * `rope_parameters.sliding_attention`). Soft caps are Gemma 2's, off unless the config sets them.
  */
-function gemma3Options(f: Fields, hiddenSize: number, numLayers: number, vocabSize: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
-  for (const key of ['final_logit_softcapping', 'attn_logit_softcapping']) if (f.has(key)) f.fail(key, 'soft-capping is not supported (Gemma 3 checkpoints set it to null)');
-  if (f.bool('use_bidirectional_attention', false)) f.fail('use_bidirectional_attention', 'bidirectional attention is not supported: PEFT Lab trains causal language models');
+function gemma3Options(f: Fields, numLayers: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
   const types = layerTypes(f, numLayers, f.int(f.has('sliding_window_pattern') ? 'sliding_window_pattern' : '_sliding_window_pattern', 6));
   const window = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
   const perType = f.get('rope_parameters');
   const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) && ('full_attention' in perType || 'sliding_attention' in perType);
   const localTheta = () => f.num('rope_local_base_freq', 10000);
-  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, () => f.num('rope_theta', 1e6)) : ropeParameters(f, 1e6);
+  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, () => f.num('rope_theta', 1e6)) : undefined;
   const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, localTheta) : { theta: localTheta(), scaling: { type: 'default' as const } };
   return {
-    // Gemma3TextConfig reads hidden_activation only.
-    activation: f.activation('hidden_activation', 'gelu_pytorch_tanh'),
-    ropeTheta: full.theta,
-    ropeScaling: full.scaling,
+    ...(full ? { ropeTheta: full.theta, ropeScaling: full.scaling } : {}),
     qkNorm: true,
     slidingWindows: types.map((t) => (t === 'sliding_attention' ? window : undefined)),
-    normOffset: 1,
     sandwichNorms: true,
-    embedScale: Math.fround(Math.sqrt(hiddenSize)),
     attentionScale: f.num('query_pre_attn_scalar', 256) ** -0.5,
+    attnSoftcap: softcapOf(f, 'attn_logit_softcapping', undefined),
+    logitSoftcap: softcapOf(f, 'final_logit_softcapping', undefined),
     localRope: { theta: local.theta, scaling: local.scaling, layers: types.map((t) => t === 'sliding_attention') },
-    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
-    ...padToken(f, 'pad_token_id', 0, vocabSize),
+  };
+}
+
+/**
+ * Phi-3 (Phi3Config; Phi-3.5, Phi-4-mini): fused projections, RoPE over the first
+ * partial_rotary_factor · head_dim dimensions, a sliding window over every block when set, padding id
+ * 32000, RMSNorm ε 1e-5.
+ */
+function phi3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
+  const rope = f.get('rope_parameters');
+  const nestedFactor = rope !== null && typeof rope === 'object' && typeof (rope as Record<string, unknown>).partial_rotary_factor === 'number';
+  const factor = nestedFactor ? new Fields(f.file, rope as Record<string, unknown>, 'rope_parameters.').num('partial_rotary_factor') : f.num('partial_rotary_factor', 1);
+  const rotaryDim = Math.trunc(base.headDim * factor);
+  if (factor <= 0 || factor > 1 || rotaryDim % 2 !== 0)
+    f.fail(nestedFactor ? 'rope_parameters.partial_rotary_factor' : 'partial_rotary_factor', `must be in (0, 1] and give an even number of rotated dimensions (head_dim ${base.headDim} × ${factor} = ${base.headDim * factor})`);
+  const window = f.get('sliding_window') === null || !f.has('sliding_window') ? undefined : f.int('sliding_window');
+  return {
+    rotaryDim,
+    fusedProjections: true,
+    rmsNormEps: f.num('rms_norm_eps', 1e-5),
+    slidingWindows: base.slidingWindows.map(() => window),
+    ...padToken(f, 'pad_token_id', base.vocabSize > 32000 ? 32000 : undefined, base.vocabSize),
   };
 }
 
@@ -421,13 +515,16 @@ function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number
  * RoPE's base and scaling. transformers 5 nests them under `rope_parameters`; older configs have
  * `rope_theta` beside a `rope_scaling` object (or null).
  */
-function ropeParameters(f: Fields, defaultTheta = 10000): { theta: number; scaling: RopeScaling } {
+function ropeParameters(f: Fields, defaultTheta: number, maxPositions: number): { theta: number; scaling: RopeScaling } {
   const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
-  return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta));
+  return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta), maxPositions);
 }
 
-/** One RoPE settings object at `key` (null or absent: unscaled); a base it does not give comes from `theta`. */
-function ropeObject(f: Fields, key: string, params: unknown, theta: () => number): { theta: number; scaling: RopeScaling } {
+/**
+ * One RoPE settings object at `key` (null or absent: unscaled); a base it does not give comes from
+ * `theta`. `maxPositions` (max_position_embeddings) sets LongRoPE's default attention factor.
+ */
+function ropeObject(f: Fields, key: string, params: unknown, theta: () => number, maxPositions?: number): { theta: number; scaling: RopeScaling } {
   if (params === undefined || params === null) return { theta: theta(), scaling: { type: 'default' } };
   if (typeof params !== 'object' || Array.isArray(params)) return f.fail(key, 'expected an object');
   const p = params as Record<string, unknown>;
@@ -445,9 +542,42 @@ function ropeObject(f: Fields, key: string, params: unknown, theta: () => number
       if (highFreqFactor <= lowFreqFactor) sub.fail('high_freq_factor', `must be above low_freq_factor=${lowFreqFactor}, got ${highFreqFactor}`);
       return { theta: base, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings') } };
     }
+    case 'longrope':
+    case 'su': // Phi-3's first name for it
+      return { theta: base, scaling: longRope(f, sub, maxPositions) };
     default:
-      return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3)`);
+      return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3, longrope)`);
   }
+}
+
+/**
+ * LongRoPE as transformers' `_compute_longrope_parameters`: original_max_position_embeddings from the
+ * RoPE object or the config (Phi-3 keeps it at the top); without an `attention_factor`, cos and sin
+ * scale by √(1 + ln s / ln original) where s = `factor`, else max_position_embeddings / original.
+ */
+function longRope(f: Fields, sub: Fields, maxPositions: number | undefined): RopeScaling {
+  const factors = (key: string) => {
+    const v = sub.get(key);
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)) sub.fail(key, 'expected a list of positive numbers (one per rotated frequency)');
+    return v as number[];
+  };
+  const shortFactor = factors('short_factor');
+  const longFactor = factors('long_factor');
+  if (longFactor.length !== shortFactor.length) sub.fail('long_factor', `has ${longFactor.length} entries, short_factor ${shortFactor.length}`);
+  const originalMaxPositions = sub.has('original_max_position_embeddings') ? sub.int('original_max_position_embeddings', undefined, 2, Number.MAX_SAFE_INTEGER) : f.int('original_max_position_embeddings', undefined, 2, Number.MAX_SAFE_INTEGER);
+  const scale = sub.has('factor') ? sub.positive('factor') : (maxPositions ?? originalMaxPositions) / originalMaxPositions;
+  const attentionFactor = sub.has('attention_factor') ? sub.positive('attention_factor') : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(originalMaxPositions));
+  return { type: 'longrope', shortFactor, longFactor, originalMaxPositions, attentionFactor };
+}
+
+/** LongRoPE gives one factor per rotated frequency: rotary_dim / 2 of them. */
+function checkRopeFactors(f: Fields, cfg: LlamaConfig): LlamaConfig {
+  const s = cfg.ropeScaling;
+  if (s.type === 'longrope' && s.shortFactor.length !== cfg.rotaryDim / 2) {
+    const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+    f.fail(`${key}.short_factor`, `has ${s.shortFactor.length} entries; the ${cfg.rotaryDim} rotated dimensions of each head need ${cfg.rotaryDim / 2}`);
+  }
+  return cfg;
 }
 
 export function readConfig(dir: string): ModelConfig {

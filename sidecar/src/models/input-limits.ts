@@ -10,7 +10,10 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'mistral':
     case 'qwen2':
     case 'qwen3':
+    case 'gemma':
+    case 'gemma2':
     case 'gemma3_text':
+    case 'phi3':
       // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
       return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
     case 'bert':

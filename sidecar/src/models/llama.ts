@@ -1,8 +1,10 @@
 /**
  * LlamaForCausalLM: RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, tied or untied head; with the
  * options that make it MistralForCausalLM (sliding-window attention), Qwen2ForCausalLM (q/k/v biases),
- * Qwen3ForCausalLM (per-head RMSNorm of queries and keys) and Gemma3ForCausalLM (those, plus (1 + w)
- * norms around each sub-layer, scaled embeddings, and a local RoPE for its sliding blocks).
+ * Qwen3ForCausalLM (per-head RMSNorm of queries and keys), GemmaForCausalLM ((1 + w) norms, scaled
+ * embeddings, GELU gate), Gemma2ForCausalLM (norms around each sub-layer, soft-capped scores and
+ * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks) and Phi3ForCausalLM
+ * (fused qkv_proj and gate_up_proj, partial RoPE).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
@@ -17,9 +19,10 @@ function modules(cfg: LlamaConfig): Omit<LinearModuleInfo, 'layer' | 'module'>[]
   const kvDim = cfg.numKvHeads * cfg.headDim;
   const ff = cfg.intermediateSize;
   const m = (name: string, inFeatures: number, outFeatures: number, feedForward = false) => ({ name, inFeatures, outFeatures, fanInFanOut: false, feedForward });
+  if (cfg.fusedProjections) return [m('qkv_proj', d, qDim + 2 * kvDim), m('o_proj', qDim, d), m('gate_up_proj', d, 2 * ff), m('down_proj', ff, d, true)];
   return [m('q_proj', d, qDim), m('k_proj', d, kvDim), m('v_proj', d, kvDim), m('o_proj', qDim, d), m('gate_proj', d, ff), m('up_proj', d, ff), m('down_proj', ff, d, true)];
 }
-const parent = (name: string) => (name.endsWith('_proj') && ['gate_proj', 'up_proj', 'down_proj'].includes(name) ? 'mlp' : 'self_attn');
+const parent = (name: string) => (['gate_proj', 'up_proj', 'gate_up_proj', 'down_proj'].includes(name) ? 'mlp' : 'self_attn');
 function hasBias(cfg: LlamaConfig, name: string): boolean {
   if (parent(name) === 'mlp') return cfg.mlpBias;
   return name === 'o_proj' ? cfg.outputBias : cfg.qkvBias;
@@ -75,29 +78,38 @@ export const llama: Architecture<LlamaConfig> = {
     const maskOf = (w: number | undefined) => masks.get(w) ?? masks.set(w, windowedCausalMask(t, w)).get(w)!;
     // New tokens sit at positions past..past+t−1.
     const rope = (theta: number, scaling: LlamaConfig['ropeScaling']) => {
-      const tables = ropeTables(past + t, cfg.headDim, theta, scaling);
+      const tables = ropeTables(past + t, cfg.rotaryDim, theta, scaling);
       return past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
     };
     const globalRope = rope(cfg.ropeTheta, cfg.ropeScaling);
     const localRope = cfg.localRope ? rope(cfg.localRope.theta, cfg.localRope.scaling) : globalRope;
+    const kvDim = cfg.numKvHeads * cfg.headDim;
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);
+      // Phi-3 projects queries, keys and values in one matmul (qkv_proj), the MLP's gate and up halves in another (gate_up_proj).
+      const queryKeyValue = (h: tf.Tensor2D): tf.Tensor2D[] =>
+        cfg.fusedProjections ? tf.split(f.linear(`${p}.self_attn.qkv_proj`, h), [qDim, kvDim, kvDim], 1) : ['q_proj', 'k_proj', 'v_proj'].map((m) => f.linear(`${p}.self_attn.${m}`, h));
+      const gateUp = (h: tf.Tensor2D): tf.Tensor2D[] =>
+        cfg.fusedProjections ? tf.split(f.linear(`${p}.mlp.gate_up_proj`, h), 2, 1) : [f.linear(`${p}.mlp.gate_proj`, h), f.linear(`${p}.mlp.up_proj`, h)];
       const { cos, sin } = cfg.localRope?.layers[i] ? localRope : globalRope;
       const h = normTap(x, `${p}.input_layernorm`);
       // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE.
       const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
-      const q = applyRope(headNorm(splitHeads(f.linear(`${p}.self_attn.q_proj`, h), b, t, cfg.numHeads, cfg.headDim), 'q_norm'), cos, sin);
-      const k = applyRope(headNorm(splitHeads(f.linear(`${p}.self_attn.k_proj`, h), b, t, cfg.numKvHeads, cfg.headDim), 'k_norm'), cos, sin);
-      const v = splitHeads(f.linear(`${p}.self_attn.v_proj`, h), b, t, cfg.numKvHeads, cfg.headDim);
+      const [qh, kh, vh] = queryKeyValue(h);
+      const q = applyRope(headNorm(splitHeads(qh, b, t, cfg.numHeads, cfg.headDim), 'q_norm'), cos, sin);
+      const k = applyRope(headNorm(splitHeads(kh, b, t, cfg.numKvHeads, cfg.headDim), 'k_norm'), cos, sin);
+      const v = splitHeads(vh, b, t, cfg.numKvHeads, cfg.headDim);
       const scale = cfg.attentionScale;
       const window = cfg.slidingWindows[i];
-      const a = cache ? cachedAttention(cache, i, q, k, v, scale, window) : mergeHeads(attention(q, k, v, scale, maskOf(window)), b, t, qDim);
+      const cap = cfg.attnSoftcap;
+      const a = cache ? cachedAttention(cache, i, q, k, v, scale, window, cap) : mergeHeads(attention(q, k, v, scale, maskOf(window), cap), b, t, qDim);
       let attn = f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a));
       // Gemma 3 normalises each sub-layer's output before the residual add (its "sandwich").
       if (cfg.sandwichNorms) attn = normTap(attn, `${p}.post_attention_layernorm`);
       x = tf.add(x, attn);
       const h2 = normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
-      const gated = tf.mul(activation(cfg.activation, f.linear(`${p}.mlp.gate_proj`, h2)), f.linear(`${p}.mlp.up_proj`, h2)) as tf.Tensor2D;
+      const [gate, up] = gateUp(h2);
+      const gated = tf.mul(activation(cfg.activation, gate), up) as tf.Tensor2D;
       let mlp = f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated));
       if (cfg.sandwichNorms) mlp = normTap(mlp, `${p}.post_feedforward_layernorm`);
       x = tf.add(x, mlp);
@@ -105,7 +117,7 @@ export const llama: Architecture<LlamaConfig> = {
     if (cache) cache.past += t;
     const hf = normTap(x, 'model.norm');
     const headName = cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-    return { hidden: hf, head: f.p(headName) as tf.Tensor2D, headName, batch: b, seq: t };
+    return { hidden: hf, head: f.p(headName) as tf.Tensor2D, headName, batch: b, seq: t, ...(cfg.logitSoftcap ? { logitSoftcap: cfg.logitSoftcap } : {}) };
   },
 
   forward(cfg, f, inputs) {

@@ -5,7 +5,7 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { join } from 'node:path';
 import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
-import type { Architecture, ModelInputs, ParamInfo } from './architecture';
+import type { Architecture, LmTrunk, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
 import { readConfig, type ModelConfig, type ModelType } from './config';
 import { Forward, type Hooks } from './forward';
@@ -19,7 +19,20 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma3_text: llama, bert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, vit };
+
+/** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
+export interface RunOptions {
+  hooks?: Hooks;
+  overrides?: ReadonlyMap<string, tf.Tensor>;
+  training?: boolean;
+}
+
+/** When a causal LM's logits go by slices (above `chunkedLossLogits`) and how many per slice; tests lower both. */
+export interface SliceOptions {
+  chunkedLossLogits?: number;
+  chunkLogits?: number;
+}
 
 export function architectureOf(cfg: ModelConfig): Architecture {
   return ARCHITECTURES[cfg.modelType] as Architecture;
@@ -92,11 +105,20 @@ export class Model {
    * Logits for the inputs. `overrides` replace or add parameters by name (adapter weights, or the
    * tensors a gradient is taken with respect to); `hooks` let adapters wrap modules.
    */
-  forward(inputs: ModelInputs, opts: { hooks?: Hooks; overrides?: ReadonlyMap<string, tf.Tensor>; training?: boolean } = {}): tf.Tensor {
+  forward(inputs: ModelInputs, opts: RunOptions = {}): tf.Tensor {
     return this.arch.forward(this.config, this.forwardContext(opts), inputs);
   }
 
-  private forwardContext(opts: { hooks?: Hooks; overrides?: ReadonlyMap<string, tf.Tensor>; training?: boolean }): Forward {
+  /**
+   * Causal LMs: the forward pass without the head's matmul (hidden rows and the head, whose
+   * product with headLogits is `forward`'s logits), so callers take logits of only the rows they
+   * need; undefined for models without a trunk.
+   */
+  trunk(inputs: ModelInputs, opts: RunOptions = {}): LmTrunk | undefined {
+    return this.arch.trunk?.(this.config, this.forwardContext(opts), inputs);
+  }
+
+  private forwardContext(opts: RunOptions): Forward {
     const overrides = opts.overrides;
     const lookup = (name: string): tf.Tensor | undefined => {
       const n = this.aliases[name] ?? name;
@@ -109,15 +131,29 @@ export class Model {
    * Rows per slice of a causal LM's loss when the logits of a batch would pass `CHUNKED_LOSS_LOGITS`
    * (a real vocabulary: Qwen's 151,936 × 2,048 tokens is 1.2 GB of them), else undefined: one matmul.
    */
-  chunkedLossRows(inputs: ModelInputs, limit = CHUNKED_LOSS_LOGITS): number | undefined {
+  chunkedLossRows(inputs: ModelInputs, limit = CHUNKED_LOSS_LOGITS, sliceLogits = CHUNK_LOGITS): number | undefined {
     const ids = inputs.inputIds;
     if (!this.arch.trunk || !ids || this.config.vocabSize <= 0) return undefined;
     if (ids.shape[0] * ids.shape[1] * this.config.vocabSize <= limit) return undefined;
-    return Math.max(1, Math.floor(CHUNK_LOGITS / this.config.vocabSize));
+    return Math.max(1, Math.floor(sliceLogits / this.config.vocabSize));
   }
 
   loss(logits: tf.Tensor, labels: tf.Tensor): tf.Scalar {
     return this.arch.loss(this.config, logits, labels);
+  }
+
+  /** The loss of a batch without gradients (evaluation, probes): by slices of rows where chunkedLossRows says so. */
+  lossOf(inputs: ModelInputs, labels: tf.Tensor, opts: RunOptions & SliceOptions = {}): tf.Scalar {
+    const rows = this.chunkedLossRows(inputs, opts.chunkedLossLogits, opts.chunkLogits);
+    return tf.tidy(() => this.batchLoss(inputs, labels, opts, rows, () => false));
+  }
+
+  /** One matmul when `rows` is undefined, else the loss `rows` at a time (never all B·T·V logits). */
+  private batchLoss(inputs: ModelInputs, labels: tf.Tensor, run: RunOptions, rows: number | undefined, headTrains: (name: string) => boolean): tf.Scalar {
+    if (rows === undefined) return this.loss(this.forward(inputs, run), labels);
+    const r = this.trunk(inputs, run)!;
+    const headTrainable = headTrains(this.aliases[r.headName] ?? r.headName);
+    return chunkedCausalLmLoss(r.hidden, r.head, labels as tf.Tensor2D, { rowsPerChunk: rows, headTrainable, softcap: r.logitSoftcap });
   }
 
   /**
@@ -128,23 +164,19 @@ export class Model {
     names: readonly string[],
     inputs: ModelInputs,
     labels: tf.Tensor,
-    opts: { hooks?: Hooks; extra?: ReadonlyMap<string, tf.Tensor>; training?: boolean; chunkedLossLogits?: number } = {},
+    opts: { hooks?: Hooks; extra?: ReadonlyMap<string, tf.Tensor>; training?: boolean } & SliceOptions = {},
   ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     const xs = names.map((n) => {
       const t = opts.extra?.get(n) ?? this.params.get(n);
       if (!t) throw new Error(`no parameter named ${n}`);
       return t;
     });
-    const rows = this.chunkedLossRows(inputs, opts.chunkedLossLogits);
+    const rows = this.chunkedLossRows(inputs, opts.chunkedLossLogits, opts.chunkLogits);
     const f = (...ts: tf.Tensor[]): tf.Scalar => {
       const overrides = new Map(opts.extra ?? []);
       names.forEach((n, i) => overrides.set(n, ts[i]!));
-      const run = { hooks: opts.hooks, overrides, training: opts.training };
-      if (rows === undefined) return this.loss(this.forward(inputs, run), labels);
-      // A vocabulary-sized head: the loss a slice of rows at a time (never all B·T·V logits).
-      const r = this.arch.trunk!(this.config, this.forwardContext(run), inputs);
-      const headName = this.aliases[r.headName] ?? r.headName;
-      return chunkedCausalLmLoss(r.hidden, r.head, labels as tf.Tensor2D, { rowsPerChunk: rows, headTrainable: names.includes(headName) });
+      // The head's gradient only when it is one of the names (a frozen vocabulary-sized head costs a matmul for nothing).
+      return this.batchLoss(inputs, labels, { hooks: opts.hooks, overrides, training: opts.training }, rows, (head) => names.includes(head));
     };
     const { value, grads } = tf.valueAndGrads(f)(xs);
     return { loss: value as tf.Scalar, grads: new Map(names.map((n, i) => [n, grads[i]!])) };

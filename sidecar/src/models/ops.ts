@@ -99,10 +99,10 @@ export function windowedCausalMask(seq: number, window?: number): tf.Tensor2D {
  * Attention of the new tokens' q, k, v [B, H(kv), T, D] over the cache of block `layer` and
  * themselves (the cache is extended): [B·T, H·D].
  */
-export function cachedAttention(cache: KvCache, layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, window?: number): tf.Tensor2D {
+export function cachedAttention(cache: KvCache, layer: number, q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, window?: number, softcap?: number): tf.Tensor2D {
   const [b, h, t, d] = q.shape;
   const all = cache.extend(layer, k, v);
-  const out = attention(q, all.k, all.v, scale, cachedCausalMask(cache.past, t, window));
+  const out = attention(q, all.k, all.v, scale, cachedCausalMask(cache.past, t, window), softcap);
   return mergeHeads(out, b, t, h * d);
 }
 
@@ -116,7 +116,11 @@ export function paddingMask(attentionMask: tf.Tensor): tf.Tensor {
  * Scaled dot-product attention on [B, H, T, D] queries and [B, Hkv, T, D] keys/values (grouped-query
  * attention when Hkv < H). `mask` is added to the scores and broadcasts against [B, H, T, T].
  */
-export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask?: tf.Tensor): tf.Tensor4D {
+/**
+ * softmax(q·kᵀ·scale + mask)·v over [B, H, T, D], keys and values repeated for grouped-query heads.
+ * `softcap` (Gemma 2) bounds the scaled scores as cap · tanh(s / cap) before the mask.
+ */
+export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask?: tf.Tensor, softcap?: number): tf.Tensor4D {
   const [b, h, t, d] = q.shape;
   const hkv = k.shape[1];
   if (hkv !== h) {
@@ -129,11 +133,12 @@ export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale:
   }
   // A causal mask (exp(−1e9 − max) is exactly 0 in float32) or none: the fused kernel, if any.
   const causal = mask !== undefined && isCausalMask(mask, t);
-  if (!mask || causal) {
+  if ((!mask || causal) && softcap === undefined) {
     const fused = fusedAttention(q, k, v, scale, causal);
     if (fused) return fused;
   }
   let scores: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), scale);
+  if (softcap !== undefined) scores = tf.mul(tf.tanh(tf.div(scores, softcap)), softcap);
   if (mask) scores = tf.add(scores, mask);
   return tf.matMul(tf.softmax(scores), v) as tf.Tensor4D;
 }
@@ -159,11 +164,17 @@ const isCausalMask = (mask: tf.Tensor, t: number) => CAUSAL_MASKS.has(mask) && !
  * RoPE's inverse frequencies [D/2] as transformers computes them in float32 (`ROPE_INIT_FUNCTIONS`):
  * θ^(−2i/D), divided by `factor` for linear scaling; Llama 3.1's scaling divides the low frequencies
  * (wavelengths above original_max_position_embeddings / low_freq_factor) by `factor`, keeps the high
- * ones, and blends smoothly between.
+ * ones, and blends smoothly between; LongRoPE divides each by its own factor, the short ones while
+ * `seq` (the positions so far) fits original_max_position_embeddings, the long ones beyond.
  */
-export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling = { type: 'default' }): Float32Array {
+export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling = { type: 'default' }, seq = 0): Float32Array {
   const f = Math.fround;
   const inv = new Float32Array(headDim / 2);
+  if (scaling.type === 'longrope') {
+    const factors = seq > scaling.originalMaxPositions ? scaling.longFactor : scaling.shortFactor;
+    for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(f(factors[i]!) * f(theta ** f((2 * i) / headDim))));
+    return inv;
+  }
   for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(theta ** f((2 * i) / headDim)));
   if (scaling.type === 'linear') return inv.map((x) => f(x / scaling.factor));
   if (scaling.type === 'llama3') {
@@ -179,18 +190,22 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
   return inv;
 }
 
-/** Rotary position tables as transformers computes them in float32: cos/sin of shape [T, D]. */
+/**
+ * Rotary position tables as transformers computes them in float32: cos/sin of shape [T, D] (D: the
+ * rotated dimensions), times LongRoPE's attention factor.
+ */
 export function ropeTables(seq: number, headDim: number, theta: number, scaling?: RopeScaling): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
   const half = headDim / 2;
-  const inv = ropeInverseFrequencies(headDim, theta, scaling);
+  const inv = ropeInverseFrequencies(headDim, theta, scaling, seq);
+  const gain = scaling?.type === 'longrope' ? Math.fround(scaling.attentionFactor) : 1;
   const cos = new Float32Array(seq * headDim);
   const sin = new Float32Array(seq * headDim);
   for (let i = 0; i < half; i++) {
     const invFreq = inv[i]!;
     for (let p = 0; p < seq; p++) {
       const angle = Math.fround(p * invFreq);
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
+      const c = gain === 1 ? Math.cos(angle) : Math.fround(Math.cos(angle)) * gain;
+      const s = gain === 1 ? Math.sin(angle) : Math.fround(Math.sin(angle)) * gain;
       cos[p * headDim + i] = c;
       cos[p * headDim + i + half] = c;
       sin[p * headDim + i] = s;
@@ -200,9 +215,16 @@ export function ropeTables(seq: number, headDim: number, theta: number, scaling?
   return { cos: tf.tensor2d(cos, [seq, headDim]), sin: tf.tensor2d(sin, [seq, headDim]) };
 }
 
-/** x·cos + rotate_half(x)·sin on [B, H, T, D]; rotate_half(x) = [-x2, x1]. */
+/**
+ * x·cos + rotate_half(x)·sin on [B, H, T, D]; rotate_half(x) = [-x2, x1]. Tables narrower than D
+ * rotate the leading dimensions only (Phi-3's partial RoPE); the rest pass through.
+ */
 export function applyRope(x: tf.Tensor4D, cos: tf.Tensor2D, sin: tf.Tensor2D): tf.Tensor4D {
-  const d = x.shape[3];
+  const d = cos.shape[1];
+  if (d < x.shape[3]) {
+    const [rot, pass] = tf.split(x, [d, x.shape[3] - d], 3);
+    return tf.concat([applyRope(rot as tf.Tensor4D, cos, sin), pass!], 3) as tf.Tensor4D;
+  }
   const [x1, x2] = tf.split(x, [d / 2, d / 2], 3);
   const rotated = tf.concat([tf.neg(x2), x1], 3);
   return tf.add(tf.mul(x, cos), tf.mul(rotated, sin)) as tf.Tensor4D;
@@ -271,20 +293,23 @@ export function embedding(table: tf.Tensor, ids: tf.Tensor, paddingIdx?: number)
  * hidden · headᵀ, log-sum-exp and the picked logit, and the backward pass recomputes each slice's
  * logits for softmax − one-hot (the memory of a slice, not of all; the head matmul runs twice). The
  * head's gradient is computed only when it trains (`headTrainable`): a frozen vocabulary-sized head
- * would cost another full matmul for nothing.
+ * would cost another full matmul for nothing. `softcap` caps the logits as cap · tanh(z / cap) (Gemma 2).
  */
-export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labels: tf.Tensor2D, o: { rowsPerChunk: number; headTrainable: boolean }): tf.Scalar {
+export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labels: tf.Tensor2D, o: { rowsPerChunk: number; headTrainable: boolean; softcap?: number }): tf.Scalar {
   const [b, t] = labels.shape;
   const vocab = head.shape[0];
   const n = b * t;
   const spans: [number, number][] = [];
   for (let s = 0; s < n; s += o.rowsPerChunk) spans.push([s, Math.min(o.rowsPerChunk, n - s)]);
-  /** One slice's logits, one-hot of its labels and 0/1 mask of counted rows. */
+  const cap = o.softcap;
+  /** One slice's logits (capped), one-hot of its labels and 0/1 mask of counted rows; `tanh`: of the capped ones, for their derivative. */
   const slice = (h: tf.Tensor2D, w: tf.Tensor2D, y: tf.Tensor1D, [s, len]: [number, number]) => {
     const ys = tf.slice(y, [s], [len]);
     const valid = tf.cast(tf.notEqual(ys, -100), 'float32');
-    const logits = tf.matMul(tf.slice(h, [s, 0], [len, -1]), w, false, true);
-    return { logits, onehot: tf.oneHot(tf.mul(ys, tf.cast(valid, 'int32')), vocab), valid };
+    const raw = tf.matMul(tf.slice(h, [s, 0], [len, -1]), w, false, true);
+    const tanh = cap === undefined ? undefined : tf.tanh(tf.div(raw, cap));
+    const logits = tanh ? tf.mul(tanh, cap!) : raw;
+    return { logits, tanh, onehot: tf.oneHot(tf.mul(ys, tf.cast(valid, 'int32')), vocab), valid };
   };
   const lossOf = (h: tf.Tensor2D, w: tf.Tensor2D, next: tf.Tensor1D, count: tf.Scalar) => {
     let total: tf.Tensor = tf.scalar(0);
@@ -310,8 +335,10 @@ export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labe
     let dw: tf.Tensor | undefined = o.headTrainable ? tf.zerosLike(w) : undefined;
     for (const span of spans) {
       const g = tf.tidy(() => {
-        const { logits, onehot, valid } = slice(h, w, next, span);
-        return tf.mul(tf.mul(tf.sub(tf.softmax(logits), onehot), tf.expandDims(valid, 1)), scale);
+        const { logits, tanh, onehot, valid } = slice(h, w, next, span);
+        const g = tf.mul(tf.mul(tf.sub(tf.softmax(logits), onehot), tf.expandDims(valid, 1)), scale);
+        // d(cap · tanh(z / cap))/dz = 1 − tanh².
+        return tanh ? tf.mul(g, tf.sub(1, tf.square(tanh))) : g;
       });
       parts.push(tf.matMul(g, w));
       if (dw) {
