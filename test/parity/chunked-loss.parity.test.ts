@@ -1,15 +1,20 @@
 /**
  * The causal-LM loss by slices of rows (ops.chunkedCausalLmLoss), used for training when a batch's
  * logits would be large (a real vocabulary): the same loss and gradients as the one-matmul loss, on
- * random tensors sliced unevenly and on the fixtures against transformers' reference gradients.
+ * random tensors sliced unevenly and on the fixtures against transformers' reference gradients;
+ * evaluation's loss, argmax and confidences and the probes' loss by slices equal the one-matmul ones.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
 import { before, describe, it } from 'node:test';
+import { createAdapter } from '../../sidecar/src/adapters';
+import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
+import type { Example } from '../../sidecar/src/data/dataset';
 import { disposeBatch, readInputBatch } from '../../sidecar/src/io/tensors';
 import { readSafetensors, toFloat32 } from '../../sidecar/src/io/safetensors';
-import { Model } from '../../sidecar/src/models/model';
+import { Model, type SliceOptions } from '../../sidecar/src/models/model';
 import { causalLmLoss, chunkedCausalLmLoss } from '../../sidecar/src/models/ops';
+import { evaluate } from '../../sidecar/src/train/evaluate';
 import { assertClose, assertNoLeak, fixture, refGradName, useTestBackend } from '../helpers/numeric';
 
 describe('causal-LM loss by slices of rows', () => {
@@ -58,4 +63,90 @@ describe('causal-LM loss by slices of rows', () => {
       }
     });
   }
+});
+
+describe('evaluation and probe losses by slices of rows', () => {
+  before(async () => {
+    await useTestBackend();
+  });
+
+  /** Prompt + completion rows of varied lengths (prompt labels ignored), ids below `vocab`. */
+  const examples = (vocab: number): Example[] =>
+    [9, 14, 5, 11, 7].map((len, r) => {
+      const ids = Int32Array.from({ length: len }, (_, i) => (r * 31 + i * 17 + 3) % vocab);
+      return { kind: 'lm', ids, labels: ids.map((v, i) => (i < 3 ? -100 : v)), completion: true, source: 'x' };
+    });
+  const opts = { padId: 0, attentionMask: false };
+
+  for (const name of ['gpt2-tiny', 'llama-tiny']) {
+    it(`${name}: evaluate() 5 rows at a time gives the one-matmul loss, exact match and every confidence; lossOf too; no tensor left`, async () => {
+      const model = await Model.load(fixture('hf', name));
+      const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
+      // A LoRA off its init (B ≠ 0): its hooks must reach the sliced path's forward too.
+      for (const [k, t] of [...adapter.trainable]) {
+        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
+        t.dispose();
+      }
+      const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
+      const slices = { chunkedLossLogits: 1, chunkLogits: 5 * model.config.vocabSize };
+      const rows = examples(model.config.vocabSize);
+      const run = async (s: SliceOptions) => {
+        const preds: { confidence: number; ok: boolean }[] = [];
+        const r = await evaluate(model, weights, rows, 3, opts, undefined, (confidence, ok) => preds.push({ confidence, ok }), s);
+        return { r, preds };
+      };
+      const batch = makeBatch(rows, opts);
+      try {
+        assert.equal(model.chunkedLossRows(batch.inputs, slices.chunkedLossLogits, slices.chunkLogits), 5);
+        const want = await run({});
+        // The sliced path never asks for all the logits (forward); it takes the trunk's rows.
+        const forward = model.forward.bind(model);
+        let forwards = 0;
+        model.forward = (...args) => {
+          forwards++;
+          return forward(...args);
+        };
+        const got = await assertNoLeak(() => run(slices));
+        assert.equal(forwards, 0, 'no full-logits forward by slices');
+        model.forward = forward;
+        assertClose('loss', [got.r.loss], [want.r.loss], 1e-5);
+        assert.equal(got.r.count, want.r.count);
+        assert.equal(got.r.metric, want.r.metric);
+        assert.equal(got.preds.length, want.preds.length);
+        assertClose('confidences', got.preds.map((p) => p.confidence), want.preds.map((p) => p.confidence), 1e-5);
+        assert.deepEqual(got.preds.map((p) => p.ok), want.preds.map((p) => p.ok), 'the same argmax at every label');
+        // Without predictions (no confidences asked for), the same loss.
+        assertClose('loss without confidences', [(await evaluate(model, weights, rows, 3, opts, undefined, undefined, slices)).loss], [want.r.loss], 1e-5);
+        // lossOf (IST's probes): sliced, unsliced and the forward's loss agree.
+        const plain = tf.tidy(() => model.loss(model.forward(batch.inputs, weights), batch.labels));
+        for (const s of [{}, slices]) {
+          const loss = await assertNoLeak(() => {
+            const l = model.lossOf(batch.inputs, batch.labels, { ...weights, ...s });
+            const v = l.dataSync()[0]!;
+            l.dispose();
+            return v;
+          });
+          assertClose(`lossOf ${JSON.stringify(s)}`, [loss], await plain.data(), 1e-5);
+        }
+        plain.dispose();
+      } finally {
+        disposeTrainBatch(batch);
+        adapter.dispose();
+        model.dispose();
+      }
+    });
+  }
+
+  it('a classifier (no trunk) keeps the one-matmul path whatever the limits', async () => {
+    const model = await Model.load(fixture('hf', 'bert-cls-tiny'));
+    try {
+      const rows: Example[] = [5, 8, 3].map((len, r) => ({ kind: 'cls', ids: Int32Array.from({ length: len }, (_, i) => (r * 7 + i * 11 + 1) % 128), label: r % 2, source: 'x' }));
+      const bertOpts = { padId: 0, attentionMask: true };
+      const want = await evaluate(model, undefined, rows, 2, bertOpts);
+      const got = await evaluate(model, undefined, rows, 2, bertOpts, undefined, undefined, { chunkedLossLogits: 1, chunkLogits: 1 });
+      assert.deepEqual(got, want);
+    } finally {
+      model.dispose();
+    }
+  });
 });

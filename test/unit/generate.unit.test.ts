@@ -21,7 +21,7 @@ import { Model } from '../../sidecar/src/models/model';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
-import { chatStops, generateIds, generationStopIds, runGenerate, runUsesChat, sampleNext, templatedPrompt } from '../../sidecar/src/tasks/generate';
+import { chatStops, generateIds, generationStopIds, lastLogits, runGenerate, runUsesChat, sampleNext, templatedPrompt } from '../../sidecar/src/tasks/generate';
 import { byteLevelBpeTokenizer } from '../helpers/tokenizers';
 import { main } from '../../sidecar/src/cli';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -61,6 +61,44 @@ describe('sampling', () => {
     assert.ok(counts(1, 1, 3)[2]! > 0.1 && counts(1, 1, 3)[3] === 0, 'top-k 3 drops the 4th only');
     const draw = (seed: number) => Array.from({ length: 8 }, ((r) => () => sampleNext(logits, 1, 1, r))(new Rng(seed)));
     assert.deepEqual(draw(3), draw(3), 'seeded');
+  });
+});
+
+describe('the last position only', () => {
+  before(async () => {
+    await initBackend('wasm', () => undefined);
+  });
+
+  it('a 40-token prompt: lastLogits is the last row of the full logits (GPT-2, Llama, with a LoRA), and greedy tokens are the full logits\' argmax step by step; no tensor left', async () => {
+    for (const name of ['gpt2-tiny', 'llama-tiny']) {
+      const model = await Model.load(join(REPO, '..', 'shared', 'fixtures', 'hf', name));
+      const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
+      for (const [k, t] of [...adapter.trainable]) {
+        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
+        t.dispose();
+      }
+      const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
+      const lastOfForward = (seq: number[]) =>
+        tf.tidy(() => tf.reshape(tf.slice(model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }, weights), [0, seq.length - 1, 0], [1, 1, -1]), [-1]).dataSync() as Float32Array);
+      try {
+        const prompt = Array.from({ length: 40 }, (_, i) => (i * 37 + 5) % model.config.vocabSize);
+        const before = tf.memory().numTensors;
+        const last = tf.tidy(() => lastLogits(model, { inputIds: tf.tensor2d([prompt], [1, prompt.length], 'int32') }, weights).dataSync() as Float32Array);
+        assert.equal(last.length, model.config.vocabSize);
+        assertClose(`${name} last logits`, last, lastOfForward(prompt), 1e-5);
+        const got = await generateIds(model, weights, prompt, { maxNewTokens: 8, temperature: 0, topP: 1, seed: 0, window: 64 });
+        assert.equal(tf.memory().numTensors, before, `${name}: no tensor left behind`);
+        const seq = [...prompt];
+        for (let i = 0; i < 8; i++) {
+          const row = lastOfForward(seq);
+          seq.push(row.indexOf(Math.max(...row)));
+        }
+        assert.deepEqual(got.ids, seq.slice(prompt.length), `${name}: greedy tokens`);
+      } finally {
+        adapter.dispose();
+        model.dispose();
+      }
+    }
   });
 });
 

@@ -14,6 +14,7 @@ import { PNG } from 'pngjs';
 import { after, before, describe, test } from 'node:test';
 import type { JobProgress, MetricRecord, RunStatus } from '../../src/protocol';
 import { initBackend } from '../../sidecar/src/backend';
+import type { Example } from '../../sidecar/src/data/dataset';
 import { InputError } from '../../sidecar/src/errors';
 import { CancelledError, type JobContext } from '../../sidecar/src/jobs/context';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
@@ -22,7 +23,7 @@ import { overallProgress, runCompare, type CompareResult } from '../../sidecar/s
 import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
-import { ADAPTER_CHECK_FILE, runTraining, secondsPerStep, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { ADAPTER_CHECK_FILE, ADAPTER_CHECK_LOGITS, adapterCheckRows, runTraining, secondsPerStep, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
 import { readSafetensors } from '../../sidecar/src/io/safetensors';
 import { toTf } from '../../sidecar/src/io/tensors';
 import { Model } from '../../sidecar/src/models/model';
@@ -272,6 +273,29 @@ describe('training', () => {
     const marks = [{ t: 0, step: 0 }, { t: 3000, step: 1 }, { t: 3100, step: 2 }, { t: 3200, step: 3 }];
     assert.equal(secondsPerStep(marks), 0.1);
     assert.equal(secondsPerStep(marks.slice(0, 2)), 3, 'one step: all there is');
+  });
+
+  test('adapter_check.safetensors keeps a tiny model\'s rows whole, and bounds a real vocabulary\'s logits by fewer positions, then fewer rows', () => {
+    const row = (len: number): Example => {
+      const ids = Int32Array.from({ length: len }, (_, i) => i);
+      return { kind: 'lm', ids, labels: ids, completion: false, source: 'x' };
+    };
+    const rows = [row(300), row(120), row(40), row(7)];
+    const shape = (vocab: number) => {
+      const kept = adapterCheckRows(rows, vocab);
+      const seq = Math.max(...kept.map((e) => (e.kind === 'lm' ? e.ids.length : 0)));
+      return { rows: kept.length, seq, logits: kept.length * seq * vocab };
+    };
+    assert.deepEqual(adapterCheckRows(rows, 257), rows, 'tiny-gpt: all of every row');
+    // GPT-2's 50,257: 4 rows of 10 positions (2 Mi logits at most).
+    assert.deepEqual(shape(50257), { rows: 4, seq: 10, logits: 2010280 });
+    // Qwen's 151,936: one row of at least 8 positions (4.9 MB instead of 4 × 300 × 151,936 × 4 B = 729 MB).
+    assert.deepEqual(shape(151936), { rows: 1, seq: 8, logits: 1215488 });
+    assert.ok(shape(151936).logits <= ADAPTER_CHECK_LOGITS);
+    const kept = adapterCheckRows(rows, 151936)[0]!;
+    assert.ok(kept.kind === 'lm' && kept.ids.every((v, i) => v === i) && kept.labels.length === 8, 'a prefix of the first row');
+    const cls: Example[] = [{ kind: 'cls', ids: Int32Array.from({ length: 500 }), label: 1, source: 'x' }];
+    assert.deepEqual(adapterCheckRows(cls, 1e6), cls, 'a classifier\'s logits are per row, not per position');
   });
 
   test('full fine-tuning, gradient accumulation and epochs', async () => {

@@ -21,6 +21,7 @@ import { loadTokenizer, tokenizerMismatch, type DataTokenizer } from '../data/to
 import type { DataFormat, RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
+import { headLogits, type ModelInputs } from '../models/architecture';
 import type { Hooks } from '../models/forward';
 import { KvCache } from '../models/kv-cache';
 import { Model } from '../models/model';
@@ -73,6 +74,20 @@ interface Weights {
   overrides?: ReadonlyMap<string, tf.Tensor>;
 }
 
+/**
+ * Logits [V] of the last position of a one-row batch. A causal LM with a trunk puts only that row
+ * through the head: a long prompt's first step would otherwise make T × V logits to keep one row.
+ */
+export function lastLogits(model: Model, inputs: ModelInputs, weights: Weights): tf.Tensor1D {
+  const trunk = model.trunk(inputs, weights);
+  if (!trunk) {
+    const logits = model.forward(inputs, weights);
+    return tf.reshape(tf.slice(logits, [0, logits.shape[1]! - 1, 0], [1, 1, -1]), [-1]);
+  }
+  const rows = trunk.hidden.shape[0];
+  return tf.reshape(headLogits(trunk, tf.slice(trunk.hidden, [rows - 1, 0], [1, -1])), [-1]);
+}
+
 /** New token ids after `prompt`, one forward pass per token over the last `window` positions. */
 export async function generateIds(
   model: Model,
@@ -101,11 +116,7 @@ export async function generateIds(
         cache?.dispose();
         feed = seq.slice(-o.window);
       }
-      const last = tf.tidy(() => {
-        const ids = tf.tensor2d(Int32Array.from(feed), [1, feed.length], 'int32');
-        const logits = model.forward({ inputIds: ids, ...(cache ? { cache } : {}) }, { ...(weights?.hooks ? { hooks: weights.hooks } : {}), ...(weights?.overrides ? { overrides: weights.overrides } : {}) });
-        return tf.reshape(tf.slice(logits, [0, feed.length - 1, 0], [1, 1, -1]), [-1]);
-      });
+      const last = tf.tidy(() => lastLogits(model, { inputIds: tf.tensor2d(Int32Array.from(feed), [1, feed.length], 'int32'), ...(cache ? { cache } : {}) }, weights ?? {}));
       const row = (await last.data()) as Float32Array;
       last.dispose();
       const next = sampleNext(row, o.temperature, o.topP, rng, o.topK ?? 0);

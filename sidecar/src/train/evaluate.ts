@@ -5,10 +5,11 @@
  * completion tokens.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
+import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
 import type { Example } from '../data/dataset';
+import { headLogits, type LmTrunk } from '../models/architecture';
 import type { Hooks } from '../models/forward';
-import type { Model } from '../models/model';
+import type { Model, RunOptions, SliceOptions } from '../models/model';
 import { yieldToEventLoop } from '../jobs/context';
 
 export interface EvalResult {
@@ -33,6 +34,8 @@ export async function evaluate(
   signal?: AbortSignal,
   /** Called for every scored prediction with its probability and correctness (calibration). */
   onPrediction?: (confidence: number, correct: boolean) => void,
+  /** When (and how finely) a causal LM's logits go by slices; tests lower the limits. */
+  slices: SliceOptions = {},
 ): Promise<EvalResult> {
   let lossSum = 0;
   let count = 0;
@@ -43,11 +46,7 @@ export async function evaluate(
     const chunk = examples.slice(i, i + batchSize);
     const batch = makeBatch(chunk, batchOpts);
     try {
-      const outs = tf.tidy(() => {
-        const logits = model.forward(batch.inputs, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false });
-        const confidence = onPrediction ? [tf.exp(tf.max(tf.logSoftmax(logits), -1))] : [];
-        return [model.loss(logits, batch.labels), tf.argMax(logits, -1), ...confidence];
-      });
+      const outs = batchOutputs(model, batch, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false }, onPrediction !== undefined, slices);
       const [lossV, predV, labelV, confV] = await Promise.all([outs[0]!.data(), outs[1]!.data(), batch.labels.data(), outs[2]?.data()]);
       tf.dispose(outs);
       if (chunk[0]!.kind === 'lm') {
@@ -91,4 +90,48 @@ export async function evaluate(
     await yieldToEventLoop();
   }
   return { loss: count > 0 ? lossSum / count : NaN, ...(scored > 0 ? { metric: hits / scored } : {}), count };
+}
+
+/**
+ * [loss, argmax per position (or row), max softmax probability (with `confidence`)]: from all the
+ * logits at once, or for a causal LM whose logits chunkedLossRows finds too many, slice by slice.
+ */
+function batchOutputs(model: Model, batch: TrainBatch, run: RunOptions, confidence: boolean, slices: SliceOptions): tf.Tensor[] {
+  const rows = model.chunkedLossRows(batch.inputs, slices.chunkedLossLogits, slices.chunkLogits);
+  return tf.tidy(() => {
+    // chunkedLossRows gives rows only to models with a trunk.
+    if (rows !== undefined) return slicedOutputs(model.trunk(batch.inputs, run)!, batch.labels as tf.Tensor2D, rows, confidence);
+    const logits = model.forward(batch.inputs, run);
+    return [model.loss(logits, batch.labels), tf.argMax(logits, -1), ...(confidence ? [tf.exp(tf.max(tf.logSoftmax(logits), -1))] : [])];
+  });
+}
+
+/**
+ * batchOutputs of a causal LM `rows` hidden rows at a time: each slice's logits give its part of
+ * the loss's sum (each position against the next label, as causalLmLoss), its argmax and
+ * confidence, and are freed before the next slice's.
+ */
+function slicedOutputs(trunk: LmTrunk, labels: tf.Tensor2D, rows: number, confidence: boolean): tf.Tensor[] {
+  const [b, t] = labels.shape;
+  const n = b * t;
+  const next = tf.reshape(tf.concat([tf.slice(labels, [0, 1], [b, t - 1]), tf.fill([b, 1], -100, 'int32')], 1), [n]) as tf.Tensor1D;
+  const parts: tf.Tensor[][] = [];
+  for (let s = 0; s < n; s += rows) {
+    const len = Math.min(rows, n - s);
+    parts.push(tf.tidy(() => sliceOutputs(headLogits(trunk, tf.slice(trunk.hidden, [s, 0], [len, -1])), tf.slice(next, [s], [len]), confidence)));
+  }
+  // NaN when every label is ignored, as the unsliced mean.
+  const count = tf.sum(tf.cast(tf.notEqual(next, -100), 'float32'));
+  const loss = tf.div(tf.addN(parts.map((p) => p[0]!)), count);
+  const column = (k: number) => tf.reshape(tf.concat(parts.map((p) => p[k]!)), [b, t]);
+  return [loss, column(1), ...(confidence ? [column(2)] : [])];
+}
+
+/** One slice's summed cross-entropy over its counted labels, its argmax and (with `confidence`) max probability. */
+function sliceOutputs(logits: tf.Tensor2D, labels: tf.Tensor1D, confidence: boolean): tf.Tensor[] {
+  const valid = tf.cast(tf.notEqual(labels, -100), 'float32');
+  const lse = tf.logSumExp(logits, 1);
+  const picked = tf.sum(tf.mul(logits, tf.oneHot(tf.mul(labels, tf.cast(valid, 'int32')), logits.shape[1])), 1);
+  const loss = tf.sum(tf.mul(tf.sub(lse, picked), valid));
+  return [loss, tf.argMax(logits, 1), ...(confidence ? [tf.exp(tf.sub(tf.max(logits, 1), lse))] : [])];
 }

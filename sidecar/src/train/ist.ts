@@ -13,7 +13,6 @@
  * trainer wires them to the model. All draws come from one mulberry32 stream whose uint32 state is
  * saved with the scores, so a resumed run draws exactly what an uninterrupted one would.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import type { LayerGrid } from '../../../src/protocol';
@@ -220,7 +219,7 @@ export async function istProbeUpdate(ist: Ist, step: number, model: Model, adapt
       for (const l of sup) adapter.setLayerScale(l, ist.opts.lambda);
       try {
         const overrides = adapter.overrides();
-        const loss = tf.tidy(() => model.loss(model.forward(batch.inputs, { hooks: adapter.hooks, overrides, training: false }), batch.labels));
+        const loss = model.lossOf(batch.inputs, batch.labels, { hooks: adapter.hooks, overrides, training: false });
         const v = (await loss.data())[0]!;
         loss.dispose();
         return v;

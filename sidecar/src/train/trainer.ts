@@ -38,6 +38,23 @@ import { Ist, istMetricFields, istProbeUpdate, istStepNames, writeIstReports, ty
 
 /** Reference logits of the final adapter on a few rows (see writeAdapterCheck). */
 export const ADAPTER_CHECK_FILE = 'adapter_check.safetensors';
+/** Logits that file holds at most (8 MiB of float32; a tiny model's 4 rows are far below). */
+export const ADAPTER_CHECK_LOGITS = 1 << 21;
+/** Positions a shortened row keeps at least: the check should still cover attention across tokens. */
+const ADAPTER_CHECK_MIN_TOKENS = 8;
+
+/**
+ * The rows adapter_check.safetensors holds: all of them, or, for a causal LM whose logits would pass
+ * `limit` (4 × 512 positions of Qwen's 151,936-token vocabulary are 1.2 GB), the first positions
+ * of each, then fewer rows. The logits are computed on what is kept, so the check stays exact.
+ */
+export function adapterCheckRows(rows: readonly Example[], vocab: number, limit = ADAPTER_CHECK_LOGITS): Example[] {
+  const seq = Math.max(0, ...rows.map((e) => (e.kind === 'image' ? 0 : e.ids.length)));
+  if (rows[0]?.kind !== 'lm' || rows.length * seq * vocab <= limit) return [...rows];
+  const tokens = Math.min(seq, Math.max(ADAPTER_CHECK_MIN_TOKENS, Math.floor(limit / (rows.length * vocab))));
+  const keep = Math.min(rows.length, Math.max(1, Math.floor(limit / (tokens * vocab))));
+  return rows.slice(0, keep).map((e) => (e.kind === 'lm' ? { ...e, ids: e.ids.subarray(0, tokens), labels: e.labels.subarray(0, tokens) } : e));
+}
 
 export interface TrainRunOptions {
   runDir: string;
@@ -534,11 +551,12 @@ class Session {
   /**
    * `adapter_check.safetensors`: a few rows (`input_ids`, and `pixel_values` for images) with the
    * logits the trained adapter gives in this process, so `peft-lab forward --adapter <run>/adapter`
-   * can prove the exported adapter reproduces the run, without Python.
+   * can prove the exported adapter reproduces the run, without Python. A large vocabulary gets
+   * fewer positions and rows (adapterCheckRows).
    */
   private async writeAdapterCheck(model: Model, adapter: RunAdapter, rows: Example[], batchOpts: BatchOptions): Promise<void> {
     if (rows.length === 0) return;
-    const batch = makeBatch(rows, batchOpts);
+    const batch = makeBatch(adapterCheckRows(rows, model.config.vocabSize), batchOpts);
     try {
       const logits = tf.tidy(() => model.forward(batch.inputs, { hooks: adapter.hooks, overrides: adapter.overrides() }));
       const out = new Map<string, HostTensor>([['logits', await fromTf(logits)]]);

@@ -59,8 +59,10 @@ export async function collectCovariances(
     }
     try {
       const ids = rows(calibIds, from, to);
+      // Only the hooks' inputs matter: a causal LM stops before its vocabulary-sized head.
       tf.tidy(() => {
-        model.forward({ inputIds: ids }, { hooks: { linear: hooks } });
+        const run = { hooks: { linear: hooks } };
+        if (!model.trunk({ inputIds: ids }, run)) model.forward({ inputIds: ids }, run);
       });
       ids.dispose();
       for (const m of modules) {
