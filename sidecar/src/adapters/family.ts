@@ -56,6 +56,8 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'phi3':
       return 'CAUSAL_LM';
     case 'bert':
+    case 'roberta':
+    case 'xlm-roberta':
       return 'SEQ_CLS';
     default:
       return null;

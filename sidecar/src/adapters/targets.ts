@@ -5,7 +5,7 @@
  */
 import type { AdapterKind } from '../../../src/protocol';
 import type { LinearModuleInfo } from '../models/architecture';
-import type { ModelType } from '../models/config';
+import { isEncoder, type ModelType } from '../models/config';
 import type { Model } from '../models/model';
 
 /**
@@ -22,6 +22,10 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
   if (cfg.modelType === 'bert') {
     extra('bert.pooler.dense', 'dense', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
+  } else if (isEncoder(cfg)) {
+    // RobertaClassificationHead: dense, tanh, out_proj.
+    extra('classifier.dense', 'dense', d, d);
+    extra('classifier.out_proj', 'out_proj', d, cfg.numLabels);
   } else if (cfg.modelType === 'vit') {
     extra('classifier', 'classifier', d, cfg.numLabels);
   }
@@ -43,9 +47,11 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma3_text: ['q_proj', 'v_proj'],
   phi3: ['qkv_proj'],
   bert: ['query', 'value'],
+  roberta: ['query', 'value'],
+  'xlm-roberta': ['query', 'value'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
+/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
@@ -57,6 +63,8 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma3_text: ['q_proj', 'v_proj', 'down_proj'],
   phi3: ['qkv_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
+  roberta: ['key', 'value', 'output.dense'],
+  'xlm-roberta': ['key', 'value', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
@@ -71,6 +79,8 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gemma3_text: ['down_proj'],
   phi3: ['down_proj'],
   bert: ['output.dense'],
+  roberta: ['output.dense'],
+  'xlm-roberta': ['output.dense'],
   vit: ['output.dense'],
 };
 
@@ -216,7 +226,9 @@ export function tapPoints(model: Model): TapPoint[] {
       norm('model.norm', -1, false, []);
       break;
     case 'bert':
-      norm('bert.embeddings.LayerNorm', -1, true);
+    case 'roberta':
+    case 'xlm-roberta':
+      norm(`${cfg.prefix}.embeddings.LayerNorm`, -1, true);
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         sub(`${p}.attention`, i, `${p}.attention.output.dense`);

@@ -14,6 +14,7 @@ import type { Model } from '../models/model';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { deriveSeed, Rng } from '../train/rng';
 import { readRunConfig, SPEC_FILE } from '../train/run-folder';
+import { isEncoder } from '../models/config';
 
 export const DEFAULT_FIELDS = { textField: 'text', promptField: 'prompt', completionField: 'completion', messagesField: 'messages', labelField: 'label' } as const;
 
@@ -53,7 +54,7 @@ export async function loadAnalysisData(model: Model, spec: DataSpec & { format: 
   const data = await loadDataFiles({ data: spec, seed, specFile: spec.train }, info, tok);
   const batchOpts: BatchOptions = {
     padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
-    attentionMask: info.modelType === 'bert',
+    attentionMask: isEncoder(model.config),
     ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
   };
   return { data, batchOpts };

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -97,14 +97,28 @@ export interface LlamaConfig extends Common {
   /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
   padTokenId?: number;
 }
+/** The post-LN text encoders of BERT's layout: BERT, and RoBERTa / XLM-RoBERTa (its positions and head differ). */
+export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta'] as const;
+export type EncoderType = (typeof ENCODER_FAMILY)[number];
+export const isEncoder = (c: ModelConfig): c is BertConfig => (ENCODER_FAMILY as readonly string[]).includes(c.modelType);
+
+/**
+ * BertForSequenceClassification, and RobertaForSequenceClassification (XLM-R's too): parameters under
+ * `roberta.`, positions counted from pad_token_id + 1 (a padding token sits at pad_token_id), no
+ * pooler; its head is dense → tanh → out_proj on the first token.
+ */
 export interface BertConfig extends Common {
-  modelType: 'bert';
+  modelType: EncoderType;
+  /** Where the encoder's parameters live: `bert.` or `roberta.`. */
+  prefix: 'bert' | 'roberta';
   intermediateSize: number;
   activation: Activation;
   layerNormEps: number;
   maxPositions: number;
   typeVocabSize: number;
   padTokenId?: number;
+  /** RoBERTa: position ids are padTokenId + 1, + 2, … over the non-padding tokens (create_position_ids_from_input_ids). */
+  positionsAfterPadding: boolean;
   numLabels: number;
   problemType: ProblemType;
 }
@@ -252,10 +266,15 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         maxPositions: f.int('max_position_embeddings', 512),
         typeVocabSize: f.int('type_vocab_size', 2),
         ...padToken(f, 'pad_token_id', 0),
+        prefix: 'bert',
+        positionsAfterPadding: false,
         numLabels: labels,
         problemType: problemType(f, labels),
       };
     }
+    case 'roberta':
+    case 'xlm-roberta':
+      return roberta(f, modelType, architecture);
     case 'vit': {
       const hiddenSize = f.int('hidden_size');
       const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
@@ -287,6 +306,37 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     default:
       return f.fail('model_type', `unsupported model type ${JSON.stringify(modelType)} (supported: ${MODEL_TYPES.join(', ')})`);
   }
+}
+
+/** RobertaConfig / XLMRobertaConfig: BERT's keys, pad_token_id 1 (needed: positions count from it). */
+function roberta(f: Fields, modelType: 'roberta' | 'xlm-roberta', architecture: string): BertConfig {
+  const hiddenSize = f.int('hidden_size');
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
+  const labels = numLabels(f);
+  const vocabSize = f.int('vocab_size', undefined, 1, MAX_VOCAB);
+  const maxPositions = f.int('max_position_embeddings', 512);
+  if (f.get('pad_token_id') === null) f.fail('pad_token_id', 'RoBERTa counts positions from its padding token: a pad_token_id is needed');
+  const pad = f.int('pad_token_id', 1, 0, vocabSize - 1);
+  if (pad + 2 > maxPositions) f.fail('max_position_embeddings', `positions start at pad_token_id + 1 = ${pad + 1}: max_position_embeddings=${maxPositions} leaves no room for a token`);
+  return {
+    modelType,
+    prefix: 'roberta',
+    architecture: architecture || (modelType === 'roberta' ? 'RobertaForSequenceClassification' : 'XLMRobertaForSequenceClassification'),
+    hiddenSize,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    numLayers: f.int('num_hidden_layers', undefined, 1, MAX_LAYERS),
+    vocabSize,
+    intermediateSize: f.int('intermediate_size'),
+    activation: f.activation('hidden_act', 'gelu'),
+    layerNormEps: f.num('layer_norm_eps', 1e-12),
+    maxPositions,
+    typeVocabSize: f.int('type_vocab_size', 2),
+    padTokenId: pad,
+    positionsAfterPadding: true,
+    numLabels: labels,
+    problemType: problemType(f, labels),
+  };
 }
 
 /** nn.Embedding's padding_idx; with the vocabulary size, a negative one counts from its end, as PyTorch's does (old Llama configs say -1). */

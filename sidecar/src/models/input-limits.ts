@@ -17,9 +17,12 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
       // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
       return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
     case 'bert':
+    case 'roberta':
+    case 'xlm-roberta':
       return {
         vocab: cfg.vocabSize,
-        positions: { max: cfg.maxPositions, key: 'max_position_embeddings' },
+        // RoBERTa's positions start at pad_token_id + 1.
+        positions: { max: cfg.positionsAfterPadding ? cfg.maxPositions - cfg.padTokenId! - 1 : cfg.maxPositions, key: 'max_position_embeddings' },
         tokenTypes: cfg.typeVocabSize,
         ...classLabels(cfg.problemType, cfg.numLabels),
       };

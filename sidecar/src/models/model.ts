@@ -19,7 +19,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -188,10 +188,12 @@ export class Model {
   }
 }
 
+/** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
+const TASK_PREFIX = /^(transformer|model|bert|roberta|vit)\./;
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */
-export const withoutTaskPrefix = (name: string): string => name.replace(/^(transformer|model|bert|vit)\./, '');
+export const withoutTaskPrefix = (name: string): string => name.replace(TASK_PREFIX, '');
 
-/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `vit.`). */
+/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `roberta.`, `vit.`). */
 function resolveStoredName(reader: CheckpointReader, name: string): string | undefined {
   if (reader.has(name)) return name;
   const stripped = withoutTaskPrefix(name);
@@ -205,7 +207,7 @@ function resolveStoredName(reader: CheckpointReader, name: string): string | und
 const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.inv_freq)$/;
 
 /** A name with its numbers (layer indices) generalised, and without the task prefix. */
-const shapeOfName = (n: string) => n.replace(/^(transformer|model|bert|vit)\./, '').replace(/\.\d+\./g, '.#.');
+const shapeOfName = (n: string) => withoutTaskPrefix(n).replace(/\.\d+\./g, '.#.');
 
 /**
  * Refuses a checkpoint with leftover tensors of the model's own kind (a block the config does not
@@ -213,7 +215,7 @@ const shapeOfName = (n: string) => n.replace(/^(transformer|model|bert|vit)\./, 
  * transformers: heads of another task (BERT's pretraining `cls.*`), tied copies, buffers.
  */
 function checkAllUsed(reader: CheckpointReader, used: ReadonlySet<string>, tied: readonly string[], dir: string): void {
-  const tiedNames = new Set(tied.flatMap((n) => [n, n.replace(/^(transformer|model|bert|vit)\./, '')]));
+  const tiedNames = new Set(tied.flatMap((n) => [n, withoutTaskPrefix(n)]));
   const kinds = new Set([...used].map(shapeOfName));
   const unused = reader.names().filter((n) => !used.has(n) && !tiedNames.has(n) && !BUFFERS.test(n) && kinds.has(shapeOfName(n)));
   if (unused.length === 0) return;

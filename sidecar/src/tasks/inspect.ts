@@ -4,7 +4,7 @@ import type { InspectResult } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
 import { readConfig } from '../models/config';
-import { architectureOf } from '../models/model';
+import { architectureOf, withoutTaskPrefix } from '../models/model';
 import { modelFolder } from '../spec/hub-cache';
 
 export async function inspectModel(arg: string): Promise<InspectResult> {
@@ -17,7 +17,7 @@ export async function inspectModel(arg: string): Promise<InspectResult> {
     const dtypes: Record<string, number> = {};
     let parameters = 0;
     for (const info of arch.params(config)) {
-      const stored = reader.has(info.name) ? info.name : info.name.replace(/^(transformer|model|bert|vit)\./, '');
+      const stored = reader.has(info.name) ? info.name : withoutTaskPrefix(info.name);
       if (!reader.has(stored)) throw new InputError(`${dir}/model.safetensors`, info.name, 'tensor missing from the checkpoint');
       const e = reader.entry(stored);
       if (e.shape.length !== info.shape.length || e.shape.some((s, i) => s !== info.shape[i]))

@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { totalmem } from 'node:os';
-import type { ModelConfig } from '../models/config';
+import { isEncoder, type ModelConfig } from '../models/config';
 import { CHUNK_LOGITS, CHUNKED_LOSS_LOGITS } from '../models/model';
 
 export interface MemoryEstimate {
@@ -38,7 +38,7 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
     : 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
   // A causal LM's logits: all of them, or one slice at a time when the loss goes by slices (model.ts).
   const logits = B * T * c.vocabSize;
-  const head = c.modelType === 'bert' || c.modelType === 'vit' ? 4 * B * d : 4 * (logits > CHUNKED_LOSS_LOGITS ? CHUNK_LOGITS : logits);
+  const head = isEncoder(c) || c.modelType === 'vit' ? 4 * B * d : 4 * (logits > CHUNKED_LOSS_LOGITS ? CHUNK_LOGITS : logits);
   const input = c.modelType === 'vit' ? B * c.numChannels * c.imageSize * c.imageSize : 0;
   const weightsMb = (o.baseParams * 4) / MB;
   const adapterMb = (o.trainableParams * 4) / MB;

@@ -25,6 +25,7 @@ import { CancelledError, yieldToEventLoop, type JobContext } from '../jobs/conte
 import { Model } from '../models/model';
 import { baseModelName } from '../spec/load';
 import type { RunConfig } from '../spec/types';
+import { isEncoder } from '../models/config';
 import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-bridge';
 import { AdamW, type AdamWState } from './adamw';
 import { listCheckpoints, readCheckpoint, restoreTensor, writeCheckpoint, type TrainerState } from './checkpoint';
@@ -298,7 +299,7 @@ class Session {
     for (const w of cfg.warnings ?? []) this.log('warn', w);
     const batchOpts: BatchOptions = {
       padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
-      attentionMask: info.modelType === 'bert',
+      attentionMask: isEncoder(model.config),
       ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
     };
 
