@@ -18,6 +18,7 @@ import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type 
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
 import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
 import { parquetWriteFile } from 'hyparquet-writer';
+import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -109,6 +110,13 @@ describe('rows', () => {
     assert.throws(() => readRows('parquet', f), /read with readRowsAsync/);
     // The columns a picker sees, read cheaply from each format.
     assert.deepEqual(await firstRowFields(f), ['text', 'label', 'messages']);
+    // Pages in the other codecs pandas and pyarrow write (zstd, gzip, brotli, lz4): read alike.
+    for (const [codec, compress] of [['GZIP', (x: Uint8Array) => new Uint8Array(gzipSync(x))], ['BROTLI', (x: Uint8Array) => new Uint8Array(brotliCompressSync(x))]] as const) {
+      const z = join(root, `${codec}.parquet`);
+      parquetWriteFile({ filename: z, codec, compressors: { [codec]: compress }, columnData: [{ name: 'text', data: ['zipped', 'rows'], type: 'STRING' }, { name: 'label', data: [0n, 1n], type: 'INT64' }] });
+      assert.deepEqual((await readParquet(z)).map((r) => [r.fields.text, r.fields.label]), [['zipped', 0], ['rows', 1]], codec);
+      assert.deepEqual(await firstRowFields(z), ['text', 'label'], codec);
+    }
     assert.deepEqual(await firstRowFields(file('cols.csv', '\uFEFFquestion,answer\nq,a\n')), ['question', 'answer']);
     assert.deepEqual(await firstRowFields(file('cols.jsonl', '\n{"instruction":"x","output":"y"}\n')), ['instruction', 'output']);
     assert.equal(await firstRowFields(file('empty.jsonl', '')), undefined);

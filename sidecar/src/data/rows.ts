@@ -1,6 +1,7 @@
 /** Reading rows from JSONL, CSV and Parquet files, each row remembering its file and place for error messages. */
 import { parse as parseCsv } from 'csv-parse/sync';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
+import { compressors } from 'hyparquet-compressors';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { errorMessage, InputError } from '../errors';
 
@@ -56,7 +57,8 @@ export async function readRowsAsync(format: RowFormat | 'images', file: string):
 }
 
 /**
- * A Parquet file's rows (as Hugging Face datasets store them: snappy or uncompressed pages; lists
+ * A Parquet file's rows (as Hugging Face datasets and pandas store them: snappy, zstd, gzip, brotli,
+ * lz4 or uncompressed pages, the codecs other than snappy from hyparquet-compressors; lists
  * and structs such as chat `messages` come out as arrays and objects). 64-bit integers become
  * numbers where exact (class labels), else strings.
  */
@@ -69,7 +71,7 @@ export async function readParquet(file: string): Promise<Row[]> {
   }
   let objects: Record<string, unknown>[];
   try {
-    objects = await parquetReadObjects({ file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer });
+    objects = await parquetReadObjects({ file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, compressors });
   } catch (e) {
     throw new InputError(file, '', `not a readable Parquet file (${errorMessage(e)})`);
   }
@@ -126,7 +128,7 @@ function unclosedQuoteLine(text: string): number | undefined {
 export async function firstRowFields(file: string): Promise<string[] | undefined> {
   try {
     if (/\.parquet$/iu.test(file)) {
-      const rows = await parquetReadObjects({ file: await asyncBufferFromFile(file), rowStart: 0, rowEnd: 1 });
+      const rows = await parquetReadObjects({ file: await asyncBufferFromFile(file), rowStart: 0, rowEnd: 1, compressors });
       return rows[0] ? Object.keys(rows[0]) : undefined;
     }
     const head = await headText(file, 1 << 16);
