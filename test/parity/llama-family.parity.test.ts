@@ -21,6 +21,7 @@ import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
 import { randomModel } from '../../sidecar/src/models/init';
 import { createAdapter } from '../../sidecar/src/adapters';
+import { generateIds } from '../../sidecar/src/tasks/generate';
 import { ropeInverseFrequencies, ropeTables } from '../../sidecar/src/models/ops';
 import { mulberry32 } from '../../sidecar/src/train/rng';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
@@ -113,8 +114,8 @@ const VARIANTS: Variant[] = [
     normMean: 0,
   },
   {
-    name: 'gemma: (1 + w) norms, scaled embeddings, the approximate GELU of hidden_activation',
-    config: { model_type: 'gemma', architectures: ['GemmaForCausalLM'], hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh', tie_word_embeddings: false },
+    name: 'gemma: (1 + w) norms, scaled embeddings, its "gelu" read as the tanh approximation (gemma-2b’s config)',
+    config: { model_type: 'gemma', architectures: ['GemmaForCausalLM'], hidden_act: 'gelu', tie_word_embeddings: false },
     extra: () => ({}),
   },
   {
@@ -334,7 +335,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1, 2], original_max_position_embeddings: 8 } }, /rope_parameters\.short_factor/, /has 2 entries; the 16 rotated dimensions of each head need 8/);
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1] } }, /rope_parameters\.long_factor/, /has 1 entries, short_factor 2/);
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, -2], long_factor: [1, 2] } }, /rope_parameters\.short_factor/, /positive numbers/);
-    bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1, 2] } }, /original_max_position_embeddings/, /missing required field/);
+    bad({ rope_parameters: { rope_type: 'yarn', short_factor: [1, 2], long_factor: [1, 2] } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn"/);
     bad({ ...phi3(8), partial_rotary_factor: 0.3125 }, /partial_rotary_factor/, /even number of rotated dimensions \(head_dim 16 × 0\.3125 = 5\)/);
     bad({ model_type: 'gemma2', attn_logit_softcapping: 0 }, /attn_logit_softcapping/, /must be above 0 \(or null for none\)/);
   });
@@ -356,8 +357,10 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     assert.deepEqual([narrow.headDim, narrow.attentionScale, narrow.activation, narrow.localRope!.theta, narrow.ropeTheta], [64, 1 / 16, 'gelu_pytorch_tanh', 5000, 1e6]);
     const bad = (patch: Record<string, unknown>, key: string, problem: RegExp) => assert.throws(() => gemma(patch), (e: Error) => e.message.includes(key) && problem.test(e.message));
     bad({ use_bidirectional_attention: true }, 'use_bidirectional_attention', /not supported/);
-    // Gemma 3 has Gemma 2's soft caps, off by default.
-    assert.deepEqual([g.attnSoftcap, g.logitSoftcap, gemma({ final_logit_softcapping: 30 }).logitSoftcap], [undefined, undefined, 30]);
+    // Gemma 3 caps logits as Gemma 2 when the config says so (off by default); its attention never
+    // reads attn_logit_softcapping (Gemma3Attention does not pass it on).
+    const capped = gemma({ final_logit_softcapping: 30, attn_logit_softcapping: 50 });
+    assert.deepEqual([g.attnSoftcap, g.logitSoftcap, capped.logitSoftcap, capped.attnSoftcap], [undefined, undefined, 30, undefined]);
     assert.throws(() => parseConfig({ ...baseConfig, model_type: 'gemma3' }, 'c.json'), /image-and-text Gemma 3 .* is not supported; its text-only checkpoints .*gemma3_text/);
   });
 
@@ -388,13 +391,14 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     const parse = (patch: Record<string, unknown>) =>
       parseConfig({ hidden_size: 3072, num_attention_heads: 24, num_hidden_layers: 4, intermediate_size: 8192, vocab_size: 40000, ...patch }, 'c.json') as LlamaConfig;
     // (GemmaConfig's num_key_value_heads default is 16, which 24 heads do not divide: given here.)
-    const g1 = parse({ model_type: 'gemma', hidden_act: 'gelu', num_key_value_heads: 24 });
+    const g1 = parse({ model_type: 'gemma', hidden_act: 'gelu', num_key_value_heads: 24, use_sliding_window: true, sliding_window: 16 });
     assert.deepEqual(
       [g1.headDim, g1.numKvHeads, g1.maxPositions, g1.tieWordEmbeddings, g1.padTokenId, g1.normOffset, g1.sandwichNorms, g1.embedScale, g1.attentionScale, g1.activation, g1.architecture],
-      [256, 24, 8192, true, 0, 1, false, Math.fround(Math.sqrt(3072)), 1 / 16, 'gelu', 'GemmaForCausalLM'],
+      [256, 24, 8192, true, 0, 1, false, Math.fround(Math.sqrt(3072)), 1 / 16, 'gelu_pytorch_tanh', 'GemmaForCausalLM'],
     );
-    // hidden_activation, where given, is the activation Gemma was trained with.
-    assert.equal(parse({ model_type: 'gemma', hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh', num_key_value_heads: 8 }).activation, 'gelu_pytorch_tanh');
+    assert.deepEqual(g1.slidingWindows, [undefined, undefined, undefined, undefined], 'GemmaConfig has no sliding window');
+    // transformers 5 reads GemmaConfig's hidden_act (its "gelu" as the tanh approximation), not hidden_activation.
+    assert.equal(parse({ model_type: 'gemma', hidden_act: 'silu', hidden_activation: 'gelu_pytorch_tanh', num_key_value_heads: 8 }).activation, 'silu');
     assert.throws(() => parse({ model_type: 'gemma' }), /num_attention_heads=24 is not divisible by num_key_value_heads=16/);
     const g2 = parse({ model_type: 'gemma2' });
     assert.deepEqual([g2.headDim, g2.numKvHeads, g2.attnSoftcap, g2.logitSoftcap, g2.attentionScale, g2.sandwichNorms, g2.qkNorm, g2.localRope], [256, 4, 50, 30, 1 / 16, true, false, undefined]);
@@ -414,6 +418,14 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     // transformers 5 nests partial_rotary_factor and the original length under rope_parameters.
     const p5 = parse({ model_type: 'phi3', rope_parameters: { rope_type: 'longrope', rope_theta: 250000, partial_rotary_factor: 0.75, original_max_position_embeddings: 4096, attention_factor: 1.19, short_factor: factors, long_factor: factors } });
     assert.deepEqual([p5.rotaryDim, p5.ropeTheta, (p5.ropeScaling as { attentionFactor: number }).attentionFactor], [96, 250000, 1.19]);
+    // original_max_position_embeddings: the top level's first (as transformers), else the nested one,
+    // else Phi3Config's 4096; Phi3Config reads a "yarn" type as LongRoPE.
+    const original = (patch: Record<string, unknown>) => (parse({ model_type: 'phi3', max_position_embeddings: 131072, ...patch }).ropeScaling as { originalMaxPositions: number }).originalMaxPositions;
+    const nested = { rope_type: 'longrope', short_factor: factors, long_factor: factors, original_max_position_embeddings: 8192, partial_rotary_factor: 0.75 };
+    assert.equal(original({ original_max_position_embeddings: 2048, rope_parameters: nested }), 2048);
+    assert.equal(original({ rope_parameters: nested }), 8192);
+    assert.equal(original({ partial_rotary_factor: 0.75, rope_scaling: { type: 'longrope', short_factor: factors, long_factor: factors } }), 4096);
+    assert.equal(original({ partial_rotary_factor: 0.75, rope_scaling: { type: 'yarn', short_factor: factors, long_factor: factors } }), 4096);
   });
 
   it('LongRoPE frequencies: the short factors up to original_max_position_embeddings, the long ones past it; cos and sin scaled (as transformers, in float32)', () => {
@@ -489,5 +501,22 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
       for (const [n, t] of norms) assert.ok(Array.from(t.dataSync()).every((x) => x === want), `${type} ${n} starts at ${want}`);
       model.dispose();
     }
+  });
+  it('Phi-3 generation: the key/value cache is recomputed once the sequence passes original_max_position_embeddings (LongRoPE’s switch), as transformers; the tokens equal uncached ones', async () => {
+    await withVariant(VARIANTS[7]!, 1100, async (model) => {
+      const prompt = ids[0]!.slice(0, 5);
+      const fed: number[] = [];
+      const trunk = model.trunk.bind(model);
+      model.trunk = (inputs, opts) => {
+        fed.push(inputs.inputIds!.shape[1]);
+        return trunk(inputs, opts);
+      };
+      const o = { maxNewTokens: 8, temperature: 0, topP: 1, seed: 0, window: 64 };
+      const cached = await generateIds(model, undefined, prompt, o);
+      // 5 prompt tokens, then one at a time up to 8 positions; the 9th sees every token again under the long factors.
+      assert.deepEqual(fed, [5, 1, 1, 1, 9, 1, 1, 1]);
+      const uncached = await generateIds(model, undefined, prompt, { ...o, cache: false });
+      assert.deepEqual(cached.ids, uncached.ids);
+    });
   });
 });

@@ -386,11 +386,11 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
   const base = llamaFamilyBase(f, modelType, architecture, { hiddenSize, numHeads, headDim, numKvHeads, numLayers });
   switch (modelType) {
     case 'gemma':
-      return { ...base, ...gemmaOptions(f, base) };
+      return checkRopeFactors(f, { ...base, ...gemmaOptions(f, base) });
     case 'gemma2':
-      return { ...base, ...gemmaOptions(f, base), ...gemma2Options(f, numLayers) };
+      return checkRopeFactors(f, { ...base, ...gemmaOptions(f, base), ...gemma2Options(f, numLayers) });
     case 'gemma3_text':
-      return { ...base, ...gemmaOptions(f, base), ...gemma3Options(f, numLayers) };
+      return checkRopeFactors(f, { ...base, ...gemmaOptions(f, base), ...gemma3Options(f, numLayers, base.maxPositions) });
     case 'phi3':
       return checkRopeFactors(f, { ...base, ...phi3Options(f, base) });
     default:
@@ -409,7 +409,7 @@ function llamaFamilyBase(
   // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and the Gemmas bias all four under attention_bias; Mistral and Phi-3 none.
   const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text'].includes(modelType) ? f.bool('attention_bias', false) : false;
   const maxPositions = f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER);
-  const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : 10000, maxPositions);
+  const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : 10000, maxPositions, modelType);
   return {
     modelType,
     architecture: architecture || ARCHITECTURE_NAMES[modelType],
@@ -445,14 +445,15 @@ function llamaFamilyBase(
 /**
  * What every Gemma changes on the Llama layout: RMSNorms scale by (1 + w), embeddings by √hidden_size
  * (in float32), a tanh-GELU gate, a tied head and padding id 0. GemmaConfig names the activation
- * `hidden_act` (Gemma 2 and 3: `hidden_activation`); gemma-2b/7b configs say "gelu" there and the
- * approximate one in `hidden_activation`, which is the one Google's models were trained with.
+ * `hidden_act` (Gemma 2 and 3: `hidden_activation`) and, as transformers 5 does, reads its "gelu"
+ * (gemma-2b's and gemma-7b's config) as the tanh approximation the models were trained with.
  */
 function gemmaOptions(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
   if (f.bool('use_bidirectional_attention', false)) f.fail('use_bidirectional_attention', 'bidirectional attention is not supported: PEFT Lab trains causal language models');
   const gemma1 = base.modelType === 'gemma';
+  const act = gemma1 ? f.activation('hidden_act', 'gelu_pytorch_tanh') : f.activation('hidden_activation', 'gelu_pytorch_tanh');
   return {
-    activation: gemma1 && !f.has('hidden_activation') ? f.activation('hidden_act', 'gelu_pytorch_tanh') : f.activation('hidden_activation', 'gelu_pytorch_tanh'),
+    activation: gemma1 && act === 'gelu' ? 'gelu_pytorch_tanh' : act,
     normOffset: 1,
     embedScale: Math.fround(Math.sqrt(base.hiddenSize)),
     tieWordEmbeddings: f.bool('tie_word_embeddings', true),
@@ -488,23 +489,23 @@ function gemma2Options(f: Fields, numLayers: number): Partial<LlamaConfig> & Pic
  * What Gemma3TextConfig and Gemma3ForCausalLM change on Gemma's options. Blocks are "sliding" or
  * "full" by `layer_types` (else every `sliding_window_pattern`-th block is full); the sliding ones
  * attend over `sliding_window` tokens with a RoPE of base `rope_local_base_freq` (transformers 5:
- * `rope_parameters.sliding_attention`). Soft caps are Gemma 2's, off unless the config sets them.
+ * `rope_parameters.sliding_attention`). final_logit_softcapping caps the logits as Gemma 2's, when set.
  */
-function gemma3Options(f: Fields, numLayers: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
+function gemma3Options(f: Fields, numLayers: number, maxPositions: number): Partial<LlamaConfig> & Pick<LlamaConfig, 'slidingWindows'> {
   const types = layerTypes(f, numLayers, f.int(f.has('sliding_window_pattern') ? 'sliding_window_pattern' : '_sliding_window_pattern', 6));
   const window = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
   const perType = f.get('rope_parameters');
   const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) && ('full_attention' in perType || 'sliding_attention' in perType);
   const localTheta = () => f.num('rope_local_base_freq', 10000);
-  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, () => f.num('rope_theta', 1e6)) : undefined;
-  const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, localTheta) : { theta: localTheta(), scaling: { type: 'default' as const } };
+  const full = nested ? ropeObject(f, 'rope_parameters.full_attention', (perType as Record<string, unknown>).full_attention, () => f.num('rope_theta', 1e6), maxPositions) : undefined;
+  const local = nested ? ropeObject(f, 'rope_parameters.sliding_attention', (perType as Record<string, unknown>).sliding_attention, localTheta, maxPositions) : { theta: localTheta(), scaling: { type: 'default' as const } };
   return {
     ...(full ? { ropeTheta: full.theta, ropeScaling: full.scaling } : {}),
     qkNorm: true,
     slidingWindows: types.map((t) => (t === 'sliding_attention' ? window : undefined)),
     sandwichNorms: true,
     attentionScale: f.num('query_pre_attn_scalar', 256) ** -0.5,
-    attnSoftcap: softcapOf(f, 'attn_logit_softcapping', undefined),
+    // Gemma3Attention keeps attn_logit_softcapping but never passes it to the attention: only the logit cap applies.
     logitSoftcap: softcapOf(f, 'final_logit_softcapping', undefined),
     localRope: { theta: local.theta, scaling: local.scaling, layers: types.map((t) => t === 'sliding_attention') },
   };
@@ -547,7 +548,8 @@ function layerTypes(f: Fields, numLayers: number, pattern: number): ('full_atten
  */
 function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number): (number | undefined)[] {
   const none = new Array<number | undefined>(numLayers).fill(undefined);
-  if (modelType === 'llama') return none;
+  // Llama and Gemma have none; Gemma 2 and 3 and Phi-3 set theirs in their own options.
+  if (modelType !== 'mistral' && modelType !== 'qwen2' && modelType !== 'qwen3') return none;
   if (modelType === 'mistral') {
     const w = f.get('sliding_window') === null ? undefined : f.int('sliding_window', 4096);
     return none.map(() => w);
@@ -565,16 +567,16 @@ function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number
  * RoPE's base and scaling. transformers 5 nests them under `rope_parameters`; older configs have
  * `rope_theta` beside a `rope_scaling` object (or null).
  */
-function ropeParameters(f: Fields, defaultTheta: number, maxPositions: number): { theta: number; scaling: RopeScaling } {
+function ropeParameters(f: Fields, defaultTheta: number, maxPositions: number, modelType: LlamaFamilyType): { theta: number; scaling: RopeScaling } {
   const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
-  return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta), maxPositions);
+  return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta), maxPositions, modelType === 'phi3');
 }
 
 /**
  * One RoPE settings object at `key` (null or absent: unscaled); a base it does not give comes from
  * `theta`. `maxPositions` (max_position_embeddings) sets LongRoPE's default attention factor.
  */
-function ropeObject(f: Fields, key: string, params: unknown, theta: () => number, maxPositions?: number): { theta: number; scaling: RopeScaling } {
+function ropeObject(f: Fields, key: string, params: unknown, theta: () => number, maxPositions?: number, phi3 = false): { theta: number; scaling: RopeScaling } {
   if (params === undefined || params === null) return { theta: theta(), scaling: { type: 'default' } };
   if (typeof params !== 'object' || Array.isArray(params)) return f.fail(key, 'expected an object');
   const p = params as Record<string, unknown>;
@@ -594,7 +596,11 @@ function ropeObject(f: Fields, key: string, params: unknown, theta: () => number
     }
     case 'longrope':
     case 'su': // Phi-3's first name for it
-      return { theta: base, scaling: longRope(f, sub, maxPositions) };
+      return { theta: base, scaling: longRope(f, sub, maxPositions, phi3) };
+    case 'yarn':
+      // Phi3Config reads "yarn" as LongRoPE; elsewhere it is YaRN, which is not computed here.
+      if (phi3) return { theta: base, scaling: longRope(f, sub, maxPositions, phi3) };
+      return sub.fail('rope_type', 'unsupported RoPE type "yarn" (supported: default, linear, llama3, longrope)');
     default:
       return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3, longrope)`);
   }
@@ -602,10 +608,11 @@ function ropeObject(f: Fields, key: string, params: unknown, theta: () => number
 
 /**
  * LongRoPE as transformers' `_compute_longrope_parameters`: original_max_position_embeddings from the
- * RoPE object or the config (Phi-3 keeps it at the top); without an `attention_factor`, cos and sin
- * scale by √(1 + ln s / ln original) where s = `factor`, else max_position_embeddings / original.
+ * config's top level first (Phi-3 keeps it there, 4096 by default), else the RoPE object, else
+ * max_position_embeddings; without an `attention_factor`, cos and sin scale by √(1 + ln s / ln
+ * original) where s = `factor`, else max_position_embeddings / original.
  */
-function longRope(f: Fields, sub: Fields, maxPositions: number | undefined): RopeScaling {
+function longRope(f: Fields, sub: Fields, maxPositions: number | undefined, phi3: boolean): RopeScaling {
   const factors = (key: string) => {
     const v = sub.get(key);
     if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > 0)) sub.fail(key, 'expected a list of positive numbers (one per rotated frequency)');
@@ -614,7 +621,14 @@ function longRope(f: Fields, sub: Fields, maxPositions: number | undefined): Rop
   const shortFactor = factors('short_factor');
   const longFactor = factors('long_factor');
   if (longFactor.length !== shortFactor.length) sub.fail('long_factor', `has ${longFactor.length} entries, short_factor ${shortFactor.length}`);
-  const originalMaxPositions = sub.has('original_max_position_embeddings') ? sub.int('original_max_position_embeddings', undefined, 2, Number.MAX_SAFE_INTEGER) : f.int('original_max_position_embeddings', undefined, 2, Number.MAX_SAFE_INTEGER);
+  const big = Number.MAX_SAFE_INTEGER;
+  const originalMaxPositions = f.has('original_max_position_embeddings')
+    ? f.int('original_max_position_embeddings', undefined, 2, big)
+    : sub.has('original_max_position_embeddings')
+      ? sub.int('original_max_position_embeddings', undefined, 2, big)
+      : phi3
+        ? 4096
+        : f.int('max_position_embeddings', maxPositions, 2, big);
   const scale = sub.has('factor') ? sub.positive('factor') : (maxPositions ?? originalMaxPositions) / originalMaxPositions;
   const attentionFactor = sub.has('attention_factor') ? sub.positive('attention_factor') : scale <= 1 ? 1 : Math.sqrt(1 + Math.log(scale) / Math.log(originalMaxPositions));
   return { type: 'longrope', shortFactor, longFactor, originalMaxPositions, attentionFactor };

@@ -105,13 +105,17 @@ export async function generateIds(
   const seq = [...prompt];
   const out: number[] = [];
   const cache = o.cache === false ? undefined : new KvCache();
+  // LongRoPE (Phi-3) switches to its long factors once the sequence passes original_max_position_embeddings:
+  // the keys cached under the short ones are recomputed then, as transformers does.
+  const scaling = 'ropeScaling' in model.config ? model.config.ropeScaling : undefined;
+  const ropeSwitch = scaling?.type === 'longrope' ? scaling.originalMaxPositions : undefined;
   try {
     while (out.length < o.maxNewTokens) {
       if (signal) throwIfCancelled(signal);
       // With the cache, the new token alone; at first (and once the window is full: positions run
-      // out) the last `window` tokens from position 0.
+      // out, or LongRoPE switches) the last `window` tokens from position 0.
       let feed: number[];
-      if (cache && cache.past > 0 && cache.past < o.window) feed = seq.slice(-1);
+      if (cache && cache.past > 0 && cache.past < o.window && cache.past !== ropeSwitch) feed = seq.slice(-1);
       else {
         cache?.dispose();
         feed = seq.slice(-o.window);
