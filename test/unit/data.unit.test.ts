@@ -19,7 +19,7 @@ import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/d
 import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
 import { parquetWriteFile } from 'hyparquet-writer';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
-import { loadTokenizer, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
+import { loadTokenizer, truncateLongestFirst, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
 import { byteLevelBpeTokenizer, sentencePieceTokenizer } from '../helpers/tokenizers';
@@ -337,6 +337,92 @@ describe('tokenizer.json', () => {
     assert.deepEqual(b.inputs.inputIds!.arraySync(), [[2, 4, 5, 3, 1], [2, 6, 5, 7, 3]]);
     assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]);
     disposeTrainBatch(b);
+  });
+});
+
+describe('sentence pairs (GLUE-style classifier rows)', () => {
+  const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const vocab = { '[UNK]': 0, '[PAD]': 1, '[CLS]': 2, '[SEP]': 3, good: 4, movie: 5, bad: 6, '!': 7, a: 8, b: 9, c: 10, d: 11 };
+  /** A WordLevel tokenizer.json with `post` as its post-processor (BERT's template, or RoBERTa's). */
+  const tokenizer = (name: string, post: unknown, specials: string[]) => {
+    const dir = join(root, name);
+    mkdirSync(dir, { recursive: true });
+    const v = Object.fromEntries(Object.entries(vocab).map(([t, i]) => [specials[i] ?? t, i]));
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0', truncation: null, padding: null,
+        added_tokens: specials.map((t, i) => special(i, t)),
+        normalizer: { type: 'Lowercase' }, pre_tokenizer: { type: 'Whitespace' }, post_processor: post, decoder: null,
+        model: { type: 'WordLevel', vocab: v, unk_token: specials[0] },
+      }),
+    );
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ pad_token: specials[1], unk_token: specials[0] }));
+    return loadTokenizer(dir);
+  };
+  const S = (id: string, type_id = 0) => ({ SpecialToken: { id, type_id } });
+  const bertTok = () =>
+    tokenizer(
+      'bert-pair',
+      {
+        type: 'TemplateProcessing',
+        single: [S('[CLS]'), { Sequence: { id: 'A', type_id: 0 } }, S('[SEP]')],
+        pair: [S('[CLS]'), { Sequence: { id: 'A', type_id: 0 } }, S('[SEP]'), { Sequence: { id: 'B', type_id: 1 } }, S('[SEP]', 1)],
+        special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
+      },
+      ['[UNK]', '[PAD]', '[CLS]', '[SEP]'],
+    );
+  const PAIR: ModelDataInfo = { ...CLS, vocabSize: 12, typeVocabSize: 2 };
+
+  test("BERT's template: [CLS] a [SEP] b [SEP], token types 0 then 1, in the batch beside the mask", () => {
+    const tok = bertTok();
+    assert.deepEqual(tok.encodeForClassifier('Good movie', 'bad !', 64), { ids: [2, 4, 5, 3, 6, 7, 3], typeIds: [0, 0, 0, 0, 1, 1, 1], truncated: false });
+    // A single text has no types beyond 0, and its ids are encode()'s.
+    assert.deepEqual(tok.encodeForClassifier('good movie', undefined, 64), { ids: tok.encode('good movie', true), truncated: false });
+    const f = file('pairs.jsonl', jsonl([{ sentence1: 'good movie', sentence2: 'bad', label: 1 }, { sentence1: 'bad', sentence2: 'good movie !', label: 0 }]));
+    const d = load(spec(f, { textField: 'sentence1', textPairField: 'sentence2' }), PAIR, tok);
+    const b = makeBatch(d.train, { padId: tok.padId, attentionMask: true });
+    assert.deepEqual(b.inputs.inputIds!.arraySync(), [[2, 4, 5, 3, 6, 3, 1], [2, 6, 3, 4, 5, 7, 3]]);
+    assert.deepEqual(b.inputs.tokenTypeIds!.arraySync(), [[0, 0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 1, 1]]);
+    assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1]]);
+    disposeTrainBatch(b);
+  });
+
+  test("RoBERTa's template: <s> a </s></s> b </s>, all type 0 (no token types in the batch)", () => {
+    const tok = tokenizer('roberta-pair', { type: 'RobertaProcessing', sep: ['</s>', 3], cls: ['<s>', 2], trim_offsets: true, add_prefix_space: false }, ['<unk>', '<pad>', '<s>', '</s>']);
+    assert.deepEqual(tok.encodeForClassifier('good movie', 'bad', 64), { ids: [2, 4, 5, 3, 3, 6, 3], truncated: false });
+    const d = load(spec(file('rp.jsonl', jsonl([{ premise: 'good', hypothesis: 'bad', label: 2 }])), { textField: 'premise', textPairField: 'hypothesis' }), PAIR, tok);
+    const b = makeBatch(d.train, { padId: tok.padId, attentionMask: true });
+    assert.equal(b.inputs.tokenTypeIds, undefined);
+    disposeTrainBatch(b);
+  });
+
+  test("truncation as the fast tokenizers' longest_first: the longer text first, then half each; the template stays", () => {
+    const tok = bertTok();
+    const cut = (a: string, b: string | undefined, max: number) => tok.encodeForClassifier(a, b, max);
+    // 4 + 1 tokens in 6 − 3 template tokens: the longer loses 2.
+    assert.deepEqual(cut('a b c d', 'bad', 6), { ids: [2, 8, 9, 3, 6, 3], typeIds: [0, 0, 0, 0, 1, 1], truncated: true });
+    // 4 + 4 in 8 − 3 = 5: the first keeps ⌊5/2⌋ = 2, the second 3 (transformers' fast BERT tokenizer gives the same).
+    assert.deepEqual(cut('a b c d', 'd c b a', 8).ids, [2, 8, 9, 3, 11, 10, 9, 3]);
+    // One text: [SEP] kept at the end (the old cut dropped it).
+    assert.deepEqual(cut('a b c d', undefined, 4).ids, [2, 8, 9, 3]);
+    assert.throws(() => cut('a', 'b', 4), /maxLength 4 leaves no room for the text: the tokenizer's template adds 3 tokens to a pair/);
+    assert.deepEqual(truncateLongestFirst([1, 2, 3], [4, 5, 6, 7, 8, 9], 5), [[1, 2], [4, 5, 6]]);
+    assert.deepEqual(truncateLongestFirst([1, 2, 3, 4, 5, 6], [7], 5), [[1, 2, 3, 4], [7]]);
+    // Counted in the truncation warning.
+    const d = load(spec(file('long.jsonl', jsonl([{ s1: 'a b c d', s2: 'd c b a', label: 0 }])), { textField: 's1', textPairField: 's2', maxLength: 8 }), PAIR, tok);
+    assert.equal(d.truncated, 1);
+  });
+
+  test('errors: an empty or missing second text names its field; a pair for a causal LM, or types the model lacks, say why', () => {
+    const tok = bertTok();
+    const f = file('bad-pair.jsonl', jsonl([{ s1: 'good', s2: 'bad', label: 0 }, { s1: 'good', s2: '', label: 1 }]));
+    assert.match(inputError(() => load(spec(f, { textField: 's1', textPairField: 's2' }), PAIR, tok), f, /^line 2, field "s2"$/).message, /empty/);
+    const g = file('missing-pair.jsonl', jsonl([{ s1: 'good', label: 0 }]));
+    assert.match(inputError(() => load(spec(g, { textField: 's1', textPairField: 's2' }), PAIR, tok), g, /^line 1$/).message, /missing field "s2"/);
+    assert.throws(() => load(spec(f, { textPairField: 's2' }), LM), (e: InputError) => e.where === 'data.textPairField' && /for sequence classifiers .* put both texts in a promptTemplate/.test(e.problem));
+    const oneType = { ...PAIR, typeVocabSize: 1 };
+    assert.match(inputError(() => load(spec(f, { textField: 's1', textPairField: 's2' }), oneType, tok), f, /^line 1, field "s2"$/).message, /token type 1, but the model has 1 token types/);
   });
 });
 

@@ -97,6 +97,11 @@ describe('wizard → spec', () => {
     assert.deepEqual(dataFields(['instruction', 'context', 'response', 'category']), { promptTemplate: '### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n### Response:\n', completionField: 'response' });
     assert.deepEqual(dataFields(['question', 'answer']), { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' });
     assert.deepEqual(dataFields(['sentence', 'label', 'idx']), { textField: 'sentence' });
+    // GLUE's pairs: MRPC / RTE / STS-B, QQP, MNLI, QNLI (its question comes first, not the single-sentence rule).
+    assert.deepEqual(dataFields(['sentence1', 'sentence2', 'label', 'idx']), { textField: 'sentence1', textPairField: 'sentence2' });
+    assert.deepEqual(dataFields(['question1', 'question2', 'label']), { textField: 'question1', textPairField: 'question2' });
+    assert.deepEqual(dataFields(['premise', 'hypothesis', 'label']), { textField: 'premise', textPairField: 'hypothesis' });
+    assert.deepEqual(dataFields(['question', 'sentence', 'label']), { textField: 'question', textPairField: 'sentence' });
     // From a file, into a spec the sidecar loads and reads.
     const train = join(ws, 'data', 'alpaca.jsonl');
     mkdirSync(dirname(train), { recursive: true });

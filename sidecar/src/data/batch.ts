@@ -73,15 +73,22 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
     };
   }
   const labels = new Int32Array(B);
+  // Token types where any row has them (text pairs); padding and single texts are type 0.
+  const types = examples.some((e) => e.kind === 'cls' && e.typeIds) ? new Int32Array(B * T) : undefined;
   examples.forEach((e, i) => {
     if (e.kind !== 'cls') throw new Error('mixed batch');
     ids.set(e.ids, i * T);
+    if (e.typeIds) types!.set(e.typeIds, i * T);
     mask.fill(1, i * T, i * T + e.ids.length);
     labels[i] = e.label;
     tokens += e.ids.length;
   });
   return {
-    inputs: { inputIds: tf.tensor2d(ids, [B, T], 'int32'), ...(opts.attentionMask ? { attentionMask: tf.tensor2d(mask, [B, T], 'int32') } : {}) },
+    inputs: {
+      inputIds: tf.tensor2d(ids, [B, T], 'int32'),
+      ...(opts.attentionMask ? { attentionMask: tf.tensor2d(mask, [B, T], 'int32') } : {}),
+      ...(types ? { tokenTypeIds: tf.tensor2d(types, [B, T], 'int32') } : {}),
+    },
     labels: tf.tensor1d(labels, 'int32'),
     tokens,
     size: B,

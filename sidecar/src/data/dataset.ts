@@ -16,18 +16,19 @@ import { join } from 'node:path';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { InputError } from '../errors';
 import type { Model } from '../models/model';
+import { isEncoder } from '../models/config';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readJsonl, readRows, readRowsAsync, type Row } from './rows';
 import { chatSegments, parseMessages, type ChatMessage, type ChatSegment } from './chat';
 import { parsePromptTemplate, renderPromptTemplate, type TemplatePart } from './prompt-template';
-import { tokenizerMismatch, type DataTokenizer } from './tokenizer';
+import { tokenizerMismatch, type ClassifierEncoding, type DataTokenizer } from './tokenizer';
 
 export type Task = 'causal-lm' | 'sequence-classification' | 'image-classification';
 
 export type Example =
   | { kind: 'lm'; ids: Int32Array; labels: Int32Array; /** prompt + completion row */ completion: boolean; source: string }
-  | { kind: 'cls'; ids: Int32Array; label: number; source: string }
+  | { kind: 'cls'; ids: Int32Array; /** Token types (a text pair's segments), where not all 0. */ typeIds?: Int32Array; label: number; source: string }
   | { kind: 'image'; file: string; label: number; source: string };
 
 /** What the data pipeline needs to know about the model. */
@@ -37,6 +38,8 @@ export interface ModelDataInfo {
   vocabSize: number;
   maxPositions?: number;
   numLabels?: number;
+  /** Token types the model embeds (BERT's type_vocab_size). */
+  typeVocabSize?: number;
   imageSize?: number;
   numChannels?: number;
   /** From config.json; undefined or the default LABEL_k table means "use the sorted names". */
@@ -48,6 +51,9 @@ export function modelDataInfo(model: Model): ModelDataInfo {
   const info: ModelDataInfo = { task: model.arch.task, modelType: c.modelType, vocabSize: c.vocabSize };
   if ('maxPositions' in c) info.maxPositions = c.maxPositions;
   if ('numLabels' in c) info.numLabels = c.numLabels;
+  if ('typeVocabSize' in c) info.typeVocabSize = c.typeVocabSize;
+  // RoBERTa's positions start at pad_token_id + 1: fewer tokens fit.
+  if (isEncoder(c) && c.positionsAfterPadding) info.maxPositions = c.maxPositions - c.padTokenId! - 1;
   if (c.modelType === 'vit') {
     info.imageSize = c.imageSize;
     info.numChannels = c.numChannels;
@@ -122,6 +128,12 @@ class Builder {
     } catch (e) {
       throw new InputError(r.file, this.where(r, field), (e as Error).message);
     }
+    this.checkIds(r, field, ids);
+    return ids;
+  }
+
+  /** Token ids outside the model's vocabulary name the tokenizer (a byte-level fallback on a small model, a mismatched tokenizer.json). */
+  private checkIds(r: Row, field: string, ids: readonly number[]): void {
     const bad = ids.find((i) => i < 0 || i >= this.info.vocabSize);
     if (bad !== undefined) {
       throw new InputError(
@@ -130,7 +142,6 @@ class Builder {
         `token id ${bad} is outside the model's vocabulary of ${this.info.vocabSize} (the ${this.tok!.name} tokenizer has ${this.tok!.vocabSize} ids${this.tok!.name === 'byte-level' ? '; non-ASCII bytes need a model with 256+ tokens' : ''})`,
       );
     }
-    return ids;
   }
 
   /** The messages of a row's field; a CSV cell holds the list as JSON text. */
@@ -241,16 +252,26 @@ class Builder {
     return { kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(ids), completion: false, source };
   }
 
-  clsIds(r: Row): Int32Array {
+  /** A classifier's input: the text (and the pair's second text), template tokens kept when cut to the max length. */
+  clsIds(r: Row): { ids: Int32Array; typeIds?: Int32Array } {
     const field = this.spec.textField;
     const text = this.string(r, field);
     if (text === '') throw new InputError(r.file, this.where(r, field), 'the text is empty');
-    let ids = this.encode(r, field, text, true);
-    if (ids.length > this.maxLength) {
-      this.truncated++;
-      ids = ids.slice(0, this.maxLength);
+    const pairField = this.spec.textPairField;
+    const pair = pairField === undefined ? undefined : this.string(r, pairField);
+    if (pair === '') throw new InputError(r.file, this.where(r, pairField), 'the text is empty');
+    let enc: ClassifierEncoding;
+    try {
+      enc = this.tok!.encodeForClassifier(text, pair, this.maxLength);
+    } catch (e) {
+      throw new InputError(r.file, this.where(r, field), (e as Error).message);
     }
-    return Int32Array.from(ids);
+    this.checkIds(r, field, enc.ids);
+    if (enc.truncated) this.truncated++;
+    const types = this.info.typeVocabSize;
+    const badType = enc.typeIds?.find((t) => types === undefined || t >= types);
+    if (badType !== undefined) throw new InputError(r.file, this.where(r, pairField ?? field), `the tokenizer gives token type ${badType}, but the model has ${types ?? 'no'} token types (type_vocab_size)`);
+    return { ids: Int32Array.from(enc.ids), ...(enc.typeIds ? { typeIds: Int32Array.from(enc.typeIds) } : {}) };
   }
 }
 
@@ -364,6 +385,8 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   const task = info.task;
   if (task === 'image-classification' && data.format !== 'images') throw new InputError(specFile, 'data.format', `a ${info.modelType} image classifier needs an image folder (format "images"), got ${data.format}`);
   if (task !== 'image-classification' && data.format === 'images') throw new InputError(specFile, 'data.format', `image folders need an image model; ${info.modelType} reads text`);
+  if (task !== 'sequence-classification' && data.textPairField !== undefined)
+    throw new InputError(specFile, 'data.textPairField', `a second text per row is for sequence classifiers (BERT, RoBERTa); ${info.modelType} ${task === 'causal-lm' ? 'is a causal language model: put both texts in a promptTemplate' : 'reads images'}`);
   if (task !== 'image-classification' && !tok) throw new Error('a text task needs a tokenizer');
   const maxLength = task === 'image-classification' ? 0 : maxLengthFor(data, info, specFile);
   const b = new Builder(data, info, tok, maxLength);
@@ -402,7 +425,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       const labels = new LabelMap(info, strings);
       if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
         throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs`);
-      const toEx = (r: Row): Example => ({ kind: 'cls', ids: b.clsIds(r), label: labels.map(r.fields[field], r.file, rowPlace(r, field)), source: `${r.file}:${r.line}` });
+      const toEx = (r: Row): Example => ({ kind: 'cls', ...b.clsIds(r), label: labels.map(r.fields[field], r.file, rowPlace(r, field)), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);
       labelNames = labels.named ? labels.names : undefined;

@@ -18,9 +18,50 @@ export interface DataTokenizer {
   readonly padId: number;
   /** Ids of `text`; `specials` adds the tokenizer's template tokens (BOS, [CLS]/[SEP]). */
   encode(text: string, specials: boolean): number[];
+  /**
+   * A classifier's input: `text`, or `text` and `pair` as the tokenizer pairs them (BERT's
+   * [CLS] a [SEP] b [SEP] with token types 0 then 1, RoBERTa's <s> a </s></s> b </s>), within
+   * `maxLength` tokens, template tokens included: what transformers' tokenizer(text, pair,
+   * truncation=True) gives (truncateLongestFirst).
+   */
+  encodeForClassifier(text: string, pair: string | undefined, maxLength: number): ClassifierEncoding;
   decode(ids: number[]): string;
   /** The model's chat template (read on first use), with this tokenizer's special tokens. */
   chatTemplate(): ChatTemplate;
+}
+
+export interface ClassifierEncoding {
+  ids: number[];
+  /** Token types (segment ids) where the template gives any other than 0. */
+  typeIds?: number[];
+  /** Whether tokens were dropped to fit. */
+  truncated: boolean;
+}
+
+/**
+ * Two token lists cut to `budget` tokens together as Hugging Face tokenizers' `longest_first`
+ * truncation cuts them (the fast tokenizers transformers uses): the longer is cut to what the shorter
+ * leaves, or, when that is not enough, the shorter keeps ⌊budget / 2⌋ and the longer the rest. One
+ * list: its first `budget` tokens.
+ */
+export function truncateLongestFirst<T>(a: readonly T[], b: readonly T[] | undefined, budget: number): [T[], T[] | undefined] {
+  if (b === undefined) return [a.slice(0, budget), undefined];
+  if (a.length + b.length <= budget) return [[...a], [...b]];
+  const swap = a.length > b.length;
+  let short = Math.min(a.length, b.length);
+  let long = short > budget ? short : Math.max(short, budget - short);
+  if (short + long > budget) {
+    short = Math.floor(budget / 2);
+    long = short + (budget % 2);
+  }
+  const [na, nb] = swap ? [long, short] : [short, long];
+  return [a.slice(0, na), b.slice(0, nb)];
+}
+
+/** Fewer template tokens than this leaves no room for text (a pair needs one token of each). */
+function noRoom(maxLength: number, templateTokens: number, pair: boolean): string | undefined {
+  const need = templateTokens + (pair ? 2 : 1);
+  return maxLength < need ? `maxLength ${maxLength} leaves no room for the text: the tokenizer's template adds ${templateTokens} tokens${pair ? ' to a pair' : ''}` : undefined;
 }
 
 /** A lazily loaded chat template of `modelDir`. */
@@ -126,6 +167,16 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       eosId: b.eosId,
       padId: b.padId,
       encode: (text) => b.encode(text),
+      // No template: a pair is joined by the end-of-text byte token.
+      encodeForClassifier(text, pair, maxLength) {
+        const a = b.encode(text);
+        const second = pair === undefined ? undefined : b.encode(pair);
+        const joiner = second ? 1 : 0;
+        const problem = noRoom(maxLength, joiner, second !== undefined);
+        if (problem) throw new Error(problem);
+        const [ta, tb] = truncateLongestFirst(a, second, maxLength - joiner);
+        return { ids: tb ? [...ta, b.eosId, ...tb] : ta, truncated: ta.length + (tb?.length ?? 0) < a.length + (second?.length ?? 0) };
+      },
       decode: (ids) => b.decode(ids),
       chatTemplate: lazyChat(modelDir, specials),
     };
@@ -151,6 +202,15 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const padId = idOf('pad_token', 'pad_token_id') ?? eosId ?? 0;
   const vocabSize = tok.get_vocab(true).size;
   const specials = specialTexts(config);
+  const addedIds = new Map([...tok.get_added_tokens_decoder()].map(([id, t]) => [t.content, id]));
+  // The post-processor puts the template tokens around one text or two (ByteLevel's hands a pair back unjoined).
+  const wrap = tok.post_processor as unknown as ((a: string[], b: string[] | null, specials: boolean) => { tokens: string[]; tokens_pair?: string[]; token_type_ids?: number[] }) | null;
+  // RoBERTa's tokenizers give the model no token types (model_input_names: input ids and the mask), whatever the template's.
+  const typed = (tok.post_processor?.config as { type?: unknown } | undefined)?.type !== 'RobertaProcessing';
+  const templated = (x: string[], y: string[] | undefined) => {
+    const o = wrap ? wrap(x, y ?? null, true) : { tokens: [...x, ...(y ?? [])] };
+    return { tokens: [...o.tokens, ...(o.tokens_pair ?? [])], types: typed && 'token_type_ids' in o ? o.token_type_ids : undefined };
+  };
   return {
     name: 'tokenizer.json',
     vocabSize,
@@ -167,6 +227,33 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       const bad = enc.ids.findIndex((i) => !Number.isInteger(i));
       if (bad >= 0) throw new InputError(file, '', `token ${shortJson(enc.tokens[bad])} has ${enc.ids[bad] === undefined ? 'no id' : `the id ${shortJson(enc.ids[bad])}`} (no unknown token defined, or a broken vocab)`);
       return enc.ids as number[];
+    },
+    encodeForClassifier(text, pair, maxLength) {
+      // The texts' own tokens, then the template around them (cut first when too long), as
+      // tokenizer(text, pair, truncation=True) does; ids as encode() maps tokens.
+      let a: string[];
+      let b: string[] | undefined;
+      try {
+        a = tok.tokenize(text);
+        b = pair === undefined ? undefined : tok.tokenize(pair);
+      } catch (e) {
+        throw new InputError(file, '', `cannot encode text with this tokenizer (${errorMessage(e)})`);
+      }
+      const whole = templated(a, b);
+      let out = whole;
+      if (whole.tokens.length > maxLength) {
+        const template = whole.tokens.length - a.length - (b?.length ?? 0);
+        const problem = noRoom(maxLength, template, b !== undefined);
+        if (problem) throw new Error(problem);
+        const [ta, tb] = truncateLongestFirst(a, b, maxLength - template);
+        out = templated(ta, tb);
+      }
+      const ids = out.tokens.map((t) => {
+        const id = addedIds.get(t) ?? tok.token_to_id(t);
+        if (id === undefined) throw new InputError(file, '', `token ${shortJson(t)} has no id (no unknown token defined, or a broken vocab)`);
+        return id;
+      });
+      return { ids, ...(out.types?.some((x) => x !== 0) ? { typeIds: out.types } : {}), truncated: out !== whole };
     },
     decode(ids) {
       try {

@@ -14,6 +14,8 @@ export interface DataSpec {
   evalSplit?: number;
   maxLength?: number;
   textField: string;
+  /** Sequence classifiers: a second text per row, paired with the first as the tokenizer pairs them (GLUE's sentence2, hypothesis, question2). */
+  textPairField?: string;
   promptField: string;
   /** A prompt made from several fields (`{field}` each; `{{`, `}}` for braces), in place of `promptField`. */
   promptTemplate?: string;

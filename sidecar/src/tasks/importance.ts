@@ -112,8 +112,8 @@ export function dataSpecForScores(file: string, specFile: string | undefined): D
   }
   const { spec, issues } = parseSpecText(text, specFile);
   if (!spec || issues.length) return base; // the run would refuse it; the scores use the defaults
-  const { textField, promptField, completionField, messagesField, labelField, promptTemplate, maxLength, format } = spec.data;
-  return { ...base, textField, promptField, completionField, labelField, ...(messagesField ? { messagesField } : {}), ...(promptTemplate ? { promptTemplate } : {}), ...(maxLength ? { maxLength } : {}), ...(format ? { format } : {}) };
+  const { textField, textPairField, promptField, completionField, messagesField, labelField, promptTemplate, maxLength, format } = spec.data;
+  return { ...base, textField, promptField, completionField, labelField, ...(textPairField ? { textPairField } : {}), ...(messagesField ? { messagesField } : {}), ...(promptTemplate ? { promptTemplate } : {}), ...(maxLength ? { maxLength } : {}), ...(format ? { format } : {}) };
 }
 
 async function dataSource(model: Model, file: string, specFile: string | undefined, batches: number, batchSize: number, seed: number): Promise<BatchSource> {

@@ -562,7 +562,7 @@ class Session {
       const logits = tf.tidy(() => model.forward(batch.inputs, { hooks: adapter.hooks, overrides: adapter.overrides() }));
       const out = new Map<string, HostTensor>([['logits', await fromTf(logits)]]);
       logits.dispose();
-      for (const [name, t] of [['input_ids', batch.inputs.inputIds], ['attention_mask', batch.inputs.attentionMask], ['pixel_values', batch.inputs.pixelValues]] as const)
+      for (const [name, t] of [['input_ids', batch.inputs.inputIds], ['attention_mask', batch.inputs.attentionMask], ['token_type_ids', batch.inputs.tokenTypeIds], ['pixel_values', batch.inputs.pixelValues]] as const)
         if (t) out.set(name, await fromTf(t));
       await writeSafetensors(join(this.runDir, ADAPTER_CHECK_FILE), out);
     } finally {

@@ -70,7 +70,8 @@ const DOLLY = '### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n###
 /**
  * Data settings for a file's columns where the defaults (text; prompt + completion; messages;
  * text + label) do not fit: instruction data (Alpaca's instruction/input/output, Dolly's
- * instruction/context/response) through a prompt template, question/answer pairs, GLUE's sentence.
+ * instruction/context/response) through a prompt template, question/answer pairs, GLUE's sentence
+ * and sentence pairs.
  */
 export function dataFields(columns: readonly string[]): Record<string, string> {
   const has = (c: string) => columns.includes(c);
@@ -78,6 +79,9 @@ export function dataFields(columns: readonly string[]): Record<string, string> {
   if (has('instruction') && has('output')) return { promptTemplate: has('input') ? ALPACA : ALPACA_NO_INPUT, completionField: 'output' };
   if (has('instruction') && has('response')) return { promptTemplate: has('context') ? DOLLY : ALPACA_NO_INPUT, completionField: 'response' };
   if (has('question') && has('answer')) return { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' };
+  // GLUE's sentence pairs (MRPC, RTE, STS-B; QQP; MNLI; QNLI), for a classifier.
+  for (const [a, b] of [['sentence1', 'sentence2'], ['question1', 'question2'], ['premise', 'hypothesis'], ['question', 'sentence']] as const)
+    if (has(a) && has(b) && has('label')) return { textField: a, textPairField: b };
   if (has('sentence') && has('label')) return { textField: 'sentence' };
   return {};
 }
