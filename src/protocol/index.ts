@@ -142,6 +142,8 @@ export interface JobProgress {
   message?: string;
   /** Scalars a chart can plot (e.g. loss). */
   metrics?: Record<string, number>;
+  /** What `metrics.eval_accuracy` measures (accuracy, exact_match, pearson). */
+  metricName?: string;
 }
 export const JobProgressNote = notification<JobProgress>('peftLab/job/progress');
 
@@ -257,6 +259,24 @@ export interface RunStatus {
   };
 }
 
+/**
+ * The task metrics runs report (as `eval_accuracy` in metrics.jsonl, named by `metricName`): the
+ * fraction of right answers (accuracy; exact match of completions), or for a regression the Pearson
+ * correlation of predictions and targets.
+ */
+export type MetricName = 'accuracy' | 'exact_match' | 'pearson';
+
+/** Whether a metric is a fraction of right answers (read in percent). Unknown names: yes, as before names were kept. */
+export function metricIsFraction(name: string | undefined): boolean {
+  return name === undefined || /accuracy|exact_match|^acc$|^em$/i.test(name);
+}
+
+/** A metric's value as people read it: 87.5% for a fraction, 0.873 for a correlation. */
+export function formatMetricValue(name: string | undefined, value: number): string {
+  if (!Number.isFinite(value)) return String(value);
+  return metricIsFraction(name) ? `${(value * 100).toFixed(1)}%` : value.toFixed(3);
+}
+
 /** One line of `<run folder>/metrics.jsonl`, appended and flushed at every logging step. */
 export interface MetricRecord {
   step: number;
@@ -265,7 +285,7 @@ export interface MetricRecord {
   tokens_per_s: number;
   elapsed_s: number;
   eval_loss?: number;
-  /** Task metric when evaluated (accuracy for classification and exact-match tasks). */
+  /** Task metric when evaluated (accuracy for classification and exact-match tasks; the Pearson correlation for a regression: see the run's metricName). */
   eval_accuracy?: number;
   /** Any further scalars (e.g. IST scores, grad norm). */
   [extra: string]: number | undefined;
@@ -518,7 +538,7 @@ export interface GraftEval {
   loss: number;
   /** accuracy / exact match, when the data has a task metric */
   metric?: number;
-  /** Expected calibration error, 15 equal-width bins of the predicted (max) probability of each label / answer token. */
+  /** Expected calibration error, 15 equal-width bins of the predicted (max) probability of each label / answer token; NaN (null in JSON) for a regression, which predicts no probability. */
   ece: number;
   /** Label tokens (LM) or rows (classification) evaluated. */
   count: number;
@@ -661,8 +681,9 @@ export interface EvaluateReport {
 
 /** One line per run, as the command line and the editor say it: fine-tuned vs base, loss, metric, calibration. */
 export function describeEvaluation(r: EvaluateRunReport): string {
-  const metric = (e: GraftEval) => (e.metric !== undefined ? `, ${r.metricName ?? 'metric'} ${(e.metric * 100).toFixed(1)}%` : '');
-  return `${r.name}: loss ${r.finetuned.loss.toFixed(4)}${metric(r.finetuned)}, ECE ${r.finetuned.ece.toFixed(3)} (base: loss ${r.base.loss.toFixed(4)}${metric(r.base)})`;
+  const metric = (e: GraftEval) => (e.metric !== undefined ? `, ${r.metricName ?? 'metric'} ${formatMetricValue(r.metricName, e.metric)}` : '');
+  const ece = (e: GraftEval) => (Number.isFinite(e.ece) ? `, ECE ${e.ece.toFixed(3)}` : '');
+  return `${r.name}: loss ${r.finetuned.loss.toFixed(4)}${metric(r.finetuned)}${ece(r.finetuned)} (base: loss ${r.base.loss.toFixed(4)}${metric(r.base)})`;
 }
 
 // ---- text generation (trying a model) -------------------------------------------------------------

@@ -14,6 +14,7 @@ import { PNG } from 'pngjs';
 import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../../sidecar/src/backend';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
+import { pearson } from '../../sidecar/src/train/evaluate';
 import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
 import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
@@ -271,6 +272,24 @@ describe('examples', () => {
     assert.match(inputError(() => load(spec(fr), CLS), fr, /^line 1, field "label"$/).message, /label 7 is not a class id of this model \(0\.\.2\)/);
     const fm = file('many.jsonl', jsonl(['a', 'b', 'c', 'd'].map((l) => ({ text: 'x', label: l }))));
     assert.match(inputError(() => load(spec(fm), CLS), fm, /field "label"/).message, /4 distinct labels .* 3 outputs/);
+  });
+
+  test('regression (problem_type "regression", one output): numbers or numeric strings as float targets, Pearson r as the metric', () => {
+    const REG: ModelDataInfo = { ...CLS, numLabels: 1, problemType: 'regression' };
+    const d = load(spec(file('sts.jsonl', jsonl([{ text: 'a', label: 4.25 }, { text: 'b', label: '0.5' }, { text: 'c', label: -1 }]))), REG);
+    assert.deepEqual(d.train.map((e) => (e.kind === 'cls' ? e.label : NaN)), [4.25, 0.5, -1]);
+    assert.equal(d.metricName, 'pearson');
+    assert.equal(d.labelNames, undefined);
+    const b = makeBatch(d.train, { padId: 0, attentionMask: true, regression: true });
+    assert.equal(b.labels.dtype, 'float32');
+    assert.deepEqual(Array.from(b.labels.dataSync()), [4.25, 0.5, -1]);
+    disposeTrainBatch(b);
+    const bad = file('bad-sts.jsonl', jsonl([{ text: 'a', label: 1 }, { text: 'b', label: 'high' }]));
+    assert.match(inputError(() => load(spec(bad), REG), bad, /^line 2, field "label"$/).message, /a regression model needs a number here, got "high"/);
+    const two = file('two.jsonl', jsonl([{ text: 'a', label: 1 }]));
+    assert.match(inputError(() => load(spec(two), { ...REG, numLabels: 2 }), two, /field "label"/).message, /regresses 2 values per row/);
+    assert.match(inputError(() => load(spec(two), { ...CLS, problemType: 'multi_label_classification' }), two, /field "label"/).message, /multi-label classification .* is not supported/);
+    assert.deepEqual([pearson([1, 2, 3], [2, 4, 6]), pearson([1, 2, 3], [3, 2, 1]), pearson([1, 1], [1, 2]), pearson([1], [1])], [1, -1, undefined, undefined]);
   });
 
   test('CSV classification with numeric label strings', () => {

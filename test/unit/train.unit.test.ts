@@ -24,10 +24,13 @@ import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
 import { ADAPTER_CHECK_FILE, ADAPTER_CHECK_LOGITS, adapterCheckRows, runTraining, secondsPerStep, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
-import { readSafetensors } from '../../sidecar/src/io/safetensors';
+import { f32, readSafetensors, toFloat32, writeSafetensors } from '../../sidecar/src/io/safetensors';
 import { toTf } from '../../sidecar/src/io/tensors';
 import { Model } from '../../sidecar/src/models/model';
 import { loadAdapterHooks } from '../../sidecar/src/tasks/adapter-hooks';
+import { loadAnalysisData } from '../../sidecar/src/analysis/data';
+import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
+import { evaluate, pearson } from '../../sidecar/src/train/evaluate';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
@@ -352,6 +355,77 @@ describe('training', () => {
     assert.equal(out.metricName, 'accuracy');
     assert.ok(out.status.summary!.evalMetric! >= 0 && out.status.summary!.evalMetric! <= 1);
     assert.equal(out.status.summary!.metricName, 'accuracy');
+  });
+
+  test('regression (STS-B-like sentence pairs, num_labels 1): float targets, MSE loss, Pearson r as the metric, the adapter check with token types', async () => {
+    // bert-cls-tiny as a one-output regression model (its classifier's first row).
+    const dir = join(root, 'bert-reg');
+    cpSync(join(root, 'bert-cls-tiny'), dir, { recursive: true });
+    const c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...c, num_labels: 1, id2label: { 0: 'LABEL_0' }, label2id: { LABEL_0: 0 }, problem_type: 'regression' }));
+    const w = await readSafetensors(join(dir, 'model.safetensors'));
+    const cw = w.get('classifier.weight')!;
+    w.set('classifier.weight', f32([1, cw.shape[1]!], toFloat32(cw).slice(0, cw.shape[1])));
+    w.set('classifier.bias', f32([1], toFloat32(w.get('classifier.bias')!).slice(0, 1)));
+    await writeSafetensors(join(dir, 'model.safetensors'), w);
+    // A BERT-style tokenizer: [CLS] a [SEP] b [SEP], token types 0 then 1.
+    const words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', 'a', 'cat', 'dog', 'the', 'sun', 'moon', 'red', 'blue', 'car'];
+    const S = (id: string, type_id: number) => ({ SpecialToken: { id, type_id } });
+    const A = (type_id: number, id = 'A') => ({ Sequence: { id, type_id } });
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0', truncation: null, padding: null,
+        added_tokens: words.slice(0, 4).map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+        normalizer: null, pre_tokenizer: { type: 'Whitespace' }, decoder: null,
+        post_processor: { type: 'TemplateProcessing', single: [S('[CLS]', 0), A(0), S('[SEP]', 0)], pair: [S('[CLS]', 0), A(0), S('[SEP]', 0), A(1, 'B'), S('[SEP]', 1)], special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } } },
+        model: { type: 'WordLevel', vocab: Object.fromEntries(words.map((t, i) => [t, i])), unk_token: '[UNK]' },
+      }),
+    );
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ pad_token: '[PAD]', unk_token: '[UNK]' }));
+    const pairs = ['a cat', 'a dog', 'the sun', 'the moon', 'red car', 'blue car'];
+    writeFileSync(join(root, 'sts.jsonl'), Array.from({ length: 24 }, (_, i) => JSON.stringify({ sentence1: pairs[i % 6], sentence2: pairs[(i * 5) % 6], label: String(((i % 6) * 5) / 6) })).join('\n'));
+    const cfg = config({ model: 'bert-reg', data: { train: 'sts.jsonl', textField: 'sentence1', textPairField: 'sentence2', evalSplit: 0.25, maxLength: 32 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 4, logEvery: 1, evalEvery: 4 });
+    const run = runDir();
+    const out = await runTraining(cfg, { runDir: run, ctx: recorder().ctx });
+    assert.equal(out.metricName, 'pearson');
+    const r = out.status.summary!.evalMetric!;
+    assert.ok(r >= -1 && r <= 1, `Pearson r ${r}`);
+    assert.ok(Number.isFinite(out.status.summary!.evalLoss!));
+    // The exported adapter reproduces the run's outputs on rows that carry token types.
+    const check = await readSafetensors(join(run, ADAPTER_CHECK_FILE));
+    assert.ok(check.has('token_type_ids'), 'pairs keep their token types in the check file');
+    const model = await Model.load(dir);
+    const loaded = await loadAdapterHooks(model, join(run, 'adapter'));
+    try {
+      const t = (k: string) => toTf(check.get(k)!) as tf.Tensor2D;
+      const inputs = { inputIds: t('input_ids'), attentionMask: t('attention_mask'), tokenTypeIds: t('token_type_ids') };
+      const got = tf.tidy(() => model.forward(inputs, { hooks: loaded.hooks, overrides: loaded.params }).dataSync() as Float32Array);
+      const without = tf.tidy(() => model.forward({ ...inputs, tokenTypeIds: undefined }, { hooks: loaded.hooks, overrides: loaded.params }).dataSync() as Float32Array);
+      tf.dispose(Object.values(inputs));
+      const want = check.get('logits')!.data as Float32Array;
+      assert.equal(want.length, check.get('input_ids')!.shape[0], 'one value per row');
+      assert.ok(got.every((x, i) => Math.abs(x - want[i]!) <= 1e-4 * (1 + Math.abs(want[i]!))), 'the adapter reproduces the run');
+      assert.ok(without.some((x, i) => Math.abs(x - want[i]!) > 1e-4), 'the token types matter to these values');
+      // The eval metric is the Pearson r of the predictions, row by row, with the targets; the loss their MSE.
+      const { data, batchOpts } = await loadAnalysisData(model, cfg.data, cfg.seed);
+      const rows = data.eval;
+      const adapter = { hooks: loaded.hooks, overrides: loaded.params };
+      const ev = await evaluate(model, adapter, rows, 4, batchOpts);
+      const one = rows.map((e) => {
+        const b = makeBatch([e], batchOpts);
+        const y = tf.tidy(() => model.forward(b.inputs, adapter).dataSync()[0]!);
+        disposeTrainBatch(b);
+        return y;
+      });
+      const targets = rows.map((e) => (e.kind === 'cls' ? e.label : NaN));
+      assert.ok(Math.abs(ev.metric! - pearson(one, targets)!) < 1e-5, `r ${ev.metric} vs ${pearson(one, targets)}`);
+      const mse = one.reduce((a, y, i) => a + (y - targets[i]!) ** 2, 0) / rows.length;
+      assert.ok(Math.abs(ev.loss - mse) < 1e-5 * (1 + mse), `loss ${ev.loss} vs MSE ${mse}`);
+    } finally {
+      loaded.dispose();
+      model.dispose();
+    }
   });
 
   test('image classification (ViT) from a folder of PNGs', async () => {

@@ -11,7 +11,8 @@ import { Chart, followTheme, markDrawn, setChartDefaults, themedPlugins, themedS
 import { button, fill, h, labelled } from './lib/dom';
 import { settingControls } from './lib/settings';
 import { withAlpha } from './shared/color';
-import { formatCount, formatPercent, formatValue } from './shared/format';
+import { formatCount, formatValue } from './shared/format';
+import { formatMetricValue } from '../../src/protocol';
 import { forScale, smoothPoints, type Point } from './shared/series';
 import { bestIndex, nextSort, sortRows, type Cell, type SortDir } from './shared/table';
 
@@ -35,7 +36,7 @@ const COLUMNS: Column[] = [
     key: 'finalMetric',
     label: 'Metric',
     better: 'higher',
-    format: (r) => (r.finalMetric === undefined ? '–' : `${formatPercent(r.finalMetric)}${r.metricName ? ` ${r.metricName}` : ''}`),
+    format: (r) => (r.finalMetric === undefined ? '–' : `${formatMetricValue(r.metricName, r.finalMetric)}${r.metricName ? ` ${r.metricName}` : ''}`),
     value: (r) => r.finalMetric,
   },
   { key: 'forgetting', label: 'Forgetting Δ', better: 'lower', format: (r) => (r.forgetting === undefined ? '–' : `${r.forgetting >= 0 ? '+' : ''}${formatValue(r.forgetting)}`), value: (r) => r.forgetting },

@@ -10,7 +10,8 @@ import { Chart, followTheme, markDrawn, setChartDefaults, themedPlugins, themedS
 import { button, fill, h } from './lib/dom';
 import { settingControls } from './lib/settings';
 import { withAlpha } from './shared/color';
-import { formatPercent, formatValue } from './shared/format';
+import { formatValue } from './shared/format';
+import { formatMetricValue } from '../../src/protocol';
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
 
@@ -41,7 +42,7 @@ const valueOf = (s: EvaluationScoreView, m: Measure): number | undefined => {
   const v = m === 'metric' ? s.metric : s[m];
   return v !== undefined && v !== null && Number.isFinite(v) ? v : undefined;
 };
-const show = (v: number | undefined, m: Measure) => (v === undefined ? '–' : m === 'metric' ? formatPercent(v) : formatValue(v));
+const show = (v: number | undefined, m: Measure, metricName?: string) => (v === undefined ? '–' : m === 'metric' ? formatMetricValue(metricName, v) : formatValue(v));
 
 /** The fine-tune's value against its base's, marked when better. */
 function pair(r: EvaluationRunView, m: Measure): HTMLElement[] {
@@ -49,7 +50,7 @@ function pair(r: EvaluationRunView, m: Measure): HTMLElement[] {
   const base = valueOf(r.base, m);
   const better = MEASURES.find((x) => x.value === m)!.better;
   const wins = ft !== undefined && base !== undefined && (better === 'lower' ? ft < base : ft > base);
-  return [h('td', { class: wins ? 'best' : undefined, title: wins ? 'better than the base' : undefined }, show(ft, m)), h('td', {}, show(base, m))];
+  return [h('td', { class: wins ? 'best' : undefined, title: wins ? 'better than the base' : undefined }, show(ft, m, r.metricName)), h('td', {}, show(base, m, r.metricName))];
 }
 
 function renderTable(): void {

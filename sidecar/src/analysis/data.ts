@@ -55,6 +55,7 @@ export async function loadAnalysisData(model: Model, spec: DataSpec & { format: 
   const batchOpts: BatchOptions = {
     padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
     attentionMask: isEncoder(model.config),
+    regression: info.problemType === 'regression',
     ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
   };
   return { data, batchOpts };

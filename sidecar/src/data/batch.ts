@@ -10,7 +10,7 @@ import { decodeImage, toPixelValues } from './images';
 
 export interface TrainBatch {
   inputs: ModelInputs;
-  /** [B, T] int32 for causal LM (−100 ignored), [B] int32 for classification. */
+  /** [B, T] int32 for causal LM (−100 ignored), [B] int32 for classification ([B] float32 targets for a regression). */
   labels: tf.Tensor;
   /** Real (non-padding) tokens, or image patches + [CLS] per image, for throughput. */
   tokens: number;
@@ -23,6 +23,8 @@ export interface BatchOptions {
   padId: number;
   /** Encoder models (BERT) need an attention mask; causal models pad on the right and need none. */
   attentionMask: boolean;
+  /** A regression model's targets: float32 values, not class ids. */
+  regression?: boolean;
   imageSize?: number;
   numChannels?: number;
   patchSize?: number;
@@ -72,7 +74,7 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
       size: B,
     };
   }
-  const labels = new Int32Array(B);
+  const labels = opts.regression ? new Float32Array(B) : new Int32Array(B);
   // Token types where any row has them (text pairs); padding and single texts are type 0.
   const types = examples.some((e) => e.kind === 'cls' && e.typeIds) ? new Int32Array(B * T) : undefined;
   examples.forEach((e, i) => {
@@ -89,7 +91,7 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
       ...(opts.attentionMask ? { attentionMask: tf.tensor2d(mask, [B, T], 'int32') } : {}),
       ...(types ? { tokenTypeIds: tf.tensor2d(types, [B, T], 'int32') } : {}),
     },
-    labels: tf.tensor1d(labels, 'int32'),
+    labels: tf.tensor1d(labels, opts.regression ? 'float32' : 'int32'),
     tokens,
     size: B,
   };

@@ -16,7 +16,8 @@ import { join } from 'node:path';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { InputError } from '../errors';
 import type { Model } from '../models/model';
-import { isEncoder } from '../models/config';
+import { isEncoder, type ProblemType } from '../models/config';
+import type { MetricName } from '../../../src/protocol';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
 import { readJsonl, readRows, readRowsAsync, type Row } from './rows';
@@ -28,7 +29,15 @@ export type Task = 'causal-lm' | 'sequence-classification' | 'image-classificati
 
 export type Example =
   | { kind: 'lm'; ids: Int32Array; labels: Int32Array; /** prompt + completion row */ completion: boolean; source: string }
-  | { kind: 'cls'; ids: Int32Array; /** Token types (a text pair's segments), where not all 0. */ typeIds?: Int32Array; label: number; source: string }
+  | {
+      kind: 'cls';
+      ids: Int32Array;
+      /** Token types (a text pair's segments), where not all 0. */
+      typeIds?: Int32Array;
+      /** A class id, or a regression model's target value (STS-B's similarity score). */
+      label: number;
+      source: string;
+    }
   | { kind: 'image'; file: string; label: number; source: string };
 
 /** What the data pipeline needs to know about the model. */
@@ -40,6 +49,8 @@ export interface ModelDataInfo {
   numLabels?: number;
   /** Token types the model embeds (BERT's type_vocab_size). */
   typeVocabSize?: number;
+  /** Classifiers: transformers' problem_type (regression: one value per row, the MSE loss). */
+  problemType?: ProblemType;
   imageSize?: number;
   numChannels?: number;
   /** From config.json; undefined or the default LABEL_k table means "use the sorted names". */
@@ -52,6 +63,7 @@ export function modelDataInfo(model: Model): ModelDataInfo {
   if ('maxPositions' in c) info.maxPositions = c.maxPositions;
   if ('numLabels' in c) info.numLabels = c.numLabels;
   if ('typeVocabSize' in c) info.typeVocabSize = c.typeVocabSize;
+  if ('problemType' in c) info.problemType = c.problemType;
   // RoBERTa's positions start at pad_token_id + 1: fewer tokens fit.
   if (isEncoder(c) && c.positionsAfterPadding) info.maxPositions = c.maxPositions - c.padTokenId! - 1;
   if (c.modelType === 'vit') {
@@ -73,8 +85,8 @@ export interface LoadedData {
   task: Task;
   train: Example[];
   eval: Example[];
-  /** Name of the task metric reported as eval_accuracy, if the task has one. */
-  metricName?: 'accuracy' | 'exact_match';
+  /** Name of the task metric reported as eval_accuracy, if the task has one (pearson: the correlation of a regression's predictions with its targets). */
+  metricName?: MetricName;
   maxLength: number;
   /** Class names by id (classification), when the labels were given by name (not integer ids only). */
   labelNames?: string[];
@@ -275,6 +287,15 @@ class Builder {
   }
 }
 
+/** A regression row's target: a finite number, or a numeric string (a CSV cell). */
+function regressionTarget(r: Row, field: string): number {
+  const v = r.fields[field];
+  if (v === undefined) throw new InputError(r.file, rowPlace(r), `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+  const x = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof x !== 'number' || !Number.isFinite(x)) throw new InputError(r.file, rowPlace(r, field), `a regression model needs a number here, got ${show(v)}`);
+  return x;
+}
+
 /** Where a row is, for errors: `line 5, field "label"` (a Parquet file's: `row 5, …`). */
 function rowPlace(r: Row, field?: string): string {
   return `${r.unit ?? 'line'} ${r.line}${field ? `, field ${show(field)}` : ''}`;
@@ -414,7 +435,15 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       train = trainRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
       trainDropped = b.dropped;
       ev = evalRows.map((r) => b.lm(r)).filter((x): x is Example => !!x);
+    } else if (info.problemType === 'regression') {
+      const field = data.labelField;
+      if ((info.numLabels ?? 1) !== 1) throw new InputError(data.train, `field ${show(field)}`, `the model regresses ${info.numLabels} values per row; one (num_labels 1, as STS-B) is supported`);
+      const toEx = (r: Row): Example => ({ kind: 'cls', ...b.clsIds(r), label: regressionTarget(r, field), source: `${r.file}:${r.line}` });
+      train = trainRows.map(toEx);
+      ev = evalRows.map(toEx);
     } else {
+      if (info.problemType === 'multi_label_classification')
+        throw new InputError(data.train, `field ${show(data.labelField)}`, 'multi-label classification (problem_type "multi_label_classification") is not supported: one class per row, or one value (regression)');
       const field = data.labelField;
       const strings: string[] = [];
       for (const r of [...trainRows, ...evalRows]) {
@@ -440,8 +469,8 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   }
   if (b.truncated > 0) b.warnings.push(`${b.truncated} row${b.truncated === 1 ? ' was' : 's were'} truncated to ${maxLength} tokens`);
   if (b.dropped > 0) b.warnings.push(`${b.dropped} row${b.dropped === 1 ? ' was' : 's were'} dropped (no trainable token left within ${maxLength} tokens)`);
-  const metricName =
-    task === 'causal-lm' ? (ev.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined) : 'accuracy';
+  const metricName: MetricName | undefined =
+    task === 'causal-lm' ? (ev.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined) : info.problemType === 'regression' ? 'pearson' : 'accuracy';
   return {
     task,
     train,

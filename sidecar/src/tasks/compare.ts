@@ -11,7 +11,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { AdapterSpec, CompareJobParams, JobResult, RunState } from '../../../src/protocol';
+import { formatMetricValue, type AdapterSpec, type CompareJobParams, type JobResult, type RunState } from '../../../src/protocol';
 import { errorMessage, InputError } from '../errors';
 import { CancelledError, type JobContext } from '../jobs/context';
 import { loadSpec, variantConfig, type LoadSpecOptions } from '../spec/load';
@@ -201,7 +201,7 @@ function formatTable(r: CompareResult): string {
     String(v.trainableParams ?? '-'),
     v.finalLoss?.toFixed(4) ?? '-',
     v.finalEvalLoss?.toFixed(4) ?? '-',
-    v.finalMetric !== undefined ? `${(v.finalMetric * 100).toFixed(1)}%` : '-',
+    v.finalMetric !== undefined ? formatMetricValue(v.metricName, v.finalMetric) : '-',
     v.medianStepMs?.toFixed(1) ?? '-',
     String(v.tokensPerS ?? '-'),
     String(v.peakRssMb ?? '-'),

@@ -51,7 +51,7 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
         const finetuned = await evaluateDetailed(model, { hooks: adapter.hooks, overrides }, examples, batchSize, data.batchOpts, ctx.signal);
         throwIfCancelled(ctx.signal);
         // As the loader names it for eval rows (these rows were loaded as a training file).
-        const metricName = data.data.task !== 'causal-lm' ? 'accuracy' : examples.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined;
+        const metricName = data.data.task !== 'causal-lm' ? data.data.metricName : examples.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined;
         runs.push({ name: basename(resolve(dir)), source: resolve(dir), ...(metricName ? { metricName } : {}), base, finetuned });
       } finally {
         adapter.dispose();

@@ -258,22 +258,29 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   }
 }
 
-/** A text classifier's classes for the prompt: the run's class names (its data's, else config.json's id2label). */
+/**
+ * A text classifier's classes for the prompt: the run's class names (its data's, else config.json's
+ * id2label); a regression model's value.
+ */
 async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, cfg: RunConfig | undefined, adapterDir: string | undefined, ctx: JobContext): Promise<GenerateResult> {
-  const names = await classNames(model, cfg);
-  const max = 'maxPositions' in model.config ? model.config.maxPositions : 512;
-  const ids = tok.encode(p.prompt, true).slice(0, max);
+  const info = modelDataInfo(model);
+  const regression = info.problemType === 'regression';
+  const names = regression ? [] : await classNames(model, cfg);
+  const ids = tok.encodeForClassifier(p.prompt, undefined, info.maxPositions ?? 512).ids;
   const jobs = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
   const outputs: GenerateOutput[] = [];
-  const probabilities = (weights: Weights) =>
-    tf.tidy(() => tf.softmax(tf.reshape(model.forward({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32') }, weights), [-1])).dataSync() as Float32Array);
+  const scores = (weights: Weights) =>
+    tf.tidy(() => {
+      const logits = tf.reshape(model.forward({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32') }, weights), [-1]);
+      return (regression ? logits : tf.softmax(logits)).dataSync() as Float32Array;
+    });
   for (const [k, job] of jobs.entries()) {
     throwIfCancelled(ctx.signal);
     let probs: Float32Array;
     if (job.adapter) {
       const adapter = await loadAnyAdapter(model, adapterDir!);
       try {
-        probs = probabilities({ hooks: adapter.hooks, overrides: adapter.overrides() });
+        probs = scores({ hooks: adapter.hooks, overrides: adapter.overrides() });
       } finally {
         adapter.dispose();
       }
@@ -281,13 +288,16 @@ async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, 
       // The base has no head of its own: it is scored with the run's (as evaluate does).
       const head = await headOf(model, adapterDir);
       try {
-        probs = probabilities({ overrides: head });
+        probs = scores({ overrides: head });
       } finally {
         tf.dispose([...head.values()]);
       }
     }
-    const classes = Array.from(probs, (pr, i) => ({ name: names[i] ?? `class ${i}`, p: pr })).sort((a, b) => b.p - a.p);
-    outputs.push({ label: job.label, text: classes[0]!.name, tokens: 0, classes });
+    if (regression) outputs.push({ label: job.label, text: probs[0]!.toFixed(4), tokens: 0 });
+    else {
+      const classes = Array.from(probs, (pr, i) => ({ name: names[i] ?? `class ${i}`, p: pr })).sort((a, b) => b.p - a.p);
+      outputs.push({ label: job.label, text: classes[0]!.name, tokens: 0, classes });
+    }
     ctx.progress({ done: k + 1, total: jobs.length, message: job.label });
   }
   return { prompt: p.prompt, input: p.prompt, chat: false, outputs };

@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { copyFileSync, existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { MERGE_METHODS, type JobResult, type MergeEval, type MergeJobParams, type MergeMethod, type MergeReport } from '../../../src/protocol';
+import { formatMetricValue, MERGE_METHODS, type JobResult, type MergeEval, type MergeJobParams, type MergeMethod, type MergeReport } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { CheckpointReader, float32ToBfloat16, float32ToFloat16, writeSafetensors, type DType, type HostTensor } from '../io/safetensors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
@@ -321,7 +321,7 @@ export async function mergeCommand(v: Record<string, string | boolean | string[]
   const bits = [`${rep.changed} of ${rep.params} parameters differ from the base`];
   if (rep.compeft) for (const c of rep.compeft) bits.push(`ComPEFT ${c.run}: ${c.kept}/${c.numel} kept, ${c.ratio.toFixed(1)}× smaller`);
   if (rep.soup) bits.push(`greedy soup of ${rep.soup.included.length}/${rep.runs.length}`);
-  if (rep.eval) bits.push(`merged: loss ${rep.eval.merged.loss.toFixed(4)}${rep.eval.merged.metric !== undefined ? `, ${rep.eval.metricName ?? 'metric'} ${(rep.eval.merged.metric * 100).toFixed(1)}%` : ''}`);
+  if (rep.eval) bits.push(`merged: loss ${rep.eval.merged.loss.toFixed(4)}${rep.eval.merged.metric !== undefined ? `, ${rep.eval.metricName ?? 'metric'} ${formatMetricValue(rep.eval.metricName, rep.eval.merged.metric)}` : ''}`);
   process.stderr.write(`${bits.join('; ')}\n`);
   process.stdout.write(`wrote ${r.out}\n`);
 }

@@ -6,7 +6,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { BackendPreference, JobProgress, JobResult, TrainJobParams } from '../../../src/protocol';
-import { isBackendPreference } from '../../../src/protocol';
+import { formatMetricValue, isBackendPreference } from '../../../src/protocol';
 import { initBackend } from '../backend';
 import { errorMessage, InputError } from '../errors';
 import { CancelledError, type JobContext } from '../jobs/context';
@@ -87,7 +87,7 @@ export function progressRenderer(stream: NodeJS.WriteStream = process.stderr, pr
       const parts = [
         `${prefix}[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${p.done}/${p.total}`,
         m.loss !== undefined ? `loss ${m.loss.toFixed(4)}` : '',
-        m.eval_loss !== undefined ? `eval ${m.eval_loss.toFixed(4)}${m.eval_accuracy !== undefined ? ` (${(m.eval_accuracy * 100).toFixed(1)}%)` : ''}` : '',
+        m.eval_loss !== undefined ? `eval ${m.eval_loss.toFixed(4)}${m.eval_accuracy !== undefined ? ` (${p.metricName === 'pearson' ? 'r ' : ''}${formatMetricValue(p.metricName, m.eval_accuracy)})` : ''}` : '',
         m.tokens_per_s !== undefined ? `${Math.round(m.tokens_per_s)} tok/s` : '',
         `ETA ${etaText}`,
       ].filter(Boolean);
@@ -155,7 +155,7 @@ function summaryLine(out: TrainOutcome): string {
     `${out.status.step}/${out.status.totalSteps} steps`,
     s.loss !== undefined ? `loss ${s.loss.toFixed(4)}` : '',
     s.evalLoss !== undefined ? `eval loss ${s.evalLoss.toFixed(4)}` : '',
-    s.evalMetric !== undefined ? `${s.metricName ?? 'metric'} ${(s.evalMetric * 100).toFixed(1)}%` : '',
+    s.evalMetric !== undefined ? `${s.metricName ?? 'metric'} ${formatMetricValue(s.metricName, s.evalMetric)}` : '',
     `${out.trainableParams} trainable parameters`,
   ].filter(Boolean);
   return bits.join(', ');

@@ -2,7 +2,8 @@
  * Evaluation on held-out examples (no dropout, no gradients): the loss averaged over what it counts
  * (label tokens for language models, rows for classifiers) and the task metric — accuracy for
  * classification; for prompt + completion rows, exact match of the teacher-forced argmax over the
- * completion tokens.
+ * completion tokens; for a regression (batchOpts.regression), the Pearson correlation of the
+ * predictions with the targets over all rows.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
@@ -41,12 +42,15 @@ export async function evaluate(
   let count = 0;
   let hits = 0;
   let scored = 0;
+  const regression = batchOpts.regression === true;
+  const predictions: number[] = [];
+  const targets: number[] = [];
   for (let i = 0; i < examples.length; i += batchSize) {
     if (signal?.aborted) break;
     const chunk = examples.slice(i, i + batchSize);
     const batch = makeBatch(chunk, batchOpts);
     try {
-      const outs = batchOutputs(model, batch, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false }, onPrediction !== undefined, slices);
+      const outs = batchOutputs(model, batch, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false }, onPrediction !== undefined && !regression, slices, regression);
       const [lossV, predV, labelV, confV] = await Promise.all([outs[0]!.data(), outs[1]!.data(), batch.labels.data(), outs[2]?.data()]);
       tf.dispose(outs);
       if (chunk[0]!.kind === 'lm') {
@@ -74,6 +78,12 @@ export async function evaluate(
           lossSum = NaN;
           count += n;
         }
+      } else if (regression) {
+        // No classes, so nothing is right or wrong (and there is no probability to calibrate).
+        predictions.push(...predV);
+        targets.push(...labelV);
+        lossSum += lossV[0]! * chunk.length;
+        count += chunk.length;
       } else {
         chunk.forEach((_, b) => {
           scored++;
@@ -89,19 +99,42 @@ export async function evaluate(
     }
     await yieldToEventLoop();
   }
-  return { loss: count > 0 ? lossSum / count : NaN, ...(scored > 0 ? { metric: hits / scored } : {}), count };
+  const metric = regression ? pearson(predictions, targets) : scored > 0 ? hits / scored : undefined;
+  return { loss: count > 0 ? lossSum / count : NaN, ...(metric !== undefined ? { metric } : {}), count };
+}
+
+/** The Pearson correlation of two series (GLUE's STS-B metric); undefined where either is constant or shorter than 2. */
+export function pearson(x: readonly number[], y: readonly number[]): number | undefined {
+  const n = x.length;
+  if (n < 2) return undefined;
+  const mean = (v: readonly number[]) => v.reduce((a, b) => a + b, 0) / n;
+  const mx = mean(x);
+  const my = mean(y);
+  let sxy = 0;
+  let sxx = 0;
+  let syy = 0;
+  for (let i = 0; i < n; i++) {
+    const dx = x[i]! - mx;
+    const dy = y[i]! - my;
+    sxy += dx * dy;
+    sxx += dx * dx;
+    syy += dy * dy;
+  }
+  return sxx > 0 && syy > 0 ? sxy / Math.sqrt(sxx * syy) : undefined;
 }
 
 /**
- * [loss, argmax per position (or row), max softmax probability (with `confidence`)]: from all the
+ * [loss, argmax per position (or row) — a regression's value —, max softmax probability (with `confidence`)]: from all the
  * logits at once, or for a causal LM whose logits chunkedLossRows finds too many, slice by slice.
  */
-function batchOutputs(model: Model, batch: TrainBatch, run: RunOptions, confidence: boolean, slices: SliceOptions): tf.Tensor[] {
+function batchOutputs(model: Model, batch: TrainBatch, run: RunOptions, confidence: boolean, slices: SliceOptions, regression = false): tf.Tensor[] {
   const rows = model.chunkedLossRows(batch.inputs, slices.chunkedLossLogits, slices.chunkLogits);
   return tf.tidy(() => {
     // chunkedLossRows gives rows only to models with a trunk.
     if (rows !== undefined) return slicedOutputs(model.trunk(batch.inputs, run)!, batch.labels as tf.Tensor2D, rows, confidence);
     const logits = model.forward(batch.inputs, run);
+    // A regression's prediction is its one output.
+    if (regression) return [model.loss(logits, batch.labels), tf.reshape(logits, [-1])];
     return [model.loss(logits, batch.labels), tf.argMax(logits, -1), ...(confidence ? [tf.exp(tf.max(tf.logSoftmax(logits), -1))] : [])];
   });
 }

@@ -14,7 +14,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { MetricRecord, RunStatus } from '../../../src/protocol';
+import { formatMetricValue, type MetricRecord, type RunStatus } from '../../../src/protocol';
 import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
 import { loadDataFiles, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
@@ -300,6 +300,7 @@ class Session {
     const batchOpts: BatchOptions = {
       padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
       attentionMask: isEncoder(model.config),
+      regression: info.problemType === 'regression',
       ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
     };
 
@@ -349,7 +350,7 @@ class Session {
       const ev = await evaluate(model, { hooks: adapter.hooks, overrides: adapter.overrides() }, data.eval, cfg.batchSize, batchOpts, ctx.signal);
       const metric = ev.metric !== undefined ? { baselineEvalMetric: ev.metric } : {};
       await this.setStatus({ summary: { ...this.status.summary, baselineEvalLoss: ev.loss, ...metric } });
-      this.log('info', `before training: eval loss ${ev.loss.toFixed(4)}${ev.metric !== undefined ? `, ${data.metricName ?? 'metric'} ${ev.metric.toFixed(4)}` : ''}`);
+      this.log('info', `before training: eval loss ${ev.loss.toFixed(4)}${ev.metric !== undefined ? `, ${data.metricName ?? 'metric'} ${formatMetricValue(data.metricName, ev.metric)}` : ''}`);
     }
 
     const names = [...adapter.trainable.keys()];
@@ -506,8 +507,9 @@ class Session {
         ctx.progress({
           done: step,
           total: totalSteps,
-          message: `step ${step}/${totalSteps} · loss ${loss.toFixed(4)}${lastEval ? ` · eval ${lastEval.loss.toFixed(4)}${lastEval.metric !== undefined ? ` (${data.metricName} ${(lastEval.metric * 100).toFixed(1)}%)` : ''}` : ''} · lr ${lr.toExponential(2)} · ${tps} tok/s · ETA ${fmtDuration(eta)}`,
+          message: `step ${step}/${totalSteps} · loss ${loss.toFixed(4)}${lastEval ? ` · eval ${lastEval.loss.toFixed(4)}${lastEval.metric !== undefined ? ` (${data.metricName} ${formatMetricValue(data.metricName, lastEval.metric)})` : ''}` : ''} · lr ${lr.toExponential(2)} · ${tps} tok/s · ETA ${fmtDuration(eta)}`,
           metrics,
+          ...(data.metricName ? { metricName: data.metricName } : {}),
         });
       } finally {
         if (grads) tf.dispose([...grads.values()]);

@@ -5,6 +5,7 @@
 import { basename, dirname, isAbsolute, relative, sep } from 'node:path';
 import type { RunInfo, RunViewState } from './runs';
 import { canResume, compareRunsNewestFirst } from './runs';
+import { formatMetricValue, metricIsFraction } from '../../protocol';
 
 export interface SpecGroup {
   /** Stable id: the spec path, or '' for runs whose spec is unknown. */
@@ -75,7 +76,7 @@ function evalMetric(run: RunInfo): { name: string; value: number } | undefined {
 
 /** An eval metric as people read it: fractions of right answers in percent, anything else as a number. */
 export function formatMetric(name: string, value: number): string {
-  return /accuracy|exact_match|^acc$|^em$/i.test(name) ? `${name} ${(value * 100).toFixed(1)}%` : `${name} ${fmt(value)}`;
+  return metricIsFraction(name) ? `${name} ${formatMetricValue(name, value)}` : `${name} ${fmt(value)}`;
 }
 
 const STATE_WORDS: Record<RunViewState, string> = {
