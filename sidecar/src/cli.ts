@@ -235,6 +235,7 @@ const COMMANDS: Record<string, Command> = {
       model: { type: 'string' },
       adapter: { type: 'string' },
       prompt: { type: 'string' },
+      pair: { type: 'string' },
       chat: { type: 'boolean' },
       'no-chat': { type: 'boolean' },
       'max-new-tokens': { type: 'string' },

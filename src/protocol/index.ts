@@ -700,6 +700,8 @@ export interface GenerateJobParams {
   model?: string;
   adapter?: string;
   prompt: string;
+  /** A text classifier trained on sentence pairs (data.textPairField): the second text, paired with `prompt`. */
+  pair?: string;
   /**
    * The prompt as one user message through the model's chat template (with the generation prompt).
    * Default: whether the run trained on chat rows (a model folder: no).
@@ -729,10 +731,14 @@ export interface GenerateOutput {
   stop?: 'eos' | 'length';
   /** A text classifier's classes, most probable first. */
   classes?: { name: string; p: number }[];
+  /** A regression model's prediction (its one output). */
+  value?: number;
 }
 
 export interface GenerateResult {
   prompt: string;
+  /** The second text of a sentence pair, when given. */
+  pair?: string;
   /** The text the model was given (the prompt through the chat template, when chat). */
   input: string;
   chat: boolean;

@@ -15,6 +15,10 @@ import { after, before, describe, test } from 'node:test';
 import { initBackend } from '../../sidecar/src/backend';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { pearson } from '../../sidecar/src/train/evaluate';
+import { f32, writeSafetensors } from '../../sidecar/src/io/safetensors';
+import { disposeBatch, readInputBatch } from '../../sidecar/src/io/tensors';
+import { parseConfig } from '../../sidecar/src/models/config';
+import { inputLimits } from '../../sidecar/src/models/input-limits';
 import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
 import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
@@ -292,6 +296,16 @@ describe('examples', () => {
     assert.deepEqual([pearson([1, 2, 3], [2, 4, 6]), pearson([1, 2, 3], [3, 2, 1]), pearson([1, 1], [1, 2]), pearson([1], [1])], [1, -1, undefined, undefined]);
   });
 
+  test('batch files (forward/grads/importance --inputs): a regression takes float labels, a classifier class ids only', async () => {
+    const f = join(root, 'reg-batch.safetensors');
+    await writeSafetensors(f, new Map([['input_ids', { dtype: 'I32', shape: [2, 3], data: Int32Array.from([1, 2, 3, 4, 5, 6]) }], ['labels', f32([2], Float32Array.from([0.25, 4.5]))]]));
+    const cfg = (patch: Record<string, unknown>) => parseConfig({ model_type: 'bert', hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 16, vocab_size: 10, ...patch }, 'c.json');
+    const b = await readInputBatch(f, 'tokens', inputLimits(cfg({ num_labels: 1 })));
+    assert.deepEqual(Array.from(b.labels!.dataSync()), [0.25, 4.5]);
+    disposeBatch(b);
+    await assert.rejects(readInputBatch(f, 'tokens', inputLimits(cfg({ num_labels: 3 }))), (e: InputError) => e.where === 'labels' && /expected an integer dtype, got F32/.test(e.problem));
+  });
+
   test('CSV classification with numeric label strings', () => {
     const f = file('c.csv', 'label,text\n1,"good, really"\n0,bad\n');
     const d = load(spec(f, {}, 'csv'), CLS);
@@ -416,6 +430,33 @@ describe('sentence pairs (GLUE-style classifier rows)', () => {
     disposeTrainBatch(b);
   });
 
+  test('ids as encode() gives them (a normalized added token, an unknown word); no token types where model_input_names leaves them out', () => {
+    const dir = join(root, 'added-normalized');
+    mkdirSync(dir, { recursive: true });
+    const post = {
+      type: 'TemplateProcessing',
+      single: [S('[CLS]'), { Sequence: { id: 'A', type_id: 0 } }, S('[SEP]')],
+      pair: [S('[CLS]'), { Sequence: { id: 'A', type_id: 0 } }, S('[SEP]'), { Sequence: { id: 'B', type_id: 1 } }, S('[SEP]', 1)],
+      special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
+    };
+    const added = { id: 12, content: 'NewWord', single_word: false, lstrip: false, rstrip: false, normalized: true, special: false };
+    writeFileSync(
+      join(dir, 'tokenizer.json'),
+      JSON.stringify({
+        version: '1.0', truncation: null, padding: null,
+        added_tokens: [...['[UNK]', '[PAD]', '[CLS]', '[SEP]'].map((t, i) => special(i, t)), added],
+        normalizer: { type: 'Lowercase' }, pre_tokenizer: { type: 'Whitespace' }, post_processor: post, decoder: null,
+        model: { type: 'WordLevel', vocab: vocab, unk_token: '[UNK]' },
+      }),
+    );
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ pad_token: '[PAD]', unk_token: '[UNK]', model_input_names: ['input_ids', 'attention_mask'] }));
+    const tok = loadTokenizer(dir);
+    const want = tok.encode('good NewWord zebra', true);
+    assert.equal(want[2], 12);
+    assert.deepEqual(tok.encodeForClassifier('good NewWord zebra', undefined, 64).ids, want);
+    assert.deepEqual(tok.encodeForClassifier('good NewWord zebra', 'bad', 64), { ids: [...want, 6, 3], truncated: false });
+  });
+
   test("truncation as the fast tokenizers' longest_first: the longer text first, then half each; the template stays", () => {
     const tok = bertTok();
     const cut = (a: string, b: string | undefined, max: number) => tok.encodeForClassifier(a, b, max);
@@ -440,8 +481,15 @@ describe('sentence pairs (GLUE-style classifier rows)', () => {
     const g = file('missing-pair.jsonl', jsonl([{ s1: 'good', label: 0 }]));
     assert.match(inputError(() => load(spec(g, { textField: 's1', textPairField: 's2' }), PAIR, tok), g, /^line 1$/).message, /missing field "s2"/);
     assert.throws(() => load(spec(f, { textPairField: 's2' }), LM), (e: InputError) => e.where === 'data.textPairField' && /for sequence classifiers .* put both texts in a promptTemplate/.test(e.problem));
-    const oneType = { ...PAIR, typeVocabSize: 1 };
-    assert.match(inputError(() => load(spec(f, { textField: 's1', textPairField: 's2' }), oneType, tok), f, /^line 1, field "s2"$/).message, /token type 1, but the model has 1 token types/);
+    // A model without token type embeddings (DistilBERT: type_vocab_size 0) takes none, as its tokenizer gives none.
+    const untyped = load(spec(file('untyped.jsonl', jsonl([{ s1: 'good', s2: 'bad', label: 0 }])), { textField: 's1', textPairField: 's2' }), { ...PAIR, typeVocabSize: 0 }, tok);
+    assert.equal(untyped.train[0]!.kind === 'cls' && untyped.train[0]!.typeIds, undefined);
+    // Nor does one with a single type (RoBERTa's, XLM-R's type_vocab_size 1).
+    const single = load(spec(file('single.jsonl', jsonl([{ s1: 'good', s2: 'bad', label: 0 }])), { textField: 's1', textPairField: 's2' }), { ...PAIR, typeVocabSize: 1 }, tok);
+    assert.equal(single.train[0]!.kind === 'cls' && single.train[0]!.typeIds, undefined);
+    // A template whose types pass the model's: named.
+    const three = tokenizer('type-2', { type: 'TemplateProcessing', single: [{ Sequence: { id: 'A', type_id: 0 } }], pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 2 } }], special_tokens: {} }, ['[UNK]', '[PAD]', '[CLS]', '[SEP]']);
+    assert.match(inputError(() => load(spec(f, { textField: 's1', textPairField: 's2' }), PAIR, three), f, /^line 1, field "s2"$/).message, /token type 2, but the model has 2 token types/);
   });
 });
 

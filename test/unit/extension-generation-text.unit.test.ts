@@ -17,6 +17,9 @@ describe('generation document', () => {
     const cls = generationMarkdown('sst', { prompt: 'good fun', input: 'good fun', chat: false, outputs: [{ label: 'fine-tuned', text: 'pos', tokens: 0, classes: [{ name: 'pos', p: 0.9 }, { name: 'a|b', p: 0.1 }] }] }, 's');
     assert.ok(!cls.includes('_s_'), 'no generation settings under classes');
     assert.match(cls, /## fine-tuned: pos\n\n\| class \| probability \|\n\| --- \| ---: \|\n\| pos \| 0\.900 \|\n\| a\\\|b \| 0\.100 \|\n/);
+    // A regression on a sentence pair: both texts, then each model's value (no generation settings).
+    const sts = generationMarkdown('sts', { prompt: 'a cat', pair: 'a dog', input: 'a cat', chat: false, outputs: [{ label: 'fine-tuned', text: '3.2500', tokens: 0, value: 3.25 }, { label: 'base', text: '0.1000', tokens: 0, value: 0.1 }] }, 's');
+    assert.equal(sts, '# sts: prompt\n\n```text\na cat\n```\n\nPaired with:\n\n```text\na dog\n```\n\n## fine-tuned: 3.2500\n\n## base: 0.1000\n');
     const chat = generationMarkdown('c', { prompt: 'hi', input: '<|im_start|>user\nhi<|im_end|>\n', chat: true, outputs: [] }, 's');
     assert.match(chat, /^# c: chat\n\n```text\nhi\n```\n\nGiven to the model as a user turn of its chat template:\n\n```text\n<\|im_start\|>user\nhi<\|im_end\|>\n\n```/);
   });

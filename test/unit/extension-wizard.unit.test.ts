@@ -98,10 +98,12 @@ describe('wizard → spec', () => {
     assert.deepEqual(dataFields(['question', 'answer']), { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' });
     assert.deepEqual(dataFields(['sentence', 'label', 'idx']), { textField: 'sentence' });
     // GLUE's pairs: MRPC / RTE / STS-B, QQP, MNLI, QNLI (its question comes first, not the single-sentence rule).
-    assert.deepEqual(dataFields(['sentence1', 'sentence2', 'label', 'idx']), { textField: 'sentence1', textPairField: 'sentence2' });
-    assert.deepEqual(dataFields(['question1', 'question2', 'label']), { textField: 'question1', textPairField: 'question2' });
-    assert.deepEqual(dataFields(['premise', 'hypothesis', 'label']), { textField: 'premise', textPairField: 'hypothesis' });
-    assert.deepEqual(dataFields(['question', 'sentence', 'label']), { textField: 'question', textPairField: 'sentence' });
+    assert.deepEqual(dataFields(['sentence1', 'sentence2', 'label', 'idx'], true), { textField: 'sentence1', textPairField: 'sentence2' });
+    assert.deepEqual(dataFields(['question1', 'question2', 'label'], true), { textField: 'question1', textPairField: 'question2' });
+    assert.deepEqual(dataFields(['premise', 'hypothesis', 'label'], true), { textField: 'premise', textPairField: 'hypothesis' });
+    assert.deepEqual(dataFields(['question', 'sentence', 'label'], true), { textField: 'question', textPairField: 'sentence' });
+    // A causal LM reads no pairs: no pair field for it.
+    assert.deepEqual(dataFields(['sentence1', 'sentence2', 'label']), {});
     // From a file, into a spec the sidecar loads and reads.
     const train = join(ws, 'data', 'alpaca.jsonl');
     mkdirSync(dirname(train), { recursive: true });

@@ -31,6 +31,7 @@ import { loadAdapterHooks } from '../../sidecar/src/tasks/adapter-hooks';
 import { loadAnalysisData } from '../../sidecar/src/analysis/data';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { evaluate, pearson } from '../../sidecar/src/train/evaluate';
+import { runGenerate } from '../../sidecar/src/tasks/generate';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
@@ -422,6 +423,16 @@ describe('training', () => {
       assert.ok(Math.abs(ev.metric! - pearson(one, targets)!) < 1e-5, `r ${ev.metric} vs ${pearson(one, targets)}`);
       const mse = one.reduce((a, y, i) => a + (y - targets[i]!) ** 2, 0) / rows.length;
       assert.ok(Math.abs(ev.loss - mse) < 1e-5 * (1 + mse), `loss ${ev.loss} vs MSE ${mse}`);
+      // Trying the run: the pair's value, with its token types (as the forward gives it); without the second text, a warning.
+      const rec = recorder();
+      const tried = await runGenerate({ kind: 'generate', run, prompt: 'a cat', pair: 'the moon' }, rec.ctx);
+      assert.ok(tried.kind === 'generate');
+      const value = tried.result.outputs[0]!.value!;
+      const direct = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([[2, 4, 5, 3, 7, 9, 3]], [1, 7], 'int32'), tokenTypeIds: tf.tensor2d([[0, 0, 0, 0, 1, 1, 1]], [1, 7], 'int32') }, adapter).dataSync()[0]!);
+      assert.ok(Math.abs(value - direct) < 1e-5, `tried ${value} vs ${direct}`);
+      const single = recorder();
+      await runGenerate({ kind: 'generate', run, prompt: 'a cat' }, single.ctx);
+      assert.ok(single.logs.some((l) => /trained on text pairs .* give the second text too/.test(l)), single.logs.join('\n'));
     } finally {
       loaded.dispose();
       model.dispose();

@@ -94,7 +94,7 @@ function renderChart(): void {
   chart.options.scales = { x: themedScale(t), y: { beginAtZero: true, ...(m === 'loss' ? {} : { max: 1 }), ...themedScale(t, MEASURES.find((x) => x.value === m)!.label) } };
   chart.options.plugins = {
     ...themedPlugins(t, 'box'),
-    tooltip: { ...themedPlugins(t).tooltip, callbacks: { label: (ctx) => `${ctx.dataset.label}: ${show(ctx.parsed.y ?? undefined, m)}` } },
+    tooltip: { ...themedPlugins(t).tooltip, callbacks: { label: (ctx) => `${ctx.dataset.label}: ${show(ctx.parsed.y ?? undefined, m, view!.runs[ctx.dataIndex]?.metricName)}` } },
   };
   chart.update('none');
   markDrawn(chart);

@@ -58,6 +58,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'bert':
     case 'roberta':
     case 'xlm-roberta':
+    case 'distilbert':
       return 'SEQ_CLS';
     default:
       return null;

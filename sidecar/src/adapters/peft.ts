@@ -192,8 +192,9 @@ function sameHostTensor(a: HostTensor, b: HostTensor): boolean {
   return x.every((v, i) => Object.is(v, y[i]));
 }
 
-function asHost(t: HostTensor | tf.Tensor): { data: Float32Array; shape: number[] } {
-  if (t instanceof tf.Tensor) return { data: t.dataSync() as Float32Array, shape: [...t.shape] };
+/** A residual as host data (read asynchronously: WebGPU in Node cannot read back synchronously). */
+async function asHost(t: HostTensor | tf.Tensor): Promise<{ data: Float32Array; shape: number[] }> {
+  if (t instanceof tf.Tensor) return { data: (await t.data()) as Float32Array, shape: [...t.shape] };
   return { data: toFloat32(t), shape: [...t.shape] };
 }
 
@@ -266,7 +267,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
         if (!chosen.includes(module)) continue;
         set(name, tf.keep(weights.take(`${module}.ln_tuning_layers.${name.slice(module.length + 1)}`, model.params.get(name)!.shape)!));
       }
-      for (const [name, t] of extrasValues(model, weights, modulesToSave, 'none', [], owned)) set(name, tf.keep(tf.clone(t)));
+      for (const [name, t] of await extrasValues(model, weights, modulesToSave, 'none', [], owned)) set(name, tf.keep(tf.clone(t)));
       tf.dispose(owned);
       weights.checkAllUsed();
     } catch (e) {
@@ -294,7 +295,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
         owned.push(l);
         return { info, feedForward, l };
       });
-      const values = extrasValues(model, weights, modulesToSave, 'none', [], owned);
+      const values = await extrasValues(model, weights, modulesToSave, 'none', [], owned);
       weights.checkAllUsed();
       buildIa3(core, { bias: 'none', modulesToSave, modules, values });
       tf.dispose([...values.values()]);
@@ -371,7 +372,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
       const wName = `${info.module}.weight`;
       const given = opts.residuals?.get(wName);
       if (given) {
-        const res = asHost(given);
+        const res = await asHost(given);
         if (res.shape.length !== 2 || res.shape[0] !== stored[0] || res.shape[1] !== stored[1])
           throw new InputError(residualSource, wName, `shape [${res.shape.join(', ')}] differs from the weight's [${stored.join(', ')}]`);
         const w = (await model.params.get(wName)!.data()) as Float32Array;
@@ -391,7 +392,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
       const targeted = new Set(infos.map((i) => `${i.module}.weight`));
       for (const k of opts.residuals.keys()) if (!targeted.has(k)) throw new InputError(residualSource, k, 'not the weight of a module this adapter targets');
     }
-    const values = extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
     weights.checkAllUsed();
     buildLora(core, { dora, rslora, dropout, r, alpha, rankPattern, alphaPattern, loraBias, bias, modulesToSave, modules, values, initLabel: initRaw as boolean | string });
     tf.dispose([...values.values()]);
@@ -412,7 +413,7 @@ function selectTargets(c: ConfigFields, model: Model, key: string, sel: Paramete
 }
 
 /** Values of the bias / modules_to_save tensors from the file (biases may be absent: PEFT then keeps the base's). */
-function extrasValues(model: Model, weights: WeightFile, modulesToSave: string[], bias: LoraBias, targeted: string[], owned: tf.Tensor[]): Map<string, tf.Tensor> {
+async function extrasValues(model: Model, weights: WeightFile, modulesToSave: string[], bias: LoraBias, targeted: string[], owned: tf.Tensor[]): Promise<Map<string, tf.Tensor>> {
   const values = new Map<string, tf.Tensor>();
   const saved = moduleToSaveParams(model, modulesToSave);
   for (const n of saved) {
@@ -424,8 +425,9 @@ function extrasValues(model: Model, weights: WeightFile, modulesToSave: string[]
   for (const { param, source } of tiedHeadsOf(model, saved)) {
     const head = weights.take(param, model.params.get(source)!.shape, true);
     if (!head) continue;
-    const same = tf.tidy(() => tf.all(tf.equal(head, values.get(source)!)).dataSync()[0] === 1);
-    head.dispose();
+    const equal = tf.tidy(() => tf.all(tf.equal(head, values.get(source)!)));
+    const same = (await equal.data())[0] === 1;
+    tf.dispose([equal, head]);
     if (!same) throw new InputError(weights.file, PEFT_PREFIX + param, `differs from ${PEFT_PREFIX}${source}: the adapter trains the output head apart from the input embedding, but the base model ties them`);
   }
   const savedSet = new Set(saved);

@@ -22,6 +22,9 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
   if (cfg.modelType === 'bert') {
     extra('bert.pooler.dense', 'dense', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
+  } else if (cfg.modelType === 'distilbert') {
+    extra('pre_classifier', 'pre_classifier', d, d);
+    extra('classifier', 'classifier', d, cfg.numLabels);
   } else if (isEncoder(cfg)) {
     // RobertaClassificationHead: dense, tanh, out_proj.
     extra('classifier.dense', 'dense', d, d);
@@ -33,8 +36,8 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
 }
 
 /**
- * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. ViT is absent there (query/value as
- * for BERT), and so is Phi-3, whose queries and values share qkv_proj: that one.
+ * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. ViT and DistilBERT are absent there
+ * (their query and value, as for BERT), and so is Phi-3, whose queries and values share qkv_proj: that one.
  */
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
@@ -49,6 +52,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   bert: ['query', 'value'],
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
+  distilbert: ['q_lin', 'v_lin'],
   vit: ['query', 'value'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
@@ -65,6 +69,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   bert: ['key', 'value', 'output.dense'],
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
+  distilbert: ['k_lin', 'v_lin', 'ffn.lin2'],
   vit: ['key', 'value', 'output.dense'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
@@ -81,6 +86,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   bert: ['output.dense'],
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
+  distilbert: ['ffn.lin2'],
   vit: ['output.dense'],
 };
 
@@ -235,6 +241,16 @@ export function tapPoints(model: Model): TapPoint[] {
         norm(`${p}.attention.output.LayerNorm`, i, true);
         sub(`${p}.output`, i, `${p}.output.dense`);
         norm(`${p}.output.LayerNorm`, i, true);
+      }
+      break;
+    case 'distilbert':
+      norm('distilbert.embeddings.LayerNorm', -1, true);
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        sub(`${p}.attention`, i, `${p}.attention.out_lin`);
+        norm(`${p}.sa_layer_norm`, i, true);
+        sub(`${p}.ffn`, i, `${p}.ffn.lin2`);
+        norm(`${p}.output_layer_norm`, i, true);
       }
       break;
     case 'vit':

@@ -280,10 +280,12 @@ class Builder {
     }
     this.checkIds(r, field, enc.ids);
     if (enc.truncated) this.truncated++;
-    const types = this.info.typeVocabSize;
-    const badType = enc.typeIds?.find((t) => types === undefined || t >= types);
-    if (badType !== undefined) throw new InputError(r.file, this.where(r, pairField ?? field), `the tokenizer gives token type ${badType}, but the model has ${types ?? 'no'} token types (type_vocab_size)`);
-    return { ids: Int32Array.from(enc.ids), ...(enc.typeIds ? { typeIds: Int32Array.from(enc.typeIds) } : {}) };
+    // A model with one token type or none (RoBERTa, XLM-R, DistilBERT) takes none, as its tokenizer returns none.
+    const types = this.info.typeVocabSize ?? 0;
+    const typeIds = types > 1 ? enc.typeIds : undefined;
+    const badType = typeIds?.find((t) => t >= types);
+    if (badType !== undefined) throw new InputError(r.file, this.where(r, pairField ?? field), `the tokenizer gives token type ${badType}, but the model has ${types} token types (type_vocab_size)`);
+    return { ids: Int32Array.from(enc.ids), ...(typeIds ? { typeIds: Int32Array.from(typeIds) } : {}) };
   }
 }
 

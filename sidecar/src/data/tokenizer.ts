@@ -205,8 +205,9 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const addedIds = new Map([...tok.get_added_tokens_decoder()].map(([id, t]) => [t.content, id]));
   // The post-processor puts the template tokens around one text or two (ByteLevel's hands a pair back unjoined).
   const wrap = tok.post_processor as unknown as ((a: string[], b: string[] | null, specials: boolean) => { tokens: string[]; tokens_pair?: string[]; token_type_ids?: number[] }) | null;
-  // RoBERTa's tokenizers give the model no token types (model_input_names: input ids and the mask), whatever the template's.
-  const typed = (tok.post_processor?.config as { type?: unknown } | undefined)?.type !== 'RobertaProcessing';
+  // RoBERTa's tokenizers, and any whose model_input_names leave them out, give the model no token types, whatever the template's.
+  const inputNames = config.model_input_names;
+  const typed = (tok.post_processor?.config as { type?: unknown } | undefined)?.type !== 'RobertaProcessing' && !(Array.isArray(inputNames) && !inputNames.includes('token_type_ids'));
   const templated = (x: string[], y: string[] | undefined) => {
     const o = wrap ? wrap(x, y ?? null, true) : { tokens: [...x, ...(y ?? [])] };
     return { tokens: [...o.tokens, ...(o.tokens_pair ?? [])], types: typed && 'token_type_ids' in o ? o.token_type_ids : undefined };
@@ -231,14 +232,19 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
     encodeForClassifier(text, pair, maxLength) {
       // The texts' own tokens, then the template around them (cut first when too long), as
       // tokenizer(text, pair, truncation=True) does; ids as encode() maps tokens.
-      let a: string[];
-      let b: string[] | undefined;
+      let encA: { ids: unknown[]; tokens: string[] };
+      let encB: { ids: unknown[]; tokens: string[] } | undefined;
       try {
-        a = tok.tokenize(text);
-        b = pair === undefined ? undefined : tok.tokenize(pair);
+        encA = tok.encode(text, { add_special_tokens: false });
+        encB = pair === undefined ? undefined : tok.encode(pair, { add_special_tokens: false });
       } catch (e) {
         throw new InputError(file, '', `cannot encode text with this tokenizer (${errorMessage(e)})`);
       }
+      // Each text's tokens with the ids encode() gave them (normalized added tokens, the unknown token).
+      const idOf = new Map<string, unknown>();
+      for (const e of [encA, encB]) e?.tokens.forEach((t, i) => idOf.set(t, e.ids[i]));
+      const a = encA.tokens;
+      const b = encB?.tokens;
       const whole = templated(a, b);
       let out = whole;
       if (whole.tokens.length > maxLength) {
@@ -249,9 +255,9 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
         out = templated(ta, tb);
       }
       const ids = out.tokens.map((t) => {
-        const id = addedIds.get(t) ?? tok.token_to_id(t);
-        if (id === undefined) throw new InputError(file, '', `token ${shortJson(t)} has no id (no unknown token defined, or a broken vocab)`);
-        return id;
+        const id = idOf.get(t) ?? addedIds.get(t) ?? tok.token_to_id(t);
+        if (!Number.isInteger(id)) throw new InputError(file, '', `token ${shortJson(t)} has no id (no unknown token defined, or a broken vocab)`);
+        return id as number;
       });
       return { ids, ...(out.types?.some((x) => x !== 0) ? { typeIds: out.types } : {}), truncated: out !== whole };
     },

@@ -36,6 +36,8 @@ export interface InputLimits {
   tokenTypes?: number;
   /** `labels` in [0, max) or IGNORE_INDEX; `what` names the range ("the vocabulary", "the classes"). */
   labels?: { max: number; what: string };
+  /** A regression's (or multi-label) targets: values of any numeric dtype, not class ids. */
+  valueLabels?: boolean;
 }
 
 /** The label the cross-entropy losses skip (PyTorch's ignore_index). */
@@ -79,7 +81,7 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels', li
       const B = main.shape[0];
       const ok = (lab.shape.length === 1 && lab.shape[0] === B) || (kind === 'tokens' && lab.shape.length === 2 && lab.shape[0] === B && lab.shape[1] === main.shape[1]);
       if (!ok) throw new InputError(file, 'labels', `shape [${lab.shape.join(', ')}] fits neither [${B}] (classes) nor${kind === 'tokens' ? ` [${main.shape.join(', ')}] (tokens, like input_ids)` : ' anything else'}`);
-      if (!INT_TYPES.has(lab.dtype)) throw new InputError(file, 'labels', `expected an integer dtype, got ${lab.dtype}`);
+      if (!limits.valueLabels && !INT_TYPES.has(lab.dtype)) throw new InputError(file, 'labels', `expected an integer dtype, got ${lab.dtype}`);
       if (limits.labels) {
         const { max, what } = limits.labels;
         const bad = firstOutside(lab, max, IGNORE_INDEX);

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -97,8 +97,8 @@ export interface LlamaConfig extends Common {
   /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
   padTokenId?: number;
 }
-/** The post-LN text encoders of BERT's layout: BERT, and RoBERTa / XLM-RoBERTa (its positions and head differ). */
-export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta'] as const;
+/** The post-LN text encoders of BERT's layout: BERT, RoBERTa / XLM-RoBERTa (positions and head differ), DistilBERT (no token types; names and head differ). */
+export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
 export const isEncoder = (c: ModelConfig): c is BertConfig => (ENCODER_FAMILY as readonly string[]).includes(c.modelType);
 
@@ -109,8 +109,8 @@ export const isEncoder = (c: ModelConfig): c is BertConfig => (ENCODER_FAMILY as
  */
 export interface BertConfig extends Common {
   modelType: EncoderType;
-  /** Where the encoder's parameters live: `bert.` or `roberta.`. */
-  prefix: 'bert' | 'roberta';
+  /** Where the encoder's parameters live: `bert.`, `roberta.` or `distilbert.`. */
+  prefix: 'bert' | 'roberta' | 'distilbert';
   intermediateSize: number;
   activation: Activation;
   layerNormEps: number;
@@ -275,6 +275,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'roberta':
     case 'xlm-roberta':
       return roberta(f, modelType, architecture);
+    case 'distilbert':
+      return distilbertConfig(f, architecture);
     case 'vit': {
       const hiddenSize = f.int('hidden_size');
       const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
@@ -334,6 +336,34 @@ function roberta(f: Fields, modelType: 'roberta' | 'xlm-roberta', architecture: 
     typeVocabSize: f.int('type_vocab_size', 2),
     padTokenId: pad,
     positionsAfterPadding: true,
+    numLabels: labels,
+    problemType: problemType(f, labels),
+  };
+}
+
+/** DistilBertConfig: its own keys (dim, n_layers, n_heads, hidden_dim, activation), no token types, LayerNorm ε 1e-12. */
+function distilbertConfig(f: Fields, architecture: string): BertConfig {
+  const hiddenSize = f.int('dim', 768);
+  const numHeads = f.int('n_heads', 12);
+  if (hiddenSize % numHeads !== 0) f.fail('n_heads', `dim=${hiddenSize} is not divisible by n_heads=${numHeads}`);
+  const labels = numLabels(f);
+  const vocabSize = f.int('vocab_size', 30522, 1, MAX_VOCAB);
+  return {
+    modelType: 'distilbert',
+    prefix: 'distilbert',
+    architecture: architecture || 'DistilBertForSequenceClassification',
+    hiddenSize,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    numLayers: f.int('n_layers', 6, 1, MAX_LAYERS),
+    vocabSize,
+    intermediateSize: f.int('hidden_dim', 4 * hiddenSize),
+    activation: f.activation('activation', 'gelu'),
+    layerNormEps: 1e-12,
+    maxPositions: f.int('max_position_embeddings', 512),
+    typeVocabSize: 0,
+    ...padToken(f, 'pad_token_id', 0, vocabSize),
+    positionsAfterPadding: false,
     numLabels: labels,
     problemType: problemType(f, labels),
   };

@@ -19,6 +19,7 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'bert':
     case 'roberta':
     case 'xlm-roberta':
+    case 'distilbert':
       return {
         vocab: cfg.vocabSize,
         // RoBERTa's positions start at pad_token_id + 1.
@@ -33,5 +34,5 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
 
 /** Class indices for single-label classification; regression and multi-label targets are values, not indices. */
 function classLabels(problemType: string, numLabels: number): InputLimits {
-  return problemType === 'single_label_classification' ? { labels: { max: numLabels, what: 'the classes' } } : {};
+  return problemType === 'single_label_classification' ? { labels: { max: numLabels, what: 'the classes' } } : { valueLabels: true };
 }

@@ -7,6 +7,7 @@ import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
 import type { Architecture, LmTrunk, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
+import { distilbert } from './distilbert';
 import { readConfig, type ModelConfig, type ModelType } from './config';
 import { Forward, type Hooks } from './forward';
 import { chunkedCausalLmLoss } from './ops';
@@ -19,7 +20,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -189,11 +190,11 @@ export class Model {
 }
 
 /** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
-const TASK_PREFIX = /^(transformer|model|bert|roberta|vit)\./;
+const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|vit)\./;
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */
 export const withoutTaskPrefix = (name: string): string => name.replace(TASK_PREFIX, '');
 
-/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `roberta.`, `vit.`). */
+/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `roberta.`, `distilbert.`, `vit.`). */
 function resolveStoredName(reader: CheckpointReader, name: string): string | undefined {
   if (reader.has(name)) return name;
   const stripped = withoutTaskPrefix(name);

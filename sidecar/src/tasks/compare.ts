@@ -87,7 +87,9 @@ async function variantEntry(name: string, runDir: string, adapter: AdapterSpec, 
     v.finalEvalLoss = lastEval.eval_loss!;
     if (lastEval.eval_accuracy !== undefined) v.finalMetric = lastEval.eval_accuracy;
   }
-  if (out?.metricName) v.metricName = out.metricName;
+  // A variant that failed or was cancelled has no outcome: its status names the metric.
+  const metricName = out?.metricName ?? status?.summary?.metricName;
+  if (metricName) v.metricName = metricName;
   const med = out ? median(out.stepMs) : undefined;
   if (med !== undefined) v.medianStepMs = Math.round(med * 100) / 100;
   if (out?.tokensPerS !== undefined) v.tokensPerS = out.tokensPerS;

@@ -266,21 +266,32 @@ async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, 
   const info = modelDataInfo(model);
   const regression = info.problemType === 'regression';
   const names = regression ? [] : await classNames(model, cfg);
-  const ids = tok.encodeForClassifier(p.prompt, undefined, info.maxPositions ?? 512).ids;
+  const pairField = cfg?.data.textPairField;
+  if (pairField && p.pair === undefined) ctx.log('warn', `this run was trained on text pairs ("${cfg!.data.textField}" with "${pairField}"): give the second text too (--pair), or it is scored on the first alone`);
+  const enc = tok.encodeForClassifier(p.prompt, p.pair, cfg?.data.maxLength ?? info.maxPositions ?? 512);
+  const ids = enc.ids;
+  // Token types only where the model embeds them, as the training data reads them.
+  const types = enc.typeIds && (info.typeVocabSize ?? 0) > 1 ? enc.typeIds : undefined;
   const jobs = adapterDir ? [{ label: 'fine-tuned', adapter: true }, ...(p.compareBase ? [{ label: 'base', adapter: false }] : [])] : [{ label: 'model', adapter: false }];
   const outputs: GenerateOutput[] = [];
-  const scores = (weights: Weights) =>
-    tf.tidy(() => {
-      const logits = tf.reshape(model.forward({ inputIds: tf.tensor2d([ids], [1, ids.length], 'int32') }, weights), [-1]);
-      return (regression ? logits : tf.softmax(logits)).dataSync() as Float32Array;
+  // Read back asynchronously: WebGPU in Node cannot read a tensor synchronously.
+  const scores = async (weights: Weights) => {
+    const out = tf.tidy(() => {
+      const inputs = { inputIds: tf.tensor2d([ids], [1, ids.length], 'int32'), ...(types ? { tokenTypeIds: tf.tensor2d([types], [1, ids.length], 'int32') } : {}) };
+      const logits = tf.reshape(model.forward(inputs, weights), [-1]);
+      return regression ? logits : tf.softmax(logits);
     });
+    const values = (await out.data()) as Float32Array;
+    out.dispose();
+    return values;
+  };
   for (const [k, job] of jobs.entries()) {
     throwIfCancelled(ctx.signal);
     let probs: Float32Array;
     if (job.adapter) {
       const adapter = await loadAnyAdapter(model, adapterDir!);
       try {
-        probs = scores({ hooks: adapter.hooks, overrides: adapter.overrides() });
+        probs = await scores({ hooks: adapter.hooks, overrides: adapter.overrides() });
       } finally {
         adapter.dispose();
       }
@@ -288,19 +299,19 @@ async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, 
       // The base has no head of its own: it is scored with the run's (as evaluate does).
       const head = await headOf(model, adapterDir);
       try {
-        probs = scores({ overrides: head });
+        probs = await scores({ overrides: head });
       } finally {
         tf.dispose([...head.values()]);
       }
     }
-    if (regression) outputs.push({ label: job.label, text: probs[0]!.toFixed(4), tokens: 0 });
+    if (regression) outputs.push({ label: job.label, text: probs[0]!.toFixed(4), tokens: 0, value: probs[0]! });
     else {
       const classes = Array.from(probs, (pr, i) => ({ name: names[i] ?? `class ${i}`, p: pr })).sort((a, b) => b.p - a.p);
       outputs.push({ label: job.label, text: classes[0]!.name, tokens: 0, classes });
     }
     ctx.progress({ done: k + 1, total: jobs.length, message: job.label });
   }
-  return { prompt: p.prompt, input: p.prompt, chat: false, outputs };
+  return { prompt: p.prompt, ...(p.pair !== undefined ? { pair: p.pair } : {}), input: p.prompt, chat: false, outputs };
 }
 
 /** The run's head tensors (for scoring its base, which has none of its own): a kept copy, or nothing. */
@@ -335,7 +346,7 @@ async function classNames(model: Model, cfg: RunConfig | undefined): Promise<str
 // ---- command line ------------------------------------------------------------------------------
 
 export const GENERATE_USAGE =
-  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--top-k 50] [--seed 0] [--compare-base]';
+  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--pair TEXT] [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--top-k 50] [--seed 0] [--compare-base]';
 
 export async function generateCommand(v: Record<string, string | boolean | string[] | undefined>): Promise<void> {
   const run = str(v, 'run', false);
@@ -345,6 +356,8 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   const p: GenerateJobParams = { kind: 'generate', prompt: str(v, 'prompt')!, ...(run ? { run } : { model: model! }) };
   const adapter = str(v, 'adapter', false);
   if (adapter) p.adapter = adapter;
+  const pair = str(v, 'pair', false);
+  if (pair !== undefined) p.pair = pair;
   if (v.chat === true && v['no-chat'] === true) throw new AnalysisUsageError('--chat and --no-chat together');
   if (v.chat === true) p.chat = true;
   if (v['no-chat'] === true) p.chat = false;
@@ -362,6 +375,10 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   const { result } = await runCli(v.verbose === true, (ctx) => runGenerate(p, ctx));
   const many = result.outputs.length > 1;
   for (const o of result.outputs) {
+    if (o.value !== undefined) {
+      process.stdout.write(`${many ? `${o.label}: ` : ''}${o.text}\n`);
+      continue;
+    }
     if (o.classes) {
       process.stdout.write(`${many ? `${o.label}: ` : ''}${o.classes.slice(0, 5).map((c) => `${c.name} ${c.p.toFixed(3)}`).join(', ')}\n`);
       continue;

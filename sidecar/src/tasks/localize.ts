@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { existsSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import type { GraftEval, GraftLevel, JobResult, LocalizeJobParams, LocalizeReport, LocalizeRunReport, MaskOverlap } from '../../../src/protocol';
+import { formatMetricValue, type GraftEval, type GraftLevel, type JobResult, type LocalizeJobParams, type LocalizeReport, type LocalizeRunReport, type MaskOverlap } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { readSafetensors, toFloat32, writeSafetensors, type HostTensor } from '../io/safetensors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
@@ -358,10 +358,13 @@ export async function localizeCommand(v: Record<string, string | boolean | strin
   if (seed !== undefined) p.seed = seed;
   const r = await runCli(v.verbose === true, (ctx) => runLocalize(p, ctx));
   const pct = (x: number | undefined | null) => (x === undefined || x === null ? '-' : `${(x * 100).toFixed(1)}%`);
+  const ece = (e: GraftEval) => (Number.isFinite(e.ece) ? `, ECE ${e.ece.toFixed(3)}` : '');
   for (const run of r.report.runs) {
-    process.stderr.write(`${run.name}: base ${pct(run.base.validation.metric)} / loss ${run.base.validation.loss.toFixed(4)}, fine-tuned ${pct(run.finetuned.validation.metric)} / loss ${run.finetuned.validation.loss.toFixed(4)}, ECE ${run.finetuned.validation.ece.toFixed(3)}\n`);
+    // A task metric in its own terms (a percent of right answers, a regression's r); recovery is a fraction either way.
+    const metric = (e: GraftEval) => (e.metric === undefined ? '-' : formatMetricValue(run.metricName, e.metric));
+    process.stderr.write(`${run.name}: base ${metric(run.base.validation)} / loss ${run.base.validation.loss.toFixed(4)}, fine-tuned ${metric(run.finetuned.validation)} / loss ${run.finetuned.validation.loss.toFixed(4)}${ece(run.finetuned.validation)}\n`);
     for (const l of run.levels)
-      process.stderr.write(`  ρ=${l.sparsity}: ${l.grafted} grafted (${(l.fraction * 100).toPrecision(3)}% of block parameters), ${pct(l.validation.metric)} / loss ${l.validation.loss.toFixed(4)}, recovered ${pct(l.recovered.metric)} (metric), ${pct(l.recovered.loss)} (loss), ECE ${l.validation.ece.toFixed(3)}\n`);
+      process.stderr.write(`  ρ=${l.sparsity}: ${l.grafted} grafted (${(l.fraction * 100).toPrecision(3)}% of block parameters), ${metric(l.validation)} / loss ${l.validation.loss.toFixed(4)}, recovered ${pct(l.recovered.metric)} (metric), ${pct(l.recovered.loss)} (loss)${ece(l.validation)}\n`);
   }
   for (const o of r.report.overlap ?? []) process.stderr.write(`overlap ${o.a} × ${o.b} at ρ=${o.sparsity}: Jaccard ${o.jaccard.toFixed(4)}\n`);
   process.stdout.write(`wrote ${join(r.out, LOCALIZE_JSON)}\n`);

@@ -99,7 +99,8 @@ export async function evaluate(
     }
     await yieldToEventLoop();
   }
-  const metric = regression ? pearson(predictions, targets) : scored > 0 ? hits / scored : undefined;
+  // r = 0 where it is undefined (constant predictions or targets, one row): a regression always has its metric, so runs and masks compare on it alone.
+  const metric = regression ? (pearson(predictions, targets) ?? 0) : scored > 0 ? hits / scored : undefined;
   return { loss: count > 0 ? lossSum / count : NaN, ...(metric !== undefined ? { metric } : {}), count };
 }
 

@@ -3,7 +3,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import type { Ctx } from '../commands';
-import { canResume, deletionPlan, isPidAlive, jobRunning, resumePlan, trainsRuns, type RunInfo } from '../model/runs';
+import { canResume, deletionPlan, isPidAlive, jobRunning, pairFieldOf, resumePlan, trainsRuns, type RunInfo } from '../model/runs';
 import { runLabel } from '../model/tree';
 import { runsFromArgs } from './args';
 import { describeEvaluation, MERGE_METHODS, type GenerateJobParams } from '../../protocol';
@@ -153,8 +153,16 @@ export async function tryModel(ctx: Ctx, args: unknown[]): Promise<void> {
   });
   if (!prompt) return;
   await ctx.extension.workspaceState.update(key, prompt);
+  // A classifier trained on sentence pairs scores two texts.
+  const pairField = pairFieldOf(run.dir);
+  let pair: string | undefined;
+  if (pairField) {
+    pair = await vscode.window.showInputBox({ title: `PEFT Lab: try ${run.name}`, prompt: `The second text ("${pairField}"): the run was trained on pairs`, value: ctx.extension.workspaceState.get<string>(`${key}.pair`) ?? '', ignoreFocusOut: true });
+    if (pair === undefined) return;
+    await ctx.extension.workspaceState.update(`${key}.pair`, pair);
+  }
   const g = config.generation();
-  const params: GenerateJobParams = { kind: 'generate', run: run.dir, prompt, compareBase: true, maxNewTokens: g.maxNewTokens, temperature: g.temperature };
+  const params: GenerateJobParams = { kind: 'generate', run: run.dir, prompt, ...(pair !== undefined ? { pair } : {}), compareBase: true, maxNewTokens: g.maxNewTokens, temperature: g.temperature };
   ctx.log.info(`generating with ${run.name} (and its base): ${JSON.stringify(prompt)}`);
   const end = await runJobWithProgress(ctx, params, `PEFT Lab: generating with ${run.name}`);
   if (end.state !== 'done' || end.result.kind !== 'generate') return reportAnalysisEnd(ctx, 'generation', end);

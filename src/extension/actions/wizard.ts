@@ -3,7 +3,7 @@
  * tasks are copied into the workspace beside the spec (a spec's paths may not leave the workspace).
  * "Compare several adapters…" at the adapter step writes a comparison spec (`variants`) instead.
  */
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import type { AdapterKind, LoraInit } from '../../protocol';
@@ -23,7 +23,8 @@ import {
   type ModelAnswer,
   type WizardAnswers,
 } from '../model/wizard';
-import { cachedHubModels } from '../../../sidecar/src/spec/hub-cache';
+import { cachedHubModels, hubSnapshot } from '../../../sidecar/src/spec/hub-cache';
+import { ENCODER_FAMILY } from '../../../sidecar/src/models/config';
 import { firstRowFields } from '../../../sidecar/src/data/rows';
 
 const TITLE = 'PEFT Lab: New Fine-tune';
@@ -57,6 +58,21 @@ async function firstLine(file: string): Promise<string | undefined> {
 
 type ModelChoice = { kind: 'bundled'; id: string } | { kind: 'hub'; id: string } | { kind: 'browse' };
 type DataChoice = { kind: 'bundled'; task: string } | { kind: 'browse' };
+
+/** The folder of a model answer, where it can be found. */
+function modelDir(m: ModelAnswer, media: string): string | undefined {
+  return m.kind === 'folder' ? m.path : m.kind === 'bundled' ? join(media, 'models', m.id) : hubSnapshot(m.id);
+}
+
+/** Whether a model folder holds a text classifier of BERT's family (the models that read sentence pairs). */
+function isClassifierFolder(dir: string | undefined): boolean {
+  try {
+    const type = (JSON.parse(readFileSync(join(dir!, 'config.json'), 'utf8')) as { model_type?: unknown }).model_type;
+    return (ENCODER_FAMILY as readonly unknown[]).includes(type);
+  } catch {
+    return false;
+  }
+}
 
 export async function newFineTune(ctx: Ctx): Promise<void> {
   const media = vscode.Uri.joinPath(ctx.extension.extensionUri, 'media').fsPath;
@@ -189,7 +205,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
   if (dataChoice.kind === 'browse') {
     // Instruction data and the like: the fields their columns call for (the spec shows them).
     const columns = await firstRowFields(data.train);
-    const fields = columns ? dataFields(columns) : {};
+    const fields = columns ? dataFields(columns, isClassifierFolder(modelDir(model, media))) : {};
     if (Object.keys(fields).length) data = { ...data, fields };
   }
   if (model.kind === 'folder' && !vscode.workspace.getWorkspaceFolder(vscode.Uri.file(model.path))) {

@@ -10,8 +10,14 @@ function fenced(text: string): string {
 
 export function generationMarkdown(runName: string, r: GenerateResult, settings: string): string {
   const parts = [`# ${runName}: ${r.chat ? 'chat' : 'prompt'}`, '', fenced(r.prompt), ''];
+  if (r.pair !== undefined) parts.push('Paired with:', '', fenced(r.pair), '');
   if (r.chat) parts.push('Given to the model as a user turn of its chat template:', '', fenced(r.input), '');
   for (const o of r.outputs) {
+    if (o.value !== undefined) {
+      // A regression model: its value.
+      parts.push(`## ${o.label}: ${o.text}`, '');
+      continue;
+    }
     if (o.classes) {
       // A text classifier: its classes, most probable first (the first five).
       parts.push(`## ${o.label}: ${o.text}`, '', '| class | probability |', '| --- | ---: |');
@@ -23,6 +29,6 @@ export function generationMarkdown(runName: string, r: GenerateResult, settings:
     parts.push(`## ${o.label} (${o.tokens} token${o.tokens === 1 ? '' : 's'}, ${why})`, '', fenced(o.text), '');
   }
   // How the text was generated (a classifier's classes need no such note).
-  if (r.outputs.some((o) => !o.classes)) parts.push(`_${settings}_`, '');
+  if (r.outputs.some((o) => !o.classes && o.value === undefined)) parts.push(`_${settings}_`, '');
   return parts.join('\n');
 }

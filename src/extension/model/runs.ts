@@ -7,7 +7,7 @@
  * torn by a killed process), `spec.json`, `checkpoints/step-N/`, `adapter/`. A comparison writes
  * `compare.json` in a folder whose sub-folders are the variants' run folders.
  */
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { RUN_STATES, type JobParams, type MetricRecord, type RunState, type RunStatus } from '../../protocol';
 import { isUnder } from './paths';
@@ -223,4 +223,14 @@ export function deletionPlan(chosen: readonly RunInfo[]): { runs: RunInfo[]; ref
   if (!running.length) return { runs };
   const refused = running.length === 1 ? `${running[0]!.name} is running; cancel it before deleting it.` : `${running.length} of these runs are running; cancel them before deleting them.`;
   return { runs, refused };
+}
+
+/** The run's data.textPairField (from its spec.json), when it trained a classifier on sentence pairs. */
+export function pairFieldOf(runDir: string): string | undefined {
+  try {
+    const spec = JSON.parse(readFileSync(join(runDir, RUN_SPEC_FILE), 'utf8')) as { data?: { textPairField?: unknown } };
+    return typeof spec.data?.textPairField === 'string' ? spec.data.textPairField : undefined;
+  } catch {
+    return undefined; // no readable spec: a single text, as before
+  }
 }

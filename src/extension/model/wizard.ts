@@ -73,15 +73,16 @@ const DOLLY = '### Instruction:\n{instruction}\n\n### Context:\n{context}\n\n###
  * instruction/context/response) through a prompt template, question/answer pairs, GLUE's sentence
  * and sentence pairs.
  */
-export function dataFields(columns: readonly string[]): Record<string, string> {
+export function dataFields(columns: readonly string[], classifier = false): Record<string, string> {
   const has = (c: string) => columns.includes(c);
   if (has('messages') || has('text') || (has('prompt') && has('completion'))) return {};
   if (has('instruction') && has('output')) return { promptTemplate: has('input') ? ALPACA : ALPACA_NO_INPUT, completionField: 'output' };
   if (has('instruction') && has('response')) return { promptTemplate: has('context') ? DOLLY : ALPACA_NO_INPUT, completionField: 'response' };
   if (has('question') && has('answer')) return { promptTemplate: 'Question: {question}\nAnswer: ', completionField: 'answer' };
-  // GLUE's sentence pairs (MRPC, RTE, STS-B; QQP; MNLI; QNLI), for a classifier.
-  for (const [a, b] of [['sentence1', 'sentence2'], ['question1', 'question2'], ['premise', 'hypothesis'], ['question', 'sentence']] as const)
-    if (has(a) && has(b) && has('label')) return { textField: a, textPairField: b };
+  // GLUE's sentence pairs (MRPC, RTE, STS-B; QQP; MNLI; QNLI), for a classifier (a causal LM reads no pairs).
+  if (classifier)
+    for (const [a, b] of [['sentence1', 'sentence2'], ['question1', 'question2'], ['premise', 'hypothesis'], ['question', 'sentence']] as const)
+      if (has(a) && has(b) && has('label')) return { textField: a, textPairField: b };
   if (has('sentence') && has('label')) return { textField: 'sentence' };
   return {};
 }
