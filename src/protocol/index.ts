@@ -167,6 +167,8 @@ export interface InspectResult {
   byModule: Record<string, number>;
   dtypes: Record<string, number>;
   files: { name: string; bytes: number }[];
+  /** A classifier head the checkpoint lacks (a base model): a run starts it fresh and trains it. */
+  freshHeads?: string[];
 }
 export type JobResult =
   | { kind: 'forward'; out: string; loss?: number }

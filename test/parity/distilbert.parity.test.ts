@@ -15,6 +15,7 @@ import { createAdapter } from '../../sidecar/src/adapters';
 import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type BertConfig } from '../../sidecar/src/models/config';
 import { Model } from '../../sidecar/src/models/model';
+import { formatInspect, inspectModel } from '../../sidecar/src/tasks/inspect';
 import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
 
 const BERT = fixture('hf', 'bert-cls-tiny');
@@ -190,5 +191,43 @@ describe('DistilBERT classifiers against this project’s BERT (checked against 
       assert.ok(b.trainable.size > 0, kind);
       b.dispose();
     }
+  });
+  it('a base checkpoint without the head (distilbert-base-uncased has none): the head starts as transformers starts it, the same on every load, and trains and saves with any adapter kind', async () => {
+    const base = join(root, 'distilbert-base');
+    mkdirSync(base);
+    writeFileSync(join(base, 'config.json'), readFileSync(join(dir, 'config.json')));
+    const w = await readSafetensors(join(dir, 'model.safetensors'));
+    for (const n of ['pre_classifier.weight', 'pre_classifier.bias', 'classifier.weight', 'classifier.bias']) w.delete(n);
+    await writeSafetensors(join(base, 'model.safetensors'), w);
+    const inspected = await inspectModel(base);
+    assert.deepEqual(inspected.freshHeads, ['pre_classifier.weight', 'pre_classifier.bias', 'classifier.weight', 'classifier.bias']);
+    assert.match(formatInspect(inspected), /not in the checkpoint \(a run starts and trains them fresh\): pre_classifier\.weight/);
+    const [a, b] = [await Model.load(base), await Model.load(base)];
+    try {
+      assert.deepEqual([...a.freshHeads].sort(), ['classifier.bias', 'classifier.weight', 'pre_classifier.bias', 'pre_classifier.weight']);
+      const pw = a.params.get('pre_classifier.weight')!.dataSync() as Float32Array;
+      assert.deepEqual(Array.from(pw), Array.from(b.params.get('pre_classifier.weight')!.dataSync()), 'the same on every load');
+      const std = Math.sqrt(pw.reduce((s, x) => s + x * x, 0) / pw.length);
+      assert.ok(Math.abs(std - 0.02) < 0.003, `std ${std}`);
+      assert.ok(Array.from(a.params.get('classifier.bias')!.dataSync()).every((x) => x === 0));
+      // PEFT's SEQ_CLS rule saves `classifier`; the fresh pre_classifier is added so that it trains and is exported too.
+      for (const kind of ['lora', 'ia3', 'bitfit'] as const) {
+        const adapter = await createAdapter(a, { kind }, { seed: 1 });
+        const heads = [...adapter.trainable.keys()].filter((n) => /^(pre_)?classifier\./.test(n)).sort();
+        assert.deepEqual(heads, ['classifier.bias', 'classifier.weight', 'pre_classifier.bias', 'pre_classifier.weight'], kind);
+        adapter.dispose();
+      }
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
+    // A decoder's missing LM head is still an error: only a classifier's head starts fresh.
+    const llama = join(root, 'llama-headless');
+    mkdirSync(llama);
+    writeFileSync(join(llama, 'config.json'), readFileSync(join(fixture('hf', 'llama-tiny'), 'config.json')));
+    const lw = await readSafetensors(join(fixture('hf', 'llama-tiny'), 'model.safetensors'));
+    lw.delete('lm_head.weight');
+    await writeSafetensors(join(llama, 'model.safetensors'), lw);
+    await assert.rejects(Model.load(llama), /lm_head\.weight.*tensor missing from the checkpoint/);
   });
 });

@@ -439,6 +439,24 @@ describe('training', () => {
     }
   });
 
+  test('a base checkpoint without its classifier (bert-base-uncased): the run warns, trains the fresh head, and exports it in modules_to_save', async () => {
+    const dir = join(root, 'bert-base');
+    cpSync(join(root, 'bert-cls-tiny'), dir, { recursive: true });
+    const w = await readSafetensors(join(dir, 'model.safetensors'));
+    w.delete('classifier.weight');
+    w.delete('classifier.bias');
+    await writeSafetensors(join(dir, 'model.safetensors'), w);
+    const cfg = config({ model: 'bert-base', data: { train: 'cls.jsonl', evalSplit: 0.25, maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 3, logEvery: 1 });
+    const run = runDir();
+    const rec = recorder();
+    await runTraining(cfg, { runDir: run, ctx: rec.ctx });
+    assert.ok(rec.logs.some((l) => /the checkpoint has no classifier\.weight, classifier\.bias .* trained and saved with the adapter/.test(l)), rec.logs.join('\n'));
+    const saved = await readSafetensors(join(run, 'adapter', 'adapter_model.safetensors'));
+    assert.ok([...saved.keys()].some((k) => k.startsWith('base_model.model.classifier.')), [...saved.keys()].join(', '));
+    const ac = JSON.parse(readFileSync(join(run, 'adapter', 'adapter_config.json'), 'utf8')) as { modules_to_save: string[] };
+    assert.ok(ac.modules_to_save.includes('classifier'));
+  });
+
   test('image classification (ViT) from a folder of PNGs', async () => {
     const cfg = config({ model: 'vit-tiny', data: { train: 'imgs', evalSplit: 0.34 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 2, batchSize: 2, logEvery: 1 });
     const dir = runDir();

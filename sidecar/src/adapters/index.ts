@@ -19,6 +19,7 @@ import {
   defaultTargets,
   hookableLinears,
   IA3_DEFAULT_FEEDFORWARD,
+  insideModuleToSave,
   layerOfPath,
   LN_TUNING_DEFAULT_TARGETS,
   matchesFeedforward,
@@ -57,7 +58,21 @@ function positiveInt(v: number, what: string): number {
 }
 
 
-export async function createAdapter(model: Model, spec: AdapterSpec, opts: CreateOptions): Promise<AdapterInstance> {
+/**
+ * The spec with the classifier head modules its base checkpoint lacked (Model.freshHeads) added to
+ * modules_to_save where nothing there covers them already: a newly initialised head must train, and
+ * the exported adapter must carry it (PEFT would start another random one).
+ */
+export function withFreshHeads(model: Model, spec: AdapterSpec): AdapterSpec {
+  if (model.freshHeads.length === 0 || spec.kind === 'full') return spec;
+  const own = spec.modulesToSave ?? [];
+  const covered = spec.kind === 'lora' || spec.kind === 'dora' || spec.kind === 'ia3' ? adapterModulesToSave(model, own) : own;
+  const modules = [...new Set(model.freshHeads.map((p) => p.replace(/\.(weight|bias)$/, '')))].filter((m) => !insideModuleToSave(covered, m));
+  return modules.length ? { ...spec, modulesToSave: [...own, ...modules] } : spec;
+}
+
+export async function createAdapter(model: Model, requested: AdapterSpec, opts: CreateOptions): Promise<AdapterInstance> {
+  const spec = withFreshHeads(model, requested);
   const core = new AdapterCore(model, spec, opts.seed);
   try {
     switch (spec.kind) {

@@ -50,6 +50,11 @@ export class Model {
     /** Base parameters (kept tensors), by Hugging Face name. */
     readonly params: Map<string, tf.Tensor>,
     readonly dir = '',
+    /**
+     * A classifier's head parameters the checkpoint lacks (a base model: bert-base-uncased has no
+     * `classifier`), initialised as transformers does: the run must train them.
+     */
+    readonly freshHeads: readonly string[] = [],
   ) {
     this.arch = architectureOf(config);
     this.conv1d = new Set(this.arch.linearModules(config).filter((m) => m.fanInFanOut).map((m) => m.module));
@@ -59,18 +64,25 @@ export class Model {
   /**
    * Loads `config.json` and the (possibly sharded) safetensors checkpoint of a folder. Every
    * parameter must be there with its shape, and every stored tensor must be used: a leftover one
-   * (a config with fewer layers than the checkpoint) would otherwise be dropped without a word.
+   * (a config with fewer layers than the checkpoint) would otherwise be dropped without a word. A
+   * classifier's head may be missing (a base checkpoint): it starts as transformers starts it,
+   * N(0, 0.02) weights and zero biases, from a seed of its name (the same on every load).
    */
   static async load(dir: string): Promise<Model> {
     const config = readConfig(dir);
     const arch = architectureOf(config);
     const reader = await CheckpointReader.open(dir);
     const params = new Map<string, tf.Tensor>();
+    const fresh: ParamInfo[] = [];
     try {
       // Headers first (names, shapes, leftovers), so a mismatch is reported before any data is read.
       const stored = new Map<string, string>();
       for (const info of arch.params(config)) {
         const name = resolveStoredName(reader, info.name);
+        if (!name && info.type === 'head' && arch.task !== 'causal-lm') {
+          fresh.push(info);
+          continue;
+        }
         if (!name) throw new InputError(join(dir, 'model.safetensors'), info.name, 'tensor missing from the checkpoint');
         const entry = reader.entry(name);
         if (entry.shape.length !== info.shape.length || entry.shape.some((s, i) => s !== info.shape[i]))
@@ -82,13 +94,14 @@ export class Model {
         const info = reader.entry(name);
         params.set(param, tf.keep(tf.tensor(await reader.readFloat32(name), info.shape, 'float32')));
       }
+      for (const info of fresh) params.set(info.name, tf.keep(freshHead(info)));
     } catch (e) {
       for (const t of params.values()) t.dispose();
       throw e;
     } finally {
       await reader.close();
     }
-    return new Model(config, params, dir);
+    return new Model(config, params, dir, fresh.map((p) => p.name));
   }
 
   /** Every parameter the architecture defines, with its layer and module type. */
@@ -191,6 +204,14 @@ export class Model {
 
 /** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
 const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|vit)\./;
+/** A head parameter a base checkpoint lacks, as transformers' _init_weights starts it (initializer_range 0.02). */
+function freshHead(info: ParamInfo): tf.Tensor {
+  if (info.name.endsWith('.bias')) return tf.zeros(info.shape);
+  let h = 0;
+  for (const c of info.name) h = (Math.imul(h, 31) + c.charCodeAt(0)) | 0;
+  return tf.randomNormal(info.shape, 0, 0.02, 'float32', (h >>> 0) || 1);
+}
+
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */
 export const withoutTaskPrefix = (name: string): string => name.replace(TASK_PREFIX, '');
 

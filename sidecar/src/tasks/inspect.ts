@@ -16,8 +16,14 @@ export async function inspectModel(arg: string): Promise<InspectResult> {
     const byModule: Record<string, number> = {};
     const dtypes: Record<string, number> = {};
     let parameters = 0;
+    const freshHeads: string[] = [];
     for (const info of arch.params(config)) {
       const stored = reader.has(info.name) ? info.name : withoutTaskPrefix(info.name);
+      // A classifier's head may be missing (a base model), as Model.load allows.
+      if (!reader.has(stored) && info.type === 'head' && arch.task !== 'causal-lm') {
+        freshHeads.push(info.name);
+        continue;
+      }
       if (!reader.has(stored)) throw new InputError(`${dir}/model.safetensors`, info.name, 'tensor missing from the checkpoint');
       const e = reader.entry(stored);
       if (e.shape.length !== info.shape.length || e.shape.some((s, i) => s !== info.shape[i]))
@@ -34,6 +40,7 @@ export async function inspectModel(arg: string): Promise<InspectResult> {
       byModule,
       dtypes,
       files: reader.files().map((f) => ({ name: basename(f.name), bytes: f.bytes })),
+      ...(freshHeads.length ? { freshHeads } : {}),
     };
   } finally {
     await reader.close();
@@ -47,5 +54,6 @@ export function formatInspect(r: InspectResult): string {
   lines.push(`dtypes: ${Object.entries(r.dtypes).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}`);
   lines.push('files:');
   for (const f of r.files) lines.push(`  ${f.name.padEnd(32)} ${fmt(f.bytes).padStart(14)} bytes`);
+  if (r.freshHeads?.length) lines.push(`not in the checkpoint (a run starts and trains them fresh): ${r.freshHeads.join(', ')}`);
   return lines.join('\n');
 }

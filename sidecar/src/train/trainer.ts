@@ -292,6 +292,8 @@ class Session {
     }
 
     const model = (this.model = await Model.load(cfg.modelDir));
+    if (model.freshHeads.length)
+      this.log('warn', `the checkpoint has no ${model.freshHeads.join(', ')} (a base model): initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
     const info = modelDataInfo(model);
     const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
     const data = await loadDataFiles({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
