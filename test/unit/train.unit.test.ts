@@ -32,6 +32,7 @@ import { loadAnalysisData } from '../../sidecar/src/analysis/data';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { evaluate, pearson } from '../../sidecar/src/train/evaluate';
 import { runGenerate } from '../../sidecar/src/tasks/generate';
+import { baseLoadOptions } from '../../sidecar/src/tasks/base-options';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
@@ -450,11 +451,42 @@ describe('training', () => {
     const run = runDir();
     const rec = recorder();
     await runTraining(cfg, { runDir: run, ctx: rec.ctx });
-    assert.ok(rec.logs.some((l) => /the checkpoint has no classifier\.weight, classifier\.bias .* trained and saved with the adapter/.test(l)), rec.logs.join('\n'));
+    assert.ok(rec.logs.some((l) => /classifier\.weight, classifier\.bias: not in the checkpoint \(a base model\).* trained and saved with the adapter/.test(l)), rec.logs.join('\n'));
     const saved = await readSafetensors(join(run, 'adapter', 'adapter_model.safetensors'));
     assert.ok([...saved.keys()].some((k) => k.startsWith('base_model.model.classifier.')), [...saved.keys()].join(', '));
     const ac = JSON.parse(readFileSync(join(run, 'adapter', 'adapter_config.json'), 'utf8')) as { modules_to_save: string[] };
     assert.ok(ac.modules_to_save.includes('classifier'));
+  });
+
+  test('numLabels: a 3-class task on a base without a head, a 3-class head replaced by 2, a regression (1); the run’s later jobs load the same head size', async () => {
+    writeFileSync(join(root, 'cls3.jsonl'), Array.from({ length: 12 }, (_, i) => JSON.stringify({ text: ['good fun film', 'bad dull film', 'a film'][i % 3], label: ['pos', 'neg', 'neu'][i % 3] })).join('\n'));
+    const dir = join(root, 'bert-base-3');
+    cpSync(join(root, 'bert-cls-tiny'), dir, { recursive: true });
+    const c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    // A base model's config: transformers' default of 2 labels, no head in the checkpoint.
+    const { id2label: _i, label2id: _l, ...bare } = c;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(bare));
+    const w = await readSafetensors(join(dir, 'model.safetensors'));
+    w.delete('classifier.weight');
+    w.delete('classifier.bias');
+    await writeSafetensors(join(dir, 'model.safetensors'), w);
+    const spec = { model: 'bert-base-3', data: { train: 'cls3.jsonl', evalSplit: 0.25, maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 2, logEvery: 1 };
+    await assert.rejects(runTraining(config(spec), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => /3 distinct labels .* 2 outputs: give the spec "numLabels": 3/.test(e.message));
+    const run = runDir();
+    const out = await runTraining(config({ ...spec, numLabels: 3 }), { runDir: run, ctx: recorder().ctx });
+    assert.equal(out.status.state, 'done');
+    // Evaluate and Try the Model load the base with the run's head size.
+    const tried = await runGenerate({ kind: 'generate', run, prompt: 'good fun film' }, recorder().ctx);
+    assert.ok(tried.kind === 'generate' && tried.result.outputs[0]!.classes!.length === 3);
+    assert.deepEqual(await baseLoadOptions(run), { numLabels: 3 });
+    assert.deepEqual(await baseLoadOptions(join(run, 'adapter')), { numLabels: 3 }, 'a bare adapter folder: from the head it saved');
+    // bert-cls-tiny's own 3-class head, replaced by a fresh 2-class one; 1 output: a regression.
+    const two = await Model.load(join(root, 'bert-cls-tiny'), { numLabels: 2 });
+    assert.deepEqual([two.params.get('classifier.weight')!.shape, [...two.freshHeads].sort()], [[2, 64], ['classifier.bias', 'classifier.weight']]);
+    two.dispose();
+    const one = await Model.load(join(root, 'bert-cls-tiny'), { numLabels: 1 });
+    assert.ok('problemType' in one.config && one.config.problemType === 'regression');
+    one.dispose();
   });
 
   test('image classification (ViT) from a folder of PNGs', async () => {

@@ -73,7 +73,8 @@ export function modelDataInfo(model: Model): ModelDataInfo {
   if (model.dir) {
     try {
       const raw = JSON.parse(readFileSync(join(model.dir, 'config.json'), 'utf8')) as { label2id?: unknown };
-      if (raw.label2id && typeof raw.label2id === 'object') info.label2id = raw.label2id as Record<string, number>;
+      // A label table of another size than the head (the spec's numLabels resized it) names nothing.
+      if (raw.label2id && typeof raw.label2id === 'object' && Object.keys(raw.label2id).length === info.numLabels) info.label2id = raw.label2id as Record<string, number>;
     } catch {
       /* Model.load has read it already; a problem here only loses label names */
     }
@@ -455,7 +456,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       }
       const labels = new LabelMap(info, strings);
       if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
-        throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs`);
+        throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs: give the spec "numLabels": ${labels.size} (a fresh head of that size)`);
       const toEx = (r: Row): Example => ({ kind: 'cls', ...b.clsIds(r), label: labels.map(r.fields[field], r.file, rowPlace(r, field)), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);

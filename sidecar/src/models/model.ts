@@ -2,13 +2,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 // Gradients are registered separately from tfjs-core's ops; every training path needs them.
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
 import type { Architecture, LmTrunk, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
 import { distilbert } from './distilbert';
-import { readConfig, type ModelConfig, type ModelType } from './config';
+import { readConfig, type ModelConfig, type ModelType, type ProblemType } from './config';
 import { Forward, type Hooks } from './forward';
 import { chunkedCausalLmLoss } from './ops';
 import { gpt2 } from './gpt2';
@@ -68,8 +69,8 @@ export class Model {
    * classifier's head may be missing (a base checkpoint): it starts as transformers starts it,
    * N(0, 0.02) weights and zero biases, from a seed of its name (the same on every load).
    */
-  static async load(dir: string): Promise<Model> {
-    const config = readConfig(dir);
+  static async load(dir: string, opts: LoadOptions = {}): Promise<Model> {
+    const config = withNumLabels(readConfig(dir), opts.numLabels, dir);
     const arch = architectureOf(config);
     const reader = await CheckpointReader.open(dir);
     const params = new Map<string, tf.Tensor>();
@@ -85,12 +86,19 @@ export class Model {
         }
         if (!name) throw new InputError(join(dir, 'model.safetensors'), info.name, 'tensor missing from the checkpoint');
         const entry = reader.entry(name);
+        // numLabels asked another head size: the checkpoint's is replaced (transformers' ignore_mismatched_sizes).
+        if (opts.numLabels !== undefined && info.type === 'head' && entry.shape.join() !== info.shape.join()) {
+          fresh.push(info);
+          stored.set(info.name, name);
+          continue;
+        }
         if (entry.shape.length !== info.shape.length || entry.shape.some((s, i) => s !== info.shape[i]))
           throw new InputError(join(dir, entry.file), name, `shape [${entry.shape.join(', ')}] does not match config.json, which implies [${info.shape.join(', ')}]`);
         stored.set(info.name, name);
       }
       checkAllUsed(reader, new Set(stored.values()), Object.keys(arch.aliases(config)), dir);
       for (const [param, name] of stored) {
+        if (fresh.some((f) => f.name === param)) continue;
         const info = reader.entry(name);
         params.set(param, tf.keep(tf.tensor(await reader.readFloat32(name), info.shape, 'float32')));
       }
@@ -204,6 +212,32 @@ export class Model {
 
 /** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
 const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|vit)\./;
+export interface LoadOptions {
+  /** A classifier's outputs in place of config.json's num_labels (the spec's numLabels). */
+  numLabels?: number;
+}
+
+/**
+ * config.json with another num_labels, as from_pretrained(num_labels=…) gives it: a label table of
+ * that size, and for one output without an explicit problem_type, a regression.
+ */
+function withNumLabels(config: ModelConfig, numLabels: number | undefined, dir: string): ModelConfig {
+  if (numLabels === undefined || !('numLabels' in config) || config.numLabels === numLabels) return config;
+  if (!Number.isInteger(numLabels) || numLabels < 1) throw new InputError(join(dir, 'config.json'), 'num_labels', `numLabels must be an integer ≥ 1, got ${numLabels}`);
+  const explicit = readProblemType(dir);
+  return { ...config, numLabels, problemType: explicit ?? (numLabels === 1 ? 'regression' : 'single_label_classification') };
+}
+
+/** config.json's own problem_type, if it names one. */
+function readProblemType(dir: string): ProblemType | undefined {
+  try {
+    const p = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { problem_type?: unknown }).problem_type;
+    return p === 'regression' || p === 'single_label_classification' || p === 'multi_label_classification' ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** A head parameter a base checkpoint lacks, as transformers' _init_weights starts it (initializer_range 0.02). */
 function freshHead(info: ParamInfo): tf.Tensor {
   if (info.name.endsWith('.bias')) return tf.zeros(info.shape);

@@ -66,6 +66,8 @@ export interface RunSpec {
   name: string;
   description?: string;
   model: string;
+  /** Classifiers: the head's outputs in place of config.json's (transformers' num_labels). */
+  numLabels?: number;
   data: DataSpec;
   adapter?: AdapterSpec;
   optimizer: OptimizerSpec;

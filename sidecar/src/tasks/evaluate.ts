@@ -13,6 +13,7 @@ import { InputError } from '../errors';
 import { throwIfCancelled, type JobContext } from '../jobs/context';
 import { Model } from '../models/model';
 import { readRunConfig } from '../train/run-folder';
+import { baseLoadOptions } from './base-options';
 import { loadDataAsRun } from '../analysis/data';
 import { evaluateDetailed } from '../analysis/evaluation';
 import { loadAnyAdapter } from '../analysis/finetuned';
@@ -33,7 +34,7 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
       if (model?.dir !== modelDir) {
         model?.dispose();
         model = undefined;
-        model = await Model.load(modelDir);
+        model = await Model.load(modelDir, await baseLoadOptions(dir));
       }
       // This file's rows, all of them (no eval split of their own), read as the run reads its data.
       const data = await loadDataAsRun(model, dir, resolve(p.data));

@@ -1,4 +1,5 @@
 /** `forward` and `grads`: a model (+ adapter) on a batch from a safetensors file, results to another. */
+import { baseLoadOptions } from './base-options';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ForwardJobParams, GradsJobParams, JobResult } from '../../../src/protocol';
 import { InputError } from '../errors';
@@ -19,7 +20,7 @@ function readBatch(model: Model, file: string): Promise<InputBatch> {
 
 export async function runForward(p: ForwardJobParams, ctx: JobContext): Promise<JobResult & { kind: 'forward' }> {
   await prepareOutputFile(p.out); // before the compute: a bad out path should not cost a forward pass
-  const model = await Model.load(modelFolder(p.model));
+  const model = await Model.load(modelFolder(p.model), await baseLoadOptions(p.adapter));
   let adapter: Awaited<ReturnType<typeof loadAdapterHooks>> | undefined;
   let batch: InputBatch | undefined;
   try {

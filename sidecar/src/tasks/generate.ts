@@ -27,6 +27,7 @@ import { KvCache } from '../models/kv-cache';
 import { Model } from '../models/model';
 import { Rng } from '../train/rng';
 import { readRunConfig } from '../train/run-folder';
+import { baseLoadOptions } from './base-options';
 import { AnalysisUsageError, int, num, runCli, str } from './importance';
 import { modelFolder } from '../spec/hub-cache';
 
@@ -213,7 +214,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
   const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
   const modelDir = cfg ? cfg.modelDir : modelFolder(p.model!);
   const adapterDir = p.run ?? p.adapter;
-  const model = await Model.load(modelDir);
+  const model = await Model.load(modelDir, await baseLoadOptions(adapterDir));
   try {
     if (model.arch.task === 'image-classification') throw new InputError(modelDir, 'config.json', `${model.config.modelType} here is an image classifier: a text prompt means nothing to it (evaluate scores it on an image folder)`);
     const tok = loadTokenizer(modelDir);

@@ -3,6 +3,7 @@
  * scores (and mean input activations of linear modules) over N batches, written as
  * `scores.safetensors` + `importance.json` (see ../analysis/importance.ts for the definitions).
  */
+import { baseLoadOptions } from './base-options';
 import * as tf from '@tensorflow/tfjs-core';
 import { promises as fsp, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -135,7 +136,7 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
   if ((p.data === undefined) === (p.inputs === undefined)) throw new InputError('', 'importance', 'give exactly one of --data and --inputs');
   const methods = parseMethods(p.methods);
   const t0 = performance.now();
-  const model = await Model.load(modelFolder(p.model));
+  const model = await Model.load(modelFolder(p.model), await baseLoadOptions(p.adapter));
   let adapter: AdapterInstance | undefined;
   let source: BatchSource | undefined;
   let acc: ImportanceAccumulator | undefined;

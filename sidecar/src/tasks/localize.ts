@@ -17,6 +17,7 @@ import { architectureOf, Model } from '../models/model';
 import { disposeTrainBatch, makeBatch } from '../data/batch';
 import type { Example } from '../data/dataset';
 import { readRunConfig } from '../train/run-folder';
+import { baseLoadOptions } from './base-options';
 import { chunks, loadAnalysisData, loadDataAsRun, type AnalysisData } from '../analysis/data';
 import { evaluateDetailed, scoreOf } from '../analysis/evaluation';
 import { loadFinetuned, type Finetuned } from '../analysis/finetuned';
@@ -254,7 +255,8 @@ export async function runLocalize(p: LocalizeJobParams, ctx: JobContext): Promis
   if (levels.some((r) => !(r > 0 && r <= 1))) throw new InputError('', 'sparsity', `each level must be in (0, 1]; got ${levels.join(', ')}`);
   const out = resolve(p.out);
   await fsp.mkdir(out, { recursive: true });
-  const model = await Model.load(modelFolder(p.base));
+  // Every source fine-tunes this base with one head size: the first one's.
+  const model = await Model.load(modelFolder(p.base), await baseLoadOptions(sources[0]!.path));
   try {
     const step = { done: 0, total: sources.length * levels.length * (p.epochs ?? 10), t0: performance.now() };
     const runs: LocalizeRunReport[] = [];

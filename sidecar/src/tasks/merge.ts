@@ -4,6 +4,7 @@
  * folder (config.json and tokenizer files copied, model.safetensors) plus `merge.json`.
  * See ../analysis/task-vectors.ts for the methods.
  */
+import { baseLoadOptions } from './base-options';
 import * as tf from '@tensorflow/tfjs-core';
 import { copyFileSync, existsSync, promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -174,7 +175,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
   if (p.method === 'soup-greedy' && !p.data) throw new InputError('', 'data', 'soup-greedy needs --data (it orders and keeps models by their validation score)');
   checkMergeOptions(p);
   await checkMergeOutput(p); // before the compute: a refused folder should not cost the merge
-  const model = await Model.load(modelFolder(p.base));
+  const model = await Model.load(modelFolder(p.base), await baseLoadOptions(p.runs[0]));
   try {
     const tv = await taskVectors(model, p.runs, ctx);
     const batchSize = 16;

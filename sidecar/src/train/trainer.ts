@@ -291,9 +291,9 @@ class Session {
         throw new InputError(cfg.specFile, 'memoryLimitMb', `the model's weights alone need ~${Math.round(f32)} MB as float32, over the ${limit.limitMb} MB limit (${limit.why})`);
     }
 
-    const model = (this.model = await Model.load(cfg.modelDir));
+    const model = (this.model = await Model.load(cfg.modelDir, cfg.numLabels !== undefined ? { numLabels: cfg.numLabels } : {}));
     if (model.freshHeads.length)
-      this.log('warn', `the checkpoint has no ${model.freshHeads.join(', ')} (a base model): initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
+      this.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint${cfg.numLabels !== undefined ? ` at numLabels ${cfg.numLabels}` : ' (a base model)'}, so initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
     const info = modelDataInfo(model);
     const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
     const data = await loadDataFiles({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
