@@ -16,6 +16,7 @@ import { Model, type SliceOptions } from '../../sidecar/src/models/model';
 import { causalLmLoss, chunkedCausalLmLoss } from '../../sidecar/src/models/ops';
 import { evaluate } from '../../sidecar/src/train/evaluate';
 import { assertClose, assertNoLeak, fixture, refGradName, useTestBackend } from '../helpers/numeric';
+import { perturb } from '../helpers/adapters';
 
 describe('causal-LM loss by slices of rows', () => {
   before(async () => {
@@ -83,10 +84,7 @@ describe('evaluation and probe losses by slices of rows', () => {
       const model = await Model.load(fixture('hf', name));
       const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
       // A LoRA off its init (B ≠ 0): its hooks must reach the sliced path's forward too.
-      for (const [k, t] of [...adapter.trainable]) {
-        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
-        t.dispose();
-      }
+      perturb(adapter, 0.05, 3);
       const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
       const slices = { chunkedLossLogits: 1, chunkLogits: 5 * model.config.vocabSize };
       const rows = examples(model.config.vocabSize);

@@ -17,6 +17,7 @@ import { parseConfig, type BertConfig } from '../../sidecar/src/models/config';
 import { Model } from '../../sidecar/src/models/model';
 import { formatInspect, inspectModel } from '../../sidecar/src/tasks/inspect';
 import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
+import { assertMergeReproduces, perturb } from '../helpers/adapters';
 
 const BERT = fixture('hf', 'bert-cls-tiny');
 const bertConfig = JSON.parse(readFileSync(join(BERT, 'config.json'), 'utf8')) as Record<string, number | string | object>;
@@ -165,24 +166,13 @@ describe('DistilBERT classifiers against this project’s BERT (checked against 
     });
   });
   it('SSF on its linear modules and norms, LN-tuning and a bottleneck adapter find its tap points; SSF folds into the weights (merged logits = the adapter’s)', async () => {
-    const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward({ inputIds: ids }, opts).dataSync() as Float32Array);
     const a = await createAdapter(model, { kind: 'ssf' }, { seed: 1 });
     try {
       const points = [...new Set([...a.trainable.keys()].map((n) => n.replace(/^distilbert\.(transformer\.layer\.\d+\.)?/, '').replace(/\.ssf_(scale|shift)$/, '')))].sort();
       // SSF's default: every linear module's output and every LayerNorm.
       assert.deepEqual(points, ['attention.k_lin', 'attention.out_lin', 'attention.q_lin', 'attention.v_lin', 'embeddings.LayerNorm', 'ffn.lin1', 'ffn.lin2', 'output_layer_norm', 'sa_layer_norm']);
-      for (const [n, t] of [...a.trainable]) {
-        a.trainable.set(n, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', 3))));
-        t.dispose();
-      }
-      const adapted = run({ hooks: a.hooks, overrides: a.overrides() });
-      assert.ok(adapted.some((x, i) => Math.abs(x - run({})[i]!) > 1e-3), 'the SSF changes the logits');
-      const merged = a.merged();
-      try {
-        assertClose('merged logits', run({ overrides: merged }), adapted, 1e-4);
-      } finally {
-        tf.dispose([...merged.values()]);
-      }
+      perturb(a, 0.2, 3);
+      assertMergeReproduces(model, a, { inputIds: ids });
     } finally {
       a.dispose();
     }

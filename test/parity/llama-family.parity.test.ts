@@ -25,6 +25,7 @@ import { generateIds } from '../../sidecar/src/tasks/generate';
 import { ropeInverseFrequencies, ropeTables } from '../../sidecar/src/models/ops';
 import { mulberry32 } from '../../sidecar/src/train/rng';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
+import { assertMergeReproduces, perturb } from '../helpers/adapters';
 import { naiveDecoderLogits, naiveInverseFrequencies } from '../helpers/naive-decoder';
 
 const BASE = fixture('hf', 'llama-tiny');
@@ -258,12 +259,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
       const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
       try {
         // Scales everywhere; shifts only where a linear's bias can absorb them (the norms feeding q/k/v and the MLP).
-        for (const [n, t] of [...a.trainable]) {
-          const shiftOk = /(input_layernorm|pre_feedforward_layernorm)\.ssf_shift$/.test(n);
-          if (n.endsWith('ssf_shift') && !shiftOk) continue;
-          a.trainable.set(n, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', 9))));
-          t.dispose();
-        }
+        perturb(a, 0.2, 9, (n) => !n.endsWith('ssf_shift') || /(input_layernorm|pre_feedforward_layernorm)\.ssf_shift$/.test(n));
         const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward({ inputIds }, opts).dataSync() as Float32Array);
         const adapted = run({ hooks: a.hooks, overrides: a.overrides() });
         assert.ok(relMaxError(adapted, run({})) > 1e-3, 'the SSF changes the logits');
@@ -474,19 +470,8 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
       const a = await createAdapter(model, { kind: 'ssf', targets: ['input_layernorm', 'post_attention_layernorm'] }, { seed: 1 });
       const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
       try {
-        for (const [n, t] of [...a.trainable]) {
-          a.trainable.set(n, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', 9))));
-          t.dispose();
-        }
-        const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward({ inputIds }, opts).dataSync() as Float32Array);
-        const adapted = run({ hooks: a.hooks, overrides: a.overrides() });
-        assert.ok(relMaxError(adapted, run({})) > 1e-3, 'the SSF changes the logits');
-        const merged = a.merged();
-        try {
-          assertClose('merged logits', run({ overrides: merged }), adapted, 1e-4);
-        } finally {
-          tf.dispose([...merged.values()]);
-        }
+        perturb(a, 0.2, 9);
+        assertMergeReproduces(model, a, { inputIds });
       } finally {
         inputIds.dispose();
         a.dispose();

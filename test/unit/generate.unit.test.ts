@@ -18,6 +18,7 @@ import { jobParamsProblem } from '../../sidecar/src/jobs/manager';
 import { runJob } from '../../sidecar/src/jobs/runners';
 import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
+import { perturb } from '../helpers/adapters';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
@@ -73,10 +74,7 @@ describe('the last position only', () => {
     for (const name of ['gpt2-tiny', 'llama-tiny']) {
       const model = await Model.load(join(REPO, '..', 'shared', 'fixtures', 'hf', name));
       const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
-      for (const [k, t] of [...adapter.trainable]) {
-        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
-        t.dispose();
-      }
+      perturb(adapter, 0.05, 3);
       const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
       const lastOfForward = (seq: number[]) =>
         tf.tidy(() => tf.reshape(tf.slice(model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }, weights), [0, seq.length - 1, 0], [1, 1, -1]), [-1]).dataSync() as Float32Array);
@@ -174,10 +172,7 @@ describe('generation', () => {
       const model = await Model.load(join(REPO, '..', 'shared', 'fixtures', 'hf', name));
       const adapter = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8 }, { seed: 1 });
       // A LoRA off its init (B ≠ 0), so the hooks change the keys and values the cache keeps.
-      for (const [k, t] of [...adapter.trainable]) {
-        adapter.trainable.set(k, tf.keep(tf.add(t, tf.randomNormal(t.shape, 0, 0.05, 'float32', 3))));
-        t.dispose();
-      }
+      perturb(adapter, 0.05, 3);
       const weights = { hooks: adapter.hooks, overrides: adapter.overrides() };
       try {
         const seq = [5, 17, 3, 99, 42, 7];
