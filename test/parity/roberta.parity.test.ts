@@ -11,7 +11,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createAdapter } from '../../sidecar/src/adapters';
+import { createAdapter, withFreshHeads } from '../../sidecar/src/adapters';
 import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type BertConfig } from '../../sidecar/src/models/config';
 import { inputLimits } from '../../sidecar/src/models/input-limits';
@@ -155,6 +155,23 @@ describe('RoBERTa / XLM-RoBERTa classifiers equal transformers’ BERT moved int
         'classifier.out_proj.weight',
       ]);
       lora.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+  it('a RoBERTa base without its head: LN-tuning trains the fresh classifier under PEFT’s SEQ_CLS rule (modules_to_save "classifier", nothing nested in it)', async () => {
+    const dir = await write('roberta');
+    const w = await readSafetensors(join(dir, 'model.safetensors'));
+    for (const n of ['classifier.dense.weight', 'classifier.dense.bias', 'classifier.out_proj.weight', 'classifier.out_proj.bias']) w.delete(n);
+    await writeSafetensors(join(dir, 'model.safetensors'), w);
+    const model = await Model.load(dir);
+    try {
+      assert.equal(model.freshHeads.length, 4);
+      assert.equal(withFreshHeads(model, { kind: 'ln-tuning' }).modulesToSave, undefined, 'PEFT already saves "classifier"');
+      assert.deepEqual(withFreshHeads(model, { kind: 'bitfit' }).modulesToSave, ['classifier.dense', 'classifier.out_proj']);
+      const a = await createAdapter(model, { kind: 'ln-tuning' }, { seed: 1 });
+      assert.deepEqual([...a.trainable.keys()].filter((n) => n.startsWith('classifier.')).sort(), ['classifier.dense.bias', 'classifier.dense.weight', 'classifier.out_proj.bias', 'classifier.out_proj.weight']);
+      a.dispose();
     } finally {
       model.dispose();
     }

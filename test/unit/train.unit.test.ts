@@ -23,7 +23,8 @@ import { overallProgress, runCompare, type CompareResult } from '../../sidecar/s
 import { listCheckpoints } from '../../sidecar/src/train/checkpoint';
 import { readMetrics, readRunConfig } from '../../sidecar/src/train/run-folder';
 import { lrAt } from '../../sidecar/src/train/schedule';
-import { ADAPTER_CHECK_FILE, ADAPTER_CHECK_LOGITS, adapterCheckRows, runTraining, secondsPerStep, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { ADAPTER_CHECK_FILE, ADAPTER_CHECK_LOGITS, adapterCheckRows, runTraining, secondsPerStep, specDifferences, totalStepsFor, TrainingError } from '../../sidecar/src/train/trainer';
+import { runMerge } from '../../sidecar/src/tasks/merge';
 import { f32, readSafetensors, toFloat32, writeSafetensors } from '../../sidecar/src/io/safetensors';
 import { toTf } from '../../sidecar/src/io/tensors';
 import { Model } from '../../sidecar/src/models/model';
@@ -480,6 +481,14 @@ describe('training', () => {
     assert.ok(tried.kind === 'generate' && tried.result.outputs[0]!.classes!.length === 3);
     assert.deepEqual(await baseLoadOptions(run), { numLabels: 3 });
     assert.deepEqual(await baseLoadOptions(join(run, 'adapter')), { numLabels: 3 }, 'a bare adapter folder: from the head it saved');
+    // A resume from a spec with another numLabels is refused by name; a merge of the run writes a config.json its head loads with.
+    const cfg3 = await readRunConfig(run);
+    assert.deepEqual(specDifferences(cfg3, { ...cfg3, numLabels: 4 }), ['numLabels']);
+    const merged = join(root, 'merged-3');
+    await runMerge({ kind: 'merge', base: join(root, 'bert-base-3'), runs: [run], method: 'soup-uniform', out: merged }, recorder().ctx);
+    const m3 = await Model.load(merged);
+    assert.deepEqual(m3.params.get('classifier.weight')!.shape, [3, 64]);
+    m3.dispose();
     // bert-cls-tiny's own 3-class head, replaced by a fresh 2-class one; 1 output: a regression.
     const two = await Model.load(join(root, 'bert-cls-tiny'), { numLabels: 2 });
     assert.deepEqual([two.params.get('classifier.weight')!.shape, [...two.freshHeads].sort()], [[2, 64], ['classifier.bias', 'classifier.weight']]);

@@ -66,7 +66,7 @@ function positiveInt(v: number, what: string): number {
 export function withFreshHeads(model: Model, spec: AdapterSpec): AdapterSpec {
   if (model.freshHeads.length === 0 || spec.kind === 'full') return spec;
   const own = spec.modulesToSave ?? [];
-  const covered = spec.kind === 'lora' || spec.kind === 'dora' || spec.kind === 'ia3' ? adapterModulesToSave(model, own) : own;
+  const covered = PEFT_HEAD_RULE.has(spec.kind) ? adapterModulesToSave(model, own) : own;
   const modules = [...new Set(model.freshHeads.map((p) => p.replace(/\.(weight|bias)$/, '')))].filter((m) => !insideModuleToSave(covered, m));
   return modules.length ? { ...spec, modulesToSave: [...own, ...modules] } : spec;
 }
@@ -124,9 +124,13 @@ function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] 
   return selectLinears(core.model, { targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType), modulesToSave: extraModulesToSave });
 }
 
-/** modules_to_save for kinds outside PEFT: full trainable copies of those modules' parameters. */
+/** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
+const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'ia3', 'ln-tuning']);
+
+/** modules_to_save (the spec's; for LN-tuning, with PEFT's head rule, as it exports them): full trainable copies of those modules' parameters. */
 function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
-  const names = moduleToSaveParams(core.model, core.spec.modulesToSave ?? []).filter((n) => !skip.has(n) && !core.trainable.has(n));
+  const wanted = core.spec.kind === 'ln-tuning' ? adapterModulesToSave(core.model, core.spec.modulesToSave ?? []) : (core.spec.modulesToSave ?? []);
+  const names = moduleToSaveParams(core.model, wanted).filter((n) => !skip.has(n) && !core.trainable.has(n));
   for (const n of names) core.addTrainable(n, tf.clone(core.model.params.get(n)!), layerOfPath(core.model, n), { replacesBase: true });
   if (names.length) core.mergeParts.push(replacementPart(core, names));
 }

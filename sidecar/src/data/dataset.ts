@@ -350,7 +350,8 @@ class LabelMap {
   map(raw: unknown, file: string, where: string): number {
     const n = this.info.numLabels ?? 0;
     if (typeof raw === 'number') {
-      if (!Number.isInteger(raw) || raw < 0 || raw >= n) throw new InputError(file, where, `label ${raw} is not a class id of this model (0..${n - 1})`);
+      if (!Number.isInteger(raw) || raw < 0 || raw >= n)
+        throw new InputError(file, where, `label ${raw} is not a class id of this model (0..${n - 1}); the spec's "numLabels" sizes the head (1 for a regression's values)`);
       return raw;
     }
     if (typeof raw === 'string') {

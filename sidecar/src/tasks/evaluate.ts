@@ -27,14 +27,19 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
   let rows = 0;
   // Runs of one base share its loaded weights.
   let model: Model | undefined;
+  let loadedKey = '';
   try {
     for (const [i, dir] of p.runs.entries()) {
       throwIfCancelled(ctx.signal);
       const modelDir = resolve((await readRunConfig(dir)).modelDir);
-      if (model?.dir !== modelDir) {
+      const opts = await baseLoadOptions(dir);
+      // Runs of one base and one head size share the loaded weights.
+      const key = `${modelDir}\0${opts.numLabels ?? ''}`;
+      if (!model || key !== loadedKey) {
         model?.dispose();
         model = undefined;
-        model = await Model.load(modelDir, await baseLoadOptions(dir));
+        model = await Model.load(modelDir, opts);
+        loadedKey = key;
       }
       // This file's rows, all of them (no eval split of their own), read as the run reads its data.
       const data = await loadDataAsRun(model, dir, resolve(p.data));

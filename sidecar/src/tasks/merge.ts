@@ -168,6 +168,22 @@ function checkMergeOptions(p: MergeJobParams): void {
   if (p.seed !== undefined && !p.method.startsWith('dare')) throw new InputError('', 'seed', 'only dare draws at random');
 }
 
+/**
+ * config.json of a merged classifier whose head the runs resized (the spec's numLabels): num_labels,
+ * a label table of that size and, for one output, problem_type "regression", so that this folder
+ * loads (here and in transformers) with the head it holds.
+ */
+async function resizeHeadConfig(file: string, model: Model): Promise<void> {
+  if (!('numLabels' in model.config) || !existsSync(file)) return;
+  const raw = JSON.parse(await fsp.readFile(file, 'utf8')) as Record<string, unknown>;
+  const n = model.config.numLabels;
+  const had = typeof raw.num_labels === 'number' ? raw.num_labels : raw.id2label && typeof raw.id2label === 'object' ? Object.keys(raw.id2label).length : 2;
+  if (had === n) return;
+  const names = Array.from({ length: n }, (_, i) => `LABEL_${i}`);
+  const out = { ...raw, num_labels: n, id2label: Object.fromEntries(names.map((l, i) => [String(i), l])), label2id: Object.fromEntries(names.map((l, i) => [l, i])), problem_type: model.config.problemType };
+  await fsp.writeFile(file, `${JSON.stringify(out, null, 2)}\n`, 'utf8');
+}
+
 export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobResult & { kind: 'merge' }> {
   if (!(MERGE_METHODS as readonly string[]).includes(p.method)) throw new InputError('', 'method', `must be one of ${MERGE_METHODS.join(', ')}`);
   if (p.runs.length === 0) throw new InputError('', 'runs', 'at least one run is needed');
@@ -273,6 +289,7 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
     }
     await writeSafetensors(join(out, 'model.safetensors'), tensors, { format: 'pt', peft_lab: `merge:${p.method}` });
     for (const f of MODEL_FILES_COPIED) if (existsSync(join(report.base, f))) copyFileSync(join(report.base, f), join(out, f));
+    await resizeHeadConfig(join(out, 'config.json'), model);
     if (data) {
       const ev: NonNullable<MergeReport['eval']> = { merged: await evalWith(model, tv, merged, data, rows, batchSize, ctx.signal) };
       ev.base = await evalWith(model, tv, undefined, data, rows, batchSize, ctx.signal);

@@ -103,7 +103,7 @@ export class TrainingError extends Error {
 /** Spec fields that must match to continue a run folder. */
 const RESUME_KEYS = [
   'modelDir', 'data', 'adapter', 'optimizer', 'schedule', 'batchSize', 'gradientAccumulation', 'maxGradNorm',
-  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping', 'ist',
+  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping', 'ist', 'numLabels',
 ] as const;
 
 export function specDifferences(a: RunConfig, b: RunConfig): string[] {
