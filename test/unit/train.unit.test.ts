@@ -489,6 +489,12 @@ describe('training', () => {
     const m3 = await Model.load(merged);
     assert.deepEqual(m3.params.get('classifier.weight')!.shape, [3, 64]);
     m3.dispose();
+    // A causal LM has no classifier head to size.
+    await assert.rejects(runTraining(config({ steps: 1, numLabels: 3 }), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => e.where === 'numLabels' && /causal language model/.test(e.problem));
+    // A bare base (no adapter): its fresh head is random, and generation says so.
+    const untrained = recorder();
+    await runGenerate({ kind: 'generate', model: join(root, 'bert-base-3'), prompt: 'good' }, untrained.ctx);
+    assert.ok(untrained.logs.some((l) => /not in the checkpoint, so untrained \(random\)/.test(l)), untrained.logs.join('\n'));
     // bert-cls-tiny's own 3-class head, replaced by a fresh 2-class one; 1 output: a regression.
     const two = await Model.load(join(root, 'bert-cls-tiny'), { numLabels: 2 });
     assert.deepEqual([two.params.get('classifier.weight')!.shape, [...two.freshHeads].sort()], [[2, 64], ['classifier.bias', 'classifier.weight']]);

@@ -266,6 +266,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
 async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, cfg: RunConfig | undefined, adapterDir: string | undefined, ctx: JobContext): Promise<GenerateResult> {
   const info = modelDataInfo(model);
   const regression = info.problemType === 'regression';
+  if (!adapterDir && model.freshHeads.length) ctx.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint, so untrained (random): try a run or an adapter that trained the head`);
   const names = regression ? [] : await classNames(model, cfg);
   const pairField = cfg?.data.textPairField;
   if (pairField && p.pair === undefined) ctx.log('warn', `this run was trained on text pairs ("${cfg!.data.textField}" with "${pairField}"): give the second text too (--pair), or it is scored on the first alone`);

@@ -292,6 +292,8 @@ class Session {
     }
 
     const model = (this.model = await Model.load(cfg.modelDir, cfg.numLabels !== undefined ? { numLabels: cfg.numLabels } : {}));
+    if (cfg.numLabels !== undefined && model.arch.task === 'causal-lm')
+      throw new InputError(cfg.specFile, 'numLabels', `sizes a classifier's head; ${model.config.modelType} here is a causal language model (its head is its vocabulary)`);
     if (model.freshHeads.length)
       this.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint${cfg.numLabels !== undefined ? ` at numLabels ${cfg.numLabels}` : ' (a base model)'}, so initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
     const info = modelDataInfo(model);
