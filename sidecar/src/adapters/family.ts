@@ -59,6 +59,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'roberta':
     case 'xlm-roberta':
     case 'distilbert':
+    case 'deberta-v2':
       return 'SEQ_CLS';
     default:
       return null;

@@ -22,6 +22,10 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
   if (cfg.modelType === 'bert') {
     extra('bert.pooler.dense', 'dense', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
+  } else if (cfg.modelType === 'deberta-v2') {
+    // ContextPooler, then the classifier.
+    extra('pooler.dense', 'dense', d, d);
+    extra('classifier', 'classifier', d, cfg.numLabels);
   } else if (cfg.modelType === 'distilbert') {
     extra('pre_classifier', 'pre_classifier', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
@@ -53,6 +57,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
   distilbert: ['q_lin', 'v_lin'],
+  'deberta-v2': ['query_proj', 'value_proj'],
   vit: ['query', 'value'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
@@ -70,6 +75,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
   distilbert: ['k_lin', 'v_lin', 'ffn.lin2'],
+  'deberta-v2': ['key_proj', 'value_proj', 'output.dense'],
   vit: ['key', 'value', 'output.dense'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
@@ -87,6 +93,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
   distilbert: ['ffn.lin2'],
+  'deberta-v2': ['output.dense'],
   vit: ['output.dense'],
 };
 
@@ -235,6 +242,16 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'roberta':
     case 'xlm-roberta':
       norm(`${cfg.prefix}.embeddings.LayerNorm`, -1, true);
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        sub(`${p}.attention`, i, `${p}.attention.output.dense`);
+        norm(`${p}.attention.output.LayerNorm`, i, true);
+        sub(`${p}.output`, i, `${p}.output.dense`);
+        norm(`${p}.output.LayerNorm`, i, true);
+      }
+      break;
+    case 'deberta-v2':
+      norm('deberta.embeddings.LayerNorm', -1, true);
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         sub(`${p}.attention`, i, `${p}.attention.output.dense`);

@@ -65,7 +65,7 @@ export function modelDataInfo(model: Model): ModelDataInfo {
   if ('typeVocabSize' in c) info.typeVocabSize = c.typeVocabSize;
   if ('problemType' in c) info.problemType = c.problemType;
   // RoBERTa's positions start at pad_token_id + 1: fewer tokens fit.
-  if (isEncoder(c) && c.positionsAfterPadding) info.maxPositions = c.maxPositions - c.padTokenId! - 1;
+  if (isEncoder(c) && 'positionsAfterPadding' in c && c.positionsAfterPadding) info.maxPositions = c.maxPositions - c.padTokenId! - 1;
   if (c.modelType === 'vit') {
     info.imageSize = c.imageSize;
     info.numChannels = c.numChannels;

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -100,7 +100,42 @@ export interface LlamaConfig extends Common {
 /** The post-LN text encoders of BERT's layout: BERT, RoBERTa / XLM-RoBERTa (positions and head differ), DistilBERT (no token types; names and head differ). */
 export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
-export const isEncoder = (c: ModelConfig): c is BertConfig => (ENCODER_FAMILY as readonly string[]).includes(c.modelType);
+/** Text encoders that classify a sequence (an attention mask over padding): BERT's family and DeBERTa. */
+export const isEncoder = (c: ModelConfig): c is BertConfig | DebertaConfig => c.modelType === 'deberta-v2' || (ENCODER_FAMILY as readonly string[]).includes(c.modelType);
+
+/**
+ * DebertaV2ForSequenceClassification (DeBERTa-v2 and -v3): BERT's post-LN encoder with disentangled
+ * attention (content-to-position and position-to-content scores over bucketed relative positions,
+ * from shared relative embeddings), and a ContextPooler (dense → activation on [CLS]) before the
+ * classifier.
+ */
+export interface DebertaConfig extends Common {
+  modelType: 'deberta-v2';
+  intermediateSize: number;
+  activation: Activation;
+  layerNormEps: number;
+  maxPositions: number;
+  /** Token embedding width (embedding_size); an embed_proj maps it to hidden_size where they differ. */
+  embeddingSize: number;
+  typeVocabSize: number;
+  positionBiasedInput: boolean;
+  padTokenId?: number;
+  relativeAttention: boolean;
+  /** max_relative_positions (−1 in configs: max_position_embeddings). */
+  maxRelativePositions: number;
+  /** position_buckets (0: none: relative positions as they are). */
+  positionBuckets: number;
+  /** Content-to-position and position-to-content scores (pos_att_type). */
+  c2p: boolean;
+  p2c: boolean;
+  /** share_att_key: position keys and queries through key_proj and query_proj, not pos_key_proj / pos_query_proj. */
+  shareAttKey: boolean;
+  /** norm_rel_ebd "layer_norm": the relative embeddings through encoder.LayerNorm. */
+  normRelEmbeddings: boolean;
+  poolerActivation: Activation;
+  numLabels: number;
+  problemType: ProblemType;
+}
 
 /**
  * BertForSequenceClassification, and RobertaForSequenceClassification (XLM-R's too): parameters under
@@ -135,7 +170,7 @@ export interface VitConfig extends Common {
   problemType: ProblemType;
 }
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
-export type ModelConfig = Gpt2Config | LlamaConfig | BertConfig | VitConfig;
+export type ModelConfig = Gpt2Config | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
 
 /** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
 const MAX_DIM = 1 << 20;
@@ -277,6 +312,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
       return roberta(f, modelType, architecture);
     case 'distilbert':
       return distilbertConfig(f, architecture);
+    case 'deberta-v2':
+      return debertaConfig(f, architecture);
     case 'vit': {
       const hiddenSize = f.int('hidden_size');
       const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
@@ -336,6 +373,52 @@ function roberta(f: Fields, modelType: 'roberta' | 'xlm-roberta', architecture: 
     typeVocabSize: f.int('type_vocab_size', 2),
     padTokenId: pad,
     positionsAfterPadding: true,
+    numLabels: labels,
+    problemType: problemType(f, labels),
+  };
+}
+
+/** DebertaV2Config (DeBERTa-v2 and -v3): transformers' defaults; the convolution of v2-xlarge is refused. */
+function debertaConfig(f: Fields, architecture: string): DebertaConfig {
+  const hiddenSize = f.int('hidden_size', 1536);
+  const numHeads = f.int('num_attention_heads', 24);
+  if (hiddenSize % numHeads !== 0) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads}`);
+  if (f.has('attention_head_size') && f.int('attention_head_size') !== hiddenSize / numHeads) f.fail('attention_head_size', 'heads of another width than hidden_size / num_attention_heads are not supported');
+  if (f.has('conv_kernel_size') && f.int('conv_kernel_size', 0, 0) > 0) f.fail('conv_kernel_size', "DeBERTa-v2's convolution layer (v2-xlarge, v2-xxlarge) is not supported; DeBERTa-v3 has none");
+  const vocabSize = f.int('vocab_size', 128100, 1, MAX_VOCAB);
+  const maxPositions = f.int('max_position_embeddings', 512);
+  const raw = f.get('pos_att_type');
+  const types = typeof raw === 'string' ? raw.toLowerCase().split('|').map((x) => x.trim()) : Array.isArray(raw) ? raw : raw === undefined || raw === null ? [] : f.fail('pos_att_type', 'expected "p2c|c2p" or a list');
+  for (const t of types) if (t !== 'c2p' && t !== 'p2c') f.fail('pos_att_type', `unsupported attention type ${JSON.stringify(t)} (supported: c2p, p2c)`);
+  const rel = f.bool('relative_attention', false);
+  const maxRel = f.int('max_relative_positions', -1, -1);
+  const labels = numLabels(f);
+  const normRel = f.get('norm_rel_ebd');
+  if (f.has('pooler_hidden_size') && f.int('pooler_hidden_size') !== hiddenSize) f.fail('pooler_hidden_size', 'must equal hidden_size (the classifier reads the pooler from a hidden-size vector)');
+  return {
+    modelType: 'deberta-v2',
+    architecture: architecture || 'DebertaV2ForSequenceClassification',
+    hiddenSize,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    numLayers: f.int('num_hidden_layers', 24, 1, MAX_LAYERS),
+    vocabSize,
+    intermediateSize: f.int('intermediate_size', 6144),
+    activation: f.activation('hidden_act', 'gelu'),
+    layerNormEps: f.num('layer_norm_eps', 1e-7),
+    maxPositions,
+    embeddingSize: f.int('embedding_size', hiddenSize),
+    typeVocabSize: f.int('type_vocab_size', 0, 0),
+    positionBiasedInput: f.bool('position_biased_input', true),
+    ...padToken(f, 'pad_token_id', 0, vocabSize),
+    relativeAttention: rel,
+    maxRelativePositions: maxRel < 1 ? maxPositions : maxRel,
+    positionBuckets: Math.max(0, f.int('position_buckets', -1, -1)),
+    c2p: types.includes('c2p'),
+    p2c: types.includes('p2c'),
+    shareAttKey: f.bool('share_att_key', false),
+    normRelEmbeddings: typeof normRel === 'string' && normRel.toLowerCase().split('|').map((x) => x.trim()).includes('layer_norm'),
+    poolerActivation: f.activation('pooler_hidden_act', 'gelu'),
     numLabels: labels,
     problemType: problemType(f, labels),
   };

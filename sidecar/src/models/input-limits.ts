@@ -27,6 +27,8 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
         tokenTypes: cfg.typeVocabSize,
         ...classLabels(cfg.problemType, cfg.numLabels),
       };
+    case 'deberta-v2':
+      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, tokenTypes: cfg.typeVocabSize, ...classLabels(cfg.problemType, cfg.numLabels) };
     case 'vit':
       return classLabels(cfg.problemType, cfg.numLabels);
   }

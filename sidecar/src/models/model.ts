@@ -8,6 +8,7 @@ import { InputError } from '../errors';
 import { CheckpointReader, numel } from '../io/safetensors';
 import type { Architecture, LmTrunk, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
+import { deberta } from './deberta';
 import { distilbert } from './distilbert';
 import { readConfig, type ModelConfig, type ModelType, type ProblemType } from './config';
 import { Forward, type Hooks } from './forward';
@@ -21,7 +22,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -211,7 +212,7 @@ export class Model {
 }
 
 /** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
-const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|vit)\./;
+const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|deberta|vit)\./;
 export interface LoadOptions {
   /** A classifier's outputs in place of config.json's num_labels (the spec's numLabels). */
   numLabels?: number;

@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { totalmem } from 'node:os';
 import { isEncoder, type ModelConfig } from '../models/config';
+import { attentionSpan } from '../models/deberta';
 import { CHUNK_LOGITS, CHUNKED_LOSS_LOGITS } from '../models/model';
 
 export interface MemoryEstimate {
@@ -33,9 +34,11 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
   // [T, inner] products (a Qwen2.5-0.5B step of 1 × 250 tokens aborts the 3.6 GiB wasm heap that the
   // GPT-2 count would have let it try).
   const llamaLike = 'normOffset' in c;
+  // DeBERTa's disentangled attention keeps each head's scores against every relative position (c2p, p2c: [T, 2·span]).
+  const relative = c.modelType === 'deberta-v2' && c.relativeAttention ? 2 * B * c.numHeads * T * 2 * attentionSpan(c) : 0;
   const perLayer = llamaLike
     ? 20 * B * T * d + 6 * B * T * inner + 4 * B * c.numHeads * T * T
-    : 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T;
+    : 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T + relative;
   // A causal LM's logits: all of them, or one slice at a time when the loss goes by slices (model.ts).
   const logits = B * T * c.vocabSize;
   const head = isEncoder(c) || c.modelType === 'vit' ? 4 * B * d : 4 * (logits > CHUNKED_LOSS_LOGITS ? CHUNK_LOGITS : logits);

@@ -1,0 +1,170 @@
+/**
+ * DeBERTa-v2/v3 sequence classifiers against a plain float64 re-implementation of transformers'
+ * modeling_deberta_v2.py (test/helpers/naive-deberta.ts): logits of v3-style models (shared
+ * attention keys, log-bucketed relative positions, normalised relative embeddings, no absolute
+ * positions) and v2-style ones (own pos_key_proj, clamped relative positions, absolute positions,
+ * token types, an embedding projection), padding, gradients (float64 directional derivatives).
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createAdapter } from '../../sidecar/src/adapters';
+import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { parseConfig, type DebertaConfig } from '../../sidecar/src/models/config';
+import { logBucket } from '../../sidecar/src/models/deberta';
+import { randomModel } from '../../sidecar/src/models/init';
+import { Model } from '../../sidecar/src/models/model';
+import { assertMergeReproduces, perturb } from '../helpers/adapters';
+import { naiveBucket, naiveDebertaLogits } from '../helpers/naive-deberta';
+import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+
+const BASE = { model_type: 'deberta-v2', architectures: ['DebertaV2ForSequenceClassification'], vocab_size: 50, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96, max_position_embeddings: 64, hidden_act: 'gelu', num_labels: 3 };
+const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
+  {
+    name: 'v3: shared keys, position buckets 8 (log-bucketed beyond ±4), normalised relative embeddings, no absolute positions',
+    config: { relative_attention: true, position_buckets: 8, max_relative_positions: -1, pos_att_type: 'p2c|c2p', share_att_key: true, norm_rel_ebd: 'layer_norm', position_biased_input: false, type_vocab_size: 0 },
+  },
+  {
+    name: 'v2: own pos_key_proj / pos_query_proj, relative positions clamped at ±6, absolute positions, token types, embed_proj from 48',
+    config: { relative_attention: true, max_relative_positions: 6, pos_att_type: ['c2p', 'p2c'], share_att_key: false, position_biased_input: true, type_vocab_size: 2, embedding_size: 48 },
+  },
+  { name: 'c2p only, unbucketed', config: { relative_attention: true, max_relative_positions: 16, pos_att_type: ['c2p'], share_att_key: true, position_biased_input: false } },
+];
+const IDS = [
+  [1, 7, 12, 3, 44, 9, 20, 31, 5, 18, 2, 40],
+  [1, 22, 8, 16, 35, 11, 4, 27, 6, 13, 49, 2],
+];
+
+describe('DeBERTa-v2/v3 classifiers against a float64 re-implementation of transformers’ modeling_deberta_v2', () => {
+  let root = '';
+  before(async () => {
+    await useTestBackend();
+    root = mkdtempSync(join(tmpdir(), 'peft-lab-deberta-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  /** A random model of the variant, written to a folder and loaded back (names and shapes as a checkpoint's). */
+  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/): Promise<{ model: Model; cfg: DebertaConfig; weights: Map<string, Float32Array> }> {
+    const raw = { ...BASE, ...config };
+    const cfg = parseConfig(raw, 'config.json') as DebertaConfig;
+    const fresh = randomModel(cfg, seed, 0.2);
+    const dir = join(root, `m${seed}`);
+    mkdirSync(dir, { recursive: true });
+    const weights = new Map<string, Float32Array>();
+    const out = new Map<string, HostTensor>();
+    for (const [n, t] of fresh.params) {
+      // Norms off their identity init too, so that every weight matters.
+      const data = (n.includes('LayerNorm') ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array;
+      weights.set(n, Float32Array.from(data));
+      if (!drop.test(n)) out.set(n, f32(t.shape, Float32Array.from(data)));
+    }
+    fresh.dispose();
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
+    await writeSafetensors(join(dir, 'model.safetensors'), out);
+    return { model: await Model.load(dir), cfg, weights };
+  }
+  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
+    const t = weights.get(n);
+    if (!t) throw new Error(`no ${n}`);
+    return t;
+  };
+
+  it('config: DebertaV2Config defaults; v3 keys (a "p2c|c2p" string, buckets, norm_rel_ebd); the v2-xlarge convolution refused', () => {
+    const c = parseConfig({ model_type: 'deberta-v2', vocab_size: 100 }, 'c.json') as DebertaConfig;
+    assert.deepEqual([c.hiddenSize, c.numHeads, c.numLayers, c.intermediateSize, c.layerNormEps, c.relativeAttention, c.positionBiasedInput, c.typeVocabSize, c.c2p, c.p2c], [1536, 24, 24, 6144, 1e-7, false, true, 0, false, false]);
+    const v3 = parseConfig({ ...BASE, ...VARIANTS[0]!.config }, 'c.json') as DebertaConfig;
+    assert.deepEqual([v3.c2p, v3.p2c, v3.positionBuckets, v3.maxRelativePositions, v3.normRelEmbeddings, v3.shareAttKey], [true, true, 8, 64, true, true]);
+    assert.throws(() => parseConfig({ ...BASE, conv_kernel_size: 3 }, 'c.json'), /conv_kernel_size.*not supported/);
+    assert.throws(() => parseConfig({ ...BASE, pos_att_type: 'c2p|p2p' }, 'c.json'), /pos_att_type.*"p2p"/);
+  });
+
+  it('log buckets as transformers’ make_log_bucket_position: as they are within ±bucket/2, log-spaced beyond', () => {
+    for (const [bucket, max] of [[8, 64], [256, 512]] as const)
+      for (let r = -70; r <= 70; r++) assert.equal(logBucket(r, bucket, max), naiveBucket(r, bucket, max), `bucket(${r}; ${bucket}, ${max})`);
+    assert.deepEqual([logBucket(3, 8, 64), logBucket(4, 8, 64), logBucket(5, 8, 64), logBucket(63, 8, 64), logBucket(-63, 8, 64)], [3, 4, 5, 7, -7]);
+  });
+
+  for (const [i, v] of VARIANTS.entries()) {
+    it(`${v.name}: logits equal the reference's; a padded row (mask) equals its unpadded self`, async () => {
+      const { model, cfg, weights } = await load(v.config, 10 * (i + 1));
+      try {
+        const got = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(IDS, [2, 12], 'int32') }).dataSync() as Float32Array);
+        IDS.forEach((ids, b) => assertClose(`${v.name}, row ${b}`, got.subarray(b * 3, b * 3 + 3), naiveDebertaLogits(cfg, lookup(weights), ids), 1e-4));
+        // Row 1 cut to 8 tokens and padded back to 12 behind a mask: the same logits as the 8 alone.
+        const padded = [IDS[0]!, [...IDS[1]!.slice(0, 8), 0, 0, 0, 0]];
+        const mask = [Array(12).fill(1), [...Array(8).fill(1), 0, 0, 0, 0]];
+        const masked = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(padded, [2, 12], 'int32'), attentionMask: tf.tensor2d(mask, [2, 12], 'int32') }).dataSync() as Float32Array);
+        assertClose(`${v.name}, padded row`, masked.subarray(3, 6), naiveDebertaLogits(cfg, lookup(weights), IDS[1]!.slice(0, 8)), 1e-4);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('gradients (v3): along random directions, the float64 reference’s derivative of the loss, for the relative embeddings, their norm, a projection and the pooler; no leaks', async () => {
+    const { model, cfg, weights } = await load(VARIANTS[0]!.config, 99);
+    const labels = [2, 0];
+    const naiveLoss = (w: Map<string, Float32Array | Float64Array>) =>
+      IDS.reduce((sum, ids, b) => {
+        const z = naiveDebertaLogits(cfg, lookup(w), ids);
+        const m = Math.max(...z);
+        return sum + (Math.log(z.reduce((a, x) => a + Math.exp(x - m), 0)) + m - z[labels[b]!]!);
+      }, 0) / IDS.length;
+    const names = ['deberta.encoder.rel_embeddings.weight', 'deberta.encoder.LayerNorm.weight', 'deberta.encoder.layer.0.attention.self.key_proj.weight', 'pooler.dense.weight'];
+    try {
+      await assertNoLeak(() => {
+        const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+        const target = tf.tensor1d(labels, 'int32');
+        const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
+        tf.dispose([inputIds, target]);
+        assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
+        for (const [k, n] of names.entries()) {
+          const g = grads.get(n)!.dataSync() as Float32Array;
+          // A unit direction; the reference's central difference in float64.
+          const dir = Float64Array.from(tf.tidy(() => tf.randomNormal(g.length === 0 ? [1] : [g.length], 0, 1, 'float32', 50 + k).dataSync()));
+          const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
+          const eps = 1e-4;
+          const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
+          const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
+          const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
+          assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
+        }
+        tf.dispose([loss, ...grads.values()]);
+      });
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('PEFT targets (query_proj, value_proj); a base without pooler and classifier gets fresh ones that train; SSF on its norms merges', async () => {
+    const { model } = await load(VARIANTS[0]!.config, 7);
+    try {
+      const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
+      const names = [...new Set([...lora.trainable.keys()].map((n) => n.replace(/^deberta\.encoder\.layer\.\d+\./, '')))].sort();
+      assert.deepEqual(names, ['attention.self.query_proj.lora_A.weight', 'attention.self.query_proj.lora_B.weight', 'attention.self.value_proj.lora_A.weight', 'attention.self.value_proj.lora_B.weight', 'classifier.bias', 'classifier.weight']);
+      lora.dispose();
+      const ssf = await createAdapter(model, { kind: 'ssf', targets: ['LayerNorm'] }, { seed: 1 });
+      // (SSF on a complete model; a base without its pooler and classifier comes below.)
+      perturb(ssf, 0.2, 3);
+      const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+      assertMergeReproduces(model, ssf, { inputIds });
+      inputIds.dispose();
+      ssf.dispose();
+    } finally {
+      model.dispose();
+    }
+    // deberta-v3-base has neither: both start fresh, and both train (PEFT would leave the pooler frozen at random).
+    const bare = (await load(VARIANTS[0]!.config, 8, /^(pooler|classifier)\./)).model;
+    try {
+      assert.deepEqual([...bare.freshHeads].sort(), ['classifier.bias', 'classifier.weight', 'pooler.dense.bias', 'pooler.dense.weight']);
+      const lora = await createAdapter(bare, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
+      assert.deepEqual([...lora.trainable.keys()].filter((n) => /^(pooler|classifier)\./.test(n)).sort(), ['classifier.bias', 'classifier.weight', 'pooler.dense.bias', 'pooler.dense.weight']);
+      lora.dispose();
+    } finally {
+      bare.dispose();
+    }
+  });
+});
