@@ -489,6 +489,14 @@ describe('training', () => {
     const m3 = await Model.load(merged);
     assert.deepEqual(m3.params.get('classifier.weight')!.shape, [3, 64]);
     m3.dispose();
+    // TIES trims task vectors, but a fresh head's is the whole trained head: the merge averages those.
+    const run2 = runDir();
+    await runTraining(config({ ...spec, numLabels: 3, seed: 5 }), { runDir: run2, ctx: recorder().ctx });
+    const tiesOut = join(root, 'merged-ties');
+    await runMerge({ kind: 'merge', base: join(root, 'bert-base-3'), runs: [run, run2], method: 'ties', out: tiesOut }, recorder().ctx);
+    const headOf = async (f: string) => toFloat32([...(await readSafetensors(f))].find(([k]) => k.endsWith('classifier.weight'))![1]);
+    const [h1, h2, hm] = [await headOf(join(run, 'adapter', 'adapter_model.safetensors')), await headOf(join(run2, 'adapter', 'adapter_model.safetensors')), await headOf(join(tiesOut, 'model.safetensors'))];
+    assert.ok(hm.every((x, i) => Math.abs(x - (h1[i]! + h2[i]!) / 2) < 1e-6), 'the merged head is the runs’ average');
     // A causal LM has no classifier head to size.
     await assert.rejects(runTraining(config({ steps: 1, numLabels: 3 }), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => e.where === 'numLabels' && /causal language model/.test(e.problem));
     // A bare base (no adapter): its fresh head is random, and generation says so.

@@ -30,6 +30,8 @@ interface TaskVectors {
   /** τ_t per changed tensor (absent: 0). */
   taus: Map<string, Vec>[];
   runs: string[];
+  /** Head tensors the base checkpoint lacked (Model.freshHeads): their τ runs from a random start. */
+  fresh: ReadonlySet<string>;
 }
 
 /** The dtype each parameter has in a model folder's checkpoint (F32 where it cannot tell). */
@@ -84,7 +86,18 @@ async function taskVectors(model: Model, runs: readonly string[], ctx: JobContex
     await yieldToEventLoop();
   }
   const order = [...model.params.keys()].filter((n) => names.has(n));
-  return { names: order, base, shapes, taus, runs: runs.map((r) => resolve(r)) };
+  return { names: order, base, shapes, taus, runs: runs.map((r) => resolve(r)), fresh: new Set(model.freshHeads) };
+}
+
+/** Σ wᵢ·τᵢ / Σ wᵢ. */
+function weightedAverage(taus: readonly Vec[], weights: readonly number[]): Vec {
+  const total = weights.reduce((a, b) => a + b, 0);
+  const m = new Float32Array(taus[0]!.length);
+  taus.forEach((tau, i) => {
+    const w = weights[i]! / total;
+    for (let j = 0; j < m.length; j++) m[j]! += w * tau[j]!;
+  });
+  return m;
 }
 
 const tauOf = (tv: TaskVectors, t: number, name: string): Vec => tv.taus[t]!.get(name) ?? new Float32Array(tv.base.get(name)!.length);
@@ -98,6 +111,11 @@ function mergeTaus(tv: TaskVectors, method: MergeMethod, which: readonly number[
   for (const name of tv.names) {
     const taus = which.map((t) => tauOf(tv, t, name));
     let m: Vec;
+    // A fresh head's τ is all of a trained head, not a sparse task direction: averaged (weighted), never trimmed or rescaled.
+    if (tv.fresh.has(name)) {
+      out.set(name, weightedAverage(taus, method === 'soup-uniform' || method === 'soup-greedy' ? taus.map(() => 1) : weights));
+      continue;
+    }
     switch (method) {
       case 'soup-uniform':
       case 'soup-greedy':
