@@ -12,6 +12,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createAdapter } from '../../sidecar/src/adapters';
+import { collectCovariances } from '../../sidecar/src/adapters/inits/calibration';
+import { hookableLinears } from '../../sidecar/src/adapters/targets';
+import { inputLimits } from '../../sidecar/src/models/input-limits';
 import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type DebertaConfig } from '../../sidecar/src/models/config';
 import { logBucket } from '../../sidecar/src/models/deberta';
@@ -165,6 +168,21 @@ describe('DeBERTa-v2/v3 classifiers against a float64 re-implementation of trans
       lora.dispose();
     } finally {
       bare.dispose();
+    }
+  });
+  it('CorDA’s covariances count the projections’ calls on the relative embeddings (shared keys) as PEFT’s hook does: the same for any calibration batch size', async () => {
+    const { model } = await load(VARIANTS[0]!.config, 21);
+    try {
+      const mods = hookableLinears(model).filter((m) => /layer\.0\.attention\.self\.(query|value)_proj$/.test(m.module));
+      const ids = tf.tensor2d(IDS, [2, 12], 'int32');
+      const [one, two] = [await collectCovariances(model, mods, ids, 1), await collectCovariances(model, mods, ids, 2)];
+      ids.dispose();
+      for (const m of mods) assertClose(m.module, two.get(m.module)!, one.get(m.module)!, 1e-5);
+      // The v3 input limits: no token types to check (type_vocab_size 0), no length cap from absolute positions.
+      const limits = inputLimits(model.config);
+      assert.deepEqual([limits.tokenTypes, limits.positions], [undefined, undefined]);
+    } finally {
+      model.dispose();
     }
   });
 });

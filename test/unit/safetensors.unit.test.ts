@@ -515,6 +515,9 @@ describe('sharded checkpoints', () => {
   test('a folder with neither file names the folder', async () => {
     const dir = tmpDir();
     await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && e.file === dir && e.message.includes('no model.safetensors or model.safetensors.index.json'));
+    // A PyTorch checkpoint (DeBERTa-v3's on the hub): how to convert it.
+    writeFileSync(join(dir, 'pytorch_model.bin'), 'PK');
+    await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && /holds pytorch_model\.bin, which is not read; convert it with transformers \(model\.save_pretrained\(dir, safe_serialization=True\)\)/.test(e.message));
   });
 
   test('malformed index files name index.json and the key', async () => {

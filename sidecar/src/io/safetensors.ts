@@ -589,7 +589,11 @@ export class CheckpointReader {
     if (name === undefined) {
       if (await exists(join(dir, SINGLE))) name = SINGLE;
       else if (await exists(join(dir, INDEX))) name = INDEX;
-      else throw new SafetensorsError(dir, `no ${SINGLE} or ${INDEX} in this folder`);
+      else {
+        // PyTorch pickles are not read (they can run code): the usual fix is one save_pretrained away.
+        const pickled = (await exists(join(dir, 'pytorch_model.bin'))) || (await exists(join(dir, 'pytorch_model.bin.index.json')));
+        throw new SafetensorsError(dir, `no ${SINGLE} or ${INDEX} in this folder${pickled ? ': it holds pytorch_model.bin, which is not read; convert it with transformers (model.save_pretrained(dir, safe_serialization=True))' : ''}`);
+      }
     } else if (!(await exists(join(dir, name)))) {
       throw new SafetensorsError(join(dir, name), 'no such file');
     }

@@ -49,21 +49,28 @@ export function logBucket(rel: number, bucketSize: number, maxPosition: number):
   return Math.sign(rel) * (Math.ceil(f(ratio * (mid - 1))) + mid);
 }
 
+/** relativeIndex's tables by configuration and length: the same for every layer, batch and step. */
+const INDEX_CACHE = new Map<string, Int32Array>();
+
 /**
- * Flat gather indices [B·H·T·T] into scores [B, H, T, 2·span]: for each (i, j), column
+ * Gather indices [T·T] into each head's scores [T · 2·span] (flattened): for each (i, j), column
  * clamp(±bucket(i − j) + span) of row i (c2p: +bucket(i − j) on the queries' rows; p2c: the
  * transposed read, row j at −bucket(j − i), as transformers' gather-then-transpose).
  */
-function relativeIndex(cfg: DebertaConfig, bh: number, t: number, kind: 'c2p' | 'p2c'): tf.Tensor1D {
+function relativeIndex(cfg: DebertaConfig, t: number, kind: 'c2p' | 'p2c'): tf.Tensor1D {
   const span = attentionSpan(cfg);
-  const bucket = (r: number) => (cfg.positionBuckets > 0 ? logBucket(r, cfg.positionBuckets, cfg.maxRelativePositions) : r);
-  const clamp = (x: number) => Math.min(Math.max(x, 0), 2 * span - 1);
-  const cols = new Int32Array(t * t);
-  for (let i = 0; i < t; i++)
-    for (let j = 0; j < t; j++) cols[i * t + j] = kind === 'c2p' ? i * 2 * span + clamp(bucket(i - j) + span) : j * 2 * span + clamp(-bucket(j - i) + span);
-  const idx = new Int32Array(bh * t * t);
-  for (let h = 0; h < bh; h++) for (let k = 0; k < t * t; k++) idx[h * t * t + k] = h * t * 2 * span + cols[k]!;
-  return tf.tensor1d(idx, 'int32');
+  const key = `${kind} ${t} ${span} ${cfg.positionBuckets} ${cfg.maxRelativePositions}`;
+  let cols = INDEX_CACHE.get(key);
+  if (!cols) {
+    const bucket = (r: number) => (cfg.positionBuckets > 0 ? logBucket(r, cfg.positionBuckets, cfg.maxRelativePositions) : r);
+    const clamp = (x: number) => Math.min(Math.max(x, 0), 2 * span - 1);
+    cols = new Int32Array(t * t);
+    for (let i = 0; i < t; i++)
+      for (let j = 0; j < t; j++) cols[i * t + j] = kind === 'c2p' ? i * 2 * span + clamp(bucket(i - j) + span) : j * 2 * span + clamp(-bucket(j - i) + span);
+    if (INDEX_CACHE.size > 64) INDEX_CACHE.clear();
+    INDEX_CACHE.set(key, cols);
+  }
+  return tf.tensor1d(cols, 'int32');
 }
 
 /** The relative-position scores of one layer's queries and keys [B, H, T, D]: c2p + p2c, [B, H, T, T], not yet scaled. */
@@ -72,7 +79,7 @@ function relativeScores(cfg: DebertaConfig, f: Forward, p: string, q: tf.Tensor4
   const span2 = rel.shape[0];
   // The relative embeddings through a projection, as heads [B, H, 2·span, D].
   const positions = (proj: string) => tf.broadcastTo(tf.transpose(tf.reshape(f.linear(`${p}.attention.self.${proj}`, rel), [1, span2, h, d]), [0, 2, 1, 3]), [b, h, span2, d]);
-  const read = (scores: tf.Tensor, idx: tf.Tensor1D) => tf.reshape(tf.gather(tf.reshape(scores, [-1]), idx), [b, h, t, t]);
+  const read = (scores: tf.Tensor, idx: tf.Tensor1D) => tf.reshape(tf.gather(tf.reshape(scores, [b * h, t * span2]), idx, 1), [b, h, t, t]);
   let out: tf.Tensor | undefined;
   if (cfg.c2p) out = read(tf.matMul(q, positions(cfg.shareAttKey ? 'key_proj' : 'pos_key_proj'), false, true), index.c2p!);
   if (cfg.p2c) {
@@ -120,7 +127,7 @@ export const deberta: Architecture<DebertaConfig> = {
     const ids = inputs.inputIds;
     if (!ids) throw new Error('DeBERTa needs input_ids');
     const [b, t] = ids.shape;
-    if (t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds max_position_embeddings=${cfg.maxPositions}`);
+    if (cfg.positionBiasedInput && t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds max_position_embeddings=${cfg.maxPositions}`);
     const d = cfg.hiddenSize;
     const e = 'deberta.embeddings';
     const parts: tf.Tensor[] = [embedding(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t]), cfg.padTokenId)];
@@ -140,8 +147,8 @@ export const deberta: Architecture<DebertaConfig> = {
     if (cfg.relativeAttention) {
       rel = f.p('deberta.encoder.rel_embeddings.weight') as tf.Tensor2D;
       if (cfg.normRelEmbeddings) rel = layerNorm(rel, f.p('deberta.encoder.LayerNorm.weight'), f.p('deberta.encoder.LayerNorm.bias'), cfg.layerNormEps) as tf.Tensor2D;
-      if (cfg.c2p) index.c2p = relativeIndex(cfg, b * cfg.numHeads, t, 'c2p');
-      if (cfg.p2c) index.p2c = relativeIndex(cfg, b * cfg.numHeads, t, 'p2c');
+      if (cfg.c2p) index.c2p = relativeIndex(cfg, t, 'c2p');
+      if (cfg.p2c) index.p2c = relativeIndex(cfg, t, 'p2c');
     }
     const norm = (y: tf.Tensor, name: string) => f.tap(name, layerNorm(y, f.p(`${name}.weight`), f.p(`${name}.bias`), cfg.layerNormEps)) as tf.Tensor2D;
     for (let i = 0; i < cfg.numLayers; i++) {

@@ -28,7 +28,14 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
         ...classLabels(cfg.problemType, cfg.numLabels),
       };
     case 'deberta-v2':
-      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, tokenTypes: cfg.typeVocabSize, ...classLabels(cfg.problemType, cfg.numLabels) };
+      // Token types only where the model embeds them (v3 has none and ignores its tokenizer's); a length
+      // limit only with absolute positions (relative ones saturate at their buckets).
+      return {
+        vocab: cfg.vocabSize,
+        ...(cfg.positionBiasedInput ? { positions: { max: cfg.maxPositions, key: 'max_position_embeddings' } } : {}),
+        ...(cfg.typeVocabSize > 0 ? { tokenTypes: cfg.typeVocabSize } : {}),
+        ...classLabels(cfg.problemType, cfg.numLabels),
+      };
     case 'vit':
       return classLabels(cfg.problemType, cfg.numLabels);
   }

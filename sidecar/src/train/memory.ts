@@ -34,8 +34,10 @@ export function estimateMemory(o: { config: ModelConfig; baseParams: number; tra
   // [T, inner] products (a Qwen2.5-0.5B step of 1 × 250 tokens aborts the 3.6 GiB wasm heap that the
   // GPT-2 count would have let it try).
   const llamaLike = 'normOffset' in c;
-  // DeBERTa's disentangled attention keeps each head's scores against every relative position (c2p, p2c: [T, 2·span]).
-  const relative = c.modelType === 'deberta-v2' && c.relativeAttention ? 2 * B * c.numHeads * T * 2 * attentionSpan(c) : 0;
+  // DeBERTa's disentangled attention keeps each head's scores against every relative position (c2p, p2c:
+  // [T, 2·span]), what it gathers from them ([T, T] each), and the projected positions ([2·span, d] per row).
+  const span2 = c.modelType === 'deberta-v2' && c.relativeAttention ? 2 * attentionSpan(c) : 0;
+  const relative = span2 ? 2 * B * c.numHeads * T * span2 + 2 * B * c.numHeads * T * T + 2 * B * span2 * d : 0;
   const perLayer = llamaLike
     ? 20 * B * T * d + 6 * B * T * inner + 4 * B * c.numHeads * T * T
     : 12 * B * T * d + 2 * B * T * inner + 3 * B * c.numHeads * T * T + relative;

@@ -22,9 +22,9 @@ function rows(ids: tf.Tensor2D, from: number, to: number): tf.Tensor2D {
  * CorDA covariances (PEFT `calib_cov_distribution`): each sample (row of `calibIds`) is one forward
  * pass in PEFT; for each target linear module its input X [tokens, in] is scaled by 1/|max(X)| (the
  * largest entry, not the largest magnitude, as PEFT does) and XᵀX is summed; the sum is divided by
- * the number of samples (not tokens). Rows are batched `batchRows` at a time here (attention does
- * not mix rows, so each row's inputs are those of its own forward pass). Returns [in, in] row-major
- * float64 per module path.
+ * the number of calls (a row's forward pass calls most modules once; not tokens). Rows are batched
+ * `batchRows` at a time here (attention does not mix rows, so each row's inputs are those of its own
+ * forward pass). Returns [in, in] row-major float64 per module path.
  */
 export async function collectCovariances(
   model: Model,
@@ -35,6 +35,9 @@ export async function collectCovariances(
   checkCalib(model, calibIds, 'CorDA');
   const [samples, tokens] = calibIds.shape;
   const sums = new Map<string, Float64Array>(modules.map((m) => [m.module, new Float64Array(m.inFeatures * m.inFeatures)]));
+  // Calls per module, as PEFT's sample_count: a module also called on something else than the rows'
+  // tokens (DeBERTa's query_proj / key_proj on the relative embeddings) counts that call too.
+  const counts = new Map<string, number>(modules.map((m) => [m.module, 0]));
   for (let from = 0; from < samples; from += batchRows) {
     const to = Math.min(samples, from + batchRows);
     const pending = new Map<string, tf.Tensor>();
@@ -42,7 +45,14 @@ export async function collectCovariances(
     for (const m of modules) {
       hooks.set(m.module, (x, _layer, base) => {
         const b = to - from;
+        const rowsInput = x.shape[0] === b * tokens;
+        counts.set(m.module, counts.get(m.module)! + b);
         const cov = tf.tidy(() => {
+          if (!rowsInput) {
+            // Not the rows' tokens: one such call per row's forward pass in PEFT (a batch of 1), so b of them.
+            const xn = tf.div(x, tf.abs(tf.max(x)));
+            return tf.mul(tf.matMul(xn, xn, true, false), b);
+          }
           const x3 = tf.reshape(x, [b, tokens, x.shape[1]]);
           const top = tf.abs(tf.max(x3, [1, 2], true)); // [b, 1, 1]
           const xn = tf.reshape(tf.div(x3, top), [b * tokens, x.shape[1]]);
@@ -77,8 +87,9 @@ export async function collectCovariances(
     }
   }
   for (const [module, acc] of sums) {
+    const n = counts.get(module)! || samples;
     for (let i = 0; i < acc.length; i++) {
-      acc[i]! /= samples;
+      acc[i]! /= n;
       if (!Number.isFinite(acc[i]!)) throw new RangeError(`CorDA: the input covariance of ${module} is not finite (an all-zero or non-finite calibration input?)`);
     }
   }
