@@ -263,10 +263,10 @@ export interface RunStatus {
 
 /**
  * The task metrics runs report (as `eval_accuracy` in metrics.jsonl, named by `metricName`): the
- * fraction of right answers (accuracy; exact match of completions), or for a regression the Pearson
- * correlation of predictions and targets.
+ * fraction of right answers (accuracy; exact match of completions; subset accuracy, every label of a
+ * multi-label row right), or for a regression the Pearson correlation of predictions and targets.
  */
-export type MetricName = 'accuracy' | 'exact_match' | 'pearson';
+export type MetricName = 'accuracy' | 'exact_match' | 'pearson' | 'subset_accuracy';
 
 /** Whether a metric is a fraction of right answers (read in percent). Unknown names: yes, as before names were kept. */
 export function metricIsFraction(name: string | undefined): boolean {

@@ -292,8 +292,24 @@ describe('examples', () => {
     assert.match(inputError(() => load(spec(bad), REG), bad, /^line 2, field "label"$/).message, /a regression model needs a number here, got "high"/);
     const two = file('two.jsonl', jsonl([{ text: 'a', label: 1 }]));
     assert.match(inputError(() => load(spec(two), { ...REG, numLabels: 2 }), two, /field "label"/).message, /regresses 2 values per row/);
-    assert.match(inputError(() => load(spec(two), { ...CLS, problemType: 'multi_label_classification' }), two, /field "label"/).message, /multi-label classification .* is not supported/);
     assert.deepEqual([pearson([1, 2, 3], [2, 4, 6]), pearson([1, 2, 3], [3, 2, 1]), pearson([1, 1], [1, 2]), pearson([1], [1])], [1, -1, undefined, undefined]);
+  });
+
+  test('multi-label rows (problem_type "multi_label_classification"): lists of names or ids (in CSV as JSON text), a lone label, none; 0/1 targets [B, C]; subset accuracy', () => {
+    const MULTI: ModelDataInfo = { ...CLS, problemType: 'multi_label_classification' };
+    const d = load(spec(file('ml.jsonl', jsonl([{ text: 'a', label: ['joy', 'fear'] }, { text: 'b', label: 'anger' }, { text: 'c', label: [] }]))), MULTI);
+    assert.deepEqual(d.labelNames, ['anger', 'fear', 'joy']);
+    assert.deepEqual(d.train.map((e) => (e.kind === 'cls' ? Array.from(e.targets!) : [])), [[0, 1, 1], [1, 0, 0], [0, 0, 0]]);
+    assert.equal(d.metricName, 'subset_accuracy');
+    const b = makeBatch(d.train, { padId: 0, attentionMask: true, multiLabel: true });
+    assert.deepEqual([b.labels.shape, b.labels.dtype], [[3, 3], 'float32']);
+    disposeTrainBatch(b);
+    const csv = load(spec(file('ml.csv', 'text,label\na,"[0, 2]"\nb,1\n'), {}, 'csv'), MULTI);
+    assert.deepEqual(csv.train.map((e) => (e.kind === 'cls' ? Array.from(e.targets!) : [])), [[1, 0, 1], [0, 1, 0]]);
+    const bad = file('ml-bad.csv', 'text,label\na,"[0, 2"\n');
+    assert.match(inputError(() => load(spec(bad, {}, 'csv'), MULTI), bad, /^line 2, field "label"$/).message, /expected a JSON list of labels/);
+    const far = file('ml-far.jsonl', jsonl([{ text: 'a', label: [0, 5] }]));
+    assert.match(inputError(() => load(spec(far), MULTI), far, /^line 1, field "label"$/).message, /label 5 is not a class id of this model \(0\.\.2\)/);
   });
 
   test('batch files (forward/grads/importance --inputs): a regression takes float labels, a classifier class ids only', async () => {

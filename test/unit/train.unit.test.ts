@@ -512,6 +512,39 @@ describe('training', () => {
     one.dispose();
   });
 
+  test('multi-label (spec problemType): a BCE head on label lists, subset accuracy as the metric (as the rows say), classes past 0.5 when trying the run', async () => {
+    const tags = [['fun'], ['dull', 'long'], ['fun', 'long'], []];
+    writeFileSync(join(root, 'tags.jsonl'), Array.from({ length: 16 }, (_, i) => JSON.stringify({ text: ['good fun film', 'bad dull long film', 'a fun long film', 'a film'][i % 4], label: tags[i % 4] })).join('\n'));
+    const cfg = config({ model: 'bert-cls-tiny', problemType: 'multi_label_classification', data: { train: 'tags.jsonl', evalSplit: 0.25, maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, optimizer: { lr: 0.05 }, steps: 6, logEvery: 1, evalEvery: 6 });
+    const run = runDir();
+    const out = await runTraining(cfg, { runDir: run, ctx: recorder().ctx });
+    assert.equal(out.metricName, 'subset_accuracy');
+    const model = await Model.load(cfg.modelDir, await baseLoadOptions(run));
+    const loaded = await loadAdapterHooks(model, join(run, 'adapter'));
+    try {
+      assert.ok('problemType' in model.config && model.config.problemType === 'multi_label_classification');
+      const { data, batchOpts } = await loadAnalysisData(model, cfg.data, cfg.seed);
+      const adapter = { hooks: loaded.hooks, overrides: loaded.params };
+      const ev = await evaluate(model, adapter, data.eval, 4, batchOpts);
+      // Row by row: right when every class's logit is on the side of 0 its target says.
+      const right = data.eval.filter((e) => {
+        const b = makeBatch([e], batchOpts);
+        const z = tf.tidy(() => model.forward(b.inputs, adapter).dataSync() as Float32Array);
+        disposeTrainBatch(b);
+        return e.kind === 'cls' && Array.from(z).every((x, k) => x > 0 === e.targets![k]! > 0.5);
+      }).length;
+      assert.equal(ev.metric, right / data.eval.length);
+      assert.equal(out.status.summary!.evalMetric, ev.metric);
+    } finally {
+      loaded.dispose();
+      model.dispose();
+    }
+    const tried = await runGenerate({ kind: 'generate', run, prompt: 'a fun long film' }, recorder().ctx);
+    assert.ok(tried.kind === 'generate');
+    const o = tried.result.outputs[0]!;
+    assert.deepEqual(o.text, o.classes!.filter((c) => c.p > 0.5).map((c) => c.name).join(', ') || '(none)');
+  });
+
   test('image classification (ViT) from a folder of PNGs', async () => {
     const cfg = config({ model: 'vit-tiny', data: { train: 'imgs', evalSplit: 0.34 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 2, batchSize: 2, logEvery: 1 });
     const dir = runDir();

@@ -56,6 +56,7 @@ export async function loadAnalysisData(model: Model, spec: DataSpec & { format: 
     padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
     attentionMask: isEncoder(model.config),
     regression: info.problemType === 'regression',
+    multiLabel: info.problemType === 'multi_label_classification',
     ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
   };
   return { data, batchOpts };
@@ -81,6 +82,17 @@ export async function loadDataAsRun(model: Model, runDir: string | undefined, tr
   const id = new Map(trained.map((n, i) => [n, i]));
   const relabel = (e: Example): Example => {
     if (e.kind === 'lm') return e;
+    if (e.kind === 'cls' && e.targets) {
+      // Multi-label: each class this file names, at the run's index for that name.
+      const targets = new Float32Array(e.targets.length);
+      e.targets.forEach((v, k) => {
+        if (!v) return;
+        const to = id.get(names[k]!);
+        if (to === undefined) throw new InputError(e.source, where, `label "${names[k]}" is not one the run was trained on (${trained.join(', ')})`);
+        targets[to] = 1;
+      });
+      return { ...e, targets };
+    }
     const to = id.get(names[e.label]!);
     if (to === undefined) throw new InputError(e.source, where, `label "${names[e.label]}" is not one the run was trained on (${trained.join(', ')})`);
     return { ...e, label: to };

@@ -25,6 +25,8 @@ export interface BatchOptions {
   attentionMask: boolean;
   /** A regression model's targets: float32 values, not class ids. */
   regression?: boolean;
+  /** Multi-label rows: targets [B, classes] of 0/1 (float32). */
+  multiLabel?: boolean;
   imageSize?: number;
   numChannels?: number;
   patchSize?: number;
@@ -74,7 +76,9 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
       size: B,
     };
   }
-  const labels = opts.regression ? new Float32Array(B) : new Int32Array(B);
+  // Multi-label rows: [B, classes] of 0/1; a regression's values; else class ids.
+  const classes = opts.multiLabel && first.kind === 'cls' ? (first.targets?.length ?? 0) : 0;
+  const labels = opts.multiLabel ? new Float32Array(B * classes) : opts.regression ? new Float32Array(B) : new Int32Array(B);
   // Token types where any row has them (text pairs); padding and single texts are type 0.
   const types = examples.some((e) => e.kind === 'cls' && e.typeIds) ? new Int32Array(B * T) : undefined;
   examples.forEach((e, i) => {
@@ -82,7 +86,8 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
     ids.set(e.ids, i * T);
     if (e.typeIds) types!.set(e.typeIds, i * T);
     mask.fill(1, i * T, i * T + e.ids.length);
-    labels[i] = e.label;
+    if (opts.multiLabel) labels.set(e.targets!, i * classes);
+    else labels[i] = e.label;
     tokens += e.ids.length;
   });
   return {
@@ -91,7 +96,7 @@ export function makeBatch(examples: readonly Example[], opts: BatchOptions): Tra
       ...(opts.attentionMask ? { attentionMask: tf.tensor2d(mask, [B, T], 'int32') } : {}),
       ...(types ? { tokenTypeIds: tf.tensor2d(types, [B, T], 'int32') } : {}),
     },
-    labels: tf.tensor1d(labels, opts.regression ? 'float32' : 'int32'),
+    labels: opts.multiLabel ? tf.tensor2d(labels, [B, classes], 'float32') : tf.tensor1d(labels, opts.regression ? 'float32' : 'int32'),
     tokens,
     size: B,
   };

@@ -34,8 +34,10 @@ export type Example =
       ids: Int32Array;
       /** Token types (a text pair's segments), where not all 0. */
       typeIds?: Int32Array;
-      /** A class id, or a regression model's target value (STS-B's similarity score). */
+      /** A class id, or a regression model's target value (STS-B's similarity score); −1 for multi-label rows. */
       label: number;
+      /** Multi-label rows: 1 for each class the row has, 0 for the others. */
+      targets?: Float32Array;
       source: string;
     }
   | { kind: 'image'; file: string; label: number; source: string };
@@ -290,6 +292,23 @@ class Builder {
   }
 }
 
+/** A multi-label row's labels: a list (in CSV, as JSON text), or one label alone; an empty list is a row of no class. */
+function labelList(r: Row, field: string): unknown[] {
+  const v = r.fields[field];
+  if (v === undefined) throw new InputError(r.file, rowPlace(r), `missing field ${show(field)} (fields: ${Object.keys(r.fields).join(', ') || 'none'})`);
+  if (Array.isArray(v)) return v;
+  if (typeof v === 'string' && v.trim().startsWith('[')) {
+    try {
+      const parsed = JSON.parse(v) as unknown;
+      if (Array.isArray(parsed)) return parsed;
+    } catch {
+      /* not JSON: reported below */
+    }
+    throw new InputError(r.file, rowPlace(r, field), `expected a JSON list of labels, got ${show(v)}`);
+  }
+  return [v];
+}
+
 /** A regression row's target: a finite number, or a numeric string (a CSV cell). */
 function regressionTarget(r: Row, field: string): number {
   const v = r.fields[field];
@@ -445,9 +464,27 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       const toEx = (r: Row): Example => ({ kind: 'cls', ...b.clsIds(r), label: regressionTarget(r, field), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);
+    } else if (info.problemType === 'multi_label_classification') {
+      const field = data.labelField;
+      const lists = new Map<Row, unknown[]>();
+      const strings: string[] = [];
+      for (const r of [...trainRows, ...evalRows]) {
+        const list = labelList(r, field);
+        lists.set(r, list);
+        for (const v of list) if (typeof v === 'string' && !/^\d+$/.test(v)) strings.push(v);
+      }
+      const labels = new LabelMap(info, strings);
+      if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
+        throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs: give the spec "numLabels": ${labels.size}`);
+      const toEx = (r: Row): Example => {
+        const targets = new Float32Array(info.numLabels ?? 0);
+        for (const v of lists.get(r)!) targets[labels.map(v, r.file, rowPlace(r, field))] = 1;
+        return { kind: 'cls', ...b.clsIds(r), label: -1, targets, source: `${r.file}:${r.line}` };
+      };
+      train = trainRows.map(toEx);
+      ev = evalRows.map(toEx);
+      labelNames = labels.named ? labels.names : undefined;
     } else {
-      if (info.problemType === 'multi_label_classification')
-        throw new InputError(data.train, `field ${show(data.labelField)}`, 'multi-label classification (problem_type "multi_label_classification") is not supported: one class per row, or one value (regression)');
       const field = data.labelField;
       const strings: string[] = [];
       for (const r of [...trainRows, ...evalRows]) {
@@ -474,7 +511,15 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   if (b.truncated > 0) b.warnings.push(`${b.truncated} row${b.truncated === 1 ? ' was' : 's were'} truncated to ${maxLength} tokens`);
   if (b.dropped > 0) b.warnings.push(`${b.dropped} row${b.dropped === 1 ? ' was' : 's were'} dropped (no trainable token left within ${maxLength} tokens)`);
   const metricName: MetricName | undefined =
-    task === 'causal-lm' ? (ev.some((e) => e.kind === 'lm' && e.completion) ? 'exact_match' : undefined) : info.problemType === 'regression' ? 'pearson' : 'accuracy';
+    task === 'causal-lm'
+      ? ev.some((e) => e.kind === 'lm' && e.completion)
+        ? 'exact_match'
+        : undefined
+      : info.problemType === 'regression'
+        ? 'pearson'
+        : info.problemType === 'multi_label_classification'
+          ? 'subset_accuracy'
+          : 'accuracy';
   return {
     task,
     train,

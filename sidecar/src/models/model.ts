@@ -71,7 +71,7 @@ export class Model {
    * N(0, 0.02) weights and zero biases, from a seed of its name (the same on every load).
    */
   static async load(dir: string, opts: LoadOptions = {}): Promise<Model> {
-    const config = withNumLabels(readConfig(dir), opts.numLabels, dir);
+    const config = withProblemType(withNumLabels(readConfig(dir), opts.numLabels, dir), opts.problemType);
     const arch = architectureOf(config);
     const reader = await CheckpointReader.open(dir);
     const params = new Map<string, tf.Tensor>();
@@ -216,6 +216,13 @@ const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|deberta|vit)\./
 export interface LoadOptions {
   /** A classifier's outputs in place of config.json's num_labels (the spec's numLabels). */
   numLabels?: number;
+  /** A classifier's loss in place of config.json's problem_type (the spec's problemType). */
+  problemType?: ProblemType;
+}
+
+/** config.json with another problem_type, as from_pretrained(problem_type=…) gives it. */
+function withProblemType(config: ModelConfig, problemType: ProblemType | undefined): ModelConfig {
+  return problemType === undefined || !('problemType' in config) ? config : { ...config, problemType };
 }
 
 /**

@@ -68,6 +68,8 @@ export interface RunSpec {
   model: string;
   /** Classifiers: the head's outputs in place of config.json's (transformers' num_labels). */
   numLabels?: number;
+  /** Classifiers: the loss in place of config.json's problem_type. */
+  problemType?: 'single_label_classification' | 'regression' | 'multi_label_classification';
   data: DataSpec;
   adapter?: AdapterSpec;
   optimizer: OptimizerSpec;

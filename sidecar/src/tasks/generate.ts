@@ -266,6 +266,7 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
 async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, cfg: RunConfig | undefined, adapterDir: string | undefined, ctx: JobContext): Promise<GenerateResult> {
   const info = modelDataInfo(model);
   const regression = info.problemType === 'regression';
+  const multiLabel = info.problemType === 'multi_label_classification';
   if (!adapterDir && model.freshHeads.length) ctx.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint, so untrained (random): try a run or an adapter that trained the head`);
   const names = regression ? [] : await classNames(model, cfg);
   const pairField = cfg?.data.textPairField;
@@ -281,7 +282,7 @@ async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, 
     const out = tf.tidy(() => {
       const inputs = { inputIds: tf.tensor2d([ids], [1, ids.length], 'int32'), ...(types ? { tokenTypeIds: tf.tensor2d([types], [1, ids.length], 'int32') } : {}) };
       const logits = tf.reshape(model.forward(inputs, weights), [-1]);
-      return regression ? logits : tf.softmax(logits);
+      return regression ? logits : multiLabel ? tf.sigmoid(logits) : tf.softmax(logits);
     });
     const values = (await out.data()) as Float32Array;
     out.dispose();
@@ -309,7 +310,9 @@ async function classify(model: Model, tok: DataTokenizer, p: GenerateJobParams, 
     if (regression) outputs.push({ label: job.label, text: probs[0]!.toFixed(4), tokens: 0, value: probs[0]! });
     else {
       const classes = Array.from(probs, (pr, i) => ({ name: names[i] ?? `class ${i}`, p: pr })).sort((a, b) => b.p - a.p);
-      outputs.push({ label: job.label, text: classes[0]!.name, tokens: 0, classes });
+      // Multi-label: every class past 0.5 (sigmoids, not a distribution); else the most probable one.
+      const text = multiLabel ? classes.filter((c) => c.p > 0.5).map((c) => c.name).join(', ') || '(none)' : classes[0]!.name;
+      outputs.push({ label: job.label, text, tokens: 0, classes });
     }
     ctx.progress({ done: k + 1, total: jobs.length, message: job.label });
   }

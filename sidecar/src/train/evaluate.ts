@@ -3,7 +3,8 @@
  * (label tokens for language models, rows for classifiers) and the task metric — accuracy for
  * classification; for prompt + completion rows, exact match of the teacher-forced argmax over the
  * completion tokens; for a regression (batchOpts.regression), the Pearson correlation of the
- * predictions with the targets over all rows.
+ * predictions with the targets over all rows; for multi-label rows, subset accuracy (every class's
+ * sigmoid on the right side of 0.5).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeTrainBatch, makeBatch, type BatchOptions, type TrainBatch } from '../data/batch';
@@ -43,6 +44,7 @@ export async function evaluate(
   let hits = 0;
   let scored = 0;
   const regression = batchOpts.regression === true;
+  const multiLabel = batchOpts.multiLabel === true;
   const predictions: number[] = [];
   const targets: number[] = [];
   for (let i = 0; i < examples.length; i += batchSize) {
@@ -50,7 +52,7 @@ export async function evaluate(
     const chunk = examples.slice(i, i + batchSize);
     const batch = makeBatch(chunk, batchOpts);
     try {
-      const outs = batchOutputs(model, batch, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false }, onPrediction !== undefined && !regression, slices, regression);
+      const outs = batchOutputs(model, batch, { hooks: adapter?.hooks, overrides: adapter?.overrides, training: false }, onPrediction !== undefined && !regression && !multiLabel, slices, regression || multiLabel);
       const [lossV, predV, labelV, confV] = await Promise.all([outs[0]!.data(), outs[1]!.data(), batch.labels.data(), outs[2]?.data()]);
       tf.dispose(outs);
       if (chunk[0]!.kind === 'lm') {
@@ -78,6 +80,17 @@ export async function evaluate(
           lossSum = NaN;
           count += n;
         }
+      } else if (multiLabel) {
+        // predV: the logits [B, C]; a class is predicted where its logit is positive (sigmoid > 0.5).
+        const c = predV.length / chunk.length;
+        chunk.forEach((_, b) => {
+          scored++;
+          let all = true;
+          for (let k = 0; k < c; k++) if (predV[b * c + k]! > 0 !== labelV[b * c + k]! > 0.5) all = false;
+          if (all) hits++;
+        });
+        lossSum += lossV[0]! * chunk.length;
+        count += chunk.length;
       } else if (regression) {
         // No classes, so nothing is right or wrong (and there is no probability to calibrate).
         predictions.push(...predV);
@@ -128,14 +141,14 @@ export function pearson(x: readonly number[], y: readonly number[]): number | un
  * [loss, argmax per position (or row) — a regression's value —, max softmax probability (with `confidence`)]: from all the
  * logits at once, or for a causal LM whose logits chunkedLossRows finds too many, slice by slice.
  */
-function batchOutputs(model: Model, batch: TrainBatch, run: RunOptions, confidence: boolean, slices: SliceOptions, regression = false): tf.Tensor[] {
+function batchOutputs(model: Model, batch: TrainBatch, run: RunOptions, confidence: boolean, slices: SliceOptions, rawOutputs = false): tf.Tensor[] {
   const rows = model.chunkedLossRows(batch.inputs, slices.chunkedLossLogits, slices.chunkLogits);
   return tf.tidy(() => {
     // chunkedLossRows gives rows only to models with a trunk.
     if (rows !== undefined) return slicedOutputs(model.trunk(batch.inputs, run)!, batch.labels as tf.Tensor2D, rows, confidence);
     const logits = model.forward(batch.inputs, run);
-    // A regression's prediction is its one output.
-    if (regression) return [model.loss(logits, batch.labels), tf.reshape(logits, [-1])];
+    // A regression's prediction is its one output; multi-label rows are judged class by class on the host.
+    if (rawOutputs) return [model.loss(logits, batch.labels), tf.reshape(logits, [-1])];
     return [model.loss(logits, batch.labels), tf.argMax(logits, -1), ...(confidence ? [tf.exp(tf.max(tf.logSoftmax(logits), -1))] : [])];
   });
 }

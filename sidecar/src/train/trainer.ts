@@ -26,6 +26,7 @@ import { Model } from '../models/model';
 import { baseModelName } from '../spec/load';
 import type { RunConfig } from '../spec/types';
 import { isEncoder } from '../models/config';
+import { headOptions } from '../tasks/base-options';
 import { createRunAdapter, saveFinalAdapter, type RunAdapter } from './adapter-bridge';
 import { AdamW, type AdamWState } from './adamw';
 import { listCheckpoints, readCheckpoint, restoreTensor, writeCheckpoint, type TrainerState } from './checkpoint';
@@ -103,7 +104,7 @@ export class TrainingError extends Error {
 /** Spec fields that must match to continue a run folder. */
 const RESUME_KEYS = [
   'modelDir', 'data', 'adapter', 'optimizer', 'schedule', 'batchSize', 'gradientAccumulation', 'maxGradNorm',
-  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping', 'ist', 'numLabels',
+  'steps', 'epochs', 'logEvery', 'evalEvery', 'checkpointEvery', 'seed', 'earlyStopping', 'ist', 'numLabels', 'problemType',
 ] as const;
 
 export function specDifferences(a: RunConfig, b: RunConfig): string[] {
@@ -291,9 +292,10 @@ class Session {
         throw new InputError(cfg.specFile, 'memoryLimitMb', `the model's weights alone need ~${Math.round(f32)} MB as float32, over the ${limit.limitMb} MB limit (${limit.why})`);
     }
 
-    const model = (this.model = await Model.load(cfg.modelDir, cfg.numLabels !== undefined ? { numLabels: cfg.numLabels } : {}));
-    if (cfg.numLabels !== undefined && model.arch.task === 'causal-lm')
-      throw new InputError(cfg.specFile, 'numLabels', `sizes a classifier's head; ${model.config.modelType} here is a causal language model (its head is its vocabulary)`);
+    const model = (this.model = await Model.load(cfg.modelDir, headOptions(cfg)));
+    for (const key of ['numLabels', 'problemType'] as const)
+      if (cfg[key] !== undefined && model.arch.task === 'causal-lm')
+        throw new InputError(cfg.specFile, key, `sets a classifier's head; ${model.config.modelType} here is a causal language model (its head is its vocabulary)`);
     if (model.freshHeads.length)
       this.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint${cfg.numLabels !== undefined ? ` at numLabels ${cfg.numLabels}` : ' (a base model)'}, so initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
     const info = modelDataInfo(model);
@@ -305,6 +307,7 @@ class Session {
       padId: tok && tok.padId < info.vocabSize ? tok.padId : 0,
       attentionMask: isEncoder(model.config),
       regression: info.problemType === 'regression',
+      multiLabel: info.problemType === 'multi_label_classification',
       ...(model.config.modelType === 'vit' ? { imageSize: model.config.imageSize, numChannels: model.config.numChannels, patchSize: model.config.patchSize } : {}),
     };
 
