@@ -33,6 +33,7 @@ import { loadAnalysisData } from '../../sidecar/src/analysis/data';
 import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { evaluate, pearson } from '../../sidecar/src/train/evaluate';
 import { runGenerate } from '../../sidecar/src/tasks/generate';
+import { runImportance } from '../../sidecar/src/tasks/importance';
 import { baseLoadOptions } from '../../sidecar/src/tasks/base-options';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
@@ -473,8 +474,14 @@ describe('training', () => {
     await writeSafetensors(join(dir, 'model.safetensors'), w);
     const spec = { model: 'bert-base-3', data: { train: 'cls3.jsonl', evalSplit: 0.25, maxLength: 16 }, adapter: { kind: 'lora', r: 2, alpha: 4 }, steps: 2, logEvery: 1 };
     await assert.rejects(runTraining(config(spec), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => /3 distinct labels .* 2 outputs: give the spec "numLabels": 3/.test(e.message));
+    // Numbers in a CSV are strings: a regression, not classes.
+    writeFileSync(join(root, 'sts.csv'), 'text,label\ngood fun film,4.5\nbad dull film,0.25\na film,2.75\n');
+    await assert.rejects(runTraining(config({ ...spec, data: { train: 'sts.csv', maxLength: 16 } }), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => /labels such as "4\.5" are numbers, not classes: a regression .* "numLabels": 1/.test(e.message));
     const run = runDir();
-    const out = await runTraining(config({ ...spec, numLabels: 3 }), { runDir: run, ctx: recorder().ctx });
+    const cfg3spec = config({ ...spec, numLabels: 3 });
+    // Score Layers before training reads the spec's head size too.
+    await runImportance({ kind: 'importance', model: join(root, 'bert-base-3'), spec: cfg3spec.specFile, data: join(root, 'cls3.jsonl'), methods: ['fisher'], batches: 1, batchSize: 4, out: join(root, 'imp-3') }, recorder().ctx);
+    const out = await runTraining(cfg3spec, { runDir: run, ctx: recorder().ctx });
     assert.equal(out.status.state, 'done');
     // Evaluate and Try the Model load the base with the run's head size.
     const tried = await runGenerate({ kind: 'generate', run, prompt: 'good fun film' }, recorder().ctx);

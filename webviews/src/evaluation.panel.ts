@@ -104,7 +104,9 @@ const settings = settingControls(panel, () => renderChart());
 function renderToolbar(): void {
   if (!view) return;
   const hasMetric = view.runs.some((r) => r.finetuned.metric !== undefined);
-  const measures = MEASURES.filter((x) => x.value !== 'metric' || hasMetric);
+  // A regression predicts no probability: no calibration error to chart.
+  const hasEce = view.runs.some((r) => valueOf(r.finetuned, 'ece') !== undefined);
+  const measures = MEASURES.filter((x) => (x.value !== 'metric' || hasMetric) && (x.value !== 'ece' || hasEce));
   if (!measures.some((x) => x.value === panel.ui.measure)) panel.setUI({ measure: 'loss' });
   fill(toolbar, settings.select('Chart', measures, panel.ui.measure, (v) => ({ measure: v }), 'measure'));
 }

@@ -430,7 +430,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   if (task === 'image-classification' && data.format !== 'images') throw new InputError(specFile, 'data.format', `a ${info.modelType} image classifier needs an image folder (format "images"), got ${data.format}`);
   if (task !== 'image-classification' && data.format === 'images') throw new InputError(specFile, 'data.format', `image folders need an image model; ${info.modelType} reads text`);
   if (task !== 'sequence-classification' && data.textPairField !== undefined)
-    throw new InputError(specFile, 'data.textPairField', `a second text per row is for sequence classifiers (BERT, RoBERTa); ${info.modelType} ${task === 'causal-lm' ? 'is a causal language model: put both texts in a promptTemplate' : 'reads images'}`);
+    throw new InputError(specFile, 'data.textPairField', `a second text per row is for sequence classifiers (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa); ${info.modelType} ${task === 'causal-lm' ? 'is a causal language model: put both texts in a promptTemplate' : 'reads images'}`);
   if (task !== 'image-classification' && !tok) throw new Error('a text task needs a tokenizer');
   const maxLength = task === 'image-classification' ? 0 : maxLengthFor(data, info, specFile);
   const b = new Builder(data, info, tok, maxLength);
@@ -494,7 +494,13 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
       }
       const labels = new LabelMap(info, strings);
       if (labels.size > (info.numLabels ?? 0) && strings.length > 0)
-        throw new InputError(data.train, `field ${show(field)}`, `${labels.size} distinct labels (${labels.names.join(', ')}) but the model has ${info.numLabels} outputs: give the spec "numLabels": ${labels.size} (a fresh head of that size)`);
+        throw new InputError(
+          data.train,
+          `field ${show(field)}`,
+          strings.every((l) => Number.isFinite(Number(l)))
+            ? `labels such as ${show(strings[0])} are numbers, not classes: a regression (STS-B's scores) needs the spec "numLabels": 1`
+            : `${labels.size} distinct labels (${labels.names.slice(0, 8).join(', ')}${labels.size > 8 ? ', …' : ''}) but the model has ${info.numLabels} outputs: give the spec "numLabels": ${labels.size} (a fresh head of that size)`,
+        );
       const toEx = (r: Row): Example => ({ kind: 'cls', ...b.clsIds(r), label: labels.map(r.fields[field], r.file, rowPlace(r, field)), source: `${r.file}:${r.line}` });
       train = trainRows.map(toEx);
       ev = evalRows.map(toEx);

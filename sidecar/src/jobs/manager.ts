@@ -252,7 +252,7 @@ export function jobParamsProblem(v: unknown): string | undefined {
       const num = (key: string, ok: (x: number) => boolean, what: string) => (p[key] === undefined || (typeof p[key] === 'number' && ok(p[key] as number)) ? undefined : `generate job: '${key}' must be ${what}`);
       if ((p.run === undefined) === (p.model === undefined)) return `generate job: give exactly one of 'run' and 'model'`;
       return (
-        str('run', true) ?? str('model', true) ?? str('adapter', true) ?? (typeof p.prompt === 'string' ? undefined : `generate job: 'prompt' must be a string`) ?? bool('chat') ?? bool('compareBase') ??
+        str('run', true) ?? str('model', true) ?? str('adapter', true) ?? (typeof p.prompt === 'string' ? undefined : `generate job: 'prompt' must be a string`) ?? str('pair', true) ?? bool('chat') ?? bool('compareBase') ??
         num('maxNewTokens', (x) => Number.isInteger(x) && x >= 1, 'an integer ≥ 1') ?? num('temperature', (x) => x >= 0 && Number.isFinite(x), 'a number ≥ 0') ?? num('topP', (x) => x > 0 && x <= 1, 'in (0, 1]') ??
         num('topK', (x) => Number.isInteger(x) && x >= 0, 'an integer ≥ 0') ??
         num('seed', (x) => Number.isInteger(x) && x >= 0, 'an integer ≥ 0')

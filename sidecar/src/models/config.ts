@@ -101,7 +101,9 @@ export interface LlamaConfig extends Common {
 export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
 /** Text encoders that classify a sequence (an attention mask over padding): BERT's family and DeBERTa. */
-export const isEncoder = (c: ModelConfig): c is BertConfig | DebertaConfig => c.modelType === 'deberta-v2' || (ENCODER_FAMILY as readonly string[]).includes(c.modelType);
+/** Model types of text classifiers: they read sentence pairs and take a label per row. */
+export const TEXT_CLASSIFIER_TYPES: readonly ModelType[] = [...ENCODER_FAMILY, 'deberta-v2'];
+export const isEncoder = (c: ModelConfig): c is BertConfig | DebertaConfig => TEXT_CLASSIFIER_TYPES.includes(c.modelType);
 
 /**
  * DebertaV2ForSequenceClassification (DeBERTa-v2 and -v3): BERT's post-LN encoder with disentangled

@@ -3,9 +3,9 @@
  * scores (and mean input activations of linear modules) over N batches, written as
  * `scores.safetensors` + `importance.json` (see ../analysis/importance.ts for the definitions).
  */
-import { baseLoadOptions } from './base-options';
+import { baseLoadOptions, headOptions } from './base-options';
 import * as tf from '@tensorflow/tfjs-core';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { IMPORTANCE_METHODS, type ImportanceJobParams, type ImportanceMethod, type ImportanceReport, type JobResult } from '../../../src/protocol';
 import type { AdapterInstance } from '../adapters';
@@ -25,7 +25,7 @@ import { ImportanceAccumulator, METHOD_ORDER, summarize, type ScoreTarget } from
 import { cliTrainContext } from './train';
 import { modelFolder } from '../spec/hub-cache';
 import { parseSpecText } from '../spec/load';
-import type { DataFormat, DataSpec } from '../spec/types';
+import type { DataFormat, DataSpec, RunSpec } from '../spec/types';
 
 export const IMPORTANCE_JSON = 'importance.json';
 export const SCORES_FILE = 'scores.safetensors';
@@ -104,7 +104,14 @@ async function inputsSource(model: Model, file: string, batches: number | undefi
  */
 export function dataSpecForScores(file: string, specFile: string | undefined): DataSpec & { format: DataFormat } {
   const base = dataSpecFor(file);
-  if (specFile === undefined) return base;
+  const spec = specFile === undefined ? undefined : readScoresSpec(specFile);
+  if (!spec) return base; // no spec, or one the run would refuse: the scores use the defaults
+  const { textField, textPairField, promptField, completionField, messagesField, labelField, promptTemplate, maxLength, format } = spec.data;
+  return { ...base, textField, promptField, completionField, labelField, ...(textPairField ? { textPairField } : {}), ...(messagesField ? { messagesField } : {}), ...(promptTemplate ? { promptTemplate } : {}), ...(maxLength ? { maxLength } : {}), ...(format ? { format } : {}) };
+}
+
+/** The spec a scoring is for, parsed; undefined where it has problems (the run would refuse it). */
+function readScoresSpec(specFile: string): RunSpec | undefined {
   let text: string;
   try {
     text = readFileSync(specFile, 'utf8');
@@ -112,9 +119,7 @@ export function dataSpecForScores(file: string, specFile: string | undefined): D
     throw new InputError(specFile, '', `cannot read the spec (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   const { spec, issues } = parseSpecText(text, specFile);
-  if (!spec || issues.length) return base; // the run would refuse it; the scores use the defaults
-  const { textField, textPairField, promptField, completionField, messagesField, labelField, promptTemplate, maxLength, format } = spec.data;
-  return { ...base, textField, promptField, completionField, labelField, ...(textPairField ? { textPairField } : {}), ...(messagesField ? { messagesField } : {}), ...(promptTemplate ? { promptTemplate } : {}), ...(maxLength ? { maxLength } : {}), ...(format ? { format } : {}) };
+  return spec && !issues.length ? spec : undefined;
 }
 
 async function dataSource(model: Model, file: string, specFile: string | undefined, batches: number, batchSize: number, seed: number): Promise<BatchSource> {
@@ -136,7 +141,9 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
   if ((p.data === undefined) === (p.inputs === undefined)) throw new InputError('', 'importance', 'give exactly one of --data and --inputs');
   const methods = parseMethods(p.methods);
   const t0 = performance.now();
-  const model = await Model.load(modelFolder(p.model), await baseLoadOptions(p.adapter));
+  // The head as the run has it: the adapter's, else the spec's numLabels / problemType (a scoring before training).
+  const spec = !p.adapter && p.spec !== undefined && existsSync(p.spec) ? readScoresSpec(p.spec) : undefined;
+  const model = await Model.load(modelFolder(p.model), spec ? headOptions(spec) : await baseLoadOptions(p.adapter));
   let adapter: AdapterInstance | undefined;
   let source: BatchSource | undefined;
   let acc: ImportanceAccumulator | undefined;

@@ -157,7 +157,13 @@ export async function tryModel(ctx: Ctx, args: unknown[]): Promise<void> {
   const pairField = pairFieldOf(run.dir);
   let pair: string | undefined;
   if (pairField) {
-    pair = await vscode.window.showInputBox({ title: `PEFT Lab: try ${run.name}`, prompt: `The second text ("${pairField}"): the run was trained on pairs`, value: ctx.extension.workspaceState.get<string>(`${key}.pair`) ?? '', ignoreFocusOut: true });
+    pair = await vscode.window.showInputBox({
+      title: `PEFT Lab: try ${run.name}`,
+      prompt: `The second text ("${pairField}"): the run was trained on pairs`,
+      value: ctx.extension.workspaceState.get<string>(`${key}.pair`) ?? '',
+      validateInput: (v) => (v.trim() === '' ? 'the run was trained on two texts per row: give the second' : undefined),
+      ignoreFocusOut: true,
+    });
     if (pair === undefined) return;
     await ctx.extension.workspaceState.update(`${key}.pair`, pair);
   }

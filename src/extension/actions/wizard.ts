@@ -24,7 +24,7 @@ import {
   type WizardAnswers,
 } from '../model/wizard';
 import { cachedHubModels, hubSnapshot } from '../../../sidecar/src/spec/hub-cache';
-import { ENCODER_FAMILY } from '../../../sidecar/src/models/config';
+import { TEXT_CLASSIFIER_TYPES } from '../../../sidecar/src/models/config';
 import { firstRowFields } from '../../../sidecar/src/data/rows';
 
 const TITLE = 'PEFT Lab: New Fine-tune';
@@ -68,7 +68,7 @@ function modelDir(m: ModelAnswer, media: string): string | undefined {
 function isClassifierFolder(dir: string | undefined): boolean {
   try {
     const type = (JSON.parse(readFileSync(join(dir!, 'config.json'), 'utf8')) as { model_type?: unknown }).model_type;
-    return (ENCODER_FAMILY as readonly unknown[]).includes(type);
+    return (TEXT_CLASSIFIER_TYPES as readonly unknown[]).includes(type);
   } catch {
     return false;
   }

@@ -69,8 +69,9 @@ function fmt(x: number): string {
 function evalMetric(run: RunInfo): { name: string; value: number } | undefined {
   const s = run.status?.summary;
   if (s?.evalMetric !== undefined) return { name: s.metricName ?? 'metric', value: s.evalMetric };
+  // A record alone does not say what it measured (a regression's r is no accuracy).
   const acc = run.lastMetric?.eval_accuracy;
-  if (acc !== undefined) return { name: 'accuracy', value: acc };
+  if (acc !== undefined) return { name: 'metric', value: acc };
   return undefined;
 }
 
