@@ -241,17 +241,8 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'bert':
     case 'roberta':
     case 'xlm-roberta':
-      norm(`${cfg.prefix}.embeddings.LayerNorm`, -1, true);
-      for (let i = 0; i < cfg.numLayers; i++) {
-        const p = block(i);
-        sub(`${p}.attention`, i, `${p}.attention.output.dense`);
-        norm(`${p}.attention.output.LayerNorm`, i, true);
-        sub(`${p}.output`, i, `${p}.output.dense`);
-        norm(`${p}.output.LayerNorm`, i, true);
-      }
-      break;
     case 'deberta-v2':
-      norm('deberta.embeddings.LayerNorm', -1, true);
+      norm(`${cfg.modelType === 'deberta-v2' ? 'deberta' : cfg.prefix}.embeddings.LayerNorm`, -1, true);
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         sub(`${p}.attention`, i, `${p}.attention.output.dense`);

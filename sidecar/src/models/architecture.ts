@@ -40,6 +40,13 @@ export interface ParamInfo {
   type: ModuleType;
 }
 
+/** Each block's linear modules (as a per-block list gives them, `module` relative to the block), with their full paths. */
+export function blockLinears(numLayers: number, block: (i: number) => string, modules: readonly Omit<LinearModuleInfo, 'layer'>[]): LinearModuleInfo[] {
+  const out: LinearModuleInfo[] = [];
+  for (let i = 0; i < numLayers; i++) for (const m of modules) out.push({ ...m, layer: i, module: `${block(i)}.${m.module}` });
+  return out;
+}
+
 /** A LayerNorm's weight and bias ([d] each). */
 export function normParams(name: string, d: number, layer: number): ParamInfo[] {
   return [

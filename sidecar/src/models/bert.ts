@@ -4,7 +4,7 @@
  * from pad_token_id + 1, and a head of dense → tanh → out_proj on <s> instead of pooler + classifier.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
+import { blockLinears, linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { BertConfig } from './config';
 import { classificationLoss } from './classification';
 import { activation, attention, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
@@ -69,11 +69,7 @@ export const bert: Architecture<BertConfig> = {
 
   aliases: () => ({}),
 
-  linearModules(cfg) {
-    const out: LinearModuleInfo[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) for (const m of modules(cfg)) out.push({ ...m, layer: i, module: `${block(cfg, i)}.${m.module}` });
-    return out;
-  },
+  linearModules: (cfg) => blockLinears(cfg.numLayers, (i) => block(cfg, i), modules(cfg)),
 
   forward(cfg, f, inputs) {
     const ids = inputs.inputIds;

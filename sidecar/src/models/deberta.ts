@@ -6,7 +6,7 @@
  * A ContextPooler (dense → activation on [CLS]) feeds the classifier.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
+import { blockLinears, linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import { classificationLoss } from './classification';
 import type { DebertaConfig } from './config';
 import type { Forward } from './forward';
@@ -117,11 +117,7 @@ export const deberta: Architecture<DebertaConfig> = {
 
   aliases: () => ({}),
 
-  linearModules(cfg) {
-    const out: LinearModuleInfo[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) for (const m of modules(cfg)) out.push({ ...m, layer: i, module: `${block(i)}.${m.module}` });
-    return out;
-  },
+  linearModules: (cfg) => blockLinears(cfg.numLayers, block, modules(cfg)),
 
   forward(cfg, f, inputs) {
     const ids = inputs.inputIds;

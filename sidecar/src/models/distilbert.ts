@@ -4,7 +4,7 @@
  * LayerNorm ε 1e-12 throughout) and a head of pre_classifier → ReLU → classifier on [CLS].
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
+import { blockLinears, linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import { classificationLoss } from './classification';
 import type { BertConfig } from './config';
 import { activation, attention, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
@@ -42,11 +42,7 @@ export const distilbert: Architecture<BertConfig> = {
 
   aliases: () => ({}),
 
-  linearModules(cfg) {
-    const out: LinearModuleInfo[] = [];
-    for (let i = 0; i < cfg.numLayers; i++) for (const m of modules(cfg)) out.push({ ...m, layer: i, module: `${block(i)}.${m.module}` });
-    return out;
-  },
+  linearModules: (cfg) => blockLinears(cfg.numLayers, block, modules(cfg)),
 
   forward(cfg, f, inputs) {
     const ids = inputs.inputIds;
