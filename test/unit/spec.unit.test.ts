@@ -15,6 +15,7 @@ import { loadSpec, parseSpecText, readAllocationFile, runConfig, SPEC_SCHEMA, Sp
 import { lineColumn } from '../../sidecar/src/io/json';
 import { resolveRef } from '../../sidecar/src/spec/schema';
 import { DATA_FORMATS, SCHEDULES } from '../../sidecar/src/spec/types';
+import { specFieldProblems } from '../../sidecar/src/spec/field-check';
 
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-spec-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -433,3 +434,20 @@ describe('the published schema', () => {
     walk(SPEC_SCHEMA as unknown as Record<string, unknown>, '#');
   });
 });
+
+describe('field check (what the editor marks on save beyond the schema)', () => {
+  test('a second text or template field missing from the data\'s columns, and classifier keys on a decoder, at their keys', async () => {
+    const ws = workspace();
+    mkdirSync(join(ws, 'bert'));
+    writeFileSync(join(ws, 'bert', 'config.json'), JSON.stringify({ model_type: 'bert', hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 16, vocab_size: 10 }));
+    mkdirSync(join(ws, 'gpt'));
+    writeFileSync(join(ws, 'gpt', 'config.json'), JSON.stringify({ model_type: 'gpt2', n_embd: 8, n_head: 2, n_layer: 1, vocab_size: 10, n_positions: 16 }));
+    writeFileSync(join(ws, 'data', 'mnli.jsonl'), '{"premise":"a","hypothesis":"b","label":0}\n');
+    const problems = async (spec: Record<string, unknown>) => (await specFieldProblems(loadSpec(writeSpec(ws, JSON.stringify(spec)), { workspaceRoot: ws }))).map((e) => `${e.where}: ${e.problem}`);
+    assert.deepEqual(await problems({ ...BASE, model: 'bert', data: { train: 'data/mnli.jsonl', textField: 'premise', textPairField: 'hypotesis' } }), ['data.textPairField: "hypotesis" is not a column of ' + join(ws, 'data', 'mnli.jsonl') + ' (columns: premise, hypothesis, label)']);
+    assert.deepEqual(await problems({ ...BASE, model: 'bert', data: { train: 'data/mnli.jsonl', textField: 'premise', textPairField: 'hypothesis' } }), []);
+    assert.match((await problems({ ...BASE, model: 'gpt', data: { train: 'data/mnli.jsonl', promptTemplate: '{premise} => {hypothesis} {lable}' } })).join('\n'), /^data\.promptTemplate: \{lable\} is not a column/);
+    assert.deepEqual(await problems({ ...BASE, model: 'gpt', numLabels: 3 }), ['numLabels: is for classifiers; gpt2 here is a causal language model']);
+  });
+});
+

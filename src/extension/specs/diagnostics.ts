@@ -10,6 +10,7 @@ import { dirname, isAbsolute } from 'node:path';
 import * as vscode from 'vscode';
 import { InputError } from '../../../sidecar/src/errors';
 import { loadSpec } from '../../../sidecar/src/spec/load';
+import { specFieldProblems } from '../../../sidecar/src/spec/field-check';
 import { workspaceFolderOf } from '../config';
 import { DiagnosticOwners } from '../model/diagnostic-owners';
 import { diagnosticRange, parseSpecError } from '../model/spec-errors';
@@ -42,8 +43,11 @@ export class SpecDiagnostics implements vscode.Disposable {
     const current = () => this.checks.get(specFile) === n;
     try {
       const workspaceRoot = workspaceFolderOf(specFile);
-      loadSpec(specFile, workspaceRoot ? { workspaceRoot } : {});
-      this.clearSpec(specFile);
+      const spec = loadSpec(specFile, workspaceRoot ? { workspaceRoot } : {});
+      // Names the data or the model cannot have (a misspelt column, a classifier key on a decoder).
+      const problems = await specFieldProblems(spec);
+      if (problems.length) await this.report(problems.map((e) => e.message), dirname(specFile), specFile, { replace: true, current });
+      else this.clearSpec(specFile);
     } catch (err) {
       if (!(err instanceof InputError)) return; // not the spec's fault: the run will say
       await this.report(err.problems, dirname(specFile), specFile, { replace: true, current });
