@@ -504,6 +504,10 @@ describe('training', () => {
     const headOf = async (f: string) => toFloat32([...(await readSafetensors(f))].find(([k]) => k.endsWith('classifier.weight'))![1]);
     const [h1, h2, hm] = [await headOf(join(run, 'adapter', 'adapter_model.safetensors')), await headOf(join(run2, 'adapter', 'adapter_model.safetensors')), await headOf(join(tiesOut, 'model.safetensors'))];
     assert.ok(hm.every((x, i) => Math.abs(x - (h1[i]! + h2[i]!) / 2) < 1e-6), 'the merged head is the runs’ average');
+    // A run with another head size does not merge with these.
+    const four = runDir();
+    await runTraining(config({ ...spec, data: { train: 'cls3.jsonl', maxLength: 16 }, numLabels: 4, steps: 1 }), { runDir: four, ctx: recorder().ctx });
+    await assert.rejects(runMerge({ kind: 'merge', base: join(root, 'bert-base-3'), runs: [run, four], method: 'ties', out: join(root, 'merged-mixed') }, recorder().ctx), (e: InputError) => e.where === 'runs' && /has another head \(numLabels 4.* runs merge only with one head/.test(e.problem));
     // A causal LM has no classifier head to size.
     await assert.rejects(runTraining(config({ steps: 1, numLabels: 3 }), { runDir: runDir(), ctx: recorder().ctx }), (e: InputError) => e.where === 'numLabels' && /causal language model/.test(e.problem));
     // A bare base (no adapter): its fresh head is random, and generation says so.

@@ -209,7 +209,11 @@ export async function runMerge(p: MergeJobParams, ctx: JobContext): Promise<JobR
   if (p.method === 'soup-greedy' && !p.data) throw new InputError('', 'data', 'soup-greedy needs --data (it orders and keeps models by their validation score)');
   checkMergeOptions(p);
   await checkMergeOutput(p); // before the compute: a refused folder should not cost the merge
-  const model = await Model.load(modelFolder(p.base), await baseLoadOptions(p.runs[0]));
+  // One head for all: runs trained with other head sizes or losses (the spec's numLabels, problemType) do not merge.
+  const heads = await Promise.all(p.runs.map((r) => baseLoadOptions(r)));
+  const differs = heads.findIndex((h) => h.numLabels !== heads[0]!.numLabels || h.problemType !== heads[0]!.problemType);
+  if (differs > 0) throw new InputError('', 'runs', `${p.runs[differs]} has another head (numLabels ${heads[differs]!.numLabels ?? 'as config.json'}, problemType ${heads[differs]!.problemType ?? 'as config.json'}) than ${p.runs[0]} (numLabels ${heads[0]!.numLabels ?? 'as config.json'}, problemType ${heads[0]!.problemType ?? 'as config.json'}): runs merge only with one head`);
+  const model = await Model.load(modelFolder(p.base), heads[0]!);
   try {
     const tv = await taskVectors(model, p.runs, ctx);
     const batchSize = 16;
