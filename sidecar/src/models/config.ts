@@ -242,8 +242,8 @@ function problemType(f: Fields, labels: number): ProblemType {
   return f.fail('problem_type', `unsupported problem type ${JSON.stringify(p)}`);
 }
 
-function heads(f: Fields, hidden: number, key: string, hiddenKey: string): number {
-  const h = f.int(key);
+function heads(f: Fields, hidden: number, key: string, hiddenKey: string, fallback?: number): number {
+  const h = f.int(key, fallback);
   if (hidden % h !== 0) f.fail(key, `${hiddenKey}=${hidden} is not divisible by ${key}=${h}`);
   return h;
 }
@@ -383,8 +383,7 @@ function roberta(f: Fields, modelType: 'roberta' | 'xlm-roberta', architecture: 
 /** DebertaV2Config (DeBERTa-v2 and -v3): transformers' defaults; the convolution of v2-xlarge is refused. */
 function debertaConfig(f: Fields, architecture: string): DebertaConfig {
   const hiddenSize = f.int('hidden_size', 1536);
-  const numHeads = f.int('num_attention_heads', 24);
-  if (hiddenSize % numHeads !== 0) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads}`);
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 24);
   if (f.has('attention_head_size') && f.int('attention_head_size') !== hiddenSize / numHeads) f.fail('attention_head_size', 'heads of another width than hidden_size / num_attention_heads are not supported');
   if (f.has('conv_kernel_size') && f.int('conv_kernel_size', 0, 0) > 0) f.fail('conv_kernel_size', "DeBERTa-v2's convolution layer (v2-xlarge, v2-xxlarge) is not supported; DeBERTa-v3 has none");
   const vocabSize = f.int('vocab_size', 128100, 1, MAX_VOCAB);
@@ -429,8 +428,7 @@ function debertaConfig(f: Fields, architecture: string): DebertaConfig {
 /** DistilBertConfig: its own keys (dim, n_layers, n_heads, hidden_dim, activation), no token types, LayerNorm ε 1e-12. */
 function distilbertConfig(f: Fields, architecture: string): BertConfig {
   const hiddenSize = f.int('dim', 768);
-  const numHeads = f.int('n_heads', 12);
-  if (hiddenSize % numHeads !== 0) f.fail('n_heads', `dim=${hiddenSize} is not divisible by n_heads=${numHeads}`);
+  const numHeads = heads(f, hiddenSize, 'n_heads', 'dim', 12);
   const labels = numLabels(f);
   const vocabSize = f.int('vocab_size', 30522, 1, MAX_VOCAB);
   return {
