@@ -6,41 +6,8 @@
  * ContextPooler.
  */
 import type { DebertaConfig } from '../../sidecar/src/models/config';
+import { gelu, layerNorm, linear, type Weights } from './naive-ops';
 
-/** Weights by name (float64 ones let a finite difference move them by less than a float32 step). */
-type Weights = (name: string) => Float32Array | Float64Array;
-
-const linear = (x: Float64Array, w: Float32Array | Float64Array, b: Float32Array | Float64Array | undefined, out: number) => {
-  const y = new Float64Array(out);
-  for (let o = 0; o < out; o++) {
-    let s = b ? b[o]! : 0;
-    for (let i = 0; i < x.length; i++) s += x[i]! * w[o * x.length + i]!;
-    y[o] = s;
-  }
-  return y;
-};
-const layerNorm = (x: Float64Array, w: Float32Array | Float64Array, b: Float32Array | Float64Array, eps: number) => {
-  const mean = x.reduce((a, v) => a + v, 0) / x.length;
-  const v = x.reduce((a, z) => a + (z - mean) ** 2, 0) / x.length;
-  return x.map((z, i) => ((z - mean) / Math.sqrt(v + eps)) * w[i]! + b[i]!);
-};
-const erf = (x: number) => {
-  // Abramowitz–Stegun 7.1.26 is too coarse; a series / continued fraction to double precision.
-  const t = Math.abs(x);
-  if (t < 3) {
-    let sum = t;
-    let term = t;
-    for (let n = 1; n < 100; n++) {
-      term *= (-t * t) / n;
-      sum += term / (2 * n + 1);
-    }
-    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
-  }
-  let cf = 0;
-  for (let n = 60; n >= 1; n--) cf = n / 2 / (t + cf);
-  return Math.sign(x) * (1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + cf));
-};
-const gelu = (z: number) => 0.5 * z * (1 + erf(z / Math.SQRT2));
 
 /** make_log_bucket_position, in double precision. */
 export function naiveBucket(rel: number, bucketSize: number, maxPosition: number): number {

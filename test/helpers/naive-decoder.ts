@@ -65,7 +65,7 @@ export function naiveInverseFrequencies(dim: number, theta: number, scaling: Rop
  * apply_rotary_pos_emb on one head vector at position `pos`: x·cos + rotate_half(x)·sin over its first
  * 2·inv.length dimensions (Phi-3's partial RoPE leaves the rest), cos and sin times `gain` (LongRoPE).
  */
-function rope(x: Float64Array, pos: number, inv: number[], gain: number): Float64Array {
+export function naiveRope(x: Float64Array, pos: number, inv: number[], gain: number): Float64Array {
   const half = inv.length;
   const y = Float64Array.from(x);
   for (let i = 0; i < half; i++) {
@@ -112,7 +112,7 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
         let y = fused(h, m);
         if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, D);
         const rotated = new Float64Array(n * D);
-        for (let k = 0; k < n; k++) rotated.set(rope(y.subarray(k * D, (k + 1) * D), pos, inv, gain), k * D);
+        for (let k = 0; k < n; k++) rotated.set(naiveRope(y.subarray(k * D, (k + 1) * D), pos, inv, gain), k * D);
         return rotated;
       });
     const q = heads('q_proj', H, 'q_norm');

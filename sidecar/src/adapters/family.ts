@@ -46,6 +46,8 @@ export interface Ia3Setup extends Extras {
 export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
   switch (model.config.modelType) {
     case 'gpt2':
+    case 'gpt_neox':
+    case 'opt':
     case 'llama':
     case 'mistral':
     case 'qwen2':

@@ -45,6 +45,8 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
  */
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
+  gpt_neox: ['query_key_value'],
+  opt: ['q_proj', 'v_proj'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
@@ -63,6 +65,8 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
+  gpt_neox: ['query_key_value', 'dense_4h_to_h'],
+  opt: ['q_proj', 'k_proj', 'fc2'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['q_proj', 'v_proj', 'down_proj'],
@@ -81,6 +85,8 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
 export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt2: ['mlp.c_proj'],
+  gpt_neox: ['dense_4h_to_h'],
+  opt: ['fc2'],
   llama: ['down_proj'],
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
@@ -215,6 +221,31 @@ export function tapPoints(model: Model): TapPoint[] {
         sub(`${p}.mlp`, i, `${p}.mlp.c_proj`);
       }
       norm('transformer.ln_f', -1, true);
+      break;
+    case 'gpt_neox':
+      // With the parallel residual both norms read the block's input; each feeds its own sub-layer.
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.input_layernorm`, i, true);
+        sub(`${p}.attention`, i, `${p}.attention.dense`);
+        norm(`${p}.post_attention_layernorm`, i, true);
+        sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
+      }
+      norm('gpt_neox.final_layer_norm', -1, true);
+      break;
+    case 'opt':
+      // Pre-LN blocks normalise before each sub-layer; opt-350m's after its residual sum.
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        const before = cfg.layerNormBefore;
+        if (before) norm(`${p}.self_attn_layer_norm`, i, true);
+        sub(`${p}.self_attn`, i, `${p}.self_attn.out_proj`);
+        if (!before) norm(`${p}.self_attn_layer_norm`, i, true);
+        if (before) norm(`${p}.final_layer_norm`, i, true);
+        sub(`${p}.mlp`, i, `${p}.fc2`);
+        if (!before) norm(`${p}.final_layer_norm`, i, true);
+      }
+      if (cfg.finalLayerNorm) norm('model.decoder.final_layer_norm', -1, true);
       break;
     case 'llama':
     case 'mistral':

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -97,6 +97,50 @@ export interface LlamaConfig extends Common {
   /** Row of the token embedding that gets no gradient (nn.Embedding's padding_idx). */
   padTokenId?: number;
 }
+/**
+ * GPTNeoXForCausalLM (Pythia, GPT-NeoX-20B): LayerNorm blocks whose attention and MLP by default read
+ * the same input and add in parallel (use_parallel_residual), one query_key_value projection laid out
+ * per head ([q; k; v] of head_dim each), RoPE over the first partial_rotary_factor of each head, an
+ * untied `embed_out` head.
+ */
+export interface GptNeoxConfig extends Common {
+  modelType: 'gpt_neox';
+  intermediateSize: number;
+  activation: Activation;
+  layerNormEps: number;
+  maxPositions: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  /** Leading dimensions of each head that RoPE rotates (rotary_pct · head_dim). */
+  rotaryDim: number;
+  parallelResidual: boolean;
+  /** Biases on query_key_value and the attention's dense (the MLP always has them). */
+  attentionBias: boolean;
+  tieWordEmbeddings: boolean;
+}
+/**
+ * OPTForCausalLM (facebook/opt-*): learned positions offset by 2, LayerNorm before (or, in opt-350m,
+ * after) each sub-layer, a ReLU MLP (fc1, fc2), token embeddings of word_embed_proj_dim projected in
+ * and out where that differs from hidden_size, a head tied to the token embeddings.
+ */
+export interface OptConfig extends Common {
+  modelType: 'opt';
+  intermediateSize: number;
+  activation: Activation;
+  layerNormEps: number;
+  /** Rows of embed_positions less its offset of 2 (max_position_embeddings). */
+  maxPositions: number;
+  /** do_layer_norm_before: pre-LN blocks; false (opt-350m): each sub-layer's residual sum is normalised after. */
+  layerNormBefore: boolean;
+  /** The decoder's final_layer_norm (only with pre-LN blocks, unless _remove_final_layer_norm). */
+  finalLayerNorm: boolean;
+  /** Width of the token embeddings and the head; project_in and project_out map it to hidden_size where they differ. */
+  wordEmbedProjDim: number;
+  /** Biases on every projection (enable_bias). */
+  enableBias: boolean;
+  tieWordEmbeddings: boolean;
+  padTokenId?: number;
+}
 /** The post-LN text encoders of BERT's layout: BERT, RoBERTa / XLM-RoBERTa (positions and head differ), DistilBERT (no token types; names and head differ). */
 export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
@@ -172,7 +216,7 @@ export interface VitConfig extends Common {
   problemType: ProblemType;
 }
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
-export type ModelConfig = Gpt2Config | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
+export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
 
 /** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
 const MAX_DIM = 1 << 20;
@@ -276,6 +320,10 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         tieWordEmbeddings: f.bool('tie_word_embeddings', true),
       };
     }
+    case 'gpt_neox':
+      return gptNeoxConfig(f, architecture);
+    case 'opt':
+      return optConfig(f, architecture);
     case 'llama':
     case 'mistral':
     case 'qwen2':
@@ -449,6 +497,75 @@ function distilbertConfig(f: Fields, architecture: string): BertConfig {
     positionsAfterPadding: false,
     numLabels: labels,
     problemType: problemType(f, labels),
+  };
+}
+
+/**
+ * GPTNeoXConfig: transformers' defaults (those of gpt-neox-20b). RoPE's base and rotated share come
+ * from `rope_parameters` (transformers 5: rope_theta, partial_rotary_factor) or the older
+ * `rotary_emb_base` and `rotary_pct` (0.25), with an optional `rope_scaling`.
+ */
+function gptNeoxConfig(f: Fields, architecture: string): GptNeoxConfig {
+  const hiddenSize = f.int('hidden_size', 6144);
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 64);
+  const headDim = hiddenSize / numHeads;
+  const maxPositions = f.int('max_position_embeddings', 2048);
+  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const rope = ropeObject(f, key, f.get(key), () => f.num('rotary_emb_base', 10000), maxPositions);
+  if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, 'LongRoPE is not supported for GPT-NeoX (supported: default, linear, llama3)');
+  const params = f.get('rope_parameters');
+  const nested = params !== null && typeof params === 'object' && typeof (params as Record<string, unknown>).partial_rotary_factor === 'number';
+  const factorKey = nested ? 'rope_parameters.partial_rotary_factor' : 'rotary_pct';
+  const factor = nested ? new Fields(f.file, params as Record<string, unknown>, 'rope_parameters.').num('partial_rotary_factor') : f.num('rotary_pct', 0.25);
+  // GPTNeoXAttention: rotary_ndims = int(head_size * partial_rotary_factor).
+  const rotaryDim = Math.trunc(headDim * factor);
+  if (factor <= 0 || factor > 1 || rotaryDim % 2 !== 0) f.fail(factorKey, `must be in (0, 1] and give an even number of rotated dimensions (head_dim ${headDim} × ${factor} = ${headDim * factor})`);
+  return {
+    modelType: 'gpt_neox',
+    architecture: architecture || 'GPTNeoXForCausalLM',
+    hiddenSize,
+    numHeads,
+    headDim,
+    numLayers: f.int('num_hidden_layers', 44, 1, MAX_LAYERS),
+    vocabSize: f.int('vocab_size', 50432, 1, MAX_VOCAB),
+    intermediateSize: f.int('intermediate_size', 24576),
+    activation: f.activation('hidden_act', 'gelu'),
+    layerNormEps: f.num('layer_norm_eps', 1e-5),
+    maxPositions,
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
+    rotaryDim,
+    parallelResidual: f.bool('use_parallel_residual', true),
+    attentionBias: f.bool('attention_bias', true),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+  };
+}
+
+/** OPTConfig: transformers' defaults (those of opt-125m), padding id 1; LayerNorms without weights are refused. */
+function optConfig(f: Fields, architecture: string): OptConfig {
+  const hiddenSize = f.int('hidden_size', 768);
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 12);
+  if (!f.bool('layer_norm_elementwise_affine', true)) f.fail('layer_norm_elementwise_affine', 'LayerNorms without weight and bias are not supported');
+  const vocabSize = f.int('vocab_size', 50272, 1, MAX_VOCAB);
+  const layerNormBefore = f.bool('do_layer_norm_before', true);
+  return {
+    modelType: 'opt',
+    architecture: architecture || 'OPTForCausalLM',
+    hiddenSize,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    numLayers: f.int('num_hidden_layers', 12, 1, MAX_LAYERS),
+    vocabSize,
+    intermediateSize: f.int('ffn_dim', 3072),
+    activation: f.activation('activation_function', 'relu'),
+    layerNormEps: 1e-5, // nn.LayerNorm's default: OPTConfig has no key for it
+    maxPositions: f.int('max_position_embeddings', 2048),
+    layerNormBefore,
+    finalLayerNorm: layerNormBefore && !f.bool('_remove_final_layer_norm', false),
+    wordEmbedProjDim: f.has('word_embed_proj_dim') ? f.int('word_embed_proj_dim') : hiddenSize,
+    enableBias: f.bool('enable_bias', true),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    ...padToken(f, 'pad_token_id', 1, vocabSize),
   };
 }
 

@@ -6,6 +6,9 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
   switch (cfg.modelType) {
     case 'gpt2':
       return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'n_positions' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+    case 'opt':
+      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+    case 'gpt_neox':
     case 'llama':
     case 'mistral':
     case 'qwen2':

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
-import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, mergeHeads, rmsNorm, ropeTables, splitHeads, windowedCausalMask } from './ops';
+import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, mergeHeads, rmsNorm, ropeTablesAt, splitHeads, windowedCausalMask } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -76,11 +76,7 @@ export const llama: Architecture<LlamaConfig> = {
     // One mask per distinct window (Qwen's and Gemma's blocks may mix full and sliding attention).
     const masks = new Map<number | undefined, tf.Tensor2D>();
     const maskOf = (w: number | undefined) => masks.get(w) ?? masks.set(w, windowedCausalMask(t, w)).get(w)!;
-    // New tokens sit at positions past..past+t−1.
-    const rope = (theta: number, scaling: LlamaConfig['ropeScaling']) => {
-      const tables = ropeTables(past + t, cfg.rotaryDim, theta, scaling);
-      return past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
-    };
+    const rope = (theta: number, scaling: LlamaConfig['ropeScaling']) => ropeTablesAt(past, t, cfg.rotaryDim, theta, scaling);
     const globalRope = rope(cfg.ropeTheta, cfg.ropeScaling);
     const localRope = cfg.localRope ? rope(cfg.localRope.theta, cfg.localRope.scaling) : globalRope;
     const kvDim = cfg.numKvHeads * cfg.headDim;

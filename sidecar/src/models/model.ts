@@ -14,6 +14,8 @@ import { readConfig, type ModelConfig, type ModelType, type ProblemType } from '
 import { Forward, type Hooks } from './forward';
 import { chunkedCausalLmLoss } from './ops';
 import { gpt2 } from './gpt2';
+import { gptNeox } from './gpt-neox';
+import { opt } from './opt';
 import { llama } from './llama';
 import { vit } from './vit';
 
@@ -22,7 +24,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -212,7 +214,7 @@ export class Model {
 }
 
 /** The task model's prefix of a parameter name (GPT-2's `transformer.`, Llama's `model.`, …). */
-const TASK_PREFIX = /^(transformer|model|bert|roberta|distilbert|deberta|vit)\./;
+const TASK_PREFIX = /^(transformer|gpt_neox|model|bert|roberta|distilbert|deberta|vit)\./;
 export interface LoadOptions {
   /** A classifier's outputs in place of config.json's num_labels (the spec's numLabels). */
   numLabels?: number;
@@ -257,7 +259,7 @@ function freshHead(info: ParamInfo): tf.Tensor {
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */
 export const withoutTaskPrefix = (name: string): string => name.replace(TASK_PREFIX, '');
 
-/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `model.`, `bert.`, `roberta.`, `distilbert.`, `vit.`). */
+/** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `gpt_neox.`, `model.`, `bert.`, `roberta.`, `distilbert.`, `vit.`). */
 function resolveStoredName(reader: CheckpointReader, name: string): string | undefined {
   if (reader.has(name)) return name;
   const stripped = withoutTaskPrefix(name);

@@ -113,12 +113,9 @@ export function paddingMask(attentionMask: tf.Tensor): tf.Tensor {
 }
 
 /**
- * Scaled dot-product attention on [B, H, T, D] queries and [B, Hkv, T, D] keys/values (grouped-query
- * attention when Hkv < H). `mask` is added to the scores and broadcasts against [B, H, T, T].
- */
-/**
- * softmax(q·kᵀ·scale + mask)·v over [B, H, T, D], keys and values repeated for grouped-query heads.
- * `softcap` (Gemma 2) bounds the scaled scores as cap · tanh(s / cap) before the mask.
+ * softmax(q·kᵀ·scale + mask)·v over [B, H, T, D] queries and [B, Hkv, T, D] keys and values, repeated
+ * for grouped-query heads when Hkv < H. `mask` is added to the scores and broadcasts against
+ * [B, H, T, T]; `softcap` (Gemma 2) bounds the scaled scores as cap · tanh(s / cap) before the mask.
  */
 export function attention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, scale: number, mask?: tf.Tensor, softcap?: number): tf.Tensor4D {
   const [b, h, t, d] = q.shape;
@@ -213,6 +210,13 @@ export function ropeTables(seq: number, headDim: number, theta: number, scaling?
     }
   }
   return { cos: tf.tensor2d(cos, [seq, headDim]), sin: tf.tensor2d(sin, [seq, headDim]) };
+}
+
+/** RoPE tables for the new tokens at positions past..past+t−1 (a generation step past a KvCache's `past`). */
+export function ropeTablesAt(past: number, t: number, dim: number, theta: number, scaling?: RopeScaling): { cos: tf.Tensor2D; sin: tf.Tensor2D } {
+  // LongRoPE picks its factors by the whole length so far, so the tables span it all.
+  const tables = ropeTables(past + t, dim, theta, scaling);
+  return past ? { cos: tf.slice(tables.cos, [past, 0], [t, -1]), sin: tf.slice(tables.sin, [past, 0], [t, -1]) } : tables;
 }
 
 /**

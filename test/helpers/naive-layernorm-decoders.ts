@@ -1,0 +1,95 @@
+/**
+ * GPTNeoXForCausalLM and OPTForCausalLM written out plainly from transformers' modeling_gpt_neox.py and
+ * modeling_opt.py (float64 loops over one unpadded sequence, no TF.js): the references for
+ * sidecar/src/models/gpt-neox.ts and opt.ts, which no transformers fixture covers.
+ */
+import type { GptNeoxConfig, OptConfig } from '../../sidecar/src/models/config';
+import { naiveInverseFrequencies, naiveRope } from './naive-decoder';
+import { activate, causalAttention, headLogits, layerNorm, linear, type Weights } from './naive-ops';
+
+const has = (w: Weights, n: string) => {
+  try {
+    w(n);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Logits [T·V] of one sequence. */
+export function naiveGptNeoxLogits(cfg: GptNeoxConfig, w: Weights, ids: readonly number[]): Float64Array {
+  const { hiddenSize: d, numHeads: H, headDim: D, vocabSize: V, layerNormEps: eps } = cfg;
+  const inv = naiveInverseFrequencies(cfg.rotaryDim, cfg.ropeTheta, cfg.ropeScaling, ids.length);
+  const embed = w('gpt_neox.embed_in.weight');
+  let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)));
+  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
+  const bias = (n: string) => (has(w, n) ? w(n) : undefined);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `gpt_neox.layers.${l}`;
+    const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), bias(`${p}.${m}.bias`), out);
+    const mlp = (h: Float64Array) => proj(proj(h, 'mlp.dense_h_to_4h', cfg.intermediateSize).map((z) => activate(cfg.activation, z)), 'mlp.dense_4h_to_h', d);
+    // GPTNeoXAttention: view(..., heads, 3·head_size).chunk(3): each head's q, k, v are consecutive.
+    const qkv = x.map((r) => proj(ln(r, `${p}.input_layernorm`), 'attention.query_key_value', 3 * d));
+    const part = (which: number, pos: number, rotate: boolean) => {
+      const out = new Float64Array(d);
+      for (let h = 0; h < H; h++) {
+        const head = qkv[pos]!.slice(h * 3 * D + which * D, h * 3 * D + (which + 1) * D);
+        out.set(rotate ? naiveRope(head, pos, inv, 1) : head, h * D);
+      }
+      return out;
+    };
+    const q = x.map((_, i) => part(0, i, true));
+    const k = x.map((_, i) => part(1, i, true));
+    const v = x.map((_, i) => part(2, i, false));
+    const att = causalAttention(q, k, v, H, D, 1 / Math.sqrt(D)).map((a) => proj(a, 'attention.dense', d));
+    x = x.map((r, i) => {
+      if (cfg.parallelResidual) {
+        const m = mlp(ln(r, `${p}.post_attention_layernorm`));
+        return r.map((z, c) => z + att[i]![c]! + m[c]!);
+      }
+      const mid = r.map((z, c) => z + att[i]![c]!);
+      const m = mlp(ln(mid, `${p}.post_attention_layernorm`));
+      return mid.map((z, c) => z + m[c]!);
+    });
+  }
+  const out = x.map((r) => ln(r, 'gpt_neox.final_layer_norm'));
+  return headLogits(out, w(cfg.tieWordEmbeddings ? 'gpt_neox.embed_in.weight' : 'embed_out.weight'), V);
+}
+
+/** Logits [T·V] of one sequence (positions 0…T−1: OPTLearnedPositionalEmbedding's rows 2…T+1). */
+export function naiveOptLogits(cfg: OptConfig, w: Weights, ids: readonly number[]): Float64Array {
+  const { hiddenSize: d, numHeads: H, headDim: D, vocabSize: V, layerNormEps: eps } = cfg;
+  const E = cfg.wordEmbedProjDim;
+  const embed = w('model.decoder.embed_tokens.weight');
+  const positions = w('model.decoder.embed_positions.weight');
+  const projected = E !== d;
+  let x = ids.map((id, t) => {
+    const tok = Float64Array.from(embed.subarray(id * E, (id + 1) * E));
+    const e = projected ? linear(tok, w('model.decoder.project_in.weight'), undefined, d) : tok;
+    return e.map((z, c) => z + positions[(t + 2) * d + c]!);
+  });
+  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
+  const bias = (n: string) => (has(w, n) ? w(n) : undefined);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.decoder.layers.${l}`;
+    const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), bias(`${p}.${m}.bias`), out);
+    // OPTDecoderLayer: do_layer_norm_before normalises each sub-layer's input, else its residual sum.
+    const hs = cfg.layerNormBefore ? x.map((r) => ln(r, `${p}.self_attn_layer_norm`)) : x;
+    // OPTAttention scales the queries (q_proj(h) · head_dim^−½) and not the scores: the same product.
+    const q = hs.map((h) => proj(h, 'self_attn.q_proj', d).map((z) => z / Math.sqrt(D)));
+    const k = hs.map((h) => proj(h, 'self_attn.k_proj', d));
+    const v = hs.map((h) => proj(h, 'self_attn.v_proj', d));
+    const att = causalAttention(q, k, v, H, D, 1);
+    x = x.map((r, i) => {
+      let s = r.map((z, c) => z + proj(att[i]!, 'self_attn.out_proj', d)[c]!);
+      if (!cfg.layerNormBefore) s = ln(s, `${p}.self_attn_layer_norm`);
+      const h2 = cfg.layerNormBefore ? ln(s, `${p}.final_layer_norm`) : s;
+      const m = proj(proj(h2, 'fc1', cfg.intermediateSize).map((z) => activate(cfg.activation, z)), 'fc2', d);
+      const out = s.map((z, c) => z + m[c]!);
+      return cfg.layerNormBefore ? out : ln(out, `${p}.final_layer_norm`);
+    });
+  }
+  let out = cfg.finalLayerNorm ? x.map((r) => ln(r, 'model.decoder.final_layer_norm')) : x;
+  if (projected) out = out.map((r) => linear(r, w('model.decoder.project_out.weight'), undefined, E));
+  return headLogits(out, w(cfg.tieWordEmbeddings ? 'model.decoder.embed_tokens.weight' : 'lm_head.weight'), V);
+}

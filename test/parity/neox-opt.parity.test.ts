@@ -1,0 +1,242 @@
+/**
+ * GPT-NeoX (Pythia) and OPT causal LMs against plain float64 re-implementations of transformers'
+ * modeling_gpt_neox.py and modeling_opt.py (test/helpers/naive-layernorm-decoders.ts): logits of the
+ * layouts real checkpoints use (Pythia's parallel residual and quarter-rotated heads; opt-125m's
+ * pre-LN blocks; opt-350m's post-LN blocks with projected embeddings), the key/value cache, gradients
+ * (float64 directional derivatives), checkpoints as the hub stores them, and PEFT's default targets.
+ * No transformers fixture exists for them: the references are written from transformers' source.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createAdapter } from '../../sidecar/src/adapters';
+import { tapPoints } from '../../sidecar/src/adapters/targets';
+import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { parseConfig, type GptNeoxConfig, type OptConfig } from '../../sidecar/src/models/config';
+import { randomModel } from '../../sidecar/src/models/init';
+import { KvCache } from '../../sidecar/src/models/kv-cache';
+import { Model } from '../../sidecar/src/models/model';
+import { assertMergeReproduces, perturb } from '../helpers/adapters';
+import { naiveGptNeoxLogits, naiveOptLogits } from '../helpers/naive-layernorm-decoders';
+import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+
+const VOCAB = 40;
+const NEOX = { model_type: 'gpt_neox', architectures: ['GPTNeoXForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 48, max_position_embeddings: 64, hidden_act: 'gelu' };
+const OPT = { model_type: 'opt', architectures: ['OPTForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, ffn_dim: 48, max_position_embeddings: 32, pad_token_id: 1 };
+
+type Config = GptNeoxConfig | OptConfig;
+interface Variant {
+  name: string;
+  config: Record<string, unknown>;
+}
+const VARIANTS: Variant[] = [
+  { name: 'gpt_neox as Pythia: parallel residual, a quarter of each head rotated (rotary_pct, rotary_emb_base), untied embed_out', config: { ...NEOX, rotary_pct: 0.25, rotary_emb_base: 10000 } },
+  {
+    name: 'gpt_neox, sequential residual, no attention biases, tied head, transformers 5 rope_parameters (half rotated, linear scaling)',
+    config: { ...NEOX, use_parallel_residual: false, attention_bias: false, tie_word_embeddings: true, rope_parameters: { rope_type: 'linear', factor: 2, rope_theta: 500, partial_rotary_factor: 0.5 } },
+  },
+  { name: 'opt as opt-125m: pre-LN blocks, ReLU, final norm, tied head', config: { ...OPT, do_layer_norm_before: true } },
+  { name: 'opt as opt-350m: post-LN blocks, no final norm, 24-wide embeddings projected in and out', config: { ...OPT, do_layer_norm_before: false, word_embed_proj_dim: 24, activation_function: 'gelu' } },
+];
+const IDS = [
+  [0, 7, 12, 3, 33, 9, 20, 31, 5, 18, 2, 39],
+  [2, 22, 8, 16, 35, 11, 4, 27, 6, 13, 38, 25],
+];
+
+const naiveLogits = (cfg: Config, w: (n: string) => Float32Array | Float64Array, ids: readonly number[]) => (cfg.modelType === 'gpt_neox' ? naiveGptNeoxLogits(cfg, w, ids) : naiveOptLogits(cfg, w, ids));
+
+describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transformers’ modeling files', () => {
+  let root = '';
+  before(async () => {
+    await useTestBackend();
+    root = mkdtempSync(join(tmpdir(), 'peft-lab-neox-opt-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  /**
+   * A random model of the config, written to a folder (with `extra` tensors, names renamed by `rename`,
+   * those `drop` matches left out) and loaded back; with its weights by name.
+   */
+  async function load(
+    raw: Record<string, unknown>,
+    seed: number,
+    o: { extra?: Map<string, HostTensor>; rename?: (n: string) => string; drop?: RegExp } = {},
+  ): Promise<{ model: Model; cfg: Config; weights: Map<string, Float32Array> }> {
+    const cfg = parseConfig(raw, 'config.json') as Config;
+    const fresh = randomModel(cfg, seed, 0.2);
+    const dir = join(root, `m${seed}`);
+    mkdirSync(dir, { recursive: true });
+    const weights = new Map<string, Float32Array>();
+    const out = new Map<string, HostTensor>(o.extra ?? []);
+    for (const [n, t] of fresh.params) {
+      // Norms and biases off their init too, so that every weight matters.
+      const moved = n.includes('layer_norm') || n.includes('layernorm') || n.endsWith('.bias');
+      const data = Float32Array.from((moved ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array);
+      weights.set(n, data);
+      if (!o.drop?.test(n)) out.set(o.rename ? o.rename(n) : n, f32(t.shape, data));
+    }
+    fresh.dispose();
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
+    await writeSafetensors(join(dir, 'model.safetensors'), out);
+    return { model: await Model.load(dir), cfg, weights };
+  }
+  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
+    const t = weights.get(n);
+    if (!t) throw new Error(`no ${n}`);
+    return t;
+  };
+
+  it('configs as GPTNeoXConfig and OPTConfig: defaults, Pythia’s and opt-350m’s keys; unsupported settings named', () => {
+    const neox = parseConfig({ model_type: 'gpt_neox' }, 'c.json') as GptNeoxConfig;
+    assert.deepEqual([neox.hiddenSize, neox.numHeads, neox.numLayers, neox.intermediateSize, neox.vocabSize, neox.rotaryDim, neox.ropeTheta, neox.parallelResidual, neox.attentionBias, neox.tieWordEmbeddings], [6144, 64, 44, 24576, 50432, 24, 10000, true, true, false]);
+    // pythia-70m's config.json keys.
+    const pythia = parseConfig({ ...NEOX, hidden_size: 512, num_attention_heads: 8, rotary_pct: 0.25, rotary_emb_base: 10000, use_parallel_residual: true }, 'c.json') as GptNeoxConfig;
+    assert.deepEqual([pythia.headDim, pythia.rotaryDim], [64, 16]);
+    const nested = parseConfig({ ...NEOX, rope_parameters: { rope_type: 'default', rope_theta: 1000, partial_rotary_factor: 0.5 } }, 'c.json') as GptNeoxConfig;
+    assert.deepEqual([nested.rotaryDim, nested.ropeTheta], [8, 1000]);
+    assert.throws(() => parseConfig({ ...NEOX, rotary_pct: 0.2 }, 'c.json'), /rotary_pct.*even number/);
+    const o = parseConfig({ model_type: 'opt' }, 'c.json') as OptConfig;
+    assert.deepEqual([o.hiddenSize, o.numHeads, o.numLayers, o.intermediateSize, o.activation, o.layerNormBefore, o.finalLayerNorm, o.wordEmbedProjDim, o.tieWordEmbeddings, o.padTokenId], [768, 12, 12, 3072, 'relu', true, true, 768, true, 1]);
+    const opt350 = parseConfig({ model_type: 'opt', hidden_size: 1024, num_attention_heads: 16, do_layer_norm_before: false, word_embed_proj_dim: 512 }, 'c.json') as OptConfig;
+    assert.deepEqual([opt350.finalLayerNorm, opt350.wordEmbedProjDim], [false, 512]);
+    assert.equal((parseConfig({ model_type: 'opt', _remove_final_layer_norm: true }, 'c.json') as OptConfig).finalLayerNorm, false);
+    assert.throws(() => parseConfig({ model_type: 'opt', layer_norm_elementwise_affine: false }, 'c.json'), /layer_norm_elementwise_affine/);
+  });
+
+  for (const [i, v] of VARIANTS.entries()) {
+    it(`${v.name}: logits equal the reference’s`, async () => {
+      const { model, cfg, weights } = await load(v.config, 10 * (i + 1));
+      try {
+        const got = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(IDS, [2, 12], 'int32') }).dataSync() as Float32Array);
+        IDS.forEach((ids, b) => assertClose(`${v.name}, row ${b}`, got.subarray(b * 12 * VOCAB, (b + 1) * 12 * VOCAB), naiveLogits(cfg, lookup(weights), ids), 1e-4));
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('the key/value cache gives the whole-sequence logits (both layouts of each)', async () => {
+    for (const [i, v] of VARIANTS.entries()) {
+      const { model } = await load(v.config, 50 + i);
+      try {
+        const seq = IDS[1]!.slice(0, 9);
+        const cache = new KvCache();
+        const steps: number[] = [];
+        for (const feed of [seq.slice(0, 4), ...seq.slice(4).map((t) => [t])])
+          steps.push(...(tf.tidy(() => model.forward({ inputIds: tf.tensor2d([feed], [1, feed.length], 'int32'), cache }).dataSync() as Float32Array)));
+        cache.dispose();
+        const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
+        assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+
+  it('gradients along random directions equal the float64 reference’s derivatives of the loss (embeddings, positions, fused q/k/v, norms, projections); no leaks', async () => {
+    const cases: [number, string[]][] = [
+      [0, ['gpt_neox.embed_in.weight', 'gpt_neox.layers.0.attention.query_key_value.weight', 'gpt_neox.layers.1.post_attention_layernorm.bias', 'embed_out.weight']],
+      [3, ['model.decoder.embed_positions.weight', 'model.decoder.project_in.weight', 'model.decoder.layers.0.self_attn_layer_norm.weight', 'model.decoder.layers.1.fc1.weight']],
+    ];
+    for (const [vi, names] of cases) {
+      const { model, cfg, weights } = await load(VARIANTS[vi]!.config, 90 + vi);
+      // Labels as transformers takes them (the loss shifts them): the ids, the first two of row 1 ignored.
+      const labels = IDS.map((r, b) => r.map((id, t) => (b === 1 && t < 2 ? -100 : id)));
+      const naiveLoss = (w: Map<string, Float32Array | Float64Array>) => {
+        let sum = 0;
+        let n = 0;
+        IDS.forEach((ids, b) => {
+          const z = naiveLogits(cfg, lookup(w), ids);
+          labels[b]!.slice(1).forEach((y, t) => {
+            if (y < 0) return;
+            const row = z.subarray(t * VOCAB, (t + 1) * VOCAB);
+            const m = Math.max(...row);
+            sum += Math.log(row.reduce((a, x) => a + Math.exp(x - m), 0)) + m - row[y]!;
+            n++;
+          });
+        });
+        return sum / n;
+      };
+      try {
+        await assertNoLeak(() => {
+          const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+          const target = tf.tensor2d(labels, [2, 12], 'int32');
+          const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
+          tf.dispose([inputIds, target]);
+          assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
+          for (const [k, n] of names.entries()) {
+            const g = grads.get(n)!.dataSync() as Float32Array;
+            const dir = Float64Array.from(tf.tidy(() => tf.randomNormal([g.length], 0, 1, 'float32', 60 + k).dataSync()));
+            const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
+            const eps = 1e-4;
+            const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
+            const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
+            const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
+            assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
+          }
+          tf.dispose([loss, ...grads.values()]);
+        });
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+
+  it('checkpoints as the hub stores them: Pythia’s saved attention buffers are skipped; OPT saved from OPTModel (decoder.*, no lm_head) loads with its tied head', async () => {
+    // Pythia's safetensors carry the causal mask (bool), masked_bias and rotary inv_freq of each block.
+    const buffers = new Map<string, HostTensor>();
+    for (let l = 0; l < 2; l++) {
+      const p = `gpt_neox.layers.${l}.attention`;
+      buffers.set(`${p}.bias`, { dtype: 'BOOL', shape: [1, 1, 64, 64], data: new Uint8Array(64 * 64).fill(1) });
+      buffers.set(`${p}.masked_bias`, f32([], [-1e9]));
+      buffers.set(`${p}.rotary_emb.inv_freq`, f32([2], [1, 0.01]));
+    }
+    const neox = await load(VARIANTS[0]!.config, 70, { extra: buffers });
+    neox.model.dispose();
+    // facebook/opt-125m's names: the OPTModel's (no `model.` prefix), no lm_head (tied).
+    const { model, cfg, weights } = await load(VARIANTS[2]!.config, 71, { rename: (n) => n.replace(/^model\./, '') });
+    try {
+      const got = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([IDS[0]!], [1, 12], 'int32') }).dataSync() as Float32Array);
+      assertClose('opt from OPTModel names', got, naiveLogits(cfg, lookup(weights), IDS[0]!), 1e-4);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('PEFT’s default targets (query_key_value; q_proj and v_proj; IA3’s feed-forward dense_4h_to_h and fc2); LoRA and SSF on every tap point merge to the adapted logits', async () => {
+    const expected: Record<number, { lora: string[]; ia3ff: string[] }> = {
+      0: { lora: ['attention.query_key_value'], ia3ff: ['mlp.dense_4h_to_h'] },
+      3: { lora: ['self_attn.q_proj', 'self_attn.v_proj'], ia3ff: ['fc2'] },
+    };
+    for (const [vi, want] of Object.entries(expected)) {
+      const v = VARIANTS[Number(vi)]!;
+      const { model } = await load(v.config, 80 + Number(vi));
+      const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+      try {
+        const modules = (a: { trainable: Map<string, tf.Tensor> }, suffix: RegExp) => [...new Set([...a.trainable.keys()].filter((n) => suffix.test(n)).map((n) => n.replace(/^.*layers\.\d+\./, '').replace(suffix, '')))].sort();
+        const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
+        assert.deepEqual(modules(lora, /\.lora_A\.weight$/), want.lora, v.name);
+        perturb(lora, 0.3, 2);
+        assertMergeReproduces(model, lora, { inputIds });
+        lora.dispose();
+        const ia3 = await createAdapter(model, { kind: 'ia3' }, { seed: 1 });
+        perturb(ia3, 0.3, 4);
+        assertMergeReproduces(model, ia3, { inputIds });
+        ia3.dispose();
+        // SSF at every norm and sub-layer output (post-LN OPT normalises after the residual sums).
+        const points = tapPoints(model).map((t) => t.name);
+        const ssf = await createAdapter(model, { kind: 'ssf', targets: [...new Set(points)] }, { seed: 1 });
+        perturb(ssf, 0.2, 3);
+        assertMergeReproduces(model, ssf, { inputIds });
+        ssf.dispose();
+        assert.ok(want.ia3ff.every((m) => model.arch.linearModules(model.config).some((l) => l.module.endsWith(m) && l.feedForward)), `${v.name}: feed-forward modules`);
+      } finally {
+        inputIds.dispose();
+        model.dispose();
+      }
+    }
+  });
+});
