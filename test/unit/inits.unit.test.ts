@@ -34,7 +34,10 @@ import { RESIDUAL_FILE, runAdapterInit, validateAdapterInit } from '../../sideca
 import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
 import { main } from '../../sidecar/src/cli';
 import { InputError } from '../../sidecar/src/errors';
-import { assertClose, assertNoLeak, fixture, useTestBackend } from '../helpers/numeric';
+import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
+import type { CalibrationRow } from '../../sidecar/src/adapters/inits/calibration';
+import type { LoadedData } from '../../sidecar/src/data/dataset';
+import { calibrationRows } from '../../sidecar/src/train/adapter-bridge';
 
 const ROOT = join(__dirname, '..', '..');
 const tmpRoot = mkdtempSync(join(tmpdir(), 'peft-lab-inits-unit-'));
@@ -284,6 +287,44 @@ describe('with a model (llama-tiny)', () => {
     assertClose('covariance', cov, ref, 1e-5);
   });
 
+  /** Calibration rows cut from the fixture's ids at the given lengths. */
+  const rowsOf = (lengths: number[]): CalibrationRow[] => {
+    const [, t] = ids.shape;
+    const flat = ids.dataSync() as Int32Array;
+    return lengths.map((len, i) => ({ ids: flat.slice(i * t, i * t + len) }));
+  };
+
+  it('CorDA on samples of different lengths: each at its own length, as PEFT’s one forward pass per sample (the mean of one-sample covariances; batching alike)', async () => {
+    const m = model.arch.linearModules(model.config).find((x) => x.module === 'model.layers.0.self_attn.q_proj')!;
+    const rows = rowsOf([5, ids.shape[1], 5, 7]);
+    const together = (await collectCovariances(model, [m], rows, 8)).get(m.module)!;
+    const single = (await collectCovariances(model, [m], rows, 1)).get(m.module)!;
+    const mean = new Float64Array(together.length);
+    for (const r of rows) {
+      const one = tf.tensor2d(r.ids, [1, r.ids.length], 'int32');
+      const cov = (await collectCovariances(model, [m], one)).get(m.module)!;
+      one.dispose();
+      cov.forEach((v, i) => (mean[i]! += v / rows.length));
+    }
+    assertClose('rows batched 8', together, mean, 1e-5);
+    assertClose('rows batched 1', single, mean, 1e-5);
+    // Cutting every sample to the shortest (what a [samples, tokens] tensor of them would be) gives another covariance.
+    const cut = tf.tensor2d(Int32Array.from(rows.flatMap((r) => [...r.ids.subarray(0, 5)])), [rows.length, 5], 'int32');
+    const shortest = (await collectCovariances(model, [m], cut)).get(m.module)!;
+    cut.dispose();
+    assert.ok(relMaxError(shortest, mean) > 1e-2);
+  });
+
+  it('LoRA-GA on samples of different lengths: a batch is padded on the right and its pads ignored (the token-weighted mean of the rows’ own gradients)', async () => {
+    const m = model.arch.linearModules(model.config).find((x) => x.module === 'model.layers.1.self_attn.v_proj')!;
+    const rows = rowsOf([5, 9]);
+    const batch = (await estimateGradients(model, [m], rows, 2)).get(m.module)!;
+    const [g1, g2] = await Promise.all(rows.map(async (r) => (await estimateGradients(model, [m], [r], 1)).get(m.module)!));
+    // Each row's loss is a mean over its len − 1 predicted tokens; the batch's over all 4 + 8.
+    assertClose('padded batch gradient', batch, Float64Array.from(g1!, (v, i) => (4 * v + 8 * g2![i]!) / 12), 1e-4);
+    await assertNoLeak(() => estimateGradients(model, [m], rows, 2));
+  });
+
   it('providers leak no tensors (corda, lora-ga, pissa, default)', async () => {
     const targets = model.arch.linearModules(model.config).filter((x) => x.name === 'q_proj' || x.name === 'down_proj');
     for (const method of ['corda-kpm', 'lora-ga', 'pissa', 'default'] as const) {
@@ -380,6 +421,31 @@ describe('adapter-init on a sequence classifier (bert-cls-tiny)', () => {
     } finally {
       ids.dispose();
       adapter.dispose();
+      model.dispose();
+    }
+  });
+});
+
+describe('CorDA calibration of a classifier on sentence pairs (bert-cls-tiny)', () => {
+  it('the training rows’ token types reach the forward passes (the covariance differs without them), batched or not', async () => {
+    await useTestBackend();
+    const model = await Model.load(fixture('hf', 'bert-cls-tiny'));
+    try {
+      const m = model.arch.linearModules(model.config).find((x) => x.module === 'bert.encoder.layer.0.attention.self.query')!;
+      // [CLS] a [SEP] b [SEP] rows: types 0 over the first segment, 1 over the second.
+      const pair = (ids: number[], split: number) => ({ ids: Int32Array.from(ids), typeIds: Int32Array.from(ids, (_, i) => (i < split ? 0 : 1)) });
+      const examples = [
+        { kind: 'cls' as const, label: 0, source: 'a', ...pair([2, 7, 9, 3, 11, 4, 3], 4) },
+        { kind: 'cls' as const, label: 1, source: 'b', ...pair([2, 5, 3, 8, 12, 6, 10, 3], 3) },
+        { kind: 'cls' as const, label: 2, source: 'c', ...pair([2, 13, 14, 3, 15, 3], 4) },
+      ];
+      const rows = calibrationRows({ train: examples } as unknown as LoadedData, 8);
+      assert.deepEqual(rows.map((r) => r.typeIds?.length), [7, 8, 6]);
+      const withTypes = (await collectCovariances(model, [m], rows, 8)).get(m.module)!;
+      assertClose('batched 1', (await collectCovariances(model, [m], rows, 1)).get(m.module)!, withTypes, 1e-5);
+      const withoutTypes = (await collectCovariances(model, [m], rows.map((r) => ({ ids: r.ids })), 8)).get(m.module)!;
+      assert.ok(relMaxError(withoutTypes, withTypes) > 1e-3, 'token types change the layer-0 inputs');
+    } finally {
       model.dispose();
     }
   });

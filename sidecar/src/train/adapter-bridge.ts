@@ -2,9 +2,9 @@
  * Where the training loop meets the adapter zoo: building the run's adapter (with the data-aware
  * init provider and its calibration rows) and saving the final adapter.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import { createAdapter, type AdapterInstance } from '../adapters';
 import { CALIBRATED_INITS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
+import type { CalibrationRow } from '../adapters/inits/calibration';
 import { savePeftAdapter, writePeftLora } from '../adapters/peft';
 import type { LoadedData } from '../data/dataset';
 import { InputError } from '../errors';
@@ -18,26 +18,24 @@ export type RunAdapter = AdapterInstance;
 /** Kinds Hugging Face PEFT has, saved in its format. */
 const PEFT_KINDS: readonly string[] = ['lora', 'dora', 'ia3', 'ln-tuning'];
 
-/** Calibration rows for CorDA / LoRA-GA: the first `rows` training examples, cut to the shortest of them. */
-export function calibrationIds(data: LoadedData, rows: number): tf.Tensor2D | undefined {
-  const ex = data.train.slice(0, rows).flatMap((e) => (e.kind === 'image' ? [] : [e.ids]));
-  if (ex.length === 0) return undefined;
-  const len = Math.min(...ex.map((ids) => ids.length));
-  const out = new Int32Array(ex.length * len);
-  ex.forEach((ids, i) => out.set(ids.subarray(0, len), i * len));
-  return tf.tensor2d(out, [ex.length, len], 'int32');
+/**
+ * Calibration samples for CorDA / LoRA-GA: the first `rows` training examples, each at its own length
+ * (with a sentence pair's token types), as PEFT runs one forward pass per sample.
+ */
+export function calibrationRows(data: LoadedData, rows: number): CalibrationRow[] {
+  return data.train.slice(0, rows).flatMap((e) => (e.kind === 'image' ? [] : [{ ids: e.ids, ...(e.kind === 'cls' && e.typeIds ? { typeIds: e.typeIds } : {}) }]));
 }
 
 export async function createRunAdapter(model: Model, cfg: RunConfig, data: LoadedData): Promise<RunAdapter> {
   const spec = cfg.adapter;
   const init = spec.init ?? 'default';
-  let calib: tf.Tensor2D | undefined;
   try {
     let inits;
+    let calib: CalibrationRow[] | undefined;
     if ((spec.kind === 'lora' || spec.kind === 'dora') && RESIDUAL_INITS.has(init)) {
       if (CALIBRATED_INITS.has(init)) {
-        calib = calibrationIds(data, spec.calibRows ?? (init === 'lora-ga' ? 8 : 32));
-        if (!calib) throw new InputError(cfg.specFile, 'adapter.init', `init "${init}" needs token rows for calibration; this data set has none`);
+        calib = calibrationRows(data, spec.calibRows ?? (init === 'lora-ga' ? 8 : 32));
+        if (calib.length === 0) throw new InputError(cfg.specFile, 'adapter.init', `init "${init}" needs token rows for calibration; this data set has none`);
       }
       inits = loraInitProvider(init, calib, { seed: cfg.seed });
     }
@@ -46,8 +44,6 @@ export async function createRunAdapter(model: Model, cfg: RunConfig, data: Loade
     if (e instanceof InputError) throw e;
     // Adapter construction problems come from the spec's adapter section.
     throw new InputError(cfg.specFile, 'adapter', (e as Error).message);
-  } finally {
-    calib?.dispose();
   }
 }
 

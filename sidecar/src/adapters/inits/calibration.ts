@@ -1,50 +1,109 @@
 /**
  * The data the data-driven inits need from a model: CorDA's input covariances and LoRA-GA's
- * full-weight gradients, both on calibration token ids (one sample per row).
+ * full-weight gradients, both on calibration samples (token ids, one sample per row).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { LinearModuleInfo } from '../../models/architecture';
 import type { LinearHook } from '../../models/forward';
 import type { Model } from '../../models/model';
 
-function checkCalib(model: Model, calibIds: tf.Tensor2D, what: string): void {
-  if (model.arch.inputKind !== 'tokens') throw new RangeError(`${what} needs a text model; ${model.config.modelType} takes pixels`);
-  if (calibIds.rank !== 2 || calibIds.shape[0] === 0 || calibIds.shape[1] === 0)
-    throw new RangeError(`${what}: calibration ids must be [samples, tokens] with both non-zero, got [${calibIds.shape.join(', ')}]`);
-  if (calibIds.dtype !== 'int32') throw new RangeError(`${what}: calibration ids must be int32, got ${calibIds.dtype}`);
+/** One calibration sample: its token ids and, for a sentence pair, its token types. */
+export interface CalibrationRow {
+  ids: Int32Array;
+  typeIds?: Int32Array;
+}
+/** Calibration samples: int32 ids [samples, tokens] of one length, or rows of any lengths. */
+export type Calibration = tf.Tensor2D | readonly CalibrationRow[];
+
+/** A batch of samples as model inputs (the caller disposes them). */
+interface CalibrationBatch {
+  ids: tf.Tensor2D;
+  types?: tf.Tensor2D;
+  /** LoRA-GA: labels, −100 where a row is padded. */
+  labels?: tf.Tensor2D;
 }
 
-function rows(ids: tf.Tensor2D, from: number, to: number): tf.Tensor2D {
-  return tf.slice(ids, [from, 0], [to - from, ids.shape[1]]);
+function checkCalib(model: Model, calib: Calibration, what: string): void {
+  if (model.arch.inputKind !== 'tokens') throw new RangeError(`${what} needs a text model; ${model.config.modelType} takes pixels`);
+  if (!(calib instanceof tf.Tensor)) {
+    if (calib.length === 0 || calib.some((r) => r.ids.length === 0)) throw new RangeError(`${what}: calibration needs at least one sample, and no empty one`);
+    return;
+  }
+  if (calib.rank !== 2 || calib.shape[0] === 0 || calib.shape[1] === 0)
+    throw new RangeError(`${what}: calibration ids must be [samples, tokens] with both non-zero, got [${calib.shape.join(', ')}]`);
+  if (calib.dtype !== 'int32') throw new RangeError(`${what}: calibration ids must be int32, got ${calib.dtype}`);
 }
+
+const sampleCount = (calib: Calibration) => (calib instanceof tf.Tensor ? calib.shape[0] : calib.length);
 
 /**
- * CorDA covariances (PEFT `calib_cov_distribution`): each sample (row of `calibIds`) is one forward
- * pass in PEFT; for each target linear module its input X [tokens, in] is scaled by 1/|max(X)| (the
- * largest entry, not the largest magnitude, as PEFT does) and XᵀX is summed; the sum is divided by
- * the number of calls (a row's forward pass calls most modules once; not tokens). Rows are batched
- * `batchRows` at a time here (attention does not mix rows, so each row's inputs are those of its own
- * forward pass). Returns [in, in] row-major float64 per module path.
+ * Batches of `batchRows` samples in order. Rows of different lengths: `pad` false splits them into
+ * runs of equal length (so each sample's forward pass sees its own tokens only, as PEFT's one sample
+ * per pass); `pad` true fills each batch's shorter rows on the right with labels −100 (a causal model
+ * never attends forward, so the real tokens compute what they would alone, as under a padding collator).
+ */
+function* batches(calib: Calibration, batchRows: number, pad: boolean): Generator<CalibrationBatch> {
+  if (calib instanceof tf.Tensor) {
+    const [samples, tokens] = calib.shape;
+    for (let from = 0; from < samples; from += batchRows) {
+      const ids = tf.slice(calib, [from, 0], [Math.min(samples, from + batchRows) - from, tokens]);
+      yield pad ? { ids, labels: tf.clone(ids) } : { ids };
+    }
+    return;
+  }
+  const groups: CalibrationRow[][] = [];
+  for (const row of calib) {
+    const last = groups[groups.length - 1];
+    const fits = last && last.length < batchRows && (pad || (last[0]!.ids.length === row.ids.length && !last[0]!.typeIds === !row.typeIds));
+    if (fits) last.push(row);
+    else groups.push([row]);
+  }
+  for (const g of groups) {
+    const len = Math.max(...g.map((r) => r.ids.length));
+    const ids = new Int32Array(g.length * len);
+    const labels = new Int32Array(g.length * len).fill(-100);
+    const types = g[0]!.typeIds ? new Int32Array(g.length * len) : undefined;
+    g.forEach((r, i) => {
+      ids.set(r.ids, i * len);
+      labels.set(r.ids, i * len);
+      if (types && r.typeIds) types.set(r.typeIds, i * len);
+    });
+    yield {
+      ids: tf.tensor2d(ids, [g.length, len], 'int32'),
+      ...(types ? { types: tf.tensor2d(types, [g.length, len], 'int32') } : {}),
+      ...(pad ? { labels: tf.tensor2d(labels, [g.length, len], 'int32') } : {}),
+    };
+  }
+}
+
+const disposeBatch = (b: CalibrationBatch) => tf.dispose([b.ids, ...(b.types ? [b.types] : []), ...(b.labels ? [b.labels] : [])]);
+
+/**
+ * CorDA covariances (PEFT `calib_cov_distribution`): each sample is one forward pass in PEFT, of its
+ * own length (and token types); for each target linear module its input X [tokens, in] is scaled by
+ * 1/|max(X)| (the largest entry, not the largest magnitude, as PEFT does) and XᵀX is summed; the sum
+ * is divided by the number of calls (a sample's forward pass calls most modules once; not tokens).
+ * Samples of one length are batched `batchRows` at a time here (attention does not mix rows, so each
+ * row's inputs are those of its own forward pass). Returns [in, in] row-major float64 per module path.
  */
 export async function collectCovariances(
   model: Model,
   modules: readonly LinearModuleInfo[],
-  calibIds: tf.Tensor2D,
+  calib: Calibration,
   batchRows = 8,
 ): Promise<Map<string, Float64Array>> {
-  checkCalib(model, calibIds, 'CorDA');
-  const [samples, tokens] = calibIds.shape;
+  checkCalib(model, calib, 'CorDA');
+  const samples = sampleCount(calib);
   const sums = new Map<string, Float64Array>(modules.map((m) => [m.module, new Float64Array(m.inFeatures * m.inFeatures)]));
   // Calls per module, as PEFT's sample_count: a module also called on something else than the rows'
   // tokens (DeBERTa's query_proj / key_proj on the relative embeddings) counts that call too.
   const counts = new Map<string, number>(modules.map((m) => [m.module, 0]));
-  for (let from = 0; from < samples; from += batchRows) {
-    const to = Math.min(samples, from + batchRows);
+  for (const batch of batches(calib, batchRows, false)) {
+    const [b, tokens] = batch.ids.shape;
     const pending = new Map<string, tf.Tensor>();
     const hooks = new Map<string, LinearHook>();
     for (const m of modules) {
       hooks.set(m.module, (x, _layer, base) => {
-        const b = to - from;
         const rowsInput = x.shape[0] === b * tokens;
         counts.set(m.module, counts.get(m.module)! + b);
         const cov = tf.tidy(() => {
@@ -68,13 +127,12 @@ export async function collectCovariances(
       });
     }
     try {
-      const ids = rows(calibIds, from, to);
       // Only the hooks' inputs matter: a causal LM stops before its vocabulary-sized head.
       tf.tidy(() => {
         const run = { hooks: { linear: hooks } };
-        if (!model.trunk({ inputIds: ids }, run)) model.forward({ inputIds: ids }, run);
+        const inputs = { inputIds: batch.ids, ...(batch.types ? { tokenTypeIds: batch.types } : {}) };
+        if (!model.trunk(inputs, run)) model.forward(inputs, run);
       });
-      ids.dispose();
       for (const m of modules) {
         const t = pending.get(m.module);
         if (!t) throw new Error(`CorDA: module ${m.module} was not called in the forward pass`);
@@ -84,6 +142,7 @@ export async function collectCovariances(
       }
     } finally {
       tf.dispose([...pending.values()]);
+      disposeBatch(batch);
     }
   }
   for (const [module, acc] of sums) {
@@ -99,7 +158,8 @@ export async function collectCovariances(
 /**
  * LoRA-GA gradients (PEFT `estimate_gradients` under a `train_step` that runs `loss.backward()` once
  * per batch of `batchRows` rows): the gradient of each target weight (stored layout) of the
- * causal-LM loss with labels = input ids, summed over the batches. PEFT then divides the
+ * causal-LM loss with labels = input ids (rows of different lengths padded on the right, their pads
+ * ignored, as a padding collator gives them), summed over the batches. PEFT then divides the
  * accumulated `.grad` by the number of backward passes its hook counted (`divideByBatches`, on by
  * default, does the same); the fixture's `grad.<module>` is that average. Runs in eval mode (PEFT
  * runs `model.train()`; with dropout 0 the two agree). Returns float32 per module path.
@@ -107,21 +167,19 @@ export async function collectCovariances(
 export async function estimateGradients(
   model: Model,
   modules: readonly LinearModuleInfo[],
-  calibIds: tf.Tensor2D,
+  calib: Calibration,
   batchRows = 4,
   opts: { divideByBatches?: boolean } = {},
 ): Promise<Map<string, Float32Array>> {
-  checkCalib(model, calibIds, 'LoRA-GA');
+  checkCalib(model, calib, 'LoRA-GA');
   if (model.arch.task !== 'causal-lm') throw new RangeError(`LoRA-GA gradients use the causal-LM loss; ${model.config.modelType} is a ${model.arch.task} model`);
   if (!Number.isInteger(batchRows) || batchRows <= 0) throw new RangeError(`LoRA-GA: batchRows must be a positive integer, got ${batchRows}`);
   const names = modules.map((m) => `${m.module}.weight`);
   const sums = new Map<string, Float64Array>();
-  const samples = calibIds.shape[0];
-  let batches = 0;
-  for (let from = 0; from < samples; from += batchRows) {
-    const ids = rows(calibIds, from, Math.min(samples, from + batchRows));
+  let count = 0;
+  for (const batch of batches(calib, batchRows, true)) {
     try {
-      const { loss, grads } = model.lossAndGrads(names, { inputIds: ids }, ids);
+      const { loss, grads } = model.lossAndGrads(names, { inputIds: batch.ids }, batch.labels!);
       try {
         for (const [i, name] of names.entries()) {
           const data = await grads.get(name)!.data();
@@ -134,10 +192,10 @@ export async function estimateGradients(
         tf.dispose([loss, ...grads.values()]);
       }
     } finally {
-      ids.dispose();
+      disposeBatch(batch);
     }
-    batches++;
+    count++;
   }
-  const div = opts.divideByBatches === false ? 1 : batches;
+  const div = opts.divideByBatches === false ? 1 : count;
   return new Map([...sums].map(([m, acc]) => [m, Float32Array.from(acc, (v) => v / div)]));
 }

@@ -1,10 +1,9 @@
 /** `LoraInitProvider`s: the per-module inits of methods.ts fed with a model's weights and calibration data. */
-import type * as tf from '@tensorflow/tfjs-core';
 import type { LoraInit } from '../../../../src/protocol';
 import type { LinearModuleInfo } from '../../models/architecture';
 import type { Model } from '../../models/model';
 import type { LoraInitProvider } from '../types';
-import { collectCovariances, estimateGradients } from './calibration';
+import { collectCovariances, estimateGradients, type Calibration } from './calibration';
 import { cordaInit, loraGaInit, oloraInit, pissaInit, randomInit, type LoraGaOptions, type LoraInitResult, type StoredWeight } from './methods';
 
 export interface LoraInitOptions {
@@ -41,21 +40,21 @@ function moduleSeed(seed: number, module: string): number {
 
 /**
  * The provider for a LoRA init: `default` (kaiming-uniform A, B = 0), `gaussian`, `pissa`, `olora`,
- * `corda-ipm` / `corda-kpm` (input covariances from `calibIds`) and `lora-ga` (gradients from
- * `calibIds`). `calibIds` is [samples, tokens] int32, one calibration sample per row; the caller keeps
+ * `corda-ipm` / `corda-kpm` (input covariances from `calib`) and `lora-ga` (gradients from `calib`):
+ * calibration samples, an int32 [samples, tokens] tensor or rows of any length; the caller keeps
  * ownership. Residuals of default/gaussian are the unchanged weights.
  */
 export const loraInitProvider =
-  (method: LoraInit, calibIds?: tf.Tensor2D, opts: LoraInitOptions = {}): LoraInitProvider =>
+  (method: LoraInit, calib?: Calibration, opts: LoraInitOptions = {}): LoraInitProvider =>
   async (model, targets, rank, scale) => {
-    if (CALIBRATED_INITS.has(method) && !calibIds)
+    if (CALIBRATED_INITS.has(method) && !calib)
       throw new RangeError(`LoRA init '${method}' needs calibration data (token ids, one sample per row); none was given`);
     if (targets.length === 0) throw new RangeError('LoRA init: no target modules');
     const seed = opts.seed ?? 0;
     let covariances: Map<string, Float64Array> | undefined;
     let grads: Map<string, Float32Array> | undefined;
-    if (method === 'corda-ipm' || method === 'corda-kpm') covariances = await collectCovariances(model, targets, calibIds!, opts.covBatchRows);
-    if (method === 'lora-ga') grads = await estimateGradients(model, targets, calibIds!, opts.gradBatchRows ?? 4);
+    if (method === 'corda-ipm' || method === 'corda-kpm') covariances = await collectCovariances(model, targets, calib!, opts.covBatchRows);
+    if (method === 'lora-ga') grads = await estimateGradients(model, targets, calib!, opts.gradBatchRows ?? 4);
     const out = new Map<string, LoraInitResult>();
     for (const m of targets) {
       const r = rank(m.module);
