@@ -449,5 +449,36 @@ describe('field check (what the editor marks on save beyond the schema)', () => 
     assert.match((await problems({ ...BASE, model: 'gpt', data: { train: 'data/mnli.jsonl', promptTemplate: '{premise} => {hypothesis} {lable}' } })).join('\n'), /^data\.promptTemplate: \{lable\} is not a column/);
     assert.deepEqual(await problems({ ...BASE, model: 'gpt', numLabels: 3 }), ['numLabels: is for classifiers; gpt2 here is a causal language model']);
   });
+
+  test('every data field the spec writes is checked against the train and eval files\' columns; defaulted ones are not', async () => {
+    const ws = workspace();
+    mkdirSync(join(ws, 'bert'));
+    writeFileSync(join(ws, 'bert', 'config.json'), JSON.stringify({ model_type: 'bert', hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 16, vocab_size: 10 }));
+    writeFileSync(join(ws, 'data', 'sst.jsonl'), '{"sentence":"a","label":0}\n');
+    writeFileSync(join(ws, 'data', 'sst-eval.jsonl'), '{"sentence":"b","lbl":1}\n');
+    writeFileSync(join(ws, 'data', 'chat.jsonl'), '{"messages":[{"role":"user","content":"hi"}]}\n');
+    const train = join(ws, 'data', 'sst.jsonl');
+    const problems = async (spec: Record<string, unknown>) => (await specFieldProblems(loadSpec(writeSpec(ws, JSON.stringify(spec)), { workspaceRoot: ws }))).map((e) => `${e.where}: ${e.problem}`);
+    const bert = (data: Record<string, unknown>) => ({ ...BASE, model: 'bert', data: { train: 'data/sst.jsonl', ...data } });
+    // Written and not a column: marked at its key, naming the file and its columns.
+    assert.deepEqual(await problems(bert({ textField: 'sentence', labelField: 'lbl' })), [`data.labelField: "lbl" is not a column of ${train} (columns: sentence, label)`]);
+    assert.deepEqual(await problems(bert({ textField: 'sentense' })), [`data.textField: "sentense" is not a column of ${train} (columns: sentence, label)`]);
+    assert.deepEqual(await problems(bert({ textField: 'sentence', labelField: 'label' })), []);
+    // Prompt, completion and messages fields alike (a causal LM's).
+    assert.deepEqual(await problems({ ...BASE, data: { train: 'data/train.jsonl', promptField: 'q', completionField: 'a', messagesField: 'conversation' } }), [
+      `data.promptField: "q" is not a column of ${join(ws, 'data', 'train.jsonl')} (columns: text)`,
+      `data.completionField: "a" is not a column of ${join(ws, 'data', 'train.jsonl')} (columns: text)`,
+      `data.messagesField: "conversation" is not a column of ${join(ws, 'data', 'train.jsonl')} (columns: text)`,
+    ]);
+    // Defaults (text, prompt, completion, messages, label) are the loader's to find row by row: a chat file, a file without "text", no marks.
+    assert.deepEqual(await problems({ ...BASE, data: { train: 'data/chat.jsonl' } }), []);
+    assert.deepEqual(await problems({ ...BASE, data: { train: 'data/sst.jsonl' } }), []);
+    // The eval file is checked the same way, at the same key.
+    assert.deepEqual(await problems(bert({ textField: 'sentence', labelField: 'label', eval: 'data/sst-eval.jsonl' })), [
+      `data.labelField: "label" is not a column of ${join(ws, 'data', 'sst-eval.jsonl')} (columns: sentence, lbl)`,
+    ]);
+    // CSV headers are columns too.
+    assert.deepEqual(await problems({ ...BASE, model: 'bert', data: { train: 'data/train.csv', labelField: 'class' } }), [`data.labelField: "class" is not a column of ${join(ws, 'data', 'train.csv')} (columns: text, label)`]);
+  });
 });
 

@@ -10,7 +10,7 @@ import type { LoadOptions } from '../models/model';
 import type { RunConfig } from '../spec/types';
 
 /** A saved classifier's output layer: BERT's, DistilBERT's and ViT's `classifier`, RoBERTa's `classifier.out_proj`. */
-const HEAD_WEIGHT = /(^|\.)classifier(\.modules_to_save\.default)?(\.out_proj)?\.weight$/;
+export const HEAD_WEIGHT = /(^|\.)classifier(\.modules_to_save\.default)?(\.out_proj)?\.weight$/;
 
 /** A run's head settings (the spec's numLabels and problemType) as load options. */
 export function headOptions(cfg: Pick<RunConfig, 'numLabels' | 'problemType'>): LoadOptions {

@@ -19,6 +19,7 @@ import {
   defaultSpecFileName,
   INIT_DESCRIPTIONS,
   initChoices,
+  wizardNumLabels,
   type DataAnswer,
   type ModelAnswer,
   type WizardAnswers,
@@ -212,7 +213,19 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
     void vscode.window.showWarningMessage(`PEFT Lab: the model folder ${model.path} is outside the workspace; a spec's paths may not leave it. Move or link it into the workspace.`);
   }
 
-  const answers: WizardAnswers = { specFile, model, data, adapter, logEvery: config.logEvery(), ...(init ? { init } : {}), ...(mask ? { mask } : {}), ...(compare ? { compare } : {}) };
+  // A classifier whose head does not fit the data's labels (3-class MNLI, STS-B's regression on a 2-label config, a base checkpoint) needs numLabels.
+  const numLabels = await wizardNumLabels(modelDir(model, media), [data.train, ...(data.eval ? [data.eval] : [])], data.fields?.labelField);
+  const answers: WizardAnswers = {
+    specFile,
+    model,
+    ...(numLabels !== undefined ? { numLabels } : {}),
+    data,
+    adapter,
+    logEvery: config.logEvery(),
+    ...(init ? { init } : {}),
+    ...(mask ? { mask } : {}),
+    ...(compare ? { compare } : {}),
+  };
   await fsp.writeFile(specFile, buildSpecText(answers, specDir), 'utf8');
   ctx.log.info(`wrote ${specFile}`);
   await vscode.window.showTextDocument(vscode.Uri.file(specFile));

@@ -3,8 +3,13 @@
  * person would write: paths relative to the spec's folder with forward slashes, only the options
  * the chosen adapter kind uses, nothing the schema would fill in anyway except what was chosen.
  */
-import { relative, sep } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
 import { ADAPTER_KINDS, LORA_INITS, type AdapterKind, type AdapterSpec, type LoraInit } from '../../protocol';
+import { readRowsAsync } from '../../../sidecar/src/data/rows';
+import { CheckpointReader } from '../../../sidecar/src/io/safetensors';
+import { TEXT_CLASSIFIER_TYPES } from '../../../sidecar/src/models/config';
+import { HEAD_WEIGHT } from '../../../sidecar/src/tasks/base-options';
 
 export const BUNDLED_MODEL_PREFIX = 'peft-lab/';
 
@@ -87,10 +92,135 @@ export function dataFields(columns: readonly string[], classifier = false): Reco
   return {};
 }
 
+/** config.json as read for its classifier head (num_labels, id2label, label2id, problem_type). */
+export type HeadConfig = Record<string, unknown>;
+
+/** A classifier's head size as transformers sizes it from config.json: num_labels, else id2label's size, else 2. */
+export function configNumLabels(config: HeadConfig): number {
+  if (typeof config.num_labels === 'number') return config.num_labels;
+  const table = config.id2label;
+  if (table && typeof table === 'object') return Math.max(1, Object.keys(table).length);
+  return 2; // PretrainedConfig's default
+}
+
+/** Whether config.json's head regresses: its problem_type, else one output (as transformers infers it). */
+function configRegresses(config: HeadConfig): boolean {
+  const p = config.problem_type;
+  return p === 'regression' || ((p === undefined || p === null) && configNumLabels(config) === 1);
+}
+
+/** The label names of config.json's label2id, unless it is the default LABEL_k table (which names nothing). */
+function configLabelNames(config: HeadConfig): string[] | undefined {
+  const table = config.label2id;
+  if (!table || typeof table !== 'object') return undefined;
+  const names = Object.keys(table);
+  return names.every((n) => /^LABEL_\d+$/.test(n)) ? undefined : names;
+}
+
+/** A multi-label row's list, given as a list or (CSV) as JSON text; anything else is one label. */
+function labelItems(v: unknown): unknown[] {
+  if (Array.isArray(v)) return v;
+  if (typeof v === 'string' && v.trim().startsWith('[')) {
+    try {
+      const list = JSON.parse(v) as unknown;
+      if (Array.isArray(list)) return list;
+    } catch {
+      /* a name that starts with a bracket */
+    }
+  }
+  return [v];
+}
+
+/**
+ * The head size a data file's labels call for, read as the data loader reads them: 1 for a
+ * regression (numbers that are not all class ids, as STS-B's 3.8; any numbers for a model that
+ * regresses already), else the classes: integer ids up to the largest + 1, names one each (all
+ * named by the model's own label table: at least its size). Undefined when no row has a label.
+ */
+export function dataNumLabels(labels: readonly unknown[], config: HeadConfig): number | undefined {
+  const names = new Set<string>();
+  let maxId = -1;
+  let any = false;
+  let numeric = true;
+  let fractional = false;
+  for (const v of labels.flatMap(labelItems)) {
+    if (v === undefined || v === null) continue; // a row without its label: the loader names it
+    if (v === -1 || v === '-1') continue; // GLUE's test splits mark unlabelled rows with −1
+    any = true;
+    const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+    if (!Number.isFinite(n)) {
+      numeric = false;
+      if (typeof v === 'string') names.add(v);
+    } else if (Number.isInteger(n) && n >= 0 && (typeof v === 'number' || /^\d+$/.test(v as string))) maxId = Math.max(maxId, n);
+    // "1.0" in a CSV is no class id to the loader (it is a name, or with the others numbers, a regression's value).
+    else fractional = true;
+  }
+  if (!any) return undefined;
+  if (numeric && (fractional || configRegresses(config))) return 1;
+  const table = configLabelNames(config);
+  const named = table !== undefined && names.size > 0 && [...names].every((n) => table.includes(n)) ? configNumLabels(config) : names.size;
+  return Math.max(named, maxId + 1);
+}
+
+/**
+ * The spec's numLabels: the data's head size where it differs from config.json's, or where the
+ * checkpoint has no head (a base model, whose head starts fresh anyway); none where config.json's
+ * head fits the data, so a fine-tuned classifier keeps its trained head.
+ */
+export function specNumLabels(dataLabels: number | undefined, config: HeadConfig, hasHead: boolean | undefined): number | undefined {
+  if (dataLabels === undefined) return undefined;
+  return dataLabels !== configNumLabels(config) || hasHead === false ? dataLabels : undefined;
+}
+
+/** Whether a model folder's checkpoint holds a classifier's output layer; undefined when it cannot be read. */
+export async function checkpointHasHead(dir: string): Promise<boolean | undefined> {
+  let reader: CheckpointReader;
+  try {
+    reader = await CheckpointReader.open(dir);
+  } catch {
+    return undefined; // no safetensors (the run says how to convert): the head cannot be told
+  }
+  try {
+    return reader.names().some((n) => HEAD_WEIGHT.test(n));
+  } finally {
+    await reader.close();
+  }
+}
+
+/**
+ * The numLabels a new spec needs for a text classifier in `modelDir` trained on `files` (labels in
+ * `labelField`); undefined for other models, where config.json's head fits, or where the files
+ * cannot be read (the run reports them).
+ */
+export async function wizardNumLabels(modelDir: string | undefined, files: readonly string[], labelField = 'label'): Promise<number | undefined> {
+  if (!modelDir) return undefined;
+  let config: HeadConfig;
+  try {
+    const raw = JSON.parse(readFileSync(join(modelDir, 'config.json'), 'utf8')) as unknown;
+    if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return undefined;
+    config = raw as HeadConfig;
+  } catch {
+    return undefined;
+  }
+  if (!(TEXT_CLASSIFIER_TYPES as readonly unknown[]).includes(config.model_type)) return undefined;
+  const labels: unknown[] = [];
+  try {
+    for (const f of files) {
+      const format = /\.csv$/i.test(f) ? 'csv' : /\.parquet$/i.test(f) ? 'parquet' : 'jsonl';
+      for (const r of await readRowsAsync(format, f)) labels.push(r.fields[labelField]);
+    }
+  } catch {
+    return undefined;
+  }
+  return specNumLabels(dataNumLabels(labels, config), config, await checkpointHasHead(modelDir));
+}
+
 export interface WizardAnswers {
   /** Absolute path of the spec to write. */
   specFile: string;
   model: ModelAnswer;
+  /** Classifiers: the head size for the data where config.json's does not fit it (wizardNumLabels). */
+  numLabels?: number;
   data: DataAnswer;
   /** The adapter of a single run; with `compare`, the first of them. */
   adapter: AdapterKind;
@@ -139,6 +269,7 @@ export function buildSpec(a: WizardAnswers, specDir: string): Record<string, unk
   const spec: Record<string, unknown> = {
     ...(a.data.task ? { description: `${what} on the bundled "${a.data.task}" task` } : {}),
     model,
+    ...(a.numLabels !== undefined ? { numLabels: a.numLabels } : {}),
     data,
     ...(kinds ? {} : { adapter: adapterSpec(a.adapter, a.init, a.mask ? rel(specDir, a.mask) : undefined) }),
     optimizer: { lr },
