@@ -1,9 +1,10 @@
 /**
- * GPTNeoXForCausalLM and OPTForCausalLM written out plainly from transformers' modeling_gpt_neox.py and
- * modeling_opt.py (float64 loops over one unpadded sequence, no TF.js): the references for
- * sidecar/src/models/gpt-neox.ts and opt.ts, which no transformers fixture covers.
+ * GPTNeoXForCausalLM, OPTForCausalLM and PhiForCausalLM written out plainly from transformers'
+ * modeling_gpt_neox.py, modeling_opt.py and modeling_phi.py (float64 loops over one unpadded sequence,
+ * no TF.js): the references for sidecar/src/models/gpt-neox.ts, opt.ts and phi.ts, which no
+ * transformers fixture covers.
  */
-import type { GptNeoxConfig, OptConfig } from '../../sidecar/src/models/config';
+import type { GptNeoxConfig, OptConfig, PhiConfig } from '../../sidecar/src/models/config';
 import { naiveInverseFrequencies, naiveRope } from './naive-decoder';
 import { activate, causalAttention, headLogits, layerNorm, linear, type Weights } from './naive-ops';
 
@@ -92,4 +93,45 @@ export function naiveOptLogits(cfg: OptConfig, w: Weights, ids: readonly number[
   let out = cfg.finalLayerNorm ? x.map((r) => ln(r, 'model.decoder.final_layer_norm')) : x;
   if (projected) out = out.map((r) => linear(r, w('model.decoder.project_out.weight'), undefined, E));
   return headLogits(out, w(cfg.tieWordEmbeddings ? 'model.decoder.embed_tokens.weight' : 'lm_head.weight'), V);
+}
+
+/** Logits [T·V] of one sequence. */
+export function naivePhiLogits(cfg: PhiConfig, w: Weights, ids: readonly number[]): Float64Array {
+  const { hiddenSize: d, numHeads: H, numKvHeads: Hkv, headDim: D, vocabSize: V, layerNormEps: eps } = cfg;
+  const inv = naiveInverseFrequencies(cfg.rotaryDim, cfg.ropeTheta, cfg.ropeScaling, ids.length);
+  const embed = w('model.embed_tokens.weight');
+  let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)));
+  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), w(`${p}.${m}.bias`), out);
+    const hs = x.map((r) => ln(r, `${p}.input_layernorm`));
+    // PhiAttention: per head, q_layernorm / k_layernorm (qk_layernorm), then RoPE on the leading rotary_ndims.
+    const heads = (m: string, n: number, normName: string | undefined, rotate: boolean) =>
+      hs.map((h, pos) => {
+        const y = proj(h, `self_attn.${m}`, n * D);
+        const out = new Float64Array(n * D);
+        for (let k = 0; k < n; k++) {
+          let head = y.slice(k * D, (k + 1) * D);
+          if (normName && cfg.qkLayernorm) head = ln(head, `${p}.self_attn.${normName}`);
+          out.set(rotate ? naiveRope(head, pos, inv, 1) : head, k * D);
+        }
+        return out;
+      });
+    const q = heads('q_proj', H, 'q_layernorm', true);
+    // repeat_kv: each key/value head serves H / Hkv consecutive query heads.
+    const repeat = (rows: Float64Array[]) => rows.map((r) => Float64Array.from({ length: H * D }, (_, j) => r[Math.floor(Math.floor(j / D) / (H / Hkv)) * D + (j % D)]!));
+    const k = repeat(heads('k_proj', Hkv, 'k_layernorm', true));
+    const v = repeat(heads('v_proj', Hkv, undefined, false));
+    const att = causalAttention(q, k, v, H, D, 1 / Math.sqrt(D)).map((a) => proj(a, 'self_attn.dense', d));
+    // PhiDecoderLayer: attention and MLP both read the normalised input; residual + attn + mlp.
+    x = x.map((r, i) => {
+      const m = proj(proj(hs[i]!, 'mlp.fc1', cfg.intermediateSize).map((z) => activate(cfg.activation, z)), 'mlp.fc2', d);
+      return r.map((z, c) => z + att[i]![c]! + m[c]!);
+    });
+  }
+  const out = x.map((r) => ln(r, 'model.final_layernorm'));
+  const logits = headLogits(out, w(cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'), V);
+  const bias = w('lm_head.bias');
+  return logits.map((z, i) => z + bias[i % V]!);
 }

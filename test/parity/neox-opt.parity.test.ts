@@ -1,8 +1,9 @@
 /**
- * GPT-NeoX (Pythia) and OPT causal LMs against plain float64 re-implementations of transformers'
- * modeling_gpt_neox.py and modeling_opt.py (test/helpers/naive-layernorm-decoders.ts): logits of the
- * layouts real checkpoints use (Pythia's parallel residual and quarter-rotated heads; opt-125m's
- * pre-LN blocks; opt-350m's post-LN blocks with projected embeddings), the key/value cache, gradients
+ * GPT-NeoX (Pythia), OPT and Phi causal LMs against plain float64 re-implementations of transformers'
+ * modeling_gpt_neox.py, modeling_opt.py and modeling_phi.py (test/helpers/naive-layernorm-decoders.ts):
+ * logits of the layouts real checkpoints use (Pythia's parallel residual and quarter-rotated heads;
+ * opt-125m's pre-LN blocks; opt-350m's post-LN blocks with projected embeddings; phi-2's shared norm
+ * and biased head), the key/value cache, gradients
  * (float64 directional derivatives), checkpoints as the hub stores them, and PEFT's default targets.
  * No transformers fixture exists for them: the references are written from transformers' source.
  */
@@ -15,19 +16,20 @@ import { after, before, describe, it } from 'node:test';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { tapPoints } from '../../sidecar/src/adapters/targets';
 import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
-import { parseConfig, type GptNeoxConfig, type OptConfig } from '../../sidecar/src/models/config';
+import { parseConfig, type GptNeoxConfig, type OptConfig, type PhiConfig } from '../../sidecar/src/models/config';
 import { randomModel } from '../../sidecar/src/models/init';
 import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
-import { naiveGptNeoxLogits, naiveOptLogits } from '../helpers/naive-layernorm-decoders';
+import { naiveGptNeoxLogits, naiveOptLogits, naivePhiLogits } from '../helpers/naive-layernorm-decoders';
 import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
 
 const VOCAB = 40;
 const NEOX = { model_type: 'gpt_neox', architectures: ['GPTNeoXForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 48, max_position_embeddings: 64, hidden_act: 'gelu' };
+const PHI = { model_type: 'phi', architectures: ['PhiForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48, max_position_embeddings: 64 };
 const OPT = { model_type: 'opt', architectures: ['OPTForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, ffn_dim: 48, max_position_embeddings: 32, pad_token_id: 1 };
 
-type Config = GptNeoxConfig | OptConfig;
+type Config = GptNeoxConfig | OptConfig | PhiConfig;
 interface Variant {
   name: string;
   config: Record<string, unknown>;
@@ -40,15 +42,21 @@ const VARIANTS: Variant[] = [
   },
   { name: 'opt as opt-125m: pre-LN blocks, ReLU, final norm, tied head', config: { ...OPT, do_layer_norm_before: true } },
   { name: 'opt as opt-350m: post-LN blocks, no final norm, 24-wide embeddings projected in and out', config: { ...OPT, do_layer_norm_before: false, word_embed_proj_dim: 24, activation_function: 'gelu' } },
+  { name: 'phi as phi-2: one norm for both sub-layers, half of each head rotated, gelu_new, biased head', config: { ...PHI, partial_rotary_factor: 0.5, rope_theta: 10000 } },
+  {
+    name: 'phi with grouped-query heads (4 of 2), q/k LayerNorms, a tied head (its own bias), transformers 5 rope_parameters',
+    config: { ...PHI, num_key_value_heads: 2, qk_layernorm: true, tie_word_embeddings: true, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.25 } },
+  },
 ];
 const IDS = [
   [0, 7, 12, 3, 33, 9, 20, 31, 5, 18, 2, 39],
   [2, 22, 8, 16, 35, 11, 4, 27, 6, 13, 38, 25],
 ];
 
-const naiveLogits = (cfg: Config, w: (n: string) => Float32Array | Float64Array, ids: readonly number[]) => (cfg.modelType === 'gpt_neox' ? naiveGptNeoxLogits(cfg, w, ids) : naiveOptLogits(cfg, w, ids));
+const naiveLogits = (cfg: Config, w: (n: string) => Float32Array | Float64Array, ids: readonly number[]) =>
+  cfg.modelType === 'gpt_neox' ? naiveGptNeoxLogits(cfg, w, ids) : cfg.modelType === 'opt' ? naiveOptLogits(cfg, w, ids) : naivePhiLogits(cfg, w, ids);
 
-describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transformers’ modeling files', () => {
+describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of transformers’ modeling files', () => {
   let root = '';
   before(async () => {
     await useTestBackend();
@@ -118,7 +126,7 @@ describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transf
     });
   }
 
-  it('the key/value cache gives the whole-sequence logits (both layouts of each)', async () => {
+  it('the key/value cache gives the whole-sequence logits (every layout)', async () => {
     for (const [i, v] of VARIANTS.entries()) {
       const { model } = await load(v.config, 50 + i);
       try {
@@ -140,6 +148,7 @@ describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transf
     const cases: [number, string[]][] = [
       [0, ['gpt_neox.embed_in.weight', 'gpt_neox.layers.0.attention.query_key_value.weight', 'gpt_neox.layers.1.post_attention_layernorm.bias', 'embed_out.weight']],
       [3, ['model.decoder.embed_positions.weight', 'model.decoder.project_in.weight', 'model.decoder.layers.0.self_attn_layer_norm.weight', 'model.decoder.layers.1.fc1.weight']],
+      [5, ['model.embed_tokens.weight', 'lm_head.bias', 'model.layers.0.self_attn.k_layernorm.weight', 'model.layers.1.self_attn.k_proj.weight']],
     ];
     for (const [vi, names] of cases) {
       const { model, cfg, weights } = await load(VARIANTS[vi]!.config, 90 + vi);
@@ -185,6 +194,26 @@ describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transf
     }
   });
 
+  it('Phi’s biased head through the sliced loss: loss and gradients (head weight and bias trained or frozen) equal the one-matmul ones', async () => {
+    const { model } = await load(VARIANTS[4]!.config, 95);
+    try {
+      await assertNoLeak(() => {
+        const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+        for (const names of [['lm_head.weight', 'lm_head.bias', 'model.layers.1.mlp.fc1.weight'], ['lm_head.bias', 'model.final_layernorm.weight'], ['model.layers.0.self_attn.q_proj.weight']]) {
+          const whole = model.lossAndGrads(names, { inputIds }, inputIds);
+          // Any batch above 1 logit goes by slices of 5 rows.
+          const sliced = model.lossAndGrads(names, { inputIds }, inputIds, { chunkedLossLogits: 1, chunkLogits: 5 * VOCAB });
+          assertClose('loss', sliced.loss.dataSync(), whole.loss.dataSync(), 1e-5);
+          for (const n of names) assertClose(`d ${n}`, sliced.grads.get(n)!.dataSync(), whole.grads.get(n)!.dataSync(), 1e-4);
+          tf.dispose([whole.loss, sliced.loss, ...whole.grads.values(), ...sliced.grads.values()]);
+        }
+        inputIds.dispose();
+      });
+    } finally {
+      model.dispose();
+    }
+  });
+
   it('checkpoints as the hub stores them: Pythia’s saved attention buffers are skipped; OPT saved from OPTModel (decoder.*, no lm_head) loads with its tied head', async () => {
     // Pythia's safetensors carry the causal mask (bool), masked_bias and rotary inv_freq of each block.
     const buffers = new Map<string, HostTensor>();
@@ -206,10 +235,11 @@ describe('GPT-NeoX (Pythia) and OPT against float64 re-implementations of transf
     }
   });
 
-  it('PEFT’s default targets (query_key_value; q_proj and v_proj; IA3’s feed-forward dense_4h_to_h and fc2); LoRA and SSF on every tap point merge to the adapted logits', async () => {
+  it('PEFT’s default targets (query_key_value; q_proj and v_proj; Phi’s q_proj, v_proj, fc1, fc2; IA3’s feed-forward dense_4h_to_h and fc2); LoRA and SSF on every tap point merge to the adapted logits', async () => {
     const expected: Record<number, { lora: string[]; ia3ff: string[] }> = {
       0: { lora: ['attention.query_key_value'], ia3ff: ['mlp.dense_4h_to_h'] },
       3: { lora: ['self_attn.q_proj', 'self_attn.v_proj'], ia3ff: ['fc2'] },
+      5: { lora: ['mlp.fc1', 'mlp.fc2', 'self_attn.q_proj', 'self_attn.v_proj'], ia3ff: ['mlp.fc2'] },
     };
     for (const [vi, want] of Object.entries(expected)) {
       const v = VARIANTS[Number(vi)]!;

@@ -48,6 +48,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'gpt2':
     case 'gpt_neox':
     case 'opt':
+    case 'phi':
     case 'llama':
     case 'mistral':
     case 'qwen2':

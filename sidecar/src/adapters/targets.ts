@@ -47,6 +47,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
   gpt_neox: ['query_key_value'],
   opt: ['q_proj', 'v_proj'],
+  phi: ['q_proj', 'v_proj', 'fc1', 'fc2'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
@@ -67,6 +68,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   gpt_neox: ['query_key_value', 'dense_4h_to_h'],
   opt: ['q_proj', 'k_proj', 'fc2'],
+  phi: ['q_proj', 'v_proj', 'fc2'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['q_proj', 'v_proj', 'down_proj'],
@@ -87,6 +89,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt2: ['mlp.c_proj'],
   gpt_neox: ['dense_4h_to_h'],
   opt: ['fc2'],
+  phi: ['fc2'],
   llama: ['down_proj'],
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
@@ -109,6 +112,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
  */
 export const LN_TUNING_DEFAULT_TARGETS: Partial<Record<ModelType, string[]>> = {
   gpt2: ['ln_1', 'ln_2', 'ln_f'],
+  phi: ['input_layernorm', 'final_layernorm'],
   llama: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   qwen2: ['post_attention_layernorm'],
@@ -232,6 +236,16 @@ export function tapPoints(model: Model): TapPoint[] {
         sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
       }
       norm('gpt_neox.final_layer_norm', -1, true);
+      break;
+    case 'phi':
+      // One norm feeds both sub-layers; qk_layernorm's per-head norms are no tap points (their width is head_dim).
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.input_layernorm`, i, true);
+        sub(`${p}.self_attn`, i, `${p}.self_attn.dense`);
+        sub(`${p}.mlp`, i, `${p}.mlp.fc2`);
+      }
+      norm('model.final_layernorm', -1, true);
       break;
     case 'opt':
       // Pre-LN blocks normalise before each sub-layer; opt-350m's after its residual sum.

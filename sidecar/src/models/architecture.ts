@@ -66,6 +66,8 @@ export interface LmTrunk {
   head: tf.Tensor2D;
   /** The head's parameter (the token embedding when tied). */
   headName: string;
+  /** Phi: the head's bias [V] (lm_head.bias), and its parameter name. */
+  headBias?: { tensor: tf.Tensor1D; name: string };
   batch: number;
   seq: number;
   /** Gemma 2: logits are capped as cap · tanh(logits / cap) (final_logit_softcapping). */
@@ -79,11 +81,12 @@ export function softcap(x: tf.Tensor, cap: number): tf.Tensor {
 
 /** Logits [rows, V] of some rows of a trunk's hidden states (all of them, or a slice). */
 export function headLogits(r: LmTrunk, hidden: tf.Tensor2D = r.hidden): tf.Tensor2D {
-  const logits = tf.matMul(hidden, r.head, false, true) as tf.Tensor2D;
+  let logits = tf.matMul(hidden, r.head, false, true) as tf.Tensor2D;
+  if (r.headBias) logits = tf.add(logits, r.headBias.tensor);
   return r.logitSoftcap ? (softcap(logits, r.logitSoftcap) as tf.Tensor2D) : logits;
 }
 
-/** Logits [B, T, V] from a trunk: hidden · headᵀ. */
+/** Logits [B, T, V] from a trunk: hidden · headᵀ (+ bias). */
 export function trunkLogits(r: LmTrunk): tf.Tensor3D {
   return tf.reshape(headLogits(r), [r.batch, r.seq, r.head.shape[0]]);
 }

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -141,6 +141,26 @@ export interface OptConfig extends Common {
   tieWordEmbeddings: boolean;
   padTokenId?: number;
 }
+/**
+ * PhiForCausalLM (phi-1, phi-1.5, phi-2): one LayerNorm per block feeding the attention and the MLP,
+ * whose outputs add to the residual in parallel; RoPE over the first partial_rotary_factor of each
+ * head; biases everywhere, the head's too.
+ */
+export interface PhiConfig extends Common {
+  modelType: 'phi';
+  numKvHeads: number;
+  intermediateSize: number;
+  activation: Activation;
+  layerNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling;
+  /** Leading dimensions of each head that RoPE rotates (partial_rotary_factor · head_dim). */
+  rotaryDim: number;
+  /** qk_layernorm: a LayerNorm over each head's query and key (before RoPE). */
+  qkLayernorm: boolean;
+  tieWordEmbeddings: boolean;
+  padTokenId?: number;
+}
 /** The post-LN text encoders of BERT's layout: BERT, RoBERTa / XLM-RoBERTa (positions and head differ), DistilBERT (no token types; names and head differ). */
 export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
@@ -216,7 +236,7 @@ export interface VitConfig extends Common {
   problemType: ProblemType;
 }
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
-export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
+export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | PhiConfig | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
 
 /** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
 const MAX_DIM = 1 << 20;
@@ -324,6 +344,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
       return gptNeoxConfig(f, architecture);
     case 'opt':
       return optConfig(f, architecture);
+    case 'phi':
+      return phiConfig(f, architecture);
     case 'llama':
     case 'mistral':
     case 'qwen2':
@@ -510,16 +532,7 @@ function gptNeoxConfig(f: Fields, architecture: string): GptNeoxConfig {
   const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 64);
   const headDim = hiddenSize / numHeads;
   const maxPositions = f.int('max_position_embeddings', 2048);
-  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
-  const rope = ropeObject(f, key, f.get(key), () => f.num('rotary_emb_base', 10000), maxPositions);
-  if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, 'LongRoPE is not supported for GPT-NeoX (supported: default, linear, llama3)');
-  const params = f.get('rope_parameters');
-  const nested = params !== null && typeof params === 'object' && typeof (params as Record<string, unknown>).partial_rotary_factor === 'number';
-  const factorKey = nested ? 'rope_parameters.partial_rotary_factor' : 'rotary_pct';
-  const factor = nested ? new Fields(f.file, params as Record<string, unknown>, 'rope_parameters.').num('partial_rotary_factor') : f.num('rotary_pct', 0.25);
-  // GPTNeoXAttention: rotary_ndims = int(head_size * partial_rotary_factor).
-  const rotaryDim = Math.trunc(headDim * factor);
-  if (factor <= 0 || factor > 1 || rotaryDim % 2 !== 0) f.fail(factorKey, `must be in (0, 1] and give an even number of rotated dimensions (head_dim ${headDim} × ${factor} = ${headDim * factor})`);
+  const rope = partialRope(f, 'GPT-NeoX', headDim, maxPositions, 'rotary_emb_base', 'rotary_pct', 0.25);
   return {
     modelType: 'gpt_neox',
     architecture: architecture || 'GPTNeoXForCausalLM',
@@ -534,10 +547,63 @@ function gptNeoxConfig(f: Fields, architecture: string): GptNeoxConfig {
     maxPositions,
     ropeTheta: rope.theta,
     ropeScaling: rope.scaling,
-    rotaryDim,
+    rotaryDim: rope.rotaryDim,
     parallelResidual: f.bool('use_parallel_residual', true),
     attentionBias: f.bool('attention_bias', true),
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+  };
+}
+
+/**
+ * RoPE over the leading part of each head (GPT-NeoX, Phi): base and scaling from `rope_parameters`
+ * (transformers 5) or `rope_scaling` beside a top-level base (`baseKey`); the rotated share from
+ * rope_parameters.partial_rotary_factor or the top-level `factorKey`. transformers rotates
+ * int(head_dim · share) dimensions, which must be even.
+ */
+function partialRope(f: Fields, model: string, headDim: number, maxPositions: number, baseKey: string, factorKey: string, fallback: number): { theta: number; scaling: RopeScaling; rotaryDim: number } {
+  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const rope = ropeObject(f, key, f.get(key), () => f.num(baseKey, 10000), maxPositions);
+  if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, `LongRoPE is not supported for ${model} (supported: default, linear, llama3)`);
+  const params = f.get('rope_parameters');
+  const nested = params !== null && typeof params === 'object' && typeof (params as Record<string, unknown>).partial_rotary_factor === 'number';
+  const at = nested ? 'rope_parameters.partial_rotary_factor' : factorKey;
+  const factor = nested ? new Fields(f.file, params as Record<string, unknown>, 'rope_parameters.').num('partial_rotary_factor') : f.num(factorKey, fallback);
+  const rotaryDim = Math.trunc(headDim * factor);
+  if (factor <= 0 || factor > 1 || rotaryDim % 2 !== 0) f.fail(at, `must be in (0, 1] and give an even number of rotated dimensions (head_dim ${headDim} × ${factor} = ${headDim * factor})`);
+  return { ...rope, rotaryDim };
+}
+
+/**
+ * PhiConfig: transformers' defaults (those of phi-1.5's size), gelu_new, half of each head rotated
+ * (partial_rotary_factor), grouped-query heads when num_key_value_heads says so.
+ */
+function phiConfig(f: Fields, architecture: string): PhiConfig {
+  const hiddenSize = f.int('hidden_size', 2048);
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 32);
+  const numKvHeads = f.has('num_key_value_heads') ? f.int('num_key_value_heads') : numHeads;
+  if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
+  const headDim = hiddenSize / numHeads;
+  const vocabSize = f.int('vocab_size', 51200, 1, MAX_VOCAB);
+  const maxPositions = f.int('max_position_embeddings', 2048);
+  const rope = partialRope(f, 'Phi', headDim, maxPositions, 'rope_theta', 'partial_rotary_factor', 0.5);
+  return {
+    modelType: 'phi',
+    architecture: architecture || 'PhiForCausalLM',
+    hiddenSize,
+    numHeads,
+    numKvHeads,
+    headDim,
+    numLayers: f.int('num_hidden_layers', 24, 1, MAX_LAYERS),
+    vocabSize,
+    intermediateSize: f.int('intermediate_size', 8192),
+    activation: f.activation('hidden_act', 'gelu_new'),
+    layerNormEps: f.num('layer_norm_eps', 1e-5),
+    ropeTheta: rope.theta,
+    ropeScaling: rope.scaling,
+    rotaryDim: rope.rotaryDim,
+    qkLayernorm: f.bool('qk_layernorm', false),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', false),
+    ...padToken(f, 'pad_token_id', undefined, vocabSize),
   };
 }
 

@@ -9,6 +9,7 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'opt':
       return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
     case 'gpt_neox':
+    case 'phi':
     case 'llama':
     case 'mistral':
     case 'qwen2':

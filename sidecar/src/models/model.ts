@@ -16,6 +16,7 @@ import { chunkedCausalLmLoss } from './ops';
 import { gpt2 } from './gpt2';
 import { gptNeox } from './gpt-neox';
 import { opt } from './opt';
+import { phi } from './phi';
 import { llama } from './llama';
 import { vit } from './vit';
 
@@ -24,7 +25,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, phi, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -178,7 +179,8 @@ export class Model {
     if (rows === undefined) return this.loss(this.forward(inputs, run), labels);
     const r = this.trunk(inputs, run)!;
     const headTrainable = headTrains(this.aliases[r.headName] ?? r.headName);
-    return chunkedCausalLmLoss(r.hidden, r.head, labels as tf.Tensor2D, { rowsPerChunk: rows, headTrainable, softcap: r.logitSoftcap });
+    const bias = r.headBias ? { bias: r.headBias.tensor, biasTrainable: headTrains(r.headBias.name) } : {};
+    return chunkedCausalLmLoss(r.hidden, r.head, labels as tf.Tensor2D, { rowsPerChunk: rows, headTrainable, softcap: r.logitSoftcap, ...bias });
   }
 
   /**

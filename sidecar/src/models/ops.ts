@@ -293,33 +293,41 @@ export function embedding(table: tf.Tensor, ids: tf.Tensor, paddingIdx?: number)
 
 /**
  * The causal-LM loss of causalLmLoss, from the last hidden states [N = B·T, d] and the output
- * embedding [V, d], without ever holding the N × V logits: rows go `rowsPerChunk` at a time through
- * hidden · headᵀ, log-sum-exp and the picked logit, and the backward pass recomputes each slice's
- * logits for softmax − one-hot (the memory of a slice, not of all; the head matmul runs twice). The
- * head's gradient is computed only when it trains (`headTrainable`): a frozen vocabulary-sized head
- * would cost another full matmul for nothing. `softcap` caps the logits as cap · tanh(z / cap) (Gemma 2).
+ * embedding [V, d] (and its bias [V], Phi's), without ever holding the N × V logits: rows go
+ * `rowsPerChunk` at a time through hidden · headᵀ, log-sum-exp and the picked logit, and the backward
+ * pass recomputes each slice's logits for softmax − one-hot (the memory of a slice, not of all; the
+ * head matmul runs twice). The head's gradient is computed only when it trains (`headTrainable`,
+ * `biasTrainable`): a frozen vocabulary-sized head would cost another full matmul for nothing.
+ * `softcap` caps the logits as cap · tanh(z / cap) (Gemma 2).
  */
-export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labels: tf.Tensor2D, o: { rowsPerChunk: number; headTrainable: boolean; softcap?: number }): tf.Scalar {
+export function chunkedCausalLmLoss(
+  hidden: tf.Tensor2D,
+  head: tf.Tensor2D,
+  labels: tf.Tensor2D,
+  o: { rowsPerChunk: number; headTrainable: boolean; softcap?: number; bias?: tf.Tensor1D; biasTrainable?: boolean },
+): tf.Scalar {
   const [b, t] = labels.shape;
   const vocab = head.shape[0];
   const n = b * t;
   const spans: [number, number][] = [];
   for (let s = 0; s < n; s += o.rowsPerChunk) spans.push([s, Math.min(o.rowsPerChunk, n - s)]);
   const cap = o.softcap;
+  const trainsBias = o.bias !== undefined && o.biasTrainable === true;
   /** One slice's logits (capped), one-hot of its labels and 0/1 mask of counted rows; `tanh`: of the capped ones, for their derivative. */
-  const slice = (h: tf.Tensor2D, w: tf.Tensor2D, y: tf.Tensor1D, [s, len]: [number, number]) => {
+  const slice = (h: tf.Tensor2D, w: tf.Tensor2D, bias: tf.Tensor1D | undefined, y: tf.Tensor1D, [s, len]: [number, number]) => {
     const ys = tf.slice(y, [s], [len]);
     const valid = tf.cast(tf.notEqual(ys, -100), 'float32');
-    const raw = tf.matMul(tf.slice(h, [s, 0], [len, -1]), w, false, true);
+    const product = tf.matMul(tf.slice(h, [s, 0], [len, -1]), w, false, true);
+    const raw = bias ? tf.add(product, bias) : product;
     const tanh = cap === undefined ? undefined : tf.tanh(tf.div(raw, cap));
     const logits = tanh ? tf.mul(tanh, cap!) : raw;
     return { logits, tanh, onehot: tf.oneHot(tf.mul(ys, tf.cast(valid, 'int32')), vocab), valid };
   };
-  const lossOf = (h: tf.Tensor2D, w: tf.Tensor2D, next: tf.Tensor1D, count: tf.Scalar) => {
+  const lossOf = (h: tf.Tensor2D, w: tf.Tensor2D, bias: tf.Tensor1D | undefined, next: tf.Tensor1D, count: tf.Scalar) => {
     let total: tf.Tensor = tf.scalar(0);
     for (const span of spans) {
       const part = tf.tidy(() => {
-        const { logits, onehot, valid } = slice(h, w, next, span);
+        const { logits, onehot, valid } = slice(h, w, bias, next, span);
         const picked = tf.sum(tf.mul(logits, onehot), 1);
         return tf.sum(tf.mul(tf.sub(tf.logSumExp(logits, 1), picked), valid));
       });
@@ -332,61 +340,60 @@ export function chunkedCausalLmLoss(hidden: tf.Tensor2D, head: tf.Tensor2D, labe
     total.dispose();
     return value;
   };
-  /** d hidden, and d head when it trains, slice by slice. */
-  const grads = (dy: tf.Tensor, h: tf.Tensor2D, w: tf.Tensor2D, next: tf.Tensor1D, count: tf.Scalar): { dh: tf.Tensor; dw?: tf.Tensor } => {
+  /** d hidden, and d head / d bias when they train, slice by slice. */
+  const grads = (dy: tf.Tensor, h: tf.Tensor2D, w: tf.Tensor2D, bias: tf.Tensor1D | undefined, next: tf.Tensor1D, count: tf.Scalar): { dh: tf.Tensor; dw?: tf.Tensor; db?: tf.Tensor } => {
     const scale = tf.div(dy, count);
     const parts: tf.Tensor[] = [];
     let dw: tf.Tensor | undefined = o.headTrainable ? tf.zerosLike(w) : undefined;
+    let db: tf.Tensor | undefined = trainsBias ? tf.zerosLike(bias!) : undefined;
+    const accumulate = (acc: tf.Tensor, term: () => tf.Tensor) => {
+      const next = tf.tidy(() => tf.add(acc, term()));
+      acc.dispose();
+      return next;
+    };
     for (const span of spans) {
       const g = tf.tidy(() => {
-        const { logits, tanh, onehot, valid } = slice(h, w, next, span);
+        const { logits, tanh, onehot, valid } = slice(h, w, bias, next, span);
         const g = tf.mul(tf.mul(tf.sub(tf.softmax(logits), onehot), tf.expandDims(valid, 1)), scale);
         // d(cap · tanh(z / cap))/dz = 1 − tanh².
         return tanh ? tf.mul(g, tf.sub(1, tf.square(tanh))) : g;
       });
       parts.push(tf.matMul(g, w));
-      if (dw) {
-        const acc = tf.tidy(() => tf.add(dw!, tf.matMul(g, tf.slice(h, [span[0], 0], [span[1], -1]), true, false)));
-        dw.dispose();
-        dw = acc;
-      }
+      if (dw) dw = accumulate(dw, () => tf.matMul(g, tf.slice(h, [span[0], 0], [span[1], -1]), true, false));
+      if (db) db = accumulate(db, () => tf.sum(g, 0));
       g.dispose();
     }
     const dh = tf.concat(parts);
     tf.dispose([...parts, scale]);
-    return dw ? { dh, dw } : { dh };
+    return { dh, ...(dw ? { dw } : {}), ...(db ? { db } : {}) };
   };
   // Each position against the next label, the last one against −100 (as causalLmLoss); with the
   // count of counted labels these are inputs of the custom gradient, saved for the backward pass
-  // (the forward's own tensors are gone by then). A frozen head is captured, not an input: no
-  // [V, d] gradient of zeros is made for it.
+  // (the forward's own tensors are gone by then). A frozen head or bias is captured, not an input:
+  // no [V, d] gradient of zeros is made for it.
   const next = tf.reshape(tf.concat([tf.slice(labels, [0, 1], [b, t - 1]), tf.fill([b, 1], -100, 'int32')], 1), [n]) as tf.Tensor1D;
   const count = tf.sum(tf.cast(tf.notEqual(next, -100), 'float32')) as tf.Scalar;
-  if (o.headTrainable) {
-    const loss = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-      const [h, w, y, c, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Scalar, tf.GradSaveFunc];
-      save([h, w, y, c]);
-      return {
-        value: lossOf(h, w, y, c),
-        gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-          const [sh, sw, sy, sc] = saved as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.Scalar];
-          const r = grads(dy as tf.Tensor, sh, sw, sy, sc);
-          return [r.dh, r.dw!, tf.zerosLike(sy), tf.zerosLike(sc)];
-        },
-      };
-    });
-    return loss(hidden, head, next, count) as tf.Scalar;
-  }
+  const trained = [...(o.headTrainable ? [head] : []), ...(trainsBias ? [o.bias!] : [])];
   const loss = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [h, y, c, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.Scalar, tf.GradSaveFunc];
-    save([h, y, c]);
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const inputs = args.slice(0, -1) as tf.Tensor[];
+    save(inputs);
+    // [h, (w), (bias), y, count]: the trained ones from the inputs, the frozen ones captured.
+    const unpack = (ts: tf.Tensor[]) => {
+      let i = 1;
+      const w = o.headTrainable ? (ts[i++] as tf.Tensor2D) : head;
+      const bias = trainsBias ? (ts[i++] as tf.Tensor1D) : o.bias;
+      return { h: ts[0] as tf.Tensor2D, w, bias, y: ts[i] as tf.Tensor1D, c: ts[i + 1] as tf.Scalar };
+    };
+    const x = unpack(inputs);
     return {
-      value: lossOf(h, head, y, c),
+      value: lossOf(x.h, x.w, x.bias, x.y, x.c),
       gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-        const [sh, sy, sc] = saved as [tf.Tensor2D, tf.Tensor1D, tf.Scalar];
-        return [grads(dy as tf.Tensor, sh, head, sy, sc).dh, tf.zerosLike(sy), tf.zerosLike(sc)];
+        const s = unpack(saved);
+        const r = grads(dy as tf.Tensor, s.h, s.w, s.bias, s.y, s.c);
+        return [r.dh, ...(r.dw ? [r.dw] : []), ...(r.db ? [r.db] : []), tf.zerosLike(s.y), tf.zerosLike(s.c)];
       },
     };
   });
-  return loss(hidden, next, count) as tf.Scalar;
+  return loss(hidden, ...trained, next, count) as tf.Scalar;
 }
