@@ -327,7 +327,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     bad({ rope_parameters: undefined, rope_scaling: { type: 'linear' } }, /rope_scaling\.factor/, /expected a finite number/);
     bad({ model_type: 'qwen2', use_sliding_window: true, layer_types: ['full_attention'] }, /layer_types/, /a list of 2 layer types/);
     bad({ model_type: 'qwen3', use_sliding_window: true, layer_types: ['full_attention', 'chunked_attention'] }, /layer_types\[1\]/, /unsupported layer type "chunked_attention"/);
-    bad({ model_type: 'phi' }, /model_type/, new RegExp(`supported: ${MODEL_TYPES.join(', ')}\\)`));
+    bad({ model_type: 'mixtral' }, /model_type/, new RegExp(`supported: ${MODEL_TYPES.join(', ')}\\)`));
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1, 2], original_max_position_embeddings: 8 } }, /rope_parameters\.short_factor/, /has 2 entries; the 16 rotated dimensions of each head need 8/);
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, 2], long_factor: [1] } }, /rope_parameters\.long_factor/, /has 1 entries, short_factor 2/);
     bad({ rope_parameters: { rope_type: 'longrope', short_factor: [1, -2], long_factor: [1, 2] } }, /rope_parameters\.short_factor/, /positive numbers/);

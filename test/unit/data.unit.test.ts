@@ -24,7 +24,7 @@ import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/d
 import { firstRowFields, readCsv, readJsonl, readParquet, readRows } from '../../sidecar/src/data/rows';
 import { parquetWriteFile } from 'hyparquet-writer';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
-import { loadTokenizer, truncateLongestFirst, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
+import { loadTokenizer, tokenizerMismatch, truncateLongestFirst, type DataTokenizer } from '../../sidecar/src/data/tokenizer';
 import { InputError } from '../../sidecar/src/errors';
 import { Rng } from '../../sidecar/src/train/rng';
 import { byteLevelBpeTokenizer, sentencePieceTokenizer } from '../helpers/tokenizers';
@@ -386,6 +386,19 @@ describe('tokenizer.json', () => {
     assert.deepEqual(b.inputs.inputIds!.arraySync(), [[2, 4, 5, 3, 1], [2, 6, 5, 7, 3]]);
     assert.deepEqual(b.inputs.attentionMask!.arraySync(), [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]);
     disposeTrainBatch(b);
+  });
+});
+
+describe('no tokenizer.json', () => {
+  test('a folder with only a slow tokenizer’s files (OPT’s vocab.json + merges.txt) gets a warning that says how to write tokenizer.json', () => {
+    const dir = join(root, 'slow-tok');
+    mkdirSync(dir, { recursive: true });
+    for (const f of ['vocab.json', 'merges.txt']) writeFileSync(join(dir, f), '{}');
+    const tok = loadTokenizer(dir);
+    assert.equal(tok.name, 'byte-level');
+    assert.match(tokenizerMismatch(tok, 50272)!, /the folder has vocab\.json, merges\.txt \(a slow tokenizer's files, not read here\): write tokenizer\.json with transformers, AutoTokenizer\.from_pretrained\(folder\)\.save_pretrained\(folder\)/);
+    assert.match(tokenizerMismatch(byte, 50272)!, /copy the model's tokenizer files into its folder$/);
+    assert.equal(tokenizerMismatch(byte, 300), undefined, 'a byte-sized vocabulary is what the bytes are for');
   });
 });
 

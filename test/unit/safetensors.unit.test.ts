@@ -3,29 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import {
-  CheckpointReader,
-  DTYPE_BYTES,
-  DTYPES,
-  type DType,
-  type HostTensor,
-  SafetensorsError,
-  SafetensorsFile,
-  bfloat16ToFloat32,
-  f32,
-  float16ToFloat32,
-  float32ToBfloat16,
-  float32ToFloat16,
-  i32,
-  i64,
-  numel,
-  parseHeader,
-  readSafetensors,
-  serializeSafetensors,
-  toFloat32,
-  toInt32,
-  writeSafetensors,
-} from '../../sidecar/src/io/safetensors';
+import { DTYPE_BYTES, DTYPES, type DType, type HostTensor, SafetensorsError, SafetensorsFile, bfloat16ToFloat32, f32, float16ToFloat32, float32ToBfloat16, float32ToFloat16, i32, i64, numel, parseHeader, readSafetensors, serializeSafetensors, toFloat32, toInt32, writeSafetensors } from '../../sidecar/src/io/safetensors';
+import { CheckpointReader } from '../../sidecar/src/io/checkpoint';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures');
 const GPT2 = join(FIXTURES, 'hf/gpt2-tiny/model.safetensors');
@@ -512,12 +491,12 @@ describe('sharded checkpoints', () => {
     await r.close();
   });
 
-  test('a folder with neither file names the folder', async () => {
+  test('a folder with no checkpoint names the folder; a damaged pytorch_model.bin is named as such', async () => {
     const dir = tmpDir();
-    await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && e.file === dir && e.message.includes('no model.safetensors or model.safetensors.index.json'));
-    // A PyTorch checkpoint (DeBERTa-v3's on the hub): how to convert it.
+    await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && e.file === dir && e.message.includes('no model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json'));
+    // A PyTorch checkpoint is read (test/unit/torch-checkpoint.unit.test.ts); a damaged one says so.
     writeFileSync(join(dir, 'pytorch_model.bin'), 'PK');
-    await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && /holds pytorch_model\.bin, which is not read; convert it with transformers \(model\.save_pretrained\(dir, safe_serialization=True\)\)/.test(e.message));
+    await assert.rejects(CheckpointReader.open(dir), (e: unknown) => e instanceof SafetensorsError && e.file === join(dir, 'pytorch_model.bin') && /not a readable PyTorch state dict/.test(e.message));
   });
 
   test('malformed index files name index.json and the key', async () => {

@@ -12,6 +12,8 @@ import { writeSafetensors, type HostTensor } from '../io/safetensors';
 
 export const ADAPTER_CONFIG = 'adapter_config.json';
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+/** What PEFT wrote before safetensors (a torch.save pickle). */
+export const ADAPTER_WEIGHTS_BIN = 'adapter_model.bin';
 /** What an adapter folder may hold: PEFT's files (save_pretrained adds a README.md) and an init's residual base. */
 const ADAPTER_FOLDER_FILES = new Set([ADAPTER_CONFIG, ADAPTER_WEIGHTS, 'residual_model.safetensors', 'README.md']);
 

@@ -16,6 +16,7 @@ import type { AdapterKind, AdapterSpec, LoraInit } from '../../../src/protocol';
 import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 import { readSafetensors, toFloat32, type HostTensor } from '../io/safetensors';
+import { readTorchStateDict } from '../io/torch-checkpoint';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { AdapterCore } from './core';
@@ -27,7 +28,7 @@ import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './in
 import { loraNames, type LoraModule } from './lora';
 import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
-import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, writePeftLora } from './peft-write';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 
 export { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkAdapterTarget, writePeftLora } from './peft-write';
 
@@ -224,6 +225,19 @@ function initOf(v: unknown): LoraInit {
   return 'default';
 }
 
+/**
+ * An adapter folder's weights: adapter_model.safetensors, else the adapter_model.bin older PEFT
+ * versions wrote (read without running its pickle).
+ */
+async function readAdapterWeights(dir: string): Promise<WeightFile> {
+  const file = join(dir, ADAPTER_WEIGHTS);
+  const has = (f: string) => fsp.access(f).then(() => true, () => false);
+  if (await has(file)) return new WeightFile(file, await readSafetensors(file));
+  const bin = join(dir, ADAPTER_WEIGHTS_BIN);
+  if (await has(bin)) return new WeightFile(bin, await readTorchStateDict(bin));
+  throw new InputError(file, '', `missing (nor is there an ${ADAPTER_WEIGHTS_BIN})`);
+}
+
 /** Loads a PEFT adapter folder onto `model` (see the module comment for data-aware inits). */
 export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadPeftOptions = {}): Promise<AdapterInstance> {
   let opts = loadOpts;
@@ -232,14 +246,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const peftType = c.get('peft_type');
   if (peftType !== 'LORA' && peftType !== 'IA3' && peftType !== 'LN_TUNING')
     c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, IA3 and LN_TUNING)`);
-  const weightsFile = join(dir, ADAPTER_WEIGHTS);
-  try {
-    await fsp.access(weightsFile);
-  } catch {
-    const bin = await fsp.access(join(dir, 'adapter_model.bin')).then(() => true, () => false);
-    throw new InputError(weightsFile, '', bin ? 'missing: only safetensors adapters are supported (adapter_model.bin is a pickle; re-save with safe_serialization=True)' : 'missing');
-  }
-  const weights = new WeightFile(weightsFile, await readSafetensors(weightsFile));
+  const weights = await readAdapterWeights(dir);
   const taskType = c.get('task_type');
   const mtsRaw = c.stringList('modules_to_save') ?? [];
   const modulesToSave = taskType === 'SEQ_CLS' ? modulesToSaveFor(model, mtsRaw) : mtsRaw;

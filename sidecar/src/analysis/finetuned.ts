@@ -9,6 +9,7 @@ import type { AdapterSpec } from '../../../src/protocol';
 import { createAdapter, type AdapterInstance } from '../adapters';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, loadPeftAdapter } from '../adapters/peft';
 import { InputError } from '../errors';
+import { hasCheckpoint } from '../io/checkpoint';
 import { readSafetensors } from '../io/safetensors';
 import { toTf } from '../io/tensors';
 import { Model } from '../models/model';
@@ -86,7 +87,7 @@ export interface Finetuned {
   dispose(): void;
 }
 
-const isModelDir = (d: string) => existsSync(join(d, 'config.json')) && (existsSync(join(d, 'model.safetensors')) || existsSync(join(d, 'model.safetensors.index.json')));
+const isModelDir = (d: string) => existsSync(join(d, 'config.json')) && hasCheckpoint(d);
 
 /** θ_ft from a run folder / adapter folder (base + merged adapter) or a fine-tuned model folder. */
 export async function loadFinetuned(base: Model, source: string): Promise<Finetuned> {

@@ -12,6 +12,8 @@ import { loadChatTemplate, type ChatTemplate } from './chat';
 export interface DataTokenizer {
   /** 'tokenizer.json' or 'byte-level'. */
   readonly name: string;
+  /** byte-level: a slow tokenizer's files found in the folder instead of a tokenizer.json (vocab.json and merges.txt, spm.model, …). */
+  readonly slowFiles?: readonly string[];
   readonly vocabSize: number;
   /** End of sequence, if the tokenizer has one. */
   readonly eosId: number | undefined;
@@ -151,8 +153,15 @@ function tokenizerConfig(modelDir: string): Record<string, unknown> {
  */
 export function tokenizerMismatch(tok: DataTokenizer, modelVocab: number): string | undefined {
   if (tok.name !== 'byte-level' || modelVocab <= 2 * tok.vocabSize) return undefined;
-  return `no tokenizer.json beside the model's config.json: text is read as UTF-8 bytes (ids 0–${tok.vocabSize - 1}), but the model has a vocabulary of ${modelVocab} tokens; copy the model's tokenizer files into its folder`;
+  const what = `no tokenizer.json beside the model's config.json: text is read as UTF-8 bytes (ids 0–${tok.vocabSize - 1}), but the model has a vocabulary of ${modelVocab} tokens`;
+  // OPT's and DeBERTa-v3's hub folders hold only a slow tokenizer's files; transformers writes tokenizer.json from them.
+  if (tok.slowFiles?.length)
+    return `${what}; the folder has ${tok.slowFiles.join(', ')} (a slow tokenizer's files, not read here): write tokenizer.json with transformers, AutoTokenizer.from_pretrained(folder).save_pretrained(folder)`;
+  return `${what}; copy the model's tokenizer files into its folder`;
 }
+
+/** The files of slow (Python) tokenizers, which tokenizer.json replaces. */
+const SLOW_TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'spm.model', 'tokenizer.model', 'sentencepiece.bpe.model', 'vocab.txt'];
 
 export function loadTokenizer(modelDir: string): DataTokenizer {
   const file = join(modelDir, 'tokenizer.json');
@@ -161,8 +170,10 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
     const b = new ByteTokenizer();
     // GPT-2's convention (the bundled models' tokenizer_config.json says so too): BOS = EOS = <|endoftext|>.
     const specials = specialTexts(tokenizerConfig(modelDir), { bos_token: b.eosToken, eos_token: b.eosToken });
+    const slowFiles = SLOW_TOKENIZER_FILES.filter((f) => existsSync(join(modelDir, f)));
     return {
       name: 'byte-level',
+      ...(slowFiles.length ? { slowFiles } : {}),
       vocabSize: b.vocabSize,
       eosId: b.eosId,
       padId: b.padId,

@@ -9,7 +9,6 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
-import { isAbsolute, join, normalize } from 'node:path';
 import { writeAtomic } from './atomic';
 
 export const DTYPES = ['F64', 'F32', 'F16', 'BF16', 'I64', 'I32', 'I16', 'I8', 'U8', 'BOOL'] as const;
@@ -75,7 +74,7 @@ function oneLine(s: string): string {
 }
 
 /** Quotes a name from a (possibly hostile) header for an error message: escaped and bounded. */
-function q(name: string): string {
+export function q(name: string): string {
   const s = JSON.stringify(name);
   return s.length > 200 ? `${s.slice(0, 197)}…"` : s;
 }
@@ -84,7 +83,7 @@ function isDType(x: unknown): x is DType {
   return typeof x === 'string' && (DTYPES as readonly string[]).includes(x);
 }
 
-function isPlainObject(x: unknown): x is Record<string, unknown> {
+export function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
@@ -315,7 +314,7 @@ export async function readSafetensors(path: string): Promise<Map<string, HostTen
 // Writing
 
 /** Byte-wise UTF-8 order, which is Rust's `str` order (JS `<` compares UTF-16 code units). */
-function compareUtf8(a: string, b: string): number {
+export function compareUtf8(a: string, b: string): number {
   if (a === b) return 0;
   return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }
@@ -553,162 +552,4 @@ function checked(t: HostTensor): HostTensor {
   const n = numel(t.shape);
   if (t.data.length !== n) throw new RangeError(`shape [${t.shape.join(', ')}] has ${n} elements but data has ${t.data.length}`);
   return t;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hugging Face checkpoint folders (single file or sharded)
-
-const SINGLE = 'model.safetensors';
-const INDEX = 'model.safetensors.index.json';
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await fsp.access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * A checkpoint folder: `model.safetensors`, or `model.safetensors.index.json` plus its shards,
- * or an explicit file name (a `.safetensors` file or an `.index.json`). With an index, its
- * `weight_map` is authoritative: names() are its keys, and tensors a shard holds beyond it are
- * ignored (as `from_pretrained` ignores them when it plans what to load).
- */
-export class CheckpointReader {
-  private constructor(
-    readonly dir: string,
-    private readonly shards: Map<string, SafetensorsFile>,
-    private readonly fileSizes: Map<string, number>,
-    private readonly where: Map<string, string>, // tensor name → shard file name
-  ) {}
-
-  static async open(dir: string, fileName?: string): Promise<CheckpointReader> {
-    let name = fileName;
-    if (name === undefined) {
-      if (await exists(join(dir, SINGLE))) name = SINGLE;
-      else if (await exists(join(dir, INDEX))) name = INDEX;
-      else {
-        // PyTorch pickles are not read (they can run code): the usual fix is one save_pretrained away.
-        const pickled = (await exists(join(dir, 'pytorch_model.bin'))) || (await exists(join(dir, 'pytorch_model.bin.index.json')));
-        throw new SafetensorsError(dir, `no ${SINGLE} or ${INDEX} in this folder${pickled ? ': it holds pytorch_model.bin, which is not read; convert it with transformers (model.save_pretrained(dir, safe_serialization=True))' : ''}`);
-      }
-    } else if (!(await exists(join(dir, name)))) {
-      throw new SafetensorsError(join(dir, name), 'no such file');
-    }
-    return name.endsWith('.index.json') ? CheckpointReader.openIndex(dir, name) : CheckpointReader.openFiles(dir, [name], undefined);
-  }
-
-  private static async openIndex(dir: string, indexName: string): Promise<CheckpointReader> {
-    const indexPath = join(dir, indexName);
-    const fail = (problem: string): never => {
-      throw new SafetensorsError(indexPath, problem);
-    };
-    const size = (await fsp.stat(indexPath)).size;
-    if (size > MAX_HEADER_BYTES) fail(`index is ${size} bytes, over the 100 MB limit`);
-    let json: unknown;
-    try {
-      json = JSON.parse(await fsp.readFile(indexPath, 'utf8'));
-    } catch (e) {
-      return fail(`index is not valid JSON (${(e as Error).message})`);
-    }
-    if (!isPlainObject(json)) return fail('index is not a JSON object');
-    if ('metadata' in json && json.metadata !== null && !isPlainObject(json.metadata)) fail('"metadata" is not an object');
-    if (!('weight_map' in json)) fail('missing "weight_map"');
-    if (!isPlainObject(json.weight_map)) fail('"weight_map" is not an object');
-    const where = new Map<string, string>();
-    for (const [tensor, shard] of Object.entries(json.weight_map as Record<string, unknown>)) {
-      if (typeof shard !== 'string' || shard === '') fail(`weight_map[${q(tensor)}] is not a shard file name`);
-      const s = shard as string;
-      // Shards live in the folder: refuse absolute paths and `..`, which would read elsewhere.
-      if (isAbsolute(s) || normalize(s).split(/[\\/]/).includes('..')) {
-        fail(`weight_map[${q(tensor)}]: shard ${q(s)} is outside the checkpoint folder`);
-      }
-      where.set(tensor, s);
-    }
-    if (where.size === 0) fail('"weight_map" is empty');
-    const shardNames = [...new Set(where.values())].sort(compareUtf8);
-    for (const s of shardNames) {
-      if (!(await exists(join(dir, s)))) {
-        const tensor = [...where].find(([, f]) => f === s)![0];
-        fail(`shard ${q(s)} (weight_map[${q(tensor)}]) is missing`);
-      }
-    }
-    const reader = await CheckpointReader.openFiles(dir, shardNames, where);
-    for (const [tensor, s] of where) {
-      if (!reader.shards.get(s)!.has(tensor)) {
-        await reader.close();
-        fail(`weight_map[${q(tensor)}] says shard ${q(s)}, which has no such tensor`);
-      }
-    }
-    return reader;
-  }
-
-  private static async openFiles(dir: string, names: string[], where: Map<string, string> | undefined): Promise<CheckpointReader> {
-    const shards = new Map<string, SafetensorsFile>();
-    const sizes = new Map<string, number>();
-    try {
-      for (const n of names) {
-        const f = await SafetensorsFile.open(join(dir, n));
-        shards.set(n, f);
-        sizes.set(n, (await fsp.stat(f.path)).size);
-      }
-    } catch (e) {
-      await Promise.all([...shards.values()].map((f) => f.close().catch(() => undefined)));
-      throw e;
-    }
-    if (!where) {
-      where = new Map();
-      for (const [n, f] of shards) for (const t of f.entries.keys()) where.set(t, n);
-    }
-    return new CheckpointReader(dir, shards, sizes, where);
-  }
-
-  names(): string[] {
-    return [...this.where.keys()].sort(compareUtf8);
-  }
-
-  has(name: string): boolean {
-    return this.where.has(name);
-  }
-
-  /** The tensor's entry plus `file`, the shard's name inside the folder. */
-  entry(name: string): TensorEntry & { file: string } {
-    const file = this.fileOf(name);
-    return { ...this.shards.get(file)!.entries.get(name)!, file };
-  }
-
-  async read(name: string): Promise<HostTensor> {
-    return this.shards.get(this.fileOf(name))!.read(name);
-  }
-
-  async readFloat32(name: string): Promise<Float32Array> {
-    return this.shards.get(this.fileOf(name))!.readFloat32(name);
-  }
-
-  /** Bytes of tensor data over names() (what an index's `metadata.total_size` counts). */
-  totalBytes(): number {
-    let n = 0;
-    for (const name of this.where.keys()) {
-      const e = this.entry(name);
-      n += e.end - e.begin;
-    }
-    return n;
-  }
-
-  /** The safetensors files read, with their sizes on disk. */
-  files(): { name: string; bytes: number }[] {
-    return [...this.fileSizes].map(([name, bytes]) => ({ name, bytes }));
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([...this.shards.values()].map((f) => f.close()));
-  }
-
-  private fileOf(name: string): string {
-    const f = this.where.get(name);
-    if (f === undefined) throw new SafetensorsError(this.dir, `no tensor ${q(name)} in this checkpoint`);
-    return f;
-  }
 }

@@ -5,7 +5,8 @@ import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors';
-import { CheckpointReader, numel } from '../io/safetensors';
+import { numel } from '../io/safetensors';
+import { CheckpointReader } from '../io/checkpoint';
 import type { Architecture, LmTrunk, ModelInputs, ParamInfo } from './architecture';
 import { bert } from './bert';
 import { deberta } from './deberta';
@@ -88,7 +89,7 @@ export class Model {
           fresh.push(info);
           continue;
         }
-        if (!name) throw new InputError(join(dir, 'model.safetensors'), info.name, 'tensor missing from the checkpoint');
+        if (!name) throw new InputError(join(dir, reader.files()[0]?.name ?? 'model.safetensors'), info.name, 'tensor missing from the checkpoint');
         const entry = reader.entry(name);
         // numLabels asked another head size: the checkpoint's is replaced (transformers' ignore_mismatched_sizes).
         if (opts.numLabels !== undefined && info.type === 'head' && entry.shape.join() !== info.shape.join()) {

@@ -2,7 +2,8 @@
 import { basename } from 'node:path';
 import type { InspectResult } from '../../../src/protocol';
 import { InputError } from '../errors';
-import { CheckpointReader, numel } from '../io/safetensors';
+import { numel } from '../io/safetensors';
+import { CheckpointReader } from '../io/checkpoint';
 import { readConfig } from '../models/config';
 import { architectureOf, withoutTaskPrefix } from '../models/model';
 import { modelFolder } from '../spec/hub-cache';

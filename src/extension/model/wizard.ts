@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { ADAPTER_KINDS, LORA_INITS, type AdapterKind, type AdapterSpec, type LoraInit } from '../../protocol';
 import { readRowsAsync } from '../../../sidecar/src/data/rows';
-import { CheckpointReader } from '../../../sidecar/src/io/safetensors';
+import { CheckpointReader } from '../../../sidecar/src/io/checkpoint';
 import { TEXT_CLASSIFIER_TYPES } from '../../../sidecar/src/models/config';
 import { HEAD_WEIGHT } from '../../../sidecar/src/tasks/base-options';
 
