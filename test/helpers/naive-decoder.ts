@@ -46,7 +46,9 @@ export function naiveInverseFrequencies(dim: number, theta: number, scaling: Rop
     const ext = seq > scaling.originalMaxPositions ? scaling.longFactor : scaling.shortFactor;
     return Array.from({ length: dim / 2 }, (_, i) => 1 / (ext[i]! * theta ** ((2 * i) / dim)));
   }
-  const base = Array.from({ length: dim / 2 }, (_, i) => 1 / theta ** ((2 * i) / dim));
+  // _compute_dynamic_ntk_parameters: seq_len = max(seq, max_position_embeddings).
+  const root = scaling.type === 'dynamic' ? theta * ((scaling.factor * Math.max(seq, scaling.originalMaxPositions)) / scaling.originalMaxPositions - (scaling.factor - 1)) ** (dim / (dim - 2)) : theta;
+  const base = Array.from({ length: dim / 2 }, (_, i) => 1 / root ** ((2 * i) / dim));
   if (scaling.type === 'linear') return base.map((f) => f / scaling.factor);
   if (scaling.type !== 'llama3') return base;
   const { factor, lowFreqFactor, highFreqFactor, originalMaxPositions: old } = scaling;

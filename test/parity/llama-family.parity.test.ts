@@ -143,6 +143,7 @@ const VARIANTS: Variant[] = [
     extra: () => ({}),
   },
   { name: 'llama, linear RoPE scaling (old rope_scaling key)', config: { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: 'linear', factor: 2 } }, extra: () => ({}) },
+  { name: 'llama, dynamic NTK RoPE past max_position_embeddings (16 tokens over 8)', config: { max_position_embeddings: 8, rope_parameters: { rope_type: 'dynamic', rope_theta: 10000, factor: 2 } }, extra: () => ({}) },
 ];
 
 describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3, Phi-3, RoPE scaling) against a float64 reference', () => {
@@ -304,6 +305,18 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     });
   });
 
+  it('RoPE frequencies: dynamic NTK leaves them alone up to max_position_embeddings, then raises θ to θ·(f·L/max − (f − 1))^(d/(d−2)) (transformers’ formula)', () => {
+    const scaling = { type: 'dynamic' as const, factor: 2, originalMaxPositions: 8 };
+    assert.deepEqual(Array.from(ropeInverseFrequencies(16, 10000, scaling, 8)), Array.from(ropeInverseFrequencies(16, 10000, { type: 'default' })));
+    // L = 16 over 8 with factor 2: θ · 3^(16/14); frequency i is θ'^(−2i/16).
+    const theta = 10000 * 3 ** (16 / 14);
+    const got = ropeInverseFrequencies(16, 10000, scaling, 16);
+    for (let i = 0; i < 8; i++) assert.ok(Math.abs(got[i]! - theta ** (-(2 * i) / 16)) <= 1e-6 * theta ** (-(2 * i) / 16), `frequency ${i}`);
+    // Configs: original_max_position_embeddings of llama3 defaults to max_position_embeddings (transformers 5's standardisation).
+    const cfg = parseConfig({ ...baseConfig, max_position_embeddings: 128, rope_parameters: { rope_type: 'llama3', rope_theta: 10000, factor: 8, low_freq_factor: 1, high_freq_factor: 4 } }, 'c.json') as LlamaConfig;
+    assert.equal(cfg.ropeScaling.type === 'llama3' && cfg.ropeScaling.originalMaxPositions, 128);
+  });
+
   it('RoPE frequencies: Llama 3.1 scaling keeps the high ones, divides the low ones, blends between (as transformers, in float32)', () => {
     const scaling = { type: 'llama3' as const, factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64 };
     const got = ropeInverseFrequencies(16, 10000, scaling);
@@ -322,7 +335,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
         () => parseConfig({ ...baseConfig, ...patch }, '/m/config.json'),
         (e: Error) => key.test(e.message) && problem.test(e.message),
       );
-    bad({ rope_parameters: { rope_type: 'yarn', factor: 4 } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn" \(supported: default, linear, llama3, longrope\)/);
+    bad({ rope_parameters: { rope_type: 'yarn', factor: 4 } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn" \(supported: default, linear, dynamic, llama3, longrope\)/);
     bad({ rope_parameters: { rope_type: 'llama3', factor: 8, low_freq_factor: 4, high_freq_factor: 1, original_max_position_embeddings: 64 } }, /rope_parameters\.high_freq_factor/, /must be above low_freq_factor/);
     bad({ rope_parameters: undefined, rope_scaling: { type: 'linear' } }, /rope_scaling\.factor/, /expected a finite number/);
     bad({ model_type: 'qwen2', use_sliding_window: true, layer_types: ['full_attention'] }, /layer_types/, /a list of 2 layer types/);

@@ -106,12 +106,19 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     const nested = parseConfig({ ...NEOX, rope_parameters: { rope_type: 'default', rope_theta: 1000, partial_rotary_factor: 0.5 } }, 'c.json') as GptNeoxConfig;
     assert.deepEqual([nested.rotaryDim, nested.ropeTheta], [8, 1000]);
     assert.throws(() => parseConfig({ ...NEOX, rotary_pct: 0.2 }, 'c.json'), /rotary_pct.*even number/);
+    // Older configs: rope_scaling beside rotary_emb_base; dynamic NTK from max_position_embeddings.
+    const scaled = parseConfig({ ...NEOX, rotary_emb_base: 500, rope_scaling: { type: 'linear', factor: 4 } }, 'c.json') as GptNeoxConfig;
+    assert.deepEqual([scaled.ropeTheta, scaled.ropeScaling], [500, { type: 'linear', factor: 4 }]);
+    assert.deepEqual((parseConfig({ ...NEOX, rope_scaling: { type: 'dynamic', factor: 2 } }, 'c.json') as GptNeoxConfig).ropeScaling, { type: 'dynamic', factor: 2, originalMaxPositions: 64 });
+    assert.throws(() => parseConfig({ ...NEOX, rope_scaling: { type: 'longrope', short_factor: [1], long_factor: [1] } }, 'c.json'), /rope_scaling\.rope_type.*LongRoPE is not supported for GPT-NeoX/);
     const o = parseConfig({ model_type: 'opt' }, 'c.json') as OptConfig;
     assert.deepEqual([o.hiddenSize, o.numHeads, o.numLayers, o.intermediateSize, o.activation, o.layerNormBefore, o.finalLayerNorm, o.wordEmbedProjDim, o.tieWordEmbeddings, o.padTokenId], [768, 12, 12, 3072, 'relu', true, true, 768, true, 1]);
     const opt350 = parseConfig({ model_type: 'opt', hidden_size: 1024, num_attention_heads: 16, do_layer_norm_before: false, word_embed_proj_dim: 512 }, 'c.json') as OptConfig;
     assert.deepEqual([opt350.finalLayerNorm, opt350.wordEmbedProjDim], [false, 512]);
     assert.equal((parseConfig({ model_type: 'opt', _remove_final_layer_norm: true }, 'c.json') as OptConfig).finalLayerNorm, false);
     assert.throws(() => parseConfig({ model_type: 'opt', layer_norm_elementwise_affine: false }, 'c.json'), /layer_norm_elementwise_affine/);
+    // pad_token_id null: no padding row (nn.Embedding's padding_idx=None), not OPT's default 1.
+    assert.equal((parseConfig({ model_type: 'opt', pad_token_id: null }, 'c.json') as OptConfig).padTokenId, undefined);
   });
 
   for (const [i, v] of VARIANTS.entries()) {
@@ -214,7 +221,7 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     }
   });
 
-  it('checkpoints as the hub stores them: Pythia’s saved attention buffers are skipped; OPT saved from OPTModel (decoder.*, no lm_head) loads with its tied head', async () => {
+  it('checkpoints as the hub stores them: Pythia’s saved attention buffers are skipped, its head may be named lm_head; OPT saved from OPTModel (decoder.*, no lm_head) loads with its tied head', async () => {
     // Pythia's safetensors carry the causal mask (bool), masked_bias and rotary inv_freq of each block.
     const buffers = new Map<string, HostTensor>();
     for (let l = 0; l < 2; l++) {
@@ -225,6 +232,14 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     }
     const neox = await load(VARIANTS[0]!.config, 70, { extra: buffers });
     neox.model.dispose();
+    // transformers 5 calls embed_out lm_head, and saves it so with save_original_format=False.
+    const renamed = await load(VARIANTS[0]!.config, 72, { rename: (n) => n.replace(/^embed_out\./, 'lm_head.') });
+    try {
+      const got = tf.tidy(() => renamed.model.forward({ inputIds: tf.tensor2d([IDS[0]!], [1, 12], 'int32') }).dataSync() as Float32Array);
+      assertClose('gpt_neox with lm_head.weight', got, naiveLogits(renamed.cfg, lookup(renamed.weights), IDS[0]!), 1e-4);
+    } finally {
+      renamed.model.dispose();
+    }
     // facebook/opt-125m's names: the OPTModel's (no `model.` prefix), no lm_head (tied).
     const { model, cfg, weights } = await load(VARIANTS[2]!.config, 71, { rename: (n) => n.replace(/^model\./, '') });
     try {

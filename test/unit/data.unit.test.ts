@@ -322,6 +322,21 @@ describe('examples', () => {
     await assert.rejects(readInputBatch(f, 'tokens', inputLimits(cfg({ num_labels: 3 }))), (e: InputError) => e.where === 'labels' && /expected an integer dtype, got F32/.test(e.problem));
   });
 
+  test('batch files for causal LMs: right-padded attention masks only (left padding or gaps are named at the element); encoders take any', async () => {
+    const write = async (name: string, mask: number[]) => {
+      const f = join(root, name);
+      await writeSafetensors(f, new Map([['input_ids', { dtype: 'I32', shape: [2, 4], data: Int32Array.from([1, 2, 3, 4, 5, 6, 7, 8]) }], ['attention_mask', { dtype: 'I32', shape: [2, 4], data: Int32Array.from(mask) }]]));
+      return f;
+    };
+    const lm = inputLimits(parseConfig({ model_type: 'gpt_neox', hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 16, vocab_size: 10, rotary_pct: 0.5 }, 'c.json'));
+    const right = await readInputBatch(await write('right.safetensors', [1, 1, 1, 1, 1, 1, 0, 0]), 'tokens', lm);
+    disposeBatch(right);
+    const left = await write('left.safetensors', [1, 1, 1, 1, 0, 0, 1, 1]);
+    await assert.rejects(readInputBatch(left, 'tokens', lm), (e: InputError) => e.file === left && e.where === 'attention_mask[1, 2]' && /right-padded rows/.test(e.problem));
+    const bert = inputLimits(parseConfig({ model_type: 'bert', hidden_size: 8, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 16, vocab_size: 10 }, 'c.json'));
+    disposeBatch(await readInputBatch(left, 'tokens', bert));
+  });
+
   test('CSV classification with numeric label strings', () => {
     const f = file('c.csv', 'label,text\n1,"good, really"\n0,bad\n');
     const d = load(spec(f, {}, 'csv'), CLS);

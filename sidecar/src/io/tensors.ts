@@ -38,6 +38,12 @@ export interface InputLimits {
   labels?: { max: number; what: string };
   /** A regression's (or multi-label) targets: values of any numeric dtype, not class ids. */
   valueLabels?: boolean;
+  /**
+   * Causal LMs: `attention_mask` rows must be right-padded (1…1 0…0). Their causal attention never
+   * lets a real token see a later pad, so the real tokens get transformers' outputs; a 0 before a 1
+   * (left padding, gaps) would need the mask inside the attention and position ids from it.
+   */
+  rightPaddedMask?: boolean;
 }
 
 /** The label the cross-entropy losses skip (PyTorch's ignore_index). */
@@ -57,6 +63,8 @@ export async function readInputBatch(file: string, kind: 'tokens' | 'pixels', li
   if (main.shape.length !== expectRank) throw new InputError(file, need, `expected rank ${expectRank}, got shape [${main.shape.join(', ')}]`);
   if (kind === 'tokens' && !INT_TYPES.has(main.dtype)) throw new InputError(file, need, `expected an integer dtype, got ${main.dtype}`);
   if (kind === 'tokens') checkTokens(file, main, host.get('token_type_ids'), limits);
+  const mask = host.get('attention_mask');
+  if (mask && limits.rightPaddedMask) checkRightPadded(file, mask);
   const opt = (name: string) => {
     const t = host.get(name);
     if (!t) return undefined;
@@ -108,6 +116,21 @@ function checkTokens(file: string, ids: HostTensor, types: HostTensor | undefine
     if (!INT_TYPES.has(types.dtype)) throw new InputError(file, 'token_type_ids', `expected an integer dtype, got ${types.dtype}`);
     const bad = firstOutside(types, limits.tokenTypes);
     if (bad) throw new InputError(file, at('token_type_ids', types.shape, bad.index), `token type ${bad.value} is outside [0, ${limits.tokenTypes}) (type_vocab_size=${limits.tokenTypes})`);
+  }
+}
+
+/** Each row of a 0/1 mask is 1…1 0…0 (see InputLimits.rightPaddedMask). */
+function checkRightPadded(file: string, mask: HostTensor): void {
+  const [rows, cols] = mask.shape as [number, number];
+  if (mask.shape.length !== 2) return; // the shape check that follows names it
+  for (let r = 0; r < rows; r++) {
+    let padded = false;
+    for (let c = 0; c < cols; c++) {
+      const v = Number(mask.data[r * cols + c]!);
+      if (v !== 0 && v !== 1) throw new InputError(file, `attention_mask[${r}, ${c}]`, `expected 0 or 1, got ${v}`);
+      if (v === 0) padded = true;
+      else if (padded) throw new InputError(file, `attention_mask[${r}, ${c}]`, 'a 1 after a 0: causal LMs here take right-padded rows (1…1 then 0…0), not left padding or gaps');
+    }
   }
 }
 

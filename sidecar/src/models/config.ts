@@ -45,6 +45,11 @@ export interface Gpt2Config extends Common {
 export type RopeScaling =
   | { type: 'default' }
   | { type: 'linear'; factor: number }
+  /**
+   * Dynamic NTK: beyond `originalMaxPositions` (max_position_embeddings), the base grows with the
+   * sequence length L as θ·(factor·L/original − (factor − 1))^(d/(d−2)); unchanged up to it.
+   */
+  | { type: 'dynamic'; factor: number; originalMaxPositions: number }
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
   /**
    * Phi-3's LongRoPE: one divisor per frequency, `shortFactor` while the sequence fits
@@ -563,7 +568,7 @@ function gptNeoxConfig(f: Fields, architecture: string): GptNeoxConfig {
 function partialRope(f: Fields, model: string, headDim: number, maxPositions: number, baseKey: string, factorKey: string, fallback: number): { theta: number; scaling: RopeScaling; rotaryDim: number } {
   const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
   const rope = ropeObject(f, key, f.get(key), () => f.num(baseKey, 10000), maxPositions);
-  if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, `LongRoPE is not supported for ${model} (supported: default, linear, llama3)`);
+  if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, `LongRoPE is not supported for ${model} (supported: default, linear, dynamic, llama3)`);
   const params = f.get('rope_parameters');
   const nested = params !== null && typeof params === 'object' && typeof (params as Record<string, unknown>).partial_rotary_factor === 'number';
   const at = nested ? 'rope_parameters.partial_rotary_factor' : factorKey;
@@ -635,9 +640,10 @@ function optConfig(f: Fields, architecture: string): OptConfig {
   };
 }
 
-/** nn.Embedding's padding_idx; with the vocabulary size, a negative one counts from its end, as PyTorch's does (old Llama configs say -1). */
+/** nn.Embedding's padding_idx (none where the key is null); with the vocabulary size, a negative one counts from its end, as PyTorch's does (old Llama configs say -1). */
 function padToken(f: Fields, key: string, fallback?: number, vocab?: number): { padTokenId?: number } {
-  if (!f.has(key) && fallback === undefined) return {};
+  // null: no padding row at all (nn.Embedding's padding_idx=None), whatever the class's default.
+  if (f.get(key) === null || (!f.has(key) && fallback === undefined)) return {};
   const id = f.int(key, fallback, vocab === undefined ? 0 : -vocab);
   return { padTokenId: id < 0 ? vocab! + id : id };
 }
@@ -884,11 +890,14 @@ function ropeObject(f: Fields, key: string, params: unknown, theta: () => number
       return { theta: base, scaling: { type: 'default' } };
     case 'linear':
       return { theta: base, scaling: { type: 'linear', factor: sub.positive('factor') } };
+    case 'dynamic':
+      if (maxPositions === undefined) return sub.fail('rope_type', 'dynamic RoPE needs max_position_embeddings');
+      return { theta: base, scaling: { type: 'dynamic', factor: sub.positive('factor'), originalMaxPositions: maxPositions } };
     case 'llama3': {
       const lowFreqFactor = sub.positive('low_freq_factor');
       const highFreqFactor = sub.positive('high_freq_factor');
       if (highFreqFactor <= lowFreqFactor) sub.fail('high_freq_factor', `must be above low_freq_factor=${lowFreqFactor}, got ${highFreqFactor}`);
-      return { theta: base, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings') } };
+      return { theta: base, scaling: { type: 'llama3', factor: sub.positive('factor'), lowFreqFactor, highFreqFactor, originalMaxPositions: sub.int('original_max_position_embeddings', maxPositions) } };
     }
     case 'longrope':
     case 'su': // Phi-3's first name for it
@@ -896,9 +905,9 @@ function ropeObject(f: Fields, key: string, params: unknown, theta: () => number
     case 'yarn':
       // Phi3Config reads "yarn" as LongRoPE; elsewhere it is YaRN, which is not computed here.
       if (phi3) return { theta: base, scaling: longRope(f, sub, maxPositions, phi3) };
-      return sub.fail('rope_type', 'unsupported RoPE type "yarn" (supported: default, linear, llama3, longrope)');
+      return sub.fail('rope_type', 'unsupported RoPE type "yarn" (supported: default, linear, dynamic, llama3, longrope)');
     default:
-      return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, llama3, longrope)`);
+      return sub.fail('rope_type', `unsupported RoPE type ${JSON.stringify(type)} (supported: default, linear, dynamic, llama3, longrope)`);
   }
 }
 

@@ -5,9 +5,9 @@ import type { ModelConfig } from './config';
 export function inputLimits(cfg: ModelConfig): InputLimits {
   switch (cfg.modelType) {
     case 'gpt2':
-      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'n_positions' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'n_positions' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' }, rightPaddedMask: true };
     case 'opt':
-      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+      return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' }, rightPaddedMask: true };
     case 'gpt_neox':
     case 'phi':
     case 'llama':
@@ -19,7 +19,7 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'gemma3_text':
     case 'phi3':
       // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
-      return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' } };
+      return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' }, rightPaddedMask: true };
     case 'bert':
     case 'roberta':
     case 'xlm-roberta':

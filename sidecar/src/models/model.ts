@@ -265,15 +265,21 @@ export const withoutTaskPrefix = (name: string): string => name.replace(TASK_PRE
 /** Checkpoints saved from a bare base model lack the task prefix (`transformer.`, `gpt_neox.`, `model.`, `bert.`, `roberta.`, `distilbert.`, `vit.`). */
 function resolveStoredName(reader: CheckpointReader, name: string): string | undefined {
   if (reader.has(name)) return name;
+  const other = STORED_ALIASES[name];
+  if (other && reader.has(other)) return other;
   const stripped = withoutTaskPrefix(name);
   return stripped !== name && reader.has(stripped) ? stripped : undefined;
 }
 
+/** Names some checkpoints store a parameter under: transformers 5 loads GPT-NeoX's `embed_out` as `lm_head` and may save it so (save_original_format=False). */
+const STORED_ALIASES: Readonly<Record<string, string>> = { 'embed_out.weight': 'lm_head.weight' };
+
 /**
  * Buffers transformers saves beside the parameters and recomputes on load: GPT-2's causal mask
- * (`attn.bias`, `attn.masked_bias`), position ids (BERT, ViT), Llama's rotary `inv_freq`.
+ * (`attn.bias`, `attn.masked_bias`; GPT-NeoX's `attention.bias`, `attention.masked_bias`), position
+ * ids (BERT, ViT), Llama's and Pythia's rotary `inv_freq`.
  */
-const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|position_ids|rotary_emb\.inv_freq)$/;
+const BUFFERS = /(^|\.)(attn\.bias|attn\.masked_bias|attention\.bias|attention\.masked_bias|position_ids|rotary_emb\.inv_freq)$/;
 
 /** A name with its numbers (layer indices) generalised, and without the task prefix. */
 const shapeOfName = (n: string) => withoutTaskPrefix(n).replace(/\.\d+\./g, '.#.');

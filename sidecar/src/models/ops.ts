@@ -162,7 +162,8 @@ const isCausalMask = (mask: tf.Tensor, t: number) => CAUSAL_MASKS.has(mask) && !
  * θ^(−2i/D), divided by `factor` for linear scaling; Llama 3.1's scaling divides the low frequencies
  * (wavelengths above original_max_position_embeddings / low_freq_factor) by `factor`, keeps the high
  * ones, and blends smoothly between; LongRoPE divides each by its own factor, the short ones while
- * `seq` (the positions so far) fits original_max_position_embeddings, the long ones beyond.
+ * `seq` (the positions so far) fits original_max_position_embeddings, the long ones beyond; dynamic
+ * NTK scaling raises θ once `seq` passes max_position_embeddings.
  */
 export function ropeInverseFrequencies(headDim: number, theta: number, scaling: RopeScaling = { type: 'default' }, seq = 0): Float32Array {
   const f = Math.fround;
@@ -172,7 +173,10 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
     for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(f(factors[i]!) * f(theta ** f((2 * i) / headDim))));
     return inv;
   }
-  for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(theta ** f((2 * i) / headDim)));
+  // Dynamic NTK raises the base once the sequence outgrows max_position_embeddings (transformers'
+  // _compute_dynamic_ntk_parameters, with seq_len = the positions so far).
+  const base = scaling.type === 'dynamic' && seq > scaling.originalMaxPositions ? theta * (scaling.factor * (seq / scaling.originalMaxPositions) - (scaling.factor - 1)) ** (headDim / (headDim - 2)) : theta;
+  for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(base ** f((2 * i) / headDim)));
   if (scaling.type === 'linear') return inv.map((x) => f(x / scaling.factor));
   if (scaling.type === 'llama3') {
     const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: context } = scaling;
