@@ -63,6 +63,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'xlm-roberta':
     case 'distilbert':
     case 'deberta-v2':
+    case 'modernbert':
       return 'SEQ_CLS';
     default:
       return null;

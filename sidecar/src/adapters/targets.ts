@@ -26,6 +26,10 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
     // ContextPooler, then the classifier.
     extra('pooler.dense', 'dense', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
+  } else if (cfg.modelType === 'modernbert') {
+    // ModernBertPredictionHead's dense, then the classifier.
+    extra('head.dense', 'dense', d, d);
+    extra('classifier', 'classifier', d, cfg.numLabels);
   } else if (cfg.modelType === 'distilbert') {
     extra('pre_classifier', 'pre_classifier', d, d);
     extra('classifier', 'classifier', d, cfg.numLabels);
@@ -41,7 +45,8 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
 
 /**
  * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. ViT and DistilBERT are absent there
- * (their query and value, as for BERT), and so is Phi-3, whose queries and values share qkv_proj: that one.
+ * (their query and value, as for BERT), and so are Phi-3, whose queries and values share qkv_proj, and
+ * ModernBERT, whose share Wqkv: that one.
  */
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
@@ -61,6 +66,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   'xlm-roberta': ['query', 'value'],
   distilbert: ['q_lin', 'v_lin'],
   'deberta-v2': ['query_proj', 'value_proj'],
+  modernbert: ['Wqkv'],
   vit: ['query', 'value'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
@@ -82,6 +88,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   'xlm-roberta': ['key', 'value', 'output.dense'],
   distilbert: ['k_lin', 'v_lin', 'ffn.lin2'],
   'deberta-v2': ['key_proj', 'value_proj', 'output.dense'],
+  modernbert: ['Wqkv', 'mlp.Wo'],
   vit: ['key', 'value', 'output.dense'],
 };
 /** PEFT's `TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING` (ViT, absent there: as BERT). */
@@ -103,6 +110,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   'xlm-roberta': ['output.dense'],
   distilbert: ['ffn.lin2'],
   'deberta-v2': ['output.dense'],
+  modernbert: ['mlp.Wo'],
   vit: ['output.dense'],
 };
 
@@ -305,6 +313,19 @@ export function tapPoints(model: Model): TapPoint[] {
         sub(`${p}.ffn`, i, `${p}.ffn.lin2`);
         norm(`${p}.output_layer_norm`, i, true);
       }
+      break;
+    case 'modernbert':
+      // Bias-free norms: a shift folds into the linears that read them; the embeddings' norm and the
+      // final one feed the residual stream and the pooling, which have no bias to take it.
+      norm('model.embeddings.norm', -1, cfg.normBias, []);
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        if (i > 0) norm(`${p}.attn_norm`, i, cfg.normBias, [`${p}.attn.Wqkv`]);
+        sub(`${p}.attn`, i, `${p}.attn.Wo`);
+        norm(`${p}.mlp_norm`, i, cfg.normBias, [`${p}.mlp.Wi`]);
+        sub(`${p}.mlp`, i, `${p}.mlp.Wo`);
+      }
+      norm('model.final_norm', -1, cfg.normBias, []);
       break;
     case 'vit':
       for (let i = 0; i < cfg.numLayers; i++) {

@@ -430,7 +430,7 @@ export function loadData(opts: LoadDataOptions, info: ModelDataInfo, tok: DataTo
   if (task === 'image-classification' && data.format !== 'images') throw new InputError(specFile, 'data.format', `a ${info.modelType} image classifier needs an image folder (format "images"), got ${data.format}`);
   if (task !== 'image-classification' && data.format === 'images') throw new InputError(specFile, 'data.format', `image folders need an image model; ${info.modelType} reads text`);
   if (task !== 'sequence-classification' && data.textPairField !== undefined)
-    throw new InputError(specFile, 'data.textPairField', `a second text per row is for sequence classifiers (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa); ${info.modelType} ${task === 'causal-lm' ? 'is a causal language model: put both texts in a promptTemplate' : 'reads images'}`);
+    throw new InputError(specFile, 'data.textPairField', `a second text per row is for sequence classifiers (BERT, RoBERTa, XLM-R, DistilBERT, DeBERTa, ModernBERT); ${info.modelType} ${task === 'causal-lm' ? 'is a causal language model: put both texts in a promptTemplate' : 'reads images'}`);
   if (task !== 'image-classification' && !tok) throw new Error('a text task needs a tokenizer');
   const maxLength = task === 'image-classification' ? 0 : maxLengthFor(data, info, specFile);
   const b = new Builder(data, info, tok, maxLength);

@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -171,8 +171,8 @@ export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] a
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
 /** Text encoders that classify a sequence (an attention mask over padding): BERT's family and DeBERTa. */
 /** Model types of text classifiers: they read sentence pairs and take a label per row. */
-export const TEXT_CLASSIFIER_TYPES: readonly ModelType[] = [...ENCODER_FAMILY, 'deberta-v2'];
-export const isEncoder = (c: ModelConfig): c is BertConfig | DebertaConfig => TEXT_CLASSIFIER_TYPES.includes(c.modelType);
+export const TEXT_CLASSIFIER_TYPES: readonly ModelType[] = [...ENCODER_FAMILY, 'deberta-v2', 'modernbert'];
+export const isEncoder = (c: ModelConfig): c is BertConfig | DebertaConfig | ModernBertConfig => TEXT_CLASSIFIER_TYPES.includes(c.modelType);
 
 /**
  * DebertaV2ForSequenceClassification (DeBERTa-v2 and -v3): BERT's post-LN encoder with disentangled
@@ -204,6 +204,37 @@ export interface DebertaConfig extends Common {
   /** norm_rel_ebd "layer_norm": the relative embeddings through encoder.LayerNorm. */
   normRelEmbeddings: boolean;
   poolerActivation: Activation;
+  numLabels: number;
+  problemType: ProblemType;
+}
+
+/**
+ * ModernBertForSequenceClassification: a pre-LN encoder (bias-free LayerNorms; block 0 reads the
+ * normalised embeddings directly), RoPE with its own base for global and local blocks, local blocks
+ * attending within ±local_attention/2 tokens, a GeGLU MLP (Wi → act(input) · gate → Wo), a final norm,
+ * then pooling ([CLS] or the mean) → head (dense → act → norm) → classifier.
+ */
+export interface ModernBertConfig extends Common {
+  modelType: 'modernbert';
+  intermediateSize: number;
+  activation: Activation;
+  normEps: number;
+  /** LayerNorms with a bias (norm_bias; false in the released models). */
+  normBias: boolean;
+  /** Biases on Wqkv and Wo (attention_bias) and on the MLP's Wi and Wo (mlp_bias). */
+  attentionBias: boolean;
+  mlpBias: boolean;
+  maxPositions: number;
+  padTokenId?: number;
+  /** Per block: the half window of a local block (a token sees those within this distance), undefined for a global one. */
+  slidingWindows: (number | undefined)[];
+  globalRope: { theta: number; scaling: RopeScaling };
+  localRope: { theta: number; scaling: RopeScaling };
+  classifierPooling: 'cls' | 'mean';
+  classifierBias: boolean;
+  classifierActivation: Activation;
+  /** initializer_range: fresh heads start as transformers' _init_weights starts them. */
+  initializerRange: number;
   numLabels: number;
   problemType: ProblemType;
 }
@@ -241,7 +272,7 @@ export interface VitConfig extends Common {
   problemType: ProblemType;
 }
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
-export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | PhiConfig | LlamaConfig | BertConfig | DebertaConfig | VitConfig;
+export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | PhiConfig | LlamaConfig | BertConfig | DebertaConfig | ModernBertConfig | VitConfig;
 
 /** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
 const MAX_DIM = 1 << 20;
@@ -391,6 +422,8 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
       return distilbertConfig(f, architecture);
     case 'deberta-v2':
       return debertaConfig(f, architecture);
+    case 'modernbert':
+      return modernBertConfig(f, architecture);
     case 'vit': {
       const hiddenSize = f.int('hidden_size');
       const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size');
@@ -495,6 +528,56 @@ function debertaConfig(f: Fields, architecture: string): DebertaConfig {
     shareAttKey: f.bool('share_att_key', false),
     normRelEmbeddings: typeof normRel === 'string' && normRel.toLowerCase().split('|').map((x) => x.trim()).includes('layer_norm'),
     poolerActivation: f.activation('pooler_hidden_act', 'gelu'),
+    numLabels: labels,
+    problemType: problemType(f, labels),
+  };
+}
+
+/**
+ * ModernBertConfig: transformers' defaults (ModernBERT-base's sizes). Blocks are global or local by
+ * `layer_types`, else every `global_attn_every_n_layers`-th (from block 0) is global. RoPE bases come
+ * from `rope_parameters.full_attention` / `.sliding_attention` (transformers 5) or `global_rope_theta`
+ * (160000) and `local_rope_theta` (10000).
+ */
+function modernBertConfig(f: Fields, architecture: string): ModernBertConfig {
+  const hiddenSize = f.int('hidden_size', 768);
+  const numHeads = heads(f, hiddenSize, 'num_attention_heads', 'hidden_size', 12);
+  const numLayers = f.int('num_hidden_layers', 22, 1, MAX_LAYERS);
+  const vocabSize = f.int('vocab_size', 50368, 1, MAX_VOCAB);
+  const maxPositions = f.int('max_position_embeddings', 8192);
+  const every = f.int('global_attn_every_n_layers', 3);
+  const types = f.has('layer_types') ? layerTypes(f, numLayers, 1) : Array.from({ length: numLayers }, (_, i) => (i % every ? 'sliding_attention' : 'full_attention'));
+  const half = Math.floor(f.int('local_attention', 128) / 2);
+  const perType = f.get('rope_parameters');
+  const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) ? (perType as Record<string, unknown>) : undefined;
+  const rope = (kind: 'full_attention' | 'sliding_attention', baseKey: string, fallback: number) =>
+    nested?.[kind] !== undefined && nested[kind] !== null ? ropeObject(f, `rope_parameters.${kind}`, nested[kind], () => f.num(baseKey, fallback), maxPositions) : { theta: f.num(baseKey, fallback), scaling: { type: 'default' as const } };
+  const pooling = f.get('classifier_pooling') ?? 'cls';
+  if (pooling !== 'cls' && pooling !== 'mean') f.fail('classifier_pooling', `expected "cls" or "mean", got ${JSON.stringify(pooling)}`);
+  const labels = numLabels(f);
+  return {
+    modelType: 'modernbert',
+    architecture: architecture || 'ModernBertForSequenceClassification',
+    hiddenSize,
+    numHeads,
+    headDim: hiddenSize / numHeads,
+    numLayers,
+    vocabSize,
+    intermediateSize: f.int('intermediate_size', 1152),
+    activation: f.activation('hidden_activation', 'gelu'),
+    normEps: f.num('norm_eps', 1e-5),
+    normBias: f.bool('norm_bias', false),
+    attentionBias: f.bool('attention_bias', false),
+    mlpBias: f.bool('mlp_bias', false),
+    maxPositions,
+    ...padToken(f, 'pad_token_id', 50283, vocabSize),
+    slidingWindows: types.map((t) => (t === 'sliding_attention' ? half : undefined)),
+    globalRope: rope('full_attention', 'global_rope_theta', 160000),
+    localRope: rope('sliding_attention', 'local_rope_theta', 10000),
+    classifierPooling: pooling as 'cls' | 'mean',
+    classifierBias: f.bool('classifier_bias', false),
+    classifierActivation: f.activation('classifier_activation', 'gelu'),
+    initializerRange: f.num('initializer_range', 0.02),
     numLabels: labels,
     problemType: problemType(f, labels),
   };

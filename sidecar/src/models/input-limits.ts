@@ -40,6 +40,9 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
         ...(cfg.typeVocabSize > 0 ? { tokenTypes: cfg.typeVocabSize } : {}),
         ...classLabels(cfg.problemType, cfg.numLabels),
       };
+    case 'modernbert':
+      // RoPE: no table to run off (max_position_embeddings is what it was trained on); no token types.
+      return { vocab: cfg.vocabSize, ...classLabels(cfg.problemType, cfg.numLabels) };
     case 'vit':
       return classLabels(cfg.problemType, cfg.numLabels);
   }

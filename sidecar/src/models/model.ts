@@ -19,6 +19,7 @@ import { gptNeox } from './gpt-neox';
 import { opt } from './opt';
 import { phi } from './phi';
 import { llama } from './llama';
+import { modernBert } from './modernbert';
 import { vit } from './vit';
 
 /** Logits of a batch above which a causal LM's training loss goes by slices (32 Mi floats, 128 MiB; the benchmark's gpu case has 16 Mi). */
@@ -26,7 +27,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, phi, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, phi, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, modernbert: modernBert, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
@@ -253,10 +254,14 @@ function readProblemType(dir: string): ProblemType | undefined {
 
 /** A head parameter a base checkpoint lacks, as transformers' _init_weights starts it (initializer_range 0.02). */
 function freshHead(info: ParamInfo): tf.Tensor {
+  if (info.fresh === 'ones') return tf.ones(info.shape);
   if (info.name.endsWith('.bias')) return tf.zeros(info.shape);
   let h = 0;
   for (const c of info.name) h = (Math.imul(h, 31) + c.charCodeAt(0)) | 0;
-  return tf.randomNormal(info.shape, 0, 0.02, 'float32', (h >>> 0) || 1);
+  const seed = (h >>> 0) || 1;
+  const std = info.fresh?.std ?? 0.02;
+  // tf.truncatedNormal redraws beyond 2 std, as trunc_normal_(a=−2·std, b=2·std).
+  return info.fresh?.truncated ? tf.truncatedNormal(info.shape, 0, std, 'float32', seed) : tf.randomNormal(info.shape, 0, std, 'float32', seed);
 }
 
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */

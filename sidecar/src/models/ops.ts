@@ -91,6 +91,13 @@ export function cachedCausalMask(past: number, seq: number, window?: number): tf
 }
 
 /** The causal mask of T tokens, sliding-windowed where `window` is shorter than T (then a plain additive mask, not the fused kernel's). */
+/** Additive mask [T, T] letting each token see those within `half` positions on either side (ModernBERT's local blocks). */
+export function bandMask(seq: number, half: number): tf.Tensor2D {
+  const m = new Float32Array(seq * seq);
+  for (let i = 0; i < seq; i++) for (let j = 0; j < seq; j++) if (Math.abs(i - j) > half) m[i * seq + j] = -1e9;
+  return tf.tensor2d(m, [seq, seq]);
+}
+
 export function windowedCausalMask(seq: number, window?: number): tf.Tensor2D {
   return window === undefined || window >= seq ? causalMask(seq) : cachedCausalMask(0, seq, window);
 }

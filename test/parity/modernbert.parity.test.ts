@@ -1,0 +1,167 @@
+/**
+ * ModernBERT sequence classifiers against a plain float64 re-implementation of transformers'
+ * modeling_modernbert.py (test/helpers/naive-modernbert.ts): logits of global and local (banded)
+ * blocks with their two RoPE bases, [CLS] and mean pooling, padding, gradients (float64 directional
+ * derivatives); a base checkpoint's fresh head as transformers initialises it; PEFT targets and SSF.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createAdapter } from '../../sidecar/src/adapters';
+import { tapPoints } from '../../sidecar/src/adapters/targets';
+import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { parseConfig, type ModernBertConfig } from '../../sidecar/src/models/config';
+import { randomModel } from '../../sidecar/src/models/init';
+import { Model } from '../../sidecar/src/models/model';
+import { assertMergeReproduces, perturb } from '../helpers/adapters';
+import { naiveModernBertLogits } from '../helpers/naive-modernbert';
+import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+
+const BASE = { model_type: 'modernbert', architectures: ['ModernBertForSequenceClassification'], vocab_size: 60, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 40, max_position_embeddings: 64, num_labels: 3, pad_token_id: 0 };
+const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
+  {
+    name: 'ModernBERT-base’s layout: block 0 global, 1 and 2 local (±2 tokens: local_attention 4), global_rope_theta / local_rope_theta, mean pooling',
+    config: { global_attn_every_n_layers: 3, local_attention: 4, global_rope_theta: 160000, local_rope_theta: 10000, classifier_pooling: 'mean' },
+  },
+  {
+    name: 'transformers 5 keys (layer_types, nested rope_parameters), [CLS] pooling, norms and projections with biases',
+    config: {
+      layer_types: ['sliding_attention', 'full_attention', 'sliding_attention'],
+      local_attention: 6,
+      rope_parameters: { full_attention: { rope_type: 'default', rope_theta: 5000 }, sliding_attention: { rope_type: 'default', rope_theta: 50 } },
+      classifier_pooling: 'cls',
+      norm_bias: true,
+      attention_bias: true,
+      mlp_bias: true,
+      classifier_bias: true,
+    },
+  },
+];
+const IDS = [
+  [1, 7, 12, 3, 44, 9, 20, 31, 5, 18, 2, 40],
+  [1, 22, 8, 16, 35, 11, 4, 27, 6, 13, 59, 2],
+];
+
+describe('ModernBERT classifiers against a float64 re-implementation of transformers’ modeling_modernbert', () => {
+  let root = '';
+  before(async () => {
+    await useTestBackend();
+    root = mkdtempSync(join(tmpdir(), 'peft-lab-modernbert-'));
+  });
+  after(() => rmSync(root, { recursive: true, force: true }));
+
+  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/): Promise<{ model: Model; cfg: ModernBertConfig; weights: Map<string, Float32Array> }> {
+    const raw = { ...BASE, ...config };
+    const cfg = parseConfig(raw, 'config.json') as ModernBertConfig;
+    const fresh = randomModel(cfg, seed, 0.2);
+    const dir = join(root, `m${seed}`);
+    mkdirSync(dir, { recursive: true });
+    const weights = new Map<string, Float32Array>();
+    const out = new Map<string, HostTensor>();
+    for (const [n, t] of fresh.params) {
+      const moved = n.includes('norm') || n.endsWith('.bias');
+      const data = Float32Array.from((moved ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array);
+      weights.set(n, data);
+      if (!drop.test(n)) out.set(n, f32(t.shape, data));
+    }
+    fresh.dispose();
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
+    await writeSafetensors(join(dir, 'model.safetensors'), out);
+    return { model: await Model.load(dir), cfg, weights };
+  }
+  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
+    const t = weights.get(n);
+    if (!t) throw new Error(`no ${n}`);
+    return t;
+  };
+
+  it('config as ModernBertConfig: defaults (ModernBERT-base’s sizes), every third block global from block 0, half windows, the two RoPE bases', () => {
+    const c = parseConfig({ model_type: 'modernbert' }, 'c.json') as ModernBertConfig;
+    assert.deepEqual([c.hiddenSize, c.numHeads, c.numLayers, c.intermediateSize, c.vocabSize, c.normEps, c.normBias, c.padTokenId, c.classifierPooling, c.globalRope.theta, c.localRope.theta], [768, 12, 22, 1152, 50368, 1e-5, false, 50283, 'cls', 160000, 10000]);
+    assert.deepEqual(c.slidingWindows.slice(0, 6), [undefined, 64, 64, undefined, 64, 64]);
+    assert.throws(() => parseConfig({ model_type: 'modernbert', classifier_pooling: 'max' }, 'c.json'), /classifier_pooling.*"max"/);
+  });
+
+  for (const [i, v] of VARIANTS.entries()) {
+    it(`${v.name}: logits equal the reference’s; a padded row (mask) equals its unpadded self`, async () => {
+      const { model, cfg, weights } = await load(v.config, 10 * (i + 1));
+      try {
+        const got = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(IDS, [2, 12], 'int32') }).dataSync() as Float32Array);
+        IDS.forEach((ids, b) => assertClose(`${v.name}, row ${b}`, got.subarray(b * 3, b * 3 + 3), naiveModernBertLogits(cfg, lookup(weights), ids), 1e-4));
+        const padded = [IDS[0]!, [...IDS[1]!.slice(0, 8), 0, 0, 0, 0]];
+        const mask = [Array(12).fill(1), [...Array(8).fill(1), 0, 0, 0, 0]];
+        const masked = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(padded, [2, 12], 'int32'), attentionMask: tf.tensor2d(mask, [2, 12], 'int32') }).dataSync() as Float32Array);
+        assertClose(`${v.name}, padded row`, masked.subarray(3, 6), naiveModernBertLogits(cfg, lookup(weights), IDS[1]!.slice(0, 8)), 1e-4);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+
+  it('gradients along random directions equal the float64 reference’s derivatives (embeddings, a local block’s Wqkv, the GeGLU Wi, a norm, the head); no leaks', async () => {
+    const { model, cfg, weights } = await load(VARIANTS[0]!.config, 99);
+    const labels = [2, 0];
+    const naiveLoss = (w: Map<string, Float32Array | Float64Array>) =>
+      IDS.reduce((sum, ids, b) => {
+        const z = naiveModernBertLogits(cfg, lookup(w), ids);
+        const m = Math.max(...z);
+        return sum + (Math.log(z.reduce((a, x) => a + Math.exp(x - m), 0)) + m - z[labels[b]!]!);
+      }, 0) / IDS.length;
+    const names = ['model.embeddings.tok_embeddings.weight', 'model.layers.1.attn.Wqkv.weight', 'model.layers.2.mlp.Wi.weight', 'model.layers.1.attn_norm.weight', 'head.dense.weight'];
+    try {
+      await assertNoLeak(() => {
+        const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+        const target = tf.tensor1d(labels, 'int32');
+        const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
+        tf.dispose([inputIds, target]);
+        assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
+        for (const [k, n] of names.entries()) {
+          const g = grads.get(n)!.dataSync() as Float32Array;
+          const dir = Float64Array.from(tf.tidy(() => tf.randomNormal([g.length], 0, 1, 'float32', 50 + k).dataSync()));
+          const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
+          const eps = 1e-4;
+          const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
+          const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
+          const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
+          assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
+        }
+        tf.dispose([loss, ...grads.values()]);
+      });
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('a base checkpoint (ModernBertModel’s names, no head): head and classifier start as transformers’ _init_weights (truncated normals, norm at 1) and train; LoRA on Wqkv; SSF merges', async () => {
+    const { model } = await load(VARIANTS[0]!.config, 7, /^(head|classifier)\./);
+    try {
+      assert.deepEqual([...model.freshHeads].sort(), ['classifier.bias', 'classifier.weight', 'head.dense.weight', 'head.norm.weight']);
+      assert.deepEqual(Array.from(model.params.get('head.norm.weight')!.dataSync()), Array(32).fill(1));
+      const cls = model.params.get('classifier.weight')!.dataSync() as Float32Array;
+      const std = 32 ** -0.5;
+      assert.ok(cls.every((x) => Math.abs(x) <= 2 * std), 'truncated at 2 std');
+      assert.ok(Math.sqrt(cls.reduce((a, x) => a + x * x, 0) / cls.length) > 0.5 * std);
+      const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
+      const names = [...new Set([...lora.trainable.keys()].map((n) => n.replace(/^model\.layers\.\d+\./, '')))].sort();
+      assert.deepEqual(names, ['attn.Wqkv.lora_A.weight', 'attn.Wqkv.lora_B.weight', 'classifier.bias', 'classifier.weight', 'head.dense.weight', 'head.norm.weight']);
+      lora.dispose();
+    } finally {
+      model.dispose();
+    }
+    const full = await load(VARIANTS[1]!.config, 8);
+    try {
+      const points = [...new Set(tapPoints(full.model).map((t) => t.name))];
+      const ssf = await createAdapter(full.model, { kind: 'ssf', targets: points }, { seed: 1 });
+      perturb(ssf, 0.2, 3);
+      const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+      assertMergeReproduces(full.model, ssf, { inputIds });
+      inputIds.dispose();
+      ssf.dispose();
+    } finally {
+      full.model.dispose();
+    }
+  });
+});
