@@ -404,14 +404,55 @@ describe('tokenizer.json', () => {
   });
 });
 
+describe('vocab.json + merges.txt (GPT2Tokenizer’s files, as OPT’s hub folders have them)', () => {
+  /** GPT-2's bytes_to_unicode: each byte's printable stand-in in the byte-level vocabulary. */
+  const byteChars = (): string[] => {
+    const keep = [...Array(256).keys()].filter((b) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174);
+    let n = 0;
+    return [...Array(256).keys()].map((b) => String.fromCodePoint(keep.includes(b) ? b : 256 + n++));
+  };
+  const write = (name: string, config: Record<string, unknown>) => {
+    const dir = join(root, name);
+    mkdirSync(dir, { recursive: true });
+    const vocab: Record<string, number> = Object.fromEntries(byteChars().map((c, i) => [c, i]));
+    for (const t of ['Ġt', 'he', 'Ġthe', '</s>', '<pad>']) vocab[t] = Object.keys(vocab).length;
+    writeFileSync(join(dir, 'vocab.json'), JSON.stringify(vocab));
+    writeFileSync(join(dir, 'merges.txt'), '#version: 0.2\nĠ t\nh e\nĠt he\n');
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    return { dir, vocab };
+  };
+
+  test('BPE merges over byte-level pieces; BOS first where add_bos_token; a pair’s second text of type 1; add_prefix_space; specials matched whole', () => {
+    const { dir, vocab } = write('gpt2-slow', { tokenizer_class: 'GPT2Tokenizer', bos_token: '</s>', eos_token: '</s>', pad_token: '<pad>', add_bos_token: true });
+    const tok = loadTokenizer(dir);
+    assert.equal(tok.name, 'vocab.json + merges.txt');
+    const id = (t: string) => vocab[t]!;
+    assert.deepEqual(tok.encode(' the theme', false), [id('Ġthe'), id('Ġthe'), id('m'), id('e')]);
+    assert.deepEqual(tok.encode(' the', true), [id('</s>'), id('Ġthe')], 'add_bos_token: </s> first, as OPT');
+    assert.deepEqual(tok.encode('the</s>', false), [id('t'), id('he'), id('</s>')], 'a special token in the text is one id');
+    assert.equal(tok.eosId, id('</s>'));
+    assert.equal(tok.padId, id('<pad>'));
+    assert.equal(tok.decode([id('Ġthe'), id('Ġthe'), id('m'), id('e')]), ' the theme');
+    const spaced = loadTokenizer(write('gpt2-slow-prefix', { tokenizer_class: 'GPT2Tokenizer', add_prefix_space: true }).dir);
+    assert.deepEqual(spaced.encode('the', false), [id('Ġthe')], 'add_prefix_space: a leading space');
+    assert.equal(tokenizerMismatch(tok, 50272), undefined);
+  });
+
+  test('another tokenizer class (RoBERTa’s files look the same) is not guessed at: the byte-level fallback warns', () => {
+    const tok = loadTokenizer(write('roberta-slow', { tokenizer_class: 'RobertaTokenizer' }).dir);
+    assert.equal(tok.name, 'byte-level');
+    assert.match(tokenizerMismatch(tok, 50265)!, /vocab\.json, merges\.txt/);
+  });
+});
+
 describe('no tokenizer.json', () => {
-  test('a folder with only a slow tokenizer’s files (OPT’s vocab.json + merges.txt) gets a warning that says how to write tokenizer.json', () => {
+  test('a folder with only a slow tokenizer’s files that are not read (DeBERTa-v3’s spm.model) gets a warning that says how to write tokenizer.json', () => {
     const dir = join(root, 'slow-tok');
     mkdirSync(dir, { recursive: true });
-    for (const f of ['vocab.json', 'merges.txt']) writeFileSync(join(dir, f), '{}');
+    writeFileSync(join(dir, 'spm.model'), 'x');
     const tok = loadTokenizer(dir);
     assert.equal(tok.name, 'byte-level');
-    assert.match(tokenizerMismatch(tok, 50272)!, /the folder has vocab\.json, merges\.txt \(a slow tokenizer's files, not read here\): write tokenizer\.json with transformers, AutoTokenizer\.from_pretrained\(folder\)\.save_pretrained\(folder\)/);
+    assert.match(tokenizerMismatch(tok, 128100)!, /the folder has spm\.model \(a slow tokenizer's files, not read here\): write tokenizer\.json with transformers, AutoTokenizer\.from_pretrained\(folder\)\.save_pretrained\(folder\)/);
     assert.match(tokenizerMismatch(byte, 50272)!, /copy the model's tokenizer files into its folder$/);
     assert.equal(tokenizerMismatch(byte, 300), undefined, 'a byte-sized vocabulary is what the bytes are for');
   });

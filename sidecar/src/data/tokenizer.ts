@@ -1,6 +1,7 @@
 /**
  * The tokenizer of a model folder: Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) through
- * @huggingface/tokenizers when present, else the byte-level tokenizer (ids 0–255 = UTF-8 bytes).
+ * @huggingface/tokenizers when present, else GPT2Tokenizer's vocab.json + merges.txt built into the
+ * same, else the byte-level tokenizer (ids 0–255 = UTF-8 bytes).
  */
 import { Tokenizer } from '@huggingface/tokenizers';
 import { existsSync, readFileSync } from 'node:fs';
@@ -163,10 +164,70 @@ export function tokenizerMismatch(tok: DataTokenizer, modelVocab: number): strin
 /** The files of slow (Python) tokenizers, which tokenizer.json replaces. */
 const SLOW_TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'spm.model', 'tokenizer.model', 'sentencepiece.bpe.model', 'vocab.txt'];
 
+/** Slow tokenizer classes built from vocab.json + merges.txt the way GPT2Tokenizer builds them (OPT's, GPT-2's). */
+const GPT2_CLASSES = new Set(['GPT2Tokenizer', 'GPT2TokenizerFast']);
+
+/**
+ * The tokenizer.json that transformers 5's GPT2Tokenizer builds from vocab.json and merges.txt (a
+ * byte-level BPE, ByteLevel pre-tokenizer and decoder), with tokenizer_config.json's add_prefix_space,
+ * its added and special tokens, and the post-processor of TokenizersBackend.update_post_processor
+ * (BOS first where add_bos_token, EOS last where add_eos_token; a pair's second text of type 1).
+ * Undefined where the folder has no such pair of files or names another tokenizer class.
+ */
+function gpt2TokenizerJson(modelDir: string, config: Record<string, unknown>): Record<string, unknown> | undefined {
+  const vocabFile = join(modelDir, 'vocab.json');
+  const mergesFile = join(modelDir, 'merges.txt');
+  if (!existsSync(vocabFile) || !existsSync(mergesFile)) return undefined;
+  const cls = config.tokenizer_class;
+  if (cls !== undefined && !(typeof cls === 'string' && GPT2_CLASSES.has(cls))) return undefined;
+  const vocab = readJson(vocabFile);
+  for (const [token, id] of Object.entries(vocab)) if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new InputError(vocabFile, token, `expected a token id, got ${shortJson(id)}`);
+  const merges = readFileSync(mergesFile, 'utf8')
+    .split(/\r?\n/)
+    .filter((line, i) => line.trim() !== '' && !(i === 0 && line.startsWith('#version')));
+  const specials = specialTexts(config, { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>' });
+  // Added tokens: tokenizer_config's table, then the special tokens the vocabulary has.
+  const added = new Map<number, Record<string, unknown>>();
+  const table = config.added_tokens_decoder;
+  if (table && typeof table === 'object')
+    for (const [id, t] of Object.entries(table as Record<string, Record<string, unknown>>)) if (typeof t?.content === 'string') added.set(Number(id), { id: Number(id), single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...t });
+  for (const text of Object.values(specials)) {
+    const id = vocab[text];
+    if (typeof id === 'number' && !added.has(id)) added.set(id, { id, content: text, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  }
+  const bos = config.add_bos_token === true ? specials.bos_token : undefined;
+  const eos = config.add_eos_token === true ? specials.eos_token : undefined;
+  const special = (t: string, type: number) => ({ SpecialToken: { id: t, type_id: type } });
+  const seq = (id: 'A' | 'B', type: number) => ({ Sequence: { id, type_id: type } });
+  const around = (id: 'A' | 'B', type: number) => [...(bos ? [special(bos, type)] : []), seq(id, type), ...(eos ? [special(eos, type)] : [])];
+  const specialTokens = Object.fromEntries([bos, eos].filter((t): t is string => t !== undefined && typeof vocab[t] === 'number').map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }]));
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: config.add_prefix_space === true, trim_offsets: true, use_regex: true };
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: [...added.values()].sort((a, b) => (a.id as number) - (b.id as number)),
+    normalizer: null,
+    pre_tokenizer: byteLevel,
+    post_processor: { type: 'TemplateProcessing', single: around('A', 0), pair: [...around('A', 0), ...around('B', 1)], special_tokens: specialTokens },
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
+  };
+}
+
 export function loadTokenizer(modelDir: string): DataTokenizer {
-  const file = join(modelDir, 'tokenizer.json');
   const modelConfig = existsSync(join(modelDir, 'config.json')) ? readJson(join(modelDir, 'config.json')) : {};
-  if (!existsSync(file)) {
+  let file = join(modelDir, 'tokenizer.json');
+  let json: Record<string, unknown> | undefined = existsSync(file) ? readJson(file) : undefined;
+  let name = 'tokenizer.json';
+  if (!json) {
+    json = gpt2TokenizerJson(modelDir, tokenizerConfig(modelDir));
+    if (json) {
+      file = join(modelDir, 'vocab.json');
+      name = 'vocab.json + merges.txt';
+    }
+  }
+  if (!json) {
     const b = new ByteTokenizer();
     // GPT-2's convention (the bundled models' tokenizer_config.json says so too): BOS = EOS = <|endoftext|>.
     const specials = specialTexts(tokenizerConfig(modelDir), { bos_token: b.eosToken, eos_token: b.eosToken });
@@ -192,7 +253,6 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       chatTemplate: lazyChat(modelDir, specials),
     };
   }
-  const json = readJson(file);
   const badId = badTokenId(json);
   if (badId) throw new InputError(file, badId.where, badId.problem);
   const config = tokenizerConfig(modelDir);
@@ -224,7 +284,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
     return { tokens: [...o.tokens, ...(o.tokens_pair ?? [])], types: typed && 'token_type_ids' in o ? o.token_type_ids : undefined };
   };
   return {
-    name: 'tokenizer.json',
+    name,
     vocabSize,
     eosId,
     padId,
