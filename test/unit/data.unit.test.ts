@@ -438,10 +438,16 @@ describe('vocab.json + merges.txt (GPT2Tokenizer’s files, as OPT’s hub folde
     assert.equal(tokenizerMismatch(tok, 50272), undefined);
   });
 
-  test('another tokenizer class (RoBERTa’s files look the same) is not guessed at: the byte-level fallback warns', () => {
+  test('another tokenizer class (RoBERTa’s files look the same), or none beside a model that is not GPT-2 or OPT, is not guessed at: the byte-level fallback warns', () => {
     const tok = loadTokenizer(write('roberta-slow', { tokenizer_class: 'RobertaTokenizer' }).dir);
     assert.equal(tok.name, 'byte-level');
     assert.match(tokenizerMismatch(tok, 50265)!, /vocab\.json, merges\.txt/);
+    // No class named: GPT2Tokenizer's files only beside a GPT-2 or OPT config.json.
+    const unnamed = write('unnamed-slow', {}).dir;
+    writeFileSync(join(unnamed, 'config.json'), JSON.stringify({ model_type: 'roberta' }));
+    assert.equal(loadTokenizer(unnamed).name, 'byte-level');
+    writeFileSync(join(unnamed, 'config.json'), JSON.stringify({ model_type: 'opt' }));
+    assert.equal(loadTokenizer(unnamed).name, 'vocab.json + merges.txt');
   });
 });
 

@@ -174,12 +174,13 @@ const GPT2_CLASSES = new Set(['GPT2Tokenizer', 'GPT2TokenizerFast']);
  * (BOS first where add_bos_token, EOS last where add_eos_token; a pair's second text of type 1).
  * Undefined where the folder has no such pair of files or names another tokenizer class.
  */
-function gpt2TokenizerJson(modelDir: string, config: Record<string, unknown>): Record<string, unknown> | undefined {
+function gpt2TokenizerJson(modelDir: string, config: Record<string, unknown>, modelType: unknown): Record<string, unknown> | undefined {
   const vocabFile = join(modelDir, 'vocab.json');
   const mergesFile = join(modelDir, 'merges.txt');
   if (!existsSync(vocabFile) || !existsSync(mergesFile)) return undefined;
   const cls = config.tokenizer_class;
-  if (cls !== undefined && !(typeof cls === 'string' && GPT2_CLASSES.has(cls))) return undefined;
+  // Without a class named, only the models whose tokenizer is GPT2Tokenizer (RoBERTa's files look the same).
+  if (cls === undefined ? modelType !== 'gpt2' && modelType !== 'opt' : !(typeof cls === 'string' && GPT2_CLASSES.has(cls))) return undefined;
   const vocab = readJson(vocabFile);
   for (const [token, id] of Object.entries(vocab)) if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new InputError(vocabFile, token, `expected a token id, got ${shortJson(id)}`);
   const merges = readFileSync(mergesFile, 'utf8')
@@ -221,7 +222,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   let json: Record<string, unknown> | undefined = existsSync(file) ? readJson(file) : undefined;
   let name = 'tokenizer.json';
   if (!json) {
-    json = gpt2TokenizerJson(modelDir, tokenizerConfig(modelDir));
+    json = gpt2TokenizerJson(modelDir, tokenizerConfig(modelDir), modelConfig.model_type);
     if (json) {
       file = join(modelDir, 'vocab.json');
       name = 'vocab.json + merges.txt';
