@@ -23,8 +23,8 @@ import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
 const BASE = { model_type: 'modernbert', architectures: ['ModernBertForSequenceClassification'], vocab_size: 60, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 40, max_position_embeddings: 64, num_labels: 3, pad_token_id: 0 };
 const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
   {
-    name: 'ModernBERT-base’s layout: block 0 global, 1 and 2 local (±2 tokens: local_attention 4), global_rope_theta / local_rope_theta, mean pooling',
-    config: { global_attn_every_n_layers: 3, local_attention: 4, global_rope_theta: 160000, local_rope_theta: 10000, classifier_pooling: 'mean' },
+    name: 'ModernBERT-base’s keys: every 2nd block global from block 0, the others local (±2 tokens: local_attention 4), global_rope_theta / local_rope_theta, mean pooling',
+    config: { global_attn_every_n_layers: 2, local_attention: 4, global_rope_theta: 1000, local_rope_theta: 77, classifier_pooling: 'mean' },
   },
   {
     name: 'transformers 5 keys (layer_types, nested rope_parameters), [CLS] pooling, norms and projections with biases',
@@ -53,19 +53,19 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
   });
   after(() => rmSync(root, { recursive: true, force: true }));
 
-  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/): Promise<{ model: Model; cfg: ModernBertConfig; weights: Map<string, Float32Array> }> {
+  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/, rename = (n: string) => n, extra = new Map<string, HostTensor>()): Promise<{ model: Model; cfg: ModernBertConfig; weights: Map<string, Float32Array> }> {
     const raw = { ...BASE, ...config };
     const cfg = parseConfig(raw, 'config.json') as ModernBertConfig;
     const fresh = randomModel(cfg, seed, 0.2);
     const dir = join(root, `m${seed}`);
     mkdirSync(dir, { recursive: true });
     const weights = new Map<string, Float32Array>();
-    const out = new Map<string, HostTensor>();
+    const out = new Map<string, HostTensor>(extra);
     for (const [n, t] of fresh.params) {
       const moved = n.includes('norm') || n.endsWith('.bias');
       const data = Float32Array.from((moved ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array);
       weights.set(n, data);
-      if (!drop.test(n)) out.set(n, f32(t.shape, data));
+      if (!drop.test(n)) out.set(rename(n), f32(t.shape, data));
     }
     fresh.dispose();
     writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
@@ -83,6 +83,12 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
     assert.deepEqual([c.hiddenSize, c.numHeads, c.numLayers, c.intermediateSize, c.vocabSize, c.normEps, c.normBias, c.padTokenId, c.classifierPooling, c.globalRope.theta, c.localRope.theta], [768, 12, 22, 1152, 50368, 1e-5, false, 50283, 'cls', 160000, 10000]);
     assert.deepEqual(c.slidingWindows.slice(0, 6), [undefined, 64, 64, undefined, 64, 64]);
     assert.throws(() => parseConfig({ model_type: 'modernbert', classifier_pooling: 'max' }, 'c.json'), /classifier_pooling.*"max"/);
+    const legacy = parseConfig({ ...BASE, ...VARIANTS[0]!.config }, 'c.json') as ModernBertConfig;
+    assert.deepEqual([legacy.slidingWindows, legacy.globalRope.theta, legacy.localRope.theta, legacy.initCutoff], [[undefined, 2, undefined], 1000, 77, 2]);
+    // A rope_scaling (with its rope_type) updates both layer types' settings, as convert_rope_params_to_dict.
+    const scaled = parseConfig({ model_type: 'modernbert', rope_scaling: { rope_type: 'linear', factor: 4 } }, 'c.json') as ModernBertConfig;
+    assert.deepEqual([scaled.globalRope, scaled.localRope], [{ theta: 160000, scaling: { type: 'linear', factor: 4 } }, { theta: 10000, scaling: { type: 'linear', factor: 4 } }]);
+    assert.equal((parseConfig({ model_type: 'modernbert', initializer_cutoff_factor: null }, 'c.json') as ModernBertConfig).initCutoff, 3);
   });
 
   for (const [i, v] of VARIANTS.entries()) {
@@ -135,15 +141,20 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
     }
   });
 
-  it('a base checkpoint (ModernBertModel’s names, no head): head and classifier start as transformers’ _init_weights (truncated normals, norm at 1) and train; LoRA on Wqkv; SSF merges', async () => {
-    const { model } = await load(VARIANTS[0]!.config, 7, /^(head|classifier)\./);
+  it('a base checkpoint (ModernBertModel’s names without model., no head): head and classifier start as transformers’ _init_weights (truncated normals, norm at 1) and train; LoRA on Wqkv; SSF merges, bias-free layout too', async () => {
+    const { model } = await load(VARIANTS[0]!.config, 7, /^(head|classifier)\./, (n) => n.replace(/^model\./, ''));
     try {
       assert.deepEqual([...model.freshHeads].sort(), ['classifier.bias', 'classifier.weight', 'head.dense.weight', 'head.norm.weight']);
       assert.deepEqual(Array.from(model.params.get('head.norm.weight')!.dataSync()), Array(32).fill(1));
-      const cls = model.params.get('classifier.weight')!.dataSync() as Float32Array;
-      const std = 32 ** -0.5;
-      assert.ok(cls.every((x) => Math.abs(x) <= 2 * std), 'truncated at 2 std');
-      assert.ok(Math.sqrt(cls.reduce((a, x) => a + x * x, 0) / cls.length) > 0.5 * std);
+      const spread = (name: string, std: number) => {
+        const w = model.params.get(name)!.dataSync() as Float32Array;
+        assert.ok(w.every((x) => Math.abs(x) <= 2 * std), `${name}: truncated at 2 std`);
+        const rms = Math.sqrt(w.reduce((a, x) => a + x * x, 0) / w.length);
+        // A normal truncated at ±2σ has a spread of 0.88σ.
+        assert.ok(Math.abs(rms - 0.88 * std) < 0.15 * std, `${name}: spread ${rms} for σ ${std}`);
+      };
+      spread('classifier.weight', 32 ** -0.5);
+      spread('head.dense.weight', 0.02 / Math.sqrt(2 * 3));
       const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
       const names = [...new Set([...lora.trainable.keys()].map((n) => n.replace(/^model\.layers\.\d+\./, '')))].sort();
       assert.deepEqual(names, ['attn.Wqkv.lora_A.weight', 'attn.Wqkv.lora_B.weight', 'classifier.bias', 'classifier.weight', 'head.dense.weight', 'head.norm.weight']);
@@ -151,17 +162,20 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
     } finally {
       model.dispose();
     }
-    const full = await load(VARIANTS[1]!.config, 8);
-    try {
-      const points = [...new Set(tapPoints(full.model).map((t) => t.name))];
-      const ssf = await createAdapter(full.model, { kind: 'ssf', targets: points }, { seed: 1 });
-      perturb(ssf, 0.2, 3);
-      const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
-      assertMergeReproduces(full.model, ssf, { inputIds });
-      inputIds.dispose();
-      ssf.dispose();
-    } finally {
-      full.model.dispose();
+    // SSF everywhere on norms with biases; on the released bias-free layout, where the blocks' norms fold their shifts into Wqkv and Wi.
+    for (const [vi, targets] of [[1, undefined], [0, ['attn_norm', 'mlp_norm', 'attn', 'mlp']]] as const) {
+      const { model: m } = await load(VARIANTS[vi]!.config, 8 + vi, /^$/, (n) => n, new Map([['decoder.bias', f32([60], new Float32Array(60))]]));
+      try {
+        const points = targets ?? [...new Set(tapPoints(m).map((t) => t.name))];
+        const ssf = await createAdapter(m, { kind: 'ssf', targets: [...points] }, { seed: 1 });
+        perturb(ssf, 0.2, 3);
+        const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
+        assertMergeReproduces(m, ssf, { inputIds });
+        inputIds.dispose();
+        ssf.dispose();
+      } finally {
+        m.dispose();
+      }
     }
   });
 });

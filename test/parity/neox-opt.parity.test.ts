@@ -42,7 +42,7 @@ const VARIANTS: Variant[] = [
   },
   { name: 'opt as opt-125m: pre-LN blocks, ReLU, final norm, tied head', config: { ...OPT, do_layer_norm_before: true } },
   { name: 'opt as opt-350m: post-LN blocks, no final norm, 24-wide embeddings projected in and out', config: { ...OPT, do_layer_norm_before: false, word_embed_proj_dim: 24, activation_function: 'gelu' } },
-  { name: 'phi as phi-2: one norm for both sub-layers, half of each head rotated, gelu_new, biased head', config: { ...PHI, partial_rotary_factor: 0.5, rope_theta: 10000 } },
+  { name: 'phi as phi-2: one norm for both sub-layers, 0.4 of each 10-wide head rotated, gelu_new, biased head', config: { ...PHI, hidden_size: 40, partial_rotary_factor: 0.4, rope_theta: 5000 } },
   {
     name: 'phi with grouped-query heads (4 of 2), q/k LayerNorms, a tied head (its own bias), transformers 5 rope_parameters',
     config: { ...PHI, num_key_value_heads: 2, qk_layernorm: true, tie_word_embeddings: true, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.25 } },
@@ -117,6 +117,15 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     assert.deepEqual([opt350.finalLayerNorm, opt350.wordEmbedProjDim], [false, 512]);
     assert.equal((parseConfig({ model_type: 'opt', _remove_final_layer_norm: true }, 'c.json') as OptConfig).finalLayerNorm, false);
     assert.throws(() => parseConfig({ model_type: 'opt', layer_norm_elementwise_affine: false }, 'c.json'), /layer_norm_elementwise_affine/);
+    // phi-2's and phi-1.5's config.json keys; PhiConfig's defaults.
+    const phi2 = parseConfig({ model_type: 'phi', hidden_size: 2560, num_attention_heads: 32, partial_rotary_factor: 0.4, rope_theta: 10000, qk_layernorm: false, num_key_value_heads: null }, 'c.json') as PhiConfig;
+    assert.deepEqual([phi2.headDim, phi2.rotaryDim, phi2.numKvHeads, phi2.ropeTheta, phi2.activation, phi2.tieWordEmbeddings], [80, 32, 32, 10000, 'gelu_new', false]);
+    const phiDefaults = parseConfig({ model_type: 'phi' }, 'c.json') as PhiConfig;
+    assert.deepEqual([phiDefaults.hiddenSize, phiDefaults.numHeads, phiDefaults.rotaryDim, phiDefaults.intermediateSize, phiDefaults.vocabSize, phiDefaults.layerNormEps], [2048, 32, 32, 8192, 51200, 1e-5]);
+    assert.throws(() => parseConfig({ model_type: 'phi', head_dim: 128 }, 'c.json'), /head_dim.*not supported/);
+    // transformers reads `rope_scaling or rope_parameters`: a non-null rope_scaling wins.
+    const both = parseConfig({ ...NEOX, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 }, rope_scaling: { type: 'linear', factor: 3 } }, 'c.json') as GptNeoxConfig;
+    assert.deepEqual(both.ropeScaling, { type: 'linear', factor: 3 });
     // pad_token_id null: no padding row (nn.Embedding's padding_idx=None), not OPT's default 1.
     assert.equal((parseConfig({ model_type: 'opt', pad_token_id: null }, 'c.json') as OptConfig).padTokenId, undefined);
   });

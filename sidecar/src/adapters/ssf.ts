@@ -89,7 +89,7 @@ export function addSsf(core: AdapterCore, targets: SsfTargets): void {
         } else {
           if (!tap.consumers?.length) {
             const nonzero = tf.tidy(() => tf.any(tf.notEqual(b, 0)).dataSync()[0]);
-            if (nonzero) throw new Error(`SSF shift at ${tap.point} cannot be merged: nothing downstream of this RMSNorm has a bias to absorb it`);
+            if (nonzero) throw new Error(`SSF shift at ${tap.point} cannot be merged: this bias-free norm feeds the residual stream (or nothing with a bias), which cannot absorb it`);
           }
           for (const c of tap.consumers ?? []) {
             const info = linearInfo.get(c)!;

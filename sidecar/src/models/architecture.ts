@@ -40,10 +40,10 @@ export interface ParamInfo {
   type: ModuleType;
   /**
    * How a head parameter the checkpoint lacks starts (Model.load): by default weights N(0, 0.02) and
-   * biases 0; `std` for another normal (truncated at 2 std where transformers truncates), `ones` for
-   * a norm's weight.
+   * biases 0; `std` for another normal (redrawn beyond `cutoff` std where transformers truncates it),
+   * `ones` for a norm's weight.
    */
-  fresh?: { std: number; truncated?: boolean } | 'ones';
+  fresh?: { std: number; cutoff?: number } | 'ones';
 }
 
 /** Each block's linear modules (as a per-block list gives them, `module` relative to the block), with their full paths. */

@@ -233,8 +233,9 @@ export interface ModernBertConfig extends Common {
   classifierPooling: 'cls' | 'mean';
   classifierBias: boolean;
   classifierActivation: Activation;
-  /** initializer_range: fresh heads start as transformers' _init_weights starts them. */
+  /** initializer_range and initializer_cutoff_factor: fresh heads start as transformers' _init_weights starts them. */
   initializerRange: number;
+  initCutoff: number;
   numLabels: number;
   problemType: ProblemType;
 }
@@ -550,8 +551,14 @@ function modernBertConfig(f: Fields, architecture: string): ModernBertConfig {
   const half = Math.floor(f.int('local_attention', 128) / 2);
   const perType = f.get('rope_parameters');
   const nested = perType !== null && typeof perType === 'object' && !Array.isArray(perType) ? (perType as Record<string, unknown>) : undefined;
-  const rope = (kind: 'full_attention' | 'sliding_attention', baseKey: string, fallback: number) =>
-    nested?.[kind] !== undefined && nested[kind] !== null ? ropeObject(f, `rope_parameters.${kind}`, nested[kind], () => f.num(baseKey, fallback), maxPositions) : { theta: f.num(baseKey, fallback), scaling: { type: 'default' as const } };
+  // convert_rope_params_to_dict: a rope_scaling updates both layer types' settings (its rope_type; a legacy `type` is overridden).
+  const scaling = f.get('rope_scaling');
+  const scaled = scaling !== null && typeof scaling === 'object' && !Array.isArray(scaling) && 'rope_type' in scaling ? (scaling as Record<string, unknown>) : undefined;
+  const rope = (kind: 'full_attention' | 'sliding_attention', baseKey: string, fallback: number) => {
+    const own = nested?.[kind];
+    const params = own !== undefined && own !== null && typeof own === 'object' ? { ...(own as Record<string, unknown>), ...(scaled ?? {}) } : scaled;
+    return params ? ropeObject(f, scaled ? 'rope_scaling' : `rope_parameters.${kind}`, params, () => f.num(baseKey, fallback), maxPositions) : { theta: f.num(baseKey, fallback), scaling: { type: 'default' as const } };
+  };
   const pooling = f.get('classifier_pooling') ?? 'cls';
   if (pooling !== 'cls' && pooling !== 'mean') f.fail('classifier_pooling', `expected "cls" or "mean", got ${JSON.stringify(pooling)}`);
   const labels = numLabels(f);
@@ -578,6 +585,8 @@ function modernBertConfig(f: Fields, architecture: string): ModernBertConfig {
     classifierBias: f.bool('classifier_bias', false),
     classifierActivation: f.activation('classifier_activation', 'gelu'),
     initializerRange: f.num('initializer_range', 0.02),
+    // _init_weights truncates at this many std (3 where null).
+    initCutoff: f.get('initializer_cutoff_factor') === null ? 3 : f.has('initializer_cutoff_factor') ? f.positive('initializer_cutoff_factor') : 2,
     numLabels: labels,
     problemType: problemType(f, labels),
   };
@@ -649,7 +658,7 @@ function gptNeoxConfig(f: Fields, architecture: string): GptNeoxConfig {
  * int(head_dim · share) dimensions, which must be even.
  */
 function partialRope(f: Fields, model: string, headDim: number, maxPositions: number, baseKey: string, factorKey: string, fallback: number): { theta: number; scaling: RopeScaling; rotaryDim: number } {
-  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const key = ropeKey(f);
   const rope = ropeObject(f, key, f.get(key), () => f.num(baseKey, 10000), maxPositions);
   if (rope.scaling.type === 'longrope') f.fail(`${key}.rope_type`, `LongRoPE is not supported for ${model} (supported: default, linear, dynamic, llama3)`);
   const params = f.get('rope_parameters');
@@ -671,6 +680,7 @@ function phiConfig(f: Fields, architecture: string): PhiConfig {
   const numKvHeads = f.has('num_key_value_heads') ? f.int('num_key_value_heads') : numHeads;
   if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
   const headDim = hiddenSize / numHeads;
+  if (f.has('head_dim') && f.int('head_dim') !== headDim) f.fail('head_dim', `heads of another width than hidden_size / num_attention_heads (${headDim}) are not supported`);
   const vocabSize = f.int('vocab_size', 51200, 1, MAX_VOCAB);
   const maxPositions = f.int('max_position_embeddings', 2048);
   const rope = partialRope(f, 'Phi', headDim, maxPositions, 'rope_theta', 'partial_rotary_factor', 0.5);
@@ -948,12 +958,15 @@ function slidingWindows(f: Fields, modelType: LlamaFamilyType, numLayers: number
   return layerTypes(f, numLayers, 1).map((t) => (t === 'sliding_attention' ? w : undefined));
 }
 
+/** Where a config keeps its RoPE settings: transformers reads `rope_scaling or rope_parameters` (a non-null rope_scaling wins). */
+const ropeKey = (f: Fields) => (f.has('rope_scaling') ? 'rope_scaling' : 'rope_parameters');
+
 /**
  * RoPE's base and scaling. transformers 5 nests them under `rope_parameters`; older configs have
  * `rope_theta` beside a `rope_scaling` object (or null).
  */
 function ropeParameters(f: Fields, defaultTheta: number, maxPositions: number, modelType: LlamaFamilyType): { theta: number; scaling: RopeScaling } {
-  const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+  const key = ropeKey(f);
   return ropeObject(f, key, f.get(key), () => f.num('rope_theta', defaultTheta), maxPositions, modelType === 'phi3');
 }
 
@@ -1026,7 +1039,7 @@ function longRope(f: Fields, sub: Fields, maxPositions: number | undefined, phi3
 function checkRopeFactors(f: Fields, cfg: LlamaConfig): LlamaConfig {
   const s = cfg.ropeScaling;
   if (s.type === 'longrope' && s.shortFactor.length !== cfg.rotaryDim / 2) {
-    const key = f.has('rope_parameters') ? 'rope_parameters' : 'rope_scaling';
+    const key = ropeKey(f);
     f.fail(`${key}.short_factor`, `has ${s.shortFactor.length} entries; the ${cfg.rotaryDim} rotated dimensions of each head need ${cfg.rotaryDim / 2}`);
   }
   return cfg;

@@ -21,6 +21,7 @@ import { phi } from './phi';
 import { llama } from './llama';
 import { modernBert } from './modernbert';
 import { vit } from './vit';
+import { mulberry32 } from '../train/rng';
 
 /** Logits of a batch above which a causal LM's training loss goes by slices (32 Mi floats, 128 MiB; the benchmark's gpu case has 16 Mi). */
 export const CHUNKED_LOSS_LOGITS = 1 << 25;
@@ -73,7 +74,8 @@ export class Model {
    * parameter must be there with its shape, and every stored tensor must be used: a leftover one
    * (a config with fewer layers than the checkpoint) would otherwise be dropped without a word. A
    * classifier's head may be missing (a base checkpoint): it starts as transformers starts it,
-   * N(0, 0.02) weights and zero biases, from a seed of its name (the same on every load).
+   * N(0, 0.02) weights (or the architecture's own init, ParamInfo.fresh) and zero biases, from a seed
+   * of its name (the same on every load).
    */
   static async load(dir: string, opts: LoadOptions = {}): Promise<Model> {
     const config = withProblemType(withNumLabels(readConfig(dir), opts.numLabels, dir), opts.problemType);
@@ -260,8 +262,18 @@ function freshHead(info: ParamInfo): tf.Tensor {
   for (const c of info.name) h = (Math.imul(h, 31) + c.charCodeAt(0)) | 0;
   const seed = (h >>> 0) || 1;
   const std = info.fresh?.std ?? 0.02;
-  // tf.truncatedNormal redraws beyond 2 std, as trunc_normal_(a=−2·std, b=2·std).
-  return info.fresh?.truncated ? tf.truncatedNormal(info.shape, 0, std, 'float32', seed) : tf.randomNormal(info.shape, 0, std, 'float32', seed);
+  const cutoff = info.fresh?.cutoff;
+  if (cutoff === undefined) return tf.randomNormal(info.shape, 0, std, 'float32', seed);
+  // trunc_normal_(std, a=−cutoff·std, b=cutoff·std): normals redrawn until inside.
+  const rand = mulberry32(seed);
+  const out = new Float32Array(info.shape.reduce((a, b) => a * b, 1));
+  for (let i = 0; i < out.length; i++) {
+    let z: number;
+    do z = Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand());
+    while (Math.abs(z) > cutoff);
+    out[i] = z * std;
+  }
+  return tf.tensor(out, info.shape, 'float32');
 }
 
 /** A parameter's name without the task model's prefix, as base-model checkpoints store it. */

@@ -43,9 +43,10 @@ export const modernBert: Architecture<ModernBertConfig> = {
     }
     out.push(...norm(cfg, 'model.final_norm', -1));
     // A base checkpoint (ModernBertModel) has no head; transformers' _init_weights starts them so:
-    // dense at initializer_range/√(2·layers), the classifier at hidden_size^−½, both truncated at 2 std.
+    // dense at initializer_range/√(2·layers), the classifier at hidden_size^−½, both truncated at
+    // initializer_cutoff_factor std.
     const head = (name: string, outF: number, bias: boolean, std: number) =>
-      linearParams(name, outF, d, -1, 'head', bias).map((p) => (p.name.endsWith('.weight') ? { ...p, fresh: { std, truncated: true } } : p));
+      linearParams(name, outF, d, -1, 'head', bias).map((p) => (p.name.endsWith('.weight') ? { ...p, fresh: { std, cutoff: cfg.initCutoff } } : p));
     out.push(...head('head.dense', d, cfg.classifierBias, cfg.initializerRange / Math.sqrt(2 * cfg.numLayers)), ...norm(cfg, 'head.norm', -1, 'head', 'ones'), ...head('classifier', cfg.numLabels, true, d ** -0.5));
     return out;
   },

@@ -298,7 +298,7 @@ class Session {
       if (cfg[key] !== undefined && model.arch.task === 'causal-lm')
         throw new InputError(cfg.specFile, key, `sets a classifier's head; ${model.config.modelType} here is a causal language model (its head is its vocabulary)`);
     if (model.freshHeads.length)
-      this.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint${cfg.numLabels !== undefined ? ` at numLabels ${cfg.numLabels}` : ' (a base model)'}, so initialised as transformers does (N(0, 0.02), zero biases), trained and saved with the adapter (modules_to_save)`);
+      this.log('warn', `${model.freshHeads.join(', ')}: not in the checkpoint${cfg.numLabels !== undefined ? ` at numLabels ${cfg.numLabels}` : ' (a base model)'}, so initialised as transformers does (random weights, zero biases), trained and saved with the adapter (modules_to_save)`);
     const info = modelDataInfo(model);
     const tok: DataTokenizer | undefined = info.task === 'image-classification' ? undefined : loadTokenizer(cfg.modelDir);
     const data = await loadDataFiles({ data: cfg.data, seed: cfg.seed, specFile: cfg.specFile }, info, tok);
