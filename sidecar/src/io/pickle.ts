@@ -39,6 +39,11 @@ export class PyGlobal {
 }
 
 export class PickleError extends Error {}
+/** The pickle ends before its STOP: more of the file may hold the rest (the legacy format's reads grow). */
+export class TruncatedPickleError extends PickleError {}
+
+/** Integers a state dict's pickle holds are sizes and offsets; the legacy magic number is the longest (10 bytes). */
+const MAX_LONG_BYTES = 16;
 
 /** torch storage classes a state dict may name (torch.FloatStorage, …; newer torch writes these too). */
 export const TORCH_STORAGE_TYPES = ['FloatStorage', 'HalfStorage', 'BFloat16Storage', 'DoubleStorage', 'LongStorage', 'IntStorage', 'ShortStorage', 'CharStorage', 'ByteStorage', 'BoolStorage'];
@@ -80,12 +85,22 @@ type StackItem = PyValue | typeof MARK;
 export function unpickle(bytes: Uint8Array, persistentLoad: (pid: PyValue) => PyValue, start = 0): { value: PyValue; end: number } {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const latin1 = new TextDecoder('latin1');
-  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  const strict = new TextDecoder('utf-8', { fatal: true });
+  const utf8 = {
+    decode(b: Uint8Array): string {
+      try {
+        return strict.decode(b);
+      } catch {
+        throw new PickleError(`a string at offset ${pos - b.length} is not valid UTF-8`);
+      }
+    },
+  };
   let pos = start;
   const stack: StackItem[] = [];
   const memo = new Map<number, PyValue>();
   const need = (n: number) => {
-    if (pos + n > bytes.length) throw new PickleError(`truncated pickle: ${n} bytes needed at offset ${pos}, ${bytes.length - pos} left`);
+    if (!Number.isSafeInteger(n) || n < 0) throw new PickleError(`malformed pickle: a length of ${n} at offset ${pos}`);
+    if (pos + n > bytes.length) throw new TruncatedPickleError(`truncated pickle: ${n} bytes needed at offset ${pos}, ${bytes.length - pos} left`);
     const at = pos;
     pos += n;
     return at;
@@ -101,7 +116,7 @@ export function unpickle(bytes: Uint8Array, persistentLoad: (pid: PyValue) => Py
   const raw = (n: number) => bytes.subarray(need(n), pos);
   const line = () => {
     const end = bytes.indexOf(0x0a, pos);
-    if (end < 0) throw new PickleError('truncated pickle: a text field has no end of line');
+    if (end < 0) throw new TruncatedPickleError('truncated pickle: a text field has no end of line');
     const s = latin1.decode(bytes.subarray(pos, end));
     pos = end + 1;
     return s;
@@ -124,6 +139,7 @@ export function unpickle(bytes: Uint8Array, persistentLoad: (pid: PyValue) => Py
     return items;
   };
   const signed = (b: Uint8Array) => {
+    if (b.length > MAX_LONG_BYTES) throw new PickleError(`an integer of ${b.length} bytes: no size or offset is that long`);
     let n = 0n;
     for (let i = b.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(b[i]!);
     if (b.length && b[b.length - 1]! & 0x80) n -= 1n << BigInt(8 * b.length);
@@ -143,11 +159,12 @@ export function unpickle(bytes: Uint8Array, persistentLoad: (pid: PyValue) => Py
   };
   const setItems = (target: PyValue, items: PyValue[]) => {
     if (!(target instanceof Map)) throw new PickleError('malformed pickle: SETITEM(S) on something that is not a dict');
+    if (items.length % 2) throw new PickleError('malformed pickle: SETITEMS with a key and no value');
     for (let i = 0; i + 1 < items.length; i += 2) target.set(items[i]!, items[i + 1]!);
   };
   const append = (target: PyValue, items: PyValue[]) => {
     if (!Array.isArray(target)) throw new PickleError('malformed pickle: APPEND(S) on something that is not a list');
-    target.push(...items);
+    for (const item of items) target.push(item); // not push(...items): a long list would overflow the call stack
   };
   for (;;) {
     const op = u8();

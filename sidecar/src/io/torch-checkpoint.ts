@@ -7,9 +7,10 @@
  */
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { PickleError, PyGlobal, unpickle, type PickledStorage, type PickledTensor, type PyValue } from './pickle';
+import { PickleError, PyGlobal, TruncatedPickleError, unpickle, type PickledStorage, type PickledTensor, type PyValue } from './pickle';
 import { DTYPE_BYTES, SafetensorsError, toFloat32, type DType, type HostData, type HostTensor, type TensorEntry } from './safetensors';
 import { zipMembers, ZipError } from './zip';
+import { errorMessage } from '../errors';
 
 const STORAGE_DTYPES: Record<string, DType> = {
   FloatStorage: 'F32',
@@ -85,8 +86,9 @@ export class TorchCheckpointFile {
       return new TorchCheckpointFile(path, fh, tensors);
     } catch (e) {
       await fh.close().catch(() => undefined);
-      if (e instanceof PickleError || e instanceof ZipError) throw new SafetensorsError(path, `not a readable PyTorch state dict: ${e.message}`, { cause: e });
-      throw e;
+      if (e instanceof SafetensorsError) throw e;
+      // Whatever else a damaged file trips (a RangeError of a DataView, …) is named as this file's problem.
+      throw new SafetensorsError(path, `not a readable PyTorch state dict: ${e instanceof PickleError || e instanceof ZipError ? e.message : errorMessage(e)}`, { cause: e });
     }
   }
 
@@ -147,7 +149,7 @@ function storageOf(pid: PyValue): PickledStorage {
   const [, type, key, location, count] = pid;
   if (!(type instanceof PyGlobal) || !(type.name in STORAGE_DTYPES)) throw new PickleError('a storage of an unsupported type');
   if (pid.length > 5 && pid[5] !== null) throw new PickleError('a storage view (legacy view_metadata) is not supported');
-  if (typeof key !== 'string' || typeof count !== 'number') throw new PickleError('a storage without its key or size');
+  if (typeof key !== 'string' || typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) throw new PickleError('a storage without its key or a size');
   return { kind: 'storage', type: type.name, key, location: typeof location === 'string' ? location : '', numel: count };
 }
 
@@ -171,8 +173,12 @@ function place(tensors: Map<string, PickledTensor>, storageStart: (s: PickledSto
   for (const [name, t] of tensors) {
     const dtype = STORAGE_DTYPES[t.storage.type]!;
     const available = t.storage.numel - t.offset;
-    const span = t.shape.some((s) => s === 0) ? 0 : t.shape.reduce((a, s, i) => a + (s - 1) * t.stride[i]!, 0) + 1;
+    const count = numel(t.shape);
+    const span = count === 0 ? 0 : t.shape.reduce((a, s, i) => a + (s - 1) * t.stride[i]!, 0) + 1;
     if (span > available) throw new SafetensorsError(path, `tensor "${name}" [${t.shape.join(', ')}] runs past the end of its storage (${t.storage.numel} elements)`);
+    // Views whose elements overlap (stride 0, expand()): a state dict has none, and they would make a
+    // small file claim gigabytes.
+    if (span < count) throw new SafetensorsError(path, `tensor "${name}" [${t.shape.join(', ')}] with strides [${t.stride.join(', ')}] repeats elements of its storage: not a saved weight`);
     out.set(name, { dtype, shape: t.shape, stride: t.stride, start: storageStart(t.storage) + t.offset * DTYPE_BYTES[dtype], available });
   }
   return out;
@@ -184,7 +190,7 @@ async function readZip(fh: FileHandle, size: number, path: string): Promise<Map<
   if (!pkl) throw new ZipError('no data.pkl in the archive (not a torch.save file)');
   const prefix = pkl.slice(0, -'data.pkl'.length);
   const order = members.get(`${prefix}byteorder`);
-  if (order && new TextDecoder().decode(await readBytes(fh, order.size, order.offset, path)).trim() !== 'little') throw new SafetensorsError(path, 'saved on a big-endian machine: not supported');
+  if (order && new TextDecoder().decode(await readBytes(fh, Math.min(order.size, 8), order.offset, path)).trim() !== 'little') throw new SafetensorsError(path, 'saved on a big-endian machine: not supported');
   const m = members.get(pkl)!;
   if (m.size > MAX_PICKLE_BYTES) throw new SafetensorsError(path, `data.pkl is ${m.size} bytes, over the ${MAX_PICKLE_BYTES}-byte limit`);
   const { value } = unpickle(await readBytes(fh, m.size, m.offset, path), storageOf);
@@ -198,7 +204,17 @@ async function readZip(fh: FileHandle, size: number, path: string): Promise<Map<
 
 /** torch < 1.6: magic number, protocol version, system info, the state dict, its storage keys; then per key its element count (int64) and bytes. */
 async function readLegacy(fh: FileHandle, size: number, path: string): Promise<Map<string, StoredTensor>> {
-  const head = await readBytes(fh, Math.min(size, MAX_PICKLE_BYTES), 0, path);
+  // The pickles come first and are small beside the storages: read 4 MiB of the file, and more only while a pickle runs past it.
+  for (let length = Math.min(size, 4 << 20); ; length = Math.min(size, MAX_PICKLE_BYTES, length * 8)) {
+    try {
+      return await readLegacyFrom(await readBytes(fh, length, 0, path), fh, size, path);
+    } catch (e) {
+      if (!(e instanceof TruncatedPickleError) || length >= Math.min(size, MAX_PICKLE_BYTES)) throw e;
+    }
+  }
+}
+
+async function readLegacyFrom(head: Uint8Array, fh: FileHandle, size: number, path: string): Promise<Map<string, StoredTensor>> {
   const noPersistent = () => {
     throw new PickleError('unexpected persistent id');
   };
@@ -210,8 +226,11 @@ async function readLegacy(fh: FileHandle, size: number, path: string): Promise<M
   const storages = new Map<string, PickledStorage>();
   const main = unpickle(head, (pid) => {
     const s = storageOf(pid);
-    storages.set(s.key, s);
-    return s;
+    const seen = storages.get(s.key);
+    // Every tensor of a storage names it alike; a key of two sizes would read past the bytes checked.
+    if (seen && (seen.numel !== s.numel || seen.type !== s.type)) throw new PickleError(`storage ${s.key} is named with two sizes or types`);
+    storages.set(s.key, seen ?? s);
+    return seen ?? s;
   }, info.end);
   const keys = unpickle(head, noPersistent, main.end);
   if (!Array.isArray(keys.value) || !keys.value.every((k) => typeof k === 'string')) throw new PickleError('no list of storage keys after the state dict');

@@ -71,22 +71,23 @@ export async function zipMembers(fh: FileHandle, fileSize: number): Promise<Map<
     const extraLen = cd.getUint16(p + 30, true);
     const commentLen = cd.getUint16(p + 32, true);
     let local = cd.getUint32(p + 42, true);
+    if (p + 46 + nameLen + extraLen + commentLen > cdSize) throw new ZipError(`central directory entry ${k} runs past the directory`);
     const name = decoder.decode(new Uint8Array(cd.buffer, p + 46, nameLen));
     // zip64 extended information: the fields that overflowed, in this order.
     for (let e = p + 46 + nameLen; e + 4 <= p + 46 + nameLen + extraLen; ) {
       const id = cd.getUint16(e, true);
       const len = cd.getUint16(e + 2, true);
+      if (e + 4 + len > p + 46 + nameLen + extraLen) throw new ZipError(`member ${name}: an extra field runs past its entry`);
       if (id === 0x0001) {
         let f = e + 4;
-        if (size === 0xffffffff) {
-          size = big(cd, f);
+        const next = () => {
+          if (f + 8 > e + 4 + len) throw new ZipError(`member ${name}: its zip64 field is too short`);
           f += 8;
-        }
-        if (compressed === 0xffffffff) {
-          compressed = big(cd, f);
-          f += 8;
-        }
-        if (local === 0xffffffff) local = big(cd, f);
+          return big(cd, f - 8);
+        };
+        if (size === 0xffffffff) size = next();
+        if (compressed === 0xffffffff) compressed = next();
+        if (local === 0xffffffff) local = next();
       }
       e += 4 + len;
     }
