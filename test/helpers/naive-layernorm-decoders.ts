@@ -1,10 +1,10 @@
 /**
- * GPTNeoXForCausalLM, OPTForCausalLM and PhiForCausalLM written out plainly from transformers'
- * modeling_gpt_neox.py, modeling_opt.py and modeling_phi.py (float64 loops over one unpadded sequence,
- * no TF.js): the references for sidecar/src/models/gpt-neox.ts, opt.ts and phi.ts, which no
- * transformers fixture covers.
+ * GPTNeoXForCausalLM, OPTForCausalLM, PhiForCausalLM and BloomForCausalLM written out plainly from
+ * transformers' modeling_gpt_neox.py, modeling_opt.py, modeling_phi.py and modeling_bloom.py (float64
+ * loops over one unpadded sequence, no TF.js): the references for sidecar/src/models/gpt-neox.ts,
+ * opt.ts, phi.ts and bloom.ts, which no transformers fixture covers.
  */
-import type { GptNeoxConfig, OptConfig, PhiConfig } from '../../sidecar/src/models/config';
+import type { BloomConfig, GptNeoxConfig, OptConfig, PhiConfig } from '../../sidecar/src/models/config';
 import { naiveInverseFrequencies, naiveRope } from './naive-decoder';
 import { activate, causalAttention, headLogits, layerNorm, linear, type Weights } from './naive-ops';
 
@@ -134,4 +134,52 @@ export function naivePhiLogits(cfg: PhiConfig, w: Weights, ids: readonly number[
   const logits = headLogits(out, w(cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'), V);
   const bias = w('lm_head.bias');
   return logits.map((z, i) => z + bias[i % V]!);
+}
+
+/** build_alibi_tensor's slopes, in float64: 2^(−8/n)^k for the largest power of two n ≤ heads, then odd powers of 2^(−4/n). */
+export function naiveAlibiSlopes(heads: number): number[] {
+  const n = 2 ** Math.floor(Math.log2(heads));
+  const slopes = Array.from({ length: n }, (_, i) => (2 ** (-8 / n)) ** (i + 1));
+  for (let i = 0; i < Math.min(n, heads - n); i++) slopes.push((2 ** (-4 / n)) ** (2 * i + 1));
+  return slopes;
+}
+
+/** Logits [T·V] of one sequence. */
+export function naiveBloomLogits(cfg: BloomConfig, w: Weights, ids: readonly number[]): Float64Array {
+  const { hiddenSize: d, numHeads: H, headDim: D, vocabSize: V, layerNormEps: eps } = cfg;
+  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
+  const embed = w('transformer.word_embeddings.weight');
+  let x = ids.map((id) => ln(Float64Array.from(embed.subarray(id * d, (id + 1) * d)), 'transformer.word_embeddings_layernorm'));
+  const slopes = naiveAlibiSlopes(H);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `transformer.h.${l}`;
+    const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), w(`${p}.${m}.bias`), out);
+    const hs = x.map((r) => ln(r, `${p}.input_layernorm`));
+    // BloomAttention._reshape: view(…, heads, 3, head_dim).
+    const qkv = hs.map((h) => proj(h, 'self_attention.query_key_value', 3 * d));
+    const part = (pos: number, h: number, which: number) => qkv[pos]!.subarray(h * 3 * D + which * D, h * 3 * D + (which + 1) * D);
+    const attn = x.map((r, i) => {
+      const out = new Float64Array(d);
+      for (let h = 0; h < H; h++) {
+        // alibi.baddbmm(q, kᵀ, beta=1, alpha=1/√D): slope · key position + q·k/√D, then the causal mask.
+        const scores = Array.from({ length: i + 1 }, (_, j) => slopes[h]! * j + part(i, h, 0).reduce((a, qv, e) => a + qv * part(j, h, 1)[e]!, 0) / Math.sqrt(D));
+        const max = Math.max(...scores);
+        const ex = scores.map((s) => Math.exp(s - max));
+        const sum = ex.reduce((a, b) => a + b, 0);
+        for (let j = 0; j <= i; j++) for (let e = 0; e < D; e++) out[h * D + e] += (ex[j]! / sum) * part(j, h, 2)[e]!;
+      }
+      const o = proj(out, 'self_attention.dense', d);
+      // apply_residual_connection_post_layernorm: the residual is the normalised input.
+      const residual = cfg.residualPostLayernorm ? hs[i]! : r;
+      return o.map((z, c) => z + residual[c]!);
+    });
+    x = attn.map((a) => {
+      const h2 = ln(a, `${p}.post_attention_layernorm`);
+      const m = proj(proj(h2, 'mlp.dense_h_to_4h', 4 * d).map((z) => activate('gelu_new', z)), 'mlp.dense_4h_to_h', d);
+      const residual = cfg.residualPostLayernorm ? h2 : a;
+      return m.map((z, c) => z + residual[c]!);
+    });
+  }
+  const out = x.map((r) => ln(r, 'transformer.ln_f'));
+  return headLogits(out, w(cfg.tieWordEmbeddings ? 'transformer.word_embeddings.weight' : 'lm_head.weight'), V);
 }

@@ -49,6 +49,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'gpt_neox':
     case 'opt':
     case 'phi':
+    case 'bloom':
     case 'llama':
     case 'mistral':
     case 'qwen2':

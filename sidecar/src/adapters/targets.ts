@@ -53,6 +53,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt_neox: ['query_key_value'],
   opt: ['q_proj', 'v_proj'],
   phi: ['q_proj', 'v_proj', 'fc1', 'fc2'],
+  bloom: ['query_key_value'],
   llama: ['q_proj', 'v_proj'],
   mistral: ['q_proj', 'v_proj'],
   qwen2: ['q_proj', 'v_proj'],
@@ -75,6 +76,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt_neox: ['query_key_value', 'dense_4h_to_h'],
   opt: ['q_proj', 'k_proj', 'fc2'],
   phi: ['q_proj', 'v_proj', 'fc2'],
+  bloom: ['query_key_value', 'mlp.dense_4h_to_h'],
   llama: ['k_proj', 'v_proj', 'down_proj'],
   mistral: ['k_proj', 'v_proj', 'down_proj'],
   qwen2: ['q_proj', 'v_proj', 'down_proj'],
@@ -97,6 +99,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gpt_neox: ['dense_4h_to_h'],
   opt: ['fc2'],
   phi: ['fc2'],
+  bloom: ['mlp.dense_4h_to_h'],
   llama: ['down_proj'],
   mistral: ['down_proj'],
   qwen2: ['down_proj'],
@@ -121,6 +124,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
 export const LN_TUNING_DEFAULT_TARGETS: Partial<Record<ModelType, string[]>> = {
   gpt2: ['ln_1', 'ln_2', 'ln_f'],
   phi: ['input_layernorm', 'final_layernorm'],
+  bloom: ['input_layernorm', 'post_attention_layernorm', 'ln_f'],
   llama: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   qwen2: ['post_attention_layernorm'],
@@ -244,6 +248,17 @@ export function tapPoints(model: Model): TapPoint[] {
         sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
       }
       norm('gpt_neox.final_layer_norm', -1, true);
+      break;
+    case 'bloom':
+      norm('transformer.word_embeddings_layernorm', -1, true);
+      for (let i = 0; i < cfg.numLayers; i++) {
+        const p = block(i);
+        norm(`${p}.input_layernorm`, i, true);
+        sub(`${p}.self_attention`, i, `${p}.self_attention.dense`);
+        norm(`${p}.post_attention_layernorm`, i, true);
+        sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
+      }
+      norm('transformer.ln_f', -1, true);
       break;
     case 'phi':
       // One norm feeds both sub-layers; qk_layernorm's per-head norms are no tap points (their width is head_dim).

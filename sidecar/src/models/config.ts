@@ -4,7 +4,7 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
 export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
@@ -166,6 +166,18 @@ export interface PhiConfig extends Common {
   tieWordEmbeddings: boolean;
   padTokenId?: number;
 }
+/**
+ * BloomForCausalLM (BLOOM, BLOOMZ): ALiBi instead of positions (each head adds slope · key position to
+ * its scores), a LayerNorm on the embeddings, pre-LN blocks with GPT-NeoX's per-head query_key_value,
+ * a 4·d tanh-GELU MLP, a head tied to the embeddings.
+ */
+export interface BloomConfig extends Common {
+  modelType: 'bloom';
+  layerNormEps: number;
+  /** apply_residual_connection_post_layernorm: the residual of each sub-layer is its normalised input. */
+  residualPostLayernorm: boolean;
+  tieWordEmbeddings: boolean;
+}
 /** The post-LN text encoders of BERT's layout: BERT, RoBERTa / XLM-RoBERTa (positions and head differ), DistilBERT (no token types; names and head differ). */
 export const ENCODER_FAMILY = ['bert', 'roberta', 'xlm-roberta', 'distilbert'] as const;
 export type EncoderType = (typeof ENCODER_FAMILY)[number];
@@ -273,7 +285,7 @@ export interface VitConfig extends Common {
   problemType: ProblemType;
 }
 export type ProblemType = 'single_label_classification' | 'regression' | 'multi_label_classification';
-export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | PhiConfig | LlamaConfig | BertConfig | DebertaConfig | ModernBertConfig | VitConfig;
+export type ModelConfig = Gpt2Config | GptNeoxConfig | OptConfig | PhiConfig | BloomConfig | LlamaConfig | BertConfig | DebertaConfig | ModernBertConfig | VitConfig;
 
 /** Sanity bounds far above any real checkpoint (Llama-3 405B: 126 layers, width 16384, vocab 128256). */
 const MAX_DIM = 1 << 20;
@@ -383,6 +395,24 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
       return optConfig(f, architecture);
     case 'phi':
       return phiConfig(f, architecture);
+    case 'bloom': {
+      // BloomConfig: hidden_size (older configs: n_embed), n_layer, n_head.
+      const hiddenSize = f.int(f.has('n_embed') ? 'n_embed' : 'hidden_size', 64);
+      const numHeads = heads(f, hiddenSize, 'n_head', f.has('n_embed') ? 'n_embed' : 'hidden_size', 8);
+      if (f.int('pretraining_tp', 1) > 1 && f.bool('slow_but_exact', false)) f.fail('slow_but_exact', 'the slow-but-exact tensor-parallel matmuls are not supported (its results differ from one matmul by rounding only)');
+      return {
+        modelType: 'bloom',
+        architecture: architecture || 'BloomForCausalLM',
+        hiddenSize,
+        numHeads,
+        headDim: hiddenSize / numHeads,
+        numLayers: f.int('n_layer', 2, 1, MAX_LAYERS),
+        vocabSize: f.int('vocab_size', 250880, 1, MAX_VOCAB),
+        layerNormEps: f.num('layer_norm_epsilon', 1e-5),
+        residualPostLayernorm: f.bool('apply_residual_connection_post_layernorm', false),
+        tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+      };
+    }
     case 'llama':
     case 'mistral':
     case 'qwen2':

@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, trunkLogits, type Architecture, type ParamInfo } from './architecture';
 import type { GptNeoxConfig } from './config';
-import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, ropeTablesAt } from './ops';
+import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, ropeTablesAt, splitHeadInterleavedQkv } from './ops';
 
 const block = (i: number) => `gpt_neox.layers.${i}`;
 const EMBED = 'gpt_neox.embed_in.weight';
@@ -63,8 +63,7 @@ export const gptNeox: Architecture<GptNeoxConfig> = {
     for (let i = 0; i < cfg.numLayers; i++) {
       const p = block(i);
       // query_key_value's output is [heads, 3, head_dim] per token: each head's query, key and value side by side.
-      const qkv = tf.reshape(f.linear(`${p}.attention.query_key_value`, norm(x, `${p}.input_layernorm`)), [b, t, H, 3 * D]);
-      const [q, k, v] = tf.split(qkv, 3, 3).map((z) => tf.transpose(z, [0, 2, 1, 3]) as tf.Tensor4D) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+      const [q, k, v] = splitHeadInterleavedQkv(f.linear(`${p}.attention.query_key_value`, norm(x, `${p}.input_layernorm`)), b, t, H, D);
       const qr = applyRope(q, cos, sin);
       const kr = applyRope(k, cos, sin);
       const scale = 1 / Math.sqrt(D);

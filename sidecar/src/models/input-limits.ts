@@ -10,6 +10,7 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
       return { vocab: cfg.vocabSize, positions: { max: cfg.maxPositions, key: 'max_position_embeddings' }, labels: { max: cfg.vocabSize, what: 'the vocabulary' }, rightPaddedMask: true };
     case 'gpt_neox':
     case 'phi':
+    case 'bloom':
     case 'llama':
     case 'mistral':
     case 'qwen2':

@@ -56,6 +56,15 @@ export function splitHeads(x: tf.Tensor, batch: number, seq: number, heads: numb
   return tf.transpose(tf.reshape(x, [batch, seq, heads, headDim]), [0, 2, 1, 3]);
 }
 
+/**
+ * Queries, keys and values [B, H, T, D] from a fused projection [B·T, 3·H·D] laid out per head
+ * (GPT-NeoX's query_key_value, BLOOM's: each head's q, k and v side by side).
+ */
+export function splitHeadInterleavedQkv(qkv: tf.Tensor2D, batch: number, seq: number, heads: number, headDim: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
+  const parts = tf.split(tf.reshape(qkv, [batch, seq, heads, 3 * headDim]), 3, 3);
+  return parts.map((z) => tf.transpose(z, [0, 2, 1, 3]) as tf.Tensor4D) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
+}
+
 /** [B, H, T, D] → [B*T, H*D] */
 export function mergeHeads(x: tf.Tensor, batch: number, seq: number, width: number): tf.Tensor2D {
   const fused = fusedMergeHeads(x, batch, seq, width);

@@ -26,7 +26,7 @@ const round = (x: number) => Math.round(x * 10) / 10;
 export function estimateMemory(o: { config: ModelConfig; baseParams: number; trainableParams: number; batchSize: number; seqLen: number }): MemoryEstimate {
   const c = o.config;
   const B = o.batchSize;
-  const inner = c.modelType === 'gpt2' ? c.innerSize : c.intermediateSize;
+  const inner = c.modelType === 'gpt2' ? c.innerSize : c.modelType === 'bloom' ? 4 * c.hiddenSize : c.intermediateSize;
   const T = c.modelType === 'vit' ? (c.imageSize / c.patchSize) ** 2 + 1 : o.seqLen;
   const d = c.hiddenSize;
   // The tensors a block keeps for its backward pass. Llama-layout blocks keep more: RMSNorm's and

@@ -1,9 +1,10 @@
 /**
- * GPT-NeoX (Pythia), OPT and Phi causal LMs against plain float64 re-implementations of transformers'
- * modeling_gpt_neox.py, modeling_opt.py and modeling_phi.py (test/helpers/naive-layernorm-decoders.ts):
- * logits of the layouts real checkpoints use (Pythia's parallel residual and quarter-rotated heads;
- * opt-125m's pre-LN blocks; opt-350m's post-LN blocks with projected embeddings; phi-2's shared norm
- * and biased head), the key/value cache, gradients
+ * GPT-NeoX (Pythia), OPT, Phi and BLOOM causal LMs against plain float64 re-implementations of
+ * transformers' modeling_gpt_neox.py, modeling_opt.py, modeling_phi.py and modeling_bloom.py
+ * (test/helpers/naive-layernorm-decoders.ts): logits of the layouts real checkpoints use (Pythia's
+ * parallel residual and quarter-rotated heads; opt-125m's pre-LN blocks; opt-350m's post-LN blocks
+ * with projected embeddings; phi-2's shared norm and biased head; BLOOM's ALiBi, for a power-of-two
+ * number of heads and not), the key/value cache, gradients
  * (float64 directional derivatives), checkpoints as the hub stores them, and PEFT's default targets.
  * No transformers fixture exists for them: the references are written from transformers' source.
  */
@@ -15,21 +16,23 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { tapPoints } from '../../sidecar/src/adapters/targets';
+import { alibiSlopes } from '../../sidecar/src/models/bloom';
 import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
-import { parseConfig, type GptNeoxConfig, type OptConfig, type PhiConfig } from '../../sidecar/src/models/config';
+import { parseConfig, type BloomConfig, type GptNeoxConfig, type OptConfig, type PhiConfig } from '../../sidecar/src/models/config';
 import { randomModel } from '../../sidecar/src/models/init';
 import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
-import { naiveGptNeoxLogits, naiveOptLogits, naivePhiLogits } from '../helpers/naive-layernorm-decoders';
+import { naiveAlibiSlopes, naiveBloomLogits, naiveGptNeoxLogits, naiveOptLogits, naivePhiLogits } from '../helpers/naive-layernorm-decoders';
 import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
 
 const VOCAB = 40;
 const NEOX = { model_type: 'gpt_neox', architectures: ['GPTNeoXForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 48, max_position_embeddings: 64, hidden_act: 'gelu' };
 const PHI = { model_type: 'phi', architectures: ['PhiForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 48, max_position_embeddings: 64 };
+const BLOOM = { model_type: 'bloom', architectures: ['BloomForCausalLM'], vocab_size: VOCAB, hidden_size: 32, n_layer: 2, n_head: 4 };
 const OPT = { model_type: 'opt', architectures: ['OPTForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 4, ffn_dim: 48, max_position_embeddings: 32, pad_token_id: 1 };
 
-type Config = GptNeoxConfig | OptConfig | PhiConfig;
+type Config = GptNeoxConfig | OptConfig | PhiConfig | BloomConfig;
 interface Variant {
   name: string;
   config: Record<string, unknown>;
@@ -47,16 +50,28 @@ const VARIANTS: Variant[] = [
     name: 'phi with grouped-query heads (4 of 2), q/k LayerNorms, a tied head (its own bias), transformers 5 rope_parameters',
     config: { ...PHI, num_key_value_heads: 2, qk_layernorm: true, tie_word_embeddings: true, rope_parameters: { rope_type: 'default', rope_theta: 500, partial_rotary_factor: 0.25 } },
   },
+  { name: 'bloom as bloom-560m: ALiBi over 4 heads, embeddings’ LayerNorm, tied head', config: { ...BLOOM } },
+  { name: 'bloom with 6 heads (ALiBi’s slopes beyond a power of two), residuals from the normalised inputs, the older n_embed key', config: { ...BLOOM, hidden_size: undefined, n_embed: 36, n_head: 6, apply_residual_connection_post_layernorm: true } },
 ];
 const IDS = [
   [0, 7, 12, 3, 33, 9, 20, 31, 5, 18, 2, 39],
   [2, 22, 8, 16, 35, 11, 4, 27, 6, 13, 38, 25],
 ];
 
-const naiveLogits = (cfg: Config, w: (n: string) => Float32Array | Float64Array, ids: readonly number[]) =>
-  cfg.modelType === 'gpt_neox' ? naiveGptNeoxLogits(cfg, w, ids) : cfg.modelType === 'opt' ? naiveOptLogits(cfg, w, ids) : naivePhiLogits(cfg, w, ids);
+const naiveLogits = (cfg: Config, w: (n: string) => Float32Array | Float64Array, ids: readonly number[]) => {
+  switch (cfg.modelType) {
+    case 'gpt_neox':
+      return naiveGptNeoxLogits(cfg, w, ids);
+    case 'opt':
+      return naiveOptLogits(cfg, w, ids);
+    case 'phi':
+      return naivePhiLogits(cfg, w, ids);
+    case 'bloom':
+      return naiveBloomLogits(cfg, w, ids);
+  }
+};
 
-describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of transformers’ modeling files', () => {
+describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementations of transformers’ modeling files', () => {
   let root = '';
   before(async () => {
     await useTestBackend();
@@ -126,6 +141,12 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     // transformers reads `rope_scaling or rope_parameters`: a non-null rope_scaling wins.
     const both = parseConfig({ ...NEOX, rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 }, rope_scaling: { type: 'linear', factor: 3 } }, 'c.json') as GptNeoxConfig;
     assert.deepEqual(both.ropeScaling, { type: 'linear', factor: 3 });
+    // BLOOM: ALiBi's slopes as build_alibi_tensor computes them, for 4 heads and for 6 (beyond a power of two).
+    assert.deepEqual(Array.from(alibiSlopes(4)), [0.25, 0.0625, 0.015625, 0.00390625]);
+    assertClose('slopes of 6 heads', alibiSlopes(6), naiveAlibiSlopes(6), 1e-7);
+    assert.deepEqual(Array.from(alibiSlopes(6)).slice(4), [Math.fround(2 ** -1), Math.fround(2 ** -3)]);
+    const bloom560 = parseConfig({ model_type: 'bloom', n_embed: 1024, n_layer: 24, num_attention_heads: 16, n_head: 16, vocab_size: 250880 }, 'c.json') as BloomConfig;
+    assert.deepEqual([bloom560.hiddenSize, bloom560.numHeads, bloom560.headDim, bloom560.tieWordEmbeddings, bloom560.residualPostLayernorm], [1024, 16, 64, true, false]);
     // pad_token_id null: no padding row (nn.Embedding's padding_idx=None), not OPT's default 1.
     assert.equal((parseConfig({ model_type: 'opt', pad_token_id: null }, 'c.json') as OptConfig).padTokenId, undefined);
   });
@@ -165,6 +186,7 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
       [0, ['gpt_neox.embed_in.weight', 'gpt_neox.layers.0.attention.query_key_value.weight', 'gpt_neox.layers.1.post_attention_layernorm.bias', 'embed_out.weight']],
       [3, ['model.decoder.embed_positions.weight', 'model.decoder.project_in.weight', 'model.decoder.layers.0.self_attn_layer_norm.weight', 'model.decoder.layers.1.fc1.weight']],
       [5, ['model.embed_tokens.weight', 'lm_head.bias', 'model.layers.0.self_attn.k_layernorm.weight', 'model.layers.1.self_attn.k_proj.weight']],
+      [7, ['transformer.word_embeddings_layernorm.weight', 'transformer.h.0.self_attention.query_key_value.weight', 'transformer.h.1.mlp.dense_h_to_4h.bias']],
     ];
     for (const [vi, names] of cases) {
       const { model, cfg, weights } = await load(VARIANTS[vi]!.config, 90 + vi);
@@ -259,18 +281,19 @@ describe('GPT-NeoX (Pythia), OPT and Phi against float64 re-implementations of t
     }
   });
 
-  it('PEFT’s default targets (query_key_value; q_proj and v_proj; Phi’s q_proj, v_proj, fc1, fc2; IA3’s feed-forward dense_4h_to_h and fc2); LoRA and SSF on every tap point merge to the adapted logits', async () => {
+  it('PEFT’s default targets (query_key_value; q_proj and v_proj; Phi’s q_proj, v_proj, fc1, fc2; BLOOM’s query_key_value; IA3’s feed-forward dense_4h_to_h and fc2); LoRA and SSF on every tap point merge to the adapted logits', async () => {
     const expected: Record<number, { lora: string[]; ia3ff: string[] }> = {
       0: { lora: ['attention.query_key_value'], ia3ff: ['mlp.dense_4h_to_h'] },
       3: { lora: ['self_attn.q_proj', 'self_attn.v_proj'], ia3ff: ['fc2'] },
       5: { lora: ['mlp.fc1', 'mlp.fc2', 'self_attn.q_proj', 'self_attn.v_proj'], ia3ff: ['mlp.fc2'] },
+      6: { lora: ['self_attention.query_key_value'], ia3ff: ['mlp.dense_4h_to_h'] },
     };
     for (const [vi, want] of Object.entries(expected)) {
       const v = VARIANTS[Number(vi)]!;
       const { model } = await load(v.config, 80 + Number(vi));
       const inputIds = tf.tensor2d(IDS, [2, 12], 'int32');
       try {
-        const modules = (a: { trainable: Map<string, tf.Tensor> }, suffix: RegExp) => [...new Set([...a.trainable.keys()].filter((n) => suffix.test(n)).map((n) => n.replace(/^.*layers\.\d+\./, '').replace(suffix, '')))].sort();
+        const modules = (a: { trainable: Map<string, tf.Tensor> }, suffix: RegExp) => [...new Set([...a.trainable.keys()].filter((n) => suffix.test(n)).map((n) => n.replace(/^.*(layers|\.h)\.\d+\./, '').replace(suffix, '')))].sort();
         const lora = await createAdapter(model, { kind: 'lora', r: 2, alpha: 4 }, { seed: 1 });
         assert.deepEqual(modules(lora, /\.lora_A\.weight$/), want.lora, v.name);
         perturb(lora, 0.3, 2);
