@@ -113,6 +113,8 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       hs.map((h, pos) => {
         let y = fused(h, m);
         if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, D);
+        // SmolLM3Attention: `if self.use_rope` (no_rope_layers[layer] = 1) rotates, else not.
+        if (cfg.noRopeLayers?.[l]) return y;
         const rotated = new Float64Array(n * D);
         for (let k = 0; k < n; k++) rotated.set(naiveRope(y.subarray(k * D, (k + 1) * D), pos, inv, gain), k * D);
         return rotated;

@@ -2,8 +2,8 @@
  * The Llama-layout decoders beyond Llama: Mistral (sliding-window attention), Qwen2 (q/k/v biases),
  * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma ((1 + w) norms, scaled
  * embeddings, GELU), Gemma 2 (sandwich norms, soft-capped scores and logits), Gemma 3 text (q/k norms,
- * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE) and RoPE scaling
- * (linear, Llama 3.1).
+ * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE), SmolLM3 (NoPE
+ * blocks) and RoPE scaling (linear, Llama 3.1, dynamic NTK).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
  * against transformers' logits for llama-tiny. Variants are llama-tiny's weights plus random extra
@@ -143,6 +143,12 @@ const VARIANTS: Variant[] = [
     extra: () => ({}),
   },
   { name: 'llama, linear RoPE scaling (old rope_scaling key)', config: { rope_parameters: undefined, rope_theta: 10000, rope_scaling: { type: 'linear', factor: 2 } }, extra: () => ({}) },
+  {
+    name: 'smollm3: no RoPE in block 1 (no_rope_layer_interval 2), a window of 5 there (use_sliding_window), tied head, θ 2·10⁶',
+    config: { model_type: 'smollm3', architectures: ['SmolLM3ForCausalLM'], rope_parameters: undefined, no_rope_layer_interval: 2, use_sliding_window: true, sliding_window: 5, tie_word_embeddings: true },
+    extra: () => ({}),
+    transform: (_cfg, tensors) => void tensors.delete('lm_head.weight'),
+  },
   { name: 'llama, dynamic NTK RoPE past max_position_embeddings (16 tokens over 8)', config: { max_position_embeddings: 8, rope_parameters: { rope_type: 'dynamic', rope_theta: 10000, factor: 2 } }, extra: () => ({}) },
 ];
 
@@ -238,8 +244,8 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     });
   });
 
-  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE, Gemma 2 with capped scores, Phi-3 with partial LongRoPE)', async () => {
-    for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!, VARIANTS[5]!, VARIANTS[6]!]) {
+  it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE, Gemma 2 with capped scores, Phi-3 with partial LongRoPE, SmolLM3 with NoPE blocks)', async () => {
+    for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!, VARIANTS[5]!, VARIANTS[6]!, VARIANTS.find((x) => x.name.startsWith('smollm3'))!]) {
       await withVariant(v, 500, (model) => {
         const seq = ids[0]!.slice(0, 10);
         const cache = new KvCache();
@@ -347,6 +353,17 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     bad({ rope_parameters: { rope_type: 'yarn', short_factor: [1, 2], long_factor: [1, 2] } }, /rope_parameters\.rope_type/, /unsupported RoPE type "yarn"/);
     bad({ ...phi3(8), partial_rotary_factor: 0.3125 }, /partial_rotary_factor/, /even number of rotated dimensions \(head_dim 16 × 0\.3125 = 5\)/);
     bad({ model_type: 'gemma2', attn_logit_softcapping: 0 }, /attn_logit_softcapping/, /must be above 0 \(or null for none\)/);
+  });
+
+  it('SmolLM3 defaults as SmolLM3Config: every 4th block without RoPE, windows only with use_sliding_window (on the NoPE blocks), θ 2·10⁶, tied head, pad 128004; no_rope_layers as given', () => {
+    const base = { model_type: 'smollm3', hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 8, intermediate_size: 96, vocab_size: 200000 };
+    const c = parseConfig(base, 'c.json') as LlamaConfig;
+    assert.deepEqual([c.noRopeLayers, c.slidingWindows.every((w) => w === undefined), c.ropeTheta, c.tieWordEmbeddings, c.padTokenId, c.numKvHeads], [[false, false, false, true, false, false, false, true], true, 2e6, true, 128004, 4]);
+    const w = parseConfig({ ...base, use_sliding_window: true, sliding_window: 16 }, 'c.json') as LlamaConfig;
+    assert.deepEqual(w.slidingWindows, [undefined, undefined, undefined, 16, undefined, undefined, undefined, 16]);
+    const listed = parseConfig({ ...base, no_rope_layers: [1, 0, 1, 1, 1, 1, 1, 0] }, 'c.json') as LlamaConfig;
+    assert.deepEqual(listed.noRopeLayers, [false, true, false, false, false, false, false, true]);
+    assert.throws(() => parseConfig({ ...base, no_rope_layers: [1, 0] }, 'c.json'), /no_rope_layers.*a list of 8 flags/);
   });
 
   it('Gemma 3 text defaults as Gemma3TextConfig: head_dim 256, tied head, pad 0, every 6th block full, local RoPE at 10000, √d embeddings', () => {

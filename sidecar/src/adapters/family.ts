@@ -58,6 +58,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'gemma2':
     case 'gemma3_text':
     case 'phi3':
+    case 'smollm3':
       return 'CAUSAL_LM';
     case 'bert':
     case 'roberta':

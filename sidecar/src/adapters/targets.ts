@@ -62,6 +62,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma2: ['q_proj', 'v_proj'],
   gemma3_text: ['q_proj', 'v_proj'],
   phi3: ['qkv_proj'],
+  smollm3: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
@@ -85,6 +86,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma2: ['q_proj', 'v_proj', 'down_proj'],
   gemma3_text: ['q_proj', 'v_proj', 'down_proj'],
   phi3: ['qkv_proj', 'down_proj'],
+  smollm3: ['k_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
@@ -108,6 +110,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gemma2: ['down_proj'],
   gemma3_text: ['down_proj'],
   phi3: ['down_proj'],
+  smollm3: ['down_proj'],
   bert: ['output.dense'],
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
@@ -292,6 +295,7 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'gemma2':
     case 'gemma3_text':
     case 'phi3':
+    case 'smollm3':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         const [attnIn, mlpIn] = cfg.fusedProjections ? [['qkv_proj'], ['gate_up_proj']] : [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']];

@@ -4,10 +4,10 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
-export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3'] as const;
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
@@ -96,6 +96,8 @@ export interface LlamaConfig extends Common {
   logitSoftcap?: number;
   /** Phi-3: one qkv_proj for queries, keys and values, and one gate_up_proj for the MLP's gate and up halves. */
   fusedProjections: boolean;
+  /** SmolLM3: per block, true where it uses no position encoding at all (NoPE: no_rope_layers says 0). */
+  noRopeLayers?: boolean[];
   /** Gemma 3: the RoPE of its sliding blocks (rope_local_base_freq), where it differs from the full blocks'. */
   localRope?: { theta: number; scaling: RopeScaling; layers: boolean[] };
   tieWordEmbeddings: boolean;
@@ -421,6 +423,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'gemma2':
     case 'gemma3_text':
     case 'phi3':
+    case 'smollm3':
       return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
@@ -780,6 +783,7 @@ const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
   gemma2: 'Gemma2ForCausalLM',
   gemma3_text: 'Gemma3ForCausalLM',
   phi3: 'Phi3ForCausalLM',
+  smollm3: 'SmolLM3ForCausalLM',
 };
 
 /**
@@ -795,6 +799,7 @@ const FAMILY_DEFAULTS: Record<LlamaFamilyType, { headDim?: number; kvHeads?: num
   gemma2: { headDim: 256, kvHeads: 4, maxPositions: 8192 },
   gemma3_text: { headDim: 256, kvHeads: 4, maxPositions: 131072 },
   phi3: { maxPositions: 4096 },
+  smollm3: { kvHeads: 4, maxPositions: 32768 },
 };
 
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
@@ -818,6 +823,8 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
       return checkRopeFactors(f, { ...base, ...gemmaOptions(f, base), ...gemma3Options(f, numLayers, base.maxPositions) });
     case 'phi3':
       return checkRopeFactors(f, { ...base, ...phi3Options(f, base) });
+    case 'smollm3':
+      return checkRopeFactors(f, { ...base, ...smollm3Options(f, base) });
     default:
       return checkRopeFactors(f, base);
   }
@@ -832,9 +839,9 @@ function llamaFamilyBase(
   const { hiddenSize, numHeads, headDim, numKvHeads, numLayers } = dims;
   const vocabSize = f.int('vocab_size', undefined, 1, MAX_VOCAB);
   // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and the Gemmas bias all four under attention_bias; Mistral and Phi-3 none.
-  const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text'].includes(modelType) ? f.bool('attention_bias', false) : false;
+  const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'smollm3'].includes(modelType) ? f.bool('attention_bias', false) : false;
   const maxPositions = f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER);
-  const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : 10000, maxPositions, modelType);
+  const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : modelType === 'smollm3' ? 2e6 : 10000, maxPositions, modelType);
   return {
     modelType,
     architecture: architecture || ARCHITECTURE_NAMES[modelType],
@@ -854,7 +861,7 @@ function llamaFamilyBase(
     maxPositions,
     qkvBias: modelType === 'qwen2' || attentionBias,
     outputBias: attentionBias,
-    mlpBias: modelType === 'llama' ? f.bool('mlp_bias', false) : false,
+    mlpBias: modelType === 'llama' || modelType === 'smollm3' ? f.bool('mlp_bias', false) : false,
     qkNorm: modelType === 'qwen3',
     slidingWindows: slidingWindows(f, modelType, numLayers),
     normOffset: 0,
@@ -955,6 +962,34 @@ function phi3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
     rmsNormEps: f.num('rms_norm_eps', 1e-5),
     slidingWindows: base.slidingWindows.map(() => window),
     ...padToken(f, 'pad_token_id', base.vocabSize > 32000 ? 32000 : undefined, base.vocabSize),
+  };
+}
+
+/**
+ * SmolLM3 (SmolLM3Config): Llama with no position encoding in some blocks (no_rope_layers: 1 for
+ * RoPE, 0 for none; by default every no_rope_layer_interval-th block has none), a sliding window
+ * only with use_sliding_window in the blocks layer_types calls sliding (by default the NoPE ones),
+ * a tied head, padding id 128004.
+ */
+function smollm3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
+  const n = base.numLayers;
+  const listed = f.get('no_rope_layers');
+  let rope: boolean[];
+  if (listed === undefined || listed === null) {
+    const every = f.int('no_rope_layer_interval', 4);
+    rope = Array.from({ length: n }, (_, i) => (i + 1) % every !== 0);
+  } else {
+    if (!Array.isArray(listed) || listed.length !== n) f.fail('no_rope_layers', `expected a list of ${n} flags (one per num_hidden_layers)`);
+    rope = listed.map((v: unknown, i) => (v === 1 || v === true ? true : v === 0 || v === false ? false : f.fail(`no_rope_layers[${i}]`, `expected 0 or 1, got ${JSON.stringify(v)}`)));
+  }
+  const sliding = f.bool('use_sliding_window', false) && f.has('sliding_window');
+  const window = sliding ? f.int('sliding_window') : undefined;
+  const types = f.has('layer_types') ? layerTypes(f, n, 1) : rope.map((r) => (window !== undefined && !r ? 'sliding_attention' : 'full_attention'));
+  return {
+    noRopeLayers: rope.map((r) => !r),
+    slidingWindows: types.map((t) => (window !== undefined && t === 'sliding_attention' ? window : undefined)),
+    tieWordEmbeddings: f.bool('tie_word_embeddings', true),
+    ...padToken(f, 'pad_token_id', 128004, base.vocabSize),
   };
 }
 

@@ -3,8 +3,8 @@
  * options that make it MistralForCausalLM (sliding-window attention), Qwen2ForCausalLM (q/k/v biases),
  * Qwen3ForCausalLM (per-head RMSNorm of queries and keys), GemmaForCausalLM ((1 + w) norms, scaled
  * embeddings, GELU gate), Gemma2ForCausalLM (norms around each sub-layer, soft-capped scores and
- * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks) and Phi3ForCausalLM
- * (fused qkv_proj and gate_up_proj, partial RoPE).
+ * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks), Phi3ForCausalLM
+ * (fused qkv_proj and gate_up_proj, partial RoPE) and SmolLM3ForCausalLM (blocks without RoPE).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
@@ -92,8 +92,10 @@ export const llama: Architecture<LlamaConfig> = {
       // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE.
       const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
       const [qh, kh, vh] = queryKeyValue(h);
-      const q = applyRope(headNorm(splitHeads(qh, b, t, cfg.numHeads, cfg.headDim), 'q_norm'), cos, sin);
-      const k = applyRope(headNorm(splitHeads(kh, b, t, cfg.numKvHeads, cfg.headDim), 'k_norm'), cos, sin);
+      // SmolLM3's NoPE blocks leave queries and keys unrotated.
+      const rotate = (x: tf.Tensor4D) => (cfg.noRopeLayers?.[i] ? x : applyRope(x, cos, sin));
+      const q = rotate(headNorm(splitHeads(qh, b, t, cfg.numHeads, cfg.headDim), 'q_norm'));
+      const k = rotate(headNorm(splitHeads(kh, b, t, cfg.numKvHeads, cfg.headDim), 'k_norm'));
       const v = splitHeads(vh, b, t, cfg.numKvHeads, cfg.headDim);
       const scale = cfg.attentionScale;
       const window = cfg.slidingWindows[i];
