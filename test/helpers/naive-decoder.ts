@@ -108,11 +108,13 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       const at = { q_proj: [0, H * D], k_proj: [H * D, (H + Hkv) * D], v_proj: [(H + Hkv) * D, (H + 2 * Hkv) * D] }[m]!;
       return all.slice(at[0], at[1]);
     };
-    const hs = x.map((r) => norm(r, `${p}.input_layernorm.weight`));
+    // Olmo2DecoderLayer: the attention reads the residual stream itself (no input_layernorm).
+    const hs = cfg.preNorms === false ? x : x.map((r) => norm(r, `${p}.input_layernorm.weight`));
     const heads = (m: string, n: number, normName: string) =>
       hs.map((h, pos) => {
         let y = fused(h, m);
-        if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, D);
+        // Olmo2Attention: q_norm(q_proj(x)) over the whole projection; Qwen3's per head.
+        if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, cfg.qkNormOverProjection ? y.length : D);
         // SmolLM3Attention: `if self.use_rope` (no_rope_layers[layer] = 1) rotates, else not.
         if (cfg.noRopeLayers?.[l]) return y;
         const rotated = new Float64Array(n * D);
@@ -147,7 +149,7 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       // before the MLP, post_feedforward_layernorm on its output; Llama: post_attention_layernorm before the MLP.
       if (cfg.sandwichNorms) o = norm(o, `${p}.post_attention_layernorm.weight`);
       const r = row.map((a, c) => a + o[c]!);
-      const h2 = norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
+      const h2 = cfg.preNorms === false ? r : norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
       const F = cfg.intermediateSize;
       // Phi3MLP: gate_up_proj's first half is the gate.
       const gateUp = cfg.fusedProjections ? proj(h2, 'mlp.gate_up_proj', 2 * F) : undefined;

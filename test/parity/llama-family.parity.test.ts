@@ -3,7 +3,8 @@
  * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma ((1 + w) norms, scaled
  * embeddings, GELU), Gemma 2 (sandwich norms, soft-capped scores and logits), Gemma 3 text (q/k norms,
  * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE), SmolLM3 (NoPE
- * blocks) and RoPE scaling (linear, Llama 3.1, dynamic NTK).
+ * blocks), OLMo-2 (post-norms only, q/k norms over the projections) and RoPE scaling (linear, Llama
+ * 3.1, dynamic NTK).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
  * against transformers' logits for llama-tiny. Variants are llama-tiny's weights plus random extra
@@ -148,6 +149,18 @@ const VARIANTS: Variant[] = [
     config: { model_type: 'smollm3', architectures: ['SmolLM3ForCausalLM'], rope_parameters: undefined, no_rope_layer_interval: 2, use_sliding_window: true, sliding_window: 5, tie_word_embeddings: true },
     extra: () => ({}),
     transform: (_cfg, tensors) => void tensors.delete('lm_head.weight'),
+  },
+  {
+    name: 'olmo2: norms only after each sub-layer, RMSNorms over the whole q and k projections, q/k/v/o biases',
+    config: { model_type: 'olmo2', architectures: ['Olmo2ForCausalLM'], attention_bias: true },
+    extra: (cfg) => ({
+      ...qkvBiases(cfg),
+      ...perLayer(cfg, (p) => ({ [`${p}.o_proj.bias`]: [cfg.hiddenSize], [`${p}.q_norm.weight`]: [cfg.numHeads * cfg.headDim], [`${p}.k_norm.weight`]: [cfg.numKvHeads * cfg.headDim] })),
+      ...Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.post_feedforward_layernorm.weight`]: [cfg.hiddenSize] }))),
+    }),
+    transform: (cfg, tensors) => {
+      for (let i = 0; i < cfg.numLayers; i++) tensors.delete(`model.layers.${i}.input_layernorm.weight`);
+    },
   },
   { name: 'llama, dynamic NTK RoPE past max_position_embeddings (16 tokens over 8)', config: { max_position_embeddings: 8, rope_parameters: { rope_type: 'dynamic', rope_theta: 10000, factor: 2 } }, extra: () => ({}) },
 ];
@@ -355,7 +368,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     bad({ model_type: 'gemma2', attn_logit_softcapping: 0 }, /attn_logit_softcapping/, /must be above 0 \(or null for none\)/);
   });
 
-  it('SmolLM3 defaults as SmolLM3Config: every 4th block without RoPE, windows only with use_sliding_window (on the NoPE blocks), θ 2·10⁶, tied head, pad 128004; no_rope_layers as given', () => {
+  it('SmolLM3 and OLMo-2 defaults as their config classes; SmolLM3: every 4th block without RoPE, windows only with use_sliding_window (on the NoPE blocks), θ 2·10⁶, tied head, pad 128004; no_rope_layers as given', () => {
     const base = { model_type: 'smollm3', hidden_size: 64, num_attention_heads: 4, num_hidden_layers: 8, intermediate_size: 96, vocab_size: 200000 };
     const c = parseConfig(base, 'c.json') as LlamaConfig;
     assert.deepEqual([c.noRopeLayers, c.slidingWindows.every((w) => w === undefined), c.ropeTheta, c.tieWordEmbeddings, c.padTokenId, c.numKvHeads], [[false, false, false, true, false, false, false, true], true, 2e6, true, 128004, 4]);
@@ -364,6 +377,9 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     const listed = parseConfig({ ...base, no_rope_layers: [1, 0, 1, 1, 1, 1, 1, 0] }, 'c.json') as LlamaConfig;
     assert.deepEqual(listed.noRopeLayers, [false, true, false, false, false, false, false, true]);
     assert.throws(() => parseConfig({ ...base, no_rope_layers: [1, 0] }, 'c.json'), /no_rope_layers.*a list of 8 flags/);
+    // Olmo2Config: ε 1e-5, padding id 1, untied, no pre-norms, q/k norms over the projections.
+    const o = parseConfig({ ...base, model_type: 'olmo2', num_key_value_heads: 2 }, 'c.json') as LlamaConfig;
+    assert.deepEqual([o.rmsNormEps, o.padTokenId, o.tieWordEmbeddings, o.preNorms, o.qkNorm, o.qkNormOverProjection, o.sandwichNorms, o.ropeTheta], [1e-5, 1, false, false, true, true, true, 10000]);
   });
 
   it('Gemma 3 text defaults as Gemma3TextConfig: head_dim 256, tied head, pad 0, every 6th block full, local RoPE at 10000, √d embeddings', () => {

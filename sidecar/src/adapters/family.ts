@@ -59,6 +59,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'gemma3_text':
     case 'phi3':
     case 'smollm3':
+    case 'olmo2':
       return 'CAUSAL_LM';
     case 'bert':
     case 'roberta':

@@ -63,6 +63,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma3_text: ['q_proj', 'v_proj'],
   phi3: ['qkv_proj'],
   smollm3: ['q_proj', 'v_proj'],
+  olmo2: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
@@ -87,6 +88,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gemma3_text: ['q_proj', 'v_proj', 'down_proj'],
   phi3: ['qkv_proj', 'down_proj'],
   smollm3: ['k_proj', 'v_proj', 'down_proj'],
+  olmo2: ['k_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
@@ -111,6 +113,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   gemma3_text: ['down_proj'],
   phi3: ['down_proj'],
   smollm3: ['down_proj'],
+  olmo2: ['down_proj'],
   bert: ['output.dense'],
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
@@ -296,15 +299,18 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'gemma3_text':
     case 'phi3':
     case 'smollm3':
+    case 'olmo2':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         const [attnIn, mlpIn] = cfg.fusedProjections ? [['qkv_proj'], ['gate_up_proj']] : [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']];
-        norm(`${p}.input_layernorm`, i, false, attnIn.map((m) => `${p}.self_attn.${m}`));
+        // OLMo-2 has no norms before its sub-layers, only after them.
+        const pre = cfg.preNorms !== false;
+        if (pre) norm(`${p}.input_layernorm`, i, false, attnIn.map((m) => `${p}.self_attn.${m}`));
         sub(`${p}.self_attn`, i, `${p}.self_attn.o_proj`);
         // Gemma 3's sandwich: post_attention_layernorm normalises the attention output (before the
         // residual add) and pre_feedforward_layernorm feeds the MLP.
         if (cfg.sandwichNorms) norm(`${p}.post_attention_layernorm`, i, false, []);
-        norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, mlpIn.map((m) => `${p}.mlp.${m}`));
+        if (pre) norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, mlpIn.map((m) => `${p}.mlp.${m}`));
         sub(`${p}.mlp`, i, `${p}.mlp.down_proj`);
         if (cfg.sandwichNorms) norm(`${p}.post_feedforward_layernorm`, i, false, []);
       }

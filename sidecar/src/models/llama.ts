@@ -4,7 +4,8 @@
  * Qwen3ForCausalLM (per-head RMSNorm of queries and keys), GemmaForCausalLM ((1 + w) norms, scaled
  * embeddings, GELU gate), Gemma2ForCausalLM (norms around each sub-layer, soft-capped scores and
  * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks), Phi3ForCausalLM
- * (fused qkv_proj and gate_up_proj, partial RoPE) and SmolLM3ForCausalLM (blocks without RoPE).
+ * (fused qkv_proj and gate_up_proj, partial RoPE), SmolLM3ForCausalLM (blocks without RoPE) and
+ * Olmo2ForCausalLM (norms only after each sub-layer, q/k norms over the whole projections).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
@@ -38,15 +39,19 @@ export const llama: Architecture<LlamaConfig> = {
     const out: ParamInfo[] = [{ name: 'model.embed_tokens.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'embedding' }];
     for (let i = 0; i < cfg.numLayers; i++) {
       const b = block(i);
-      out.push({ name: `${b}.input_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
+      if (cfg.preNorms !== false) out.push({ name: `${b}.input_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
       for (const m of modules(cfg)) {
         const mod = `${b}.${parent(m.name)}.${m.name}`;
         out.push({ name: `${mod}.weight`, shape: [m.outFeatures, m.inFeatures], layer: i, type: m.name });
         if (hasBias(cfg, m.name)) out.push({ name: `${mod}.bias`, shape: [m.outFeatures], layer: i, type: m.name });
       }
-      if (cfg.qkNorm) for (const n of ['q_norm', 'k_norm']) out.push({ name: `${b}.self_attn.${n}.weight`, shape: [cfg.headDim], layer: i, type: 'norm' });
+      if (cfg.qkNorm) {
+        // Per head ([head_dim]), or OLMo-2's over the whole projection.
+        const width = (heads: number) => (cfg.qkNormOverProjection ? heads * cfg.headDim : cfg.headDim);
+        out.push({ name: `${b}.self_attn.q_norm.weight`, shape: [width(cfg.numHeads)], layer: i, type: 'norm' }, { name: `${b}.self_attn.k_norm.weight`, shape: [width(cfg.numKvHeads)], layer: i, type: 'norm' });
+      }
       out.push({ name: `${b}.post_attention_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
-      if (cfg.sandwichNorms) for (const n of ['pre_feedforward_layernorm', 'post_feedforward_layernorm']) out.push({ name: `${b}.${n}.weight`, shape: [d], layer: i, type: 'norm' });
+      if (cfg.sandwichNorms) for (const n of [...(cfg.preNorms === false ? [] : ['pre_feedforward_layernorm']), 'post_feedforward_layernorm']) out.push({ name: `${b}.${n}.weight`, shape: [d], layer: i, type: 'norm' });
     }
     out.push({ name: 'model.norm.weight', shape: [d], layer: -1, type: 'norm' });
     if (!cfg.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'head' });
@@ -88,10 +93,15 @@ export const llama: Architecture<LlamaConfig> = {
       const gateUp = (h: tf.Tensor2D): tf.Tensor2D[] =>
         cfg.fusedProjections ? tf.split(f.linear(`${p}.mlp.gate_up_proj`, h), 2, 1) : [f.linear(`${p}.mlp.gate_proj`, h), f.linear(`${p}.mlp.up_proj`, h)];
       const { cos, sin } = cfg.localRope?.layers[i] ? localRope : globalRope;
-      const h = normTap(x, `${p}.input_layernorm`);
-      // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE.
-      const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
-      const [qh, kh, vh] = queryKeyValue(h);
+      // OLMo-2 has no norm before its sub-layers: they read the residual stream.
+      const h = cfg.preNorms === false ? x : normTap(x, `${p}.input_layernorm`);
+      // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE;
+      // OLMo-2 the whole projections, before they are split into heads.
+      const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm && !cfg.qkNormOverProjection ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
+      const projectionNorm = (x: tf.Tensor2D, name: string) => (cfg.qkNormOverProjection ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor2D) : x);
+      const [q0, k0, vh] = queryKeyValue(h);
+      const qh = projectionNorm(q0!, 'q_norm');
+      const kh = projectionNorm(k0!, 'k_norm');
       // SmolLM3's NoPE blocks leave queries and keys unrotated.
       const rotate = (x: tf.Tensor4D) => (cfg.noRopeLayers?.[i] ? x : applyRope(x, cos, sin));
       const q = rotate(headNorm(splitHeads(qh, b, t, cfg.numHeads, cfg.headDim), 'q_norm'));
@@ -105,7 +115,7 @@ export const llama: Architecture<LlamaConfig> = {
       // Gemma 3 normalises each sub-layer's output before the residual add (its "sandwich").
       if (cfg.sandwichNorms) attn = normTap(attn, `${p}.post_attention_layernorm`);
       x = tf.add(x, attn);
-      const h2 = normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
+      const h2 = cfg.preNorms === false ? x : normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
       const [gate, up] = gateUp(h2);
       const gated = tf.mul(activation(cfg.activation, gate), up) as tf.Tensor2D;
       let mlp = f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated));
