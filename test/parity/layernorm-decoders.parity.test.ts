@@ -147,6 +147,9 @@ describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementatio
     assert.deepEqual(Array.from(alibiSlopes(6)).slice(4), [Math.fround(2 ** -1), Math.fround(2 ** -3)]);
     const bloom560 = parseConfig({ model_type: 'bloom', n_embed: 1024, n_layer: 24, num_attention_heads: 16, n_head: 16, vocab_size: 250880 }, 'c.json') as BloomConfig;
     assert.deepEqual([bloom560.hiddenSize, bloom560.numHeads, bloom560.headDim, bloom560.tieWordEmbeddings, bloom560.residualPostLayernorm], [1024, 16, 64, true, false]);
+    // BloomConfig's attribute_map: num_attention_heads and num_hidden_layers name n_head and n_layer.
+    const aliased = parseConfig({ model_type: 'bloom', hidden_size: 48, num_attention_heads: 6, num_hidden_layers: 3 }, 'c.json') as BloomConfig;
+    assert.deepEqual([aliased.numHeads, aliased.numLayers], [6, 3]);
     // pad_token_id null: no padding row (nn.Embedding's padding_idx=None), not OPT's default 1.
     assert.equal((parseConfig({ model_type: 'opt', pad_token_id: null }, 'c.json') as OptConfig).padTokenId, undefined);
   });

@@ -17,7 +17,7 @@ import { disposeTrainBatch, makeBatch } from '../../sidecar/src/data/batch';
 import { pearson } from '../../sidecar/src/train/evaluate';
 import { f32, writeSafetensors } from '../../sidecar/src/io/safetensors';
 import { disposeBatch, readInputBatch } from '../../sidecar/src/io/tensors';
-import { parseConfig } from '../../sidecar/src/models/config';
+import { parseConfig, positionLimit } from '../../sidecar/src/models/config';
 import { inputLimits } from '../../sidecar/src/models/input-limits';
 import { loadData, loadDataFiles, loadHeldout, splitIndices, type Example, type ModelDataInfo } from '../../sidecar/src/data/dataset';
 import { decodeImage, listImageFolder, toPixelValues } from '../../sidecar/src/data/images';
@@ -244,6 +244,16 @@ describe('examples', () => {
     const f = file('x.jsonl', jsonl([{ text: 'ab' }]));
     const e = inputError(() => load(spec(f, { maxLength: 100 }), LM), 'spec.peft.json', /data\.maxLength/);
     assert.match(e.message, /more than the model's 64 positions/);
+    // A model without a position limit (dynamic NTK RoPE stretches past max_position_embeddings) takes any length.
+    const d = load(spec(f, { maxLength: 100 }), { ...LM, maxPositions: undefined });
+    assert.equal(d.train.length, 1);
+  });
+
+  test('position limits: max_position_embeddings, none under dynamic NTK RoPE', () => {
+    const llama = { model_type: 'llama', hidden_size: 16, num_attention_heads: 2, num_hidden_layers: 1, intermediate_size: 32, vocab_size: 300, max_position_embeddings: 32 };
+    assert.equal(positionLimit(parseConfig(llama, 'c.json')), 32);
+    assert.equal(positionLimit(parseConfig({ ...llama, rope_scaling: { rope_type: 'dynamic', factor: 2 } }, 'c.json')), undefined);
+    assert.equal(positionLimit(parseConfig({ ...llama, model_type: 'gpt_neox', intermediate_size: 32, rotary_pct: 0.5, rope_scaling: { type: 'dynamic', factor: 2 } }, 'c.json')), undefined);
   });
 
   test('bad rows name the file, line and field', () => {
@@ -433,6 +443,7 @@ describe('vocab.json + merges.txt (GPT2Tokenizer’s files, as OPT’s hub folde
     assert.equal(tok.eosId, id('</s>'));
     assert.equal(tok.padId, id('<pad>'));
     assert.equal(tok.decode([id('Ġthe'), id('Ġthe'), id('m'), id('e')]), ' the theme');
+    assert.equal(tok.decode([]), '', 'nothing to decode (a reply that is only the end of text) is no error');
     const spaced = loadTokenizer(write('gpt2-slow-prefix', { tokenizer_class: 'GPT2Tokenizer', add_prefix_space: true }).dir);
     assert.deepEqual(spaced.encode('the', false), [id('Ġthe')], 'add_prefix_space: a leading space');
     assert.equal(tokenizerMismatch(tok, 50272), undefined);

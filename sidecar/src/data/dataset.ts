@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { InputError } from '../errors';
 import type { Model } from '../models/model';
-import { isEncoder, type ProblemType } from '../models/config';
+import { isEncoder, positionLimit, type ProblemType } from '../models/config';
 import type { MetricName } from '../../../src/protocol';
 import { deriveSeed, Rng } from '../train/rng';
 import { listImageFolder } from './images';
@@ -62,7 +62,8 @@ export interface ModelDataInfo {
 export function modelDataInfo(model: Model): ModelDataInfo {
   const c = model.config;
   const info: ModelDataInfo = { task: model.arch.task, modelType: c.modelType, vocabSize: c.vocabSize };
-  if ('maxPositions' in c) info.maxPositions = c.maxPositions;
+  const limit = positionLimit(c);
+  if (limit !== undefined) info.maxPositions = limit;
   if ('numLabels' in c) info.numLabels = c.numLabels;
   if ('typeVocabSize' in c) info.typeVocabSize = c.typeVocabSize;
   if ('problemType' in c) info.problemType = c.problemType;
@@ -405,14 +406,14 @@ export interface LoadDataOptions {
   specFile: string;
 }
 
-/** The max length: the spec's, else the model's positions capped at 512. */
+/** The max length: the spec's (within the model's positions, where it has a limit), else the model's positions capped at 512. */
 export function maxLengthFor(data: DataSpec, info: ModelDataInfo, specFile: string): number {
-  const cap = info.maxPositions ?? 512;
+  const cap = info.maxPositions;
   if (data.maxLength !== undefined) {
-    if (data.maxLength > cap) throw new InputError(specFile, 'data.maxLength', `${data.maxLength} is more than the model's ${cap} positions`);
+    if (cap !== undefined && data.maxLength > cap) throw new InputError(specFile, 'data.maxLength', `${data.maxLength} is more than the model's ${cap} positions`);
     return data.maxLength;
   }
-  return Math.min(cap, 512);
+  return Math.min(cap ?? 512, 512);
 }
 
 /** loadData with the rows read first, whatever the format (Parquet is read asynchronously). */

@@ -334,6 +334,8 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       return { ids, ...(out.types?.some((x) => x !== 0) ? { typeIds: out.types } : {}), truncated: out !== whole };
     },
     decode(ids) {
+      // The library refuses an empty list (a reply that is only the end of text).
+      if (ids.length === 0) return '';
       try {
         return tok.decode(ids, { skip_special_tokens: true });
       } catch (e) {

@@ -403,8 +403,9 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
       return phiConfig(f, architecture);
     case 'bloom': {
       // BloomConfig: hidden_size (older configs: n_embed), n_layer, n_head.
+      // attribute_map: num_attention_heads and num_hidden_layers are other names of n_head and n_layer.
       const hiddenSize = f.int(f.has('n_embed') ? 'n_embed' : 'hidden_size', 64);
-      const numHeads = heads(f, hiddenSize, 'n_head', f.has('n_embed') ? 'n_embed' : 'hidden_size', 8);
+      const numHeads = heads(f, hiddenSize, f.has('n_head') || !f.has('num_attention_heads') ? 'n_head' : 'num_attention_heads', f.has('n_embed') ? 'n_embed' : 'hidden_size', 8);
       if (f.int('pretraining_tp', 1) > 1 && f.bool('slow_but_exact', false)) f.fail('slow_but_exact', 'the slow-but-exact tensor-parallel matmuls are not supported (its results differ from one matmul by rounding only)');
       return {
         modelType: 'bloom',
@@ -412,7 +413,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
         hiddenSize,
         numHeads,
         headDim: hiddenSize / numHeads,
-        numLayers: f.int('n_layer', 2, 1, MAX_LAYERS),
+        numLayers: f.int(f.has('n_layer') || !f.has('num_hidden_layers') ? 'n_layer' : 'num_hidden_layers', 2, 1, MAX_LAYERS),
         vocabSize: f.int('vocab_size', 250880, 1, MAX_VOCAB),
         layerNormEps: f.num('layer_norm_epsilon', 1e-5),
         residualPostLayernorm: f.bool('apply_residual_connection_post_layernorm', false),
@@ -1118,6 +1119,18 @@ function checkRopeFactors(f: Fields, cfg: LlamaConfig): LlamaConfig {
     f.fail(`${key}.short_factor`, `has ${s.shortFactor.length} entries; the ${cfg.rotaryDim} rotated dimensions of each head need ${cfg.rotaryDim / 2}`);
   }
   return cfg;
+}
+
+/**
+ * The longest sequence a model runs on as configured: its max_position_embeddings (GPT-2's
+ * n_positions), or none where dynamic NTK RoPE stretches past it (transformers raises the base
+ * instead); undefined for models without positions (ViT).
+ */
+export function positionLimit(c: ModelConfig): number | undefined {
+  const dynamic = (s: RopeScaling) => s.type === 'dynamic';
+  if ('ropeScaling' in c && dynamic(c.ropeScaling)) return undefined;
+  if (c.modelType === 'modernbert' && (dynamic(c.globalRope.scaling) || dynamic(c.localRope.scaling))) return undefined;
+  return 'maxPositions' in c ? c.maxPositions : undefined;
 }
 
 export function readConfig(dir: string): ModelConfig {

@@ -22,6 +22,7 @@ import type { DataFormat, RunConfig } from '../spec/types';
 import { InputError } from '../errors';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from '../jobs/context';
 import { headLogits, type ModelInputs } from '../models/architecture';
+import { positionLimit } from '../models/config';
 import type { Hooks } from '../models/forward';
 import { KvCache } from '../models/kv-cache';
 import { Model } from '../models/model';
@@ -227,7 +228,8 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     const bad = ids.find((id) => id < 0 || id >= model.config.vocabSize);
     if (bad !== undefined)
       throw new InputError('', 'prompt', `token id ${bad} is outside the model's vocabulary of ${model.config.vocabSize} (the ${tok.name} tokenizer has ${tok.vocabSize} ids${tok.name === 'byte-level' ? '; non-ASCII bytes need a model with 256+ tokens' : ''})`);
-    const window = 'maxPositions' in model.config ? model.config.maxPositions : 2048;
+    // Dynamic NTK RoPE has no limit: the whole sequence stays in the window, as transformers keeps it.
+    const window = positionLimit(model.config) ?? Number.MAX_SAFE_INTEGER;
     const eosId = tok.eosId !== undefined && tok.eosId < model.config.vocabSize ? tok.eosId : undefined;
     const { stopText, stopIds: chatStopIds } = chat ? chatStops(tok) : { stopIds: [] };
     const stopIds = [...generationStopIds(modelDir), ...chatStopIds];
