@@ -148,7 +148,9 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       // Gemma3DecoderLayer: post_attention_layernorm on the attention output, pre_feedforward_layernorm
       // before the MLP, post_feedforward_layernorm on its output; Llama: post_attention_layernorm before the MLP.
       if (cfg.sandwichNorms) o = norm(o, `${p}.post_attention_layernorm.weight`);
-      const r = row.map((a, c) => a + o[c]!);
+      // GraniteDecoderLayer: residual + output · residual_multiplier.
+      const rs = cfg.residualScale ?? 1;
+      const r = row.map((a, c) => a + o[c]! * rs);
       const h2 = cfg.preNorms === false ? r : norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
       const F = cfg.intermediateSize;
       // Phi3MLP: gate_up_proj's first half is the gate.
@@ -157,11 +159,12 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       const up = gateUp ? gateUp.slice(F) : proj(h2, 'mlp.up_proj', F);
       let mlp = proj(gate.map((z, c) => z * up[c]!), 'mlp.down_proj', d);
       if (cfg.sandwichNorms) mlp = norm(mlp, `${p}.post_feedforward_layernorm.weight`);
-      return r.map((a, c) => a + mlp[c]!);
+      return r.map((a, c) => a + mlp[c]! * rs);
     });
   }
   const head = w('lm_head.weight') ?? embed;
   const out = new Float64Array(T * V);
-  x.forEach((r, i) => out.set(linear(norm(r, 'model.norm.weight'), head, undefined, V).map((z) => cap(z, cfg.logitSoftcap)), i * V));
+  // GraniteForCausalLM: logits / logits_scaling.
+  x.forEach((r, i) => out.set(linear(norm(r, 'model.norm.weight'), head, undefined, V).map((z) => cap(z / (cfg.logitDivisor ?? 1), cfg.logitSoftcap)), i * V));
   return out;
 }

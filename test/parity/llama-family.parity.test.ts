@@ -3,7 +3,7 @@
  * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma ((1 + w) norms, scaled
  * embeddings, GELU), Gemma 2 (sandwich norms, soft-capped scores and logits), Gemma 3 text (q/k norms,
  * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE), SmolLM3 (NoPE
- * blocks), OLMo-2 (post-norms only, q/k norms over the projections) and RoPE scaling (linear, Llama
+ * blocks), OLMo-2 (post-norms only, q/k norms over the projections), Granite (multipliers) and RoPE scaling (linear, Llama
  * 3.1, dynamic NTK).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
@@ -161,6 +161,11 @@ const VARIANTS: Variant[] = [
     transform: (cfg, tensors) => {
       for (let i = 0; i < cfg.numLayers; i++) tensors.delete(`model.layers.${i}.input_layernorm.weight`);
     },
+  },
+  {
+    name: 'granite: embedding, attention, residual multipliers and logits scaling (as granite-3 sets them), mlp biases',
+    config: { model_type: 'granite', architectures: ['GraniteForCausalLM'], embedding_multiplier: 12, attention_multiplier: 0.015625, residual_multiplier: 0.22, logits_scaling: 8, mlp_bias: true },
+    extra: (cfg) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.mlp.gate_proj.bias`]: [cfg.intermediateSize], [`model.layers.${i}.mlp.up_proj.bias`]: [cfg.intermediateSize], [`model.layers.${i}.mlp.down_proj.bias`]: [cfg.hiddenSize] }))) as Record<string, number[]>,
   },
   { name: 'llama, dynamic NTK RoPE past max_position_embeddings (16 tokens over 8)', config: { max_position_embeddings: 8, rope_parameters: { rope_type: 'dynamic', rope_theta: 10000, factor: 2 } }, extra: () => ({}) },
 ];

@@ -60,6 +60,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'phi3':
     case 'smollm3':
     case 'olmo2':
+    case 'granite':
       return 'CAUSAL_LM';
     case 'bert':
     case 'roberta':

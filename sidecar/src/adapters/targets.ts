@@ -64,6 +64,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   phi3: ['qkv_proj'],
   smollm3: ['q_proj', 'v_proj'],
   olmo2: ['q_proj', 'v_proj'],
+  granite: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
@@ -89,6 +90,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   phi3: ['qkv_proj', 'down_proj'],
   smollm3: ['k_proj', 'v_proj', 'down_proj'],
   olmo2: ['k_proj', 'v_proj', 'down_proj'],
+  granite: ['k_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
@@ -114,6 +116,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   phi3: ['down_proj'],
   smollm3: ['down_proj'],
   olmo2: ['down_proj'],
+  granite: ['down_proj'],
   bert: ['output.dense'],
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
@@ -300,6 +303,7 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'phi3':
     case 'smollm3':
     case 'olmo2':
+    case 'granite':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         const [attnIn, mlpIn] = cfg.fusedProjections ? [['qkv_proj'], ['gate_up_proj']] : [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']];

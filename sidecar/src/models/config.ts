@@ -4,10 +4,10 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
-export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2'] as const;
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
@@ -80,6 +80,10 @@ export interface LlamaConfig extends Common {
   mlpBias: boolean;
   /** Qwen3: an RMSNorm over each head's query and key (q_norm, k_norm) before RoPE. */
   qkNorm: boolean;
+  /** Granite: each sub-layer's output is scaled by this before the residual add (residual_multiplier); 1 elsewhere. */
+  residualScale?: number;
+  /** Granite: logits are divided by this (logits_scaling). */
+  logitDivisor?: number;
   /** OLMo-2: q_norm and k_norm normalise the whole projection (all heads at once), not each head. */
   qkNormOverProjection?: boolean;
   /** OLMo-2: false: no norm before the sub-layers (input_layernorm, pre_feedforward_layernorm), only the sandwich's post-norms. */
@@ -326,8 +330,8 @@ class Fields {
     if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(key, `expected a finite number, got ${JSON.stringify(v)}`);
     return v;
   }
-  positive(key: string): number {
-    const v = this.num(key);
+  positive(key: string, fallback?: number): number {
+    const v = this.num(key, fallback);
     if (v <= 0) this.fail(key, `must be above 0, got ${v}`);
     return v;
   }
@@ -430,6 +434,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'phi3':
     case 'smollm3':
     case 'olmo2':
+    case 'granite':
       return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
@@ -791,6 +796,7 @@ const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
   phi3: 'Phi3ForCausalLM',
   smollm3: 'SmolLM3ForCausalLM',
   olmo2: 'Olmo2ForCausalLM',
+  granite: 'GraniteForCausalLM',
 };
 
 /**
@@ -808,6 +814,7 @@ const FAMILY_DEFAULTS: Record<LlamaFamilyType, { headDim?: number; kvHeads?: num
   phi3: { maxPositions: 4096 },
   smollm3: { kvHeads: 4, maxPositions: 32768 },
   olmo2: { maxPositions: 2048 },
+  granite: { maxPositions: 2048 },
 };
 
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
@@ -833,6 +840,15 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
       return checkRopeFactors(f, { ...base, ...phi3Options(f, base) });
     case 'smollm3':
       return checkRopeFactors(f, { ...base, ...smollm3Options(f, base) });
+    case 'granite':
+      // GraniteConfig: Llama scaled by four multipliers (embeddings, attention scores, sub-layer outputs, 1/logits).
+      return checkRopeFactors(f, {
+        ...base,
+        embedScale: f.positive('embedding_multiplier', 1),
+        attentionScale: f.positive('attention_multiplier', 1),
+        residualScale: f.positive('residual_multiplier', 1),
+        logitDivisor: f.positive('logits_scaling', 1),
+      });
     case 'olmo2':
       // Olmo2Config: norms after each sub-layer only, RMSNorms over the whole q and k projections, ε 1e-5, padding id 1.
       return checkRopeFactors(f, { ...base, sandwichNorms: true, preNorms: false, qkNorm: true, qkNormOverProjection: true, rmsNormEps: f.num('rms_norm_eps', 1e-5), ...padToken(f, 'pad_token_id', 1, base.vocabSize) });
@@ -850,7 +866,7 @@ function llamaFamilyBase(
   const { hiddenSize, numHeads, headDim, numKvHeads, numLayers } = dims;
   const vocabSize = f.int('vocab_size', undefined, 1, MAX_VOCAB);
   // Qwen2 always biases q/k/v and never o; Llama, Qwen3 and the Gemmas bias all four under attention_bias; Mistral and Phi-3 none.
-  const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'smollm3', 'olmo2'].includes(modelType) ? f.bool('attention_bias', false) : false;
+  const attentionBias = ['llama', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'smollm3', 'olmo2', 'granite'].includes(modelType) ? f.bool('attention_bias', false) : false;
   const maxPositions = f.int('max_position_embeddings', FAMILY_DEFAULTS[modelType].maxPositions, 1, Number.MAX_SAFE_INTEGER);
   const rope = ropeParameters(f, modelType === 'gemma3_text' ? 1e6 : modelType === 'smollm3' ? 2e6 : 10000, maxPositions, modelType);
   return {
@@ -872,7 +888,7 @@ function llamaFamilyBase(
     maxPositions,
     qkvBias: modelType === 'qwen2' || attentionBias,
     outputBias: attentionBias,
-    mlpBias: modelType === 'llama' || modelType === 'smollm3' ? f.bool('mlp_bias', false) : false,
+    mlpBias: modelType === 'llama' || modelType === 'smollm3' || modelType === 'granite' ? f.bool('mlp_bias', false) : false,
     qkNorm: modelType === 'qwen3',
     slidingWindows: slidingWindows(f, modelType, numLayers),
     normOffset: 0,

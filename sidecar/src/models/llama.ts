@@ -4,8 +4,9 @@
  * Qwen3ForCausalLM (per-head RMSNorm of queries and keys), GemmaForCausalLM ((1 + w) norms, scaled
  * embeddings, GELU gate), Gemma2ForCausalLM (norms around each sub-layer, soft-capped scores and
  * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks), Phi3ForCausalLM
- * (fused qkv_proj and gate_up_proj, partial RoPE), SmolLM3ForCausalLM (blocks without RoPE) and
- * Olmo2ForCausalLM (norms only after each sub-layer, q/k norms over the whole projections).
+ * (fused qkv_proj and gate_up_proj, partial RoPE), SmolLM3ForCausalLM (blocks without RoPE),
+ * Olmo2ForCausalLM (norms only after each sub-layer, q/k norms over the whole projections) and
+ * GraniteForCausalLM (embedding, attention, residual and logit multipliers).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
@@ -114,16 +115,20 @@ export const llama: Architecture<LlamaConfig> = {
       let attn = f.tap(`${p}.self_attn`, f.linear(`${p}.self_attn.o_proj`, a));
       // Gemma 3 normalises each sub-layer's output before the residual add (its "sandwich").
       if (cfg.sandwichNorms) attn = normTap(attn, `${p}.post_attention_layernorm`);
-      x = tf.add(x, attn);
+      // Granite scales each sub-layer's output before the residual add.
+      const residual = (y: tf.Tensor) => (cfg.residualScale !== undefined && cfg.residualScale !== 1 ? tf.mul(y, cfg.residualScale) : y);
+      x = tf.add(x, residual(attn));
       const h2 = cfg.preNorms === false ? x : normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
       const [gate, up] = gateUp(h2);
       const gated = tf.mul(activation(cfg.activation, gate), up) as tf.Tensor2D;
       let mlp = f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated));
       if (cfg.sandwichNorms) mlp = normTap(mlp, `${p}.post_feedforward_layernorm`);
-      x = tf.add(x, mlp);
+      x = tf.add(x, residual(mlp));
     }
     if (cache) cache.past += t;
-    const hf = normTap(x, 'model.norm');
+    const normed = normTap(x, 'model.norm');
+    // Granite divides the logits by logits_scaling: the same as dividing the hidden states the head reads.
+    const hf = cfg.logitDivisor !== undefined && cfg.logitDivisor !== 1 ? (tf.div(normed, cfg.logitDivisor) as tf.Tensor2D) : normed;
     const headName = cfg.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
     return { hidden: hf, head: f.p(headName) as tf.Tensor2D, headName, batch: b, seq: t, ...(cfg.logitSoftcap ? { logitSoftcap: cfg.logitSoftcap } : {}) };
   },
