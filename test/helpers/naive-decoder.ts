@@ -6,6 +6,7 @@
  * norms, sliding windows, RoPE scaling, soft caps, fused projections, partial RoPE).
  */
 import type { LlamaConfig, RopeScaling } from '../../sidecar/src/models/config';
+import { layerNorm } from './naive-ops';
 
 type Weights = (name: string) => Float32Array | undefined;
 
@@ -96,7 +97,9 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
   const embed = need('model.embed_tokens.weight');
   // Gemma3TextScaledWordEmbedding: × √hidden_size (as float32).
   let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)).map((e) => e * cfg.embedScale));
-  const norm = (r: Float64Array, name: string, width?: number) => rmsNorm(r, need(name), cfg.rmsNormEps, cfg.normOffset, width);
+  // StableLM: nn.LayerNorm (with its bias) where the others have RMSNorm.
+  const norm = (r: Float64Array, name: string, width?: number) =>
+    cfg.layerNorms ? layerNorm(r, need(name), need(name.replace(/weight$/, 'bias')), cfg.rmsNormEps) : rmsNorm(r, need(name), cfg.rmsNormEps, cfg.normOffset, width);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
     const inv = cfg.localRope?.layers[l] ? localInv : globalInv;
@@ -113,8 +116,13 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
     const heads = (m: string, n: number, normName: string) =>
       hs.map((h, pos) => {
         let y = fused(h, m);
-        // Olmo2Attention: q_norm(q_proj(x)) over the whole projection; Qwen3's per head.
-        if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, cfg.qkNormOverProjection ? y.length : D);
+        // Olmo2Attention: q_norm(q_proj(x)) over the whole projection; Qwen3's per head; StableLmLayerNormPerHead: each head its own bias-free LayerNorm.
+        if (cfg.qkNorm && cfg.qkNormPerHeadWeights) {
+          const layer = normName === 'q_norm' ? 'q_layernorm' : 'k_layernorm';
+          const per = new Float64Array(y.length);
+          for (let k = 0; k < n; k++) per.set(layerNorm(y.slice(k * D, (k + 1) * D), need(`${p}.self_attn.${layer}.norms.${k}.weight`), new Float64Array(D), cfg.rmsNormEps), k * D);
+          y = per;
+        } else if (cfg.qkNorm) y = norm(y, `${p}.self_attn.${normName}.weight`, cfg.qkNormOverProjection ? y.length : D);
         // SmolLM3Attention: `if self.use_rope` (no_rope_layers[layer] = 1) rotates, else not.
         if (cfg.noRopeLayers?.[l]) return y;
         const rotated = new Float64Array(n * D);
@@ -151,7 +159,8 @@ export function naiveDecoderLogits(cfg: LlamaConfig, w: Weights, ids: readonly n
       // GraniteDecoderLayer: residual + output · residual_multiplier.
       const rs = cfg.residualScale ?? 1;
       const r = row.map((a, c) => a + o[c]! * rs);
-      const h2 = cfg.preNorms === false ? r : norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
+      // StableLM's parallel residual: the MLP reads the same normalised input as the attention.
+      const h2 = cfg.parallelResidual ? hs[i]! : cfg.preNorms === false ? r : norm(r, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}.weight`);
       const F = cfg.intermediateSize;
       // Phi3MLP: gate_up_proj's first half is the gate.
       const gateUp = cfg.fusedProjections ? proj(h2, 'mlp.gate_up_proj', 2 * F) : undefined;

@@ -3,7 +3,8 @@
  * Qwen3 (per-head q/k RMSNorm, mixed full and sliding blocks), Gemma ((1 + w) norms, scaled
  * embeddings, GELU), Gemma 2 (sandwich norms, soft-capped scores and logits), Gemma 3 text (q/k norms,
  * a local RoPE for sliding blocks), Phi-3 (fused projections, partial RoPE, LongRoPE), SmolLM3 (NoPE
- * blocks), OLMo-2 (post-norms only, q/k norms over the projections), Granite (multipliers) and RoPE scaling (linear, Llama
+ * blocks), OLMo-2 (post-norms only, q/k norms over the projections), Granite (multipliers), StableLM
+ * (LayerNorms, partial RoPE, per-head q/k LayerNorms, parallel residual) and RoPE scaling (linear, Llama
  * 3.1, dynamic NTK).
  * No transformers fixture exists for them, so the reference is a plain float64 re-implementation
  * written from transformers' modeling files (test/helpers/naive-decoder.ts), itself first checked
@@ -52,6 +53,10 @@ interface Variant {
 const perLayer = (cfg: LlamaConfig, f: (p: string) => Record<string, number[]>) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => f(`model.layers.${i}.self_attn`))) as Record<string, number[]>;
 const qkvBiases = (cfg: LlamaConfig) =>
   perLayer(cfg, (p) => ({ [`${p}.q_proj.bias`]: [cfg.numHeads * cfg.headDim], [`${p}.k_proj.bias`]: [cfg.numKvHeads * cfg.headDim], [`${p}.v_proj.bias`]: [cfg.numKvHeads * cfg.headDim] }));
+
+/** StableLM's norms carry biases: those of the named block norms and of model.norm. */
+const layerNormBiases = (cfg: LlamaConfig, names: string[]) =>
+  Object.assign({ 'model.norm.bias': [cfg.hiddenSize] }, ...Array.from({ length: cfg.numLayers }, (_, i) => Object.fromEntries(names.map((n) => [`model.layers.${i}.${n}.bias`, [cfg.hiddenSize]])))) as Record<string, number[]>;
 
 const sandwich = (cfg: LlamaConfig) =>
   Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.pre_feedforward_layernorm.weight`]: [cfg.hiddenSize], [`model.layers.${i}.post_feedforward_layernorm.weight`]: [cfg.hiddenSize] }))) as Record<string, number[]>;
@@ -167,6 +172,22 @@ const VARIANTS: Variant[] = [
     config: { model_type: 'granite', architectures: ['GraniteForCausalLM'], embedding_multiplier: 12, attention_multiplier: 0.015625, residual_multiplier: 0.22, logits_scaling: 8, mlp_bias: true },
     extra: (cfg) => Object.assign({}, ...Array.from({ length: cfg.numLayers }, (_, i) => ({ [`model.layers.${i}.mlp.gate_proj.bias`]: [cfg.intermediateSize], [`model.layers.${i}.mlp.up_proj.bias`]: [cfg.intermediateSize], [`model.layers.${i}.mlp.down_proj.bias`]: [cfg.hiddenSize] }))) as Record<string, number[]>,
   },
+  {
+    name: 'stablelm-2 layout: LayerNorms with biases, a quarter of each head rotated, q/k/v biases',
+    config: { model_type: 'stablelm', architectures: ['StableLmForCausalLM'], use_qkv_bias: true, partial_rotary_factor: 0.25, layer_norm_eps: 1e-5 },
+    extra: (cfg) => ({ ...qkvBiases(cfg), ...layerNormBiases(cfg, ['input_layernorm', 'post_attention_layernorm']) }),
+  },
+  {
+    name: 'stablelm-2-12b layout: the parallel residual, a LayerNorm per query and key head (qk_layernorm)',
+    config: { model_type: 'stablelm', architectures: ['StableLmForCausalLM'], use_parallel_residual: true, qk_layernorm: true },
+    extra: (cfg) => ({
+      ...layerNormBiases(cfg, ['input_layernorm']),
+      ...perLayer(cfg, (p) => Object.fromEntries([...Array.from({ length: cfg.numHeads }, (_, h) => `${p}.q_layernorm.norms.${h}.weight`), ...Array.from({ length: cfg.numKvHeads }, (_, h) => `${p}.k_layernorm.norms.${h}.weight`)].map((n) => [n, [cfg.headDim]]))),
+    }),
+    transform: (cfg, tensors) => {
+      for (let i = 0; i < cfg.numLayers; i++) tensors.delete(`model.layers.${i}.post_attention_layernorm.weight`);
+    },
+  },
   { name: 'llama, dynamic NTK RoPE past max_position_embeddings (16 tokens over 8)', config: { max_position_embeddings: 8, rope_parameters: { rope_type: 'dynamic', rope_theta: 10000, factor: 2 } }, extra: () => ({}) },
 ];
 
@@ -273,6 +294,22 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
         cache.dispose();
         const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
         assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
+      });
+    }
+  });
+
+  it('StableLM: SSF on its LayerNorms (the parallel residual’s shared one too) and sub-layers folds into weights and biases (merged logits = the adapter’s)', async () => {
+    for (const v of VARIANTS.filter((x) => x.name.startsWith('stablelm'))) {
+      await withVariant(v, 750, async (model) => {
+        const a = await createAdapter(model, { kind: 'ssf', targets: ['input_layernorm', 'post_attention_layernorm', 'self_attn', 'mlp', 'norm'] }, { seed: 1 });
+        perturb(a, 0.2, 11);
+        const inputIds = tf.tensor2d(ids, [2, 16], 'int32');
+        try {
+          assertMergeReproduces(model, a, { inputIds });
+        } finally {
+          inputIds.dispose();
+          a.dispose();
+        }
       });
     }
   });

@@ -61,6 +61,7 @@ export function taskTypeOf(model: Model): 'CAUSAL_LM' | 'SEQ_CLS' | null {
     case 'smollm3':
     case 'olmo2':
     case 'granite':
+    case 'stablelm':
       return 'CAUSAL_LM';
     case 'bert':
     case 'roberta':

@@ -65,6 +65,7 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   smollm3: ['q_proj', 'v_proj'],
   olmo2: ['q_proj', 'v_proj'],
   granite: ['q_proj', 'v_proj'],
+  stablelm: ['q_proj', 'v_proj'],
   bert: ['query', 'value'],
   roberta: ['query', 'value'],
   'xlm-roberta': ['query', 'value'],
@@ -91,6 +92,7 @@ export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   smollm3: ['k_proj', 'v_proj', 'down_proj'],
   olmo2: ['k_proj', 'v_proj', 'down_proj'],
   granite: ['k_proj', 'v_proj', 'down_proj'],
+  stablelm: ['k_proj', 'v_proj', 'down_proj'],
   bert: ['key', 'value', 'output.dense'],
   roberta: ['key', 'value', 'output.dense'],
   'xlm-roberta': ['key', 'value', 'output.dense'],
@@ -117,6 +119,7 @@ export const IA3_DEFAULT_FEEDFORWARD: Record<ModelType, string[]> = {
   smollm3: ['down_proj'],
   olmo2: ['down_proj'],
   granite: ['down_proj'],
+  stablelm: ['down_proj'],
   bert: ['output.dense'],
   roberta: ['output.dense'],
   'xlm-roberta': ['output.dense'],
@@ -304,21 +307,25 @@ export function tapPoints(model: Model): TapPoint[] {
     case 'smollm3':
     case 'olmo2':
     case 'granite':
+    case 'stablelm':
       for (let i = 0; i < cfg.numLayers; i++) {
         const p = block(i);
         const [attnIn, mlpIn] = cfg.fusedProjections ? [['qkv_proj'], ['gate_up_proj']] : [['q_proj', 'k_proj', 'v_proj'], ['gate_proj', 'up_proj']];
-        // OLMo-2 has no norms before its sub-layers, only after them.
+        // OLMo-2 has no norms before its sub-layers, only after them; StableLM's are LayerNorms (with
+        // biases), and with its parallel residual input_layernorm feeds the MLP as well.
         const pre = cfg.preNorms !== false;
-        if (pre) norm(`${p}.input_layernorm`, i, false, attnIn.map((m) => `${p}.self_attn.${m}`));
+        const biased = cfg.layerNorms === true;
+        const mlpReaders = mlpIn.map((m) => `${p}.mlp.${m}`);
+        if (pre) norm(`${p}.input_layernorm`, i, biased, [...attnIn.map((m) => `${p}.self_attn.${m}`), ...(cfg.parallelResidual ? mlpReaders : [])]);
         sub(`${p}.self_attn`, i, `${p}.self_attn.o_proj`);
         // Gemma 3's sandwich: post_attention_layernorm normalises the attention output (before the
         // residual add) and pre_feedforward_layernorm feeds the MLP.
-        if (cfg.sandwichNorms) norm(`${p}.post_attention_layernorm`, i, false, []);
-        if (pre) norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, false, mlpIn.map((m) => `${p}.mlp.${m}`));
+        if (cfg.sandwichNorms) norm(`${p}.post_attention_layernorm`, i, biased, []);
+        if (pre && !cfg.parallelResidual) norm(`${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`, i, biased, mlpReaders);
         sub(`${p}.mlp`, i, `${p}.mlp.down_proj`);
-        if (cfg.sandwichNorms) norm(`${p}.post_feedforward_layernorm`, i, false, []);
+        if (cfg.sandwichNorms) norm(`${p}.post_feedforward_layernorm`, i, biased, []);
       }
-      norm('model.norm', -1, false, []);
+      norm('model.norm', -1, cfg.layerNorms === true, []);
       break;
     case 'bert':
     case 'roberta':

@@ -4,10 +4,10 @@ import { InputError } from '../errors';
 import { parseJsonText } from '../io/json';
 
 /** The architectures PEFT Lab imports, keyed by Hugging Face `model_type`. */
-export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
+export const MODEL_TYPES = ['gpt2', 'gpt_neox', 'opt', 'phi', 'bloom', 'llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite', 'stablelm', 'bert', 'roberta', 'xlm-roberta', 'distilbert', 'deberta-v2', 'modernbert', 'vit'] as const;
 export type ModelType = (typeof MODEL_TYPES)[number];
 /** Decoders of Llama's layout (RoPE, RMSNorm, gated MLP, grouped-query attention) that differ only in options. */
-export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite'] as const;
+export const LLAMA_FAMILY = ['llama', 'mistral', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'gemma3_text', 'phi3', 'smollm3', 'olmo2', 'granite', 'stablelm'] as const;
 export type LlamaFamilyType = (typeof LLAMA_FAMILY)[number];
 
 export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'relu' | 'silu' | 'tanh';
@@ -80,6 +80,12 @@ export interface LlamaConfig extends Common {
   mlpBias: boolean;
   /** Qwen3: an RMSNorm over each head's query and key (q_norm, k_norm) before RoPE. */
   qkNorm: boolean;
+  /** StableLM: LayerNorms with a bias (ε in rmsNormEps) instead of RMSNorms. */
+  layerNorms?: boolean;
+  /** StableLM (use_parallel_residual): the MLP reads input_layernorm's output too, and both add to the stream. */
+  parallelResidual?: boolean;
+  /** StableLM (qk_layernorm): q_layernorm / k_layernorm hold one bias-free LayerNorm per head (norms.{h}.weight). */
+  qkNormPerHeadWeights?: boolean;
   /** Granite: each sub-layer's output is scaled by this before the residual add (residual_multiplier); 1 elsewhere. */
   residualScale?: number;
   /** Granite: logits are divided by this (logits_scaling). */
@@ -435,6 +441,7 @@ export function parseConfig(raw: unknown, file: string): ModelConfig {
     case 'smollm3':
     case 'olmo2':
     case 'granite':
+    case 'stablelm':
       return llamaFamily(f, modelType, architecture);
     case 'bert': {
       const hiddenSize = f.int('hidden_size');
@@ -797,6 +804,7 @@ const ARCHITECTURE_NAMES: Record<LlamaFamilyType, string> = {
   smollm3: 'SmolLM3ForCausalLM',
   olmo2: 'Olmo2ForCausalLM',
   granite: 'GraniteForCausalLM',
+  stablelm: 'StableLmForCausalLM',
 };
 
 /**
@@ -815,6 +823,7 @@ const FAMILY_DEFAULTS: Record<LlamaFamilyType, { headDim?: number; kvHeads?: num
   smollm3: { kvHeads: 4, maxPositions: 32768 },
   olmo2: { maxPositions: 2048 },
   granite: { maxPositions: 2048 },
+  stablelm: { kvHeads: 32, maxPositions: 4096 },
 };
 
 /** The Llama-layout decoders, with each model type's defaults as its transformers config class has them. */
@@ -840,6 +849,8 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
       return checkRopeFactors(f, { ...base, ...phi3Options(f, base) });
     case 'smollm3':
       return checkRopeFactors(f, { ...base, ...smollm3Options(f, base) });
+    case 'stablelm':
+      return checkRopeFactors(f, { ...base, ...stablelmOptions(f, base) });
     case 'granite':
       // GraniteConfig: Llama scaled by four multipliers (embeddings, attention scores, sub-layer outputs, 1/logits).
       return checkRopeFactors(f, {
@@ -989,6 +1000,31 @@ function phi3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
     rmsNormEps: f.num('rms_norm_eps', 1e-5),
     slidingWindows: base.slidingWindows.map(() => window),
     ...padToken(f, 'pad_token_id', base.vocabSize > 32000 ? 32000 : undefined, base.vocabSize),
+  };
+}
+
+/**
+ * StableLM (StableLmConfig; stablelm-2, stablelm-3b-4e1t): LayerNorms with biases (layer_norm_eps),
+ * RoPE over the leading partial_rotary_factor (0.25) of each head, q/k/v biases under use_qkv_bias,
+ * per-head q/k LayerNorms under qk_layernorm, the parallel residual under use_parallel_residual.
+ */
+function stablelmOptions(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
+  const rope = f.get('rope_parameters');
+  const nested = rope !== null && typeof rope === 'object' && typeof (rope as Record<string, unknown>).partial_rotary_factor === 'number';
+  const factor = nested ? new Fields(f.file, rope as Record<string, unknown>, 'rope_parameters.').num('partial_rotary_factor') : f.num('partial_rotary_factor', 0.25);
+  const rotaryDim = Math.trunc(base.headDim * factor);
+  if (factor <= 0 || factor > 1 || rotaryDim % 2 !== 0)
+    f.fail(nested ? 'rope_parameters.partial_rotary_factor' : 'partial_rotary_factor', `must be in (0, 1] and give an even number of rotated dimensions (head_dim ${base.headDim} × ${factor} = ${base.headDim * factor})`);
+  const qkNorm = f.bool('qk_layernorm', false);
+  return {
+    layerNorms: true,
+    rmsNormEps: f.num('layer_norm_eps', 1e-5),
+    rotaryDim,
+    qkvBias: f.bool('use_qkv_bias', false),
+    outputBias: false,
+    qkNorm,
+    ...(qkNorm ? { qkNormPerHeadWeights: true } : {}),
+    parallelResidual: f.bool('use_parallel_residual', false),
   };
 }
 

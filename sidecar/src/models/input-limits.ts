@@ -22,6 +22,7 @@ export function inputLimits(cfg: ModelConfig): InputLimits {
     case 'smollm3':
     case 'olmo2':
     case 'granite':
+    case 'stablelm':
       // RoPE has no table to run off: transformers takes sequences past max_position_embeddings too.
       return { vocab: cfg.vocabSize, labels: { max: cfg.vocabSize, what: 'the vocabulary' }, rightPaddedMask: true };
     case 'bert':

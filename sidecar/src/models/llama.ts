@@ -5,13 +5,14 @@
  * embeddings, GELU gate), Gemma2ForCausalLM (norms around each sub-layer, soft-capped scores and
  * logits), Gemma3ForCausalLM (q/k norms, a local RoPE for its sliding blocks), Phi3ForCausalLM
  * (fused qkv_proj and gate_up_proj, partial RoPE), SmolLM3ForCausalLM (blocks without RoPE),
- * Olmo2ForCausalLM (norms only after each sub-layer, q/k norms over the whole projections) and
- * GraniteForCausalLM (embedding, attention, residual and logit multipliers).
+ * Olmo2ForCausalLM (norms only after each sub-layer, q/k norms over the whole projections),
+ * GraniteForCausalLM (embedding, attention, residual and logit multipliers) and StableLmForCausalLM
+ * (LayerNorms, partial RoPE, per-head q/k LayerNorms, an optional parallel residual).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
-import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, mergeHeads, rmsNorm, ropeTablesAt, splitHeads, windowedCausalMask } from './ops';
+import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, layerNorm, mergeHeads, rmsNorm, ropeTablesAt, splitHeads, windowedCausalMask } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -40,21 +41,28 @@ export const llama: Architecture<LlamaConfig> = {
     const out: ParamInfo[] = [{ name: 'model.embed_tokens.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'embedding' }];
     for (let i = 0; i < cfg.numLayers; i++) {
       const b = block(i);
-      if (cfg.preNorms !== false) out.push({ name: `${b}.input_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
+      // StableLM's norms are LayerNorms with a bias; the others RMSNorms.
+      const norm = (name: string, width = d) => out.push({ name: `${b}.${name}.weight`, shape: [width], layer: i, type: 'norm' }, ...(cfg.layerNorms ? [{ name: `${b}.${name}.bias`, shape: [width], layer: i, type: 'norm' }] : []));
+      if (cfg.preNorms !== false) norm('input_layernorm');
       for (const m of modules(cfg)) {
         const mod = `${b}.${parent(m.name)}.${m.name}`;
         out.push({ name: `${mod}.weight`, shape: [m.outFeatures, m.inFeatures], layer: i, type: m.name });
         if (hasBias(cfg, m.name)) out.push({ name: `${mod}.bias`, shape: [m.outFeatures], layer: i, type: m.name });
       }
-      if (cfg.qkNorm) {
+      if (cfg.qkNorm && cfg.qkNormPerHeadWeights) {
+        // StableLM's StableLmLayerNormPerHead: one bias-free LayerNorm per head.
+        for (const [n, heads] of [['q_layernorm', cfg.numHeads], ['k_layernorm', cfg.numKvHeads]] as const)
+          for (let h = 0; h < heads; h++) out.push({ name: `${b}.self_attn.${n}.norms.${h}.weight`, shape: [cfg.headDim], layer: i, type: 'norm' });
+      } else if (cfg.qkNorm) {
         // Per head ([head_dim]), or OLMo-2's over the whole projection.
         const width = (heads: number) => (cfg.qkNormOverProjection ? heads * cfg.headDim : cfg.headDim);
         out.push({ name: `${b}.self_attn.q_norm.weight`, shape: [width(cfg.numHeads)], layer: i, type: 'norm' }, { name: `${b}.self_attn.k_norm.weight`, shape: [width(cfg.numKvHeads)], layer: i, type: 'norm' });
       }
-      out.push({ name: `${b}.post_attention_layernorm.weight`, shape: [d], layer: i, type: 'norm' });
-      if (cfg.sandwichNorms) for (const n of [...(cfg.preNorms === false ? [] : ['pre_feedforward_layernorm']), 'post_feedforward_layernorm']) out.push({ name: `${b}.${n}.weight`, shape: [d], layer: i, type: 'norm' });
+      // With the parallel residual the MLP reads input_layernorm's output too: no second norm.
+      if (!cfg.parallelResidual) norm('post_attention_layernorm');
+      if (cfg.sandwichNorms) for (const n of [...(cfg.preNorms === false ? [] : ['pre_feedforward_layernorm']), 'post_feedforward_layernorm']) norm(n);
     }
-    out.push({ name: 'model.norm.weight', shape: [d], layer: -1, type: 'norm' });
+    out.push({ name: 'model.norm.weight', shape: [d], layer: -1, type: 'norm' }, ...(cfg.layerNorms ? [{ name: 'model.norm.bias', shape: [d], layer: -1, type: 'norm' }] : []));
     if (!cfg.tieWordEmbeddings) out.push({ name: 'lm_head.weight', shape: [cfg.vocabSize, d], layer: -1, type: 'head' });
     return out;
   },
@@ -77,7 +85,8 @@ export const llama: Architecture<LlamaConfig> = {
     let x = embedding(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId);
     if (cfg.embedScale !== 1) x = tf.mul(x, cfg.embedScale);
     // Gemma's RMSNorm scales by (1 + w).
-    const norm = (y: tf.Tensor, weight: string) => rmsNorm(y, cfg.normOffset ? tf.add(f.p(weight), cfg.normOffset) : f.p(weight), cfg.rmsNormEps);
+    const norm = (y: tf.Tensor, weight: string) =>
+      cfg.layerNorms ? layerNorm(y, f.p(weight), f.p(weight.replace(/weight$/, 'bias')), cfg.rmsNormEps) : rmsNorm(y, cfg.normOffset ? tf.add(f.p(weight), cfg.normOffset) : f.p(weight), cfg.rmsNormEps);
     const normTap = (y: tf.Tensor, point: string) => f.tap(point, norm(y, `${point}.weight`)) as tf.Tensor2D;
     // One mask per distinct window (Qwen's and Gemma's blocks may mix full and sliding attention).
     const masks = new Map<number | undefined, tf.Tensor2D>();
@@ -98,7 +107,14 @@ export const llama: Architecture<LlamaConfig> = {
       const h = cfg.preNorms === false ? x : normTap(x, `${p}.input_layernorm`);
       // Qwen3 and Gemma 3 normalise each head's query and key over the head dimension, before RoPE;
       // OLMo-2 the whole projections, before they are split into heads.
-      const headNorm = (x: tf.Tensor4D, name: string) => (cfg.qkNorm && !cfg.qkNormOverProjection ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D) : x);
+      const headNorm = (x: tf.Tensor4D, name: string) => {
+        if (!cfg.qkNorm || cfg.qkNormOverProjection) return x;
+        if (!cfg.qkNormPerHeadWeights) return norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D;
+        // StableLM: head h through its own bias-free LayerNorm (weights stacked to [1, H, 1, D]).
+        const layer = name === 'q_norm' ? 'q_layernorm' : 'k_layernorm';
+        const weights = tf.reshape(tf.stack(Array.from({ length: x.shape[1] }, (_, h) => f.p(`${p}.self_attn.${layer}.norms.${h}.weight`))), [1, x.shape[1], 1, x.shape[3]]);
+        return layerNorm(x, weights, tf.zerosLike(weights), cfg.rmsNormEps) as tf.Tensor4D;
+      };
       const projectionNorm = (x: tf.Tensor2D, name: string) => (cfg.qkNormOverProjection ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor2D) : x);
       const [q0, k0, vh] = queryKeyValue(h);
       const qh = projectionNorm(q0!, 'q_norm');
@@ -118,7 +134,8 @@ export const llama: Architecture<LlamaConfig> = {
       // Granite scales each sub-layer's output before the residual add.
       const residual = (y: tf.Tensor) => (cfg.residualScale !== undefined && cfg.residualScale !== 1 ? tf.mul(y, cfg.residualScale) : y);
       x = tf.add(x, residual(attn));
-      const h2 = cfg.preNorms === false ? x : normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
+      // StableLM's parallel residual: x + attn(ln(x)) + mlp(ln(x)), the MLP reading the same normalised input.
+      const h2 = cfg.parallelResidual ? h : cfg.preNorms === false ? x : normTap(x, `${p}.${cfg.sandwichNorms ? 'pre_feedforward_layernorm' : 'post_attention_layernorm'}`);
       const [gate, up] = gateUp(h2);
       const gated = tf.mul(activation(cfg.activation, gate), up) as tf.Tensor2D;
       let mlp = f.tap(`${p}.mlp`, f.linear(`${p}.mlp.down_proj`, gated));

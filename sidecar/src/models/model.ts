@@ -29,7 +29,7 @@ export const CHUNKED_LOSS_LOGITS = 1 << 25;
 /** Logits per slice (16 Mi floats, 64 MiB). */
 export const CHUNK_LOGITS = 1 << 24;
 
-const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, phi, bloom, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, smollm3: llama, olmo2: llama, granite: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, modernbert: modernBert, vit };
+const ARCHITECTURES: Record<ModelType, Architecture<never>> = { gpt2, gpt_neox: gptNeox, opt, phi, bloom, llama, mistral: llama, qwen2: llama, qwen3: llama, gemma: llama, gemma2: llama, gemma3_text: llama, phi3: llama, smollm3: llama, olmo2: llama, granite: llama, stablelm: llama, bert, roberta: bert, 'xlm-roberta': bert, distilbert, 'deberta-v2': deberta, modernbert: modernBert, vit };
 
 /** How a forward pass runs: adapter hooks, parameters replaced by name, dropout on or off. */
 export interface RunOptions {
