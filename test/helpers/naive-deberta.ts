@@ -6,7 +6,7 @@
  * ContextPooler.
  */
 import type { DebertaConfig } from '../../sidecar/src/models/config';
-import { gelu, layerNorm, linear, type Weights } from './naive-ops';
+import { gelu, hasWeight, layerNorm, linear, type Weights } from './naive-ops';
 
 
 /** make_log_bucket_position, in double precision. */
@@ -22,14 +22,7 @@ export function naiveDebertaLogits(cfg: DebertaConfig, w: Weights, ids: readonly
   const { hiddenSize: d, numHeads: H, headDim: D } = cfg;
   const T = ids.length;
   const E = cfg.embeddingSize;
-  const has = (n: string) => {
-    try {
-      w(n);
-      return true;
-    } catch {
-      return false;
-    }
-  };
+  const has = (n: string) => hasWeight(w, n);
   let x = ids.map((id, pos) => {
     const e = Float64Array.from(w('deberta.embeddings.word_embeddings.weight').subarray(id * E, (id + 1) * E));
     if (cfg.positionBiasedInput) e.forEach((_, c) => (e[c] += w('deberta.embeddings.position_embeddings.weight')[pos * E + c]!));

@@ -6,16 +6,7 @@
  */
 import type { BloomConfig, GptNeoxConfig, OptConfig, PhiConfig } from '../../sidecar/src/models/config';
 import { naiveInverseFrequencies, naiveRope } from './naive-decoder';
-import { activate, causalAttention, headLogits, layerNorm, linear, type Weights } from './naive-ops';
-
-const has = (w: Weights, n: string) => {
-  try {
-    w(n);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { activate, causalAttention, headLogits, layerNorm, linear, hasWeight, type Weights } from './naive-ops';
 
 /** Logits [T·V] of one sequence. */
 export function naiveGptNeoxLogits(cfg: GptNeoxConfig, w: Weights, ids: readonly number[]): Float64Array {
@@ -24,7 +15,7 @@ export function naiveGptNeoxLogits(cfg: GptNeoxConfig, w: Weights, ids: readonly
   const embed = w('gpt_neox.embed_in.weight');
   let x = ids.map((id) => Float64Array.from(embed.subarray(id * d, (id + 1) * d)));
   const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
-  const bias = (n: string) => (has(w, n) ? w(n) : undefined);
+  const bias = (n: string) => (hasWeight(w, n) ? w(n) : undefined);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `gpt_neox.layers.${l}`;
     const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), bias(`${p}.${m}.bias`), out);
@@ -70,7 +61,7 @@ export function naiveOptLogits(cfg: OptConfig, w: Weights, ids: readonly number[
     return e.map((z, c) => z + positions[(t + 2) * d + c]!);
   });
   const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), w(`${name}.bias`), eps);
-  const bias = (n: string) => (has(w, n) ? w(n) : undefined);
+  const bias = (n: string) => (hasWeight(w, n) ? w(n) : undefined);
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.decoder.layers.${l}`;
     const proj = (h: Float64Array, m: string, out: number) => linear(h, w(`${p}.${m}.weight`), bias(`${p}.${m}.bias`), out);

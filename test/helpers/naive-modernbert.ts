@@ -4,24 +4,15 @@
  */
 import type { ModernBertConfig } from '../../sidecar/src/models/config';
 import { naiveInverseFrequencies, naiveRope } from './naive-decoder';
-import { activate, layerNorm, linear, type Weights } from './naive-ops';
-
-const has = (w: Weights, n: string) => {
-  try {
-    w(n);
-    return true;
-  } catch {
-    return false;
-  }
-};
+import { activate, layerNorm, linear, hasWeight, type Weights } from './naive-ops';
 
 /** Logits [numLabels] of one sequence. */
 export function naiveModernBertLogits(cfg: ModernBertConfig, w: Weights, ids: readonly number[]): Float64Array {
   const { hiddenSize: d, numHeads: H, headDim: D } = cfg;
   const T = ids.length;
   // nn.LayerNorm(bias=norm_bias): without a bias, the shift is 0.
-  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), has(w, `${name}.bias`) ? w(`${name}.bias`) : new Float64Array(d), cfg.normEps);
-  const lin = (x: Float64Array, name: string, out: number) => linear(x, w(`${name}.weight`), has(w, `${name}.bias`) ? w(`${name}.bias`) : undefined, out);
+  const ln = (r: Float64Array, name: string) => layerNorm(r, w(`${name}.weight`), hasWeight(w, `${name}.bias`) ? w(`${name}.bias`) : new Float64Array(d), cfg.normEps);
+  const lin = (x: Float64Array, name: string, out: number) => linear(x, w(`${name}.weight`), hasWeight(w, `${name}.bias`) ? w(`${name}.bias`) : undefined, out);
   const embed = w('model.embeddings.tok_embeddings.weight');
   let x = ids.map((id) => ln(Float64Array.from(embed.subarray(id * d, (id + 1) * d)), 'model.embeddings.norm'));
   const invGlobal = naiveInverseFrequencies(D, cfg.globalRope.theta, cfg.globalRope.scaling, T);

@@ -7,6 +7,16 @@
 export type Weights = (name: string) => Float32Array | Float64Array;
 type Vec = Float32Array | Float64Array;
 
+/** Whether `w` has a weight of that name (the reference checks optional biases and norms by it). */
+export function hasWeight(w: Weights, name: string): boolean {
+  try {
+    w(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** x Wᵀ + b for one row x [in], W [out, in] (nn.Linear). */
 export const linear = (x: Float64Array, w: Vec, b: Vec | undefined, out: number) => {
   const y = new Float64Array(out);

@@ -7,7 +7,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -15,14 +15,12 @@ import { createAdapter } from '../../sidecar/src/adapters';
 import { collectCovariances } from '../../sidecar/src/adapters/inits/calibration';
 import { hookableLinears } from '../../sidecar/src/adapters/targets';
 import { inputLimits } from '../../sidecar/src/models/input-limits';
-import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type DebertaConfig } from '../../sidecar/src/models/config';
 import { logBucket } from '../../sidecar/src/models/deberta';
-import { randomModel } from '../../sidecar/src/models/init';
-import { Model } from '../../sidecar/src/models/model';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
 import { naiveBucket, naiveDebertaLogits } from '../helpers/naive-deberta';
 import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+import { assertDirectionalGradients, randomCheckpoint, weightLookup, type WeightMap } from '../helpers/random-checkpoint';
 
 const BASE = { model_type: 'deberta-v2', architectures: ['DebertaV2ForSequenceClassification'], vocab_size: 50, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 4, intermediate_size: 96, max_position_embeddings: 64, hidden_act: 'gelu', num_labels: 3 };
 const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
@@ -50,30 +48,8 @@ describe('DeBERTa-v2/v3 classifiers against a float64 re-implementation of trans
   after(() => rmSync(root, { recursive: true, force: true }));
 
   /** A random model of the variant, written to a folder and loaded back (names and shapes as a checkpoint's). */
-  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/): Promise<{ model: Model; cfg: DebertaConfig; weights: Map<string, Float32Array> }> {
-    const raw = { ...BASE, ...config };
-    const cfg = parseConfig(raw, 'config.json') as DebertaConfig;
-    const fresh = randomModel(cfg, seed, 0.2);
-    const dir = join(root, `m${seed}`);
-    mkdirSync(dir, { recursive: true });
-    const weights = new Map<string, Float32Array>();
-    const out = new Map<string, HostTensor>();
-    for (const [n, t] of fresh.params) {
-      // Norms off their identity init too, so that every weight matters.
-      const data = (n.includes('LayerNorm') ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array;
-      weights.set(n, Float32Array.from(data));
-      if (!drop.test(n)) out.set(n, f32(t.shape, Float32Array.from(data)));
-    }
-    fresh.dispose();
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
-    await writeSafetensors(join(dir, 'model.safetensors'), out);
-    return { model: await Model.load(dir), cfg, weights };
-  }
-  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
-    const t = weights.get(n);
-    if (!t) throw new Error(`no ${n}`);
-    return t;
-  };
+  const load = (config: Record<string, unknown>, seed: number, drop?: RegExp) => randomCheckpoint<DebertaConfig>(root, { ...BASE, ...config }, seed, { ...(drop ? { drop } : {}), moved: (n) => n.includes('LayerNorm') });
+  const lookup = weightLookup;
 
   it('config: DebertaV2Config defaults; v3 keys (a "p2c|c2p" string, buckets, norm_rel_ebd); the v2-xlarge convolution refused', () => {
     const c = parseConfig({ model_type: 'deberta-v2', vocab_size: 100 }, 'c.json') as DebertaConfig;
@@ -110,7 +86,7 @@ describe('DeBERTa-v2/v3 classifiers against a float64 re-implementation of trans
   it('gradients (v3): along random directions, the float64 reference’s derivative of the loss, for the relative embeddings, their norm, a projection and the pooler; no leaks', async () => {
     const { model, cfg, weights } = await load(VARIANTS[0]!.config, 99);
     const labels = [2, 0];
-    const naiveLoss = (w: Map<string, Float32Array | Float64Array>) =>
+    const naiveLoss = (w: WeightMap) =>
       IDS.reduce((sum, ids, b) => {
         const z = naiveDebertaLogits(cfg, lookup(w), ids);
         const m = Math.max(...z);
@@ -124,17 +100,7 @@ describe('DeBERTa-v2/v3 classifiers against a float64 re-implementation of trans
         const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
         tf.dispose([inputIds, target]);
         assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
-        for (const [k, n] of names.entries()) {
-          const g = grads.get(n)!.dataSync() as Float32Array;
-          // A unit direction; the reference's central difference in float64.
-          const dir = Float64Array.from(tf.tidy(() => tf.randomNormal(g.length === 0 ? [1] : [g.length], 0, 1, 'float32', 50 + k).dataSync()));
-          const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
-          const eps = 1e-4;
-          const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
-          const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
-          const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
-          assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
-        }
+        assertDirectionalGradients(grads, weights, naiveLoss);
         tf.dispose([loss, ...grads.values()]);
       });
     } finally {

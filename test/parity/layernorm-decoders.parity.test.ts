@@ -10,21 +10,19 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { tapPoints } from '../../sidecar/src/adapters/targets';
 import { alibiSlopes } from '../../sidecar/src/models/bloom';
-import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { f32, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type BloomConfig, type GptNeoxConfig, type OptConfig, type PhiConfig } from '../../sidecar/src/models/config';
-import { randomModel } from '../../sidecar/src/models/init';
-import { KvCache } from '../../sidecar/src/models/kv-cache';
-import { Model } from '../../sidecar/src/models/model';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
 import { naiveAlibiSlopes, naiveBloomLogits, naiveGptNeoxLogits, naiveOptLogits, naivePhiLogits } from '../helpers/naive-layernorm-decoders';
 import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+import { assertCachedLogitsMatch, assertDirectionalGradients, randomCheckpoint, weightLookup, type RandomCheckpointOptions, type WeightMap } from '../helpers/random-checkpoint';
 
 const VOCAB = 40;
 const NEOX = { model_type: 'gpt_neox', architectures: ['GPTNeoXForCausalLM'], vocab_size: VOCAB, hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 48, max_position_embeddings: 64, hidden_act: 'gelu' };
@@ -79,38 +77,9 @@ describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementatio
   });
   after(() => rmSync(root, { recursive: true, force: true }));
 
-  /**
-   * A random model of the config, written to a folder (with `extra` tensors, names renamed by `rename`,
-   * those `drop` matches left out) and loaded back; with its weights by name.
-   */
-  async function load(
-    raw: Record<string, unknown>,
-    seed: number,
-    o: { extra?: Map<string, HostTensor>; rename?: (n: string) => string; drop?: RegExp } = {},
-  ): Promise<{ model: Model; cfg: Config; weights: Map<string, Float32Array> }> {
-    const cfg = parseConfig(raw, 'config.json') as Config;
-    const fresh = randomModel(cfg, seed, 0.2);
-    const dir = join(root, `m${seed}`);
-    mkdirSync(dir, { recursive: true });
-    const weights = new Map<string, Float32Array>();
-    const out = new Map<string, HostTensor>(o.extra ?? []);
-    for (const [n, t] of fresh.params) {
-      // Norms and biases off their init too, so that every weight matters.
-      const moved = n.includes('layer_norm') || n.includes('layernorm') || n.endsWith('.bias');
-      const data = Float32Array.from((moved ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array);
-      weights.set(n, data);
-      if (!o.drop?.test(n)) out.set(o.rename ? o.rename(n) : n, f32(t.shape, data));
-    }
-    fresh.dispose();
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
-    await writeSafetensors(join(dir, 'model.safetensors'), out);
-    return { model: await Model.load(dir), cfg, weights };
-  }
-  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
-    const t = weights.get(n);
-    if (!t) throw new Error(`no ${n}`);
-    return t;
-  };
+  /** A random model of the config, written to a folder (names renamed, some dropped, extra tensors added) and loaded back; with its weights by name. */
+  const load = (raw: Record<string, unknown>, seed: number, o: RandomCheckpointOptions = {}) => randomCheckpoint<Config>(root, raw, seed, o);
+  const lookup = weightLookup;
 
   it('configs as GPTNeoXConfig and OPTConfig: defaults, Pythia’s and opt-350m’s keys; unsupported settings named', () => {
     const neox = parseConfig({ model_type: 'gpt_neox' }, 'c.json') as GptNeoxConfig;
@@ -170,14 +139,7 @@ describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementatio
     for (const [i, v] of VARIANTS.entries()) {
       const { model } = await load(v.config, 50 + i);
       try {
-        const seq = IDS[1]!.slice(0, 9);
-        const cache = new KvCache();
-        const steps: number[] = [];
-        for (const feed of [seq.slice(0, 4), ...seq.slice(4).map((t) => [t])])
-          steps.push(...(tf.tidy(() => model.forward({ inputIds: tf.tensor2d([feed], [1, feed.length], 'int32'), cache }).dataSync() as Float32Array)));
-        cache.dispose();
-        const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
-        assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
+        assertCachedLogitsMatch(model, IDS[1]!.slice(0, 9), v.name);
       } finally {
         model.dispose();
       }
@@ -195,7 +157,7 @@ describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementatio
       const { model, cfg, weights } = await load(VARIANTS[vi]!.config, 90 + vi);
       // Labels as transformers takes them (the loss shifts them): the ids, the first two of row 1 ignored.
       const labels = IDS.map((r, b) => r.map((id, t) => (b === 1 && t < 2 ? -100 : id)));
-      const naiveLoss = (w: Map<string, Float32Array | Float64Array>) => {
+      const naiveLoss = (w: WeightMap) => {
         let sum = 0;
         let n = 0;
         IDS.forEach((ids, b) => {
@@ -217,16 +179,7 @@ describe('GPT-NeoX (Pythia), OPT, Phi and BLOOM against float64 re-implementatio
           const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
           tf.dispose([inputIds, target]);
           assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
-          for (const [k, n] of names.entries()) {
-            const g = grads.get(n)!.dataSync() as Float32Array;
-            const dir = Float64Array.from(tf.tidy(() => tf.randomNormal([g.length], 0, 1, 'float32', 60 + k).dataSync()));
-            const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
-            const eps = 1e-4;
-            const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
-            const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
-            const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
-            assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
-          }
+          assertDirectionalGradients(grads, weights, naiveLoss, 60);
           tf.dispose([loss, ...grads.values()]);
         });
       } finally {

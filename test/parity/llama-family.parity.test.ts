@@ -19,7 +19,6 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { f32, readSafetensors, toFloat32, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { MODEL_TYPES, parseConfig, type LlamaConfig } from '../../sidecar/src/models/config';
-import { KvCache } from '../../sidecar/src/models/kv-cache';
 import { Model } from '../../sidecar/src/models/model';
 import { randomModel } from '../../sidecar/src/models/init';
 import { createAdapter } from '../../sidecar/src/adapters';
@@ -28,6 +27,7 @@ import { ropeInverseFrequencies, ropeTables } from '../../sidecar/src/models/ops
 import { mulberry32 } from '../../sidecar/src/train/rng';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
+import { assertCachedLogitsMatch } from '../helpers/random-checkpoint';
 import { naiveDecoderLogits, naiveInverseFrequencies } from '../helpers/naive-decoder';
 
 const BASE = fixture('hf', 'llama-tiny');
@@ -286,14 +286,7 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
   it('the key/value cache gives the whole-sequence logits under sliding windows (Mistral, Qwen3, Gemma 3 with its local RoPE, Gemma 2 with capped scores, Phi-3 with partial LongRoPE, SmolLM3 with NoPE blocks)', async () => {
     for (const v of [VARIANTS[0]!, VARIANTS[2]!, VARIANTS[3]!, VARIANTS[5]!, VARIANTS[6]!, VARIANTS.find((x) => x.name.startsWith('smollm3'))!]) {
       await withVariant(v, 500, (model) => {
-        const seq = ids[0]!.slice(0, 10);
-        const cache = new KvCache();
-        const steps: number[] = [];
-        for (const feed of [seq.slice(0, 4), ...seq.slice(4).map((t) => [t])])
-          steps.push(...(tf.tidy(() => model.forward({ inputIds: tf.tensor2d([feed], [1, feed.length], 'int32'), cache }).dataSync() as Float32Array)));
-        cache.dispose();
-        const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }).dataSync() as Float32Array);
-        assertClose(`${v.name}: cached logits`, steps, full, 1e-4);
+        assertCachedLogitsMatch(model, ids[0]!.slice(0, 10), v.name);
       });
     }
   });

@@ -6,19 +6,18 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { tapPoints } from '../../sidecar/src/adapters/targets';
-import { f32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { f32, type HostTensor } from '../../sidecar/src/io/safetensors';
 import { parseConfig, type ModernBertConfig } from '../../sidecar/src/models/config';
-import { randomModel } from '../../sidecar/src/models/init';
-import { Model } from '../../sidecar/src/models/model';
 import { assertMergeReproduces, perturb } from '../helpers/adapters';
 import { naiveModernBertLogits } from '../helpers/naive-modernbert';
 import { assertClose, assertNoLeak, useTestBackend } from '../helpers/numeric';
+import { assertDirectionalGradients, randomCheckpoint, weightLookup, type WeightMap } from '../helpers/random-checkpoint';
 
 const BASE = { model_type: 'modernbert', architectures: ['ModernBertForSequenceClassification'], vocab_size: 60, hidden_size: 32, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 40, max_position_embeddings: 64, num_labels: 3, pad_token_id: 0 };
 const VARIANTS: { name: string; config: Record<string, unknown> }[] = [
@@ -53,30 +52,9 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
   });
   after(() => rmSync(root, { recursive: true, force: true }));
 
-  async function load(config: Record<string, unknown>, seed: number, drop: RegExp = /^$/, rename = (n: string) => n, extra = new Map<string, HostTensor>()): Promise<{ model: Model; cfg: ModernBertConfig; weights: Map<string, Float32Array> }> {
-    const raw = { ...BASE, ...config };
-    const cfg = parseConfig(raw, 'config.json') as ModernBertConfig;
-    const fresh = randomModel(cfg, seed, 0.2);
-    const dir = join(root, `m${seed}`);
-    mkdirSync(dir, { recursive: true });
-    const weights = new Map<string, Float32Array>();
-    const out = new Map<string, HostTensor>(extra);
-    for (const [n, t] of fresh.params) {
-      const moved = n.includes('norm') || n.endsWith('.bias');
-      const data = Float32Array.from((moved ? tf.tidy(() => tf.add(t, tf.randomNormal(t.shape, 0, 0.2, 'float32', seed + 7))) : t).dataSync() as Float32Array);
-      weights.set(n, data);
-      if (!drop.test(n)) out.set(rename(n), f32(t.shape, data));
-    }
-    fresh.dispose();
-    writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
-    await writeSafetensors(join(dir, 'model.safetensors'), out);
-    return { model: await Model.load(dir), cfg, weights };
-  }
-  const lookup = (weights: Map<string, Float32Array | Float64Array>) => (n: string) => {
-    const t = weights.get(n);
-    if (!t) throw new Error(`no ${n}`);
-    return t;
-  };
+  const load = (config: Record<string, unknown>, seed: number, drop?: RegExp, rename?: (n: string) => string, extra?: Map<string, HostTensor>) =>
+    randomCheckpoint<ModernBertConfig>(root, { ...BASE, ...config }, seed, { ...(drop ? { drop } : {}), ...(rename ? { rename } : {}), ...(extra ? { extra } : {}) });
+  const lookup = weightLookup;
 
   it('config as ModernBertConfig: defaults (ModernBERT-base’s sizes), every third block global from block 0, half windows, the two RoPE bases', () => {
     const c = parseConfig({ model_type: 'modernbert' }, 'c.json') as ModernBertConfig;
@@ -110,7 +88,7 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
   it('gradients along random directions equal the float64 reference’s derivatives (embeddings, a local block’s Wqkv, the GeGLU Wi, a norm, the head); no leaks', async () => {
     const { model, cfg, weights } = await load(VARIANTS[0]!.config, 99);
     const labels = [2, 0];
-    const naiveLoss = (w: Map<string, Float32Array | Float64Array>) =>
+    const naiveLoss = (w: WeightMap) =>
       IDS.reduce((sum, ids, b) => {
         const z = naiveModernBertLogits(cfg, lookup(w), ids);
         const m = Math.max(...z);
@@ -124,16 +102,7 @@ describe('ModernBERT classifiers against a float64 re-implementation of transfor
         const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
         tf.dispose([inputIds, target]);
         assert.ok(Math.abs(loss.dataSync()[0]! - naiveLoss(weights)) < 1e-4);
-        for (const [k, n] of names.entries()) {
-          const g = grads.get(n)!.dataSync() as Float32Array;
-          const dir = Float64Array.from(tf.tidy(() => tf.randomNormal([g.length], 0, 1, 'float32', 50 + k).dataSync()));
-          const len = Math.sqrt(dir.reduce((a, x) => a + x * x, 0));
-          const eps = 1e-4;
-          const moved = (s: number) => new Map<string, Float32Array | Float64Array>([...weights, [n, Float64Array.from(weights.get(n)!, (x, j) => x + (s * eps * dir[j]!) / len)]]);
-          const numeric = (naiveLoss(moved(1)) - naiveLoss(moved(-1))) / (2 * eps);
-          const analytic = g.reduce((a, x, j) => a + (x * dir[j]!) / len, 0);
-          assert.ok(Math.abs(numeric - analytic) <= 2e-3 * Math.max(Math.abs(numeric), 1e-2), `${n}: ${analytic} vs the reference's ${numeric}`);
-        }
+        assertDirectionalGradients(grads, weights, naiveLoss);
         tf.dispose([loss, ...grads.values()]);
       });
     } finally {

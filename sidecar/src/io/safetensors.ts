@@ -201,7 +201,17 @@ export function parseHeader(
 // Lazy file reader
 
 /** Reads `length` bytes at `position` into a fresh buffer, looping over short reads. */
-async function readExactly(fh: FileHandle, length: number, position: number, file: string): Promise<Uint8Array> {
+/** A file opened for reading; failing, an error naming it. */
+export async function openForReading(path: string): Promise<FileHandle> {
+  try {
+    return await fsp.open(path, 'r');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new SafetensorsError(path, `cannot open (${err.code ?? err.message})`, { cause: e });
+  }
+}
+
+export async function readExactly(fh: FileHandle, length: number, position: number, file: string): Promise<Uint8Array> {
   const out = new Uint8Array(new ArrayBuffer(length));
   const CHUNK = 1 << 30; // one read(2) moves at most ~2 GiB on Linux
   let done = 0;
@@ -234,13 +244,7 @@ export class SafetensorsFile {
 
   /** Opens a file and validates its whole header against the real file size. */
   static async open(path: string): Promise<SafetensorsFile> {
-    let fh: FileHandle;
-    try {
-      fh = await fsp.open(path, 'r');
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new SafetensorsError(path, `cannot open (${err.code ?? err.message})`, { cause: e });
-    }
+    const fh = await openForReading(path);
     try {
       const size = (await fh.stat()).size;
       if (size < 8) throw new SafetensorsError(path, `file is ${size} bytes, shorter than the 8-byte header length field`);

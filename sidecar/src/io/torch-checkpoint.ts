@@ -5,10 +5,9 @@
  * restricted reader of pickle.ts, which runs no code; tensors are read where they lie, as the
  * safetensors reader reads them, strided views included.
  */
-import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { PickleError, PyGlobal, TruncatedPickleError, unpickle, type PickledStorage, type PickledTensor, type PyValue } from './pickle';
-import { DTYPE_BYTES, SafetensorsError, toFloat32, type DType, type HostData, type HostTensor, type TensorEntry } from './safetensors';
+import { DTYPE_BYTES, openForReading, readExactly, SafetensorsError, toFloat32, type DType, type HostData, type HostTensor, type TensorEntry } from './safetensors';
 import { zipMembers, ZipError } from './zip';
 import { errorMessage } from '../errors';
 
@@ -70,13 +69,7 @@ export class TorchCheckpointFile {
   }
 
   static async open(path: string): Promise<TorchCheckpointFile> {
-    let fh: FileHandle;
-    try {
-      fh = await fsp.open(path, 'r');
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new SafetensorsError(path, `cannot open (${err.code ?? err.message})`, { cause: e });
-    }
+    const fh = await openForReading(path);
     try {
       const size = (await fh.stat()).size;
       const head = new Uint8Array(4);
@@ -109,12 +102,12 @@ export class TorchCheckpointFile {
     const n = numel(t.shape);
     if (n === 0) return { dtype: t.dtype, shape: [...t.shape], data: new ARRAYS[t.dtype](new ArrayBuffer(0), 0, 0) };
     if (contiguous(t.shape, t.stride)) {
-      const bytes = await readBytes(this.fh, n * width, t.start, this.path);
+      const bytes = await readExactly(this.fh, n * width, t.start, this.path);
       return { dtype: t.dtype, shape: [...t.shape], data: new ARRAYS[t.dtype](bytes.buffer as ArrayBuffer, 0, n) };
     }
     // A strided view (a transpose saved as is): read the span it covers and gather its elements in order.
     const span = t.shape.reduce((a, s, i) => a + (s - 1) * t.stride[i]!, 0) + 1;
-    const src = await readBytes(this.fh, span * width, t.start, this.path);
+    const src = await readExactly(this.fh, span * width, t.start, this.path);
     const out = new Uint8Array(n * width);
     const index = new Array<number>(t.shape.length).fill(0);
     for (let k = 0; k < n; k++) {
@@ -134,13 +127,6 @@ export class TorchCheckpointFile {
     this.fh = undefined;
     await fh?.close();
   }
-}
-
-async function readBytes(fh: FileHandle, length: number, position: number, path: string): Promise<Uint8Array> {
-  const buf = new Uint8Array(length);
-  const { bytesRead } = await fh.read(buf, 0, length, position);
-  if (bytesRead !== length) throw new SafetensorsError(path, `truncated: ${length} bytes needed at offset ${position}, ${bytesRead} read`);
-  return buf;
 }
 
 /** The storage a persistent id names: ('storage', StorageType, key, location, numel[, view_metadata]). */
@@ -190,10 +176,10 @@ async function readZip(fh: FileHandle, size: number, path: string): Promise<Map<
   if (!pkl) throw new ZipError('no data.pkl in the archive (not a torch.save file)');
   const prefix = pkl.slice(0, -'data.pkl'.length);
   const order = members.get(`${prefix}byteorder`);
-  if (order && new TextDecoder().decode(await readBytes(fh, Math.min(order.size, 8), order.offset, path)).trim() !== 'little') throw new SafetensorsError(path, 'saved on a big-endian machine: not supported');
+  if (order && new TextDecoder().decode(await readExactly(fh, Math.min(order.size, 8), order.offset, path)).trim() !== 'little') throw new SafetensorsError(path, 'saved on a big-endian machine: not supported');
   const m = members.get(pkl)!;
   if (m.size > MAX_PICKLE_BYTES) throw new SafetensorsError(path, `data.pkl is ${m.size} bytes, over the ${MAX_PICKLE_BYTES}-byte limit`);
-  const { value } = unpickle(await readBytes(fh, m.size, m.offset, path), storageOf);
+  const { value } = unpickle(await readExactly(fh, m.size, m.offset, path), storageOf);
   return place(stateDict(value), (s) => {
     const member = members.get(`${prefix}data/${s.key}`);
     if (!member) throw new SafetensorsError(path, `storage ${s.key} is missing from the archive`);
@@ -207,7 +193,7 @@ async function readLegacy(fh: FileHandle, size: number, path: string): Promise<M
   // The pickles come first and are small beside the storages: read 4 MiB of the file, and more only while a pickle runs past it.
   for (let length = Math.min(size, 4 << 20); ; length = Math.min(size, MAX_PICKLE_BYTES, length * 8)) {
     try {
-      return await readLegacyFrom(await readBytes(fh, length, 0, path), fh, size, path);
+      return await readLegacyFrom(await readExactly(fh, length, 0, path), fh, size, path);
     } catch (e) {
       if (!(e instanceof TruncatedPickleError) || length >= Math.min(size, MAX_PICKLE_BYTES)) throw e;
     }
@@ -239,7 +225,7 @@ async function readLegacyFrom(head: Uint8Array, fh: FileHandle, size: number, pa
   for (const key of keys.value as string[]) {
     const s = storages.get(key);
     if (!s) throw new PickleError(`storage key ${key} names no storage of the state dict`);
-    const count = new DataView((await readBytes(fh, 8, at, path)).buffer).getBigInt64(0, true);
+    const count = new DataView((await readExactly(fh, 8, at, path)).buffer).getBigInt64(0, true);
     if (count !== BigInt(s.numel)) throw new SafetensorsError(path, `storage ${key} has ${count} elements on disk, ${s.numel} in the pickle`);
     starts.set(key, at + 8);
     at += 8 + s.numel * DTYPE_BYTES[STORAGE_DTYPES[s.type]!];
