@@ -84,3 +84,47 @@ export function assertCachedLogitsMatch(model: Model, seq: readonly number[], la
   const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq as number[]], [1, seq.length], 'int32') }).dataSync() as Float32Array);
   assertClose(`${label}: cached logits`, steps, full, 1e-4);
 }
+
+/** Mean cross-entropy of a reference classifier's logits over rows of ids against class labels. */
+export function referenceClassifierLoss(logits: (w: WeightMap, ids: readonly number[]) => Float64Array, rows: readonly (readonly number[])[], labels: readonly number[]): (w: WeightMap) => number {
+  return (w) =>
+    rows.reduce((sum, ids, b) => {
+      const z = logits(w, ids);
+      const m = Math.max(...z);
+      return sum + (Math.log(z.reduce((a, x) => a + Math.exp(x - m), 0)) + m - z[labels[b]!]!);
+    }, 0) / rows.length;
+}
+
+/**
+ * A sequence classifier's loss and the gradients of `names` equal a float64 reference's (the loss;
+ * each gradient along a random direction), with no tensor left behind.
+ */
+export async function assertClassifierGradients(model: Model, names: readonly string[], rows: number[][], labels: number[], weights: WeightMap, logits: (w: WeightMap, ids: readonly number[]) => Float64Array): Promise<void> {
+  const reference = referenceClassifierLoss(logits, rows, labels);
+  const before = tf.memory().numTensors;
+  const inputIds = tf.tensor2d(rows, [rows.length, rows[0]!.length], 'int32');
+  const target = tf.tensor1d(labels, 'int32');
+  const { loss, grads } = model.lossAndGrads(names, { inputIds }, target);
+  tf.dispose([inputIds, target]);
+  try {
+    assert.ok(Math.abs(loss.dataSync()[0]! - reference(weights)) < 1e-4);
+    assertDirectionalGradients(grads, weights, reference);
+  } finally {
+    tf.dispose([loss, ...grads.values()]);
+  }
+  assert.equal(tf.memory().numTensors, before, 'tensors leaked');
+}
+
+/**
+ * A sequence classifier's logits equal a reference's for each row, and a row cut to 8 tokens and
+ * padded back behind an attention mask equals the reference on those 8.
+ */
+export function assertClassifierLogits(model: Model, rows: number[][], numLabels: number, logits: (ids: readonly number[]) => Float64Array, label: string): void {
+  const [b, t] = [rows.length, rows[0]!.length];
+  const got = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(rows, [b, t], 'int32') }).dataSync() as Float32Array);
+  rows.forEach((ids, r) => assertClose(`${label}, row ${r}`, got.subarray(r * numLabels, (r + 1) * numLabels), logits(ids), 1e-4));
+  const padded = [...rows.slice(0, -1), [...rows[b - 1]!.slice(0, 8), ...Array<number>(t - 8).fill(0)]];
+  const mask = [...rows.slice(0, -1).map(() => Array<number>(t).fill(1)), [...Array<number>(8).fill(1), ...Array<number>(t - 8).fill(0)]];
+  const masked = tf.tidy(() => model.forward({ inputIds: tf.tensor2d(padded, [b, t], 'int32'), attentionMask: tf.tensor2d(mask, [b, t], 'int32') }).dataSync() as Float32Array);
+  assertClose(`${label}, padded row`, masked.subarray((b - 1) * numLabels, b * numLabels), logits(rows[b - 1]!.slice(0, 8)), 1e-4);
+}

@@ -41,7 +41,8 @@ export const DTYPE_BYTES: Record<DType, number> = {
 };
 
 type ArrayCtor = { new (buffer: ArrayBuffer, byteOffset?: number, length?: number): HostData; readonly name: string };
-const DTYPE_ARRAY: Record<DType, ArrayCtor> = {
+/** The typed array each dtype is read into (F16/BF16 as raw bits, BOOL as bytes). */
+export const DTYPE_ARRAY: Record<DType, ArrayCtor> = {
   F64: Float64Array, F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I64: BigInt64Array,
   I32: Int32Array, I16: Int16Array, I8: Int8Array, U8: Uint8Array, BOOL: Uint8Array,
 };

@@ -7,7 +7,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { PickleError, PyGlobal, TruncatedPickleError, unpickle, type PickledStorage, type PickledTensor, type PyValue } from './pickle';
-import { DTYPE_BYTES, openForReading, readExactly, SafetensorsError, toFloat32, type DType, type HostData, type HostTensor, type TensorEntry } from './safetensors';
+import { DTYPE_ARRAY, DTYPE_BYTES, openForReading, readExactly, SafetensorsError, toFloat32, type DType, type HostTensor, type TensorEntry } from './safetensors';
 import { zipMembers, ZipError } from './zip';
 import { errorMessage } from '../errors';
 
@@ -22,10 +22,6 @@ const STORAGE_DTYPES: Record<string, DType> = {
   CharStorage: 'I8',
   ByteStorage: 'U8',
   BoolStorage: 'BOOL',
-};
-const ARRAYS: Record<DType, new (buffer: ArrayBuffer, byteOffset: number, length: number) => HostData> = {
-  F64: Float64Array, F32: Float32Array, F16: Uint16Array, BF16: Uint16Array, I64: BigInt64Array,
-  I32: Int32Array, I16: Int16Array, I8: Int8Array, U8: Uint8Array, BOOL: Uint8Array,
 };
 /** The legacy format's first pickle. */
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
@@ -100,10 +96,10 @@ export class TorchCheckpointFile {
     if (!this.fh) throw new SafetensorsError(this.path, `cannot read tensor "${name}": file is closed`);
     const width = DTYPE_BYTES[t.dtype];
     const n = numel(t.shape);
-    if (n === 0) return { dtype: t.dtype, shape: [...t.shape], data: new ARRAYS[t.dtype](new ArrayBuffer(0), 0, 0) };
+    if (n === 0) return { dtype: t.dtype, shape: [...t.shape], data: new DTYPE_ARRAY[t.dtype](new ArrayBuffer(0), 0, 0) };
     if (contiguous(t.shape, t.stride)) {
       const bytes = await readExactly(this.fh, n * width, t.start, this.path);
-      return { dtype: t.dtype, shape: [...t.shape], data: new ARRAYS[t.dtype](bytes.buffer as ArrayBuffer, 0, n) };
+      return { dtype: t.dtype, shape: [...t.shape], data: new DTYPE_ARRAY[t.dtype](bytes.buffer as ArrayBuffer, 0, n) };
     }
     // A strided view (a transpose saved as is): read the span it covers and gather its elements in order.
     const span = t.shape.reduce((a, s, i) => a + (s - 1) * t.stride[i]!, 0) + 1;
@@ -115,7 +111,7 @@ export class TorchCheckpointFile {
       out.set(src.subarray(from, from + width), k * width);
       for (let d = t.shape.length - 1; d >= 0 && ++index[d]! === t.shape[d]; d--) index[d] = 0;
     }
-    return { dtype: t.dtype, shape: [...t.shape], data: new ARRAYS[t.dtype](out.buffer, 0, n) };
+    return { dtype: t.dtype, shape: [...t.shape], data: new DTYPE_ARRAY[t.dtype](out.buffer, 0, n) };
   }
 
   async readFloat32(name: string): Promise<Float32Array> {
