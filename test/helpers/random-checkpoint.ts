@@ -71,8 +71,8 @@ export function assertDirectionalGradients(grads: ReadonlyMap<string, tf.Tensor>
   }
 }
 
-/** A causal LM fed `seq` through the key/value cache (its first four tokens, then one at a time) gives the whole sequence's logits. */
-export function assertCachedLogitsMatch(model: Model, seq: readonly number[], label: string): void {
+/** A causal LM's logits of `seq` fed through the key/value cache: its first four tokens, then one at a time. */
+export function cachedLogits(model: Model, seq: readonly number[]): number[] {
   const cache = new KvCache();
   const steps: number[] = [];
   try {
@@ -81,8 +81,13 @@ export function assertCachedLogitsMatch(model: Model, seq: readonly number[], la
   } finally {
     cache.dispose();
   }
+  return steps;
+}
+
+/** The cached logits of `seq` equal the whole sequence's. */
+export function assertCachedLogitsMatch(model: Model, seq: readonly number[], label: string): void {
   const full = tf.tidy(() => model.forward({ inputIds: tf.tensor2d([seq as number[]], [1, seq.length], 'int32') }).dataSync() as Float32Array);
-  assertClose(`${label}: cached logits`, steps, full, 1e-4);
+  assertClose(`${label}: cached logits`, cachedLogits(model, seq), full, 1e-4);
 }
 
 /** Mean cross-entropy of a reference classifier's logits over rows of ids against class labels. */

@@ -412,6 +412,9 @@ describe('Llama-family decoders (Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3,
     const listed = parseConfig({ ...base, no_rope_layers: [1, 0, 1, 1, 1, 1, 1, 0] }, 'c.json') as LlamaConfig;
     assert.deepEqual(listed.noRopeLayers, [false, true, false, false, false, false, false, true]);
     assert.throws(() => parseConfig({ ...base, no_rope_layers: [1, 0] }, 'c.json'), /no_rope_layers.*a list of 8 flags/);
+    // Given layer_types decide the windows, whatever use_sliding_window says (it steers flash attention only); null KV heads are the heads.
+    const typed = parseConfig({ ...base, use_sliding_window: false, sliding_window: 16, num_key_value_heads: null, layer_types: ['full_attention', 'sliding_attention', ...Array(6).fill('full_attention')] }, 'c.json') as LlamaConfig;
+    assert.deepEqual([typed.slidingWindows.slice(0, 3), typed.numKvHeads], [[undefined, 16, undefined], 4]);
     // Olmo2Config: ε 1e-5, padding id 1, untied, no pre-norms, q/k norms over the projections.
     const o = parseConfig({ ...base, model_type: 'olmo2', num_key_value_heads: 2 }, 'c.json') as LlamaConfig;
     assert.deepEqual([o.rmsNormEps, o.padTokenId, o.tieWordEmbeddings, o.preNorms, o.qkNorm, o.qkNormOverProjection, o.sandwichNorms, o.ropeTheta], [1e-5, 1, false, false, true, true, true, 10000]);

@@ -44,9 +44,10 @@ export function hookableLinears(model: Model): LinearModuleInfo[] {
 }
 
 /**
- * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. ViT and DistilBERT are absent there
- * (their query and value, as for BERT), and so are Phi-3, whose queries and values share qkv_proj, and
- * ModernBERT, whose share Wqkv: that one.
+ * PEFT 0.21 `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING`. Where PEFT has no entry (it then
+ * asks for target_modules), our own choice: ViT's and DistilBERT's query and value (as BERT's);
+ * Phi-3's qkv_proj and ModernBERT's Wqkv, which hold them; SmolLM3's, OLMo-2's and Granite's q_proj and
+ * v_proj (as Llama's). Exported adapters always list their target_modules, so PEFT loads them all.
  */
 export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn'],
@@ -74,7 +75,11 @@ export const LORA_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   modernbert: ['Wqkv'],
   vit: ['query', 'value'],
 };
-/** PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING` (ViT and XLM-R, absent there: as BERT; Phi-3: its fused q/k/v and down_proj). */
+/**
+ * PEFT's `TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING`; our own where it has none: ViT and XLM-R
+ * as BERT; Phi-3 its fused q/k/v and down_proj; SmolLM3, OLMo-2, Granite and StableLM as Llama;
+ * ModernBERT Wqkv and its MLP's Wo.
+ */
 export const IA3_DEFAULT_TARGETS: Record<ModelType, string[]> = {
   gpt2: ['c_attn', 'mlp.c_proj'],
   gpt_neox: ['query_key_value', 'dense_4h_to_h'],

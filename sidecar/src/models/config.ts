@@ -833,7 +833,8 @@ function llamaFamily(f: Fields, modelType: LlamaFamilyType, architecture: string
   const numHeads = f.int('num_attention_heads');
   const headDim = f.has('head_dim') ? f.int('head_dim') : (defaults.headDim ?? hiddenSize / numHeads);
   if (!Number.isInteger(headDim)) f.fail('num_attention_heads', `hidden_size=${hiddenSize} is not divisible by num_attention_heads=${numHeads} and no head_dim is given`);
-  const numKvHeads = f.int('num_key_value_heads', defaults.kvHeads ?? numHeads);
+  // null: the config classes' __post_init__ uses the attention heads (only an absent key takes the class default).
+  const numKvHeads = f.get('num_key_value_heads') === null ? numHeads : f.int('num_key_value_heads', defaults.kvHeads ?? numHeads);
   if (numHeads % numKvHeads !== 0) f.fail('num_key_value_heads', `num_attention_heads=${numHeads} is not divisible by num_key_value_heads=${numKvHeads}`);
   if (headDim % 2 !== 0) f.fail('head_dim', `rotary embeddings need an even head dimension, got ${headDim}`);
   const numLayers = f.int('num_hidden_layers', undefined, 1, MAX_LAYERS);
@@ -1030,9 +1031,9 @@ function stablelmOptions(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
 
 /**
  * SmolLM3 (SmolLM3Config): Llama with no position encoding in some blocks (no_rope_layers: 1 for
- * RoPE, 0 for none; by default every no_rope_layer_interval-th block has none), a sliding window
- * only with use_sliding_window in the blocks layer_types calls sliding (by default the NoPE ones),
- * a tied head, padding id 128004.
+ * RoPE, 0 for none; by default every no_rope_layer_interval-th block has none), a sliding window in
+ * the blocks layer_types calls sliding (by default, under use_sliding_window, the NoPE ones), a tied
+ * head, padding id 128004.
  */
 function smollm3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
   const n = base.numLayers;
@@ -1042,12 +1043,14 @@ function smollm3Options(f: Fields, base: LlamaConfig): Partial<LlamaConfig> {
     const every = f.int('no_rope_layer_interval', 4);
     rope = Array.from({ length: n }, (_, i) => (i + 1) % every !== 0);
   } else {
-    if (!Array.isArray(listed) || listed.length !== n) f.fail('no_rope_layers', `expected a list of ${n} flags (one per num_hidden_layers)`);
-    rope = listed.map((v: unknown, i) => (v === 1 || v === true ? true : v === 0 || v === false ? false : f.fail(`no_rope_layers[${i}]`, `expected 0 or 1, got ${JSON.stringify(v)}`)));
+    if (!Array.isArray(listed) || listed.length < n) f.fail('no_rope_layers', `expected a list of ${n} flags (one per num_hidden_layers)`);
+    rope = listed.slice(0, n).map((v: unknown, i) => (v === 1 || v === true ? true : v === 0 || v === false ? false : f.fail(`no_rope_layers[${i}]`, `expected 0 or 1, got ${JSON.stringify(v)}`)));
   }
-  const sliding = f.bool('use_sliding_window', false) && f.has('sliding_window');
-  const window = sliding ? f.int('sliding_window') : undefined;
-  const types = f.has('layer_types') ? layerTypes(f, n, 1) : rope.map((r) => (window !== undefined && !r ? 'sliding_attention' : 'full_attention'));
+  // The masks follow layer_types: given, its sliding blocks are windowed whenever sliding_window is set
+  // (use_sliding_window only steers flash attention); derived, only under use_sliding_window, on the NoPE blocks.
+  const window = f.has('sliding_window') ? f.int('sliding_window') : undefined;
+  const derivedWindow = f.bool('use_sliding_window', false) ? window : undefined;
+  const types = f.has('layer_types') ? layerTypes(f, n, 1) : rope.map((r) => (derivedWindow !== undefined && !r ? 'sliding_attention' : 'full_attention'));
   return {
     noRopeLayers: rope.map((r) => !r),
     slidingWindows: types.map((t) => (window !== undefined && t === 'sliding_attention' ? window : undefined)),

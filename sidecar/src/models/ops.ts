@@ -190,7 +190,8 @@ export function ropeInverseFrequencies(headDim: number, theta: number, scaling: 
     return inv;
   }
   // Dynamic NTK raises the base once the sequence outgrows max_position_embeddings (transformers'
-  // _compute_dynamic_ntk_parameters, with seq_len = the positions so far).
+  // _compute_dynamic_ntk_parameters, with seq_len = the positions so far). transformers keeps the
+  // largest base it has used for later, shorter calls; here each call computes its own, as a fresh model.
   const base = scaling.type === 'dynamic' && seq > scaling.originalMaxPositions ? theta * (scaling.factor * (seq / scaling.originalMaxPositions) - (scaling.factor - 1)) ** (headDim / (headDim - 2)) : theta;
   for (let i = 0; i < inv.length; i++) inv[i] = f(1 / f(base ** f((2 * i) / headDim)));
   if (scaling.type === 'linear') return inv.map((x) => f(x / scaling.factor));
