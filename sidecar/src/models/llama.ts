@@ -112,7 +112,7 @@ export const llama: Architecture<LlamaConfig> = {
         if (!cfg.qkNormPerHeadWeights) return norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor4D;
         // StableLM: head h through its own bias-free LayerNorm (weights stacked to [1, H, 1, D]).
         const layer = name === 'q_norm' ? 'q_layernorm' : 'k_layernorm';
-        const weights = tf.reshape(tf.stack(Array.from({ length: x.shape[1] }, (_, h) => f.p(`${p}.self_attn.${layer}.norms.${h}.weight`))), [1, x.shape[1], 1, x.shape[3]]);
+        const weights = tf.reshape(tf.stack(Array.from({ length: x.shape[1] }, (_, head) => f.p(`${p}.self_attn.${layer}.norms.${head}.weight`))), [1, x.shape[1], 1, x.shape[3]]);
         return layerNorm(x, weights, tf.zerosLike(weights), cfg.rmsNormEps) as tf.Tensor4D;
       };
       const projectionNorm = (x: tf.Tensor2D, name: string) => (cfg.qkNormOverProjection ? (norm(x, `${p}.self_attn.${name}.weight`) as tf.Tensor2D) : x);
