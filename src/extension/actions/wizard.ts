@@ -87,7 +87,7 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
   }
   // Models already in the Hugging Face cache, by id (nothing is downloaded).
   for (const m of cachedHubModels()) modelItems.push({ label: `$(library) ${m.id}`, description: 'Hugging Face cache', detail: m.dir, value: { kind: 'hub', id: m.id } });
-  modelItems.push({ label: '$(folder-opened) Choose a model folder…', description: 'a Hugging Face folder (config.json + safetensors) in this workspace', value: { kind: 'browse' } });
+  modelItems.push({ label: '$(folder-opened) Choose a model folder…', description: 'a Hugging Face folder (config.json + safetensors or pytorch_model.bin) in this workspace', value: { kind: 'browse' } });
   const modelChoice = await pick(modelItems, 1, total, 'Base model');
   if (!modelChoice) return;
   let model: ModelAnswer;

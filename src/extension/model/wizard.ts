@@ -178,7 +178,7 @@ export async function checkpointHasHead(dir: string): Promise<boolean | undefine
   try {
     reader = await CheckpointReader.open(dir);
   } catch {
-    return undefined; // no safetensors (the run says how to convert): the head cannot be told
+    return undefined; // no readable checkpoint (the run names the problem): the head cannot be told
   }
   try {
     return reader.names().some((n) => HEAD_WEIGHT.test(n));
