@@ -8,6 +8,7 @@ import { describe, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { AdamW } from '../../sidecar/src/train/adamw';
+import { loraPlusScale } from '../../sidecar/src/train/trainer';
 
 /** PyTorch's AdamW for one tensor, float64; `grads[t]` undefined: no gradient at step t (skipped). `counts`: bias-correction counts to use instead. */
 function reference(p0: number[], grads: (number[] | undefined)[], o: { lr: number; beta1: number; beta2: number; eps: number; wd: number }, counts?: number[]): number[] {
@@ -65,6 +66,29 @@ describe('AdamW', () => {
     // Bias correction by the optimizer's step count instead would move b elsewhere (beyond the tolerance).
     const globalCount = reference(b0, [gradAt(2, 2), gradAt(2, 5), gradAt(2, 6)], o, [2, 5, 6]);
     assert.ok(globalCount.some((x, i) => Math.abs(x - wantB[i]!) > 1e-4), 'the per-tensor count matters here');
+    tf.dispose([...params.values()]);
+    opt.dispose();
+  });
+
+  test('LoRA+: lora_B matrices and one-dimensional tensors step at lr × ratio, the rest at lr (PEFT’s create_loraplus_optimizer groups)', async () => {
+    await tf.setBackend('cpu');
+    const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0.1 };
+    const start: Record<string, number[][]> = { 'q.lora_A.weight': [[0.5, -1], [2, 0.25]], 'q.lora_B.weight': [[0.1, 0.2], [-0.3, 0.4]], 'q.bias': [[0.3, -0.2]] };
+    const params = new Map<string, tf.Tensor>(Object.entries(start).map(([n, v]) => [n, n === 'q.bias' ? tf.tensor1d(v[0]!) : tf.tensor2d(v)]));
+    const scale = loraPlusScale(16, params);
+    assert.deepEqual(Object.keys(start).map(scale), [1, 16, 16]);
+    assert.equal(loraPlusScale(undefined, params)('q.lora_B.weight'), 1);
+    const opt = new AdamW({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.wd });
+    const gradAt = (n: string, t: number) => start[n]!.flat().map((_, i) => Math.cos(2 + t + 5 * i));
+    for (let t = 1; t <= 3; t++) {
+      const grads = new Map<string, tf.Tensor>([...params].map(([n, p]) => [n, tf.tensor(gradAt(n, t), p.shape)]));
+      opt.step(params, grads, o.lr, () => true, scale);
+      tf.dispose([...grads.values()]);
+    }
+    for (const [n, ratio] of [['q.lora_A.weight', 1], ['q.lora_B.weight', 16], ['q.bias', 16]] as const) {
+      const want = reference(start[n]!.flat(), [1, 2, 3].map((t) => gradAt(n, t)), { ...o, lr: o.lr * ratio });
+      Array.from(params.get(n)!.dataSync()).forEach((x, i) => assert.ok(Math.abs(x - want[i]!) < 1e-6, `${n}[${i}] ${x} vs ${want[i]}`));
+    }
     tf.dispose([...params.values()]);
     opt.dispose();
   });

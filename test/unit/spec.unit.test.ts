@@ -94,6 +94,13 @@ describe('spec validation', () => {
     assert.ok(schemaAccepts(undefined, { ...BASE, data: { train: 'data/train.jsonl', promptTemplate: '{q}' } }));
   });
 
+  test('optimizer.loraPlusRatio (LoRA+) is read; a ratio below 1 is refused at its key', () => {
+    const ws = workspace();
+    const s = loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, optimizer: { lr: 2e-4, loraPlusRatio: 16 } }), 'plus.peft.json'));
+    assert.equal(s.optimizer.loraPlusRatio, 16);
+    assert.throws(() => loadSpec(writeSpec(ws, JSON.stringify({ ...BASE, optimizer: { loraPlusRatio: 0.5 } }), 'minus.peft.json')), /optimizer\.loraPlusRatio/);
+  });
+
   test('a valid spec loads with defaults filled and paths resolved', () => {
     const ws = workspace();
     const f = writeSpec(ws, JSON.stringify({ ...BASE, data: { train: 'data/train.jsonl', eval: 'data/eval.jsonl' } }, null, 2), 'my-run.peft.json');

@@ -31,6 +31,8 @@ export interface OptimizerSpec {
   betas: [number, number];
   eps: number;
   weightDecay: number;
+  /** LoRA+: lora_B matrices and 1-D tensors learn at lr × this ratio. */
+  loraPlusRatio?: number;
 }
 
 export interface ScheduleSpec {

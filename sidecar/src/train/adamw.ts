@@ -36,26 +36,30 @@ export class AdamW {
   }
 
   /**
-   * One update of `params` (only the names in `grads`) at learning rate `lr`. `decay(name)` says
-   * whether weight decay applies (PEFT practice: not to biases and norms when asked).
+   * One update of `params` (only the names in `grads`) at learning rate `lr`, times `lrScale(name)`
+   * for each tensor (LoRA+'s faster B matrices; 1 by default). `decay(name)` says whether weight
+   * decay applies (PEFT practice: not to biases and norms when asked).
    */
-  step(params: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>, lr = this.opts.lr, decay: (name: string) => boolean = () => true): void {
+  step(params: Map<string, tf.Tensor>, grads: ReadonlyMap<string, tf.Tensor>, lr = this.opts.lr, decay: (name: string) => boolean = () => true, lrScale: (name: string) => number = () => 1): void {
     const { beta1, beta2, eps, weightDecay } = this.opts;
     this.state.step++;
-    // Tensors grouped by their own update count (one group unless some steps left tensors out).
-    const byCount = new Map<number, Map<string, tf.Tensor>>();
+    // Tensors grouped by their own update count (one group unless some steps left tensors out) and
+    // learning rate (one unless LoRA+ scales some).
+    const groups = new Map<string, { t: number; lr: number; grads: Map<string, tf.Tensor> }>();
     for (const [name, g] of grads) {
       const t = (this.state.steps.get(name) ?? 0) + 1;
-      let group = byCount.get(t);
-      if (!group) byCount.set(t, (group = new Map()));
-      group.set(name, g);
+      const groupLr = lr * lrScale(name);
+      const key = `${t}:${groupLr}`;
+      let group = groups.get(key);
+      if (!group) groups.set(key, (group = { t, lr: groupLr, grads: new Map() }));
+      group.grads.set(name, g);
     }
-    for (const [t, group] of byCount) {
+    for (const { t, lr: groupLr, grads: group } of groups.values()) {
       const c1 = 1 - beta1 ** t;
       const c2 = 1 - beta2 ** t;
-      const scalars = adamWStepScalars({ lr, c1, c2 }, weightDecay);
+      const scalars = adamWStepScalars({ lr: groupLr, c1, c2 }, weightDecay);
       try {
-        this.update(params, group, { beta1, beta2, eps, lr, weightDecay, c1, c2 }, scalars, decay);
+        this.update(params, group, { beta1, beta2, eps, lr: groupLr, weightDecay, c1, c2 }, scalars, decay);
       } finally {
         scalars.dispose();
       }

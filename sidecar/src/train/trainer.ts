@@ -116,6 +116,16 @@ export function specDifferences(a: RunConfig, b: RunConfig): string[] {
 const now = () => new Date().toISOString();
 const NO_DECAY = /(\.bias$|norm|(^|\.)ln_|(^|\.)ln\.|layernorm)/i;
 
+/**
+ * LoRA+ (Hayou et al., 2024; PEFT's create_loraplus_optimizer): the lora_B matrices and every
+ * one-dimensional trainable tensor (biases, DoRA magnitudes) learn at `ratio` × the learning rate,
+ * the rest at it. No ratio, or 1: plain AdamW.
+ */
+export function loraPlusScale(ratio: number | undefined, trainable: ReadonlyMap<string, tf.Tensor>): (name: string) => number {
+  if (ratio === undefined || ratio === 1) return () => 1;
+  return (name) => (/(^|\.)lora_B(\.|$)/.test(name) || trainable.get(name)?.rank === 1 ? ratio : 1);
+}
+
 function fmtDuration(s: number): string {
   if (!Number.isFinite(s)) return '?';
   const t = Math.max(0, Math.round(s));
@@ -429,7 +439,7 @@ class Session {
           }
         }
         const lr = lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps);
-        this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n));
+        this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n), loraPlusScale(cfg.optimizer.loraPlusRatio, adapter.trainable));
         tf.dispose([...grads!.values()]);
         grads = undefined;
         if (ist && step % ist.opts.T === 0) await istProbeUpdate(ist, step, model, adapter, data.train, batchOpts);
