@@ -209,6 +209,12 @@ export function selectLinears(model: Model, sel: TargetSelection): LinearModuleI
     if (mts.length && insideModuleToSave(mts, m.module)) return false;
     return sel.targets === 'all-linear' || matchesTarget(sel.targets, m.module);
   });
+  // PEFT puts LoRA on an nn.Embedding a target names; here adapters act on linear modules only: say so
+  // rather than leave the embedding out unnoticed.
+  const embeddings = model.paramInfo().filter((p) => p.type === 'embedding').map((p) => p.name.replace(/\.weight$/, ''));
+  const targetedEmbedding = typeof sel.targets === 'string' && sel.targets !== 'all-linear' ? embeddings.find((e) => fullMatch(sel.targets as string, e)) : Array.isArray(sel.targets) ? embeddings.find((e) => matchesTarget(sel.targets, e)) : undefined;
+  if (targetedEmbedding && !(mts.length && insideModuleToSave(mts, targetedEmbedding)))
+    throw new Error(`target modules name the embedding ${targetedEmbedding}: adapters here act on linear modules only; train it whole with modulesToSave instead`);
   if (picked.length === 0) {
     const shown = typeof sel.targets === 'string' ? JSON.stringify(sel.targets) : `[${sel.targets.join(', ')}]`;
     throw new Error(`target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);
