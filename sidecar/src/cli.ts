@@ -242,6 +242,7 @@ const COMMANDS: Record<string, Command> = {
       temperature: { type: 'string' },
       'top-p': { type: 'string' },
       'top-k': { type: 'string' },
+      'repetition-penalty': { type: 'string' },
       seed: { type: 'string' },
       'compare-base': { type: 'boolean' },
     },

@@ -51,11 +51,12 @@ export function logEvery(): number {
   return Number.isInteger(v) && v >= 1 ? v : 10;
 }
 
-/** "Try the Model…": tokens to generate, and the sampling temperature (0: greedy). */
-export function generation(): { maxNewTokens: number; temperature: number } {
+/** "Try the Model…": tokens to generate, the sampling temperature (0: greedy) and the repetition penalty (1: none). */
+export function generation(): { maxNewTokens: number; temperature: number; repetitionPenalty: number } {
   const n = cfg().get<number>('generation.maxNewTokens', 64);
   const t = cfg().get<number>('generation.temperature', 0);
-  return { maxNewTokens: Number.isInteger(n) && n >= 1 ? Math.min(n, 4096) : 64, temperature: Number.isFinite(t) && t >= 0 ? t : 0 };
+  const r = cfg().get<number>('generation.repetitionPenalty', 1);
+  return { maxNewTokens: Number.isInteger(n) && n >= 1 ? Math.min(n, 4096) : 64, temperature: Number.isFinite(t) && t >= 0 ? t : 0, repetitionPenalty: Number.isFinite(r) && r > 0 ? r : 1 };
 }
 
 export function firstWorkspaceFolder(): string | undefined {

@@ -717,6 +717,8 @@ export interface GenerateJobParams {
   topP?: number;
   /** Sampling from the k most probable tokens only, before top-p, as transformers' top_k (default 50; 0: all). */
   topK?: number;
+  /** transformers' repetition_penalty: tokens already in the sequence (prompt included) score lower; 1 (the default): none. */
+  repetitionPenalty?: number;
   seed?: number;
   /** Also the base model's text for the same prompt and seed (a run or an adapter only). */
   compareBase?: boolean;

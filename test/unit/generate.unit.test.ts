@@ -22,7 +22,7 @@ import { perturb } from '../helpers/adapters';
 import { createAdapter } from '../../sidecar/src/adapters';
 import { assertClose } from '../helpers/numeric';
 import { loadSpec, runConfig } from '../../sidecar/src/spec/load';
-import { chatStops, generateIds, generationStopIds, lastLogits, runGenerate, runUsesChat, sampleNext, templatedPrompt } from '../../sidecar/src/tasks/generate';
+import { applyRepetitionPenalty, chatStops, generateIds, generationStopIds, lastLogits, runGenerate, runUsesChat, sampleNext, templatedPrompt } from '../../sidecar/src/tasks/generate';
 import { byteLevelBpeTokenizer } from '../helpers/tokenizers';
 import { main } from '../../sidecar/src/cli';
 import { Rng } from '../../sidecar/src/train/rng';
@@ -162,6 +162,30 @@ describe('generation', () => {
       const short = await generateIds(model, undefined, prompt, { maxNewTokens: 6, temperature: 0, topP: 1, seed: 0, window: 3 });
       const tail = await generateIds(model, undefined, prompt.slice(-3), { maxNewTokens: 1, temperature: 0, topP: 1, seed: 0, window: 64 });
       assert.equal(short.ids[0], tail.ids[0]);
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('repetition penalty as transformers’ RepetitionPenaltyLogitsProcessor: seen tokens’ logits divided (positive) or multiplied (negative); greedy steps take the penalised argmax', async () => {
+    const logits = Float32Array.from([2, -1, 0.5, 3]);
+    applyRepetitionPenalty(logits, [0, 1, 1], 2);
+    assert.deepEqual(Array.from(logits), [1, -2, 0.5, 3]);
+    const model = await Model.load(join(root, 'tiny-gpt'));
+    try {
+      const prompt = [49, 50, 43, 55, 61];
+      const plain = await generateIds(model, undefined, prompt, { maxNewTokens: 8, temperature: 0, topP: 1, seed: 0, window: 64 });
+      const penalised = await generateIds(model, undefined, prompt, { maxNewTokens: 8, temperature: 0, topP: 1, seed: 0, window: 64, repetitionPenalty: 1e6 });
+      // Step by step: the argmax after the penalty over the sequence so far (prompt included).
+      const seq = [...prompt];
+      for (let i = 0; i < 8; i++) {
+        const row = Float32Array.from(tf.tidy(() => tf.squeeze(tf.slice(model.forward({ inputIds: tf.tensor2d([seq], [1, seq.length], 'int32') }), [0, seq.length - 1, 0], [1, 1, -1])).dataSync() as Float32Array));
+        applyRepetitionPenalty(row, seq, 1e6);
+        seq.push(row.indexOf(Math.max(...row)));
+      }
+      assert.deepEqual(penalised.ids, seq.slice(prompt.length));
+      assert.notDeepEqual(penalised.ids, plain.ids, 'the penalty changes what the greedy steps pick');
+      await assert.rejects(runGenerate({ kind: 'generate', model: join(root, 'tiny-gpt'), prompt: 'x', repetitionPenalty: 0 }, cliContext()), /repetitionPenalty.*must be a number > 0/);
     } finally {
       model.dispose();
     }

@@ -33,7 +33,19 @@ import { AnalysisUsageError, int, num, runCli, str } from './importance';
 import { modelFolder } from '../spec/hub-cache';
 
 /** topK 50: transformers' GenerationConfig default when sampling. */
-export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, topK: 50, seed: 0 } as const;
+export const GENERATE_DEFAULTS = { maxNewTokens: 64, temperature: 0, topP: 1, topK: 50, repetitionPenalty: 1, seed: 0 } as const;
+
+/**
+ * transformers' RepetitionPenaltyLogitsProcessor, in place: the logit of each token already in `seq`
+ * is divided by `penalty` where positive and multiplied by it where negative (so it drops either way).
+ */
+export function applyRepetitionPenalty(logits: Float32Array, seq: readonly number[], penalty: number): void {
+  if (penalty === 1) return;
+  for (const id of new Set(seq)) {
+    const z = logits[id];
+    if (z !== undefined) logits[id] = z < 0 ? z * penalty : z / penalty;
+  }
+}
 
 /**
  * The next token from one position's logits: the argmax at temperature 0; else a draw from
@@ -96,7 +108,7 @@ export async function generateIds(
   weights: Weights | undefined,
   prompt: readonly number[],
   /** `cache: false`: each step runs the whole window (the reference the key/value cache must match). */
-  o: { maxNewTokens: number; temperature: number; topP: number; topK?: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number; cache?: boolean },
+  o: { maxNewTokens: number; temperature: number; topP: number; topK?: number; repetitionPenalty?: number; seed: number; eosId?: number; stopIds?: readonly number[]; window: number; cache?: boolean },
   signal?: AbortSignal,
   onToken?: (count: number) => void,
   /** Text that ends the output once the new tokens' text holds it (kept out of the ids returned). */
@@ -123,8 +135,9 @@ export async function generateIds(
         feed = seq.slice(-o.window);
       }
       const last = tf.tidy(() => lastLogits(model, { inputIds: tf.tensor2d(Int32Array.from(feed), [1, feed.length], 'int32'), ...(cache ? { cache } : {}) }, weights ?? {}));
-      const row = (await last.data()) as Float32Array;
+      const row = Float32Array.from((await last.data()) as Float32Array);
       last.dispose();
+      applyRepetitionPenalty(row, seq, o.repetitionPenalty ?? 1);
       const next = sampleNext(row, o.temperature, o.topP, rng, o.topK ?? 0);
       if (stops.has(next)) return { ids: out, stop: 'eos' };
       out.push(next);
@@ -204,12 +217,14 @@ export async function runGenerate(p: GenerateJobParams, ctx: JobContext): Promis
     temperature: p.temperature ?? GENERATE_DEFAULTS.temperature,
     topP: p.topP ?? GENERATE_DEFAULTS.topP,
     topK: p.topK ?? GENERATE_DEFAULTS.topK,
+    repetitionPenalty: p.repetitionPenalty ?? GENERATE_DEFAULTS.repetitionPenalty,
     seed: p.seed ?? GENERATE_DEFAULTS.seed,
   };
   if (!Number.isInteger(o.maxNewTokens) || o.maxNewTokens < 1) throw new InputError('', 'maxNewTokens', `must be an integer ≥ 1, got ${o.maxNewTokens}`);
   if (!(o.temperature >= 0) || !Number.isFinite(o.temperature)) throw new InputError('', 'temperature', `must be a number ≥ 0, got ${o.temperature}`);
   if (!(o.topP > 0 && o.topP <= 1)) throw new InputError('', 'topP', `must be in (0, 1], got ${o.topP}`);
   if (!Number.isInteger(o.topK) || o.topK < 0) throw new InputError('', 'topK', `must be an integer ≥ 0, got ${o.topK}`);
+  if (!(o.repetitionPenalty > 0) || !Number.isFinite(o.repetitionPenalty)) throw new InputError('', 'repetitionPenalty', `must be a number > 0 (1: none), got ${o.repetitionPenalty}`);
   if (!Number.isInteger(o.seed) || o.seed < 0 || o.seed >= 2 ** 32) throw new InputError('', 'seed', `must be an integer in [0, 2³²), got ${o.seed}`);
   if (p.compareBase && p.run === undefined && p.adapter === undefined) throw new InputError('', 'compareBase', 'compares a fine-tune with its base: give a run, or an adapter');
   const cfg = p.run !== undefined ? await readRunConfig(p.run) : undefined;
@@ -353,7 +368,7 @@ async function classNames(model: Model, cfg: RunConfig | undefined): Promise<str
 // ---- command line ------------------------------------------------------------------------------
 
 export const GENERATE_USAGE =
-  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--pair TEXT] [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--top-k 50] [--seed 0] [--compare-base]';
+  'generate (--run RUN_DIR | --model DIR [--adapter DIR]) --prompt TEXT [--pair TEXT] [--chat | --no-chat] [--max-new-tokens 64] [--temperature 0] [--top-p 1] [--top-k 50] [--repetition-penalty 1] [--seed 0] [--compare-base]';
 
 export async function generateCommand(v: Record<string, string | boolean | string[] | undefined>): Promise<void> {
   const run = str(v, 'run', false);
@@ -376,6 +391,8 @@ export async function generateCommand(v: Record<string, string | boolean | strin
   if (topP !== undefined) p.topP = topP;
   const topK = int(v, 'top-k', 0);
   if (topK !== undefined) p.topK = topK;
+  const repetitionPenalty = num(v, 'repetition-penalty');
+  if (repetitionPenalty !== undefined) p.repetitionPenalty = repetitionPenalty;
   const seed = int(v, 'seed', 0);
   if (seed !== undefined) p.seed = seed;
   if (v['compare-base'] === true) p.compareBase = true;

@@ -168,11 +168,11 @@ export async function tryModel(ctx: Ctx, args: unknown[]): Promise<void> {
     await ctx.extension.workspaceState.update(`${key}.pair`, pair);
   }
   const g = config.generation();
-  const params: GenerateJobParams = { kind: 'generate', run: run.dir, prompt, ...(pair !== undefined ? { pair } : {}), compareBase: true, maxNewTokens: g.maxNewTokens, temperature: g.temperature };
+  const params: GenerateJobParams = { kind: 'generate', run: run.dir, prompt, ...(pair !== undefined ? { pair } : {}), compareBase: true, maxNewTokens: g.maxNewTokens, temperature: g.temperature, ...(g.repetitionPenalty !== 1 ? { repetitionPenalty: g.repetitionPenalty } : {}) };
   ctx.log.info(`generating with ${run.name} (and its base): ${JSON.stringify(prompt)}`);
   const end = await runJobWithProgress(ctx, params, `PEFT Lab: generating with ${run.name}`);
   if (end.state !== 'done' || end.result.kind !== 'generate') return reportAnalysisEnd(ctx, 'generation', end);
-  const settings = `${g.temperature > 0 ? `sampled at temperature ${g.temperature}` : 'greedy'}, up to ${g.maxNewTokens} new tokens (settings peftLab.generation.*)`;
+  const settings = `${g.temperature > 0 ? `sampled at temperature ${g.temperature}` : 'greedy'}${g.repetitionPenalty !== 1 ? `, repetition penalty ${g.repetitionPenalty}` : ''}, up to ${g.maxNewTokens} new tokens (settings peftLab.generation.*)`;
   const doc = await vscode.workspace.openTextDocument({ language: 'markdown', content: generationMarkdown(run.name, end.result.result, settings) });
   await vscode.window.showTextDocument(doc, { viewColumn: vscode.ViewColumn.Beside, preview: true });
 }
