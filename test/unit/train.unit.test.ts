@@ -136,6 +136,7 @@ describe('training', () => {
     const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(peft.peft_type, 'LORA');
     assert.equal(peft.r, 4);
+    assert.match(readFileSync(join(dir, 'adapter', 'README.md'), 'utf8'), /library_name: peft[\s\S]*AutoModelForCausalLM\.from_pretrained\([^,)]*\)\nmodel = PeftModel\.from_pretrained/);
     assert.equal((await readRunConfig(dir)).adapter.kind, 'lora');
     // Progress: every step, increasing, with the metrics the extension charts.
     assert.deepEqual(rec.progress.map((p) => p.done), Array.from({ length: 12 }, (_, i) => i + 1));
@@ -458,6 +459,10 @@ describe('training', () => {
     assert.ok([...saved.keys()].some((k) => k.startsWith('base_model.model.classifier.')), [...saved.keys()].join(', '));
     const ac = JSON.parse(readFileSync(join(run, 'adapter', 'adapter_config.json'), 'utf8')) as { modules_to_save: string[] };
     assert.ok(ac.modules_to_save.includes('classifier'));
+    // The model card says how PEFT loads it: the base built with the run's head size (num_labels is in no PEFT file).
+    const card = readFileSync(join(run, 'adapter', 'README.md'), 'utf8');
+    assert.match(card, /^---\nbase_model: ".*bert-base"\nlibrary_name: peft\n/);
+    assert.match(card, /AutoModelForSequenceClassification\.from_pretrained\(".*bert-base", num_labels=\d+\)/);
   });
 
   test('numLabels: a 3-class task on a base without a head, a 3-class head replaced by 2, a regression (1); the run’s later jobs load the same head size', async () => {

@@ -39,7 +39,7 @@ export async function checkAdapterTarget(dir: string): Promise<void> {
  */
 export async function writePeftLora(
   dir: string,
-  payload: { config: Record<string, unknown>; tensors: Map<string, HostTensor> | Record<string, HostTensor> },
+  payload: { config: Record<string, unknown>; tensors: Map<string, HostTensor> | Record<string, HostTensor>; readme?: string },
 ): Promise<void> {
   const target = resolve(dir);
   await checkAdapterTarget(target);
@@ -51,6 +51,7 @@ export async function writePeftLora(
   try {
     await fsp.writeFile(join(tmp, ADAPTER_CONFIG), `${JSON.stringify(sortKeys(payload.config), null, 2)}\n`, 'utf8');
     await writeSafetensors(join(tmp, ADAPTER_WEIGHTS), payload.tensors, { format: 'pt' });
+    if (payload.readme !== undefined) await fsp.writeFile(join(tmp, 'README.md'), payload.readme, 'utf8');
     let old: string | undefined;
     try {
       await fsp.rename(tmp, target);

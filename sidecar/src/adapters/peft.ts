@@ -19,6 +19,7 @@ import { readSafetensors, toFloat32, type HostTensor } from '../io/safetensors';
 import { readTorchStateDict } from '../io/torch-checkpoint';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
+import type { ModelConfig } from '../models/config';
 import { AdapterCore } from './core';
 import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
@@ -29,6 +30,7 @@ import { loraNames, type LoraModule } from './lora';
 import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
+import { adapterModelCard } from './model-card';
 
 export { ADAPTER_CONFIG, ADAPTER_WEIGHTS, checkAdapterTarget, writePeftLora } from './peft-write';
 
@@ -457,9 +459,11 @@ async function extrasValues(model: Model, weights: WeightFile, modulesToSave: st
 }
 
 /** Writes `adapter` as PEFT's `save_pretrained` would, atomically (temp folder, then rename). */
-export async function savePeftAdapter(dir: string, adapter: AdapterInstance, meta: { baseModel: string }): Promise<void> {
+/** Writes the adapter as PEFT's save_pretrained would; with the base's config, also its model card (README.md, how to load it). */
+export async function savePeftAdapter(dir: string, adapter: AdapterInstance, meta: { baseModel: string; modelConfig?: ModelConfig }): Promise<void> {
   const { config, tensors } = await adapter.exportPeft();
-  await writePeftLora(dir, { config: { ...config, base_model_name_or_path: meta.baseModel }, tensors });
+  const full = { ...config, base_model_name_or_path: meta.baseModel };
+  await writePeftLora(dir, { config: full, tensors, ...(meta.modelConfig ? { readme: adapterModelCard(full, meta.modelConfig) } : {}) });
 }
 
 export { taskTypeOf };

@@ -11,6 +11,7 @@ import { InputError } from '../errors';
 import type { HostTensor } from '../io/safetensors';
 import { fromTf } from '../io/tensors';
 import type { Model } from '../models/model';
+import type { ModelConfig } from '../models/config';
 import type { RunConfig } from '../spec/types';
 
 export type RunAdapter = AdapterInstance;
@@ -53,9 +54,9 @@ export async function createRunAdapter(model: Model, cfg: RunConfig, data: Loade
  * with `peft_type: "PEFT_LAB"`, the AdapterSpec, and every adapter tensor (trainable and frozen)
  * under PEFT Lab's names.
  */
-export async function saveFinalAdapter(dir: string, adapter: RunAdapter, baseModel: string, log: (level: 'info' | 'warn', msg: string) => void): Promise<void> {
+export async function saveFinalAdapter(dir: string, adapter: RunAdapter, baseModel: string, log: (level: 'info' | 'warn', msg: string) => void, modelConfig?: ModelConfig): Promise<void> {
   if (PEFT_KINDS.includes(adapter.spec.kind)) {
-    await savePeftAdapter(dir, adapter, { baseModel });
+    await savePeftAdapter(dir, adapter, { baseModel, ...(modelConfig ? { modelConfig } : {}) });
     return;
   }
   log('info', `${adapter.spec.kind} has no Hugging Face PEFT format: writing PEFT Lab's (peft_type PEFT_LAB)`);

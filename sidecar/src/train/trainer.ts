@@ -541,7 +541,7 @@ class Session {
     if (ist) await writeIstReports(this.runDir, ist);
     // Final adapter.
     const adapterDir = join(this.runDir, ADAPTER_DIR);
-    await saveFinalAdapter(adapterDir, adapter, baseModelName(cfg), this.log.bind(this));
+    await saveFinalAdapter(adapterDir, adapter, baseModelName(cfg), this.log.bind(this), model.config);
     await this.writeAdapterCheck(model, adapter, (data.eval.length > 0 ? data.eval : data.train).slice(0, 4), batchOpts);
     let forgetting: TrainOutcome['forgetting'];
     if (heldout && forgettingBefore !== undefined) {
