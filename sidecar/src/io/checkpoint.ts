@@ -5,11 +5,8 @@
  */
 import { existsSync, promises as fsp } from 'node:fs';
 import { isAbsolute, join, normalize } from 'node:path';
-import { compareUtf8, isPlainObject, MAX_HEADER_BYTES, q, SafetensorsError, SafetensorsFile, type HostTensor, type TensorEntry } from './safetensors';
+import { compareUtf8, isPlainObject, MAX_HEADER_BYTES, q, SafetensorsError, SafetensorsFile, type TensorFile, type HostTensor, type TensorEntry } from './safetensors';
 import { TorchCheckpointFile } from './torch-checkpoint';
-
-/** One file of a checkpoint, of either format. */
-type TensorFile = SafetensorsFile | TorchCheckpointFile;
 
 const SINGLE = 'model.safetensors';
 const INDEX = 'model.safetensors.index.json';

@@ -230,17 +230,43 @@ function swapBytes(bytes: Uint8Array, width: number): void {
   for (let i = 0; i < bytes.length; i += width) bytes.subarray(i, i + width).reverse();
 }
 
-export class SafetensorsFile {
-  private fh: FileHandle | undefined;
+/** One open checkpoint file of either format (safetensors, a PyTorch pickle): its tensors, read on demand. */
+export abstract class TensorFile {
+  protected fh: FileHandle | undefined;
 
-  private constructor(
+  constructor(
     readonly path: string,
+    fh: FileHandle,
+  ) {
+    this.fh = fh;
+  }
+
+  abstract readonly entries: Map<string, TensorEntry>;
+  abstract names(): string[];
+  abstract has(name: string): boolean;
+  /** One tensor in a fresh typed array of its natural type. */
+  abstract read(name: string): Promise<HostTensor>;
+
+  async readFloat32(name: string): Promise<Float32Array> {
+    return toFloat32(await this.read(name));
+  }
+
+  async close(): Promise<void> {
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close();
+  }
+}
+
+export class SafetensorsFile extends TensorFile {
+  private constructor(
+    path: string,
     fh: FileHandle,
     private readonly dataStart: number,
     readonly entries: Map<string, TensorEntry>,
     readonly metadata: Record<string, string>,
   ) {
-    this.fh = fh;
+    super(path, fh);
   }
 
   /** Opens a file and validates its whole header against the real file size. */
@@ -290,16 +316,6 @@ export class SafetensorsFile {
     // A fresh buffer starts at offset 0, so the view is aligned whatever the offset in the file.
     const data = new DTYPE_ARRAY[entry.dtype](bytes.buffer as ArrayBuffer, 0, bytes.length / width);
     return { dtype: entry.dtype, shape: [...entry.shape], data };
-  }
-
-  async readFloat32(name: string): Promise<Float32Array> {
-    return toFloat32(await this.read(name));
-  }
-
-  async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
   }
 }
 

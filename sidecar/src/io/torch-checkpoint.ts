@@ -7,7 +7,7 @@
  */
 import type { FileHandle } from 'node:fs/promises';
 import { PickleError, PyGlobal, TruncatedPickleError, unpickle, type PickledStorage, type PickledTensor, type PyValue } from './pickle';
-import { DTYPE_ARRAY, DTYPE_BYTES, openForReading, readExactly, SafetensorsError, toFloat32, type DType, type HostTensor, type TensorEntry } from './safetensors';
+import { DTYPE_ARRAY, DTYPE_BYTES, openForReading, readExactly, SafetensorsError, TensorFile, type DType, type HostTensor, type TensorEntry } from './safetensors';
 import { zipMembers, ZipError } from './zip';
 import { errorMessage } from '../errors';
 
@@ -48,16 +48,15 @@ const contiguous = (shape: readonly number[], stride: readonly number[]) => {
   return true;
 };
 
-export class TorchCheckpointFile {
-  private fh: FileHandle | undefined;
+export class TorchCheckpointFile extends TensorFile {
   readonly entries = new Map<string, TensorEntry>();
 
   private constructor(
-    readonly path: string,
+    path: string,
     fh: FileHandle,
     private readonly tensors: Map<string, StoredTensor>,
   ) {
-    this.fh = fh;
+    super(path, fh);
     for (const [name, t] of tensors) {
       const bytes = numel(t.shape) * DTYPE_BYTES[t.dtype];
       this.entries.set(name, { dtype: t.dtype, shape: t.shape, begin: t.start, end: t.start + bytes });
@@ -112,16 +111,6 @@ export class TorchCheckpointFile {
       for (let d = t.shape.length - 1; d >= 0 && ++index[d]! === t.shape[d]; d--) index[d] = 0;
     }
     return { dtype: t.dtype, shape: [...t.shape], data: new DTYPE_ARRAY[t.dtype](out.buffer, 0, n) };
-  }
-
-  async readFloat32(name: string): Promise<Float32Array> {
-    return toFloat32(await this.read(name));
-  }
-
-  async close(): Promise<void> {
-    const fh = this.fh;
-    this.fh = undefined;
-    await fh?.close();
   }
 }
 
