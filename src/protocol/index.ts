@@ -194,7 +194,7 @@ export const LogNote = notification<LogMessage>('peftLab/log');
 
 // ---- run specs (`*.peft.json`) ---------------------------------------------------------------
 
-export const ADAPTER_KINDS = ['lora', 'dora', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
+export const ADAPTER_KINDS = ['lora', 'dora', 'loha', 'lokr', 'vera', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
 export type AdapterKind = (typeof ADAPTER_KINDS)[number];
 export const LORA_INITS = ['default', 'gaussian', 'pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'] as const;
 export type LoraInit = (typeof LORA_INITS)[number];
@@ -204,7 +204,7 @@ export interface AdapterSpec {
   kind: AdapterKind;
   /** Module short names or full module paths (PEFT's `target_modules`); defaults per architecture. */
   targets?: string[];
-  /** LoRA family */
+  /** LoRA family (LoHa, LoKr: r and alpha, rankPattern, alphaPattern; VeRA: r, dropout, bias) */
   r?: number;
   alpha?: number;
   dropout?: number;
@@ -212,6 +212,10 @@ export interface AdapterSpec {
   bias?: 'none' | 'all' | 'lora_only';
   rankPattern?: Record<string, number>;
   alphaPattern?: Record<string, number>;
+  /** LoKr: also factor the first Kronecker factor into a low-rank product (PEFT's decompose_both). */
+  decomposeBoth?: boolean;
+  /** LoKr: the size of the first Kronecker factor's dimensions where it divides them (PEFT's decompose_factor; default −1: near the square root). */
+  decomposeFactor?: number;
   init?: LoraInit;
   /** CorDA / LoRA-GA calibration: number of training rows to use (default 32 / 8). */
   calibRows?: number;

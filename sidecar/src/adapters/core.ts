@@ -41,6 +41,8 @@ export class AdapterCore implements AdapterInstance {
   private scaledCache = new Map<string, { src: tf.Tensor; factor: number; out: tf.Tensor }>();
   readonly mergeParts: MergePart[] = [];
   exporter: (() => Promise<PeftExport>) | undefined;
+  /** Why this adapter has no PEFT format, when its kind usually has one. */
+  noExportReason: string | undefined;
   private step = 0;
   private disposed = false;
 
@@ -185,8 +187,13 @@ export class AdapterCore implements AdapterInstance {
     return out;
   }
 
+  peftFormatProblem(): string | undefined {
+    if (this.exporter) return undefined;
+    return this.noExportReason ?? `a ${this.spec.kind} adapter has no Hugging Face PEFT format (PEFT Lab exports lora, dora, loha, lokr, vera, ia3 and ln-tuning to PEFT)`;
+  }
+
   async exportPeft(): Promise<PeftExport> {
-    if (!this.exporter) throw new Error(`a ${this.spec.kind} adapter has no Hugging Face PEFT format (PEFT Lab exports lora, dora, ia3 and ln-tuning to PEFT)`);
+    if (!this.exporter) throw new Error(this.peftFormatProblem());
     return this.exporter();
   }
 
@@ -239,4 +246,20 @@ export function replacementPart(core: AdapterCore, names: readonly string[]): Me
       }
     },
   };
+}
+
+/**
+ * A part whose fold adds a weight update to each module's weight: merging adds `delta(module)` (in
+ * the stored layout, at the current layer scale), unmerging subtracts it.
+ */
+export function additiveMergePart<M extends { info: { module: string } }>(core: AdapterCore, modules: readonly M[], delta: (mod: M) => tf.Tensor): MergePart {
+  const fold = (out: Map<string, tf.Tensor>, sign: 1 | -1) => {
+    for (const mod of modules) {
+      const name = `${mod.info.module}.weight`;
+      const w = sign === 1 ? currentWeight(core, out, name) : out.get(name);
+      if (!w) continue;
+      setMerged(out, name, tf.tidy(() => (sign === 1 ? tf.add(w, delta(mod)) : tf.sub(w, delta(mod)))));
+    }
+  };
+  return { merge: (out) => fold(out, 1), unmerge: (out) => fold(out, -1) };
 }

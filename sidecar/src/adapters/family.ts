@@ -9,6 +9,8 @@ import type { Model } from '../models/model';
 import { replacementPart, type AdapterCore, type PeftExport } from './core';
 import { addIa3, ia3Name, type Ia3Module } from './ia3';
 import { addLora, host, loraExportTensors, type LoraModule } from './lora';
+import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lycoris';
+import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
 import { layerOfPath, matchesModuleToSave } from './targets';
 
 export const PEFT_PREFIX = 'base_model.model.';
@@ -36,6 +38,28 @@ export interface LoraSetup extends Extras {
   /** `init_lora_weights` to report when the export needs no conversion. */
   initLabel: boolean | string;
   modules: LoraModule[];
+}
+
+export interface LycorisSetup extends Extras {
+  kind: 'loha' | 'lokr';
+  r: number;
+  alpha: number;
+  rankPattern: Record<string, number>;
+  alphaPattern: Record<string, number>;
+  /** LoKr only. */
+  decomposeBoth: boolean;
+  decomposeFactor: number;
+  modules: DeltaModule[];
+}
+
+export interface VeraSetup extends Extras {
+  r: number;
+  dropout: number;
+  /** The shared projections A [r, in_max], B [out_max, r] (the core owns them once built). */
+  projections: { A: tf.Tensor2D; B: tf.Tensor2D };
+  /** PEFT's projection_prng_key (recorded only: the projections travel in the file). */
+  seed: number;
+  modules: VeraModule[];
 }
 
 export interface Ia3Setup extends Extras {
@@ -217,6 +241,88 @@ export function buildLora(core: AdapterCore, setup: LoraSetup): void {
       velora_config: null,
     };
     return { config, tensors: prefixed(tensors) };
+  };
+}
+
+/** Fields every PEFT config of a module-wrapping method writes. */
+function commonConfig(core: AdapterCore, peftType: string, targeted: readonly string[], modulesToSave: string[] | null): Record<string, unknown> {
+  return {
+    auto_mapping: autoMapping(core.model),
+    base_model_name_or_path: null,
+    inference_mode: true,
+    layers_pattern: null,
+    layers_to_transform: null,
+    modules_to_save: modulesToSave,
+    peft_type: peftType,
+    peft_version: PEFT_VERSION,
+    revision: null,
+    target_modules: [...targeted].sort(),
+    task_type: taskTypeOf(core.model),
+  };
+}
+
+const LYCORIS_NAMES = { loha: 'LoHa', lokr: 'LoKr' } as const;
+
+/** LoHa / LoKr (PEFT's LOHA / LOKR). PEFT wraps only nn.Linear with them: on transformers' Conv1D (GPT-2) there is no PEFT format. */
+export function buildLycoris(core: AdapterCore, setup: LycorisSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addDeltaModules(core, setup.modules, setup.kind === 'loha' ? LOHA : LOKR);
+  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
+  if (conv1d.length) {
+    core.noExportReason = `PEFT has no ${LYCORIS_NAMES[setup.kind]} for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
+    return;
+  }
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const mod of setup.modules) for (const name of mod.factors.keys()) tensors.set(factorName(mod.info.module, name), await host(core.tensor(factorName(mod.info.module, name))));
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      ...commonConfig(core, setup.kind === 'loha' ? 'LOHA' : 'LOKR', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      alpha: setup.alpha,
+      alpha_pattern: { ...setup.alphaPattern },
+      exclude_modules: null,
+      init_weights: true,
+      module_dropout: 0,
+      r: setup.r,
+      rank_dropout: 0,
+      rank_pattern: { ...setup.rankPattern },
+      use_effective_conv2d: false,
+      ...(setup.kind === 'lokr' ? { decompose_both: setup.decomposeBoth, decompose_factor: setup.decomposeFactor, rank_dropout_scale: false } : {}),
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}
+
+/** VeRA (PEFT's VERA), its shared projections saved in the file (save_projection) under `base_model.vera_A` / `vera_B`. */
+export function buildVera(core: AdapterCore, setup: VeraSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addVera(core, setup.projections, setup.modules, { r: setup.r, dropout: setup.dropout });
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const mod of setup.modules) {
+      const n = veraNames(mod.info.module);
+      tensors.set(n.b, await host(core.tensor(n.b)));
+      tensors.set(n.d, await host(core.tensor(n.d)));
+    }
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      ...commonConfig(core, 'VERA', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      bias: setup.bias === 'lora_only' ? 'vera_only' : setup.bias,
+      d_initial: 0.1,
+      fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
+      init_weights: true,
+      projection_prng_key: setup.seed,
+      r: setup.r,
+      save_projection: true,
+      vera_dropout: setup.dropout,
+    };
+    const out = prefixed(tensors);
+    // The projections belong to the tuner, not to a module: PEFT keys them without `model.`.
+    out.set(`base_model.${VERA_A}`, await host(core.tensor(VERA_A)));
+    out.set(`base_model.${VERA_B}`, await host(core.tensor(VERA_B)));
+    return { config, tensors: out };
   };
 }
 

@@ -9,10 +9,12 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
-import { adapterModulesToSave, buildIa3, buildLora, moduleToSaveParams, setLnTuningExporter } from './family';
+import { adapterModulesToSave, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
 import type { Ia3Module } from './ia3';
 import type { LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
+import { lohaFactors, lokrFactors, lokrLayout, type DeltaModule } from './lycoris';
+import { veraProjections } from './vera';
 import { addSparse } from './sparse';
 import { addSsf } from './ssf';
 import {
@@ -35,8 +37,9 @@ export type { AdapterInstance, LoraInitProvider } from './types';
 /** Inits that replace the base weight by a residual and come from the inits module. */
 export const DATA_AWARE_INITS: readonly LoraInit[] = ['pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'];
 
-/** PEFT's defaults (LoraConfig: r = 8, lora_alpha = 8). */
+/** PEFT's defaults (LoraConfig: r = 8, lora_alpha = 8; LoHaConfig and LoKrConfig: r = 8, alpha = 8; VeraConfig: r = 256). */
 export const LORA_DEFAULTS = { r: 8, alpha: 8, dropout: 0 } as const;
+export const VERA_DEFAULT_R = 256;
 
 export interface CreateOptions {
   seed: number;
@@ -79,6 +82,13 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
       case 'lora':
       case 'dora':
         await createLora(core, opts.inits);
+        break;
+      case 'loha':
+      case 'lokr':
+        createLycoris(core, spec.kind);
+        break;
+      case 'vera':
+        createVera(core);
         break;
       case 'ia3':
         createIa3(core);
@@ -125,7 +135,7 @@ function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] 
 }
 
 /** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
-const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'ia3', 'ln-tuning']);
+const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
 
 /** modules_to_save (the spec's; for LN-tuning, with PEFT's head rule, as it exports them): full trainable copies of those modules' parameters. */
 function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
@@ -201,6 +211,60 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
     initLabel: init === 'gaussian' ? 'gaussian' : true,
     modulesToSave,
     modules,
+  });
+}
+
+/** LoHa / LoKr modules with PEFT's init, rank and α per module under rank_pattern / alpha_pattern. */
+export function lycorisModules(spec: AdapterSpec, seed: number, targets: LinearModuleInfo[]): DeltaModule[] {
+  const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
+  const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
+  return targets.map((info, i) => {
+    const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    positiveInt(r, `rank of ${info.module}`);
+    const s = seed * 100_003 + 4 * i;
+    const factors = spec.kind === 'loha' ? lohaFactors(info, r, s) : lokrFactors(lokrLayout(info, r, spec.decomposeBoth ?? false, decomposeFactorOf(spec)), r, s);
+    return { info, r, alpha, scale: alpha / r, factors };
+  });
+}
+
+/** LoKr's decompose_factor: −1 (near the square root) or a positive integer. */
+function decomposeFactorOf(spec: AdapterSpec): number {
+  const f = spec.decomposeFactor ?? -1;
+  if (f !== -1 && (!Number.isInteger(f) || f <= 0)) throw new RangeError(`decomposeFactor must be -1 or a positive integer, got ${f}`);
+  return f;
+}
+
+function createLycoris(core: AdapterCore, kind: 'loha' | 'lokr'): void {
+  const { model, spec } = core;
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
+  const modules = lycorisModules(spec, core.seed, linearTargets(core, modulesToSave));
+  buildLycoris(core, {
+    kind,
+    r: spec.r ?? LORA_DEFAULTS.r,
+    alpha: spec.alpha ?? LORA_DEFAULTS.alpha,
+    rankPattern: { ...(spec.rankPattern ?? {}) },
+    alphaPattern: { ...(spec.alphaPattern ?? {}) },
+    decomposeBoth: spec.decomposeBoth ?? false,
+    decomposeFactor: kind === 'lokr' ? decomposeFactorOf(spec) : -1,
+    bias: 'none',
+    modulesToSave,
+    modules,
+  });
+}
+
+function createVera(core: AdapterCore): void {
+  const { model, spec } = core;
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
+  const targets = linearTargets(core, modulesToSave);
+  const r = positiveInt(spec.r ?? VERA_DEFAULT_R, 'r');
+  buildVera(core, {
+    r,
+    dropout: spec.dropout ?? 0,
+    bias: spec.bias ?? 'none',
+    projections: veraProjections(targets, r, core.seed * 100_003 + 7),
+    seed: core.seed,
+    modulesToSave,
+    modules: targets.map((info) => ({ info })),
   });
 }
 

@@ -2,7 +2,8 @@
  * Hugging Face PEFT's adapter folders: `adapter_config.json` + `adapter_model.safetensors`.
  *
  * Loading follows `PeftModel.from_pretrained` (PEFT 0.21): LORA (incl. DoRA, rsLoRA, rank/alpha
- * patterns, lora_bias, bias, modules_to_save, exclude_modules) and IA3. Like PEFT, an adapter whose
+ * patterns, lora_bias, bias, modules_to_save, exclude_modules), LOHA, LOKR, VERA (with its
+ * projections in the file), IA3 and LN_TUNING. Like PEFT, an adapter whose
  * config says `init_lora_weights: "pissa"` / `"olora"` re-runs that init on the given (original)
  * base, so the base weight becomes the residual before the saved A and B apply; `"lora_ga"` uses the
  * given base as is (PEFT cannot recompute it either: pass `residuals`, or load on the residual model);
@@ -21,13 +22,15 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import type { ModelConfig } from '../models/config';
 import { AdapterCore } from './core';
-import { buildIa3, buildLora, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
+import { buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
-import { createAdapter, loraScale, rankAndAlpha } from './index';
+import { createAdapter, loraScale, rankAndAlpha, VERA_DEFAULT_R } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
 import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
 import { loraNames, type LoraModule } from './lora';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, type TargetSpec } from './targets';
+import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
+import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 import { adapterModelCard } from './model-card';
@@ -139,8 +142,12 @@ async function readConfigFile(file: string): Promise<ConfigFields> {
   return new ConfigFields(file, raw as Record<string, unknown>);
 }
 
+/** Keys of tensors PEFT keeps on the tuner rather than a module (VeRA's shared projections), by internal name. */
+const TUNER_KEYS: Record<string, string> = { [`base_model.${VERA_A}`]: VERA_A, [`base_model.${VERA_B}`]: VERA_B };
+
 /** File keys without PEFT's prefix and wrappers: `base_layer.` and `modules_to_save.` segments dropped. */
 function internalKey(key: string): string | undefined {
+  if (TUNER_KEYS[key]) return TUNER_KEYS[key];
   if (!key.startsWith(PEFT_PREFIX)) return undefined;
   return key
     .slice(PEFT_PREFIX.length)
@@ -246,8 +253,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const cfgFile = join(dir, ADAPTER_CONFIG);
   const c = await readConfigFile(cfgFile);
   const peftType = c.get('peft_type');
-  if (peftType !== 'LORA' && peftType !== 'IA3' && peftType !== 'LN_TUNING')
-    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, IA3 and LN_TUNING)`);
+  if (typeof peftType !== 'string' || !['LORA', 'LOHA', 'LOKR', 'VERA', 'IA3', 'LN_TUNING'].includes(peftType))
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, LOHA, LOKR, VERA, IA3 and LN_TUNING)`);
   const weights = await readAdapterWeights(dir);
   const taskType = c.get('task_type');
   const mtsRaw = c.stringList('modules_to_save') ?? [];
@@ -286,6 +293,9 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     }
     return adapter;
   }
+
+  if (peftType === 'LOHA' || peftType === 'LOKR') return loadLycoris(c, model, weights, peftType === 'LOHA' ? 'loha' : 'lokr', { exclude, modulesToSave });
+  if (peftType === 'VERA') return loadVera(c, model, weights, { exclude, modulesToSave });
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
@@ -411,6 +421,99 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     throw e;
   }
   return core;
+}
+
+interface Selection {
+  exclude: TargetSpec | undefined;
+  modulesToSave: string[];
+}
+
+/** Builds an adapter on a fresh core from the file's tensors; on failure disposes the core and what was read. */
+async function assemble(model: Model, spec: AdapterSpec, weights: WeightFile, build: (core: AdapterCore, owned: tf.Tensor[]) => Promise<void>): Promise<AdapterInstance> {
+  const core = new AdapterCore(model, spec, 0);
+  const owned: tf.Tensor[] = [];
+  try {
+    await build(core, owned);
+    weights.checkAllUsed();
+  } catch (e) {
+    core.dispose();
+    tf.dispose(owned.filter((t) => !t.isDisposed));
+    throw e;
+  }
+  return core;
+}
+
+/** PEFT's LOHA / LOKR (`rank_dropout` and `module_dropout` act in training only: loaded adapters evaluate). */
+async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, kind: 'loha' | 'lokr', sel: Selection): Promise<AdapterInstance> {
+  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
+  const r = c.int('r', 8);
+  const alpha = c.num('alpha', 8);
+  const rankPattern = c.numberMap('rank_pattern', true);
+  const alphaPattern = c.numberMap('alpha_pattern', false);
+  const decomposeBoth = kind === 'lokr' && c.bool('decompose_both', false);
+  const decomposeFactor = kind === 'lokr' ? c.num('decompose_factor', -1, (v) => (v === -1 || (Number.isInteger(v) && v > 0) ? undefined : `expected -1 or a positive integer, got ${v}`)) : -1;
+  const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
+  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  const { modulesToSave } = sel;
+  const spec: AdapterSpec = {
+    kind,
+    ...(Array.isArray(targets) ? { targets: [...targets] } : {}),
+    r,
+    alpha,
+    rankPattern,
+    alphaPattern,
+    ...(kind === 'lokr' ? { decomposeBoth, decomposeFactor } : {}),
+    ...(modulesToSave.length ? { modulesToSave } : {}),
+  };
+  return assemble(model, spec, weights, async (core, owned) => {
+    const modules: DeltaModule[] = infos.map((info) => {
+      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const shapes = kind === 'loha' ? lohaShapes(info, ra.r) : lokrShapes(lokrLayout(info, ra.r, decomposeBoth, decomposeFactor), ra.r);
+      const factors = new Map<string, tf.Tensor>();
+      for (const [name, shape] of shapes) {
+        const t = weights.take(factorName(info.module, name), shape)!;
+        owned.push(t);
+        factors.set(name, t);
+      }
+      return { info, r: ra.r, alpha: ra.alpha, scale: ra.alpha / ra.r, factors };
+    });
+    const values = await extrasValues(model, weights, modulesToSave, 'none', [], owned);
+    buildLycoris(core, { kind, r, alpha, rankPattern, alphaPattern, decomposeBoth, decomposeFactor, bias: 'none', modulesToSave, modules, values });
+    tf.dispose([...values.values()]);
+  });
+}
+
+/** PEFT's VERA, whose shared projections must be in the file (save_projection, PEFT's default). */
+async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
+  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
+  if (!c.bool('save_projection', true))
+    c.fail('save_projection', "false: the shared projections vera_A and vera_B are not in the file, and PEFT Lab cannot redraw them with PyTorch's generator (projection_prng_key); save the adapter with save_projection=True");
+  const r = c.int('r', VERA_DEFAULT_R);
+  const dropout = c.num('vera_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
+  const seed = c.num('projection_prng_key', 0);
+  const biasRaw = c.get('bias') ?? 'none';
+  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'vera_only') c.fail('bias', `expected "none", "all" or "vera_only", got ${JSON.stringify(biasRaw)}`);
+  const bias: LoraBias = biasRaw === 'vera_only' ? 'lora_only' : biasRaw;
+  const targets = c.targets('target_modules') ?? veraDefaultTargets(model.config.modelType);
+  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  const { modulesToSave } = sel;
+  const spec: AdapterSpec = { kind: 'vera', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), r, dropout, bias, ...(modulesToSave.length ? { modulesToSave } : {}) };
+  return assemble(model, spec, weights, async (core, owned) => {
+    const shapes = veraProjectionShapes(infos, r);
+    const take = (name: string, shape: number[], key = PEFT_PREFIX + name) => {
+      const t = weights.take(name, shape, false, key)!;
+      owned.push(t);
+      return t;
+    };
+    const projections = { A: take(VERA_A, shapes.A, `base_model.${VERA_A}`) as tf.Tensor2D, B: take(VERA_B, shapes.B, `base_model.${VERA_B}`) as tf.Tensor2D };
+    const modules: VeraModule[] = infos.map((info) => {
+      const n = veraNames(info.module);
+      return { info, lambdaB: take(n.b, [info.outFeatures]) as tf.Tensor1D, lambdaD: take(n.d, [r]) as tf.Tensor1D };
+    });
+    const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    buildVera(core, { r, dropout, bias, projections, seed, modulesToSave, modules, values });
+    tf.dispose([...values.values()]);
+  });
 }
 
 function selectTargets(c: ConfigFields, model: Model, key: string, sel: Parameters<typeof selectLinears>[1]): LinearModuleInfo[] {

@@ -151,9 +151,16 @@ export const LN_TUNING_DEFAULT_TARGETS: Partial<Record<ModelType, string[]>> = {
   gemma3_text: ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm', 'norm'],
 };
 
-/** Default targets of a kind that acts on linear modules. */
+/** PEFT's `TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING`: LoRA's, but Phi's attention only. */
+export function veraDefaultTargets(modelType: ModelType): string[] {
+  return modelType === 'phi' ? ['q_proj', 'v_proj'] : LORA_DEFAULT_TARGETS[modelType];
+}
+
+/** Default targets of a kind that acts on linear modules (LoHa and LoKr: LoRA's, as PEFT's mappings are copies). */
 export function defaultTargets(kind: AdapterKind, modelType: ModelType): string[] {
-  return kind === 'ia3' ? IA3_DEFAULT_TARGETS[modelType] : LORA_DEFAULT_TARGETS[modelType];
+  if (kind === 'ia3') return IA3_DEFAULT_TARGETS[modelType];
+  if (kind === 'vera') return veraDefaultTargets(modelType);
+  return LORA_DEFAULT_TARGETS[modelType];
 }
 
 /** Python's `re.fullmatch(pattern, key)` (the pattern is used as a JavaScript regex). */

@@ -49,6 +49,8 @@ export interface AdapterInstance {
    * model's original W comes back), for the tensors `merged()` returns (new tensors; caller disposes).
    */
   unmerge(merged: ReadonlyMap<string, tf.Tensor>): Map<string, tf.Tensor>;
+  /** Why exportPeft cannot work (a kind PEFT lacks, or modules PEFT cannot wrap with it); undefined when it can. */
+  peftFormatProblem(): string | undefined;
   /** The adapter in Hugging Face PEFT's format; adapters that changed the base are converted to act on the original base. */
   exportPeft(): Promise<{ config: Record<string, unknown>; tensors: Map<string, HostTensor> }>;
   dispose(): void;

@@ -8,6 +8,9 @@ const LORA: Option[] = ['targets', 'r', 'alpha', 'dropout', 'rslora', 'bias', 'r
 export const ADAPTER_OPTIONS: Record<AdapterKind, readonly Option[]> = {
   lora: LORA,
   dora: LORA,
+  loha: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
+  lokr: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
+  vera: ['targets', 'r', 'dropout', 'bias', 'modulesToSave'],
   ia3: ['targets', 'modulesToSave'],
   ssf: ['targets', 'modulesToSave'],
   bottleneck: ['targets', 'bottleneck', 'modulesToSave'],
@@ -38,6 +41,8 @@ export function adapterOptionProblems(a: AdapterSpec): [string, string][] {
   if (a.kind === 'sparse' && a.mask === undefined) out.push(['', 'adapter kind "sparse" needs "mask" (a safetensors file of 0/1 masks)']);
   if (a.kind === 'dora' && a.init !== undefined && a.init !== 'default' && a.init !== 'gaussian')
     out.push(['init', `init ${JSON.stringify(a.init)} is not available with DoRA (use "default" or "gaussian")`]);
+  if (a.decomposeFactor !== undefined && (a.decomposeFactor === 0 || a.decomposeFactor < -1))
+    out.push(['decomposeFactor', `"decomposeFactor" is -1 (near the square root) or a positive integer, got ${a.decomposeFactor}`]);
   if (a.calibRows !== undefined && !(a.init && CALIBRATED_INITS.includes(a.init)))
     out.push(['calibRows', `"calibRows" is only used by the calibrated inits (${CALIBRATED_INITS.join(', ')})`]);
   return out;

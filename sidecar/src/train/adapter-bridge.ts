@@ -16,9 +16,6 @@ import type { RunConfig } from '../spec/types';
 
 export type RunAdapter = AdapterInstance;
 
-/** Kinds Hugging Face PEFT has, saved in its format. */
-const PEFT_KINDS: readonly string[] = ['lora', 'dora', 'ia3', 'ln-tuning'];
-
 /**
  * Calibration samples for CorDA / LoRA-GA: the first `rows` training examples, each at its own length
  * (with a sentence pair's token types), as PEFT runs one forward pass per sample.
@@ -49,17 +46,19 @@ export async function createRunAdapter(model: Model, cfg: RunConfig, data: Loade
 }
 
 /**
- * The final adapter in Hugging Face PEFT's format (LoRA, DoRA, IA3, LN-tuning; inits that changed the base are
- * converted to act on the original base). Kinds PEFT does not have are written in the same layout
- * with `peft_type: "PEFT_LAB"`, the AdapterSpec, and every adapter tensor (trainable and frozen)
- * under PEFT Lab's names.
+ * The final adapter in Hugging Face PEFT's format (LoRA, DoRA, LoHa, LoKr, VeRA, IA3, LN-tuning; inits
+ * that changed the base are converted to act on the original base). Adapters PEFT has no format for
+ * (other kinds; LoHa / LoKr on GPT-2's Conv1D modules) are written in the same layout with
+ * `peft_type: "PEFT_LAB"`, the AdapterSpec, and every adapter tensor (trainable and frozen) under
+ * PEFT Lab's names.
  */
 export async function saveFinalAdapter(dir: string, adapter: RunAdapter, baseModel: string, log: (level: 'info' | 'warn', msg: string) => void, modelConfig?: ModelConfig): Promise<void> {
-  if (PEFT_KINDS.includes(adapter.spec.kind)) {
+  const problem = adapter.peftFormatProblem();
+  if (problem === undefined) {
     await savePeftAdapter(dir, adapter, { baseModel, ...(modelConfig ? { modelConfig } : {}) });
     return;
   }
-  log('info', `${adapter.spec.kind} has no Hugging Face PEFT format: writing PEFT Lab's (peft_type PEFT_LAB)`);
+  log('info', `${problem}: writing PEFT Lab's format (peft_type PEFT_LAB)`);
   const tensors = new Map<string, HostTensor>();
   for (const [n, t] of adapter.trainable) tensors.set(n, await fromTf(t));
   for (const [n, t] of adapter.frozen) tensors.set(n, await fromTf(t));

@@ -16,6 +16,9 @@ export const BUNDLED_MODEL_PREFIX = 'peft-lab/';
 export const ADAPTER_DESCRIPTIONS: Record<AdapterKind, string> = {
   lora: 'Low-rank update B·A on the target projections',
   dora: 'LoRA with a learned per-column magnitude (weight-decomposed)',
+  loha: 'Hadamard product of two low-rank updates (LyCORIS LoHa)',
+  lokr: 'Kronecker product of two small factors (LyCORIS LoKr)',
+  vera: 'Shared frozen random projections, trained scaling vectors (fewest parameters)',
   ia3: 'Learned rescaling of keys, values and MLP activations',
   ssf: 'Learned scale and shift after each target module',
   bottleneck: 'Small down/up MLP adapters inside each block',
@@ -52,8 +55,11 @@ export function adapterChoices(): { kind: AdapterKind; description: string }[] {
 export const COMPARE_CHOICES: readonly AdapterKind[] = ADAPTER_KINDS.filter((k) => k !== 'sparse');
 export const COMPARE_DEFAULTS: readonly AdapterKind[] = ['lora', 'dora', 'ia3'];
 
-/** The learning rate a kind starts from: full fine-tuning moves every weight, so 10× lower. */
-export const startingLr = (kind: AdapterKind): number => (kind === 'full' ? 1e-4 : 1e-3);
+/**
+ * The learning rate a kind starts from: full fine-tuning moves every weight, so 10× lower; VeRA
+ * trains only scaling vectors on random projections, so 10× higher (the paper's range).
+ */
+export const startingLr = (kind: AdapterKind): number => (kind === 'full' ? 1e-4 : kind === 'vera' ? 1e-2 : 1e-3);
 
 /** A bundled model, a folder, or a Hugging Face id in the local hub cache. */
 export type ModelAnswer = { kind: 'bundled'; id: string } | { kind: 'folder'; path: string } | { kind: 'hub'; id: string };
@@ -245,6 +251,11 @@ export function adapterSpec(kind: AdapterKind, init: LoraInit | undefined, mask:
     case 'lora':
     case 'dora':
       return { kind, r: 8, alpha: 16, dropout: 0.05, ...(init && init !== 'default' ? { init } : {}) };
+    case 'loha':
+    case 'lokr':
+      return { kind, r: 8, alpha: 8 };
+    case 'vera':
+      return { kind, r: 256 };
     case 'loldu':
     case 'svfit':
       return { kind, r: 8 };

@@ -1,0 +1,77 @@
+/**
+ * LoHa, LoKr and VeRA adapters that Hugging Face PEFT itself made and saved for the shared tiny
+ * checkpoints (scripts/fixtures/make_peft_methods_fixtures.py): each loads onto its base and gives
+ * PEFT's logits, loss and the gradient of every trained tensor (factors, λ vectors, trained biases,
+ * a classifier's head), without leaking tensors. Then its PEFT export is the file PEFT wrote.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
+import { readSafetensors, toFloat32, toInt32, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { Model } from '../../sidecar/src/models/model';
+import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
+
+const DIR = join(__dirname, '..', 'fixtures', 'peft-methods');
+const ADAPTERS = readdirSync(DIR, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+const BASES: Record<string, string> = { llama: 'llama-tiny', bert: 'bert-cls-tiny', gpt2: 'gpt2-tiny' };
+
+describe('PEFT-made LoHa, LoKr and VeRA adapters (test/fixtures/peft-methods)', () => {
+  before(async () => {
+    await useTestBackend();
+  });
+
+  it('covers each method on a decoder and a classifier, and VeRA on Conv1D', () => {
+    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera']) assert.ok(ADAPTERS.includes(a), a);
+  });
+
+  for (const name of ADAPTERS) {
+    it(`${name}: PEFT's logits, loss and gradients; exports the file PEFT wrote`, async () => {
+      const dir = join(DIR, name);
+      const refs = await readSafetensors(join(dir, 'refs.safetensors'));
+      const model = await Model.load(fixture('hf', BASES[name.split('-')[0]!]!));
+      const adapter = await loadPeftAdapter(model, dir);
+      const int2d = (t: HostTensor) => tf.tensor2d(toInt32(t), t.shape as [number, number], 'int32');
+      const mask = refs.get('attention_mask');
+      const inputs = { inputIds: int2d(refs.get('input_ids')!), ...(mask ? { attentionMask: int2d(mask) } : {}) };
+      const labelRef = refs.get('labels');
+      const labels = labelRef ? tf.tensor1d(toInt32(labelRef), 'int32') : inputs.inputIds;
+      try {
+        const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward(inputs, opts).dataSync() as Float32Array);
+        const want = toFloat32(refs.get('logits')!);
+        assert.ok(relMaxError(run({}), want) > 1e-3, 'the adapter changes the logits');
+        assertClose(`${name} logits`, run({ hooks: adapter.hooks, overrides: adapter.overrides() }), want, 2e-5);
+
+        const names = [...adapter.trainable.keys()];
+        const refGrads = new Map([...refs].filter(([k]) => k.startsWith('grad:')).map(([k, t]) => [k.slice(5).replace('.base_layer.', '.'), toFloat32(t)]));
+        assert.deepEqual([...names].sort(), [...refGrads.keys()].sort(), 'the trained tensors are the ones PEFT trains');
+        await assertNoLeak(() => {
+          const { loss, grads } = model.lossAndGrads(names, inputs, labels, { hooks: adapter.hooks, extra: adapter.overrides() });
+          assertClose(`${name} loss`, loss.dataSync(), toFloat32(refs.get('loss')!), 2e-5);
+          for (const n of names) assertClose(`grad ${n}`, grads.get(n)!.dataSync(), refGrads.get(n)!, 1e-4);
+          tf.dispose([loss, ...grads.values()]);
+        });
+
+        // Export gives back PEFT's tensors under PEFT's keys.
+        const { config, tensors } = await adapter.exportPeft();
+        const saved = await readSafetensors(join(dir, 'adapter_model.safetensors'));
+        assert.deepEqual([...tensors.keys()].sort(), [...saved.keys()].sort());
+        for (const [k, t] of saved) assert.deepEqual(toFloat32(tensors.get(k)!), toFloat32(t), k);
+        const peftConfig = (await import(join(dir, 'adapter_config.json'))) as Record<string, unknown>;
+        for (const key of ['peft_type', 'task_type', 'r', 'alpha', 'rank_pattern', 'alpha_pattern', 'decompose_both', 'decompose_factor', 'bias', 'fan_in_fan_out', 'save_projection', 'modules_to_save'])
+          if (key in peftConfig) assert.deepEqual(config[key], peftConfig[key], key);
+        // PEFT Lab lists the full paths of the modules PEFT's short names matched.
+        const short = peftConfig.target_modules as string[];
+        const full = config.target_modules as string[];
+        assert.equal(full.length, adapter.hooks.linear!.size);
+        for (const m of full) assert.ok(short.some((s) => m.endsWith(`.${s}`)), m);
+      } finally {
+        tf.dispose([...Object.values(inputs), labels]);
+        adapter.dispose();
+        model.dispose();
+      }
+    });
+  }
+});
