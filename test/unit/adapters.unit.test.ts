@@ -128,6 +128,13 @@ const CASES: Case[] = [
   // The mask's ones (every 7th of layer-0 q_proj.weight's 4096, every 5th of layer-1 v_proj.weight's
   // 2048), though the deltas held are as large as the masked tensors.
   { title: 'sparse', model: 'llama-tiny', spec: { kind: 'sparse', mask: join(tmp, 'mask.safetensors') }, count: 586 + 410, held: 4096 + 2048 },
+  // LoHa r=4 on q, v: two pairs per module, 2·4·(64+64) + 2·4·(32+64) = 1792 per layer.
+  { title: 'loha', model: 'llama-tiny', spec: { kind: 'loha', r: 4, alpha: 8 }, count: 2 * 1792 },
+  // LoKr r=2 on q (64 = 8·8 both ways: W1 8×8 whole, W2 = [8,2]·[2,8] as 2 < 8/2) and v (out 32 = 4·8:
+  // W1 4×8, W2 [8,2]·[2,8]): 64 + 32 + 32 + 32 = 160 per layer.
+  { title: 'lokr', model: 'llama-tiny', spec: { kind: 'lokr', r: 2, alpha: 4 }, count: 2 * 160 },
+  // VeRA r=16 on q, v: λ_b (out) and λ_d (r) each: 64 + 16 + 32 + 16 per layer; the projections are frozen.
+  { title: 'vera', model: 'llama-tiny', spec: { kind: 'vera', r: 16 }, count: 2 * 128 },
   // GPT-2 (Conv1D): LoRA on c_attn, 4·(64+192) per layer.
   { title: 'lora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'lora', r: 4, alpha: 16, dropout: 0.1 }, count: 4 * 1024 },
   { title: 'dora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'dora', r: 4, alpha: 16 }, count: 4 * (1024 + 192) },
@@ -139,6 +146,12 @@ const CASES: Case[] = [
   { title: 'ssf (LayerNorm)', model: 'gpt2-tiny', spec: { kind: 'ssf' }, count: 4 * (2 * 576 + 256) + 128 },
   { title: 'svfit (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'svfit', r: 4 }, count: 4 * 4 },
   { title: 'loldu (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'loldu', r: 4 }, count: 4 * 5 },
+  // LoKr r=2 with decomposeBoth on c_attn (out 192 = 12·16, in 64 = 8·8): W1 = [12,2]·[2,8] (2 < 12/2), W2 = [16,2]·[2,8].
+  { title: 'lokr (Conv1D, both factors low-rank)', model: 'gpt2-tiny', spec: { kind: 'lokr', r: 2, alpha: 2, decomposeBoth: true }, count: 4 * (40 + 48) },
+  // VeRA on c_attn (192 + 8) and c_fc (256 + 8), which slice the shared projections differently.
+  { title: 'vera (Conv1D, two shapes)', model: 'gpt2-tiny', spec: { kind: 'vera', r: 8, targets: ['c_attn', 'c_fc'], dropout: 0.1 }, count: 4 * (200 + 264) },
+  // BERT: LoHa on query, value (2·4·128 each) + the classifier (64·3 + 3).
+  { title: 'loha (BERT, classifier saved)', model: 'bert-cls-tiny', spec: { kind: 'loha', r: 4, alpha: 4 }, count: 2 * 2 * 1024 + 195 },
   // BERT: LoRA on query, value (4·128 each) + the classifier as modules_to_save (PEFT's SEQ_CLS): 64·3 + 3.
   { title: 'lora (BERT, classifier saved)', model: 'bert-cls-tiny', spec: { kind: 'lora', r: 4, alpha: 8 }, count: 2 * 2 * 512 + 195 },
   { title: 'ssf (BERT)', model: 'bert-cls-tiny', spec: { kind: 'ssf', targets: ['attention', 'output', 'LayerNorm'] }, count: 2 * 2 * (2 * 64 + 2 * 64) + 2 * 64 },
@@ -576,6 +589,11 @@ describe('adapters', () => {
       { title: 'IA3 (ViT, classifier saved)', model: 'vit-tiny', spec: { kind: 'ia3' } },
       { title: 'LN-tuning (GPT-2 LayerNorms, weight and bias)', model: 'gpt2-tiny', spec: { kind: 'ln-tuning' } },
       { title: 'LN-tuning (Llama RMSNorms, two of them)', model: 'llama-tiny', spec: { kind: 'ln-tuning', targets: ['input_layernorm'] } },
+      { title: 'LoHa with rank and alpha patterns (llama)', model: 'llama-tiny', spec: { kind: 'loha', r: 4, alpha: 8, targets: ['q_proj', 'down_proj'], rankPattern: { down_proj: 2 }, alphaPattern: { q_proj: 2 } } },
+      { title: 'LoKr with a decomposition factor (llama)', model: 'llama-tiny', spec: { kind: 'lokr', r: 2, alpha: 4, decomposeFactor: 4, targets: ['k_proj', 'up_proj'] } },
+      { title: 'LoKr with both factors low-rank, classifier saved (BERT)', model: 'bert-cls-tiny', spec: { kind: 'lokr', r: 2, decomposeBoth: true } },
+      { title: 'VeRA with bias "lora_only" (BERT; PEFT\'s vera_only)', model: 'bert-cls-tiny', spec: { kind: 'vera', r: 8, bias: 'lora_only' } },
+      { title: 'VeRA (GPT-2, Conv1D, two shapes)', model: 'gpt2-tiny', spec: { kind: 'vera', r: 8, targets: ['c_attn', 'c_fc'] } },
     ];
     for (const c of roundTrip) {
       it(c.title, async () => {
@@ -588,7 +606,7 @@ describe('adapters', () => {
           await savePeftAdapter(dir, a, { baseModel: c.model });
           const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
           assert.equal(cfg.base_model_name_or_path, c.model);
-          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING' }[c.spec.kind as string] ?? 'LORA');
+          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA' }[c.spec.kind as string] ?? 'LORA');
           if (c.spec.kind === 'ln-tuning') {
             // PEFT's layout: each norm module copied whole, under ln_tuning_layers.
             const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];

@@ -166,7 +166,7 @@ describe('wizard → spec', () => {
     writeFileSync(a.specFile, text);
     const spec = loadSpec(a.specFile, { workspaceRoot: ws });
     assert.deepEqual(spec.variants!.map((v) => variantConfig(spec, v).adapter.kind), [...COMPARE_CHOICES]);
-    assert.deepEqual(spec.variants!.map((v) => variantConfig(spec, v).optimizer.lr), COMPARE_CHOICES.map((k) => (k === 'full' ? 1e-4 : 1e-3)));
+    assert.deepEqual(spec.variants!.map((v) => variantConfig(spec, v).optimizer.lr), COMPARE_CHOICES.map((k) => (k === 'full' ? 1e-4 : k === 'vera' ? 1e-2 : 1e-3)));
   });
 
   it('names the spec after the task, adapter and init', () => {

@@ -97,6 +97,23 @@ async function rejects<T extends Error>(p: Promise<unknown>, cls: new (...a: nev
   assert.fail(`expected ${cls.name}`);
 }
 
+/** The run's exported adapter, loaded as `forward --adapter` loads it, gives the run's own reference logits (adapter_check.safetensors). */
+async function assertLoadsToCheck(cfg: RunConfig, dir: string): Promise<void> {
+  const check = await readSafetensors(join(dir, ADAPTER_CHECK_FILE));
+  const model = await Model.load(cfg.modelDir);
+  const loaded = await loadAdapterHooks(model, join(dir, 'adapter'));
+  try {
+    const ids = toTf(check.get('input_ids')!) as tf.Tensor2D;
+    const got = tf.tidy(() => model.forward({ inputIds: ids, attentionMask: check.has('attention_mask') ? (toTf(check.get('attention_mask')!) as tf.Tensor2D) : undefined }, { hooks: loaded.hooks, overrides: loaded.params }).dataSync() as Float32Array);
+    ids.dispose();
+    const want = check.get('logits')!.data as Float32Array;
+    assert.ok(got.every((x, i) => Math.abs(x - want[i]!) <= 1e-4 * (1 + Math.abs(want[i]!))), `logits of the loaded adapter of ${dir}`);
+  } finally {
+    loaded.dispose();
+    model.dispose();
+  }
+}
+
 describe('training', () => {
   // One reference run (LoRA, 8 steps, checkpoint every 3) shared by the determinism and resume tests.
   const RESUME_SPEC = { steps: 8, logEvery: 1, evalEvery: 4, checkpointEvery: 3, data: { train: 'add.jsonl', evalSplit: 0.25, maxLength: 24 } };
@@ -318,18 +335,26 @@ describe('training', () => {
     const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
     assert.equal(peft.peft_type, 'PEFT_LAB', 'kinds PEFT lacks are saved in PEFT Lab format');
     // `forward --adapter` reads that format too: the run's own reference logits come back.
-    const check = await readSafetensors(join(dir, ADAPTER_CHECK_FILE));
-    const model = await Model.load(cfg.modelDir);
-    const loaded = await loadAdapterHooks(model, join(dir, 'adapter'));
-    try {
-      const ids = toTf(check.get('input_ids')!) as tf.Tensor2D;
-      const got = tf.tidy(() => model.forward({ inputIds: ids, attentionMask: check.has('attention_mask') ? (toTf(check.get('attention_mask')!) as tf.Tensor2D) : undefined }, { hooks: loaded.hooks, overrides: loaded.params }).dataSync() as Float32Array);
-      ids.dispose();
-      const want = check.get('logits')!.data as Float32Array;
-      assert.ok(got.every((x, i) => Math.abs(x - want[i]!) <= 1e-4 * (1 + Math.abs(want[i]!))), 'logits of the loaded full fine-tune');
-    } finally {
-      loaded.dispose();
-      model.dispose();
+    await assertLoadsToCheck(cfg, dir);
+  });
+
+  test('LoHa, LoKr and VeRA train; VeRA saves PEFT\'s VERA, LoHa and LoKr on GPT-2\'s Conv1D PEFT Lab\'s format (PEFT has none); each loads back', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ kind: 'loha', r: 4, alpha: 8 }, 'PEFT_LAB'],
+      [{ kind: 'lokr', r: 2, alpha: 4, targets: ['c_fc'] }, 'PEFT_LAB'],
+      [{ kind: 'vera', r: 16 }, 'VERA'],
+    ];
+    for (const [adapter, peftType] of cases) {
+      const cfg = config({ adapter, steps: 10, logEvery: 5, optimizer: { lr: adapter.kind === 'vera' ? 0.2 : 0.05 } });
+      const dir = runDir();
+      const rec = recorder();
+      await runTraining(cfg, { runDir: dir, ctx: rec.ctx });
+      const m = await readMetrics(dir);
+      assert.ok(m.at(-1)!.loss < m[0]!.loss, `${String(adapter.kind)}: loss falls: ${m.map((r) => r.loss.toFixed(3)).join(' ')}`);
+      const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+      assert.equal(peft.peft_type, peftType);
+      if (peftType === 'PEFT_LAB') assert.ok(rec.logs.some((l) => /PEFT has no Lo(Ha|Kr) for transformers' Conv1D modules \(transformer\.h\.0\./.test(l)), rec.logs.join('\n'));
+      await assertLoadsToCheck(cfg, dir);
     }
   });
 
