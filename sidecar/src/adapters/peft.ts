@@ -305,9 +305,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
       c.fail('feedforward_modules', `must be a subset of target_modules (PEFT's rule); ${ff.filter((f) => !targets.includes(f)).join(', ')} is not`);
     const infos = selectTargets(c, model, 'target_modules', { targets, exclude, modulesToSave });
     const spec: AdapterSpec = { kind: 'ia3', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), ...(modulesToSave.length ? { modulesToSave } : {}) };
-    const core = new AdapterCore(model, spec, 0);
-    const owned: tf.Tensor[] = [];
-    try {
+    return assemble(model, spec, weights, async (core, owned) => {
       const modules: Ia3Module[] = infos.map((info) => {
         const feedForward = matchesFeedforward(ff, info.module);
         const l = weights.take(ia3Name(info.module), feedForward ? [1, info.inFeatures] : [info.outFeatures, 1])! as tf.Tensor2D;
@@ -315,15 +313,9 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
         return { info, feedForward, l };
       });
       const values = await extrasValues(model, weights, modulesToSave, 'none', [], owned);
-      weights.checkAllUsed();
       buildIa3(core, { bias: 'none', modulesToSave, modules, values });
       tf.dispose([...values.values()]);
-    } catch (e) {
-      core.dispose();
-      tf.dispose(owned.filter((t) => !t.isDisposed));
-      throw e;
-    }
-    return core;
+    });
   }
 
   // ---- LORA ----
