@@ -1,6 +1,6 @@
 /**
- * LoHa, LoKr and VeRA adapters that Hugging Face PEFT itself made and saved for the shared tiny
- * checkpoints (scripts/fixtures/make_peft_methods_fixtures.py): each loads onto its base and gives
+ * LoHa, LoKr and VeRA adapters, and LoRA on token embeddings, that Hugging Face PEFT itself made
+ * and saved for the shared tiny checkpoints (scripts/fixtures/make_peft_methods_fixtures.py): each loads onto its base and gives
  * PEFT's logits, loss and the gradient of every trained tensor (factors, λ vectors, trained biases,
  * a classifier's head), without leaking tensors. Then its PEFT export is the file PEFT wrote.
  */
@@ -18,13 +18,14 @@ const DIR = join(__dirname, '..', 'fixtures', 'peft-methods');
 const ADAPTERS = readdirSync(DIR, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 const BASES: Record<string, string> = { llama: 'llama-tiny', bert: 'bert-cls-tiny', gpt2: 'gpt2-tiny' };
 
-describe('PEFT-made LoHa, LoKr and VeRA adapters (test/fixtures/peft-methods)', () => {
+describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/peft-methods)', () => {
   before(async () => {
     await useTestBackend();
   });
 
-  it('covers each method on a decoder and a classifier, and VeRA on Conv1D', () => {
-    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera']) assert.ok(ADAPTERS.includes(a), a);
+  it('covers each method on a decoder and a classifier, VeRA on Conv1D, LoRA on a tied embedding', () => {
+    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed'])
+      assert.ok(ADAPTERS.includes(a), a);
   });
 
   for (const name of ADAPTERS) {
@@ -54,9 +55,10 @@ describe('PEFT-made LoHa, LoKr and VeRA adapters (test/fixtures/peft-methods)', 
           tf.dispose([loss, ...grads.values()]);
         });
 
-        // Export gives back PEFT's tensors under PEFT's keys.
+        // Export gives back PEFT's tensors under PEFT's keys (less the copy of an untouched base
+        // embedding table PEFT saves beside a LoRA on embed_tokens: PEFT loads without it).
         const { config, tensors } = await adapter.exportPeft();
-        const saved = await readSafetensors(join(dir, 'adapter_model.safetensors'));
+        const saved = new Map([...(await readSafetensors(join(dir, 'adapter_model.safetensors')))].filter(([k]) => !k.endsWith('.base_layer.weight')));
         assert.deepEqual([...tensors.keys()].sort(), [...saved.keys()].sort());
         for (const [k, t] of saved) assert.deepEqual(toFloat32(tensors.get(k)!), toFloat32(t), k);
         const peftConfig = (await import(join(dir, 'adapter_config.json'))) as Record<string, unknown>;
@@ -65,7 +67,7 @@ describe('PEFT-made LoHa, LoKr and VeRA adapters (test/fixtures/peft-methods)', 
         // PEFT Lab lists the full paths of the modules PEFT's short names matched.
         const short = peftConfig.target_modules as string[];
         const full = config.target_modules as string[];
-        assert.equal(full.length, adapter.hooks.linear!.size);
+        assert.equal(full.length, adapter.hooks.linear!.size + (adapter.hooks.embeddings?.size ?? 0));
         for (const m of full) assert.ok(short.some((s) => m.endsWith(`.${s}`)), m);
       } finally {
         tf.dispose([...Object.values(inputs), labels]);

@@ -11,7 +11,7 @@ export function loraFactory(): LoraFactory {
     const core = new AdapterCore(model, spec, 0);
     try {
       const modules = loraModules(spec, 0, selectLinears(model, { targets }));
-      buildLora(core, { dora: false, rslora: false, dropout: 0, r: rank, alpha, rankPattern: {}, alphaPattern: {}, loraBias: false, bias: 'none', modulesToSave: [], initLabel: true, modules });
+      buildLora(core, { dora: false, rslora: false, dropout: 0, r: rank, alpha, rankPattern: {}, alphaPattern: {}, loraBias: false, bias: 'none', modulesToSave: [], initLabel: true, modules, embeddings: [] });
     } catch (e) {
       core.dispose();
       throw e;

@@ -9,7 +9,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AdapterSpec } from '../../../src/protocol';
 import type { HostTensor } from '../io/safetensors';
-import type { Forward, Hooks, LinearHook, TapHook } from '../models/forward';
+import type { EmbeddingHook, Forward, Hooks, LinearHook, TapHook } from '../models/forward';
 import type { Model } from '../models/model';
 import type { AdapterInstance } from './types';
 
@@ -28,7 +28,8 @@ export class AdapterCore implements AdapterInstance {
   readonly frozen = new Map<string, tf.Tensor>();
   readonly linearHooks = new Map<string, LinearHook>();
   readonly tapHooks = new Map<string, TapHook>();
-  readonly hooks: Hooks = { linear: this.linearHooks, taps: this.tapHooks };
+  readonly embeddingHooks = new Map<string, EmbeddingHook>();
+  readonly hooks: Hooks = { linear: this.linearHooks, taps: this.tapHooks, embeddings: this.embeddingHooks };
   /** Tensor name → transformer block. */
   private readonly layers = new Map<string, number>();
   private readonly effectiveCounts = new Map<string, number>();
@@ -75,6 +76,11 @@ export class AdapterCore implements AdapterInstance {
   addLinearHook(module: string, hook: LinearHook): void {
     if (this.linearHooks.has(module)) throw new Error(`module ${module} is wrapped twice`);
     this.linearHooks.set(module, hook);
+  }
+
+  addEmbeddingHook(module: string, hook: EmbeddingHook): void {
+    if (this.embeddingHooks.has(module)) throw new Error(`embedding ${module} is wrapped twice`);
+    this.embeddingHooks.set(module, hook);
   }
 
   addTapHook(point: string, hook: TapHook): void {

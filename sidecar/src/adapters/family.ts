@@ -8,7 +8,7 @@ import type { HostTensor } from '../io/safetensors';
 import type { Model } from '../models/model';
 import { replacementPart, type AdapterCore, type PeftExport } from './core';
 import { addIa3, ia3Name, type Ia3Module } from './ia3';
-import { addLora, host, loraExportTensors, type LoraModule } from './lora';
+import { addLora, addLoraEmbeddings, host, loraEmbeddingExportTensors, loraExportTensors, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lycoris';
 import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
 import { layerOfPath, matchesModuleToSave } from './targets';
@@ -38,6 +38,8 @@ export interface LoraSetup extends Extras {
   /** `init_lora_weights` to report when the export needs no conversion. */
   initLabel: boolean | string;
   modules: LoraModule[];
+  /** LoRA on token embeddings (PEFT's lora_embedding_A / _B). */
+  embeddings: LoraEmbeddingModule[];
 }
 
 export interface LycorisSetup extends Extras {
@@ -186,12 +188,14 @@ function prefixed(m: Map<string, HostTensor>): Map<string, HostTensor> {
 }
 
 export function buildLora(core: AdapterCore, setup: LoraSetup): void {
-  const targeted = setup.modules.map((m) => m.info.module);
+  const targeted = [...setup.modules.map((m) => m.info.module), ...setup.embeddings.map((m) => m.info.module)];
   const extras = addExtras(core, setup, targeted);
   addLora(core, setup.modules, { dora: setup.dora, dropout: setup.dropout });
+  addLoraEmbeddings(core, setup.embeddings);
   core.exporter = async (): Promise<PeftExport> => {
     const convert = setup.modules.some((m) => m.init !== undefined);
     const tensors = await loraExportTensors(core, setup.modules, setup, convert);
+    for (const [k, v] of await loraEmbeddingExportTensors(core, setup.embeddings, convert ? (m) => 2 * m.r : undefined)) tensors.set(k, v);
     for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
     // Converting to the original base doubles the rank and keeps s: α·2 (rsLoRA: α·√2).
     const k = convert ? 2 : 1;

@@ -11,7 +11,7 @@ import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
 import { adapterModulesToSave, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
 import type { Ia3Module } from './ia3';
-import type { LoraModule } from './lora';
+import { loraEmbeddingInit, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
 import { lohaFactors, lokrFactors, lokrLayout, type DeltaModule } from './lycoris';
 import { veraProjections } from './vera';
@@ -27,8 +27,11 @@ import {
   matchesFeedforward,
   matchesTarget,
   patternKey,
+  selectEmbeddings,
   selectLinears,
   tapPoints,
+  type EmbeddingModuleInfo,
+  type TargetSelection,
 } from './targets';
 import type { AdapterInstance, LoraInitProvider } from './types';
 
@@ -129,9 +132,14 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
   return core;
 }
 
-function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] = []): LinearModuleInfo[] {
+/** The spec's target selection (its targets or the kind's defaults); LoRA may also name the token embedding. */
+function targetSelection(core: AdapterCore, extraModulesToSave: readonly string[]): TargetSelection {
   const spec = core.spec;
-  return selectLinears(core.model, { targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType), modulesToSave: extraModulesToSave });
+  return { targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType), modulesToSave: extraModulesToSave, embeddings: spec.kind === 'lora' };
+}
+
+function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] = []): LinearModuleInfo[] {
+  return selectLinears(core.model, targetSelection(core, extraModulesToSave));
 }
 
 /** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
@@ -188,7 +196,10 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
   const { model, spec } = core;
   const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
   const targets = linearTargets(core, modulesToSave);
+  const embeddings = selectEmbeddings(model, targetSelection(core, modulesToSave));
   const init = spec.init ?? 'default';
+  if (embeddings.length && DATA_AWARE_INITS.includes(init))
+    throw new Error(`init "${init}" acts on linear modules: LoRA on the embedding ${embeddings[0]!.module} takes the default init (leave it out of the targets, or use init "default")`);
   let inits: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }> | undefined;
   if (DATA_AWARE_INITS.includes(init)) {
     if (!provider) throw new Error(`LoRA init "${init}" needs the data-aware init module: pass opts.inits (a LoraInitProvider) to createAdapter`);
@@ -211,6 +222,16 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
     initLabel: init === 'gaussian' ? 'gaussian' : true,
     modulesToSave,
     modules,
+    embeddings: loraEmbeddingModules(spec, core.seed, embeddings),
+  });
+}
+
+/** LoRA on token embeddings with PEFT's init, rank and α per module under rank_pattern / alpha_pattern. */
+function loraEmbeddingModules(spec: AdapterSpec, seed: number, infos: EmbeddingModuleInfo[]): LoraEmbeddingModule[] {
+  return infos.map((info, i) => {
+    const { r, alpha } = rankAndAlpha(info.module, spec.r ?? LORA_DEFAULTS.r, spec.alpha ?? LORA_DEFAULTS.alpha, spec.rankPattern, spec.alphaPattern);
+    positiveInt(r, `rank of ${info.module}`);
+    return { info, r, alpha, scale: loraScale(r, alpha, spec.rslora ?? false), ...loraEmbeddingInit(info, r, seed * 100_003 + 50_000 + i) };
   });
 }
 

@@ -8,12 +8,17 @@
  *
  * The low-rank branch is computed on the flattened [N, in] input as (x·Aᵀ)·Bᵀ, never forming B·A
  * (DoRA needs B·A for its norm, as PEFT does).
+ *
+ * On a token embedding (PEFT's lora.Embedding): rows += s · Aᵀ[ids] · Bᵀ with `lora_embedding_A`
+ * [r, vocab] (init 0) and `lora_embedding_B` [dim, r] (init N(0, 1)); no dropout, as in PEFT.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { HostTensor } from '../io/safetensors';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { LinearHook } from '../models/forward';
-import { currentWeight, setMerged, type AdapterCore, type MergePart } from './core';
+import { embedding } from '../models/ops';
+import { additiveMergePart, currentWeight, setMerged, type AdapterCore, type MergePart } from './core';
+import type { EmbeddingModuleInfo } from './targets';
 
 export interface LoraModule {
   info: LinearModuleInfo;
@@ -45,6 +50,55 @@ export const loraNames = (module: string) => ({
   bias: `${module}.lora_B.bias`,
   magnitude: `${module}.lora_magnitude_vector`,
 });
+
+export interface LoraEmbeddingModule {
+  info: EmbeddingModuleInfo;
+  r: number;
+  alpha: number;
+  scale: number;
+  /** [r, numEmbeddings] */
+  A: tf.Tensor2D;
+  /** [dim, r] */
+  B: tf.Tensor2D;
+}
+
+export const loraEmbeddingNames = (module: string) => ({ A: `${module}.lora_embedding_A`, B: `${module}.lora_embedding_B` });
+
+/** PEFT's init of a LoRA on an embedding: A = 0, B ~ N(0, 1) (for the default and gaussian inits alike). */
+export function loraEmbeddingInit(info: EmbeddingModuleInfo, r: number, seed: number): { A: tf.Tensor2D; B: tf.Tensor2D } {
+  return { A: tf.zeros([r, info.numEmbeddings]), B: tf.randomNormal([info.dim, r], 0, 1, 'float32', seed) as tf.Tensor2D };
+}
+
+/** Registers LoRA on token embeddings (block −1); takes ownership of A and B. */
+export function addLoraEmbeddings(core: AdapterCore, modules: LoraEmbeddingModule[]): void {
+  for (const mod of modules) {
+    const n = loraEmbeddingNames(mod.info.module);
+    core.addTrainable(n.A, mod.A, -1);
+    core.addTrainable(n.B, mod.B, -1);
+    core.addEmbeddingHook(mod.info.module, (ids, base, paddingIdx, f) => {
+      const y = base(ids);
+      const s = mod.scale * core.scaleOf(-1);
+      if (s === 0) return y;
+      // Aᵀ's rows are looked up as the table's are (the padding row gets no gradient, as PEFT's F.embedding).
+      const rows = embedding(tf.transpose(core.get(f, n.A)), ids, paddingIdx);
+      return tf.add(y, tf.mul(tf.matMul(rows, core.get(f, n.B), false, true), s));
+    });
+  }
+  // W [vocab, dim] += f·s·(B·A)ᵀ
+  const fold = additiveMergePart(core, modules, (mod) => {
+    const n = loraEmbeddingNames(mod.info.module);
+    return tf.mul(tf.matMul(core.tensor(n.A), core.tensor(n.B), true, true), mod.scale * core.scaleOf(-1));
+  });
+  const tied = modules.map((m) => m.info.module).filter((m) => Object.values(core.model.aliases).includes(`${m}.weight`));
+  core.mergeParts.push({
+    merge(out) {
+      // The adapter leaves the tied output head on the base table (as PEFT's does); a merged table would move it too.
+      if (tied.length) throw new Error(`LoRA on the embedding ${tied[0]} cannot be merged: the output head shares its table, and would change with it (train the embedding with modulesToSave to change both)`);
+      fold.merge(out);
+    },
+    unmerge: (out) => fold.unmerge(out),
+  });
+}
 
 /** Stops gradients (PEFT's `.detach()`). */
 const detach = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
@@ -185,6 +239,25 @@ function loraMergePart(core: AdapterCore, modules: LoraModule[], opts: LoraOptio
 export async function host(t: tf.Tensor): Promise<HostTensor> {
   const data = await t.data();
   return { dtype: 'F32', shape: [...t.shape], data: data instanceof Float32Array ? Float32Array.from(data) : Float32Array.from(data as ArrayLike<number>) };
+}
+
+/**
+ * PEFT tensors of LoRA on embeddings; with `rank` above a module's r (an export converted to rank
+ * 2r for the other modules), zero-padded to it.
+ */
+export async function loraEmbeddingExportTensors(core: AdapterCore, modules: LoraEmbeddingModule[], rank?: (mod: LoraEmbeddingModule) => number): Promise<Map<string, HostTensor>> {
+  const out = new Map<string, HostTensor>();
+  for (const mod of modules) {
+    const n = loraEmbeddingNames(mod.info.module);
+    const to = rank?.(mod) ?? mod.r;
+    const pad = (t: tf.Tensor, axis: 0 | 1) => tf.tidy(() => (to === mod.r ? tf.clone(t) : tf.pad(t, axis === 0 ? [[0, to - mod.r], [0, 0]] : [[0, 0], [0, to - mod.r]])));
+    for (const [name, axis] of [[n.A, 0], [n.B, 1]] as const) {
+      const t = pad(core.tensor(name), axis);
+      out.set(name, await host(t));
+      t.dispose();
+    }
+  }
+  return out;
 }
 
 /**

@@ -27,10 +27,10 @@ import { ia3Name, type Ia3Module } from './ia3';
 import { createAdapter, loraScale, rankAndAlpha, VERA_DEFAULT_R } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
 import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
-import { loraNames, type LoraModule } from './lora';
+import { loraEmbeddingNames, loraNames, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 import { adapterModelCard } from './model-card';
@@ -341,8 +341,12 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const rankPattern = c.numberMap('rank_pattern', true);
   const alphaPattern = c.numberMap('alpha_pattern', false);
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[modelType];
-  const infos = selectTargets(c, model, 'target_modules', { targets, exclude, modulesToSave });
+  const selection = { targets, exclude, modulesToSave, embeddings: !dora };
+  const infos = selectTargets(c, model, 'target_modules', selection);
+  const embeddingInfos = selectEmbeddings(model, selection);
   const init = initOf(initRaw);
+  if (embeddingInfos.length && init !== 'default' && init !== 'gaussian') c.fail('init_lora_weights', `${JSON.stringify(initRaw)} with LoRA on the embedding ${embeddingInfos[0]!.module} is not supported`);
+  if (embeddingInfos.length && loraBias) c.fail('lora_bias', 'true with LoRA on an embedding (PEFT refuses it too)');
   if (!opts.residuals && init !== 'default' && init !== 'gaussian') {
     // PEFT Lab's adapter-init writes the residual base beside an unconverted data-aware adapter.
     const file = join(dir, RESIDUAL_FILE);
@@ -403,9 +407,20 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
       const targeted = new Set(infos.map((i) => `${i.module}.weight`));
       for (const k of opts.residuals.keys()) if (!targeted.has(k)) throw new InputError(residualSource, k, 'not the weight of a module this adapter targets');
     }
+    const embeddings: LoraEmbeddingModule[] = [];
+    for (const info of embeddingInfos) {
+      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const n = loraEmbeddingNames(info.module);
+      const A = weights.take(n.A, [ra.r, info.numEmbeddings])! as tf.Tensor2D;
+      owned.push(A);
+      const B = weights.take(n.B, [info.dim, ra.r])! as tf.Tensor2D;
+      owned.push(B);
+      embeddings.push({ info, r: ra.r, alpha: ra.alpha, scale: loraScale(ra.r, ra.alpha, rslora), A, B });
+      await checkSavedBaseTable(model, weights, info.module);
+    }
     const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
     weights.checkAllUsed();
-    buildLora(core, { dora, rslora, dropout, r, alpha, rankPattern, alphaPattern, loraBias, bias, modulesToSave, modules, values, initLabel: initRaw as boolean | string });
+    buildLora(core, { dora, rslora, dropout, r, alpha, rankPattern, alphaPattern, loraBias, bias, modulesToSave, modules, embeddings, values, initLabel: initRaw as boolean | string });
     tf.dispose([...values.values()]);
   } catch (e) {
     core.dispose();
@@ -506,6 +521,21 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
     buildVera(core, { r, dropout, bias, projections, seed, modulesToSave, modules, values });
     tf.dispose([...values.values()]);
   });
+}
+
+/**
+ * PEFT saves the base table of a targeted embedding beside its LoRA (`<module>.base_layer.weight`,
+ * for the names in its EMBEDDING_LAYER_NAMES). It must be the base model's: LoRA trains no base weight.
+ */
+async function checkSavedBaseTable(model: Model, weights: WeightFile, module: string): Promise<void> {
+  const name = `${module}.weight`;
+  const base = model.params.get(name)!;
+  const saved = weights.take(name, base.shape, true, `${PEFT_PREFIX}${module}.base_layer.weight`);
+  if (!saved) return;
+  const same = tf.tidy(() => tf.all(tf.equal(saved, base)));
+  const equal = (await same.data())[0] === 1;
+  tf.dispose([same, saved]);
+  if (!equal) throw new InputError(weights.file, `${PEFT_PREFIX}${module}.base_layer.weight`, "differs from the base model's embedding: the adapter was saved on another base model (or one with a changed vocabulary)");
 }
 
 function selectTargets(c: ConfigFields, model: Model, key: string, sel: Parameters<typeof selectLinears>[1]): LinearModuleInfo[] {

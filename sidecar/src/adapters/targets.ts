@@ -202,27 +202,50 @@ export interface TargetSelection {
   targets: TargetSpec;
   exclude?: TargetSpec | null;
   modulesToSave?: readonly string[];
+  /** The token embedding may be targeted (LoRA's lora_embedding_A/B): selectEmbeddings picks it. */
+  embeddings?: boolean;
+}
+
+/** A token embedding module LoRA can act on: its table is `<module>.weight`, [numEmbeddings, dim]. */
+export interface EmbeddingModuleInfo {
+  module: string;
+  numEmbeddings: number;
+  dim: number;
+}
+
+/** Whether a target selection names `module` (PEFT's rules, exclusions and modules_to_save included; "all-linear" names every linear one). */
+function selected(sel: TargetSelection, module: string, linear = false): boolean {
+  const mts = sel.modulesToSave ?? [];
+  if (sel.exclude && (typeof sel.exclude === 'string' ? fullMatch(sel.exclude, module) : matchesTarget(sel.exclude, module))) return false;
+  if (mts.length && insideModuleToSave(mts, module)) return false;
+  if (sel.targets === 'all-linear') return linear;
+  return matchesTarget(sel.targets, module);
+}
+
+/** The token embedding a selection names (PEFT puts LoRA on an nn.Embedding its targets match). */
+export function selectEmbeddings(model: Model, sel: TargetSelection): EmbeddingModuleInfo[] {
+  const module = model.arch.tokenEmbedding?.(model.config);
+  if (!module || !selected(sel, module)) return [];
+  const [numEmbeddings, dim] = model.params.get(`${module}.weight`)!.shape as [number, number];
+  return [{ module, numEmbeddings, dim }];
 }
 
 /**
  * The hookable linear modules selected by a target spec, as PEFT selects them. Throws when nothing
- * matches (PEFT raises too). `"all-linear"` is every hookable linear module.
+ * matches (PEFT raises too), and when the targets name an embedding the adapter cannot act on
+ * (rather than leave it out unnoticed). `"all-linear"` is every hookable linear module.
  */
 export function selectLinears(model: Model, sel: TargetSelection): LinearModuleInfo[] {
   const all = hookableLinears(model);
-  const mts = sel.modulesToSave ?? [];
-  const picked = all.filter((m) => {
-    if (sel.exclude && (typeof sel.exclude === 'string' ? fullMatch(sel.exclude, m.module) : matchesTarget(sel.exclude, m.module))) return false;
-    if (mts.length && insideModuleToSave(mts, m.module)) return false;
-    return sel.targets === 'all-linear' || matchesTarget(sel.targets, m.module);
-  });
-  // PEFT puts LoRA on an nn.Embedding a target names; here adapters act on linear modules only: say so
-  // rather than leave the embedding out unnoticed.
+  const picked = all.filter((m) => selected(sel, m.module, true));
+  const token = model.arch.tokenEmbedding?.(model.config);
   const embeddings = model.paramInfo().filter((p) => p.type === 'embedding').map((p) => p.name.replace(/\.weight$/, ''));
-  const targetedEmbedding = typeof sel.targets === 'string' && sel.targets !== 'all-linear' ? embeddings.find((e) => fullMatch(sel.targets as string, e)) : Array.isArray(sel.targets) ? embeddings.find((e) => matchesTarget(sel.targets, e)) : undefined;
-  if (targetedEmbedding && !(mts.length && insideModuleToSave(mts, targetedEmbedding)))
-    throw new Error(`target modules name the embedding ${targetedEmbedding}: adapters here act on linear modules only; train it whole with modulesToSave instead`);
-  if (picked.length === 0) {
+  const named = embeddings.filter((e) => selected(sel, e) && !(sel.embeddings && e === token));
+  if (named.length)
+    throw new Error(
+      `target modules name the embedding ${named[0]}: ${sel.embeddings ? `LoRA acts on linear modules and the token embedding${token ? ` (${token})` : ''}` : 'this adapter acts on linear modules only (LoRA also on the token embedding)'}; train it whole with modulesToSave instead`,
+    );
+  if (picked.length === 0 && !(sel.embeddings && token && selected(sel, token))) {
     const shown = typeof sel.targets === 'string' ? JSON.stringify(sel.targets) : `[${sel.targets.join(', ')}]`;
     throw new Error(`target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);
   }

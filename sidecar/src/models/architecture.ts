@@ -116,5 +116,7 @@ export interface Architecture<C extends ModelConfig = ModelConfig> {
   loss(cfg: C, logits: tf.Tensor, labels: tf.Tensor): tf.Scalar;
   /** Names of the transformer blocks, by layer index (for importance and allocation). */
   blockPrefix(cfg: C, layer: number): string;
+  /** The token embedding module (its table is `<module>.weight`), looked up through Forward.embed; none for pixel inputs. */
+  tokenEmbedding?(cfg: C): string;
 }
 

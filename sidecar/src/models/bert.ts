@@ -47,6 +47,7 @@ export const bert: Architecture<BertConfig> = {
   inputKind: 'tokens',
   task: 'sequence-classification',
   blockPrefix: (cfg, i) => block(cfg, i),
+  tokenEmbedding: (cfg) => `${cfg.prefix}.embeddings.word_embeddings`,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -81,7 +82,7 @@ export const bert: Architecture<BertConfig> = {
     const e = `${cfg.prefix}.embeddings`;
     const types = inputs.tokenTypeIds ? tf.reshape(inputs.tokenTypeIds, [b * t]) : tf.zeros([b * t], 'int32');
     const emb = tf.addN([
-      embedding(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t]), cfg.padTokenId),
+      f.embed(`${e}.word_embeddings`, ids, cfg.padTokenId),
       tf.gather(f.p(`${e}.token_type_embeddings.weight`), types),
       cfg.positionsAfterPadding
         ? embedding(f.p(`${e}.position_embeddings.weight`), robertaPositions(ids, cfg.padTokenId!), cfg.padTokenId)

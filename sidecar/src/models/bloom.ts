@@ -6,10 +6,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, trunkLogits, type Architecture, type ParamInfo } from './architecture';
 import type { BloomConfig } from './config';
-import { activation, attention, cachedCausalMask, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, splitHeadInterleavedQkv } from './ops';
+import { activation, attention, cachedCausalMask, causalLmLoss, causalMask, layerNorm, mergeHeads, splitHeadInterleavedQkv } from './ops';
 
 const block = (i: number) => `transformer.h.${i}`;
-const EMBED = 'transformer.word_embeddings.weight';
+const EMBED_MODULE = 'transformer.word_embeddings';
+const EMBED = `${EMBED_MODULE}.weight`;
 
 /**
  * ALiBi's slopes as build_alibi_tensor computes them in float32: powers of 2^(−8/n) for the largest
@@ -39,6 +40,7 @@ export const bloom: Architecture<BloomConfig> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => EMBED_MODULE,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -79,7 +81,7 @@ export const bloom: Architecture<BloomConfig> = {
     const cache = inputs.cache;
     const past = cache?.past ?? 0;
     const norm = (y: tf.Tensor, point: string) => f.tap(point, layerNorm(y, f.p(`${point}.weight`), f.p(`${point}.bias`), eps)) as tf.Tensor2D;
-    let x = norm(embedding(f.p(EMBED), tf.reshape(ids, [b * t])), 'transformer.word_embeddings_layernorm');
+    let x = norm(f.embed(EMBED_MODULE, ids), 'transformer.word_embeddings_layernorm');
     // Keys sit at 0…past+t−1 (batches are right-padded: the attention mask's running count is the position).
     const mask = alibiMask(H, past, t);
     const scale = 1 / Math.sqrt(D);

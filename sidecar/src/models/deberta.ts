@@ -10,7 +10,7 @@ import { blockLinears, linearParams, normParams, type Architecture, type LinearM
 import { classificationLoss } from './classification';
 import type { DebertaConfig } from './config';
 import type { Forward } from './forward';
-import { activation, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
+import { activation, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
 
 const block = (i: number) => `deberta.encoder.layer.${i}`;
 
@@ -93,6 +93,7 @@ export const deberta: Architecture<DebertaConfig> = {
   inputKind: 'tokens',
   task: 'sequence-classification',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => 'deberta.embeddings.word_embeddings',
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -126,7 +127,7 @@ export const deberta: Architecture<DebertaConfig> = {
     if (cfg.positionBiasedInput && t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds max_position_embeddings=${cfg.maxPositions}`);
     const d = cfg.hiddenSize;
     const e = 'deberta.embeddings';
-    const parts: tf.Tensor[] = [embedding(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t]), cfg.padTokenId)];
+    const parts: tf.Tensor[] = [f.embed(`${e}.word_embeddings`, ids, cfg.padTokenId)];
     if (cfg.positionBiasedInput) parts.push(tf.gather(f.p(`${e}.position_embeddings.weight`), tf.tile(tf.range(0, t, 1, 'int32'), [b])));
     if (cfg.typeVocabSize > 0) parts.push(tf.gather(f.p(`${e}.token_type_embeddings.weight`), inputs.tokenTypeIds ? tf.reshape(inputs.tokenTypeIds, [b * t]) : tf.zeros([b * t], 'int32')));
     let emb = parts.length > 1 ? tf.addN(parts) : parts[0]!;

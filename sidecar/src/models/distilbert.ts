@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import { classificationLoss } from './classification';
 import type { BertConfig } from './config';
-import { activation, attention, embedding, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
+import { activation, attention, layerNorm, mergeHeads, paddingMask, splitHeads } from './ops';
 
 const block = (i: number) => `distilbert.transformer.layer.${i}`;
 
@@ -22,6 +22,7 @@ export const distilbert: Architecture<BertConfig> = {
   inputKind: 'tokens',
   task: 'sequence-classification',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => 'distilbert.embeddings.word_embeddings',
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -51,7 +52,7 @@ export const distilbert: Architecture<BertConfig> = {
     if (t > cfg.maxPositions) throw new Error(`sequence length ${t} exceeds max_position_embeddings=${cfg.maxPositions}`);
     const d = cfg.hiddenSize;
     const e = 'distilbert.embeddings';
-    const emb = tf.add(embedding(f.p(`${e}.word_embeddings.weight`), tf.reshape(ids, [b * t]), cfg.padTokenId), tf.gather(f.p(`${e}.position_embeddings.weight`), tf.tile(tf.range(0, t, 1, 'int32'), [b])));
+    const emb = tf.add(f.embed(`${e}.word_embeddings`, ids, cfg.padTokenId), tf.gather(f.p(`${e}.position_embeddings.weight`), tf.tile(tf.range(0, t, 1, 'int32'), [b])));
     const eps = cfg.layerNormEps;
     let x = f.tap(`${e}.LayerNorm`, layerNorm(emb, f.p(`${e}.LayerNorm.weight`), f.p(`${e}.LayerNorm.bias`), eps)) as tf.Tensor2D;
     const mask = inputs.attentionMask ? paddingMask(inputs.attentionMask) : undefined;

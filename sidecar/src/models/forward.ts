@@ -5,6 +5,7 @@
  * knowing, and gradients can be taken with respect to any set of parameter names.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { embedding } from './ops';
 import { fusedLinear } from '../backend/native/fused';
 
 /** A linear module as stored: `weight` is [out, in], or [in, out] for GPT-2's Conv1D (`fanInFanOut`). */
@@ -17,11 +18,18 @@ export interface LinearLayer {
 
 /** Wraps one linear module; `base` computes the unadapted layer. x is [N, in], the result [N, out]. */
 export type LinearHook = (x: tf.Tensor2D, layer: LinearLayer, base: (x: tf.Tensor2D) => tf.Tensor2D, f: Forward) => tf.Tensor2D;
+/**
+ * Wraps a token-embedding lookup: ids [N] → rows [N, d]; `base` is the plain lookup, `paddingIdx`
+ * the row that gets no gradient (nn.Embedding's padding_idx), which an adapter's own table honours too.
+ */
+export type EmbeddingHook = (ids: tf.Tensor1D, base: (ids: tf.Tensor1D) => tf.Tensor2D, paddingIdx: number | undefined, f: Forward) => tf.Tensor2D;
 /** Acts on the activation at a named point (module path of a norm, attention or MLP block). */
 export type TapHook = (x: tf.Tensor, f: Forward) => tf.Tensor;
 
 export interface Hooks {
   readonly linear?: ReadonlyMap<string, LinearHook>;
+  /** By embedding module (`model.embed_tokens`, `transformer.wte`, ...). */
+  readonly embeddings?: ReadonlyMap<string, EmbeddingHook>;
   readonly taps?: ReadonlyMap<string, TapHook>;
 }
 
@@ -64,6 +72,14 @@ export class Forward {
     const lead = x.shape.slice(0, -1);
     const y = this.linear(module, tf.reshape(x, [-1, x.shape[x.rank - 1]!]) as tf.Tensor2D);
     return tf.reshape(y, [...lead, y.shape[1]]);
+  }
+
+  /** The token embedding rows of module `module` for ids [N] (flattened), through its hook if any. */
+  embed(module: string, ids: tf.Tensor, paddingIdx?: number): tf.Tensor2D {
+    const flat = tf.reshape(ids, [-1]) as tf.Tensor1D;
+    const base = (i: tf.Tensor1D) => embedding(this.p(`${module}.weight`), i, paddingIdx);
+    const hook = this.hooks.embeddings?.get(module);
+    return hook ? hook(flat, base, paddingIdx, this) : base(flat);
   }
 
   tap(point: string, x: tf.Tensor): tf.Tensor {

@@ -6,15 +6,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, trunkLogits, type Architecture, type ParamInfo } from './architecture';
 import type { GptNeoxConfig } from './config';
-import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, ropeTablesAt, splitHeadInterleavedQkv } from './ops';
+import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, layerNorm, mergeHeads, ropeTablesAt, splitHeadInterleavedQkv } from './ops';
 
 const block = (i: number) => `gpt_neox.layers.${i}`;
-const EMBED = 'gpt_neox.embed_in.weight';
+const EMBED_MODULE = 'gpt_neox.embed_in';
+const EMBED = `${EMBED_MODULE}.weight`;
 
 export const gptNeox: Architecture<GptNeoxConfig> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => EMBED_MODULE,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -56,7 +58,7 @@ export const gptNeox: Architecture<GptNeoxConfig> = {
     const { numHeads: H, headDim: D, hiddenSize: d, layerNormEps: eps } = cfg;
     const cache = inputs.cache;
     const past = cache?.past ?? 0;
-    let x = embedding(f.p(EMBED), tf.reshape(ids, [b * t]));
+    let x = f.embed(EMBED_MODULE, ids);
     const { cos, sin } = ropeTablesAt(past, t, cfg.rotaryDim, cfg.ropeTheta, cfg.ropeScaling);
     const mask = cache ? undefined : causalMask(t);
     const norm = (y: tf.Tensor, point: string) => f.tap(point, layerNorm(y, f.p(`${point}.weight`), f.p(`${point}.bias`), eps)) as tf.Tensor2D;

@@ -10,6 +10,7 @@ export const gpt2: Architecture<Gpt2Config> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => 'transformer.wte',
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -66,7 +67,7 @@ export const gpt2: Architecture<Gpt2Config> = {
     // Positions past..past+t−1 are rows of wpe, broadcast over the batch (no gather; its
     // gradient is a sum over the batch instead of a segment sum).
     const wpe = f.p('transformer.wpe.weight');
-    const tokens = tf.reshape(tf.gather(f.p('transformer.wte.weight'), flatIds), [b, t, cfg.hiddenSize]);
+    const tokens = tf.reshape(f.embed('transformer.wte', flatIds), [b, t, cfg.hiddenSize]);
     let x = tf.reshape(tf.add(tokens, tf.slice(wpe, [past, 0], [t, wpe.shape[1]!])), [b * t, cfg.hiddenSize]) as tf.Tensor2D;
     const mask = cache ? undefined : causalMask(t);
     for (let i = 0; i < cfg.numLayers; i++) {

@@ -12,7 +12,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { LlamaConfig } from './config';
-import { activation, applyRope, embedding, attention, cachedAttention, causalLmLoss, layerNorm, mergeHeads, rmsNorm, ropeTablesAt, splitHeads, windowedCausalMask } from './ops';
+import { activation, applyRope, attention, cachedAttention, causalLmLoss, layerNorm, mergeHeads, rmsNorm, ropeTablesAt, splitHeads, windowedCausalMask } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -35,6 +35,7 @@ export const llama: Architecture<LlamaConfig> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => 'model.embed_tokens',
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -82,7 +83,7 @@ export const llama: Architecture<LlamaConfig> = {
     const cache = inputs.cache;
     const past = cache?.past ?? 0;
     const qDim = cfg.numHeads * cfg.headDim;
-    let x = embedding(f.p('model.embed_tokens.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId);
+    let x = f.embed('model.embed_tokens', ids, cfg.padTokenId);
     if (cfg.embedScale !== 1) x = tf.mul(x, cfg.embedScale);
     // Gemma's RMSNorm scales by (1 + w).
     const norm = (y: tf.Tensor, weight: string) =>

@@ -8,7 +8,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import { classificationLoss } from './classification';
 import type { ModernBertConfig } from './config';
-import { activation, applyRope, attention, bandMask, embedding, layerNorm, mergeHeads, paddingMask, ropeTablesAt, splitHeads } from './ops';
+import { activation, applyRope, attention, bandMask, layerNorm, mergeHeads, paddingMask, ropeTablesAt, splitHeads } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
 
@@ -30,6 +30,7 @@ export const modernBert: Architecture<ModernBertConfig> = {
   inputKind: 'tokens',
   task: 'sequence-classification',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => 'model.embeddings.tok_embeddings',
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -63,7 +64,7 @@ export const modernBert: Architecture<ModernBertConfig> = {
     const zeros = cfg.normBias ? undefined : tf.zeros([d]);
     const ln = (x: tf.Tensor, name: string) => layerNorm(x, f.p(`${name}.weight`), zeros ?? f.p(`${name}.bias`), cfg.normEps) as tf.Tensor2D;
     const normTap = (x: tf.Tensor, name: string) => f.tap(name, ln(x, name)) as tf.Tensor2D;
-    let x = normTap(embedding(f.p('model.embeddings.tok_embeddings.weight'), tf.reshape(ids, [b * t]), cfg.padTokenId), 'model.embeddings.norm');
+    let x = normTap(f.embed('model.embeddings.tok_embeddings', ids, cfg.padTokenId), 'model.embeddings.norm');
     // Padding keys are hidden from every query; local blocks also hide keys beyond their half window.
     const padding = inputs.attentionMask ? paddingMask(inputs.attentionMask) : undefined;
     const masks = new Map<number | undefined, tf.Tensor | undefined>();

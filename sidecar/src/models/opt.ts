@@ -6,10 +6,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, trunkLogits, type Architecture, type LinearModuleInfo, type ParamInfo } from './architecture';
 import type { OptConfig } from './config';
-import { activation, attention, cachedAttention, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, splitHeads } from './ops';
+import { activation, attention, cachedAttention, causalLmLoss, causalMask, layerNorm, mergeHeads, splitHeads } from './ops';
 
 const block = (i: number) => `model.decoder.layers.${i}`;
-const EMBED = 'model.decoder.embed_tokens.weight';
+const EMBED_MODULE = 'model.decoder.embed_tokens';
+const EMBED = `${EMBED_MODULE}.weight`;
 const POSITIONS = 'model.decoder.embed_positions.weight';
 /** OPTLearnedPositionalEmbedding: position p is row p + 2. */
 const POSITION_OFFSET = 2;
@@ -20,6 +21,7 @@ export const opt: Architecture<OptConfig> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => EMBED_MODULE,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -67,7 +69,7 @@ export const opt: Architecture<OptConfig> = {
     const cache = inputs.cache;
     const past = cache?.past ?? 0;
     if (past + t > cfg.maxPositions) throw new Error(`sequence length ${past + t} exceeds max_position_embeddings=${cfg.maxPositions}`);
-    let tokens = embedding(f.p(EMBED), tf.reshape(ids, [b * t]), cfg.padTokenId);
+    let tokens = f.embed(EMBED_MODULE, ids, cfg.padTokenId);
     if (projected(cfg)) tokens = f.linear('model.decoder.project_in', tokens);
     // Positions come from the attention mask's running count in transformers; batches here are
     // right-padded, where that count is past, past + 1, … for every real token. Their rows broadcast

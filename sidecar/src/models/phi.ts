@@ -6,15 +6,17 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { blockLinears, linearParams, normParams, trunkLogits, type Architecture, type ParamInfo } from './architecture';
 import type { PhiConfig } from './config';
-import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, embedding, layerNorm, mergeHeads, ropeTablesAt, splitHeads } from './ops';
+import { activation, applyRope, attention, cachedAttention, causalLmLoss, causalMask, layerNorm, mergeHeads, ropeTablesAt, splitHeads } from './ops';
 
 const block = (i: number) => `model.layers.${i}`;
-const EMBED = 'model.embed_tokens.weight';
+const EMBED_MODULE = 'model.embed_tokens';
+const EMBED = `${EMBED_MODULE}.weight`;
 
 export const phi: Architecture<PhiConfig> = {
   inputKind: 'tokens',
   task: 'causal-lm',
   blockPrefix: (_cfg, i) => block(i),
+  tokenEmbedding: () => EMBED_MODULE,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -58,7 +60,7 @@ export const phi: Architecture<PhiConfig> = {
     const { numHeads: H, numKvHeads: Hkv, headDim: D, layerNormEps: eps } = cfg;
     const cache = inputs.cache;
     const past = cache?.past ?? 0;
-    let x = embedding(f.p(EMBED), tf.reshape(ids, [b * t]), cfg.padTokenId);
+    let x = f.embed(EMBED_MODULE, ids, cfg.padTokenId);
     const { cos, sin } = ropeTablesAt(past, t, cfg.rotaryDim, cfg.ropeTheta, cfg.ropeScaling);
     const mask = cache ? undefined : causalMask(t);
     const norm = (y: tf.Tensor, name: string) => layerNorm(y, f.p(`${name}.weight`), f.p(`${name}.bias`), eps);
