@@ -15,6 +15,7 @@ import { factorization, LOHA, LOKR, lokrLayout, type DeltaModule } from '../../s
 import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
 import { VERA_A, VERA_B } from '../../sidecar/src/adapters/vera';
 import { InputError } from '../../sidecar/src/errors';
+import { readSafetensors, writeSafetensors } from '../../sidecar/src/io/safetensors';
 import type { LinearModuleInfo } from '../../sidecar/src/models/architecture';
 import { Model } from '../../sidecar/src/models/model';
 import { adapterOptionProblems } from '../../sidecar/src/spec/adapter-options';
@@ -121,16 +122,64 @@ describe('LoHa, LoKr, VeRA', () => {
     assert.deepEqual(problems({ kind: 'lora', decomposeFactor: 4 }), ['decomposeFactor']);
   });
 
+  it('PEFT\'s "lora_only" bias of a VeRA config reads as vera_only (PEFT takes any "<method>_only")', async () => {
+    const dir = join(tmp, 'lora-only');
+    cpSync(join(METHODS, 'bert-vera'), dir, { recursive: true });
+    const cfgFile = join(dir, 'adapter_config.json');
+    writeFileSync(cfgFile, JSON.stringify({ ...(JSON.parse(readFileSync(cfgFile, 'utf8')) as object), bias: 'lora_only' }));
+    const model = await Model.load(fixture('hf', 'bert-cls-tiny'));
+    try {
+      const a = await loadPeftAdapter(model, dir);
+      assert.equal(a.spec.bias, 'lora_only');
+      assert.equal((await a.exportPeft()).config.bias, 'vera_only');
+      a.dispose();
+    } finally {
+      model.dispose();
+    }
+  });
+
+  it('a rank of 0 in a pattern fails without leaking the modules already made', async () => {
+    const model = await Model.load(fixture('hf', 'llama-tiny'));
+    try {
+      const specs: AdapterSpec[] = [
+        { kind: 'loha', targets: ['q_proj', 'v_proj'], rankPattern: { 'layers.1.self_attn.v_proj': 0 } },
+        { kind: 'lokr', targets: ['q_proj', 'v_proj'], rankPattern: { 'layers.1.self_attn.v_proj': 0 } },
+        { kind: 'lora', targets: ['embed_tokens', 'q_proj', 'v_proj'], rankPattern: { 'layers.1.self_attn.v_proj': 0 } },
+      ];
+      for (const spec of specs) {
+        const n = tf.memory().numTensors;
+        await assert.rejects(createAdapter(model, spec, { seed: 0 }), /rank of model\.layers\.1\.self_attn\.v_proj must be a positive integer/);
+        assert.equal(tf.memory().numTensors, n, `${spec.kind}: no tensor left behind`);
+      }
+    } finally {
+      model.dispose();
+    }
+  });
+
   describe('adapter_config.json errors name the file and the key', () => {
     const cases: [string, string, (cfg: Record<string, unknown>) => void, string, RegExp][] = [
       ['VeRA without its projections', 'llama-vera', (c) => (c.save_projection = false), 'save_projection', /cannot redraw them with PyTorch's generator/],
-      ['VeRA bias "lora_only" (PEFT says vera_only)', 'llama-vera', (c) => (c.bias = 'lora_only'), 'bias', /"none", "all" or "vera_only"/],
+      ['VeRA bias value', 'llama-vera', (c) => (c.bias = 'some'), 'bias', /"none", "all" or "vera_only"/],
       ['VeRA rank that does not match the projections', 'llama-vera', (c) => (c.r = 8), 'base_model.vera_A', /shape \[16, 64\] does not match .* imply \[8, 64\]/],
       ['LoKr layout that does not match the file', 'bert-lokr', (c) => (c.decompose_both = false), 'base_model.model.bert.encoder.layer.0.attention.self.query.lokr_w1', /missing/],
       ['LoKr decompose_factor 0', 'llama-lokr', (c) => (c.decompose_factor = 0), 'decompose_factor', /-1 or a positive integer/],
       ['LoHa rank_pattern value', 'llama-loha', (c) => (c.rank_pattern = { down_proj: 0 }), 'rank_pattern.down_proj', /positive integer/],
       ['LoHa layers_to_transform', 'llama-loha', (c) => (c.layers_to_transform = [0]), 'layers_to_transform', /not supported/],
     ];
+    it('an adapted module PEFT Lab cannot adapt (PEFT\'s lm_head) is named as such', async () => {
+      const dir = join(tmp, 'lm-head');
+      cpSync(join(METHODS, 'llama-loha'), dir, { recursive: true });
+      const file = join(dir, 'adapter_model.safetensors');
+      const t = await readSafetensors(file);
+      t.set('base_model.model.lm_head.hada_w1_a', { dtype: 'F32', shape: [128, 4], data: new Float32Array(512) });
+      await writeSafetensors(file, t);
+      const model = await Model.load(fixture('hf', 'llama-tiny'));
+      try {
+        await assert.rejects(loadPeftAdapter(model, dir), (e: unknown) => e instanceof InputError && e.where === 'base_model.model.lm_head.hada_w1_a' && /adapts lm_head, which PEFT Lab cannot: adapters act on this llama model's linear modules .* and LoRA also on model\.embed_tokens/.test(e.message));
+      } finally {
+        model.dispose();
+      }
+    });
     for (const [title, name, edit, key, msg] of cases) {
       it(title, async () => {
         const dir = join(tmp, title.replace(/\W+/g, '-'));

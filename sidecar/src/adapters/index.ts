@@ -163,7 +163,8 @@ export function loraModules(
   const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
   const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
   const init = spec.init ?? 'default';
-  return targets.map((info, i) => {
+  const release = (m: LoraModule) => tf.dispose([m.A, m.B, ...(m.residual ? [m.residual] : [])]);
+  return buildAll(targets, (info, i) => {
     const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
     positiveInt(r, `rank of ${info.module}`);
     const scale = loraScale(r, alpha, spec.rslora ?? false);
@@ -189,7 +190,7 @@ export function loraModules(
       residual: tf.tensor2d(got.residual, shape as [number, number]),
       init: { A: Float32Array.from(got.A), B: Float32Array.from(got.B) },
     };
-  });
+  }, release);
 }
 
 async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promise<void> {
@@ -208,7 +209,14 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
     const ra = (m: string) => rankAndAlpha(m, r0, alpha0, spec.rankPattern, spec.alphaPattern);
     inits = await provider(model, targets, (m) => ra(m).r, (m) => loraScale(ra(m).r, ra(m).alpha, spec.rslora ?? false));
   }
-  const modules = loraModules(spec, core.seed, targets, inits);
+  const embeddingModules = loraEmbeddingModules(spec, core.seed, embeddings);
+  let modules: LoraModule[];
+  try {
+    modules = loraModules(spec, core.seed, targets, inits);
+  } catch (e) {
+    tf.dispose(embeddingModules.flatMap((m) => [m.A, m.B]));
+    throw e;
+  }
   buildLora(core, {
     dora: spec.kind === 'dora',
     rslora: spec.rslora ?? false,
@@ -222,30 +230,42 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
     initLabel: init === 'gaussian' ? 'gaussian' : true,
     modulesToSave,
     modules,
-    embeddings: loraEmbeddingModules(spec, core.seed, embeddings),
+    embeddings: embeddingModules,
   });
 }
 
 /** LoRA on token embeddings with PEFT's init, rank and α per module under rank_pattern / alpha_pattern. */
 function loraEmbeddingModules(spec: AdapterSpec, seed: number, infos: EmbeddingModuleInfo[]): LoraEmbeddingModule[] {
-  return infos.map((info, i) => {
+  return buildAll(infos, (info, i) => {
     const { r, alpha } = rankAndAlpha(info.module, spec.r ?? LORA_DEFAULTS.r, spec.alpha ?? LORA_DEFAULTS.alpha, spec.rankPattern, spec.alphaPattern);
     positiveInt(r, `rank of ${info.module}`);
     return { info, r, alpha, scale: loraScale(r, alpha, spec.rslora ?? false), ...loraEmbeddingInit(info, r, seed * 100_003 + 50_000 + i) };
-  });
+  }, (m) => tf.dispose([m.A, m.B]));
 }
 
 /** LoHa / LoKr modules with PEFT's init, rank and α per module under rank_pattern / alpha_pattern. */
 export function lycorisModules(spec: AdapterSpec, seed: number, targets: LinearModuleInfo[]): DeltaModule[] {
   const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
   const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
-  return targets.map((info, i) => {
+  return buildAll(targets, (info, i) => {
     const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
     positiveInt(r, `rank of ${info.module}`);
     const s = seed * 100_003 + 4 * i;
     const factors = spec.kind === 'loha' ? lohaFactors(info, r, s) : lokrFactors(lokrLayout(info, r, spec.decomposeBoth ?? false, decomposeFactorOf(spec)), r, s);
     return { info, r, alpha, scale: alpha / r, factors };
-  });
+  }, (m) => tf.dispose([...m.factors.values()]));
+}
+
+/** `make` over `items`; when one throws, the tensors of those already made are disposed (`release`). */
+function buildAll<I, M>(items: readonly I[], make: (item: I, index: number) => M, release: (made: M) => void): M[] {
+  const out: M[] = [];
+  try {
+    items.forEach((item, i) => out.push(make(item, i)));
+  } catch (e) {
+    out.forEach(release);
+    throw e;
+  }
+  return out;
 }
 
 /** LoKr's decompose_factor: −1 (near the square root) or a positive integer. */

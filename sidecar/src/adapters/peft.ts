@@ -30,7 +30,7 @@ import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './in
 import { loraEmbeddingNames, loraNames, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 import { adapterModelCard } from './model-card';
@@ -187,11 +187,37 @@ class WeightFile {
     this.used.add(name);
     return tf.tensor(toFloat32(e.t), [...shape], 'float32');
   }
+  /** Internal names with their file keys. */
+  entries(): [string, string][] {
+    return [...this.byName].map(([name, e]) => [name, e.key]);
+  }
   /** Fails on any tensor no targeted module or setting accounts for. */
   checkAllUsed(): void {
     for (const [name, e] of this.byName) {
       if (!this.used.has(name)) throw new InputError(this.file, e.key, 'tensor does not belong to any module targeted by adapter_config.json');
     }
+  }
+}
+
+/** The adapter tensors of a module in PEFT's files, by suffix (to find the module a key belongs to). */
+const ADAPTER_KEY = /\.(lora_[AB]\.weight|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
+
+/**
+ * Adapter tensors of a module PEFT can wrap but PEFT Lab cannot (an `lm_head`, a convolution): named
+ * as such, rather than reported as a stray tensor or a shape that does not fit.
+ */
+function checkAdaptable(model: Model, weights: WeightFile): void {
+  const linears = hookableLinears(model);
+  const token = model.arch.tokenEmbedding?.(model.config);
+  const adaptable = new Set([...linears.map((m) => m.module), ...(token ? [token] : [])]);
+  for (const [name, key] of weights.entries()) {
+    const m = ADAPTER_KEY.exec(name);
+    if (!m || adaptable.has(name.slice(0, m.index))) continue;
+    throw new InputError(
+      weights.file,
+      key,
+      `adapts ${name.slice(0, m.index)}, which PEFT Lab cannot: adapters act on this ${model.config.modelType} model's linear modules (named like ${linears[0]?.module ?? '?'})${token ? ` and LoRA also on ${token}` : ''}`,
+    );
   }
 }
 
@@ -256,6 +282,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   if (typeof peftType !== 'string' || !['LORA', 'LOHA', 'LOKR', 'VERA', 'IA3', 'LN_TUNING'].includes(peftType))
     c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, LOHA, LOKR, VERA, IA3 and LN_TUNING)`);
   const weights = await readAdapterWeights(dir);
+  checkAdaptable(model, weights);
   const taskType = c.get('task_type');
   const mtsRaw = c.stringList('modules_to_save') ?? [];
   const modulesToSave = taskType === 'SEQ_CLS' ? modulesToSaveFor(model, mtsRaw) : mtsRaw;
@@ -499,8 +526,10 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
   const dropout = c.num('vera_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
   const seed = c.num('projection_prng_key', 0);
   const biasRaw = c.get('bias') ?? 'none';
-  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'vera_only') c.fail('bias', `expected "none", "all" or "vera_only", got ${JSON.stringify(biasRaw)}`);
-  const bias: LoraBias = biasRaw === 'vera_only' ? 'lora_only' : biasRaw;
+  // PEFT reads any "<method>_only" as the biases of the adapted modules.
+  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
+  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "vera_only", got ${JSON.stringify(biasRaw)}`);
+  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
   const targets = c.targets('target_modules') ?? veraDefaultTargets(model.config.modelType);
   const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
   const { modulesToSave } = sel;
