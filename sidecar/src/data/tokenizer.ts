@@ -1,14 +1,16 @@
 /**
  * The tokenizer of a model folder: Hugging Face `tokenizer.json` (+ `tokenizer_config.json`) through
- * @huggingface/tokenizers when present, else GPT2Tokenizer's vocab.json + merges.txt built into the
- * same, else the byte-level tokenizer (ids 0–255 = UTF-8 bytes).
+ * @huggingface/tokenizers when present, else a slow tokenizer's files built into the same
+ * (tokenizer-files.ts: GPT2Tokenizer's vocab.json + merges.txt, DebertaV2Tokenizer's spm.model), else
+ * the byte-level tokenizer (ids 0–255 = UTF-8 bytes).
  */
 import { Tokenizer } from '@huggingface/tokenizers';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorMessage, InputError } from '../errors';
 import { ByteTokenizer } from './byte-tokenizer';
 import { loadChatTemplate, type ChatTemplate } from './chat';
+import { readJson, shortJson, SLOW_TOKENIZER_FILES, slowTokenizerJson, specialTexts, tokenizerConfig, tokenText } from './tokenizer-files';
 
 export interface DataTokenizer {
   /** 'tokenizer.json' or 'byte-level'. */
@@ -73,33 +75,11 @@ function lazyChat(modelDir: string, specials: Record<string, string>): () => Cha
   return () => (t ??= loadChatTemplate(modelDir, specials));
 }
 
-function readJson(file: string): Record<string, unknown> {
-  try {
-    const v = JSON.parse(readFileSync(file, 'utf8')) as unknown;
-    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not a JSON object');
-    return v as Record<string, unknown>;
-  } catch (e) {
-    throw new InputError(file, '', `cannot read (${(e as Error).message})`);
-  }
-}
-
-/** A special token as tokenizer_config.json writes it: a string or an AddedToken object. */
-function tokenText(v: unknown): string | undefined {
-  if (typeof v === 'string') return v;
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
-  return undefined;
-}
-
 /**
  * Token ids index arrays inside the tokenizers library: one absurd id in a corrupt file (1e9) makes
  * it allocate and walk a billion slots. Real vocabularies stay far below this.
  */
 export const MAX_TOKEN_ID = 1 << 22;
-
-const shortJson = (v: unknown) => {
-  const t = JSON.stringify(v) ?? String(v);
-  return t.length > 40 ? `${t.slice(0, 37)}...` : t;
-};
 
 /** The first vocab or added-token entry whose id is not an integer in [0, MAX_TOKEN_ID). */
 function badTokenId(json: Record<string, unknown>): { where: string; problem: string } | undefined {
@@ -123,31 +103,6 @@ function badTokenId(json: Record<string, unknown>): { where: string; problem: st
   return undefined;
 }
 
-const SPECIAL_KEYS = ['bos_token', 'eos_token', 'unk_token', 'pad_token', 'sep_token', 'cls_token', 'mask_token'];
-
-/** The special tokens' texts a chat template may write (apply_chat_template passes them by name). */
-function specialTexts(config: Record<string, unknown>, defaults: Record<string, string> = {}): Record<string, string> {
-  const out = { ...defaults };
-  for (const key of SPECIAL_KEYS) {
-    const t = tokenText(config[key]);
-    if (t !== undefined) out[key] = t;
-  }
-  return out;
-}
-
-/**
- * tokenizer_config.json, with the special tokens of special_tokens_map.json where it names none
- * (older checkpoints keep BOS/EOS only there; transformers reads both).
- */
-function tokenizerConfig(modelDir: string): Record<string, unknown> {
-  const cfgFile = join(modelDir, 'tokenizer_config.json');
-  const mapFile = join(modelDir, 'special_tokens_map.json');
-  const config = existsSync(cfgFile) ? readJson(cfgFile) : {};
-  const map = existsSync(mapFile) ? readJson(mapFile) : {};
-  for (const key of SPECIAL_KEYS) if (tokenText(config[key]) === undefined && tokenText(map[key]) !== undefined) config[key] = map[key];
-  return config;
-}
-
 /**
  * A warning when the byte-level fallback reads text for a model built for a real vocabulary (a
  * folder copied without its tokenizer.json): the ids train and generate, but mean nothing to it.
@@ -155,65 +110,10 @@ function tokenizerConfig(modelDir: string): Record<string, unknown> {
 export function tokenizerMismatch(tok: DataTokenizer, modelVocab: number): string | undefined {
   if (tok.name !== 'byte-level' || modelVocab <= 2 * tok.vocabSize) return undefined;
   const what = `no tokenizer.json beside the model's config.json: text is read as UTF-8 bytes (ids 0–${tok.vocabSize - 1}), but the model has a vocabulary of ${modelVocab} tokens`;
-  // OPT's and DeBERTa-v3's hub folders hold only a slow tokenizer's files; transformers writes tokenizer.json from them.
+  // Slow tokenizers' files PEFT Lab does not build (T5's, Llama-1's spm models): transformers writes tokenizer.json from them.
   if (tok.slowFiles?.length)
     return `${what}; the folder has ${tok.slowFiles.join(', ')} (a slow tokenizer's files, not read here): write tokenizer.json with transformers, AutoTokenizer.from_pretrained(folder).save_pretrained(folder)`;
   return `${what}; copy the model's tokenizer files into its folder`;
-}
-
-/** The files of slow (Python) tokenizers, which tokenizer.json replaces. */
-const SLOW_TOKENIZER_FILES = ['vocab.json', 'merges.txt', 'spm.model', 'tokenizer.model', 'sentencepiece.bpe.model', 'vocab.txt'];
-
-/** Slow tokenizer classes built from vocab.json + merges.txt the way GPT2Tokenizer builds them (OPT's, GPT-2's). */
-const GPT2_CLASSES = new Set(['GPT2Tokenizer', 'GPT2TokenizerFast']);
-
-/**
- * The tokenizer.json that transformers 5's GPT2Tokenizer builds from vocab.json and merges.txt (a
- * byte-level BPE, ByteLevel pre-tokenizer and decoder), with tokenizer_config.json's add_prefix_space,
- * its added and special tokens, and the post-processor of TokenizersBackend.update_post_processor
- * (BOS first where add_bos_token, EOS last where add_eos_token; a pair's second text of type 1).
- * Undefined where the folder has no such pair of files or names another tokenizer class.
- */
-function gpt2TokenizerJson(modelDir: string, config: Record<string, unknown>, modelType: unknown): Record<string, unknown> | undefined {
-  const vocabFile = join(modelDir, 'vocab.json');
-  const mergesFile = join(modelDir, 'merges.txt');
-  if (!existsSync(vocabFile) || !existsSync(mergesFile)) return undefined;
-  const cls = config.tokenizer_class;
-  // Without a class named, only the models whose tokenizer is GPT2Tokenizer (RoBERTa's files look the same).
-  if (cls === undefined ? modelType !== 'gpt2' && modelType !== 'opt' : !(typeof cls === 'string' && GPT2_CLASSES.has(cls))) return undefined;
-  const vocab = readJson(vocabFile);
-  for (const [token, id] of Object.entries(vocab)) if (typeof id !== 'number' || !Number.isInteger(id) || id < 0) throw new InputError(vocabFile, token, `expected a token id, got ${shortJson(id)}`);
-  const merges = readFileSync(mergesFile, 'utf8')
-    .split(/\r?\n/)
-    .filter((line, i) => line.trim() !== '' && !(i === 0 && line.startsWith('#version')));
-  const specials = specialTexts(config, { bos_token: '<|endoftext|>', eos_token: '<|endoftext|>', unk_token: '<|endoftext|>' });
-  // Added tokens: tokenizer_config's table, then the special tokens the vocabulary has.
-  const added = new Map<number, Record<string, unknown>>();
-  const table = config.added_tokens_decoder;
-  if (table && typeof table === 'object')
-    for (const [id, t] of Object.entries(table as Record<string, Record<string, unknown>>)) if (typeof t?.content === 'string') added.set(Number(id), { id: Number(id), single_word: false, lstrip: false, rstrip: false, normalized: false, special: true, ...t });
-  for (const text of Object.values(specials)) {
-    const id = vocab[text];
-    if (typeof id === 'number' && !added.has(id)) added.set(id, { id, content: text, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-  }
-  const bos = config.add_bos_token === true ? specials.bos_token : undefined;
-  const eos = config.add_eos_token === true ? specials.eos_token : undefined;
-  const special = (t: string, type: number) => ({ SpecialToken: { id: t, type_id: type } });
-  const seq = (id: 'A' | 'B', type: number) => ({ Sequence: { id, type_id: type } });
-  const around = (id: 'A' | 'B', type: number) => [...(bos ? [special(bos, type)] : []), seq(id, type), ...(eos ? [special(eos, type)] : [])];
-  const specialTokens = Object.fromEntries([bos, eos].filter((t): t is string => t !== undefined && typeof vocab[t] === 'number').map((t) => [t, { id: t, ids: [vocab[t]], tokens: [t] }]));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: config.add_prefix_space === true, trim_offsets: true, use_regex: true };
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [...added.values()].sort((a, b) => (a.id as number) - (b.id as number)),
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: { type: 'TemplateProcessing', single: around('A', 0), pair: [...around('A', 0), ...around('B', 1)], special_tokens: specialTokens },
-    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges },
-  };
 }
 
 export function loadTokenizer(modelDir: string): DataTokenizer {
@@ -222,11 +122,8 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   let json: Record<string, unknown> | undefined = existsSync(file) ? readJson(file) : undefined;
   let name = 'tokenizer.json';
   if (!json) {
-    json = gpt2TokenizerJson(modelDir, tokenizerConfig(modelDir), modelConfig.model_type);
-    if (json) {
-      file = join(modelDir, 'vocab.json');
-      name = 'vocab.json + merges.txt';
-    }
+    const slow = slowTokenizerJson(modelDir, tokenizerConfig(modelDir), modelConfig.model_type);
+    if (slow) ({ json, file, name } = slow);
   }
   if (!json) {
     const b = new ByteTokenizer();
@@ -337,7 +234,8 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       // The library refuses an empty list (a reply that is only the end of text).
       if (ids.length === 0) return '';
       try {
-        return tok.decode(ids, { skip_special_tokens: true });
+        // transformers 5 cleans up spaces before punctuation only where the config asks (the library's default is to).
+        return tok.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: config.clean_up_tokenization_spaces === true });
       } catch (e) {
         throw new InputError(file, '', `cannot decode ids with this tokenizer (${errorMessage(e)})`);
       }
