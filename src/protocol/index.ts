@@ -194,10 +194,26 @@ export const LogNote = notification<LogMessage>('peftLab/log');
 
 // ---- run specs (`*.peft.json`) ---------------------------------------------------------------
 
-export const ADAPTER_KINDS = ['lora', 'dora', 'loha', 'lokr', 'vera', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
+export const ADAPTER_KINDS = ['lora', 'dora', 'adalora', 'loha', 'lokr', 'vera', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
 export type AdapterKind = (typeof ADAPTER_KINDS)[number];
 export const LORA_INITS = ['default', 'gaussian', 'pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'] as const;
 export type LoraInit = (typeof LORA_INITS)[number];
+
+/**
+ * AdaLoRA's schedule (PEFT's AdaLoraConfig; total_step is the run's): the budget falls from r to
+ * targetR ranks per module, as a cubic, between step tinit and tfinal steps before the end, masking
+ * every deltaT steps; beta1 and beta2 smooth the sensitivity and its uncertainty; orthRegWeight
+ * weighs the orthogonality penalty.
+ */
+export interface AdaloraOptions {
+  targetR?: number;
+  tinit?: number;
+  tfinal?: number;
+  deltaT?: number;
+  beta1?: number;
+  beta2?: number;
+  orthRegWeight?: number;
+}
 
 /** The adapter part of a run spec. Options a kind does not use are rejected by validation. */
 export interface AdapterSpec {
@@ -216,6 +232,8 @@ export interface AdapterSpec {
   decomposeBoth?: boolean;
   /** LoKr: the size of the first Kronecker factor's dimensions where it divides them (PEFT's decompose_factor; default −1: near the square root). */
   decomposeFactor?: number;
+  /** AdaLoRA's rank allocation (r is its initial rank, init_r); PEFT's AdaLoraConfig defaults. */
+  adalora?: AdaloraOptions;
   init?: LoraInit;
   /** CorDA / LoRA-GA calibration: number of training rows to use (default 32 / 8). */
   calibRows?: number;

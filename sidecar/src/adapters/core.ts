@@ -11,7 +11,7 @@ import type { AdapterSpec } from '../../../src/protocol';
 import type { HostTensor } from '../io/safetensors';
 import type { EmbeddingHook, Forward, Hooks, LinearHook, TapHook } from '../models/forward';
 import type { Model } from '../models/model';
-import type { AdapterInstance } from './types';
+import type { AdapterInstance, TrainingProcedure } from './types';
 
 export type PeftExport = { config: Record<string, unknown>; tensors: Map<string, HostTensor> };
 
@@ -44,6 +44,7 @@ export class AdapterCore implements AdapterInstance {
   exporter: (() => Promise<PeftExport>) | undefined;
   /** Why this adapter has no PEFT format, when its kind usually has one. */
   noExportReason: string | undefined;
+  training: TrainingProcedure | undefined;
   private step = 0;
   private disposed = false;
 
@@ -206,6 +207,7 @@ export class AdapterCore implements AdapterInstance {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.training?.dispose();
     for (const t of this.trainable.values()) t.dispose();
     for (const t of this.frozen.values()) t.dispose();
     for (const c of this.scaledCache.values()) c.out.dispose();

@@ -9,6 +9,7 @@ import type { Model } from '../models/model';
 import { replacementPart, type AdapterCore, type PeftExport } from './core';
 import { addIa3, ia3Name, type Ia3Module } from './ia3';
 import { addLora, addLoraEmbeddings, host, loraEmbeddingExportTensors, loraExportTensors, type LoraEmbeddingModule, type LoraModule } from './lora';
+import { adaloraNames, adaloraScale, addAdalora, orthogonalityPenalty, RankAllocator, type AdaloraModule, type AdaloraSchedule } from './adalora';
 import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lycoris';
 import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
 import { layerOfPath, matchesModuleToSave } from './targets';
@@ -62,6 +63,18 @@ export interface VeraSetup extends Extras {
   /** PEFT's projection_prng_key (recorded only: the projections travel in the file). */
   seed: number;
   modules: VeraModule[];
+}
+
+export interface AdaloraSetup extends Extras {
+  /** initR: the rank every module starts with (r₀, which the scale keeps after pruning). */
+  schedule: AdaloraSchedule;
+  alpha: number;
+  dropout: number;
+  modules: AdaloraModule[];
+  /** A loaded adapter's pattern (its tensors already cut to it), kept for export. */
+  rankPattern: Record<string, boolean[]> | null;
+  /** The total_step a loaded config records (a trained one records the run's). */
+  totalSteps?: number;
 }
 
 export interface Ia3Setup extends Extras {
@@ -202,49 +215,135 @@ export function buildLora(core: AdapterCore, setup: LoraSetup): void {
     const alphaK = convert ? (setup.rslora ? Math.SQRT2 : 2) : 1;
     const mapValues = (o: Record<string, number>, f: number) => Object.fromEntries(Object.entries(o).map(([key, v]) => [key, v * f]));
     const config: Record<string, unknown> = {
-      alora_invocation_tokens: null,
+      ...loraConfigFields(core, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
       alpha_pattern: mapValues(setup.alphaPattern, alphaK),
-      arrow_config: null,
-      auto_mapping: autoMapping(core.model),
-      base_model_name_or_path: null,
       bias: setup.bias,
-      corda_config: null,
-      ensure_weight_tying: false,
-      eva_config: null,
-      exclude_modules: null,
       fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
-      inference_mode: true,
       init_lora_weights: convert ? true : setup.initLabel,
-      kasa_config: null,
-      layer_replication: null,
-      layers_pattern: null,
-      layers_to_transform: null,
-      loftq_config: {},
       lora_alpha: setup.alpha * alphaK,
       lora_bias: setup.loraBias,
       lora_dropout: setup.dropout,
-      lora_ga_config: null,
-      megatron_config: null,
-      megatron_core: 'megatron.core',
-      modules_to_save: exportedModulesToSave(core.model, setup.modulesToSave, extras.saved),
-      monteclora_config: null,
-      peft_type: 'LORA',
-      peft_version: PEFT_VERSION,
-      qalora_group_size: 16,
       r: setup.r * k,
       rank_pattern: mapValues(setup.rankPattern, k),
-      revision: null,
-      target_modules: [...targeted].sort(),
-      target_parameters: null,
-      task_type: taskTypeOf(core.model),
-      trainable_token_indices: null,
-      use_bdlora: null,
       use_dora: setup.dora,
-      use_qalora: false,
       use_rslora: setup.rslora,
-      velora_config: null,
     };
     return { config, tensors: prefixed(tensors) };
+  };
+}
+
+/** The rows (A, E) or columns (B) a pattern keeps, as host data. */
+async function keptRanks(t: tf.Tensor, keep: readonly boolean[] | undefined, axis: 0 | 1): Promise<HostTensor> {
+  if (!keep || keep.length !== t.shape[axis] || keep.every(Boolean)) return host(t);
+  const idx = keep.flatMap((k, i) => (k ? [i] : []));
+  const cut = tf.tidy(() => (idx.length ? tf.gather(t, idx, axis) : axis === 0 ? tf.zeros([0, t.shape[1]!]) : tf.zeros([t.shape[0]!, 0])));
+  const out = await host(cut);
+  cut.dispose();
+  return out;
+}
+
+/**
+ * AdaLoRA (PEFT's ADALORA): trains with the orthogonality penalty and the RankAllocator
+ * (core.training); exports the kept ranks only, with the rank_pattern, as PEFT saves them.
+ */
+export function buildAdalora(core: AdapterCore, setup: AdaloraSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  const schedule = setup.schedule;
+  addAdalora(core, setup.modules, { scale: adaloraScale(setup.alpha, schedule.initR), dropout: setup.dropout });
+  const ranks = new Map(setup.modules.map((m) => [m.info.module, m.A.shape[0]]));
+  let allocator: RankAllocator | undefined;
+  core.training = {
+    begin(totalSteps) {
+      const { tinit, tfinal, targetR, initR } = schedule;
+      if (tinit >= totalSteps - tfinal) return `the schedule leaves no steps to allocate ranks in: tinit (${tinit}) must be below the run's ${totalSteps} steps less tfinal (${tfinal})`;
+      if (targetR > initR) return `targetR (${targetR}) exceeds the initial rank r (${initR})`;
+      allocator?.dispose();
+      allocator = new RankAllocator(targeted, ranks, schedule, totalSteps);
+      return undefined;
+    },
+    penalty: (get) => orthogonalityPenalty(targeted, get, schedule.orthRegWeight),
+    async afterStep(step, grads) {
+      if (!allocator) throw new Error('AdaLoRA: begin(totalSteps) was not called before training');
+      return { adalora_budget: (await allocator.afterStep(step, core.trainable, grads)).budget };
+    },
+    state() {
+      const s = allocator?.state();
+      return { tensors: s?.tensors ?? new Map<string, tf.Tensor>(), json: { rankPattern: s?.rankPattern ?? null } };
+    },
+    restore(tensors, json) {
+      const pattern = (json as { rankPattern?: Record<string, boolean[]> | null } | undefined)?.rankPattern ?? null;
+      allocator?.restore(tensors, pattern);
+    },
+    dispose: () => allocator?.dispose(),
+  };
+  core.exporter = async (): Promise<PeftExport> => {
+    const pattern = allocator?.rankPattern ?? setup.rankPattern;
+    const tensors = new Map<string, HostTensor>();
+    for (const m of targeted) {
+      const n = adaloraNames(m);
+      const keep = pattern?.[m];
+      tensors.set(n.A, await keptRanks(core.tensor(n.A), keep, 0));
+      tensors.set(n.E, await keptRanks(core.tensor(n.E), keep, 0));
+      tensors.set(n.B, await keptRanks(core.tensor(n.B), keep, 1));
+    }
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      ...loraConfigFields(core, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      peft_type: 'ADALORA',
+      beta1: schedule.beta1,
+      beta2: schedule.beta2,
+      bias: setup.bias,
+      deltaT: schedule.deltaT,
+      fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
+      init_r: schedule.initR,
+      lora_alpha: setup.alpha,
+      lora_dropout: setup.dropout,
+      orth_reg_weight: schedule.orthRegWeight,
+      rank_pattern: pattern ? Object.fromEntries(Object.entries(pattern).map(([m, k]) => [adaloraNames(m).E, k])) : null,
+      target_r: schedule.targetR,
+      tfinal: schedule.tfinal,
+      tinit: schedule.tinit,
+      total_step: allocator?.totalSteps ?? setup.totalSteps ?? null,
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}
+
+/** LoraConfig's fields at the values PEFT Lab never changes (LORA and ADALORA configs set the rest). */
+function loraConfigFields(core: AdapterCore, targeted: readonly string[], modulesToSave: string[] | null): Record<string, unknown> {
+  return {
+    ...commonConfig(core, 'LORA', targeted, modulesToSave),
+    alora_invocation_tokens: null,
+    alpha_pattern: {},
+    arrow_config: null,
+    bias: 'none',
+    corda_config: null,
+    ensure_weight_tying: false,
+    eva_config: null,
+    exclude_modules: null,
+    fan_in_fan_out: false,
+    init_lora_weights: true,
+    kasa_config: null,
+    layer_replication: null,
+    loftq_config: {},
+    lora_alpha: 8,
+    lora_bias: false,
+    lora_dropout: 0,
+    lora_ga_config: null,
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    monteclora_config: null,
+    qalora_group_size: 16,
+    r: 8,
+    rank_pattern: {},
+    target_parameters: null,
+    trainable_token_indices: null,
+    use_bdlora: null,
+    use_dora: false,
+    use_qalora: false,
+    use_rslora: false,
+    velora_config: null,
   };
 }
 

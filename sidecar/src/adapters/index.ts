@@ -9,7 +9,8 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
-import { adapterModulesToSave, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
+import { ADALORA_DEFAULTS, adaloraInit, type AdaloraSchedule } from './adalora';
+import { adapterModulesToSave, buildAdalora, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
 import type { Ia3Module } from './ia3';
 import { loraEmbeddingInit, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
@@ -86,6 +87,9 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
       case 'dora':
         await createLora(core, opts.inits);
         break;
+      case 'adalora':
+        createAdalora(core);
+        break;
       case 'loha':
       case 'lokr':
         createLycoris(core, spec.kind);
@@ -143,7 +147,7 @@ function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] 
 }
 
 /** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
-const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
+const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'adalora', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
 
 /** modules_to_save (the spec's; for LN-tuning, with PEFT's head rule, as it exports them): full trainable copies of those modules' parameters. */
 function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
@@ -291,6 +295,30 @@ function createLycoris(core: AdapterCore, kind: 'loha' | 'lokr'): void {
     modulesToSave,
     modules,
   });
+}
+
+/** The spec's AdaLoRA schedule over PEFT's defaults (its r is init_r). */
+export function adaloraSchedule(spec: AdapterSpec): AdaloraSchedule {
+  const o = spec.adalora ?? {};
+  const initR = positiveInt(spec.r ?? ADALORA_DEFAULTS.initR, 'r');
+  return {
+    initR,
+    targetR: positiveInt(o.targetR ?? Math.min(ADALORA_DEFAULTS.targetR, initR), 'adalora.targetR'),
+    tinit: o.tinit ?? ADALORA_DEFAULTS.tinit,
+    tfinal: o.tfinal ?? ADALORA_DEFAULTS.tfinal,
+    deltaT: positiveInt(o.deltaT ?? ADALORA_DEFAULTS.deltaT, 'adalora.deltaT'),
+    beta1: o.beta1 ?? ADALORA_DEFAULTS.beta1,
+    beta2: o.beta2 ?? ADALORA_DEFAULTS.beta2,
+    orthRegWeight: o.orthRegWeight ?? ADALORA_DEFAULTS.orthRegWeight,
+  };
+}
+
+function createAdalora(core: AdapterCore): void {
+  const { model, spec } = core;
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
+  const schedule = adaloraSchedule(spec);
+  const modules = buildAll(linearTargets(core, modulesToSave), (info, i) => adaloraInit(info, schedule.initR, core.seed * 100_003 + 2 * i), (m) => tf.dispose([m.A, m.E, m.B]));
+  buildAdalora(core, { schedule, alpha: spec.alpha ?? LORA_DEFAULTS.alpha, dropout: spec.dropout ?? 0, bias: spec.bias ?? 'none', modulesToSave, modules, rankPattern: null });
 }
 
 function createVera(core: AdapterCore): void {

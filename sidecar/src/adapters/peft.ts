@@ -22,7 +22,8 @@ import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import type { ModelConfig } from '../models/config';
 import { AdapterCore } from './core';
-import { buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
+import { adaloraNames, type AdaloraModule, type AdaloraSchedule } from './adalora';
+import { buildAdalora, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
 import { createAdapter, loraScale, rankAndAlpha, VERA_DEFAULT_R } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
@@ -30,7 +31,7 @@ import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './in
 import { loraEmbeddingNames, loraNames, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, adaloraDefaultTargets, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 import { adapterModelCard } from './model-card';
@@ -200,7 +201,7 @@ class WeightFile {
 }
 
 /** The adapter tensors of a module in PEFT's files, by suffix (to find the module a key belongs to). */
-const ADAPTER_KEY = /\.(lora_[AB]\.weight|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
+const ADAPTER_KEY = /\.(lora_[AB](\.weight)?|lora_E|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
 
 /**
  * Adapter tensors of a module PEFT can wrap but PEFT Lab cannot (an `lm_head`, a convolution): named
@@ -279,8 +280,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const cfgFile = join(dir, ADAPTER_CONFIG);
   const c = await readConfigFile(cfgFile);
   const peftType = c.get('peft_type');
-  if (typeof peftType !== 'string' || !['LORA', 'LOHA', 'LOKR', 'VERA', 'IA3', 'LN_TUNING'].includes(peftType))
-    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, LOHA, LOKR, VERA, IA3 and LN_TUNING)`);
+  if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'IA3', 'LN_TUNING'].includes(peftType))
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, IA3 and LN_TUNING)`);
   const weights = await readAdapterWeights(dir);
   checkAdaptable(model, weights);
   const taskType = c.get('task_type');
@@ -323,6 +324,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
 
   if (peftType === 'LOHA' || peftType === 'LOKR') return loadLycoris(c, model, weights, peftType === 'LOHA' ? 'loha' : 'lokr', { exclude, modulesToSave });
   if (peftType === 'VERA') return loadVera(c, model, weights, { exclude, modulesToSave });
+  if (peftType === 'ADALORA') return loadAdalora(c, model, weights, { exclude, modulesToSave });
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
@@ -548,6 +550,71 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
     });
     const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
     buildVera(core, { r, dropout, bias, projections, seed, modulesToSave, modules, values });
+    tf.dispose([...values.values()]);
+  });
+}
+
+/** PEFT's ADALORA: each module at the ranks its rank_pattern keeps (the file holds only those), scaled by α / init_r. */
+async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
+  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
+  c.unsupported('use_dora', 'DoRA', (v) => v === undefined || v === null || v === false);
+  const count = (key: string, fallback: number) => c.num(key, fallback, (v) => (Number.isInteger(v) && v >= 0 ? undefined : `expected a whole number ≥ 0, got ${v}`));
+  const fraction = (key: string) => c.num(key, 0.85, (v) => (v > 0 && v < 1 ? undefined : `must be in (0, 1), got ${v}`));
+  const schedule: AdaloraSchedule = {
+    initR: c.int('init_r', 12),
+    targetR: c.int('target_r', 8),
+    tinit: count('tinit', 0),
+    tfinal: count('tfinal', 0),
+    deltaT: c.int('deltaT', 1),
+    beta1: fraction('beta1'),
+    beta2: fraction('beta2'),
+    orthRegWeight: c.num('orth_reg_weight', 0.5, (v) => (v >= 0 ? undefined : `must be ≥ 0, got ${v}`)),
+  };
+  const alpha = c.num('lora_alpha', 8);
+  const dropout = c.num('lora_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
+  const biasRaw = c.get('bias') ?? 'none';
+  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'lora_only') c.fail('bias', `expected "none", "all" or "lora_only", got ${JSON.stringify(biasRaw)}`);
+  const bias = biasRaw as LoraBias;
+  const targets = c.targets('target_modules') ?? adaloraDefaultTargets(model.config.modelType);
+  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  // rank_pattern: `<module>.lora_E` → which of the init_r ranks were kept.
+  const raw = c.get('rank_pattern');
+  let rankPattern: Record<string, boolean[]> | null = null;
+  if (raw !== undefined && raw !== null) {
+    if (typeof raw !== 'object' || Array.isArray(raw)) c.fail('rank_pattern', `expected an object of <module>.lora_E → list of true/false, got ${JSON.stringify(raw).slice(0, 40)}`);
+    rankPattern = {};
+    for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+      if (!Array.isArray(v) || v.length !== schedule.initR || !v.every((b) => typeof b === 'boolean')) c.fail(`rank_pattern.${k}`, `expected ${schedule.initR} (init_r) values true or false`);
+      rankPattern[k.replace(/\.lora_E$/, '')] = v as boolean[];
+    }
+  }
+  const { modulesToSave } = sel;
+  const spec: AdapterSpec = {
+    kind: 'adalora',
+    ...(Array.isArray(targets) ? { targets: [...targets] } : {}),
+    r: schedule.initR,
+    alpha,
+    dropout,
+    bias,
+    adalora: { targetR: schedule.targetR, tinit: schedule.tinit, tfinal: schedule.tfinal, deltaT: schedule.deltaT, beta1: schedule.beta1, beta2: schedule.beta2, orthRegWeight: schedule.orthRegWeight },
+    ...(modulesToSave.length ? { modulesToSave } : {}),
+  };
+  const totalRaw = c.get('total_step');
+  const totalSteps = typeof totalRaw === 'number' && Number.isInteger(totalRaw) && totalRaw > 0 ? totalRaw : undefined;
+  return assemble(model, spec, weights, async (core, owned) => {
+    const modules: AdaloraModule[] = infos.map((info) => {
+      const keep = rankPattern?.[info.module];
+      const r = keep ? keep.filter(Boolean).length : schedule.initR;
+      const n = adaloraNames(info.module);
+      const take = (name: string, shape: number[]) => {
+        const t = weights.take(name, shape)! as tf.Tensor2D;
+        owned.push(t);
+        return t;
+      };
+      return { info, A: take(n.A, [r, info.inFeatures]), E: take(n.E, [r, 1]), B: take(n.B, [info.outFeatures, r]) };
+    });
+    const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    buildAdalora(core, { schedule, alpha, dropout, bias, modulesToSave, modules, values, rankPattern, ...(totalSteps ? { totalSteps } : {}) });
     tf.dispose([...values.values()]);
   });
 }

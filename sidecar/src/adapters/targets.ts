@@ -156,10 +156,20 @@ export function veraDefaultTargets(modelType: ModelType): string[] {
   return modelType === 'phi' ? ['q_proj', 'v_proj'] : LORA_DEFAULT_TARGETS[modelType];
 }
 
+/** PEFT's `TRANSFORMERS_MODELS_TO_ADALORA_TARGET_MODULES_MAPPING` where it differs from LoRA's. */
+const ADALORA_TARGETS: Partial<Record<ModelType, string[]>> = {
+  opt: ['q_proj', 'k_proj', 'v_proj', 'out_proj', 'fc1', 'fc2'],
+  roberta: ['query', 'key', 'value', 'dense'],
+  'deberta-v2': ['query_proj', 'key_proj', 'value_proj', 'dense'],
+};
+
+export const adaloraDefaultTargets = (modelType: ModelType): string[] => ADALORA_TARGETS[modelType] ?? LORA_DEFAULT_TARGETS[modelType];
+
 /** Default targets of a kind that acts on linear modules (LoHa and LoKr: LoRA's, as PEFT's mappings are copies). */
 export function defaultTargets(kind: AdapterKind, modelType: ModelType): string[] {
   if (kind === 'ia3') return IA3_DEFAULT_TARGETS[modelType];
   if (kind === 'vera') return veraDefaultTargets(modelType);
+  if (kind === 'adalora') return adaloraDefaultTargets(modelType);
   return LORA_DEFAULT_TARGETS[modelType];
 }
 

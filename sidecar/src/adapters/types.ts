@@ -24,6 +24,20 @@ export type LoraInitProvider = (
   scale: (module: string) => number,
 ) => Promise<Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }>>;
 
+/** Work an adapter kind does around the optimizer (AdaLoRA's orthogonality penalty and rank allocation). */
+export interface TrainingProcedure {
+  /** Sets the run's step count; returns what is wrong with the kind's schedule for it, if anything. */
+  begin(totalSteps: number): string | undefined;
+  /** Added to the task loss while training; `get` reads the traced tensors by name. */
+  penalty(get: (name: string) => tf.Tensor): tf.Scalar;
+  /** After each optimizer step, with its gradients (may replace trainable tensors); scalars to log. */
+  afterStep(step: number, grads: ReadonlyMap<string, tf.Tensor>): Promise<Record<string, number>>;
+  /** For checkpoints: tensors, and JSON for state.json. */
+  state(): { tensors: ReadonlyMap<string, tf.Tensor>; json: unknown };
+  restore(tensors: ReadonlyMap<string, HostTensor>, json: unknown): void;
+  dispose(): void;
+}
+
 export interface AdapterInstance {
   readonly spec: AdapterSpec;
   /** Trainable tensors by name (the optimizer updates this map in place). */
@@ -31,6 +45,8 @@ export interface AdapterInstance {
   /** Frozen tensors by name: adapter constants and base weights replaced by a residual (keyed by the base name). */
   readonly frozen: Map<string, tf.Tensor>;
   readonly hooks: Hooks;
+  /** What training does besides the optimizer step, for kinds that need it (AdaLoRA). */
+  readonly training?: TrainingProcedure;
   /** frozen ∪ trainable, built fresh (trainable tensors are replaced every optimizer step). */
   overrides(): Map<string, tf.Tensor>;
   /** How many parameters train: the trainable tensors' sizes, less the entries a sparse mask holds at 0. */

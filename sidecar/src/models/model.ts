@@ -196,7 +196,13 @@ export class Model {
     names: readonly string[],
     inputs: ModelInputs,
     labels: tf.Tensor,
-    opts: { hooks?: Hooks; extra?: ReadonlyMap<string, tf.Tensor>; training?: boolean } & SliceOptions = {},
+    opts: {
+      hooks?: Hooks;
+      extra?: ReadonlyMap<string, tf.Tensor>;
+      training?: boolean;
+      /** Added to the loss (an adapter's regulariser, AdaLoRA's orthogonality penalty), from the traced tensors by name. */
+      penalty?: (get: (name: string) => tf.Tensor) => tf.Scalar;
+    } & SliceOptions = {},
   ): { loss: tf.Scalar; grads: Map<string, tf.Tensor> } {
     const xs = names.map((n) => {
       const t = opts.extra?.get(n) ?? this.params.get(n);
@@ -208,7 +214,14 @@ export class Model {
       const overrides = new Map(opts.extra ?? []);
       names.forEach((n, i) => overrides.set(n, ts[i]!));
       // The head's gradient only when it is one of the names (a frozen vocabulary-sized head costs a matmul for nothing).
-      return this.batchLoss(inputs, labels, { hooks: opts.hooks, overrides, training: opts.training }, rows, (head) => names.includes(head));
+      const loss = this.batchLoss(inputs, labels, { hooks: opts.hooks, overrides, training: opts.training }, rows, (head) => names.includes(head));
+      if (!opts.penalty) return loss;
+      const get = (n: string) => {
+        const t = overrides.get(n) ?? this.params.get(n);
+        if (!t) throw new Error(`no parameter named ${n}`);
+        return t;
+      };
+      return tf.add(loss, opts.penalty(get));
     };
     const { value, grads } = tf.valueAndGrads(f)(xs);
     return { loss: value as tf.Scalar, grads: new Map(names.map((n, i) => [n, grads[i]!])) };

@@ -8,6 +8,7 @@ const LORA: Option[] = ['targets', 'r', 'alpha', 'dropout', 'rslora', 'bias', 'r
 export const ADAPTER_OPTIONS: Record<AdapterKind, readonly Option[]> = {
   lora: LORA,
   dora: LORA,
+  adalora: ['targets', 'r', 'alpha', 'dropout', 'bias', 'adalora', 'modulesToSave'],
   loha: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
   lokr: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
   vera: ['targets', 'r', 'dropout', 'bias', 'modulesToSave'],

@@ -16,6 +16,7 @@ export const BUNDLED_MODEL_PREFIX = 'peft-lab/';
 export const ADAPTER_DESCRIPTIONS: Record<AdapterKind, string> = {
   lora: 'Low-rank update B·A on the target projections',
   dora: 'LoRA with a learned per-column magnitude (weight-decomposed)',
+  adalora: 'SVD-shaped LoRA whose ranks are pruned to a budget while training',
   loha: 'Hadamard product of two low-rank updates (LyCORIS LoHa)',
   lokr: 'Kronecker product of two small factors (LyCORIS LoKr)',
   vera: 'Shared frozen random projections, trained scaling vectors (fewest parameters)',
@@ -251,6 +252,8 @@ export function adapterSpec(kind: AdapterKind, init: LoraInit | undefined, mask:
     case 'lora':
     case 'dora':
       return { kind, r: 8, alpha: 16, dropout: 0.05, ...(init && init !== 'default' ? { init } : {}) };
+    case 'adalora':
+      return { kind, r: 12, alpha: 32, adalora: { targetR: 8 } };
     case 'loha':
     case 'lokr':
       return { kind, r: 8, alpha: 8 };
