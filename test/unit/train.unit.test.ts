@@ -358,6 +358,35 @@ describe('training', () => {
     }
   });
 
+  test('AdaLoRA: the rank budget falls to its target while training; PEFT\'s ADALORA with its rank pattern; a killed run resumes to the same bits', async () => {
+    // gpt2-tiny: c_attn in 4 blocks, 4 ranks each (16) → 2 each (8) over steps 2–6, fixed from step 6.
+    const spec = { adapter: { kind: 'adalora', r: 4, alpha: 8, adalora: { targetR: 2, tinit: 1, tfinal: 2 } }, steps: 8, logEvery: 1, checkpointEvery: 3 };
+    const cfg = config(spec);
+    const dir = runDir();
+    await runTraining(cfg, { runDir: dir, ctx: recorder().ctx });
+    const budgets = (await readMetrics(dir)).map((r) => r.adalora_budget);
+    assert.deepEqual([budgets[0], budgets.at(-1)], [16, 8]);
+    assert.ok(budgets.every((b, i) => i === 0 || b! <= budgets[i - 1]!), `the budget never grows: ${budgets.join(' ')}`);
+    const peft = JSON.parse(readFileSync(join(dir, 'adapter', 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.deepEqual([peft.peft_type, peft.init_r, peft.target_r, peft.total_step], ['ADALORA', 4, 2, 8]);
+    const pattern = peft.rank_pattern as Record<string, boolean[]>;
+    assert.equal(Object.keys(pattern).length, 4);
+    assert.equal(Object.values(pattern).flat().filter(Boolean).length, 8, 'the kept ranks are the target budget');
+    const file = await readSafetensors(join(dir, 'adapter', 'adapter_model.safetensors'));
+    for (const [k, keep] of Object.entries(pattern)) assert.deepEqual(file.get(`base_model.model.${k}`)!.shape, [keep.filter(Boolean).length, 1], `${k} holds the kept ranks only`);
+    await assertLoadsToCheck(cfg, dir);
+    // Killed after the checkpoint of step 3 (the allocator's scores are in it), resumed: the same adapter.
+    const dir2 = runDir();
+    const kill = new Error('simulated kill');
+    await assert.rejects(runTraining(cfg, { runDir: dir2, ctx: recorder().ctx, afterStep: (st) => { if (st === 5) throw kill; } }), (e) => e === kill);
+    assert.ok(existsSync(join(dir2, 'checkpoints', 'step-3', 'procedure.safetensors')));
+    await runTraining(await readRunConfig(dir2), { runDir: dir2, ctx: recorder().ctx });
+    assert.ok(adapterBytes(dir2).equals(adapterBytes(dir)), 'resumed AdaLoRA run: bitwise the same adapter');
+    assert.deepEqual(numbers(await readMetrics(dir2)), numbers(await readMetrics(dir)));
+    // The schedule must leave steps to allocate in.
+    await assert.rejects(runTraining(config({ ...spec, adapter: { ...spec.adapter, adalora: { tinit: 6, tfinal: 2 } } }), { runDir: runDir(), ctx: recorder().ctx }), (e: unknown) => e instanceof InputError && e.where === 'adapter.adalora' && /tinit \(6\) must be below the run's 8 steps less tfinal \(2\)/.test(e.message));
+  });
+
   test('early stopping ends the run when the eval loss stops improving', async () => {
     const cfg = config({ steps: 20, evalEvery: 1, logEvery: 5, earlyStopping: { patience: 2, minDelta: 100 }, data: { train: 'text.jsonl', evalSplit: 0.2, maxLength: 24 } });
     const dir = runDir();

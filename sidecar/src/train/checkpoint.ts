@@ -3,7 +3,9 @@
  *   adapter.safetensors    the adapter's trainable tensors, by name
  *   optimizer.safetensors  AdamW moments `m.<name>` / `v.<name>`
  *   base.safetensors       residual base weights, when the adapter's init replaced base weights
+ *   procedure.safetensors  the adapter kind's own training state (AdaLoRA's smoothed scores), if any
  *   state.json             step, optimizer step, data-order RNG state, loss window, early stopping
+ *                          (and the kind's procedure state as JSON: AdaLoRA's fixed rank pattern)
  * Written into a temp folder and renamed into place, so a folder named step-N is always complete.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -43,6 +45,8 @@ export interface TrainerState {
   /** Set when training ended (last step or early stopping): a resume only finalises. */
   finished: boolean;
   stopReason?: string;
+  /** The adapter kind's training procedure's JSON state (TrainingProcedure.state). */
+  procedure?: unknown;
 }
 
 export interface CheckpointData {
@@ -51,6 +55,7 @@ export interface CheckpointData {
   m: Map<string, HostTensor>;
   v: Map<string, HostTensor>;
   base: Map<string, HostTensor>;
+  procedure: Map<string, HostTensor>;
 }
 
 export const stepDirName = (step: number) => `step-${step}`;
@@ -80,6 +85,7 @@ export async function writeCheckpoint(
     m: ReadonlyMap<string, tf.Tensor>;
     v: ReadonlyMap<string, tf.Tensor>;
     base: ReadonlyMap<string, tf.Tensor>;
+    procedure?: ReadonlyMap<string, tf.Tensor>;
   },
   keep: number,
 ): Promise<string> {
@@ -94,6 +100,7 @@ export async function writeCheckpoint(
     for (const [k, t] of await hostMap(parts.v, 'v.')) opt.set(k, t);
     await writeSafetensors(join(tmp, 'optimizer.safetensors'), opt);
     if (parts.base.size > 0) await writeSafetensors(join(tmp, 'base.safetensors'), await hostMap(parts.base));
+    if (parts.procedure?.size) await writeSafetensors(join(tmp, 'procedure.safetensors'), await hostMap(parts.procedure));
     await writeJsonAtomic(join(tmp, 'state.json'), parts.state);
     const final = join(root, name);
     if (existsSync(final)) await fsp.rm(final, { recursive: true, force: true });
@@ -125,8 +132,8 @@ export async function readCheckpoint(dir: string): Promise<CheckpointData> {
     if (k.startsWith('m.')) m.set(k.slice(2), t);
     else if (k.startsWith('v.')) v.set(k.slice(2), t);
   }
-  const base = existsSync(join(dir, 'base.safetensors')) ? await readSafetensors(join(dir, 'base.safetensors')) : new Map<string, HostTensor>();
-  return { state, trainable, m, v, base };
+  const optional = async (f: string) => (existsSync(join(dir, f)) ? readSafetensors(join(dir, f)) : new Map<string, HostTensor>());
+  return { state, trainable, m, v, base: await optional('base.safetensors'), procedure: await optional('procedure.safetensors') };
 }
 
 /** A kept TF.js tensor from a host tensor, checked against the shape it replaces. */

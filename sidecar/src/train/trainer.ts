@@ -338,6 +338,13 @@ class Session {
     const totalSteps = totalStepsFor(cfg, data.train.length);
     this.log('info', `${data.train.length} training rows, ${data.eval.length} eval rows; ${totalSteps} steps; ${trainableParams} trainable parameters; estimated memory ${Math.round(mem.totalMb)} MB`);
 
+    // A kind's own training procedure (AdaLoRA's rank allocation) needs the step count.
+    if (adapter.training) {
+      if (cfg.ist?.enabled) throw new InputError(cfg.specFile, 'ist', `IST samples the blocks that train; ${adapter.spec.kind} allocates ranks over all of them: turn one off`);
+      const problem = adapter.training.begin(totalSteps);
+      if (problem) throw new InputError(cfg.specFile, `adapter.${adapter.spec.kind}`, problem);
+    }
+
     // State: fresh, or from the newest checkpoint.
     const order = new DataOrder(data.train.length, cfg.seed);
     // IST: per-block scores and their RNG, saved in the checkpoint's state.json (`ist`).
@@ -395,7 +402,7 @@ class Session {
           const batch = makeBatch(idx.map((i) => data.train[i]!), batchOpts);
           try {
             adapter.setStep((step - 1) * accum + micro);
-            const r = model.lossAndGrads(stepNames, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true });
+            const r = model.lossAndGrads(stepNames, batch.inputs, batch.labels, { hooks: adapter.hooks, extra: adapter.overrides(), training: true, ...(adapter.training ? { penalty: adapter.training.penalty } : {}) });
             microLosses.push(r.loss);
             tokens += batch.tokens;
             if (!grads) grads = r.grads;
@@ -440,6 +447,8 @@ class Session {
         }
         const lr = lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps);
         this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n), loraPlusScale(cfg.optimizer.loraPlusRatio, adapter.trainable));
+        // After the update, with its gradients (AdaLoRA: score the ranks, mask E to the budget).
+        const procedureMetrics = adapter.training ? await adapter.training.afterStep(step, grads!) : {};
         tf.dispose([...grads!.values()]);
         grads = undefined;
         if (ist && step % ist.opts.T === 0) await istProbeUpdate(ist, step, model, adapter, data.train, batchOpts);
@@ -490,6 +499,7 @@ class Session {
             elapsed_s: Math.round(state.elapsedS * 1000) / 1000,
             grad_norm: gradNorm,
             ...(ist ? istMetricFields(ist) : {}),
+            ...procedureMetrics,
             ...(evalNow ? { eval_loss: lastEval!.loss } : {}),
             ...(evalNow && lastEval!.metric !== undefined ? { eval_accuracy: lastEval!.metric } : {}),
           };
@@ -595,7 +605,12 @@ class Session {
     const base = new Map([...adapter.frozen].filter(([n]) => this.model!.params.has(n)));
     let name: string;
     try {
-      name = await writeCheckpoint(this.runDir, { state, trainable: adapter.trainable, m: this.opt.state.m, v: this.opt.state.v, base }, this.cfg.keepCheckpoints);
+      const procedure = adapter.training?.state();
+      name = await writeCheckpoint(
+        this.runDir,
+        { state: procedure ? { ...state, procedure: procedure.json } : state, trainable: adapter.trainable, m: this.opt.state.m, v: this.opt.state.v, base, ...(procedure ? { procedure: procedure.tensors } : {}) },
+        this.cfg.keepCheckpoints,
+      );
     } catch (e) {
       // A failed write (disk full, ...) leaves no trace: say so, and where a resume will continue.
       const code = (e as NodeJS.ErrnoException).code;
@@ -646,6 +661,7 @@ class Session {
       steps.set(name, t);
     }
     this.opt.state = { step: ck.state.optimizerStep, steps, m, v };
+    adapter.training?.restore(ck.procedure, ck.state.procedure);
     order.restore(ck.state.data);
     return ck.state;
   }
