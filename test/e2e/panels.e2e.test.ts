@@ -195,6 +195,8 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     await frame.locator('#progress .state-done').first().waitFor({ timeout: 60_000 });
     assert.ok(Number(await attr(frame, '#loss-chart', 'data-eval-points')) >= 4, 'eval points drawn');
     assert.ok(Number(await attr(frame, '#lr-chart', 'data-points')) >= STEPS, 'learning rate drawn');
+    assert.ok(Number(await attr(frame, '#grad-chart', 'data-points')) >= 1, 'gradient norm drawn');
+    assert.equal(await frame.locator('#rank-budget').isHidden(), true, 'no AdaLoRA budget chart for a LoRA run');
     assert.equal(await Workbench.frameViolations(frame), 0);
     await w.screenshotPanel(frame, 'dashboard-dark.png');
     shots.push('dashboard');

@@ -1,6 +1,7 @@
 /**
  * Run dashboard: live train/eval loss (EMA smoothing, log scale, step or time axis), learning
- * rate, tokens/s and progress/ETA of one or more runs, overlaid. The host sends the records it has
+ * rate, tokens/s, gradient norm (before clipping), AdaLoRA's rank budget where a run logs one, and
+ * progress/ETA of one or more runs, overlaid. The host sends the records it has
  * (`dashboard/runs`) and then what is appended (`dashboard/append`, `dashboard/status`).
  */
 import './lib/panel.css';
@@ -90,6 +91,10 @@ const canvas = (id: string, label: string) => h('canvas', { id, role: 'img', 'ar
 const lossCanvas = canvas('loss-chart', 'Training and evaluation loss');
 const lrCanvas = canvas('lr-chart', 'Learning rate');
 const tpsCanvas = canvas('tps-chart', 'Tokens per second');
+const gradCanvas = canvas('grad-chart', 'Gradient norm before clipping');
+const rankCanvas = canvas('rank-budget-chart', 'AdaLoRA rank budget: ranks kept over all adapted modules');
+// Shown once a run logs AdaLoRA's budget (adalora_budget).
+const rankSection = h('section', { class: 'card', id: 'rank-budget', hidden: true }, h('h2', {}, 'Rank budget (AdaLoRA)'), h('div', { class: 'chart-box' }, rankCanvas));
 const errorBox = errorLine(panel, 'error');
 
 fill(
@@ -106,6 +111,8 @@ fill(
     h('section', { class: 'card wide' }, h('h2', {}, 'Loss'), h('div', { class: 'chart-box tall' }, lossCanvas)),
     h('section', { class: 'card' }, h('h2', {}, 'Learning rate'), h('div', { class: 'chart-box' }, lrCanvas)),
     h('section', { class: 'card' }, h('h2', {}, 'Tokens/s'), h('div', { class: 'chart-box' }, tpsCanvas)),
+    h('section', { class: 'card' }, h('h2', {}, 'Gradient norm'), h('div', { class: 'chart-box' }, gradCanvas)),
+    rankSection,
   ),
 );
 
@@ -145,7 +152,9 @@ const lineOptions = (theme: Theme, yLog: boolean, yTitle: string) => ({
 const lossChart = makeChart<'line', Point[]>(lossCanvas, { type: 'line', data: { datasets: [] }, options: lineOptions(panel.theme, panel.ui.logScale, 'loss') });
 const lrChart = makeChart<'line', Point[]>(lrCanvas, { type: 'line', data: { datasets: [] }, options: lineOptions(panel.theme, false, 'learning rate') });
 const tpsChart = makeChart<'line', Point[]>(tpsCanvas, { type: 'line', data: { datasets: [] }, options: lineOptions(panel.theme, false, 'tokens/s') });
-const charts = [lossChart, lrChart, tpsChart];
+const gradChart = makeChart<'line', Point[]>(gradCanvas, { type: 'line', data: { datasets: [] }, options: lineOptions(panel.theme, false, 'gradient norm') });
+const rankChart = makeChart<'line', Point[]>(rankCanvas, { type: 'line', data: { datasets: [] }, options: lineOptions(panel.theme, false, 'ranks kept') });
+const charts = [lossChart, lrChart, tpsChart, gradChart, rankChart];
 
 function line(label: string, data: Point[], color: string, theme: Theme, extra: Partial<LineDs> = {}): LineDs {
   return {
@@ -168,6 +177,8 @@ function buildDatasets(theme: Theme): void {
   const loss: LineDs[] = [];
   const lr: LineDs[] = [];
   const tps: LineDs[] = [];
+  const grad: LineDs[] = [];
+  const ranks: LineDs[] = [];
   const multi = order.length > 1;
   for (const id of order) {
     const run = runs.get(id)!;
@@ -182,10 +193,16 @@ function buildDatasets(theme: Theme): void {
     }
     lr.push(line(name('lr'), fieldPoints(run.records, 'lr', xAxis), color, theme, { pointRadius: 0 }));
     tps.push(line(name('tokens/s'), smoothPoints(fieldPoints(run.records, 'tokens_per_s', xAxis), Math.min(w, 0.9)), color, theme, { pointRadius: 0 }));
+    grad.push(line(name('grad norm'), fieldPoints(run.records, 'grad_norm', xAxis), color, theme, { pointRadius: 0 }));
+    const budget = fieldPoints(run.records, 'adalora_budget', xAxis);
+    if (budget.length) ranks.push(line(name('ranks kept'), budget, color, theme, { stepped: true }));
   }
   lossChart.data.datasets = loss;
   lrChart.data.datasets = lr;
   tpsChart.data.datasets = tps;
+  gradChart.data.datasets = grad;
+  rankChart.data.datasets = ranks;
+  rankSection.hidden = ranks.length === 0;
 }
 
 function rebuildScales(): void {
@@ -193,6 +210,8 @@ function rebuildScales(): void {
   lossChart.options = lineOptions(theme, panel.ui.logScale, 'loss');
   lrChart.options = lineOptions(theme, false, 'learning rate');
   tpsChart.options = lineOptions(theme, false, 'tokens/s');
+  gradChart.options = lineOptions(theme, false, 'gradient norm');
+  rankChart.options = lineOptions(theme, false, 'ranks kept');
   scheduleRender();
 }
 
@@ -252,6 +271,8 @@ function render(): void {
   lossCanvas.dataset.records = String(order.reduce((n, id) => n + runs.get(id)!.records.length, 0));
   markDrawn(lrChart);
   markDrawn(tpsChart);
+  markDrawn(gradChart);
+  markDrawn(rankChart);
   renderProgress();
   const anyRecords = order.some((id) => runs.get(id)!.records.length > 0);
   empty.hidden = anyRecords || order.length === 0;
