@@ -9,9 +9,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { join } from 'node:path';
 import { LORA_INITS, type LoraInit } from '../../../src/protocol';
 import { CALIBRATED_INITS, LORA_GA_DEFAULTS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
-import { adapterModulesToSave, autoMapping, moduleToSaveParams, taskTypeOf } from '../adapters/family';
+import { adapterModulesToSave, loraConfigFields, moduleToSaveParams } from '../adapters/family';
 import { host } from '../adapters/lora';
-import { checkAdapterTarget, writePeftLora } from '../adapters/peft';
+import { checkAdapterTarget, RESIDUAL_FILE, writePeftLora } from '../adapters/peft';
 import { selectLinears } from '../adapters/targets';
 import { InputError } from '../errors';
 import { readSafetensors, writeSafetensors, type HostTensor } from '../io/safetensors';
@@ -22,8 +22,8 @@ import type { LinearModuleInfo } from '../models/architecture';
 import { Model } from '../models/model';
 import { modelFolder } from '../spec/hub-cache';
 
-export const RESIDUAL_FILE = 'residual_model.safetensors';
-export const PEFT_VERSION = '0.21.0';
+// The file the loader reads beside an unconverted data-aware adapter (peft.ts).
+export { RESIDUAL_FILE } from '../adapters/peft';
 
 export interface AdapterInitParams {
   /** Hugging Face model folder. */
@@ -73,50 +73,18 @@ export function peftLoraConfig(model: Model, p: AdapterInitParams, targets: Line
   const modulesToSave = adapterModulesToSave(model, []);
   const corda = p.method === 'corda-ipm' || p.method === 'corda-kpm';
   return {
-    alora_invocation_tokens: null,
-    alpha_pattern: {},
-    arrow_config: null,
-    auto_mapping: autoMapping(model),
+    ...loraConfigFields(model, p.targets, modulesToSave.length ? modulesToSave : null),
     base_model_name_or_path: p.model,
-    bias: 'none',
     corda_config: corda
       ? { cache_file: null, corda_method: p.method === 'corda-ipm' ? 'ipm' : 'kpm', covariance_file: null, prune_temporary_fields: true, use_float16_for_covariance: false, verbose: false }
       : null,
-    ensure_weight_tying: false,
-    eva_config: null,
-    exclude_modules: null,
     fan_in_fan_out: targets.some((m) => m.fanInFanOut),
-    inference_mode: true,
     init_lora_weights: INIT_LORA_WEIGHTS[p.method],
-    kasa_config: null,
-    layer_replication: null,
-    layers_pattern: null,
-    layers_to_transform: null,
-    loftq_config: {},
     lora_alpha: p.alpha,
-    lora_bias: false,
-    lora_dropout: 0,
     lora_ga_config:
       p.method === 'lora-ga' ? { direction: LORA_GA_DEFAULTS.direction, scale: LORA_GA_DEFAULTS.scale, stable_gamma: LORA_GA_DEFAULTS.stableGamma } : null,
-    megatron_config: null,
-    megatron_core: 'megatron.core',
-    modules_to_save: modulesToSave.length ? modulesToSave : null,
-    monteclora_config: null,
-    peft_type: 'LORA',
-    peft_version: PEFT_VERSION,
-    qalora_group_size: 16,
     r: p.r,
-    rank_pattern: {},
-    revision: null,
     target_modules: [...new Set(p.targets)],
-    target_parameters: null,
-    task_type: taskTypeOf(model),
-    trainable_token_indices: null,
-    use_bdlora: null,
-    use_dora: false,
-    use_qalora: false,
-    use_rslora: false,
-    velora_config: null,
   };
 }
 
