@@ -220,6 +220,8 @@ export interface AdapterSpec {
   kind: AdapterKind;
   /** Module short names or full module paths (PEFT's `target_modules`); defaults per architecture. */
   targets?: string[];
+  /** Transformer blocks (0-based) the adapter acts in (PEFT's `layers_to_transform`); default all. */
+  layers?: number[];
   /** LoRA family (LoHa, LoKr: r and alpha, rankPattern, alphaPattern; VeRA: r, dropout, bias) */
   r?: number;
   alpha?: number;

@@ -340,6 +340,25 @@ describe('adapters', () => {
     await assert.rejects(createAdapter(models.get('llama-tiny')!, { kind: 'bitfit' }, { seed: 0 }), /no bias parameters/);
   });
 
+  it('layers (PEFT\'s layers_to_transform) keep the blocks named; a full path ignores them, as in PEFT; export and load keep them', async () => {
+    const model = models.get('gpt2-tiny')!;
+    const modules = async (spec: AdapterSpec) => {
+      const a = await createAdapter(model, spec, { seed: 0 });
+      const out = [...a.hooks.linear!.keys()].sort();
+      a.dispose();
+      return out;
+    };
+    assert.deepEqual(await modules({ kind: 'lora', targets: ['c_attn', 'c_fc'], layers: [1, 3] }), ['transformer.h.1.attn.c_attn', 'transformer.h.1.mlp.c_fc', 'transformer.h.3.attn.c_attn', 'transformer.h.3.mlp.c_fc']);
+    assert.deepEqual(await modules({ kind: 'vera', r: 4, layers: [2] }), ['transformer.h.2.attn.c_attn']);
+    assert.deepEqual(await modules({ kind: 'lora', targets: ['c_attn', 'transformer.h.0.mlp.c_fc'], layers: [3] }), ['transformer.h.0.mlp.c_fc', 'transformer.h.3.attn.c_attn']);
+    await assert.rejects(createAdapter(model, { kind: 'lora', layers: [4] }, { seed: 0 }), /layers: block 4 does not exist \(this gpt2 model has blocks 0 to 3\)/);
+    await withExported('llama-tiny', { kind: 'loha', r: 2, targets: ['q_proj', 'down_proj'], layers: [1] }, async ({ cfg, loadsBack }) => {
+      assert.deepEqual(cfg.layers_to_transform, [1]);
+      assert.deepEqual(cfg.target_modules, ['model.layers.1.mlp.down_proj', 'model.layers.1.self_attn.q_proj']);
+      await loadsBack();
+    });
+  });
+
   it('rank_pattern / alpha_pattern apply per module as in PEFT, and scale is α/r (rsLoRA α/√r)', async () => {
     const model = models.get('llama-tiny')!;
     const a = await createAdapter(model, { kind: 'lora', r: 4, alpha: 8, targets: ['q_proj', 'v_proj'], rankPattern: { 'layers.1.self_attn.q_proj': 2 }, alphaPattern: { v_proj: 3 } }, { seed: 0 });

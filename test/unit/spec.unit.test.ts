@@ -394,6 +394,7 @@ describe('the published schema', () => {
       targets: ['c_attn'], r: 4, alpha: 8, dropout: 0.1, rslora: true, bias: 'all', rankPattern: { c_attn: 2 }, alphaPattern: { c_attn: 4 },
       init: 'gaussian', calibRows: 4, bottleneck: 16, mask: 'm.safetensors', modulesToSave: ['score'], decomposeBoth: true, decomposeFactor: 4,
       adalora: { targetR: 2, tinit: 1 },
+      layers: [0, 2],
     };
     const adapters: Record<string, unknown>[] = [];
     for (const kind of ADAPTER_KINDS) {

@@ -215,7 +215,7 @@ export function buildLora(core: AdapterCore, setup: LoraSetup): void {
     const alphaK = convert ? (setup.rslora ? Math.SQRT2 : 2) : 1;
     const mapValues = (o: Record<string, number>, f: number) => Object.fromEntries(Object.entries(o).map(([key, v]) => [key, v * f]));
     const config: Record<string, unknown> = {
-      ...loraConfigFields(core.model, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      ...loraConfigFields(core.model, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
       alpha_pattern: mapValues(setup.alphaPattern, alphaK),
       bias: setup.bias,
       fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),
@@ -289,7 +289,7 @@ export function buildAdalora(core: AdapterCore, setup: AdaloraSetup): void {
     }
     for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
     const config: Record<string, unknown> = {
-      ...loraConfigFields(core.model, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      ...loraConfigFields(core.model, targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
       peft_type: 'ADALORA',
       beta1: schedule.beta1,
       beta2: schedule.beta2,
@@ -311,9 +311,9 @@ export function buildAdalora(core: AdapterCore, setup: AdaloraSetup): void {
 }
 
 /** LoraConfig's fields at the values PEFT Lab never changes (LORA and ADALORA configs set the rest). */
-export function loraConfigFields(model: Model, targeted: readonly string[], modulesToSave: string[] | null): Record<string, unknown> {
+export function loraConfigFields(model: Model, targeted: readonly string[], modulesToSave: string[] | null, layers?: readonly number[]): Record<string, unknown> {
   return {
-    ...commonConfig(model, 'LORA', targeted, modulesToSave),
+    ...commonConfig(model, 'LORA', targeted, modulesToSave, layers),
     alora_invocation_tokens: null,
     alpha_pattern: {},
     arrow_config: null,
@@ -348,13 +348,13 @@ export function loraConfigFields(model: Model, targeted: readonly string[], modu
 }
 
 /** Fields every PEFT config of a module-wrapping method writes. */
-function commonConfig(model: Model, peftType: string, targeted: readonly string[], modulesToSave: string[] | null): Record<string, unknown> {
+function commonConfig(model: Model, peftType: string, targeted: readonly string[], modulesToSave: string[] | null, layers?: readonly number[]): Record<string, unknown> {
   return {
     auto_mapping: autoMapping(model),
     base_model_name_or_path: null,
     inference_mode: true,
     layers_pattern: null,
-    layers_to_transform: null,
+    layers_to_transform: layers ? [...layers] : null,
     modules_to_save: modulesToSave,
     peft_type: peftType,
     peft_version: PEFT_VERSION,
@@ -381,7 +381,7 @@ export function buildLycoris(core: AdapterCore, setup: LycorisSetup): void {
     for (const mod of setup.modules) for (const name of mod.factors.keys()) tensors.set(factorName(mod.info.module, name), await host(core.tensor(factorName(mod.info.module, name))));
     for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
     const config: Record<string, unknown> = {
-      ...commonConfig(core.model, setup.kind === 'loha' ? 'LOHA' : 'LOKR', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      ...commonConfig(core.model, setup.kind === 'loha' ? 'LOHA' : 'LOKR', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
       alpha: setup.alpha,
       alpha_pattern: { ...setup.alphaPattern },
       exclude_modules: null,
@@ -411,7 +411,7 @@ export function buildVera(core: AdapterCore, setup: VeraSetup): void {
     }
     for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
     const config: Record<string, unknown> = {
-      ...commonConfig(core.model, 'VERA', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved)),
+      ...commonConfig(core.model, 'VERA', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
       bias: setup.bias === 'lora_only' ? 'vera_only' : setup.bias,
       d_initial: 0.1,
       fan_in_fan_out: setup.modules.some((m) => m.info.fanInFanOut),

@@ -139,7 +139,12 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
 /** The spec's target selection (its targets or the kind's defaults); LoRA may also name the token embedding. */
 function targetSelection(core: AdapterCore, extraModulesToSave: readonly string[]): TargetSelection {
   const spec = core.spec;
-  return { targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType), modulesToSave: extraModulesToSave, embeddings: spec.kind === 'lora' };
+  return {
+    targets: spec.targets ?? defaultTargets(spec.kind, core.model.config.modelType),
+    modulesToSave: extraModulesToSave,
+    embeddings: spec.kind === 'lora',
+    ...(spec.layers ? { layers: spec.layers } : {}),
+  };
 }
 
 function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] = []): LinearModuleInfo[] {

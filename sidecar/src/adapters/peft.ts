@@ -123,6 +123,18 @@ class ConfigFields {
     }
     return out;
   }
+  /** layers_to_transform (an index or a list) and layers_pattern (a name or a list), as PEFT reads them. */
+  layers(): { layers?: number[]; layersPattern?: string[] } {
+    const raw = this.raw.layers_to_transform;
+    if (raw === undefined || raw === null || (Array.isArray(raw) && raw.length === 0)) return {};
+    const list = typeof raw === 'number' ? [raw] : raw;
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= 0))
+      this.fail('layers_to_transform', `expected a block index or a list of them, got ${JSON.stringify(raw)}`);
+    const pat = this.raw.layers_pattern;
+    const patterns = pat === undefined || pat === null ? [] : typeof pat === 'string' ? [pat] : pat;
+    if (!Array.isArray(patterns) || !patterns.every((x) => typeof x === 'string')) this.fail('layers_pattern', `expected a name or a list of names, got ${JSON.stringify(pat)}`);
+    return { layers: list as number[], ...(patterns.length && (patterns as string[]).some((x) => x) ? { layersPattern: patterns as string[] } : {}) };
+  }
   /** Features PEFT Lab does not implement must keep their "off" value. */
   unsupported(key: string, what: string, isOff: (v: unknown) => boolean = (v) => v === undefined || v === null): void {
     if (!isOff(this.raw[key])) this.fail(key, `${what} is not supported (got ${JSON.stringify(this.raw[key])})`);
@@ -322,9 +334,10 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     return adapter;
   }
 
-  if (peftType === 'LOHA' || peftType === 'LOKR') return loadLycoris(c, model, weights, peftType === 'LOHA' ? 'loha' : 'lokr', { exclude, modulesToSave });
-  if (peftType === 'VERA') return loadVera(c, model, weights, { exclude, modulesToSave });
-  if (peftType === 'ADALORA') return loadAdalora(c, model, weights, { exclude, modulesToSave });
+  const sel: Selection = { exclude, modulesToSave, ...(peftType === 'IA3' || peftType === 'LN_TUNING' ? {} : c.layers()) };
+  if (peftType === 'LOHA' || peftType === 'LOKR') return loadLycoris(c, model, weights, peftType === 'LOHA' ? 'loha' : 'lokr', sel);
+  if (peftType === 'VERA') return loadVera(c, model, weights, sel);
+  if (peftType === 'ADALORA') return loadAdalora(c, model, weights, sel);
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
@@ -348,7 +361,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   }
 
   // ---- LORA ----
-  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
+  const layerSel = c.layers();
   c.unsupported('layer_replication', 'layer_replication', emptyOrNull);
   c.unsupported('target_parameters', 'LoRA on parameters (target_parameters)', emptyOrNull);
   c.unsupported('trainable_token_indices', 'trainable_token_indices', emptyOrNull);
@@ -370,7 +383,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const rankPattern = c.numberMap('rank_pattern', true);
   const alphaPattern = c.numberMap('alpha_pattern', false);
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[modelType];
-  const selection = { targets, exclude, modulesToSave, embeddings: !dora };
+  const selection = { targets, exclude, modulesToSave, embeddings: !dora, ...layerSel };
   const infos = selectTargets(c, model, 'target_modules', selection);
   const embeddingInfos = selectEmbeddings(model, selection);
   const init = initOf(initRaw);
@@ -396,6 +409,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     alphaPattern,
     init,
     ...(modulesToSave.length ? { modulesToSave } : {}),
+    ...(layerSel.layers ? { layers: layerSel.layers } : {}),
   };
   const core = new AdapterCore(model, spec, 0);
   const owned: tf.Tensor[] = [];
@@ -462,6 +476,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
 interface Selection {
   exclude: TargetSpec | undefined;
   modulesToSave: string[];
+  layers?: number[];
+  layersPattern?: string[];
 }
 
 /** Builds an adapter on a fresh core from the file's tensors; on failure disposes the core and what was read. */
@@ -481,7 +497,6 @@ async function assemble(model: Model, spec: AdapterSpec, weights: WeightFile, bu
 
 /** PEFT's LOHA / LOKR (`rank_dropout` and `module_dropout` act in training only: loaded adapters evaluate). */
 async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, kind: 'loha' | 'lokr', sel: Selection): Promise<AdapterInstance> {
-  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
   const r = c.int('r', 8);
   const alpha = c.num('alpha', 8);
   const rankPattern = c.numberMap('rank_pattern', true);
@@ -489,7 +504,7 @@ async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, k
   const decomposeBoth = kind === 'lokr' && c.bool('decompose_both', false);
   const decomposeFactor = kind === 'lokr' ? c.num('decompose_factor', -1, (v) => (v === -1 || (Number.isInteger(v) && v > 0) ? undefined : `expected -1 or a positive integer, got ${v}`)) : -1;
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
-  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   const { modulesToSave } = sel;
   const spec: AdapterSpec = {
     kind,
@@ -500,6 +515,7 @@ async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, k
     alphaPattern,
     ...(kind === 'lokr' ? { decomposeBoth, decomposeFactor } : {}),
     ...(modulesToSave.length ? { modulesToSave } : {}),
+    ...(sel.layers ? { layers: sel.layers } : {}),
   };
   return assemble(model, spec, weights, async (core, owned) => {
     const modules: DeltaModule[] = infos.map((info) => {
@@ -521,7 +537,6 @@ async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, k
 
 /** PEFT's VERA, whose shared projections must be in the file (save_projection, PEFT's default). */
 async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
-  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
   if (!c.bool('save_projection', true))
     c.fail('save_projection', "false: the shared projections vera_A and vera_B are not in the file, and PEFT Lab cannot redraw them with PyTorch's generator (projection_prng_key); save the adapter with save_projection=True");
   const r = c.int('r', VERA_DEFAULT_R);
@@ -533,9 +548,9 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
   if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "vera_only", got ${JSON.stringify(biasRaw)}`);
   const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
   const targets = c.targets('target_modules') ?? veraDefaultTargets(model.config.modelType);
-  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   const { modulesToSave } = sel;
-  const spec: AdapterSpec = { kind: 'vera', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), r, dropout, bias, ...(modulesToSave.length ? { modulesToSave } : {}) };
+  const spec: AdapterSpec = { kind: 'vera', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), r, dropout, bias, ...(modulesToSave.length ? { modulesToSave } : {}), ...(sel.layers ? { layers: sel.layers } : {}) };
   return assemble(model, spec, weights, async (core, owned) => {
     const shapes = veraProjectionShapes(infos, r);
     const take = (name: string, shape: number[], key = PEFT_PREFIX + name) => {
@@ -556,7 +571,6 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
 
 /** PEFT's ADALORA: each module at the ranks its rank_pattern keeps (the file holds only those), scaled by α / init_r. */
 async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
-  c.unsupported('layers_to_transform', 'layers_to_transform', emptyOrNull);
   c.unsupported('use_dora', 'DoRA', (v) => v === undefined || v === null || v === false);
   const count = (key: string, fallback: number) => c.num(key, fallback, (v) => (Number.isInteger(v) && v >= 0 ? undefined : `expected a whole number ≥ 0, got ${v}`));
   const fraction = (key: string) => c.num(key, 0.85, (v) => (v > 0 && v < 1 ? undefined : `must be in (0, 1), got ${v}`));
@@ -576,7 +590,7 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
   if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'lora_only') c.fail('bias', `expected "none", "all" or "lora_only", got ${JSON.stringify(biasRaw)}`);
   const bias = biasRaw as LoraBias;
   const targets = c.targets('target_modules') ?? adaloraDefaultTargets(model.config.modelType);
-  const infos = selectTargets(c, model, 'target_modules', { targets, exclude: sel.exclude, modulesToSave: sel.modulesToSave });
+  const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   // rank_pattern: `<module>.lora_E` → which of the init_r ranks were kept.
   const raw = c.get('rank_pattern');
   let rankPattern: Record<string, boolean[]> | null = null;
@@ -598,6 +612,7 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
     bias,
     adalora: { targetR: schedule.targetR, tinit: schedule.tinit, tfinal: schedule.tfinal, deltaT: schedule.deltaT, beta1: schedule.beta1, beta2: schedule.beta2, orthRegWeight: schedule.orthRegWeight },
     ...(modulesToSave.length ? { modulesToSave } : {}),
+    ...(sel.layers ? { layers: sel.layers } : {}),
   };
   const totalRaw = c.get('total_step');
   const totalSteps = typeof totalRaw === 'number' && Number.isInteger(totalRaw) && totalRaw > 0 ? totalRaw : undefined;

@@ -214,6 +214,10 @@ export interface TargetSelection {
   modulesToSave?: readonly string[];
   /** The token embedding may be targeted (LoRA's lora_embedding_A/B): selectEmbeddings picks it. */
   embeddings?: boolean;
+  /** PEFT's layers_to_transform: only modules in these blocks (with a list of targets). */
+  layers?: readonly number[];
+  /** PEFT's layers_pattern: the name before the block index (`layers`, `h`); absent: the first numbered segment. */
+  layersPattern?: readonly string[];
 }
 
 /** A token embedding module LoRA can act on: its table is `<module>.weight`, [numEmbeddings, dim]. */
@@ -228,8 +232,21 @@ function selected(sel: TargetSelection, module: string, linear = false): boolean
   const mts = sel.modulesToSave ?? [];
   if (sel.exclude && (typeof sel.exclude === 'string' ? fullMatch(sel.exclude, module) : matchesTarget(sel.exclude, module))) return false;
   if (mts.length && insideModuleToSave(mts, module)) return false;
-  if (sel.targets === 'all-linear') return linear;
-  return matchesTarget(sel.targets, module);
+  if (sel.targets === 'all-linear') return linear && inLayers(sel, module);
+  if (typeof sel.targets === 'string') return fullMatch(sel.targets, module); // PEFT: a regex ignores layers_to_transform
+  if (sel.targets.includes(module)) return true; // a full path names its module whatever the layers
+  return matchesTarget(sel.targets, module) && inLayers(sel, module);
+}
+
+/** PEFT's layers_to_transform test: the block index in the module's path (after a layers_pattern name) is one of them. */
+function inLayers(sel: TargetSelection, module: string): boolean {
+  if (!sel.layers) return true;
+  const patterns = sel.layersPattern?.length ? sel.layersPattern.map((p) => new RegExp(`^.*?\\.${p}\\.(\\d+)\\.`, 'u')) : [/^.*?\.[^.]*\.(\d+)\./u];
+  for (const re of patterns) {
+    const m = re.exec(module);
+    if (m) return sel.layers.includes(Number(m[1]));
+  }
+  return false;
 }
 
 /** The token embedding a selection names (PEFT puts LoRA on an nn.Embedding its targets match). */
@@ -255,6 +272,9 @@ export function selectLinears(model: Model, sel: TargetSelection): LinearModuleI
     throw new Error(
       `target modules name the embedding ${named[0]}: ${sel.embeddings ? `LoRA acts on linear modules and the token embedding${token ? ` (${token})` : ''}` : 'this adapter acts on linear modules only (LoRA also on the token embedding)'}; train it whole with modulesToSave instead`,
     );
+  const blocks = new Set(all.map((m) => m.layer));
+  const missing = sel.layers?.find((l) => !blocks.has(l));
+  if (missing !== undefined) throw new Error(`layers: block ${missing} does not exist (this ${model.config.modelType} model has blocks 0 to ${Math.max(...blocks)})`);
   if (picked.length === 0 && !(sel.embeddings && token && selected(sel, token))) {
     const shown = typeof sel.targets === 'string' ? JSON.stringify(sel.targets) : `[${sel.targets.join(', ')}]`;
     throw new Error(`target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);

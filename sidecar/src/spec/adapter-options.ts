@@ -3,15 +3,15 @@ import type { AdapterKind, AdapterSpec, LoraInit } from '../../../src/protocol';
 
 type Option = Exclude<keyof AdapterSpec, 'kind'>;
 
-const LORA: Option[] = ['targets', 'r', 'alpha', 'dropout', 'rslora', 'bias', 'rankPattern', 'alphaPattern', 'init', 'calibRows', 'modulesToSave'];
+const LORA: Option[] = ['targets', 'layers', 'r', 'alpha', 'dropout', 'rslora', 'bias', 'rankPattern', 'alphaPattern', 'init', 'calibRows', 'modulesToSave'];
 
 export const ADAPTER_OPTIONS: Record<AdapterKind, readonly Option[]> = {
   lora: LORA,
   dora: LORA,
-  adalora: ['targets', 'r', 'alpha', 'dropout', 'bias', 'adalora', 'modulesToSave'],
-  loha: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
-  lokr: ['targets', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
-  vera: ['targets', 'r', 'dropout', 'bias', 'modulesToSave'],
+  adalora: ['targets', 'layers', 'r', 'alpha', 'dropout', 'bias', 'adalora', 'modulesToSave'],
+  loha: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
+  lokr: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
+  vera: ['targets', 'layers', 'r', 'dropout', 'bias', 'modulesToSave'],
   ia3: ['targets', 'modulesToSave'],
   ssf: ['targets', 'modulesToSave'],
   bottleneck: ['targets', 'bottleneck', 'modulesToSave'],
