@@ -75,9 +75,12 @@ describe('AdamW', () => {
     const o = { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, wd: 0.1 };
     const start: Record<string, number[][]> = { 'q.lora_A.weight': [[0.5, -1], [2, 0.25]], 'q.lora_B.weight': [[0.1, 0.2], [-0.3, 0.4]], 'q.bias': [[0.3, -0.2]] };
     const params = new Map<string, tf.Tensor>(Object.entries(start).map(([n, v]) => [n, n === 'q.bias' ? tf.tensor1d(v[0]!) : tf.tensor2d(v)]));
-    const scale = loraPlusScale(16, params);
+    const scale = loraPlusScale(16, params, o.lr);
     assert.deepEqual(Object.keys(start).map(scale), [1, 16, 16]);
-    assert.equal(loraPlusScale(undefined, params)('q.lora_B.weight'), 1);
+    assert.equal(loraPlusScale(undefined, params, o.lr)('q.lora_B.weight'), 1);
+    // LoRA on an embedding: PEFT's embedding group at loraplus_lr_embedding = 1e-6, whatever the ratio.
+    assert.equal(scale('model.embed_tokens.lora_embedding_A') * o.lr, 1e-6);
+    assert.equal(scale('model.embed_tokens.lora_embedding_B') * o.lr, 1e-6);
     const opt = new AdamW({ lr: o.lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: o.wd });
     const gradAt = (n: string, t: number) => start[n]!.flat().map((_, i) => Math.cos(2 + t + 5 * i));
     for (let t = 1; t <= 3; t++) {

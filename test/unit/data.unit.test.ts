@@ -447,6 +447,11 @@ describe('vocab.json + merges.txt (GPT2Tokenizer’s files, as OPT’s hub folde
     const spaced = loadTokenizer(write('gpt2-slow-prefix', { tokenizer_class: 'GPT2Tokenizer', add_prefix_space: true }).dir);
     assert.deepEqual(spaced.encode('the', false), [id('Ġthe')], 'add_prefix_space: a leading space');
     assert.equal(tokenizerMismatch(tok, 50272), undefined);
+    // clean_up_tokenization_spaces: transformers 5 leaves a BPE model's text alone unless told it may corrupt it.
+    const comma = [id('Ġthe'), id('Ġ'), id(',')];
+    assert.equal(loadTokenizer(write('gpt2-cleanup', { tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: true }).dir).decode(comma), ' the ,');
+    const forced = { tokenizer_class: 'GPT2Tokenizer', clean_up_tokenization_spaces: true, clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output: true };
+    assert.equal(loadTokenizer(write('gpt2-cleanup-forced', forced).dir).decode(comma), ' the,');
   });
 
   test('another tokenizer class (RoBERTa’s files look the same), or none beside a model that is not GPT-2 or OPT, is not guessed at: the byte-level fallback warns', () => {
@@ -463,7 +468,7 @@ describe('vocab.json + merges.txt (GPT2Tokenizer’s files, as OPT’s hub folde
 });
 
 describe('no tokenizer.json', () => {
-  test('a folder with only a slow tokenizer’s files that are not read (DeBERTa-v3’s spm.model) gets a warning that says how to write tokenizer.json', () => {
+  test('a folder with only a slow tokenizer’s files that are not read (an spm.model of no named DeBERTa tokenizer, as T5’s) gets a warning that says how to write tokenizer.json', () => {
     const dir = join(root, 'slow-tok');
     mkdirSync(dir, { recursive: true });
     writeFileSync(join(dir, 'spm.model'), 'x');

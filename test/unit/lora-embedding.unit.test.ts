@@ -132,14 +132,17 @@ describe('LoRA on token embeddings', () => {
       }
     });
 
-    it('kinds and inits that cannot act on an embedding say so; position tables are not targets', async () => {
+    it('kinds that cannot act on an embedding say so; data-aware inits leave it at the default init; position tables are not targets', async () => {
       const refused: [AdapterSpec, RegExp][] = [
         [{ kind: 'dora', targets: ['embed_tokens', 'q_proj'] }, /name the embedding model\.embed_tokens: this adapter acts on linear modules only \(LoRA also on the token embedding\); train it whole with modulesToSave/],
         [{ kind: 'ia3', targets: ['embed_tokens'] }, /name the embedding model\.embed_tokens/],
         [{ kind: 'loha', targets: ['embed_tokens'] }, /name the embedding model\.embed_tokens/],
-        [{ kind: 'lora', init: 'pissa', targets: ['embed_tokens', 'q_proj'] }, /init "pissa" acts on linear modules: LoRA on the embedding model\.embed_tokens takes the default init/],
       ];
-      for (const [spec, msg] of refused) await assert.rejects(createAdapter(model, spec, { seed: 0, inits: async () => new Map() }), msg, JSON.stringify(spec));
+      for (const [spec, msg] of refused) await assert.rejects(createAdapter(model, spec, { seed: 0 }), msg, JSON.stringify(spec));
+      // A data-aware init acts on the linear modules; the embedding's LoRA takes the default init (A = 0), as in PEFT.
+      const pissa = await createAdapter(model, { kind: 'lora', init: 'pissa', targets: ['embed_tokens'] }, { seed: 0, inits: async () => new Map() });
+      assert.ok(((await pissa.trainable.get('model.embed_tokens.lora_embedding_A')!.data()) as Float32Array).every((x) => x === 0));
+      pissa.dispose();
       const gpt2 = await Model.load(fixture('hf', 'gpt2-tiny'));
       try {
         await assert.rejects(createAdapter(gpt2, { kind: 'lora', targets: ['wpe'] }, { seed: 0 }), /name the embedding transformer\.wpe: LoRA acts on linear modules and the token embedding \(transformer\.wte\)/);
@@ -148,7 +151,7 @@ describe('LoRA on token embeddings', () => {
       }
     });
 
-    it('PEFT\'s saved copy of the base table must be the base model\'s', async () => {
+    it('PEFT\'s saved copy of the base table must be the base model\'s (to the rounding of the type it was saved in)', async () => {
       const dir = join(tmp, 'table');
       cpSync(join(__dirname, '..', 'fixtures', 'peft-methods', 'llama-lora-embed'), dir, { recursive: true });
       const file = join(dir, 'adapter_model.safetensors');
@@ -162,6 +165,12 @@ describe('LoRA on token embeddings', () => {
       const n = tf.memory().numTensors;
       await assert.rejects(loadPeftAdapter(model, dir), (e: unknown) => e instanceof InputError && e.where === key && /differs from the base model's embedding/.test(e.message));
       assert.equal(tf.memory().numTensors, n, 'a failed load leaks no tensors');
+      // A model trained in bf16 saves the table rounded to bf16 (round to nearest even): that is the base's.
+      const f32Bits = new Uint32Array(Float32Array.from(table.data as Float32Array).buffer);
+      const bf16 = Uint16Array.from(f32Bits, (b) => (b + 0x7fff + ((b >>> 16) & 1)) >>> 16);
+      t.set(key, { dtype: 'BF16', shape: table.shape, data: bf16 });
+      await writeSafetensors(file, t);
+      (await loadPeftAdapter(model, dir)).dispose();
     });
   });
 });

@@ -78,7 +78,8 @@ export function addAdalora(core: AdapterCore, modules: AdaloraModule[], opts: { 
     });
   });
   core.mergeParts.push(
-    additiveMergePart(core, modules, (mod) => {
+    // A module whose every rank was pruned adds nothing (and a matmul over an empty dimension is not defined everywhere).
+    additiveMergePart(core, modules.filter((m) => m.A.shape[0] > 0), (mod) => {
       const n = adaloraNames(mod.info.module);
       const d = tf.mul(tf.matMul(core.tensor(n.B), tf.mul(core.tensor(n.A), core.tensor(n.E))), opts.scale * core.scaleOf(mod.info.layer));
       return mod.info.fanInFanOut ? tf.transpose(d) : d;
@@ -240,12 +241,18 @@ export class RankAllocator {
     return { tensors, rankPattern: this.rankPattern };
   }
 
-  restore(tensors: ReadonlyMap<string, HostTensor>, rankPattern: Record<string, boolean[]> | null): void {
-    this.dispose();
+  /** Restores state() from a checkpoint; throws naming the tensor or module that does not fit this adapter. */
+  restore(tensors: ReadonlyMap<string, HostTensor>, rankPattern: Record<string, boolean[]> | null, shapeOf: (name: string) => readonly number[] | undefined): void {
     for (const [k, h] of tensors) {
-      if (k.startsWith('ipt.')) this.ipt.set(k.slice(4), tf.keep(toTf(h)));
-      else if (k.startsWith('unc.')) this.unc.set(k.slice(4), tf.keep(toTf(h)));
+      const name = k.replace(/^(ipt|unc)\./, '');
+      const shape = shapeOf(name);
+      if (name === k || !shape) throw new Error(`${k}: not a score of this adapter's tensors`);
+      if (shape.length !== h.shape.length || shape.some((d, i) => d !== h.shape[i])) throw new Error(`${k}: shape [${h.shape.join(', ')}] differs from the tensor's [${shape.join(', ')}]`);
     }
+    for (const [m, keep] of Object.entries(rankPattern ?? {}))
+      if (!this.ranks.has(m) || keep.length !== this.ranks.get(m)) throw new Error(`rank pattern of ${m}: not one of this adapter's modules at rank ${this.ranks.get(m) ?? '?'}`);
+    this.dispose();
+    for (const [k, h] of tensors) (k.startsWith('ipt.') ? this.ipt : this.unc).set(k.slice(4), tf.keep(toTf(h)));
     this.rankPattern = rankPattern;
   }
 

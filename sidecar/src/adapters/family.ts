@@ -257,6 +257,8 @@ export function buildAdalora(core: AdapterCore, setup: AdaloraSetup): void {
     begin(totalSteps) {
       const { tinit, tfinal, targetR, initR } = schedule;
       if (tinit >= totalSteps - tfinal) return `the schedule leaves no steps to allocate ranks in: tinit (${tinit}) must be below the run's ${totalSteps} steps less tfinal (${tfinal})`;
+      // The pattern is fixed at step total − tfinal from the scores of the steps before it: there must be one.
+      if (totalSteps - tfinal < 2) return `the rank pattern would be fixed at step ${totalSteps - tfinal}, before any step has scored the ranks: make tfinal (${tfinal}) at most ${totalSteps - 2}`;
       if (targetR > initR) return `targetR (${targetR}) exceeds the initial rank r (${initR})`;
       allocator?.dispose();
       allocator = new RankAllocator(targeted, ranks, schedule, totalSteps);
@@ -273,7 +275,7 @@ export function buildAdalora(core: AdapterCore, setup: AdaloraSetup): void {
     },
     restore(tensors, json) {
       const pattern = (json as { rankPattern?: Record<string, boolean[]> | null } | undefined)?.rankPattern ?? null;
-      allocator?.restore(tensors, pattern);
+      allocator?.restore(tensors, pattern, (name) => core.trainable.get(name)?.shape);
     },
     dispose: () => allocator?.dispose(),
   };

@@ -208,8 +208,7 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
   const targets = linearTargets(core, modulesToSave);
   const embeddings = selectEmbeddings(model, targetSelection(core, modulesToSave));
   const init = spec.init ?? 'default';
-  if (embeddings.length && DATA_AWARE_INITS.includes(init))
-    throw new Error(`init "${init}" acts on linear modules: LoRA on the embedding ${embeddings[0]!.module} takes the default init (leave it out of the targets, or use init "default")`);
+  // A data-aware init acts on the linear modules; a LoRA on the embedding takes PEFT's default init, as in PEFT.
   let inits: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }> | undefined;
   if (DATA_AWARE_INITS.includes(init)) {
     if (!provider) throw new Error(`LoRA init "${init}" needs the data-aware init module: pass opts.inits (a LoraInitProvider) to createAdapter`);

@@ -200,6 +200,10 @@ class WeightFile {
     this.used.add(name);
     return tf.tensor(toFloat32(e.t), [...shape], 'float32');
   }
+  /** The stored dtype of a tensor (F32, BF16, ...), if the file has it. */
+  dtypeOf(name: string): string | undefined {
+    return this.byName.get(name)?.t.dtype;
+  }
   /** Internal names with their file keys. */
   entries(): [string, string][] {
     return [...this.byName].map(([name, e]) => [name, e.key]);
@@ -387,7 +391,6 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const infos = selectTargets(c, model, 'target_modules', selection);
   const embeddingInfos = selectEmbeddings(model, selection);
   const init = initOf(initRaw);
-  if (embeddingInfos.length && init !== 'default' && init !== 'gaussian') c.fail('init_lora_weights', `${JSON.stringify(initRaw)} with LoRA on the embedding ${embeddingInfos[0]!.module} is not supported`);
   if (embeddingInfos.length && loraBias) c.fail('lora_bias', 'true with LoRA on an embedding (PEFT refuses it too)');
   if (!opts.residuals && init !== 'default' && init !== 'gaussian') {
     // PEFT Lab's adapter-init writes the residual base beside an unconverted data-aware adapter.
@@ -599,8 +602,11 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
     rankPattern = {};
     for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
       if (!Array.isArray(v) || v.length !== schedule.initR || !v.every((b) => typeof b === 'boolean')) c.fail(`rank_pattern.${k}`, `expected ${schedule.initR} (init_r) values true or false`);
-      rankPattern[k.replace(/\.lora_E$/, '')] = v as boolean[];
+      // Keys name E, with the adapter's name after it where the pattern was saved from a live model.
+      rankPattern[k.replace(/\.lora_E(\.[^.]+)?$/, '')] = v as boolean[];
     }
+    // PEFT then scales each module by its kept rank (not by init_r, as in training): its own logits change on load.
+    if (alpha <= 0) c.fail('lora_alpha', `${alpha} with a rank_pattern is not supported: PEFT scales each module by its kept rank after loading, unlike in training`);
   }
   const { modulesToSave } = sel;
   const spec: AdapterSpec = {
@@ -634,19 +640,26 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
   });
 }
 
+/** Half a unit in the last place, relative, of the float types a saved table may be in (the rounding its values got). */
+const ROUNDING: Record<string, { rel: number; abs: number }> = { F32: { rel: 0, abs: 0 }, F16: { rel: 2 ** -11, abs: 2 ** -25 }, BF16: { rel: 2 ** -8, abs: 0 } };
+
 /**
  * PEFT saves the base table of a targeted embedding beside its LoRA (`<module>.base_layer.weight`,
- * for the names in its EMBEDDING_LAYER_NAMES). It must be the base model's: LoRA trains no base weight.
+ * for the names in its EMBEDDING_LAYER_NAMES). It must be the base model's (LoRA trains no base
+ * weight), to the rounding of the type it was saved in (a model trained in bf16 saves a bf16 table).
  */
 async function checkSavedBaseTable(model: Model, weights: WeightFile, module: string): Promise<void> {
   const name = `${module}.weight`;
+  const key = `${PEFT_PREFIX}${module}.base_layer.weight`;
   const base = model.params.get(name)!;
-  const saved = weights.take(name, base.shape, true, `${PEFT_PREFIX}${module}.base_layer.weight`);
+  const dtype = weights.dtypeOf(name);
+  const saved = weights.take(name, base.shape, true, key);
   if (!saved) return;
-  const same = tf.tidy(() => tf.all(tf.equal(saved, base)));
+  const tol = ROUNDING[dtype ?? 'F32'] ?? { rel: 2 ** -8, abs: 0 };
+  const same = tf.tidy(() => tf.all(tf.lessEqual(tf.abs(tf.sub(saved, base)), tf.add(tf.mul(tf.abs(base), tol.rel), tol.abs))));
   const equal = (await same.data())[0] === 1;
   tf.dispose([same, saved]);
-  if (!equal) throw new InputError(weights.file, `${PEFT_PREFIX}${module}.base_layer.weight`, "differs from the base model's embedding: the adapter was saved on another base model (or one with a changed vocabulary)");
+  if (!equal) throw new InputError(weights.file, key, "differs from the base model's embedding: the adapter was saved on another base model (or one with a changed vocabulary)");
 }
 
 function selectTargets(c: ConfigFields, model: Model, key: string, sel: Parameters<typeof selectLinears>[1]): LinearModuleInfo[] {

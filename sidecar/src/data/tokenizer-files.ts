@@ -111,6 +111,13 @@ function gpt2TokenizerJson(modelDir: string, config: Record<string, unknown>, mo
   };
 }
 
+/**
+ * The Rust library's Punctuation pre-tokenizer: every punctuation character (ASCII's, and Unicode's
+ * P* categories) on its own. Written as a Split, as the JavaScript library's Punctuation keeps a run
+ * of them together.
+ */
+const PUNCTUATION_SPLIT = { type: 'Split', pattern: { Regex: '[\\p{P}!-/:-@\\[-`{-~]' }, behavior: 'Isolated', invert: false };
+
 /** Slow tokenizer classes built from a SentencePiece Unigram model the way DebertaV2Tokenizer builds them. */
 const DEBERTA_V2_CLASSES = new Set(['DebertaV2Tokenizer', 'DebertaV2TokenizerFast']);
 
@@ -139,18 +146,33 @@ function debertaV2TokenizerJson(modelDir: string, config: Record<string, unknown
   const unk = spm.pieces.findIndex((p) => p.piece === specials.unk_token && p.score === 0);
   const added = new Map<number, Record<string, unknown>>();
   const addedToken = (id: number, content: string, special: boolean) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special });
+  // The file's control and user-defined pieces, unless tokenizer_config.json lists its own additional
+  // special tokens (transformers then keeps those instead: a user-defined piece is tokenized as text).
+  const ownExtras = Array.isArray(config.additional_special_tokens);
   spm.pieces.forEach((p, id) => {
-    if (p.type === PIECE_TYPES.control || p.type === PIECE_TYPES.userDefined) added.set(id, addedToken(id, p.piece, p.type === PIECE_TYPES.control));
+    if (p.type === PIECE_TYPES.control || (p.type === PIECE_TYPES.userDefined && !ownExtras)) added.set(id, addedToken(id, p.piece, p.type === PIECE_TYPES.control));
   });
-  // The special tokens, in transformers' order of them; one the pieces lack gets the next free id.
-  let next = vocab.length;
+  // tokenizer_config.json's table of added tokens keeps its ids (newer hub folders write one).
   const idOf = new Map<string, number>();
-  for (const key of ['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token']) {
-    const t = specials[key];
+  const table = config.added_tokens_decoder;
+  if (table && typeof table === 'object' && !Array.isArray(table)) {
+    for (const [key, t] of Object.entries(table as Record<string, unknown>)) {
+      const id = Number(key);
+      const content = tokenText(t);
+      if (!Number.isInteger(id) || id < 0 || content === undefined) throw new InputError(join(modelDir, 'tokenizer_config.json'), `added_tokens_decoder.${key}`, 'expected a token id with an added token ({"content": ...})');
+      added.set(id, { ...addedToken(id, content, true), ...(t as Record<string, unknown>), id });
+      idOf.set(content, id);
+    }
+  }
+  // Then the special tokens, in transformers' order, and the config's additional special tokens:
+  // one neither the pieces nor the table has gets the next free id.
+  let next = Math.max(vocab.length, ...[...added.keys()].map((id) => id + 1));
+  const extra = ownExtras ? (config.additional_special_tokens as unknown[]).map(tokenText).filter((t): t is string => t !== undefined) : [];
+  for (const t of [...['bos_token', 'eos_token', 'unk_token', 'sep_token', 'pad_token', 'cls_token', 'mask_token'].map((k) => specials[k]), ...extra]) {
     if (t === undefined || idOf.has(t)) continue;
     const id = index.get(t) ?? next++;
     idOf.set(t, id);
-    added.set(id, addedToken(id, t, true));
+    if (!added.has(id)) added.set(id, addedToken(id, t, true));
   }
   const clsToken = specials.cls_token!;
   const sepToken = specials.sep_token!;
@@ -172,7 +194,7 @@ function debertaV2TokenizerJson(modelDir: string, config: Record<string, unknown
         { type: 'Strip', strip_left: false, strip_right: true },
       ],
     },
-    pre_tokenizer: { type: 'Sequence', pretokenizers: [...(config.split_by_punct === true ? [{ type: 'Punctuation', behavior: 'Isolated' }] : []), metaspace] },
+    pre_tokenizer: { type: 'Sequence', pretokenizers: [...(config.split_by_punct === true ? [PUNCTUATION_SPLIT] : []), metaspace] },
     post_processor: {
       type: 'TemplateProcessing',
       single: [special(clsToken, 0), seq('A', 0), special(sepToken, 0)],

@@ -172,6 +172,10 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
   const vocabSize = tok.get_vocab(true).size;
   const specials = specialTexts(config);
   const addedIds = new Map([...tok.get_added_tokens_decoder()].map(([id, t]) => [t.content, id]));
+  // transformers 5 removes spaces before punctuation only where the config asks (the library's default
+  // is to), and never for a BPE model unless told it may corrupt the text.
+  const bpe = (json.model as { type?: unknown } | null | undefined)?.type === 'BPE';
+  const cleanUp = config.clean_up_tokenization_spaces === true && (!bpe || config.clean_up_tokenization_spaces_for_bpe_even_though_it_will_corrupt_output === true);
   // The post-processor puts the template tokens around one text or two (ByteLevel's hands a pair back unjoined).
   const wrap = tok.post_processor as unknown as ((a: string[], b: string[] | null, specials: boolean) => { tokens: string[]; tokens_pair?: string[]; token_type_ids?: number[] }) | null;
   // RoBERTa's tokenizers, and any whose model_input_names leave them out, give the model no token types, whatever the template's.
@@ -234,8 +238,7 @@ export function loadTokenizer(modelDir: string): DataTokenizer {
       // The library refuses an empty list (a reply that is only the end of text).
       if (ids.length === 0) return '';
       try {
-        // transformers 5 cleans up spaces before punctuation only where the config asks (the library's default is to).
-        return tok.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: config.clean_up_tokenization_spaces === true });
+        return tok.decode(ids, { skip_special_tokens: true, clean_up_tokenization_spaces: cleanUp });
       } catch (e) {
         throw new InputError(file, '', `cannot decode ids with this tokenizer (${errorMessage(e)})`);
       }

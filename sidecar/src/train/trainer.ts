@@ -116,14 +116,18 @@ export function specDifferences(a: RunConfig, b: RunConfig): string[] {
 const now = () => new Date().toISOString();
 const NO_DECAY = /(\.bias$|norm|(^|\.)ln_|(^|\.)ln\.|layernorm)/i;
 
+/** PEFT's create_loraplus_optimizer default learning rate for LoRA on embeddings (loraplus_lr_embedding). */
+export const LORAPLUS_LR_EMBEDDING = 1e-6;
+
 /**
  * LoRA+ (Hayou et al., 2024; PEFT's create_loraplus_optimizer): the lora_B matrices and every
  * one-dimensional trainable tensor (biases, DoRA magnitudes) learn at `ratio` × the learning rate,
- * the rest at it. No ratio, or 1: plain AdamW.
+ * the rest at it; a LoRA on an embedding (lora_embedding_A/B) at PEFT's 1e-6, scheduled like the
+ * others (a scale of 1e-6 / `lr`). No ratio, or 1: plain AdamW.
  */
-export function loraPlusScale(ratio: number | undefined, trainable: ReadonlyMap<string, tf.Tensor>): (name: string) => number {
+export function loraPlusScale(ratio: number | undefined, trainable: ReadonlyMap<string, tf.Tensor>, lr: number): (name: string) => number {
   if (ratio === undefined || ratio === 1) return () => 1;
-  return (name) => (/(^|\.)lora_B(\.|$)/.test(name) || trainable.get(name)?.rank === 1 ? ratio : 1);
+  return (name) => (/\.lora_embedding_[AB]$/.test(name) ? LORAPLUS_LR_EMBEDDING / lr : /(^|\.)lora_B(\.|$)/.test(name) || trainable.get(name)?.rank === 1 ? ratio : 1);
 }
 
 function fmtDuration(s: number): string {
@@ -446,7 +450,7 @@ class Session {
           }
         }
         const lr = lrAt(step, cfg.optimizer.lr, cfg.schedule, totalSteps);
-        this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n), loraPlusScale(cfg.optimizer.loraPlusRatio, adapter.trainable));
+        this.opt.step(adapter.trainable, grads!, lr, (n) => !NO_DECAY.test(n), loraPlusScale(cfg.optimizer.loraPlusRatio, adapter.trainable, cfg.optimizer.lr));
         // After the update, with its gradients (AdaLoRA: score the ranks, mask E to the budget).
         const procedureMetrics = adapter.training ? await adapter.training.afterStep(step, grads!) : {};
         tf.dispose([...grads!.values()]);
@@ -661,7 +665,11 @@ class Session {
       steps.set(name, t);
     }
     this.opt.state = { step: ck.state.optimizerStep, steps, m, v };
-    adapter.training?.restore(ck.procedure, ck.state.procedure);
+    try {
+      adapter.training?.restore(ck.procedure, ck.state.procedure);
+    } catch (e) {
+      throw new InputError(join(dir, 'procedure.safetensors'), '', `cannot restore the ${adapter.spec.kind} training state: ${errorMessage(e)}`);
+    }
     order.restore(ck.state.data);
     return ck.state;
   }
