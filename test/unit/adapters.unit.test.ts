@@ -135,6 +135,10 @@ const CASES: Case[] = [
   { title: 'lokr', model: 'llama-tiny', spec: { kind: 'lokr', r: 2, alpha: 4 }, count: 2 * 160 },
   // VeRA r=16 on q, v: λ_b (out) and λ_d (r) each: 64 + 16 + 32 + 16 per layer; the projections are frozen.
   { title: 'vera', model: 'llama-tiny', spec: { kind: 'vera', r: 16 }, count: 2 * 128 },
+  // OFT on q, v (in 64): 2 blocks of 32, 32·31/2 = 496 entries each: 2·992 per layer.
+  { title: 'oft', model: 'llama-tiny', spec: { kind: 'oft' }, count: 2 * 2 * 992 },
+  // OFT with blocks of 8 on down_proj (in 128: 16 blocks) and q_proj (8 blocks), 28 entries each.
+  { title: 'oft (block size 8)', model: 'llama-tiny', spec: { kind: 'oft', blockSize: 8, targets: ['q_proj', 'down_proj'] }, count: 2 * 28 * (8 + 16) },
   // GPT-2 (Conv1D): LoRA on c_attn, 4·(64+192) per layer.
   { title: 'lora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'lora', r: 4, alpha: 16, dropout: 0.1 }, count: 4 * 1024 },
   { title: 'dora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'dora', r: 4, alpha: 16 }, count: 4 * (1024 + 192) },
@@ -614,6 +618,7 @@ describe('adapters', () => {
       { title: 'LoKr with both factors low-rank, classifier saved (BERT)', model: 'bert-cls-tiny', spec: { kind: 'lokr', r: 2, decomposeBoth: true } },
       { title: 'VeRA with bias "lora_only" (BERT; PEFT\'s vera_only)', model: 'bert-cls-tiny', spec: { kind: 'vera', r: 8, bias: 'lora_only' } },
       { title: 'VeRA (GPT-2, Conv1D, two shapes)', model: 'gpt2-tiny', spec: { kind: 'vera', r: 8, targets: ['c_attn', 'c_fc'] } },
+      { title: 'OFT with a block size that does not divide (BERT: 12 → 8, as PEFT adjusts it)', model: 'bert-cls-tiny', spec: { kind: 'oft', blockSize: 12 } },
     ];
     for (const c of roundTrip) {
       it(c.title, async () => {
@@ -626,7 +631,7 @@ describe('adapters', () => {
           await savePeftAdapter(dir, a, { baseModel: c.model });
           const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
           assert.equal(cfg.base_model_name_or_path, c.model);
-          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA' }[c.spec.kind as string] ?? 'LORA');
+          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA', oft: 'OFT' }[c.spec.kind as string] ?? 'LORA');
           if (c.spec.kind === 'ln-tuning') {
             // PEFT's layout: each norm module copied whole, under ln_tuning_layers.
             const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];

@@ -395,6 +395,7 @@ describe('the published schema', () => {
       init: 'gaussian', calibRows: 4, bottleneck: 16, mask: 'm.safetensors', modulesToSave: ['score'], decomposeBoth: true, decomposeFactor: 4,
       adalora: { targetR: 2, tinit: 1 },
       layers: [0, 2],
+      blockSize: 8,
     };
     const adapters: Record<string, unknown>[] = [];
     for (const kind of ADAPTER_KINDS) {

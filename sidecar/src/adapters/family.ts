@@ -11,6 +11,7 @@ import { addIa3, ia3Name, type Ia3Module } from './ia3';
 import { addLora, addLoraEmbeddings, host, loraEmbeddingExportTensors, loraExportTensors, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { adaloraNames, adaloraScale, addAdalora, orthogonalityPenalty, RankAllocator, type AdaloraModule, type AdaloraSchedule } from './adalora';
 import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lycoris';
+import { addOft, oftName, type OftModule } from './oft';
 import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
 import { layerOfPath, matchesModuleToSave } from './targets';
 
@@ -75,6 +76,15 @@ export interface AdaloraSetup extends Extras {
   rankPattern: Record<string, boolean[]> | null;
   /** The total_step a loaded config records (a trained one records the run's). */
   totalSteps?: number;
+}
+
+export interface OftSetup extends Extras {
+  /** The requested block size (each module's may be adjusted to divide its input size). */
+  blockSize: number;
+  /** The requested block count, when given instead (PEFT's r). */
+  r: number;
+  terms: number;
+  modules: OftModule[];
 }
 
 export interface Ia3Setup extends Extras {
@@ -428,6 +438,39 @@ export function buildVera(core: AdapterCore, setup: VeraSetup): void {
     out.set(`base_model.${VERA_A}`, await host(core.tensor(VERA_A)));
     out.set(`base_model.${VERA_B}`, await host(core.tensor(VERA_B)));
     return { config, tensors: out };
+  };
+}
+
+/** OFT (PEFT's OFT, with its Neumann-series Cayley transform). PEFT wraps nn.Linear only: no PEFT format on Conv1D. */
+export function buildOft(core: AdapterCore, setup: OftSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addOft(core, setup.modules);
+  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
+  if (conv1d.length) {
+    core.noExportReason = `PEFT has no OFT for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
+    return;
+  }
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const m of targeted) tensors.set(oftName(m), await host(core.tensor(oftName(m))));
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      ...commonConfig(core.model, 'OFT', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
+      bias: setup.bias === 'lora_only' ? 'oft_only' : setup.bias,
+      block_share: false,
+      coft: false,
+      eps: 6e-5,
+      exclude_modules: null,
+      fan_in_fan_out: false,
+      init_weights: true,
+      module_dropout: 0,
+      num_cayley_neumann_terms: setup.terms,
+      oft_block_size: setup.r ? 0 : setup.blockSize,
+      r: setup.r,
+      use_cayley_neumann: true,
+    };
+    return { config, tensors: prefixed(tensors) };
   };
 }
 

@@ -10,7 +10,8 @@ import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
 import { ADALORA_DEFAULTS, adaloraInit, type AdaloraSchedule } from './adalora';
-import { adapterModulesToSave, buildAdalora, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
+import { adapterModulesToSave, buildAdalora, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
+import { OFT_NEUMANN_TERMS, oftLayout } from './oft';
 import type { Ia3Module } from './ia3';
 import { loraEmbeddingInit, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { addLoldu, addSvfit } from './lowrank';
@@ -97,6 +98,9 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
       case 'vera':
         createVera(core);
         break;
+      case 'oft':
+        createOft(core);
+        break;
       case 'ia3':
         createIa3(core);
         break;
@@ -152,7 +156,7 @@ function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] 
 }
 
 /** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
-const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'adalora', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
+const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'adalora', 'oft', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
 
 /** modules_to_save (the spec's; for LN-tuning, with PEFT's head rule, as it exports them): full trainable copies of those modules' parameters. */
 function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
@@ -323,6 +327,17 @@ function createAdalora(core: AdapterCore): void {
   const schedule = adaloraSchedule(spec);
   const modules = buildAll(linearTargets(core, modulesToSave), (info, i) => adaloraInit(info, schedule.initR, core.seed * 100_003 + 2 * i), (m) => tf.dispose([m.A, m.E, m.B]));
   buildAdalora(core, { schedule, alpha: spec.alpha ?? LORA_DEFAULTS.alpha, dropout: spec.dropout ?? 0, bias: spec.bias ?? 'none', modulesToSave, modules, rankPattern: null });
+}
+
+/** PEFT's OFTConfig default block size. */
+export const OFT_DEFAULT_BLOCK_SIZE = 32;
+
+function createOft(core: AdapterCore): void {
+  const { model, spec } = core;
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
+  const blockSize = positiveInt(spec.blockSize ?? OFT_DEFAULT_BLOCK_SIZE, 'blockSize');
+  const modules = linearTargets(core, modulesToSave).map((info) => ({ info, terms: OFT_NEUMANN_TERMS, ...oftLayout(info.inFeatures, 0, blockSize) }));
+  buildOft(core, { blockSize, r: 0, terms: OFT_NEUMANN_TERMS, bias: 'none', modulesToSave, modules });
 }
 
 function createVera(core: AdapterCore): void {

@@ -23,13 +23,14 @@ import type { Model } from '../models/model';
 import type { ModelConfig } from '../models/config';
 import { AdapterCore } from './core';
 import { adaloraNames, type AdaloraModule, type AdaloraSchedule } from './adalora';
-import { buildAdalora, buildIa3, buildLora, buildLycoris, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
+import { buildAdalora, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
 import { createAdapter, loraScale, rankAndAlpha, VERA_DEFAULT_R } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
 import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
 import { loraEmbeddingNames, loraNames, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
+import { OFT_NEUMANN_TERMS, oftLayout, oftName, type OftModule } from './oft';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
 import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, adaloraDefaultTargets, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
@@ -217,7 +218,7 @@ class WeightFile {
 }
 
 /** The adapter tensors of a module in PEFT's files, by suffix (to find the module a key belongs to). */
-const ADAPTER_KEY = /\.(lora_[AB](\.weight)?|lora_E|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
+const ADAPTER_KEY = /\.(oft_R\.weight|lora_[AB](\.weight)?|lora_E|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
 
 /**
  * Adapter tensors of a module PEFT can wrap but PEFT Lab cannot (an `lm_head`, a convolution): named
@@ -296,8 +297,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const cfgFile = join(dir, ADAPTER_CONFIG);
   const c = await readConfigFile(cfgFile);
   const peftType = c.get('peft_type');
-  if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'IA3', 'LN_TUNING'].includes(peftType))
-    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, IA3 and LN_TUNING)`);
+  if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'OFT', 'IA3', 'LN_TUNING'].includes(peftType))
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, OFT, IA3 and LN_TUNING)`);
   const weights = await readAdapterWeights(dir);
   checkAdaptable(model, weights);
   const taskType = c.get('task_type');
@@ -342,6 +343,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   if (peftType === 'LOHA' || peftType === 'LOKR') return loadLycoris(c, model, weights, peftType === 'LOHA' ? 'loha' : 'lokr', sel);
   if (peftType === 'VERA') return loadVera(c, model, weights, sel);
   if (peftType === 'ADALORA') return loadAdalora(c, model, weights, sel);
+  if (peftType === 'OFT') return loadOft(c, model, weights, sel);
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
@@ -568,6 +570,43 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
     });
     const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
     buildVera(core, { r, dropout, bias, projections, seed, modulesToSave, modules, values });
+    tf.dispose([...values.values()]);
+  });
+}
+
+/** PEFT's OFT with the Neumann-series Cayley transform (its default); module_dropout acts in training only. */
+async function loadOft(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
+  c.unsupported('coft', 'constrained OFT (coft)', (v) => v === undefined || v === null || v === false);
+  c.unsupported('block_share', 'block_share', (v) => v === undefined || v === null || v === false);
+  c.unsupported('use_cayley_neumann', 'the exact Cayley transform (use_cayley_neumann false)', (v) => v === undefined || v === null || v === true);
+  const whole = (key: string, fallback: number) => c.num(key, fallback, (v) => (Number.isInteger(v) && v >= 0 ? undefined : `expected a whole number ≥ 0, got ${v}`));
+  const r = whole('r', 0);
+  const blockSize = whole('oft_block_size', 32);
+  if ((r === 0) === (blockSize === 0)) c.fail('oft_block_size', `OFT takes either r or oft_block_size, the other 0 (got r ${r}, oft_block_size ${blockSize})`);
+  const terms = c.int('num_cayley_neumann_terms', OFT_NEUMANN_TERMS);
+  const biasRaw = c.get('bias') ?? 'none';
+  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
+  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "oft_only", got ${JSON.stringify(biasRaw)}`);
+  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
+  const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
+  const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
+  const { modulesToSave } = sel;
+  const spec: AdapterSpec = {
+    kind: 'oft',
+    ...(Array.isArray(targets) ? { targets: [...targets] } : {}),
+    ...(blockSize ? { blockSize } : {}),
+    ...(modulesToSave.length ? { modulesToSave } : {}),
+    ...(sel.layers ? { layers: sel.layers } : {}),
+  };
+  return assemble(model, spec, weights, async (core, owned) => {
+    const modules: OftModule[] = infos.map((info) => {
+      const layout = oftLayout(info.inFeatures, r, blockSize);
+      const weight = weights.take(oftName(info.module), [layout.blocks, (layout.blockSize * (layout.blockSize - 1)) / 2])! as tf.Tensor2D;
+      owned.push(weight);
+      return { info, terms, ...layout, weight };
+    });
+    const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    buildOft(core, { blockSize, r, terms, bias, modulesToSave, modules, values });
     tf.dispose([...values.values()]);
   });
 }

@@ -11,6 +11,7 @@ export const ADAPTER_OPTIONS: Record<AdapterKind, readonly Option[]> = {
   adalora: ['targets', 'layers', 'r', 'alpha', 'dropout', 'bias', 'adalora', 'modulesToSave'],
   loha: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
   lokr: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
+  oft: ['targets', 'layers', 'blockSize', 'modulesToSave'],
   vera: ['targets', 'layers', 'r', 'dropout', 'bias', 'modulesToSave'],
   ia3: ['targets', 'modulesToSave'],
   ssf: ['targets', 'modulesToSave'],

@@ -20,6 +20,7 @@ export const ADAPTER_DESCRIPTIONS: Record<AdapterKind, string> = {
   loha: 'Hadamard product of two low-rank updates (LyCORIS LoHa)',
   lokr: 'Kronecker product of two small factors (LyCORIS LoKr)',
   vera: 'Shared frozen random projections, trained scaling vectors (fewest parameters)',
+  oft: 'Block-diagonal orthogonal rotation of each target\'s input (OFT)',
   ia3: 'Learned rescaling of keys, values and MLP activations',
   ssf: 'Learned scale and shift after each target module',
   bottleneck: 'Small down/up MLP adapters inside each block',
