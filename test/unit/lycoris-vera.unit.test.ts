@@ -164,7 +164,8 @@ describe('LoHa, LoKr, VeRA', () => {
       ['LoKr layout that does not match the file', 'bert-lokr', (c) => (c.decompose_both = false), 'base_model.model.bert.encoder.layer.0.attention.self.query.lokr_w1', /missing/],
       ['LoKr decompose_factor 0', 'llama-lokr', (c) => (c.decompose_factor = 0), 'decompose_factor', /-1 or a positive integer/],
       ['LoHa rank_pattern value', 'llama-loha', (c) => (c.rank_pattern = { down_proj: 0 }), 'rank_pattern.down_proj', /positive integer/],
-      ['LoHa layers_to_transform', 'llama-loha', (c) => (c.layers_to_transform = [0]), 'layers_to_transform', /not supported/],
+      ['LoHa layers_to_transform that leaves tensors of the file out', 'llama-loha', (c) => (c.layers_to_transform = [0]), 'base_model.model.model.layers.1.mlp.down_proj.hada_w1_a', /does not belong to any module targeted/],
+      ['LoHa layers_to_transform not a block index', 'llama-loha', (c) => (c.layers_to_transform = ['0']), 'layers_to_transform', /expected a block index or a list of them/],
     ];
     it('an adapted module PEFT Lab cannot adapt (PEFT\'s lm_head) is named as such', async () => {
       const dir = join(tmp, 'lm-head');
