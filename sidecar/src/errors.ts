@@ -30,3 +30,14 @@ export function errorMessage(e: unknown): string {
 
 export const WASM_ABORT =
   'the WebAssembly backend ran out of memory (its heap stops near 3.6 GiB): lower batchSize or data.maxLength, or use a native backend (@tensorflow/tfjs-node); the sidecar restarts to recover';
+
+/** A problem with one option of an adapter spec (`targets`, `layers`, `r`, ...), before the spec file is known. */
+export class AdapterOptionError extends Error {
+  constructor(
+    readonly option: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AdapterOptionError';
+  }
+}

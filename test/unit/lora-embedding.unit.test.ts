@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -16,6 +16,7 @@ import { loadPeftAdapter, savePeftAdapter } from '../../sidecar/src/adapters/pef
 import type { AdapterInstance } from '../../sidecar/src/adapters/types';
 import { InputError } from '../../sidecar/src/errors';
 import { readSafetensors, toInt32, writeSafetensors, type HostTensor } from '../../sidecar/src/io/safetensors';
+import { runImportance } from '../../sidecar/src/tasks/importance';
 import { Model } from '../../sidecar/src/models/model';
 import type { ModelInputs } from '../../sidecar/src/models/architecture';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
@@ -148,6 +149,33 @@ describe('LoRA on token embeddings', () => {
         await assert.rejects(createAdapter(gpt2, { kind: 'lora', targets: ['wpe'] }, { seed: 0 }), /name the embedding transformer\.wpe: LoRA acts on linear modules and the token embedding \(transformer\.wte\)/);
       } finally {
         gpt2.dispose();
+      }
+    });
+
+    it('importance scores an adapter with LoRA on the embedding, and one with an AdaLoRA module pruned to nothing', async () => {
+      const inputs = join(tmp, 'imp-inputs.safetensors');
+      const ids = { dtype: 'I32' as const, shape: [2, 6], data: Int32Array.from([1, 5, 9, 30, 2, 7, 4, 8, 15, 16, 23, 42]) };
+      await writeSafetensors(inputs, new Map([['input_ids', ids], ['labels', ids]]));
+      const pruned = join(tmp, 'pruned');
+      cpSync(join(__dirname, '..', 'fixtures', 'peft-adalora', 'llama-adalora'), pruned, { recursive: true });
+      const q0 = 'model.layers.0.self_attn.q_proj';
+      const cfgFile = join(pruned, 'adapter_config.json');
+      const cfg = JSON.parse(readFileSync(cfgFile, 'utf8')) as { rank_pattern: Record<string, boolean[]> };
+      cfg.rank_pattern[`${q0}.lora_E`] = Array<boolean>(6).fill(false);
+      writeFileSync(cfgFile, JSON.stringify(cfg));
+      const file = join(pruned, 'adapter_model.safetensors');
+      const t = await readSafetensors(file);
+      t.set(`base_model.model.${q0}.lora_A`, { dtype: 'F32', shape: [0, 64], data: new Float32Array(0) });
+      t.set(`base_model.model.${q0}.lora_E`, { dtype: 'F32', shape: [0, 1], data: new Float32Array(0) });
+      t.set(`base_model.model.${q0}.lora_B`, { dtype: 'F32', shape: [64, 0], data: new Float32Array(0) });
+      await writeSafetensors(file, t);
+      const ctx = { signal: new AbortController().signal, progress: () => undefined, log: () => undefined };
+      for (const adapter of [join(__dirname, '..', 'fixtures', 'peft-methods', 'llama-lora-embed'), pruned]) {
+        const out = join(tmp, `imp-${adapter.length}`);
+        const r = await runImportance({ kind: 'importance', model: fixture('hf', 'llama-tiny'), adapter, inputs, methods: ['fisher'], out }, ctx);
+        assert.equal(r.kind, 'importance');
+        const scores = await readSafetensors(join(out, 'scores.safetensors'));
+        assert.ok([...scores.keys()].some((k) => /lora_embedding_A|lora_E/.test(k)), `the adapter's tensors are scored: ${[...scores.keys()].slice(0, 3).join(', ')}`);
       }
     });
 

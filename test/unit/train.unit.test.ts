@@ -387,6 +387,20 @@ describe('training', () => {
     await assert.rejects(runTraining(config({ ...spec, adapter: { ...spec.adapter, adalora: { tinit: 6, tfinal: 2 } } }), { runDir: runDir(), ctx: recorder().ctx }), (e: unknown) => e instanceof InputError && e.where === 'adapter.adalora' && /tinit \(6\) must be below the run's 8 steps less tfinal \(2\)/.test(e.message));
   });
 
+  test('adapter option problems found once the model is loaded name the option: a tied head or an unknown module in modulesToSave, targets only inside modulesToSave, a block that does not exist', async () => {
+    const cases: [Record<string, unknown>, string, RegExp][] = [
+      [{ kind: 'lora', modulesToSave: ['lm_head'] }, 'adapter.modulesToSave', /modulesToSave names lm_head, which is tied to transformer\.wte \(one table for both\)/],
+      [{ kind: 'lora', modulesToSave: ['nonexistent_head'] }, 'adapter.modulesToSave', /which matches no module of this gpt2 model/],
+      [{ kind: 'lora', targets: ['wte'], modulesToSave: ['wte'] }, 'adapter.targets', /name only transformer\.wte, which modulesToSave trains whole/],
+      [{ kind: 'vera', layers: [9] }, 'adapter.layers', /layers: block 9 does not exist \(this gpt2 model has blocks 0 to 3\)/],
+    ];
+    for (const [adapter, where, msg] of cases) {
+      const e = await rejects(runTraining(config({ adapter, steps: 1 }), { runDir: runDir(), ctx: recorder().ctx }), InputError);
+      assert.equal(e.where, where, JSON.stringify(adapter));
+      assert.match(e.message, msg);
+    }
+  });
+
   test('early stopping ends the run when the eval loss stops improving', async () => {
     const cfg = config({ steps: 20, evalEvery: 1, logEvery: 5, earlyStopping: { patience: 2, minDelta: 100 }, data: { train: 'text.jsonl', evalSplit: 0.2, maxLength: 24 } });
     const dir = runDir();
@@ -681,7 +695,7 @@ describe('compare', () => {
     assert.deepEqual(lora!.curve.map((p) => p.step), [1, 2, 3]);
     assert.deepEqual(bitfit!.curve.map((p) => p.step), [1, 2], 'a variant may override steps');
     assert.ok(lora!.curve.at(-1)!.eval_loss !== undefined);
-    assert.match(broken!.error!, /adapter\): target modules .*no_such_module.* match no linear module/);
+    assert.match(broken!.error!, /adapter\.targets\): target modules .*no_such_module.* match no linear module/);
     assert.equal(broken!.curve.length, 0);
 
     // Again in the same folder: nothing left to train, and nothing measured is lost.

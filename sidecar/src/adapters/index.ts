@@ -5,6 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { AdapterSpec, LoraInit } from '../../../src/protocol';
+import { AdapterOptionError } from '../errors';
 import type { LinearModuleInfo } from '../models/architecture';
 import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
@@ -61,7 +62,7 @@ export function rankAndAlpha(module: string, r: number, alpha: number, rankPatte
 export const loraScale = (r: number, alpha: number, rslora: boolean) => (rslora ? alpha / Math.sqrt(r) : alpha / r);
 
 function positiveInt(v: number, what: string): number {
-  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${what} must be a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v <= 0) throw new AdapterOptionError(what.startsWith('rank of') ? 'rankPattern' : what, `${what} must be a positive integer, got ${v}`);
   return v;
 }
 
@@ -77,6 +78,23 @@ export function withFreshHeads(model: Model, spec: AdapterSpec): AdapterSpec {
   const covered = PEFT_HEAD_RULE.has(spec.kind) ? adapterModulesToSave(model, own) : own;
   const modules = [...new Set(model.freshHeads.map((p) => p.replace(/\.(weight|bias)$/, '')))].filter((m) => !insideModuleToSave(covered, m));
   return modules.length ? { ...spec, modulesToSave: [...own, ...modules] } : spec;
+}
+
+/**
+ * A run spec's own modulesToSave must each name parameters of the model: a name that matches none
+ * would train nothing, and a tied head (GPT-2's lm_head, which is wte's table) has none of its own.
+ */
+export function checkModulesToSave(model: Model, names: readonly string[] | undefined): void {
+  for (const name of names ?? []) {
+    if (moduleToSaveParams(model, [name]).length) continue;
+    const tied = Object.entries(model.aliases).find(([alias]) => alias.replace(/\.weight$/, '').endsWith(name));
+    throw new AdapterOptionError(
+      'modulesToSave',
+      tied
+        ? `modulesToSave names ${name}, which is tied to ${tied[1].replace(/\.weight$/, '')} (one table for both): name that module to train the two together`
+        : `modulesToSave names ${name}, which matches no module of this ${model.config.modelType} model`,
+    );
+  }
 }
 
 export async function createAdapter(model: Model, requested: AdapterSpec, opts: CreateOptions): Promise<AdapterInstance> {
@@ -283,7 +301,7 @@ function buildAll<I, M>(items: readonly I[], make: (item: I, index: number) => M
 /** LoKr's decompose_factor: −1 (near the square root) or a positive integer. */
 function decomposeFactorOf(spec: AdapterSpec): number {
   const f = spec.decomposeFactor ?? -1;
-  if (f !== -1 && (!Number.isInteger(f) || f <= 0)) throw new RangeError(`decomposeFactor must be -1 or a positive integer, got ${f}`);
+  if (f !== -1 && (!Number.isInteger(f) || f <= 0)) throw new AdapterOptionError('decomposeFactor', `decomposeFactor must be -1 or a positive integer, got ${f}`);
   return f;
 }
 

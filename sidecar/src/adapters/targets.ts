@@ -6,6 +6,7 @@
 import type { AdapterKind } from '../../../src/protocol';
 import type { LinearModuleInfo } from '../models/architecture';
 import { isEncoder, type ModelType } from '../models/config';
+import { AdapterOptionError } from '../errors';
 import type { Model } from '../models/model';
 
 /**
@@ -269,15 +270,20 @@ export function selectLinears(model: Model, sel: TargetSelection): LinearModuleI
   const embeddings = model.paramInfo().filter((p) => p.type === 'embedding').map((p) => p.name.replace(/\.weight$/, ''));
   const named = embeddings.filter((e) => selected(sel, e) && !(sel.embeddings && e === token));
   if (named.length)
-    throw new Error(
+    throw new AdapterOptionError(
+      'targets',
       `target modules name the embedding ${named[0]}: ${sel.embeddings ? `LoRA acts on linear modules and the token embedding${token ? ` (${token})` : ''}` : 'this adapter acts on linear modules only (LoRA also on the token embedding)'}; train it whole with modulesToSave instead`,
     );
   const blocks = new Set(all.map((m) => m.layer));
   const missing = sel.layers?.find((l) => !blocks.has(l));
-  if (missing !== undefined) throw new Error(`layers: block ${missing} does not exist (this ${model.config.modelType} model has blocks 0 to ${Math.max(...blocks)})`);
+  if (missing !== undefined) throw new AdapterOptionError('layers', `layers: block ${missing} does not exist (this ${model.config.modelType} model has blocks 0 to ${Math.max(...blocks)})`);
   if (picked.length === 0 && !(sel.embeddings && token && selected(sel, token))) {
     const shown = typeof sel.targets === 'string' ? JSON.stringify(sel.targets) : `[${sel.targets.join(', ')}]`;
-    throw new Error(`target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);
+    // Targets that only name modules trained whole (modules_to_save) select nothing: say which.
+    const linear = new Set(all.map((m) => m.module));
+    const saved = [...linear, ...embeddings].filter((m) => selected({ ...sel, modulesToSave: [] }, m, linear.has(m)) && !selected(sel, m, linear.has(m)));
+    if (saved.length) throw new AdapterOptionError('targets', `target modules ${shown} name only ${saved.slice(0, 3).join(', ')}${saved.length > 3 ? ', ...' : ''}, which modulesToSave trains whole: an adapter cannot act inside it too`);
+    throw new AdapterOptionError('targets', `target modules ${shown} match no linear module of this ${model.config.modelType} model (modules are named like ${all[0]?.module ?? '?'})`);
   }
   return picked;
 }

@@ -133,7 +133,7 @@ export class ImportanceAccumulator {
         return wrapped ? wrapped(x, layer, base, f) : base(x);
       });
     }
-    return { linear, ...(inner?.taps ? { taps: inner.taps } : {}) };
+    return { ...inner, linear };
   }
 
   /** Per-entry scores by method (new tensors; the caller disposes). `value(name)` is w for Taylor. */

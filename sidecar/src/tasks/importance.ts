@@ -158,7 +158,8 @@ export async function runImportance(p: ImportanceJobParams, ctx: JobContext): Pr
     const extra = adapter?.overrides();
     if (adapter) {
       const have = new Set(targets.map((t) => t.name));
-      for (const n of adapter.trainable.keys()) if (!have.has(n)) targets.push({ name: n, source: 'adapter', layer: adapter.layerOf(n), type: typeOfPath(typeMap, n) });
+      // An empty tensor (an AdaLoRA module with every rank pruned) takes no part in the loss: nothing to score.
+      for (const [n, t] of adapter.trainable) if (!have.has(n) && t.size > 0) targets.push({ name: n, source: 'adapter', layer: adapter.layerOf(n), type: typeOfPath(typeMap, n) });
     }
     const names = targets.map((t) => t.name);
     const value = (n: string): tf.Tensor => extra?.get(n) ?? model.params.get(n)!;

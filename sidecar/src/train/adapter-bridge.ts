@@ -2,12 +2,12 @@
  * Where the training loop meets the adapter zoo: building the run's adapter (with the data-aware
  * init provider and its calibration rows) and saving the final adapter.
  */
-import { createAdapter, type AdapterInstance } from '../adapters';
+import { checkModulesToSave, createAdapter, type AdapterInstance } from '../adapters';
 import { CALIBRATED_INITS, loraInitProvider, RESIDUAL_INITS } from '../adapters/inits';
 import type { CalibrationRow } from '../adapters/inits/calibration';
 import { savePeftAdapter, writePeftLora } from '../adapters/peft';
 import type { LoadedData } from '../data/dataset';
-import { InputError } from '../errors';
+import { AdapterOptionError, InputError } from '../errors';
 import type { HostTensor } from '../io/safetensors';
 import { fromTf } from '../io/tensors';
 import type { Model } from '../models/model';
@@ -37,11 +37,12 @@ export async function createRunAdapter(model: Model, cfg: RunConfig, data: Loade
       }
       inits = loraInitProvider(init, calib, { seed: cfg.seed });
     }
+    checkModulesToSave(model, spec.modulesToSave);
     return await createAdapter(model, spec, { seed: cfg.seed, ...(inits ? { inits } : {}) });
   } catch (e) {
     if (e instanceof InputError) throw e;
-    // Adapter construction problems come from the spec's adapter section.
-    throw new InputError(cfg.specFile, 'adapter', (e as Error).message);
+    // Adapter construction problems come from the spec's adapter section (an option of it, where known).
+    throw new InputError(cfg.specFile, e instanceof AdapterOptionError ? `adapter.${e.option}` : 'adapter', (e as Error).message);
   }
 }
 
