@@ -3,6 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { initBackend } from '../../sidecar/src/backend';
+import { vitRuntimeName } from '../../sidecar/src/models/vit';
 import type { BackendPreference } from '../../src/protocol';
 
 export const SHARED = join(__dirname, '..', '..', '..', 'shared');
@@ -49,11 +50,5 @@ export async function assertNoLeak<T>(fn: () => Promise<T> | T): Promise<T> {
  * fixtures' reference gradients use the run-time names; ours are named as in model.safetensors.
  */
 export function refGradName(name: string): string {
-  if (!name.startsWith('vit.')) return name;
-  return name
-    .replace(/^vit\.encoder\.layer\./, 'vit.layers.')
-    .replace(/\.attention\.attention\.(query|key|value)\./, (_m, p: string) => `.attention.${{ query: 'q', key: 'k', value: 'v' }[p]}_proj.`)
-    .replace(/\.attention\.output\.dense\./, '.attention.o_proj.')
-    .replace(/^(vit\.layers\.\d+)\.intermediate\.dense\./, '$1.mlp.fc1.')
-    .replace(/^(vit\.layers\.\d+)\.output\.dense\./, '$1.mlp.fc2.');
+  return name.startsWith('vit.') ? vitRuntimeName(name) : name;
 }

@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadPeftAdapter } from '../../sidecar/src/adapters/peft';
 import { readSafetensors, toFloat32, toInt32, type HostTensor } from '../../sidecar/src/io/safetensors';
+import type { ModelInputs } from '../../sidecar/src/models/architecture';
 import { Model } from '../../sidecar/src/models/model';
 import { assertClose, assertNoLeak, fixture, relMaxError, useTestBackend } from '../helpers/numeric';
 
 const DIR = join(__dirname, '..', 'fixtures', 'peft-methods');
 const ADAPTERS = readdirSync(DIR, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
-const BASES: Record<string, string> = { llama: 'llama-tiny', bert: 'bert-cls-tiny', gpt2: 'gpt2-tiny' };
+const BASES: Record<string, string> = { llama: 'llama-tiny', bert: 'bert-cls-tiny', gpt2: 'gpt2-tiny', vit: 'vit-tiny' };
 
 describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/peft-methods)', () => {
   before(async () => {
@@ -24,7 +25,7 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
   });
 
   it('covers each method on a decoder and a classifier, VeRA on Conv1D, LoRA on a tied embedding', () => {
-    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft'])
+    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft', 'vit-lora', 'vit-loha'])
       assert.ok(ADAPTERS.includes(a), a);
   });
 
@@ -36,9 +37,12 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
       const adapter = await loadPeftAdapter(model, dir);
       const int2d = (t: HostTensor) => tf.tensor2d(toInt32(t), t.shape as [number, number], 'int32');
       const mask = refs.get('attention_mask');
-      const inputs = { inputIds: int2d(refs.get('input_ids')!), ...(mask ? { attentionMask: int2d(mask) } : {}) };
+      const pixels = refs.get('pixel_values');
+      const inputs: ModelInputs = pixels
+        ? { pixelValues: tf.tensor4d(toFloat32(pixels), pixels.shape as [number, number, number, number]) }
+        : { inputIds: int2d(refs.get('input_ids')!), ...(mask ? { attentionMask: int2d(mask) } : {}) };
       const labelRef = refs.get('labels');
-      const labels = labelRef ? tf.tensor1d(toInt32(labelRef), 'int32') : inputs.inputIds;
+      const labels = labelRef ? tf.tensor1d(toInt32(labelRef), 'int32') : inputs.inputIds!;
       try {
         const run = (opts: Parameters<Model['forward']>[1]) => tf.tidy(() => model.forward(inputs, opts).dataSync() as Float32Array);
         const want = toFloat32(refs.get('logits')!);
@@ -46,7 +50,9 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
         assertClose(`${name} logits`, run({ hooks: adapter.hooks, overrides: adapter.overrides() }), want, 2e-5);
 
         const names = [...adapter.trainable.keys()];
-        const refGrads = new Map([...refs].filter(([k]) => k.startsWith('grad:')).map(([k, t]) => [k.slice(5).replace('.base_layer.', '.'), toFloat32(t)]));
+        // PEFT's names are transformers 5's run-time ones (ViT's differ from its checkpoint's).
+        const ours = (k: string) => (model.arch.checkpointName ? model.arch.checkpointName(k) : k);
+        const refGrads = new Map([...refs].filter(([k]) => k.startsWith('grad:')).map(([k, t]) => [ours(k.slice(5).replace('.base_layer.', '.')), toFloat32(t)]));
         assert.deepEqual([...names].sort(), [...refGrads.keys()].sort(), 'the trained tensors are the ones PEFT trains');
         await assertNoLeak(() => {
           const { loss, grads } = model.lossAndGrads(names, inputs, labels, { hooks: adapter.hooks, extra: adapter.overrides() });
@@ -70,7 +76,7 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
         assert.equal(full.length, adapter.hooks.linear!.size + (adapter.hooks.embeddings?.size ?? 0));
         for (const m of full) assert.ok(short.some((s) => m.endsWith(`.${s}`)), m);
       } finally {
-        tf.dispose([...Object.values(inputs), labels]);
+        tf.dispose([...(Object.values(inputs) as tf.Tensor[]), ...(labelRef ? [labels] : [])]);
         adapter.dispose();
         model.dispose();
       }

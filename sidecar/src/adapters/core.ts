@@ -201,7 +201,9 @@ export class AdapterCore implements AdapterInstance {
 
   async exportPeft(): Promise<PeftExport> {
     if (!this.exporter) throw new Error(this.peftFormatProblem());
-    return this.exporter();
+    const out = await this.exporter();
+    const rt = this.model.arch.runtimeName;
+    return rt ? runtimeNamed(out, rt) : out;
   }
 
   dispose(): void {
@@ -215,6 +217,25 @@ export class AdapterCore implements AdapterInstance {
     this.frozen.clear();
     this.scaledCache.clear();
   }
+}
+
+/**
+ * An export under the model's run-time names (transformers 5's, which PEFT's files use: ViT's
+ * modules were renamed): tensor keys, and the module lists and patterns of adapter_config.json.
+ */
+function runtimeNamed(exp: PeftExport, rt: (path: string) => string): PeftExport {
+  const prefix = 'base_model.model.';
+  const tensors = new Map([...exp.tensors].map(([k, v]) => [k.startsWith(prefix) ? prefix + rt(k.slice(prefix.length)) : k, v]));
+  const config = { ...exp.config };
+  for (const key of ['target_modules', 'feedforward_modules', 'modules_to_save']) {
+    const v = config[key];
+    if (Array.isArray(v)) config[key] = v.map((x) => (typeof x === 'string' ? rt(x) : x));
+  }
+  for (const key of ['rank_pattern', 'alpha_pattern']) {
+    const v = config[key];
+    if (v && typeof v === 'object' && !Array.isArray(v)) config[key] = Object.fromEntries(Object.entries(v).map(([k, x]) => [rt(k), x]));
+  }
+  return { config, tensors };
 }
 
 /** Replaces `out[name]` by `value`, disposing the tensor it replaces. */

@@ -159,14 +159,19 @@ async function readConfigFile(file: string): Promise<ConfigFields> {
 /** Keys of tensors PEFT keeps on the tuner rather than a module (VeRA's shared projections), by internal name. */
 const TUNER_KEYS: Record<string, string> = { [`base_model.${VERA_A}`]: VERA_A, [`base_model.${VERA_B}`]: VERA_B };
 
-/** File keys without PEFT's prefix and wrappers: `base_layer.` and `modules_to_save.` segments dropped. */
-function internalKey(key: string): string | undefined {
+/**
+ * File keys without PEFT's prefix and wrappers (`base_layer.` and `modules_to_save.` segments
+ * dropped), under the checkpoint's names where the model's run-time ones differ (ViT's).
+ */
+function internalKey(key: string, checkpointName: (path: string) => string = (p) => p): string | undefined {
   if (TUNER_KEYS[key]) return TUNER_KEYS[key];
   if (!key.startsWith(PEFT_PREFIX)) return undefined;
-  return key
-    .slice(PEFT_PREFIX.length)
-    .replace(/\.base_layer\./g, '.')
-    .replace(/\.modules_to_save(\.default)?\./g, '.');
+  return checkpointName(
+    key
+      .slice(PEFT_PREFIX.length)
+      .replace(/\.base_layer\./g, '.')
+      .replace(/\.modules_to_save(\.default)?\./g, '.'),
+  );
 }
 
 /** Tensors of adapter_model.safetensors under internal names, each checked and consumed once. */
@@ -176,9 +181,10 @@ class WeightFile {
   constructor(
     readonly file: string,
     raw: Map<string, HostTensor>,
+    checkpointName?: (path: string) => string,
   ) {
     for (const [key, t] of raw) {
-      const name = internalKey(key);
+      const name = internalKey(key, checkpointName);
       if (name === undefined) throw new InputError(file, key, `tensor name does not start with "${PEFT_PREFIX}"`);
       // With bias="all", PEFT also saves the biases inside a modules_to_save wrapper: the frozen
       // original (the base model's own) and the trained copy again under `modules_to_save.`.
@@ -282,12 +288,12 @@ function initOf(v: unknown): LoraInit {
  * An adapter folder's weights: adapter_model.safetensors, else the adapter_model.bin older PEFT
  * versions wrote (read without running its pickle).
  */
-async function readAdapterWeights(dir: string): Promise<WeightFile> {
+async function readAdapterWeights(dir: string, checkpointName?: (path: string) => string): Promise<WeightFile> {
   const file = join(dir, ADAPTER_WEIGHTS);
   const has = (f: string) => fsp.access(f).then(() => true, () => false);
-  if (await has(file)) return new WeightFile(file, await readSafetensors(file));
+  if (await has(file)) return new WeightFile(file, await readSafetensors(file), checkpointName);
   const bin = join(dir, ADAPTER_WEIGHTS_BIN);
-  if (await has(bin)) return new WeightFile(bin, await readTorchStateDict(bin));
+  if (await has(bin)) return new WeightFile(bin, await readTorchStateDict(bin), checkpointName);
   throw new InputError(file, '', `missing (nor is there an ${ADAPTER_WEIGHTS_BIN})`);
 }
 
@@ -299,7 +305,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const peftType = c.get('peft_type');
   if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'OFT', 'IA3', 'LN_TUNING'].includes(peftType))
     c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, OFT, IA3 and LN_TUNING)`);
-  const weights = await readAdapterWeights(dir);
+  const checkpointName = model.arch.checkpointName;
+  const weights = await readAdapterWeights(dir, checkpointName ? (p) => checkpointName(p) : undefined);
   checkAdaptable(model, weights);
   const taskType = c.get('task_type');
   const mtsRaw = c.stringList('modules_to_save') ?? [];
@@ -355,7 +362,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     const spec: AdapterSpec = { kind: 'ia3', ...(Array.isArray(targets) ? { targets: [...targets] } : {}), ...(modulesToSave.length ? { modulesToSave } : {}) };
     return assemble(model, spec, weights, async (core, owned) => {
       const modules: Ia3Module[] = infos.map((info) => {
-        const feedForward = matchesFeedforward(ff, info.module);
+        const feedForward = matchesFeedforward(ff, info.module) || (model.arch.runtimeName ? matchesFeedforward(ff, model.arch.runtimeName(info.module)) : false);
         const l = weights.take(ia3Name(info.module), feedForward ? [1, info.inFeatures] : [info.outFeatures, 1])! as tf.Tensor2D;
         owned.push(l);
         return { info, feedForward, l };
@@ -642,7 +649,8 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
     for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
       if (!Array.isArray(v) || v.length !== schedule.initR || !v.every((b) => typeof b === 'boolean')) c.fail(`rank_pattern.${k}`, `expected ${schedule.initR} (init_r) values true or false`);
       // Keys name E, with the adapter's name after it where the pattern was saved from a live model.
-      rankPattern[k.replace(/\.lora_E(\.[^.]+)?$/, '')] = v as boolean[];
+      const module = k.replace(/\.lora_E(\.[^.]+)?$/, '');
+      rankPattern[model.arch.checkpointName ? model.arch.checkpointName(module) : module] = v as boolean[];
     }
     // PEFT then scales each module by its kept rank (not by init_r, as in training): its own logits change on load.
     if (alpha <= 0) c.fail('lora_alpha', `${alpha} with a rank_pattern is not supported: PEFT scales each module by its kept rank after loading, unlike in training`);

@@ -219,6 +219,8 @@ export interface TargetSelection {
   layers?: readonly number[];
   /** PEFT's layers_pattern: the name before the block index (`layers`, `h`); absent: the first numbered segment. */
   layersPattern?: readonly string[];
+  /** The model's run-time names (Architecture.runtimeName), which PEFT's configs use. */
+  runtimeName?: (path: string) => string;
 }
 
 /** A token embedding module LoRA can act on: its table is `<module>.weight`, [numEmbeddings, dim]. */
@@ -230,13 +232,22 @@ export interface EmbeddingModuleInfo {
 
 /** Whether a target selection names `module` (PEFT's rules, exclusions and modules_to_save included; "all-linear" names every linear one). */
 function selected(sel: TargetSelection, module: string, linear = false): boolean {
+  // PEFT matches the run-time name (transformers 5 renamed ViT's modules); PEFT Lab's own names match too.
+  const names = sel.runtimeName && sel.runtimeName(module) !== module ? [module, sel.runtimeName(module)] : [module];
   const mts = sel.modulesToSave ?? [];
-  if (sel.exclude && (typeof sel.exclude === 'string' ? fullMatch(sel.exclude, module) : matchesTarget(sel.exclude, module))) return false;
-  if (mts.length && insideModuleToSave(mts, module)) return false;
+  const exclude = sel.exclude;
+  if (exclude && names.some((n) => (typeof exclude === 'string' ? fullMatch(exclude, n) : matchesTarget(exclude, n)))) return false;
+  if (mts.length && names.some((n) => insideModuleToSave(mts, n))) return false;
   if (sel.targets === 'all-linear') return linear && inLayers(sel, module);
-  if (typeof sel.targets === 'string') return fullMatch(sel.targets, module); // PEFT: a regex ignores layers_to_transform
-  if (sel.targets.includes(module)) return true; // a full path names its module whatever the layers
-  return matchesTarget(sel.targets, module) && inLayers(sel, module);
+  const targets = sel.targets;
+  if (typeof targets === 'string') return names.some((n) => fullMatch(targets, n)); // PEFT: a regex ignores layers_to_transform
+  if (names.some((n) => targets.includes(n))) return true; // a full path names its module whatever the layers
+  return names.some((n) => matchesTarget(targets, n)) && inLayers(sel, module);
+}
+
+function withRuntimeNames(model: Model, sel: TargetSelection): TargetSelection {
+  const rt = model.arch.runtimeName;
+  return rt && !sel.runtimeName ? { ...sel, runtimeName: (p) => rt(p) } : sel;
 }
 
 /** PEFT's layers_to_transform test: the block index in the module's path (after a layers_pattern name) is one of them. */
@@ -251,7 +262,8 @@ function inLayers(sel: TargetSelection, module: string): boolean {
 }
 
 /** The token embedding a selection names (PEFT puts LoRA on an nn.Embedding its targets match). */
-export function selectEmbeddings(model: Model, sel: TargetSelection): EmbeddingModuleInfo[] {
+export function selectEmbeddings(model: Model, selection: TargetSelection): EmbeddingModuleInfo[] {
+  const sel = withRuntimeNames(model, selection);
   const module = model.arch.tokenEmbedding?.(model.config);
   if (!module || !selected(sel, module)) return [];
   const [numEmbeddings, dim] = model.params.get(`${module}.weight`)!.shape as [number, number];
@@ -263,7 +275,8 @@ export function selectEmbeddings(model: Model, sel: TargetSelection): EmbeddingM
  * matches (PEFT raises too), and when the targets name an embedding the adapter cannot act on
  * (rather than leave it out unnoticed). `"all-linear"` is every hookable linear module.
  */
-export function selectLinears(model: Model, sel: TargetSelection): LinearModuleInfo[] {
+export function selectLinears(model: Model, selection: TargetSelection): LinearModuleInfo[] {
+  const sel = withRuntimeNames(model, selection);
   const all = hookableLinears(model);
   const picked = all.filter((m) => selected(sel, m.module, true));
   const token = model.arch.tokenEmbedding?.(model.config);

@@ -118,5 +118,13 @@ export interface Architecture<C extends ModelConfig = ModelConfig> {
   blockPrefix(cfg: C, layer: number): string;
   /** The token embedding module (its table is `<module>.weight`), looked up through Forward.embed; none for pixel inputs. */
   tokenEmbedding?(cfg: C): string;
+  /**
+   * A module or parameter path as transformers 5 names it at run time, where that differs from the
+   * checkpoint's name PEFT Lab uses (ViT's `vit.encoder.layer.N.attention.attention.query` is
+   * `vit.layers.N.attention.q_proj`): PEFT's files and target_modules use the run-time names.
+   */
+  runtimeName?(path: string): string;
+  /** The inverse of runtimeName: a run-time path back to the checkpoint's (other paths unchanged). */
+  checkpointName?(path: string): string;
 }
 

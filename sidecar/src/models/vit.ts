@@ -25,6 +25,8 @@ export const vit: Architecture<VitConfig> = {
   inputKind: 'pixels',
   task: 'image-classification',
   blockPrefix: (_cfg, i) => block(i),
+  runtimeName: vitRuntimeName,
+  checkpointName: vitCheckpointName,
 
   params(cfg) {
     const d = cfg.hiddenSize;
@@ -88,3 +90,23 @@ export const vit: Architecture<VitConfig> = {
 
   loss: (cfg, logits, labels) => classificationLoss(cfg.problemType, cfg.numLabels, logits, labels),
 };
+
+/** transformers 5's run-time names of ViT's checkpoint paths (its modeling file renamed the modules; checkpoints keep the old keys). */
+export function vitRuntimeName(path: string): string {
+  return path
+    .replace(/^vit\.encoder\.layer\.(\d+)\./, 'vit.layers.$1.')
+    .replace(/\.attention\.attention\.(query|key|value)(?=\.|$)/, (_m, p: string) => `.attention.${p[0]}_proj`)
+    .replace(/\.attention\.output\.dense(?=\.|$)/, '.attention.o_proj')
+    .replace(/^(vit\.layers\.\d+)\.intermediate\.dense(?=\.|$)/, '$1.mlp.fc1')
+    .replace(/^(vit\.layers\.\d+)\.output\.dense(?=\.|$)/, '$1.mlp.fc2');
+}
+
+/** The inverse of vitRuntimeName (checkpoint paths pass through unchanged). */
+export function vitCheckpointName(path: string): string {
+  return path
+    .replace(/^vit\.layers\.(\d+)\./, 'vit.encoder.layer.$1.')
+    .replace(/\.attention\.([qkv])_proj(?=\.|$)/, (_m, p: string) => `.attention.attention.${{ q: 'query', k: 'key', v: 'value' }[p]}`)
+    .replace(/\.attention\.o_proj(?=\.|$)/, '.attention.output.dense')
+    .replace(/^(vit\.encoder\.layer\.\d+)\.mlp\.fc1(?=\.|$)/, '$1.intermediate.dense')
+    .replace(/^(vit\.encoder\.layer\.\d+)\.mlp\.fc2(?=\.|$)/, '$1.output.dense');
+}
