@@ -115,7 +115,7 @@ describe('evaluate job', () => {
     await assert.rejects(runJob({ kind: 'evaluate', runs: [runDir], data: bad, out: join(root, 'y.json') }, cliContext()), /bad\.jsonl.*(line 2|:2)/);
   });
 
-  it("a classifier is scored with its trained head (the base has none): the fine-tune's figures are the trainer's", async () => {
+  it("a classifier: the fine-tune's figures are the trainer's, and the base's its zero-shot baseline (with the checkpoint's head)", async () => {
     cpSync(join(REPO, '..', 'shared', 'fixtures', 'hf', 'bert-cls-tiny'), join(root, 'bert-cls-tiny'), { recursive: true });
     const cls = (i: number) => JSON.stringify({ text: i % 2 ? 'good fun film' : 'bad dull film', label: i % 2 ? 'pos' : 'neg' });
     writeFileSync(join(root, 'cls-train.jsonl'), Array.from({ length: 12 }, (_, i) => cls(i)).join('\n'));
@@ -131,6 +131,8 @@ describe('evaluate job', () => {
     assert.ok(Math.abs(run.finetuned.loss - s.evalLoss!) <= 1e-5 * Math.max(1, s.evalLoss!), `${run.finetuned.loss} vs ${s.evalLoss}`);
     assert.equal(run.finetuned.metric, s.evalMetric);
     assert.ok(Number.isFinite(run.base.loss) && run.base.metric !== undefined);
+    // The base checkpoint has its own head: the base is scored with it, as the trainer's zero-shot baseline.
+    assert.ok(Math.abs(run.base.loss - s.baselineEvalLoss!) <= 1e-5 * Math.max(1, s.baselineEvalLoss!), `${run.base.loss} vs ${s.baselineEvalLoss}`);
     // A file with one of the classes only numbers its labels as the training data did: "pos" rows
     // score as the same rows with the class id the run learned for "pos" (1 of neg, pos).
     writeFileSync(join(root, 'cls-pos.jsonl'), Array.from({ length: 4 }, () => cls(1)).join('\n'));

@@ -50,9 +50,11 @@ export async function runEvaluate(p: EvaluateJobParams, ctx: JobContext): Promis
       const adapter = await loadAnyAdapter(model, dir);
       try {
         const overrides = adapter.overrides();
-        // A classifier's head is the run's own (the base has none); it goes with the base's score too.
+        // A head the base checkpoint lacks (a fresh classifier) is the run's own: it goes with the base's score too.
+        // A base with its own head is scored with it, as the trainer's zero-shot baseline is.
         const carried = new Map<string, tf.Tensor>();
-        if (model.arch.task !== 'causal-lm') for (const x of model.paramInfo()) if (x.type === 'head' && overrides.has(x.name)) carried.set(x.name, overrides.get(x.name)!);
+        const fresh = new Set(model.freshHeads);
+        if (model.arch.task !== 'causal-lm') for (const x of model.paramInfo()) if (x.type === 'head' && fresh.has(x.name) && overrides.has(x.name)) carried.set(x.name, overrides.get(x.name)!);
         const base = await evaluateDetailed(model, carried.size ? { overrides: carried } : undefined, examples, batchSize, data.batchOpts, ctx.signal);
         const finetuned = await evaluateDetailed(model, { hooks: adapter.hooks, overrides }, examples, batchSize, data.batchOpts, ctx.signal);
         throwIfCancelled(ctx.signal);
