@@ -194,7 +194,7 @@ export const LogNote = notification<LogMessage>('peftLab/log');
 
 // ---- run specs (`*.peft.json`) ---------------------------------------------------------------
 
-export const ADAPTER_KINDS = ['lora', 'dora', 'adalora', 'loha', 'lokr', 'vera', 'oft', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
+export const ADAPTER_KINDS = ['lora', 'dora', 'adalora', 'loha', 'lokr', 'vera', 'oft', 'hra', 'ia3', 'ssf', 'bottleneck', 'bitfit', 'ln-tuning', 'loldu', 'svfit', 'full', 'sparse'] as const;
 export type AdapterKind = (typeof ADAPTER_KINDS)[number];
 export const LORA_INITS = ['default', 'gaussian', 'pissa', 'olora', 'corda-ipm', 'corda-kpm', 'lora-ga'] as const;
 export type LoraInit = (typeof LORA_INITS)[number];
@@ -234,6 +234,8 @@ export interface AdapterSpec {
   decomposeBoth?: boolean;
   /** LoKr: the size of the first Kronecker factor's dimensions where it divides them (PEFT's decompose_factor; default −1: near the square root). */
   decomposeFactor?: number;
+  /** HRA: one reflection by the Gram–Schmidt basis of the vectors instead of r in turn (PEFT's apply_GS). */
+  gramSchmidt?: boolean;
   /** OFT: the size of the rotation blocks (PEFT's oft_block_size; default 32, adjusted to divide the input size). */
   blockSize?: number;
   /** AdaLoRA's rank allocation (r is its initial rank, init_r); PEFT's AdaLoraConfig defaults. */

@@ -25,7 +25,7 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
   });
 
   it('covers each method on a decoder and a classifier, VeRA on Conv1D, LoRA on a tied embedding', () => {
-    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft', 'vit-lora', 'vit-loha'])
+    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft', 'vit-lora', 'vit-loha', 'llama-hra', 'bert-hra-gs'])
       assert.ok(ADAPTERS.includes(a), a);
   });
 

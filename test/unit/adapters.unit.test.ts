@@ -139,6 +139,10 @@ const CASES: Case[] = [
   { title: 'oft', model: 'llama-tiny', spec: { kind: 'oft' }, count: 2 * 2 * 992 },
   // OFT with blocks of 8 on down_proj (in 128: 16 blocks) and q_proj (8 blocks), 28 entries each.
   { title: 'oft (block size 8)', model: 'llama-tiny', spec: { kind: 'oft', blockSize: 8, targets: ['q_proj', 'down_proj'] }, count: 2 * 28 * (8 + 16) },
+  // HRA r=8 on q, v (in 64): hra_u 64·8 each.
+  { title: 'hra', model: 'llama-tiny', spec: { kind: 'hra' }, count: 2 * 2 * 512 },
+  // HRA on GPT-2's Conv1D c_attn (in 64), r=4, on the stored [in, out] layout.
+  { title: 'hra (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'hra', r: 4 }, count: 4 * 256 },
   // GPT-2 (Conv1D): LoRA on c_attn, 4·(64+192) per layer.
   { title: 'lora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'lora', r: 4, alpha: 16, dropout: 0.1 }, count: 4 * 1024 },
   { title: 'dora (Conv1D)', model: 'gpt2-tiny', spec: { kind: 'dora', r: 4, alpha: 16 }, count: 4 * (1024 + 192) },
@@ -618,6 +622,7 @@ describe('adapters', () => {
       { title: 'LoKr with both factors low-rank, classifier saved (BERT)', model: 'bert-cls-tiny', spec: { kind: 'lokr', r: 2, decomposeBoth: true } },
       { title: 'VeRA with bias "lora_only" (BERT; PEFT\'s vera_only)', model: 'bert-cls-tiny', spec: { kind: 'vera', r: 8, bias: 'lora_only' } },
       { title: 'VeRA (GPT-2, Conv1D, two shapes)', model: 'gpt2-tiny', spec: { kind: 'vera', r: 8, targets: ['c_attn', 'c_fc'] } },
+      { title: 'HRA with Gram–Schmidt (llama)', model: 'llama-tiny', spec: { kind: 'hra', r: 4, gramSchmidt: true, targets: ['q_proj', 'down_proj'] } },
       { title: 'OFT with a block size that does not divide (BERT: 12 → 8, as PEFT adjusts it)', model: 'bert-cls-tiny', spec: { kind: 'oft', blockSize: 12 } },
     ];
     for (const c of roundTrip) {
@@ -631,7 +636,7 @@ describe('adapters', () => {
           await savePeftAdapter(dir, a, { baseModel: c.model });
           const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
           assert.equal(cfg.base_model_name_or_path, c.model);
-          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA', oft: 'OFT' }[c.spec.kind as string] ?? 'LORA');
+          assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA', oft: 'OFT', hra: 'HRA' }[c.spec.kind as string] ?? 'LORA');
           if (c.spec.kind === 'ln-tuning') {
             // PEFT's layout: each norm module copied whole, under ln_tuning_layers.
             const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];

@@ -396,6 +396,7 @@ describe('the published schema', () => {
       adalora: { targetR: 2, tinit: 1 },
       layers: [0, 2],
       blockSize: 8,
+      gramSchmidt: true,
     };
     const adapters: Record<string, unknown>[] = [];
     for (const kind of ADAPTER_KINDS) {

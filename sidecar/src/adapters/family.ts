@@ -11,6 +11,7 @@ import { addIa3, ia3Name, type Ia3Module } from './ia3';
 import { addLora, addLoraEmbeddings, host, loraEmbeddingExportTensors, loraExportTensors, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { adaloraNames, adaloraScale, addAdalora, orthogonalityPenalty, RankAllocator, type AdaloraModule, type AdaloraSchedule } from './adalora';
 import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lycoris';
+import { addHra, hraName, type HraModule } from './hra';
 import { addOft, oftName, type OftModule } from './oft';
 import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
 import { layerOfPath, matchesModuleToSave } from './targets';
@@ -85,6 +86,14 @@ export interface OftSetup extends Extras {
   r: number;
   terms: number;
   modules: OftModule[];
+}
+
+export interface HraSetup extends Extras {
+  r: number;
+  gs: boolean;
+  modules: HraModule[];
+  /** The seed of PEFT's init for modules without `u`. */
+  seed: number;
 }
 
 export interface Ia3Setup extends Extras {
@@ -469,6 +478,32 @@ export function buildOft(core: AdapterCore, setup: OftSetup): void {
       oft_block_size: setup.r ? 0 : setup.blockSize,
       r: setup.r,
       use_cayley_neumann: true,
+    };
+    return { config, tensors: prefixed(tensors) };
+  };
+}
+
+/** HRA (PEFT's HRA). PEFT wraps nn.Linear only: no PEFT format on Conv1D. */
+export function buildHra(core: AdapterCore, setup: HraSetup): void {
+  const targeted = setup.modules.map((m) => m.info.module);
+  const extras = addExtras(core, setup, targeted);
+  addHra(core, setup.modules, setup.seed);
+  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
+  if (conv1d.length) {
+    core.noExportReason = `PEFT has no HRA for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
+    return;
+  }
+  core.exporter = async (): Promise<PeftExport> => {
+    const tensors = new Map<string, HostTensor>();
+    for (const m of targeted) tensors.set(hraName(m), await host(core.tensor(hraName(m))));
+    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
+    const config: Record<string, unknown> = {
+      ...commonConfig(core.model, 'HRA', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
+      apply_GS: setup.gs,
+      bias: setup.bias === 'lora_only' ? 'hra_only' : setup.bias,
+      exclude_modules: null,
+      init_weights: true,
+      r: setup.r,
     };
     return { config, tensors: prefixed(tensors) };
   };

@@ -11,7 +11,7 @@ import type { Model } from '../models/model';
 import { addBottleneck } from './bottleneck';
 import { AdapterCore, replacementPart } from './core';
 import { ADALORA_DEFAULTS, adaloraInit, type AdaloraSchedule } from './adalora';
-import { adapterModulesToSave, buildAdalora, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
+import { adapterModulesToSave, buildAdalora, buildHra, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, setLnTuningExporter } from './family';
 import { OFT_NEUMANN_TERMS, oftLayout } from './oft';
 import type { Ia3Module } from './ia3';
 import { loraEmbeddingInit, type LoraEmbeddingModule, type LoraModule } from './lora';
@@ -119,6 +119,9 @@ export async function createAdapter(model: Model, requested: AdapterSpec, opts: 
       case 'oft':
         createOft(core);
         break;
+      case 'hra':
+        createHra(core);
+        break;
       case 'ia3':
         createIa3(core);
         break;
@@ -174,7 +177,7 @@ function linearTargets(core: AdapterCore, extraModulesToSave: readonly string[] 
 }
 
 /** The kinds PEFT itself exports, whose modules_to_save gain a classifier's head as PEFT's SEQ_CLS rule adds it. */
-const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'adalora', 'oft', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
+const PEFT_HEAD_RULE: ReadonlySet<string> = new Set(['lora', 'dora', 'adalora', 'oft', 'hra', 'loha', 'lokr', 'vera', 'ia3', 'ln-tuning']);
 
 /** modules_to_save (the spec's; for LN-tuning, with PEFT's head rule, as it exports them): full trainable copies of those modules' parameters. */
 function addModulesToSave(core: AdapterCore, skip: ReadonlySet<string> = new Set()): void {
@@ -356,6 +359,15 @@ function createOft(core: AdapterCore): void {
   const blockSize = positiveInt(spec.blockSize ?? OFT_DEFAULT_BLOCK_SIZE, 'blockSize');
   const modules = linearTargets(core, modulesToSave).map((info) => ({ info, terms: OFT_NEUMANN_TERMS, ...oftLayout(info.inFeatures, 0, blockSize) }));
   buildOft(core, { blockSize, r: 0, terms: OFT_NEUMANN_TERMS, bias: 'none', modulesToSave, modules });
+}
+
+function createHra(core: AdapterCore): void {
+  const { model, spec } = core;
+  const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
+  const r = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
+  const gs = spec.gramSchmidt ?? false;
+  const modules = linearTargets(core, modulesToSave).map((info) => ({ info, r, gs }));
+  buildHra(core, { r, gs, bias: 'none', modulesToSave, modules, seed: core.seed * 100_003 + 11 });
 }
 
 function createVera(core: AdapterCore): void {

@@ -23,13 +23,14 @@ import type { Model } from '../models/model';
 import type { ModelConfig } from '../models/config';
 import { AdapterCore } from './core';
 import { adaloraNames, type AdaloraModule, type AdaloraSchedule } from './adalora';
-import { buildAdalora, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
+import { buildAdalora, buildHra, buildIa3, buildLora, buildLycoris, buildOft, buildVera, moduleToSaveParams, modulesToSaveFor, PEFT_PREFIX, taskTypeOf, tiedHeadsOf, type LoraBias } from './family';
 import { ia3Name, type Ia3Module } from './ia3';
 import { createAdapter, loraScale, rankAndAlpha, VERA_DEFAULT_R } from './index';
 import { oloraInit, pissaInit } from './inits/methods';
 import { Matrix, outInMatrix, thinSvd, toFloat32 as matrixToFloat32 } from './inits/linalg';
 import { loraEmbeddingNames, loraNames, type LoraEmbeddingModule, type LoraModule } from './lora';
 import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from './lycoris';
+import { hraName, type HraModule } from './hra';
 import { OFT_NEUMANN_TERMS, oftLayout, oftName, type OftModule } from './oft';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
 import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, adaloraDefaultTargets, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
@@ -224,7 +225,7 @@ class WeightFile {
 }
 
 /** The adapter tensors of a module in PEFT's files, by suffix (to find the module a key belongs to). */
-const ADAPTER_KEY = /\.(oft_R\.weight|lora_[AB](\.weight)?|lora_E|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
+const ADAPTER_KEY = /\.(hra_u|oft_R\.weight|lora_[AB](\.weight)?|lora_E|lora_B\.bias|lora_magnitude_vector|lora_embedding_[AB]|hada_(w[12]_[ab]|t[12])|lokr_(w[12](_[ab])?|t2)|vera_lambda_[bd]|ia3_l)$/;
 
 /**
  * Adapter tensors of a module PEFT can wrap but PEFT Lab cannot (an `lm_head`, a convolution): named
@@ -303,8 +304,8 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const cfgFile = join(dir, ADAPTER_CONFIG);
   const c = await readConfigFile(cfgFile);
   const peftType = c.get('peft_type');
-  if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'OFT', 'IA3', 'LN_TUNING'].includes(peftType))
-    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, OFT, IA3 and LN_TUNING)`);
+  if (typeof peftType !== 'string' || !['LORA', 'ADALORA', 'LOHA', 'LOKR', 'VERA', 'OFT', 'HRA', 'IA3', 'LN_TUNING'].includes(peftType))
+    c.fail('peft_type', `unsupported PEFT type ${JSON.stringify(peftType)} (PEFT Lab loads LORA, including DoRA, ADALORA, LOHA, LOKR, VERA, OFT, HRA, IA3 and LN_TUNING)`);
   const checkpointName = model.arch.checkpointName;
   const weights = await readAdapterWeights(dir, checkpointName ? (p) => checkpointName(p) : undefined);
   checkAdaptable(model, weights);
@@ -351,6 +352,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   if (peftType === 'VERA') return loadVera(c, model, weights, sel);
   if (peftType === 'ADALORA') return loadAdalora(c, model, weights, sel);
   if (peftType === 'OFT') return loadOft(c, model, weights, sel);
+  if (peftType === 'HRA') return loadHra(c, model, weights, sel);
 
   if (peftType === 'IA3') {
     c.unsupported('target_parameters', 'IA3 on parameters', emptyOrNull);
@@ -577,6 +579,37 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
     });
     const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
     buildVera(core, { r, dropout, bias, projections, seed, modulesToSave, modules, values });
+    tf.dispose([...values.values()]);
+  });
+}
+
+/** PEFT's HRA (the products of reflections, or one by their Gram–Schmidt basis: apply_GS). */
+async function loadHra(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
+  const r = c.int('r', 8);
+  const gs = c.bool('apply_GS', false);
+  const biasRaw = c.get('bias') ?? 'none';
+  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
+  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "hra_only", got ${JSON.stringify(biasRaw)}`);
+  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
+  const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
+  const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
+  const { modulesToSave } = sel;
+  const spec: AdapterSpec = {
+    kind: 'hra',
+    ...(Array.isArray(targets) ? { targets: [...targets] } : {}),
+    r,
+    ...(gs ? { gramSchmidt: true } : {}),
+    ...(modulesToSave.length ? { modulesToSave } : {}),
+    ...(sel.layers ? { layers: sel.layers } : {}),
+  };
+  return assemble(model, spec, weights, async (core, owned) => {
+    const modules: HraModule[] = infos.map((info) => {
+      const u = weights.take(hraName(info.module), [info.inFeatures, r])! as tf.Tensor2D;
+      owned.push(u);
+      return { info, r, gs, u };
+    });
+    const values = await extrasValues(model, weights, modulesToSave, bias, infos.map((i) => i.module), owned);
+    buildHra(core, { r, gs, bias, modulesToSave, modules, values, seed: 0 });
     tf.dispose([...values.values()]);
   });
 }

@@ -12,6 +12,7 @@ export const ADAPTER_OPTIONS: Record<AdapterKind, readonly Option[]> = {
   loha: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'modulesToSave'],
   lokr: ['targets', 'layers', 'r', 'alpha', 'rankPattern', 'alphaPattern', 'decomposeBoth', 'decomposeFactor', 'modulesToSave'],
   oft: ['targets', 'layers', 'blockSize', 'modulesToSave'],
+  hra: ['targets', 'layers', 'r', 'gramSchmidt', 'modulesToSave'],
   vera: ['targets', 'layers', 'r', 'dropout', 'bias', 'modulesToSave'],
   ia3: ['targets', 'modulesToSave'],
   ssf: ['targets', 'modulesToSave'],

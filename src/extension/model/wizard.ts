@@ -21,6 +21,7 @@ export const ADAPTER_DESCRIPTIONS: Record<AdapterKind, string> = {
   lokr: 'Kronecker product of two small factors (LyCORIS LoKr)',
   vera: 'Shared frozen random projections, trained scaling vectors (fewest parameters)',
   oft: 'Block-diagonal orthogonal rotation of each target\'s input (OFT)',
+  hra: 'Householder reflections of each target\'s input (HRA)',
   ia3: 'Learned rescaling of keys, values and MLP activations',
   ssf: 'Learned scale and shift after each target module',
   bottleneck: 'Small down/up MLP adapters inside each block',
