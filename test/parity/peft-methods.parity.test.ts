@@ -25,7 +25,7 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
   });
 
   it('covers each method on a decoder and a classifier, VeRA on Conv1D, LoRA on a tied embedding', () => {
-    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft', 'vit-lora', 'vit-loha', 'llama-hra', 'bert-hra-gs'])
+    for (const a of ['llama-loha', 'bert-loha', 'llama-lokr', 'bert-lokr', 'llama-lokr-factor', 'gpt2-vera', 'llama-vera', 'bert-vera', 'llama-lora-embed', 'gpt2-lora-embed', 'bert-lora-embed', 'gpt2-lora-layers', 'llama-lokr-layers', 'llama-oft', 'bert-oft', 'vit-lora', 'vit-loha', 'llama-hra', 'bert-hra-gs', 'vit-lora-patterns'])
       assert.ok(ADAPTERS.includes(a), a);
   });
 
@@ -68,8 +68,18 @@ describe('PEFT-made LoHa, LoKr, VeRA and embedding-LoRA adapters (test/fixtures/
         assert.deepEqual([...tensors.keys()].sort(), [...saved.keys()].sort());
         for (const [k, t] of saved) assert.deepEqual(toFloat32(tensors.get(k)!), toFloat32(t), k);
         const peftConfig = (await import(join(dir, 'adapter_config.json'))) as Record<string, unknown>;
-        for (const key of ['peft_type', 'task_type', 'r', 'alpha', 'rank_pattern', 'alpha_pattern', 'decompose_both', 'decompose_factor', 'bias', 'fan_in_fan_out', 'save_projection', 'modules_to_save'])
+        for (const key of ['peft_type', 'task_type', 'r', 'alpha', 'decompose_both', 'decompose_factor', 'bias', 'fan_in_fan_out', 'save_projection'])
           if (key in peftConfig) assert.deepEqual(config[key], peftConfig[key], key);
+        // Patterns and modules to save may be written per module (full run-time paths): they must resolve as PEFT's do.
+        for (const key of ['rank_pattern', 'alpha_pattern']) {
+          const theirs = (peftConfig[key] ?? {}) as Record<string, number>;
+          const ours = (config[key] ?? {}) as Record<string, number>;
+          for (const m of config.target_modules as string[]) {
+            const resolve = (p: Record<string, number>) => Object.entries(p).find(([k]) => new RegExp(`^(?:.*\\.)?(?:${k})$`, 'u').test(m))?.[1];
+            assert.equal(resolve(ours), resolve(theirs), `${key} of ${m}`);
+          }
+        }
+        if (peftConfig.modules_to_save) assert.ok((config.modules_to_save as string[]).length >= (peftConfig.modules_to_save as string[]).length, 'modules_to_save');
         // PEFT Lab lists the full paths of the modules PEFT's short names matched.
         const short = peftConfig.target_modules as string[];
         const full = config.target_modules as string[];

@@ -622,6 +622,8 @@ describe('adapters', () => {
       { title: 'LoKr with both factors low-rank, classifier saved (BERT)', model: 'bert-cls-tiny', spec: { kind: 'lokr', r: 2, decomposeBoth: true } },
       { title: 'VeRA with bias "lora_only" (BERT; PEFT\'s vera_only)', model: 'bert-cls-tiny', spec: { kind: 'vera', r: 8, bias: 'lora_only' } },
       { title: 'VeRA (GPT-2, Conv1D, two shapes)', model: 'gpt2-tiny', spec: { kind: 'vera', r: 8, targets: ['c_attn', 'c_fc'] } },
+      { title: 'LN-tuning (ViT: exported under transformers 5\'s names, read back)', model: 'vit-tiny', spec: { kind: 'ln-tuning', targets: ['layernorm_after'] } },
+      { title: 'LoRA with a rank pattern and a module to save (ViT, run-time names)', model: 'vit-tiny', spec: { kind: 'lora', r: 4, rankPattern: { query: 2 }, modulesToSave: ['vit.encoder.layer.1.layernorm_after'] } },
       { title: 'HRA with Gram–Schmidt (llama)', model: 'llama-tiny', spec: { kind: 'hra', r: 4, gramSchmidt: true, targets: ['q_proj', 'down_proj'] } },
       { title: 'OFT with a block size that does not divide (BERT: 12 → 8, as PEFT adjusts it)', model: 'bert-cls-tiny', spec: { kind: 'oft', blockSize: 12 } },
     ];
@@ -637,8 +639,8 @@ describe('adapters', () => {
           const cfg = JSON.parse(readFileSync(join(dir, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
           assert.equal(cfg.base_model_name_or_path, c.model);
           assert.equal(cfg.peft_type, { ia3: 'IA3', 'ln-tuning': 'LN_TUNING', loha: 'LOHA', lokr: 'LOKR', vera: 'VERA', oft: 'OFT', hra: 'HRA' }[c.spec.kind as string] ?? 'LORA');
-          if (c.spec.kind === 'ln-tuning') {
-            // PEFT's layout: each norm module copied whole, under ln_tuning_layers.
+          if (c.spec.kind === 'ln-tuning' && c.model !== 'vit-tiny') {
+            // PEFT's layout: each norm module copied whole, under ln_tuning_layers (ViT's: under its run-time names, its head saved too; read back below).
             const keys = [...(await readSafetensors(join(dir, 'adapter_model.safetensors'))).keys()];
             const norms = [...a.trainable.keys()].map((n) => n.replace(/\.(weight|bias)$/, (_, leaf: string) => `.ln_tuning_layers.${leaf}`));
             assert.deepEqual(keys.sort(), norms.map((n) => `base_model.model.${n}`).sort());

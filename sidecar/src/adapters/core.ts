@@ -11,6 +11,7 @@ import type { AdapterSpec } from '../../../src/protocol';
 import type { HostTensor } from '../io/safetensors';
 import type { EmbeddingHook, Forward, Hooks, LinearHook, TapHook } from '../models/forward';
 import type { Model } from '../models/model';
+import { patternKey } from './targets';
 import type { AdapterInstance, TrainingProcedure } from './types';
 
 export type PeftExport = { config: Record<string, unknown>; tensors: Map<string, HostTensor> };
@@ -227,13 +228,27 @@ function runtimeNamed(exp: PeftExport, rt: (path: string) => string): PeftExport
   const prefix = 'base_model.model.';
   const tensors = new Map([...exp.tensors].map(([k, v]) => [k.startsWith(prefix) ? prefix + rt(k.slice(prefix.length)) : k, v]));
   const config = { ...exp.config };
+  const modules = Array.isArray(config.target_modules) ? (config.target_modules as unknown[]).filter((x): x is string => typeof x === 'string') : [];
   for (const key of ['target_modules', 'feedforward_modules', 'modules_to_save']) {
     const v = config[key];
     if (Array.isArray(v)) config[key] = v.map((x) => (typeof x === 'string' ? rt(x) : x));
   }
   for (const key of ['rank_pattern', 'alpha_pattern']) {
     const v = config[key];
-    if (v && typeof v === 'object' && !Array.isArray(v)) config[key] = Object.fromEntries(Object.entries(v).map(([k, x]) => [rt(k), x]));
+    if (!v || typeof v !== 'object' || Array.isArray(v)) continue;
+    const entries = Object.entries(v as Record<string, unknown>);
+    // AdaLoRA's pattern is keyed by full paths; a rank or α pattern may use short names that only
+    // PEFT Lab's names match: written out per module, under the run-time path (which matches itself).
+    if (entries.some(([, x]) => Array.isArray(x))) {
+      config[key] = Object.fromEntries(entries.map(([k, x]) => [rt(k), x]));
+      continue;
+    }
+    const out: Record<string, unknown> = {};
+    for (const m of modules) {
+      const k = [m, rt(m)].map((n) => patternKey(entries.map(([p]) => p), n)).find((x) => x !== undefined);
+      if (k !== undefined) out[rt(m)] = (v as Record<string, unknown>)[k];
+    }
+    config[key] = out;
   }
   return { config, tensors };
 }

@@ -14,7 +14,7 @@ import { addDeltaModules, factorName, LOHA, LOKR, type DeltaModule } from './lyc
 import { addHra, hraName, type HraModule } from './hra';
 import { addOft, oftName, type OftModule } from './oft';
 import { addVera, VERA_A, VERA_B, veraNames, type VeraModule } from './vera';
-import { layerOfPath, matchesModuleToSave } from './targets';
+import { layerOfPath, matchesModuleToSave, pathNames } from './targets';
 
 export const PEFT_PREFIX = 'base_model.model.';
 export const PEFT_VERSION = '0.21.0';
@@ -160,7 +160,8 @@ export function moduleToSaveParams(model: Model, names: readonly string[]): stri
     .map((p) => p.name)
     .filter((p) => {
       const parts = p.split('.');
-      for (let i = 1; i < parts.length; i++) if (matchesModuleToSave(names, parts.slice(0, i).join('.'))) return true;
+      // Each enclosing module, under its checkpoint name and its run-time one (ViT's differ).
+      for (let i = 1; i < parts.length; i++) if (pathNames(model, parts.slice(0, i).join('.')).some((m) => matchesModuleToSave(names, m))) return true;
       return false;
     });
 }

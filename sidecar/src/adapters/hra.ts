@@ -62,6 +62,7 @@ function directions(u: tf.Tensor2D, gs: boolean): tf.Tensor2D {
  * Gram–Schmidt, H = I − c·UUᵀ for orthonormal U, inverted the same way.
  */
 function times(rows: tf.Tensor2D, dirs: tf.Tensor2D, gs: boolean, c: number, m: 'H' | 'Ht' | 'Hinv'): tf.Tensor2D {
+  if (m === 'Hinv' && Math.abs(1 - c) < 1e-6) throw new Error('HRA cannot be unmerged at a layer scale of 0.5: its scaled reflections are singular there');
   const k = m === 'Hinv' ? -c / (1 - c) : c;
   if (gs) return tf.sub(rows, tf.mul(tf.matMul(tf.matMul(rows, dirs, false, true), dirs), k)) as tf.Tensor2D;
   const r = dirs.shape[0];

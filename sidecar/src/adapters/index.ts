@@ -30,6 +30,7 @@ import {
   matchesFeedforward,
   matchesTarget,
   patternKey,
+  pathNames,
   selectEmbeddings,
   selectLinears,
   tapPoints,
@@ -53,9 +54,15 @@ export interface CreateOptions {
 }
 
 /** The rank and α of a module under PEFT's rank_pattern / alpha_pattern. */
-export function rankAndAlpha(module: string, r: number, alpha: number, rankPattern: Record<string, number> = {}, alphaPattern: Record<string, number> = {}): { r: number; alpha: number } {
-  const rk = patternKey(Object.keys(rankPattern), module);
-  const ak = patternKey(Object.keys(alphaPattern), module);
+/**
+ * The rank and α of a module under PEFT's rank_pattern / alpha_pattern, matched on each of its
+ * names (pathNames: a pattern may use the run-time name of a renamed module).
+ */
+export function rankAndAlpha(module: string | readonly string[], r: number, alpha: number, rankPattern: Record<string, number> = {}, alphaPattern: Record<string, number> = {}): { r: number; alpha: number } {
+  const names = typeof module === 'string' ? [module] : module;
+  const key = (patterns: Record<string, number>) => names.map((n) => patternKey(Object.keys(patterns), n)).find((k) => k !== undefined);
+  const rk = key(rankPattern);
+  const ak = key(alphaPattern);
   return { r: rk !== undefined ? rankPattern[rk]! : r, alpha: ak !== undefined ? alphaPattern[ak]! : alpha };
 }
 
@@ -193,13 +200,14 @@ export function loraModules(
   seed: number,
   targets: LinearModuleInfo[],
   inits?: Map<string, { A: Float32Array; B: Float32Array; residual: Float32Array }>,
+  model?: Model,
 ): LoraModule[] {
   const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
   const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
   const init = spec.init ?? 'default';
   const release = (m: LoraModule) => tf.dispose([m.A, m.B, ...(m.residual ? [m.residual] : [])]);
   return buildAll(targets, (info, i) => {
-    const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    const { r, alpha } = rankAndAlpha(model ? pathNames(model, info.module) : info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
     positiveInt(r, `rank of ${info.module}`);
     const scale = loraScale(r, alpha, spec.rslora ?? false);
     const [outF, inF] = [info.outFeatures, info.inFeatures];
@@ -239,13 +247,13 @@ async function createLora(core: AdapterCore, provider?: LoraInitProvider): Promi
     if (!provider) throw new Error(`LoRA init "${init}" needs the data-aware init module: pass opts.inits (a LoraInitProvider) to createAdapter`);
     const r0 = spec.r ?? LORA_DEFAULTS.r;
     const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
-    const ra = (m: string) => rankAndAlpha(m, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    const ra = (m: string) => rankAndAlpha(pathNames(model, m), r0, alpha0, spec.rankPattern, spec.alphaPattern);
     inits = await provider(model, targets, (m) => ra(m).r, (m) => loraScale(ra(m).r, ra(m).alpha, spec.rslora ?? false));
   }
   const embeddingModules = loraEmbeddingModules(spec, core.seed, embeddings);
   let modules: LoraModule[];
   try {
-    modules = loraModules(spec, core.seed, targets, inits);
+    modules = loraModules(spec, core.seed, targets, inits, model);
   } catch (e) {
     tf.dispose(embeddingModules.flatMap((m) => [m.A, m.B]));
     throw e;
@@ -277,11 +285,11 @@ function loraEmbeddingModules(spec: AdapterSpec, seed: number, infos: EmbeddingM
 }
 
 /** LoHa / LoKr modules with PEFT's init, rank and α per module under rank_pattern / alpha_pattern. */
-export function lycorisModules(spec: AdapterSpec, seed: number, targets: LinearModuleInfo[]): DeltaModule[] {
+export function lycorisModules(spec: AdapterSpec, seed: number, targets: LinearModuleInfo[], model?: Model): DeltaModule[] {
   const r0 = positiveInt(spec.r ?? LORA_DEFAULTS.r, 'r');
   const alpha0 = spec.alpha ?? LORA_DEFAULTS.alpha;
   return buildAll(targets, (info, i) => {
-    const { r, alpha } = rankAndAlpha(info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
+    const { r, alpha } = rankAndAlpha(model ? pathNames(model, info.module) : info.module, r0, alpha0, spec.rankPattern, spec.alphaPattern);
     positiveInt(r, `rank of ${info.module}`);
     const s = seed * 100_003 + 4 * i;
     const factors = spec.kind === 'loha' ? lohaFactors(info, r, s) : lokrFactors(lokrLayout(info, r, spec.decomposeBoth ?? false, decomposeFactorOf(spec)), r, s);
@@ -311,7 +319,7 @@ function decomposeFactorOf(spec: AdapterSpec): number {
 function createLycoris(core: AdapterCore, kind: 'loha' | 'lokr'): void {
   const { model, spec } = core;
   const modulesToSave = adapterModulesToSave(model, spec.modulesToSave ?? []);
-  const modules = lycorisModules(spec, core.seed, linearTargets(core, modulesToSave));
+  const modules = lycorisModules(spec, core.seed, linearTargets(core, modulesToSave), model);
   buildLycoris(core, {
     kind,
     r: spec.r ?? LORA_DEFAULTS.r,

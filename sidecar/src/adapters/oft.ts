@@ -51,31 +51,29 @@ export function oftLayout(inFeatures: number, r: number, blockSize: number): { b
   return { blocks, blockSize: inFeatures / blocks };
 }
 
-/** The [n, b²] matrix putting a vector of the n upper entries (row by row, as torch.triu_indices) into a b × b matrix. */
-const upperPlacement = new Map<number, tf.Tensor2D>();
-function placement(b: number): tf.Tensor2D {
-  let p = upperPlacement.get(b);
-  if (!p) {
+/**
+ * For each of the b² entries of a block, the index of its value in a row of n upper entries (row by
+ * row, as torch.triu_indices lists them) followed by one zero: the diagonal and below read the zero.
+ */
+const upperIndex = new Map<number, tf.Tensor1D>();
+function upperIndexOf(b: number): tf.Tensor1D {
+  let idx = upperIndex.get(b);
+  if (!idx) {
     const n = (b * (b - 1)) / 2;
-    const data = new Float32Array(n * b * b);
+    const data = new Int32Array(b * b).fill(n);
     let k = 0;
-    for (let i = 0; i < b; i++) {
-      for (let j = i + 1; j < b; j++) {
-        data[k * b * b + i * b + j] = 1;
-        k++;
-      }
-    }
-    p = tf.keep(tf.tensor2d(data, [n, b * b]));
-    upperPlacement.set(b, p);
+    for (let i = 0; i < b; i++) for (let j = i + 1; j < b; j++) data[i * b + j] = k++;
+    idx = tf.keep(tf.tensor1d(data, 'int32'));
+    upperIndex.set(b, idx);
   }
-  return p;
+  return idx;
 }
 
 /** PEFT's _cayley_batch with the Neumann series: [r, n] → the rotations [r, b, b]. */
 export function oftRotations(weight: tf.Tensor, b: number, terms = OFT_NEUMANN_TERMS): tf.Tensor3D {
   return tf.tidy(() => {
     const r = weight.shape[0]!;
-    const upper = tf.reshape(tf.matMul(weight as tf.Tensor2D, placement(b)), [r, b, b]);
+    const upper = tf.reshape(tf.gather(tf.pad(weight, [[0, 0], [0, 1]]), upperIndexOf(b), 1), [r, b, b]);
     const q = tf.sub(upper, tf.transpose(upper, [0, 2, 1]));
     let rot: tf.Tensor = tf.tile(tf.reshape(tf.eye(b), [1, b, b]), [r, 1, 1]);
     if (terms > 1) {

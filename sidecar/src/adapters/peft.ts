@@ -33,7 +33,7 @@ import { factorName, lohaShapes, lokrLayout, lokrShapes, type DeltaModule } from
 import { hraName, type HraModule } from './hra';
 import { OFT_NEUMANN_TERMS, oftLayout, oftName, type OftModule } from './oft';
 import { VERA_A, VERA_B, veraNames, veraProjectionShapes, type VeraModule } from './vera';
-import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, adaloraDefaultTargets, hookableLinears, matchesFeedforward, matchesTarget, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
+import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, LORA_DEFAULT_TARGETS, adaloraDefaultTargets, hookableLinears, matchesFeedforward, matchesTarget, pathNames, selectEmbeddings, selectLinears, veraDefaultTargets, type TargetSpec } from './targets';
 import type { AdapterInstance } from './types';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, ADAPTER_WEIGHTS_BIN, writePeftLora } from './peft-write';
 import { adapterModelCard } from './model-card';
@@ -321,7 +321,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     const targets = c.targets('target_modules');
     if (targets === undefined) c.fail('target_modules', 'missing: the norm modules to tune');
     const norms = [...new Set(model.paramInfo().filter((p) => p.type === 'norm').map((p) => p.name.slice(0, p.name.lastIndexOf('.'))))];
-    const chosen = norms.filter((m) => matchesTarget(targets!, m) && !(exclude && matchesTarget(exclude, m)));
+    const chosen = norms.filter((m) => pathNames(model, m).some((n) => matchesTarget(targets!, n)) && !(exclude && pathNames(model, m).some((n) => matchesTarget(exclude, n))));
     if (chosen.length === 0) c.fail('target_modules', `match no norm module of this ${modelType} model (e.g. ${norms.slice(0, 3).join(', ')})`);
     const adapter = await createAdapter(model, { kind: 'ln-tuning', targets: chosen, ...(modulesToSave.length ? { modulesToSave } : {}) }, { seed: 0 });
     const owned: tf.Tensor[] = [];
@@ -430,7 +430,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   try {
     const modules: LoraModule[] = [];
     for (const info of infos) {
-      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const ra = rankAndAlpha(pathNames(model, info.module), r, alpha, rankPattern, alphaPattern);
       const scale = loraScale(ra.r, ra.alpha, rslora);
       const n = loraNames(info.module);
       const A = weights.take(n.A, [ra.r, info.inFeatures])! as tf.Tensor2D;
@@ -466,7 +466,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
     }
     const embeddings: LoraEmbeddingModule[] = [];
     for (const info of embeddingInfos) {
-      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const ra = rankAndAlpha(pathNames(model, info.module), r, alpha, rankPattern, alphaPattern);
       const n = loraEmbeddingNames(info.module);
       const A = weights.take(n.A, [ra.r, info.numEmbeddings])! as tf.Tensor2D;
       owned.push(A);
@@ -533,7 +533,7 @@ async function loadLycoris(c: ConfigFields, model: Model, weights: WeightFile, k
   };
   return assemble(model, spec, weights, async (core, owned) => {
     const modules: DeltaModule[] = infos.map((info) => {
-      const ra = rankAndAlpha(info.module, r, alpha, rankPattern, alphaPattern);
+      const ra = rankAndAlpha(pathNames(model, info.module), r, alpha, rankPattern, alphaPattern);
       const shapes = kind === 'loha' ? lohaShapes(info, ra.r) : lokrShapes(lokrLayout(info, ra.r, decomposeBoth, decomposeFactor), ra.r);
       const factors = new Map<string, tf.Tensor>();
       for (const [name, shape] of shapes) {

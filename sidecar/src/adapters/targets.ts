@@ -250,13 +250,22 @@ function withRuntimeNames(model: Model, sel: TargetSelection): TargetSelection {
   return rt && !sel.runtimeName ? { ...sel, runtimeName: (p) => rt(p) } : sel;
 }
 
+/** A module's names as PEFT may write them: PEFT Lab's (the checkpoint's) and, where it differs, the run-time one (ViT's). */
+export function pathNames(model: Model, path: string): string[] {
+  const rt = model.arch.runtimeName?.(path);
+  return rt && rt !== path ? [path, rt] : [path];
+}
+
 /** PEFT's layers_to_transform test: the block index in the module's path (after a layers_pattern name) is one of them. */
 function inLayers(sel: TargetSelection, module: string): boolean {
   if (!sel.layers) return true;
   const patterns = sel.layersPattern?.length ? sel.layersPattern.map((p) => new RegExp(`^.*?\\.${p}\\.(\\d+)\\.`, 'u')) : [/^.*?\.[^.]*\.(\d+)\./u];
-  for (const re of patterns) {
-    const m = re.exec(module);
-    if (m) return sel.layers.includes(Number(m[1]));
+  const names = sel.runtimeName ? [module, sel.runtimeName(module)] : [module];
+  for (const name of names) {
+    for (const re of patterns) {
+      const m = re.exec(name);
+      if (m) return sel.layers.includes(Number(m[1]));
+    }
   }
   return false;
 }
