@@ -510,6 +510,9 @@ describe('panels in a real workbench (code-server + chromium)', { timeout: 15 * 
     const w = wb!;
     const p = w.page;
     const choose = async (label: string) => {
+      // Filter as a person would (a long list scrolls its later rows out of view), then pick the row.
+      await p.locator('.quick-input-widget .quick-input-box input').waitFor({ state: 'visible', timeout: 20_000 });
+      await p.keyboard.type(label.replace(/…$/, ''));
       const row = p.locator('.quick-input-widget .monaco-list-row').filter({ has: p.locator('.label-name', { hasText: label }) }).first();
       await row.waitFor({ state: 'visible', timeout: 20_000 });
       await row.click();

@@ -121,10 +121,12 @@ export async function newFineTune(ctx: Ctx): Promise<void> {
 
   // 3. adapter, or several to compare
   const adapterPick = await pick<AdapterKind | 'compare'>(
-    [
-      ...adapterChoices().map((a) => ({ label: a.kind, description: a.description, value: a.kind })),
-      { label: '$(versions) Compare several adapters…', description: 'one spec, a run per adapter on the same model, data and seed', value: 'compare' as const },
-    ],
+    // LoRA first (the usual choice, picked by Enter), then the comparison, where a list of every kind does not hide it.
+    (() => {
+      const kinds = adapterChoices().map((a) => ({ label: a.kind, description: a.description, value: a.kind as AdapterKind | 'compare' }));
+      const compare = { label: '$(versions) Compare several adapters…', description: 'one spec, a run per adapter on the same model, data and seed', value: 'compare' as const };
+      return [kinds[0]!, compare, ...kinds.slice(1)];
+    })(),
     3,
     total,
     'Adapter',
