@@ -388,16 +388,19 @@ function commonConfig(model: Model, peftType: string, targeted: readonly string[
 
 const LYCORIS_NAMES = { loha: 'LoHa', lokr: 'LoKr' } as const;
 
+/** PEFT wraps only nn.Linear with `method`: on transformers' Conv1D modules (GPT-2's) the adapter has no PEFT format. */
+function noPeftFormatOnConv1d(core: AdapterCore, modules: readonly { info: { module: string; fanInFanOut: boolean } }[], method: string): boolean {
+  const conv1d = modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
+  if (conv1d.length) core.noExportReason = `PEFT has no ${method} for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
+  return conv1d.length > 0;
+}
+
 /** LoHa / LoKr (PEFT's LOHA / LOKR). PEFT wraps only nn.Linear with them: on transformers' Conv1D (GPT-2) there is no PEFT format. */
 export function buildLycoris(core: AdapterCore, setup: LycorisSetup): void {
   const targeted = setup.modules.map((m) => m.info.module);
   const extras = addExtras(core, setup, targeted);
   addDeltaModules(core, setup.modules, setup.kind === 'loha' ? LOHA : LOKR);
-  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
-  if (conv1d.length) {
-    core.noExportReason = `PEFT has no ${LYCORIS_NAMES[setup.kind]} for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
-    return;
-  }
+  if (noPeftFormatOnConv1d(core, setup.modules, LYCORIS_NAMES[setup.kind])) return;
   core.exporter = async (): Promise<PeftExport> => {
     const tensors = new Map<string, HostTensor>();
     for (const mod of setup.modules) for (const name of mod.factors.keys()) tensors.set(factorName(mod.info.module, name), await host(core.tensor(factorName(mod.info.module, name))));
@@ -456,11 +459,7 @@ export function buildOft(core: AdapterCore, setup: OftSetup): void {
   const targeted = setup.modules.map((m) => m.info.module);
   const extras = addExtras(core, setup, targeted);
   addOft(core, setup.modules);
-  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
-  if (conv1d.length) {
-    core.noExportReason = `PEFT has no OFT for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
-    return;
-  }
+  if (noPeftFormatOnConv1d(core, setup.modules, 'OFT')) return;
   core.exporter = async (): Promise<PeftExport> => {
     const tensors = new Map<string, HostTensor>();
     for (const m of targeted) tensors.set(oftName(m), await host(core.tensor(oftName(m))));
@@ -489,11 +488,7 @@ export function buildHra(core: AdapterCore, setup: HraSetup): void {
   const targeted = setup.modules.map((m) => m.info.module);
   const extras = addExtras(core, setup, targeted);
   addHra(core, setup.modules, setup.seed);
-  const conv1d = setup.modules.filter((m) => m.info.fanInFanOut).map((m) => m.info.module);
-  if (conv1d.length) {
-    core.noExportReason = `PEFT has no HRA for transformers' Conv1D modules (${conv1d.slice(0, 3).join(', ')}${conv1d.length > 3 ? ', ...' : ''}), so this adapter has no PEFT format`;
-    return;
-  }
+  if (noPeftFormatOnConv1d(core, setup.modules, 'HRA')) return;
   core.exporter = async (): Promise<PeftExport> => {
     const tensors = new Map<string, HostTensor>();
     for (const m of targeted) tensors.set(hraName(m), await host(core.tensor(hraName(m))));

@@ -125,6 +125,13 @@ class ConfigFields {
     }
     return out;
   }
+  /** PEFT's bias: "none", "all", or "<method>_only" (PEFT reads any *_only as the adapted modules' biases). */
+  bias(method: string): LoraBias {
+    const v = this.raw.bias ?? 'none';
+    const only = typeof v === 'string' && v.endsWith('_only');
+    if (v !== 'none' && v !== 'all' && !only) this.fail('bias', `expected "none", "all" or "${method}_only", got ${JSON.stringify(v)}`);
+    return only ? 'lora_only' : (v as LoraBias);
+  }
   /** layers_to_transform (an index or a list) and layers_pattern (a name or a list), as PEFT reads them. */
   layers(): { layers?: number[]; layersPattern?: string[] } {
     const raw = this.raw.layers_to_transform;
@@ -392,9 +399,7 @@ export async function loadPeftAdapter(model: Model, dir: string, loadOpts: LoadP
   const rslora = c.bool('use_rslora', false);
   const dora = c.bool('use_dora', false);
   const loraBias = c.bool('lora_bias', false);
-  const biasRaw = c.get('bias') ?? 'none';
-  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'lora_only') c.fail('bias', `expected "none", "all" or "lora_only", got ${JSON.stringify(biasRaw)}`);
-  const bias = biasRaw as LoraBias;
+  const bias = c.bias('lora');
   const rankPattern = c.numberMap('rank_pattern', true);
   const alphaPattern = c.numberMap('alpha_pattern', false);
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[modelType];
@@ -556,11 +561,7 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
   const r = c.int('r', VERA_DEFAULT_R);
   const dropout = c.num('vera_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
   const seed = c.num('projection_prng_key', 0);
-  const biasRaw = c.get('bias') ?? 'none';
-  // PEFT reads any "<method>_only" as the biases of the adapted modules.
-  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
-  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "vera_only", got ${JSON.stringify(biasRaw)}`);
-  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
+  const bias = c.bias('vera');
   const targets = c.targets('target_modules') ?? veraDefaultTargets(model.config.modelType);
   const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   const { modulesToSave } = sel;
@@ -587,10 +588,7 @@ async function loadVera(c: ConfigFields, model: Model, weights: WeightFile, sel:
 async function loadHra(c: ConfigFields, model: Model, weights: WeightFile, sel: Selection): Promise<AdapterInstance> {
   const r = c.int('r', 8);
   const gs = c.bool('apply_GS', false);
-  const biasRaw = c.get('bias') ?? 'none';
-  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
-  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "hra_only", got ${JSON.stringify(biasRaw)}`);
-  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
+  const bias = c.bias('hra');
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
   const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   const { modulesToSave } = sel;
@@ -624,10 +622,7 @@ async function loadOft(c: ConfigFields, model: Model, weights: WeightFile, sel: 
   const blockSize = whole('oft_block_size', 32);
   if ((r === 0) === (blockSize === 0)) c.fail('oft_block_size', `OFT takes either r or oft_block_size, the other 0 (got r ${r}, oft_block_size ${blockSize})`);
   const terms = c.int('num_cayley_neumann_terms', OFT_NEUMANN_TERMS);
-  const biasRaw = c.get('bias') ?? 'none';
-  const only = typeof biasRaw === 'string' && biasRaw.endsWith('_only');
-  if (biasRaw !== 'none' && biasRaw !== 'all' && !only) c.fail('bias', `expected "none", "all" or "oft_only", got ${JSON.stringify(biasRaw)}`);
-  const bias: LoraBias = only ? 'lora_only' : (biasRaw as LoraBias);
+  const bias = c.bias('oft');
   const targets = c.targets('target_modules') ?? LORA_DEFAULT_TARGETS[model.config.modelType];
   const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   const { modulesToSave } = sel;
@@ -668,9 +663,7 @@ async function loadAdalora(c: ConfigFields, model: Model, weights: WeightFile, s
   };
   const alpha = c.num('lora_alpha', 8);
   const dropout = c.num('lora_dropout', 0, (v) => (v < 0 || v >= 1 ? `must be in [0, 1), got ${v}` : undefined));
-  const biasRaw = c.get('bias') ?? 'none';
-  if (biasRaw !== 'none' && biasRaw !== 'all' && biasRaw !== 'lora_only') c.fail('bias', `expected "none", "all" or "lora_only", got ${JSON.stringify(biasRaw)}`);
-  const bias = biasRaw as LoraBias;
+  const bias = c.bias('lora');
   const targets = c.targets('target_modules') ?? adaloraDefaultTargets(model.config.modelType);
   const infos = selectTargets(c, model, 'target_modules', { targets, ...sel });
   // rank_pattern: `<module>.lora_E` → which of the init_r ranks were kept.
