@@ -1,8 +1,9 @@
 /**
- * The seam between architectures and adapters. An architecture's forward pass reads parameters and
- * applies linear layers only through a `Forward`, so an adapter can wrap any linear module (LoRA,
- * DoRA, IA3) or act at a named tap point (SSF, bottleneck adapters) without the architecture
- * knowing, and gradients can be taken with respect to any set of parameter names.
+ * The seam between architectures and adapters. An architecture's forward pass reads parameters,
+ * looks its tokens up and applies linear layers only through a `Forward`, so an adapter can wrap any
+ * linear module (LoRA, DoRA, IA3, ...), the token embedding (LoRA's lora_embedding_A/B) or act at a
+ * named tap point (SSF, bottleneck adapters) without the architecture knowing, and gradients can be
+ * taken with respect to any set of parameter names.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { embedding } from './ops';
