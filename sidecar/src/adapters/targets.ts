@@ -338,37 +338,29 @@ export function tapPoints(model: Model): TapPoint[] {
   const norm = (point: string, layer: number, bias: boolean, consumers?: string[]) =>
     out.push({ point, layer, kind: 'norm', name: point.split('.').pop()!, normWeight: `${point}.weight`, ...(bias ? { normBias: `${point}.bias` } : {}), ...(consumers ? { consumers } : {}), ...(offset ? { normOffset: offset } : {}) });
   const sub = (point: string, layer: number, outputLinear: string) => out.push({ point, layer, kind: 'sublayer', name: point.split('.').pop()!, outputLinear });
+  /** Blocks of LayerNorm → attention, LayerNorm → MLP (GPT-2's layout, names given per architecture). */
+  const lnBlocks = (norm1: string, attn: string, attnOut: string, norm2: string, mlpOut: string) => {
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const p = block(i);
+      norm(`${p}.${norm1}`, i, true);
+      sub(`${p}.${attn}`, i, `${p}.${attn}.${attnOut}`);
+      norm(`${p}.${norm2}`, i, true);
+      sub(`${p}.mlp`, i, `${p}.mlp.${mlpOut}`);
+    }
+  };
   switch (cfg.modelType) {
     case 'gpt2':
-      for (let i = 0; i < cfg.numLayers; i++) {
-        const p = block(i);
-        norm(`${p}.ln_1`, i, true);
-        sub(`${p}.attn`, i, `${p}.attn.c_proj`);
-        norm(`${p}.ln_2`, i, true);
-        sub(`${p}.mlp`, i, `${p}.mlp.c_proj`);
-      }
+      lnBlocks('ln_1', 'attn', 'c_proj', 'ln_2', 'c_proj');
       norm('transformer.ln_f', -1, true);
       break;
     case 'gpt_neox':
       // With the parallel residual both norms read the block's input; each feeds its own sub-layer.
-      for (let i = 0; i < cfg.numLayers; i++) {
-        const p = block(i);
-        norm(`${p}.input_layernorm`, i, true);
-        sub(`${p}.attention`, i, `${p}.attention.dense`);
-        norm(`${p}.post_attention_layernorm`, i, true);
-        sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
-      }
+      lnBlocks('input_layernorm', 'attention', 'dense', 'post_attention_layernorm', 'dense_4h_to_h');
       norm('gpt_neox.final_layer_norm', -1, true);
       break;
     case 'bloom':
       norm('transformer.word_embeddings_layernorm', -1, true);
-      for (let i = 0; i < cfg.numLayers; i++) {
-        const p = block(i);
-        norm(`${p}.input_layernorm`, i, true);
-        sub(`${p}.self_attention`, i, `${p}.self_attention.dense`);
-        norm(`${p}.post_attention_layernorm`, i, true);
-        sub(`${p}.mlp`, i, `${p}.mlp.dense_4h_to_h`);
-      }
+      lnBlocks('input_layernorm', 'self_attention', 'dense', 'post_attention_layernorm', 'dense_4h_to_h');
       norm('transformer.ln_f', -1, true);
       break;
     case 'phi':
