@@ -13,7 +13,7 @@ for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulka
   [ -f "$icd" ] && export VK_DRIVER_FILES="$icd" && break
 done
 echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-none}"; ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/nvidia/share/vulkan/icd.d 2>&1 | head -20
-cat "$VK_DRIVER_FILES"; export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+cat "${VK_DRIVER_FILES:-/dev/null}"; export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
 "$T/node" --version
 # 1. PEFT interop: every run's exported adapter on the unmodified base, logits vs the run's own.
