@@ -45,5 +45,5 @@ test('PEFT_LAB_WEBGPU_TUNE items are applied, unknown ones are refused', async (
     forceMatMulSplitK(undefined);
     setAttentionBackwardTiles(undefined);
   }
-  assert.equal(describePlan(call), 'mid', 'the heuristic again');
+  assert.equal(describePlan(call), 'mid4', 'the heuristic again');
 });

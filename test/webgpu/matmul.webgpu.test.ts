@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { K as FUSED, fusedLinear } from '../../sidecar/src/backend/native/fused';
 import { loadMatMulPlan } from '../../sidecar/src/backend/webgpu/kernels';
-import { CONFIGS, chooseConfig, chooseSplits, describePlan, foldBatch, forceMatMulConfig, forceMatMulSplitK, setMatMulPlan, shapeKey, tfjsPreferred, vec4Loads } from '../../sidecar/src/backend/webgpu/matmul';
+import { CONFIGS, chooseConfig, chooseSplits, describePlan, foldBatch, forceMatMulConfig, forceMatMulSplitK, setMatMulPlan, shapeKey, tfjsRoute, vec4Loads } from '../../sidecar/src/backend/webgpu/matmul';
 import { assertClose, onCpu, useWebGpu, values } from '../helpers/webgpu';
 
 before(async () => {
@@ -75,14 +75,14 @@ test('the kernels replace TF.js own on webgpu', () => {
   for (const name of [tf.BatchMatMul, tf._FusedMatMul, FUSED.linear]) assert.ok((tf.getKernel(name, 'webgpu')?.kernelFunc as { peft?: true } | undefined)?.peft, name);
 });
 
-test('config choice: big for the vocabulary matmuls, thin for rank-8, mid for small K', () => {
+test('config choice: big for the vocabulary matmuls, thin for rank-8, mid for small K, else mid4', () => {
   forceMatMulConfig(undefined);
   assert.equal(chooseConfig(2048, 8192, 768, 1).name, 'big');
-  assert.equal(chooseConfig(2048, 768, 768, 1).name, 'mid');
+  assert.equal(chooseConfig(2048, 768, 768, 1).name, 'mid4');
   assert.equal(chooseConfig(2048, 8, 768, 1).name, 'thin');
   assert.equal(chooseConfig(8, 768, 2048, 1).name, 'thin');
   assert.equal(chooseConfig(2048, 768, 8, 1).name, 'mid');
-  assert.equal(chooseConfig(256, 256, 64, 96).name, 'mid');
+  assert.equal(chooseConfig(256, 256, 64, 96).name, 'mid4');
 });
 
 test('batch folding', () => {
@@ -181,7 +181,7 @@ test('PEFT_LAB_WEBGPU_MATMUL_PLAN files: loaded, or refused naming the file', ()
     assert.throws(() => loadMatMulPlan(file), new RegExp(`PEFT_LAB_WEBGPU_MATMUL_PLAN: ${file}: `));
     assert.throws(() => loadMatMulPlan(join(dir, 'missing.json')), /missing\.json: ENOENT/);
     assert.equal(loadMatMulPlan(undefined), 0);
-    assert.equal(describePlan({ M: 64, N: 64, K: 64, batch: 1, ta: false, tb: false, bias: false }), 'mid', 'unset: the heuristic');
+    assert.equal(describePlan({ M: 64, N: 64, K: 64, batch: 1, ta: false, tb: false, bias: false }), 'mid4', 'unset: the heuristic');
   } finally {
     setMatMulPlan(undefined);
     rmSync(dir, { recursive: true, force: true });
@@ -290,16 +290,23 @@ for (const cfg of [CONFIGS.mid, CONFIGS.big]) {
   });
 }
 
-test('vocabulary-sized matmuls (≥ 528 128×128 tiles) go to TF.js A·B, A·Bᵀ through one transpose', async () => {
+test("TF.js routes: vocabulary-sized A·B (≥ 528 128×128 tiles) to its vec4 A·B, long-K Aᵀ·B to its kernel; A·Bᵀ stays ours", async () => {
   forceMatMulConfig(undefined);
-  assert.ok(tfjsPreferred(2048, 8192, 768, 1, false));
-  assert.ok(!tfjsPreferred(2048, 8192, 768, 1, true)); // Aᵀ·B: ours
-  assert.ok(!tfjsPreferred(2048, 2304, 768, 1, false));
-  assert.ok(!tfjsPreferred(2048, 8190, 768, 1, false)); // N not a multiple of 4
+  assert.equal(tfjsRoute(2048, 8192, 768, 1, false, false), 'viaTfjs');
+  assert.equal(tfjsRoute(2048, 8192, 768, 1, false, true), undefined, 'A·Bᵀ (the tied LM head): big');
+  assert.equal(tfjsRoute(2048, 2304, 768, 1, false, false), undefined);
+  assert.equal(tfjsRoute(2048, 8190, 768, 1, false, false), undefined, 'N not a multiple of 4');
+  assert.equal(tfjsRoute(768, 768, 2048, 1, true, false), 'kernel', 'weight gradient over 2048 tokens');
+  assert.equal(tfjsRoute(768, 768, 512, 1, true, false), undefined, 'short K');
+  assert.equal(tfjsRoute(768, 8, 2048, 1, true, false), undefined, 'rank-8: thin');
+  assert.equal(tfjsRoute(768, 768, 2048, 2, true, false), undefined, 'batched');
+  assert.equal(describePlan({ M: 2048, N: 8192, K: 768, batch: 1, ta: false, tb: true, bias: false }), 'big');
+  assert.equal(describePlan({ M: 768, N: 3072, K: 2048, batch: 1, ta: true, tb: false, bias: false }), 'tfjs');
   // 2048×4224 output: 16 × 33 = 528 tiles of 128×128.
-  assert.ok(tfjsPreferred(2048, 4224, 20, 1, false));
+  assert.equal(tfjsRoute(2048, 4224, 20, 1, false, false), 'viaTfjs');
   await check(mm(2048, 20, 4224, false, false), 'route A·B bias', { bias: [4224] });
-  await check(mm(2048, 20, 4224, false, true), 'route A·Bᵀ');
+  await check(mm(2048, 20, 4224, false, true), 'A·Bᵀ on big');
+  await check(mm(40, 1030, 36, true, false), 'route Aᵀ·B long K');
 });
 
 /** PeftLinear against the cpu composite (matMul + add): the forward, and gradients wrt x, w and bias. */

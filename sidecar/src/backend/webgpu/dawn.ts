@@ -41,9 +41,17 @@ interface DawnModule {
 
 const runtimeRequire = createRequire(__filename);
 
-/** PEFT_LAB_DAWN_FLAGS as `create()`'s list: comma-separated `key=value` items, where an item
- * without `=` continues the previous value (`enable-dawn-features=allow_unsafe_apis,disable_robustness`
- * is one flag with two features). */
+/**
+ * Dawn's flags, as `create()`'s list. PEFT_LAB_DAWN_FLAGS: comma-separated `key=value` items, where
+ * an item without `=` continues the previous value (`enable-dawn-features=allow_unsafe_apis,foo` is
+ * one flag with two features).
+ *
+ * Dawn's `disable_robustness` feature is added (into the `enable-dawn-features` flag) unless
+ * PEFT_LAB_WEBGPU_ROBUSTNESS=1: robustness clamps every storage-buffer access of every shader, which
+ * cost 14–17% of the gpu bench case's step on the H100 (LoRA 47.8 → 41.2 ms, full 67.5 → 55.9 ms,
+ * 2026-11-27). It guards browsers against untrusted shaders; the sidecar runs only its own and
+ * TF.js's, which bound their indices themselves (the WebGPU tests check edge tiles and odd shapes).
+ */
 export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   const flags: string[] = [];
   for (const item of (env.PEFT_LAB_DAWN_FLAGS ?? '').split(',').map((f) => f.trim())) {
@@ -51,6 +59,10 @@ export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
     if (!item.includes('=') && flags.length) flags[flags.length - 1] += `,${item}`;
     else flags.push(item);
   }
+  if (env.PEFT_LAB_WEBGPU_ROBUSTNESS === '1') return flags;
+  const features = flags.findIndex((f) => f.startsWith('enable-dawn-features='));
+  if (features < 0) flags.push('enable-dawn-features=disable_robustness');
+  else if (!flags[features]!.split(/[=,]/).includes('disable_robustness')) flags[features] += ',disable_robustness';
   return flags;
 }
 

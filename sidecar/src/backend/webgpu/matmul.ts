@@ -28,10 +28,12 @@
  *   big   128×128, BK 8, 8×8 per thread (8.3 KiB): the highest arithmetic intensity (4 vec4
  *         workgroup reads per 64 FMAs). Chosen only when it still gives ≥ 4 × 132 workgroups
  *         (the 2048×768×8192 vocabulary matmuls), where it beat 64×64 by 20–30%.
- *   mid   64×64, BK 16, 4×4 (8.7 KiB): everything else of size. On the H100 it matched or beat
+ *   mid4  mid with vec4 global loads where each operand allows them: the default for everything
+ *         not below (10–15% faster than mid's scalar loads on the H100's d = 768 GEMMs).
+ *   mid   64×64, BK 16, 4×4 (8.7 KiB): small K (K ≤ 16: one K tile). On the H100 it matched or beat
  *         128×128 on the M = 2048 × N ∈ {768, 2304, 3072} matmuls (fewer tiles than 4 waves: more
  *         workgroups per SM hide latency better), on the Aᵀ·B weight gradients (768×2048×768:
- *         0.85 vs 1.7 ms) and the attention-shaped batched ones; also small K (K ≤ 16: one K tile).
+ *         0.85 vs 1.7 ms) and the attention-shaped batched ones.
  *   wide  128×64, BK 8, 8×4: kept for forcing/benchmarks; never better than the two above.
  *   thin  16×16, BK 64, 4×4, S = 16 (14 KiB): min(M, N) ≤ 16 (LoRA's rank-8 matmuls with
  *         K = 768/2048): 16 slices split each K tile in-workgroup and reduce through workgroup
@@ -45,27 +47,28 @@
  * per SM for 128 K tiles, latency-bound); whole-step wall times on the H100 could not separate it
  * from run-to-run noise (splitk=1 LoRA 91–105 ms vs 80 ms with it; PEFT_LAB_WEBGPU_TUNE).
  *
- * The vocabulary-sized A·B and A·Bᵀ (the 128×128 regime, no transposed A) go to TF.js's vec4 A·B
- * kernel (tfjsPreferred/viaTfjs), A·Bᵀ through one explicit transpose of B (measured below: 1.1 ms
- * for TF.js's A·B against 1.9 ms for big, 3.1 ms for big's A·Bᵀ).
+ * The vocabulary-sized A·B (the 128×128 regime) goes to TF.js's vec4 A·B kernel, and the Aᵀ·B
+ * weight gradients over a long K to TF.js's kernel (tfjsRoute, with the measurements).
  *
  * PeftLinear (native/fused.ts) is registered here too: x·W(ᵀ) + bias as one GEMM with the bias epilogue.
  *
  * Which kernel a matmul gets: a forced choice (tests, benchmarks) first, then a plan measured on this
  * GPU (`bench --matmuls --plan-out`, PEFT_LAB_WEBGPU_MATMUL_PLAN: shape → tile config, K splits or
- * TF.js's kernel), then the heuristic above (chooseConfig, chooseSplits, tfjsPreferred).
+ * TF.js's kernel), then the heuristic above (chooseConfig, chooseSplits, tfjsRoute).
  *
- * H100 (Vulkan, Dawn timestamps quantized to 65 µs), one matmul, this kernel vs TF.js 4.22's:
- * 2048×768×2304 0.33 vs 0.33 ms; 2048×768×8192 1.9 vs 1.1 ms (TF.js's is better here);
- * A·Bᵀ 2048×768×8192 3.1 vs 5.2 ms; A·Bᵀ input grads 2048×2304×768 0.39 vs 0.79 ms; Aᵀ·B weight
- * grads 3072×2048×768 1.2 vs 1.6 ms but 768×2048×768 0.85 vs 0.66 ms. The Aᵀ·B case (both
- * operands read along k-rows) runs at only 3–8 TFLOP/s in both kernels vs 15–25 for A·B: the
- * open performance problem.
+ * H100 (Vulkan, robustness on, 2026-11-27; `bench --matmuls`, GPU ms per call, 12-call means of
+ * timestamps quantized to 65 µs): the old heuristic → the best choice. A·B 2048×768×2304 mid 0.33
+ * → mid4 0.29; 2048×3072×768 mid/split4 0.44 → mid4/split2 0.38; A·Bᵀ 2048×768×8192 (LM head)
+ * transpose + TF.js 1.13 → big 0.89; 2048×768×3072 mid 0.39 → big 0.33; Aᵀ·B 3072×2048×768
+ * mid/split4 0.42 → TF.js 0.34, 768×2048×2304 mid/split4 0.32 → mid4/split2 0.29. Summed over a
+ * full fine-tuning step of the gpu bench case: 48.9 ms with that heuristic, 44.3 with this one,
+ * 42.1 with the best choice per shape. At 22–25 TFLOP/s these GEMMs run at about a third of the
+ * card's fp32 peak: no tensor cores through WebGPU, and tiles sized for 16 KiB of workgroup memory.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import { K as FUSED } from '../native/fused';
-import { registerOnWebGpu, release, runProgram, tfjsKernel, WEBGPU, WGSL_COMMON, type Uniform } from './program';
+import { registerOnWebGpu, release, runProgram, tfjsKernel, WGSL_COMMON, type Uniform } from './program';
 
 type KernelArgs = Parameters<tf.KernelFunc>[0];
 const WG = 256;
@@ -90,10 +93,9 @@ export const CONFIGS: Record<'big' | 'wide' | 'mid' | 'thin' | 'big4' | 'bigR' |
   wide: { name: 'wide', BM: 128, BN: 64, BK: 8, TM: 8, TN: 4, S: 1 },
   mid: { name: 'mid', BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, S: 1 },
   thin: { name: 'thin', BM: 16, BN: 16, BK: 64, TM: 4, TN: 4, S: 16 },
-  // Candidates not yet measured on a GPU (`bench --matmuls` times them beside the others): the
-  // 128×128 tile with vec4 global loads, or with its K-tile loop rolled (TF.js's 4×4-per-thread
-  // kernel beat big's 8×8 on the vocabulary matmul; register pressure is one suspect), and 64×64
-  // with vec4 loads.
+  // Variants measured on the H100 (2026-11-27, `bench --matmuls`): the 128×128 tile with vec4 global
+  // loads (no faster than big) or with its K-tile loop rolled (within 5% of big either way), and
+  // 64×64 with vec4 loads (the heuristic's default).
   big4: { name: 'big4', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1, vec4: true },
   bigR: { name: 'bigR', BM: 128, BN: 128, BK: 8, TM: 8, TN: 8, S: 1, rolled: true },
   mid4: { name: 'mid4', BM: 64, BN: 64, BK: 16, TM: 4, TN: 4, S: 1, vec4: true },
@@ -129,10 +131,12 @@ export function chooseConfig(M: number, N: number, K: number, batch: number): Ti
   if (Math.min(M, N) <= 16) return CONFIGS.thin;
   if (K <= 16) return CONFIGS.mid;
   // Measured on the H100 (Vulkan): 64×64 matched or beat 128×128 everywhere but the 2048×8192
-  // vocabulary matmuls (1024 big tiles), where 128×128 was 20–30% faster.
+  // vocabulary matmuls (1024 big tiles), where 128×128 was 20–30% faster; and 64×64 with vec4
+  // global loads beat the scalar loads by 10–15% on the d = 768 GEMMs (2026-11-27). mid4 falls
+  // back to scalar loads per operand where a shape does not allow vec4 (vec4Loads).
   const tiles = (c: TileConfig) => Math.ceil(M / c.BM) * Math.ceil(N / c.BN) * batch;
   if (tiles(CONFIGS.big) >= 4 * TARGET_WORKGROUPS) return CONFIGS.big;
-  return CONFIGS.mid;
+  return CONFIGS.mid4;
 }
 
 let forcedSplits: number | undefined;
@@ -502,8 +506,9 @@ function resolve(c: MatMulCall): Resolved {
   const { M, N, K, batch, ta } = c;
   const planned = forced || tfjsOnly || forcedSplits !== undefined ? undefined : plan?.get(shapeKey(c));
   const cfg = planned && planned.config !== 'tfjs' && planned.config !== 'auto' ? planned.config : chooseConfig(M, N, K, batch);
-  const tfjs = tfjsOnly || planned?.config === 'tfjs';
-  const viaTfjs = !planned && tfjsPreferred(M, N, K, batch, ta);
+  const route = planned ? undefined : tfjsRoute(M, N, K, batch, ta, c.tb);
+  const tfjs = tfjsOnly || planned?.config === 'tfjs' || route === 'kernel';
+  const viaTfjs = route === 'viaTfjs';
   const requested = cfg.S > 1 ? 1 : planned?.splits !== undefined ? Math.max(1, Math.min(planned.splits, Math.ceil(K / cfg.BK))) : chooseSplits(cfg, M, N, K, batch);
   const kChunk = Math.ceil(K / requested / cfg.BK) * cfg.BK;
   return { tfjs, viaTfjs, cfg, splits: Math.ceil(K / kChunk), kChunk };
@@ -618,28 +623,27 @@ fn main(index : i32) {
 }`;
 }
 
-/** Whether run() hands the matmul to TF.js's kernel (viaTfjs): the 128×128 regime, no transposed A,
- * one matrix, vec4-friendly K and N (TF.js's packed vec4 program). Not when a config is forced. */
-export function tfjsPreferred(M: number, N: number, K: number, batch: number, ta: boolean): boolean {
-  return !forced && !tfjsOnly && !ta && batch === 1 && K % 4 === 0 && N % 4 === 0 && chooseConfig(M, N, K, batch) === CONFIGS.big;
+/**
+ * Where the heuristic hands a matmul to TF.js (undefined: our kernel), from the H100 measurements:
+ * - 'viaTfjs': A·B in the 128×128 regime, one matrix, vec4-friendly K and N (TF.js's packed vec4
+ *   program; 1.1 ms for 2048×768×8192 against 1.9 for big, measured 2026-11-26). A·Bᵀ of that size
+ *   stays ours: big took 0.89 ms for GPT-2's tied LM head against 1.13 for the transpose + TF.js.
+ * - 'kernel': the Aᵀ·B weight gradients over a long K (the tokens; ≥ 1024): TF.js's kernel took
+ *   0.34 ms for 3072×2048×768 and 768×2048×3072 against 0.42 for mid/split4 (2026-11-27).
+ * Never when a config is forced.
+ */
+export function tfjsRoute(M: number, N: number, K: number, batch: number, ta: boolean, tb: boolean): 'viaTfjs' | 'kernel' | undefined {
+  if (forced || tfjsOnly || batch !== 1) return undefined;
+  if (ta && !tb && K >= 1024 && Math.min(M, N) > 16) return 'kernel';
+  if (!ta && !tb && K % 4 === 0 && N % 4 === 0 && chooseConfig(M, N, K, batch) === CONFIGS.big) return 'viaTfjs';
+  return undefined;
 }
 
-/**
- * The vocabulary-sized matmuls (the 128×128 regime: ≥ 528 such tiles) on TF.js's kernel. On the H100
- * TF.js's vec4 A·B kernel did 2048×768×8192 in 1.1 ms against 1.9 ms here, while its A·Bᵀ took
- * 5.2 ms (3.1 here): so A·Bᵀ (GPT-2's LM head on the tied embedding [V, d]) is run as one transpose
- * of B (V·d floats, ~25 MB of traffic: tens of µs) plus TF.js's A·B.
- */
-function viaTfjs(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo | undefined {
-  const transpose = tf.getKernel(tf.Transpose, WEBGPU)?.kernelFunc;
-  if (x.tb && !transpose) return undefined;
-  const rb = x.b.shape.length;
-  const perm = [...Array(rb - 2).keys(), rb - 1, rb - 2];
-  const b = x.tb ? (transpose!({ inputs: { x: x.b }, backend, attrs: { perm } }) as tf.TensorInfo) : x.b;
-  const inputs: Record<string, tf.TensorInfo> = x.bias ? { a: x.a, b, bias: x.bias } : { a: x.a, b };
-  const out = previousFusedMatMul!({ inputs, backend, attrs: { transposeA: false, transposeB: false, activation: x.activation, leakyreluAlpha: x.alpha } }) as tf.TensorInfo;
-  if (b !== x.b) release(backend, b);
-  return out;
+/** The vocabulary-sized A·B (the 128×128 regime: ≥ 528 such tiles) on TF.js's vec4 A·B kernel
+ * (tfjsRoute): the fused one, so a bias and activation stay in its epilogue. */
+function viaTfjs(backend: WebGPUBackend, x: MatMulArgs): tf.TensorInfo {
+  const inputs: Record<string, tf.TensorInfo> = x.bias ? { a: x.a, b: x.b, bias: x.bias } : { a: x.a, b: x.b };
+  return previousFusedMatMul!({ inputs, backend, attrs: { transposeA: false, transposeB: false, activation: x.activation, leakyreluAlpha: x.alpha } }) as tf.TensorInfo;
 }
 
 let previousBatchMatMul: tf.KernelFunc | undefined;
