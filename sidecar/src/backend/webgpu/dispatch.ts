@@ -62,7 +62,8 @@ export interface DispatchStats {
   uploads: number;
   /** Milliseconds spent inside queue.submit (on a software adapter this includes running the work). */
   submitMs: number;
-  /** Milliseconds spent waiting for read-backs (the GPU finishing what the read depends on). */
+  /** Milliseconds with a read-back pending (the GPU finishing what the read depends on): overlapping
+   * reads count once, and submits made meanwhile count in submitMs only. */
   readWaitMs: number;
 }
 
@@ -269,21 +270,25 @@ export function dispatchStats(backend: object): DispatchStats | undefined {
 function timeWaits(backend: WebGPUBackend, stats: DispatchStats, idle: (submits: number) => void): void {
   const queue = (backend as unknown as BackendInternals).queue;
   const submit = queue.submit.bind(queue);
+  let reading = 0;
+  let readStart = 0;
   queue.submit = (commandBuffers: Iterable<GPUCommandBuffer>) => {
     const t0 = performance.now();
     submit(commandBuffers);
     stats.submits++;
-    stats.submitMs += performance.now() - t0;
+    const ms = performance.now() - t0;
+    stats.submitMs += ms;
+    if (reading) stats.readWaitMs -= ms;
   };
   const getBufferData = backend.getBufferData.bind(backend);
   backend.getBufferData = async (buffer: GPUBuffer) => {
-    const t0 = performance.now();
+    if (reading++ === 0) readStart = performance.now();
     const pending = getBufferData(buffer);
     const submitted = stats.submits;
     try {
       return await pending;
     } finally {
-      stats.readWaitMs += performance.now() - t0;
+      if (--reading === 0) stats.readWaitMs += performance.now() - readStart;
       if (stats.submits === submitted) idle(submitted);
     }
   };
