@@ -146,3 +146,41 @@ test('AdamW updates p, m and v in their own buffers in one dispatch, but not dat
   tf.dispose([kept, ...params.values()]);
   opt.dispose();
 });
+
+test('AddN over more inputs than a shader may bind (8 storage buffers by default) sums in groups, equal to the cpu backend', async () => {
+  const limit = backend().device.limits.maxStorageBuffersPerShaderStage;
+  for (const n of [limit - 1, limit, 3 * limit + 2, limit * limit + 1]) {
+    const parts = Array.from({ length: n }, (_, i) => values(37, 100 + i));
+    const sum = async () => {
+      const ts = parts.map((p) => tf.tensor1d(p));
+      const y = tf.addN(ts);
+      const out = (await y.data()) as Float32Array;
+      tf.dispose([y, ...ts]);
+      return out;
+    };
+    const before = tf.memory().numTensors;
+    const got = await sum();
+    assert.equal(tf.memory().numTensors, before, `${n} inputs: no leak`);
+    const want = await onCpu(() => {
+      const ts = parts.map((p) => tf.tensor1d(p));
+      const y = tf.addN(ts);
+      const out = y.dataSync() as Float32Array;
+      tf.dispose([y, ...ts]);
+      return out;
+    });
+    assertClose(got, want, 1e-6, `addN of ${n}`);
+  }
+});
+
+test('a device error (Dawn reports it as an event and carries on) fails the next read-back with its message, once', async () => {
+  // Large enough to run on the GPU (TF.js hands small ops on host values to its CPU kernels).
+  const x = tf.range(0, 4096, 1, 'float32');
+  backend().device.createBuffer({ size: 4, usage: 0xffffff });
+  // The event is delivered asynchronously, before or with the read's completion.
+  await new Promise((r) => setTimeout(r, 50));
+  const y = tf.add(x, 1);
+  await assert.rejects(y.data(), /WebGPU device error; the results since are invalid: .*BufferUsage/);
+  const z = tf.add(x, 2);
+  assert.deepEqual(Array.from(((await z.data()) as Float32Array).slice(0, 3)), [2, 3, 4], 'the next read is clean');
+  tf.dispose([x, y, z]);
+});

@@ -98,6 +98,7 @@ export function installDispatchCache(backend: WebGPUBackend): DispatchStats {
   // The submit count at which the device was last known idle (after a read-back).
   let idleAt = -1;
   timeWaits(backend, stats, (submits) => (idleAt = submits));
+  failReadsOnDeviceErrors(backend);
   const fallback = (self: unknown, ...args: Parameters<RecordAndSubmit>) => {
     stats.fallbacks++;
     tfjsRecord.apply(self, args);
@@ -263,6 +264,34 @@ function uniformFields(program: WebGPUProgram, output: tf.TensorInfo, inputs: tf
 /** The counters of the backend's dispatch path, when installed. */
 export function dispatchStats(backend: object): DispatchStats | undefined {
   return installed.get(backend);
+}
+
+/**
+ * Dawn reports a validation or out-of-memory error (an invalid pipeline, a buffer too large) as an
+ * event and carries on: the command buffers after it do nothing, and reads return stale or zero data
+ * (a training loop once logged loss 0 for a whole run). The next read-back after such an error
+ * throws it instead, so the job stops with the message and keeps its last checkpoint. Each error is
+ * thrown once: the sidecar's next job starts clean.
+ */
+function failReadsOnDeviceErrors(backend: WebGPUBackend): void {
+  const device = (backend as unknown as BackendInternals).device;
+  let error: string | undefined;
+  device.addEventListener('uncapturederror', (e) => {
+    error ??= (e as GPUUncapturedErrorEvent).error.message;
+  });
+  void device.lost.then((info) => {
+    error ??= `device lost (${info.reason}): ${info.message}`;
+  });
+  const getBufferData = backend.getBufferData.bind(backend);
+  backend.getBufferData = async (buffer: GPUBuffer) => {
+    const data = await getBufferData(buffer);
+    if (error !== undefined) {
+      const message = error;
+      error = undefined;
+      throw new Error(`WebGPU device error; the results since are invalid: ${message.split('\n').join(' ')}`);
+    }
+    return data;
+  };
 }
 
 /** Counts submits and times them and the read-back waits, so a benchmark can tell host time apart;

@@ -5,6 +5,7 @@
  * own module; this one registers them all.
  */
 import { registerFusedGradients } from '../native/kernels';
+import { registerAddNKernel } from './addn';
 import { registerAttentionKernels, setAttentionBackwardTiles } from './attention';
 import { registerElementwiseKernels } from './elementwise';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ import { CONFIGS, forceMatMulConfig, forceMatMulSplitK, registerMatMulKernels, s
 /** Registers (idempotently) the fused kernels on the webgpu backend. */
 export function registerWebGpuKernels(): void {
   registerElementwiseKernels();
+  registerAddNKernel();
   registerMatMulKernels();
   registerAttentionKernels();
   registerFusedGradients();
