@@ -18,6 +18,8 @@ import { Matrix, SingularValueDecomposition } from 'ml-matrix';
 import type { AdapterSpec } from '../../src/protocol';
 import { loraFactory } from '../../sidecar/src/adapters/bench-lora';
 import { createAdapter } from '../../sidecar/src/adapters/index';
+import { selectLinears } from '../../sidecar/src/adapters/targets';
+import { veraProjections } from '../../sidecar/src/adapters/vera';
 import { loadPeftAdapter, savePeftAdapter, writePeftLora } from '../../sidecar/src/adapters/peft';
 import type { AdapterInstance, LoraInitProvider } from '../../sidecar/src/adapters/types';
 import { InputError } from '../../sidecar/src/errors';
@@ -855,5 +857,57 @@ describe('adapters', () => {
     } finally {
       a.dispose();
     }
+  });
+});
+
+describe('seed 0 is a seed', () => {
+  let model: Model;
+  before(async () => {
+    await useTestBackend();
+    model = await Model.load(fixture('hf', 'llama-tiny'));
+  });
+  after(() => model.dispose());
+  // TF.js's normal draws take 0 as "no seed" (Math.random): the first module of a seed-0 run got a
+  // different normal init on every run (AdaLoRA, LoRA's gaussian init), and AdaLoRA's first logged
+  // loss moved in the 4th digit. Uniform draws (LoRA's default init, LyCORIS, HRA) were not affected.
+  const kinds: AdapterSpec[] = [
+    { kind: 'lora', r: 2, targets: ['q_proj', 'v_proj'] },
+    { kind: 'lora', r: 2, targets: ['q_proj'], init: 'gaussian' },
+    { kind: 'adalora', r: 2, targets: ['q_proj', 'v_proj'] },
+    { kind: 'loha', r: 2, targets: ['q_proj'] },
+    { kind: 'lokr', r: 2, targets: ['q_proj'] },
+    { kind: 'hra', r: 2, targets: ['q_proj'] },
+    { kind: 'bottleneck' },
+    { kind: 'lora', r: 2, targets: ['q_proj', 'embed_tokens'] },
+  ];
+  for (const spec of kinds) {
+    it(`${spec.kind}${spec.init ? ` (${spec.init})` : ''}${spec.targets?.includes('embed_tokens') ? ' on embeddings' : ''}: two builds at seed 0 are equal, and differ from seed 1`, async () => {
+      const build = async (seed: number) => {
+        const a = await createAdapter(model, spec, { seed });
+        const out = new Map<string, Float32Array>();
+        for (const [k, t] of a.trainable) out.set(k, (await t.data()) as Float32Array);
+        a.dispose();
+        return out;
+      };
+      const [x, y, z] = [await build(0), await build(0), await build(1)];
+      assert.deepEqual([...x.keys()], [...y.keys()]);
+      for (const [k, v] of x) assert.deepEqual(y.get(k), v, `${k}: same at seed 0`);
+      const random = [...x].filter(([, v]) => v.some((e) => e !== 0 && e !== 1));
+      assert.ok(random.length > 0, 'something was drawn at random');
+      assert.ok(random.some(([k, v]) => z.get(k)!.some((e, i) => e !== v[i])), 'seed 1 draws other values');
+    });
+  }
+
+  it('vera: the shared projections at seed 0 are equal across builds', async () => {
+    const infos = selectLinears(model, { targets: ['q_proj', 'v_proj'] });
+    const draw = async (seed: number) => {
+      const p = veraProjections(infos, 2, seed);
+      const out = [(await p.A.data()) as Float32Array, (await p.B.data()) as Float32Array];
+      tf.dispose([p.A, p.B]);
+      return out;
+    };
+    const [x, y, z] = [await draw(0), await draw(0), await draw(1)];
+    assert.deepEqual(x, y);
+    assert.notDeepEqual(x[0], z[0]);
   });
 });

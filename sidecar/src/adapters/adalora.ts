@@ -17,6 +17,7 @@ import type { HostTensor } from '../io/safetensors';
 import { toTf } from '../io/tensors';
 import type { LinearModuleInfo } from '../models/architecture';
 import { additiveMergePart, type AdapterCore } from './core';
+import { tfSeed } from '../train/rng';
 
 export const adaloraNames = (module: string) => ({ A: `${module}.lora_A`, E: `${module}.lora_E`, B: `${module}.lora_B` });
 
@@ -48,9 +49,9 @@ export const ADALORA_DEFAULTS: AdaloraSchedule = { initR: 12, targetR: 8, tinit:
 export function adaloraInit(info: LinearModuleInfo, r: number, seed: number): AdaloraModule {
   return {
     info,
-    A: tf.randomNormal([r, info.inFeatures], 0, 0.02, 'float32', seed) as tf.Tensor2D,
+    A: tf.randomNormal([r, info.inFeatures], 0, 0.02, 'float32', tfSeed(seed)) as tf.Tensor2D,
     E: tf.zeros([r, 1]),
-    B: tf.randomNormal([info.outFeatures, r], 0, 0.02, 'float32', seed + 1) as tf.Tensor2D,
+    B: tf.randomNormal([info.outFeatures, r], 0, 0.02, 'float32', tfSeed(seed + 1)) as tf.Tensor2D,
   };
 }
 

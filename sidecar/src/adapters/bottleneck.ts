@@ -7,6 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AdapterCore } from './core';
 import type { TapPoint } from './targets';
+import { tfSeed } from '../train/rng';
 
 export const bottleneckNames = (point: string) => ({
   downW: `${point}.adapter_down.weight`,
@@ -19,7 +20,7 @@ export function addBottleneck(core: AdapterCore, taps: TapPoint[], width: number
   const d = core.model.config.hiddenSize;
   taps.forEach((tap, i) => {
     const n = bottleneckNames(tap.point);
-    core.addTrainable(n.downW, tf.randomNormal([width, d], 0, 0.02, 'float32', core.seed * 100_003 + 7919 * (i + 1)), tap.layer);
+    core.addTrainable(n.downW, tf.randomNormal([width, d], 0, 0.02, 'float32', tfSeed(core.seed * 100_003 + 7919 * (i + 1))), tap.layer);
     core.addTrainable(n.downB, tf.zeros([width]), tap.layer);
     core.addTrainable(n.upW, tf.zeros([d, width]), tap.layer);
     core.addTrainable(n.upB, tf.zeros([d]), tap.layer);

@@ -38,6 +38,7 @@ import {
   type TargetSelection,
 } from './targets';
 import type { AdapterInstance, LoraInitProvider } from './types';
+import { tfSeed } from '../train/rng';
 
 export type { AdapterInstance, LoraInitProvider } from './types';
 
@@ -214,7 +215,7 @@ export function loraModules(
     const s = seed * 100_003 + 2 * i;
     if (init === 'default' || init === 'gaussian') {
       // PEFT: A kaiming_uniform(a=√5) = U(−1/√in, 1/√in), or N(0, 1/r) for "gaussian"; B = 0.
-      const A = init === 'default' ? tf.randomUniform([r, inF], -1 / Math.sqrt(inF), 1 / Math.sqrt(inF), 'float32', s) : tf.randomNormal([r, inF], 0, 1 / r, 'float32', s);
+      const A = init === 'default' ? tf.randomUniform([r, inF], -1 / Math.sqrt(inF), 1 / Math.sqrt(inF), 'float32', s) : tf.randomNormal([r, inF], 0, 1 / r, 'float32', tfSeed(s));
       return { info, r, alpha, scale, A: A as tf.Tensor2D, B: tf.zeros([outF, r]) as tf.Tensor2D };
     }
     const got = inits?.get(info.module);

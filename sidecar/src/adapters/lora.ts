@@ -19,6 +19,7 @@ import type { LinearHook } from '../models/forward';
 import { embedding } from '../models/ops';
 import { additiveMergePart, currentWeight, setMerged, type AdapterCore, type MergePart } from './core';
 import type { EmbeddingModuleInfo } from './targets';
+import { tfSeed } from '../train/rng';
 
 export interface LoraModule {
   info: LinearModuleInfo;
@@ -66,7 +67,7 @@ export const loraEmbeddingNames = (module: string) => ({ A: `${module}.lora_embe
 
 /** PEFT's init of a LoRA on an embedding: A = 0, B ~ N(0, 1) (for the default and gaussian inits alike). */
 export function loraEmbeddingInit(info: EmbeddingModuleInfo, r: number, seed: number): { A: tf.Tensor2D; B: tf.Tensor2D } {
-  return { A: tf.zeros([r, info.numEmbeddings]), B: tf.randomNormal([info.dim, r], 0, 1, 'float32', seed) as tf.Tensor2D };
+  return { A: tf.zeros([r, info.numEmbeddings]), B: tf.randomNormal([info.dim, r], 0, 1, 'float32', tfSeed(seed)) as tf.Tensor2D };
 }
 
 /** Registers LoRA on token embeddings (block −1); takes ownership of A and B. */

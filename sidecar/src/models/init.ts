@@ -2,6 +2,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from './config';
 import { architectureOf, Model } from './model';
+import { tfSeed } from '../train/rng';
 
 export function randomModel(config: ModelConfig, seed = 0, std = 0.02): Model {
   const params = new Map<string, tf.Tensor>();
@@ -17,9 +18,7 @@ export function randomModel(config: ModelConfig, seed = 0, std = 0.02): Model {
   return new Model(config, params);
 }
 
-/** TF.js treats a seed of 0 as "no seed" (Math.random), which made the first tensor of seed 0's
- * model (the token embedding) differ on every run: 0 is mapped to another fixed value. */
+/** The seed of a model's index-th tensor (tfSeed: never TF.js's "no seed" 0). */
 export function tensorSeed(seed: number, index: number): number {
-  const s = seed * 100_003 + index;
-  return s === 0 ? 0x5eed : s;
+  return tfSeed(seed * 100_003 + index);
 }

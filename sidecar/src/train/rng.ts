@@ -3,6 +3,11 @@
  * checkpoint and restored exactly. Used for data order and the eval split; TF.js random ops get
  * explicit seeds derived from the run seed.
  */
+/** A seed for TF.js's normal draws (randomNormal, truncatedNormal), which take 0 as "no seed" (its
+ * Gaussian generator does `seed ? seed : Math.random()`; the uniform one checks for null): a derived
+ * seed of 0 (run seed 0, first module) drew a different init on every run. 0 becomes 0x5eed. */
+export const tfSeed = (seed: number): number => (seed === 0 ? 0x5eed : seed);
+
 /** The same generator as a function returning uniforms in [0, 1), for code that needs no saved state. */
 export function mulberry32(seed: number): () => number {
   const r = new Rng(seed);
