@@ -276,6 +276,9 @@ export interface RunStatus {
   /** Folder name under `checkpoints/` of the newest complete checkpoint. */
   lastCheckpoint?: string;
   trainableParams?: number;
+  /** The compute backend of the latest session, as `name: device` (`webgpu: GPU (WebGPU: nvidia …)`,
+   * `wasm: CPU (…, 1 thread)`): tokens/s of runs on different backends do not compare. */
+  backend?: string;
   /** Final (or latest) figures for the runs view's description. */
   summary?: {
     loss?: number;

@@ -355,6 +355,7 @@ export const runStatusSchema: Schema<RunStatus> = s.object({
   error: s.optional(s.string),
   lastCheckpoint: s.optional(s.string),
   trainableParams: s.optional(s.number),
+  backend: s.optional(s.string),
   summary: s.optional(
     s.object({
       loss: s.optional(s.number),

@@ -111,4 +111,11 @@ describe('runs view: items', () => {
     assert.match(t, /`specs\/runs\/r`/);
     assert.match(runTooltip(run('f', { state: 'failed' }, { state: 'failed', error: 'a.jsonl (line 3): bad' }), '/ws'), /Error: a\.jsonl \(line 3\): bad/);
   });
+
+  it('names the backend beside the speed (tokens/s of a GPU and a CPU run do not compare)', () => {
+    const gpu = 'webgpu: GPU (WebGPU: nvidia h100)';
+    assert.match(runTooltip(run('g', { state: 'done' }, { state: 'done', backend: gpu, summary: { tokensPerS: 43841 } }), '/ws'), /- 43841\.0 tokens\/s on webgpu: GPU \(WebGPU: nvidia h100\)/);
+    assert.match(runTooltip(run('g', { state: 'running' }, { state: 'running', backend: gpu }), '/ws'), /- on webgpu: GPU/);
+    assert.doesNotMatch(runTooltip(run('o', { state: 'done' }, { state: 'done' }), '/ws'), / on /, 'runs from before the field: nothing');
+  });
 });

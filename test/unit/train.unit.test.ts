@@ -35,6 +35,7 @@ import { evaluate, pearson } from '../../sidecar/src/train/evaluate';
 import { runGenerate } from '../../sidecar/src/tasks/generate';
 import { runImportance } from '../../sidecar/src/tasks/importance';
 import { baseLoadOptions } from '../../sidecar/src/tasks/base-options';
+import { currentBackend } from '../../sidecar/src/backend';
 
 const FIXTURES = join(__dirname, '../../../shared/fixtures/hf');
 const root = mkdtempSync(join(tmpdir(), 'peft-lab-train-'));
@@ -142,6 +143,9 @@ describe('training', () => {
     assert.equal(s.totalSteps, 12);
     assert.equal(s.adapter, 'lora');
     assert.equal(s.trainableParams, out.trainableParams);
+    // The backend that trained it, so tokens/s is read against it.
+    const b = currentBackend()!;
+    assert.equal(s.backend, `${b.name}: ${b.device}`);
     assert.equal(s.lastCheckpoint, 'step-12');
     assert.equal(s.pid, undefined);
     assert.ok(Number.isFinite(s.summary?.loss) && Number.isFinite(s.summary?.evalLoss));

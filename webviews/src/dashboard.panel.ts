@@ -244,7 +244,8 @@ function renderProgress(): void {
       h('td', {}, p.elapsedS !== undefined ? formatDuration(p.elapsedS) : '–'),
       h('td', {}, formatValue(p.loss)),
       h('td', {}, formatValue(p.evalLoss)),
-      h('td', {}, p.tokensPerS !== undefined ? String(Math.round(p.tokensPerS)) : '–'),
+      // Hovering the speed names the backend it was measured on (runs on a GPU and a CPU side by side).
+      h('td', run.status?.backend ? { title: `on ${run.status.backend}` } : {}, p.tokensPerS !== undefined ? String(Math.round(p.tokensPerS)) : '–'),
       remove,
     );
   });

@@ -18,6 +18,7 @@ import { formatMetricValue, type MetricRecord, type RunStatus } from '../../../s
 import { disposeTrainBatch, makeBatch, type BatchOptions } from '../data/batch';
 import { loadDataFiles, loadHeldout, modelDataInfo, type Example, type LoadedData } from '../data/dataset';
 import { loadTokenizer, type DataTokenizer } from '../data/tokenizer';
+import { currentBackend } from '../backend';
 import { errorMessage, InputError } from '../errors';
 import { numel, writeSafetensors, type HostTensor } from '../io/safetensors';
 import { CheckpointReader } from '../io/checkpoint';
@@ -235,6 +236,7 @@ async function trainLocked(cfg: RunConfig, runDir: string, opts: TrainRunOptions
     pid: process.pid,
     ...(last ? { lastCheckpoint: last.name } : {}),
     ...(prev?.trainableParams !== undefined ? { trainableParams: prev.trainableParams } : {}),
+    ...backendField(),
     // A resume keeps what earlier sessions measured (the zero-shot baseline above all: it is not re-run).
     ...(prev?.summary ? { summary: prev.summary } : {}),
   };
@@ -688,4 +690,10 @@ export type { LoadedData };
 function optimizerStepsOf(st: AdamWState): { optimizerSteps?: Record<string, number> } {
   const differ = [...st.steps.values()].some((t) => t !== st.step);
   return differ ? { optimizerSteps: Object.fromEntries(st.steps) } : {};
+}
+
+/** The status field naming this session's backend (absent before initBackend, as in some tests). */
+function backendField(): Pick<RunStatus, 'backend'> {
+  const b = currentBackend();
+  return b ? { backend: `${b.name}: ${b.device}` } : {};
 }

@@ -148,7 +148,8 @@ export function runTooltip(run: RunInfo, workspaceRoot: string | undefined): str
     lines.push(`- step ${st.step}${st.totalSteps ? ` of ${st.totalSteps}` : ''}`);
     lines.push(`- started ${st.startedAt}, updated ${st.updatedAt}`);
     if (st.lastCheckpoint) lines.push(`- last checkpoint: \`${st.lastCheckpoint}\``);
-    if (st.summary?.tokensPerS !== undefined) lines.push(`- ${fmt(st.summary.tokensPerS)} tokens/s`);
+    if (st.summary?.tokensPerS !== undefined) lines.push(`- ${fmt(st.summary.tokensPerS)} tokens/s${st.backend ? ` on ${st.backend}` : ''}`);
+    else if (st.backend) lines.push(`- on ${st.backend}`);
     if (st.error) lines.push('', `Error: ${st.error}`);
   }
   if (run.state === 'interrupted') lines.push('', 'The process that ran it has ended; Resume continues from the last checkpoint.');

@@ -33,6 +33,8 @@ export function statusFromJson(raw: unknown): RunStatus | undefined {
   if (ckpt !== undefined) s.lastCheckpoint = ckpt;
   const tp = num(raw, 'trainableParams');
   if (tp !== undefined) s.trainableParams = tp;
+  const backend = str('backend');
+  if (backend !== undefined) s.backend = backend;
   if (isObject(raw.summary)) {
     const sum = raw.summary;
     const out: NonNullable<RunStatus['summary']> = {};
