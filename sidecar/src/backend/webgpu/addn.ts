@@ -2,8 +2,8 @@
  * AddN within the device's storage-buffer limit. TF.js's WebGPU AddN binds every input to one shader,
  * and a device has only `maxStorageBuffersPerShaderStage` of them (8 by default, which is what TF.js
  * asks Dawn for, on the H100 too; one is the output): with more inputs the pipeline is invalid and
- * every later submit of that command buffer fails, so the training loop's gradient norm over 32
- * tensors read back as 0. TF.js splits Concat this way; AddN it does not. This sums groups of at most
+ * every later submit of that command buffer fails, so the training loop's gradient norm (over the
+ * demo's 32 trainable tensors, say) read back as 0, and so did the loss read with it. TF.js splits Concat this way; AddN it does not. This sums groups of at most
  * limit − 1 inputs with TF.js's kernel, then the group sums, as a tree.
  */
 import type * as tf from '@tensorflow/tfjs-core';

@@ -48,8 +48,8 @@ const runtimeRequire = createRequire(__filename);
  *
  * Dawn's `disable_robustness` feature is added (into the `enable-dawn-features` flag) unless
  * PEFT_LAB_WEBGPU_ROBUSTNESS=1: robustness clamps every storage-buffer access of every shader, which
- * cost 14–17% of the gpu bench case's step on the H100 (LoRA 47.8 → 41.2 ms, full 67.5 → 55.9 ms,
- * 2026-11-27). It guards browsers against untrusted shaders; the sidecar runs only its own and
+ * cost 10–17% of the gpu bench case's step on the H100 (two runs on 2026-11-27, robustness off vs on:
+ * LoRA 41.2 vs 47.8 and 40.0 vs 44.1 ms; full 55.9 vs 67.5 and 56.4 vs 61.8 ms). It guards browsers against untrusted shaders; the sidecar runs only its own and
  * TF.js's, which bound their indices themselves (the WebGPU tests check edge tiles and odd shapes).
  */
 export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
