@@ -38,7 +38,8 @@ function train(name: string, adapter: object, backend: string): Metric[] {
 
 const T3 = ['c_attn', 'c_proj', 'c_fc'];
 const jobs: Array<[string, object]> = [
-  // 3 targets × 4 layers × (A, B): 24 gradients, past the 8 storage buffers a shader may bind.
+  // c_attn, attn.c_proj, mlp.c_proj, c_fc × 4 layers × (A, B): 32 gradients, past the 8 storage
+  // buffers a shader may bind.
   ['lora', { kind: 'lora', r: 4, alpha: 8, targets: T3 }],
   ['adalora', { kind: 'adalora', r: 4, alpha: 8, targets: T3, adalora: { targetR: 2, tinit: 1, tfinal: 1, deltaT: 1 } }],
 ];
