@@ -48,8 +48,8 @@ fi
 # 4. Optional variants, each one environment assignment, e.g.
 #    VARIANTS="PEFT_LAB_WEBGPU_SUBMIT_BATCH=128 PEFT_LAB_WEBGPU_TUNE=attn=32x16 PEFT_LAB_WEBGPU_TUNE=matmul=tfjs
 #              PEFT_LAB_WEBGPU_DISPATCH=tfjs PEFT_LAB_SAVED_TENSORS=engine PEFT_LAB_WEBGPU_FIRST_SUBMIT=16
-#              PEFT_LAB_WEBGPU_ROBUSTNESS=1"
-# (Dawn's robustness is off by default since 2026-11-27: 10–17% of the step on the H100.)
+#              PEFT_LAB_WEBGPU_ROBUSTNESS=0"
+# (Dawn's robustness off: 10–17% of the step on the H100, but TF.js's matmul needs it; see dawn.ts.)
 # Each variant runs right after a baseline run, so that pairs share the machine's state. Wall times
 # move ±15% between runs there; the per-kernel GPU times (--kernels, timestamps) of the kernels a
 # knob touches (attention, matmuls) are the steadier comparison.

@@ -125,18 +125,18 @@ describe('initBackend', () => {
 });
 
 test('PEFT_LAB_DAWN_FLAGS: comma-separated key=value flags; an item without = continues the previous value', () => {
-  const robust = { PEFT_LAB_WEBGPU_ROBUSTNESS: '1' };
-  assert.deepEqual(dawnFlags(robust), []);
-  assert.deepEqual(dawnFlags({ ...robust, PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl']);
-  assert.deepEqual(dawnFlags({ ...robust, PEFT_LAB_DAWN_FLAGS: ' backend=vulkan , enable-dawn-features=allow_unsafe_apis,foo,' }), ['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,foo']);
+  assert.deepEqual(dawnFlags({}), []);
+  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl']);
+  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: ' backend=vulkan , enable-dawn-features=allow_unsafe_apis,foo,' }), ['backend=vulkan', 'enable-dawn-features=allow_unsafe_apis,foo']);
 });
 
-test("Dawn's robustness is off unless PEFT_LAB_WEBGPU_ROBUSTNESS=1, merged into the user's enable-dawn-features", () => {
-  assert.deepEqual(dawnFlags({}), ['enable-dawn-features=disable_robustness']);
-  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl', 'enable-dawn-features=disable_robustness']);
-  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'enable-dawn-features=allow_unsafe_apis,backend=vulkan' }), ['enable-dawn-features=allow_unsafe_apis,disable_robustness', 'backend=vulkan']);
-  assert.deepEqual(dawnFlags({ PEFT_LAB_DAWN_FLAGS: 'enable-dawn-features=disable_robustness,allow_unsafe_apis' }), ['enable-dawn-features=disable_robustness,allow_unsafe_apis'], 'not twice');
-  assert.deepEqual(dawnFlags({ PEFT_LAB_WEBGPU_ROBUSTNESS: '0' }), ['enable-dawn-features=disable_robustness'], 'only 1 keeps it');
+test("Dawn's robustness stays on (TF.js's matmul reads past B without it) unless PEFT_LAB_WEBGPU_ROBUSTNESS=0, merged into the user's enable-dawn-features", () => {
+  const off = { PEFT_LAB_WEBGPU_ROBUSTNESS: '0' };
+  assert.deepEqual(dawnFlags({ PEFT_LAB_WEBGPU_ROBUSTNESS: '1' }), []);
+  assert.deepEqual(dawnFlags(off), ['enable-dawn-features=disable_robustness']);
+  assert.deepEqual(dawnFlags({ ...off, PEFT_LAB_DAWN_FLAGS: 'backend=opengl' }), ['backend=opengl', 'enable-dawn-features=disable_robustness']);
+  assert.deepEqual(dawnFlags({ ...off, PEFT_LAB_DAWN_FLAGS: 'enable-dawn-features=allow_unsafe_apis,backend=vulkan' }), ['enable-dawn-features=allow_unsafe_apis,disable_robustness', 'backend=vulkan']);
+  assert.deepEqual(dawnFlags({ ...off, PEFT_LAB_DAWN_FLAGS: 'enable-dawn-features=disable_robustness,allow_unsafe_apis' }), ['enable-dawn-features=disable_robustness,allow_unsafe_apis'], 'not twice');
 });
 
 test('Dawn is not started on Linux without the Vulkan loader, or without a GPU device unless WebGPU was named; explicit non-Vulkan Dawn backends skip both checks', () => {

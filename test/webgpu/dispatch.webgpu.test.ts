@@ -9,7 +9,7 @@ import type { WebGPUBackend } from '@tensorflow/tfjs-backend-webgpu';
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { loraFactory } from '../../sidecar/src/adapters/bench-lora';
-import { dispatchStats, packUniforms } from '../../sidecar/src/backend/webgpu/dispatch';
+import { clearPendingDeviceError, dispatchStats, packUniforms } from '../../sidecar/src/backend/webgpu/dispatch';
 import { benchConfig, type BenchCase } from '../../sidecar/src/bench/bench';
 import { randomModel } from '../../sidecar/src/models/init';
 import { AdamW } from '../../sidecar/src/train/adamw';
@@ -155,12 +155,15 @@ test('AddN over more inputs than a shader may bind (8 storage buffers by default
       const ts = parts.map((p) => tf.tensor1d(p));
       const y = tf.addN(ts);
       const out = (await y.data()) as Float32Array;
+      // The inputs are the caller's: still readable after the sum.
+      assertClose((await ts.at(-1)!.data()) as Float32Array, parts.at(-1)!, 0, `${n} inputs: last input intact`);
       tf.dispose([y, ...ts]);
       return out;
     };
-    const before = tf.memory().numTensors;
+    // The group sums are backend data the engine never sees: count the backend's.
+    const before = backend().numDataIds();
     const got = await sum();
-    assert.equal(tf.memory().numTensors, before, `${n} inputs: no leak`);
+    assert.equal(backend().numDataIds(), before, `${n} inputs: no leak`);
     const want = await onCpu(() => {
       const ts = parts.map((p) => tf.tensor1d(p));
       const y = tf.addN(ts);
@@ -182,5 +185,21 @@ test('a device error (Dawn reports it as an event and carries on) fails the next
   await assert.rejects(y.data(), /WebGPU device error; the results since are invalid: .*BufferUsage/);
   const z = tf.add(x, 2);
   assert.deepEqual(Array.from(((await z.data()) as Float32Array).slice(0, 3)), [2, 3, 4], 'the next read is clean');
-  tf.dispose([x, y, z]);
+  // An error left pending when a job ends (after its last read) is dropped at the next job's start.
+  backend().device.createBuffer({ size: 4, usage: 0xffffff });
+  await new Promise((r) => setTimeout(r, 50));
+  clearPendingDeviceError(backend());
+  const w = tf.add(x, 3);
+  assert.equal(((await w.data()) as Float32Array)[0], 3, 'cleared: the read succeeds');
+  tf.dispose([x, y, z, w]);
+});
+
+// Last in this file: it destroys the device.
+test('a lost device fails every read from then on', async () => {
+  const x = tf.range(0, 4096, 1, 'float32');
+  const y = tf.add(x, 1);
+  await y.data();
+  backend().device.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 2; i++) await assert.rejects(tf.add(x, i).data(), /WebGPU device lost \(destroyed\)/);
 });

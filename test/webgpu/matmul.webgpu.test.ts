@@ -300,6 +300,13 @@ test("TF.js routes: vocabulary-sized A·B (≥ 528 128×128 tiles) to its vec4 A
   assert.equal(tfjsRoute(768, 768, 512, 1, true, false), undefined, 'short K');
   assert.equal(tfjsRoute(768, 8, 2048, 1, true, false), undefined, 'rank-8: thin');
   assert.equal(tfjsRoute(768, 768, 2048, 2, true, false), undefined, 'batched');
+  forceMatMulSplitK(2);
+  try {
+    assert.equal(tfjsRoute(768, 768, 2048, 1, true, false), undefined, 'a forced K split times our kernel');
+    assert.equal(describePlan({ M: 72, N: 40, K: 1100, batch: 1, ta: true, tb: false, bias: false }), 'mid4/split2', "PeftLinear's weight gradient in the split-K test");
+  } finally {
+    forceMatMulSplitK(undefined);
+  }
   assert.equal(describePlan({ M: 2048, N: 8192, K: 768, batch: 1, ta: false, tb: true, bias: false }), 'big');
   assert.equal(describePlan({ M: 768, N: 3072, K: 2048, batch: 1, ta: true, tb: false, bias: false }), 'tfjs');
   // 2048×4224 output: 16 × 33 = 528 tiles of 128×128.

@@ -29,8 +29,8 @@
  * WebGPU measurement knobs (each keeps TF.js's own behaviour for side-by-side timing):
  * PEFT_LAB_WEBGPU_DISPATCH=tfjs (webgpu/dispatch.ts), PEFT_LAB_SAVED_TENSORS=engine
  * (saved-tensors.ts), PEFT_LAB_WEBGPU_TUNE (webgpu/kernels.ts), PEFT_LAB_WEBGPU_SUBMIT_BATCH and
- * PEFT_LAB_WEBGPU_FIRST_SUBMIT (dispatches per submit), PEFT_LAB_WEBGPU_ROBUSTNESS=1 (Dawn's bounds
- * clamping back on, webgpu/dawn.ts).
+ * PEFT_LAB_WEBGPU_FIRST_SUBMIT (dispatches per submit), PEFT_LAB_WEBGPU_ROBUSTNESS=0 (Dawn's bounds
+ * clamping off: faster, unsafe with TF.js's kernels, webgpu/dawn.ts).
  *
  * Nothing may reach stdout (the sidecar's RPC channel): while backends load, console.log/info/
  * warn/debug/error are routed to the `log` callback (or stderr).

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core alone has no gradients registered (the tfjs union package imports this).
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
 import type { JobParams, JobResult, SelftestJobParams } from '../../../src/protocol';
+import { clearPendingDeviceError } from '../backend/webgpu/dispatch';
 import { throwIfCancelled, yieldToEventLoop, type JobContext } from './context';
 import { runForward, runGrads } from '../tasks/forward';
 import { inspectModel } from '../tasks/inspect';
@@ -20,6 +21,9 @@ import { runEvaluate } from '../tasks/evaluate';
 import { runGenerate } from '../tasks/generate';
 
 export async function runJob(params: JobParams, ctx: JobContext): Promise<JobResult> {
+  // The current backend as it is (tf.backend() would initialise one).
+  const backend = (tf.engine() as unknown as { backendInstance?: object }).backendInstance;
+  if (backend) clearPendingDeviceError(backend);
   switch (params.kind) {
     case 'selftest':
       return selftest(params, ctx);

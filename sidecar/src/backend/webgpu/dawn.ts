@@ -46,11 +46,13 @@ const runtimeRequire = createRequire(__filename);
  * an item without `=` continues the previous value (`enable-dawn-features=allow_unsafe_apis,foo` is
  * one flag with two features).
  *
- * Dawn's `disable_robustness` feature is added (into the `enable-dawn-features` flag) unless
- * PEFT_LAB_WEBGPU_ROBUSTNESS=1: robustness clamps every storage-buffer access of every shader, which
- * cost 10–17% of the gpu bench case's step on the H100 (two runs on 2026-11-27, robustness off vs on:
- * LoRA 41.2 vs 47.8 and 40.0 vs 44.1 ms; full 55.9 vs 67.5 and 56.4 vs 61.8 ms). It guards browsers against untrusted shaders; the sidecar runs only its own and
- * TF.js's, which bound their indices themselves (the WebGPU tests check edge tiles and odd shapes).
+ * PEFT_LAB_WEBGPU_ROBUSTNESS=0 adds Dawn's `disable_robustness` feature (into the
+ * `enable-dawn-features` flag), for measurements only. Robustness clamps every storage-buffer access of
+ * every shader; without it the gpu bench case's step on the H100 was 10–17% faster (two runs on
+ * 2026-11-27, off vs on: LoRA 41.2 vs 47.8 and 40.0 vs 44.1 ms; full 55.9 vs 67.5 and 56.4 vs 61.8 ms).
+ * It stays on by default because TF.js's kernels rely on it: its packed matmul reads B without bounds
+ * checks (`mm_readB`), past the end of B whenever K or N is not a multiple of its 32-wide tiles, which
+ * without robustness is undefined behaviour (NaN from 0 × garbage, or a lost device).
  */
 export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
   const flags: string[] = [];
@@ -59,7 +61,7 @@ export function dawnFlags(env: NodeJS.ProcessEnv = process.env): string[] {
     if (!item.includes('=') && flags.length) flags[flags.length - 1] += `,${item}`;
     else flags.push(item);
   }
-  if (env.PEFT_LAB_WEBGPU_ROBUSTNESS === '1') return flags;
+  if (env.PEFT_LAB_WEBGPU_ROBUSTNESS !== '0') return flags;
   const features = flags.findIndex((f) => f.startsWith('enable-dawn-features='));
   if (features < 0) flags.push('enable-dawn-features=disable_robustness');
   else if (!flags[features]!.split(/[=,]/).includes('disable_robustness')) flags[features] += ',disable_robustness';

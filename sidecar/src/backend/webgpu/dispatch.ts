@@ -266,32 +266,44 @@ export function dispatchStats(backend: object): DispatchStats | undefined {
   return installed.get(backend);
 }
 
+/** Per backend: a device error not yet thrown, and whether the device is lost (for good). */
+const deviceErrors = new WeakMap<object, { pending?: string; lost?: string }>();
+
 /**
  * Dawn reports a validation or out-of-memory error (an invalid pipeline, a buffer too large) as an
  * event and carries on: the command buffers after it do nothing, and reads return stale or zero data
  * (a training loop once logged loss 0 for a whole run). The next read-back after such an error
- * throws it instead, so the job stops with the message and keeps its last checkpoint. Each error is
- * thrown once: the sidecar's next job starts clean.
+ * throws it instead, so the job stops with the message and keeps its last checkpoint; a lost device
+ * fails every read from then on. A job's start clears an error left pending by the job before
+ * (clearPendingDeviceError), which with parallel jobs may drop one meant for the other.
  */
 function failReadsOnDeviceErrors(backend: WebGPUBackend): void {
   const device = (backend as unknown as BackendInternals).device;
-  let error: string | undefined;
+  const state: { pending?: string; lost?: string } = {};
+  deviceErrors.set(backend, state);
   device.addEventListener('uncapturederror', (e) => {
-    error ??= (e as GPUUncapturedErrorEvent).error.message;
+    state.pending ??= (e as GPUUncapturedErrorEvent).error.message;
   });
   void device.lost.then((info) => {
-    error ??= `device lost (${info.reason}): ${info.message}`;
+    state.lost = `device lost (${info.reason}): ${info.message}`;
   });
   const getBufferData = backend.getBufferData.bind(backend);
   backend.getBufferData = async (buffer: GPUBuffer) => {
+    if (state.lost) throw new Error(`WebGPU ${state.lost}; restart the sidecar`);
     const data = await getBufferData(buffer);
-    if (error !== undefined) {
-      const message = error;
-      error = undefined;
+    const message = state.lost ?? state.pending;
+    if (message !== undefined) {
+      state.pending = undefined;
       throw new Error(`WebGPU device error; the results since are invalid: ${message.split('\n').join(' ')}`);
     }
     return data;
   };
+}
+
+/** At a job's start: forget a device error that arrived after the last job's last read. */
+export function clearPendingDeviceError(backend: object): void {
+  const state = deviceErrors.get(backend);
+  if (state) state.pending = undefined;
 }
 
 /** Counts submits and times them and the read-back waits, so a benchmark can tell host time apart;

@@ -630,10 +630,11 @@ fn main(index : i32) {
  *   stays ours: big took 0.89 ms for GPT-2's tied LM head against 1.13 for the transpose + TF.js.
  * - 'kernel': the Aᵀ·B weight gradients over a long K (the tokens; ≥ 1024): TF.js's kernel took
  *   0.34 ms for 3072×2048×768 and 768×2048×3072 against 0.42 for mid/split4 (2026-11-27).
- * Never when a config is forced.
+ * Never when a config or a K split is forced (tests and PEFT_LAB_WEBGPU_TUNE=splitk=N time our kernel).
+ * TF.js's packed matmul reads B without bounds checks: it relies on Dawn's robustness (webgpu/dawn.ts).
  */
 export function tfjsRoute(M: number, N: number, K: number, batch: number, ta: boolean, tb: boolean): 'viaTfjs' | 'kernel' | undefined {
-  if (forced || tfjsOnly || batch !== 1) return undefined;
+  if (forced || tfjsOnly || forcedSplits !== undefined || batch !== 1) return undefined;
   if (ta && !tb && K >= 1024 && Math.min(M, N) > 16) return 'kernel';
   if (!ta && !tb && K % 4 === 0 && N % 4 === 0 && chooseConfig(M, N, K, batch) === CONFIGS.big) return 'viaTfjs';
   return undefined;
