@@ -117,5 +117,6 @@ describe('runs view: items', () => {
     assert.match(runTooltip(run('g', { state: 'done' }, { state: 'done', backend: gpu, summary: { tokensPerS: 43841 } }), '/ws'), /- 43841\.0 tokens\/s on webgpu: GPU \(WebGPU: nvidia h100\)/);
     assert.match(runTooltip(run('g', { state: 'running' }, { state: 'running', backend: gpu }), '/ws'), /- on webgpu: GPU/);
     assert.doesNotMatch(runTooltip(run('o', { state: 'done' }, { state: 'done' }), '/ws'), / on /, 'runs from before the field: nothing');
+    assert.doesNotMatch(runTooltip(run('x', { state: 'done' }, { state: 'done', backend: { name: 'webgpu' } as unknown as string }), '/ws'), / on /, 'a damaged field: nothing');
   });
 });

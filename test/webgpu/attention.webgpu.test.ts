@@ -83,6 +83,12 @@ test('D = 64, T = 70 (two row blocks, partial tiles): full and causal', async ()
   await check([2, 1, 70, 64], true);
 });
 
+test('more than 65535 workgroups (TF.js folds the dispatch into a square; the extra workgroups write nothing)', async () => {
+  // 66000 heads × one row block: 66000 forward and 132000 backward workgroups.
+  await check([1, 66000, 2, 4], false);
+  await check([1, 66000, 2, 4], true);
+});
+
 test('D = 6 (padded to vec4s), peaked scores', async () => {
   await check([1, 3, 21, 6], true, 4);
   await check([1, 3, 21, 6], false, 4);

@@ -148,8 +148,10 @@ export function runTooltip(run: RunInfo, workspaceRoot: string | undefined): str
     lines.push(`- step ${st.step}${st.totalSteps ? ` of ${st.totalSteps}` : ''}`);
     lines.push(`- started ${st.startedAt}, updated ${st.updatedAt}`);
     if (st.lastCheckpoint) lines.push(`- last checkpoint: \`${st.lastCheckpoint}\``);
-    if (st.summary?.tokensPerS !== undefined) lines.push(`- ${fmt(st.summary.tokensPerS)} tokens/s${st.backend ? ` on ${st.backend}` : ''}`);
-    else if (st.backend) lines.push(`- on ${st.backend}`);
+    // status.json is read as it is: only a string names a backend.
+    const backend = typeof st.backend === 'string' && st.backend ? st.backend : undefined;
+    if (st.summary?.tokensPerS !== undefined) lines.push(`- ${fmt(st.summary.tokensPerS)} tokens/s${backend ? ` on ${backend}` : ''}`);
+    else if (backend) lines.push(`- on ${backend}`);
     if (st.error) lines.push('', `Error: ${st.error}`);
   }
   if (run.state === 'interrupted') lines.push('', 'The process that ran it has ended; Resume continues from the last checkpoint.');

@@ -138,6 +138,8 @@ const GRID = /* wgsl */ `
   let T = uniforms.T;
   let blocks = (T + ROWS - 1) / ROWS;
   let w = wgUniform();
+  // Past 65535 workgroups TF.js folds the dispatch into a square: the extra ones have no rows.
+  if (w >= blocks * uniforms.BH) { return; }
   // Heads minor, blocks from the last: with causal, the longest rows are dispatched first.
   let bh = w % uniforms.BH;
   let r0 = (blocks - 1 - w / uniforms.BH) * ROWS;
@@ -422,6 +424,7 @@ ${scoreTileLoop('j', 'i', 'i0')}
     mode === 'dqkv'
       ? `fn main(index : i32) {
   let w = wgUniform();
+  if (w >= 2 * ((uniforms.T + RB - 1) / RB) * uniforms.BH) { return; } // a folded dispatch's extra workgroups
   // Pairs of a key block and a query block whose causal work adds up to about T + RB (the longest
   // first), heads minor.
   let p = w / 2;
@@ -431,6 +434,7 @@ ${scoreTileLoop('j', 'i', 'i0')}
 }`
       : `fn main(index : i32) {
   let w = wgUniform();
+  if (w >= ((uniforms.T + RB - 1) / RB) * uniforms.BH) { return; } // a folded dispatch's extra workgroups
   ${mode === 'dq' ? 'dqBlock(w % uniforms.BH, (uniforms.T + RB - 1) / RB - 1 - w / uniforms.BH);' : 'kvBlock(w % uniforms.BH, w / uniforms.BH);'}
 }`;
   return `${prelude(d, src, ['q', 'k', 'v', 'o', 'g'], { RB: rows, TQ: tile, NT: THREADS, SP: sp, CPL: cpl, HP: hp })}
