@@ -460,27 +460,20 @@ export function buildOft(core: AdapterCore, setup: OftSetup): void {
   const extras = addExtras(core, setup, targeted);
   addOft(core, setup.modules);
   if (noPeftFormatOnConv1d(core, setup.modules, 'OFT')) return;
-  core.exporter = async (): Promise<PeftExport> => {
-    const tensors = new Map<string, HostTensor>();
-    for (const m of targeted) tensors.set(oftName(m), await host(core.tensor(oftName(m))));
-    for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
-    const config: Record<string, unknown> = {
-      ...commonConfig(core.model, 'OFT', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
-      bias: setup.bias === 'lora_only' ? 'oft_only' : setup.bias,
-      block_share: false,
-      coft: false,
-      eps: 6e-5,
-      exclude_modules: null,
-      fan_in_fan_out: false,
-      init_weights: true,
-      module_dropout: 0,
-      num_cayley_neumann_terms: setup.terms,
-      oft_block_size: setup.r ? 0 : setup.blockSize,
-      r: setup.r,
-      use_cayley_neumann: true,
-    };
-    return { config, tensors: prefixed(tensors) };
-  };
+  setPerModuleExporter(core, extras, targeted, setup.modulesToSave, 'OFT', oftName, {
+    bias: setup.bias === 'lora_only' ? 'oft_only' : setup.bias,
+    block_share: false,
+    coft: false,
+    eps: 6e-5,
+    exclude_modules: null,
+    fan_in_fan_out: false,
+    init_weights: true,
+    module_dropout: 0,
+    num_cayley_neumann_terms: setup.terms,
+    oft_block_size: setup.r ? 0 : setup.blockSize,
+    r: setup.r,
+    use_cayley_neumann: true,
+  });
 }
 
 /** HRA (PEFT's HRA). PEFT wraps nn.Linear only: no PEFT format on Conv1D. */
@@ -489,17 +482,33 @@ export function buildHra(core: AdapterCore, setup: HraSetup): void {
   const extras = addExtras(core, setup, targeted);
   addHra(core, setup.modules, setup.seed);
   if (noPeftFormatOnConv1d(core, setup.modules, 'HRA')) return;
+  setPerModuleExporter(core, extras, targeted, setup.modulesToSave, 'HRA', hraName, {
+    apply_GS: setup.gs,
+    bias: setup.bias === 'lora_only' ? 'hra_only' : setup.bias,
+    exclude_modules: null,
+    init_weights: true,
+    r: setup.r,
+  });
+}
+
+/** The PEFT export of a kind with one tensor per targeted module (OFT, HRA): those tensors and the
+ * extras (biases, modules to save), with the common config fields and then the kind's own. */
+function setPerModuleExporter(
+  core: AdapterCore,
+  extras: ReturnType<typeof addExtras>,
+  targeted: readonly string[],
+  modulesToSave: readonly string[],
+  peftType: string,
+  tensorName: (module: string) => string,
+  fields: Record<string, unknown>,
+): void {
   core.exporter = async (): Promise<PeftExport> => {
     const tensors = new Map<string, HostTensor>();
-    for (const m of targeted) tensors.set(hraName(m), await host(core.tensor(hraName(m))));
+    for (const m of targeted) tensors.set(tensorName(m), await host(core.tensor(tensorName(m))));
     for (const [k, v] of await extrasExport(core, extras, new Set(targeted))) tensors.set(k, v);
     const config: Record<string, unknown> = {
-      ...commonConfig(core.model, 'HRA', targeted, exportedModulesToSave(core.model, setup.modulesToSave, extras.saved), core.spec.layers),
-      apply_GS: setup.gs,
-      bias: setup.bias === 'lora_only' ? 'hra_only' : setup.bias,
-      exclude_modules: null,
-      init_weights: true,
-      r: setup.r,
+      ...commonConfig(core.model, peftType, [...targeted], exportedModulesToSave(core.model, modulesToSave, extras.saved), core.spec.layers),
+      ...fields,
     };
     return { config, tensors: prefixed(tensors) };
   };

@@ -15,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DataFormat, DataSpec } from '../spec/types';
 import { InputError } from '../errors';
+import { readInputText } from '../io/read-input';
 import type { Model } from '../models/model';
 import { isEncoder, positionLimit, type ProblemType } from '../models/config';
 import type { MetricName } from '../../../src/protocol';
@@ -561,12 +562,7 @@ export function loadHeldout(file: string, tok: DataTokenizer, vocabSize: number,
       if (ids.length >= 2) out.push({ kind: 'lm', ids: Int32Array.from(ids), labels: Int32Array.from(ids), completion: false, source: `${file}:${r.line}` });
     }
   } else {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    const text = readInputText(file);
     const ids = tok.encode(text, false);
     check(ids, '');
     for (let i = 0; i + 2 <= ids.length && out.length < maxRows; i += maxLength) {

@@ -4,10 +4,11 @@
  * torchvision without antialias), and ViT's default normalisation (x/255 − 0.5) / 0.5.
  */
 import * as jpeg from 'jpeg-js';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { PNG } from 'pngjs';
 import { InputError } from '../errors';
+import { readInputFile } from '../io/read-input';
 
 export const IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg'];
 export const VIT_MEAN = 0.5;
@@ -78,12 +79,7 @@ function jpegSize(buf: Buffer): { w: number; h: number } | undefined {
 }
 
 export function decodeImage(file: string): RgbaImage {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(file);
-  } catch (e) {
-    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const buf = readInputFile(file);
   const isPng = buf.length >= 8 && buf.readUInt32BE(0) === 0x89504e47;
   const isJpeg = buf.length >= 3 && buf[0] === 0xff && buf[1] === 0xd8 && buf[2] === 0xff;
   // Decoding allocates by the header's size, and a corrupt header can claim anything: refuse big

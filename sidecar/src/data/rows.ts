@@ -2,8 +2,9 @@
 import { parse as parseCsv } from 'csv-parse/sync';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import { errorMessage, InputError } from '../errors';
+import { readInputFileAsync, readInputText } from '../io/read-input';
 
 export interface Row {
   file: string;
@@ -17,17 +18,9 @@ export interface Row {
 /** The data formats whose files hold rows. */
 export type RowFormat = 'jsonl' | 'csv' | 'parquet';
 
-function readText(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-}
-
 /** One JSON object per line; blank lines are skipped. */
 export function readJsonl(file: string): Row[] {
-  const text = readText(file).replace(/^\uFEFF/, '');
+  const text = readInputText(file).replace(/^\uFEFF/, '');
   const rows: Row[] = [];
   const lines = text.split('\n');
   lines.forEach((raw, i) => {
@@ -63,12 +56,7 @@ export async function readRowsAsync(format: RowFormat | 'images', file: string):
  * numbers where exact (class labels), else strings.
  */
 export async function readParquet(file: string): Promise<Row[]> {
-  let bytes: Buffer;
-  try {
-    bytes = await fsp.readFile(file);
-  } catch (e) {
-    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const bytes = await readInputFileAsync(file);
   let objects: Record<string, unknown>[];
   try {
     objects = await parquetReadObjects({ file: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer, compressors });
@@ -88,7 +76,7 @@ function plainValue(v: unknown): unknown {
 
 /** A CSV file with a header row; every field is a string. */
 export function readCsv(file: string): Row[] {
-  const text = readText(file);
+  const text = readInputText(file);
   let records: { record: Record<string, string>; info: { lines: number } }[];
   try {
     records = parseCsv(text, { columns: true, info: true, bom: true, skip_empty_lines: true, trim: false }) as typeof records;

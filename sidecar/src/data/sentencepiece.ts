@@ -4,8 +4,8 @@
  * settings a tokenizer needs. Field numbers are those of sentencepiece_model.proto; unknown fields
  * are skipped, as protobuf readers do. A malformed file is an InputError naming the byte offset.
  */
-import { readFileSync } from 'node:fs';
 import { InputError } from '../errors';
+import { readInputFile } from '../io/read-input';
 
 /** sentencepiece_model.proto's SentencePiece.Type. */
 export const PIECE_TYPES = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
@@ -104,12 +104,7 @@ function message(f: Field, file: string): Uint8Array {
 }
 
 export function readSentencePieceModel(file: string): SentencePieceModel {
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new InputError(file, '', `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const bytes: Uint8Array = readInputFile(file);
   // TrainerSpec's defaults (sentencepiece_model.proto).
   const model: SentencePieceModel = { pieces: [], modelType: 1, unkId: 0, bosId: 1, eosId: 2, padId: -1, byteFallback: false, normalizer: '' };
   const offset = (sub: Uint8Array) => sub.byteOffset - bytes.byteOffset;
